@@ -1,0 +1,1 @@
+"""Backends ("inference runtimes"): one module each, listed in :mod:`app.backends.registry`."""

@@ -1,0 +1,126 @@
+"""Read an ONNX model's interface and reconcile it with the configured shapes.
+
+Both backends call this before building: it loads the model with ``onnx`` (imported here
+only), runs ``onnx.checker`` and resolves one :class:`InputProfile` per model input, so a
+contradiction between the model and the config is one clear :class:`ModelDataError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.errors import ModelDataError
+from app.types import InputProfile
+
+__all__ = ["ModelInterface", "TensorInfo", "inspect_model", "resolve_profiles"]
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32"
+    dims: tuple[Dim, ...]
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.dims)
+
+
+@dataclass(frozen=True)
+class ModelInterface:
+    path: Path
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    opset: int
+
+
+def _tensor_info(value_info: Any) -> TensorInfo:
+    from onnx import helper
+
+    ttype = value_info.type.tensor_type
+    dims: list[Dim] = []
+    for d in ttype.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or None)
+    try:
+        dtype = helper.tensor_dtype_to_np_dtype(ttype.elem_type).name
+    except (KeyError, TypeError, ValueError):
+        dtype = f"onnx:{ttype.elem_type}"
+    return TensorInfo(value_info.name, dtype, tuple(dims))
+
+
+def inspect_model(path: Path, model_name: str = "") -> ModelInterface:
+    """Load and check ``path``; ModelDataError naming the model if it is not a valid ONNX model."""
+    import onnx
+
+    label = f"{model_name}: " if model_name else ""
+    hint = "re-export the model, or check that the file was copied completely"
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
+        raise ModelDataError(f"{label}{path} is not a readable ONNX model "
+                             f"({type(exc).__name__}: {str(exc)[:200]})", hint=hint) from exc
+    if not model.graph.node and not model.graph.output:
+        raise ModelDataError(f"{label}{path} holds no ONNX graph", hint=hint)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ModelDataError(f"{label}{path} fails the ONNX checker: {str(exc)[:300]}",
+                             hint=hint) from exc
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = tuple(_tensor_info(v) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(_tensor_info(v) for v in model.graph.output)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return ModelInterface(Path(path), inputs, outputs, opset)
+
+
+def resolve_profiles(
+    model: ModelInterface, shapes: dict[str | None, InputProfile], model_name: str
+) -> dict[str, InputProfile]:
+    """One profile per model input, from the config where given, else from static model dims."""
+    names = [t.name for t in model.inputs]
+    given = dict(shapes)
+    if None in given:
+        if len(model.inputs) != 1:
+            raise ModelDataError(
+                f"{model_name}: expected_input_shape is for single-input models, but the model "
+                f"has inputs {names}", hint="use input_shapes with one entry per input")
+        given[names[0]] = given.pop(None)
+    unknown = sorted(k for k in given if k not in names)  # type: ignore[type-var]
+    if unknown:
+        raise ModelDataError(f"{model_name}: input_shapes names {unknown}, but the model's inputs "
+                             f"are {names}", hint="use the model's input names")
+    resolved: dict[str, InputProfile] = {}
+    for tensor in model.inputs:
+        profile = given.get(tensor.name)
+        if profile is None:
+            if not tensor.is_static:
+                raise ModelDataError(
+                    f"{model_name}: input {tensor.name!r} has dynamic dimensions "
+                    f"{list(tensor.dims)} that the config leaves open",
+                    hint=f"add input_shapes.{tensor.name} with min/opt/max")
+            resolved[tensor.name] = InputProfile.fixed(tuple(int(d) for d in tensor.dims))  # type: ignore[arg-type]
+            continue
+        _check_against_model(model_name, tensor, profile)
+        resolved[tensor.name] = profile
+    return resolved
+
+
+def _check_against_model(model_name: str, tensor: TensorInfo, profile: InputProfile) -> None:
+    if len(profile.opt) != len(tensor.dims):
+        raise ModelDataError(
+            f"{model_name}: input {tensor.name!r} has {len(tensor.dims)} dimensions "
+            f"{list(tensor.dims)} but the config gives {len(profile.opt)}: {list(profile.opt)}",
+            hint="make the configured shape match the model")
+    for i, dim in enumerate(tensor.dims):
+        if isinstance(dim, int) and not (profile.min[i] == profile.opt[i] == profile.max[i] == dim):
+            raise ModelDataError(
+                f"{model_name}: input {tensor.name!r} dimension {i} is fixed to {dim} in the "
+                f"model, but the config asks for {profile.min[i]}..{profile.max[i]}",
+                hint=f"set dimension {i} to {dim}, or export the model with that axis dynamic")

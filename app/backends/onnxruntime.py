@@ -1,0 +1,208 @@
+"""The CPU backend: ONNX models compiled to optimized ONNX Runtime (ORT format) models.
+
+With every graph optimization on, ONNX Runtime rewrites the graph for the CPU it runs on
+(fused kernels, NCHWc layouts on AVX machines), so the artifact is tied to the ONNX Runtime
+release and that CPU, and named for both (:class:`app.cache.names.OrtFilenameSchema`). INT8
+comes from ONNX Runtime's static quantization fed by the calibration batches; FP16 converts
+the model and succeeds only where ONNX Runtime has FP16 CPU kernels for every node.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from app import faults
+from app.backends.calibration import CalibrationSet
+from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
+from app.cache.names import OrtFilenameSchema
+from app.cache.sidecar import Sha256Sidecar
+from app.cancel import CANCEL, cancelled_error
+from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
+from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
+
+__all__ = ["OnnxRuntimeBackend", "cpu_identity"]
+
+_PROVIDERS = ["CPUExecutionProvider"]
+
+
+@functools.cache
+def cpu_identity() -> tuple[str, str]:
+    """(token, model name): ``x86_64-<8 hex>`` from the CPU model and its feature flags."""
+    model, flags = platform.processor() or "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in {"model name", "cpu model", "hardware"} and not model.strip():
+                model = value.strip()
+            elif key in {"flags", "features"} and not flags:
+                flags = " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    arch = platform.machine().lower().replace("-", "_") or "cpu"
+    digest = hashlib.sha256(f"{model}|{flags}".encode()).hexdigest()[:8]
+    return f"{arch}-{digest}", model or arch
+
+
+def _ort_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("onnxruntime")
+
+
+class OnnxRuntimeBackend:
+    """``compile_engine`` for ONNX Runtime on the CPU; needs no GPU."""
+
+    name = "onnxruntime"
+    needs_gpu = False
+    supported_precisions = frozenset(PrecisionMode)
+
+    def __init__(self, host: HostCapabilities | None = None) -> None:
+        # Found, not imported: a warm boot must not pay for loading ONNX Runtime.
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ImportError("onnxruntime is not installed", name="onnxruntime")
+        self.host = host or HostCapabilities(0, "none", "none")
+
+    def version(self) -> str:
+        return _ort_version()
+
+    def device_name(self) -> str:
+        return cpu_identity()[1]
+
+    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
+        major_minor = ".".join(self.version().split(".")[:2])
+        return OrtFilenameSchema.build(model_name=model_name, ort=major_minor,
+                                       cpu=cpu_identity()[0], precision=precision)
+
+    def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
+        cfg = build_config
+        if cfg.engine_path is None:
+            raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
+        _cancellable_delay(faults.slow_build_seconds())
+        model = inspect_model(model_path, cfg.model_name)
+        profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
+        with tempfile.TemporaryDirectory(prefix="engine-init-ort-") as tmp:
+            source = Path(model_path)
+            if cfg.precision is PrecisionMode.INT8:
+                source = self._quantize(source, model, profiles, cfg, Path(tmp))
+            elif cfg.precision is PrecisionMode.FP16:
+                source = self._to_fp16(source, Path(tmp))
+            payload = self._optimize(source, Path(tmp) / "model.ort", cfg)
+        self._verify(payload, model, profiles, cfg)
+        digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, payload)
+        return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
+                                self.host.trt, cfg.precision,
+                                {"backend": self.name, "backend_version": self.version()})
+
+    # -- steps ------------------------------------------------------------------------------
+    def _optimize(self, source: Path, out: Path, cfg: BuildConfig) -> bytes:
+        import onnxruntime as ort
+
+        options = _quiet_options(ort)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(out)
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        try:
+            ort.InferenceSession(str(source), options, providers=_PROVIDERS)
+        except Exception as exc:
+            hint = ("ONNX Runtime's CPU kernels lack FP16 versions of some nodes here; "
+                    "use precision fp32 or int8 for this backend"
+                    if cfg.precision is PrecisionMode.FP16 else "check the model with onnx.checker")
+            raise EngineBuildError(f"{cfg.model_name}: ONNX Runtime could not compile the model "
+                                   f"for {cfg.precision.value}: {str(exc)[:300]}", hint=hint) from exc
+        return out.read_bytes()
+
+    def _quantize(self, source: Path, model: ModelInterface, profiles: dict[str, InputProfile],
+                  cfg: BuildConfig, tmp: Path) -> Path:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).require()
+
+        class Reader(CalibrationDataReader):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self._batches = calib.batches()
+
+            def get_next(self) -> dict[str, Any] | None:
+                if CANCEL.is_set():
+                    return None
+                return next(self._batches, None)
+
+        out = tmp / "quantized.onnx"
+        root = logging.getLogger()
+        level, root.level = root.level, logging.ERROR  # its advice goes to the root logger
+        try:
+            quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        except (EngineBuildError, BuildCancelledError, ModelDataError):
+            raise
+        except Exception as exc:
+            raise EngineBuildError(f"{cfg.model_name}: INT8 quantization failed: "
+                                   f"{str(exc)[:300]}", hint="try fp32, or other calibration data"
+                                   ) from exc
+        finally:
+            root.setLevel(level)
+        return out
+
+    @staticmethod
+    def _to_fp16(source: Path, tmp: Path) -> Path:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        converted = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+        out = tmp / "fp16.onnx"
+        onnx.save(converted, str(out))
+        return out
+
+    def _verify(self, payload: bytes, model: ModelInterface, profiles: dict[str, InputProfile],
+                cfg: BuildConfig) -> None:
+        """Prove the artifact deserializes and exposes the ONNX model's inputs and outputs."""
+        import onnxruntime as ort
+
+        if cfg.verify == "none":
+            return
+        options = _quiet_options(ort)
+        options.add_session_config_entry("session.load_model_format", "ORT")
+        try:
+            session = ort.InferenceSession(payload, options, providers=_PROVIDERS)
+        except Exception as exc:
+            raise EngineBuildError(f"{cfg.model_name}: the compiled model does not load: "
+                                   f"{str(exc)[:300]}") from exc
+        got_in = [i.name for i in session.get_inputs()]
+        got_out = [o.name for o in session.get_outputs()]
+        want_in, want_out = [t.name for t in model.inputs], [t.name for t in model.outputs]
+        if got_in != want_in or got_out != want_out:
+            raise EngineBuildError(f"{cfg.model_name}: compiled I/O {got_in}->{got_out} differs "
+                                   f"from the ONNX model's {want_in}->{want_out}")
+        if cfg.verify == "infer":
+            import numpy as np
+
+            feeds = {t.name: np.zeros(profiles[t.name].opt, dtype=t.dtype) for t in model.inputs}
+            session.run(None, feeds)
+
+
+def _quiet_options(ort: Any) -> Any:
+    """Session options that keep ONNX Runtime's own log to errors (our events say the rest)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return options
+
+
+def _cancellable_delay(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if CANCEL.is_set():
+            raise cancelled_error()
+        time.sleep(0.02)

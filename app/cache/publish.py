@@ -1,0 +1,129 @@
+"""The only way files enter the cache: same-directory temp file, fsync, rename, fsync the folder.
+
+A reader therefore sees either the previous file or the complete new one, whatever instant the
+writer is killed at. Temp files are named ``.<final-name>.tmp-<pid>-<random>`` so that a run
+holding the cache lock can sweep the leftovers of killed runs (:func:`sweep_temp_files`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from app import faults
+from app.cancel import CANCEL, cancelled_error
+from app.errors import CacheWriteError, DiskFullError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_writer",
+    "fsync_dir",
+    "is_temp_name",
+    "os_error_to_cache_error",
+    "sweep_temp_files",
+]
+
+
+_TEMP_RE = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{8}")
+
+
+def is_temp_name(name: str) -> bool:
+    return _TEMP_RE.fullmatch(name) is not None
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a power cut must not undo it)."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def os_error_to_cache_error(exc: OSError, path: Path, needed: int | None = None) -> CacheWriteError:
+    """Translate an OS error while writing ``path`` into a user-facing error with a hint."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_bytes(path.parent)
+        need = f"{needed} bytes needed" if needed is not None else "more space needed"
+        return DiskFullError(
+            f"no space left writing {path} ({need}, {free} bytes free)",
+            hint=f"free at least {needed or 'some'} bytes on the cache volume, or run `engine-init prune`",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CacheWriteError(
+            f"cannot write {path}: {exc.strerror}",
+            hint="make the folder writable by the job's user (see README, Permissions)",
+        )
+    return CacheWriteError(f"I/O error writing {path}: {exc.strerror or exc}", hint="check the volume")
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return -1
+    return st.f_bavail * st.f_frsize
+
+
+@contextmanager
+def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a file to write; on clean exit it replaces ``path`` durably, else it vanishes."""
+    if CANCEL.is_set():  # a cancelled run starts no new file
+        raise cancelled_error()
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, path, size_hint) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                raise os_error_to_cache_error(exc, path, size_hint) from exc
+        faults.point("before_rename", path)
+        try:
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise os_error_to_cache_error(exc, path, size_hint) from exc
+        faults.point("after_rename", path)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # swept by the next run that holds the lock
+
+
+def atomic_write_bytes(path: Path, payload: bytes | bytearray | memoryview, mode: int = 0o644) -> None:
+    """Publish ``payload`` at ``path`` atomically and durably."""
+    view = memoryview(payload).cast("B")
+    with atomic_writer(path, size_hint=view.nbytes, mode=mode) as handle:
+        faults.write_with_faults(handle, view, path)
+
+
+def sweep_temp_files(folder: Path) -> list[Path]:
+    """Remove leftover temp files; call only while holding the cache lock."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed

@@ -1,0 +1,93 @@
+"""sha256 sidecars: ``<artifact>.sha256`` holds the 64 lowercase hex digits of the artifact.
+
+The artifact is published first, the sidecar second; a kill between the two leaves an artifact
+whose sidecar is absent or stale, which :meth:`Sha256Sidecar.verify` rejects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from pathlib import Path
+
+from app.cache.publish import atomic_write_bytes
+
+__all__ = ["CHUNK_BYTES", "Sha256Sidecar", "hash_file", "sidecar_path"]
+
+#: Large enough that hashlib releases the GIL for most of the work, small enough to keep memory
+#: flat whatever the file size.
+CHUNK_BYTES = 4 * 1024 * 1024
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
+# A sidecar is 64 hex digits, maybe a newline; anything much larger is not ours.
+_SIDECAR_MAX = 256
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def hash_file(path: Path, chunk: int = CHUNK_BYTES) -> str:
+    """sha256 of a file, streamed through one reused buffer (memory does not grow with size)."""
+    digest = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    # O_NOFOLLOW: a symlink planted under a cache name must not make us read another file.
+    # O_NONBLOCK: a FIFO planted there must not hang the boot; regular files ignore it.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(os.open(path, flags), "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        while n := handle.readinto(buf):
+            digest.update(view[:n])
+    view.release()
+    return digest.hexdigest()
+
+
+class Sha256Sidecar:
+    """Write an artifact with its sidecar, and verify the pair."""
+
+    @staticmethod
+    def write_atomic_and_sidecar(path: Path, payload: bytes | bytearray | memoryview) -> str:
+        """Publish ``payload`` at ``path``, then its sidecar; return the hex digest."""
+        path = Path(path)
+        digest = hashlib.sha256(payload).hexdigest()
+        atomic_write_bytes(path, payload)
+        atomic_write_bytes(sidecar_path(path), digest.encode("ascii"))
+        return digest
+
+    @staticmethod
+    def read(path: Path) -> str | None:
+        """The digest recorded for ``path``, or None if the sidecar is missing or malformed."""
+        try:
+            fd = os.open(sidecar_path(Path(path)), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return None
+        try:
+            raw = os.read(fd, _SIDECAR_MAX + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if len(raw) > _SIDECAR_MAX:
+            return None
+        text = raw.strip()
+        return text.decode("ascii") if _HEX64.fullmatch(text) else None
+
+    @staticmethod
+    def verify(path: Path) -> bool:
+        """True when ``path`` is a regular file whose sha256 matches its sidecar; never raises."""
+        return Sha256Sidecar.verified_digest(path) is not None
+
+    @staticmethod
+    def verified_digest(path: Path) -> str | None:
+        """The verified digest of ``path``, or None if it does not match its sidecar."""
+        try:
+            expected = Sha256Sidecar.read(path)
+            if expected is None:
+                return None
+            actual = hash_file(Path(path))
+        except (OSError, ValueError):
+            return None
+        return actual if actual == expected else None

@@ -1,0 +1,261 @@
+"""``engine-init`` commands. The only module that knows exit codes and terminals.
+
+Exit codes (sysexits-style), assigned in one ordered table, :data:`EXIT_CODES`:
+0 ok, 2 usage, 65 bad model or calibration data (and ``verify`` finding a bad engine),
+69 backend or GPU unavailable, 70 build failed, 73 cannot write, 74 I/O error (disk full),
+75 lock wait or ``wait-ready`` timed out, 78 config error, 130/143 interrupted (SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app import errors, events
+from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
+
+__all__ = ["EXIT_CODES", "cli", "exit_code_for", "main"]
+
+#: First match wins: subclasses before their bases.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (errors.ConfigError, 78),
+    (errors.ModelDataError, 65),
+    (errors.CalibrationCacheError, 65),
+    (errors.HostProbeError, 69),
+    (errors.BackendUnavailableError, 69),
+    (errors.EngineBuildError, 70),
+    (errors.DiskFullError, 74),
+    (errors.CacheWriteError, 73),
+    (errors.LockTimeoutError, 75),
+    (errors.MarkerError, 75),
+    (click.UsageError, 2),
+    (OSError, 74),
+)
+LOGGER = logging.getLogger("engine_init")
+LOGGER.addHandler(logging.NullHandler())  # until a command sets the real one
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, errors.BuildCancelledError):
+        return 128 + exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 70
+
+
+def _setup_logging(log_format: str, debug: bool) -> None:
+    fmt = log_format
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    handler: logging.Handler = (ProgressBarHandler(sys.stderr) if fmt == "text"
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(TextFormatter() if fmt == "text" else JsonLinesFormatter())
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
+    LOGGER.propagate = False
+
+
+class _State:
+    def __init__(self, config: str | None, debug: bool) -> None:
+        self.config_arg, self.debug = config, debug
+
+    def config(self, check_files: bool = True) -> Any:
+        from app.config_file import load_config
+
+        return load_config(self.config_arg, check_files=check_files)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="Config file [env ENGINE_INIT_CONFIG; default /etc/engine-init/config.yaml].")
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]),
+              default=lambda: os.environ.get("ENGINE_INIT_LOG_FORMAT", "auto"), show_default="auto",
+              help="Event format on stderr: JSON lines when not a terminal.")
+@click.option("--debug", is_flag=True, default=False, help="Debug events and tracebacks.")
+@click.version_option(package_name="engine-init")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) -> None:
+    """Prepare inference engines before the robot's software starts."""
+    _setup_logging(log_format, debug)
+    ctx.obj = _State(config, debug)
+
+
+@cli.command()
+@click.pass_obj
+def run(state: _State) -> None:
+    """Reuse or build every engine, then write the readiness marker."""
+    from app.cancel import install_signal_handlers
+    from app.job import run_job
+
+    install_signal_handlers()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    try:
+        config = state.config()
+    except errors.ConfigError:
+        _clear_stale_marker(state.config_arg)
+        raise
+    timings["config"] = time.perf_counter() - started
+    doc = run_job(config, LOGGER, timings)
+    built = sum(e["outcome"] == "built" for e in doc["engines"])
+    click.echo(f"ready: {built} built, {len(doc['engines']) - built} reused, "
+               f"marker {config.readiness_marker} ({time.perf_counter() - started:.2f} s)")
+
+
+def _clear_stale_marker(config_arg: str | None) -> None:
+    from app.config_file import marker_path_hint
+    from app.readiness import clear_marker
+
+    marker = marker_path_hint(config_arg)
+    if marker is not None:
+        try:
+            if clear_marker(marker):
+                events.emit(LOGGER, logging.WARNING, events.MARKER_CLEARED,
+                            f"removed the previous marker {marker}: this run cannot start")
+        except OSError:
+            pass  # the config error is what the user must see
+
+
+@cli.command()
+@click.pass_obj
+def validate(state: _State) -> None:
+    """Check the config (keys, types, paths) without touching the cache."""
+    config = state.config()
+    click.echo(f"config OK: {len(config.backbones)} model(s), backend {config.backend}, "
+               f"cache {config.cache_root}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@click.pass_obj
+def status(state: _State, as_json: bool) -> None:
+    """Show, per model, the engine a run would use and whether it is reusable."""
+    rows = _inspect(state, strict=False)
+    _print_rows(rows, as_json)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@click.pass_obj
+def verify(state: _State, as_json: bool) -> None:
+    """Re-hash every engine and ONNX model; exit 65 if any engine would be rebuilt."""
+    rows = _inspect(state, strict=True)
+    _print_rows(rows, as_json)
+    bad = [r["model_name"] for r in rows if not r["reusable"]]
+    if bad:
+        raise errors.ModelDataError(f"engines that would be rebuilt: {', '.join(bad)}",
+                                    hint="run `engine-init run` to rebuild them")
+
+
+def _inspect(state: _State, strict: bool) -> list[dict[str, Any]]:
+    from dataclasses import replace
+
+    from app.job import prepare
+
+    config = state.config()
+    prepared = prepare(config, LOGGER)
+    request = replace(config.to_request(prepared.report.capabilities), strict_onnx_hash=strict)
+    return [
+        {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
+         "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest}
+        for spec, path, verdict in prepared.compiler.check_corpus(request)
+    ]
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"engines": rows}, indent=2))
+        return
+    width = max([len(r["model_name"]) for r in rows] + [5])
+    click.echo(f"{'MODEL':<{width}}  {'STATE':<8}  {'REASON':<14}  ENGINE")
+    for r in rows:
+        state = "ready" if r["reusable"] else "rebuild"
+        reason = r["reason"] + (f"({','.join(r['changed'])})" if r["changed"] else "")
+        click.echo(f"{r['model_name']:<{width}}  {state:<8}  {reason:<14}  {Path(r['engine_path']).name}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@click.pass_obj
+def prune(state: _State, dry_run: bool) -> None:
+    """Remove engines (and their sidecars and records) built for other hosts."""
+    from app.job import prepare
+    from app.prune import prune_cache
+
+    config = state.config()
+    prepared = prepare(config, LOGGER)
+    removed = prune_cache(config, prepared, LOGGER, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        click.echo(f"{verb} {path}")
+    click.echo(f"{verb} {len(removed)} file(s)")
+
+
+@cli.command("wait-ready")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=300.0,
+              show_default=True, help="Seconds to wait for this boot's marker.")
+@click.option("--verify/--no-verify", "verify_engines", default=False,
+              help="Also re-hash every engine named in the marker.")
+@click.pass_obj
+def wait_ready_cmd(state: _State, timeout_s: float, verify_engines: bool) -> None:
+    """Block until this boot's readiness marker exists and checks out."""
+    from app.readiness import wait_ready
+    from app.signing import load_key
+
+    config = state.config(check_files=False)
+    key = load_key(config.signing_key_file) if config.signing_key_file else None
+    doc = wait_ready(config.readiness_marker, timeout_s=timeout_s, key=key,
+                     verify_engines=verify_engines)
+    click.echo(f"ready: {len(doc['engines'])} engine(s) for boot {doc.get('boot_id')}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the config's JSON Schema."""
+    from app.config import EngineInitConfig
+
+    click.echo(json.dumps(EngineInitConfig.model_json_schema(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map every failure to its exit code and one line (traceback with --debug)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="engine-init", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code if not isinstance(exc, click.UsageError) else 2
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            return int(exc.code or 0) if isinstance(exc.code, int) else 1
+        return _report(exc, debug="--debug" in args)
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    code = exit_code_for(exc)
+    known = isinstance(exc, errors.EngineInitError)
+    message = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
+    hint = getattr(exc, "hint", "") or ("" if known else "run again with --debug and report it")
+    events.emit(LOGGER, logging.ERROR, events.RUN_FAILED, message, exit_code=code,
+                error_class=type(exc).__name__, hint=hint)
+    line = f"engine-init: error: {message}"
+    sys.stderr.write(line.replace("\n", " ") + (f" (hint: {hint})" if hint else "") + "\n")
+    if debug:
+        traceback.print_exception(exc)
+    return code

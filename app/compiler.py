@@ -1,0 +1,293 @@
+"""EngineCompiler: plan each backbone's artifact, reuse what verifies, build the rest.
+
+For a request it (1) names every artifact, (2) takes the cache lock, sweeps temp files left by
+killed runs and checks every artifact in parallel threads (sidecar, provenance record,
+signature), (3) calls the runtime for each miss in order, stopping at the first failure, and
+(4) writes each new provenance record. Runtime errors propagate unchanged after one
+``c10.engine.compile.error`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app import events, signing
+from app.backends.base import InferenceRuntime, identity_of
+from app.cache.check import Verdict, check_artifact
+from app.cache.lock import CacheLock
+from app.cache.names import EngineFilenameSchema
+from app.cache.publish import os_error_to_cache_error, sweep_temp_files
+from app.cache.record import fingerprint, write_record
+from app.cancel import call_cancellable
+from app.errors import ModelDataError
+from app.types import (
+    BackboneSpec,
+    BuildConfig,
+    CompileOutcome,
+    EngineCacheEntry,
+    EngineCompileRequest,
+    EngineCompileResult,
+    InputProfile,
+)
+
+__all__ = ["EngineCompiler"]
+
+_LOG = logging.getLogger("engine_init")
+_MISS_LEVEL = {"sidecar": logging.WARNING, "record-corrupt": logging.WARNING,
+               "signature": logging.ERROR, "provenance": logging.INFO}
+_MISS_KIND = {"sidecar": events.SIDECAR_MISMATCH, "record-corrupt": events.PROVENANCE_MISMATCH,
+              "provenance": events.PROVENANCE_MISMATCH, "signature": events.SIGNATURE_INVALID}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    spec: BackboneSpec
+    build_config: BuildConfig
+    artifact: Path
+    expected: dict[str, Any]
+
+
+def _calibration_fingerprint(folder: Path | None) -> str | None:
+    from app.cache.record import fingerprint as fp
+    from app.cache.sidecar import hash_file
+
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())
+    return fp({p.name: hash_file(p) for p in files})
+
+
+class EngineCompiler:
+    """Makes a corpus of engines ready; see the module docstring."""
+
+    def __init__(
+        self,
+        inference_runtime: InferenceRuntime,
+        logger: logging.Logger | None = None,
+        *,
+        signing_key: bytes | None = None,
+    ) -> None:
+        self.runtime = inference_runtime
+        self.logger = logger or _LOG
+        self.signing_key = signing_key
+        #: Seconds spent per phase in the last call (lock_wait, verify, compile, record, total).
+        self.last_phase_timings: dict[str, float] = {}
+
+    # -- public ---------------------------------------------------------------------------
+    def compile_engines_for_corpus(
+        self, request: EngineCompileRequest
+    ) -> tuple[EngineCompileResult, ...]:
+        started = time.perf_counter()
+        timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)
+        self.last_phase_timings = timings
+        results: list[EngineCompileResult] = []
+        try:
+            if request.backbones:
+                results = self._run(request, timings)
+        finally:
+            timings["total"] = time.perf_counter() - started
+            self._summary(request, results, timings)
+        return tuple(results)
+
+    def check_corpus(
+        self, request: EngineCompileRequest
+    ) -> list[tuple[BackboneSpec, Path, Verdict]]:
+        """Read-only: what a run would decide for each backbone (no lock, no writes)."""
+        plans = [self._plan(spec, request) for spec in request.backbones]
+        verdicts = self._check_all(request, plans)
+        return [(p.spec, p.artifact, v) for p, v in zip(plans, verdicts, strict=True)]
+
+    # -- phases -----------------------------------------------------------------------------
+    def _run(
+        self, request: EngineCompileRequest, timings: dict[str, float]
+    ) -> list[EngineCompileResult]:
+        plans = [self._plan(spec, request) for spec in request.backbones]
+        try:
+            request.cache_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error_to_cache_error(exc, request.cache_root / ".") from exc
+        with CacheLock(request.cache_root, request.lock_timeout_s, self.logger) as lock:
+            timings["lock_wait"] = lock.waited_s
+            try:
+                return self._under_lock(request, plans, timings)
+            finally:
+                # Whatever stopped us, leave no temp file behind (we hold the lock: they are ours).
+                for path in sweep_temp_files(request.cache_root):
+                    events.emit(self.logger, logging.DEBUG, events.TEMP_CLEANED,
+                                f"removed temp file {path.name}", path=str(path))
+
+    def _under_lock(
+        self, request: EngineCompileRequest, plans: list[_Plan], timings: dict[str, float]
+    ) -> list[EngineCompileResult]:
+        t = time.perf_counter()
+        verdicts = self._check_all(request, plans)
+        timings["verify"] = time.perf_counter() - t
+        results = []
+        for plan, verdict in zip(plans, verdicts, strict=True):
+            if verdict.reuse:
+                results.append(self._reuse(plan, verdict, request, timings))
+            else:
+                self._report_miss(plan, verdict)
+                results.append(self._build(plan, verdict, request, timings))
+        return results
+
+    def _plan(self, spec: BackboneSpec, request: EngineCompileRequest) -> _Plan:
+        precision = spec.precision or request.precision
+        naming = getattr(self.runtime, "artifact_name", None)
+        if callable(naming):
+            name = str(naming(spec.model_name, precision))
+        else:
+            host = request.host
+            name = EngineFilenameSchema.build(model_name=spec.model_name, sm=host.sm,
+                                              jetpack=host.jetpack, trt=host.trt,
+                                              precision=precision)
+        shapes: dict[str | None, InputProfile] = {k: v for k, v in spec.input_shapes.items()}
+        if spec.expected_input_shape is not None:
+            shapes[None] = InputProfile.fixed(tuple(spec.expected_input_shape))
+        calibration = (request.calibration_path / spec.model_name
+                       if request.calibration_path is not None else None)
+        config = BuildConfig(
+            precision=precision, model_name=spec.model_name,
+            engine_path=request.cache_root / name, input_shapes=shapes,
+            workspace_mb=request.workspace_mb, calibration_dir=calibration,
+            cache_root=request.cache_root, optimization_level=request.optimization_level,
+            dla_core=spec.dla_core, verify=spec.verify,
+        )
+        identity = identity_of(self.runtime, request.host)
+        settings: dict[str, Any] = dict(config.fingerprint_fields())
+        if precision.value == "int8":
+            settings["calibration"] = _calibration_fingerprint(calibration)
+        expected = {
+            "model_name": spec.model_name,
+            "settings": settings,
+            "settings_fingerprint": fingerprint(settings),
+            "backend": identity.name,
+            "backend_version": identity.version,
+            "device_name": identity.device,
+            "host": {"sm": request.host.sm, "jetpack": request.host.jetpack,
+                     "trt": request.host.trt, "l4t": request.host.l4t},
+        }
+        return _Plan(spec, config, request.cache_root / name, expected)
+
+    def _check_all(self, request: EngineCompileRequest, plans: list[_Plan]) -> list[Verdict]:
+        def one(plan: _Plan) -> Verdict:
+            try:
+                return check_artifact(plan.artifact, plan.spec.onnx_path, plan.expected,
+                                      strict_onnx=request.strict_onnx_hash, key=self.signing_key)
+            except (OSError, ValueError) as exc:
+                raise ModelDataError(
+                    f"backbones[{plan.spec.model_name}].onnx_path: cannot read "
+                    f"{plan.spec.onnx_path}: {getattr(exc, 'strerror', None) or exc}",
+                    hint="check the path and the models mount",
+                ) from exc
+
+        workers = max(1, min(len(plans), os.cpu_count() or 1))
+        if workers == 1:
+            return [one(p) for p in plans]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+            return list(pool.map(one, plans))
+
+    def _report_miss(self, plan: _Plan, verdict: Verdict) -> None:
+        name = plan.spec.model_name
+        if verdict.reason in _MISS_KIND:
+            what = ", ".join(verdict.changed) or verdict.detail or verdict.reason
+            events.emit(self.logger, _MISS_LEVEL[verdict.reason], _MISS_KIND[verdict.reason],
+                        f"{name}: cached {plan.artifact.name} rejected ({what}); rebuilding",
+                        model_name=name, engine_path=str(plan.artifact), reason=verdict.reason,
+                        changed=verdict.changed, detail=verdict.detail)
+        events.emit(self.logger, logging.INFO, events.CACHE_MISS,
+                    f"{name}: no reusable engine ({verdict.reason}); building",
+                    model_name=name, engine_path=str(plan.artifact), reason=verdict.reason)
+
+    def _reuse(self, plan: _Plan, verdict: Verdict, request: EngineCompileRequest,
+               timings: dict[str, float]) -> EngineCompileResult:
+        name = plan.spec.model_name
+        assert verdict.digest is not None
+        if verdict.reason == "hit-untracked" or verdict.onnx_rehashed:
+            # Track pre-installed engines from now on, and remember the ONNX stat facts so that
+            # the next boot need not re-read an unchanged model.
+            if verdict.reason == "hit-untracked":
+                events.emit(self.logger, logging.WARNING, events.PROVENANCE_UNTRACKED,
+                            f"{name}: reusing {plan.artifact.name} without a provenance record; "
+                            "recording the current inputs", model_name=name)
+            self._timed(timings, "record", lambda: self._write_record(plan, verdict, None, None))
+        events.emit(self.logger, logging.INFO, events.CACHE_HIT,
+                    f"{name}: reusing {plan.artifact.name}", model_name=name,
+                    engine_path=str(plan.artifact), sha256=verdict.digest)
+        return EngineCompileResult(self._entry(plan, verdict.digest, request),
+                                   CompileOutcome.REUSED, None)
+
+    def _build(self, plan: _Plan, verdict: Verdict, request: EngineCompileRequest,
+               timings: dict[str, float]) -> EngineCompileResult:
+        name = plan.spec.model_name
+        events.emit(self.logger, logging.INFO, events.COMPILE_START, f"{name}: compiling",
+                    model_name=name, precision=plan.build_config.precision.value)
+        t = time.perf_counter()
+        try:
+            entry = call_cancellable(
+                lambda: self.runtime.compile_engine(plan.spec.onnx_path, plan.build_config))
+        except Exception as exc:
+            events.emit(self.logger, logging.ERROR, events.COMPILE_ERROR,
+                        f"{name}: {type(exc).__name__}: {exc}", model_name=name,
+                        calibration_path=str(plan.build_config.calibration_dir),
+                        error_class=type(exc).__name__)
+            raise
+        duration = time.perf_counter() - t
+        timings["compile"] += duration
+        if Path(entry.engine_path) != plan.artifact:
+            events.emit(self.logger, logging.WARNING, events.HOST_WARNING,
+                        f"{name}: runtime published {entry.engine_path}, not {plan.artifact}; "
+                        "it will not be found by the next run", model_name=name)
+        verdict.digest = entry.sha256_hex
+        self._timed(timings, "record",
+                    lambda: self._write_record(plan, verdict, duration, Path(entry.engine_path)))
+        events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
+                    f"{name}: built {Path(entry.engine_path).name} in {duration:.2f} s",
+                    model_name=name, engine_path=str(entry.engine_path),
+                    sha256=entry.sha256_hex, duration_s=round(duration, 4))
+        return EngineCompileResult(entry, CompileOutcome.BUILT, duration)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
+                      artifact: Path | None) -> None:
+        doc: dict[str, Any] = {
+            **plan.expected,
+            "artifact": (artifact or plan.artifact).name,
+            "engine_sha256": verdict.digest,
+            "onnx_path": str(plan.spec.onnx_path),
+            "onnx_sha256": verdict.onnx_sha256,
+            "onnx_stat": verdict.onnx_stat,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_duration_s": None if duration is None else round(duration, 4),
+        }
+        write_record(artifact or plan.artifact, signing.signed(self.signing_key, doc))
+
+    def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:
+        host = request.host
+        return EngineCacheEntry(plan.artifact, digest, host.sm, host.jetpack, host.trt,
+                                plan.build_config.precision,
+                                {"backend": str(plan.expected["backend"]),
+                                 "backend_version": str(plan.expected["backend_version"])})
+
+    @staticmethod
+    def _timed(timings: dict[str, float], phase: str, fn: Callable[[], None]) -> None:
+        t = time.perf_counter()
+        fn()
+        timings[phase] += time.perf_counter() - t
+
+    def _summary(self, request: EngineCompileRequest, results: list[EngineCompileResult],
+                 timings: dict[str, float]) -> None:
+        built = sum(r.outcome is CompileOutcome.BUILT for r in results)
+        events.emit(self.logger, logging.INFO, events.COMPILE_SUMMARY,
+                    f"{built} built, {len(results) - built} reused of {len(request.backbones)}",
+                    engines_built=built, engines_reused=len(results) - built,
+                    total=len(request.backbones),
+                    phase_timings_s={k: round(v, 4) for k, v in timings.items()})
+

@@ -1,0 +1,156 @@
+"""Load :class:`app.config.EngineInitConfig` from YAML and the environment, with one-line errors.
+
+Where it comes from: ``--config``, else ``$ENGINE_INIT_CONFIG``, else
+``/etc/engine-init/config.yaml``. ``ENGINE_INIT_<KEY>`` overrides the top-level ``<key>``; the
+value is parsed as YAML, so ``ENGINE_INIT_WORKSPACE_MB=2048`` is a number. An unknown
+``ENGINE_INIT_*`` variable is an error (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from app.config import DEFAULT_CONFIG_PATH, EngineInitConfig
+from app.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "config_path", "load_config"]
+
+ENV_PREFIX = "ENGINE_INIT_"
+#: ENGINE_INIT_* variables that are not config keys.
+RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG"})
+_CONFIG_MAX_BYTES = 1 << 20
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of keeping the last."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    if explicit:
+        return Path(explicit)
+    from_env = env.get(ENV_PREFIX + "CONFIG")
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    hint = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_CONFIG_MAX_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a directory, not a file", hint=hint) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=hint) from None
+    if len(raw) > _CONFIG_MAX_BYTES:
+        raise ConfigError(f"config {path} is larger than 1 MiB", hint=hint)
+    try:
+        doc = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text", hint=hint) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config {path}: YAML syntax error{where}: {problem}", hint=hint) from None
+    if doc is None:
+        raise ConfigError(f"config {path} is empty", hint="see config/engine-init.yaml for a start")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config {path}: the top level must be a mapping of keys, "
+                          f"not {type(doc).__name__}", hint=hint)
+    return doc
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    fields = EngineInitConfig.model_fields
+    out: dict[str, tuple[str, Any]] = {}
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or var[len(ENV_PREFIX):] in RESERVED_ENV:
+            continue
+        key = var[len(ENV_PREFIX):].lower()
+        if key not in fields:
+            raise ConfigError(f"{var}: no config key {key!r}",
+                              hint=f"valid keys: {', '.join(sorted(fields))}")
+        try:
+            out[key] = (var, yaml.safe_load(text) if text.strip() else None)
+        except yaml.YAMLError:
+            raise ConfigError(f"{var}: value {text!r} is not valid YAML",
+                              hint="quote strings; use [a, b] for lists") from None
+    return out
+
+
+def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ""
+        for item in err["loc"]:
+            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+        top = str(err["loc"][0]) if err["loc"] else ""
+        if top in from_env:
+            loc = f"{loc} (from {from_env[top]})"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc or 'config'}: {msg}")
+    return "; ".join(parts)
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    check_files: bool = True,
+) -> EngineInitConfig:
+    """Read, override and validate the config; raise :class:`ConfigError` with one line."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    doc = _read_yaml(path)
+    overrides = _env_overrides(env)
+    for key, (_, value) in overrides.items():
+        doc[key] = value
+    context = {"base_dir": path.resolve().parent, "check_files": check_files}
+    try:
+        return EngineInitConfig.model_validate(doc, context=context)
+    except ValidationError as exc:
+        from_env = {key: var for key, (var, _) in overrides.items()}
+        raise ConfigError(f"config {path}: {_format(exc, from_env)}",
+                          hint="run `engine-init schema` for every key and its type") from None
+
+
+def marker_path_hint(
+    explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> Path | None:
+    """Best effort: the marker path an invalid config still names, so that ``run`` can remove
+    a stale marker even when it cannot start (no failure may leave the stack gated open)."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    raw: object = env.get(ENV_PREFIX + "READINESS_MARKER")
+    if raw is None:
+        try:
+            doc = _read_yaml(path)
+        except ConfigError:
+            doc = {}
+        raw = doc.get("readiness_marker", str(EngineInitConfig.model_fields["readiness_marker"].default))
+    if not isinstance(raw, str) or not raw or "\0" in raw:
+        return None
+    marker = Path(os.path.expanduser(raw))
+    return marker if marker.is_absolute() else Path(os.path.normpath(path.resolve().parent / marker))

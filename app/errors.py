@@ -1,0 +1,87 @@
+"""One hierarchy of user-facing errors.
+
+Every error carries a one-line message naming what is wrong and a hint saying how to fix it.
+Exit codes are not decided here: :mod:`app.cli` maps these types to codes in one table.
+Each class also inherits the closest standard exception, so callers that catch ``OSError``
+or ``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "BuildCancelledError",
+    "CacheWriteError",
+    "CalibrationCacheError",
+    "ConfigError",
+    "DiskFullError",
+    "EngineBuildError",
+    "EngineInitError",
+    "HostProbeError",
+    "LockTimeoutError",
+    "MarkerError",
+    "ModelDataError",
+]
+
+
+class EngineInitError(Exception):
+    """Base of every error engine-init reports to its user."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(EngineInitError, ValueError):
+    """The configuration (file, environment or command line) is invalid."""
+
+
+class ModelDataError(EngineInitError, ValueError):
+    """An ONNX model or calibration data is unreadable or contradicts the configuration."""
+
+
+class HostProbeError(EngineInitError, RuntimeError):
+    """The GPU or another host fact the backend needs cannot be read."""
+
+
+class BackendUnavailableError(EngineInitError, RuntimeError):
+    """The requested backend (TensorRT, ONNX Runtime) cannot be used on this host."""
+
+
+class EngineBuildError(EngineInitError, RuntimeError):
+    """A runtime failed to build or verify an engine."""
+
+
+class CalibrationCacheError(EngineInitError, RuntimeError):
+    """INT8 was asked for without usable calibration data or calibration cache."""
+
+
+class BuildCancelledError(EngineInitError):
+    """The build was cancelled by a signal; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}", hint="the next run resumes the work")
+        self.signum = signum
+
+
+class CacheWriteError(EngineInitError, OSError):
+    """A file in the cache or the marker folder cannot be written (permissions, read-only)."""
+
+
+class DiskFullError(CacheWriteError):
+    """The filesystem ran out of space while publishing a file."""
+
+
+class LockTimeoutError(EngineInitError, TimeoutError):
+    """Another run held the cache lock longer than the configured wait."""
+
+
+class MarkerError(EngineInitError, RuntimeError):
+    """The readiness marker is absent, stale, unsigned or contradicts the engines."""

@@ -1,0 +1,119 @@
+"""Structured events: standard ``logging`` records with ``extra={"kind": ..., "kv": {...}}``.
+
+The library only emits; :mod:`app.cli` picks the formatter (JSON lines when the output is not a
+terminal, readable text otherwise). Field data and tests read the JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = [
+    "CACHE_HIT",
+    "CACHE_MISS",
+    "COMPILE_ERROR",
+    "COMPILE_PROGRESS",
+    "COMPILE_START",
+    "COMPILE_SUMMARY",
+    "ENGINE_BUILT",
+    "JsonLinesFormatter",
+    "TextFormatter",
+    "emit",
+]
+
+CACHE_HIT = "c10.engine.cache.hit"
+CACHE_MISS = "c10.engine.cache.miss"
+SIDECAR_MISMATCH = "c10.engine.sidecar.mismatch"
+PROVENANCE_MISMATCH = "c10.engine.provenance.mismatch"
+PROVENANCE_UNTRACKED = "c10.engine.provenance.untracked"
+SIGNATURE_INVALID = "c10.engine.signature.invalid"
+COMPILE_START = "c10.engine.compile.start"
+COMPILE_PROGRESS = "c10.engine.compile.progress"
+COMPILE_ERROR = "c10.engine.compile.error"
+COMPILE_SUMMARY = "c10.engine.compile.summary"
+ENGINE_BUILT = "c10.engine.built"
+LOCK_WAIT = "c10.cache.lock.wait"
+LOCK_ACQUIRED = "c10.cache.lock.acquired"
+TEMP_CLEANED = "c10.cache.temp.cleaned"
+HOST_PROBED = "c10.host.probed"
+HOST_WARNING = "c10.host.warning"
+MARKER_CLEARED = "c10.marker.cleared"
+MARKER_WRITTEN = "c10.marker.written"
+RUN_FAILED = "c10.run.failed"
+PRUNED = "c10.cache.pruned"
+
+
+def emit(
+    logger: logging.Logger, level: int, kind: str, message: str, **kv: Any
+) -> None:
+    """Log one event; ``kv`` holds its machine-readable fields."""
+    logger.log(level, message, extra={"kind": kind, "kv": kv})
+
+
+def _event_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    kind = getattr(record, "kind", None) or "c10.log"
+    kv = getattr(record, "kv", None)
+    return str(kind), dict(kv) if isinstance(kv, dict) else {}
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object a line: ts, level, kind, msg, kv."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind, kv = _event_fields(record)
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "kind": kind,
+            "msg": record.getMessage(),
+            "kv": kv,
+        }
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, sort_keys=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal: ``12:00:01 WARNING message  key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        _, kv = _event_fields(record)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        extras = "  ".join(f"{k}={v}" for k, v in kv.items() if k not in {"phase_timings_s"})
+        line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
+        if extras:
+            line = f"{line}  [{extras}]"
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
+
+
+class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """On a terminal, redraws progress events as one bar instead of a line each."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream or sys.stderr)
+        self._bar_open = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind, kv = _event_fields(record)
+        if kind != COMPILE_PROGRESS:
+            if self._bar_open:
+                self.stream.write("\n")
+                self._bar_open = False
+            super().emit(record)
+            return
+        step, total = int(kv.get("step", 0)), max(int(kv.get("total", 1)), 1)
+        width = 30
+        filled = min(width, width * step // total)
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(
+            f"\r  {kv.get('model_name', '')} {str(kv.get('phase', ''))[:32]:<32} "
+            f"[{bar}] {step}/{total}"
+        )
+        self.stream.flush()
+        self._bar_open = True

@@ -1,0 +1,1 @@
+"""What the job learns about the machine it runs on."""

@@ -1,0 +1,84 @@
+"""Compute capability and device name from the CUDA driver, through cuda-python.
+
+Only the driver API is used (``cuda.bindings.driver``, cuda-python >= 12.6.1; ``cuda.cuda``
+before that), so no CUDA runtime or TensorRT is loaded. Every call returns a tuple whose first
+item is a status, and every status is checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from app.errors import HostProbeError
+
+__all__ = ["GpuInfo", "probe_gpu"]
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    major: int
+    minor: int
+    device_count: int
+    driver_version: int
+
+    @property
+    def sm(self) -> int:
+        return self.major * 10 + self.minor
+
+
+def _driver_module() -> ModuleType:
+    try:
+        from cuda.bindings import driver
+
+        return driver  # type: ignore[no-any-return]
+    except ImportError:
+        pass
+    try:
+        from cuda import cuda as legacy  # cuda-python < 12.6.1
+
+        return legacy  # type: ignore[no-any-return]
+    except ImportError as exc:
+        raise HostProbeError(
+            "cuda-python is not installed, so the GPU cannot be probed",
+            hint="install cuda-python 12.x (pip install 'engine-init[cuda]'), "
+            "or use backend: onnxruntime",
+        ) from exc
+
+
+def _check(driver: ModuleType, result: Any, what: str) -> Any:
+    """Unpack a cuda-python result tuple, raising HostProbeError on a non-success status."""
+    status, *values = result if isinstance(result, tuple) else (result,)
+    if status != driver.CUresult.CUDA_SUCCESS:
+        name = getattr(status, "name", str(status))
+        raise HostProbeError(
+            f"CUDA driver call {what} failed: {name}",
+            hint="check that the container runs with the NVIDIA runtime (compose: "
+            "runtime: nvidia) and that the device exists",
+        )
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def probe_gpu(device_index: int = 0, driver: ModuleType | None = None) -> GpuInfo:
+    """Read device ``device_index``'s name and compute capability; HostProbeError if no GPU."""
+    drv = driver or _driver_module()
+    _check(drv, drv.cuInit(0), "cuInit")
+    count = _check(drv, drv.cuDeviceGetCount(), "cuDeviceGetCount")
+    if count <= device_index:
+        raise HostProbeError(
+            f"cuda_device {device_index} does not exist: the driver sees {count} GPU(s)",
+            hint=f"set cuda_device to 0..{count - 1}" if count else "no GPU is visible",
+        )
+    version = _check(drv, drv.cuDriverGetVersion(), "cuDriverGetVersion")
+    dev = _check(drv, drv.cuDeviceGet(device_index), "cuDeviceGet")
+    attr = drv.CUdevice_attribute
+    major = _check(drv, drv.cuDeviceGetAttribute(
+        attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute(major)")
+    minor = _check(drv, drv.cuDeviceGetAttribute(
+        attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute(minor)")
+    raw = _check(drv, drv.cuDeviceGetName(256, dev), "cuDeviceGetName")
+    name = bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    return GpuInfo(device_index, name, int(major), int(minor), int(count), int(version))

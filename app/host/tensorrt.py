@@ -1,0 +1,86 @@
+"""The TensorRT release the job will load, found without importing TensorRT.
+
+Importing ``tensorrt`` loads libnvinfer (hundreds of MB, seconds on a Jetson), and a warm boot
+needs only the version string. It is read from the ``tensorrt`` package that ``import tensorrt``
+would load (its ``__version__`` line), and the ``libnvinfer.so.X.Y.Z`` files on the loader path
+are listed to warn when two installs disagree, the classic cause of "magicTag" errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["TensorRTInstall", "find_tensorrt"]
+
+_VERSION_LINE = re.compile(r"""^__version__\s*=\s*["'](\d+(?:\.\d+){1,3})["']""", re.M)
+_LIB_RE = re.compile(r"libnvinfer\.so\.(\d+\.\d+\.\d+)$")
+_LIB_DIRS = ("/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/tensorrt/lib",
+             "/usr/lib64", "/usr/local/lib")
+
+
+@dataclass(frozen=True)
+class TensorRTInstall:
+    """``version`` is the full version of the Python package ('' if absent)."""
+
+    version: str
+    module_path: str
+    libraries: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def major_minor(self) -> str:
+        return ".".join(self.version.split(".")[:2]) if self.version else "none"
+
+    @property
+    def present(self) -> bool:
+        return bool(self.version)
+
+    def conflicts(self) -> list[str]:
+        """Library versions on the loader path whose major.minor differs from the package's."""
+        return [f"{path} ({ver})" for path, ver in self.libraries.items()
+                if self.version and ".".join(ver.split(".")[:2]) != self.major_minor]
+
+
+def _library_versions() -> dict[str, str]:
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d] + list(_LIB_DIRS)
+    found: dict[str, str] = {}
+    for folder in dict.fromkeys(dirs):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = _LIB_RE.match(name)
+            if match:
+                found[str(Path(folder) / name)] = match[1]
+    return found
+
+
+def find_tensorrt() -> TensorRTInstall:
+    spec = importlib.util.find_spec("tensorrt")
+    libs = _library_versions()
+    if spec is None or not spec.origin:
+        return TensorRTInstall("", "", libs)
+    try:
+        text = Path(spec.origin).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    match = _VERSION_LINE.search(text)
+    version = match[1] if match else _dist_version()
+    if not version and len(set(libs.values())) == 1:
+        version = next(iter(libs.values()))
+    return TensorRTInstall(version, spec.origin, libs)
+
+
+def _dist_version() -> str:
+    from importlib import metadata
+
+    for dist in ("tensorrt", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings", "tensorrt-bindings"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return ""

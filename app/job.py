@@ -1,0 +1,141 @@
+"""One boot's work: clear the marker, check the folders, probe, compile, write the marker.
+
+This is what ``engine-init run`` does; it raises :mod:`app.errors` types and never exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app import events
+from app.backends.base import identity_of
+from app.backends.registry import NEEDS_GPU, create_backend, resolve_backend_name
+from app.cache.publish import os_error_to_cache_error
+from app.compiler import EngineCompiler
+from app.config import EngineInitConfig
+from app.errors import CacheWriteError, ConfigError
+from app.host.probe import HostReport, probe_host
+from app.readiness import clear_marker, current_boot_id, write_marker
+from app.signing import load_key
+from app.types import EngineCompileResult
+
+__all__ = ["Prepared", "prepare", "run_job"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The resolved host, backend and compiler for a config."""
+
+    report: HostReport
+    backend_name: str
+    compiler: EngineCompiler
+
+
+def check_folders(config: EngineInitConfig) -> None:
+    """Fail before any work when the marker folder or the cache root cannot be used."""
+    marker_dir = config.readiness_marker.parent
+    if not marker_dir.is_dir():
+        raise CacheWriteError(f"readiness_marker: folder {marker_dir} does not exist",
+                              hint="create it, or mount a per-boot folder there (e.g. host /run)")
+    if not os.access(marker_dir, os.W_OK | os.X_OK):
+        raise CacheWriteError(f"readiness_marker: folder {marker_dir} is not writable by uid "
+                              f"{os.getuid()}", hint="make it writable by the job's user")
+    root = config.cache_root
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return  # created by the compiler, with the parents
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, root) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheWriteError(f"cache_root {root} exists and is not a folder",
+                              hint="point cache_root at a folder (the engine-cache volume)")
+    if st.st_mode & stat.S_IWOTH and not config.allow_world_writable_cache:
+        raise ConfigError(f"cache_root {root} is world-writable: anyone could plant an engine",
+                          hint="chmod o-w it, or set allow_world_writable_cache: true")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise CacheWriteError(f"cache_root {root} is not writable by uid {os.getuid()}",
+                              hint="chown it to the job's user or give its group write access "
+                              "(README: Permissions)")
+
+
+def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
+    """Probe the host and pick the backend; no file is touched."""
+    gpu_wanted = config.backend == "tensorrt" or NEEDS_GPU.get(config.backend, False)
+    report = probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
+                        jetpack_override=config.jetpack)
+    name = resolve_backend_name(config.backend, report.gpu is not None)
+    if NEEDS_GPU[name] and report.gpu is None:
+        report = probe_host(need_gpu=True, cuda_device=config.cuda_device,
+                            jetpack_override=config.jetpack)
+    for warning in report.warnings:
+        events.emit(logger, logging.WARNING, events.HOST_WARNING, warning)
+    caps = report.capabilities
+    events.emit(logger, logging.INFO, events.HOST_PROBED,
+                f"host sm{caps.sm} jp{caps.jetpack} trt{caps.trt} backend {name}",
+                sm=caps.sm, jetpack=caps.jetpack, l4t=caps.l4t, trt=caps.trt_full or caps.trt,
+                device=caps.device_name, backend=name, gpu_error=report.gpu_error or None)
+    backend = create_backend(name, caps)
+    supported = getattr(backend, "supported_precisions", None)
+    for b in config.backbones:
+        precision = b.precision or config.precision
+        if supported is not None and precision not in supported:
+            raise ConfigError(f"backbones[{b.model_name}].precision: {precision.value} is not "
+                              f"supported by the {name} backend",
+                              hint=f"use one of {sorted(p.value for p in supported)}")
+    key = load_key(config.signing_key_file) if config.signing_key_file else None
+    return Prepared(report, name, EngineCompiler(backend, logger, signing_key=key))
+
+
+def run_job(config: EngineInitConfig, logger: logging.Logger,
+            timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """The whole boot; returns the marker document it wrote."""
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
+    if clear_marker(config.readiness_marker):
+        events.emit(logger, logging.INFO, events.MARKER_CLEARED,
+                    f"removed the previous marker {config.readiness_marker}")
+    check_folders(config)
+    prepared = prepare(config, logger)
+    timings["probe"] = time.perf_counter() - t
+    caps = prepared.report.capabilities
+    results = prepared.compiler.compile_engines_for_corpus(config.to_request(caps))
+    timings.update(prepared.compiler.last_phase_timings)
+    timings.pop("total", None)
+    t = time.perf_counter()
+    identity = identity_of(prepared.compiler.runtime, caps)
+    doc = {
+        "boot_id": current_boot_id(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {"sm": caps.sm, "jetpack": caps.jetpack, "l4t": caps.l4t, "trt": caps.trt,
+                 "trt_full": caps.trt_full, "device_name": caps.device_name},
+        "backend": prepared.backend_name,
+        "backend_version": identity.version,
+        "engines": [_engine_item(r) for r in results],
+        "phase_timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+    key = prepared.compiler.signing_key
+    doc = write_marker(config.readiness_marker, doc, key)
+    timings["marker"] = time.perf_counter() - t
+    events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
+                f"ready: {len(results)} engine(s), marker {config.readiness_marker}",
+                marker=str(config.readiness_marker), engines=len(results))
+    return doc
+
+
+def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
+    entry = result.entry
+    return {
+        "model_name": Path(entry.engine_path).name.split("__", 1)[0],
+        "engine_path": str(Path(entry.engine_path).resolve()),
+        "sha256": entry.sha256_hex,
+        "precision": entry.precision.value,
+        "outcome": result.outcome.value,
+        "compile_duration_s": result.compile_duration_s,
+    }

@@ -1,0 +1,78 @@
+"""``engine-init prune``: remove artifacts built for other hardware or software releases.
+
+An artifact is "for this host" when its name parses and its hardware part equals what this host
+would produce: ``sm``/``jp``/``trt`` for TensorRT engines, the ONNX Runtime release and CPU token
+for ``.ort`` models. Names that do not parse (the user's own files) are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from app import events
+from app.cache.lock import CacheLock
+from app.cache.names import EngineFilenameSchema, OrtFilenameSchema
+from app.config import EngineInitConfig
+from app.job import Prepared
+
+__all__ = ["prune_cache", "stale_artifacts"]
+
+_COMPANIONS = (".sha256", ".record.json")
+
+
+def _ort_token() -> tuple[str, str] | None:
+    from importlib import metadata
+
+    from app.backends.onnxruntime import cpu_identity
+
+    try:
+        version = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        return None  # cannot tell which ONNX Runtime models are current: keep them
+    return ".".join(version.split(".")[:2]), cpu_identity()[0]
+
+
+def stale_artifacts(root: Path, prepared: Prepared) -> list[Path]:
+    caps = prepared.report.capabilities
+    ort = _ort_token()
+    stale: list[Path] = []
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            trt = EngineFilenameSchema.parse(name)
+            if (trt.sm, trt.jetpack, trt.trt) != (caps.sm, caps.jetpack, caps.trt):
+                stale.append(root / name)
+            continue
+        except ValueError:
+            pass
+        try:
+            parsed = OrtFilenameSchema.parse(name)
+        except ValueError:
+            continue
+        if ort is not None and (parsed.ort, parsed.cpu) != ort:
+            stale.append(root / name)
+    return stale
+
+
+def prune_cache(config: EngineInitConfig, prepared: Prepared, logger: logging.Logger,
+                *, dry_run: bool) -> list[Path]:
+    root = config.cache_root
+    if not root.is_dir():
+        return []
+    with CacheLock(root, config.lock_timeout_s, logger):
+        victims: list[Path] = []
+        for artifact in stale_artifacts(root, prepared):
+            for path in [artifact] + [artifact.with_name(artifact.name + s) for s in _COMPANIONS]:
+                if path.exists() or path.is_symlink():
+                    victims.append(path)
+        if not dry_run:
+            for path in victims:
+                path.unlink(missing_ok=True)
+                events.emit(logger, logging.INFO, events.PRUNED, f"removed {path.name}",
+                            path=str(path))
+    return victims

@@ -1,0 +1,116 @@
+"""The readiness marker: a JSON file that says "every engine is ready for this boot".
+
+``run`` removes it first and writes it last, atomically, only when every engine verified.
+Consumers either rely on compose's ``service_completed_successfully`` or call
+``engine-init wait-ready``, which also checks the boot id, the signature (when a key is set) and,
+with ``--verify``, every engine's digest. Layout::
+
+    {"schema": 1, "boot_id": "...", "created_at": "...", "host": {...},
+     "backend": "tensorrt", "backend_version": "10.3.0",
+     "engines": [{"model_name", "engine_path", "sha256", "outcome"}, ...],
+     "phase_timings_s": {...}, "signature": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from app import signing
+from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
+from app.cache.sidecar import hash_file
+from app.errors import MarkerError
+
+__all__ = ["BOOT_ID_FILE", "check_marker", "clear_marker", "current_boot_id", "read_marker",
+           "wait_ready", "write_marker"]
+
+SCHEMA = 1
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+_MAX = 4 << 20
+
+
+def current_boot_id(path: Path = BOOT_ID_FILE) -> str:
+    """The kernel's per-boot UUID (shared with containers), or '' where there is none."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def clear_marker(path: Path) -> bool:
+    """Remove the marker; True if there was one. Errors other than absence propagate."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, path) from exc
+    fsync_dir(path.parent)
+    return True
+
+
+def write_marker(path: Path, doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    body = signing.signed(key, {"schema": SCHEMA, **doc})
+    atomic_write_bytes(path, json.dumps(body, indent=2).encode())
+    return body
+
+
+def read_marker(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_MAX + 1)
+    except FileNotFoundError:
+        raise MarkerError(f"no readiness marker at {path}", hint="engine-init run has not "
+                          "finished successfully in this boot") from None
+    except OSError as exc:
+        raise MarkerError(f"cannot read marker {path}: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise MarkerError(f"marker {path} is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise MarkerError(f"marker {path} has an unknown layout")
+    return doc
+
+
+def check_marker(doc: dict[str, Any], *, key: bytes | None, boot_id: str,
+                 verify_engines: bool) -> None:
+    """Raise MarkerError unless the marker is for this boot, signed (if keyed) and true."""
+    if boot_id and doc.get("boot_id") != boot_id:
+        raise MarkerError(f"marker is from boot {doc.get('boot_id')!r}, not this boot {boot_id!r}",
+                          hint="wait for this boot's engine-init run")
+    if key is not None and not signing.is_signed_by(key, doc):
+        raise MarkerError("marker signature does not verify", hint="the marker was not written "
+                          "by engine-init with this key; do not trust its engine paths")
+    engines = doc.get("engines")
+    if not isinstance(engines, list):
+        raise MarkerError("marker has no engine list")
+    if verify_engines:
+        for item in engines:
+            path = Path(str(item.get("engine_path", "")))
+            try:
+                ok = hash_file(path) == item.get("sha256")
+            except (OSError, ValueError):
+                ok = False
+            if not ok:
+                raise MarkerError(f"engine {path} does not match the digest in the marker")
+
+
+def wait_ready(path: Path, *, timeout_s: float, key: bytes | None, verify_engines: bool,
+               poll_s: float = 0.2) -> dict[str, Any]:
+    """Block until a marker for this boot passes :func:`check_marker`, or MarkerError."""
+    deadline = time.monotonic() + timeout_s
+    boot_id = current_boot_id()
+    while True:
+        try:
+            doc = read_marker(path)
+            check_marker(doc, key=key, boot_id=boot_id, verify_engines=verify_engines)
+            return doc
+        except MarkerError as exc:
+            if time.monotonic() >= deadline:
+                raise MarkerError(f"not ready after {timeout_s:g} s: {exc.message}",
+                                  hint=exc.hint) from None
+        time.sleep(poll_s)

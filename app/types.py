@@ -1,0 +1,177 @@
+"""The value types that callers of engine-init exchange with it.
+
+All are immutable dataclasses from the standard library, so importing them costs nothing and
+they can cross thread boundaries freely. Configuration parsing (pydantic) lives in
+:mod:`app.config` and produces these.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "NO_JETPACK",
+    "BackboneSpec",
+    "BuildConfig",
+    "CompileOutcome",
+    "EngineCacheEntry",
+    "EngineCompileRequest",
+    "EngineCompileResult",
+    "HostCapabilities",
+    "InputProfile",
+    "PrecisionMode",
+    "Shape",
+]
+
+#: JetPack token of hosts that are not Jetsons (x86 dGPU, CI): ``..._jpnone_...``.
+NO_JETPACK = "none"
+
+Shape = tuple[int, ...]
+
+
+class PrecisionMode(str, enum.Enum):
+    """Arithmetic precision an engine is built for."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class HostCapabilities:
+    """What the engine is tied to: GPU compute capability, JetPack and TensorRT release.
+
+    ``sm`` is the compute capability as an integer (8.7 -> 87, 0 when no GPU was probed),
+    ``jetpack`` the JetPack release (``"6.2"``), :data:`NO_JETPACK` off-Jetson, or
+    ``"l4t36.5.0"`` for an L4T release engine-init does not know (never a guess), and ``trt``
+    the TensorRT ``major.minor`` (``"none"`` without TensorRT). The optional fields feed the
+    provenance record, not the file name.
+    """
+
+    sm: int
+    jetpack: str
+    trt: str
+    trt_full: str = ""
+    device_name: str = ""
+    l4t: str = ""
+
+
+@dataclass(frozen=True)
+class InputProfile:
+    """Shape range of one model input: fixed when ``min == opt == max``."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    @classmethod
+    def fixed(cls, shape: Shape) -> InputProfile:
+        return cls(tuple(shape), tuple(shape), tuple(shape))
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.min == self.opt == self.max
+
+    def as_dict(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything a runtime needs to build one engine.
+
+    The compiler fills ``model_name`` and ``engine_path`` (where the runtime must publish the
+    engine through :class:`app.cache.sidecar.Sha256Sidecar`); the rest comes from the config.
+    ``input_shapes`` maps input names to profiles; ``None`` as key is the single-input
+    shorthand (``expected_input_shape``) that the runtime binds to the model's only input.
+    """
+
+    precision: PrecisionMode
+    model_name: str = ""
+    engine_path: Path | None = None
+    input_shapes: dict[str | None, InputProfile] = field(default_factory=dict)
+    workspace_mb: int = 4096
+    calibration_dir: Path | None = None
+    cache_root: Path | None = None
+    optimization_level: int = 3
+    dla_core: int | None = None
+    verify: str = "io"
+
+    def fingerprint_fields(self) -> dict[str, object]:
+        """The settings that change the built artifact, for the provenance fingerprint."""
+        return {
+            "precision": self.precision.value,
+            "input_shapes": {
+                ("" if k is None else k): v.as_dict()
+                for k, v in sorted(self.input_shapes.items(), key=lambda kv: kv[0] or "")
+            },
+            "workspace_mb": self.workspace_mb,
+            "optimization_level": self.optimization_level,
+            "dla_core": self.dla_core,
+        }
+
+
+@dataclass(frozen=True)
+class EngineCacheEntry:
+    """One published engine: where it is, its digest, and the hardware it was built for."""
+
+    engine_path: Path
+    sha256_hex: str
+    sm: int
+    jp: str
+    trt: str
+    precision: PrecisionMode
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One model of the corpus.
+
+    ``expected_input_shape`` is the single-input shorthand; ``input_shapes`` names each input
+    (fixed or min/opt/max). ``precision`` overrides the request's precision for this model.
+    """
+
+    model_name: str
+    onnx_path: Path
+    expected_input_shape: Shape | None = None
+    input_shapes: dict[str, InputProfile] = field(default_factory=dict)
+    precision: PrecisionMode | None = None
+    dla_core: int | None = None
+    verify: str = "io"
+
+
+@dataclass(frozen=True)
+class EngineCompileRequest:
+    """A whole corpus to make ready on one host."""
+
+    backbones: tuple[BackboneSpec, ...]
+    calibration_path: Path | None
+    cache_root: Path
+    precision: PrecisionMode
+    host: HostCapabilities
+    workspace_mb: int = 4096
+    optimization_level: int = 3
+    lock_timeout_s: float = 600.0
+    strict_onnx_hash: bool = False
+
+
+class CompileOutcome(str, enum.Enum):
+    """Whether an engine was compiled in this run or taken from the cache."""
+
+    BUILT = "built"
+    REUSED = "reused"
+
+
+@dataclass(frozen=True)
+class EngineCompileResult:
+    """The outcome for one backbone; ``compile_duration_s`` is ``None`` when reused."""
+
+    entry: EngineCacheEntry
+    outcome: CompileOutcome
+    compile_duration_s: float | None

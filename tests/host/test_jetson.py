@@ -1,0 +1,58 @@
+"""L4T release parsing on real-format lines, the JetPack table, and garbage."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.host.jetson import detect_release, jetpack_for, parse_nv_tegra_release
+
+LINES = {
+    # Real first lines of /etc/nv_tegra_release, one per supported release family.
+    "35.4.1": "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+              "DATE: Tue Aug  1 19:57:35 UTC 2023",
+    "35.6.0": "# R35 (release), REVISION: 6.0, GCID: 37386963, BOARD: generic, EABI: aarch64, "
+              "DATE: Wed Aug 14 21:41:12 UTC 2024",
+    "36.3.0": "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, "
+              "DATE: Mon May  6 17:34:21 UTC 2024",
+    "36.4.3": "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+              "DATE: Wed Jan  8 01:49:37 UTC 2025",
+    "36.4.4": "# R36 (release), REVISION: 4.4, GCID: 41062509, BOARD: generic, EABI: aarch64, "
+              "DATE: Mon Jun 16 16:07:13 UTC 2025",
+    "38.2.0": "# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64, "
+              "DATE: Fri Aug 22 00:55:42 UTC 2025",
+}
+EXPECTED = {"35.4.1": "5.1.2", "35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.3": "6.2",
+            "36.4.4": "6.2.1", "38.2.0": "7.0"}
+
+
+@pytest.mark.parametrize("l4t", sorted(LINES))
+def test_real_release_lines(tmp_path, l4t):
+    assert parse_nv_tegra_release(LINES[l4t] + "\n# KERNEL_VARIANT: oot\n") == l4t
+    release_file = tmp_path / "nv_tegra_release"
+    release_file.write_text(LINES[l4t] + "\n")
+    release = detect_release({}, release_file)
+    assert (release.l4t, release.jetpack, release.known) == (l4t, EXPECTED[l4t], True)
+
+
+@pytest.mark.parametrize("garbage", ["", "hello", "R36 (release)", "# R36 (beta), REVISION: 4.3",
+                                     "# Rxx (release), REVISION: 4.3", "\x00\xff",
+                                     "# R36 (release), REVISION: four"])
+def test_garbage_is_refused_not_guessed(tmp_path, garbage):
+    assert parse_nv_tegra_release(garbage) is None
+    release_file = tmp_path / "nv_tegra_release"
+    release_file.write_text(garbage)
+    with pytest.raises(ValueError):
+        detect_release({}, release_file)
+
+
+def test_unknown_release_keeps_its_identity():
+    assert jetpack_for("36.9.0") == ("l4t36.9.0", False)
+
+
+def test_env_overrides_the_file_and_absence_means_not_a_jetson(tmp_path):
+    assert detect_release({"L4T_VERSION": "36.4.3"}, tmp_path / "none").jetpack == "6.2"
+    assert detect_release({"L4T_VERSION": "R35.4.1"}, tmp_path / "none").jetpack == "5.1.2"
+    off = detect_release({}, tmp_path / "none")
+    assert (off.l4t, off.jetpack) == ("", "none")
+    with pytest.raises(ValueError, match="L4T_VERSION"):
+        detect_release({"L4T_VERSION": "latest"}, tmp_path / "none")

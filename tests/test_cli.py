@@ -1,0 +1,131 @@
+"""Every CLI command and exit code, through real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import cli, json_events, write_job_config
+
+
+@pytest.fixture
+def job(tmp_path, corpus):
+    return write_job_config(tmp_path, corpus)
+
+
+def test_run_builds_then_reuses_and_writes_the_marker(tmp_path, job):
+    first = cli("--config", str(job), "run")
+    assert first.returncode == 0, first.stderr
+    assert "3 built, 0 reused" in first.stdout
+    kinds = [e["kind"] for e in json_events(first.stderr)]
+    assert kinds.count("c10.engine.cache.miss") == 3 and "c10.marker.written" in kinds
+    second = cli("--config", str(job), "run")
+    assert second.returncode == 0 and "0 built, 3 reused" in second.stdout
+    marker = json.loads((tmp_path / "run" / "ready.json").read_text())
+    assert marker["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert marker["backend"] == "onnxruntime" and marker["backend_version"]
+    assert [e["outcome"] for e in marker["engines"]] == ["reused"] * 3
+    assert {e["model_name"] for e in marker["engines"]} == {"dinov2_vpr", "lightglue", "aliked"}
+    for engine in marker["engines"]:
+        assert os.path.isfile(engine["engine_path"]) and len(engine["sha256"]) == 64
+    assert set(marker["phase_timings_s"]) >= {"config", "probe", "verify", "compile"}
+
+
+def test_validate_ok_and_bad(tmp_path, job):
+    ok = cli("--config", str(job), "validate")
+    assert ok.returncode == 0 and "config OK: 3 model(s)" in ok.stdout
+    doc = yaml.safe_load(job.read_text())
+    doc["workspace_mb"] = 0
+    job.write_text(yaml.safe_dump(doc))
+    bad = cli("--config", str(job), "validate")
+    assert bad.returncode == 78
+    assert "workspace_mb" in bad.stderr and "Traceback" not in bad.stderr
+    debug = cli("--config", str(job), "--debug", "validate")
+    assert debug.returncode == 78 and "Traceback" in debug.stderr
+
+
+def test_status_and_verify(tmp_path, job):
+    assert cli("--config", str(job), "run").returncode == 0
+    table = cli("--config", str(job), "status")
+    assert table.returncode == 0 and table.stdout.count("ready") == 3
+    doc = json.loads(cli("--config", str(job), "status", "--json").stdout)
+    assert [e["reusable"] for e in doc["engines"]] == [True] * 3
+    assert cli("--config", str(job), "verify").returncode == 0
+    engine = doc["engines"][0]["engine_path"]
+    with open(engine, "r+b") as handle:
+        handle.write(b"X")
+    bad = cli("--config", str(job), "verify")
+    assert bad.returncode == 65 and "dinov2_vpr" in bad.stderr
+
+
+def test_prune_removes_only_other_hosts_files(tmp_path, job):
+    assert cli("--config", str(job), "run").returncode == 0
+    cache = tmp_path / "cache"
+    foreign = ["dinov2_vpr__sm87_jp6.2_trt10.3_fp16.engine",
+               "dinov2_vpr__sm87_jp6.2_trt10.3_fp16.engine.sha256",
+               "dinov2_vpr__ort0.1_x86_64-00000000_fp32.ort"]
+    for name in [*foreign, "notes.txt"]:
+        (cache / name).write_text("x")
+    before = sorted(os.listdir(cache))
+    dry = cli("--config", str(job), "prune", "--dry-run")
+    assert dry.returncode == 0 and "would remove 3 file(s)" in dry.stdout
+    assert sorted(os.listdir(cache)) == before
+    real = cli("--config", str(job), "prune")
+    assert real.returncode == 0 and "removed 3 file(s)" in real.stdout
+    assert not set(foreign) & set(os.listdir(cache)) and "notes.txt" in os.listdir(cache)
+    assert cli("--config", str(job), "verify").returncode == 0
+
+
+def test_wait_ready(tmp_path, job):
+    early = cli("--config", str(job), "wait-ready", "--timeout", "0.3")
+    assert early.returncode == 75 and "no readiness marker" in early.stderr
+    assert cli("--config", str(job), "run").returncode == 0
+    ok = cli("--config", str(job), "wait-ready", "--timeout", "5", "--verify")
+    assert ok.returncode == 0 and "3 engine(s)" in ok.stdout
+    marker = tmp_path / "run" / "ready.json"
+    doc = json.loads(marker.read_text())
+    doc["boot_id"] = "another-boot"
+    marker.write_text(json.dumps(doc))
+    stale = cli("--config", str(job), "wait-ready", "--timeout", "0.3")
+    assert stale.returncode == 75 and "not this boot" in stale.stderr
+
+
+def test_schema_and_help(job):
+    schema = cli("schema")
+    assert schema.returncode == 0 and "backbones" in json.loads(schema.stdout)["properties"]
+    helped = cli("--help")
+    assert helped.returncode == 0
+    for command in ("run", "validate", "status", "verify", "prune", "wait-ready", "schema"):
+        assert command in helped.stdout
+
+
+def test_usage_error_is_2():
+    result = cli("no-such-command")
+    assert result.returncode == 2 and "No such command" in result.stderr
+
+
+def test_missing_model_is_78_and_leaves_no_marker(tmp_path, job):
+    assert cli("--config", str(job), "run").returncode == 0
+    doc = yaml.safe_load(job.read_text())
+    doc["backbones"][0]["onnx_path"] = str(tmp_path / "gone.onnx")
+    job.write_text(yaml.safe_dump(doc))
+    result = cli("--config", str(job), "run")
+    assert result.returncode == 78 and "gone.onnx" in result.stderr
+    assert not (tmp_path / "run" / "ready.json").exists()
+
+
+def test_build_failure_is_70_and_bad_model_data_is_65(tmp_path, job, corpus):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(corpus["aliked"].read_bytes()[:200])
+    doc = yaml.safe_load(job.read_text())
+    doc["backbones"][2]["onnx_path"] = str(broken)
+    job.write_text(yaml.safe_dump(doc))
+    result = cli("--config", str(job), "run")
+    assert result.returncode == 65 and "broken.onnx" in result.stderr
+    assert "Traceback" not in result.stderr
+    failed = [e for e in json_events(result.stderr) if e["kind"] == "c10.run.failed"]
+    assert failed and failed[0]["kv"]["exit_code"] == 65

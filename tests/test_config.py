@@ -1,0 +1,188 @@
+"""Config loading: every rejection names its field in one line; overrides and paths work."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.config import EngineInitConfig
+from app.config_file import load_config
+from app.errors import ConfigError
+from app.types import InputProfile, PrecisionMode
+
+
+def write(tmp_path: Path, doc: object, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def base(tmp_path, corpus):
+    return {
+        "cache_root": "cache", "readiness_marker": "run/ready.json", "backend": "onnxruntime",
+        "precision": "fp32", "calibration_path": str(corpus["calibration"]),
+        "backbones": [
+            {"model_name": "dinov2_vpr", "onnx_path": str(corpus["dinov2_vpr"]),
+             "expected_input_shape": [1, 3, 32, 32]},
+            {"model_name": "lightglue", "onnx_path": str(corpus["lightglue"]),
+             "input_shapes": {"desc0": {"min": [1, 1, 64], "opt": [1, 8, 64], "max": [1, 64, 64]},
+                              "desc1": [1, 8, 64]}},
+        ],
+    }
+
+
+def test_valid_config_resolves_paths_against_its_folder(tmp_path, base):
+    config = load_config(write(tmp_path, base), env={})
+    assert config.cache_root == tmp_path / "cache"
+    assert config.readiness_marker == tmp_path / "run" / "ready.json"
+    spec = config.backbones[1].to_spec()
+    assert spec.input_shapes["desc0"] == InputProfile((1, 1, 64), (1, 8, 64), (1, 64, 64))
+    assert spec.input_shapes["desc1"].is_fixed
+    assert config.precision is PrecisionMode.FP32
+
+
+def test_shipped_configs_are_valid(tmp_path):
+    root = Path(__file__).resolve().parents[1] / "config"
+    for name in ("engine-init.yaml", "demo.yaml"):
+        config = load_config(root / name, env={}, check_files=False)
+        assert config.backbones
+
+
+def test_config_path_precedence(tmp_path, base, monkeypatch):
+    explicit = write(tmp_path, base, "explicit.yaml")
+    other = dict(base, workspace_mb=77)
+    from_env = write(tmp_path, other, "env.yaml")
+    assert load_config(explicit, env={"ENGINE_INIT_CONFIG": str(from_env)}).workspace_mb == 4096
+    assert load_config(None, env={"ENGINE_INIT_CONFIG": str(from_env)}).workspace_mb == 77
+    with pytest.raises(ConfigError, match=r"/etc/engine-init/config\.yaml"):
+        load_config(None, env={})
+
+
+def test_env_overrides_top_level_keys(tmp_path, base):
+    config = load_config(write(tmp_path, base), env={
+        "ENGINE_INIT_WORKSPACE_MB": "2048", "ENGINE_INIT_PRECISION": "fp16",
+        "ENGINE_INIT_LOG_FORMAT": "json", "ENGINE_INIT_CACHE_ROOT": "/var/tmp/c"})
+    assert config.workspace_mb == 2048 and config.precision is PrecisionMode.FP16
+    assert config.cache_root == Path("/var/tmp/c")
+
+
+REJECTIONS = [
+    # (mutation, words that must be in the message)
+    (lambda d: d.update(workspace_mb=0), ["workspace_mb"]),
+    (lambda d: d.update(workspace_mb=-5), ["workspace_mb"]),
+    (lambda d: d.update(workspace_mb="lots"), ["workspace_mb"]),
+    (lambda d: d.update(colour="red"), ["colour", "unknown key"]),
+    (lambda d: d["backbones"][0].update(extra=1), ["backbones[0].extra", "unknown key"]),
+    (lambda d: d.update(precision="bf16"), ["precision"]),
+    (lambda d: d.update(backend="cuda"), ["backend"]),
+    (lambda d: d.update(optimization_level=9), ["optimization_level"]),
+    (lambda d: d.update(backbones=[]), ["backbones"]),
+    (lambda d: d["backbones"][0].update(expected_input_shape=[1, 0, 32, 32]), ["expected_input_shape"]),
+    (lambda d: d["backbones"][0].update(expected_input_shape=[1, -3, 32, 32]), ["expected_input_shape"]),
+    (lambda d: d["backbones"][0].update(expected_input_shape=[]), ["expected_input_shape"]),
+    (lambda d: d["backbones"][0].update(onnx_path="/nonexistent/m.onnx"), ["onnx_path", "does not exist"]),
+    (lambda d: d["backbones"][0].update(onnx_path="/"), ["onnx_path", "not a file"]),
+    (lambda d: d["backbones"][1].update(model_name="dinov2_vpr"), ["duplicate", "dinov2_vpr"]),
+    (lambda d: d["backbones"][0].update(model_name="../x"), ["model_name"]),
+    (lambda d: d["backbones"][0].update(model_name="a__b"), ["model_name", "__"]),
+    (lambda d: d["backbones"][0].update(model_name=".hidden"), ["model_name", "dot"]),
+    (lambda d: d["backbones"][0].update(model_name="a\0b"), ["model_name"]),
+    (lambda d: d["backbones"][0].update(model_name="m" * 300), ["model_name", "300"]),
+    (lambda d: d["backbones"][1]["input_shapes"].update(
+        desc0={"min": [1, 9, 64], "opt": [1, 8, 64], "max": [1, 64, 64]}), ["min <= opt <= max"]),
+    (lambda d: d["backbones"][1]["input_shapes"].update(
+        desc0={"min": [1, 9], "opt": [1, 8, 64], "max": [1, 64, 64]}), ["same number"]),
+    (lambda d: d["backbones"][0].update(input_shapes={"pixels": [1, 3, 32, 32]}), ["not both"]),
+    (lambda d: d.update(precision="int8", calibration_path=None), ["int8", "calibration"]),
+    (lambda d: d["backbones"][0].update(dla_core=-1), ["dla_core"]),
+    (lambda d: d.update(lock_timeout_s=0), ["lock_timeout_s"]),
+    (lambda d: d.update(jetpack="six"), ["jetpack"]),
+    (lambda d: d["backbones"][0].update(verify="always"), ["verify"]),
+]
+
+
+@pytest.mark.parametrize(("mutate", "words"), REJECTIONS)
+def test_rejections_name_the_field_in_one_line(tmp_path, base, mutate, words):
+    mutate(base)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env={})
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    assert caught.value.hint
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("a: [1, 2\n", ["YAML syntax error", "line"]),
+    ("", ["empty"]),
+    ("# only a comment\n", ["empty"]),
+    ("- a\n- b\n", ["mapping"]),
+    ("cache_root: a\ncache_root: b\n", ["duplicate key"]),
+    ("\tcache_root: x\n", ["YAML"]),
+])
+def test_bad_yaml(tmp_path, text, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env={})
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_config_path_is_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="directory"):
+        load_config(tmp_path, env={})
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"ENGINE_INIT_WORKSPACE_MB": "-1"}, ["workspace_mb", "ENGINE_INIT_WORKSPACE_MB"]),
+    ({"ENGINE_INIT_PRECSION": "fp16"}, ["ENGINE_INIT_PRECSION", "no config key"]),
+    ({"ENGINE_INIT_BACKBONES": "[unclosed"}, ["ENGINE_INIT_BACKBONES", "YAML"]),
+])
+def test_bad_env_overrides_name_the_variable(tmp_path, base, env, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env=env)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_int8_is_accepted_with_calibration_data_or_a_cache(tmp_path, base):
+    base["precision"] = "int8"
+    assert load_config(write(tmp_path, base), env={}).precision is PrecisionMode.INT8
+    base["calibration_path"] = None
+    (tmp_path / "cache" / "calibration").mkdir(parents=True)
+    for model in ("dinov2_vpr", "lightglue"):
+        (tmp_path / "cache" / "calibration" / f"{model}__trt10.3__abc.calib").write_bytes(b"c")
+    assert load_config(write(tmp_path, base), env={}).precision is PrecisionMode.INT8
+
+
+def test_schema_is_json_schema():
+    schema = EngineInitConfig.model_json_schema()
+    assert "backbones" in schema["required"] and schema["additionalProperties"] is False
+    json.dumps(schema)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20))
+def test_arbitrary_yaml_only_ever_raises_config_error(tmp_path, doc):
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with contextlib.suppress(ConfigError):
+        load_config(path, env={})
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_only_ever_raise_config_error(tmp_path, raw):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(raw)
+    with contextlib.suppress(ConfigError):
+        load_config(path, env={})

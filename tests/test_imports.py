@@ -1,0 +1,42 @@
+"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, cli, write_job_config
+
+HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda"}
+PROBE = """
+import json, sys
+from app.cli import main
+rc = main(sys.argv[2:])
+heavy = {m.split('.')[0] for m in sys.modules} & set(sys.argv.pop(1).split(','))
+print(json.dumps({"rc": rc, "heavy": sorted(heavy)}))
+"""
+
+
+def _modules_after(*args: str) -> dict:
+    argv = [sys.executable, "-c", PROBE, ",".join(sorted(HEAVY)), *args]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_validate_imports_no_heavy_sdk(tmp_path, corpus):
+    job = write_job_config(tmp_path, corpus)
+    assert _modules_after("--config", str(job), "validate") == {"rc": 0, "heavy": []}
+
+
+def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
+    job = write_job_config(tmp_path, corpus)
+    assert cli("--config", str(job), "run").returncode == 0  # cold: builds with ONNX Runtime
+    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
+
+
+def test_importing_the_package_is_light():
+    out = subprocess.run([sys.executable, "-c", "import app, sys; print(sorted(sys.modules))"],
+                         capture_output=True, text=True, cwd=REPO, check=True)
+    loaded = {m.split(".")[0] for m in json.loads(out.stdout.replace("'", '"'))}
+    assert not loaded & (HEAVY | {"pydantic", "yaml", "click"})
