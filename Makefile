@@ -44,7 +44,7 @@ bench: $(VENV)/.installed
 
 # Regenerate the TensorRT identifier lists from the real binding wheels (needs PyPI).
 identifiers: $(VENV)/.installed
-	$(VENV)/bin/python tools/trt_identifiers.py app/backends/tensorrt/identifiers
+	$(VENV)/bin/python tools/trt_identifiers.py tests/backends/tensorrt/identifiers
 
 clean:
 	rm -rf build $(VENV) $(DEMO_VENV)

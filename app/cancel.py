@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar
 
 from app.errors import BuildCancelledError
 
-__all__ = ["CANCEL", "call_cancellable", "cancelled_error", "install_signal_handlers"]
+__all__ = [
+    "CANCEL",
+    "call_cancellable",
+    "cancellable_sleep",
+    "cancelled_error",
+    "install_signal_handlers",
+]
 
 _T = TypeVar("_T")
 
@@ -39,6 +46,15 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 def install_signal_handlers() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _handler)
+
+
+def cancellable_sleep(seconds: float) -> None:
+    """Sleep, but raise the cancellation error as soon as a cancel is requested."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if CANCEL.is_set():
+            raise cancelled_error()
+        time.sleep(0.02)
 
 
 def call_cancellable(fn: Callable[[], _T]) -> _T:

@@ -15,7 +15,6 @@ import importlib.util
 import logging
 import platform
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from app.backends.calibration import CalibrationSet
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.cache.names import OrtFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
-from app.cancel import CANCEL, cancelled_error
+from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
 from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
@@ -86,7 +85,7 @@ class OnnxRuntimeBackend:
         cfg = build_config
         if cfg.engine_path is None:
             raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
-        _cancellable_delay(faults.slow_build_seconds())
+        cancellable_sleep(faults.slow_build_seconds())
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         with tempfile.TemporaryDirectory(prefix="engine-init-ort-") as tmp:
@@ -199,10 +198,3 @@ def _quiet_options(ort: Any) -> Any:
     options.log_severity_level = 3
     return options
 
-
-def _cancellable_delay(seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if CANCEL.is_set():
-            raise cancelled_error()
-        time.sleep(0.02)

@@ -16,6 +16,12 @@ from app.types import HostCapabilities
 __all__ = ["BACKENDS", "create_backend", "resolve_backend_name"]
 
 
+def _tensorrt(host: HostCapabilities) -> InferenceRuntime:
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+
+    return TensorRTRuntime(host)
+
+
 def _onnxruntime(host: HostCapabilities) -> InferenceRuntime:
     from app.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -23,6 +29,7 @@ def _onnxruntime(host: HostCapabilities) -> InferenceRuntime:
 
 
 BACKENDS: dict[str, Callable[[HostCapabilities], InferenceRuntime]] = {
+    "tensorrt": _tensorrt,
     "onnxruntime": _onnxruntime,
 }
 #: Whether each backend needs a GPU (decides whether the probe may fail).

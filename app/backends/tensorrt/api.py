@@ -1,0 +1,100 @@
+"""Every TensorRT call whose shape differs between releases, in one place.
+
+=================  ==============================  =============================
+what               TensorRT 8.5 / 8.6              TensorRT 10.x
+=================  ==============================  =============================
+network flags      EXPLICIT_BATCH required         0 (EXPLICIT_BATCH deprecated)
+optimization lvl   8.6 only (absent in 8.5)        ``builder_optimization_level``
+progress monitor   absent                          ``IProgressMonitor``
+=================  ==============================  =============================
+
+The contract test (tests/backends/tensorrt/test_contract.py) checks every name used here
+against the identifiers of the real bindings of each release.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from app.types import PrecisionMode
+
+__all__ = ["TrtApi", "parse_version"]
+
+_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
+           "UINT8": "uint8", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    if match is None:
+        raise ValueError(f"not a TensorRT version: {text!r}")
+    return tuple(int(g) for g in match.groups() if g is not None)
+
+
+class TrtApi:
+    """The ``tensorrt`` module plus the version it reports."""
+
+    def __init__(self, trt: Any) -> None:
+        self.trt = trt
+        self.full_version = str(trt.__version__)
+        self.version = parse_version(self.full_version)
+        self.major = self.version[0]
+
+    @property
+    def major_minor(self) -> str:
+        return f"{self.version[0]}.{self.version[1]}"
+
+    @property
+    def has_progress_monitor(self) -> bool:
+        return self.major >= 10
+
+    def create_network(self, builder: Any) -> Any:
+        if self.major < 10:
+            flag = self.trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH
+            return builder.create_network(1 << int(flag))
+        return builder.create_network(0)
+
+    def configure(self, config: Any, precision: PrecisionMode, workspace_bytes: int,
+                  optimization_level: int) -> None:
+        config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+        if self.version >= (8, 6):
+            config.builder_optimization_level = optimization_level
+        if precision in (PrecisionMode.FP16, PrecisionMode.INT8):
+            # INT8 keeps FP16 on: layers without INT8 kernels then run in FP16, not FP32.
+            config.set_flag(self.trt.BuilderFlag.FP16)
+        if precision is PrecisionMode.INT8:
+            config.set_flag(self.trt.BuilderFlag.INT8)
+
+    def use_dla(self, config: Any, core: int) -> None:
+        config.default_device_type = self.trt.DeviceType.DLA
+        config.DLA_core = core
+        config.set_flag(self.trt.BuilderFlag.GPU_FALLBACK)
+
+    def dtype_name(self, dtype: Any) -> str:
+        name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+        return _DTYPES.get(name, name.lower())
+
+    def is_input(self, engine: Any, name: str) -> bool:
+        return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
+
+    def make_logger(self, on_warning: Callable[[str], None]) -> Any:
+        """An ILogger that keeps errors (for EngineBuildError) and forwards warnings."""
+        trt = self.trt
+        error_level = int(trt.ILogger.Severity.ERROR)
+        warning_level = int(trt.ILogger.Severity.WARNING)
+
+        class CollectingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+
+            def log(self, severity: Any, msg: str) -> None:
+                level = int(severity)
+                if level <= error_level:
+                    self.errors.append(str(msg))
+                elif level <= warning_level:
+                    on_warning(str(msg))
+
+        return CollectingLogger()

@@ -1,0 +1,87 @@
+"""INT8 entropy calibration that streams batches to the GPU and reuses a calibration cache.
+
+The cache is keyed by the calibration data's fingerprint: with data, the cache written for that
+exact data is reused (TensorRT then skips calibration); without data, the newest cache of the
+model for this TensorRT version is used; with neither, :class:`CalibrationCacheError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from app.backends.calibration import CalibrationSet
+from app.backends.tensorrt.caches import calibration_cache_path, find_calibration_cache
+from app.cache.publish import atomic_write_bytes
+from app.cache.record import fingerprint
+from app.cache.sidecar import hash_file
+from app.errors import CalibrationCacheError
+
+__all__ = ["calibration_plan", "make_calibrator"]
+
+
+def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str) -> tuple[Path, Path | None]:
+    """(where to write the cache, which cache to read) for this model's calibration."""
+    if calib.files:
+        data_fp = fingerprint({p.name: hash_file(p) for p in calib.files})
+        target = calibration_cache_path(root, calib.model_name, trt_version, data_fp)
+        return target, target if target.is_file() else None
+    existing = find_calibration_cache(root, calib.model_name, trt_version)
+    if existing is None:
+        raise CalibrationCacheError(
+            f"{calib.model_name}: int8 needs calibration batches in {calib.folder} or a "
+            f"calibration cache {root / 'calibration'}/{calib.model_name}__trt{trt_version}__*.calib",
+            hint="add calibration data, or build this model in fp16/fp32")
+    return existing, existing
+
+
+def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: Path | None,
+                    memory: Any) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, one batch in GPU memory at a time."""
+
+    class StreamingCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches: Iterator[dict[str, Any]] = (
+                calib.batches() if read_from is None else iter(()))
+            self._device: dict[str, tuple[int, int]] = {}
+            self.batches_fed = 0
+            self.cache_written: bytes | None = None
+
+        def get_batch_size(self) -> int:
+            return 1  # explicit-batch networks: the batch is in each array's shape
+
+        def get_batch(self, names: list[str], *args: Any) -> list[int] | None:
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            import numpy as np
+
+            pointers = []
+            for name in names:
+                array = np.ascontiguousarray(batch[name])
+                ptr, size = self._device.get(name, (0, 0))
+                if size < array.nbytes:
+                    ptr, size = memory.alloc(array.nbytes), array.nbytes
+                    self._device[name] = (ptr, size)
+                memory.upload(ptr, array)
+                pointers.append(ptr)
+            self.batches_fed += 1
+            return pointers
+
+        def read_calibration_cache(self, *args: Any) -> bytes | None:
+            if read_from is None:
+                return None
+            try:
+                return read_from.read_bytes()
+            except OSError:
+                return None
+
+        def write_calibration_cache(self, cache: Any, *args: Any) -> None:
+            data = bytes(memoryview(cache))
+            write_to.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(write_to, data)
+            self.cache_written = data
+
+    return StreamingCalibrator()

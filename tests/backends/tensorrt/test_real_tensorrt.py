@@ -1,0 +1,71 @@
+"""Real TensorRT on a real GPU: build a tiny engine from a generated ONNX model, deserialize it,
+run it and compare with ONNX Runtime. Runs on a Jetson (or any machine with TensorRT, cuda-python
+and a GPU); skipped with the reason elsewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from app import BuildConfig, InputProfile, PrecisionMode, Sha256Sidecar
+from app.errors import HostProbeError
+
+pytestmark = pytest.mark.tensorrt
+
+
+def _why_not() -> str | None:
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (it cannot be installed on CI machines)"
+    try:
+        from app.host.cuda import probe_gpu
+
+        probe_gpu(0)
+    except HostProbeError as exc:
+        return f"no GPU: {exc.message}"
+    return None
+
+
+REASON = _why_not()
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("precision", [PrecisionMode.FP32, PrecisionMode.FP16])
+def test_build_run_and_compare_with_onnxruntime(tmp_path, corpus, precision):
+    import numpy as np
+    import onnxruntime as ort
+    import tensorrt as trt
+
+    from app.backends.tensorrt.device_memory import DeviceMemory
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+    from app.host.probe import probe_host
+
+    host = probe_host(need_gpu=True).capabilities
+    runtime = TensorRTRuntime(host)
+    cfg = BuildConfig(precision=precision, model_name="dinov2_vpr", cache_root=tmp_path,
+                      engine_path=tmp_path / runtime.artifact_name("dinov2_vpr", precision),
+                      input_shapes={None: InputProfile.fixed((1, 3, 32, 32))}, workspace_mb=256,
+                      verify="infer")
+    entry = runtime.compile_engine(corpus["dinov2_vpr"], cfg)
+    assert Sha256Sidecar.verify(entry.engine_path)
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+        entry.engine_path.read_bytes())
+    x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    out = np.empty((1, 64), np.float32)
+    memory = DeviceMemory()
+    try:
+        context = engine.create_execution_context()
+        for name, array in (("pixels", x), ("descriptor", out)):
+            ptr = memory.alloc(array.nbytes)
+            if name == "pixels":
+                memory.upload(ptr, array)
+            context.set_tensor_address(name, ptr)
+            if name == "descriptor":
+                out_ptr = ptr
+        assert context.execute_async_v3(memory.stream())
+        memory.synchronize()
+        memory.download(out, out_ptr)
+    finally:
+        memory.close()
+    want = ort.InferenceSession(str(corpus["dinov2_vpr"])).run(None, {"pixels": x})[0]
+    np.testing.assert_allclose(out, want, atol=1e-2 if precision is PrecisionMode.FP16 else 1e-4)

@@ -1,0 +1,182 @@
+"""TensorRTRuntime driven through the recording stand-in (tests name it: FakeTensorRT), for each
+supported API shape; assertions are on what the runtime asked TensorRT to do."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from app import (
+    BackendUnavailableError,
+    BuildConfig,
+    CalibrationCacheError,
+    EngineBuildError,
+    HostCapabilities,
+    InputProfile,
+    ModelDataError,
+    PrecisionMode,
+    Sha256Sidecar,
+)
+from app.backends.tensorrt.device_memory import DeviceMemory
+from app.backends.tensorrt.runtime import TensorRTRuntime
+from app.cancel import CANCEL
+from app.errors import BuildCancelledError
+from tests.backends.tensorrt.fake_tensorrt import FakeCudart, FakeTensorRT
+
+VERSIONS = ["8.5.2", "8.6.2", "10.3.0", "10.13.3"]
+DYN = InputProfile((1, 1, 64), (1, 16, 64), (1, 64, 64))
+
+
+def host(version: str) -> HostCapabilities:
+    return HostCapabilities(87, "6.2", ".".join(version.split(".")[:2]), trt_full=version,
+                            device_name="Orin (nvgpu)", l4t="36.4.3")
+
+
+def runtime_for(fake: FakeTensorRT, cudart: FakeCudart | None = None) -> TensorRTRuntime:
+    cudart = cudart or FakeCudart()
+    return TensorRTRuntime(host(fake.__version__), trt_module=fake,
+                           device_memory=lambda: DeviceMemory(cudart))  # type: ignore[arg-type]
+
+
+def config(tmp_path: Path, name: str, precision=PrecisionMode.FP16, **kw) -> BuildConfig:
+    engine = tmp_path / f"{name}__sm87_jp6.2_trt10.3_{precision.value}.engine"
+    return BuildConfig(precision=precision, model_name=name, engine_path=engine,
+                       cache_root=tmp_path, **kw)
+
+
+@pytest.fixture(params=VERSIONS)
+def fake(request):
+    with FakeTensorRT(request.param) as module:
+        yield module
+
+
+def test_fp16_static_model(fake, tmp_path, corpus):
+    cfg = config(tmp_path, "dinov2_vpr", input_shapes={None: InputProfile.fixed((1, 3, 32, 32))},
+                 workspace_mb=512, optimization_level=5)
+    entry = runtime_for(fake).compile_engine(corpus["dinov2_vpr"], cfg)
+    assert Sha256Sidecar.verify(entry.engine_path)
+    flags = next(c for c in fake.calls if c[0] == "create_network")[1]
+    assert flags == (1 if fake.version < (10, 0) else 0)  # EXPLICIT_BATCH only before 10
+    assert ("set_memory_pool_limit", "WORKSPACE", 512 << 20) in fake.calls
+    opt_level = ("set", "builder_optimization_level", 5)
+    assert (opt_level in fake.calls) == (fake.version >= (8, 6))
+    assert fake.flags_built() == ["FP16"]
+    assert not [c for c in fake.calls if c[0] == "set_shape"]  # static: no profile needed
+    assert entry.extras["backend_version"] == fake.__version__
+
+
+def test_dynamic_model_gets_one_profile(fake, tmp_path, corpus):
+    cfg = config(tmp_path, "lightglue", PrecisionMode.FP32, input_shapes={"desc0": DYN, "desc1": DYN})
+    runtime_for(fake).compile_engine(corpus["lightglue"], cfg)
+    shapes = [c for c in fake.calls if c[0] == "set_shape"]
+    assert sorted(shapes) == [("set_shape", n, DYN.min, DYN.opt, DYN.max) for n in ("desc0", "desc1")]
+    assert fake.flags_built() == []
+
+
+def test_open_dynamic_dims_are_a_clear_error(fake, tmp_path, corpus):
+    with pytest.raises(ModelDataError, match=r"desc0.*dynamic dimensions"):
+        runtime_for(fake).compile_engine(corpus["lightglue"], config(tmp_path, "lightglue"))
+
+
+def test_parser_errors_are_all_listed(fake, tmp_path, corpus):
+    fake.parser_errors = [(8, 3, "Unsupported operator: Foo"), (2, 7, "Invalid attribute")]
+    with pytest.raises(EngineBuildError) as caught:
+        runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    message = str(caught.value)
+    assert "[8] node 3: Unsupported operator: Foo" in message and "[2] node 7: Invalid attribute" in message
+    assert not any(p.suffix == ".engine" for p in tmp_path.iterdir())
+
+
+def test_build_returning_none_carries_the_log(fake, tmp_path, corpus):
+    fake.fail_build = True
+    with pytest.raises(EngineBuildError, match="out of memory while building"):
+        runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    assert not list(tmp_path.glob("*.engine*"))
+
+
+def test_engine_that_does_not_deserialize_is_not_published(fake, tmp_path, corpus):
+    fake.corrupt_engine = True
+    with pytest.raises(EngineBuildError, match="does not deserialize"):
+        runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    assert not list(tmp_path.glob("*.engine*"))
+
+
+def test_int8_calibrates_from_batches_then_reuses_the_cache(fake, tmp_path, corpus):
+    cudart = FakeCudart()
+    cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
+    runtime_for(fake, cudart).compile_engine(corpus["aliked"], cfg)
+    assert fake.flags_built() == ["FP16", "INT8"]
+    assert fake.batches == 4
+    host_to_device = [n for kind, n in cudart.copies if kind == 1]
+    assert host_to_device == [1 * 3 * 64 * 64 * 4] * 4          # one batch at a time
+    assert sorted(cudart.freed) == sorted(cudart.allocated)       # every buffer freed
+    [cache] = (tmp_path / "calibration").glob(f"aliked__trt{fake.__version__}__*.calib")
+    assert cache.read_bytes() == b"calibration-table-4"
+    fake.batches = 0
+    runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    assert fake.batches == 0  # the cache for the same data was read back; no batch fed
+
+
+def test_int8_without_data_uses_an_existing_cache_or_fails(fake, tmp_path, corpus):
+    cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=tmp_path / "missing")
+    with pytest.raises(CalibrationCacheError):
+        runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / f"aliked__trt{fake.__version__}__0123456789abcdef.calib").write_bytes(b"t")
+    runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    assert fake.batches == 0
+
+
+def test_timing_cache_round_trips_and_merges(fake, tmp_path, corpus):
+    cfg = config(tmp_path, "aliked")
+    runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    [timing] = (tmp_path / "timing").glob("*.timing")
+    assert timing.name == f"trt{fake.__version__}__sm87__orin-nvgpu.timing"
+    first = timing.read_bytes()
+    assert first == b"[timings]"
+    runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    assert ("create_timing_cache", first) in fake.calls      # loaded back before the build
+    assert timing.read_bytes() == first + b"[timings]"
+
+
+def test_dla_core_with_fallback_and_missing_core(fake, tmp_path, corpus):
+    fake.dla_cores = 2
+    runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked", dla_core=1))
+    assert ("set", "DLA_core", 1) in fake.calls
+    assert "GPU_FALLBACK" in fake.flags_built()
+    with pytest.raises(BackendUnavailableError, match=r"dla_core 2 requested.*2 DLA core"):
+        runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked", dla_core=2))
+
+
+def test_warm_up_inference_runs(fake, tmp_path, corpus):
+    cfg = config(tmp_path, "lightglue", input_shapes={"desc0": DYN, "desc1": DYN}, verify="infer")
+    runtime_for(fake).compile_engine(corpus["lightglue"], cfg)
+    assert ("execute_async_v3", 7) in fake.calls
+
+
+def test_two_tensorrt_installs_are_refused(tmp_path, corpus):
+    with FakeTensorRT("10.3.0") as fake:
+        other = TensorRTRuntime(host("10.3.1"), trt_module=fake)
+        with pytest.raises(BackendUnavailableError, match="two TensorRT installs"):
+            other.compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.13.3"])
+def test_progress_events_are_throttled_and_cancel_stops_the_build(version, tmp_path, corpus, caplog):
+    with FakeTensorRT(version) as fake:
+        runtime = runtime_for(fake)
+        runtime.logger = logging.getLogger("test.progress")
+        with caplog.at_level(logging.INFO, logger="test.progress"):
+            runtime.compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+        progress = [r.kv for r in caplog.records if getattr(r, "kind", "") == "c10.engine.compile.progress"]
+        assert progress[0]["step"] == 0 and progress[-1]["step"] == progress[-1]["total"] == 4
+        assert len(progress) < 6  # 4 steps inside the throttle interval: first and last only
+        fake.on_step = lambda step: CANCEL.set() if step == 1 else None
+        try:
+            with pytest.raises(BuildCancelledError):
+                runtime.compile_engine(corpus["aliked"], config(tmp_path / "c", "aliked"))
+        finally:
+            CANCEL.clear()
+        assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.engine"))
