@@ -139,6 +139,9 @@ class OnnxRuntimeBackend:
                     return None
                 return next(self._batches, None)
 
+        # quantize_static writes "<model>-inferred.onnx" beside its input, and /models is a
+        # read-only mount: quantize a private copy (external weights loaded and kept with it).
+        source = _private_copy(source, tmp)
         out = tmp / "quantized.onnx"
         root = logging.getLogger()
         level, root.level = root.level, logging.ERROR  # its advice goes to the root logger
@@ -190,6 +193,15 @@ class OnnxRuntimeBackend:
 
             feeds = {t.name: np.zeros(profiles[t.name].opt, dtype=t.dtype) for t in model.inputs}
             session.run(None, feeds)
+
+
+def _private_copy(source: Path, tmp: Path) -> Path:
+    import onnx
+
+    model = onnx.load(str(source))
+    copy = tmp / "source.onnx"
+    onnx.save(model, str(copy), save_as_external_data=model.ByteSize() > (1 << 30))
+    return copy
 
 
 def _quiet_options(ort: Any) -> Any:

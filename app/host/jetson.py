@@ -91,6 +91,9 @@ def detect_release(
         text = release_file.read_text(encoding="utf-8", errors="replace")[:4096]
     except OSError:
         return JetsonRelease("", NO_JETPACK, True, source="none")
+    if not text.strip():
+        # An empty file is what a compose file mounts off-Jetson (/dev/null): not a Jetson.
+        return JetsonRelease("", NO_JETPACK, True, source=str(release_file))
     parsed = parse_nv_tegra_release(text)
     if parsed is None:
         raise ValueError(f"{release_file} does not start with an L4T release line: "

@@ -156,3 +156,17 @@ def test_through_the_compiler_second_run_reuses(tmp_path, corpus, specs, events)
     assert [r.outcome.value for r in second] == ["reused"] * 3
     assert all(r.entry.engine_path.suffix == ".ort" for r in first)
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_int8_from_a_read_only_models_folder(tmp_path, corpus):
+    """/models is mounted read-only in the container: quantization must not write beside it."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(corpus["aliked"], models / "aliked.onnx")
+    models.chmod(0o555)
+    try:
+        cfg = _cfg(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
+        OnnxRuntimeBackend().compile_engine(models / "aliked.onnx", cfg)
+        assert sorted(p.name for p in models.iterdir()) == ["aliked.onnx"]
+    finally:
+        models.chmod(0o755)

@@ -34,7 +34,7 @@ def test_real_release_lines(tmp_path, l4t):
     assert (release.l4t, release.jetpack, release.known) == (l4t, EXPECTED[l4t], True)
 
 
-@pytest.mark.parametrize("garbage", ["", "hello", "R36 (release)", "# R36 (beta), REVISION: 4.3",
+@pytest.mark.parametrize("garbage", ["hello", "R36 (release)", "# R36 (beta), REVISION: 4.3",
                                      "# Rxx (release), REVISION: 4.3", "\x00\xff",
                                      "# R36 (release), REVISION: four"])
 def test_garbage_is_refused_not_guessed(tmp_path, garbage):
@@ -54,5 +54,8 @@ def test_env_overrides_the_file_and_absence_means_not_a_jetson(tmp_path):
     assert detect_release({"L4T_VERSION": "R35.4.1"}, tmp_path / "none").jetpack == "5.1.2"
     off = detect_release({}, tmp_path / "none")
     assert (off.l4t, off.jetpack) == ("", "none")
+    (tmp_path / "empty").write_text("")
+    assert detect_release({}, tmp_path / "empty").jetpack == "none"  # /dev/null mounted off-Jetson
+    assert parse_nv_tegra_release("") is None
     with pytest.raises(ValueError, match="L4T_VERSION"):
         detect_release({"L4T_VERSION": "latest"}, tmp_path / "none")
