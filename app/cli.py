@@ -32,7 +32,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.HostProbeError, 69),
     (errors.BackendUnavailableError, 69),
     (errors.EngineBuildError, 70),
-    (errors.DiskFullError, 74),
+    (errors.CacheIOError, 74),
     (errors.CacheWriteError, 73),
     (errors.LockTimeoutError, 75),
     (errors.MarkerError, 75),
@@ -104,20 +104,25 @@ def run(state: _State) -> None:
     try:
         config = state.config()
     except errors.ConfigError:
-        _clear_stale_marker(state.config_arg)
+        _clear_stale_marker(state.config_arg, None)
         raise
     timings["config"] = time.perf_counter() - started
-    doc = run_job(config, LOGGER, timings)
+    try:
+        doc = run_job(config, LOGGER, timings)
+    except BaseException:
+        # Whatever happened, even a signal after the marker was written: no marker on failure.
+        _clear_stale_marker(state.config_arg, config.readiness_marker)
+        raise
     built = sum(e["outcome"] == "built" for e in doc["engines"])
     click.echo(f"ready: {built} built, {len(doc['engines']) - built} reused, "
                f"marker {config.readiness_marker} ({time.perf_counter() - started:.2f} s)")
 
 
-def _clear_stale_marker(config_arg: str | None) -> None:
+def _clear_stale_marker(config_arg: str | None, marker: Path | None) -> None:
     from app.config_file import marker_path_hint
     from app.readiness import clear_marker
 
-    marker = marker_path_hint(config_arg)
+    marker = marker or marker_path_hint(config_arg)
     if marker is not None:
         try:
             if clear_marker(marker):

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app import events, signing
+from app import events
 from app.backends.base import InferenceRuntime, identity_of
 from app.cache.check import Verdict, check_artifact
 from app.cache.lock import CacheLock
 from app.cache.names import EngineFilenameSchema
 from app.cache.publish import os_error_to_cache_error, sweep_temp_files
-from app.cache.record import fingerprint, write_record
+from app.cache.record import fingerprint, record_path, write_record
 from app.cancel import call_cancellable
 from app.errors import ModelDataError
 from app.types import (
@@ -41,8 +41,10 @@ __all__ = ["EngineCompiler"]
 
 _LOG = logging.getLogger("engine_init")
 _MISS_LEVEL = {"sidecar": logging.WARNING, "record-corrupt": logging.WARNING,
+               "interrupted": logging.WARNING, "not-a-file": logging.WARNING,
                "signature": logging.ERROR, "provenance": logging.INFO}
 _MISS_KIND = {"sidecar": events.SIDECAR_MISMATCH, "record-corrupt": events.PROVENANCE_MISMATCH,
+              "interrupted": events.PROVENANCE_MISMATCH, "not-a-file": events.SIDECAR_MISMATCH,
               "provenance": events.PROVENANCE_MISMATCH, "signature": events.SIGNATURE_INVALID}
 
 
@@ -229,11 +231,17 @@ class EngineCompiler:
         name = plan.spec.model_name
         events.emit(self.logger, logging.INFO, events.COMPILE_START, f"{name}: compiling",
                     model_name=name, precision=plan.build_config.precision.value)
+        # A pending record first: until the final one replaces it, whatever stands under this
+        # name (an old engine, or a new one whose publishing a power cut interrupted) is refused.
+        pending = {**plan.expected, "status": "building", "engine_sha256": None}
+        write_record(plan.artifact, pending, self.signing_key)
         t = time.perf_counter()
         try:
             entry = call_cancellable(
                 lambda: self.runtime.compile_engine(plan.spec.onnx_path, plan.build_config))
         except Exception as exc:
+            if verdict.reason == "absent":  # nothing was there before: leave nothing behind
+                record_path(plan.artifact).unlink(missing_ok=True)
             events.emit(self.logger, logging.ERROR, events.COMPILE_ERROR,
                         f"{name}: {type(exc).__name__}: {exc}", model_name=name,
                         calibration_path=str(plan.build_config.calibration_dir),
@@ -267,7 +275,7 @@ class EngineCompiler:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "build_duration_s": None if duration is None else round(duration, 4),
         }
-        write_record(artifact or plan.artifact, signing.signed(self.signing_key, doc))
+        write_record(artifact or plan.artifact, doc, self.signing_key)
 
     def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:
         host = request.host

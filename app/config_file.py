@@ -9,6 +9,7 @@ value is parsed as YAML, so ``ENGINE_INIT_WORKSPACE_MB=2048`` is a number. An un
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,16 @@ def load_config(
                           hint="run `engine-init schema` for every key and its type") from None
 
 
+def _scan_for_marker(path: Path) -> dict[str, Any]:
+    """For YAML that does not parse: a top-level ``readiness_marker: <path>`` line, if any."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")[:_CONFIG_MAX_BYTES]
+    except OSError:
+        return {}
+    match = re.search(r"^readiness_marker:[ \t]*['\"]?([^'\"#\n]+?)['\"]?[ \t]*(?:#.*)?$", text, re.M)
+    return {"readiness_marker": match[1]} if match else {}
+
+
 def marker_path_hint(
     explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
 ) -> Path | None:
@@ -148,7 +159,7 @@ def marker_path_hint(
         try:
             doc = _read_yaml(path)
         except ConfigError:
-            doc = {}
+            doc = _scan_for_marker(path)
         raw = doc.get("readiness_marker", str(EngineInitConfig.model_fields["readiness_marker"].default))
     if not isinstance(raw, str) or not raw or "\0" in raw:
         return None

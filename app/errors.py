@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "BuildCancelledError",
+    "CacheIOError",
     "CacheWriteError",
     "CalibrationCacheError",
     "ConfigError",
@@ -75,7 +76,11 @@ class CacheWriteError(EngineInitError, OSError):
     """A file in the cache or the marker folder cannot be written (permissions, read-only)."""
 
 
-class DiskFullError(CacheWriteError):
+class CacheIOError(CacheWriteError):
+    """An I/O error other than permissions while writing (EIO, a full disk...)."""
+
+
+class DiskFullError(CacheIOError):
     """The filesystem ran out of space while publishing a file."""
 
 

@@ -2,8 +2,9 @@
 
 The variable holds comma-separated ``key=value`` items:
 
-- ``kill_at=<point>:<glob>``: SIGKILL this process at a publish point (``before_rename``,
-  ``after_rename``) for the first file whose name matches the glob, as a power cut would.
+- ``kill_at=<point>:<glob>[#n]``: SIGKILL this process at a publish point (``before_rename``,
+  ``after_rename``) for the n-th (default first) file whose name matches the glob, as a power
+  cut would.
 - ``enospc_after=<bytes>``: writes to the cache fail with ENOSPC after that many bytes, as on a
   full disk.
 - ``slow_build_s=<seconds>``: each backend build waits that long first (cancellable), so that
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 _written = [0]
+_matches = [0]
 
 
 @functools.cache
@@ -38,8 +40,11 @@ def point(name: str, path: Path) -> None:
     if not spec:
         return
     where, _, pattern = spec.partition(":")
+    pattern, _, nth = pattern.partition("#")
     if where == name and fnmatch.fnmatch(path.name, pattern or "*"):
-        os.kill(os.getpid(), signal.SIGKILL)
+        _matches[0] += 1
+        if _matches[0] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_with_faults(handle: BinaryIO, view: memoryview, path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from app import events
 from app.backends.base import identity_of
 from app.backends.registry import NEEDS_GPU, create_backend, resolve_backend_name
+from app.cache.lock import CacheLock
 from app.cache.publish import os_error_to_cache_error
 from app.compiler import EngineCompiler
 from app.config import EngineInitConfig
@@ -105,10 +106,29 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
     prepared = prepare(config, logger)
     timings["probe"] = time.perf_counter() - t
     caps = prepared.report.capabilities
-    results = prepared.compiler.compile_engines_for_corpus(config.to_request(caps))
-    timings.update(prepared.compiler.last_phase_timings)
-    timings.pop("total", None)
-    t = time.perf_counter()
+    try:
+        config.cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, config.cache_root / ".") from exc
+    # The marker is written under the same lock as the engines, so that no other run can
+    # replace an engine between our check and our marker.
+    with CacheLock(config.cache_root, config.lock_timeout_s, logger) as lock:
+        results = prepared.compiler.compile_engines_for_corpus(config.to_request(caps))
+        timings.update(prepared.compiler.last_phase_timings)
+        timings["lock_wait"] = lock.waited_s
+        timings.pop("total", None)
+        t = time.perf_counter()
+        doc = _write_marker(config, prepared, results, timings)
+    timings["marker"] = time.perf_counter() - t
+    events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
+                f"ready: {len(results)} engine(s), marker {config.readiness_marker}",
+                marker=str(config.readiness_marker), engines=len(results))
+    return doc
+
+
+def _write_marker(config: EngineInitConfig, prepared: Prepared,
+                  results: tuple[EngineCompileResult, ...], timings: dict[str, float]) -> dict[str, Any]:
+    caps = prepared.report.capabilities
     identity = identity_of(prepared.compiler.runtime, caps)
     doc = {
         "boot_id": current_boot_id(),
@@ -120,13 +140,7 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
         "engines": [_engine_item(r) for r in results],
         "phase_timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
-    key = prepared.compiler.signing_key
-    doc = write_marker(config.readiness_marker, doc, key)
-    timings["marker"] = time.perf_counter() - t
-    events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
-                f"ready: {len(results)} engine(s), marker {config.readiness_marker}",
-                marker=str(config.readiness_marker), engines=len(results))
-    return doc
+    return write_marker(config.readiness_marker, doc, prepared.compiler.signing_key)
 
 
 def _engine_item(result: EngineCompileResult) -> dict[str, Any]:

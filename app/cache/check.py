@@ -25,7 +25,7 @@ class Verdict:
 
     reuse: bool
     reason: str  # hit | hit-untracked | absent | not-a-file | sidecar | record-corrupt
-    #              | provenance | signature
+    #              | interrupted | provenance | signature
     digest: str | None = None
     onnx_sha256: str = ""
     onnx_stat: dict[str, int] = field(default_factory=dict)
@@ -73,6 +73,9 @@ def check_artifact(
         # sidecar unless signatures are required, and track the engine from now on.
         verdict.reuse, verdict.reason = key is None, "hit-untracked" if key is None else "signature"
         verdict.detail = "" if key is None else "no signed record"
+        return verdict
+    if record.record.get("status") == "building":
+        verdict.reason, verdict.detail = "interrupted", "its build or publishing was interrupted"
         return verdict
     if key is not None and not signing.is_signed_by(key, record.record):
         verdict.reason, verdict.detail = "signature", "record signature does not verify"

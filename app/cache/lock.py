@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +26,10 @@ from app.errors import LockTimeoutError
 __all__ = ["LOCK_NAME", "CacheLock", "read_holder"]
 
 LOCK_NAME = ".engine-init.lock"
+# Re-entrant within a process: a second flock on a new descriptor of the same file would wait
+# for the first forever. path -> [descriptor, depth]
+_HELD: dict[str, list[int]] = {}
+_HELD_GUARD = threading.Lock()
 _POLL_S = 0.05
 _LOG_EVERY_S = 5.0
 
@@ -56,6 +61,12 @@ class CacheLock:
         self.waited_s = 0.0
 
     def acquire(self) -> None:
+        key = os.path.abspath(self.path)
+        with _HELD_GUARD:
+            if key in _HELD:
+                _HELD[key][1] += 1
+                self._fd = _HELD[key][0]
+                return
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
@@ -86,6 +97,8 @@ class CacheLock:
                 time.sleep(_POLL_S)
         self.waited_s = time.monotonic() - start
         self._fd = fd
+        with _HELD_GUARD:
+            _HELD[key] = [fd, 1]
         self._write_holder(fd)
 
     def _write_holder(self, fd: int) -> None:
@@ -104,6 +117,12 @@ class CacheLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        key = os.path.abspath(self.path)
+        with _HELD_GUARD:
+            _HELD[key][1] -= 1
+            if _HELD[key][1] > 0:
+                return
+            del _HELD[key]
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)

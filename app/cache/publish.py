@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from app import faults
 from app.cancel import CANCEL, cancelled_error
-from app.errors import CacheWriteError, DiskFullError
+from app.errors import CacheIOError, CacheWriteError, DiskFullError
 
 __all__ = [
     "atomic_write_bytes",
@@ -60,7 +60,10 @@ def os_error_to_cache_error(exc: OSError, path: Path, needed: int | None = None)
             f"cannot write {path}: {exc.strerror}",
             hint="make the folder writable by the job's user (see README, Permissions)",
         )
-    return CacheWriteError(f"I/O error writing {path}: {exc.strerror or exc}", hint="check the volume")
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENAMETOOLONG):
+        return CacheWriteError(f"cannot use {path}: {exc.strerror}",
+                               hint="point cache_root / readiness_marker at a real folder")
+    return CacheIOError(f"I/O error writing {path}: {exc.strerror or exc}", hint="check the volume")
 
 
 def _free_bytes(folder: Path) -> int:

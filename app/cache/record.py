@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app import signing
 from app.cache.publish import atomic_write_bytes
 from app.cache.sidecar import hash_file
 
@@ -84,8 +85,9 @@ def read_record(artifact: Path) -> RecordRead:
     return RecordRead(doc)
 
 
-def write_record(artifact: Path, record: dict[str, Any]) -> None:
-    doc = {"schema": SCHEMA, **record}
+def write_record(artifact: Path, record: dict[str, Any], key: bytes | None = None) -> None:
+    """Publish the record, signed over its final content when a key is given."""
+    doc = signing.signed(key, {"schema": SCHEMA, **record})
     atomic_write_bytes(record_path(artifact), json.dumps(doc, indent=2, sort_keys=True).encode())
 
 

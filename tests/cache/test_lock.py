@@ -60,3 +60,13 @@ def test_lock_of_a_killed_process_never_blocks(tmp_path):
     with CacheLock(tmp_path, 2, logging.getLogger("t")):
         pass
     assert time.monotonic() - start < 1
+
+
+def test_reentrant_within_a_process(tmp_path):
+    logger = logging.getLogger("t")
+    with CacheLock(tmp_path, 1, logger), CacheLock(tmp_path, 0.2, logger) as inner:
+        assert inner.waited_s == 0
+    # fully released: another process gets it at once
+    proc = _holder(tmp_path, 0)
+    proc.wait()
+    assert proc.returncode == 0

@@ -1,0 +1,58 @@
+"""Fixtures of the container tests: the Docker client, the CI image, a robot's folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import yaml
+
+from tests.container.images import build_app_image, docker_client, ensure_base_image
+
+UID = 10001
+
+
+@pytest.fixture(scope="session")
+def client():
+    docker_api, why = docker_client()
+    if docker_api is None:
+        if os.environ.get("ENGINE_INIT_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"ENGINE_INIT_REQUIRE_DOCKER=1 but {why}")
+        pytest.skip(why)
+    return docker_api
+
+
+@pytest.fixture(scope="session")
+def image(client):
+    return build_app_image(client, ensure_base_image(client))
+
+
+@pytest.fixture
+def robot(tmp_path, corpus):
+    """Host folders as on a robot: models (read-only in the container), cache, run; plus a
+    config for the generated models, placed beside them."""
+    root = tmp_path / "robot"
+    models = root / "models"
+    shutil.copytree(corpus["dinov2_vpr"].parent, models)
+    shutil.copytree(corpus["calibration"], models / "calibration")
+    config = {
+        "cache_root": "/var/cache/engine-init", "readiness_marker": "/run/engine-init/ready.json",
+        "backend": "onnxruntime", "precision": "fp32", "calibration_path": "/models/calibration",
+        "backbones": [
+            {"model_name": "dinov2_vpr", "onnx_path": "/models/dinov2_vpr.onnx",
+             "expected_input_shape": [1, 3, 32, 32]},
+            {"model_name": "lightglue", "onnx_path": "/models/lightglue.onnx", "input_shapes": {
+                "desc0": {"min": [1, 1, 64], "opt": [1, 8, 64], "max": [1, 64, 64]},
+                "desc1": {"min": [1, 1, 64], "opt": [1, 8, 64], "max": [1, 64, 64]}}},
+            {"model_name": "aliked", "onnx_path": "/models/aliked.onnx",
+             "expected_input_shape": [1, 3, 64, 64], "precision": "int8"},
+        ],
+    }
+    (models / "engine-init.yaml").write_text(yaml.safe_dump(config))
+    for name in ("cache", "run"):
+        (root / name).mkdir()
+        os.chown(root / name, UID, UID)
+    return root
+
+
