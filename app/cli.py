@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -95,10 +96,8 @@ def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) ->
 @click.pass_obj
 def run(state: _State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
-    from app.cancel import install_signal_handlers
     from app.job import run_job
 
-    install_signal_handlers()
     started = time.perf_counter()
     timings: dict[str, float] = {}
     try:
@@ -235,14 +234,18 @@ def schema() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map every failure to its exit code and one line (traceback with --debug)."""
+    from app.cancel import install_signal_handlers
+
     args = sys.argv[1:] if argv is None else argv
+    # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message.
+    install_signal_handlers()
     try:
         cli.main(args=args, prog_name="engine-init", standalone_mode=False)
         return 0
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
-        return 130
+    except click.exceptions.Abort:  # EOF or ^C inside a click prompt
+        return _report(errors.BuildCancelledError(signal.SIGINT), debug="--debug" in args)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code if not isinstance(exc, click.UsageError) else 2

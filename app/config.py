@@ -134,12 +134,14 @@ class EngineInitConfig(_Strict):
     )(_resolve)
 
     @model_validator(mode="after")
-    def _corpus_rules(self) -> EngineInitConfig:
+    def _corpus_rules(self, info: ValidationInfo) -> EngineInitConfig:
         seen: set[str] = set()
         for b in self.backbones:
             if b.model_name in seen:
                 raise ValueError(f"backbones: duplicate model_name {b.model_name!r}")
             seen.add(b.model_name)
+        if not (info.context or {}).get("check_files", True):
+            return self
         for b in self.backbones:
             if (b.precision or self.precision) is PrecisionMode.INT8 and not self._has_calibration(b):
                 raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ print(json.dumps({"rc": rc, "heavy": sorted(heavy)}))
 
 def _modules_after(*args: str) -> dict:
     argv = [sys.executable, "-c", PROBE, ",".join(sorted(HEAVY)), *args]
-    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

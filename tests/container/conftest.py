@@ -17,8 +17,8 @@ UID = 10001
 def client():
     docker_api, why = docker_client()
     if docker_api is None:
-        if os.environ.get("ENGINE_INIT_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"ENGINE_INIT_REQUIRE_DOCKER=1 but {why}")
+        if os.environ.get("REQUIRE_DOCKER_TESTS") == "1":
+            pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {why}")
         pytest.skip(why)
     return docker_api
 

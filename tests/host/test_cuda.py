@@ -93,7 +93,7 @@ def test_probe_host_on_a_stand_in_orin(tmp_path, monkeypatch):
 
 def _real_gpu_available() -> bool:
     try:
-        probe_gpu(int(os.environ.get("ENGINE_INIT_TEST_CUDA_DEVICE", "0")))
+        probe_gpu(int(os.environ.get("TEST_CUDA_DEVICE", "0")))
     except HostProbeError:
         return False
     return True

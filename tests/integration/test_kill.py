@@ -1,6 +1,6 @@
 """Kill at any instant: SIGKILL at random moments of a cold run, and at every publish step.
 
-ENGINE_INIT_KILL_TRIALS sets the number of random trials (default 30)."""
+KILL_TRIALS sets the number of random trials (default 30)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.conftest import assert_consistent, cli, json_events, popen_cli, sha256
 
-TRIALS = int(os.environ.get("ENGINE_INIT_KILL_TRIALS", "30"))
+TRIALS = int(os.environ.get("KILL_TRIALS", "30"))
 
 
 def _recover(job):
@@ -29,7 +29,7 @@ def test_sigkill_at_random_moments(job):
     start = time.monotonic()
     assert cli("--config", str(job), "run").returncode == 0
     full = time.monotonic() - start
-    seed = int(os.environ.get("ENGINE_INIT_KILL_SEED", str(int(time.time()))))
+    seed = int(os.environ.get("KILL_SEED", str(int(time.time()))))
     rng = random.Random(seed)
     outcomes = {"killed": 0, "finished": 0}
     last_events: dict[str, int] = {}
