@@ -1,36 +1,28 @@
 """engine-init: get inference engines ready before a robot's software starts.
 
-The public API, importable from ``app`` directly. Importing it loads no heavy SDK: TensorRT,
-ONNX Runtime, onnx, numpy and cuda-python are imported only by the code that uses them.
+The public API, importable from ``app`` directly. The names are resolved on first use
+(PEP 562), so that ``import app.cli`` loads only what a command needs; no heavy SDK (TensorRT,
+ONNX Runtime, onnx, numpy, cuda-python) is ever imported here.
 """
 
-from app.cache.names import EngineFilenameSchema, OrtFilenameSchema
-from app.cache.sidecar import Sha256Sidecar
-from app.compiler import EngineCompiler
-from app.errors import (
-    BackendUnavailableError,
-    BuildCancelledError,
-    CacheWriteError,
-    CalibrationCacheError,
-    ConfigError,
-    EngineBuildError,
-    EngineInitError,
-    HostProbeError,
-    LockTimeoutError,
-    ModelDataError,
-)
-from app.types import (
-    BackboneSpec,
-    BuildConfig,
-    CompileOutcome,
-    EngineCacheEntry,
-    EngineCompileRequest,
-    EngineCompileResult,
-    HostCapabilities,
-    InputProfile,
-    PrecisionMode,
-)
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "EngineFilenameSchema": "app.cache.names",
+    "OrtFilenameSchema": "app.cache.names",
+    "Sha256Sidecar": "app.cache.sidecar",
+    "EngineCompiler": "app.compiler",
+    **{name: "app.errors" for name in (
+        "BackendUnavailableError", "BuildCancelledError", "CacheWriteError", "CalibrationCacheError",
+        "ConfigError", "EngineBuildError", "EngineInitError", "HostProbeError", "LockTimeoutError",
+        "ModelDataError")},
+    **{name: "app.types" for name in (
+        "BackboneSpec", "BuildConfig", "CompileOutcome", "EngineCacheEntry", "EngineCompileRequest",
+        "EngineCompileResult", "HostCapabilities", "InputProfile", "PrecisionMode")},
+}
 __all__ = [
     "BackboneSpec",
     "BackendUnavailableError",
@@ -56,3 +48,48 @@ __all__ = [
     "PrecisionMode",
     "Sha256Sidecar",
 ]
+
+
+assert sorted(_EXPORTS) == __all__
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'app' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from app.cache.names import EngineFilenameSchema, OrtFilenameSchema
+    from app.cache.sidecar import Sha256Sidecar
+    from app.compiler import EngineCompiler
+    from app.errors import (
+        BackendUnavailableError,
+        BuildCancelledError,
+        CacheWriteError,
+        CalibrationCacheError,
+        ConfigError,
+        EngineBuildError,
+        EngineInitError,
+        HostProbeError,
+        LockTimeoutError,
+        ModelDataError,
+    )
+    from app.types import (
+        BackboneSpec,
+        BuildConfig,
+        CompileOutcome,
+        EngineCacheEntry,
+        EngineCompileRequest,
+        EngineCompileResult,
+        HostCapabilities,
+        InputProfile,
+        PrecisionMode,
+    )

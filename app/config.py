@@ -10,6 +10,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
+# pydantic looks for observability plugins among every installed package's entry points the
+# first time a model is built (tens of ms on a boot); engine-init uses none.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
 from pydantic import (
     BaseModel,
     ConfigDict,

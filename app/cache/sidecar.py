@@ -16,9 +16,10 @@ from app.cache.publish import atomic_write_bytes
 
 __all__ = ["CHUNK_BYTES", "Sha256Sidecar", "hash_file", "sidecar_path"]
 
-#: Large enough that hashlib releases the GIL for most of the work, small enough to keep memory
-#: flat whatever the file size.
+#: Chunk of the Python 3.10 loop: large enough that hashlib releases the GIL for most of the
+#: work, small enough to keep memory flat whatever the file size.
 CHUNK_BYTES = 4 * 1024 * 1024
+_file_digest = getattr(hashlib, "file_digest", None)  # Python >= 3.11
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 # A sidecar is 64 hex digits, maybe a newline; anything much larger is not ours.
 _SIDECAR_MAX = 256
@@ -28,21 +29,25 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def hash_file(path: Path, chunk: int = CHUNK_BYTES) -> str:
-    """sha256 of a file, streamed through one reused buffer (memory does not grow with size)."""
-    digest = hashlib.sha256()
-    buf = bytearray(chunk)
-    view = memoryview(buf)
+def hash_file(path: Path) -> str:
+    """sha256 of a file, streamed through a fixed buffer (memory does not grow with size)."""
     # O_NOFOLLOW: a symlink planted under a cache name must not make us read another file.
     # O_NONBLOCK: a FIFO planted there must not hang the boot; regular files ignore it.
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     with os.fdopen(os.open(path, flags), "rb", buffering=0) as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise ValueError(f"{path} is not a regular file")
+        if _file_digest is not None:
+            # Python >= 3.11: a 256 KiB buffer and the GIL released while hashing; measured
+            # 3-4% faster than a Python loop over larger chunks (bench/).
+            return str(_file_digest(handle, "sha256").hexdigest())
+        digest = hashlib.sha256()
+        buf = bytearray(CHUNK_BYTES)
+        view = memoryview(buf)
         while n := handle.readinto(buf):
             digest.update(view[:n])
-    view.release()
-    return digest.hexdigest()
+        view.release()
+        return digest.hexdigest()
 
 
 class Sha256Sidecar:
@@ -81,13 +86,14 @@ class Sha256Sidecar:
         return Sha256Sidecar.verified_digest(path) is not None
 
     @staticmethod
-    def verified_digest(path: Path) -> str | None:
-        """The verified digest of ``path``, or None if it does not match its sidecar."""
+    def verified_digest(path: Path, known: str | None = None) -> str | None:
+        """The verified digest of ``path``, or None if it does not match its sidecar.
+        ``known`` is a digest of the file's current bytes computed by the caller, if any."""
         try:
             expected = Sha256Sidecar.read(path)
             if expected is None:
                 return None
-            actual = hash_file(Path(path))
+            actual = known or hash_file(Path(path))
         except (OSError, ValueError):
             return None
         return actual if actual == expected else None

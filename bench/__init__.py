@@ -1,0 +1,1 @@
+"""Benchmarks of engine-init; ``make bench`` (``python -m bench``) runs them all."""

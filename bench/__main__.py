@@ -1,0 +1,187 @@
+"""``python -m bench``: every figure as a ratio against a reference measured in the same run.
+
+Targets: warm verify <= 1.15x the reference (hashlib, parallel threads, one per core), peak RSS
+< 80 MB and independent of engine size, ``validate`` <= 1.5x ``import click, pydantic, yaml``,
+1 GB of unchanged ONNX adding < 5 ms to a warm boot, < 10% of a cold run outside the backend's
+compile calls, warm verify linear in bytes. ``--quick`` uses smaller engines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import (
+    MB,
+    REPO,
+    best_of,
+    cli,
+    cli_peak_rss_kib,
+    engines,
+    job_folder,
+    marker_timings,
+    reference_hash,
+)
+
+LOG = logging.getLogger("bench.silent")
+LOG.addHandler(logging.NullHandler())
+LOG.propagate = False
+ROWS: list[tuple[str, str, str]] = []
+
+
+def report(name: str, value: str, verdict: str) -> None:
+    ROWS.append((name, value, verdict))
+    print(f"{name:<58} {value:<34} {verdict}", flush=True)
+
+
+def check(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def api_warm(config: Path) -> float:
+    from app.config_file import load_config
+    from app.job import prepare
+
+    cfg = load_config(config, env={})
+    prepared = prepare(cfg, LOG)
+    request = cfg.to_request(prepared.report.capabilities)
+    results = prepared.compiler.compile_engines_for_corpus(request)
+    assert all(r.outcome.value == "reused" for r in results)
+    return best_of(5, lambda: prepared.compiler.compile_engines_for_corpus(request))
+
+
+def warm_verify(tmp: Path, size_mb: int) -> None:
+    config = job_folder(tmp / "warm", size_mb)
+    paths = engines(config)
+    reference_hash(paths)  # page cache warm for both
+    ref = best_of(5, lambda: reference_hash(paths))
+    api = api_warm(config)
+    run = best_of(5, lambda: cli("--config", str(config), "run"))
+    report(f"warm verify, API, 3 x {size_mb} MB", f"{api:.3f} s / ref {ref:.3f} s = {api / ref:.2f}x",
+           check(api <= 1.15 * ref))
+    report(f"warm verify, engine-init run, 3 x {size_mb} MB",
+           f"{run:.3f} s / ref {ref:.3f} s = {run / ref:.2f}x", check(run <= 1.15 * ref))
+    phases = marker_timings(config)
+    report("  phases of that run (s)", ", ".join(f"{k}={v:.3f}" for k, v in phases.items()), "")
+
+
+def memory(tmp: Path, big_mb: int) -> None:
+    small = job_folder(tmp / "mem-small", max(big_mb // 10, 1))
+    big = job_folder(tmp / "mem-big", big_mb)
+    rss_small = cli_peak_rss_kib("--config", str(small), "run") / 1024
+    rss_big = cli_peak_rss_kib("--config", str(big), "run") / 1024
+    report(f"peak RSS, warm run, 3 x {big_mb} MB", f"{rss_big:.1f} MB (limit 80)", check(rss_big < 80))
+    growth = rss_big - rss_small
+    report(f"RSS growth 3 x {big_mb // 10} MB -> 3 x {big_mb} MB", f"{growth:+.1f} MB (limit 8)",
+           check(growth < 8))
+
+
+def startup() -> None:
+    config = REPO / "config" / "demo.yaml"
+    py = sys.executable
+    ref = best_of(7, lambda: subprocess.run([py, "-c", "import click, pydantic, yaml"], check=True))
+    val = best_of(7, lambda: subprocess.run([py, "-m", "app", "--config", str(config), "validate"],
+                                            check=True, capture_output=True))
+    report("engine-init validate vs import click, pydantic, yaml",
+           f"{val:.3f} s / {ref:.3f} s = {val / ref:.2f}x", check(val <= 1.5 * ref))
+
+
+class BenchRuntime:
+    """Not a compiler: publishes 1 MB as the 'engine', to time everything around a build."""
+
+    def compile_engine(self, model_path, build_config):  # type: ignore[no-untyped-def]
+        from app import EngineCacheEntry, Sha256Sidecar
+
+        digest = Sha256Sidecar.write_atomic_and_sidecar(build_config.engine_path, b"e" * MB)
+        return EngineCacheEntry(build_config.engine_path, digest, 87, "6.2", "10.3",
+                                build_config.precision, {})
+
+
+def onnx_provenance(tmp: Path) -> None:
+    from app import BackboneSpec, EngineCompiler, EngineCompileRequest, HostCapabilities, PrecisionMode
+
+    def warm_time(onnx_bytes: int, strict: bool = False) -> float:
+        root = Path(tempfile.mkdtemp(dir=tmp))
+        specs = []
+        for i in range(3):
+            model = root / f"m{i}.onnx"
+            with open(model, "wb") as handle:
+                for _ in range(onnx_bytes // MB):
+                    handle.write(os.urandom(MB))
+                handle.write(os.urandom(onnx_bytes % MB))
+            specs.append(BackboneSpec(f"m{i}", model, (1, 3, 8, 8)))
+        request = EngineCompileRequest(tuple(specs), None, root / "cache", PrecisionMode.FP16,
+                                       HostCapabilities(87, "6.2", "10.3"), strict_onnx_hash=strict)
+        compiler = EngineCompiler(BenchRuntime(), LOG)
+        compiler.compile_engines_for_corpus(request)
+        compiler.compile_engines_for_corpus(request)  # records now carry the ONNX stat facts
+        return best_of(7, lambda: compiler.compile_engines_for_corpus(request))
+
+    tiny, big = warm_time(64), warm_time(1024 * MB // 3)
+    strict = warm_time(1024 * MB // 3, strict=True)
+    added = (big - tiny) * 1000
+    report("1 GB of unchanged ONNX on a warm boot (3 models)",
+           f"+{added:.2f} ms (strict re-hash: {strict / tiny:.0f}x)", check(added < 5))
+
+
+def cold_overhead(tmp: Path) -> None:
+    work = tmp / "cold"
+    shutil.copytree(REPO / "config", work / "config")
+    subprocess.run([sys.executable, "-m", "app.demo", str(work / "build" / "demo")], cwd=REPO,
+                   check=True, capture_output=True)
+    (work / "build" / "demo" / "run").mkdir(parents=True)
+    config = work / "config" / "demo.yaml"
+    result = cli("--config", str(config), "run")
+    assert result.returncode == 0, result.stderr
+    phases = marker_timings(config)
+    total = sum(phases.values())
+    outside = total - phases["compile"]
+    report("cold run outside the backend's compile calls", f"{outside:.3f} s of {total:.3f} s "
+           f"= {100 * outside / total:.1f}%", check(outside < 0.10 * total))
+    report("  phases (s)", ", ".join(f"{k}={v:.3f}" for k, v in phases.items()), "")
+
+
+def scaling(tmp: Path, sizes: list[int], counts: list[int]) -> None:
+    print(f"\n{'engines':>8} {'MB each':>8} {'total MB':>9} {'ref s':>8} {'API s':>8} {'ratio':>6} "
+          f"{'API GB/s':>9}")
+    per_gb = []
+    for count, size in [(c, 200 if 200 in sizes else sizes[-1]) for c in counts] + [(3, s) for s in sizes]:
+        config = job_folder(tmp / f"scale-{count}-{size}", size, count)
+        paths = engines(config)
+        reference_hash(paths)
+        ref = best_of(3, lambda: reference_hash(paths))  # noqa: B023
+        api = api_warm(config)
+        total = count * size
+        per_gb.append(api / (total / 1024))
+        print(f"{count:>8} {size:>8} {total:>9} {ref:>8.3f} {api:>8.3f} {api / ref:>6.2f} "
+              f"{total / 1024 / api:>9.2f}", flush=True)
+        shutil.rmtree(tmp / f"scale-{count}-{size}")
+    spread = max(per_gb) / min(per_gb)
+    report("warm verify seconds per GB, largest / smallest", f"{spread:.2f}", check(spread < 1.5))
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    big = 20 if quick else 200
+    print(f"engine-init benchmarks on {platform.node()}: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}\n")
+    with tempfile.TemporaryDirectory(prefix="engine-init-bench-", dir="/var/tmp") as tmp_name:
+        tmp = Path(tmp_name)
+        warm_verify(tmp, big)
+        memory(tmp, big)
+        startup()
+        onnx_provenance(tmp)
+        cold_overhead(tmp)
+        scaling(tmp, [20] if quick else [20, 200, 1024], [1, 3] if quick else [1, 3, 10])
+    missed = [name for name, _, verdict in ROWS if verdict == "MISSED"]
+    print(f"\n{len(ROWS)} figures, {len(missed)} missed" + (f": {missed}" if missed else ""))
+
+
+if __name__ == "__main__":
+    main()

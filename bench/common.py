@@ -1,0 +1,106 @@
+"""Shared pieces of the benchmarks: timing, reference hashing, warm caches of large engines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.cache.record import read_record, write_record
+from app.cache.sidecar import Sha256Sidecar
+from app.demo import build_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+MB = 1 << 20
+
+
+def best_of(n: int, fn: Callable[[], Any]) -> float:
+    best = float("inf")
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reference_hash(paths: list[Path]) -> None:
+    """The reference: hashlib over the files in parallel threads, one per core."""
+    def one(path: Path) -> str:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one, paths))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
+                          cwd=REPO, env=full, check=False)
+
+
+PEAK = ("import sys\nfrom app.cli import main\nrc = main(sys.argv[1:])\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
+        " file=sys.stderr)\nsys.exit(rc)\n")
+
+
+def cli_peak_rss_kib(*args: str) -> int:
+    """Peak RSS of one CLI process (VmHWM read at its end, in the same process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    done = subprocess.run([sys.executable, "-c", PEAK, *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, check=True)
+    return int(done.stderr.strip().splitlines()[-1])
+
+
+def job_folder(root: Path, engine_mb: int, count: int = 3) -> Path:
+    """A config and a warm cache on the ONNX Runtime backend whose ``count`` engines are each
+    ``engine_mb`` MB: real engines built by the job, then re-published at that size (random
+    bytes, new sidecar, record updated) as a large engine would be."""
+    corpus = build_corpus(root / "corpus")
+    backbones = []
+    base = [("dinov2_vpr", [1, 3, 32, 32]), ("aliked", [1, 3, 64, 64])]
+    for i in range(count):
+        name, shape = base[i % 2]
+        model = root / "corpus" / "models" / f"{name}.onnx"
+        backbones.append({"model_name": f"{name}_{i}", "onnx_path": str(model),
+                          "expected_input_shape": shape})
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "cache_root": str(root / "cache"), "readiness_marker": str(root / "run" / "ready.json"),
+        "backend": "onnxruntime", "precision": "fp32", "backbones": backbones}))
+    assert cli("--config", str(config), "run").returncode == 0
+    for engine in (root / "cache").glob("*.ort"):
+        inflate(engine, engine_mb)
+    del corpus
+    return config
+
+
+def inflate(engine: Path, size_mb: int) -> None:
+    payload = os.urandom(size_mb * MB)
+    digest = Sha256Sidecar.write_atomic_and_sidecar(engine, payload)
+    record = read_record(engine).record
+    assert record is not None
+    record.pop("schema", None)
+    record["engine_sha256"] = digest
+    write_record(engine, record)
+
+
+def engines(config: Path) -> list[Path]:
+    cache = config.parent / yaml.safe_load(config.read_text())["cache_root"]
+    return sorted(cache.glob("*.ort"))
+
+
+def marker_timings(config: Path) -> dict[str, float]:
+    marker = config.parent / yaml.safe_load(config.read_text())["readiness_marker"]
+    return dict(json.loads(marker.read_text())["phase_timings_s"])
