@@ -51,6 +51,7 @@ def cpu_identity() -> tuple[str, str]:
     return f"{arch}-{digest}", model or arch
 
 
+@functools.cache
 def _ort_version() -> str:
     from importlib import metadata
 
