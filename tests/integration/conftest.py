@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,26 @@ from app.cache.record import record_path
 from app.cache.sidecar import sidecar_path
 from tests.conftest import REPO, cli, json_events, write_job_config
 
-__all__ = ["assert_consistent", "cli", "json_events", "popen_cli", "sha256"]
+__all__ = ["assert_consistent", "cli", "json_events", "popen_cli", "sha256", "tmpfs"]
 
 
 @pytest.fixture
 def job(tmp_path: Path, corpus: dict[str, Path]) -> Path:
     return write_job_config(tmp_path, corpus)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at ``path`` for the test (skips where mounting is not allowed)."""
+    path.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
 
 
 def popen_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from app.demo import make_dinov2_vpr
-from tests.integration.conftest import cli, sha256
+from tests.integration.conftest import cli, sha256, tmpfs
 
 
 def _valid_engines(cache: Path) -> dict[str, str]:
@@ -40,14 +39,8 @@ def test_injected_enospc(job):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    with tmpfs(tmp_path / "small", "size=300k") as mount:
+        yield mount
 
 
 def test_real_small_filesystem(small_fs, job, corpus, tmp_path):

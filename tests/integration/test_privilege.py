@@ -4,12 +4,9 @@ tests/container/test_privilege.py.)"""
 
 from __future__ import annotations
 
-import subprocess
-
-import pytest
 import yaml
 
-from tests.integration.conftest import cli
+from tests.integration.conftest import cli, tmpfs
 
 
 def test_world_writable_cache_is_refused_unless_allowed(job):
@@ -26,18 +23,10 @@ def test_world_writable_cache_is_refused_unless_allowed(job):
 
 
 def test_read_only_filesystem_is_73(job, tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=755", "tmpfs", str(ro)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k,mode=755") as ro:
         doc = yaml.safe_load(job.read_text())
         doc["cache_root"] = str(ro)
         job.write_text(yaml.safe_dump(doc))
         result = cli("--config", str(job), "run")
         assert result.returncode == 73 and str(ro) in result.stderr
         assert "Traceback" not in result.stderr
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
