@@ -122,7 +122,8 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
     timings["marker"] = time.perf_counter() - t
     events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
                 f"ready: {len(results)} engine(s), marker {config.readiness_marker}",
-                marker=str(config.readiness_marker), engines=len(results))
+                marker=str(config.readiness_marker), engines=len(results),
+                phase_timings_s={k: round(v, 4) for k, v in timings.items()})
     return doc
 
 

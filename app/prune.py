@@ -23,13 +23,11 @@ _COMPANIONS = (".sha256", ".record.json")
 
 
 def _ort_token() -> tuple[str, str] | None:
-    from importlib import metadata
-
     from app.backends.onnxruntime import cpu_identity
+    from app.host.packages import declared_version
 
-    try:
-        version = metadata.version("onnxruntime")
-    except metadata.PackageNotFoundError:
+    version = declared_version("onnxruntime")
+    if not version:
         return None  # cannot tell which ONNX Runtime models are current: keep them
     return ".".join(version.split(".")[:2]), cpu_identity()[0]
 

@@ -150,7 +150,7 @@ def cold_overhead(tmp: Path) -> None:
 def scaling(tmp: Path, sizes: list[int], counts: list[int]) -> None:
     print(f"\n{'engines':>8} {'MB each':>8} {'total MB':>9} {'ref s':>8} {'API s':>8} {'ratio':>6} "
           f"{'API GB/s':>9}")
-    per_gb = []
+    ratios, size_sweep = [], []
     for count, size in [(c, 200 if 200 in sizes else sizes[-1]) for c in counts] + [(3, s) for s in sizes]:
         config = job_folder(tmp / f"scale-{count}-{size}", size, count)
         paths = engines(config)
@@ -158,12 +158,18 @@ def scaling(tmp: Path, sizes: list[int], counts: list[int]) -> None:
         ref = best_of(3, lambda: reference_hash(paths))  # noqa: B023
         api = api_warm(config)
         total = count * size
-        per_gb.append(api / (total / 1024))
+        ratios.append(api / ref)
+        if count == 3:
+            size_sweep.append(api / (total / 1024))
         print(f"{count:>8} {size:>8} {total:>9} {ref:>8.3f} {api:>8.3f} {api / ref:>6.2f} "
               f"{total / 1024 / api:>9.2f}", flush=True)
         shutil.rmtree(tmp / f"scale-{count}-{size}")
-    spread = max(per_gb) / min(per_gb)
-    report("warm verify seconds per GB, largest / smallest", f"{spread:.2f}", check(spread < 1.5))
+    # Linear in bytes: at a fixed engine count, seconds per GB do not grow with engine size; and
+    # across engine counts the API stays at the reference (which spreads files over the cores).
+    spread = max(size_sweep) / min(size_sweep)
+    report("3 engines: seconds per GB, 20 MB .. 1 GB engines (max/min)", f"{spread:.2f}",
+           check(spread < 1.25))
+    report("API / reference, worst row of the table", f"{max(ratios):.2f}x", check(max(ratios) <= 1.15))
 
 
 def main() -> None:

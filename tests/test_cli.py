@@ -33,6 +33,8 @@ def test_run_builds_then_reuses_and_writes_the_marker(tmp_path, job):
     for engine in marker["engines"]:
         assert os.path.isfile(engine["engine_path"]) and len(engine["sha256"]) == 64
     assert set(marker["phase_timings_s"]) >= {"config", "probe", "verify", "compile"}
+    [written] = [e for e in json_events(second.stderr) if e["kind"] == "c10.marker.written"]
+    assert set(written["kv"]["phase_timings_s"]) >= {"config", "probe", "verify", "marker"}
 
 
 def test_validate_ok_and_bad(tmp_path, job):

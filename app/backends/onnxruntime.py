@@ -25,6 +25,7 @@ from app.cache.names import OrtFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
+from app.host.packages import declared_version
 from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 __all__ = ["OnnxRuntimeBackend", "cpu_identity"]
@@ -53,9 +54,7 @@ def cpu_identity() -> tuple[str, str]:
 
 @functools.cache
 def _ort_version() -> str:
-    from importlib import metadata
-
-    return metadata.version("onnxruntime")
+    return declared_version("onnxruntime")
 
 
 class OnnxRuntimeBackend:

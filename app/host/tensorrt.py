@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.host.packages import declared_version
+
 __all__ = ["TensorRTInstall", "find_tensorrt"]
 
-_VERSION_LINE = re.compile(r"""^__version__\s*=\s*["'](\d+(?:\.\d+){1,3})["']""", re.M)
 _LIB_RE = re.compile(r"libnvinfer\.so\.(\d+\.\d+\.\d+)$")
 _LIB_DIRS = ("/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/tensorrt/lib",
              "/usr/lib64", "/usr/local/lib")
@@ -61,26 +62,11 @@ def _library_versions() -> dict[str, str]:
 
 def find_tensorrt() -> TensorRTInstall:
     spec = importlib.util.find_spec("tensorrt")
-    libs = _library_versions()
     if spec is None or not spec.origin:
-        return TensorRTInstall("", "", libs)
-    try:
-        text = Path(spec.origin).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    match = _VERSION_LINE.search(text)
-    version = match[1] if match else _dist_version()
+        return TensorRTInstall("", "")  # no TensorRT for Python: stray libraries do not matter
+    libs = _library_versions()
+    version = declared_version("tensorrt", ("tensorrt", "tensorrt-cu12-bindings",
+                                            "tensorrt-cu13-bindings", "tensorrt-bindings"))
     if not version and len(set(libs.values())) == 1:
         version = next(iter(libs.values()))
     return TensorRTInstall(version, spec.origin, libs)
-
-
-def _dist_version() -> str:
-    from importlib import metadata
-
-    for dist in ("tensorrt", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings", "tensorrt-bindings"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return ""
