@@ -24,7 +24,7 @@ from app.cache.check import Verdict, check_artifact
 from app.cache.lock import CacheLock
 from app.cache.names import EngineFilenameSchema
 from app.cache.publish import os_error_to_cache_error, sweep_temp_files
-from app.cache.record import fingerprint, record_path, write_record
+from app.cache.record import calibration_fingerprint, fingerprint, record_path, write_record
 from app.cancel import call_cancellable
 from app.errors import ModelDataError
 from app.types import (
@@ -54,16 +54,6 @@ class _Plan:
     build_config: BuildConfig
     artifact: Path
     expected: dict[str, Any]
-
-
-def _calibration_fingerprint(folder: Path | None) -> str | None:
-    from app.cache.record import fingerprint as fp
-    from app.cache.sidecar import hash_file
-
-    if folder is None or not folder.is_dir():
-        return None
-    files = sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())
-    return fp({p.name: hash_file(p) for p in files})
 
 
 class EngineCompiler:
@@ -165,7 +155,7 @@ class EngineCompiler:
         identity = identity_of(self.runtime, request.host)
         settings: dict[str, Any] = dict(config.fingerprint_fields())
         if precision.value == "int8":
-            settings["calibration"] = _calibration_fingerprint(calibration)
+            settings["calibration"] = calibration_fingerprint(calibration)
         expected = {
             "model_name": spec.model_name,
             "settings": settings,

@@ -23,6 +23,7 @@ __all__ = [
     "COMPARED_FIELDS",
     "OnnxIdentity",
     "RecordRead",
+    "calibration_fingerprint",
     "diff_records",
     "fingerprint",
     "onnx_identity",
@@ -52,6 +53,15 @@ def fingerprint(settings: dict[str, Any]) -> str:
     """A stable digest of a JSON-able settings mapping (key order does not matter)."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def calibration_fingerprint(folder: Path | None) -> str | None:
+    """A digest of a model's calibration batches (file names and bytes); None without any.
+    Keys both the provenance settings and TensorRT's calibration cache."""
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())
+    return fingerprint({p.name: hash_file(p) for p in files}) if files else None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from typing import Any
 from app.backends.calibration import CalibrationSet
 from app.backends.tensorrt.caches import calibration_cache_path, find_calibration_cache
 from app.cache.publish import atomic_write_bytes
-from app.cache.record import fingerprint
-from app.cache.sidecar import hash_file
+from app.cache.record import calibration_fingerprint
 from app.errors import CalibrationCacheError
 
 __all__ = ["calibration_plan", "make_calibrator"]
@@ -23,8 +22,8 @@ __all__ = ["calibration_plan", "make_calibrator"]
 
 def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str) -> tuple[Path, Path | None]:
     """(where to write the cache, which cache to read) for this model's calibration."""
-    if calib.files:
-        data_fp = fingerprint({p.name: hash_file(p) for p in calib.files})
+    data_fp = calibration_fingerprint(calib.folder)
+    if data_fp is not None:
         target = calibration_cache_path(root, calib.model_name, trt_version, data_fp)
         return target, target if target.is_file() else None
     existing = find_calibration_cache(root, calib.model_name, trt_version)
