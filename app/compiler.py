@@ -23,7 +23,7 @@ from app.backends.base import InferenceRuntime, identity_of
 from app.cache.check import Verdict, check_artifact
 from app.cache.lock import CacheLock
 from app.cache.names import EngineFilenameSchema
-from app.cache.publish import os_error_to_cache_error, sweep_temp_files
+from app.cache.publish import sweep_temp_files
 from app.cache.record import calibration_fingerprint, fingerprint, record_path, write_record
 from app.cancel import call_cancellable
 from app.errors import ModelDataError
@@ -101,10 +101,6 @@ class EngineCompiler:
         self, request: EngineCompileRequest, timings: dict[str, float]
     ) -> list[EngineCompileResult]:
         plans = [self._plan(spec, request) for spec in request.backbones]
-        try:
-            request.cache_root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise os_error_to_cache_error(exc, request.cache_root / ".") from exc
         with CacheLock(request.cache_root, request.lock_timeout_s, self.logger) as lock:
             timings["lock_wait"] = lock.waited_s
             try:

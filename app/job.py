@@ -106,10 +106,6 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
     prepared = prepare(config, logger)
     timings["probe"] = time.perf_counter() - t
     caps = prepared.report.capabilities
-    try:
-        config.cache_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise os_error_to_cache_error(exc, config.cache_root / ".") from exc
     # The marker is written under the same lock as the engines, so that no other run can
     # replace an engine between our check and our marker.
     with CacheLock(config.cache_root, config.lock_timeout_s, logger) as lock:

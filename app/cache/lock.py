@@ -68,6 +68,7 @@ class CacheLock:
                 self._fd = _HELD[key][0]
                 return
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # a first boot: no cache yet
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
             raise os_error_to_cache_error(exc, self.path) from exc

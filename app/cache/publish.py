@@ -81,6 +81,7 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
         raise cancelled_error()
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # cache subfolders (timing/, calibration/)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     except OSError as exc:
         raise os_error_to_cache_error(exc, path, size_hint) from exc

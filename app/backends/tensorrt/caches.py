@@ -63,6 +63,5 @@ class TimingCache:
             # Written by another build since we loaded it: keep both sets of timings.
             cache.combine(config.create_timing_cache(on_disk), False)
         data = bytes(memoryview(cache.serialize()))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, data)
         return data

@@ -79,7 +79,6 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
 
         def write_calibration_cache(self, cache: Any, *args: Any) -> None:
             data = bytes(memoryview(cache))
-            write_to.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(write_to, data)
             self.cache_written = data
 
