@@ -264,7 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             return int(exc.code or 0) if isinstance(exc.code, int) else 1
-        return _report(exc, debug="--debug" in args)
+        code = _report(exc, debug="--debug" in args)
+        if isinstance(exc, errors.BuildCancelledError) and argv is None:
+            # Everything was cleaned up while unwinding; exit now rather than wait for worker
+            # threads (a build inside TensorRT or ONNX Runtime, a hash of a large engine).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
 
 def _report(exc: BaseException, debug: bool) -> int:
