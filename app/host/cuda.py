@@ -7,13 +7,14 @@ item is a status, and every status is checked.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from app.errors import HostProbeError
 
-__all__ = ["GpuInfo", "probe_gpu"]
+__all__ = ["GpuInfo", "import_cuda", "probe_gpu"]
 
 
 @dataclass(frozen=True)
@@ -30,23 +31,25 @@ class GpuInfo:
         return self.major * 10 + self.minor
 
 
+def import_cuda(part: str, legacy: str) -> ModuleType | None:
+    """``cuda.bindings.<part>`` (cuda-python >= 12.6.1), else ``cuda.<legacy>``, else None."""
+    for name in (f"cuda.bindings.{part}", f"cuda.{legacy}"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
 def _driver_module() -> ModuleType:
-    try:
-        from cuda.bindings import driver
-
-        return driver  # type: ignore[no-any-return]
-    except ImportError:
-        pass
-    try:
-        from cuda import cuda as legacy  # cuda-python < 12.6.1
-
-        return legacy  # type: ignore[no-any-return]
-    except ImportError as exc:
+    module = import_cuda("driver", "cuda")
+    if module is None:
         raise HostProbeError(
             "cuda-python is not installed, so the GPU cannot be probed",
             hint="install cuda-python 12.x (pip install 'engine-init[cuda]'), "
             "or use backend: onnxruntime",
-        ) from exc
+        )
+    return module
 
 
 def _check(driver: ModuleType, result: Any, what: str) -> Any:

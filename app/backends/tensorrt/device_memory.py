@@ -10,24 +10,17 @@ from types import ModuleType
 from typing import Any
 
 from app.errors import BackendUnavailableError, EngineBuildError
+from app.host.cuda import import_cuda
 
 __all__ = ["DeviceMemory"]
 
 
 def _cudart() -> ModuleType:
-    try:
-        from cuda.bindings import runtime
-
-        return runtime  # type: ignore[no-any-return]
-    except ImportError:
-        pass
-    try:
-        from cuda import cudart
-
-        return cudart  # type: ignore[no-any-return]
-    except ImportError as exc:
+    module = import_cuda("runtime", "cudart")
+    if module is None:
         raise BackendUnavailableError("cuda-python is needed to feed INT8 calibration or run a "
-                                      "warm-up inference", hint="pip install cuda-python 12.x") from exc
+                                      "warm-up inference", hint="pip install cuda-python 12.x")
+    return module
 
 
 class DeviceMemory:
