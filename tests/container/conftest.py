@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -13,19 +14,29 @@ from tests.container.images import build_app_image, docker_client, ensure_base_i
 UID = 10001
 
 
+def _unavailable(why: str) -> None:
+    """Skip with the reason, or fail where CI requires the container tests."""
+    if os.environ.get("REQUIRE_DOCKER_TESTS") == "1":
+        pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {why}")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def client():
     docker_api, why = docker_client()
     if docker_api is None:
-        if os.environ.get("REQUIRE_DOCKER_TESTS") == "1":
-            pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {why}")
-        pytest.skip(why)
+        _unavailable(why)
     return docker_api
 
 
 @pytest.fixture(scope="session")
 def image(client):
-    return build_app_image(client, ensure_base_image(client))
+    try:
+        base = ensure_base_image(client)
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        # e.g. no debootstrap, or not root: the base image cannot be made on this machine.
+        _unavailable(f"cannot make the base image: {exc}")
+    return build_app_image(client, base)
 
 
 @pytest.fixture
