@@ -236,7 +236,7 @@ class EngineCompiler:
         duration = time.perf_counter() - t
         timings["compile"] += duration
         if Path(entry.engine_path) != plan.artifact:
-            events.emit(self.logger, logging.WARNING, events.HOST_WARNING,
+            events.emit(self.logger, logging.WARNING, events.ENGINE_PATH_MISMATCH,
                         f"{name}: runtime published {entry.engine_path}, not {plan.artifact}; "
                         "it will not be found by the next run", model_name=name)
         verdict.digest = entry.sha256_hex

@@ -252,3 +252,16 @@ def test_unchanged_onnx_is_not_reread_on_a_warm_boot(specs, tmp_path, events, mo
     assert hashed == []
     _compile(FakeRuntime(), events, make_request(specs, tmp_path, strict_onnx_hash=True))
     assert len(hashed) == 3
+
+
+def test_runtime_publishing_elsewhere_is_a_warning(specs, tmp_path, events):
+    """A runtime that ignores build_config.engine_path would never be found again: say so."""
+    class Elsewhere(FakeRuntime):
+        def compile_engine(self, model_path, build_config):  # type: ignore[no-untyped-def]
+            return super().compile_engine(model_path, replace(
+                build_config, engine_path=tmp_path / "other" / "x.engine"))
+
+    (tmp_path / "other").mkdir()
+    _compile(Elsewhere(), events, make_request(specs[:1], tmp_path / "cache"))
+    [warning] = events[1].of("c10.engine.path.mismatch")
+    assert warning.levelno == logging.WARNING and "x.engine" in warning.getMessage()
