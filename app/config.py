@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from app.cache.names import check_model_name
+from app.cache.record import calibration_files
 from app.types import (
     BackboneSpec,
     EngineCompileRequest,
@@ -156,10 +157,8 @@ class EngineInitConfig(_Strict):
         return self
 
     def _has_calibration(self, b: BackboneConfig) -> bool:
-        if self.calibration_path is not None:
-            folder = self.calibration_path / b.model_name
-            if folder.is_dir() and any(p.suffix in {".npz", ".npy"} for p in folder.iterdir()):
-                return True
+        if self.calibration_path is not None and calibration_files(self.calibration_path / b.model_name):
+            return True
         cache_dir = self.cache_root / "calibration"
         return cache_dir.is_dir() and any(cache_dir.glob(f"{b.model_name}__*.calib"))
 

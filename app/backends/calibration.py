@@ -13,16 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from app.backends.onnx_model import ModelInterface
+from app.cache.record import calibration_files
 from app.errors import CalibrationCacheError, ModelDataError
 from app.types import InputProfile
 
-__all__ = ["CalibrationSet", "batch_files"]
-
-
-def batch_files(folder: Path | None) -> list[Path]:
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())
+__all__ = ["CalibrationSet"]
 
 
 class CalibrationSet:
@@ -31,7 +26,7 @@ class CalibrationSet:
     def __init__(self, folder: Path | None, model: ModelInterface,
                  profiles: dict[str, InputProfile], model_name: str) -> None:
         self.folder = folder
-        self.files = batch_files(folder)
+        self.files = calibration_files(folder)
         self.model = model
         self.profiles = profiles
         self.model_name = model_name

@@ -23,6 +23,7 @@ __all__ = [
     "COMPARED_FIELDS",
     "OnnxIdentity",
     "RecordRead",
+    "calibration_files",
     "calibration_fingerprint",
     "diff_records",
     "fingerprint",
@@ -55,12 +56,18 @@ def fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def calibration_files(folder: Path | None) -> list[Path]:
+    """A model's calibration batches: the ``.npz``/``.npy`` files of its folder, in name order.
+    The one definition of what is fed to calibration, fingerprinted, and required by the config."""
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())
+
+
 def calibration_fingerprint(folder: Path | None) -> str | None:
     """A digest of a model's calibration batches (file names and bytes); None without any.
     Keys both the provenance settings and TensorRT's calibration cache."""
-    if folder is None or not folder.is_dir():
-        return None
-    files = sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())
+    files = calibration_files(folder)
     return fingerprint({p.name: hash_file(p) for p in files}) if files else None
 
 
