@@ -50,9 +50,6 @@ __all__ = [
 ]
 
 
-assert sorted(_EXPORTS) == __all__
-
-
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:

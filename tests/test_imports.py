@@ -37,6 +37,14 @@ def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
     assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
 
 
+def test_public_names_are_listed_once_and_resolve():
+    import app
+
+    assert sorted(app._EXPORTS) == app.__all__
+    for name in app.__all__:
+        assert getattr(app, name).__name__ == name
+
+
 def test_importing_the_package_is_light():
     out = subprocess.run([sys.executable, "-c", "import app, sys; print(sorted(sys.modules))"],
                          capture_output=True, text=True, cwd=REPO, check=True)

@@ -86,14 +86,13 @@ class Sha256Sidecar:
         return Sha256Sidecar.verified_digest(path) is not None
 
     @staticmethod
-    def verified_digest(path: Path, known: str | None = None) -> str | None:
-        """The verified digest of ``path``, or None if it does not match its sidecar.
-        ``known`` is a digest of the file's current bytes computed by the caller, if any."""
+    def verified_digest(path: Path) -> str | None:
+        """The verified digest of ``path``, or None if it does not match its sidecar."""
         try:
             expected = Sha256Sidecar.read(path)
             if expected is None:
                 return None
-            actual = known or hash_file(Path(path))
+            actual = hash_file(Path(path))
         except (OSError, ValueError):
             return None
         return actual if actual == expected else None
