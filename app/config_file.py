@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic_core import ValidationError
 
-from app.config import DEFAULT_CONFIG_PATH, EngineInitConfig
+from app.config import DEFAULT_CONFIG_PATH, EngineInitConfig, config_keys, default_of, validate_config
 from app.errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "config_path", "load_config"]
@@ -86,7 +86,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
-    fields = EngineInitConfig.model_fields
+    fields = config_keys()
     out: dict[str, tuple[str, Any]] = {}
     for var, text in env.items():
         if not var.startswith(ENV_PREFIX) or var[len(ENV_PREFIX):] in RESERVED_ENV:
@@ -134,7 +134,7 @@ def load_config(
         doc[key] = value
     context = {"base_dir": path.resolve().parent, "check_files": check_files}
     try:
-        return EngineInitConfig.model_validate(doc, context=context)
+        return validate_config(doc, context)
     except ValidationError as exc:
         from_env = {key: var for key, (var, _) in overrides.items()}
         raise ConfigError(f"config {path}: {_format(exc, from_env)}",
@@ -164,7 +164,7 @@ def marker_path_hint(
             doc = _read_yaml(path)
         except ConfigError:
             doc = _scan_for_marker(path)
-        raw = doc.get("readiness_marker", str(EngineInitConfig.model_fields["readiness_marker"].default))
+        raw = doc.get("readiness_marker", str(default_of("readiness_marker")))
     if not isinstance(raw, str) or not raw or "\0" in raw:
         return None
     marker = Path(os.path.expanduser(raw))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.config import EngineInitConfig
+from app.config import config_keys, default_of, json_schema
 from app.config_file import load_config
 from app.errors import ConfigError
 from app.types import InputProfile, PrecisionMode
@@ -105,6 +106,12 @@ REJECTIONS = [
     (lambda d: d.update(lock_timeout_s=0), ["lock_timeout_s"]),
     (lambda d: d.update(jetpack="six"), ["jetpack"]),
     (lambda d: d["backbones"][0].update(verify="always"), ["verify"]),
+    (lambda d: d.update(cache_root="ca\0che"), ["cache_root", "NUL"]),
+    (lambda d: d.update(readiness_marker=["a"]), ["readiness_marker", "string"]),
+    (lambda d: d["backbones"][1]["input_shapes"].update(desc1="8x64"),
+     ["input_shapes.desc1", "list of dimensions or a mapping of min, opt and max"]),
+    (lambda d: d["backbones"][1]["input_shapes"].update(desc1=[1, 0, 64]), ["input_shapes.desc1.dims[1]"]),
+    (lambda d: d["backbones"].append(7), ["backbones[2]", "dictionary"]),
 ]
 
 
@@ -163,9 +170,21 @@ def test_int8_is_accepted_with_calibration_data_or_a_cache(tmp_path, base):
 
 
 def test_schema_is_json_schema():
-    schema = EngineInitConfig.model_json_schema()
+    schema = json_schema()
     assert "backbones" in schema["required"] and schema["additionalProperties"] is False
+    assert schema["properties"]["workspace_mb"] == {
+        "default": 4096, "exclusiveMinimum": 0, "title": "Workspace Mb", "type": "integer"}
+    assert set(schema["properties"]) == config_keys()
     json.dumps(schema)
+
+
+def test_defaults_fill_what_the_file_leaves_out(tmp_path, corpus):
+    doc = {"backbones": [{"model_name": "m", "onnx_path": str(corpus["dinov2_vpr"])}]}
+    config = load_config(write(tmp_path, doc), env={})
+    assert config.cache_root == default_of("cache_root") == Path("/var/cache/engine-init")
+    assert config.precision is PrecisionMode.FP16 and config.backbones[0].verify == "io"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.workspace_mb = 1  # type: ignore[misc]
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,4 +1,5 @@
-"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt)."""
+"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt), nor
+pydantic's model layer (the config is validated by pydantic-core alone)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import sys
 
 from tests.conftest import REPO, cli, write_job_config
 
-HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda"}
+HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main"}
 PROBE = """
 import json, sys
 from app.cli import main
 rc = main(sys.argv[2:])
-heavy = {m.split('.')[0] for m in sys.modules} & set(sys.argv.pop(1).split(','))
+names = sys.argv.pop(1).split(',')
+heavy = {n for n in names for m in sys.modules if m == n or m.startswith(n + '.')}
 print(json.dumps({"rc": rc, "heavy": sorted(heavy)}))
 """
 
