@@ -3,7 +3,7 @@
 
 import sys
 
-from app.cli import main
+from app.boot import main
 
 if __name__ == "__main__":
     sys.exit(main())

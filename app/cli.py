@@ -23,7 +23,7 @@ import click
 from app import errors, events
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
 
-__all__ = ["EXIT_CODES", "cli", "exit_code_for", "main"]
+__all__ = ["EXIT_CODES", "cli", "exit_code_for", "fail", "main"]
 
 #: First match wins: subclasses before their bases.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -130,10 +130,10 @@ def _process_age_s() -> float:
 
 
 def _clear_stale_marker(config_arg: str | None, marker: Path | None) -> None:
-    from app.config_file import marker_path_hint
+    from app.config_file import path_hint
     from app.readiness import clear_marker
 
-    marker = marker or marker_path_hint(config_arg)
+    marker = marker or path_hint("readiness_marker", config_arg)
     if marker is not None:
         try:
             if clear_marker(marker):
@@ -264,14 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             return int(exc.code or 0) if isinstance(exc.code, int) else 1
-        code = _report(exc, debug="--debug" in args)
-        if isinstance(exc, errors.BuildCancelledError) and argv is None:
-            # Everything was cleaned up while unwinding; exit now rather than wait for worker
-            # threads (a build inside TensorRT or ONNX Runtime, a hash of a large engine).
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return code
+        return fail(exc, args, exit_now=argv is None)
+
+
+def fail(exc: BaseException, args: list[str], exit_now: bool) -> int:
+    """Report ``exc`` and return its exit code. A cancelled process whose ``exit_now`` is set
+    (it owns the interpreter) exits here: everything was cleaned up while unwinding, and
+    worker threads (a build inside TensorRT or ONNX Runtime, a hash of a large engine) are not
+    waited for."""
+    code = _report(exc, debug="--debug" in args)
+    if isinstance(exc, errors.BuildCancelledError) and exit_now:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _report(exc: BaseException, debug: bool) -> int:

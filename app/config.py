@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic_core import SchemaValidator
 from pydantic_core import core_schema as cs
 
-from app.cache.names import check_model_name
+from app.cache.names import calibration_files, check_model_name
+from app.config_file import DEFAULT_CACHE_ROOT, DEFAULT_MARKER
 from app.types import PrecisionMode
 
 if TYPE_CHECKING:
     from app.types import BackboneSpec, EngineCompileRequest, HostCapabilities
 
-__all__ = ["DEFAULT_CONFIG_PATH", "BackboneConfig", "EngineInitConfig", "ProfileConfig",
+__all__ = ["BackboneConfig", "EngineInitConfig", "ProfileConfig",
            "config_keys", "default_of", "json_schema", "validate_config"]
 
-DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
 
 
 def _key(schema: cs.CoreSchema, default: Any = dataclasses.MISSING) -> Any:
@@ -144,8 +144,8 @@ class BackboneConfig:
 class EngineInitConfig:
     """The whole job's settings; ``engine-init schema`` prints them as JSON Schema."""
 
-    cache_root: Path = _key(_PATH, Path("/var/cache/engine-init"))
-    readiness_marker: Path = _key(_PATH, Path("/run/engine-init/ready.json"))
+    cache_root: Path = _key(_PATH, DEFAULT_CACHE_ROOT)
+    readiness_marker: Path = _key(_PATH, DEFAULT_MARKER)
     backend: Literal["auto", "tensorrt", "onnxruntime"] = _key(
         cs.literal_schema(["auto", "tensorrt", "onnxruntime"]), "auto")
     precision: PrecisionMode = _key(_PRECISION, PrecisionMode.FP16)
@@ -178,8 +178,6 @@ class EngineInitConfig:
                 )
 
     def _has_calibration(self, b: BackboneConfig) -> bool:
-        from app.cache.record import calibration_files
-
         if self.calibration_path is not None and calibration_files(self.calibration_path / b.model_name):
             return True
         cache_dir = self.cache_root / "calibration"

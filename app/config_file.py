@@ -1,5 +1,8 @@
 """Load :class:`app.config.EngineInitConfig` from YAML and the environment, with one-line errors.
 
+This module loads without the validator (:mod:`app.config`, pydantic-core), so that a path
+the config names can be read early, by :func:`path_hint`, while the rest of the program loads.
+
 Where it comes from: ``--config``, else ``$ENGINE_INIT_CONFIG``, else
 ``/etc/engine-init/config.yaml``. ``ENGINE_INIT_<KEY>`` overrides the top-level ``<key>``; the
 value is parsed as YAML, so ``ENGINE_INIT_WORKSPACE_MB=2048`` is a number. An unknown
@@ -12,15 +15,23 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic_core import ValidationError
 
-from app.config import DEFAULT_CONFIG_PATH, EngineInitConfig, config_keys, default_of, validate_config
 from app.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "config_path", "load_config"]
+if TYPE_CHECKING:
+    from pydantic_core import ValidationError
+
+    from app.config import EngineInitConfig
+
+__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_CONFIG_PATH", "DEFAULT_MARKER", "ENV_PREFIX",
+           "config_path", "load_config", "path_hint"]
+
+DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
+DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
+DEFAULT_MARKER = Path("/run/engine-init/ready.json")
 
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
@@ -86,6 +97,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    from app.config import config_keys
+
     fields = config_keys()
     out: dict[str, tuple[str, Any]] = {}
     for var, text in env.items():
@@ -126,6 +139,10 @@ def load_config(
     check_files: bool = True,
 ) -> EngineInitConfig:
     """Read, override and validate the config; raise :class:`ConfigError` with one line."""
+    from pydantic_core import ValidationError
+
+    from app.config import validate_config
+
     env = os.environ if env is None else env
     path = config_path(explicit, env)
     doc = _read_yaml(path)
@@ -141,31 +158,37 @@ def load_config(
                           hint="run `engine-init schema` for every key and its type") from None
 
 
-def _scan_for_marker(path: Path) -> dict[str, Any]:
-    """For YAML that does not parse: a top-level ``readiness_marker: <path>`` line, if any."""
+def _scan_for_key(path: Path, key: str) -> dict[str, Any]:
+    """For YAML that does not parse: a top-level ``<key>: <path>`` line, if any."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")[:_CONFIG_MAX_BYTES]
     except OSError:
         return {}
-    match = re.search(r"^readiness_marker:[ \t]*['\"]?([^'\"#\n]+?)['\"]?[ \t]*(?:#.*)?$", text, re.M)
-    return {"readiness_marker": match[1]} if match else {}
+    match = re.search(rf"^{key}:[ \t]*['\"]?([^'\"#\n]+?)['\"]?[ \t]*(?:#.*)?$", text, re.M)
+    return {key: match[1]} if match else {}
 
 
-def marker_path_hint(
-    explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+_DEFAULTS = {"cache_root": DEFAULT_CACHE_ROOT, "readiness_marker": DEFAULT_MARKER}
+
+
+def path_hint(
+    key: str, explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
 ) -> Path | None:
-    """Best effort: the marker path an invalid config still names, so that ``run`` can remove
-    a stale marker even when it cannot start (no failure may leave the stack gated open)."""
+    """Best effort, without validating: the path a config names for ``cache_root`` or
+    ``readiness_marker``, even when the config is invalid or does not parse (then from a
+    top-level ``<key>: <path>`` line). ``run`` uses it to remove a stale marker when it cannot
+    start (no failure may leave the stack gated open), and to find last boot's engines early."""
     env = os.environ if env is None else env
     path = config_path(explicit, env)
-    raw: object = env.get(ENV_PREFIX + "READINESS_MARKER")
+    raw: object = env.get(ENV_PREFIX + key.upper())
     if raw is None:
         try:
             doc = _read_yaml(path)
         except ConfigError:
-            doc = _scan_for_marker(path)
-        raw = doc.get("readiness_marker", str(default_of("readiness_marker")))
+            doc = _scan_for_key(path, key)
+        raw = doc.get(key, str(_DEFAULTS[key]))
     if not isinstance(raw, str) or not raw or "\0" in raw:
         return None
-    marker = Path(os.path.expanduser(raw))
-    return marker if marker.is_absolute() else Path(os.path.normpath(path.resolve().parent / marker))
+    found = Path(os.path.expanduser(raw))
+    return found if found.is_absolute() else Path(os.path.normpath(path.resolve().parent / found))
+

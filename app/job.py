@@ -16,6 +16,7 @@ from typing import Any
 from app import events
 from app.backends.base import identity_of
 from app.backends.registry import NEEDS_GPU, create_backend, resolve_backend_name
+from app.cache import warm
 from app.cache.lock import CacheLock
 from app.cache.publish import os_error_to_cache_error
 from app.compiler import EngineCompiler
@@ -114,6 +115,7 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
         timings["lock_wait"] = lock.waited_s
         timings.pop("total", None)
         t = time.perf_counter()
+        _remember_engines(config, results, logger)
         doc = _write_marker(config, prepared, results, timings)
     timings["marker"] = time.perf_counter() - t
     events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
@@ -121,6 +123,17 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
                 marker=str(config.readiness_marker), engines=len(results),
                 phase_timings_s={k: round(v, 4) for k, v in timings.items()})
     return doc
+
+
+def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResult, ...],
+                      logger: logging.Logger) -> None:
+    """Name this run's engines for the next boot to start hashing early (app.cache.warm)."""
+    names = [Path(r.entry.engine_path).name for r in results]
+    try:
+        warm.write_hint(config.cache_root, names)
+    except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
+        events.emit(logger, logging.DEBUG, events.HOST_WARNING,
+                    f"could not write {warm.HINT_NAME}: {exc}")
 
 
 def _write_marker(config: EngineInitConfig, prepared: Prepared,

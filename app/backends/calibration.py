@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.backends.onnx_model import ModelInterface
-from app.cache.record import calibration_files
+from app.cache.names import calibration_files
 from app.errors import CalibrationCacheError, ModelDataError
 from app.types import InputProfile
 

@@ -13,20 +13,20 @@ import functools
 import hashlib
 import importlib.util
 import logging
-import platform
-import tempfile
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import faults
-from app.backends.calibration import CalibrationSet
-from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.cache.names import OrtFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
 from app.host.packages import declared_version
 from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
+
+if TYPE_CHECKING:
+    from app.backends.onnx_model import ModelInterface
 
 __all__ = ["OnnxRuntimeBackend", "cpu_identity"]
 
@@ -36,7 +36,8 @@ _PROVIDERS = ["CPUExecutionProvider"]
 @functools.cache
 def cpu_identity() -> tuple[str, str]:
     """(token, model name): ``x86_64-<8 hex>`` from the CPU model and its feature flags."""
-    model, flags = platform.processor() or "", ""
+    # /proc/cpuinfo, not platform.processor(): that runs `uname -p` in a subprocess.
+    model, flags = "", ""
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
@@ -47,7 +48,7 @@ def cpu_identity() -> tuple[str, str]:
                 flags = " ".join(sorted(value.split()))
     except OSError:
         pass
-    arch = platform.machine().lower().replace("-", "_") or "cpu"
+    arch = os.uname().machine.lower().replace("-", "_") or "cpu"
     digest = hashlib.sha256(f"{model}|{flags}".encode()).hexdigest()[:8]
     return f"{arch}-{digest}", model or arch
 
@@ -85,6 +86,11 @@ class OnnxRuntimeBackend:
         cfg = build_config
         if cfg.engine_path is None:
             raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
+        # Build-only modules load here: a warm boot never builds.
+        import tempfile
+
+        from app.backends.onnx_model import inspect_model, resolve_profiles
+
         cancellable_sleep(faults.slow_build_seconds())
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
@@ -127,6 +133,8 @@ class OnnxRuntimeBackend:
             QuantType,
             quantize_static,
         )
+
+        from app.backends.calibration import CalibrationSet
 
         calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).require()
 

@@ -13,7 +13,6 @@ import fcntl
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -105,7 +104,7 @@ class CacheLock:
     def _write_holder(self, fd: int) -> None:
         doc = {
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": os.uname().nodename,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         try:

@@ -14,12 +14,14 @@ CPU they were optimized for, not to a GPU::
     dinov2_vpr__ort1.20_x86_64-3fa4c2d1_fp32.ort
 
 ``parse`` accepts exactly what ``build`` can produce and raises :class:`ValueError` otherwise.
+Calibration batches are the ``.npz``/``.npy`` files of a model's folder (:func:`calibration_files`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from app.types import NO_JETPACK, PrecisionMode
@@ -30,6 +32,7 @@ __all__ = [
     "OrtFilenameSchema",
     "ParsedEngineName",
     "ParsedOrtName",
+    "calibration_files",
     "check_model_name",
 ]
 
@@ -155,3 +158,11 @@ class OrtFilenameSchema:
             cpu=match["cpu"],
             precision=PrecisionMode(match["precision"]),
         )
+
+
+def calibration_files(folder: Path | None) -> list[Path]:
+    """A model's calibration batches: the ``.npz``/``.npy`` files of its folder, in name order.
+    The one definition of what is fed to calibration, fingerprinted, and required by the config."""
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,7 +78,7 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
     """Yield a file to write; on clean exit it replaces ``path`` durably, else it vanishes."""
     if CANCEL.is_set():  # a cancelled run starts no new file
         raise cancelled_error()
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # cache subfolders (timing/, calibration/)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
+from app.cache.names import calibration_files
 from app.cache.publish import atomic_write_bytes
 from app.cache.sidecar import hash_file
 
@@ -23,7 +24,6 @@ __all__ = [
     "COMPARED_FIELDS",
     "OnnxIdentity",
     "RecordRead",
-    "calibration_files",
     "calibration_fingerprint",
     "diff_records",
     "fingerprint",
@@ -54,14 +54,6 @@ def fingerprint(settings: dict[str, Any]) -> str:
     """A stable digest of a JSON-able settings mapping (key order does not matter)."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def calibration_files(folder: Path | None) -> list[Path]:
-    """A model's calibration batches: the ``.npz``/``.npy`` files of its folder, in name order.
-    The one definition of what is fed to calibration, fingerprinted, and required by the config."""
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())
 
 
 def calibration_fingerprint(folder: Path | None) -> str | None:

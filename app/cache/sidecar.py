@@ -12,6 +12,7 @@ import re
 import stat
 from pathlib import Path
 
+from app.cache import warm
 from app.cache.publish import atomic_write_bytes
 
 __all__ = ["CHUNK_BYTES", "Sha256Sidecar", "hash_file", "sidecar_path"]
@@ -35,8 +36,12 @@ def hash_file(path: Path) -> str:
     # O_NONBLOCK: a FIFO planted there must not hang the boot; regular files ignore it.
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     with os.fdopen(os.open(path, flags), "rb", buffering=0) as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode):
             raise ValueError(f"{path} is not a regular file")
+        early = warm.take(path, opened)
+        if early is not None:
+            return early
         if _file_digest is not None:
             # Python >= 3.11: a 256 KiB buffer and the GIL released while hashing; measured
             # 3-4% faster than a Python loop over larger chunks (bench/).
