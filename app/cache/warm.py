@@ -27,13 +27,16 @@ __all__ = ["HINT_NAME", "read_hint", "start", "take", "write_hint"]
 HINT_NAME = ".engine-init.warm.json"
 _MAX_ENGINES = 16
 _MAX_HINT_BYTES = 64 << 10
-# 4 MiB reads: between two reads a thread needs the GIL, which the importing main thread holds
-# for up to the switch interval; measured on 3 x 200 MB engines, 2 cores (bench/): 1 MiB 1.35x
-# the reference, 4 MiB 1.17x, 8 MiB no better. hashlib's own loop reads 256 KiB at a time.
-_CHUNK = 4 << 20
-# While hashing overlaps the imports, the main thread yields the GIL every 1 ms instead of
+# 2 MiB reads: between two reads a thread needs the GIL, which the importing main thread holds
+# for up to the switch interval. Measured on 3 x 200 MB engines, 2 cores (bench/): 1 MiB reads
+# 1.35x the reference, 2-4 MiB 1.15-1.24x (the spread of runs); each running thread holds one
+# buffer, so 2 MiB keeps the memory low. hashlib's own loop reads 256 KiB at a time.
+_CHUNK = 2 << 20
+# While hashing overlaps the imports, the main thread yields the GIL every 0.5 ms instead of
 # every 5 ms, so that a hashing thread between two reads does not wait long for it.
-_SWITCH_S = 0.001
+_SWITCH_S = 0.0005
+# No symlink is followed, and opening a FIFO does not wait for a writer.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 Identity = tuple[int, int, int, int, int]
 
@@ -61,8 +64,7 @@ class _Hash:
             _finished()
 
     def _hash(self) -> None:
-        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.path, flags)
+        fd = os.open(self.path, _OPEN_FLAGS)
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
@@ -93,9 +95,14 @@ def _finished() -> None:
 def read_hint(cache_root: Path) -> list[str]:
     """The engine file names the last run used; [] when there is no usable hint."""
     try:
-        with open(cache_root / HINT_NAME, "rb") as handle:
-            doc = json.loads(handle.read(_MAX_HINT_BYTES + 1)[:_MAX_HINT_BYTES])
-    except (OSError, ValueError):
+        fd = os.open(cache_root / HINT_NAME, _OPEN_FLAGS)
+        try:
+            # Only a regular file: a FIFO planted under the name must not hang the boot.
+            raw = os.read(fd, _MAX_HINT_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        finally:
+            os.close(fd)
+        doc = json.loads(raw)
+    except (OSError, ValueError, RecursionError):
         return []
     names = doc.get("engines") if isinstance(doc, dict) else None
     if not isinstance(names, list):

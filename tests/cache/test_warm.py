@@ -66,12 +66,23 @@ def test_take_without_a_start_is_none(tmp_path):
 
 @pytest.mark.parametrize("content", [
     b"not json", b"[]", b'{"engines": "m0"}', b'{"engines": null}', b"{" * 100_000,
+    b"[" * 60_000, b"\xff\xfe",
 ])
 def test_an_unusable_hint_starts_nothing(tmp_path, content):
     engines(tmp_path)
     (tmp_path / warm.HINT_NAME).write_bytes(content)
     assert warm.read_hint(tmp_path) == []
     assert warm.start(tmp_path) == 0
+
+
+def test_a_fifo_or_a_link_as_the_hint_is_not_read(tmp_path):
+    os.mkfifo(tmp_path / warm.HINT_NAME)
+    assert warm.read_hint(tmp_path) == []  # returns at once: no writer is waited for
+    os.unlink(tmp_path / warm.HINT_NAME)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"engines": ["m0.engine"]}))
+    (tmp_path / warm.HINT_NAME).symlink_to(elsewhere)
+    assert warm.read_hint(tmp_path) == []
 
 
 def test_a_hint_names_only_plain_files_of_the_cache(tmp_path):
