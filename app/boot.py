@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     from app.cancel import install_signal_handlers
     from app.errors import BuildCancelledError
 
-    # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message.
-    install_signal_handlers()
     args = sys.argv[1:] if argv is None else argv
     try:
+        # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message
+        # (inside the try: a signal may arrive as soon as the first handler is in).
+        install_signal_handlers()
         wants_run, config = _run_config(args)
         if wants_run:
             from app.cache import warm

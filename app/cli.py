@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.cancel import install_signal_handlers
 
     args = sys.argv[1:] if argv is None else argv
-    # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message.
-    install_signal_handlers()
     try:
+        # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message.
+        install_signal_handlers()
         cli.main(args=args, prog_name="engine-init", standalone_mode=False)
         return 0
     except click.exceptions.Exit as exc:
