@@ -13,7 +13,7 @@ from tests.conftest import REPO, cli, write_job_config
 HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main"}
 PROBE = """
 import json, sys
-from app.cli import main
+from app.boot import main
 rc = main(sys.argv[2:])
 names = sys.argv.pop(1).split(',')
 heavy = {n for n in names for m in sys.modules if m == n or m.startswith(n + '.')}
