@@ -9,6 +9,7 @@ validation; the CLI then parses and validates everything as usual.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -56,4 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         from app.cli import fail
 
         return fail(exc, args, exit_now=argv is None)
-    return cli_main(argv)
+    code = cli_main(argv)
+    if argv is None:
+        # The process ends now: spare the interpreter's last garbage collections the walk over
+        # every object of every loaded module (measured: 20-25 ms of each exit, 5 ms after).
+        gc.freeze()
+    return code

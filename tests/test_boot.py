@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import subprocess
+import sys
+
 import click
 import pytest
 
@@ -40,3 +44,16 @@ def test_run_starts_hashing_last_boots_engines_before_the_cli_loads(tmp_path, co
     assert started == [tmp_path / "cache"]
     assert boot.main(["--config", str(job), "validate"]) == 0
     assert len(started) == 1
+
+
+def test_only_a_process_that_main_owns_skips_the_final_collections(tmp_path, corpus):
+    """gc.freeze() is for the process's exit; an in-process caller keeps a normal heap."""
+    job = write_job_config(tmp_path, corpus)
+    before = gc.get_freeze_count()
+    assert boot.main(["--config", str(job), "validate"]) == 0
+    assert gc.get_freeze_count() == before
+    probe = ("import gc, sys\nfrom app import boot\nsys.argv[1:] = ['--config', sys.argv[1], 'validate']\n"
+             "boot.main()\nprint(gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", probe, str(job)], capture_output=True, text=True,
+                         check=True).stdout
+    assert int(out.strip().splitlines()[-1]) > 1000
