@@ -4,7 +4,8 @@
 Before the CLI loads (click, pydantic-core and the job's modules: about 0.1 s of a warm boot),
 ``run`` starts hashing the engines the previous run used (:mod:`app.cache.warm`), so that the
 loading and the hashing overlap. Only the config's ``cache_root`` is read for that, without
-validation; the CLI then parses and validates everything as usual.
+validation and without PyYAML: from a top-level ``cache_root:`` line, else the default (a wrong
+guess costs time, never a wrong reuse); the CLI then parses and validates everything as usual.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             from app.cache import warm
             from app.config_file import path_hint
 
-            cache_root = path_hint("cache_root", config)
+            cache_root = path_hint("cache_root", config, scan_only=True)
             if cache_root is not None:
                 warm.start(cache_root)
         from app.cli import main as cli_main

@@ -11,13 +11,12 @@ value is parsed as YAML, so ``ENGINE_INIT_WORKSPACE_MB=2048`` is a number. An un
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from app.errors import ConfigError
 
@@ -39,26 +38,31 @@ RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG"})
 _CONFIG_MAX_BYTES = 1 << 20
 
 
-# libyaml's parser when PyYAML has it (about 10x faster than the pure-Python one).
-_SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@functools.cache
+def _loader() -> Any:
+    """PyYAML's safe loader that refuses duplicate mapping keys instead of keeping the last;
+    built on first use, because importing PyYAML (~12 ms) need not delay a warm boot's early
+    hashing (which finds ``cache_root`` without it)."""
+    import yaml
 
+    # libyaml's parser when PyYAML has it (about 10x faster than the pure-Python one).
+    base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _UniqueKeyLoader(_SafeBase):  # type: ignore[valid-type,misc]
-    """A safe loader that refuses duplicate mapping keys instead of keeping the last."""
+    class UniqueKeyLoader(base):  # type: ignore[valid-type,misc]
+        pass
 
+    def mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return dict(loader.construct_mapping(node))
 
-def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return dict(loader.construct_mapping(node))
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeyLoader
 
 
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
@@ -69,6 +73,8 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
     hint = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
     try:
         with open(path, "rb") as handle:
@@ -80,7 +86,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if len(raw) > _CONFIG_MAX_BYTES:
         raise ConfigError(f"config {path} is larger than 1 MiB", hint=hint)
     try:
-        doc = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)
+        doc = yaml.load(raw.decode("utf-8"), Loader=_loader())
     except UnicodeDecodeError:
         raise ConfigError(f"config {path} is not UTF-8 text", hint=hint) from None
     except yaml.YAMLError as exc:
@@ -97,6 +103,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    import yaml
+
     from app.config import config_keys
 
     fields = config_keys()
@@ -172,18 +180,20 @@ _DEFAULTS = {"cache_root": DEFAULT_CACHE_ROOT, "readiness_marker": DEFAULT_MARKE
 
 
 def path_hint(
-    key: str, explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+    key: str, explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
+    *, scan_only: bool = False,
 ) -> Path | None:
     """Best effort, without validating: the path a config names for ``cache_root`` or
     ``readiness_marker``, even when the config is invalid or does not parse (then from a
     top-level ``<key>: <path>`` line). ``run`` uses it to remove a stale marker when it cannot
-    start (no failure may leave the stack gated open), and to find last boot's engines early."""
+    start (no failure may leave the stack gated open), and to find last boot's engines early:
+    ``scan_only`` reads only such a line, without loading PyYAML."""
     env = os.environ if env is None else env
     path = config_path(explicit, env)
     raw: object = env.get(ENV_PREFIX + key.upper())
     if raw is None:
         try:
-            doc = _read_yaml(path)
+            doc = _scan_for_key(path, key) if scan_only else _read_yaml(path)
         except ConfigError:
             doc = _scan_for_key(path, key)
         raw = doc.get(key, str(_DEFAULTS[key]))
