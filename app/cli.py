@@ -96,7 +96,11 @@ def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) ->
 @click.pass_obj
 def run(state: _State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
-    import app.config_file  # noqa: F401  (module loading is start-up, timed as such)
+    # Module loading is start-up, timed as such: PyYAML and the validator are loaded lazily by
+    # app.config_file, so they are loaded here, before the "config" phase starts.
+    import yaml  # noqa: F401
+
+    import app.config  # noqa: F401
     from app.job import run_job
 
     started = time.perf_counter()

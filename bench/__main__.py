@@ -69,7 +69,7 @@ def warm_verify(tmp: Path, size_mb: int) -> Path:
     config = job_folder(tmp / "warm", size_mb)
     paths = engines(config)
     reference_hash(paths)  # page cache warm for all
-    best = best_interleaved(7, {
+    best = best_interleaved(11, {
         "ref": lambda: reference_hash(paths), "per_file": lambda: per_file_hash(paths),
         "api": api_warm(config), "run": lambda: cli("--config", str(config), "run")})
     ref, api, run = best["ref"], best["api"], best["run"]
