@@ -51,6 +51,8 @@ _MISS_KIND = {"sidecar": events.SIDECAR_MISMATCH, "record-corrupt": events.PROVE
 
 @dataclass(frozen=True)
 class _Plan:
+    """One model's artifact: where it lives, how it is built, the record it must match."""
+
     spec: BackboneSpec
     build_config: BuildConfig
     artifact: Path

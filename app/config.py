@@ -110,6 +110,8 @@ _SHAPE = cs.tagged_union_schema(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BackboneConfig:
+    """One model: its ONNX file, input shapes and what may differ from the job's settings."""
+
     model_name: str = _key(cs.no_info_after_validator_function(check_model_name, cs.str_schema()))
     onnx_path: Path = _key(cs.with_info_after_validator_function(_existing_file, cs.str_schema()))
     expected_input_shape: list[int] | None = _key(

@@ -76,6 +76,8 @@ def _check_version2(value: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class ParsedEngineName:
+    """The parts of a TensorRT engine's file name."""
+
     model_name: str
     sm: int
     jetpack: str
@@ -85,6 +87,8 @@ class ParsedEngineName:
 
 @dataclass(frozen=True)
 class ParsedOrtName:
+    """The parts of an ONNX Runtime model's file name."""
+
     model_name: str
     ort: str
     cpu: str

@@ -65,6 +65,8 @@ def calibration_fingerprint(folder: Path | None) -> str | None:
 
 @dataclass(frozen=True)
 class RecordRead:
+    """A record as read: ``record`` None when absent, ``problem`` set when unreadable."""
+
     record: dict[str, Any] | None
     problem: str | None = None
 

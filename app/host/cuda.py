@@ -19,6 +19,8 @@ __all__ = ["GpuInfo", "import_cuda", "probe_gpu"]
 
 @dataclass(frozen=True)
 class GpuInfo:
+    """One CUDA device as the driver reports it."""
+
     index: int
     name: str
     major: int
