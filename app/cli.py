@@ -96,12 +96,10 @@ def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) ->
 @click.pass_obj
 def run(state: _State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
-    # Module loading is start-up, timed as such: PyYAML and the validator are loaded lazily by
-    # app.config_file, so they are loaded here, before the "config" phase starts.
-    import yaml  # noqa: F401
-
-    import app.config  # noqa: F401
+    from app.config_file import load_modules
     from app.job import run_job
+
+    load_modules()  # module loading is start-up, timed as such, not part of the "config" phase
 
     started = time.perf_counter()
     # "startup": interpreter start and module loading, before the job's own phases.

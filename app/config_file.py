@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from app.config import EngineInitConfig
 
 __all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_CONFIG_PATH", "DEFAULT_MARKER", "ENV_PREFIX",
-           "config_path", "load_config", "path_hint"]
+           "config_path", "load_config", "load_modules", "path_hint"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
 DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
@@ -63,6 +63,13 @@ def _loader() -> Any:
 
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     return UniqueKeyLoader
+
+
+def load_modules() -> None:
+    """Load what :func:`load_config` uses (PyYAML, the validator) now rather than on its call."""
+    import app.config  # noqa: F401
+
+    _loader()
 
 
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
