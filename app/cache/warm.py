@@ -14,13 +14,14 @@ regular files inside the cache root, and every decision is still made by :mod:`a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 import sys
 import threading
 from pathlib import Path
+
+from app.cache.sidecar import READ_FLAGS, sha256_fd
 
 __all__ = ["HINT_NAME", "read_hint", "start", "take", "write_hint"]
 
@@ -35,8 +36,6 @@ _CHUNK = 2 << 20
 # While hashing overlaps the imports, the main thread yields the GIL every 0.5 ms instead of
 # every 5 ms, so that a hashing thread between two reads does not wait long for it.
 _SWITCH_S = 0.0005
-# No symlink is followed, and opening a FIFO does not wait for a writer.
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 Identity = tuple[int, int, int, int, int]
 
@@ -64,17 +63,14 @@ class _Hash:
             _finished()
 
     def _hash(self) -> None:
-        fd = os.open(self.path, _OPEN_FLAGS)
+        fd = os.open(self.path, READ_FLAGS)
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 return
-            digest, buf = hashlib.sha256(), bytearray(_CHUNK)
-            view = memoryview(buf)
-            while n := os.readv(fd, [buf]):
-                digest.update(view[:n])
+            digest = sha256_fd(fd, _CHUNK)
             if identity_of(os.fstat(fd)) == identity_of(before):
-                self.identity, self.digest = identity_of(before), digest.hexdigest()
+                self.identity, self.digest = identity_of(before), digest
         finally:
             os.close(fd)
 
@@ -95,7 +91,7 @@ def _finished() -> None:
 def read_hint(cache_root: Path) -> list[str]:
     """The engine file names the last run used; [] when there is no usable hint."""
     try:
-        fd = os.open(cache_root / HINT_NAME, _OPEN_FLAGS)
+        fd = os.open(cache_root / HINT_NAME, READ_FLAGS)
         try:
             # Only a regular file: a FIFO planted under the name must not hang the boot.
             raw = os.read(fd, _MAX_HINT_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else b""

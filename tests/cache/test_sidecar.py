@@ -86,3 +86,13 @@ def test_hashing_streams_in_constant_memory(tmp_path):
     peak_kib = int(subprocess.check_output([sys.executable, "-c", code], text=True))
     assert peak_kib < 64 * 1024, f"peak RSS {peak_kib} KiB while hashing 256 MiB"
     assert hash_file(big) == hashlib.sha256(b"\0" * (256 << 20)).hexdigest()
+
+
+def test_the_loop_without_file_digest_gives_the_same_digest(tmp_path, monkeypatch):
+    """Python 3.10 has no hashlib.file_digest: hash_file then reads through sha256_fd."""
+    from app.cache import sidecar
+
+    path = tmp_path / "m.engine"
+    path.write_bytes(os.urandom(3 * sidecar.CHUNK_BYTES + 5))
+    monkeypatch.setattr(sidecar, "_file_digest", None)
+    assert hash_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
