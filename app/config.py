@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from app.types import BackboneSpec, EngineCompileRequest, HostCapabilities
 
 __all__ = ["BackboneConfig", "EngineInitConfig", "ProfileConfig",
-           "config_keys", "default_of", "json_schema", "validate_config"]
+           "config_keys", "json_schema", "validate_config"]
 
 
 
@@ -210,10 +210,6 @@ def validate_config(doc: object, context: dict[str, Any]) -> EngineInitConfig:
 
 def config_keys() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(EngineInitConfig))
-
-
-def default_of(key: str) -> Any:
-    return EngineInitConfig.__dataclass_fields__[key].default
 
 
 def json_schema() -> dict[str, Any]:

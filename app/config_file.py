@@ -208,4 +208,3 @@ def path_hint(
         return None
     found = Path(os.path.expanduser(raw))
     return found if found.is_absolute() else Path(os.path.normpath(path.resolve().parent / found))
-

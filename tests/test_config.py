@@ -14,8 +14,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.config import config_keys, default_of, json_schema
-from app.config_file import load_config
+from app.config import config_keys, json_schema
+from app.config_file import DEFAULT_CACHE_ROOT, load_config
 from app.errors import ConfigError
 from app.types import InputProfile, PrecisionMode
 
@@ -183,7 +183,7 @@ def test_schema_is_json_schema():
 def test_defaults_fill_what_the_file_leaves_out(tmp_path, corpus):
     doc = {"backbones": [{"model_name": "m", "onnx_path": str(corpus["dinov2_vpr"])}]}
     config = load_config(write(tmp_path, doc), env={})
-    assert config.cache_root == default_of("cache_root") == Path("/var/cache/engine-init")
+    assert config.cache_root == DEFAULT_CACHE_ROOT == Path("/var/cache/engine-init")
     assert config.precision is PrecisionMode.FP16 and config.backbones[0].verify == "io"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.workspace_mb = 1  # type: ignore[misc]
