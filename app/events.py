@@ -46,6 +46,7 @@ MARKER_CLEARED = "c10.marker.cleared"
 MARKER_WRITTEN = "c10.marker.written"
 RUN_FAILED = "c10.run.failed"
 PRUNED = "c10.cache.pruned"
+HINT_UNWRITTEN = "c10.cache.hint.unwritten"
 
 
 def emit(

@@ -132,7 +132,7 @@ def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResu
     try:
         warm.write_hint(config.cache_root, names)
     except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
-        events.emit(logger, logging.DEBUG, events.HOST_WARNING,
+        events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
                     f"could not write {warm.HINT_NAME}: {exc}")
 
 

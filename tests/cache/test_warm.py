@@ -12,6 +12,7 @@ import pytest
 
 from app.cache import sidecar, warm
 from app.cache.sidecar import hash_file
+from tests.conftest import cli, write_job_config
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +114,13 @@ def test_the_hint_is_rewritten_only_when_the_engines_change(tmp_path):
     assert os.stat(tmp_path / warm.HINT_NAME).st_mtime_ns == mtime
     assert warm.write_hint(tmp_path, ["a.engine"]) is True
     assert warm.read_hint(tmp_path) == ["a.engine"]
+
+
+def test_a_hint_that_cannot_be_written_does_not_fail_the_boot(tmp_path, corpus):
+    job = write_job_config(tmp_path, corpus)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / warm.HINT_NAME).mkdir()  # a folder where the file goes
+    done = cli("--config", str(job), "--debug", "run")
+    assert done.returncode == 0, done.stderr
+    kinds = [json.loads(line)["kind"] for line in done.stderr.splitlines() if line.startswith("{")]
+    assert "c10.cache.hint.unwritten" in kinds and "c10.marker.written" in kinds
