@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
+from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.cache.sidecar import hash_file
 from app.errors import MarkerError
@@ -60,8 +61,7 @@ def write_marker(path: Path, doc: dict[str, Any], key: bytes | None) -> dict[str
 
 def read_marker(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_MAX + 1)
+        raw = read_small(path, _MAX)
     except FileNotFoundError:
         raise MarkerError(f"no readiness marker at {path}", hint="engine-init run has not "
                           "finished successfully in this boot") from None

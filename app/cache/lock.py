@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from app import events
+from app.cache.fsread import read_small
 from app.cache.publish import os_error_to_cache_error
 from app.errors import LockTimeoutError
 
@@ -31,13 +32,15 @@ _HELD: dict[str, list[int]] = {}
 _HELD_GUARD = threading.Lock()
 _POLL_S = 0.05
 _LOG_EVERY_S = 5.0
+_HOLDER_MAX = 4096
 
 
 def read_holder(lock_file: Path) -> dict[str, object] | None:
+    """What the holder wrote about itself; None when absent or not a small JSON object."""
     try:
-        raw = lock_file.read_bytes()[:4096]
+        raw = read_small(lock_file, _HOLDER_MAX)
         doc = json.loads(raw) if raw else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 

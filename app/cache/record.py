@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
+from app.cache.fsread import read_small
 from app.cache.names import calibration_files
 from app.cache.publish import atomic_write_bytes
 from app.cache.sidecar import hash_file
@@ -75,18 +76,11 @@ def read_record(artifact: Path) -> RecordRead:
     """The record of ``artifact``: ``record=None`` when absent, ``problem`` set when corrupt."""
     path = record_path(artifact)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        raw = read_small(path, _RECORD_MAX)
     except FileNotFoundError:
         return RecordRead(None)
     except OSError as exc:
         return RecordRead(None, f"unreadable record {path.name}: {exc.strerror}")
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read(_RECORD_MAX + 1)
-    except OSError as exc:
-        return RecordRead(None, f"unreadable record {path.name}: {exc.strerror}")
-    if len(raw) > _RECORD_MAX:
-        return RecordRead(None, f"record {path.name} is larger than {_RECORD_MAX} bytes")
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -12,17 +12,14 @@ import re
 import stat
 from pathlib import Path
 
+from app.cache.fsread import READ_FLAGS, read_small
 from app.cache.publish import atomic_write_bytes
 
-__all__ = ["CHUNK_BYTES", "READ_FLAGS", "Sha256Sidecar", "hash_file", "sha256_fd", "sidecar_path"]
+__all__ = ["CHUNK_BYTES", "Sha256Sidecar", "hash_file", "sha256_fd", "sidecar_path"]
 
 #: Chunk of the Python 3.10 loop: large enough that hashlib releases the GIL for most of the
 #: work, small enough to keep memory flat whatever the file size.
 CHUNK_BYTES = 4 * 1024 * 1024
-#: How every file we only read is opened. O_NOFOLLOW: a symlink planted under a cache name must
-#: not make us read another file. O_NONBLOCK: a FIFO planted there must not hang the boot
-#: (regular files ignore it).
-READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _file_digest = getattr(hashlib, "file_digest", None)  # Python >= 3.11
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 # A sidecar is 64 hex digits, maybe a newline; anything much larger is not ours.
@@ -75,20 +72,12 @@ class Sha256Sidecar:
 
     @staticmethod
     def read(path: Path) -> str | None:
-        """The digest recorded for ``path``, or None if the sidecar is missing or malformed."""
+        """The digest recorded for ``path``, or None if the sidecar is missing, malformed, or
+        not a small regular file (a FIFO or a link planted there is not waited on, not followed)."""
         try:
-            fd = os.open(sidecar_path(Path(path)), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            text = read_small(sidecar_path(Path(path)), _SIDECAR_MAX).strip()
         except OSError:
             return None
-        try:
-            raw = os.read(fd, _SIDECAR_MAX + 1)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        if len(raw) > _SIDECAR_MAX:
-            return None
-        text = raw.strip()
         return text.decode("ascii") if _HEX64.fullmatch(text) else None
 
     @staticmethod

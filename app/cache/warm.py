@@ -21,7 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
-from app.cache.sidecar import READ_FLAGS, sha256_fd
+from app.cache.fsread import READ_FLAGS, read_small
+from app.cache.sidecar import sha256_fd
 
 __all__ = ["HINT_NAME", "read_hint", "start", "take", "write_hint"]
 
@@ -91,13 +92,7 @@ def _finished() -> None:
 def read_hint(cache_root: Path) -> list[str]:
     """The engine file names the last run used; [] when there is no usable hint."""
     try:
-        fd = os.open(cache_root / HINT_NAME, READ_FLAGS)
-        try:
-            # Only a regular file: a FIFO planted under the name must not hang the boot.
-            raw = os.read(fd, _MAX_HINT_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-        finally:
-            os.close(fd)
-        doc = json.loads(raw)
+        doc = json.loads(read_small(cache_root / HINT_NAME, _MAX_HINT_BYTES))
     except (OSError, ValueError, RecursionError):
         return []
     names = doc.get("engines") if isinstance(doc, dict) else None

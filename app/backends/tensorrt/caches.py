@@ -12,12 +12,17 @@ cache lock. A timing cache only combines with caches of the exact same TensorRT 
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
+from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
 
-__all__ = ["TimingCache", "calibration_cache_path", "find_calibration_cache"]
+__all__ = ["MAX_CACHE_BYTES", "TimingCache", "calibration_cache_path", "find_calibration_cache"]
+
+#: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
+MAX_CACHE_BYTES = 256 << 20
 
 
 def _slug(text: str) -> str:
@@ -33,9 +38,15 @@ def find_calibration_cache(root: Path, model: str, trt_version: str) -> Path | N
     folder = root / "calibration"
     if not folder.is_dir():
         return None
-    found = sorted(folder.glob(f"{model}__trt{trt_version}__*.calib"),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
-    return found[0] if found else None
+    found = []
+    for path in folder.glob(f"{model}__trt{trt_version}__*.calib"):
+        try:
+            st = path.lstat()  # a planted link, FIFO or folder is not a cache
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.append((st.st_mtime, path))
+    return max(found)[1] if found else None
 
 
 class TimingCache:
@@ -47,7 +58,7 @@ class TimingCache:
 
     def _read(self) -> bytes:
         try:
-            return self.path.read_bytes()
+            return read_small(self.path, MAX_CACHE_BYTES)
         except OSError:
             return b""
 

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from app.backends.calibration import CalibrationSet
-from app.backends.tensorrt.caches import calibration_cache_path, find_calibration_cache
+from app.backends.tensorrt.caches import (
+    MAX_CACHE_BYTES,
+    calibration_cache_path,
+    find_calibration_cache,
+)
+from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import calibration_fingerprint
 from app.errors import CalibrationCacheError
@@ -73,7 +78,7 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
             if read_from is None:
                 return None
             try:
-                return read_from.read_bytes()
+                return read_small(read_from, MAX_CACHE_BYTES)
             except OSError:
                 return None
 
