@@ -13,13 +13,11 @@ from pathlib import Path
 
 from app import events
 from app.cache.lock import CacheLock
-from app.cache.names import EngineFilenameSchema, OrtFilenameSchema
+from app.cache.names import COMPANION_SUFFIXES, EngineFilenameSchema, OrtFilenameSchema, companion
 from app.config import EngineInitConfig
 from app.job import Prepared
 
 __all__ = ["prune_cache", "stale_artifacts"]
-
-_COMPANIONS = (".sha256", ".record.json")
 
 
 def _ort_token() -> tuple[str, str] | None:
@@ -65,8 +63,9 @@ def prune_cache(config: EngineInitConfig, prepared: Prepared, logger: logging.Lo
     with CacheLock(root, config.lock_timeout_s, logger):
         victims: list[Path] = []
         for artifact in stale_artifacts(root, prepared):
-            for path in [artifact] + [artifact.with_name(artifact.name + s) for s in _COMPANIONS]:
-                if path.exists() or path.is_symlink():
+            for path in [artifact] + [companion(artifact, s) for s in COMPANION_SUFFIXES]:
+                # A folder under an artifact's name may hold someone's data: never removed.
+                if path.is_symlink() or (path.exists() and not path.is_dir()):
                     victims.append(path)
         if not dry_run:
             for path in victims:

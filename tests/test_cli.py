@@ -72,6 +72,11 @@ def test_prune_removes_only_other_hosts_files(tmp_path, job):
                "dinov2_vpr__ort0.1_x86_64-00000000_fp32.ort"]
     for name in [*foreign, "notes.txt"]:
         (cache / name).write_text("x")
+    # Folders under a stale artifact's names may hold someone's data: kept.
+    kept = cache / "dinov2_vpr__sm87_jp6.2_trt10.3_fp16.engine.record.json"
+    kept.mkdir()
+    (kept / "data.txt").write_text("mine")
+    (cache / "aliked__sm72_jp5.1_trt8.5_fp16.engine").mkdir()
     before = sorted(os.listdir(cache))
     dry = cli("--config", str(job), "prune", "--dry-run")
     assert dry.returncode == 0 and "would remove 3 file(s)" in dry.stdout
@@ -79,6 +84,8 @@ def test_prune_removes_only_other_hosts_files(tmp_path, job):
     real = cli("--config", str(job), "prune")
     assert real.returncode == 0 and "removed 3 file(s)" in real.stdout
     assert not set(foreign) & set(os.listdir(cache)) and "notes.txt" in os.listdir(cache)
+    assert (kept / "data.txt").read_text() == "mine"
+    assert (cache / "aliked__sm72_jp5.1_trt8.5_fp16.engine").is_dir()
     assert cli("--config", str(job), "verify").returncode == 0
 
 

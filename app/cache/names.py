@@ -22,19 +22,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from app.types import NO_JETPACK, PrecisionMode
 
 __all__ = [
-    "ArtifactNaming",
+    "COMPANION_SUFFIXES",
+    "RECORD_SUFFIX",
+    "SIDECAR_SUFFIX",
     "EngineFilenameSchema",
     "OrtFilenameSchema",
     "ParsedEngineName",
     "ParsedOrtName",
     "calibration_files",
     "check_model_name",
+    "companion",
 ]
+
+#: An artifact's companions, published after it: its sha256 sidecar, then its provenance record.
+SIDECAR_SUFFIX = ".sha256"
+RECORD_SUFFIX = ".record.json"
+COMPANION_SUFFIXES = (SIDECAR_SUFFIX, RECORD_SUFFIX)
 
 MODEL_NAME_MAX = 100
 _MODEL_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -93,12 +100,6 @@ class ParsedOrtName:
     ort: str
     cpu: str
     precision: PrecisionMode
-
-
-class ArtifactNaming(Protocol):
-    """What a runtime (or the target it builds for) may supply to name its artifacts."""
-
-    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str: ...
 
 
 class EngineFilenameSchema:
@@ -162,6 +163,11 @@ class OrtFilenameSchema:
             cpu=match["cpu"],
             precision=PrecisionMode(match["precision"]),
         )
+
+
+def companion(artifact: Path, suffix: str) -> Path:
+    """``<artifact><suffix>``, beside it: one of :data:`COMPANION_SUFFIXES`."""
+    return artifact.with_name(artifact.name + suffix)
 
 
 def calibration_files(folder: Path | None) -> list[Path]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from app import signing
 from app.cache.fsread import read_small
-from app.cache.names import calibration_files
+from app.cache.names import RECORD_SUFFIX, calibration_files, companion
 from app.cache.publish import atomic_write_bytes
 from app.cache.sidecar import hash_file
 
@@ -48,7 +48,7 @@ COMPARED_FIELDS = (
 
 
 def record_path(artifact: Path) -> Path:
-    return artifact.with_name(artifact.name + ".record.json")
+    return companion(artifact, RECORD_SUFFIX)
 
 
 def fingerprint(settings: dict[str, Any]) -> str:

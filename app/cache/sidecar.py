@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 from app.cache.fsread import READ_FLAGS, read_small
+from app.cache.names import SIDECAR_SUFFIX, companion
 from app.cache.publish import atomic_write_bytes
 
 __all__ = ["CHUNK_BYTES", "Sha256Sidecar", "hash_file", "sha256_fd", "sidecar_path"]
@@ -27,7 +28,7 @@ _SIDECAR_MAX = 256
 
 
 def sidecar_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
+    return companion(path, SIDECAR_SUFFIX)
 
 
 def sha256_fd(fd: int, chunk: int) -> str:
