@@ -1,9 +1,14 @@
-"""Cancellation: SIGTERM/SIGINT stop a run promptly and leave no partial file.
+"""Cancellation: SIGTERM/SIGINT stop a run within a fraction of a second and leave no partial file.
 
-The signal handler sets :data:`CANCEL` (read by publishing, which then starts no new file, and
-by TensorRT's progress monitor, which then stops the build) and raises
-:class:`BuildCancelledError` once in the main thread so that every ``finally`` runs: temp files
-are swept and the lock is released before the process exits 128 + signal.
+The signal handler only records the signal in :data:`CANCEL`. It raises nothing: an exception
+raised from a handler lands inside whatever the main thread was running, which may be a
+finalizer or a callback where Python prints "Exception ignored in ..." and carries on, or a
+cleanup half done. The job instead stops at its own checkpoints: :func:`checkpoint` between
+phases and models, the publish writer before it creates or renames a file, and every wait of
+the main thread (the cache lock, ``wait-ready``). Work that can block (hashing, a build inside
+TensorRT or ONNX Runtime, the driver probe) runs in daemon worker threads that the main thread
+waits on with a short timeout (:func:`call_cancellable`, :func:`map_cancellable`), so a signal
+is answered whatever a worker is stuck on; the CLI then exits without waiting for them.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -22,25 +27,57 @@ __all__ = [
     "call_cancellable",
     "cancellable_sleep",
     "cancelled_error",
+    "checkpoint",
     "install_signal_handlers",
+    "map_cancellable",
 ]
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+#: How often a waiting main thread looks at the flag.
+_POLL_S = 0.02
 
-CANCEL = threading.Event()
-_SIGNUM: list[int] = []
+
+class CancelFlag:
+    """Set once a signal arrived; safe to set from a signal handler.
+
+    Not a ``threading.Event``: its ``set()`` takes a lock that the interrupted main thread may
+    be holding inside ``wait()``, and the handler would then wait for itself forever.
+    """
+
+    def __init__(self) -> None:
+        self._signum = 0
+
+    def set(self, signum: int = signal.SIGTERM) -> None:
+        if not self._signum:  # the first signal names the cancellation
+            self._signum = int(signum)
+
+    def clear(self) -> None:
+        self._signum = 0
+
+    def is_set(self) -> bool:
+        return self._signum != 0
+
+    @property
+    def signum(self) -> int:
+        return self._signum or signal.SIGTERM
+
+
+CANCEL = CancelFlag()
 
 
 def cancelled_error() -> BuildCancelledError:
-    return BuildCancelledError(_SIGNUM[0] if _SIGNUM else signal.SIGTERM)
+    return BuildCancelledError(CANCEL.signum)
+
+
+def checkpoint() -> None:
+    """Raise the cancellation error if a signal arrived."""
+    if CANCEL.is_set():
+        raise cancelled_error()
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    first = not CANCEL.is_set()
-    _SIGNUM.append(signum)
-    CANCEL.set()
-    if first:  # a second signal must not interrupt the cleanup the first one started
-        raise BuildCancelledError(signum)
+    CANCEL.set(signum)
 
 
 def install_signal_handlers() -> None:
@@ -51,34 +88,59 @@ def install_signal_handlers() -> None:
 def cancellable_sleep(seconds: float) -> None:
     """Sleep, but raise the cancellation error as soon as a cancel is requested."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if CANCEL.is_set():
-            raise cancelled_error()
-        time.sleep(0.02)
+    while True:
+        checkpoint()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(_POLL_S, left))
+
+
+def _wait(workers: list[threading.Thread]) -> None:
+    for worker in workers:
+        while worker.is_alive():
+            worker.join(_POLL_S)
+            checkpoint()
 
 
 def call_cancellable(fn: Callable[[], _T]) -> _T:
-    """Run ``fn`` in a worker thread so that a cancel request is answered at once.
+    """``fn()`` in a worker thread, so that a cancel request is answered at once.
 
-    A build inside TensorRT or ONNX Runtime holds its thread in C code, where Python signal
-    handlers cannot run; waiting here instead keeps the main thread responsive. The worker is a
-    daemon: on cancel it is abandoned (TensorRT's progress monitor stops it) and publishing
-    refuses to start new files once :data:`CANCEL` is set.
+    A build inside TensorRT or ONNX Runtime holds its thread in C code, where no checkpoint
+    runs; waiting here instead keeps the main thread responsive. On cancel the worker is
+    abandoned (TensorRT's progress monitor stops it; publishing refuses to start new files).
     """
-    box: dict[str, Any] = {}
+    return map_cancellable(lambda _: fn(), [None], 1)[0]
 
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
 
-    worker = threading.Thread(target=target, name="build", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.05)
-        if CANCEL.is_set():
-            raise cancelled_error()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: int) -> list[_R]:
+    """``[fn(item) for item in items]`` in up to ``max_workers`` daemon threads, in order.
+
+    Raises the first item's error (in item order) once all are done, or the cancellation error
+    as soon as a signal arrives.
+    """
+    results: list[Any] = [None] * len(items)
+    errors: dict[int, BaseException] = {}
+    indices = iter(range(len(items)))
+    guard = threading.Lock()
+
+    def work() -> None:
+        while not CANCEL.is_set():
+            with guard:
+                i = next(indices, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:
+                errors[i] = exc
+
+    workers = [threading.Thread(target=work, name=f"worker-{n}", daemon=True)
+               for n in range(max(1, min(max_workers, len(items))))]
+    for worker in workers:
+        worker.start()
+    _wait(workers)
+    checkpoint()
+    if errors:
+        raise errors[min(errors)]
+    return results

@@ -96,6 +96,7 @@ def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) ->
 @click.pass_obj
 def run(state: _State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
+    from app.cancel import checkpoint
     from app.config_file import load_modules
     from app.job import run_job
 
@@ -112,6 +113,7 @@ def run(state: _State) -> None:
     timings["config"] = time.perf_counter() - started
     try:
         doc = run_job(config, LOGGER, timings)
+        checkpoint()  # a signal during the last step: this run did not complete
     except BaseException:
         # Whatever happened, even a signal after the marker was written: no marker on failure.
         _clear_stale_marker(state.config_arg, config.readiness_marker)
@@ -248,13 +250,14 @@ def schema() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map every failure to its exit code and one line (traceback with --debug)."""
-    from app.cancel import install_signal_handlers
+    from app.cancel import checkpoint, install_signal_handlers
 
     args = sys.argv[1:] if argv is None else argv
     try:
         # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message.
         install_signal_handlers()
         cli.main(args=args, prog_name="engine-init", standalone_mode=False)
+        checkpoint()  # a signal that arrived after the command's last checkpoint
         return 0
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)

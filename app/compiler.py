@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from app.cache.lock import CacheLock
 from app.cache.names import EngineFilenameSchema
 from app.cache.publish import sweep_temp_files
 from app.cache.record import calibration_fingerprint, fingerprint, record_path, write_record
-from app.cancel import call_cancellable
+from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import ModelDataError
 from app.types import (
     BackboneSpec,
@@ -122,6 +121,7 @@ class EngineCompiler:
         timings["verify"] = time.perf_counter() - t
         results = []
         for plan, verdict in zip(plans, verdicts, strict=True):
+            checkpoint()
             if verdict.reuse:
                 results.append(self._reuse(plan, verdict, request, timings))
             else:
@@ -182,12 +182,9 @@ class EngineCompiler:
         # One thread per engine, not one per core: an engine's sha256 is sequential, so a pool
         # of one worker per core takes two engines' time for three engines on two cores, while
         # three threads shared by the kernel take one and a half (bench/: 0.8x the pool).
-        # hashlib releases the GIL while it hashes; each thread holds a 256 KiB buffer.
-        workers = max(1, min(len(plans), _MAX_VERIFY_THREADS))
-        if workers == 1:
-            return [one(p) for p in plans]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-            return list(pool.map(one, plans))
+        # hashlib releases the GIL while it hashes; each thread holds a 256 KiB buffer. The
+        # main thread only waits, so that a signal ends the run whatever a hash is doing.
+        return map_cancellable(one, plans, _MAX_VERIFY_THREADS)
 
     def _report_miss(self, plan: _Plan, verdict: Verdict) -> None:
         name = plan.spec.model_name

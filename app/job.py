@@ -19,6 +19,7 @@ from app.backends.registry import NEEDS_GPU, create_backend, resolve_backend_nam
 from app.cache import warm
 from app.cache.lock import CacheLock
 from app.cache.publish import os_error_to_cache_error
+from app.cancel import call_cancellable, checkpoint
 from app.compiler import EngineCompiler
 from app.config import EngineInitConfig
 from app.errors import CacheWriteError, ConfigError
@@ -70,12 +71,13 @@ def check_folders(config: EngineInitConfig) -> None:
 def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
     """Probe the host and pick the backend; no file is touched."""
     gpu_wanted = config.backend == "tensorrt" or NEEDS_GPU.get(config.backend, False)
-    report = probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
-                        jetpack_override=config.jetpack)
+    # In a worker: the driver may hang, and a signal must still end the run.
+    report = call_cancellable(lambda: probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
+                                                 jetpack_override=config.jetpack))
     name = resolve_backend_name(config.backend, report.gpu is not None)
     if NEEDS_GPU[name] and report.gpu is None:
-        report = probe_host(need_gpu=True, cuda_device=config.cuda_device,
-                            jetpack_override=config.jetpack)
+        report = call_cancellable(lambda: probe_host(need_gpu=True, cuda_device=config.cuda_device,
+                                                     jetpack_override=config.jetpack))
     for warning in report.warnings:
         events.emit(logger, logging.WARNING, events.HOST_WARNING, warning)
     caps = report.capabilities
@@ -104,7 +106,9 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
         events.emit(logger, logging.INFO, events.MARKER_CLEARED,
                     f"removed the previous marker {config.readiness_marker}")
     check_folders(config)
+    checkpoint()
     prepared = prepare(config, logger)
+    checkpoint()
     timings["probe"] = time.perf_counter() - t
     caps = prepared.report.capabilities
     # The marker is written under the same lock as the engines, so that no other run can

@@ -23,6 +23,7 @@ from app import signing
 from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.cache.sidecar import hash_file
+from app.cancel import cancellable_sleep
 from app.errors import MarkerError
 
 __all__ = ["BOOT_ID_FILE", "check_marker", "clear_marker", "current_boot_id", "read_marker",
@@ -113,4 +114,4 @@ def wait_ready(path: Path, *, timeout_s: float, key: bytes | None, verify_engine
             if time.monotonic() >= deadline:
                 raise MarkerError(f"not ready after {timeout_s:g} s: {exc.message}",
                                   hint=exc.hint) from None
-        time.sleep(poll_s)
+        cancellable_sleep(poll_s)

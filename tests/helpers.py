@@ -83,3 +83,27 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def handlers_installed(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGTERM, i.e. engine-init's own code has started (the
+    interpreter alone leaves SIGTERM at its default; Linux /proc)."""
+    import signal
+
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((int(line.split()[1], 16) for line in status.splitlines()
+                   if line.startswith("SigCgt:")), 0)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def wait_until_started(pid: int, timeout: float = 30) -> None:
+    """Block until :func:`handlers_installed` says so."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not handlers_installed(pid):
+        assert time.monotonic() < deadline, f"process {pid} never installed its signal handlers"
+        time.sleep(0.002)

@@ -21,6 +21,7 @@ from types import TracebackType
 from app import events
 from app.cache.fsread import read_small
 from app.cache.publish import os_error_to_cache_error
+from app.cancel import CANCEL, cancelled_error
 from app.errors import LockTimeoutError
 
 __all__ = ["LOCK_NAME", "CacheLock", "read_holder"]
@@ -98,6 +99,9 @@ class CacheLock:
                     )
                     next_log = now + _LOG_EVERY_S
                 time.sleep(_POLL_S)
+                if CANCEL.is_set():
+                    os.close(fd)
+                    raise cancelled_error() from None
         self.waited_s = time.monotonic() - start
         self._fd = fd
         with _HELD_GUARD:

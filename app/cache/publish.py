@@ -93,6 +93,8 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
             except OSError as exc:
                 raise os_error_to_cache_error(exc, path, size_hint) from exc
         faults.point("before_rename", path)
+        if CANCEL.is_set():  # nor publishes one after the signal
+            raise cancelled_error()
         try:
             os.replace(tmp, path)
             fsync_dir(path.parent)
