@@ -15,6 +15,7 @@ _EXPORTS = {
     "OrtFilenameSchema": "app.cache.names",
     "Sha256Sidecar": "app.cache.sidecar",
     "EngineCompiler": "app.compiler",
+    "InferenceRuntime": "app.backends.base",
     **{name: "app.errors" for name in (
         "BackendUnavailableError", "BuildCancelledError", "CacheWriteError", "CalibrationCacheError",
         "ConfigError", "EngineBuildError", "EngineInitError", "HostProbeError", "LockTimeoutError",
@@ -41,6 +42,7 @@ __all__ = [
     "EngineInitError",
     "HostCapabilities",
     "HostProbeError",
+    "InferenceRuntime",
     "InputProfile",
     "LockTimeoutError",
     "ModelDataError",
@@ -64,6 +66,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from app.backends.base import InferenceRuntime
     from app.cache.names import EngineFilenameSchema, OrtFilenameSchema
     from app.cache.sidecar import Sha256Sidecar
     from app.compiler import EngineCompiler

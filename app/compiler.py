@@ -1,14 +1,16 @@
 """EngineCompiler: plan each backbone's artifact, reuse what verifies, build the rest.
 
-For a request it (1) names every artifact, (2) takes the cache lock, sweeps temp files left by
-killed runs and checks every artifact in parallel threads (sidecar, provenance record,
-signature), (3) calls the runtime for each miss in order, stopping at the first failure, and
-(4) writes each new provenance record. Runtime errors propagate unchanged after one
-``c10.engine.compile.error`` event.
+For a request it (1) names every artifact, (2) takes the cache lock (unless the caller holds
+it and passes it), sweeps temp files left by killed runs and checks every artifact in parallel
+threads (:mod:`app.cache.reuse`), (3) calls the runtime for each miss in order, stopping at the
+first failure, and (4) writes each new provenance record. Runtime errors propagate unchanged
+after one ``c10.engine.compile.error`` event.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from app import events
-from app.backends.base import InferenceRuntime, identity_of
-from app.cache.check import Verdict, check_artifact
+from app.backends.base import InferenceRuntime, PlainRuntime, as_inference_runtime
 from app.cache.lock import CacheLock
-from app.cache.names import EngineFilenameSchema
 from app.cache.publish import sweep_temp_files
-from app.cache.record import calibration_fingerprint, fingerprint, record_path, write_record
+from app.cache.record import (
+    BUILDING,
+    ProvenanceRecord,
+    calibration_fingerprint,
+    record_path,
+    write_record,
+)
+from app.cache.reuse import Verdict, check_artifact
 from app.cancel import call_cancellable, checkpoint, map_cancellable
-from app.errors import ModelDataError
+from app.errors import CacheWriteError, ModelDataError
 from app.types import (
     BackboneSpec,
     BuildConfig,
@@ -40,10 +47,12 @@ __all__ = ["EngineCompiler"]
 _LOG = logging.getLogger("engine_init")
 #: Engines verified at once; beyond this, threads only add memory (a buffer each).
 _MAX_VERIFY_THREADS = 16
-_MISS_LEVEL = {"sidecar": logging.WARNING, "record-corrupt": logging.WARNING,
-               "interrupted": logging.WARNING, "not-a-file": logging.WARNING,
-               "signature": logging.ERROR, "provenance": logging.INFO}
-_MISS_KIND = {"sidecar": events.SIDECAR_MISMATCH, "record-corrupt": events.PROVENANCE_MISMATCH,
+_MISS_LEVEL = {"sidecar": logging.WARNING, "size": logging.WARNING,
+               "record-corrupt": logging.WARNING, "interrupted": logging.WARNING,
+               "not-a-file": logging.WARNING, "signature": logging.ERROR,
+               "provenance": logging.INFO}
+_MISS_KIND = {"sidecar": events.SIDECAR_MISMATCH, "size": events.SIDECAR_MISMATCH,
+              "record-corrupt": events.PROVENANCE_MISMATCH,
               "interrupted": events.PROVENANCE_MISMATCH, "not-a-file": events.SIDECAR_MISMATCH,
               "provenance": events.PROVENANCE_MISMATCH, "signature": events.SIGNATURE_INVALID}
 
@@ -55,7 +64,7 @@ class _Plan:
     spec: BackboneSpec
     build_config: BuildConfig
     artifact: Path
-    expected: dict[str, Any]
+    expected: ProvenanceRecord
 
 
 class EngineCompiler:
@@ -63,7 +72,7 @@ class EngineCompiler:
 
     def __init__(
         self,
-        inference_runtime: InferenceRuntime,
+        inference_runtime: InferenceRuntime | PlainRuntime,
         logger: logging.Logger | None = None,
         *,
         signing_key: bytes | None = None,
@@ -76,15 +85,17 @@ class EngineCompiler:
 
     # -- public ---------------------------------------------------------------------------
     def compile_engines_for_corpus(
-        self, request: EngineCompileRequest
+        self, request: EngineCompileRequest, *, held_lock: CacheLock | None = None
     ) -> tuple[EngineCompileResult, ...]:
+        """Reuse or build every backbone of ``request``. ``held_lock``: the cache lock, which
+        the caller took (and keeps after this call); without it, this takes it for the call."""
         started = time.perf_counter()
         timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)
         self.last_phase_timings = timings
         results: list[EngineCompileResult] = []
         try:
             if request.backbones:
-                results = self._run(request, timings)
+                results = self._run(request, timings, held_lock)
         finally:
             timings["total"] = time.perf_counter() - started
             self._summary(request, results, timings)
@@ -94,19 +105,25 @@ class EngineCompiler:
         self, request: EngineCompileRequest
     ) -> list[tuple[BackboneSpec, Path, Verdict]]:
         """Read-only: what a run would decide for each backbone (no lock, no writes)."""
-        plans = [self._plan(spec, request) for spec in request.backbones]
+        runtime = as_inference_runtime(self.runtime, request.host)
+        plans = [self._plan(runtime, spec, request) for spec in request.backbones]
         verdicts = self._check_all(request, plans)
         return [(p.spec, p.artifact, v) for p, v in zip(plans, verdicts, strict=True)]
 
     # -- phases -----------------------------------------------------------------------------
     def _run(
-        self, request: EngineCompileRequest, timings: dict[str, float]
+        self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None
     ) -> list[EngineCompileResult]:
-        plans = [self._plan(spec, request) for spec in request.backbones]
-        with CacheLock(request.cache_root, request.lock_timeout_s, self.logger) as lock:
-            timings["lock_wait"] = lock.waited_s
+        runtime = as_inference_runtime(self.runtime, request.host)
+        plans = [self._plan(runtime, spec, request) for spec in request.backbones]
+        if held is not None and not held.held:
+            raise ValueError("held_lock: the caller passed a cache lock it does not hold")
+        lock = contextlib.nullcontext(held) if held is not None else CacheLock(
+            request.cache_root, request.lock_timeout_s, self.logger)
+        with lock as taken:
+            timings["lock_wait"] = 0.0 if held is not None else taken.waited_s
             try:
-                return self._under_lock(request, plans, timings)
+                return self._under_lock(runtime, request, plans, timings)
             finally:
                 # Whatever stopped us, leave no temp file behind (we hold the lock: they are ours).
                 for path in sweep_temp_files(request.cache_root):
@@ -114,11 +131,18 @@ class EngineCompiler:
                                 f"removed temp file {path.name}", path=str(path))
 
     def _under_lock(
-        self, request: EngineCompileRequest, plans: list[_Plan], timings: dict[str, float]
+        self, runtime: InferenceRuntime, request: EngineCompileRequest, plans: list[_Plan],
+        timings: dict[str, float],
     ) -> list[EngineCompileResult]:
         t = time.perf_counter()
         verdicts = self._check_all(request, plans)
         timings["verify"] = time.perf_counter() - t
+        for verdict in verdicts:  # before any work: nothing of ours may replace a folder
+            if verdict.reason == "folder":
+                raise CacheWriteError(
+                    f"{verdict.detail} where engine-init keeps an artifact or its companions; "
+                    "it may hold someone's data, so it is left alone",
+                    hint="move it out of the cache folder")
         results = []
         for plan, verdict in zip(plans, verdicts, strict=True):
             checkpoint()
@@ -126,19 +150,13 @@ class EngineCompiler:
                 results.append(self._reuse(plan, verdict, request, timings))
             else:
                 self._report_miss(plan, verdict)
-                results.append(self._build(plan, verdict, request, timings))
+                results.append(self._build(runtime, plan, verdict, request, timings))
         return results
 
-    def _plan(self, spec: BackboneSpec, request: EngineCompileRequest) -> _Plan:
+    def _plan(self, runtime: InferenceRuntime, spec: BackboneSpec,
+              request: EngineCompileRequest) -> _Plan:
         precision = spec.precision or request.precision
-        naming = getattr(self.runtime, "artifact_name", None)
-        if callable(naming):
-            name = str(naming(spec.model_name, precision))
-        else:
-            host = request.host
-            name = EngineFilenameSchema.build(model_name=spec.model_name, sm=host.sm,
-                                              jetpack=host.jetpack, trt=host.trt,
-                                              precision=precision)
+        name = runtime.artifact_name(spec.model_name, precision)
         shapes: dict[str | None, InputProfile] = {k: v for k, v in spec.input_shapes.items()}
         if spec.expected_input_shape is not None:
             shapes[None] = InputProfile.fixed(tuple(spec.expected_input_shape))
@@ -151,20 +169,14 @@ class EngineCompiler:
             cache_root=request.cache_root, optimization_level=request.optimization_level,
             dla_core=spec.dla_core, verify=spec.verify,
         )
-        identity = identity_of(self.runtime, request.host)
         settings: dict[str, Any] = dict(config.fingerprint_fields())
         if precision.value == "int8":
             settings["calibration"] = calibration_fingerprint(calibration)
-        expected = {
-            "model_name": spec.model_name,
-            "settings": settings,
-            "settings_fingerprint": fingerprint(settings),
-            "backend": identity.name,
-            "backend_version": identity.version,
-            "device_name": identity.device,
-            "host": {"sm": request.host.sm, "jetpack": request.host.jetpack,
-                     "trt": request.host.trt, "l4t": request.host.l4t},
-        }
+        host = request.host
+        expected = ProvenanceRecord.build(
+            model_name=spec.model_name, settings=settings, backend=runtime.name,
+            backend_version=runtime.version(), device_name=runtime.device_name(),
+            host={"sm": host.sm, "jetpack": host.jetpack, "trt": host.trt, "l4t": host.l4t})
         return _Plan(spec, config, request.cache_root / name, expected)
 
     def _check_all(self, request: EngineCompileRequest, plans: list[_Plan]) -> list[Verdict]:
@@ -202,7 +214,7 @@ class EngineCompiler:
                timings: dict[str, float]) -> EngineCompileResult:
         name = plan.spec.model_name
         assert verdict.digest is not None
-        if verdict.reason == "hit-untracked" or verdict.onnx_rehashed:
+        if verdict.reason == "hit-untracked" or verdict.onnx.rehashed:
             # Track pre-installed engines from now on, and remember the ONNX stat facts so that
             # the next boot need not re-read an unchanged model.
             if verdict.reason == "hit-untracked":
@@ -216,19 +228,19 @@ class EngineCompiler:
         return EngineCompileResult(self._entry(plan, verdict.digest, request),
                                    CompileOutcome.REUSED, None)
 
-    def _build(self, plan: _Plan, verdict: Verdict, request: EngineCompileRequest,
-               timings: dict[str, float]) -> EngineCompileResult:
+    def _build(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
+               request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
         name = plan.spec.model_name
         events.emit(self.logger, logging.INFO, events.COMPILE_START, f"{name}: compiling",
                     model_name=name, precision=plan.build_config.precision.value)
         # A pending record first: until the final one replaces it, whatever stands under this
         # name (an old engine, or a new one whose publishing a power cut interrupted) is refused.
-        pending = {**plan.expected, "status": "building", "engine_sha256": None}
-        write_record(plan.artifact, pending, self.signing_key)
+        write_record(plan.artifact, dataclasses.replace(plan.expected, status=BUILDING),
+                     self.signing_key)
         t = time.perf_counter()
         try:
             entry = call_cancellable(
-                lambda: self.runtime.compile_engine(plan.spec.onnx_path, plan.build_config))
+                lambda: runtime.compile_engine(plan.spec.onnx_path, plan.build_config))
         except Exception as exc:
             if verdict.reason == "absent":  # nothing was there before: leave nothing behind
                 record_path(plan.artifact).unlink(missing_ok=True)
@@ -244,6 +256,7 @@ class EngineCompiler:
                         f"{name}: runtime published {entry.engine_path}, not {plan.artifact}; "
                         "it will not be found by the next run", model_name=name)
         verdict.digest = entry.sha256_hex
+        verdict.size = _size_of(Path(entry.engine_path))
         self._timed(timings, "record",
                     lambda: self._write_record(plan, verdict, duration, Path(entry.engine_path)))
         events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
@@ -255,24 +268,25 @@ class EngineCompiler:
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
                       artifact: Path | None) -> None:
-        doc: dict[str, Any] = {
-            **plan.expected,
-            "artifact": (artifact or plan.artifact).name,
-            "engine_sha256": verdict.digest,
-            "onnx_path": str(plan.spec.onnx_path),
-            "onnx_sha256": verdict.onnx_sha256,
-            "onnx_stat": verdict.onnx_stat,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build_duration_s": None if duration is None else round(duration, 4),
-        }
-        write_record(artifact or plan.artifact, doc, self.signing_key)
+        record = dataclasses.replace(
+            plan.expected,
+            artifact=(artifact or plan.artifact).name,
+            engine_sha256=verdict.digest,
+            engine_size=verdict.size,
+            onnx_path=str(plan.spec.onnx_path),
+            onnx_sha256=verdict.onnx.sha256,
+            onnx_stat=verdict.onnx.stat,
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            build_duration_s=None if duration is None else round(duration, 4),
+        )
+        write_record(artifact or plan.artifact, record, self.signing_key)
 
     def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:
         host = request.host
         return EngineCacheEntry(plan.artifact, digest, host.sm, host.jetpack, host.trt,
                                 plan.build_config.precision,
-                                {"backend": str(plan.expected["backend"]),
-                                 "backend_version": str(plan.expected["backend_version"])})
+                                {"backend": plan.expected.backend,
+                                 "backend_version": plan.expected.backend_version})
 
     @staticmethod
     def _timed(timings: dict[str, float], phase: str, fn: Callable[[], None]) -> None:
@@ -289,3 +303,10 @@ class EngineCompiler:
                     total=len(request.backbones),
                     phase_timings_s={k: round(v, 4) for k, v in timings.items()})
 
+
+
+def _size_of(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

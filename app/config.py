@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic_core import SchemaValidator
 from pydantic_core import core_schema as cs
 
+from app.backends.registry import BACKEND_NAMES
 from app.cache.names import calibration_files, check_model_name
 from app.config_file import DEFAULT_CACHE_ROOT, DEFAULT_MARKER
 from app.types import PrecisionMode
@@ -149,7 +150,7 @@ class EngineInitConfig:
     cache_root: Path = _key(_PATH, DEFAULT_CACHE_ROOT)
     readiness_marker: Path = _key(_PATH, DEFAULT_MARKER)
     backend: Literal["auto", "tensorrt", "onnxruntime"] = _key(
-        cs.literal_schema(["auto", "tensorrt", "onnxruntime"]), "auto")
+        cs.literal_schema(list(BACKEND_NAMES)), "auto")
     precision: PrecisionMode = _key(_PRECISION, PrecisionMode.FP16)
     workspace_mb: int = _key(cs.int_schema(gt=0), 4096)
     optimization_level: int = _key(cs.int_schema(ge=0, le=5), 3)

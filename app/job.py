@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from app import events
-from app.backends.base import identity_of
-from app.backends.registry import NEEDS_GPU, create_backend, resolve_backend_name
+from app.backends.base import InferenceRuntime
+from app.backends.registry import AUTO, BACKENDS, create_backend, resolve_backend_name
 from app.cache import warm
 from app.cache.lock import CacheLock
 from app.cache.publish import os_error_to_cache_error
@@ -36,7 +36,7 @@ class Prepared:
     """The resolved host, backend and compiler for a config."""
 
     report: HostReport
-    backend_name: str
+    backend: InferenceRuntime
     compiler: EngineCompiler
 
 
@@ -70,12 +70,12 @@ def check_folders(config: EngineInitConfig) -> None:
 
 def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
     """Probe the host and pick the backend; no file is touched."""
-    gpu_wanted = config.backend == "tensorrt" or NEEDS_GPU.get(config.backend, False)
+    gpu_wanted = config.backend != AUTO and BACKENDS[config.backend].needs_gpu
     # In a worker: the driver may hang, and a signal must still end the run.
     report = call_cancellable(lambda: probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
                                                  jetpack_override=config.jetpack))
     name = resolve_backend_name(config.backend, report.gpu is not None)
-    if NEEDS_GPU[name] and report.gpu is None:
+    if BACKENDS[name].needs_gpu and report.gpu is None:
         report = call_cancellable(lambda: probe_host(need_gpu=True, cuda_device=config.cuda_device,
                                                      jetpack_override=config.jetpack))
     for warning in report.warnings:
@@ -85,16 +85,16 @@ def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
                 f"host sm{caps.sm} jp{caps.jetpack} trt{caps.trt} backend {name}",
                 sm=caps.sm, jetpack=caps.jetpack, l4t=caps.l4t, trt=caps.trt_full or caps.trt,
                 device=caps.device_name, backend=name, gpu_error=report.gpu_error or None)
-    backend = create_backend(name, caps)
-    supported = getattr(backend, "supported_precisions", None)
+    supported = BACKENDS[name].precisions
     for b in config.backbones:
         precision = b.precision or config.precision
-        if supported is not None and precision not in supported:
+        if precision not in supported:
             raise ConfigError(f"backbones[{b.model_name}].precision: {precision.value} is not "
                               f"supported by the {name} backend",
                               hint=f"use one of {sorted(p.value for p in supported)}")
+    backend = create_backend(name, caps)
     key = load_key(config.signing_key_file) if config.signing_key_file else None
-    return Prepared(report, name, EngineCompiler(backend, logger, signing_key=key))
+    return Prepared(report, backend, EngineCompiler(backend, logger, signing_key=key))
 
 
 def run_job(config: EngineInitConfig, logger: logging.Logger,
@@ -114,7 +114,8 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
     # The marker is written under the same lock as the engines, so that no other run can
     # replace an engine between our check and our marker.
     with CacheLock(config.cache_root, config.lock_timeout_s, logger) as lock:
-        results = prepared.compiler.compile_engines_for_corpus(config.to_request(caps))
+        results = prepared.compiler.compile_engines_for_corpus(config.to_request(caps),
+                                                               held_lock=lock)
         timings.update(prepared.compiler.last_phase_timings)
         timings["lock_wait"] = lock.waited_s
         timings.pop("total", None)
@@ -143,14 +144,13 @@ def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResu
 def _write_marker(config: EngineInitConfig, prepared: Prepared,
                   results: tuple[EngineCompileResult, ...], timings: dict[str, float]) -> dict[str, Any]:
     caps = prepared.report.capabilities
-    identity = identity_of(prepared.compiler.runtime, caps)
     doc = {
         "boot_id": current_boot_id(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": {"sm": caps.sm, "jetpack": caps.jetpack, "l4t": caps.l4t, "trt": caps.trt,
                  "trt_full": caps.trt_full, "device_name": caps.device_name},
-        "backend": prepared.backend_name,
-        "backend_version": identity.version,
+        "backend": prepared.backend.name,
+        "backend_version": prepared.backend.version(),
         "engines": [_engine_item(r) for r in results],
         "phase_timings_s": {k: round(v, 4) for k, v in timings.items()},
     }

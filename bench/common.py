@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,7 @@ def inflate(engine: Path, size_mb: int) -> None:
     digest = Sha256Sidecar.write_atomic_and_sidecar(engine, payload)
     record = read_record(engine).record
     assert record is not None
-    record.pop("schema", None)
-    record["engine_sha256"] = digest
-    write_record(engine, record)
+    write_record(engine, replace(record, engine_sha256=digest, engine_size=len(payload)))
 
 
 def engines(config: Path) -> list[Path]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from app import (
+    CacheWriteError,
     CalibrationCacheError,
     CompileOutcome,
     EngineBuildError,
@@ -181,10 +182,12 @@ def test_record_holds_what_the_engine_was_built_from(specs, tmp_path, events, co
     assert record is not None
     import hashlib
 
-    assert record["onnx_sha256"] == hashlib.sha256(corpus["dinov2_vpr"].read_bytes()).hexdigest()
-    assert record["engine_sha256"] == results[0].entry.sha256_hex
-    assert record["settings"]["precision"] == "fp16"
-    assert record["built_at"] and isinstance(record["build_duration_s"], float)
+    assert record.onnx_sha256 == hashlib.sha256(corpus["dinov2_vpr"].read_bytes()).hexdigest()
+    assert record.engine_sha256 == results[0].entry.sha256_hex
+    assert record.engine_size == results[0].entry.engine_path.stat().st_size
+    assert record.settings["precision"] == "fp16" and record.status == "built"
+    assert record.backend == "FakeRuntime" and record.model_name == "dinov2_vpr"
+    assert record.built_at and isinstance(record.build_duration_s, float)
 
 
 def test_changed_onnx_bytes_rebuild_with_a_provenance_event(specs, tmp_path, events):
@@ -265,3 +268,76 @@ def test_runtime_publishing_elsewhere_is_a_warning(specs, tmp_path, events):
     _compile(Elsewhere(), events, make_request(specs[:1], tmp_path / "cache"))
     [warning] = events[1].of("c10.engine.path.mismatch")
     assert warning.levelno == logging.WARNING and "x.engine" in warning.getMessage()
+
+
+def test_an_engine_of_another_size_is_rebuilt_without_being_hashed(specs, tmp_path, events,
+                                                                    monkeypatch):
+    results = _compile(FakeRuntime(), events, make_request(specs, tmp_path))
+    engine = results[0].entry.engine_path
+    with open(engine, "ab") as handle:
+        handle.truncate(8 << 30)  # sparse: 8 GiB that must not be read
+    import app.cache.sidecar as sidecar_mod
+
+    hashed: list[Path] = []
+    real = sidecar_mod.hash_file
+    monkeypatch.setattr(sidecar_mod, "hash_file", lambda p: hashed.append(p) or real(p))
+    events[1].records.clear()
+    runtime = FakeRuntime()
+    _compile(runtime, events, make_request(specs, tmp_path))
+    assert runtime.built == ["dinov2_vpr"] and engine not in hashed
+    [event] = events[1].kv("c10.engine.sidecar.mismatch")
+    assert event["reason"] == "size" and "8589934" in event["detail"]
+
+
+@pytest.mark.parametrize("where", ["", ".sha256", ".record.json"])
+def test_a_folder_under_an_artifacts_names_is_refused_before_any_work(specs, tmp_path, events,
+                                                                     where):
+    results = _compile(FakeRuntime(), events, make_request(specs, tmp_path))
+    engine = results[2].entry.engine_path
+    folder = engine.with_name(engine.name + where)
+    if folder.exists():
+        folder.unlink()
+    folder.mkdir()
+    (folder / "data.txt").write_text("mine")
+    (results[0].entry.engine_path).write_bytes(b"damaged")  # would be rebuilt, if anything were
+    before = snapshot(tmp_path)
+    runtime = FakeRuntime()
+    with pytest.raises(CacheWriteError, match="is a folder") as caught:
+        _compile(runtime, events, make_request(specs, tmp_path))
+    assert str(folder) in str(caught.value) and runtime.calls == []
+    assert snapshot(tmp_path) == before
+
+
+class FullRuntime(FakeRuntime):
+    """A caller's runtime that implements the whole InferenceRuntime protocol."""
+
+    name = "full"
+    supported_precisions = frozenset(PrecisionMode)
+
+    def version(self) -> str:
+        return "9.9.9"
+
+    def device_name(self) -> str:
+        return "a device"
+
+    def artifact_name(self, model_name, precision):  # type: ignore[no-untyped-def]
+        return f"{model_name}.{precision.value}.bin"
+
+
+def test_a_full_runtime_is_used_as_is_and_a_plain_one_adapted(specs, tmp_path, events):
+    from app import InferenceRuntime
+    from app.backends.base import PlainRuntimeAdapter, as_inference_runtime
+
+    full = FullRuntime()
+    assert as_inference_runtime(full, ORIN) is full and isinstance(full, InferenceRuntime)
+    plain = FakeRuntime()
+    adapted = as_inference_runtime(plain, replace(ORIN, trt_full="10.3.0.30", device_name="Orin"))
+    assert isinstance(adapted, PlainRuntimeAdapter) and isinstance(adapted, InferenceRuntime)
+    assert (adapted.name, adapted.version(), adapted.device_name()) == \
+        ("FakeRuntime", "10.3.0.30", "Orin")
+    [result] = _compile(full, events, make_request(specs[:1], tmp_path))
+    assert result.entry.engine_path.name == "dinov2_vpr.fp16.bin"
+    record = read_record(result.entry.engine_path).record
+    assert record is not None
+    assert (record.backend, record.backend_version, record.device_name) == \
+        ("full", "9.9.9", "a device")

@@ -1,8 +1,11 @@
-"""What the compiler asks of a backend ("inference runtime").
+"""What the compiler asks of a backend: the :class:`InferenceRuntime` protocol.
 
-The only required method is ``compile_engine``; everything else is optional and read with
-``getattr`` so that a plain object with just ``compile_engine`` works (it gets TensorRT-style
-names from :class:`app.cache.names.EngineFilenameSchema` and the request's host).
+Every backend of :mod:`app.backends.registry` implements all of it. A caller's own runtime may
+implement only ``compile_engine`` (:class:`PlainRuntime`, the original API):
+:func:`as_inference_runtime` then wraps it, once per request, in :class:`PlainRuntimeAdapter`,
+which names its artifacts after TensorRT's scheme (:class:`app.cache.names.EngineFilenameSchema`)
+and describes it with the request's host. A runtime that has some of the other members but not
+all of them is treated as plain.
 """
 
 from __future__ import annotations
@@ -10,42 +13,71 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from app.cache.names import EngineFilenameSchema
 from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, PrecisionMode
 
-__all__ = ["BackendIdentity", "InferenceRuntime", "NamedRuntime", "identity_of"]
+__all__ = ["InferenceRuntime", "PlainRuntime", "PlainRuntimeAdapter", "as_inference_runtime"]
 
 
-@runtime_checkable
-class InferenceRuntime(Protocol):
+class PlainRuntime(Protocol):
     """Builds one engine and publishes it at ``build_config.engine_path`` with its sidecar."""
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry: ...
 
 
-class NamedRuntime(InferenceRuntime, Protocol):
-    """A runtime that names its artifacts and says what it is (for provenance records)."""
+@runtime_checkable
+class InferenceRuntime(Protocol):
+    """A backend: builds engines, names them, and says what it is for provenance records."""
 
+    #: The registry name ("tensorrt", "onnxruntime"), recorded as ``backend``.
     name: str
+    supported_precisions: frozenset[PrecisionMode]
 
-    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str: ...
+    def version(self) -> str:
+        """The full version of what builds the engines (TensorRT 10.3.0.30, ONNX Runtime 1.20.1)."""
+        ...
 
-    def version(self) -> str: ...
+    def device_name(self) -> str:
+        """What the engines are built for (the GPU's name, the CPU model)."""
+        ...
 
-    def device_name(self) -> str: ...
+    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
+        """The file name of ``model_name``'s artifact in the cache."""
+        ...
+
+    def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
+        """Build one engine and publish it at ``build_config.engine_path`` with its sidecar."""
+        ...
 
 
-class BackendIdentity:
-    """The provenance facts of a runtime, with safe defaults for plain runtimes."""
+class PlainRuntimeAdapter:
+    """A :class:`PlainRuntime` seen as an :class:`InferenceRuntime` on ``host``."""
 
-    def __init__(self, name: str, version: str, device: str) -> None:
-        self.name, self.version, self.device = name, version, device
+    supported_precisions = frozenset(PrecisionMode)
+
+    def __init__(self, runtime: PlainRuntime, host: HostCapabilities) -> None:
+        self.runtime = runtime
+        self.host = host
+        self.name = type(runtime).__name__
+
+    def version(self) -> str:
+        return self.host.trt_full or self.host.trt
+
+    def device_name(self) -> str:
+        return self.host.device_name
+
+    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
+        return EngineFilenameSchema.build(model_name=model_name, sm=self.host.sm,
+                                          jetpack=self.host.jetpack, trt=self.host.trt,
+                                          precision=precision)
+
+    def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
+        return self.runtime.compile_engine(model_path, build_config)
 
 
-def identity_of(runtime: object, host: HostCapabilities) -> BackendIdentity:
-    """Name, full version and device of ``runtime``, falling back to the host's facts."""
-    name = getattr(runtime, "name", None) or type(runtime).__name__
-    version_fn = getattr(runtime, "version", None)
-    device_fn = getattr(runtime, "device_name", None)
-    version = str(version_fn()) if callable(version_fn) else (host.trt_full or host.trt)
-    device = str(device_fn()) if callable(device_fn) else host.device_name
-    return BackendIdentity(str(name), version, device)
+def as_inference_runtime(runtime: InferenceRuntime | PlainRuntime,
+                         host: HostCapabilities) -> InferenceRuntime:
+    """``runtime`` itself when it implements the whole protocol, else it adapted to ``host``."""
+    if isinstance(runtime, InferenceRuntime):
+        return runtime
+    return PlainRuntimeAdapter(runtime, host)

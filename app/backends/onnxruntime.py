@@ -62,7 +62,6 @@ class OnnxRuntimeBackend:
     """``compile_engine`` for ONNX Runtime on the CPU; needs no GPU."""
 
     name = "onnxruntime"
-    needs_gpu = False
     supported_precisions = frozenset(PrecisionMode)
 
     def __init__(self, host: HostCapabilities | None = None) -> None:

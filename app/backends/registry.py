@@ -1,19 +1,30 @@
-"""The backends, in one dict; each is imported only when chosen.
+"""The backends, in one table; each is imported only when chosen.
 
 ``auto`` picks TensorRT exactly when its Python package is importable (found without importing
-it) and a GPU was probed, else ONNX Runtime.
+it) and a GPU was probed, else ONNX Runtime. Adding a backend is one entry in :data:`BACKENDS`
+and a module whose class implements :class:`app.backends.base.InferenceRuntime`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from app.backends.base import InferenceRuntime
 from app.errors import BackendUnavailableError
-from app.types import HostCapabilities
+from app.types import HostCapabilities, PrecisionMode
 
-__all__ = ["BACKENDS", "create_backend", "resolve_backend_name"]
+__all__ = ["AUTO", "BACKENDS", "BACKEND_NAMES", "Backend", "create_backend", "resolve_backend_name"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: how to make it, whether it needs a GPU, what it can build."""
+
+    factory: Callable[[HostCapabilities], InferenceRuntime]
+    needs_gpu: bool
+    precisions: frozenset[PrecisionMode]
 
 
 def _tensorrt(host: HostCapabilities) -> InferenceRuntime:
@@ -28,12 +39,13 @@ def _onnxruntime(host: HostCapabilities) -> InferenceRuntime:
     return OnnxRuntimeBackend(host)
 
 
-BACKENDS: dict[str, Callable[[HostCapabilities], InferenceRuntime]] = {
-    "tensorrt": _tensorrt,
-    "onnxruntime": _onnxruntime,
+BACKENDS: dict[str, Backend] = {
+    "tensorrt": Backend(_tensorrt, needs_gpu=True, precisions=frozenset(PrecisionMode)),
+    "onnxruntime": Backend(_onnxruntime, needs_gpu=False, precisions=frozenset(PrecisionMode)),
 }
-#: Whether each backend needs a GPU (decides whether the probe may fail).
-NEEDS_GPU = {"tensorrt": True, "onnxruntime": False}
+AUTO = "auto"
+#: The config's ``backend`` choices.
+BACKEND_NAMES = (AUTO, *BACKENDS)
 
 
 def tensorrt_importable() -> bool:
@@ -41,19 +53,19 @@ def tensorrt_importable() -> bool:
 
 
 def resolve_backend_name(requested: str, gpu_present: bool) -> str:
-    if requested != "auto":
+    if requested != AUTO:
         return requested
     return "tensorrt" if tensorrt_importable() and gpu_present else "onnxruntime"
 
 
 def create_backend(name: str, host: HostCapabilities) -> InferenceRuntime:
     try:
-        factory = BACKENDS[name]
+        backend = BACKENDS[name]
     except KeyError:
         raise BackendUnavailableError(f"unknown backend {name!r}",
                                       hint=f"choose one of {sorted(BACKENDS)}") from None
     try:
-        return factory(host)
+        return backend.factory(host)
     except ImportError as exc:
         raise BackendUnavailableError(
             f"backend {name} is not installed here ({exc.name or exc})",

@@ -3,7 +3,12 @@
 The kernel drops an ``flock`` when its holder dies, so a lock left by a killed run never blocks
 the next boot. The holder writes its pid, host and start time into the file so that a waiter
 can name it. The lock only prevents duplicate builds: correctness comes from atomic publishing
-and from re-checking the cache after the lock is taken.
+and from re-checking the cache after the lock is taken. A run takes it once (the job, which
+passes it to the compiler); it is not re-entrant.
+
+Something else than a regular file under the lock's name (a FIFO, a socket, a device, a link)
+is damage: it is replaced, through a rename that never follows or opens it. A folder there may
+hold someone's data and is refused.
 """
 
 from __future__ import annotations
@@ -13,27 +18,25 @@ import fcntl
 import json
 import logging
 import os
-import threading
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
 
 from app import events
-from app.cache.fsread import read_small
-from app.cache.publish import os_error_to_cache_error
-from app.cancel import CANCEL, cancelled_error
-from app.errors import LockTimeoutError
+from app.cache.fsread import describe_mode, read_small
+from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
+from app.cancel import checkpoint
+from app.errors import CacheWriteError, LockTimeoutError
 
 __all__ = ["LOCK_NAME", "CacheLock", "read_holder"]
 
 LOCK_NAME = ".engine-init.lock"
-# Re-entrant within a process: a second flock on a new descriptor of the same file would wait
-# for the first forever. path -> [descriptor, depth]
-_HELD: dict[str, list[int]] = {}
-_HELD_GUARD = threading.Lock()
 _POLL_S = 0.05
 _LOG_EVERY_S = 5.0
 _HOLDER_MAX = 4096
+_OPEN_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+               | getattr(os, "O_CLOEXEC", 0))
 
 
 def read_holder(lock_file: Path) -> dict[str, object] | None:
@@ -63,50 +66,86 @@ class CacheLock:
         self._fd: int | None = None
         self.waited_s = 0.0
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def acquire(self) -> None:
-        key = os.path.abspath(self.path)
-        with _HELD_GUARD:
-            if key in _HELD:
-                _HELD[key][1] += 1
-                self._fd = _HELD[key][0]
-                return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)  # a first boot: no cache yet
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as exc:
-            raise os_error_to_cache_error(exc, self.path) from exc
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already held by this CacheLock")
         start = time.monotonic()
         next_log = start
+        fd = self._open()
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if self._still_the_lock_file(fd):
+                    break
+                # Replaced (damage repaired by another run) while we waited: lock the new one.
+                os.close(fd)
+                fd = self._open()
+                continue
             except BlockingIOError:
-                now = time.monotonic()
-                holder = read_holder(self.path)
-                if now - start >= self.timeout_s:
-                    os.close(fd)
-                    raise LockTimeoutError(
-                        f"cache {self.path.parent} is locked by {_describe(holder)}; "
-                        f"gave up after {self.timeout_s:g} s",
-                        hint="wait for that run to finish, or raise lock_timeout_s",
-                    ) from None
-                if now >= next_log:
-                    events.emit(
-                        self.logger, logging.INFO, events.LOCK_WAIT,
-                        f"waiting for the cache lock held by {_describe(holder)}",
-                        holder=holder, waited_s=round(now - start, 3),
-                    )
-                    next_log = now + _LOG_EVERY_S
-                time.sleep(_POLL_S)
-                if CANCEL.is_set():
-                    os.close(fd)
-                    raise cancelled_error() from None
+                pass
+            now = time.monotonic()
+            holder = read_holder(self.path)
+            if now - start >= self.timeout_s:
+                os.close(fd)
+                raise LockTimeoutError(
+                    f"cache {self.path.parent} is locked by {_describe(holder)}; "
+                    f"gave up after {self.timeout_s:g} s",
+                    hint="wait for that run to finish, or raise lock_timeout_s",
+                )
+            if now >= next_log:
+                events.emit(self.logger, logging.INFO, events.LOCK_WAIT,
+                            f"waiting for the cache lock held by {_describe(holder)}",
+                            holder=holder, waited_s=round(now - start, 3))
+                next_log = now + _LOG_EVERY_S
+            time.sleep(_POLL_S)
+            try:
+                checkpoint()
+            except BaseException:
+                os.close(fd)
+                raise
         self.waited_s = time.monotonic() - start
         self._fd = fd
-        with _HELD_GUARD:
-            _HELD[key] = [fd, 1]
         self._write_holder(fd)
+
+    def _open(self) -> int:
+        """A descriptor of the lock file, after replacing whatever else stood there."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # a first boot: no cache yet
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise os_error_to_cache_error(exc, self.path) from exc
+        if mode is not None and stat.S_ISDIR(mode):
+            raise CacheWriteError(f"{self.path} is a folder where engine-init keeps its lock "
+                                  "file; it may hold someone's data, so it is left alone",
+                                  hint="move it out of the cache folder")
+        if mode is not None and not stat.S_ISREG(mode):
+            events.emit(self.logger, logging.WARNING, events.CACHE_DAMAGED,
+                        f"{describe_mode(mode)} stood where the lock file goes; replaced",
+                        path=str(self.path), found=describe_mode(mode))
+            atomic_write_bytes(self.path, b"")
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS, 0o644)
+        except OSError as exc:
+            raise os_error_to_cache_error(exc, self.path) from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in between: not ours to fight
+            os.close(fd)
+            raise CacheWriteError(f"{self.path} keeps changing into something else than a file",
+                                  hint="find what writes into the cache folder")
+        return fd
+
+    def _still_the_lock_file(self, fd: int) -> bool:
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        opened = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
 
     def _write_holder(self, fd: int) -> None:
         doc = {
@@ -124,12 +163,6 @@ class CacheLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        key = os.path.abspath(self.path)
-        with _HELD_GUARD:
-            _HELD[key][1] -= 1
-            if _HELD[key][1] > 0:
-                return
-            del _HELD[key]
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)

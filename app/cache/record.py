@@ -1,17 +1,32 @@
 """Provenance records: ``<artifact>.record.json`` says what an artifact was built from.
 
-A record binds the artifact's digest to the sha256 of the ONNX bytes, a fingerprint of every
-build setting, the full backend version and the device. The compiler reuses an artifact only
-when the record agrees with the current inputs. Reading never raises: a missing record is
-``None`` and a corrupt one is reported as a problem string, and either way the caller decides.
+A :class:`ProvenanceRecord` binds the artifact's digest to the sha256 of the ONNX bytes, a
+fingerprint of every build setting, the full backend version and the device. The compiler
+reuses an artifact only when the stored record agrees with the one the current inputs give
+(:meth:`ProvenanceRecord.diff`). Adding a fact is one line in the class, with ``COMPARED``
+metadata when a change of it must rebuild the artifact, ``NOTED`` when it is only kept, plus
+its value where the compiler builds the expected record; reading, writing, type checks and the
+diff follow the fields. A record written before a fact existed reads it as the default, so a
+new ``COMPARED`` fact rebuilds those artifacts once.
+Reading never raises: a missing record is ``None`` and a damaged one a problem string.
+
+Layout (JSON, keys sorted; ``signature`` only with a signing key, over everything else)::
+
+    {"schema": 1, "status": "built" | "building", "model_name", "artifact",
+     "engine_sha256", "engine_size", "onnx_path", "onnx_sha256", "onnx_stat",
+     "settings", "settings_fingerprint", "backend", "backend_version", "device_name",
+     "host", "built_at", "build_duration_s", "signature"}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +37,10 @@ from app.cache.publish import atomic_write_bytes
 from app.cache.sidecar import hash_file
 
 __all__ = [
-    "COMPARED_FIELDS",
     "OnnxIdentity",
+    "ProvenanceRecord",
     "RecordRead",
     "calibration_fingerprint",
-    "diff_records",
     "fingerprint",
     "onnx_identity",
     "read_record",
@@ -34,17 +48,100 @@ __all__ = [
     "write_record",
 ]
 
+#: Records of engine-init before the typed record had the same keys, less ``status`` on final
+#: records and ``engine_size``; they read as such (no rebuild after an upgrade).
 SCHEMA = 1
+BUILT, BUILDING = "built", "building"
 _RECORD_MAX = 1 << 20
-#: The fields whose disagreement means "rebuild"; build time and duration are informative only.
-COMPARED_FIELDS = (
-    "engine_sha256",
-    "onnx_sha256",
-    "settings_fingerprint",
-    "backend",
-    "backend_version",
-    "device_name",
-)
+
+
+#: Field metadata: a stored record that differs in a COMPARED fact means "rebuild"; a NOTED fact
+#: is kept for people and tools and never decides reuse.
+COMPARED = types.MappingProxyType({"compared": True})
+NOTED = types.MappingProxyType({"compared": False})
+
+
+@dataclass(frozen=True)
+class ProvenanceRecord:
+    """What one artifact was built from; see the module docstring."""
+
+    model_name: str = field(default="", metadata=NOTED)
+    artifact: str = field(default="", metadata=NOTED)
+    #: "building" from before a build until its artifact is published: such a record is refused.
+    status: str = field(default=BUILT, metadata=NOTED)
+    engine_sha256: str | None = field(default=None, metadata=COMPARED)
+    #: Lets the verifier refuse an artifact of another size without hashing it.
+    engine_size: int | None = field(default=None, metadata=NOTED)
+    onnx_path: str = field(default="", metadata=NOTED)
+    onnx_sha256: str = field(default="", metadata=COMPARED)
+    #: Size, mtime, ctime and inode of the ONNX file: unchanged, it is not read again.
+    onnx_stat: dict[str, int] = field(default_factory=dict, metadata=NOTED)
+    settings: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
+    settings_fingerprint: str = field(default="", metadata=COMPARED)
+    backend: str = field(default="", metadata=COMPARED)
+    backend_version: str = field(default="", metadata=COMPARED)
+    device_name: str = field(default="", metadata=COMPARED)
+    host: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
+    built_at: str = field(default="", metadata=NOTED)
+    build_duration_s: float | None = field(default=None, metadata=NOTED)
+
+    @classmethod
+    def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:
+        """The record the current inputs give (``facts`` by field name), before the ONNX file
+        and the artifact are hashed; the settings are fingerprinted here."""
+        return cls(settings=settings, settings_fingerprint=fingerprint(settings), **facts)
+
+    def diff(self, other: ProvenanceRecord) -> list[str]:
+        """Names of the compared fields whose values differ, in field order."""
+        return [f.name for f in dataclasses.fields(self)
+                if f.metadata["compared"] and getattr(self, f.name) != getattr(other, f.name)]
+
+    def to_json(self, key: bytes | None = None) -> bytes:
+        """The record as published: signed over its final content when a key is given."""
+        doc = signing.signed(key, {"schema": SCHEMA, **dataclasses.asdict(self)})
+        return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ProvenanceRecord:
+        """Parse a published record; ValueError saying what is wrong with it."""
+        return cls._from_doc(_load(raw))
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any]) -> ProvenanceRecord:
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in doc:
+                if not _conforms(doc[f.name], _HINTS[f.name]):
+                    raise ValueError(f"its {f.name} is not a {_HINTS[f.name]}")
+                values[f.name] = doc[f.name]
+        return cls(**values)
+
+
+_HINTS = typing.get_type_hints(ProvenanceRecord)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (``str | None``, ``dict[str, int]``...)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    kind = typing.get_origin(hint) or hint
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _load(raw: bytes | str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"it is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError("it has an unknown layout")
+    return doc
 
 
 def record_path(artifact: Path) -> Path:
@@ -66,34 +163,34 @@ def calibration_fingerprint(folder: Path | None) -> str | None:
 
 @dataclass(frozen=True)
 class RecordRead:
-    """A record as read: ``record`` None when absent, ``problem`` set when unreadable."""
+    """A record as read: ``record`` None when absent or damaged, ``problem`` saying why when
+    damaged; ``signed`` when a key was given and the stored signature verifies with it."""
 
-    record: dict[str, Any] | None
+    record: ProvenanceRecord | None
     problem: str | None = None
+    signed: bool = False
 
 
-def read_record(artifact: Path) -> RecordRead:
-    """The record of ``artifact``: ``record=None`` when absent, ``problem`` set when corrupt."""
+def read_record(artifact: Path, key: bytes | None = None) -> RecordRead:
+    """The record of ``artifact``: ``record=None`` when absent, ``problem`` set when damaged."""
     path = record_path(artifact)
     try:
-        raw = read_small(path, _RECORD_MAX)
+        doc = _load(read_small(path, _RECORD_MAX))
+        record = ProvenanceRecord._from_doc(doc)
     except FileNotFoundError:
         return RecordRead(None)
     except OSError as exc:
-        return RecordRead(None, f"unreadable record {path.name}: {exc.strerror}")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return RecordRead(None, f"record {path.name} is not valid JSON: {exc}")
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        return RecordRead(None, f"record {path.name} has an unknown layout")
-    return RecordRead(doc)
+        return RecordRead(None, f"unreadable record {path.name}: {exc.strerror or exc}")
+    except ValueError as exc:
+        return RecordRead(None, f"record {path.name}: {exc}")
+    # Checked on the document as stored, so that a record signed by an older release (without
+    # the newer keys) still verifies.
+    return RecordRead(record, signed=key is not None and signing.is_signed_by(key, doc))
 
 
-def write_record(artifact: Path, record: dict[str, Any], key: bytes | None = None) -> None:
-    """Publish the record, signed over its final content when a key is given."""
-    doc = signing.signed(key, {"schema": SCHEMA, **record})
-    atomic_write_bytes(record_path(artifact), json.dumps(doc, indent=2, sort_keys=True).encode())
+def write_record(artifact: Path, record: ProvenanceRecord, key: bytes | None = None) -> None:
+    """Publish ``artifact``'s record, signed when a key is given."""
+    atomic_write_bytes(record_path(artifact), record.to_json(key))
 
 
 @dataclass(frozen=True)
@@ -111,17 +208,10 @@ def _stat_key(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
 
 
-def onnx_identity(path: Path, previous: dict[str, Any] | None, *, strict: bool) -> OnnxIdentity:
+def onnx_identity(path: Path, previous: ProvenanceRecord | None, *, strict: bool) -> OnnxIdentity:
     """sha256 of the ONNX file, re-read only when its stat changed since ``previous`` (or strict)."""
     key = _stat_key(path)
-    if not strict and previous is not None:
-        old_stat, old_sha = previous.get("onnx_stat"), previous.get("onnx_sha256")
-        if old_stat == key and isinstance(old_sha, str):
-            return OnnxIdentity(old_sha, key, rehashed=False)
+    if not strict and previous is not None and previous.onnx_stat == key and previous.onnx_sha256:
+        return OnnxIdentity(previous.onnx_sha256, key, rehashed=False)
     # Models may be symlinks (current.onnx -> v3.onnx); only cache files refuse links.
     return OnnxIdentity(hash_file(Path(os.path.realpath(path))), key, rehashed=True)
-
-
-def diff_records(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Names of the compared fields that differ between a stored and the current record."""
-    return [name for name in COMPARED_FIELDS if stored.get(name) != current.get(name)]

@@ -9,7 +9,7 @@ opened: same device, inode, size, mtime and ctime, unchanged from before the has
 (engines are only ever replaced by rename, which gives a new inode).
 
 Everything here is advisory: a missing, stale or hostile hint costs at most the hashing of
-regular files inside the cache root, and every decision is still made by :mod:`app.cache.check`.
+regular files inside the cache root, and every decision is still made by :mod:`app.cache.reuse`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import pytest
 
 from app.backends import registry
 from app.errors import BackendUnavailableError
-from app.types import HostCapabilities
+from app.types import HostCapabilities, PrecisionMode
 
 
 @pytest.mark.parametrize(("importable", "gpu", "expected"), [
@@ -26,3 +26,27 @@ def test_tensorrt_absent_is_unavailable_not_a_crash():
 def test_unknown_backend():
     with pytest.raises(BackendUnavailableError, match="unknown backend"):
         registry.create_backend("openvino", HostCapabilities(0, "none", "none"))
+
+
+def test_every_backend_implements_the_whole_protocol_and_its_table_row():
+    from app import InferenceRuntime
+    from app.backends.onnxruntime import OnnxRuntimeBackend
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+
+    host = HostCapabilities(87, "6.2", "10.3", "10.3.0.30", "Orin")
+    made = {"onnxruntime": OnnxRuntimeBackend(host),
+            "tensorrt": TensorRTRuntime(host, trt_module=object())}  # no TensorRT here
+    assert set(made) == set(registry.BACKENDS)
+    for name, backend in made.items():
+        assert isinstance(backend, InferenceRuntime) and backend.name == name
+        assert backend.supported_precisions == registry.BACKENDS[name].precisions
+        assert backend.artifact_name("m", PrecisionMode.FP16).startswith("m__")
+        assert backend.version() and isinstance(backend.device_name(), str)
+    assert registry.BACKENDS["tensorrt"].needs_gpu and not registry.BACKENDS["onnxruntime"].needs_gpu
+
+
+def test_the_config_offers_exactly_the_registry_backends(tmp_path):
+    from app.config import json_schema
+
+    assert registry.BACKEND_NAMES == ("auto", "tensorrt", "onnxruntime")
+    assert json_schema()["properties"]["backend"]["enum"] == list(registry.BACKEND_NAMES)

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from app.cache.lock import CacheLock, read_holder
-from app.errors import LockTimeoutError
+from app.cache.lock import LOCK_NAME, CacheLock, read_holder
+from app.errors import CacheWriteError, LockTimeoutError
+from tests.helpers import PLANTED_KINDS, plant, within
 
 HOLD = """
 import sys, time, logging
@@ -62,11 +63,46 @@ def test_lock_of_a_killed_process_never_blocks(tmp_path):
     assert time.monotonic() - start < 1
 
 
-def test_reentrant_within_a_process(tmp_path):
+def test_taken_once_not_reentrant(tmp_path):
+    """A run takes the lock once; a second acquisition in the same process waits like any other
+    (flock is per open file), so nothing may take it twice."""
     logger = logging.getLogger("t")
-    with CacheLock(tmp_path, 1, logger), CacheLock(tmp_path, 0.2, logger) as inner:
-        assert inner.waited_s == 0
-    # fully released: another process gets it at once
-    proc = _holder(tmp_path, 0)
+    with CacheLock(tmp_path, 1, logger) as lock:
+        assert lock.held
+        with pytest.raises(RuntimeError, match="already held"):
+            lock.acquire()
+        with pytest.raises(LockTimeoutError):
+            CacheLock(tmp_path, 0.2, logger).acquire()
+    assert not lock.held
+    proc = _holder(tmp_path, 0)  # fully released: another process gets it at once
     proc.wait()
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("kind", [k for k in PLANTED_KINDS if not k.startswith("folder")])
+def test_damage_at_the_lock_name_is_replaced_never_followed(tmp_path, kind, caplog):
+    lock_file = tmp_path / LOCK_NAME
+    lock_file.write_bytes(b"")
+    target = plant(lock_file, kind, tmp_path.parent / f"{tmp_path.name}-outside")
+    before = target.read_bytes() if target else None
+    logger = logging.getLogger("t.damage")
+    with caplog.at_level(logging.WARNING, logger="t.damage"):
+        within(5, lambda: CacheLock(tmp_path, 2, logger).__enter__().release())
+    regular = kind in ("huge", "sparse-8g")  # a regular file is the lock file, whatever its size
+    replaced = [r for r in caplog.records if getattr(r, "kind", "") == "c10.cache.damaged"]
+    assert len(replaced) == (0 if regular else 1)
+    assert lock_file.is_file() and not lock_file.is_symlink()
+    if target is not None:
+        assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["folder", "folder-with-data"])
+def test_a_folder_at_the_lock_name_is_refused_and_kept(tmp_path, kind):
+    lock_file = tmp_path / LOCK_NAME
+    plant(lock_file, kind, tmp_path)
+    with pytest.raises(CacheWriteError, match="is a folder") as caught:
+        CacheLock(tmp_path, 1, logging.getLogger("t")).acquire()
+    assert str(lock_file) in str(caught.value)
+    assert lock_file.is_dir()
+    if kind == "folder-with-data":
+        assert (lock_file / "someones-notes.txt").read_text() == "keep me"

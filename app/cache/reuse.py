@@ -1,0 +1,121 @@
+"""The reuse decision: may a cached artifact be used as is? Sidecar, record, signature, inputs.
+
+:func:`check_artifact` only reads, and runs in worker threads; the caller turns the returned
+:class:`Verdict` into events in a stable order. Miss reasons, in the order they are checked:
+
+- ``folder``: a folder stands at the artifact's or a companion's name; it may hold someone's
+  data, so the compiler refuses to build over it (the others are damage: rebuilt);
+- ``absent``; ``not-a-file`` (a link, FIFO, socket or device stands there);
+- ``size``: the artifact's size is not the one its (trusted) record noted: not worth hashing;
+- ``sidecar``: the artifact's sha256 does not match its sidecar (or the sidecar is damaged);
+- ``record-corrupt``; ``interrupted`` (a pending record: its build never finished);
+- ``signature`` (with a key: no record, or one whose signature does not verify);
+- ``provenance``: the record disagrees with the current inputs (``changed`` names how).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.cache.fsread import describe_mode
+from app.cache.names import COMPANION_SUFFIXES, companion
+from app.cache.record import BUILDING, OnnxIdentity, ProvenanceRecord, onnx_identity, read_record
+from app.cache.sidecar import Sha256Sidecar
+
+__all__ = ["Verdict", "check_artifact"]
+
+
+@dataclass
+class Verdict:
+    """``reuse`` is the decision; ``reason`` one of the miss reasons above, or ``hit`` /
+    ``hit-untracked`` (a valid artifact without a record: pre-installed)."""
+
+    reuse: bool
+    reason: str
+    onnx: OnnxIdentity
+    digest: str | None = None
+    size: int | None = None
+    changed: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+def _folder_in_the_way(artifact: Path) -> Path | None:
+    for path in (artifact, *(companion(artifact, s) for s in COMPANION_SUFFIXES)):
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def check_artifact(
+    artifact: Path,
+    onnx_path: Path,
+    expected: ProvenanceRecord,
+    *,
+    strict_onnx: bool,
+    key: bytes | None,
+) -> Verdict:
+    """Compare ``artifact`` on disk with ``expected`` (the record the current inputs give,
+    less the ONNX and artifact digests, which this fills in from the disk).
+
+    Raises only for an unreadable ONNX file (the caller reports it as bad data).
+    """
+    stored = read_record(artifact, key)
+    onnx = onnx_identity(onnx_path, stored.record, strict=strict_onnx)
+    verdict = Verdict(False, "absent", onnx)
+    folder = _folder_in_the_way(artifact)
+    if folder is not None:
+        verdict.reason, verdict.detail = "folder", f"{folder} is a folder"
+        return verdict
+    try:
+        st = os.lstat(artifact)
+    except FileNotFoundError:
+        return verdict
+    except OSError as exc:
+        verdict.reason, verdict.detail = "not-a-file", exc.strerror or str(exc)
+        return verdict
+    if not stat.S_ISREG(st.st_mode):
+        verdict.reason = "not-a-file"
+        verdict.detail = f"{describe_mode(st.st_mode)} stands there"
+        return verdict
+    # Only a record we may trust says what the size should be; a forged one must still end as
+    # the loud "signature" miss below.
+    trusted = stored.record is not None and (key is None or stored.signed)
+    noted_size = stored.record.engine_size if trusted and stored.record else None
+    if noted_size is not None and noted_size != st.st_size:
+        verdict.reason = "size"
+        verdict.detail = f"{st.st_size} bytes, its record says {noted_size}"
+        return verdict
+    verdict.digest = Sha256Sidecar.verified_digest(artifact)
+    if verdict.digest is None:
+        verdict.reason = "sidecar"
+        return verdict
+    verdict.size = st.st_size
+    if stored.problem:
+        verdict.reason, verdict.detail = "record-corrupt", stored.problem
+        return verdict
+    if stored.record is None:
+        # Pre-installed engines (baked into an image) have a sidecar but no record: trust the
+        # sidecar unless signatures are required, and track the engine from now on.
+        verdict.reuse, verdict.reason = key is None, "hit-untracked" if key is None else "signature"
+        verdict.detail = "" if key is None else "no signed record"
+        return verdict
+    if stored.record.status == BUILDING:
+        verdict.reason, verdict.detail = "interrupted", "its build or publishing was interrupted"
+        return verdict
+    if key is not None and not stored.signed:
+        verdict.reason, verdict.detail = "signature", "record signature does not verify"
+        return verdict
+    current = dataclasses.replace(expected, onnx_sha256=onnx.sha256, engine_sha256=verdict.digest)
+    verdict.changed = stored.record.diff(current)
+    if verdict.changed:
+        verdict.reason = "provenance"
+        return verdict
+    verdict.reuse, verdict.reason = True, "hit"
+    return verdict
