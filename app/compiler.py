@@ -244,9 +244,12 @@ class EngineCompiler:
         except Exception as exc:
             if verdict.reason == "absent":  # nothing was there before: leave nothing behind
                 record_path(plan.artifact).unlink(missing_ok=True)
+            calibration_dir = plan.build_config.calibration_dir
+            # calibration_path: the folder the request names, as log consumers match on it.
             events.emit(self.logger, logging.ERROR, events.COMPILE_ERROR,
                         f"{name}: {type(exc).__name__}: {exc}", model_name=name,
-                        calibration_path=str(plan.build_config.calibration_dir),
+                        calibration_path=_str_or_none(request.calibration_path),
+                        calibration_dir=_str_or_none(calibration_dir),
                         error_class=type(exc).__name__)
             raise
         duration = time.perf_counter() - t
@@ -303,6 +306,10 @@ class EngineCompiler:
                     total=len(request.backbones),
                     phase_timings_s={k: round(v, 4) for k, v in timings.items()})
 
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _size_of(path: Path) -> int | None:

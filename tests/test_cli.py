@@ -138,3 +138,20 @@ def test_build_failure_is_70_and_bad_model_data_is_65(tmp_path, job, corpus):
     assert "Traceback" not in result.stderr
     failed = [e for e in json_events(result.stderr) if e["kind"] == "c10.run.failed"]
     assert failed and failed[0]["kv"]["exit_code"] == 65
+
+
+def test_a_compile_error_names_the_configured_calibration_path(tmp_path, corpus):
+    """Log consumers match c10.engine.compile.error on the calibration_path of the config; the
+    model's own batch folder is calibration_dir."""
+    calib = tmp_path / "calib"
+    (calib / "aliked").mkdir(parents=True)
+    import numpy as np
+
+    np.save(calib / "aliked" / "batch0.npy", np.zeros((1, 3, 9, 9), dtype="float32"))  # bad shape
+    job = write_job_config(tmp_path, corpus, calibration_path=str(calib))
+    result = cli("--config", str(job), "run")
+    assert result.returncode == 65, result.stderr[-800:]
+    [error] = [e for e in json_events(result.stderr) if e["kind"] == "c10.engine.compile.error"]
+    assert error["kv"]["model_name"] == "aliked"
+    assert error["kv"]["calibration_path"] == str(calib)
+    assert error["kv"]["calibration_dir"] == str(calib / "aliked")

@@ -139,9 +139,19 @@ def test_calibration_error_logs_one_error_event_then_propagates(specs, tmp_path,
     assert caught.value is error
     [record] = events[1].of("c10.engine.compile.error")
     assert record.levelno == logging.ERROR
+    # calibration_path is the folder the request names (log consumers match on it); the
+    # model's own subfolder is calibration_dir.
     assert record.kv == {  # type: ignore[attr-defined]
-        "model_name": "dinov2_vpr", "calibration_path": str(calib / "dinov2_vpr"),
-        "error_class": "CalibrationCacheError"}
+        "model_name": "dinov2_vpr", "calibration_path": str(calib),
+        "calibration_dir": str(calib / "dinov2_vpr"), "error_class": "CalibrationCacheError"}
+
+
+def test_compile_error_without_calibration_path_carries_none(specs, tmp_path, events):
+    runtime = FakeRuntime(fail_on="dinov2_vpr", error=EngineBuildError("no"))
+    with pytest.raises(EngineBuildError):
+        _compile(runtime, events, make_request(specs, tmp_path))
+    [kv] = events[1].kv("c10.engine.compile.error")
+    assert kv["calibration_path"] is None and kv["calibration_dir"] is None
 
 
 def test_names_and_sidecars_follow_the_schema(specs, tmp_path, events):
