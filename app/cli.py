@@ -101,6 +101,7 @@ def run(state: _State) -> None:
     from app.job import run_job
 
     load_modules()  # module loading is start-up, timed as such, not part of the "config" phase
+    checkpoint()
 
     started = time.perf_counter()
     # "startup": interpreter start and module loading, before the job's own phases.
@@ -111,6 +112,7 @@ def run(state: _State) -> None:
         _clear_stale_marker(state.config_arg, None)
         raise
     timings["config"] = time.perf_counter() - started
+    checkpoint()
     try:
         doc = run_job(config, LOGGER, timings)
         checkpoint()  # a signal during the last step: this run did not complete
