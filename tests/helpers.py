@@ -1,19 +1,204 @@
-"""Helpers shared by the tests (fixtures live in conftest.py; everything else is here)."""
+"""Helpers shared by the tests; fixtures live in the conftest.py files, everything else here
+(a test module never imports another test module or a conftest)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from app import (
+    BackboneSpec,
+    BuildConfig,
+    EngineCacheEntry,
+    EngineCompileRequest,
+    HostCapabilities,
+    InputProfile,
+    PrecisionMode,
+    Sha256Sidecar,
+)
+from app.cache.record import record_path
+from app.cache.sidecar import sidecar_path
+
+if TYPE_CHECKING:
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+    from tests.backends.tensorrt.fake_tensorrt import FakeCudart, FakeTensorRT
+
+REPO = Path(__file__).resolve().parents[1]
+ORIN = HostCapabilities(87, "6.2", "10.3")
+
+
+# -- the compiler with a stand-in runtime -------------------------------------------------------
+def make_request(specs: tuple[BackboneSpec, ...], cache: Path, host: HostCapabilities = ORIN,
+                 precision: PrecisionMode = PrecisionMode.FP16, **kw: Any) -> EngineCompileRequest:
+    return EngineCompileRequest(backbones=specs, calibration_path=kw.pop("calibration_path", None),
+                                cache_root=cache, precision=precision, host=host, **kw)
+
+
+class EventLog(logging.Handler):
+    """Collects the structured events a logger receives."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def of(self, kind: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if getattr(r, "kind", None) == kind]
+
+    def kv(self, kind: str) -> list[dict[str, Any]]:
+        return [r.kv for r in self.of(kind)]  # type: ignore[attr-defined]
+
+
+class FakeRuntime:
+    """Stand-in runtime (no real compile): publishes sha256(ONNX bytes + precision) as the
+    'engine' through Sha256Sidecar at ``build_config.engine_path``, and records its calls.
+    Only ``compile_engine`` exists, as for the plainest third-party runtime."""
+
+    def __init__(self, fail_on: str | None = None, error: Exception | None = None) -> None:
+        self.calls: list[tuple[Path, BuildConfig]] = []
+        self.fail_on, self.error = fail_on, error
+
+    def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
+        self.calls.append((model_path, build_config))
+        if self.fail_on == build_config.model_name and self.error is not None:
+            raise self.error
+        assert build_config.engine_path is not None
+        payload = hashlib.sha256(Path(model_path).read_bytes()).digest() * 64
+        payload += build_config.precision.value.encode()
+        digest = Sha256Sidecar.write_atomic_and_sidecar(build_config.engine_path, payload)
+        return EngineCacheEntry(build_config.engine_path, digest, 87, "6.2", "10.3",
+                                build_config.precision, {})
+
+    @property
+    def built(self) -> list[str]:
+        return [cfg.model_name for _, cfg in self.calls]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes (for "left untouched" assertions)."""
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+
+# -- real CLI processes ------------------------------------------------------------------------
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+        **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a fresh interpreter; events are JSON lines on stderr."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=kw.pop("cwd", REPO), **kw)
+
+
+def json_events(stderr: str) -> list[dict[str, Any]]:
+    out = []
+    for line in stderr.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "kind" in doc:
+            out.append(doc)
+    return out
+
+
+def write_job_config(root: Path, corpus: dict[str, Path], **overrides: Any) -> Path:
+    """A config for the demo corpus with cache and marker under ``root``."""
+    import yaml
+
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "cache_root": str(root / "cache"),
+        "readiness_marker": str(root / "run" / "ready.json"),
+        "backend": "onnxruntime",
+        "precision": "fp32",
+        "calibration_path": str(corpus["calibration"]),
+        "lock_timeout_s": 60,
+        "backbones": [
+            {"model_name": "dinov2_vpr", "onnx_path": str(corpus["dinov2_vpr"]),
+             "expected_input_shape": [1, 3, 32, 32]},
+            {"model_name": "lightglue", "onnx_path": str(corpus["lightglue"]),
+             "input_shapes": {"desc0": {"min": [1, 1, 64], "opt": [1, 8, 64], "max": [1, 64, 64]},
+                              "desc1": {"min": [1, 1, 64], "opt": [1, 8, 64], "max": [1, 64, 64]}}},
+            {"model_name": "aliked", "onnx_path": str(corpus["aliked"]),
+             "expected_input_shape": [1, 3, 64, 64], "precision": "int8"},
+        ],
+    }
+    doc.update(overrides)
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def popen_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "app", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO, **kw)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_consistent(job: Path) -> list[str]:
+    """After any interruption: every engine the job would accept matches its sidecar and its
+    record; a marker exists only if every engine in it verifies. Returns the accepted models."""
+    root = job.parent
+    status = cli("--config", str(job), "status", "--json")
+    assert status.returncode == 0, status.stderr
+    accepted = []
+    for row in json.loads(status.stdout)["engines"]:
+        if not row["reusable"]:
+            continue
+        engine = Path(row["engine_path"])
+        digest = sha256(engine)
+        assert sidecar_path(engine).read_text().strip() == digest, engine
+        record = json.loads(record_path(engine).read_text())
+        assert record["engine_sha256"] == digest and record.get("status") != "building", engine
+        accepted.append(row["model_name"])
+    marker = root / "run" / "ready.json"
+    if marker.exists():
+        doc = json.loads(marker.read_text())
+        for item in doc["engines"]:
+            assert sha256(Path(item["engine_path"])) == item["sha256"]
+    return accepted
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at ``path`` for the test (skips where mounting is not allowed)."""
+    path.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+
+# -- planted files ----------------------------------------------------------------------------
 #: Every kind of thing that may be planted at a path the job reads (see :func:`plant`).
 PLANTED_KINDS = ("fifo", "socket", "chardev", "link-to-dev-zero", "link-to-copy", "dangling-link",
                  "folder", "folder-with-data", "huge", "sparse-8g")
@@ -107,3 +292,29 @@ def wait_until_started(pid: int, timeout: float = 30) -> None:
     while not handlers_installed(pid):
         assert time.monotonic() < deadline, f"process {pid} never installed its signal handlers"
         time.sleep(0.002)
+
+
+# -- the TensorRT backend through its recording stand-in (tests/backends/tensorrt) --------------
+DYN = InputProfile((1, 1, 64), (1, 16, 64), (1, 64, 64))
+
+
+def trt_host(version: str) -> HostCapabilities:
+    return HostCapabilities(87, "6.2", ".".join(version.split(".")[:2]), trt_full=version,
+                            device_name="Orin (nvgpu)", l4t="36.4.3")
+
+
+def runtime_for(fake: FakeTensorRT, cudart: FakeCudart | None = None) -> TensorRTRuntime:
+    from app.backends.tensorrt.device_memory import DeviceMemory
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+    from tests.backends.tensorrt.fake_tensorrt import FakeCudart
+
+    cudart = cudart or FakeCudart()
+    return TensorRTRuntime(trt_host(fake.__version__), trt_module=fake,
+                           device_memory=lambda: DeviceMemory(cudart))  # type: ignore[arg-type]
+
+
+def trt_build_config(tmp_path: Path, name: str, precision: PrecisionMode = PrecisionMode.FP16,
+                     **kw: Any) -> BuildConfig:
+    engine = tmp_path / f"{name}__sm87_jp6.2_trt10.3_{precision.value}.engine"
+    return BuildConfig(precision=precision, model_name=name, engine_path=engine,
+                       cache_root=tmp_path, **kw)

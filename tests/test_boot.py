@@ -11,7 +11,7 @@ import pytest
 
 from app import boot
 from app.cli import cli
-from tests.conftest import write_job_config
+from tests.helpers import write_job_config
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import cli, json_events, write_job_config
+from tests.helpers import cli, json_events, write_job_config
 
 
 @pytest.fixture

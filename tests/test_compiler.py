@@ -25,7 +25,7 @@ from app import (
 )
 from app.cache.record import read_record, record_path
 from app.cache.sidecar import sidecar_path
-from tests.conftest import ORIN, EventLog, FakeRuntime, make_request, snapshot
+from tests.helpers import ORIN, EventLog, FakeRuntime, make_request, snapshot
 
 Events = tuple[logging.Logger, EventLog]
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO, cli, write_job_config
+from tests.helpers import REPO, cli, write_job_config
 
 HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main"}
 PROBE = """

@@ -22,7 +22,7 @@ from app import (
 )
 from app.backends.onnxruntime import OnnxRuntimeBackend
 from app.cache.names import ParsedOrtName
-from tests.conftest import make_request
+from tests.helpers import make_request
 
 
 def _cfg(tmp_path: Path, name: str, precision=PrecisionMode.FP32, **kw) -> BuildConfig:

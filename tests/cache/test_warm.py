@@ -12,7 +12,7 @@ import pytest
 
 from app.cache import sidecar, warm
 from app.cache.sidecar import hash_file
-from tests.conftest import cli, write_job_config
+from tests.helpers import cli, write_job_config
 
 
 @pytest.fixture(autouse=True)

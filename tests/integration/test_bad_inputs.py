@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.integration.conftest import cli
+from tests.helpers import cli
 
 Mutation = Callable[[dict[str, Any], Path], dict[str, str] | None]
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from app.demo import make_dinov2_vpr
-from tests.integration.conftest import cli, sha256, tmpfs
+from tests.helpers import cli, sha256, tmpfs
 
 
 def _valid_engines(cache: Path) -> dict[str, str]:

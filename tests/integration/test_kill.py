@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import assert_consistent, cli, json_events, popen_cli, sha256
+from tests.helpers import assert_consistent, cli, json_events, popen_cli, sha256
 
 TRIALS = int(os.environ.get("KILL_TRIALS", "30"))
 

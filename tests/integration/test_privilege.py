@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.integration.conftest import cli, tmpfs
+from tests.helpers import cli, tmpfs
 
 
 def test_world_writable_cache_is_refused_unless_allowed(job):

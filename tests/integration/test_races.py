@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.integration.conftest import assert_consistent, cli, json_events, popen_cli, sha256
+from tests.helpers import assert_consistent, cli, json_events, popen_cli, sha256
 
 
 def test_four_runs_together_build_each_engine_once(job):

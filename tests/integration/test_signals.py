@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import wait_until_started
-from tests.integration.conftest import cli, popen_cli
+from tests.helpers import cli, popen_cli, wait_until_started
 
 
 def _wait_for_build(proc, job) -> None:

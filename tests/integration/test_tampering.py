@@ -9,7 +9,7 @@ import os
 
 import yaml
 
-from tests.integration.conftest import cli, json_events, sha256
+from tests.helpers import cli, json_events, sha256
 
 
 def _keyed(job, tmp_path):

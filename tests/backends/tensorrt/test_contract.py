@@ -21,7 +21,8 @@ from app import InputProfile, PrecisionMode
 from app.backends.tensorrt.api import TrtApi
 from app.cancel import CANCEL
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.test_runtime_standin import DYN, config, runtime_for
+from tests.helpers import DYN, runtime_for
+from tests.helpers import trt_build_config as config
 
 IDENTIFIERS = Path(__file__).parent / "identifiers"
 #: stand-in API shape -> identifier list of the real release it is checked against

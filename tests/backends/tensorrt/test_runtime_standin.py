@@ -4,48 +4,27 @@ supported API shape; assertions are on what the runtime asked TensorRT to do."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
 from app import (
     BackendUnavailableError,
-    BuildConfig,
     CalibrationCacheError,
     EngineBuildError,
-    HostCapabilities,
     InputProfile,
     ModelDataError,
     PrecisionMode,
     Sha256Sidecar,
 )
-from app.backends.tensorrt.device_memory import DeviceMemory
 from app.backends.tensorrt.runtime import TensorRTRuntime
 from app.cancel import CANCEL
 from app.errors import BuildCancelledError
 from tests.backends.tensorrt.fake_tensorrt import FakeCudart, FakeTensorRT
+from tests.helpers import DYN, runtime_for
+from tests.helpers import trt_build_config as config
+from tests.helpers import trt_host as host
 
 VERSIONS = ["8.5.2", "8.6.2", "10.3.0", "10.13.3"]
-DYN = InputProfile((1, 1, 64), (1, 16, 64), (1, 64, 64))
-
-
-def host(version: str) -> HostCapabilities:
-    return HostCapabilities(87, "6.2", ".".join(version.split(".")[:2]), trt_full=version,
-                            device_name="Orin (nvgpu)", l4t="36.4.3")
-
-
-def runtime_for(fake: FakeTensorRT, cudart: FakeCudart | None = None) -> TensorRTRuntime:
-    cudart = cudart or FakeCudart()
-    return TensorRTRuntime(host(fake.__version__), trt_module=fake,
-                           device_memory=lambda: DeviceMemory(cudart))  # type: ignore[arg-type]
-
-
-def config(tmp_path: Path, name: str, precision=PrecisionMode.FP16, **kw) -> BuildConfig:
-    engine = tmp_path / f"{name}__sm87_jp6.2_trt10.3_{precision.value}.engine"
-    return BuildConfig(precision=precision, model_name=name, engine_path=engine,
-                       cache_root=tmp_path, **kw)
-
-
 @pytest.fixture(params=VERSIONS)
 def fake(request):
     with FakeTensorRT(request.param) as module:
