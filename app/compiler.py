@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,14 +48,12 @@ __all__ = ["EngineCompiler"]
 _LOG = logging.getLogger("engine_init")
 #: Engines verified at once; beyond this, threads only add memory (a buffer each).
 _MAX_VERIFY_THREADS = 16
-_MISS_LEVEL = {"sidecar": logging.WARNING, "size": logging.WARNING,
-               "record-corrupt": logging.WARNING, "interrupted": logging.WARNING,
-               "not-a-file": logging.WARNING, "signature": logging.ERROR,
-               "provenance": logging.INFO}
-_MISS_KIND = {"sidecar": events.SIDECAR_MISMATCH, "size": events.SIDECAR_MISMATCH,
-              "record-corrupt": events.PROVENANCE_MISMATCH,
-              "interrupted": events.PROVENANCE_MISMATCH, "not-a-file": events.SIDECAR_MISMATCH,
-              "provenance": events.PROVENANCE_MISMATCH, "signature": events.SIGNATURE_INVALID}
+_DAMAGE = (logging.WARNING, events.SIDECAR_MISMATCH)
+_STALE = (logging.WARNING, events.PROVENANCE_MISMATCH)
+#: The event of each miss reason that is more than "absent": (level, kind).
+_MISS = {"sidecar": _DAMAGE, "size": _DAMAGE, "not-a-file": _DAMAGE, "record-corrupt": _STALE,
+         "interrupted": _STALE, "provenance": (logging.INFO, events.PROVENANCE_MISMATCH),
+         "signature": (logging.ERROR, events.SIGNATURE_INVALID)}
 
 
 @dataclass(frozen=True)
@@ -139,10 +138,9 @@ class EngineCompiler:
         timings["verify"] = time.perf_counter() - t
         for verdict in verdicts:  # before any work: nothing of ours may replace a folder
             if verdict.reason == "folder":
-                raise CacheWriteError(
-                    f"{verdict.detail} where engine-init keeps an artifact or its companions; "
-                    "it may hold someone's data, so it is left alone",
-                    hint="move it out of the cache folder")
+                raise CacheWriteError(f"{verdict.detail} where engine-init keeps an artifact or "
+                                      "its companions; it may hold someone's data, so it is "
+                                      "left alone", hint="move it out of the cache folder")
         results = []
         for plan, verdict in zip(plans, verdicts, strict=True):
             checkpoint()
@@ -200,9 +198,9 @@ class EngineCompiler:
 
     def _report_miss(self, plan: _Plan, verdict: Verdict) -> None:
         name = plan.spec.model_name
-        if verdict.reason in _MISS_KIND:
+        if verdict.reason in _MISS:
             what = ", ".join(verdict.changed) or verdict.detail or verdict.reason
-            events.emit(self.logger, _MISS_LEVEL[verdict.reason], _MISS_KIND[verdict.reason],
+            events.emit(self.logger, *_MISS[verdict.reason],
                         f"{name}: cached {plan.artifact.name} rejected ({what}); rebuilding",
                         model_name=name, engine_path=str(plan.artifact), reason=verdict.reason,
                         changed=verdict.changed, detail=verdict.detail)
@@ -244,12 +242,11 @@ class EngineCompiler:
         except Exception as exc:
             if verdict.reason == "absent":  # nothing was there before: leave nothing behind
                 record_path(plan.artifact).unlink(missing_ok=True)
-            calibration_dir = plan.build_config.calibration_dir
+            given, own = request.calibration_path, plan.build_config.calibration_dir
             # calibration_path: the folder the request names, as log consumers match on it.
             events.emit(self.logger, logging.ERROR, events.COMPILE_ERROR,
                         f"{name}: {type(exc).__name__}: {exc}", model_name=name,
-                        calibration_path=_str_or_none(request.calibration_path),
-                        calibration_dir=_str_or_none(calibration_dir),
+                        calibration_path=given and str(given), calibration_dir=own and str(own),
                         error_class=type(exc).__name__)
             raise
         duration = time.perf_counter() - t
@@ -259,7 +256,8 @@ class EngineCompiler:
                         f"{name}: runtime published {entry.engine_path}, not {plan.artifact}; "
                         "it will not be found by the next run", model_name=name)
         verdict.digest = entry.sha256_hex
-        verdict.size = _size_of(Path(entry.engine_path))
+        with contextlib.suppress(OSError):  # a runtime that published elsewhere: warned above
+            verdict.size = os.stat(entry.engine_path).st_size
         self._timed(timings, "record",
                     lambda: self._write_record(plan, verdict, duration, Path(entry.engine_path)))
         events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
@@ -272,16 +270,11 @@ class EngineCompiler:
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
                       artifact: Path | None) -> None:
         record = dataclasses.replace(
-            plan.expected,
-            artifact=(artifact or plan.artifact).name,
-            engine_sha256=verdict.digest,
-            engine_size=verdict.size,
-            onnx_path=str(plan.spec.onnx_path),
-            onnx_sha256=verdict.onnx.sha256,
-            onnx_stat=verdict.onnx.stat,
+            plan.expected, artifact=(artifact or plan.artifact).name, engine_sha256=verdict.digest,
+            engine_size=verdict.size, onnx_path=str(plan.spec.onnx_path),
+            onnx_sha256=verdict.onnx.sha256, onnx_stat=verdict.onnx.stat,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            build_duration_s=None if duration is None else round(duration, 4),
-        )
+            build_duration_s=None if duration is None else round(duration, 4))
         write_record(artifact or plan.artifact, record, self.signing_key)
 
     def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:
@@ -305,15 +298,3 @@ class EngineCompiler:
                     engines_built=built, engines_reused=len(results) - built,
                     total=len(request.backbones),
                     phase_timings_s={k: round(v, 4) for k, v in timings.items()})
-
-
-
-def _str_or_none(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
-def _size_of(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None

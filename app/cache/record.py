@@ -7,15 +7,9 @@ reuses an artifact only when the stored record agrees with the one the current i
 metadata when a change of it must rebuild the artifact, ``NOTED`` when it is only kept, plus
 its value where the compiler builds the expected record; reading, writing, type checks and the
 diff follow the fields. A record written before a fact existed reads it as the default, so a
-new ``COMPARED`` fact rebuilds those artifacts once.
-Reading never raises: a missing record is ``None`` and a damaged one a problem string.
-
-Layout (JSON, keys sorted; ``signature`` only with a signing key, over everything else)::
-
-    {"schema": 1, "status": "built" | "building", "model_name", "artifact",
-     "engine_sha256", "engine_size", "onnx_path", "onnx_sha256", "onnx_stat",
-     "settings", "settings_fingerprint", "backend", "backend_version", "device_name",
-     "host", "built_at", "build_duration_s", "signature"}
+new ``COMPARED`` fact rebuilds those artifacts once. On disk: JSON, keys sorted, ``schema``
+added and, with a signing key, ``signature`` over everything else. Reading never raises: a
+missing record is ``None`` and a damaged one a problem string.
 """
 
 from __future__ import annotations
