@@ -13,6 +13,7 @@ with ``--verify``, every engine's digest. Layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -23,7 +24,7 @@ from app import signing
 from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.cache.sidecar import hash_file
-from app.cancel import cancellable_sleep
+from app.cancel import call_cancellable, cancellable_sleep
 from app.errors import MarkerError
 
 __all__ = ["BOOT_ID_FILE", "check_marker", "clear_marker", "current_boot_id", "read_marker",
@@ -108,7 +109,9 @@ def wait_ready(path: Path, *, timeout_s: float, key: bytes | None, verify_engine
     while True:
         try:
             doc = read_marker(path)
-            check_marker(doc, key=key, boot_id=boot_id, verify_engines=verify_engines)
+            # In a worker: --verify hashes every engine, and a signal must still end the wait.
+            call_cancellable(functools.partial(check_marker, doc, key=key, boot_id=boot_id,
+                                               verify_engines=verify_engines))
             return doc
         except MarkerError as exc:
             if time.monotonic() >= deadline:
