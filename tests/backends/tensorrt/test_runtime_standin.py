@@ -4,46 +4,23 @@ supported API shape; assertions are on what the runtime asked TensorRT to do."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
 from app import (
     BackendUnavailableError,
-    BuildConfig,
     CalibrationCacheError,
     EngineBuildError,
-    HostCapabilities,
     InputProfile,
     ModelDataError,
     PrecisionMode,
     Sha256Sidecar,
 )
-from app.backends.tensorrt.device_memory import DeviceMemory
 from app.backends.tensorrt.runtime import TensorRTRuntime
 from app.cancel import CANCEL
 from app.errors import BuildCancelledError
-from tests.backends.tensorrt.fake_tensorrt import FakeCudart, FakeTensorRT
-
-VERSIONS = ["8.5.2", "8.6.2", "10.3.0", "10.13.3"]
-DYN = InputProfile((1, 1, 64), (1, 16, 64), (1, 64, 64))
-
-
-def host(version: str) -> HostCapabilities:
-    return HostCapabilities(87, "6.2", ".".join(version.split(".")[:2]), trt_full=version,
-                            device_name="Orin (nvgpu)", l4t="36.4.3")
-
-
-def runtime_for(fake: FakeTensorRT, cudart: FakeCudart | None = None) -> TensorRTRuntime:
-    cudart = cudart or FakeCudart()
-    return TensorRTRuntime(host(fake.__version__), trt_module=fake,
-                           device_memory=lambda: DeviceMemory(cudart))  # type: ignore[arg-type]
-
-
-def config(tmp_path: Path, name: str, precision=PrecisionMode.FP16, **kw) -> BuildConfig:
-    engine = tmp_path / f"{name}__sm87_jp6.2_trt10.3_{precision.value}.engine"
-    return BuildConfig(precision=precision, model_name=name, engine_path=engine,
-                       cache_root=tmp_path, **kw)
+from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
+from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, host, runtime_for
 
 
 @pytest.fixture(params=VERSIONS)
@@ -60,9 +37,9 @@ def test_fp16_static_model(fake, tmp_path, corpus):
     flags = next(c for c in fake.calls if c[0] == "create_network")[1]
     assert flags == (1 if fake.version < (10, 0) else 0)  # EXPLICIT_BATCH only before 10
     assert ("set_memory_pool_limit", "WORKSPACE", 512 << 20) in fake.calls
-    opt_level = ("set", "builder_optimization_level", 5)
+    opt_level = ("set", "IBuilderConfig.builder_optimization_level", 5)
     assert (opt_level in fake.calls) == (fake.version >= (8, 6))
-    assert fake.flags_built() == ["FP16"]
+    assert fake.flags_built() == ["FP16", "TF32"]  # TF32 is on by default in every release
     assert not [c for c in fake.calls if c[0] == "set_shape"]  # static: no profile needed
     assert entry.extras["backend_version"] == fake.__version__
 
@@ -72,7 +49,7 @@ def test_dynamic_model_gets_one_profile(fake, tmp_path, corpus):
     runtime_for(fake).compile_engine(corpus["lightglue"], cfg)
     shapes = [c for c in fake.calls if c[0] == "set_shape"]
     assert sorted(shapes) == [("set_shape", n, DYN.min, DYN.opt, DYN.max) for n in ("desc0", "desc1")]
-    assert fake.flags_built() == []
+    assert not {"FP16", "INT8"} & set(fake.flags_built())
 
 
 def test_open_dynamic_dims_are_a_clear_error(fake, tmp_path, corpus):
@@ -104,14 +81,14 @@ def test_engine_that_does_not_deserialize_is_not_published(fake, tmp_path, corpu
 
 
 def test_int8_calibrates_from_batches_then_reuses_the_cache(fake, tmp_path, corpus):
-    cudart = FakeCudart()
+    cudart = fake.gpu
     cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
-    runtime_for(fake, cudart).compile_engine(corpus["aliked"], cfg)
-    assert fake.flags_built() == ["FP16", "INT8"]
+    runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    assert fake.flags_built() == ["FP16", "INT8", "TF32"]
     assert fake.batches == 4
     host_to_device = [n for kind, n in cudart.copies if kind == 1]
     assert host_to_device == [1 * 3 * 64 * 64 * 4] * 4          # one batch at a time
-    assert sorted(cudart.freed) == sorted(cudart.allocated)       # every buffer freed
+    assert cudart.ever_allocated and not cudart.allocated       # every buffer freed
     [cache] = (tmp_path / "calibration").glob(f"aliked__trt{fake.__version__}__*.calib")
     assert cache.read_bytes() == b"calibration-table-4"
     fake.batches = 0
@@ -135,16 +112,17 @@ def test_timing_cache_round_trips_and_merges(fake, tmp_path, corpus):
     [timing] = (tmp_path / "timing").glob("*.timing")
     assert timing.name == f"trt{fake.__version__}__sm87__orin-nvgpu.timing"
     first = timing.read_bytes()
-    assert first == b"[timings]"
+    prefix = b"TC1|" + fake.device_props.encode() + b"|"  # the stand-in's serialized form
+    assert first == prefix + b"[timings]"
     runtime_for(fake).compile_engine(corpus["aliked"], cfg)
     assert ("create_timing_cache", first) in fake.calls      # loaded back before the build
-    assert timing.read_bytes() == first + b"[timings]"
+    assert timing.read_bytes() == prefix + b"[timings],[timings]"
 
 
 def test_dla_core_with_fallback_and_missing_core(fake, tmp_path, corpus):
     fake.dla_cores = 2
     runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked", dla_core=1))
-    assert ("set", "DLA_core", 1) in fake.calls
+    assert ("set", "IBuilderConfig.DLA_core", 1) in fake.calls
     assert "GPU_FALLBACK" in fake.flags_built()
     with pytest.raises(BackendUnavailableError, match=r"dla_core 2 requested.*2 DLA core"):
         runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked", dla_core=2))
@@ -158,7 +136,7 @@ def test_warm_up_inference_runs(fake, tmp_path, corpus):
 
 def test_two_tensorrt_installs_are_refused(tmp_path, corpus):
     with FakeTensorRT("10.3.0") as fake:
-        other = TensorRTRuntime(host("10.3.1"), trt_module=fake)
+        other = TensorRTRuntime(host("10.3.1"), trt_module=fake.module)
         with pytest.raises(BackendUnavailableError, match="two TensorRT installs"):
             other.compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
 
