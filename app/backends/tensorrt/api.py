@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from app.backends.tensorrt.callbacks import CallbackErrors
 from app.types import PrecisionMode
 
 __all__ = ["TrtApi", "parse_version"]
@@ -79,8 +80,9 @@ class TrtApi:
     def is_input(self, engine: Any, name: str) -> bool:
         return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
 
-    def make_logger(self, on_warning: Callable[[str], None]) -> Any:
-        """An ILogger that keeps errors (for EngineBuildError) and forwards warnings."""
+    def make_logger(self, on_warning: Callable[[str], None], errors: CallbackErrors) -> Any:
+        """An ILogger that keeps errors (for EngineBuildError) and forwards warnings; it never
+        raises (TensorRT would print and drop the exception): a failure goes to ``errors``."""
         trt = self.trt
         error_level = int(trt.ILogger.Severity.ERROR)
         warning_level = int(trt.ILogger.Severity.WARNING)
@@ -91,10 +93,11 @@ class TrtApi:
                 self.errors: list[str] = []
 
             def log(self, severity: Any, msg: str) -> None:
-                level = int(severity)
-                if level <= error_level:
-                    self.errors.append(str(msg))
-                elif level <= warning_level:
-                    on_warning(str(msg))
+                with errors.guard("the TensorRT logger"):
+                    level = int(severity)
+                    if level <= error_level:
+                        self.errors.append(str(msg))
+                    elif level <= warning_level:
+                        on_warning(str(msg))
 
         return CollectingLogger()

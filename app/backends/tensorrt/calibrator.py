@@ -3,6 +3,11 @@
 The cache is keyed by the calibration data's fingerprint: with data, the cache written for that
 exact data is reused (TensorRT then skips calibration); without data, the newest cache of the
 model for this TensorRT version is used; with neither, :class:`CalibrationCacheError`.
+
+Every callback records its exception in a :class:`CallbackErrors` instead of raising it into
+TensorRT (which would read it as "no more batches"), feeds no batch after one failed, and then
+writes no calibration cache: a table made from part of the data must not be kept under the
+whole data's key.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from app.backends.calibration import CalibrationSet
 from app.backends.tensorrt.caches import calibration_cache_path, find_calibration_cache
+from app.backends.tensorrt.callbacks import CallbackErrors
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import calibration_fingerprint
 from app.errors import CalibrationCacheError
@@ -36,14 +42,14 @@ def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str) -> tup
 
 
 def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: Path | None,
-                    memory: Any) -> Any:
+                    memory: Any, errors: CallbackErrors) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, one batch in GPU memory at a time."""
+    has_data = bool(calib.files)
 
     class StreamingCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self._batches: Iterator[dict[str, Any]] = (
-                calib.batches() if read_from is None else iter(()))
+            self._batches: Iterator[dict[str, Any]] | None = None  # read only if asked for
             self._device: dict[str, tuple[int, int]] = {}
             self.batches_fed = 0
             self.cache_written: bytes | None = None
@@ -52,6 +58,15 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
             return 1  # explicit-batch networks: the batch is in each array's shape
 
         def get_batch(self, names: list[str], *args: Any) -> list[int] | None:
+            if errors.failed:
+                return None
+            with errors.guard("get_batch"):
+                return self._feed(names)
+            return None
+
+        def _feed(self, names: list[str]) -> list[int] | None:
+            if self._batches is None:
+                self._batches = calib.batches()
             batch = next(self._batches, None)
             if batch is None:
                 return None
@@ -74,12 +89,22 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
                 return None
             try:
                 return read_from.read_bytes()
-            except OSError:
+            except OSError as exc:
+                if has_data:
+                    return None  # TensorRT then calibrates from the batches again
+                with errors.guard("read_calibration_cache"):
+                    raise CalibrationCacheError(
+                        f"{calib.model_name}: calibration cache {read_from} is unreadable ({exc}) "
+                        "and there are no calibration batches to rebuild it",
+                        hint="add calibration data, or build this model in fp16/fp32") from exc
                 return None
 
         def write_calibration_cache(self, cache: Any, *args: Any) -> None:
-            data = bytes(memoryview(cache))
-            atomic_write_bytes(write_to, data)
-            self.cache_written = data
+            if errors.failed:
+                return
+            with errors.guard("write_calibration_cache"):
+                data = bytes(memoryview(cache))
+                atomic_write_bytes(write_to, data)
+                self.cache_written = data
 
     return StreamingCalibrator()

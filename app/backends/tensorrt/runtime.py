@@ -10,6 +10,7 @@ host probe, which reads the installed version without loading libnvinfer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profi
 from app.backends.tensorrt.api import TrtApi
 from app.backends.tensorrt.caches import TimingCache
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
+from app.backends.tensorrt.callbacks import CallbackErrors
 from app.backends.tensorrt.progress import make_progress_monitor
 from app.backends.tensorrt.verify import check_engine, warm_up
 from app.cache.names import EngineFilenameSchema
@@ -30,6 +32,23 @@ from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProf
 __all__ = ["TensorRTRuntime"]
 
 _LOG = logging.getLogger("engine_init")
+
+
+class _Buffers:
+    """GPU memory for calibration and warm-up, made on first use; ``close`` frees it."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._memory: Any = None
+
+    def get(self) -> Any:
+        if self._memory is None:
+            self._memory = self._factory()
+        return self._memory
+
+    def close(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
 
 
 class TensorRTRuntime:
@@ -92,57 +111,57 @@ class TensorRTRuntime:
         cancellable_sleep(faults.slow_build_seconds())
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
-        memory = None
+        buffers = _Buffers(self._memory)
+        errors = CallbackErrors()
         try:
-            blob, memory = self._build(api, Path(model_path), model, profiles, cfg)
-            runtime = api.trt.Runtime(self._trt_logger(api, cfg.model_name))
+            blob = self._build(api, Path(model_path), model, profiles, cfg, errors, buffers)
+            runtime = api.trt.Runtime(self._trt_logger(api, cfg.model_name, errors))
             engine = runtime.deserialize_cuda_engine(blob)
+            errors.raise_first(cfg.model_name)
             if engine is None:
                 raise EngineBuildError(f"{cfg.model_name}: the built engine does not deserialize")
             check_engine(api, engine, model, profiles, cfg.model_name)
             if cfg.verify == "infer":
-                memory = memory or self._memory()
-                warm_up(api, engine, profiles, memory, cfg.model_name)
+                warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
         finally:
-            if memory is not None:
-                memory.close()
+            buffers.close()  # also when the build raised: calibration buffers are freed
         digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, memoryview(blob))
         return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
                                 self.host.trt, cfg.precision,
                                 {"backend": self.name, "backend_version": api.full_version})
 
-    def _trt_logger(self, api: TrtApi, model_name: str) -> Any:
+    def _trt_logger(self, api: TrtApi, model_name: str, errors: CallbackErrors) -> Any:
         def warn(message: str) -> None:
             events.emit(self.logger, logging.DEBUG, "c10.engine.tensorrt.log",
                         f"{model_name}: TensorRT: {message}", model_name=model_name)
 
-        return api.make_logger(warn)
+        return api.make_logger(warn, errors)
 
     def _build(self, api: TrtApi, model_path: Path, model: ModelInterface,
-               profiles: dict[str, InputProfile], cfg: BuildConfig) -> tuple[Any, Any]:
+               profiles: dict[str, InputProfile], cfg: BuildConfig,
+               errors: CallbackErrors, buffers: _Buffers) -> Any:
         trt = api.trt
-        logger = self._trt_logger(api, cfg.model_name)
+        logger = self._trt_logger(api, cfg.model_name, errors)
         builder = trt.Builder(logger)
         network = api.create_network(builder)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(model_path)):
-            errors = [parser.get_error(i) for i in range(parser.num_errors)]
-            detail = "; ".join(f"[{e.code()}] node {e.node()}: {e.desc()}" for e in errors)
+            found = [parser.get_error(i) for i in range(parser.num_errors)]
+            detail = "; ".join(f"[{e.code()}] node {e.node()}: {e.desc()}" for e in found)
             raise EngineBuildError(f"{cfg.model_name}: TensorRT's ONNX parser rejected "
                                    f"{model_path.name}: {detail or 'no detail'}",
                                    hint="check the opset and ops against TensorRT's ONNX support")
         config = builder.create_builder_config()
         api.configure(config, cfg.precision, cfg.workspace_mb << 20, cfg.optimization_level)
         self._add_profile(builder, network, config, profiles, cfg.model_name)
-        memory = None
-        calibrator = None
         root = cfg.cache_root or cfg.engine_path.parent  # type: ignore[union-attr]
         if cfg.precision is PrecisionMode.INT8:
-            calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name)
+            # Every batch is checked before the build: TensorRT would read a bad one as the end
+            # of the data.
+            calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).validate()
             write_to, read_from = calibration_plan(calib, root, api.full_version)
-            memory = self._memory()
-            calibrator = make_calibrator(trt, calib, write_to, read_from, memory)
-            config.int8_calibrator = calibrator
+            config.int8_calibrator = make_calibrator(trt, calib, write_to, read_from, buffers.get(),
+                                                     errors)
         if cfg.dla_core is not None:
             available = int(builder.num_DLA_cores)
             if cfg.dla_core >= available:
@@ -153,8 +172,9 @@ class TensorRTRuntime:
         timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name)
         timing.attach(config)
         if api.has_progress_monitor:
-            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name)
+            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors)
         blob = builder.build_serialized_network(network, config)
+        errors.raise_first(cfg.model_name)
         if blob is None:
             if CANCEL.is_set():
                 raise cancelled_error()
@@ -162,7 +182,7 @@ class TensorRTRuntime:
                                    + ("; ".join(logger.errors[-5:]) or "no error logged"),
                                    hint="see the TensorRT log lines above; try a larger workspace_mb")
         timing.save(config)
-        return blob, memory
+        return blob
 
     @staticmethod
     def _add_profile(builder: Any, network: Any, config: Any,
