@@ -2,7 +2,8 @@
 
 An ``.npz`` holds one array per model input, named after it; an ``.npy`` is the batch of a
 single-input model. Batches are read one at a time (never all at once) and each is checked
-against the model's inputs: names, dtype, and shape within the input's profile.
+against the model's inputs: names, dtype, and shape within the input's profile, or exactly the
+profile's ``opt`` shape where the backend calibrates at OPT (TensorRT: ``opt_only``).
 :meth:`CalibrationSet.validate` checks every file from its array headers alone, so that a bad
 batch is refused before a build starts rather than in the middle of one. Both backends use
 this; numpy is imported only here and only on the INT8 build path.
@@ -27,8 +28,9 @@ class CalibrationSet:
     """The validated calibration batches of one model."""
 
     def __init__(self, folder: Path | None, model: ModelInterface,
-                 profiles: dict[str, InputProfile], model_name: str) -> None:
+                 profiles: dict[str, InputProfile], model_name: str, *, opt_only: bool = False) -> None:
         self.folder = folder
+        self.opt_only = opt_only
         self.files = calibration_files(folder)
         self.model = model
         self.profiles = profiles
@@ -111,6 +113,9 @@ class CalibrationSet:
                     f"{self.model_name}: {path.name}[{name}] is {dtype}, the model "
                     f"wants {expected[name].dtype}", hint=f"cast it with .astype('{expected[name].dtype}')")
             prof = self.profiles[name]
+            if self.opt_only:
+                self._check_opt(path, name, shape, prof.opt)
+                continue
             ok = len(shape) == len(prof.min) and all(
                 lo <= s <= hi for s, lo, hi in zip(shape, prof.min, prof.max, strict=True))
             if not ok:
@@ -118,6 +123,19 @@ class CalibrationSet:
                     f"{self.model_name}: {path.name}[{name}] has shape {list(shape)}, outside the "
                     f"input's range {list(prof.min)}..{list(prof.max)}",
                     hint="write batches with the configured input shape")
+
+    def _check_opt(self, path: Path, name: str, shape: tuple[int, ...], opt: tuple[int, ...]) -> None:
+        if shape == opt:
+            return
+        if len(shape) != len(opt):
+            where = f"{len(shape)} dimensions, not {len(opt)}"
+        else:
+            axis = next(i for i, (s, o) in enumerate(zip(shape, opt, strict=True)) if s != o)
+            where = f"dimension {axis} is {shape[axis]}, not {opt[axis]}"
+        raise ModelDataError(
+            f"{self.model_name}: {path.name}[{name}] has shape {list(shape)} ({where}): TensorRT "
+            f"calibrates at the input's opt shape {list(opt)}",
+            hint="write every calibration batch at the opt shape, or set opt to the batches' shape")
 
 
 def _header(stream: IO[bytes]) -> tuple[str, tuple[int, ...]]:

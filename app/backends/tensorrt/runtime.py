@@ -21,6 +21,7 @@ from app.backends.tensorrt.api import TrtApi
 from app.backends.tensorrt.caches import TimingCache
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
+from app.backends.tensorrt.profiles import add_profiles
 from app.backends.tensorrt.progress import make_progress_monitor
 from app.backends.tensorrt.verify import check_engine, warm_up
 from app.cache.names import EngineFilenameSchema
@@ -153,12 +154,14 @@ class TensorRTRuntime:
                                    hint="check the opset and ops against TensorRT's ONNX support")
         config = builder.create_builder_config()
         api.configure(config, cfg.precision, cfg.workspace_mb << 20, cfg.optimization_level)
-        self._add_profile(builder, network, config, profiles, cfg.model_name)
+        int8 = cfg.precision is PrecisionMode.INT8
+        add_profiles(builder, network, config, profiles, cfg.model_name, calibrate=int8)
         root = cfg.cache_root or cfg.engine_path.parent  # type: ignore[union-attr]
-        if cfg.precision is PrecisionMode.INT8:
-            # Every batch is checked before the build: TensorRT would read a bad one as the end
-            # of the data.
-            calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).validate()
+        if int8:
+            # Every batch is checked before the build (TensorRT would read a bad one as the end
+            # of the data), and must have the opt shape that TensorRT calibrates at.
+            calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
+                                   opt_only=True).validate()
             write_to, read_from = calibration_plan(calib, root, api.full_version)
             config.int8_calibrator = make_calibrator(trt, calib, write_to, read_from, buffers.get(),
                                                      errors)
@@ -183,17 +186,3 @@ class TensorRTRuntime:
                                    hint="see the TensorRT log lines above; try a larger workspace_mb")
         timing.save(config)
         return blob
-
-    @staticmethod
-    def _add_profile(builder: Any, network: Any, config: Any,
-                     profiles: dict[str, InputProfile], model_name: str) -> None:
-        tensors = [network.get_input(i) for i in range(network.num_inputs)]
-        if not any(-1 in tuple(t.shape) for t in tensors):
-            return  # a static network needs no optimization profile
-        profile = builder.create_optimization_profile()
-        for tensor in tensors:
-            p = profiles[tensor.name]
-            profile.set_shape(tensor.name, p.min, p.opt, p.max)
-        if config.add_optimization_profile(profile) < 0:
-            raise EngineBuildError(f"{model_name}: TensorRT refused the optimization profile "
-                                   f"{ {k: v.as_dict() for k, v in profiles.items()} }")

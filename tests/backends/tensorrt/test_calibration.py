@@ -1,0 +1,64 @@
+"""INT8 calibration through the stand-ins (FakeTensorRT reads every batch through its device
+pointer, as TensorRT does): the shape it is read at, the types it is read as, the cache key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app import ModelDataError, PrecisionMode
+from app.cli import exit_code_for
+from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
+from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, runtime_for
+
+
+@pytest.fixture(params=VERSIONS)
+def fake(request):
+    return FakeTensorRT(request.param)
+
+
+def write_batches(folder: Path, shapes: dict[str, tuple[int, ...]], count: int = 3,
+                  dtypes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = []
+    for i in range(count):
+        arrays = {name: (rng.standard_normal(shape) * 50).astype((dtypes or {}).get(name, "float32"))
+                  for name, shape in shapes.items()}
+        np.savez(folder / f"batch_{i:03d}.npz", **arrays)
+        batches.append(arrays)
+    return batches
+
+
+def _dynamic(tmp_path: Path, folder: Path) -> Any:
+    return config(tmp_path, "lightglue", PrecisionMode.INT8, input_shapes={"desc0": DYN, "desc1": DYN},
+                  calibration_dir=folder)
+
+
+def test_a_dynamic_network_calibrates_at_opt_through_a_calibration_profile(fake, tmp_path, corpus):
+    batches = write_batches(tmp_path / "calib", {"desc0": DYN.opt, "desc1": DYN.opt})
+    runtime_for(fake).compile_engine(corpus["lightglue"], _dynamic(tmp_path, tmp_path / "calib"))
+    [(_, shapes)] = [c for c in fake.calls if c[0] == "set_calibration_profile"]
+    assert shapes == {name: (DYN.opt, DYN.opt, DYN.opt) for name in ("desc0", "desc1")}
+    assert not [c for c in fake.calls if c[0] == "overread"]
+    for name in ("desc0", "desc1"):  # what TensorRT read is exactly the data, batch by batch
+        np.testing.assert_array_equal(np.stack(fake.calibration_seen[name]),
+                                      np.stack([b[name] for b in batches]))
+
+
+@pytest.mark.parametrize(("shape", "says"), [((1, 32, 64), "dimension 1 is 32, not 16"),
+                                             ((1, 8, 64), "dimension 1 is 8, not 16"),
+                                             ((16, 64), "2 dimensions, not 3")])
+def test_a_batch_not_at_opt_is_refused_before_the_build(shape, says, tmp_path, corpus):
+    fake = FakeTensorRT("10.3.0")
+    folder = tmp_path / "calib"
+    write_batches(folder, {"desc0": DYN.opt, "desc1": DYN.opt})
+    np.savez(folder / "batch_001.npz", desc0=np.zeros(shape, np.float32),
+             desc1=np.zeros(DYN.opt, np.float32))
+    with pytest.raises(ModelDataError, match=rf"batch_001\.npz\[desc0\].*\({says}\).*opt shape") as caught:
+        runtime_for(fake).compile_engine(corpus["lightglue"], _dynamic(tmp_path, folder))
+    assert exit_code_for(caught.value) == 65
+    assert not [c for c in fake.calls if c[0] == "build"]
