@@ -6,6 +6,8 @@ what               TensorRT 8.5 / 8.6              TensorRT 10.x
 network flags      EXPLICIT_BATCH required         0 (EXPLICIT_BATCH deprecated)
 optimization lvl   8.6 only (absent in 8.5)        ``builder_optimization_level``
 progress monitor   absent                          ``IProgressMonitor``
+ONNX INT64         parsed as INT32 (no INT64)      INT64
+ONNX DOUBLE        parsed as FLOAT                 FLOAT
 =================  ==============================  =============================
 
 The contract test (tests/backends/tensorrt/test_contract.py) checks every name used here
@@ -72,6 +74,14 @@ class TrtApi:
         config.default_device_type = self.trt.DeviceType.DLA
         config.DLA_core = core
         config.set_flag(self.trt.BuilderFlag.GPU_FALLBACK)
+
+    def engine_dtype(self, onnx_dtype: str) -> str:
+        """The numpy dtype name TensorRT's ONNX parser gives a tensor of ``onnx_dtype``."""
+        if onnx_dtype == "float64":
+            return "float32"
+        if onnx_dtype == "int64" and self.major < 10:
+            return "int32"
+        return onnx_dtype
 
     def dtype_name(self, dtype: Any) -> str:
         name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]

@@ -42,8 +42,10 @@ def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str) -> tup
 
 
 def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: Path | None,
-                    memory: Any, errors: CallbackErrors) -> Any:
-    """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, one batch in GPU memory at a time."""
+                    memory: Any, errors: CallbackErrors, dtypes: dict[str, str]) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, one batch in GPU memory at a time,
+    each array cast to its network input's dtype (``dtypes``: TensorRT 8 reads int64 data as
+    int32, for one)."""
     has_data = bool(calib.files)
 
     class StreamingCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
@@ -74,7 +76,7 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
 
             pointers = []
             for name in names:
-                array = np.ascontiguousarray(batch[name])
+                array = np.ascontiguousarray(batch[name], dtype=dtypes[name])
                 ptr, size = self._device.get(name, (0, 0))
                 if size < array.nbytes:
                     ptr, size = memory.alloc(array.nbytes), array.nbytes

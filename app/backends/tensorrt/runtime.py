@@ -163,8 +163,10 @@ class TensorRTRuntime:
             calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
                                    opt_only=True).validate()
             write_to, read_from = calibration_plan(calib, root, api.full_version)
+            inputs = [network.get_input(i) for i in range(network.num_inputs)]
+            dtypes = {t.name: api.dtype_name(t.dtype) for t in inputs}
             config.int8_calibrator = make_calibrator(trt, calib, write_to, read_from, buffers.get(),
-                                                     errors)
+                                                     errors, dtypes)
         if cfg.dla_core is not None:
             available = int(builder.num_DLA_cores)
             if cfg.dla_core >= available:

@@ -1,7 +1,8 @@
 """Check a freshly built engine against the ONNX model before it is published.
 
-Deserialize it, compare its I/O tensors (names, modes, dtypes, shapes or profile ranges) with
-the ONNX model's inputs and outputs and the configured profiles, and optionally run one warm-up
+Deserialize it, compare its I/O tensors (names, modes, dtypes as the release's ONNX parser maps
+them, shapes or profile ranges) with the ONNX model's inputs and outputs and the configured
+profiles, and optionally run one warm-up
 inference on zeros at the ``opt`` shapes (``verify: infer``).
 """
 
@@ -29,7 +30,7 @@ def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
                         f"model's {sorted(want_in)} -> {sorted(want_out)}")
     for name in set(names) & (set(want_in) | set(want_out)):
         got = api.dtype_name(engine.get_tensor_dtype(name))
-        want = (want_in.get(name) or want_out[name]).dtype
+        want = api.engine_dtype((want_in.get(name) or want_out[name]).dtype)
         if got != want:
             problems.append(f"tensor {name!r} is {got} in the engine, {want} in the ONNX model")
     for name in set(inputs) & set(profiles):

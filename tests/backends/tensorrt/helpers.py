@@ -31,3 +31,42 @@ def config(tmp_path: Path, name: str, precision: PrecisionMode = PrecisionMode.F
     engine = tmp_path / f"{name}__sm87_jp6.2_trt10.3_{precision.value}.engine"
     return BuildConfig(precision=precision, model_name=name, engine_path=engine,
                        cache_root=tmp_path, **kw)
+
+
+def _save(graph: Any, path: Path) -> Path:
+    from onnx import checker, helper, save
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, str(path))
+    return path
+
+
+def make_tokens_model(path: Path) -> Path:
+    """``ids`` int64[1,8], ``x`` float32[1,8] -> ``y`` float32 (x * ids), ``y64`` float64 (x):
+    the types TensorRT's ONNX parser maps (INT64 on 8.x, DOUBLE everywhere)."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", ["ids"], ["ids_f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "ids_f"], ["y"]),
+             helper.make_node("Cast", ["x"], ["y64"], to=TensorProto.DOUBLE)]
+    graph = helper.make_graph(
+        nodes, "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("y64", TensorProto.DOUBLE, [1, 8])])
+    return _save(graph, path)
+
+
+def make_nonzero_model(path: Path) -> Path:
+    """``x`` float32[1,16] -> ``where`` int64[2, nnz]: an output whose size depends on the data."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["where"])], "nonzero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("where", TensorProto.INT64, [2, "nnz"])])
+    return _save(graph, path)

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app import ModelDataError, PrecisionMode
+from app import ModelDataError, PrecisionMode, Sha256Sidecar
 from app.cli import exit_code_for
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, runtime_for
+from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, make_tokens_model, runtime_for
 
 
 @pytest.fixture(params=VERSIONS)
@@ -62,3 +62,21 @@ def test_a_batch_not_at_opt_is_refused_before_the_build(shape, says, tmp_path, c
         runtime_for(fake).compile_engine(corpus["lightglue"], _dynamic(tmp_path, folder))
     assert exit_code_for(caught.value) == 65
     assert not [c for c in fake.calls if c[0] == "build"]
+
+
+def test_the_io_check_expects_the_types_the_parser_gives(fake, tmp_path):
+    """8.x: INT64 -> INT32; every release: DOUBLE -> FLOAT. The engine is right, not 'wrong'."""
+    model = make_tokens_model(tmp_path / "tokens.onnx")
+    entry = runtime_for(fake).compile_engine(model, config(tmp_path, "tokens", verify="infer"))
+    assert Sha256Sidecar.verify(entry.engine_path)
+    assert not [c for c in fake.calls if c[0] == "overrun"]  # warm-up buffers of the right size
+
+
+def test_calibration_arrays_are_cast_to_the_engines_types(fake, tmp_path):
+    model = make_tokens_model(tmp_path / "tokens.onnx")
+    batches = write_batches(tmp_path / "calib", {"ids": (1, 8), "x": (1, 8)}, dtypes={"ids": "int64"})
+    cfg = config(tmp_path, "tokens", PrecisionMode.INT8, calibration_dir=tmp_path / "calib")
+    runtime_for(fake).compile_engine(model, cfg)
+    seen = np.stack(fake.calibration_seen["ids"])
+    assert seen.dtype == (np.int32 if fake.version < (10, 0) else np.int64)
+    np.testing.assert_array_equal(seen, np.stack([b["ids"] for b in batches]))
