@@ -20,7 +20,7 @@ from app.backends.tensorrt.runtime import TensorRTRuntime
 from app.cancel import CANCEL
 from app.errors import BuildCancelledError
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, host, runtime_for
+from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, host, make_nonzero_model, runtime_for
 
 
 @pytest.fixture(params=VERSIONS)
@@ -158,3 +158,12 @@ def test_progress_events_are_throttled_and_cancel_stops_the_build(version, tmp_p
         finally:
             CANCEL.clear()
         assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.engine"))
+
+
+def test_warm_up_sizes_a_data_dependent_output_by_its_bound(fake, tmp_path):
+    model = make_nonzero_model(tmp_path / "nonzero.onnx")
+    entry = runtime_for(fake).compile_engine(model, config(tmp_path, "nonzero", verify="infer"))
+    assert Sha256Sidecar.verify(entry.engine_path)
+    assert ("execute_async_v3", 7) in fake.calls
+    assert not [c for c in fake.calls if c[0] in ("overrun", "enqueue_error")]
+    assert ("IExecutionContext", "get_max_output_size") in fake.touched
