@@ -174,7 +174,12 @@ class TensorRTRuntime:
                     f"{cfg.model_name}: dla_core {cfg.dla_core} requested, but this device has "
                     f"{available} DLA core(s)", hint="remove dla_core or pick an existing core")
             api.use_dla(config, cfg.dla_core)
-        timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name)
+        def timing_warning(kind: str, message: str) -> None:
+            events.emit(self.logger, logging.WARNING, kind, f"{cfg.model_name}: {message}",
+                        model_name=cfg.model_name)
+
+        timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name,
+                             timing_warning)
         timing.attach(config)
         if api.has_progress_monitor:
             config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors)

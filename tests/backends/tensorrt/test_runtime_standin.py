@@ -167,3 +167,44 @@ def test_warm_up_sizes_a_data_dependent_output_by_its_bound(fake, tmp_path):
     assert ("execute_async_v3", 7) in fake.calls
     assert not [c for c in fake.calls if c[0] in ("overrun", "enqueue_error")]
     assert ("IExecutionContext", "get_max_output_size") in fake.touched
+
+
+def _timing_events(caplog) -> list[tuple[str, str]]:
+    return [(r.kind, r.getMessage()) for r in caplog.records
+            if getattr(r, "kind", "").startswith("c10.engine.timing_cache.")]
+
+
+def test_a_timing_cache_of_another_device_is_replaced_with_a_warning(fake, tmp_path, corpus, caplog):
+    cfg = config(tmp_path, "aliked")
+    runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    [timing] = (tmp_path / "timing").glob("*.timing")
+    fake.device_props = "sm87-8sm-7.4GiB"  # same name and sm, other properties (Orin NX 8GB)
+    with caplog.at_level(logging.WARNING, logger="engine_init"):
+        runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    [(kind, message)] = _timing_events(caplog)
+    assert kind == "c10.engine.timing_cache.reset" and "device with other properties" in message
+    assert timing.read_bytes() == b"TC1|sm87-8sm-7.4GiB|[timings]"  # this device's timings, alone
+
+
+def test_an_unreadable_timing_cache_is_replaced_with_a_warning(fake, tmp_path, corpus, caplog):
+    (tmp_path / "timing").mkdir()
+    timing = tmp_path / "timing" / f"trt{fake.__version__}__sm87__orin-nvgpu.timing"
+    timing.write_bytes(b"\x00garbage")
+    with caplog.at_level(logging.WARNING, logger="engine_init"):
+        runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    [(kind, message)] = _timing_events(caplog)
+    assert kind == "c10.engine.timing_cache.reset" and "unreadable" in message
+    assert timing.read_bytes().endswith(b"|[timings]")
+
+
+def test_no_timing_cache_back_from_tensorrt_is_a_warning_not_a_crash(fake, tmp_path, corpus, caplog,
+                                                                     monkeypatch):
+    from tests.backends.tensorrt.fake_build import IBuilderConfig
+
+    monkeypatch.setattr(IBuilderConfig, "set_timing_cache", lambda self, cache, ignore: False)
+    with caplog.at_level(logging.WARNING, logger="engine_init"):
+        entry = runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    assert Sha256Sidecar.verify(entry.engine_path)
+    kinds = [kind for kind, _ in _timing_events(caplog)]
+    assert kinds == ["c10.engine.timing_cache.reset", "c10.engine.timing_cache.unsaved"]
+    assert not (tmp_path / "timing").exists()
