@@ -28,6 +28,7 @@ from app.cache.names import EngineFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep, cancelled_error
 from app.errors import BackendUnavailableError, EngineBuildError
+from app.host.cuda import select_device
 from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 __all__ = ["TensorRTRuntime"]
@@ -53,14 +54,15 @@ class _Buffers:
 
 
 class TensorRTRuntime:
-    """``compile_engine`` for TensorRT; ``trt_module`` and ``device_memory`` are injectable."""
+    """``compile_engine`` for TensorRT; ``trt_module`` and ``cudart`` (cuda-python's runtime
+    module) are injectable."""
 
     name = "tensorrt"
     needs_gpu = True
     supported_precisions = frozenset(PrecisionMode)
 
     def __init__(self, host: HostCapabilities, *, trt_module: Any = None,
-                 device_memory: Any = None, logger: logging.Logger | None = None) -> None:
+                 cudart: Any = None, logger: logging.Logger | None = None) -> None:
         if trt_module is None:
             import importlib.util
 
@@ -68,7 +70,7 @@ class TensorRTRuntime:
                 raise ImportError("tensorrt is not installed", name="tensorrt")
         self.host = host
         self._trt = trt_module
-        self._memory_factory = device_memory
+        self._cudart = cudart
         self.logger = logger or _LOG
 
     # -- what the compiler asks before deciding hit or miss (no TensorRT import) -------------
@@ -97,18 +99,25 @@ class TensorRTRuntime:
                 hint="remove one (pip vs system); engines only load with the version that built them")
         return api
 
+    def _runtime_api(self) -> Any:
+        if self._cudart is None:
+            from app.backends.tensorrt.device_memory import cudart
+
+            self._cudart = cudart()
+        return self._cudart
+
     def _memory(self) -> Any:
-        if self._memory_factory is not None:
-            return self._memory_factory()
         from app.backends.tensorrt.device_memory import DeviceMemory
 
-        return DeviceMemory()
+        return DeviceMemory(self._runtime_api(), self.host.cuda_device)
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
         cfg = build_config
         if cfg.engine_path is None:
             raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
         api = self._api()
+        # This runs in a fresh build thread, whose current device is 0 whatever was probed.
+        select_device(self.host.cuda_device, self._runtime_api())
         cancellable_sleep(faults.slow_build_seconds())
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)

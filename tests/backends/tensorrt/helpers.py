@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from app import BuildConfig, HostCapabilities, InputProfile, PrecisionMode
-from app.backends.tensorrt.device_memory import DeviceMemory
 from app.backends.tensorrt.runtime import TensorRTRuntime
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 
@@ -22,8 +21,7 @@ def host(version: str, **kw: Any) -> HostCapabilities:
 
 
 def runtime_for(fake: FakeTensorRT, **kw: Any) -> TensorRTRuntime:
-    return TensorRTRuntime(host(fake.__version__, **kw), trt_module=fake.module,
-                           device_memory=lambda: DeviceMemory(fake.gpu))  # type: ignore[arg-type]
+    return TensorRTRuntime(host(fake.__version__, **kw), trt_module=fake.module, cudart=fake.gpu)
 
 
 def config(tmp_path: Path, name: str, precision: PrecisionMode = PrecisionMode.FP16,

@@ -208,3 +208,33 @@ def test_no_timing_cache_back_from_tensorrt_is_a_warning_not_a_crash(fake, tmp_p
     kinds = [kind for kind, _ in _timing_events(caplog)]
     assert kinds == ["c10.engine.timing_cache.reset", "c10.engine.timing_cache.unsaved"]
     assert not (tmp_path / "timing").exists()
+
+
+def test_the_build_thread_works_on_cuda_device_not_on_device_0(tmp_path, corpus):
+    """The compiler builds in a fresh thread (app.cancel.call_cancellable), whose current
+    CUDA device is 0 whatever cuda_device the host probe read."""
+    import threading
+
+    from tests.backends.tensorrt.fake_cuda import FakeCudart
+
+    fake = FakeTensorRT("10.3.0", gpu=FakeCudart(devices=2))
+    cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked",
+                 verify="infer")
+    thread = threading.Thread(target=runtime_for(fake, cuda_device=1).compile_engine,
+                              args=(corpus["aliked"], cfg))
+    thread.start()
+    thread.join()
+    assert ("builder", 1) in fake.calls and ("build_device", 1, 1) in fake.calls
+    assert [c for c in fake.calls if c[0] == "deserialize"] == [("deserialize", -1, 1)]
+    assert ("execute_device", 1) in fake.calls
+    assert {fake.gpu.device_of[p] for p in fake.gpu.ever_allocated} == {1}
+    assert fake.gpu.current() == 0  # this (the test's) thread was left alone
+
+
+def test_a_cuda_device_that_does_not_exist_is_a_probe_error(tmp_path, corpus):
+    from app.errors import HostProbeError
+
+    fake = FakeTensorRT("10.3.0")
+    with pytest.raises(HostProbeError, match=r"cudaSetDevice\(3\) failed: cudaErrorInvalidDevice"):
+        runtime_for(fake, cuda_device=3).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    assert not [c for c in fake.calls if c[0] == "builder"]
