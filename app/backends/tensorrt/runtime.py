@@ -21,6 +21,7 @@ from app.backends.tensorrt.api import TrtApi
 from app.backends.tensorrt.caches import TimingCache
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
+from app.backends.tensorrt.dla import check_dla_request, require_core
 from app.backends.tensorrt.profiles import add_profiles
 from app.backends.tensorrt.progress import make_progress_monitor
 from app.backends.tensorrt.verify import check_engine, warm_up
@@ -121,11 +122,14 @@ class TensorRTRuntime:
         cancellable_sleep(faults.slow_build_seconds())
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
+        check_dla_request(cfg.model_name, cfg.dla_core, cfg.precision, profiles)
         buffers = _Buffers(self._memory)
         errors = CallbackErrors()
         try:
             blob = self._build(api, Path(model_path), model, profiles, cfg, errors, buffers)
             runtime = api.trt.Runtime(self._trt_logger(api, cfg.model_name, errors))
+            if cfg.dla_core is not None:
+                runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
             engine = runtime.deserialize_cuda_engine(blob)
             errors.raise_first(cfg.model_name)
             if engine is None:
@@ -177,11 +181,7 @@ class TensorRTRuntime:
             config.int8_calibrator = make_calibrator(trt, calib, write_to, read_from, buffers.get(),
                                                      errors, dtypes)
         if cfg.dla_core is not None:
-            available = int(builder.num_DLA_cores)
-            if cfg.dla_core >= available:
-                raise BackendUnavailableError(
-                    f"{cfg.model_name}: dla_core {cfg.dla_core} requested, but this device has "
-                    f"{available} DLA core(s)", hint="remove dla_core or pick an existing core")
+            require_core(builder, cfg.model_name, cfg.dla_core)
             api.use_dla(config, cfg.dla_core)
         def timing_warning(kind: str, message: str) -> None:
             events.emit(self.logger, logging.WARNING, kind, f"{cfg.model_name}: {message}",

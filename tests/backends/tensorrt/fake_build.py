@@ -237,7 +237,7 @@ class Builder(Strict):
         if fake.fail_build:
             fake.log(logger, "ERROR", "out of memory while building")
             return None
-        dla = self._dla_core(inputs, config)
+        dla = self._dla_core(config)
         if dla is None:
             return None
         timing = get(config, "_timing")
@@ -263,12 +263,15 @@ class Builder(Strict):
         fake.callback(monitor, "IProgressMonitor", "phase_finish", None, "Building engine")
         return True
 
-    def _dla_core(self, inputs: list[ITensor], config: IBuilderConfig) -> int | None:
-        """The DLA core the engine runs on, -1 for the GPU, None when the build fails."""
+    def _dla_core(self, config: IBuilderConfig) -> int | None:
+        """The DLA core the engine runs on, -1 for the GPU, None when the build fails. A DLA runs
+        FP16/INT8 on fixed shapes (a profile's min = max) only."""
         fake, flags = get(self, "_fake"), get(config, "_flags")
         if get(config, "default_device_type").name != "DLA":
             return -1
-        if flags & {"FP16", "INT8"} and not any(-1 in t.shape for t in inputs):
+        profiles = get(config, "_profiles")
+        ranges = get(profiles[0], "_shapes").values() if profiles else ()
+        if flags & {"FP16", "INT8"} and all(lo == hi for lo, _, hi in ranges):
             return get(config, "DLA_core")  # type: ignore[no-any-return]
         if "GPU_FALLBACK" in flags:
             fake.log(get(self, "_logger"), "WARNING", "Layer cannot run on DLA, falling back to GPU")

@@ -3,6 +3,7 @@ supported API shape; assertions are on what the runtime asked TensorRT to do."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -238,3 +239,32 @@ def test_a_cuda_device_that_does_not_exist_is_a_probe_error(tmp_path, corpus):
     with pytest.raises(HostProbeError, match=r"cudaSetDevice\(3\) failed: cudaErrorInvalidDevice"):
         runtime_for(fake, cuda_device=3).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
     assert not [c for c in fake.calls if c[0] == "builder"]
+
+
+@pytest.mark.parametrize(("precision", "shapes", "says"), [
+    (PrecisionMode.FP32, {"desc0": InputProfile.fixed((1, 16, 64)), "desc1": InputProfile.fixed((1, 16, 64))},
+     r"backbones\[lightglue\]\.dla_core: a DLA runs fp16 or int8 only"),
+    (PrecisionMode.FP16, {"desc0": DYN, "desc1": InputProfile.fixed((1, 16, 64))},
+     r"backbones\[lightglue\]\.dla_core: a DLA runs fixed shapes only.*\['desc0'\]"),
+])
+def test_dla_with_what_a_dla_cannot_run_is_refused(fake, tmp_path, corpus, precision, shapes, says):
+    """TensorRT would build these for the GPU alone, silently (GPU fallback)."""
+    from app.cli import exit_code_for
+    from app.errors import ConfigError
+
+    fake.dla_cores = 2
+    cfg = config(tmp_path, "lightglue", precision, input_shapes=shapes, dla_core=0)
+    with pytest.raises(ConfigError, match=says) as caught:
+        runtime_for(fake).compile_engine(corpus["lightglue"], cfg)
+    assert exit_code_for(caught.value) == 78
+    assert not [c for c in fake.calls if c[0] == "builder"]
+
+
+def test_a_dla_engine_is_built_for_and_deserialized_on_its_core(fake, tmp_path, corpus):
+    fake.dla_cores = 2
+    fixed = InputProfile.fixed((1, 16, 64))  # a dynamic ONNX input given one shape is fine
+    cfg = config(tmp_path, "lightglue", input_shapes={"desc0": fixed, "desc1": fixed}, dla_core=1)
+    entry = runtime_for(fake).compile_engine(corpus["lightglue"], cfg)
+    assert json.loads(entry.engine_path.read_bytes())["dla"] == 1  # the stand-in's engine document
+    runtime_set = fake.calls.index(("set", "Runtime.DLA_core", 1))
+    assert fake.calls[runtime_set + 1][:2] == ("deserialize", 1)
