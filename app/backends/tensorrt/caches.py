@@ -2,8 +2,13 @@
 
 ::
 
-    <cache_root>/timing/trt10.3.0__sm87__orin.timing         one per (TensorRT version, device)
-    <cache_root>/calibration/<model>__trt10.3.0__<fp16>.calib  one per model, version, data
+    <cache_root>/timing/trt10.3.0__sm87__orin.timing       one per (TensorRT version, device)
+    <cache_root>/calibration/<model>__trt10.3.0__<model key>__<data key>.calib
+
+A calibration table belongs to one model name, TensorRT version, model key (the sha256 of the
+ONNX bytes and the OPT shapes it was made at: a retrained model under the same name, or other
+shapes, must not reuse stale scales) and data key (the calibration data's fingerprint,
+:func:`app.cache.record.calibration_fingerprint`).
 
 Both are written with :func:`app.cache.publish.atomic_write_bytes` while the compiler holds the
 cache lock. A timing cache only combines with caches of the exact same TensorRT version, and
@@ -21,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from app.cache.publish import atomic_write_bytes
+from app.cache.record import fingerprint
+from app.types import InputProfile
 
 __all__ = ["TIMING_RESET", "TIMING_UNSAVED", "TimingCache", "calibration_cache_path",
-           "find_calibration_cache"]
+           "calibration_model_key", "find_calibration_cache"]
 
 TIMING_RESET = "c10.engine.timing_cache.reset"
 TIMING_UNSAVED = "c10.engine.timing_cache.unsaved"
@@ -33,16 +40,24 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "gpu"
 
 
-def calibration_cache_path(root: Path, model: str, trt_version: str, data_fp: str) -> Path:
-    return root / "calibration" / f"{model}__trt{trt_version}__{data_fp[:16]}.calib"
+def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -> str:
+    """What ties a calibration table to its model: the ONNX bytes and the OPT shapes."""
+    opt = {name: list(profile.opt) for name, profile in sorted(profiles.items())}
+    return fingerprint({"onnx_sha256": onnx_sha256, "opt": opt})[:16]
 
 
-def find_calibration_cache(root: Path, model: str, trt_version: str) -> Path | None:
-    """The newest calibration cache of ``model`` for this TensorRT version, whatever its data."""
+def calibration_cache_path(root: Path, model: str, trt_version: str, model_key: str,
+                           data_fp: str) -> Path:
+    return root / "calibration" / f"{model}__trt{trt_version}__{model_key}__{data_fp[:16]}.calib"
+
+
+def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: str) -> Path | None:
+    """The newest calibration cache of this model (name, bytes, OPT shapes) for this TensorRT
+    version, whatever data it was made from."""
     folder = root / "calibration"
     if not folder.is_dir():
         return None
-    found = sorted(folder.glob(f"{model}__trt{trt_version}__*.calib"),
+    found = sorted(folder.glob(f"{model}__trt{trt_version}__{model_key}__*.calib"),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     return found[0] if found else None
 

@@ -1,8 +1,9 @@
 """INT8 entropy calibration that streams batches to the GPU and reuses a calibration cache.
 
-The cache is keyed by the calibration data's fingerprint: with data, the cache written for that
-exact data is reused (TensorRT then skips calibration); without data, the newest cache of the
-model for this TensorRT version is used; with neither, :class:`CalibrationCacheError`.
+The cache is keyed by the model (name, ONNX sha256, OPT shapes), the TensorRT version and the
+calibration data's fingerprint: with data, the cache written for that exact model and data is
+reused (TensorRT then skips calibration); without data, the newest cache of that exact model for
+this TensorRT version is used; with neither, :class:`CalibrationCacheError`.
 
 Every callback records its exception in a :class:`CallbackErrors` instead of raising it into
 TensorRT (which would read it as "no more batches"), feeds no batch after one failed, and then
@@ -26,17 +27,21 @@ from app.errors import CalibrationCacheError
 __all__ = ["calibration_plan", "make_calibrator"]
 
 
-def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str) -> tuple[Path, Path | None]:
-    """(where to write the cache, which cache to read) for this model's calibration."""
+def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
+                     model_key: str) -> tuple[Path, Path | None]:
+    """(where to write the cache, which cache to read) for this model's calibration;
+    ``model_key`` is :func:`app.backends.tensorrt.caches.calibration_model_key`."""
     data_fp = calibration_fingerprint(calib.folder)
     if data_fp is not None:
-        target = calibration_cache_path(root, calib.model_name, trt_version, data_fp)
+        target = calibration_cache_path(root, calib.model_name, trt_version, model_key, data_fp)
         return target, target if target.is_file() else None
-    existing = find_calibration_cache(root, calib.model_name, trt_version)
+    existing = find_calibration_cache(root, calib.model_name, trt_version, model_key)
     if existing is None:
+        pattern = f"{calib.model_name}__trt{trt_version}__{model_key}__*.calib"
         raise CalibrationCacheError(
             f"{calib.model_name}: int8 needs calibration batches in {calib.folder} or a "
-            f"calibration cache {root / 'calibration'}/{calib.model_name}__trt{trt_version}__*.calib",
+            f"calibration cache {root / 'calibration'}/{pattern} made from this very model "
+            "(same ONNX bytes and opt shapes)",
             hint="add calibration data, or build this model in fp16/fp32")
     return existing, existing
 

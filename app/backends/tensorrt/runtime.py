@@ -18,7 +18,7 @@ from app import events, faults
 from app.backends.calibration import CalibrationSet
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
-from app.backends.tensorrt.caches import TimingCache
+from app.backends.tensorrt.caches import TimingCache, calibration_model_key
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
 from app.backends.tensorrt.dla import check_dla_request, require_core
@@ -26,7 +26,7 @@ from app.backends.tensorrt.profiles import add_profiles
 from app.backends.tensorrt.progress import make_progress_monitor
 from app.backends.tensorrt.verify import check_engine, warm_up
 from app.cache.names import EngineFilenameSchema
-from app.cache.sidecar import Sha256Sidecar
+from app.cache.sidecar import Sha256Sidecar, hash_file
 from app.cancel import CANCEL, cancellable_sleep, cancelled_error
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
@@ -175,7 +175,8 @@ class TensorRTRuntime:
             # of the data), and must have the opt shape that TensorRT calibrates at.
             calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
                                    opt_only=True).validate()
-            write_to, read_from = calibration_plan(calib, root, api.full_version)
+            model_key = calibration_model_key(hash_file(model_path), profiles)
+            write_to, read_from = calibration_plan(calib, root, api.full_version, model_key)
             inputs = [network.get_input(i) for i in range(network.num_inputs)]
             dtypes = {t.name: api.dtype_name(t.dtype) for t in inputs}
             config.int8_calibrator = make_calibrator(trt, calib, write_to, read_from, buffers.get(),

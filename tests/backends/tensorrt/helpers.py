@@ -68,3 +68,17 @@ def make_nonzero_model(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
         [helper.make_tensor_value_info("where", TensorProto.INT64, [2, "nnz"])])
     return _save(graph, path)
+
+
+def calibration_cache_file(root: Path, version: str, model: str, onnx: Path,
+                           profiles: dict[str, InputProfile]) -> Path:
+    """Where a calibration cache of ``model`` (made from other data) would be found."""
+    from app.backends.tensorrt.caches import calibration_cache_path, calibration_model_key
+    from app.cache.sidecar import hash_file
+
+    key = calibration_model_key(hash_file(onnx), profiles)
+    return calibration_cache_path(root, model, version, key, "0123456789abcdef")
+
+
+#: the resolved profile of the demo corpus's aliked model (static)
+ALIKED = {"image": InputProfile.fixed((1, 3, 64, 64))}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app import ModelDataError, PrecisionMode, Sha256Sidecar
+from app import InputProfile, ModelDataError, PrecisionMode, Sha256Sidecar
 from app.cli import exit_code_for
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, make_tokens_model, runtime_for
@@ -80,3 +80,37 @@ def test_calibration_arrays_are_cast_to_the_engines_types(fake, tmp_path):
     seen = np.stack(fake.calibration_seen["ids"])
     assert seen.dtype == (np.int32 if fake.version < (10, 0) else np.int64)
     np.testing.assert_array_equal(seen, np.stack([b["ids"] for b in batches]))
+
+
+def test_a_retrained_model_under_the_same_name_does_not_reuse_stale_scales(fake, tmp_path, corpus):
+    from app.demo import make_aliked
+
+    cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
+    runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    assert fake.batches == 4
+    retrained = make_aliked(tmp_path / "v2" / "aliked.onnx", seed=11)  # other weights, same I/O
+    runtime_for(fake).compile_engine(retrained, cfg)
+    assert fake.batches == 8  # calibrated again, from the same data
+    assert len(list((tmp_path / "calibration").glob("aliked__*.calib"))) == 2
+    runtime_for(fake).compile_engine(retrained, cfg)
+    assert fake.batches == 8  # and its own table is reused
+
+
+def test_without_data_only_a_cache_of_this_very_model_is_used(fake, tmp_path, corpus):
+    """A table made for other OPT shapes, or for another ONNX file of the same name, is not used."""
+    from app import CalibrationCacheError
+    from app.demo import make_lightglue
+
+    write_batches(tmp_path / "calib", {"desc0": DYN.opt, "desc1": DYN.opt})
+    runtime_for(fake).compile_engine(corpus["lightglue"], _dynamic(tmp_path, tmp_path / "calib"))
+    same = _dynamic(tmp_path, tmp_path / "no-data")
+    runtime_for(fake).compile_engine(corpus["lightglue"], same)  # this very model: its table
+    assert fake.batches == 3
+    other_opt = InputProfile(DYN.min, (1, 32, 64), DYN.max)
+    other_shapes = config(tmp_path, "lightglue", PrecisionMode.INT8, calibration_dir=tmp_path / "no-data",
+                          input_shapes={"desc0": other_opt, "desc1": other_opt})
+    retrained = make_lightglue(tmp_path / "v2" / "lightglue.onnx", seed=9)
+    for model, cfg in ((corpus["lightglue"], other_shapes), (retrained, same)):
+        with pytest.raises(CalibrationCacheError, match=r"lightglue__trt.*made from this very model"):
+            runtime_for(fake).compile_engine(model, cfg)
+    assert fake.batches == 3

@@ -18,7 +18,7 @@ from app import EngineBuildError, ModelDataError, PrecisionMode
 from app.backends.tensorrt.api import TrtApi
 from app.errors import CacheWriteError
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.helpers import VERSIONS, config, runtime_for
+from tests.backends.tensorrt.helpers import ALIKED, VERSIONS, calibration_cache_file, config, runtime_for
 
 
 @pytest.fixture(params=VERSIONS)
@@ -116,7 +116,7 @@ def test_the_logger_never_raises_into_tensorrt(fake):
 def test_an_unreadable_cache_without_batches_is_a_calibration_error(fake, tmp_path, corpus):
     from app import CalibrationCacheError
 
-    (tmp_path / "calibration" / f"aliked__trt{fake.__version__}__0123456789abcdef.calib").mkdir(parents=True)
+    calibration_cache_file(tmp_path, fake.__version__, "aliked", corpus["aliked"], ALIKED).mkdir(parents=True)
     cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=tmp_path / "no-batches")
     with pytest.raises(CalibrationCacheError, match=r"unreadable.*no calibration batches"):
         runtime_for(fake).compile_engine(corpus["aliked"], cfg)

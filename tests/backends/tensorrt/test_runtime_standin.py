@@ -21,7 +21,16 @@ from app.backends.tensorrt.runtime import TensorRTRuntime
 from app.cancel import CANCEL
 from app.errors import BuildCancelledError
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, host, make_nonzero_model, runtime_for
+from tests.backends.tensorrt.helpers import (
+    ALIKED,
+    DYN,
+    VERSIONS,
+    calibration_cache_file,
+    config,
+    host,
+    make_nonzero_model,
+    runtime_for,
+)
 
 
 @pytest.fixture(params=VERSIONS)
@@ -101,8 +110,9 @@ def test_int8_without_data_uses_an_existing_cache_or_fails(fake, tmp_path, corpu
     cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=tmp_path / "missing")
     with pytest.raises(CalibrationCacheError):
         runtime_for(fake).compile_engine(corpus["aliked"], cfg)
-    (tmp_path / "calibration").mkdir()
-    (tmp_path / "calibration" / f"aliked__trt{fake.__version__}__0123456789abcdef.calib").write_bytes(b"t")
+    cache = calibration_cache_file(tmp_path, fake.__version__, "aliked", corpus["aliked"], ALIKED)
+    cache.parent.mkdir()
+    cache.write_bytes(b"t")
     runtime_for(fake).compile_engine(corpus["aliked"], cfg)
     assert fake.batches == 0
 
