@@ -28,6 +28,10 @@ __all__ = [
 _T = TypeVar("_T")
 
 CANCEL = threading.Event()
+#: After a cancel, how long :func:`call_cancellable` waits for its worker to end: a TensorRT 10
+#: build stops at its next step and then frees its GPU buffers; a TensorRT 8 build cannot be
+#: stopped and is ended with the process. Short enough for a 2 s exit.
+CANCEL_GRACE_S = 1.0
 _SIGNUM: list[int] = []
 
 
@@ -62,23 +66,30 @@ def call_cancellable(fn: Callable[[], _T]) -> _T:
 
     A build inside TensorRT or ONNX Runtime holds its thread in C code, where Python signal
     handlers cannot run; waiting here instead keeps the main thread responsive. The worker is a
-    daemon: on cancel it is abandoned (TensorRT's progress monitor stops it) and publishing
-    refuses to start new files once :data:`CANCEL` is set.
+    daemon: on cancel it gets :data:`CANCEL_GRACE_S` to end (TensorRT's progress monitor stops
+    it) and is then abandoned; publishing refuses to start new files once :data:`CANCEL` is set.
     """
     box: dict[str, Any] = {}
+    # An event, not Thread.join: a join that the signal handler interrupts marks the thread as
+    # ended although it runs on (CPython bpo-45274), and the grace wait would then not wait.
+    finished = threading.Event()
 
     def target() -> None:
         try:
             box["value"] = fn()
         except BaseException as exc:
             box["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=target, name="build", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.05)
-        if CANCEL.is_set():
-            raise cancelled_error()
+    threading.Thread(target=target, name="build", daemon=True).start()
+    try:
+        while not finished.wait(0.05):
+            if CANCEL.is_set():
+                raise cancelled_error()
+    except BuildCancelledError:
+        finished.wait(CANCEL_GRACE_S)
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]

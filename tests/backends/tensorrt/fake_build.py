@@ -253,8 +253,8 @@ class Builder(Strict):
 
     def _monitor(self, monitor: Any) -> bool:
         fake = get(self, "_fake")
-        fake.callback(monitor, "IProgressMonitor", "phase_start", None, "Building engine", None, 4)
-        for step in range(4):
+        fake.callback(monitor, "IProgressMonitor", "phase_start", None, "Building engine", None, fake.steps)
+        for step in range(fake.steps):
             if fake.on_step is not None:
                 fake.on_step(step)
             if not fake.callback(monitor, "IProgressMonitor", "step_complete", False,

@@ -110,8 +110,9 @@ def interface(fake: FakeTensorRT, name: str, **attrs: Any) -> type:
 
 
 class FakeTensorRT:
-    """Knobs: parser_errors, fail_build, corrupt_engine, dla_cores, on_step (10.x, before each
-    step_complete), on_build (at the start of every build), device_props (of the timing cache)."""
+    """Knobs: parser_errors, fail_build, corrupt_engine, dla_cores, steps (of the monitored build
+    phase, 10.x), on_step (before each step_complete), on_build (at the start of every build),
+    device_props (of the timing cache)."""
 
     def __init__(self, version: str, gpu: FakeCudart | None = None) -> None:
         check_standin_names()
@@ -128,6 +129,7 @@ class FakeTensorRT:
         self.dla_cores = 0
         self.batches = 0
         self.calibration_seen: dict[str, list[Any]] = {}
+        self.steps = 4
         self.on_step: Callable[[int], None] | None = None
         self.on_build: Callable[[], None] | None = None
         self.device_props = "sm87-16sm-30.6GiB"

@@ -82,3 +82,94 @@ def calibration_cache_file(root: Path, version: str, model: str, onnx: Path,
 
 #: the resolved profile of the demo corpus's aliked model (static)
 ALIKED = {"image": InputProfile.fixed((1, 3, 64, 64))}
+
+
+_SHIM_TENSORRT = '''\
+__version__ = "{version}"
+# The TensorRT stand-in as the "tensorrt" package of a real engine-init process (tests only).
+import os
+import sys
+import time
+
+from cuda.bindings import runtime as _gpu
+from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
+
+_fake = FakeTensorRT(__version__, gpu=_gpu)
+_build_s = float(os.environ.get("FAKE_TRT_BUILD_S", "0"))  # a build that nothing interrupts
+_step_s = float(os.environ.get("FAKE_TRT_STEP_S", "0"))    # many steps of that length (10.x)
+if _build_s:
+    _fake.on_build = lambda: time.sleep(_build_s)
+if _step_s:
+    _fake.steps = 1000
+    _fake.on_step = lambda step: time.sleep(_step_s)
+_done = os.environ.get("FAKE_TRT_DONE")  # a file written when a build returns
+if _done:
+    from tests.backends.tensorrt import fake_build
+
+    _build = fake_build.Builder.build_serialized_network
+
+    def _reporting(self, network, config):
+        try:
+            return _build(self, network, config)
+        finally:
+            with open(_done, "w") as out:
+                out.write("returned")
+
+    fake_build.Builder.build_serialized_network = _reporting
+sys.modules[__name__] = _fake.module
+'''
+_SHIM_RUNTIME = '''\
+import sys
+
+from tests.backends.tensorrt.fake_cuda import FakeCudart
+
+sys.modules[__name__] = FakeCudart()
+'''
+_SHIM_DRIVER = '''\
+import enum
+
+
+class CUresult(enum.IntEnum):
+    CUDA_SUCCESS = 0
+
+
+class CUdevice_attribute(enum.IntEnum):
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+
+
+def cuInit(flags):
+    return (CUresult.CUDA_SUCCESS,)
+
+
+def cuDeviceGetCount():
+    return (CUresult.CUDA_SUCCESS, 1)
+
+
+def cuDriverGetVersion():
+    return (CUresult.CUDA_SUCCESS, 12020)
+
+
+def cuDeviceGet(index):
+    return (CUresult.CUDA_SUCCESS, index)
+
+
+def cuDeviceGetAttribute(attr, dev):
+    return (CUresult.CUDA_SUCCESS, 8 if attr == 75 else 7)
+
+
+def cuDeviceGetName(size, dev):
+    return (CUresult.CUDA_SUCCESS, b"Orin (nvgpu)".ljust(size, b"\\0"))
+'''
+
+
+def write_standin_site(folder: Path, version: str) -> Path:
+    """A folder to put first on a child process's PYTHONPATH: ``tensorrt`` is the stand-in of
+    ``version``, ``cuda.bindings`` a one-GPU Orin (driver) and FakeCudart (runtime)."""
+    files = {"tensorrt/__init__.py": _SHIM_TENSORRT.format(version=version),
+             "cuda/__init__.py": "", "cuda/bindings/__init__.py": "",
+             "cuda/bindings/runtime.py": _SHIM_RUNTIME, "cuda/bindings/driver.py": _SHIM_DRIVER}
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder

@@ -1,0 +1,139 @@
+"""Cancelling a TensorRT build: 10.x stops at the next step and the caller waits for the build
+thread (bounded); 8.x cannot be stopped, and a SIGTERM still ends the real process cleanly.
+The TensorRT and cuda-python modules are the stand-ins (FakeTensorRT, FakeCudart); in the
+process tests they are installed as ``tensorrt`` and ``cuda`` on the child's PYTHONPATH."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app import PrecisionMode
+from app.cancel import CANCEL, CANCEL_GRACE_S, call_cancellable
+from app.errors import BuildCancelledError
+from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
+from tests.backends.tensorrt.helpers import config, runtime_for, write_standin_site
+from tests.conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def _clear_cancel():
+    CANCEL.clear()
+    yield
+    CANCEL.clear()
+
+
+def _build_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "build" and t.is_alive()]
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.13.3"])
+def test_after_a_cancel_on_10x_the_build_thread_ends_and_frees_its_buffers(version, tmp_path, corpus):
+    fake = FakeTensorRT(version)
+
+    def slow_step(step: int) -> None:
+        if step == 1:
+            CANCEL.set()  # as the SIGTERM handler does
+        time.sleep(0.3)   # a tactic being timed: the monitor is asked again only after it
+
+    fake.on_step = slow_step
+    cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
+    with pytest.raises(BuildCancelledError):
+        call_cancellable(lambda: runtime_for(fake).compile_engine(corpus["aliked"], cfg))
+    assert not _build_threads()
+    assert fake.gpu.ever_allocated and not fake.gpu.allocated  # calibration buffers freed
+    assert not list(tmp_path.rglob("*.engine"))
+
+
+def test_a_build_that_cannot_stop_is_waited_for_only_a_bounded_time(tmp_path, corpus):
+    """TensorRT 8.x: no progress monitor, the build runs on whatever is asked."""
+    fake = FakeTensorRT("8.6.2")
+    release = threading.Event()
+    fake.on_build = lambda: (CANCEL.set(), release.wait(30))
+    started = time.monotonic()
+    try:
+        with pytest.raises(BuildCancelledError):
+            call_cancellable(lambda: runtime_for(fake).compile_engine(corpus["aliked"],
+                                                                      config(tmp_path, "aliked")))
+        waited = time.monotonic() - started
+        assert CANCEL_GRACE_S <= waited < CANCEL_GRACE_S + 1.0
+        assert _build_threads()  # still inside "TensorRT": left to the process exit
+    finally:
+        release.set()
+
+
+def _job(tmp_path: Path, corpus: dict[str, Path]) -> Path:
+    (tmp_path / "run").mkdir()
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""\
+cache_root: {tmp_path / 'cache'}
+readiness_marker: {tmp_path / 'run' / 'ready.json'}
+backend: tensorrt
+precision: fp16
+lock_timeout_s: 10
+backbones:
+  - model_name: aliked
+    onnx_path: {corpus['aliked']}
+    expected_input_shape: [1, 3, 64, 64]
+""")
+    return job
+
+
+def _start(job: Path, site: Path, **env: str) -> subprocess.Popen[str]:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    full.update(PYTHONPATH=f"{site}:{REPO}", L4T_VERSION="36.3.0", **env)
+    return subprocess.Popen([sys.executable, "-m", "app", "--config", str(job), "run"], cwd=REPO,
+                            env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_build(job: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the pending record says the build has started
+        for record in (job.parent / "cache").glob("*.record.json"):
+            try:
+                if '"building"' in record.read_text():
+                    return
+            except OSError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError("the build never started")
+
+
+@pytest.mark.parametrize(("version", "slow", "returns"), [
+    ("8.6.2", {"FAKE_TRT_BUILD_S": "30"}, False),  # nothing stops it: the process ends around it
+    ("10.3.0", {"FAKE_TRT_STEP_S": "0.2"}, True),  # the monitor stops it; the job waits for it
+])
+def test_sigterm_during_a_build_ends_the_process_cleanly(version, slow, returns, tmp_path, corpus):
+    site = write_standin_site(tmp_path / "site", version)
+    job = _job(tmp_path, corpus)
+    ok = _start(job, site)
+    _, stderr = ok.communicate(timeout=60)
+    assert ok.returncode == 0, stderr[-2000:]  # the stand-ins work end to end
+    engine = next((tmp_path / "cache").glob("aliked__*.engine"))
+    engine.unlink()
+    done = tmp_path / "build-returned"
+    proc = _start(job, site, FAKE_TRT_DONE=str(done), **slow)
+    _wait_for_build(job)
+    time.sleep(0.2)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=10)
+    elapsed = time.monotonic() - sent
+    assert proc.returncode == 143, stderr[-2000:]
+    assert elapsed < 2.0, f"exited {elapsed:.2f} s after SIGTERM"
+    assert "interrupted by SIGTERM" in stderr
+    for crash in ("Traceback", "Aborted", "core dumped", "Fatal Python error", "Exception ignored",
+                  "terminate called"):
+        assert crash not in stderr, stderr[-2000:]
+    assert [p for p in (tmp_path / "cache").rglob("*") if ".tmp-" in p.name] == []
+    assert not (tmp_path / "run" / "ready.json").exists()
+    assert not engine.exists()
+    assert done.exists() == returns
