@@ -69,6 +69,10 @@ class TrtApi:
             config.set_flag(self.trt.BuilderFlag.FP16)
         if precision is PrecisionMode.INT8:
             config.set_flag(self.trt.BuilderFlag.INT8)
+        if precision is PrecisionMode.FP32:
+            # TF32 is on by default (Ampere and later, Orin included): 10-bit mantissas in
+            # "fp32" matrix products. fp32 means fp32.
+            config.clear_flag(self.trt.BuilderFlag.TF32)
 
     def use_dla(self, config: Any, core: int) -> None:
         config.default_device_type = self.trt.DeviceType.DLA
@@ -90,12 +94,18 @@ class TrtApi:
     def is_input(self, engine: Any, name: str) -> bool:
         return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
 
-    def make_logger(self, on_warning: Callable[[str], None], errors: CallbackErrors) -> Any:
-        """An ILogger that keeps errors (for EngineBuildError) and forwards warnings; it never
-        raises (TensorRT would print and drop the exception): a failure goes to ``errors``."""
+    def make_logger(self, forward: Callable[[str, str], None], errors: CallbackErrors,
+                    verbose: bool = False) -> Any:
+        """An ILogger that keeps errors (for the error messages) and forwards errors and warnings
+        as ``forward(severity name, message)``; INFO and VERBOSE (thousands in a build) only when
+        ``verbose``. It never raises: TensorRT would print and drop the exception, so a failure
+        goes to ``errors``."""
         trt = self.trt
-        error_level = int(trt.ILogger.Severity.ERROR)
-        warning_level = int(trt.ILogger.Severity.WARNING)
+        severities = trt.ILogger.Severity
+        warning_level = int(severities.WARNING)
+        error_level = int(severities.ERROR)
+        names = {int(getattr(severities, n)): n
+                 for n in ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")}
 
         class CollectingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
             def __init__(self) -> None:
@@ -105,9 +115,10 @@ class TrtApi:
             def log(self, severity: Any, msg: str) -> None:
                 with errors.guard("the TensorRT logger"):
                     level = int(severity)
+                    if level > warning_level and not verbose:
+                        return
                     if level <= error_level:
                         self.errors.append(str(msg))
-                    elif level <= warning_level:
-                        on_warning(str(msg))
+                    forward(names.get(level, str(level)), str(msg))
 
         return CollectingLogger()

@@ -127,13 +127,15 @@ class TensorRTRuntime:
         errors = CallbackErrors()
         try:
             blob = self._build(api, Path(model_path), model, profiles, cfg, errors, buffers)
-            runtime = api.trt.Runtime(self._trt_logger(api, cfg.model_name, errors))
+            runtime_logger = self._trt_logger(api, cfg.model_name, errors)
+            runtime = api.trt.Runtime(runtime_logger)
             if cfg.dla_core is not None:
                 runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
             engine = runtime.deserialize_cuda_engine(blob)
             errors.raise_first(cfg.model_name)
             if engine is None:
-                raise EngineBuildError(f"{cfg.model_name}: the built engine does not deserialize")
+                raise EngineBuildError(f"{cfg.model_name}: the built engine does not deserialize: "
+                                       + ("; ".join(runtime_logger.errors[-5:]) or "no error logged"))
             check_engine(api, engine, model, profiles, cfg.model_name)
             if cfg.verify == "infer":
                 warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
@@ -145,11 +147,13 @@ class TensorRTRuntime:
                                 {"backend": self.name, "backend_version": api.full_version})
 
     def _trt_logger(self, api: TrtApi, model_name: str, errors: CallbackErrors) -> Any:
-        def warn(message: str) -> None:
+        def forward(severity: str, message: str) -> None:
             events.emit(self.logger, logging.DEBUG, "c10.engine.tensorrt.log",
-                        f"{model_name}: TensorRT: {message}", model_name=model_name)
+                        f"{model_name}: TensorRT {severity}: {message}", model_name=model_name,
+                        severity=severity)
 
-        return api.make_logger(warn, errors)
+        # INFO and VERBOSE only under --debug: a build logs thousands of them.
+        return api.make_logger(forward, errors, verbose=self.logger.isEnabledFor(logging.DEBUG))
 
     def _build(self, api: TrtApi, model_path: Path, model: ModelInterface,
                profiles: dict[str, InputProfile], cfg: BuildConfig,

@@ -222,6 +222,9 @@ class Builder(Strict):
         fake.calls.append(("build_device", get(self, "_device"), fake.gpu.current()))
         if fake.on_build is not None:
             fake.on_build()
+        fake.log(logger, "INFO", "[MemUsageChange] Init builder kernel library: CPU +1, GPU +0")
+        for tactic in range(3):  # a real build logs thousands of these
+            fake.log(logger, "VERBOSE", f"Tactic: 0x{tactic:016x} Time: 0.0123")
         inputs = get(network, "_inputs")
         profiles = get(config, "_profiles")
         if any(-1 in t.shape for t in inputs) and not profiles:

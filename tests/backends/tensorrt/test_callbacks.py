@@ -91,7 +91,7 @@ class BrokenLogger(logging.Logger):
 def test_an_exception_in_the_progress_monitor_is_raised_not_read_as_cancel(version, tmp_path, corpus):
     fake = FakeTensorRT(version)
     runtime = runtime_for(fake)
-    runtime.logger = BrokenLogger("broken")
+    runtime.logger = BrokenLogger("broken", logging.INFO)
     with pytest.raises(EngineBuildError, match=r"progress monitor.*event sink is broken"):
         runtime.compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
     assert not _swallowed(fake)
@@ -103,7 +103,7 @@ def test_the_logger_never_raises_into_tensorrt(fake):
 
     errors = CallbackErrors()
 
-    def broken(message: str) -> None:
+    def broken(severity: str, message: str) -> None:
         raise OSError("stderr is closed")
 
     logger = TrtApi(fake.module).make_logger(broken, errors)

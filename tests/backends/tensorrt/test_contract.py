@@ -16,27 +16,53 @@ from app import InputProfile, PrecisionMode
 from app.backends.tensorrt.api import TrtApi
 from app.cancel import CANCEL
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, runtime_for
+from tests.backends.tensorrt.helpers import (
+    DYN,
+    VERSIONS,
+    config,
+    make_nonzero_model,
+    make_tokens_model,
+    runtime_for,
+)
 from tests.backends.tensorrt.release_names import IDENTIFIERS, identifiers, list_for, unknown_names
 
 
 def drive_every_branch(fake: FakeTensorRT, tmp_path: Path, corpus: dict[str, Path]) -> set[str]:
-    """Run the runtime through success, dynamic shapes, INT8 (data, cache), DLA, warm-up,
-    parser failure, build failure, progress and cancel; return the names it touched."""
+    """Run the runtime through fp32, dynamic shapes, INT8 (static, dynamic, data, cache), DLA,
+    warm-up (data-dependent outputs too), INT64/DOUBLE I/O, a foreign timing cache, parser
+    failure, build failure, a failed deserialization, progress and cancel; return the names it
+    touched."""
+    import numpy as np
+
     fake.dla_cores = 1
+    models = {**corpus, "nonzero": make_nonzero_model(tmp_path / "m" / "nonzero.onnx"),
+              "tokens": make_tokens_model(tmp_path / "m" / "tokens.onnx")}
+    at_opt = tmp_path / "calib" / "lightglue"
+    at_opt.mkdir(parents=True)
+    np.savez(at_opt / "batch_000.npz", desc0=np.ones(DYN.opt, np.float32), desc1=np.ones(DYN.opt, np.float32))
     scenarios = [
         ("dinov2_vpr", config(tmp_path / "a", "dinov2_vpr", PrecisionMode.FP32,
                               input_shapes={None: InputProfile.fixed((1, 3, 32, 32))})),
         ("lightglue", config(tmp_path / "b", "lightglue", input_shapes={"desc0": DYN, "desc1": DYN},
                              verify="infer")),
+        ("lightglue", config(tmp_path / "b", "lightglue", PrecisionMode.INT8, calibration_dir=at_opt,
+                             input_shapes={"desc0": DYN, "desc1": DYN})),
         ("aliked", config(tmp_path / "c", "aliked", PrecisionMode.INT8,
                           calibration_dir=corpus["calibration"] / "aliked", dla_core=0)),
         ("aliked", config(tmp_path / "c", "aliked", PrecisionMode.INT8,
                           calibration_dir=corpus["calibration"] / "aliked")),  # cache reused
+        ("nonzero", config(tmp_path / "d", "nonzero", verify="infer")),
+        ("tokens", config(tmp_path / "d", "tokens", verify="infer")),
     ]
     for model, cfg in scenarios:
         cfg.engine_path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        runtime_for(fake).compile_engine(corpus[model], cfg)
+        runtime_for(fake).compile_engine(models[model], cfg)
+    fake.device_props = "another device"  # the timing cache on disk is refused, replaced
+    runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path / "c", "aliked"))
+    fake.corrupt_engine = True
+    with contextlib.suppress(Exception):
+        runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    fake.corrupt_engine = False
     fake.parser_errors = [(1, 0, "bad")]
     with contextlib.suppress(Exception):
         runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
@@ -61,7 +87,10 @@ def test_every_name_exists_in_the_real_bindings(shape, tmp_path, corpus):
     # The scenarios really reached the version-specific and optional parts:
     assert {"Builder", "OnnxParser", "set_memory_pool_limit", "build_serialized_network",
             "deserialize_cuda_engine", "IInt8EntropyCalibrator2", "get_batch", "write_calibration_cache",
-            "create_timing_cache", "DLA_core", "set_shape", "execute_async_v3", "get_error"} <= names
+            "read_calibration_cache", "create_timing_cache", "set_timing_cache", "get_timing_cache",
+            "DLA_core", "set_shape", "execute_async_v3", "get_error", "set_calibration_profile",
+            "clear_flag", "TF32", "get_max_output_size", "log"} <= names
+    assert {("Runtime", "DLA_core"), ("IBuilderConfig", "DLA_core")} <= fake.touched
     assert ("IProgressMonitor" in names) == shape.startswith("10.")
     assert ("EXPLICIT_BATCH" in names) == shape.startswith("8.")
     assert unknown_names(names, list_for(shape)) == []

@@ -59,7 +59,7 @@ def test_dynamic_model_gets_one_profile(fake, tmp_path, corpus):
     runtime_for(fake).compile_engine(corpus["lightglue"], cfg)
     shapes = [c for c in fake.calls if c[0] == "set_shape"]
     assert sorted(shapes) == [("set_shape", n, DYN.min, DYN.opt, DYN.max) for n in ("desc0", "desc1")]
-    assert not {"FP16", "INT8"} & set(fake.flags_built())
+    assert fake.flags_built() == []  # fp32 without TF32
 
 
 def test_open_dynamic_dims_are_a_clear_error(fake, tmp_path, corpus):
@@ -85,7 +85,8 @@ def test_build_returning_none_carries_the_log(fake, tmp_path, corpus):
 
 def test_engine_that_does_not_deserialize_is_not_published(fake, tmp_path, corpus):
     fake.corrupt_engine = True
-    with pytest.raises(EngineBuildError, match="does not deserialize"):
+    # the runtime logger's own words say why (here: the stand-in's, as TensorRT words it)
+    with pytest.raises(EngineBuildError, match=r"does not deserialize: .*Magic tag does not match"):
         runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
     assert not list(tmp_path.glob("*.engine*"))
 
@@ -278,3 +279,32 @@ def test_a_dla_engine_is_built_for_and_deserialized_on_its_core(fake, tmp_path, 
     assert json.loads(entry.engine_path.read_bytes())["dla"] == 1  # the stand-in's engine document
     runtime_set = fake.calls.index(("set", "Runtime.DLA_core", 1))
     assert fake.calls[runtime_set + 1][:2] == ("deserialize", 1)
+
+
+def test_fp32_clears_tf32_and_fp16_keeps_it(fake, tmp_path, corpus):
+    runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked", PrecisionMode.FP32))
+    assert "TF32" not in fake.flags_built()
+    runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path / "h", "aliked"))
+    assert fake.flags_built() == ["FP16", "TF32"]
+
+
+def test_calibration_buffers_are_freed_when_the_build_fails(fake, tmp_path, corpus):
+    fake.fail_build = True
+    cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
+    with pytest.raises(EngineBuildError, match="out of memory"):
+        runtime_for(fake).compile_engine(corpus["aliked"], cfg)
+    assert fake.gpu.ever_allocated and not fake.gpu.allocated
+
+
+@pytest.mark.parametrize(("level", "forwarded"), [(logging.INFO, set()),
+                                                  (logging.DEBUG, {"INFO", "VERBOSE"})])
+def test_verbose_builder_messages_reach_the_logger_only_under_debug(fake, tmp_path, corpus, level,
+                                                                   forwarded, caplog):
+    runtime = runtime_for(fake)
+    runtime.logger = logging.getLogger("test.trt.verbose")
+    runtime.logger.setLevel(level)
+    with caplog.at_level(level, logger="test.trt.verbose"):
+        runtime.compile_engine(corpus["aliked"], config(tmp_path, "aliked"))
+    severities = {r.kv["severity"] for r in caplog.records
+                  if getattr(r, "kind", "") == "c10.engine.tensorrt.log"}
+    assert severities & {"INFO", "VERBOSE"} == forwarded
