@@ -102,18 +102,18 @@ if _build_s:
 if _step_s:
     _fake.steps = 1000
     _fake.on_step = lambda step: time.sleep(_step_s)
-_done = os.environ.get("FAKE_TRT_DONE")  # a file written when a build returns
-if _done:
+_report = os.environ.get("FAKE_TRT_REPORT")  # <path>.started, <path>.returned around a build
+if _report:
     from tests.backends.tensorrt import fake_build
 
     _build = fake_build.Builder.build_serialized_network
 
     def _reporting(self, network, config):
+        open(_report + ".started", "w").close()
         try:
             return _build(self, network, config)
         finally:
-            with open(_done, "w") as out:
-                out.write("returned")
+            open(_report + ".returned", "w").close()
 
     fake_build.Builder.build_serialized_network = _reporting
 sys.modules[__name__] = _fake.module
