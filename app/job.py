@@ -73,6 +73,10 @@ def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
     report = probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
                         jetpack_override=config.jetpack)
     name = resolve_backend_name(config.backend, report.gpu is not None)
+    if config.backend == "auto":
+        from app.backends.tensorrt.loader import check_auto_choice
+
+        check_auto_choice(report, name, logger)
     if NEEDS_GPU[name] and report.gpu is None:
         report = probe_host(need_gpu=True, cuda_device=config.cuda_device,
                             jetpack_override=config.jetpack)

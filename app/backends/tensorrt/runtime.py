@@ -22,6 +22,7 @@ from app.backends.tensorrt.caches import TimingCache, calibration_model_key
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
 from app.backends.tensorrt.dla import check_dla_request, require_core
+from app.backends.tensorrt.loader import import_tensorrt
 from app.backends.tensorrt.profiles import add_profiles
 from app.backends.tensorrt.progress import make_progress_monitor
 from app.backends.tensorrt.verify import check_engine, warm_up
@@ -89,9 +90,7 @@ class TensorRTRuntime:
     # -- the build ---------------------------------------------------------------------------
     def _api(self) -> TrtApi:
         if self._trt is None:
-            import tensorrt
-
-            self._trt = tensorrt
+            self._trt = import_tensorrt()
         api = TrtApi(self._trt)
         if self.host.trt_full and api.full_version != self.host.trt_full:
             raise BackendUnavailableError(

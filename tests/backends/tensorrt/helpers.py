@@ -3,6 +3,9 @@ runtime and the build config the tests share."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +131,12 @@ sys.modules[__name__] = FakeCudart()
 _SHIM_DRIVER = '''\
 import enum
 
+GPU = {gpu}
+
 
 class CUresult(enum.IntEnum):
     CUDA_SUCCESS = 0
+    CUDA_ERROR_NO_DEVICE = 100
 
 
 class CUdevice_attribute(enum.IntEnum):
@@ -139,7 +145,7 @@ class CUdevice_attribute(enum.IntEnum):
 
 
 def cuInit(flags):
-    return (CUresult.CUDA_SUCCESS,)
+    return (CUresult.CUDA_SUCCESS if GPU else CUresult.CUDA_ERROR_NO_DEVICE,)
 
 
 def cuDeviceGetCount():
@@ -163,13 +169,50 @@ def cuDeviceGetName(size, dev):
 '''
 
 
-def write_standin_site(folder: Path, version: str) -> Path:
+def write_standin_site(folder: Path, version: str, gpu: bool = True,
+                       load_error: str = "") -> Path:
     """A folder to put first on a child process's PYTHONPATH: ``tensorrt`` is the stand-in of
-    ``version``, ``cuda.bindings`` a one-GPU Orin (driver) and FakeCudart (runtime)."""
-    files = {"tensorrt/__init__.py": _SHIM_TENSORRT.format(version=version),
+    ``version``, ``cuda.bindings`` a one-GPU Orin (driver) and FakeCudart (runtime). Without
+    ``gpu`` the driver finds no device (a container started without the NVIDIA runtime);
+    ``load_error`` (a ``raise ...`` statement) makes ``import tensorrt`` fail as a loader would."""
+    trt = _SHIM_TENSORRT.format(version=version)
+    if load_error:
+        trt = f'__version__ = "{version}"\n{load_error}\n'
+    files = {"tensorrt/__init__.py": trt,
              "cuda/__init__.py": "", "cuda/bindings/__init__.py": "",
-             "cuda/bindings/runtime.py": _SHIM_RUNTIME, "cuda/bindings/driver.py": _SHIM_DRIVER}
+             "cuda/bindings/runtime.py": _SHIM_RUNTIME,
+             "cuda/bindings/driver.py": _SHIM_DRIVER.replace("{gpu}", str(gpu))}
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     return folder
+
+
+def write_job(root: Path, onnx: Path, backend: str = "tensorrt", precision: str = "fp16") -> Path:
+    """A config building one model (``aliked``-shaped) with cache and marker under ``root``."""
+    (root / "run").mkdir(exist_ok=True)
+    job = root / "job.yaml"
+    job.write_text(f"""\
+cache_root: {root / 'cache'}
+readiness_marker: {root / 'run' / 'ready.json'}
+backend: {backend}
+precision: {precision}
+lock_timeout_s: 10
+backbones:
+  - model_name: aliked
+    onnx_path: {onnx}
+    expected_input_shape: [1, 3, 64, 64]
+""")
+    return job
+
+
+def start_job(job: Path, site: Path, **env: str) -> subprocess.Popen[str]:
+    """``engine-init run`` in a fresh process with the stand-in site first on its path;
+    ``L4T_VERSION`` only as given (None-like "" removes it)."""
+    from tests.conftest import REPO
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_") and k != "L4T_VERSION"}
+    full.update(PYTHONPATH=f"{site}:{REPO}", **env)
+    return subprocess.Popen([sys.executable, "-m", "app", "--config", str(job), "run"], cwd=REPO,
+                            env={k: v for k, v in full.items() if v}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

@@ -6,8 +6,6 @@ process tests they are installed as ``tensorrt`` and ``cuda`` on the child's PYT
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,8 +16,7 @@ from app import PrecisionMode
 from app.cancel import CANCEL, CANCEL_GRACE_S, call_cancellable
 from app.errors import BuildCancelledError
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.helpers import config, runtime_for, write_standin_site
-from tests.conftest import REPO
+from tests.backends.tensorrt.helpers import config, runtime_for, start_job, write_job, write_standin_site
 
 
 @pytest.fixture(autouse=True)
@@ -68,32 +65,6 @@ def test_a_build_that_cannot_stop_is_waited_for_only_a_bounded_time(tmp_path, co
         release.set()
 
 
-def _job(tmp_path: Path, corpus: dict[str, Path]) -> Path:
-    (tmp_path / "run").mkdir()
-    job = tmp_path / "job.yaml"
-    job.write_text(f"""\
-cache_root: {tmp_path / 'cache'}
-readiness_marker: {tmp_path / 'run' / 'ready.json'}
-backend: tensorrt
-precision: fp16
-lock_timeout_s: 10
-backbones:
-  - model_name: aliked
-    onnx_path: {corpus['aliked']}
-    expected_input_shape: [1, 3, 64, 64]
-""")
-    return job
-
-
-def _start(job: Path, site: Path, **env: str) -> subprocess.Popen[str]:
-    import os
-
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
-    full.update(PYTHONPATH=f"{site}:{REPO}", L4T_VERSION="36.3.0", **env)
-    return subprocess.Popen([sys.executable, "-m", "app", "--config", str(job), "run"], cwd=REPO,
-                            env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _wait_for(path: Path) -> None:
     deadline = time.monotonic() + 30
     while not path.exists():
@@ -107,14 +78,14 @@ def _wait_for(path: Path) -> None:
 ])
 def test_sigterm_during_a_build_ends_the_process_cleanly(version, slow, returns, tmp_path, corpus):
     site = write_standin_site(tmp_path / "site", version)
-    job = _job(tmp_path, corpus)
-    ok = _start(job, site)
+    job = write_job(tmp_path, corpus["aliked"])
+    ok = start_job(job, site, L4T_VERSION="36.3.0")
     _, stderr = ok.communicate(timeout=60)
     assert ok.returncode == 0, stderr[-2000:]  # the stand-ins work end to end
     engine = next((tmp_path / "cache").glob("aliked__*.engine"))
     engine.unlink()
     report = tmp_path / "build"
-    proc = _start(job, site, FAKE_TRT_REPORT=str(report), **slow)
+    proc = start_job(job, site, L4T_VERSION="36.3.0", FAKE_TRT_REPORT=str(report), **slow)
     _wait_for(report.with_suffix(".started"))  # inside build_serialized_network
     time.sleep(0.2)
     sent = time.monotonic()
