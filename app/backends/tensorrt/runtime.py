@@ -1,10 +1,12 @@
 """TensorRTRuntime: ONNX -> serialized TensorRT engine, verified, then published.
 
-``compile_engine`` parses the model with ``OnnxParser``, configures precision, workspace,
-optimization level, one optimization profile, INT8 calibration, the timing cache, DLA and the
-progress monitor, builds, checks the engine against the ONNX model and publishes it through
-:class:`Sha256Sidecar`. The warm path never imports TensorRT: names and versions come from the
-host probe, which reads the installed version without loading libnvinfer.
+``compile_engine`` selects the configured GPU in its (build) thread, refuses what a DLA cannot
+run, parses the model with ``OnnxParser``, configures precision, workspace, optimization level,
+the optimization and calibration profiles, INT8 calibration, the timing cache, DLA and the
+progress monitor, builds, re-raises what a callback raised, checks the engine against the ONNX
+model and publishes it through :class:`Sha256Sidecar`. The warm path never imports TensorRT:
+names and versions come from the host probe, which reads the installed version without loading
+libnvinfer.
 """
 
 from __future__ import annotations
@@ -174,25 +176,15 @@ class TensorRTRuntime:
         add_profiles(builder, network, config, profiles, cfg.model_name, calibrate=int8)
         root = cfg.cache_root or cfg.engine_path.parent  # type: ignore[union-attr]
         if int8:
-            # Every batch is checked before the build (TensorRT would read a bad one as the end
-            # of the data), and must have the opt shape that TensorRT calibrates at.
-            calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
-                                   opt_only=True).validate()
-            model_key = calibration_model_key(hash_file(model_path), profiles)
-            write_to, read_from = calibration_plan(calib, root, api.full_version, model_key)
-            inputs = [network.get_input(i) for i in range(network.num_inputs)]
-            dtypes = {t.name: api.dtype_name(t.dtype) for t in inputs}
-            config.int8_calibrator = make_calibrator(trt, calib, write_to, read_from, buffers.get(),
-                                                     errors, dtypes)
+            config.int8_calibrator = self._calibrator(api, model_path, model, profiles, cfg, root,
+                                                      network, errors, buffers)
         if cfg.dla_core is not None:
             require_core(builder, cfg.model_name, cfg.dla_core)
             api.use_dla(config, cfg.dla_core)
-        def timing_warning(kind: str, message: str) -> None:
-            events.emit(self.logger, logging.WARNING, kind, f"{cfg.model_name}: {message}",
-                        model_name=cfg.model_name)
-
         timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name,
-                             timing_warning)
+                             lambda kind, message: events.emit(
+                                 self.logger, logging.WARNING, kind, f"{cfg.model_name}: {message}",
+                                 model_name=cfg.model_name))
         timing.attach(config)
         if api.has_progress_monitor:
             config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors)
@@ -203,6 +195,19 @@ class TensorRTRuntime:
                 raise cancelled_error()
             raise EngineBuildError(f"{cfg.model_name}: TensorRT could not build the engine: "
                                    + ("; ".join(logger.errors[-5:]) or "no error logged"),
-                                   hint="see the TensorRT log lines above; try a larger workspace_mb")
+                                   hint="run with --debug for TensorRT's log; try a larger workspace_mb")
         timing.save(config)
         return blob
+
+    def _calibrator(self, api: TrtApi, model_path: Path, model: ModelInterface,
+                    profiles: dict[str, InputProfile], cfg: BuildConfig, root: Path, network: Any,
+                    errors: CallbackErrors, buffers: _Buffers) -> Any:
+        # Every batch is checked before the build (TensorRT would read a bad one as the end of
+        # the data), and must have the opt shape that TensorRT calibrates at.
+        calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
+                               opt_only=True).validate()
+        model_key = calibration_model_key(hash_file(model_path), profiles)
+        write_to, read_from = calibration_plan(calib, root, api.full_version, model_key)
+        inputs = [network.get_input(i) for i in range(network.num_inputs)]
+        dtypes = {t.name: api.dtype_name(t.dtype) for t in inputs}
+        return make_calibrator(api.trt, calib, write_to, read_from, buffers.get(), errors, dtypes)

@@ -2,8 +2,8 @@
 
 Deserialize it, compare its I/O tensors (names, modes, dtypes as the release's ONNX parser maps
 them, shapes or profile ranges) with the ONNX model's inputs and outputs and the configured
-profiles, and optionally run one warm-up
-inference on zeros at the ``opt`` shapes (``verify: infer``).
+profiles, and optionally run one warm-up inference on zeros at the ``opt`` shapes
+(``verify: infer``).
 
 An output whose size depends on the data (NonZero, NMS...) has -1 dimensions even once the
 input shapes are set; its buffer is sized by ``get_max_output_size`` (TensorRT's upper bound
@@ -73,7 +73,6 @@ def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory:
     for name in names:
         if api.is_input(engine, name):
             continue
-        dtype = np.dtype(api.dtype_name(engine.get_tensor_dtype(name)))
         shape = tuple(context.get_tensor_shape(name))
         if -1 in shape:
             bound = int(context.get_max_output_size(name))
@@ -82,7 +81,7 @@ def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory:
                                        f"{name!r} of shape {list(shape)}")
             context.set_tensor_address(name, memory.alloc(bound))
             continue
-        array = np.empty(shape, dtype=dtype)
+        array = np.empty(shape, dtype=np.dtype(api.dtype_name(engine.get_tensor_dtype(name))))
         ptr = memory.alloc(array.nbytes)
         context.set_tensor_address(name, ptr)
         outputs[name] = (array, ptr)

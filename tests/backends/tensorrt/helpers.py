@@ -13,6 +13,7 @@ from app import BuildConfig, HostCapabilities, InputProfile, PrecisionMode
 from app.backends.tensorrt.runtime import TensorRTRuntime
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 
+REPO = Path(__file__).resolve().parents[3]
 #: one API shape per supported release line
 VERSIONS = ["8.5.2", "8.6.2", "10.3.0", "10.13.3"]
 DYN = InputProfile((1, 1, 64), (1, 16, 64), (1, 64, 64))
@@ -209,8 +210,6 @@ backbones:
 def start_job(job: Path, site: Path, **env: str) -> subprocess.Popen[str]:
     """``engine-init run`` in a fresh process with the stand-in site first on its path;
     ``L4T_VERSION`` only as given (None-like "" removes it)."""
-    from tests.conftest import REPO
-
     full = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_") and k != "L4T_VERSION"}
     full.update(PYTHONPATH=f"{site}:{REPO}", **env)
     return subprocess.Popen([sys.executable, "-m", "app", "--config", str(job), "run"], cwd=REPO,
