@@ -24,6 +24,7 @@ from app.errors import BuildCancelledError
 
 __all__ = [
     "CANCEL",
+    "CANCEL_GRACE_S",
     "call_cancellable",
     "cancellable_sleep",
     "cancelled_error",
@@ -64,6 +65,10 @@ class CancelFlag:
 
 
 CANCEL = CancelFlag()
+#: After a cancel, how long :func:`call_cancellable` waits for its worker to end: a TensorRT 10
+#: build stops at its next step and then frees its GPU buffers; a TensorRT 8 build cannot be
+#: stopped and is ended with the process. Short enough for a 2 s exit.
+CANCEL_GRACE_S = 1.0
 
 
 def cancelled_error() -> BuildCancelledError:
@@ -108,16 +113,18 @@ def call_cancellable(fn: Callable[[], _T]) -> _T:
 
     A build inside TensorRT or ONNX Runtime holds its thread in C code, where no checkpoint
     runs; waiting here instead keeps the main thread responsive. On cancel the worker is
-    abandoned (TensorRT's progress monitor stops it; publishing refuses to start new files).
+    given :data:`CANCEL_GRACE_S` to end (TensorRT's progress monitor stops it and it frees its
+    buffers), then abandoned; publishing refuses to start new files.
     """
-    return map_cancellable(lambda _: fn(), [None], 1)[0]
+    return map_cancellable(lambda _: fn(), [None], 1, grace_s=CANCEL_GRACE_S, name="build")[0]
 
 
-def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: int) -> list[_R]:
+def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: int,
+                    grace_s: float = 0.0, name: str = "worker") -> list[_R]:
     """``[fn(item) for item in items]`` in up to ``max_workers`` daemon threads, in order.
 
     Raises the first item's error (in item order) once all are done, or the cancellation error
-    as soon as a signal arrives.
+    as soon as a signal arrives, after giving the workers up to ``grace_s`` to end.
     """
     results: list[Any] = [None] * len(items)
     errors: dict[int, BaseException] = {}
@@ -135,12 +142,19 @@ def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: in
             except BaseException as exc:
                 errors[i] = exc
 
-    workers = [threading.Thread(target=work, name=f"worker-{n}", daemon=True)
-               for n in range(max(1, min(max_workers, len(items))))]
+    count = max(1, min(max_workers, len(items)))
+    workers = [threading.Thread(target=work, name=name if count == 1 else f"{name}-{n}", daemon=True)
+               for n in range(count)]
     for worker in workers:
         worker.start()
-    _wait(workers)
-    checkpoint()
+    try:
+        _wait(workers)
+        checkpoint()
+    except BuildCancelledError:
+        deadline = time.monotonic() + grace_s
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        raise
     if errors:
         raise errors[min(errors)]
     return results

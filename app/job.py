@@ -75,6 +75,10 @@ def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
     report = call_cancellable(lambda: probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
                                                  jetpack_override=config.jetpack))
     name = resolve_backend_name(config.backend, report.gpu is not None)
+    if config.backend == AUTO:
+        from app.backends.tensorrt.loader import check_auto_choice
+
+        check_auto_choice(report, name, logger)
     if BACKENDS[name].needs_gpu and report.gpu is None:
         report = call_cancellable(lambda: probe_host(need_gpu=True, cuda_device=config.cuda_device,
                                                      jetpack_override=config.jetpack))

@@ -50,7 +50,8 @@ class HostCapabilities:
     ``jetpack`` the JetPack release (``"6.2"``), :data:`NO_JETPACK` off-Jetson, or
     ``"l4t36.5.0"`` for an L4T release engine-init does not know (never a guess), and ``trt``
     the TensorRT ``major.minor`` (``"none"`` without TensorRT). The optional fields feed the
-    provenance record, not the file name.
+    provenance record, not the file name; ``cuda_device`` is the index of the probed GPU, which
+    a backend selects in the thread that builds.
     """
 
     sm: int
@@ -59,6 +60,7 @@ class HostCapabilities:
     trt_full: str = ""
     device_name: str = ""
     l4t: str = ""
+    cuda_device: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -27,16 +27,11 @@ from app import (
     EngineCacheEntry,
     EngineCompileRequest,
     HostCapabilities,
-    InputProfile,
     PrecisionMode,
     Sha256Sidecar,
 )
 from app.cache.record import record_path
 from app.cache.sidecar import sidecar_path
-
-if TYPE_CHECKING:
-    from app.backends.tensorrt.runtime import TensorRTRuntime
-    from tests.backends.tensorrt.fake_tensorrt import FakeCudart, FakeTensorRT
 
 REPO = Path(__file__).resolve().parents[1]
 ORIN = HostCapabilities(87, "6.2", "10.3")
@@ -293,28 +288,3 @@ def wait_until_started(pid: int, timeout: float = 30) -> None:
         assert time.monotonic() < deadline, f"process {pid} never installed its signal handlers"
         time.sleep(0.002)
 
-
-# -- the TensorRT backend through its recording stand-in (tests/backends/tensorrt) --------------
-DYN = InputProfile((1, 1, 64), (1, 16, 64), (1, 64, 64))
-
-
-def trt_host(version: str) -> HostCapabilities:
-    return HostCapabilities(87, "6.2", ".".join(version.split(".")[:2]), trt_full=version,
-                            device_name="Orin (nvgpu)", l4t="36.4.3")
-
-
-def runtime_for(fake: FakeTensorRT, cudart: FakeCudart | None = None) -> TensorRTRuntime:
-    from app.backends.tensorrt.device_memory import DeviceMemory
-    from app.backends.tensorrt.runtime import TensorRTRuntime
-    from tests.backends.tensorrt.fake_tensorrt import FakeCudart
-
-    cudart = cudart or FakeCudart()
-    return TensorRTRuntime(trt_host(fake.__version__), trt_module=fake,
-                           device_memory=lambda: DeviceMemory(cudart))  # type: ignore[arg-type]
-
-
-def trt_build_config(tmp_path: Path, name: str, precision: PrecisionMode = PrecisionMode.FP16,
-                     **kw: Any) -> BuildConfig:
-    engine = tmp_path / f"{name}__sm87_jp6.2_trt10.3_{precision.value}.engine"
-    return BuildConfig(precision=precision, model_name=name, engine_path=engine,
-                       cache_root=tmp_path, **kw)

@@ -2,15 +2,19 @@
 
 An ``.npz`` holds one array per model input, named after it; an ``.npy`` is the batch of a
 single-input model. Batches are read one at a time (never all at once) and each is checked
-against the model's inputs: names, dtype, and shape within the input's profile. Both backends
-use this; numpy is imported only here and only on the INT8 build path.
+against the model's inputs: names, dtype, and shape within the input's profile, or exactly the
+profile's ``opt`` shape where the backend calibrates at OPT (TensorRT: ``opt_only``).
+:meth:`CalibrationSet.validate` checks every file from its array headers alone, so that a bad
+batch is refused before a build starts rather than in the middle of one. Both backends use
+this; numpy is imported only here and only on the INT8 build path.
 """
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from app.backends.onnx_model import ModelInterface
 from app.cache.names import calibration_files
@@ -24,8 +28,9 @@ class CalibrationSet:
     """The validated calibration batches of one model."""
 
     def __init__(self, folder: Path | None, model: ModelInterface,
-                 profiles: dict[str, InputProfile], model_name: str) -> None:
+                 profiles: dict[str, InputProfile], model_name: str, *, opt_only: bool = False) -> None:
         self.folder = folder
+        self.opt_only = opt_only
         self.files = calibration_files(folder)
         self.model = model
         self.profiles = profiles
@@ -39,13 +44,39 @@ class CalibrationSet:
                 hint="add calibration data, or build this model in fp16/fp32")
         return self
 
+    def validate(self) -> CalibrationSet:
+        """Check every batch's names, dtypes and shapes from the array headers (no data read);
+        ModelDataError naming the first bad file."""
+        names = [t.name for t in self.model.inputs]
+        for path in self.files:
+            self._check(path, self._headers(path, names))
+        return self
+
     def batches(self) -> Iterator[dict[str, Any]]:
         """Yield ``{input name: array}`` per file, validated; ModelDataError on a bad batch."""
         names = [t.name for t in self.model.inputs]
         for path in self.files:
             arrays = self._load_npz(path) if path.suffix == ".npz" else self._load_npy(path, names)
-            self._check(path, arrays)
+            self._check(path, {k: (a.dtype.name, tuple(a.shape)) for k, a in arrays.items()})
             yield arrays
+
+    def _headers(self, path: Path, names: list[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+        if path.suffix == ".npy" and len(names) != 1:
+            raise ModelDataError(f"{self.model_name}: {path.name} is .npy, but the model has "
+                                 f"inputs {names}", hint="use .npz with one array per input")
+        try:
+            if path.suffix == ".npy":
+                with open(path, "rb") as stream:
+                    return {names[0]: _header(stream)}
+            with zipfile.ZipFile(path) as archive:
+                found = {}
+                for member in archive.namelist():
+                    with archive.open(member) as stream:
+                        found[member.removesuffix(".npy")] = _header(stream)
+                return found
+        except Exception as exc:  # zipfile, numpy's format checks and OSError all end here
+            raise ModelDataError(f"{self.model_name}: calibration file {path} is unreadable: "
+                                 f"{str(exc)[:200]}", hint="write it with numpy.save/savez") from exc
 
     def _load_npz(self, path: Path) -> dict[str, Any]:
         import numpy as np
@@ -69,19 +100,22 @@ class CalibrationSet:
             raise ModelDataError(f"{self.model_name}: calibration file {path} is unreadable: "
                                  f"{str(exc)[:200]}", hint="write it with numpy.save") from exc
 
-    def _check(self, path: Path, arrays: dict[str, Any]) -> None:
+    def _check(self, path: Path, arrays: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+        """``arrays`` maps each array's name to its dtype name and shape."""
         expected = {t.name: t for t in self.model.inputs}
         if set(arrays) != set(expected):
             raise ModelDataError(f"{self.model_name}: {path.name} holds arrays {sorted(arrays)}, "
                                  f"the model's inputs are {sorted(expected)}",
                                  hint="name each array after a model input")
-        for name, array in arrays.items():
-            if array.dtype.name != expected[name].dtype:
+        for name, (dtype, shape) in arrays.items():
+            if dtype != expected[name].dtype:
                 raise ModelDataError(
-                    f"{self.model_name}: {path.name}[{name}] is {array.dtype.name}, the model "
+                    f"{self.model_name}: {path.name}[{name}] is {dtype}, the model "
                     f"wants {expected[name].dtype}", hint=f"cast it with .astype('{expected[name].dtype}')")
             prof = self.profiles[name]
-            shape = tuple(array.shape)
+            if self.opt_only:
+                self._check_opt(path, name, shape, prof.opt)
+                continue
             ok = len(shape) == len(prof.min) and all(
                 lo <= s <= hi for s, lo, hi in zip(shape, prof.min, prof.max, strict=True))
             if not ok:
@@ -89,3 +123,30 @@ class CalibrationSet:
                     f"{self.model_name}: {path.name}[{name}] has shape {list(shape)}, outside the "
                     f"input's range {list(prof.min)}..{list(prof.max)}",
                     hint="write batches with the configured input shape")
+
+    def _check_opt(self, path: Path, name: str, shape: tuple[int, ...], opt: tuple[int, ...]) -> None:
+        if shape == opt:
+            return
+        if len(shape) != len(opt):
+            where = f"{len(shape)} dimensions, not {len(opt)}"
+        else:
+            axis = next(i for i, (s, o) in enumerate(zip(shape, opt, strict=True)) if s != o)
+            where = f"dimension {axis} is {shape[axis]}, not {opt[axis]}"
+        raise ModelDataError(
+            f"{self.model_name}: {path.name}[{name}] has shape {list(shape)} ({where}): TensorRT "
+            f"calibrates at the input's opt shape {list(opt)}",
+            hint="write every calibration batch at the opt shape, or set opt to the batches' shape")
+
+
+def _header(stream: IO[bytes]) -> tuple[str, tuple[int, ...]]:
+    """dtype name and shape from an ``.npy`` header, without reading the data."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return dtype.name, tuple(shape)

@@ -1,8 +1,10 @@
 """Compute capability and device name from the CUDA driver, through cuda-python.
 
-Only the driver API is used (``cuda.bindings.driver``, cuda-python >= 12.6.1; ``cuda.cuda``
-before that), so no CUDA runtime or TensorRT is loaded. Every call returns a tuple whose first
-item is a status, and every status is checked.
+The probe uses only the driver API (``cuda.bindings.driver``, cuda-python >= 12.6.1;
+``cuda.cuda`` before that), so no CUDA runtime or TensorRT is loaded. :func:`select_device`
+makes the configured GPU current for a build thread through the runtime API
+(``cudaSetDevice``). Every call returns a tuple whose first item is a status, and every status
+is checked.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from app.errors import HostProbeError
 
-__all__ = ["GpuInfo", "import_cuda", "probe_gpu"]
+__all__ = ["GpuInfo", "import_cuda", "probe_gpu", "select_device"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,21 @@ def probe_gpu(device_index: int = 0, driver: ModuleType | None = None) -> GpuInf
     raw = _check(drv, drv.cuDeviceGetName(256, dev), "cuDeviceGetName")
     name = bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
     return GpuInfo(device_index, name, int(major), int(minor), int(count), int(version))
+
+
+def select_device(index: int, runtime: Any = None) -> None:
+    """Make GPU ``index`` current for the calling thread (``cudaSetDevice``).
+
+    The current CUDA device is per thread, and a new thread starts on device 0: TensorRT and
+    ``cudaMalloc`` work on the current one, so the thread that builds and allocates must call
+    this first. ``runtime`` is ``cuda.bindings.runtime`` (imported when None).
+    """
+    rt = runtime or import_cuda("runtime", "cudart")
+    if rt is None:
+        raise HostProbeError(f"cuda-python's runtime API is needed to select cuda_device {index}",
+                             hint="install cuda-python 12.x (pip install 'engine-init[cuda]')")
+    result = rt.cudaSetDevice(index)
+    status = result[0] if isinstance(result, tuple) else result
+    if status != rt.cudaError_t.cudaSuccess:
+        raise HostProbeError(f"cudaSetDevice({index}) failed: {getattr(status, 'name', status)}",
+                             hint="set cuda_device to a GPU this container can see")

@@ -63,6 +63,6 @@ def probe_host(
                         "loader path: engines only load with the exact version they were built by")
     caps = HostCapabilities(
         sm=gpu.sm if gpu else 0, jetpack=jetpack, trt=trt.major_minor, trt_full=trt.version,
-        device_name=gpu.name if gpu else "", l4t=release.l4t,
+        device_name=gpu.name if gpu else "", l4t=release.l4t, cuda_device=cuda_device,
     )
     return HostReport(caps, gpu, release, trt, warnings, gpu_error)

@@ -105,3 +105,87 @@ def test_real_gpu_probe():
     info = probe_gpu(0)
     print(f"GPU 0: {info.name!r} sm{info.sm} driver {info.driver_version} of {info.device_count}")
     assert info.sm >= 50 and info.name
+
+
+class cudaError_t(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorInvalidDevice = 101
+
+
+def fake_runtime(devices=2):
+    """Stand-in for cuda.bindings.runtime: a current device per thread, as CUDA's."""
+    import threading
+
+    local = threading.local()
+
+    def set_device(index):
+        if not 0 <= index < devices:
+            return (cudaError_t.cudaErrorInvalidDevice,)
+        local.device = index
+        return (cudaError_t.cudaSuccess,)
+
+    return SimpleNamespace(cudaError_t=cudaError_t, cudaSetDevice=set_device,
+                           current=lambda: getattr(local, "device", 0))
+
+
+def test_select_device_makes_the_device_current_for_the_calling_thread_only():
+    import threading
+
+    from app.host.cuda import select_device
+
+    runtime = fake_runtime()
+    seen = []
+    worker = threading.Thread(target=lambda: (select_device(1, runtime), seen.append(runtime.current())))
+    worker.start()
+    worker.join()
+    assert seen == [1] and runtime.current() == 0
+
+
+def test_select_device_checks_the_status_and_needs_cuda_python(monkeypatch):
+    import app.host.cuda as cuda
+
+    with pytest.raises(HostProbeError, match=r"cudaSetDevice\(2\) failed: cudaErrorInvalidDevice"):
+        cuda.select_device(2, fake_runtime(devices=2))
+    monkeypatch.setattr(cuda, "import_cuda", lambda part, legacy: None)
+    with pytest.raises(HostProbeError, match="cuda-python's runtime API"):
+        cuda.select_device(0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
+def test_real_select_device_in_a_fresh_thread():
+    """On a real machine: a new thread allocates on device 0 until it selects another; with
+    select_device, the allocation lands on the last GPU (device 0 on a one-GPU machine)."""
+    import threading
+
+    from app.host.cuda import import_cuda, select_device
+
+    rt = import_cuda("runtime", "cudart")
+    last = probe_gpu(0).device_count - 1
+    found: dict[str, int] = {}
+
+    def allocate(key: str, select: bool) -> None:
+        if select:
+            select_device(last)
+        err, ptr = rt.cudaMalloc(1024)
+        assert err == rt.cudaError_t.cudaSuccess
+        err, attrs = rt.cudaPointerGetAttributes(ptr)
+        found[key] = attrs.device
+        rt.cudaFree(ptr)
+
+    for key, select in (("plain", False), ("selected", True)):
+        thread = threading.Thread(target=allocate, args=(key, select))
+        thread.start()
+        thread.join()
+    print(f"device of a fresh thread's buffer: {found['plain']}; after select_device({last}): "
+          f"{found['selected']}")
+    assert found == {"plain": 0, "selected": last}
+
+
+def test_the_probed_device_index_reaches_the_capabilities(tmp_path, monkeypatch):
+    import app.host.probe as probe
+
+    monkeypatch.setattr(probe, "probe_gpu", lambda i: probe_gpu(i, fake_driver(count=2)))
+    report = probe_host(need_gpu=True, cuda_device=1, env={"L4T_VERSION": "36.4.3"},
+                        release_file=tmp_path / "x")
+    assert report.capabilities.cuda_device == 1

@@ -6,6 +6,8 @@ what               TensorRT 8.5 / 8.6              TensorRT 10.x
 network flags      EXPLICIT_BATCH required         0 (EXPLICIT_BATCH deprecated)
 optimization lvl   8.6 only (absent in 8.5)        ``builder_optimization_level``
 progress monitor   absent                          ``IProgressMonitor``
+ONNX INT64         parsed as INT32 (no INT64)      INT64
+ONNX DOUBLE        parsed as FLOAT                 FLOAT
 =================  ==============================  =============================
 
 The contract test (tests/backends/tensorrt/test_contract.py) checks every name used here
@@ -18,6 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from app.backends.tensorrt.callbacks import CallbackErrors
 from app.types import PrecisionMode
 
 __all__ = ["TrtApi", "parse_version"]
@@ -66,11 +69,23 @@ class TrtApi:
             config.set_flag(self.trt.BuilderFlag.FP16)
         if precision is PrecisionMode.INT8:
             config.set_flag(self.trt.BuilderFlag.INT8)
+        if precision is PrecisionMode.FP32:
+            # TF32 is on by default (Ampere and later, Orin included): 10-bit mantissas in
+            # "fp32" matrix products. fp32 means fp32.
+            config.clear_flag(self.trt.BuilderFlag.TF32)
 
     def use_dla(self, config: Any, core: int) -> None:
         config.default_device_type = self.trt.DeviceType.DLA
         config.DLA_core = core
         config.set_flag(self.trt.BuilderFlag.GPU_FALLBACK)
+
+    def engine_dtype(self, onnx_dtype: str) -> str:
+        """The numpy dtype name TensorRT's ONNX parser gives a tensor of ``onnx_dtype``."""
+        if onnx_dtype == "float64":
+            return "float32"
+        if onnx_dtype == "int64" and self.major < 10:
+            return "int32"
+        return onnx_dtype
 
     def dtype_name(self, dtype: Any) -> str:
         name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
@@ -79,11 +94,18 @@ class TrtApi:
     def is_input(self, engine: Any, name: str) -> bool:
         return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
 
-    def make_logger(self, on_warning: Callable[[str], None]) -> Any:
-        """An ILogger that keeps errors (for EngineBuildError) and forwards warnings."""
+    def make_logger(self, forward: Callable[[str, str], None], errors: CallbackErrors,
+                    verbose: bool = False) -> Any:
+        """An ILogger that keeps errors (for the error messages) and forwards errors and warnings
+        as ``forward(severity name, message)``; INFO and VERBOSE (thousands in a build) only when
+        ``verbose``. It never raises: TensorRT would print and drop the exception, so a failure
+        goes to ``errors``."""
         trt = self.trt
-        error_level = int(trt.ILogger.Severity.ERROR)
-        warning_level = int(trt.ILogger.Severity.WARNING)
+        severities = trt.ILogger.Severity
+        warning_level = int(severities.WARNING)
+        error_level = int(severities.ERROR)
+        names = {int(getattr(severities, n)): n
+                 for n in ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")}
 
         class CollectingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
             def __init__(self) -> None:
@@ -91,10 +113,12 @@ class TrtApi:
                 self.errors: list[str] = []
 
             def log(self, severity: Any, msg: str) -> None:
-                level = int(severity)
-                if level <= error_level:
-                    self.errors.append(str(msg))
-                elif level <= warning_level:
-                    on_warning(str(msg))
+                with errors.guard("the TensorRT logger"):
+                    level = int(severity)
+                    if level > warning_level and not verbose:
+                        return
+                    if level <= error_level:
+                        self.errors.append(str(msg))
+                    forward(names.get(level, str(level)), str(msg))
 
         return CollectingLogger()

@@ -2,44 +2,67 @@
 
 ::
 
-    <cache_root>/timing/trt10.3.0__sm87__orin.timing         one per (TensorRT version, device)
-    <cache_root>/calibration/<model>__trt10.3.0__<fp16>.calib  one per model, version, data
+    <cache_root>/timing/trt10.3.0__sm87__orin.timing       one per (TensorRT version, device)
+    <cache_root>/calibration/<model>__trt10.3.0__<model key>__<data key>.calib
+
+A calibration table belongs to one model name, TensorRT version, model key (the sha256 of the
+ONNX bytes and the OPT shapes it was made at: a retrained model under the same name, or other
+shapes, must not reuse stale scales) and data key (the calibration data's fingerprint,
+:func:`app.cache.record.calibration_fingerprint`).
 
 Both are written with :func:`app.cache.publish.atomic_write_bytes` while the compiler holds the
-cache lock. A timing cache only combines with caches of the exact same TensorRT version.
+cache lock. A timing cache only combines with caches of the exact same TensorRT version, and
+TensorRT refuses one made on a device with other properties (``set_timing_cache`` returns
+False); an unreadable or refused cache is replaced by an empty one, with a
+``c10.engine.timing_cache.reset`` warning, and a cache TensorRT does not hand back after the
+build is not saved (``c10.engine.timing_cache.unsaved``).
 """
 
 from __future__ import annotations
 
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
+from app.cache.record import fingerprint
+from app.types import InputProfile
 
-__all__ = ["MAX_CACHE_BYTES", "TimingCache", "calibration_cache_path", "find_calibration_cache"]
+__all__ = ["MAX_CACHE_BYTES", "TIMING_RESET", "TIMING_UNSAVED", "TimingCache",
+           "calibration_cache_path", "calibration_model_key", "find_calibration_cache"]
 
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
 MAX_CACHE_BYTES = 256 << 20
+TIMING_RESET = "c10.engine.timing_cache.reset"
+TIMING_UNSAVED = "c10.engine.timing_cache.unsaved"
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "gpu"
 
 
-def calibration_cache_path(root: Path, model: str, trt_version: str, data_fp: str) -> Path:
-    return root / "calibration" / f"{model}__trt{trt_version}__{data_fp[:16]}.calib"
+def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -> str:
+    """What ties a calibration table to its model: the ONNX bytes and the OPT shapes."""
+    opt = {name: list(profile.opt) for name, profile in sorted(profiles.items())}
+    return fingerprint({"onnx_sha256": onnx_sha256, "opt": opt})[:16]
 
 
-def find_calibration_cache(root: Path, model: str, trt_version: str) -> Path | None:
-    """The newest calibration cache of ``model`` for this TensorRT version, whatever its data."""
+def calibration_cache_path(root: Path, model: str, trt_version: str, model_key: str,
+                           data_fp: str) -> Path:
+    return root / "calibration" / f"{model}__trt{trt_version}__{model_key}__{data_fp[:16]}.calib"
+
+
+def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: str) -> Path | None:
+    """The newest calibration cache of this model (name, bytes, OPT shapes) for this TensorRT
+    version, whatever data it was made from."""
     folder = root / "calibration"
     if not folder.is_dir():
         return None
     found = []
-    for path in folder.glob(f"{model}__trt{trt_version}__*.calib"):
+    for path in folder.glob(f"{model}__trt{trt_version}__{model_key}__*.calib"):
         try:
             st = path.lstat()  # a planted link, FIFO or folder is not a cache
         except OSError:
@@ -50,10 +73,13 @@ def find_calibration_cache(root: Path, model: str, trt_version: str) -> Path | N
 
 
 class TimingCache:
-    """Load before the build, combine with what is on disk and save after it."""
+    """Load before the build, combine with what is on disk and save after it. ``warn(kind,
+    message)`` reports a cache that could not be used or saved."""
 
-    def __init__(self, root: Path, trt_version: str, sm: int, device: str) -> None:
+    def __init__(self, root: Path, trt_version: str, sm: int, device: str,
+                 warn: Callable[[str, str], None]) -> None:
         self.path = root / "timing" / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
+        self.warn = warn
         self.loaded = self._read()
 
     def _read(self) -> bytes:
@@ -63,16 +89,36 @@ class TimingCache:
             return b""
 
     def attach(self, config: Any) -> Any:
-        cache = config.create_timing_cache(self.loaded)
-        config.set_timing_cache(cache, False)
+        """Attach the cache on disk, else an empty one; None if TensorRT refuses even that."""
+        if self.loaded:
+            cache = config.create_timing_cache(self.loaded)
+            if cache is None:
+                problem = "is unreadable"
+            elif not config.set_timing_cache(cache, False):
+                problem = "was made on a device with other properties"
+            else:
+                return cache
+            self.warn(TIMING_RESET, f"timing cache {self.path} {problem}: starting an empty one "
+                      "(this build takes its full time)")
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, False):
+            self.warn(TIMING_RESET, "TensorRT refused an empty timing cache: building without one")
+            return None
         return cache
 
-    def save(self, config: Any) -> bytes:
+    def save(self, config: Any) -> bytes | None:
         cache = config.get_timing_cache()
+        if cache is None:
+            self.warn(TIMING_UNSAVED, f"TensorRT returned no timing cache after the build; "
+                      f"{self.path} is left as it was")
+            return None
         on_disk = self._read()
         if on_disk and on_disk != self.loaded:
             # Written by another build since we loaded it: keep both sets of timings.
-            cache.combine(config.create_timing_cache(on_disk), False)
+            other = config.create_timing_cache(on_disk)
+            if other is None or not cache.combine(other, False):
+                self.warn(TIMING_RESET, f"timing cache {self.path}, written since by another build, "
+                          "does not combine with this one: replacing it")
         data = bytes(memoryview(cache.serialize()))
         atomic_write_bytes(self.path, data)
         return data

@@ -1,7 +1,9 @@
 """GPU buffers for calibration batches and warm-up inference, through cuda-python's runtime API.
 
 Every call returns a status tuple, and every status is checked. Buffers are freed by
-:meth:`DeviceMemory.close` (the runtime calls it in a ``finally``).
+:meth:`DeviceMemory.close` (the runtime calls it in a ``finally``). Each allocation first makes
+the configured GPU current: TensorRT may ask for a calibration batch from any thread, and a
+thread starts on device 0.
 """
 
 from __future__ import annotations
@@ -10,22 +12,26 @@ from types import ModuleType
 from typing import Any
 
 from app.errors import BackendUnavailableError, EngineBuildError
-from app.host.cuda import import_cuda
+from app.host.cuda import import_cuda, select_device
 
-__all__ = ["DeviceMemory"]
+__all__ = ["DeviceMemory", "cudart"]
 
 
-def _cudart() -> ModuleType:
+def cudart() -> ModuleType:
     module = import_cuda("runtime", "cudart")
     if module is None:
-        raise BackendUnavailableError("cuda-python is needed to feed INT8 calibration or run a "
-                                      "warm-up inference", hint="pip install cuda-python 12.x")
+        raise BackendUnavailableError("cuda-python's runtime API is needed to build with TensorRT "
+                                      "(device selection, INT8 calibration, warm-up)",
+                                      hint="pip install cuda-python 12.x")
     return module
 
 
 class DeviceMemory:
-    def __init__(self, cudart: ModuleType | None = None) -> None:
-        self.rt = cudart or _cudart()
+    """Buffers on GPU ``device``; ``runtime`` is cuda-python's runtime module (imported when None)."""
+
+    def __init__(self, runtime: Any = None, device: int = 0) -> None:
+        self.rt = runtime or cudart()
+        self.device = device
         self._owned: list[int] = []
         self._stream: Any = None
 
@@ -36,6 +42,7 @@ class DeviceMemory:
         return values[0] if len(values) == 1 else tuple(values)
 
     def alloc(self, nbytes: int) -> int:
+        select_device(self.device, self.rt)
         ptr = int(self._check(self.rt.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
         self._owned.append(ptr)
         return ptr

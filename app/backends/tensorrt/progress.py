@@ -2,7 +2,8 @@
 
 TensorRT calls the monitor from its build threads, so state is guarded by a lock. Returning
 False from ``step_complete`` asks TensorRT to stop the build, which is how SIGTERM/SIGINT
-cancel a build in progress.
+cancel a build in progress, and how a failed callback (recorded in :class:`CallbackErrors`,
+never raised into TensorRT) stops a build that could only end in that error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from app import events
+from app.backends.tensorrt.callbacks import CallbackErrors
 from app.cancel import CANCEL
 
 __all__ = ["MIN_INTERVAL_S", "make_progress_monitor"]
@@ -21,7 +23,8 @@ __all__ = ["MIN_INTERVAL_S", "make_progress_monitor"]
 MIN_INTERVAL_S = 0.5
 
 
-def make_progress_monitor(trt: Any, logger: logging.Logger, model_name: str) -> Any:
+def make_progress_monitor(trt: Any, logger: logging.Logger, model_name: str,
+                          errors: CallbackErrors) -> Any:
     class EventProgressMonitor(trt.IProgressMonitor):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
@@ -41,17 +44,19 @@ def make_progress_monitor(trt: Any, logger: logging.Logger, model_name: str) -> 
                         phase=phase, step=step, total=total)
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            with self._lock:
-                self._totals[phase_name] = int(num_steps)
-            self._emit(phase_name, 0, force=True)
+            with errors.guard("the progress monitor's phase_start"):
+                with self._lock:
+                    self._totals[phase_name] = int(num_steps)
+                self._emit(phase_name, 0, force=True)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            total = self._totals.get(phase_name, 0)
-            self._emit(phase_name, int(step) + 1, force=int(step) + 1 >= total)
-            return not CANCEL.is_set()
+            with errors.guard("the progress monitor's step_complete"):
+                total = self._totals.get(phase_name, 0)
+                self._emit(phase_name, int(step) + 1, force=int(step) + 1 >= total)
+            return not (CANCEL.is_set() or errors.failed)
 
         def phase_finish(self, phase_name: str) -> None:
-            with self._lock:
+            with errors.guard("the progress monitor's phase_finish"), self._lock:
                 self._totals.pop(phase_name, None)
                 self._last.pop(phase_name, None)
 

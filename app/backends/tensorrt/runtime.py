@@ -1,15 +1,18 @@
 """TensorRTRuntime: ONNX -> serialized TensorRT engine, verified, then published.
 
-``compile_engine`` parses the model with ``OnnxParser``, configures precision, workspace,
-optimization level, one optimization profile, INT8 calibration, the timing cache, DLA and the
-progress monitor, builds, checks the engine against the ONNX model and publishes it through
-:class:`Sha256Sidecar`. The warm path never imports TensorRT: names and versions come from the
-host probe, which reads the installed version without loading libnvinfer.
+``compile_engine`` selects the configured GPU in its (build) thread, refuses what a DLA cannot
+run, parses the model with ``OnnxParser``, configures precision, workspace, optimization level,
+the optimization and calibration profiles, INT8 calibration, the timing cache, DLA and the
+progress monitor, builds, re-raises what a callback raised, checks the engine against the ONNX
+model and publishes it through :class:`Sha256Sidecar`. The warm path never imports TensorRT:
+names and versions come from the host probe, which reads the installed version without loading
+libnvinfer.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +20,19 @@ from app import events, faults
 from app.backends.calibration import CalibrationSet
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
-from app.backends.tensorrt.caches import TimingCache
+from app.backends.tensorrt.caches import TimingCache, calibration_model_key
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
+from app.backends.tensorrt.callbacks import CallbackErrors
+from app.backends.tensorrt.dla import check_dla_request, require_core
+from app.backends.tensorrt.loader import import_tensorrt
+from app.backends.tensorrt.profiles import add_profiles
 from app.backends.tensorrt.progress import make_progress_monitor
 from app.backends.tensorrt.verify import check_engine, warm_up
 from app.cache.names import EngineFilenameSchema
-from app.cache.sidecar import Sha256Sidecar
+from app.cache.sidecar import Sha256Sidecar, hash_file
 from app.cancel import CANCEL, cancellable_sleep, cancelled_error
 from app.errors import BackendUnavailableError, EngineBuildError
+from app.host.cuda import select_device
 from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 __all__ = ["TensorRTRuntime"]
@@ -32,15 +40,33 @@ __all__ = ["TensorRTRuntime"]
 _LOG = logging.getLogger("engine_init")
 
 
+class _Buffers:
+    """GPU memory for calibration and warm-up, made on first use; ``close`` frees it."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._memory: Any = None
+
+    def get(self) -> Any:
+        if self._memory is None:
+            self._memory = self._factory()
+        return self._memory
+
+    def close(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
+
+
 class TensorRTRuntime:
-    """``compile_engine`` for TensorRT; ``trt_module`` and ``device_memory`` are injectable."""
+    """``compile_engine`` for TensorRT; ``trt_module`` and ``cudart`` (cuda-python's runtime
+    module) are injectable."""
 
     name = "tensorrt"
     needs_gpu = True
     supported_precisions = frozenset(PrecisionMode)
 
     def __init__(self, host: HostCapabilities, *, trt_module: Any = None,
-                 device_memory: Any = None, logger: logging.Logger | None = None) -> None:
+                 cudart: Any = None, logger: logging.Logger | None = None) -> None:
         if trt_module is None:
             import importlib.util
 
@@ -48,7 +74,7 @@ class TensorRTRuntime:
                 raise ImportError("tensorrt is not installed", name="tensorrt")
         self.host = host
         self._trt = trt_module
-        self._memory_factory = device_memory
+        self._cudart = cudart
         self.logger = logger or _LOG
 
     # -- what the compiler asks before deciding hit or miss (no TensorRT import) -------------
@@ -66,9 +92,7 @@ class TensorRTRuntime:
     # -- the build ---------------------------------------------------------------------------
     def _api(self) -> TrtApi:
         if self._trt is None:
-            import tensorrt
-
-            self._trt = tensorrt
+            self._trt = import_tensorrt()
         api = TrtApi(self._trt)
         if self.host.trt_full and api.full_version != self.host.trt_full:
             raise BackendUnavailableError(
@@ -77,103 +101,113 @@ class TensorRTRuntime:
                 hint="remove one (pip vs system); engines only load with the version that built them")
         return api
 
+    def _runtime_api(self) -> Any:
+        if self._cudart is None:
+            from app.backends.tensorrt.device_memory import cudart
+
+            self._cudart = cudart()
+        return self._cudart
+
     def _memory(self) -> Any:
-        if self._memory_factory is not None:
-            return self._memory_factory()
         from app.backends.tensorrt.device_memory import DeviceMemory
 
-        return DeviceMemory()
+        return DeviceMemory(self._runtime_api(), self.host.cuda_device)
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
         cfg = build_config
         if cfg.engine_path is None:
             raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
         api = self._api()
+        # This runs in a fresh build thread, whose current device is 0 whatever was probed.
+        select_device(self.host.cuda_device, self._runtime_api())
         cancellable_sleep(faults.slow_build_seconds())
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
-        memory = None
+        check_dla_request(cfg.model_name, cfg.dla_core, cfg.precision, profiles)
+        buffers = _Buffers(self._memory)
+        errors = CallbackErrors()
         try:
-            blob, memory = self._build(api, Path(model_path), model, profiles, cfg)
-            runtime = api.trt.Runtime(self._trt_logger(api, cfg.model_name))
+            blob = self._build(api, Path(model_path), model, profiles, cfg, errors, buffers)
+            runtime_logger = self._trt_logger(api, cfg.model_name, errors)
+            runtime = api.trt.Runtime(runtime_logger)
+            if cfg.dla_core is not None:
+                runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
             engine = runtime.deserialize_cuda_engine(blob)
+            errors.raise_first(cfg.model_name)
             if engine is None:
-                raise EngineBuildError(f"{cfg.model_name}: the built engine does not deserialize")
+                raise EngineBuildError(f"{cfg.model_name}: the built engine does not deserialize: "
+                                       + ("; ".join(runtime_logger.errors[-5:]) or "no error logged"))
             check_engine(api, engine, model, profiles, cfg.model_name)
             if cfg.verify == "infer":
-                memory = memory or self._memory()
-                warm_up(api, engine, profiles, memory, cfg.model_name)
+                warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
         finally:
-            if memory is not None:
-                memory.close()
+            buffers.close()  # also when the build raised: calibration buffers are freed
         digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, memoryview(blob))
         return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
                                 self.host.trt, cfg.precision,
                                 {"backend": self.name, "backend_version": api.full_version})
 
-    def _trt_logger(self, api: TrtApi, model_name: str) -> Any:
-        def warn(message: str) -> None:
+    def _trt_logger(self, api: TrtApi, model_name: str, errors: CallbackErrors) -> Any:
+        def forward(severity: str, message: str) -> None:
             events.emit(self.logger, logging.DEBUG, "c10.engine.tensorrt.log",
-                        f"{model_name}: TensorRT: {message}", model_name=model_name)
+                        f"{model_name}: TensorRT {severity}: {message}", model_name=model_name,
+                        severity=severity)
 
-        return api.make_logger(warn)
+        # INFO and VERBOSE only under --debug: a build logs thousands of them.
+        return api.make_logger(forward, errors, verbose=self.logger.isEnabledFor(logging.DEBUG))
 
     def _build(self, api: TrtApi, model_path: Path, model: ModelInterface,
-               profiles: dict[str, InputProfile], cfg: BuildConfig) -> tuple[Any, Any]:
+               profiles: dict[str, InputProfile], cfg: BuildConfig,
+               errors: CallbackErrors, buffers: _Buffers) -> Any:
         trt = api.trt
-        logger = self._trt_logger(api, cfg.model_name)
+        logger = self._trt_logger(api, cfg.model_name, errors)
         builder = trt.Builder(logger)
         network = api.create_network(builder)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(model_path)):
-            errors = [parser.get_error(i) for i in range(parser.num_errors)]
-            detail = "; ".join(f"[{e.code()}] node {e.node()}: {e.desc()}" for e in errors)
+            found = [parser.get_error(i) for i in range(parser.num_errors)]
+            detail = "; ".join(f"[{e.code()}] node {e.node()}: {e.desc()}" for e in found)
             raise EngineBuildError(f"{cfg.model_name}: TensorRT's ONNX parser rejected "
                                    f"{model_path.name}: {detail or 'no detail'}",
                                    hint="check the opset and ops against TensorRT's ONNX support")
         config = builder.create_builder_config()
         api.configure(config, cfg.precision, cfg.workspace_mb << 20, cfg.optimization_level)
-        self._add_profile(builder, network, config, profiles, cfg.model_name)
-        memory = None
-        calibrator = None
+        int8 = cfg.precision is PrecisionMode.INT8
+        add_profiles(builder, network, config, profiles, cfg.model_name, calibrate=int8)
         root = cfg.cache_root or cfg.engine_path.parent  # type: ignore[union-attr]
-        if cfg.precision is PrecisionMode.INT8:
-            calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name)
-            write_to, read_from = calibration_plan(calib, root, api.full_version)
-            memory = self._memory()
-            calibrator = make_calibrator(trt, calib, write_to, read_from, memory)
-            config.int8_calibrator = calibrator
+        if int8:
+            config.int8_calibrator = self._calibrator(api, model_path, model, profiles, cfg, root,
+                                                      network, errors, buffers)
         if cfg.dla_core is not None:
-            available = int(builder.num_DLA_cores)
-            if cfg.dla_core >= available:
-                raise BackendUnavailableError(
-                    f"{cfg.model_name}: dla_core {cfg.dla_core} requested, but this device has "
-                    f"{available} DLA core(s)", hint="remove dla_core or pick an existing core")
+            require_core(builder, cfg.model_name, cfg.dla_core)
             api.use_dla(config, cfg.dla_core)
-        timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name)
+        timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name,
+                             lambda kind, message: events.emit(
+                                 self.logger, logging.WARNING, kind, f"{cfg.model_name}: {message}",
+                                 model_name=cfg.model_name))
         timing.attach(config)
         if api.has_progress_monitor:
-            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name)
+            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors)
         blob = builder.build_serialized_network(network, config)
+        errors.raise_first(cfg.model_name)
         if blob is None:
             if CANCEL.is_set():
                 raise cancelled_error()
             raise EngineBuildError(f"{cfg.model_name}: TensorRT could not build the engine: "
                                    + ("; ".join(logger.errors[-5:]) or "no error logged"),
-                                   hint="see the TensorRT log lines above; try a larger workspace_mb")
+                                   hint="run with --debug for TensorRT's log; try a larger workspace_mb")
         timing.save(config)
-        return blob, memory
+        return blob
 
-    @staticmethod
-    def _add_profile(builder: Any, network: Any, config: Any,
-                     profiles: dict[str, InputProfile], model_name: str) -> None:
-        tensors = [network.get_input(i) for i in range(network.num_inputs)]
-        if not any(-1 in tuple(t.shape) for t in tensors):
-            return  # a static network needs no optimization profile
-        profile = builder.create_optimization_profile()
-        for tensor in tensors:
-            p = profiles[tensor.name]
-            profile.set_shape(tensor.name, p.min, p.opt, p.max)
-        if config.add_optimization_profile(profile) < 0:
-            raise EngineBuildError(f"{model_name}: TensorRT refused the optimization profile "
-                                   f"{ {k: v.as_dict() for k, v in profiles.items()} }")
+    def _calibrator(self, api: TrtApi, model_path: Path, model: ModelInterface,
+                    profiles: dict[str, InputProfile], cfg: BuildConfig, root: Path, network: Any,
+                    errors: CallbackErrors, buffers: _Buffers) -> Any:
+        # Every batch is checked before the build (TensorRT would read a bad one as the end of
+        # the data), and must have the opt shape that TensorRT calibrates at.
+        calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
+                               opt_only=True).validate()
+        model_key = calibration_model_key(hash_file(model_path), profiles)
+        write_to, read_from = calibration_plan(calib, root, api.full_version, model_key)
+        inputs = [network.get_input(i) for i in range(network.num_inputs)]
+        dtypes = {t.name: api.dtype_name(t.dtype) for t in inputs}
+        return make_calibrator(api.trt, calib, write_to, read_from, buffers.get(), errors, dtypes)

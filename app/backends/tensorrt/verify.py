@@ -1,8 +1,14 @@
 """Check a freshly built engine against the ONNX model before it is published.
 
-Deserialize it, compare its I/O tensors (names, modes, dtypes, shapes or profile ranges) with
-the ONNX model's inputs and outputs and the configured profiles, and optionally run one warm-up
-inference on zeros at the ``opt`` shapes (``verify: infer``).
+Deserialize it, compare its I/O tensors (names, modes, dtypes as the release's ONNX parser maps
+them, shapes or profile ranges) with the ONNX model's inputs and outputs and the configured
+profiles, and optionally run one warm-up inference on zeros at the ``opt`` shapes
+(``verify: infer``).
+
+An output whose size depends on the data (NonZero, NMS...) has -1 dimensions even once the
+input shapes are set; its buffer is sized by ``get_max_output_size`` (TensorRT's upper bound
+for the current input shapes, 8.5+), and its values are not checked: their count is known only
+to an output allocator.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
                         f"model's {sorted(want_in)} -> {sorted(want_out)}")
     for name in set(names) & (set(want_in) | set(want_out)):
         got = api.dtype_name(engine.get_tensor_dtype(name))
-        want = (want_in.get(name) or want_out[name]).dtype
+        want = api.engine_dtype((want_in.get(name) or want_out[name]).dtype)
         if got != want:
             problems.append(f"tensor {name!r} is {got} in the engine, {want} in the ONNX model")
     for name in set(inputs) & set(profiles):
@@ -65,12 +71,20 @@ def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory:
             memory.upload(ptr, array)
             context.set_tensor_address(name, ptr)
     for name in names:
-        if not api.is_input(engine, name):
-            dtype = np.dtype(api.dtype_name(engine.get_tensor_dtype(name)))
-            array = np.empty(tuple(context.get_tensor_shape(name)), dtype=dtype)
-            ptr = memory.alloc(array.nbytes)
-            context.set_tensor_address(name, ptr)
-            outputs[name] = (array, ptr)
+        if api.is_input(engine, name):
+            continue
+        shape = tuple(context.get_tensor_shape(name))
+        if -1 in shape:
+            bound = int(context.get_max_output_size(name))
+            if bound < 0:
+                raise EngineBuildError(f"{model_name}: TensorRT gives no size bound for output "
+                                       f"{name!r} of shape {list(shape)}")
+            context.set_tensor_address(name, memory.alloc(bound))
+            continue
+        array = np.empty(shape, dtype=np.dtype(api.dtype_name(engine.get_tensor_dtype(name))))
+        ptr = memory.alloc(array.nbytes)
+        context.set_tensor_address(name, ptr)
+        outputs[name] = (array, ptr)
     if not context.execute_async_v3(memory.stream()):
         raise EngineBuildError(f"{model_name}: the warm-up inference failed to launch")
     memory.synchronize()

@@ -68,4 +68,45 @@ def test_build_run_and_compare_with_onnxruntime(tmp_path, corpus, precision):
     finally:
         memory.close()
     want = ort.InferenceSession(str(corpus["dinov2_vpr"])).run(None, {"pixels": x})[0]
+    # fp32 builds clear TF32 (on by default, 10-bit mantissas on Orin): fp32 agrees to 1e-4.
     np.testing.assert_allclose(out, want, atol=1e-2 if precision is PrecisionMode.FP16 else 1e-4)
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_real_data_dependent_and_64_bit_models_build_and_warm_up(tmp_path):
+    """NonZero's output has -1 dimensions (warm-up sizes it by get_max_output_size); an int64
+    input and a float64 output come back as the release's parser maps them (8.x: int32)."""
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+    from app.host.probe import probe_host
+    from tests.backends.tensorrt.helpers import make_nonzero_model, make_tokens_model
+
+    runtime = TensorRTRuntime(probe_host(need_gpu=True).capabilities)
+    for name, model in (("nonzero", make_nonzero_model(tmp_path / "nonzero.onnx")),
+                        ("tokens", make_tokens_model(tmp_path / "tokens.onnx"))):
+        cfg = BuildConfig(precision=PrecisionMode.FP16, model_name=name, cache_root=tmp_path,
+                          engine_path=tmp_path / runtime.artifact_name(name, PrecisionMode.FP16),
+                          workspace_mb=256, verify="infer")
+        assert Sha256Sidecar.verify(runtime.compile_engine(model, cfg).engine_path)
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_real_int8_on_dynamic_shapes_calibrates_at_opt(tmp_path, corpus):
+    import numpy as np
+
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+    from app.host.probe import probe_host
+
+    profile = InputProfile((1, 16, 64), (1, 64, 64), (1, 128, 64))
+    folder = tmp_path / "calibration" / "lightglue"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        np.savez(folder / f"batch_{i}.npz", desc0=rng.standard_normal(profile.opt, np.float32),
+                 desc1=rng.standard_normal(profile.opt, np.float32))
+    runtime = TensorRTRuntime(probe_host(need_gpu=True).capabilities)
+    cfg = BuildConfig(precision=PrecisionMode.INT8, model_name="lightglue", cache_root=tmp_path,
+                      engine_path=tmp_path / runtime.artifact_name("lightglue", PrecisionMode.INT8),
+                      input_shapes={"desc0": profile, "desc1": profile}, calibration_dir=folder,
+                      workspace_mb=256, verify="infer")
+    assert Sha256Sidecar.verify(runtime.compile_engine(corpus["lightglue"], cfg).engine_path)
+    assert len(list((tmp_path / "calibration").glob("lightglue__*.calib"))) == 1

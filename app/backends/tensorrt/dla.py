@@ -1,0 +1,44 @@
+"""Deep Learning Accelerator cores (Xavier, Orin AGX/NX): what a ``dla_core`` build needs.
+
+A DLA runs FP16 and INT8 layers on fixed shapes only. With GPU fallback on (it is: a layer the
+DLA lacks must run somewhere), TensorRT builds an FP32 network, or one whose input shapes vary,
+for the GPU alone and says nothing but a warning: the engine would be named and recorded as a
+DLA engine and use no DLA at all. So ``dla_core`` with ``precision: fp32`` or with an input
+whose min and max differ is refused as a config error naming the field, before any build.
+The runtime that deserializes a DLA engine must be told its core (``Runtime.DLA_core``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.errors import BackendUnavailableError, ConfigError
+from app.types import InputProfile, PrecisionMode
+
+__all__ = ["check_dla_request", "require_core"]
+
+
+def check_dla_request(model_name: str, dla_core: int | None, precision: PrecisionMode,
+                      profiles: dict[str, InputProfile]) -> None:
+    """ConfigError when ``dla_core`` asks for what a DLA cannot run."""
+    if dla_core is None:
+        return
+    field = f"backbones[{model_name}].dla_core"
+    if precision is PrecisionMode.FP32:
+        raise ConfigError(f"{field}: a DLA runs fp16 or int8 only, and this model is built in "
+                          "fp32: TensorRT would silently build it for the GPU",
+                          hint="set precision: fp16 (or int8) for this backbone, or remove dla_core")
+    varying = sorted(name for name, p in profiles.items() if not p.is_fixed)
+    if varying:
+        raise ConfigError(f"{field}: a DLA runs fixed shapes only, and input(s) {varying} have a "
+                          "min..max range: TensorRT would silently build it for the GPU",
+                          hint="give those inputs one shape (min = opt = max), or remove dla_core")
+
+
+def require_core(builder: Any, model_name: str, dla_core: int) -> None:
+    """BackendUnavailableError when this device has no DLA core ``dla_core``."""
+    available = int(builder.num_DLA_cores)
+    if dla_core >= available:
+        raise BackendUnavailableError(
+            f"{model_name}: dla_core {dla_core} requested, but this device has {available} DLA "
+            "core(s)", hint="remove dla_core or pick an existing core")

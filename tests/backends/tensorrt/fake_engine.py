@@ -1,0 +1,125 @@
+"""The run half of the TensorRT stand-in: ``Runtime``, the engine and its execution context.
+See :mod:`tests.backends.tensorrt.fake_tensorrt`. The context checks every I/O buffer against
+the size the real engine would read or write, and records an overrun instead of corrupting
+memory as a real GPU would."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.backends.tensorrt.fake_tensorrt import ITEM, FakeTensorRT, Strict, get
+
+
+class Runtime(Strict):
+    _settable = frozenset({"DLA_core"})
+
+    def __init__(self, fake: FakeTensorRT, logger: Any) -> None:
+        super().__init__(fake)
+        object.__setattr__(self, "_logger", logger)
+        object.__setattr__(self, "DLA_core", -1)
+
+    def deserialize_cuda_engine(self, blob: Any) -> ICudaEngine | None:
+        fake = get(self, "_fake")
+        fake.calls.append(("deserialize", get(self, "DLA_core"), fake.gpu.current()))
+        if fake.corrupt_engine:
+            fake.log(get(self, "_logger"), "ERROR", "1: [stdArchiveReader.cpp::StdArchiveReader::32] "
+                     "Error Code 1: Serialization (Serialization assertion magicTagRead == kMAGIC_TAG "
+                     "failed.Magic tag does not match)")
+            return None
+        return ICudaEngine(fake, json.loads(bytes(memoryview(blob))))
+
+
+class ICudaEngine(Strict):
+    def __init__(self, fake: FakeTensorRT, doc: dict[str, Any]) -> None:
+        super().__init__(fake)
+        object.__setattr__(self, "_doc", doc)
+        object.__setattr__(self, "_inputs", {t[0] for t in doc["inputs"]})
+        object.__setattr__(self, "_tensors", {t[0]: t for t in doc["inputs"] + doc["outputs"]})
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(get(self, "_tensors"))
+
+    def get_tensor_name(self, index: int) -> str:
+        return list(get(self, "_tensors"))[index]
+
+    def get_tensor_mode(self, name: str) -> Any:
+        modes = get(get(self, "_fake").module, "TensorIOMode")
+        return modes.INPUT if name in get(self, "_inputs") else modes.OUTPUT
+
+    def get_tensor_dtype(self, name: str) -> Any:
+        return getattr(get(get(self, "_fake").module, "DataType"), get(self, "_tensors")[name][2])
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else -1 for d in get(self, "_tensors")[name][1])
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> list[tuple[int, ...]]:
+        return [tuple(s) for s in get(self, "_doc")["profiles"][name]]
+
+    def create_execution_context(self) -> IExecutionContext:
+        return IExecutionContext(get(self, "_fake"), self)
+
+
+def _volume(shape: tuple[int, ...]) -> int:
+    total = 1
+    for dim in shape:
+        total *= dim
+    return total
+
+
+class IExecutionContext(Strict):
+    def __init__(self, fake: FakeTensorRT, engine: ICudaEngine) -> None:
+        super().__init__(fake)
+        object.__setattr__(self, "_engine", engine)
+        object.__setattr__(self, "_shapes", {})
+        object.__setattr__(self, "_addresses", {})
+
+    def _resolved(self, name: str, data_dependent: int) -> tuple[int, ...]:
+        shapes, dims = get(self, "_shapes"), get(get(self, "_engine"), "_tensors")[name][1]
+        if name in get(get(self, "_engine"), "_inputs"):
+            return tuple(shapes.get(name, [d if isinstance(d, int) else -1 for d in dims]))
+        return tuple(d if isinstance(d, int) else shapes[d[0]][d[1]] if d and d[0] in shapes
+                     else -1 if d else data_dependent for d in dims)
+
+    def _bound(self) -> int:
+        """The most elements a data-dependent axis can have: the largest input's volume."""
+        return max((_volume(s) for s in get(self, "_shapes").values()), default=0)
+
+    def set_input_shape(self, name: str, shape: Any) -> bool:
+        profile = get(get(self, "_engine"), "_doc")["profiles"].get(name)
+        shape = tuple(shape)
+        if profile and not all(lo <= s <= hi
+                               for s, lo, hi in zip(shape, profile[0], profile[2], strict=True)):
+            return False
+        get(self, "_shapes")[name] = shape
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self._resolved(name, -1)
+
+    def get_max_output_size(self, name: str) -> int:
+        engine = get(self, "_engine")
+        unset = any(-1 in self._resolved(n, 0) for n in get(engine, "_inputs"))
+        if name in get(engine, "_inputs") or unset:
+            return -1
+        return _volume(self._resolved(name, self._bound())) * ITEM[get(engine, "_tensors")[name][2]][0]
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        get(self, "_addresses")[name] = int(ptr)
+        return True
+
+    def execute_async_v3(self, stream: int) -> bool:
+        fake, engine = get(self, "_fake"), get(self, "_engine")
+        fake.calls.append(("execute_async_v3", stream))
+        fake.calls.append(("execute_device", fake.gpu.current()))
+        for name, (_, _, dtype) in get(engine, "_tensors").items():
+            ptr = get(self, "_addresses").get(name)
+            shape = self._resolved(name, self._bound() // 2)  # data-dependent: some of the bound
+            if ptr is None or -1 in shape:
+                fake.calls.append(("enqueue_error", name))
+                return False
+            need, have = _volume(shape) * ITEM[dtype][0], fake.gpu.size_of(ptr)
+            if have < need:
+                fake.calls.append(("overrun", name, have, need))
+        return True
