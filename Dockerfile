@@ -1,14 +1,21 @@
 # engine-init: the first-boot job that makes TensorRT engines ready on a Jetson.
 #
-# Bases (they must carry TensorRT's Python bindings and builder):
+# Bases (they must carry TensorRT's Python bindings and builder), each with its pinned packages
+# in docker/constraints/<CONSTRAINTS>.txt:
 #   JetPack 6.1 / 6.2 (TensorRT 10.3):  nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel   (default)
+#                                       CONSTRAINTS=l4t-tensorrt-r10.3.0              (default)
 #   JetPack 6.0       (TensorRT 8.6.2): nvcr.io/nvidia/l4t-tensorrt:r8.6.2-devel
+#                                       CONSTRAINTS=l4t-tensorrt-r8.6.2
 #   JetPack 5.1       (TensorRT 8.5.2): nvcr.io/nvidia/l4t-tensorrt:r8.5.2.2-devel (ships Python 3.8:
 #                                       engine-init needs >= 3.10, add one to the image first)
 #   x86 dGPU          (TensorRT 10.3):  nvcr.io/nvidia/tensorrt:24.08-py3
-# CI builds it on a locally made Debian base with REQUIRE_TENSORRT=0 and EXTRAS=onnxruntime.
+#                                       CONSTRAINTS=tensorrt-24.08-py3
+# CI builds it on a locally made Debian base with REQUIRE_TENSORRT=0, EXTRAS=onnxruntime and
+# CONSTRAINTS=ci-debian-bookworm.
 ARG BASE_IMAGE=nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel
 FROM ${BASE_IMAGE}
+
+ARG CONSTRAINTS=l4t-tensorrt-r10.3.0
 
 ARG REQUIRE_TENSORRT=1
 ARG EXTRAS=onnxruntime,cuda
@@ -23,12 +30,12 @@ RUN if [ "$REQUIRE_TENSORRT" = "1" ]; then \
 
 # A venv that still sees the base image's TensorRT bindings (installed system-wide).
 RUN python3 -m venv --system-site-packages /opt/engine-init
-COPY docker/constraints.txt docker/wheels/ /tmp/wheels/
+COPY docker/constraints/ docker/wheels/ /tmp/wheels/
 COPY pyproject.toml README.md /src/
 COPY app /src/app
 RUN /opt/engine-init/bin/pip install --no-cache-dir --disable-pip-version-check \
       ${PIP_NO_INDEX:+--no-index --find-links /tmp/wheels} \
-      -c /tmp/wheels/constraints.txt "/src[${EXTRAS}]" \
+      -c "/tmp/wheels/${CONSTRAINTS}.txt" "/src[${EXTRAS}]" \
  && rm -rf /tmp/wheels /src \
  && /opt/engine-init/bin/python -c "import app"
 

@@ -2,7 +2,8 @@
 
 The base is a minimal Debian with Python made by debootstrap and ``docker import``-ed, tagged by
 a hash of its recipe so that it is built once per machine. Python packages reach the image
-through a local wheelhouse (``docker/wheels``), since builds have no network.
+through a local wheelhouse (``docker/wheels``), since builds have no network, resolved from the
+CI constraints file by ``tools/check_constraints.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ APP_TAG = "engine-init:ci"
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 PACKAGES = "python3,python3-venv,ca-certificates"
 RECIPE = f"debootstrap --variant=minbase --include={PACKAGES} {SUITE} {MIRROR}"
+CONSTRAINTS = REPO / "docker" / "constraints" / "ci-debian-bookworm.txt"
+BUILD_ARGS = {"CONSTRAINTS": CONSTRAINTS.stem, "REQUIRE_TENSORRT": "0", "EXTRAS": "onnxruntime",
+              "PIP_NO_INDEX": "1"}
 
 
 def docker_client() -> tuple[Any, str]:
@@ -60,31 +64,23 @@ def ensure_base_image(client: Any) -> str:
 
 
 def ensure_wheelhouse() -> Path:
-    """Download the image's pinned wheels (CPython 3.11, x86_64) once."""
+    """Download the CI image's pinned wheels (and what pip needs to build the job) once."""
     wheels = REPO / "docker" / "wheels"
-    constraints = REPO / "docker" / "constraints.txt"
-    stamp = wheels / f".stamp-{hashlib.sha256(constraints.read_bytes()).hexdigest()[:12]}"
+    stamp = wheels / f".stamp-{hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:12]}"
     if stamp.exists():
         return wheels
-    for old in wheels.glob("*.whl"):
+    for old in [*wheels.glob("*.whl"), *wheels.glob(".stamp-*")]:
         old.unlink()
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-                    "--python-version", "3.11", "--implementation", "cp",
-                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                    "--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_28_x86_64",
-                    "-c", str(constraints), "-d", str(wheels),
-                    "click", "pydantic", "PyYAML", "onnx", "onnxruntime", "numpy",
-                    "setuptools>=68", "wheel"], check=True, env=dict(os.environ))
-    for old in wheels.glob(".stamp-*"):
-        old.unlink()
+    subprocess.run([sys.executable, str(REPO / "tools" / "check_constraints.py"), "--dest", str(wheels),
+                    str(CONSTRAINTS)], check=True, env=dict(os.environ))
     stamp.touch()
     return wheels
 
 
 def build_app_image(client: Any, base: str) -> str:
     ensure_wheelhouse()
-    client.images.build(path=str(REPO), tag=APP_TAG, rm=True, forcerm=True, buildargs={
-        "BASE_IMAGE": base, "REQUIRE_TENSORRT": "0", "EXTRAS": "onnxruntime", "PIP_NO_INDEX": "1"})
+    client.images.build(path=str(REPO), tag=APP_TAG, rm=True, forcerm=True,
+                        buildargs={**BUILD_ARGS, "BASE_IMAGE": base})
     return APP_TAG
 
 
