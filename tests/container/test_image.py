@@ -30,8 +30,9 @@ def volumes(root: Path) -> dict[str, dict[str, str]]:
 
 
 def run(client, image, args, root=None, env=None, **kw) -> tuple[int, str]:
+    mounts = {**(volumes(root) if root else {}), **kw.pop("volumes", {})}
     container = client.containers.run(
-        image, args, detach=True, volumes=volumes(root) if root else {},
+        image, args, detach=True, volumes=mounts,
         environment={"ENGINE_INIT_CONFIG": "/models/engine-init.yaml", **(env or {})}, **kw)
     try:
         code = container.wait(timeout=300)["StatusCode"]
