@@ -50,15 +50,19 @@ RUN /opt/engine-init/bin/python -m pip install --no-cache-dir --disable-pip-vers
 COPY entrypoint.py /opt/engine-init/entrypoint.py
 COPY config/engine-init.yaml /etc/engine-init/config.yaml
 
-# Non-root: the cache volume must be writable by this uid (README: Permissions).
+# Non-root: the cache volume must be writable by this uid (README: Permissions). The user is in
+# `video`: on a Jetson the GPU device nodes are root:video 0660, and without the group CUDA sees
+# no device. USER names the uid alone so that Docker adds the user's groups from /etc/group (with
+# uid:gid it adds none); compose also passes group_add: [video] (README: Permissions).
 RUN (getent group ${APP_UID} || groupadd --gid ${APP_UID} engine-init) \
- && useradd --uid ${APP_UID} --gid ${APP_UID} --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin engine-init \
+ && (getent group video || groupadd --system video) \
+ && useradd --uid ${APP_UID} --gid ${APP_UID} --groups video --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin engine-init \
  && mkdir -p /var/cache/engine-init /run/engine-init \
  && chown ${APP_UID}:${APP_UID} /var/cache/engine-init /run/engine-init
 
 # No .pyc writes (read-only root filesystem); temp files go to the /tmp tmpfs.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp
-USER ${APP_UID}:${APP_UID}
+USER ${APP_UID}
 ENTRYPOINT ["/opt/engine-init/bin/python", "/opt/engine-init/entrypoint.py"]
 CMD ["run"]

@@ -9,7 +9,8 @@ and reproduces their traps, so that the Dockerfile is tested against them:
 - a stand-in of TensorRT's Python bindings installed system-wide (``nvidia_base/``: a ``tensorrt``
   package with its version line and dist-info) whose import loads a driver library that is an
   empty placeholder: ``import tensorrt`` fails during ``docker build`` and works at ``docker run``
-  once a real library is mounted over the placeholder, as the NVIDIA runtime does.
+  once a real library is mounted over the placeholder, as the NVIDIA runtime does;
+- a ``video`` group (gid 44, as on L4T) for the GPU device nodes.
 
 Python packages reach the image through a local wheelhouse (``docker/wheels``), since builds have
 no network, resolved from the CI constraints file by ``tools/check_constraints.py``.

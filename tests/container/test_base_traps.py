@@ -124,3 +124,11 @@ def test_job_asked_for_tensorrt_without_a_gpu_is_69_without_a_traceback(client, 
     assert code == 69 and "engine-init: error:" in logs and "Traceback" not in logs
     assert not (robot / "run" / "ready.json").exists()
 
+
+def test_run_user_is_in_the_video_group(client, image):
+    """The GPU nodes are root:video 0660 on a Jetson: the image's user is in video, and compose's
+    group_add: [video] (docker run --group-add video) resolves to the same gid."""
+    for extra in ({}, {"group_add": ["video"]}):
+        code, logs = run(client, image, [], entrypoint=["id"], **HARDENED, **extra)
+        assert code == 0 and logs.startswith("uid=10001(engine-init)"), logs
+        assert "44(video)" in logs.split("groups=")[1], logs
