@@ -61,8 +61,13 @@ RUN (getent group ${APP_UID} || groupadd --gid ${APP_UID} engine-init) \
  && mkdir -p /var/cache/engine-init /run/engine-init \
  && chown ${APP_UID}:${APP_UID} /var/cache/engine-init /run/engine-init
 
-# No .pyc writes (read-only root filesystem); temp files go to the /tmp tmpfs.
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp
+# No .pyc writes (read-only root filesystem); temp files go to the /tmp tmpfs. The NVIDIA
+# runtime exposes every GPU, and only the compute (CUDA) and utility (NVML) driver parts: all
+# TensorRT needs. Bases that already set these to the same values are unchanged; a base's `all`
+# is narrowed, which also keeps clear of container toolkits that refuse graphics/display
+# capabilities on Jetson.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER ${APP_UID}
 ENTRYPOINT ["/opt/engine-init/bin/python", "/opt/engine-init/entrypoint.py"]
 CMD ["run"]
