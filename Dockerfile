@@ -1,49 +1,73 @@
 # engine-init: the first-boot job that makes TensorRT engines ready on a Jetson.
 #
-# Bases (they must carry TensorRT's Python bindings and builder):
-#   JetPack 6.1 / 6.2 (TensorRT 10.3):  nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel   (default)
-#   JetPack 6.0       (TensorRT 8.6.2): nvcr.io/nvidia/l4t-tensorrt:r8.6.2-devel
-#   JetPack 5.1       (TensorRT 8.5.2): nvcr.io/nvidia/l4t-tensorrt:r8.5.2.2-devel (ships Python 3.8:
-#                                       engine-init needs >= 3.10, add one to the image first)
-#   x86 dGPU          (TensorRT 10.3):  nvcr.io/nvidia/tensorrt:24.08-py3
-# CI builds it on a locally made Debian base with REQUIRE_TENSORRT=0 and EXTRAS=onnxruntime.
+# Bases (they carry TensorRT's Python bindings and builder), each with its pinned packages in
+# docker/constraints/<CONSTRAINTS>.txt:
+#   JetPack 6.1 / 6.2 (TensorRT 10.3, CUDA 12.6):  nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel
+#                                                  CONSTRAINTS=l4t-tensorrt-r10.3.0  (default)
+#   JetPack 6.0       (TensorRT 8.6.2, CUDA 12.2): nvcr.io/nvidia/l4t-tensorrt:r8.6.2-devel
+#                                                  CONSTRAINTS=l4t-tensorrt-r8.6.2
+#   x86 dGPU          (TensorRT 10.3, CUDA 12.6):  nvcr.io/nvidia/tensorrt:24.08-py3
+#                                                  CONSTRAINTS=tensorrt-24.08-py3
+# Not supported: JetPack 5.1 (l4t-tensorrt:r8.5.2.2). Its TensorRT bindings exist only for
+# Python 3.8 and engine-init needs Python >= 3.10; the build stops saying so.
+# CI builds it on a locally made Debian base that reproduces these bases' traps
+# (tests/container/images.py): CONSTRAINTS=ci-debian-bookworm, EXTRAS=onnxruntime, PIP_NO_INDEX=1.
 ARG BASE_IMAGE=nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel
 FROM ${BASE_IMAGE}
 
+ARG CONSTRAINTS=l4t-tensorrt-r10.3.0
 ARG REQUIRE_TENSORRT=1
 ARG EXTRAS=onnxruntime,cuda
 ARG PIP_NO_INDEX=
 ARG APP_UID=10001
 
 USER root
-# Fail early on a base that claims TensorRT but cannot import it.
-RUN if [ "$REQUIRE_TENSORRT" = "1" ]; then \
-      python3 -c "import tensorrt; print('TensorRT', tensorrt.__version__)"; \
-    fi
+COPY docker/check_base.py docker/constraints/ /tmp/engine-init-build/
+COPY docker/wheels/ /tmp/wheels/
+# Python >= 3.10, constraints made for this Python and CPU, pip, and TensorRT's bindings found
+# WITHOUT importing them: `import tensorrt` fails during `docker build` on every Jetson base
+# (driver libraries such as libnvdla_compiler.so are placeholders until the NVIDIA runtime
+# mounts the host's at `docker run`). The job imports TensorRT at run time (exit 69 if it fails).
+RUN python3 /tmp/engine-init-build/check_base.py --require-tensorrt "${REQUIRE_TENSORRT}" \
+      --constraints "/tmp/engine-init-build/${CONSTRAINTS}.txt"
 
-# A venv that still sees the base image's TensorRT bindings (installed system-wide).
-RUN python3 -m venv --system-site-packages /opt/engine-init
-COPY docker/constraints.txt docker/wheels/ /tmp/wheels/
+# The environment is a venv made WITHOUT ensurepip and filled by the base's own pip: the NVIDIA
+# bases ship pip but not python3-venv (ensurepip), and installing that with apt needs their apt
+# sources, which are wrong in r8.6.2, and a network to NVIDIA's repositories. The base's pip, run
+# by the venv's interpreter, installs into the venv. --system-site-packages keeps the base's
+# TensorRT bindings (installed system-wide) visible; the venv's pinned packages come first.
+RUN python3 -m venv --without-pip --system-site-packages /opt/engine-init
 COPY pyproject.toml README.md /src/
 COPY app /src/app
-RUN /opt/engine-init/bin/pip install --no-cache-dir --disable-pip-version-check \
+RUN /opt/engine-init/bin/python -m pip install --no-cache-dir --disable-pip-version-check \
       ${PIP_NO_INDEX:+--no-index --find-links /tmp/wheels} \
-      -c /tmp/wheels/constraints.txt "/src[${EXTRAS}]" \
- && rm -rf /tmp/wheels /src \
- && /opt/engine-init/bin/python -c "import app"
+      -c "/tmp/engine-init-build/${CONSTRAINTS}.txt" "/src[${EXTRAS}]" \
+ && /opt/engine-init/bin/python /tmp/engine-init-build/check_base.py \
+      --require-tensorrt "${REQUIRE_TENSORRT}" --constraints "/tmp/engine-init-build/${CONSTRAINTS}.txt" \
+ && /opt/engine-init/bin/python -c "import app" \
+ && rm -rf /tmp/wheels /tmp/engine-init-build /src
 
 COPY entrypoint.py /opt/engine-init/entrypoint.py
 COPY config/engine-init.yaml /etc/engine-init/config.yaml
 
-# Non-root: the cache volume must be writable by this uid (README: Permissions).
+# Non-root: the cache volume must be writable by this uid (README: Permissions). The user is in
+# `video`: on a Jetson the GPU device nodes are root:video 0660, and without the group CUDA sees
+# no device. USER names the uid alone so that Docker adds the user's groups from /etc/group (with
+# uid:gid it adds none); compose also passes group_add: [video] (README: Permissions).
 RUN (getent group ${APP_UID} || groupadd --gid ${APP_UID} engine-init) \
- && useradd --uid ${APP_UID} --gid ${APP_UID} --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin engine-init \
+ && (getent group video || groupadd --system video) \
+ && useradd --uid ${APP_UID} --gid ${APP_UID} --groups video --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin engine-init \
  && mkdir -p /var/cache/engine-init /run/engine-init \
  && chown ${APP_UID}:${APP_UID} /var/cache/engine-init /run/engine-init
 
-# No .pyc writes (read-only root filesystem); temp files go to the /tmp tmpfs.
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp
-USER ${APP_UID}:${APP_UID}
+# No .pyc writes (read-only root filesystem); temp files go to the /tmp tmpfs. The NVIDIA
+# runtime exposes every GPU, and only the compute (CUDA) and utility (NVML) driver parts: all
+# TensorRT needs. Bases that already set these to the same values are unchanged; a base's `all`
+# is narrowed, which also keeps clear of container toolkits that refuse graphics/display
+# capabilities on Jetson.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER ${APP_UID}
 ENTRYPOINT ["/opt/engine-init/bin/python", "/opt/engine-init/entrypoint.py"]
 CMD ["run"]

@@ -30,12 +30,18 @@ def client():
 
 
 @pytest.fixture(scope="session")
-def image(client):
+def base(client) -> str:
+    """The CI base: Debian with the Jetson bases' traps (see tests/container/images.py)."""
     try:
-        base = ensure_base_image(client)
+        return ensure_base_image(client)
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         # e.g. no debootstrap, or not root: the base image cannot be made on this machine.
         _unavailable(f"cannot make the base image: {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def image(client, base) -> str:
     return build_app_image(client, base)
 
 

@@ -1,8 +1,19 @@
 """Images for the container tests, made without any registry.
 
 The base is a minimal Debian with Python made by debootstrap and ``docker import``-ed, tagged by
-a hash of its recipe so that it is built once per machine. Python packages reach the image
-through a local wheelhouse (``docker/wheels``), since builds have no network.
+a hash of its recipe so that it is built once per machine. It stands in for NVIDIA's Jetson bases
+and reproduces their traps, so that the Dockerfile is tested against them:
+
+- no ``python3-venv`` (no ensurepip): ``python3 -m venv`` fails, as on the NVIDIA bases; pip is
+  there (``python3-pip``), as it is there;
+- a stand-in of TensorRT's Python bindings installed system-wide (``nvidia_base/``: a ``tensorrt``
+  package with its version line and dist-info) whose import loads a driver library that is an
+  empty placeholder: ``import tensorrt`` fails during ``docker build`` and works at ``docker run``
+  once a real library is mounted over the placeholder, as the NVIDIA runtime does;
+- a ``video`` group (gid 44, as on L4T) for the GPU device nodes.
+
+Python packages reach the image through a local wheelhouse (``docker/wheels``), since builds have
+no network, resolved from the CI constraints file by ``tools/check_constraints.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,8 +32,16 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_REPO = "engine-init-ci-base"
 APP_TAG = "engine-init:ci"
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
-PACKAGES = "python3,python3-venv,ca-certificates"
+PACKAGES = "python3,python3-pip,ca-certificates"
 RECIPE = f"debootstrap --variant=minbase --include={PACKAGES} {SUITE} {MIRROR}"
+#: The stand-in of the NVIDIA base's TensorRT bindings, copied into the base's dist-packages.
+FAKE_TENSORRT = Path(__file__).resolve().parent / "nvidia_base"
+DIST_PACKAGES = "usr/lib/python3/dist-packages"
+MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+#: The placeholder the NVIDIA runtime would replace with the host's library at `docker run`.
+PLACEHOLDER = f"/usr/lib/{MULTIARCH}/tegra/libnvdla_compiler.so"
+CONSTRAINTS = REPO / "docker" / "constraints" / "ci-debian-bookworm.txt"
+BUILD_ARGS = {"CONSTRAINTS": CONSTRAINTS.stem, "EXTRAS": "onnxruntime", "PIP_NO_INDEX": "1"}
 
 
 def docker_client() -> tuple[Any, str]:
@@ -36,8 +56,28 @@ def docker_client() -> tuple[Any, str]:
         return None, f"no Docker engine reachable: {type(exc).__name__}: {str(exc)[:120]}"
 
 
+def _fake_files() -> list[Path]:
+    return sorted(p for p in FAKE_TENSORRT.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
 def base_tag() -> str:
-    return f"{BASE_REPO}:{hashlib.sha256(RECIPE.encode()).hexdigest()[:12]}"
+    recipe = hashlib.sha256(RECIPE.encode())
+    for path in _fake_files():
+        recipe.update(str(path.relative_to(FAKE_TENSORRT)).encode() + b"\0" + path.read_bytes())
+    return f"{BASE_REPO}:{recipe.hexdigest()[:12]}"
+
+
+def _plant_nvidia_traps(root: Path) -> None:
+    """The Jetson bases' TensorRT bindings (stand-in) and their placeholder driver library."""
+    for path in _fake_files():
+        target = root / DIST_PACKAGES / path.relative_to(FAKE_TENSORRT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    placeholder = root / PLACEHOLDER.lstrip("/")
+    placeholder.parent.mkdir(parents=True, exist_ok=True)
+    placeholder.write_bytes(b"")
+    if list(root.glob("usr/lib/python3*/ensurepip")):
+        raise RuntimeError("the base has ensurepip: the NVIDIA bases do not (python3-venv crept in)")
 
 
 def ensure_base_image(client: Any) -> str:
@@ -51,6 +91,7 @@ def ensure_base_image(client: Any) -> str:
         with tempfile.TemporaryDirectory(prefix="engine-init-rootfs-", dir="/var/tmp") as root:
             subprocess.run([*RECIPE.split()[:-2], SUITE, root, MIRROR], check=True,
                            stdout=subprocess.DEVNULL)
+            _plant_nvidia_traps(Path(root))
             tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
             subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, check=True,
                            stdout=subprocess.DEVNULL)
@@ -60,32 +101,26 @@ def ensure_base_image(client: Any) -> str:
 
 
 def ensure_wheelhouse() -> Path:
-    """Download the image's pinned wheels (CPython 3.11, x86_64) once."""
+    """Download the CI image's pinned wheels (and what pip needs to build the job) once."""
     wheels = REPO / "docker" / "wheels"
-    constraints = REPO / "docker" / "constraints.txt"
-    stamp = wheels / f".stamp-{hashlib.sha256(constraints.read_bytes()).hexdigest()[:12]}"
+    stamp = wheels / f".stamp-{hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:12]}"
     if stamp.exists():
         return wheels
-    for old in wheels.glob("*.whl"):
+    for old in [*wheels.glob("*.whl"), *wheels.glob(".stamp-*")]:
         old.unlink()
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-                    "--python-version", "3.11", "--implementation", "cp",
-                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                    "--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_28_x86_64",
-                    "-c", str(constraints), "-d", str(wheels),
-                    "click", "pydantic", "PyYAML", "onnx", "onnxruntime", "numpy",
-                    "setuptools>=68", "wheel"], check=True, env=dict(os.environ))
-    for old in wheels.glob(".stamp-*"):
-        old.unlink()
+    subprocess.run([sys.executable, str(REPO / "tools" / "check_constraints.py"), "--dest", str(wheels),
+                    str(CONSTRAINTS)], check=True, env=dict(os.environ))
     stamp.touch()
     return wheels
 
 
-def build_app_image(client: Any, base: str) -> str:
+def build_app_image(client: Any, base: str, tag: str = APP_TAG, **build_args: str) -> str:
+    """Build the Dockerfile on ``base`` with the CI build arguments (TensorRT required, as by
+    default); ``docker.errors.BuildError`` carries the log when it fails."""
     ensure_wheelhouse()
-    client.images.build(path=str(REPO), tag=APP_TAG, rm=True, forcerm=True, buildargs={
-        "BASE_IMAGE": base, "REQUIRE_TENSORRT": "0", "EXTRAS": "onnxruntime", "PIP_NO_INDEX": "1"})
-    return APP_TAG
+    client.images.build(path=str(REPO), tag=tag, rm=True, forcerm=True,
+                        buildargs={**BUILD_ARGS, "BASE_IMAGE": base, **build_args})
+    return tag
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""The image's constraints files, without Docker: one exact lock per base, with pins that fit each
+base's CUDA driver and TensorRT bindings (tools/check_constraints.py resolves them in .ci/run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from tests.container.images import REPO
+
+CONSTRAINTS = REPO / "docker" / "constraints"
+#: The TensorRT bases and their driver's CUDA: cuda-python's runtime must not be newer.
+TENSORRT_BASES = {"l4t-tensorrt-r10.3.0": "12.6", "l4t-tensorrt-r8.6.2": "12.2", "tensorrt-24.08-py3": "12.6"}
+
+
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+check_constraints = _load(REPO / "tools" / "check_constraints.py")
+
+
+@pytest.mark.parametrize("path", sorted(CONSTRAINTS.glob("*.txt")), ids=lambda p: p.stem)
+def test_every_constraints_file_is_an_exact_lock_with_its_platform(path):
+    target = check_constraints.Target.of(path)
+    assert target.python in {"3.10", "3.11"} and target.machine in {"aarch64", "x86_64"}
+    pins = check_constraints.pins(path)
+    assert {"click", "pydantic", "pydantic-core", "pyyaml", "onnx", "onnxruntime", "numpy",
+            "ml-dtypes"} <= pins.keys()
+    # numpy 1.x everywhere: the TensorRT 10.3 / 8.6 bindings predate numpy 2 (and CI runs the same).
+    assert pins["numpy"].startswith("1."), pins["numpy"]
+    assert int(pins["ml-dtypes"].split(".")[1]) < 6  # ml-dtypes 0.6 needs numpy 2
+
+
+@pytest.mark.parametrize(("base", "cuda"), sorted(TENSORRT_BASES.items()))
+def test_cuda_python_runtime_is_not_newer_than_the_base_driver(base, cuda):
+    pins = check_constraints.pins(CONSTRAINTS / f"{base}.txt")
+    assert ".".join(pins["cuda-python"].split(".")[:2]) == cuda
+    assert "cuda" in check_constraints.Target.of(CONSTRAINTS / f"{base}.txt").extras
+
+
+def test_pip_options_cover_every_manylinux_tag_of_the_glibc():
+    options = check_constraints.Target("3.10", "aarch64", "2.35", "onnxruntime").pip_options()
+    platforms = [options[i + 1] for i, option in enumerate(options) if option == "--platform"]
+    assert platforms[0] == "manylinux2014_aarch64" and platforms[-1] == "manylinux_2_35_aarch64"
+    assert len(platforms) == 1 + 35 - 17 + 1
+    assert options[options.index("--abi") + 1] == "cp310"
+
+
+def test_non_exact_pin_is_an_error(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# platform: python=3.10 machine=x86_64 glibc=2.35 extras=onnxruntime\nnumpy>=1.26\n")
+    with pytest.raises(ValueError, match="not an exact pin"):
+        check_constraints.pins(bad)
+
+
+def test_dockerfile_and_compose_defaults_name_the_default_base_and_its_constraints():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M)[1]
+    constraints = re.search(r"^ARG CONSTRAINTS=(\S+)$", dockerfile, re.M)[1]
+    assert base == "nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel" and constraints == "l4t-tensorrt-r10.3.0"
+    args = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["engine-init"]["build"]["args"]
+    assert args["BASE_IMAGE"].endswith(f":-{base}}}") and args["CONSTRAINTS"].endswith(f":-{constraints}}}")
