@@ -72,7 +72,17 @@ def _check(driver: ModuleType, result: Any, what: str) -> Any:
 def probe_gpu(device_index: int = 0, driver: ModuleType | None = None) -> GpuInfo:
     """Read device ``device_index``'s name and compute capability; HostProbeError if no GPU."""
     drv = driver or _driver_module()
-    _check(drv, drv.cuInit(0), "cuInit")
+    try:
+        initialised = drv.cuInit(0)
+    except (RuntimeError, OSError) as exc:
+        # cuda-python loads libcuda.so.1 on the first call and raises (not a status) when the
+        # container has none: started without the NVIDIA runtime, or on a host without a GPU.
+        raise HostProbeError(
+            f"the CUDA driver library cannot be loaded ({exc})",
+            hint="run the container with the NVIDIA runtime (--runtime nvidia, compose: "
+            "runtime: nvidia; --gpus all on x86), or use backend: onnxruntime",
+        ) from exc
+    _check(drv, initialised, "cuInit")
     count = _check(drv, drv.cuDeviceGetCount(), "cuDeviceGetCount")
     if count <= device_index:
         raise HostProbeError(

@@ -57,6 +57,28 @@ def test_every_status_is_checked(call):
         probe_gpu(0, fake_driver(fail=call))
 
 
+def test_a_driver_library_that_cannot_load_is_a_probe_error():
+    """cuda-python raises, rather than returning a status, when libcuda.so.1 is absent (seen
+    with cuda-python 12.6.2.post1 in a container started without the NVIDIA runtime)."""
+    driver = fake_driver()
+
+    def no_libcuda(flags):
+        raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+    driver.cuInit = no_libcuda
+    with pytest.raises(HostProbeError, match=r"CUDA driver library cannot be loaded.*libcuda"):
+        probe_gpu(0, driver)
+
+
+def test_without_libcuda_the_cpu_backend_still_runs(monkeypatch):
+    """The probe is optional for backend onnxruntime: a driver that cannot load is no GPU."""
+    driver = fake_driver()
+    driver.cuInit = lambda flags: (_ for _ in ()).throw(RuntimeError("Failed to dlopen libcuda.so.1"))
+    monkeypatch.setattr("app.host.cuda._driver_module", lambda: driver)
+    report = probe_host(need_gpu=False)
+    assert report.gpu is None and "libcuda" in report.gpu_error
+
+
 def test_device_index_out_of_range_and_no_gpu():
     with pytest.raises(HostProbeError, match="cuda_device 2 does not exist"):
         probe_gpu(2, fake_driver(count=2))
