@@ -289,8 +289,11 @@ def _report(exc: BaseException, debug: bool) -> int:
     hint = getattr(exc, "hint", "") or ("" if known else "run again with --debug and report it")
     events.emit(LOGGER, logging.ERROR, events.RUN_FAILED, message, exit_code=code,
                 error_class=type(exc).__name__, hint=hint)
-    line = f"engine-init: error: {message}"
-    sys.stderr.write(line.replace("\n", " ") + (f" (hint: {hint})" if hint else "") + "\n")
+    line = f"engine-init: error: {message}".replace("\n", " ") + (f" (hint: {hint})" if hint else "")
+    sys.stderr.write(line + "\n")
+    from app.termination import write_reason
+
+    write_reason(line, code)  # what `kubectl describe pod` shows; only where Kubernetes made the file
     if debug:
         traceback.print_exception(exc)
     return code

@@ -34,7 +34,7 @@ DEFAULT_MARKER = Path("/run/engine-init/ready.json")
 
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
-RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG"})
+RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
 
 
