@@ -98,24 +98,30 @@ def run(state: _State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
     from app.config_file import load_modules
     from app.job import run_job
+    from app.metrics import RunRecorder
 
     load_modules()  # module loading is start-up, timed as such, not part of the "config" phase
 
     started = time.perf_counter()
     # "startup": interpreter start and module loading, before the job's own phases.
     timings: dict[str, float] = {"startup": _process_age_s()}
+    recorder = RunRecorder(LOGGER, timings)  # the metrics textfile, written on every outcome
     try:
         config = state.config()
-    except errors.ConfigError:
+    except errors.ConfigError as exc:
         _clear_stale_marker(state.config_arg, None)
+        recorder.finish(exit_code_for(exc), config_arg=state.config_arg)
         raise
     timings["config"] = time.perf_counter() - started
+    recorder.configured(config)
     try:
         doc = run_job(config, LOGGER, timings)
-    except BaseException:
+    except BaseException as exc:
         # Whatever happened, even a signal after the marker was written: no marker on failure.
         _clear_stale_marker(state.config_arg, config.readiness_marker)
+        recorder.finish(exit_code_for(exc), config)
         raise
+    recorder.finish(0, config)
     built = sum(e["outcome"] == "built" for e in doc["engines"])
     click.echo(f"ready: {built} built, {len(doc['engines']) - built} reused, "
                f"marker {config.readiness_marker} ({time.perf_counter() - started:.2f} s)")

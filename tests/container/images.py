@@ -73,7 +73,7 @@ def ensure_wheelhouse() -> Path:
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
                     "--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_28_x86_64",
                     "-c", str(constraints), "-d", str(wheels),
-                    "click", "pydantic", "PyYAML", "onnx", "onnxruntime", "numpy",
+                    "click", "pydantic", "PyYAML", "prometheus-client", "onnx", "onnxruntime", "numpy",
                     "setuptools>=68", "wheel"], check=True, env=dict(os.environ))
     for old in wheels.glob(".stamp-*"):
         old.unlink()
