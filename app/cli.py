@@ -99,6 +99,7 @@ def run(state: _State) -> None:
     from app.cancel import checkpoint
     from app.config_file import load_modules
     from app.job import run_job
+    from app.metrics import RunRecorder
 
     load_modules()  # module loading is start-up, timed as such, not part of the "config" phase
     checkpoint()
@@ -106,20 +107,25 @@ def run(state: _State) -> None:
     started = time.perf_counter()
     # "startup": interpreter start and module loading, before the job's own phases.
     timings: dict[str, float] = {"startup": _process_age_s()}
+    recorder = RunRecorder(LOGGER, timings)  # the metrics textfile, written on every outcome
     try:
         config = state.config()
-    except errors.ConfigError:
+    except errors.ConfigError as exc:
         _clear_stale_marker(state.config_arg, None)
+        recorder.finish(exit_code_for(exc), config_arg=state.config_arg)
         raise
     timings["config"] = time.perf_counter() - started
+    recorder.configured(config)
     checkpoint()
     try:
         doc = run_job(config, LOGGER, timings)
         checkpoint()  # a signal during the last step: this run did not complete
-    except BaseException:
+    except BaseException as exc:
         # Whatever happened, even a signal after the marker was written: no marker on failure.
         _clear_stale_marker(state.config_arg, config.readiness_marker)
+        recorder.finish(exit_code_for(exc), config)
         raise
+    recorder.finish(0, config)
     built = sum(e["outcome"] == "built" for e in doc["engines"])
     click.echo(f"ready: {built} built, {len(doc['engines']) - built} reused, "
                f"marker {config.readiness_marker} ({time.perf_counter() - started:.2f} s)")
@@ -294,8 +300,11 @@ def _report(exc: BaseException, debug: bool) -> int:
     hint = getattr(exc, "hint", "") or ("" if known else "run again with --debug and report it")
     events.emit(LOGGER, logging.ERROR, events.RUN_FAILED, message, exit_code=code,
                 error_class=type(exc).__name__, hint=hint)
-    line = f"engine-init: error: {message}"
-    sys.stderr.write(line.replace("\n", " ") + (f" (hint: {hint})" if hint else "") + "\n")
+    line = f"engine-init: error: {message}".replace("\n", " ") + (f" (hint: {hint})" if hint else "")
+    sys.stderr.write(line + "\n")
+    from app.termination import write_reason
+
+    write_reason(line, code)  # what `kubectl describe pod` shows; only where Kubernetes made the file
     if debug:
         traceback.print_exception(exc)
     return code

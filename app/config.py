@@ -161,6 +161,10 @@ class EngineInitConfig:
     strict_onnx_hash: bool = _key(cs.bool_schema(), False)
     signing_key_file: Path | None = _key(cs.nullable_schema(_PATH), None)
     allow_world_writable_cache: bool = _key(cs.bool_schema(), False)
+    # A Prometheus textfile written at the end of every run (app.metrics); node_exporter's
+    # textfile collector reads only *.prom files.
+    metrics_textfile: Path | None = _key(cs.nullable_schema(cs.with_info_after_validator_function(
+        _resolve, cs.str_schema(pattern=r"\.prom$"))), None)
     backbones: list[BackboneConfig] = _key(
         cs.list_schema(_record_schema(BackboneConfig), min_length=1))
 

@@ -34,7 +34,7 @@ DEFAULT_MARKER = Path("/run/engine-init/ready.json")
 
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
-RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG"})
+RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
 
 
@@ -190,10 +190,11 @@ def path_hint(
     key: str, explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
     *, scan_only: bool = False,
 ) -> Path | None:
-    """Best effort, without validating: the path a config names for ``cache_root`` or
-    ``readiness_marker``, even when the config is invalid or does not parse (then from a
-    top-level ``<key>: <path>`` line). ``run`` uses it to remove a stale marker when it cannot
-    start (no failure may leave the stack gated open), and to find last boot's engines early:
+    """Best effort, without validating: the path a config names for ``cache_root``,
+    ``readiness_marker`` or ``metrics_textfile``, even when the config is invalid or does not
+    parse (then from a top-level ``<key>: <path>`` line). ``run`` uses it to remove a stale
+    marker when it cannot start (no failure may leave the stack gated open), to report that
+    failure in the ``metrics_textfile``, and to find last boot's engines early:
     ``scan_only`` reads only such a line, without loading PyYAML."""
     env = os.environ if env is None else env
     path = config_path(explicit, env)
@@ -203,7 +204,8 @@ def path_hint(
             doc = _scan_for_key(path, key) if scan_only else _read_yaml(path)
         except ConfigError:
             doc = _scan_for_key(path, key)
-        raw = doc.get(key, str(_DEFAULTS[key]))
+        default = _DEFAULTS.get(key)  # metrics_textfile: none, off by default
+        raw = doc.get(key, None if default is None else str(default))
     if not isinstance(raw, str) or not raw or "\0" in raw:
         return None
     found = Path(os.path.expanduser(raw))

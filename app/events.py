@@ -47,6 +47,8 @@ MARKER_WRITTEN = "c10.marker.written"
 RUN_FAILED = "c10.run.failed"
 PRUNED = "c10.cache.pruned"
 HINT_UNWRITTEN = "c10.cache.hint.unwritten"
+METRICS_WRITTEN = "c10.metrics.written"
+METRICS_UNWRITTEN = "c10.metrics.unwritten"
 
 
 def emit(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,17 @@ def wait_until_started(pid: int, timeout: float = 30) -> None:
         assert time.monotonic() < deadline, f"process {pid} never installed its signal handlers"
         time.sleep(0.002)
 
+
+
+def wait_for_build(job: Path) -> None:
+    """Until the job's first build has started: a pending record ("status": "building")."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for record in (job.parent / "cache").glob("*.record.json"):
+            try:
+                if '"building"' in record.read_text():
+                    return
+            except OSError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError("the build never started")

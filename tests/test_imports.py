@@ -1,5 +1,6 @@
 """A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt), nor
-pydantic's model layer (the config is validated by pydantic-core alone)."""
+pydantic's model layer (the config is validated by pydantic-core alone), nor prometheus_client
+unless a metrics textfile is configured."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 from tests.helpers import REPO, cli, write_job_config
 
-HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main"}
+HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main", "prometheus_client"}
 PROBE = """
 import json, sys
 from app.boot import main
@@ -37,6 +38,13 @@ def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus)
     assert cli("--config", str(job), "run").returncode == 0  # cold: builds with ONNX Runtime
     assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
+
+
+def test_warm_run_with_metrics_loads_prometheus_client_only(tmp_path, corpus):
+    """The other side of the warm-run check: the probe sees prometheus_client when it loads."""
+    job = write_job_config(tmp_path, corpus, metrics_textfile=str(tmp_path / "engine_init.prom"))
+    assert cli("--config", str(job), "run").returncode == 0
+    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": ["prometheus_client"]}
 
 
 def test_public_names_are_listed_once_and_resolve():

@@ -9,21 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import cli, popen_cli, wait_until_started
-
-
-def _wait_for_build(proc, job) -> None:
-    deadline = time.monotonic() + 30
-    # The build has started when a pending record ("status": "building") appears.
-    while time.monotonic() < deadline:
-        for record in (job.parent / "cache").glob("*.record.json"):
-            try:
-                if '"building"' in record.read_text():
-                    return
-            except OSError:
-                pass
-        time.sleep(0.02)
-    raise AssertionError("the build never started")
+from tests.helpers import cli, popen_cli, wait_for_build, wait_until_started
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -31,7 +17,7 @@ def test_signal_during_a_build(job, signum, code):
     assert cli("--config", str(job), "run").returncode == 0  # a marker from an earlier boot
     (job.parent / "cache" / next(p.name for p in (job.parent / "cache").glob("dinov2*.ort"))).unlink()
     proc = popen_cli("--config", str(job), "run", env={"ENGINE_INIT_FAULTS": "slow_build_s=60"})
-    _wait_for_build(proc, job)
+    wait_for_build(job)
     time.sleep(0.2)
     sent = time.monotonic()
     proc.send_signal(signum)

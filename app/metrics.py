@@ -1,0 +1,168 @@
+"""What a fleet's Prometheus sees of a run: a node_exporter textfile written at its end.
+
+``metrics_textfile`` (off by default) names a ``*.prom`` file in the folder node_exporter's
+textfile collector reads. At the end of every ``run``, success or failure, the file is replaced
+atomically by :func:`prometheus_client.write_to_textfile` (temp file beside it, then rename), so
+node_exporter never reads half a file; ``node_textfile_mtime_seconds`` tells when it last changed.
+
+What each model became is taken from the job's own events, so that a failed run still reports the
+models it had reused or built before it stopped; the phase timings are those of the marker.
+prometheus_client is imported only when a file is to be written: a warm boot without metrics
+loads nothing more than this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from app import events
+
+__all__ = ["OUTCOMES", "RunRecorder", "textfile_path"]
+
+#: The states of ``engine_init_model_outcome``; each model has one series per state, 1 for its own.
+OUTCOMES = ("reused", "built", "promoted", "failed")
+_OUTCOME_OF_KIND = {
+    events.CACHE_HIT: "reused",
+    events.ENGINE_BUILT: "built",
+    "c10.engine.candidate.promoted": "promoted",  # an engine taken from the fleet's bundle
+    events.COMPILE_ERROR: "failed",
+}
+_HOST_LABELS = ("backend", "sm", "jetpack", "l4t", "trt", "device")
+
+
+class RunRecorder(logging.Handler):
+    """Listens to ``logger`` from its creation; :meth:`finish` writes the textfile and detaches.
+
+    ``timings`` is the dict the run fills with its phase timings (the marker's
+    ``phase_timings_s``); it is read at :meth:`finish`, not copied.
+    """
+
+    def __init__(self, logger: logging.Logger, timings: dict[str, float]) -> None:
+        super().__init__(logging.DEBUG)
+        self.logger, self.timings = logger, timings
+        self.started = time.perf_counter()
+        self.outcomes: dict[str, str] = {}
+        self.build_s: dict[str, float] = {}
+        self.engine_paths: dict[str, str] = {}
+        self.host: dict[str, str] = {}
+        self.compiler_phases: dict[str, float] = {}
+        logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind, kv = getattr(record, "kind", None), getattr(record, "kv", None)
+        if not isinstance(kv, dict):
+            return
+        model = kv.get("model_name")
+        if kind in _OUTCOME_OF_KIND and isinstance(model, str):
+            self.outcomes[model] = _OUTCOME_OF_KIND[kind]
+            if isinstance(kv.get("engine_path"), str):
+                self.engine_paths[model] = kv["engine_path"]
+            if isinstance(kv.get("duration_s"), (int, float)):
+                self.build_s[model] = float(kv["duration_s"])
+        elif kind == events.HOST_PROBED:
+            self.host = {k: "" if kv.get(k) is None else str(kv[k]) for k in _HOST_LABELS}
+        elif kind == events.COMPILE_SUMMARY and isinstance(kv.get("phase_timings_s"), dict):
+            # A failed run never merges the compiler's phases into ``timings``: keep them here.
+            self.compiler_phases = dict(kv["phase_timings_s"])
+
+    def configured(self, config: Any) -> None:
+        """The config validated: when metrics are on, load prometheus_client in a thread now, so
+        that its import (~0.1 s of CPU, most of it for HTTP code the textfile never uses)
+        overlaps the host probe and the engines' verification instead of delaying the exit."""
+        if config.metrics_textfile is not None:
+            threading.Thread(target=importlib.import_module, args=("prometheus_client",),
+                             name="metrics-import", daemon=True).start()
+
+    def finish(self, exit_code: int, config: Any = None, config_arg: str | None = None) -> None:
+        """Write the textfile the run's ``config`` names; when the config did not validate
+        (None), the one its file or environment names, if any. Never raises."""
+        self.logger.removeHandler(self)
+        path = textfile_path(config, config_arg)
+        if path is None:
+            return
+        started = time.perf_counter()
+        try:
+            _write(path, self._registry(exit_code))
+        except Exception as exc:  # metrics must never change the run's outcome
+            events.emit(self.logger, logging.WARNING, events.METRICS_UNWRITTEN,
+                        f"could not write the metrics textfile {path}: {type(exc).__name__}: {exc}",
+                        path=str(path), error_class=type(exc).__name__)
+        else:
+            events.emit(self.logger, logging.DEBUG, events.METRICS_WRITTEN,
+                        f"wrote the metrics textfile {path}", path=str(path),
+                        duration_s=round(time.perf_counter() - started, 4))
+
+    def phases(self) -> dict[str, float]:
+        merged = {**self.compiler_phases, **self.timings}
+        merged.pop("total", None)
+        return {k: float(v) for k, v in merged.items() if isinstance(v, (int, float))}
+
+    def _registry(self, exit_code: int) -> Any:
+        from prometheus_client import CollectorRegistry, Gauge, Info
+
+        reg = CollectorRegistry(auto_describe=True)
+        ended = time.time()
+        Gauge("engine_init_run_timestamp_seconds", "Unix time at which the last run ended.",
+              registry=reg).set(ended)
+        Gauge("engine_init_run_exit_code", "Exit code of the last run (0: every engine ready).",
+              registry=reg).set(exit_code)
+        Gauge("engine_init_run_duration_seconds",
+              "Wall time of the last run, interpreter start-up included.", registry=reg).set(
+            time.perf_counter() - self.started + self.timings.get("startup", 0.0))
+        phase = Gauge("engine_init_phase_seconds", "Seconds the last run spent per phase "
+                      "(the marker's phase_timings_s; verify: checking cached engines).",
+                      ["phase"], registry=reg)
+        for name, seconds in sorted(self.phases().items()):
+            phase.labels(name).set(seconds)
+        outcome = Gauge("engine_init_model_outcome", "1 for what the last run did with the model: "
+                        "reused, built, promoted or failed.", ["model", "outcome"], registry=reg)
+        build = Gauge("engine_init_model_build_seconds",
+                      "Seconds the backend took to build (and check) the model's engine.",
+                      ["model"], registry=reg)
+        size = Gauge("engine_init_model_engine_bytes", "Size of the model's engine file.",
+                     ["model"], registry=reg)
+        for model, state in sorted(self.outcomes.items()):
+            for candidate in OUTCOMES:
+                outcome.labels(model, candidate).set(float(candidate == state))
+            if model in self.build_s:
+                build.labels(model).set(self.build_s[model])
+            nbytes = _size(self.engine_paths.get(model)) if state != "failed" else None
+            if nbytes is not None:
+                size.labels(model).set(nbytes)
+        if self.host:
+            Info("engine_init_host", "The host and backend the last run found.",
+                 registry=reg).info(self.host)
+        return reg
+
+
+def textfile_path(config: Any, config_arg: str | None) -> Path | None:
+    if config is not None:
+        found: Path | None = config.metrics_textfile
+        return found
+    from app.config_file import path_hint
+
+    try:
+        hint = path_hint("metrics_textfile", config_arg)
+    except Exception:  # an unreadable config already is the error to report
+        return None
+    # Unvalidated: take only what validation would have accepted (a *.prom path).
+    return hint if hint is not None and hint.suffix == ".prom" else None
+
+
+def _size(path: str | None) -> int | None:
+    try:
+        return None if path is None else os.stat(path).st_size
+    except OSError:  # gone since: no figure rather than a wrong one
+        return None
+
+
+def _write(path: Path, registry: Any) -> None:
+    from prometheus_client import write_to_textfile
+
+    write_to_textfile(str(path), registry)
