@@ -143,4 +143,7 @@ def test_real_gpu_probe():
     print(f"nvidia-smi: {out}")
     smi_name, smi_mib = (part.strip() for part in out.rsplit(",", 1))
     assert smi_name == info.name
-    assert int(smi_mib) == info.total_memory // (1 << 20)
+    # nvidia-smi counts the memory the driver keeps for itself (615 MiB of an H200's 143771
+    # MiB); cuDeviceTotalMem what CUDA can allocate from. The driver's share stays under 1 GiB.
+    reserved = int(smi_mib) * (1 << 20) - info.total_memory
+    assert 0 <= reserved < 1 << 30, reserved
