@@ -35,8 +35,9 @@ __all__ = ["DEVICE_TREE", "SKU_FIELDS", "HardwareIdentity", "identity_of", "read
 DEVICE_TREE = Path("/proc/device-tree")
 _PROPERTY_MAX = 4096
 #: Fields whose difference means "another SKU": an engine built for one is not reused on the other.
+#: The module, not the carrier board: one module on two carriers is one SKU.
 SKU_FIELDS = ("backend", "backend_version", "machine", "compute_capability", "sm_count",
-              "memory_class_gib", "board", "jetpack", "l4t")
+              "memory_class_gib", "board_module", "jetpack", "l4t")
 _MODULE_RE = re.compile(r"(?:^|[+,])(p\d{4}-\d{4})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TAG_MAX = 128
@@ -98,7 +99,7 @@ class HardwareIdentity:
         ``everything``); empty when ``other`` is the same SKU."""
         names = [f.name for f in fields(self)] if everything else list(SKU_FIELDS)
         if everything:
-            names.append("memory_class_gib")
+            names += ["memory_class_gib", "board_module"]
         out = []
         for name in names:
             mine, theirs = getattr(self, name), getattr(other, name)

@@ -115,8 +115,13 @@ def test_diff_names_what_differs():
     assert agx.diff(orin()) == []
     nx = orin(sm_count=8, total_memory=16_464_859_136, board=("nvidia,p3767-0000",))
     assert agx.diff(nx) == ["sm_count: 16 != 8", "memory_class_gib: 64 != 16",
-                            "board: nvidia,p3737-0000+p3701-0005,nvidia,p3701-0005,nvidia,tegra234"
-                            " != nvidia,p3767-0000"]
+                            "board_module: 'p3701-0005' != 'p3767-0000'"]
+    # The same module on another carrier board is the same SKU.
+    other_carrier = orin(board=("acme,carrier-1+p3701-0005", "nvidia,p3701-0005"))
+    assert agx.diff(other_carrier) == []
+    assert agx.diff(other_carrier, everything=True) == [
+        "board: nvidia,p3737-0000+p3701-0005,nvidia,p3701-0005,nvidia,tegra234 != "
+        "acme,carrier-1+p3701-0005,nvidia,p3701-0005"]
     # The exact byte count and the driver are informative: the same SKU, unless asked.
     same_sku = orin(total_memory=65_890_271_232 - 4096, cuda_driver=12080)
     assert agx.diff(same_sku) == []
