@@ -2,7 +2,7 @@
 
 Exit codes (sysexits-style), assigned in one ordered table, :data:`EXIT_CODES`:
 0 ok, 2 usage, 65 bad model or calibration data (and ``verify`` finding a bad engine),
-69 backend or GPU unavailable, 70 build failed, 73 cannot write, 74 I/O error (disk full),
+69 backend, GPU or fleet registry unavailable, 70 build failed, 73 cannot write, 74 I/O error (disk full),
 75 lock wait or ``wait-ready`` timed out, 78 config error, 130/143 interrupted (SIGINT/SIGTERM).
 """
 
@@ -32,6 +32,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.CalibrationCacheError, 65),
     (errors.HostProbeError, 69),
     (errors.BackendUnavailableError, 69),
+    (errors.RegistryError, 69),
     (errors.EngineBuildError, 70),
     (errors.CacheIOError, 74),
     (errors.CacheWriteError, 73),
@@ -249,6 +250,11 @@ def schema() -> None:
     from app.config import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+from app.fleet.commands import register as _register_fleet  # noqa: E402 (needs `cli`)
+
+_register_fleet(cli)  # export, import, push, pull, fleet keygen
 
 
 def main(argv: list[str] | None = None) -> int:

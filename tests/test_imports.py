@@ -10,7 +10,8 @@ import sys
 
 from tests.conftest import REPO, cli, write_job_config
 
-HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main"}
+HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main",
+         "oras", "cryptography", "requests"}  # the last three: fleet commands only
 PROBE = """
 import json, sys
 from app.boot import main

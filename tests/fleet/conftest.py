@@ -101,3 +101,78 @@ def leftovers(cache_root: Path) -> list[str]:
     if not folder.exists():
         return []
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
+@dataclass
+class Registry:
+    """A real CNCF Distribution registry on loopback, its storage in a temp folder."""
+
+    address: str  # 127.0.0.1:<port>
+    storage: Path
+
+    def repository(self, name: str = "fleet/engines") -> str:
+        return f"{self.address}/{name}"
+
+    def blob_file(self, digest: str) -> Path:
+        hex_ = digest.removeprefix("sha256:")
+        return self.storage / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Starts `docker-registry serve` (Debian package docker-registry); skipped when it is not
+    installed, a failure under REQUIRE_REGISTRY_TESTS=1 (as CI sets)."""
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        message = "the docker-registry package is not installed (apt-get install docker-registry)"
+        if os.environ.get("REQUIRE_REGISTRY_TESTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    storage = tmp_path / "registry-storage"
+    storage.mkdir()
+    for _ in range(3):  # the free port can be taken between the probe and the bind
+        port = _free_port()
+        config = tmp_path / "registry.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n")
+        log = open(tmp_path / "registry.log", "wb")  # noqa: SIM115 (closed below)
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            process.kill()
+            process.wait()
+            log.close()
+            continue
+        try:
+            yield Registry(f"127.0.0.1:{port}", storage)
+        finally:
+            process.terminate()
+            process.wait(10)
+            log.close()
+        return
+    message = f"docker-registry did not start: {(tmp_path / 'registry.log').read_text()[-500:]}"
+    if os.environ.get("REQUIRE_REGISTRY_TESTS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
