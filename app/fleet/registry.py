@@ -59,12 +59,33 @@ def connect(repository: str, *, insecure: bool) -> Any:
         def do_request(self, *args: Any, **kwargs: Any) -> Any:
             try:  # the undecorated request: once, no sleeping retries
                 return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
-            except requests.RequestException as exc:
+            except (requests.RequestException, ValueError, AttributeError) as exc:
+                # oras fails inside its login (ValueError, or AttributeError from its basic
+                # backend) when no credentials are given: say that instead.
+                if self._asks_for_credentials():
+                    raise RegistryError(f"registry {host} asks for credentials that the Docker "
+                                        "config file does not give", hint="run `docker login "
+                                        f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
                 raise RegistryError(f"registry {host} cannot be reached: {type(exc).__name__}",
                                     hint="check the network and --repository; "
                                     "plain HTTP needs --insecure") from None
 
-    client = Client(hostname=host, insecure=insecure)
+        def _asks_for_credentials(self) -> bool:
+            try:
+                answer = self.session.request("GET", f"{self.prefix}://{host}/v2/", verify=self._tls_verify)
+            except requests.RequestException:
+                return False
+            return int(answer.status_code) == 401
+
+    # oras's token backend cannot log in to a registry that asks for Basic auth (htpasswd, as
+    # CNCF Distribution's own), and its basic backend cannot get a token: ask the registry first.
+    try:
+        challenge = requests.get(f"{'http' if insecure else 'https'}://{host}/v2/",
+                                 timeout=_TIMEOUT).headers.get("Www-Authenticate", "")
+    except requests.RequestException:
+        challenge = ""  # the first real request reports it
+    backend = "basic" if challenge.lower().startswith("basic") else "token"
+    client = Client(hostname=host, insecure=insecure, auth_backend=backend)
     client.session.request = functools.partial(client.session.request, timeout=_TIMEOUT)
     container = oras.container.Container(repository, registry=client.hostname)
     client.auth.load_configs(container, configs=_docker_configs())

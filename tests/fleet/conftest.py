@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,13 +128,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
+@contextmanager
+def serve_registry(folder: Path, auth_yaml: str = "") -> Iterator[Registry]:
     """Starts `docker-registry serve` (Debian package docker-registry); skipped when it is not
     installed, a failure under REQUIRE_REGISTRY_TESTS=1 (as CI sets)."""
     import shutil
     import subprocess
     import time
+    import urllib.error
     import urllib.request
 
     binary = shutil.which("docker-registry")
@@ -141,23 +144,24 @@ def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
         if os.environ.get("REQUIRE_REGISTRY_TESTS") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    storage = tmp_path / "registry-storage"
-    storage.mkdir()
+    storage = folder / "registry-storage"
+    storage.mkdir(parents=True)
     for _ in range(3):  # the free port can be taken between the probe and the bind
         port = _free_port()
-        config = tmp_path / "registry.yml"
+        config = folder / "registry.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n")
-        log = open(tmp_path / "registry.log", "wb")  # noqa: SIM115 (closed below)
+            f"http:\n  addr: 127.0.0.1:{port}\n{auth_yaml}")
+        log = open(folder / "registry.log", "wb")  # noqa: SIM115 (closed below)
         process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break  # 401: up, and asking for credentials
             except OSError:
                 time.sleep(0.05)
         else:
@@ -172,7 +176,13 @@ def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
             process.wait(10)
             log.close()
         return
-    message = f"docker-registry did not start: {(tmp_path / 'registry.log').read_text()[-500:]}"
+    message = f"docker-registry did not start: {(folder / 'registry.log').read_text()[-500:]}"
     if os.environ.get("REQUIRE_REGISTRY_TESTS") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    with serve_registry(tmp_path / "registry") as server:
+        yield server

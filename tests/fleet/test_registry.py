@@ -123,3 +123,33 @@ def test_a_malformed_repository_is_a_config_error(bad):
 
     with pytest.raises(ConfigError, match="is not host"):
         RegistrySource(bad, insecure=True)
+
+
+def test_credentials_come_from_the_docker_config_file(tmp_path, keys, monkeypatch):
+    """A registry with htpasswd (bcrypt) logins: pull works with the Docker config file's
+    credentials, and without them fails with a one-line error naming `docker login`."""
+    import base64
+    import json
+    import warnings
+
+    from tests.fleet.conftest import serve_registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        crypt = pytest.importorskip("crypt", reason="bcrypt hashes from the crypt module (< 3.13)")
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # cost 4: fast
+    (tmp_path / "htpasswd").write_text(f"robot:{hashed}\n")
+    auth = f"auth:\n  htpasswd:\n    realm: fleet\n    path: {tmp_path / 'htpasswd'}\n"
+    with serve_registry(tmp_path / "registry", auth) as server:
+        docker = tmp_path / "docker"
+        docker.mkdir()
+        token = base64.b64encode(b"robot:s3cret").decode()
+        (docker / "config.json").write_text(json.dumps({"auths": {server.address: {"auth": token}}}))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.docker/config.json to fall back on
+        monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+        with pytest.raises(RegistryError, match="credentials"):
+            pull(server, keys, tmp_path / "robot")
+        monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+        files = cache_files(tmp_path / "c")
+        push_files(server, files, AGX, keys)
+        assert not pull(server, keys, tmp_path / "robot").already
