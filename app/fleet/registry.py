@@ -5,8 +5,9 @@ manifest (by digest) and the signed index under the tag ``<sku key>``. A pull is
 :class:`RegistrySource` for :func:`app.fleet.fetch.fetch_bundle`: the tag's signed index, then
 the manifest by digest, then blobs streamed through the verifier, each byte hashed once.
 
-Registry credentials come from the Docker config file (``$DOCKER_CONFIG/config.json``, else
-``~/.docker/config.json``), never from engine-init's config. Plain HTTP only when asked
+Registry credentials come from the Docker config files (``~/.docker/config.json``, and
+``$DOCKER_CONFIG/config.json`` when set: oras always reads the former), never from
+engine-init's config. Plain HTTP only when asked
 (``--insecure``). oras retries a failing request five times with sleeps growing to minutes; the
 client here makes each request once, with timeouts, so a registry that is down is reported at
 once (a boot-time pull has better things to do than wait).
