@@ -2,7 +2,7 @@
 
 Exit codes (sysexits-style), assigned in one ordered table, :data:`EXIT_CODES`:
 0 ok, 2 usage, 65 bad model or calibration data (and ``verify`` finding a bad engine),
-69 backend or GPU unavailable, 70 build failed, 73 cannot write, 74 I/O error (disk full),
+69 backend, GPU or fleet registry unavailable, 70 build failed, 73 cannot write, 74 I/O error (disk full),
 75 lock wait or ``wait-ready`` timed out, 78 config error, 130/143 interrupted (SIGINT/SIGTERM).
 """
 
@@ -32,6 +32,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.CalibrationCacheError, 65),
     (errors.HostProbeError, 69),
     (errors.BackendUnavailableError, 69),
+    (errors.RegistryError, 69),
     (errors.EngineBuildError, 70),
     (errors.CacheIOError, 74),
     (errors.CacheWriteError, 73),
@@ -168,9 +169,10 @@ def validate(state: _State) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
 @click.pass_obj
 def status(state: _State, as_json: bool) -> None:
-    """Show, per model, the engine a run would use and whether it is reusable."""
-    rows = _inspect(state, strict=False)
-    _print_rows(rows, as_json)
+    """Show this host's SKU key and, per model, the engine a run would use and whether it is
+    reusable."""
+    rows, sku = _inspect(state, strict=False)
+    _print_rows(rows, as_json, sku)
 
 
 @cli.command()
@@ -178,7 +180,7 @@ def status(state: _State, as_json: bool) -> None:
 @click.pass_obj
 def verify(state: _State, as_json: bool) -> None:
     """Re-hash every engine and ONNX model; exit 65 if any engine would be rebuilt."""
-    rows = _inspect(state, strict=True)
+    rows, _ = _inspect(state, strict=True)
     _print_rows(rows, as_json)
     bad = [r["model_name"] for r in rows if not r["reusable"]]
     if bad:
@@ -186,9 +188,11 @@ def verify(state: _State, as_json: bool) -> None:
                                     hint="run `engine-init run` to rebuild them")
 
 
-def _inspect(state: _State, strict: bool) -> list[dict[str, Any]]:
+def _inspect(state: _State, strict: bool) -> tuple[list[dict[str, Any]], str]:
+    """The rows of ``status`` / ``verify``, and this host's SKU key (README, Fleets)."""
     from dataclasses import replace
 
+    from app.host.identity import identity_of
     from app.job import prepare
 
     config = state.config()
@@ -198,13 +202,15 @@ def _inspect(state: _State, strict: bool) -> list[dict[str, Any]]:
         {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
          "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest}
         for spec, path, verdict in prepared.compiler.check_corpus(request)
-    ]
+    ], identity_of(prepared.report, prepared.backend.name).sku_key()
 
 
-def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> None:
     if as_json:
-        click.echo(json.dumps({"engines": rows}, indent=2))
+        click.echo(json.dumps({**({"sku": sku} if sku else {}), "engines": rows}, indent=2))
         return
+    if sku:
+        click.echo(f"SKU {sku}")
     width = max([len(r["model_name"]) for r in rows] + [5])
     click.echo(f"{'MODEL':<{width}}  {'STATE':<8}  {'REASON':<14}  ENGINE")
     for r in rows:
@@ -254,6 +260,11 @@ def schema() -> None:
     from app.config import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+from app.fleet.commands import register as _register_fleet  # noqa: E402 (needs `cli`)
+
+_register_fleet(cli)  # export, import, push, pull, fleet keygen
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "BuildCancelledError",
+    "BundleError",
     "CacheIOError",
     "CacheWriteError",
     "CalibrationCacheError",
@@ -22,6 +23,7 @@ __all__ = [
     "LockTimeoutError",
     "MarkerError",
     "ModelDataError",
+    "RegistryError",
 ]
 
 
@@ -43,6 +45,10 @@ class ConfigError(EngineInitError, ValueError):
 
 class ModelDataError(EngineInitError, ValueError):
     """An ONNX model or calibration data is unreadable or contradicts the configuration."""
+
+
+class BundleError(ModelDataError):
+    """A fleet bundle or registry artifact failed a check: signature, digest, SKU, layout."""
 
 
 class HostProbeError(EngineInitError, RuntimeError):
@@ -82,6 +88,10 @@ class CacheIOError(CacheWriteError):
 
 class DiskFullError(CacheIOError):
     """The filesystem ran out of space while publishing a file."""
+
+
+class RegistryError(EngineInitError, ConnectionError):
+    """The fleet registry cannot be reached or refused a request (not a verification failure)."""
 
 
 class LockTimeoutError(EngineInitError, TimeoutError):

@@ -3,8 +3,9 @@
 The variable holds comma-separated ``key=value`` items:
 
 - ``kill_at=<point>:<glob>[#n]``: SIGKILL this process at a publish point (``before_rename``,
-  ``after_rename``) for the n-th (default first) file whose name matches the glob, as a power
-  cut would.
+  ``after_rename``, or ``candidate_chunk``: after each chunk of a bundle file written into the
+  candidates) the n-th (default first) time a file whose name matches the glob reaches it, as a
+  power cut would.
 - ``enospc_after=<bytes>``: writes to the cache fail with ENOSPC after that many bytes, as on a
   full disk.
 - ``slow_build_s=<seconds>``: each backend build waits that long first (cancellable), so that

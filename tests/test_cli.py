@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ def test_status_and_verify(tmp_path, job):
     assert table.returncode == 0 and table.stdout.count("ready") == 3
     doc = json.loads(cli("--config", str(job), "status", "--json").stdout)
     assert [e["reusable"] for e in doc["engines"]] == [True] * 3
+    # This CPU machine's SKU key, as the fleet artifact would be tagged (app/host/identity.py).
+    assert re.fullmatch(r"cpu-[a-z0-9_]+-jpnone-ort\d+\.\d+\.\d+-onnxruntime", doc["sku"])
+    assert table.stdout.splitlines()[0] == f"SKU {doc['sku']}"
     assert cli("--config", str(job), "verify").returncode == 0
     engine = doc["engines"][0]["engine_path"]
     with open(engine, "r+b") as handle:

@@ -11,7 +11,8 @@ import sys
 
 from tests.helpers import REPO, cli, write_job_config
 
-HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main", "prometheus_client"}
+HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main", "prometheus_client",
+         "oras", "cryptography", "requests"}  # the last three: fleet commands only
 PROBE = """
 import json, sys
 from app.boot import main

@@ -1,4 +1,4 @@
-"""Compute capability and device name from the CUDA driver, through cuda-python.
+"""Compute capability, device name, SM count and memory from the CUDA driver, via cuda-python.
 
 The probe uses only the driver API (``cuda.bindings.driver``, cuda-python >= 12.6.1;
 ``cuda.cuda`` before that), so no CUDA runtime or TensorRT is loaded. :func:`select_device`
@@ -21,7 +21,11 @@ __all__ = ["GpuInfo", "import_cuda", "probe_gpu", "select_device"]
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """One CUDA device as the driver reports it."""
+    """One CUDA device as the driver reports it.
+
+    ``sm_count`` (streaming multiprocessors) and ``total_memory`` (bytes) tell apart devices
+    that share a compute capability and a name, such as the Jetson Orin modules.
+    """
 
     index: int
     name: str
@@ -29,6 +33,8 @@ class GpuInfo:
     minor: int
     device_count: int
     driver_version: int
+    sm_count: int = 0
+    total_memory: int = 0
 
     @property
     def sm(self) -> int:
@@ -70,7 +76,8 @@ def _check(driver: ModuleType, result: Any, what: str) -> Any:
 
 
 def probe_gpu(device_index: int = 0, driver: ModuleType | None = None) -> GpuInfo:
-    """Read device ``device_index``'s name and compute capability; HostProbeError if no GPU."""
+    """Read device ``device_index``'s name, compute capability, SM count and total memory;
+    HostProbeError if no GPU."""
     drv = driver or _driver_module()
     try:
         initialised = drv.cuInit(0)
@@ -96,9 +103,13 @@ def probe_gpu(device_index: int = 0, driver: ModuleType | None = None) -> GpuInf
         attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute(major)")
     minor = _check(drv, drv.cuDeviceGetAttribute(
         attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute(minor)")
+    sms = _check(drv, drv.cuDeviceGetAttribute(
+        attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev), "cuDeviceGetAttribute(sm_count)")
+    memory = _check(drv, drv.cuDeviceTotalMem(dev), "cuDeviceTotalMem")
     raw = _check(drv, drv.cuDeviceGetName(256, dev), "cuDeviceGetName")
     name = bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
-    return GpuInfo(device_index, name, int(major), int(minor), int(count), int(version))
+    return GpuInfo(device_index, name, int(major), int(minor), int(count), int(version),
+                   sm_count=int(sms), total_memory=int(memory))
 
 
 def select_device(index: int, runtime: Any = None) -> None:

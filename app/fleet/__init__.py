@@ -1,0 +1,7 @@
+"""Fleets: engines built once per SKU, shipped as signed OCI bundles, stored as candidates.
+
+``keys`` (Ed25519), ``layout`` (the OCI documents and their checks), ``bundle`` (write a layout
+folder or tar), ``fetch`` (verify while reading, from a layout, a tar or a registry),
+``candidates`` (where verified files land in the cache), ``registry`` (push and pull through
+``oras``), ``commands`` (the CLI). Nothing here is imported by a boot's ``run``.
+"""

@@ -1,0 +1,177 @@
+"""Write a bundle: this host's cache files as a signed OCI image layout, a folder or a ``.tar``.
+
+::
+
+    <bundle>/                       (or the same entries in <bundle>.tar)
+    ├── oci-layout                  {"imageLayoutVersion": "1.0.0"}
+    ├── index.json                  names the signed index by the SKU key
+    └── blobs/sha256/<hex>          signed index, manifest, identity, one blob per file
+
+The bundle is written beside its destination under a temporary name and renamed into place,
+so a destination either does not exist or holds a complete bundle; an existing destination is
+never overwritten. :func:`describe` and :func:`documents` are shared with ``push``, which
+uploads the same documents and the cache files themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.errors import BundleError, CacheWriteError
+from app.fleet import layout
+from app.fleet.keys import key_id, sign_digest
+from app.fleet.safefile import open_regular
+from app.host.identity import HardwareIdentity
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+__all__ = ["Documents", "SourceFile", "describe", "documents", "summary", "write_bundle"]
+
+_CHUNK = 1 << 20
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file of the bundle: its cache-relative name, where it is, and its descriptor."""
+
+    name: str
+    path: Path
+    descriptor: layout.Descriptor
+
+
+@dataclass(frozen=True)
+class Documents:
+    """The bundle's JSON documents, as the exact bytes that are hashed and signed."""
+
+    identity: bytes
+    manifest: bytes
+    signed_index: bytes
+    sku: str
+
+    @staticmethod
+    def descriptor(raw: bytes, media_type: str) -> layout.Descriptor:
+        return layout.Descriptor(media_type, "sha256:" + hashlib.sha256(raw).hexdigest(), len(raw))
+
+
+def _hash_file(path: Path, out: int | None = None) -> tuple[str, int]:
+    """sha256 and size of ``path`` (a regular file, no link), copied to ``out`` when given."""
+    fd = open_regular(path)
+    digest, size = hashlib.sha256(), 0
+    try:
+        while chunk := os.read(fd, _CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if out is not None:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view):]
+    finally:
+        os.close(fd)
+    return "sha256:" + digest.hexdigest(), size
+
+
+def describe(files: dict[str, Path]) -> list[SourceFile]:
+    """Hash every file (cache-relative name -> path); BundleError for a name or file that
+    cannot be in a bundle."""
+    out = []
+    for name in sorted(files):
+        kind = layout.kind_of(name)
+        try:
+            digest, size = _hash_file(files[name])
+        except OSError as exc:
+            raise BundleError(f"cannot read {files[name]} for the bundle: {exc.strerror or exc}",
+                              hint="run `engine-init run` so that every engine is in place") from None
+        out.append(SourceFile(name, files[name], layout.Descriptor(layout.MEDIA_TYPES[kind], digest, size)))
+    return out
+
+
+def documents(files: list[SourceFile], identity: HardwareIdentity, key: Ed25519PrivateKey) -> Documents:
+    """Identity, manifest and signed index for ``files``; the signature covers the manifest."""
+    sku = identity.sku_key()
+    identity_raw = layout.canonical({"sku_key": sku, "identity": identity.as_dict()})
+    config = Documents.descriptor(identity_raw, layout.IDENTITY_TYPE)
+    manifest = layout.manifest_doc(config, [(f.name, f.descriptor) for f in files], sku)
+    described = Documents.descriptor(manifest, layout.MANIFEST_TYPE)
+    signature = sign_digest(key, described.digest)
+    signed = layout.signed_index(described, signature, key_id(key.public_key()), sku)
+    return Documents(identity_raw, manifest, signed, sku)
+
+
+def _write_layout(folder: Path, files: list[SourceFile], docs: Documents) -> None:
+    blobs = folder / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    for raw in (docs.identity, docs.manifest, docs.signed_index):
+        (blobs / hashlib.sha256(raw).hexdigest()).write_bytes(raw)
+    for f in files:
+        target = blobs / f.descriptor.hex
+        if target.exists():  # two files with the same bytes share one blob
+            continue
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            digest, size = _hash_file(f.path, out=fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if (digest, size) != (f.descriptor.digest, f.descriptor.size):
+            raise BundleError(f"{f.path} changed while it was being exported",
+                              hint="export again once no run is writing the cache")
+    signed = Documents.descriptor(docs.signed_index, layout.INDEX_TYPE)
+    (folder / "index.json").write_bytes(layout.layout_index(signed, docs.sku))
+    (folder / "oci-layout").write_bytes(OCI_LAYOUT)
+
+
+def _tar(folder: Path, target: Path) -> None:
+    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("oci-layout", "index.json", "blobs", "blobs/sha256"):
+            tar.add(folder / name, arcname=name, recursive=False)
+        for blob in sorted((folder / "blobs" / "sha256").iterdir()):
+            tar.add(blob, arcname=f"blobs/sha256/{blob.name}")
+
+
+def write_bundle(dest: Path, files: list[SourceFile], docs: Documents) -> Path:
+    """Write the bundle at ``dest`` (a ``.tar`` when its name ends so, else a folder)."""
+    if os.path.lexists(dest):
+        raise CacheWriteError(f"{dest} already exists", hint="export to a new path; a bundle is "
+                              "never written over an existing file or folder")
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    staging = tmp.with_name(tmp.name + ".d") if dest.suffix == ".tar" else tmp
+    try:
+        _write_layout(staging, files, docs)
+        if dest.suffix == ".tar":
+            _tar(staging, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if dest.suffix == ".tar":
+            os.link(tmp, dest)  # unlike rename, fails when dest appeared meanwhile
+        else:
+            os.rename(tmp, dest)  # fails when a non-empty dest appeared meanwhile
+    except OSError as exc:
+        raise CacheWriteError(f"cannot write the bundle {dest}: {exc.strerror or exc}",
+                              hint="choose a writable folder with enough free space") from None
+    finally:
+        for path in (staging, tmp):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                path.unlink()
+    return dest
+
+
+def summary(docs: Documents) -> dict[str, object]:
+    """What an event or a command prints about a bundle."""
+    manifest = json.loads(docs.manifest)
+    return {"sku": docs.sku, "files": len(manifest["layers"]),
+            "bytes": sum(layer["size"] for layer in manifest["layers"]),
+            "manifest_digest": Documents.descriptor(docs.manifest, layout.MANIFEST_TYPE).digest}

@@ -1,0 +1,171 @@
+"""Where verified bundle files land: candidates, never engines the cache would reuse.
+
+::
+
+    <cache_root>/candidates/
+    ├── .<sku>.lock                    flock: one import or pull of a SKU at a time
+    ├── .<sku>.tmp-<pid>-<random>/     being written (swept by the next holder of the lock)
+    └── <sku>/
+        ├── index.json                 the signed index, as received (``run`` re-checks it)
+        ├── manifest.json              the manifest, as received
+        ├── identity.json              the SKU identity the bundle was built on
+        └── files/                     engines, sidecars, records, timing/, calibration/
+
+A SKU's folder appears whole or not at all: the files are written into a fresh folder, each
+checked against its size and digest while written, and the folder is renamed into place only
+when every file checked out. A folder already holding the same manifest is kept as it is.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from app import faults
+from app.cache.publish import fsync_dir, os_error_to_cache_error
+from app.errors import BundleError, CacheWriteError, LockTimeoutError
+from app.fleet.layout import Descriptor, check_name
+from app.fleet.safefile import NotRegularFileError, read_limited
+
+__all__ = ["CANDIDATES", "Stage", "candidate_folder", "staging"]
+
+CANDIDATES = "candidates"
+_DOCS = ("index.json", "manifest.json", "identity.json")
+
+
+def candidate_folder(cache_root: Path, sku: str) -> Path:
+    return cache_root / CANDIDATES / sku
+
+
+class Stage:
+    """A folder being filled with one bundle's files; each write checks size and digest."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.bytes = 0
+
+    def write(self, name: str, descriptor: Descriptor, chunks: Iterable[bytes]) -> None:
+        """Store ``chunks`` as ``files/<name>``; BundleError unless they are exactly the bytes
+        ``descriptor`` names (stops reading as soon as there are too many)."""
+        path = self.folder / "files" / check_name(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > descriptor.size:
+                    break
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                faults.point("candidate_chunk", path)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if size != descriptor.size:
+            raise BundleError(f"{name}: {'more' if size > descriptor.size else 'fewer'} bytes "
+                              f"than the signed {descriptor.size}",
+                              hint="the bundle or the registry's copy is damaged; push it again")
+        if "sha256:" + digest.hexdigest() != descriptor.digest:
+            raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
+                              hint="the bundle or the registry's copy was altered; push it again")
+        self.bytes += size
+
+    def write_document(self, name: str, raw: bytes) -> None:
+        path = self.folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            os.fsync(handle.fileno())
+
+
+def _lock(folder: Path, sku: str, timeout_s: float) -> int:
+    fd = os.open(folder / f".{sku}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                 | getattr(os, "O_CLOEXEC", 0), 0o644)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LockTimeoutError(f"another import or pull of {sku} held the lock for "
+                                       f"{timeout_s:.0f} s", hint="let it finish, then try again") from None
+            time.sleep(0.05)
+
+
+def _sweep(folder: Path, sku: str) -> None:
+    """Remove what a killed import left (only under the lock: nobody else writes them)."""
+    for entry in os.scandir(folder):
+        if entry.name.startswith((f".{sku}.tmp-", f".{sku}.old-")) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _stored_manifest(current: Path) -> str | None:
+    try:
+        raw = read_limited(current / "manifest.json", 1 << 20)
+    except (OSError, ValueError):
+        return None
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _publish(stage: Path, current: Path) -> None:
+    old: Path | None = None
+    if os.path.lexists(current):
+        if current.is_symlink() or not current.is_dir():
+            raise CacheWriteError(f"{current} is not a folder engine-init wrote",
+                                  hint="remove it; candidates are stored there")
+        old = current.with_name(f".{current.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
+        os.rename(current, old)
+    os.rename(stage, current)
+    fsync_dir(current.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staging(cache_root: Path, sku: str, manifest_digest: str, *,
+            timeout_s: float = 600.0) -> Iterator[Stage | None]:
+    """Lock the SKU's candidates, then yield a :class:`Stage` to fill, or None when the same
+    manifest is already stored. On a clean exit the stage replaces the SKU's folder."""
+    folder = cache_root / CANDIDATES
+    try:
+        folder.mkdir(exist_ok=True)
+        if folder.is_symlink():
+            raise NotRegularFileError(errno.ELOOP, "a link", str(folder))
+        lock = _lock(folder, sku, timeout_s)
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, folder) from None
+    try:
+        _sweep(folder, sku)
+        current = folder / sku
+        if _stored_manifest(current) == manifest_digest and all(
+                (current / name).is_file() for name in _DOCS):
+            yield None
+            return
+        stage = folder / f".{sku}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            stage.mkdir()
+            yield Stage(stage)
+            for parent, _, _ in os.walk(stage):  # every new folder, so that a power cut keeps them
+                fsync_dir(Path(parent))
+            _publish(stage, current)
+        except OSError as exc:
+            if isinstance(exc, CacheWriteError):
+                raise
+            raise os_error_to_cache_error(exc, stage) from None
+        finally:
+            if stage.is_dir() and not stage.is_symlink():
+                shutil.rmtree(stage, ignore_errors=True)
+    finally:
+        os.close(lock)  # closing drops the flock

@@ -1,0 +1,181 @@
+"""``engine-init export | import | push | pull`` and ``engine-init fleet keygen``.
+
+Keys and the registry are command-line options for now (``--private-key``, ``--public-key``,
+``--repository``, ``--insecure``). Registry credentials come from the Docker config file only.
+Exit codes come from :data:`app.cli.EXIT_CODES`: a bundle that fails a check is 65, a registry
+that cannot be reached 69, a bad key file 78. Only click is imported at start-up: ``run``
+never loads the fleet code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["register"]
+
+LOGGER = logging.getLogger("engine_init")
+_KEY = click.Path(dir_okay=False, path_type=Path)
+
+
+def _host(state: Any) -> tuple[Any, Any, Any]:
+    """(config, prepared job, this host's HardwareIdentity)."""
+    from app.host.identity import identity_of
+    from app.job import prepare
+
+    config = state.config()
+    prepared = prepare(config, LOGGER)
+    return config, prepared, identity_of(prepared.report, prepared.backend.name)
+
+
+def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
+    """This host's verified engines with their sidecars and records, and the TensorRT timing
+    and calibration caches of this exact TensorRT build (README, Fleets)."""
+    from app import errors
+
+    request = config.to_request(prepared.report.capabilities)
+    rows = prepared.compiler.check_corpus(request)
+    missing = [spec.model_name for spec, _, verdict in rows if verdict.reason != "hit"]
+    if missing:
+        raise errors.ModelDataError(f"engines not ready (or without a provenance record): "
+                                    f"{', '.join(missing)}", hint="run `engine-init run` first")
+    files: dict[str, Path] = {}
+    for _, engine, _ in rows:
+        for name in (engine.name, f"{engine.name}.sha256", f"{engine.name}.record.json"):
+            files[name] = engine.with_name(name)
+    if identity.backend == "tensorrt" and identity.backend_version:
+        root, trt = config.cache_root, identity.backend_version
+        models = {spec.model_name for spec, _, _ in rows}
+        timing = sorted((root / "timing").glob(f"trt{trt}__sm{prepared.report.capabilities.sm}__*.timing"))
+        calibration = [p for p in sorted((root / "calibration").glob(f"*__trt{trt}__*.calib"))
+                       if p.name.split("__", 1)[0] in models]
+        files.update({f"{p.parent.name}/{p.name}": p for p in timing + calibration if p.is_file()})
+    return files
+
+
+def _signed(config: Any, prepared: Any, identity: Any, private_key: Path) -> tuple[Any, Any]:
+    from app.fleet.bundle import describe, documents
+    from app.fleet.keys import load_private_key
+
+    key = load_private_key(private_key)
+    files = describe(_bundle_files(config, prepared, identity))
+    return files, documents(files, identity, key)
+
+
+def _emit(kind: str, message: str, **kv: Any) -> None:
+    from app import events
+
+    events.emit(LOGGER, logging.INFO, kind, message, **kv)
+
+
+def _stored(result: Any, where: str) -> None:
+    verb = "already stored" if result.already else "stored"
+    _emit("c10.fleet.candidates.stored", f"{verb} {result.files} candidate file(s) for {result.sku} "
+          f"from {where}", sku=result.sku, files=result.files, bytes=result.bytes,
+          manifest_digest=result.manifest_digest, already=result.already)
+    click.echo(f"{verb}: {result.files} file(s), {result.bytes} bytes, candidates {result.folder}")
+
+
+@click.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--private-key", type=_KEY, required=True, help="Ed25519 private key (PEM) to sign with.")
+@click.pass_obj
+def export_cmd(state: Any, path: Path, private_key: Path) -> None:
+    """Write this host's engines as a signed bundle: an OCI layout folder, or PATH.tar."""
+    from app.fleet.bundle import summary, write_bundle
+
+    config, prepared, identity = _host(state)
+    files, docs = _signed(config, prepared, identity, private_key)
+    write_bundle(path, files, docs)
+    info = summary(docs)
+    _emit("c10.fleet.exported", f"exported {info['files']} file(s) for {docs.sku} to {path}",
+          path=str(path), **info)
+    click.echo(f"exported {docs.sku}: {info['files']} file(s), {info['bytes']} bytes to {path}")
+
+
+@click.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--public-key", type=_KEY, required=True, help="Ed25519 public key (PEM) to verify with.")
+@click.pass_obj
+def import_cmd(state: Any, path: Path, public_key: Path) -> None:
+    """Verify a bundle and store its files as candidates for this host's SKU."""
+    from app.fleet.fetch import fetch_bundle, open_bundle
+    from app.fleet.keys import load_public_key
+
+    key = load_public_key(public_key)
+    config, _, identity = _host(state)
+    with open_bundle(path) as source:
+        result = fetch_bundle(source, key, identity, config.cache_root,
+                              lock_timeout_s=config.lock_timeout_s)
+    _stored(result, str(path))
+
+
+_REPO = click.option("--repository", required=True,
+                     help="Registry repository, host[:port]/path; the tag is the SKU key.")
+_INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registry on a trusted network).")
+
+
+@click.command("push")
+@_REPO
+@_INSECURE
+@click.option("--private-key", type=_KEY, required=True, help="Ed25519 private key (PEM) to sign with.")
+@click.pass_obj
+def push_cmd(state: Any, repository: str, insecure: bool, private_key: Path) -> None:
+    """Upload this host's engines, signed, tagged with its SKU key; prints repository:tag@digest."""
+    from app.fleet.bundle import summary
+    from app.fleet.registry import push
+
+    config, prepared, identity = _host(state)
+    files, docs = _signed(config, prepared, identity, private_key)
+    ref = push(repository, files, docs, insecure=insecure)
+    _emit("c10.fleet.pushed", f"pushed {ref}", reference=ref, **summary(docs))
+    click.echo(ref)
+
+
+@click.command("pull")
+@_REPO
+@_INSECURE
+@click.option("--public-key", type=_KEY, required=True, help="Ed25519 public key (PEM) to verify with.")
+@click.pass_obj
+def pull_cmd(state: Any, repository: str, insecure: bool, public_key: Path) -> None:
+    """Fetch this SKU's engines, verify them while streaming, store them as candidates."""
+    from app.fleet.fetch import fetch_bundle
+    from app.fleet.keys import load_public_key
+    from app.fleet.registry import ArtifactAbsentError, RegistrySource
+
+    key = load_public_key(public_key)
+    config, _, identity = _host(state)
+    source = RegistrySource(repository, insecure=insecure)
+    try:
+        result = fetch_bundle(source, key, identity, config.cache_root,
+                              lock_timeout_s=config.lock_timeout_s)
+    except ArtifactAbsentError:
+        sku = identity.sku_key()
+        _emit("c10.fleet.artifact.absent", f"{repository} has no engines for {sku}: "
+              "run builds them here", repository=repository, sku=sku)
+        click.echo(f"no artifact for {sku} in {repository}")
+        return
+    _stored(result, f"{repository}:{result.sku}")
+
+
+@click.group("fleet")
+def fleet_group() -> None:
+    """Fleet helpers."""
+
+
+@fleet_group.command("keygen")
+@click.argument("private", type=_KEY)
+@click.argument("public", type=_KEY)
+def keygen_cmd(private: Path, public: Path) -> None:
+    """Write a new Ed25519 key pair (never over an existing file)."""
+    from app.fleet.keys import generate_keypair
+
+    click.echo(f"key {generate_keypair(private, public)}: private {private}, public {public}")
+
+
+def register(group: click.Group) -> None:
+    for command in (export_cmd, import_cmd, push_cmd, pull_cmd, fleet_group):
+        group.add_command(command)

@@ -1,0 +1,245 @@
+"""Read a bundle, verifying while reading, and store its files as candidates.
+
+The order is what makes it safe: the signed index first, and its Ed25519 signature over the
+manifest digest before anything else is read; then the manifest (its digest must be the signed
+one), the identity (it must be this host's SKU), and only then the files, each streamed once
+into the candidate folder while its size and digest are checked. Nothing is stored unless all
+of it checks out. A :class:`Source` only hands out bytes: a layout folder, a ``.tar`` of one
+(here) or a registry (:mod:`app.fleet.registry`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Protocol
+
+from app.errors import BundleError
+from app.fleet import layout
+from app.fleet.candidates import candidate_folder, staging
+from app.fleet.keys import key_id, verify_digest
+from app.fleet.safefile import NotRegularFileError, open_regular, read_limited
+from app.host.identity import HardwareIdentity
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+__all__ = ["FetchResult", "LayoutSource", "Source", "TarSource", "fetch_bundle", "open_bundle"]
+
+_CHUNK = 1 << 20
+
+
+class Source(Protocol):
+    where: str
+
+    def signed_index(self, sku: str) -> bytes: ...
+
+    def manifest(self, descriptor: layout.Descriptor) -> bytes: ...
+
+    def blob(self, descriptor: layout.Descriptor) -> AbstractContextManager[Iterator[bytes]]: ...
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    sku: str
+    manifest_digest: str
+    folder: Path
+    files: int
+    bytes: int
+    already: bool  # the same bundle was stored before: nothing was read or written
+
+
+def read_document(chunks: Iterator[bytes], descriptor: layout.Descriptor, what: str) -> bytes:
+    """Collect a small blob, refusing more than its descriptor's size or other bytes."""
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if len(data) > descriptor.size:
+            break
+    if len(data) != descriptor.size or "sha256:" + hashlib.sha256(data).hexdigest() != descriptor.digest:
+        raise BundleError(f"the bundle's {what} does not match its digest {descriptor.digest}",
+                          hint="the bundle or the registry's copy was altered; push it again")
+    return bytes(data)
+
+
+def _damaged(where: str, why: str) -> BundleError:
+    return BundleError(f"{where}: {why}", hint="the bundle is damaged or not an engine-init bundle; "
+                       "copy or export it again")
+
+
+class LayoutSource:
+    """An OCI image layout folder. Its folders are opened one by one without following links,
+    and blobs must be regular files: a link or FIFO planted in it is refused, never followed."""
+
+    def __init__(self, path: Path) -> None:
+        self.where = str(path)
+        try:
+            self._root = open_regular(path, follow=True, directory=True)
+            blobs = open_regular("blobs", dir_fd=self._root, directory=True)
+            try:
+                self._blobs = open_regular("sha256", dir_fd=blobs, directory=True)
+            finally:
+                os.close(blobs)
+        except OSError as exc:
+            raise _damaged(self.where, f"not an OCI image layout ({exc.strerror or exc})") from None
+
+    def close(self) -> None:
+        os.close(self._blobs)
+        os.close(self._root)
+
+    def signed_index(self, sku: str) -> bytes:
+        try:
+            raw = read_limited("index.json", layout.DOC_MAX, dir_fd=self._root)
+        except (OSError, ValueError) as exc:
+            raise _damaged(self.where, f"index.json unreadable ({exc})") from None
+        described = layout.parse_layout_index(raw, sku)
+        with self.blob(described) as chunks:
+            return read_document(chunks, described, "signed index")
+
+    def manifest(self, descriptor: layout.Descriptor) -> bytes:
+        with self.blob(descriptor) as chunks:
+            return read_document(chunks, descriptor, "manifest")
+
+    @contextmanager
+    def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
+        try:
+            fd = open_regular(descriptor.hex, dir_fd=self._blobs)
+        except NotRegularFileError:
+            raise _damaged(self.where, f"blob {descriptor.digest} is a link, FIFO or folder") from None
+        except OSError as exc:
+            raise _damaged(self.where, f"blob {descriptor.digest} missing ({exc.strerror})") from None
+        try:
+            yield iter(lambda: os.read(fd, _CHUNK), b"")
+        finally:
+            os.close(fd)
+
+
+class TarSource:
+    """A ``.tar`` of an OCI image layout, read in place. Only ``oci-layout``, ``index.json`` and
+    ``blobs/sha256/<hex>`` are looked at; one of them that is not a regular file, or is there
+    twice, makes the whole tar refused."""
+
+    def __init__(self, path: Path) -> None:
+        self.where = str(path)
+        try:
+            fd = open_regular(path, follow=True)
+            self._file = os.fdopen(fd, "rb")
+            self._tar = tarfile.open(fileobj=self._file, mode="r:")  # noqa: SIM115 (closed in close())
+            members = []
+            for member in self._tar:  # not getmembers(): a tar of a million entries stops early
+                members.append(member)
+                if len(members) > layout.MAX_FILES + 16:
+                    raise tarfile.TarError(f"more than {layout.MAX_FILES} entries")
+        except (OSError, tarfile.TarError) as exc:
+            raise _damaged(self.where, f"not a readable tar ({exc})") from None
+        self._members: dict[str, tarfile.TarInfo] = {}
+        for member in members:
+            name = member.name.removeprefix("./")
+            if name in ("oci-layout", "index.json") or name.startswith("blobs/sha256/"):
+                if not member.isreg() or name in self._members:
+                    why = "there twice" if name in self._members else "not a regular file"
+                    raise _damaged(self.where, f"{name} is {why}")
+                self._members[name] = member
+
+    def close(self) -> None:
+        self._tar.close()
+        self._file.close()
+
+    def _open(self, name: str, size: int | None) -> IO[bytes]:
+        member = self._members.get(name)
+        handle = self._tar.extractfile(member) if member is not None else None
+        if member is None or handle is None:
+            raise _damaged(self.where, f"{name} is missing")
+        if size is not None and member.size != size:
+            raise _damaged(self.where, f"{name} holds {member.size} bytes, not the signed {size}")
+        return handle
+
+    def signed_index(self, sku: str) -> bytes:
+        handle = self._open("index.json", None)
+        raw = handle.read(layout.DOC_MAX + 1)
+        if len(raw) > layout.DOC_MAX:
+            raise _damaged(self.where, "index.json is too large")
+        described = layout.parse_layout_index(raw, sku)
+        with self.blob(described) as chunks:
+            return read_document(chunks, described, "signed index")
+
+    def manifest(self, descriptor: layout.Descriptor) -> bytes:
+        with self.blob(descriptor) as chunks:
+            return read_document(chunks, descriptor, "manifest")
+
+    @contextmanager
+    def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
+        handle = self._open(f"blobs/sha256/{descriptor.hex}", descriptor.size)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from iter(lambda: handle.read(_CHUNK), b"")
+            except (OSError, tarfile.TarError) as exc:  # a truncated tar ends early here
+                raise _damaged(self.where, f"blob {descriptor.digest} is cut short ({exc})") from None
+
+        yield chunks()
+
+
+@contextmanager
+def open_bundle(path: Path) -> Iterator[LayoutSource | TarSource]:
+    """The bundle at ``path``: a folder, or a tar file."""
+    source: LayoutSource | TarSource = TarSource(path) if not path.is_dir() else LayoutSource(path)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def _verified_identity(source: Source, public: Ed25519PublicKey, host: HardwareIdentity
+                       ) -> tuple[bytes, bytes, bytes, layout.ParsedManifest]:
+    sku = host.sku_key()
+    raw_index = source.signed_index(sku)
+    signed = layout.parse_signed_index(raw_index)
+    if not verify_digest(public, signed.manifest.digest, signed.signature):
+        raise BundleError(f"{source.where}: the signature does not verify with public key "
+                          f"{key_id(public)} (the bundle names key {signed.key_id})",
+                          hint="use the fleet's public key; a bundle signed by another key is refused")
+    raw_manifest = source.manifest(signed.manifest)
+    manifest = layout.parse_manifest(raw_manifest)
+    with source.blob(manifest.config) as chunks:
+        raw_identity = read_document(chunks, manifest.config, "identity")
+    try:
+        doc = json.loads(raw_identity)
+        theirs = HardwareIdentity.from_dict(doc.get("identity") if isinstance(doc, dict) else None)
+    except ValueError as exc:
+        raise _damaged(source.where, f"its identity is unreadable ({exc})") from None
+    differs = host.diff(theirs)
+    if differs or manifest.sku != sku or signed.sku != sku:
+        raise BundleError(f"{source.where}: the bundle is for SKU {manifest.sku}, this host is {sku}"
+                          + (f" ({'; '.join(differs)})" if differs else ""),
+                          hint="an engine is only used on the SKU it was built on: pull or export "
+                          "the bundle of this SKU, or let `run` build here")
+    return raw_index, raw_manifest, raw_identity, manifest
+
+
+def fetch_bundle(source: Source, public: Ed25519PublicKey, host: HardwareIdentity,
+                 cache_root: Path, *, lock_timeout_s: float = 600.0) -> FetchResult:
+    """Verify ``source`` against ``public`` and this ``host``, then store its files as
+    candidates under ``<cache_root>/candidates/<sku>/``. BundleError (nothing stored) when any
+    check fails."""
+    raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host)
+    digest = "sha256:" + hashlib.sha256(raw_manifest).hexdigest()
+    folder = candidate_folder(cache_root, manifest.sku)
+    with staging(cache_root, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:
+        if stage is None:
+            total = sum(d.size for _, d in manifest.files)
+            return FetchResult(manifest.sku, digest, folder, len(manifest.files), total, True)
+        for name, descriptor in manifest.files:
+            with source.blob(descriptor) as chunks:
+                stage.write(name, descriptor, chunks)
+        for name, raw in (("index.json", raw_index), ("manifest.json", raw_manifest),
+                          ("identity.json", raw_identity)):
+            stage.write_document(name, raw)
+        stored = stage.bytes
+    return FetchResult(manifest.sku, digest, folder, len(manifest.files), stored, False)

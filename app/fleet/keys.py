@@ -1,0 +1,144 @@
+"""Ed25519 keys for fleet bundles: the reference robot signs, every robot verifies.
+
+A fleet must not share one HMAC secret: any robot holding it could forge engines for all. With
+Ed25519 the robots hold only the public key. Keys are PEM files (PKCS#8 private, SubjectPublicKeyInfo
+public), as ``openssl genpkey -algorithm ed25519`` and ``engine-init fleet keygen`` write them.
+
+What is signed is the bundle manifest's digest, prefixed by a fixed context string so that a
+signature made for anything else never verifies as a bundle signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.errors import ConfigError
+from app.fleet.safefile import read_limited
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = ["generate_keypair", "key_id", "load_private_key", "load_public_key", "sign_digest",
+           "verify_digest"]
+
+_KEY_FILE_MAX = 64 << 10
+_CONTEXT = b"engine-init bundle manifest v1\n"
+_HINT = "create a key pair with `engine-init fleet keygen PRIVATE PUBLIC` (or openssl genpkey " \
+        "-algorithm ed25519) and name the files with --private-key / --public-key"
+
+
+def _cryptography() -> None:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise ConfigError("the fleet commands need the cryptography package",
+                          hint="pip install 'engine-init[fleet]'") from None
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return read_limited(path, _KEY_FILE_MAX, follow=True)  # secrets are often links (k8s)
+    except ValueError:
+        raise ConfigError(f"{what} {path} is larger than {_KEY_FILE_MAX} bytes: not a PEM key",
+                          hint=_HINT) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint=_HINT) from None
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in the PEM file ``path``; ConfigError naming the file otherwise."""
+    _cryptography()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    data = _read(path, "private key")
+    try:
+        key = load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(f"private key {path} is encrypted",
+                          hint="store it unencrypted, readable only by the job (a Docker secret)") from None
+    except ValueError:
+        hint = "this is a public key: sign with the private one" if b"PUBLIC KEY" in data else _HINT
+        raise ConfigError(f"private key {path} is not a PEM private key", hint=hint) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"private key {path} is a {type(key).__name__.removeprefix('_')}, not Ed25519",
+                          hint=_HINT)
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """The Ed25519 public key in the PEM file ``path``; ConfigError naming the file otherwise."""
+    _cryptography()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    data = _read(path, "public key")
+    try:
+        key = load_pem_public_key(data)
+    except ValueError:
+        hint = ("this is a private key: robots get only the public one"
+                if b"PRIVATE KEY" in data else _HINT)
+        raise ConfigError(f"public key {path} is not a PEM public key", hint=hint) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"public key {path} is a {type(key).__name__.removeprefix('_')}, not Ed25519",
+                          hint=_HINT)
+    return key
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """16 hex digits naming a public key (sha256 of its raw bytes), shown in errors."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return hashlib.sha256(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+
+
+def sign_digest(private: Ed25519PrivateKey, digest: str) -> bytes:
+    return private.sign(_CONTEXT + digest.encode("ascii"))
+
+
+def verify_digest(public: Ed25519PublicKey, digest: str, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        public.verify(signature, _CONTEXT + digest.encode("ascii"))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def generate_keypair(private_path: Path, public_path: Path) -> str:
+    """Write a new key pair (the private file mode 0600); never overwrites. Returns the key id."""
+    _cryptography()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    public_pem = private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    written: list[Path] = []
+    try:
+        for path, payload, mode in ((private_path, pem, 0o600), (public_path, public_pem, 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            written.append(path)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                os.fsync(handle.fileno())
+    except FileExistsError as exc:
+        for path in written:
+            path.unlink()
+        raise ConfigError(f"{exc.filename} already exists", hint="choose a new file name; keys are "
+                          "never overwritten") from None
+    except OSError as exc:
+        for path in written:
+            path.unlink()
+        raise ConfigError(f"cannot write {exc.filename}: {exc.strerror}",
+                          hint="choose a writable folder") from None
+    return key_id(private.public_key())

@@ -1,0 +1,190 @@
+"""The exact hardware identity of a build target, and the short SKU key that names it.
+
+Every Jetson Orin module reports compute capability 8.7 and the device name "Orin", yet an
+engine built on a 16-SM AGX Orin is not meant for an 8-SM Orin NX. What tells them apart: the
+SM count and total memory (CUDA driver), the module's part number (``/proc/device-tree``),
+and the full TensorRT version with its build number (engines load only with the exact
+build). :class:`HardwareIdentity` holds all of it; :meth:`HardwareIdentity.sku_key` derives
+the fleet artifact's name, e.g. ``sm87-16sm-64g-p3701-0005-jp6.2-trt10.3.0.30-tensorrt``.
+
+SKU key, segment by segment (``-`` between them; OCI-tag-safe, at most 128 characters):
+``sm<cc>`` (``cpu-<arch>`` without a GPU), ``<n>sm`` (SM count), ``<m>g`` (the memory class:
+total memory in GiB rounded up to a multiple of 4, the module's nominal size on every Jetson:
+a 64 GB AGX Orin reports ~61.4 GiB), the module part number when there is a device tree,
+``jp<jetpack>`` (``jpnone`` off-Jetson, ``jpl4t36.9.0`` for an L4T release not in the table),
+the runtime (``trt<full version>`` or ``ort<version>``) and the backend. A key longer than 128
+characters keeps its first 119 and ends with ``-`` and 8 hex digits of its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import stat
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from app.host.packages import declared_version
+from app.host.probe import HostReport
+
+__all__ = ["DEVICE_TREE", "SKU_FIELDS", "HardwareIdentity", "identity_of", "read_board"]
+
+DEVICE_TREE = Path("/proc/device-tree")
+_PROPERTY_MAX = 4096
+#: Fields whose difference means "another SKU": an engine built for one is not reused on the other.
+#: The module, not the carrier board: one module on two carriers is one SKU.
+SKU_FIELDS = ("backend", "backend_version", "machine", "compute_capability", "sm_count",
+              "memory_class_gib", "board_module", "jetpack", "l4t")
+_MODULE_RE = re.compile(r"(?:^|[+,])(p\d{4}-\d{4})$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TAG_MAX = 128
+_RUNTIME_PREFIX = {"tensorrt": "trt", "onnxruntime": "ort"}
+
+
+@dataclass(frozen=True)
+class HardwareIdentity:
+    """What an engine is tied to. Empty strings and zeros mean "not present on this host"."""
+
+    backend: str
+    backend_version: str  # TensorRT: the full version with the build number ("10.3.0.30")
+    machine: str  # CPU architecture (platform.machine())
+    compute_capability: str = ""  # "8.7"
+    sm_count: int = 0
+    total_memory: int = 0  # bytes, cuDeviceTotalMem
+    device_name: str = ""
+    board: tuple[str, ...] = ()  # /proc/device-tree/compatible, most specific first
+    board_model: str = ""  # /proc/device-tree/model
+    jetpack: str = "none"
+    l4t: str = ""
+    cuda_driver: int = 0  # cuDriverGetVersion, e.g. 12060
+
+    @property
+    def memory_class_gib(self) -> int:
+        """Total memory in GiB, rounded up to a multiple of 4 (0 without a GPU)."""
+        if self.total_memory <= 0:
+            return 0
+        gib = -(-self.total_memory // (1 << 30))
+        return -(-gib // 4) * 4
+
+    @property
+    def board_module(self) -> str:
+        """The module's part number (``p3701-0005``) from the compatible list, else ''."""
+        for entry in self.board:
+            match = _MODULE_RE.search(entry)
+            if match:
+                return match[1]
+        return _UNSAFE.sub("-", self.board[0])[:32].strip("-") if self.board else ""
+
+    def sku_key(self) -> str:
+        """A short, stable, OCI-tag-safe name of this SKU (see the module docstring)."""
+        if self.compute_capability:
+            parts = ["sm" + self.compute_capability.replace(".", ""), f"{self.sm_count}sm",
+                     f"{self.memory_class_gib}g"]
+        else:
+            parts = ["cpu", self.machine or "unknown"]
+        if self.board_module:
+            parts.append(self.board_module)
+        prefix = _RUNTIME_PREFIX.get(self.backend, "rt")
+        parts += [f"jp{self.jetpack}", f"{prefix}{self.backend_version or 'none'}", self.backend]
+        key = "-".join(s for s in (_UNSAFE.sub("-", p).strip("-") for p in parts) if s)
+        if len(key) > _TAG_MAX:
+            key = f"{key[:_TAG_MAX - 9]}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        return key
+
+    def diff(self, other: HardwareIdentity, *, everything: bool = False) -> list[str]:
+        """``"field: mine != theirs"`` for each SKU field that differs (every field with
+        ``everything``); empty when ``other`` is the same SKU."""
+        names = [f.name for f in fields(self)] if everything else list(SKU_FIELDS)
+        if everything:
+            names += ["memory_class_gib", "board_module"]
+        out = []
+        for name in names:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                show = (lambda v: ",".join(v) or "none") if name == "board" else repr
+                out.append(f"{name}: {show(mine)} != {show(theirs)}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["board"] = list(self.board)
+        doc["memory_class_gib"] = self.memory_class_gib
+        doc["sku_key"] = self.sku_key()
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: object) -> HardwareIdentity:
+        """The inverse of :meth:`as_dict`; ValueError naming the field when ``doc`` is not one."""
+        if not isinstance(doc, dict):
+            raise ValueError("the identity is not a JSON object")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in doc:
+                raise ValueError(f"the identity lacks {f.name!r}")
+            value = doc[f.name]
+            want = int if f.type == "int" else str
+            if f.name == "board":
+                if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    raise ValueError("the identity's 'board' is not a list of strings")
+                value = tuple(value)
+            elif not isinstance(value, want) or isinstance(value, bool):
+                raise ValueError(f"the identity's {f.name!r} is not a{'n int' if want is int else ' string'}")
+            values[f.name] = value
+        return cls(**values)
+
+
+def _read_property(path: Path) -> bytes | None:
+    """A small regular file's bytes; None for anything else (absent, a link, a FIFO, huge).
+
+    O_NOFOLLOW refuses a link as the last component only: /proc/device-tree itself is a link
+    to /sys/firmware/devicetree/base on every Jetson. O_NONBLOCK keeps a planted FIFO from
+    blocking the open; it is then refused as not a regular file.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _PROPERTY_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= _PROPERTY_MAX else None
+
+
+def _strings(raw: bytes) -> list[str]:
+    text = raw.decode("utf-8", "replace")
+    return [s for s in ("".join(c for c in part if c.isprintable()).strip()
+                        for part in text.split("\0")) if s]
+
+
+def read_board(device_tree: Path = DEVICE_TREE) -> tuple[tuple[str, ...], str]:
+    """(compatible entries, model) from a device tree; ((), '') where there is none."""
+    compatible = _read_property(device_tree / "compatible")
+    model = _read_property(device_tree / "model")
+    return (tuple(_strings(compatible)) if compatible else (),
+            " ".join(_strings(model)) if model else "")
+
+
+def identity_of(report: HostReport, backend: str, *, device_tree: Path = DEVICE_TREE,
+                backend_version: str | None = None) -> HardwareIdentity:
+    """The identity of the probed host for ``backend`` (the resolved backend name)."""
+    if backend_version is None:
+        backend_version = (report.tensorrt.version if backend == "tensorrt"
+                           else declared_version(backend))
+    board, model = read_board(device_tree)
+    gpu, caps = report.gpu, report.capabilities
+    return HardwareIdentity(
+        backend=backend, backend_version=backend_version, machine=platform.machine(),
+        compute_capability=f"{gpu.major}.{gpu.minor}" if gpu else "",
+        sm_count=gpu.sm_count if gpu else 0, total_memory=gpu.total_memory if gpu else 0,
+        device_name=gpu.name if gpu else "", board=board, board_model=model,
+        jetpack=caps.jetpack, l4t=caps.l4t, cuda_driver=gpu.driver_version if gpu else 0,
+    )

@@ -1,0 +1,150 @@
+"""The fleet commands through real processes: a reference host runs and exports or pushes; a
+fresh robot cache imports or pulls. Both are this machine (ONNX Runtime backend, its SKU key)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.fleet.conftest import leftovers
+from tests.helpers import REPO, cli, json_events, write_job_config
+
+
+@pytest.fixture
+def fleet(tmp_path, corpus):
+    """Keys made by `fleet keygen`, a reference host whose run built every engine, a robot."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    made = cli("fleet", "keygen", str(keys / "fleet.pem"), str(keys / "fleet.pub.pem"))
+    assert made.returncode == 0, made.stderr
+    cli("fleet", "keygen", str(keys / "other.pem"), str(keys / "other.pub.pem"))
+    reference = write_job_config(tmp_path / "reference", corpus)
+    robot = write_job_config(tmp_path / "robot", corpus)
+    (tmp_path / "robot" / "cache").mkdir()
+    ran = cli("--config", str(reference), "run")
+    assert ran.returncode == 0, ran.stderr
+    sku = json.loads(cli("--config", str(reference), "status", "--json").stdout)["sku"]
+    return {"keys": keys, "reference": reference, "robot": robot, "sku": sku,
+            "ref_cache": tmp_path / "reference" / "cache", "robot_cache": tmp_path / "robot" / "cache"}
+
+
+def engines_of(cache):
+    """The engines a run published, with their sidecars and records (not hints, not locks)."""
+    return {p.name: p.read_bytes() for p in cache.iterdir()
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def stored(f):
+    folder = f["robot_cache"] / "candidates" / f["sku"] / "files"
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("engine-init: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", ["bundle", "bundle.tar"])
+def test_export_then_import(tmp_path, fleet, name):
+    f = fleet
+    bundle = tmp_path / name
+    out = cli("--config", str(f["reference"]), "export", str(bundle),
+              "--private-key", str(f["keys"] / "fleet.pem"))
+    assert out.returncode == 0, out.stderr
+    assert f"exported {f['sku']}: 9 file(s)" in out.stdout
+    wrong = cli("--config", str(f["robot"]), "import", str(bundle),
+                "--public-key", str(f["keys"] / "other.pub.pem"))
+    assert wrong.returncode == 65 and "signature does not verify" in one_error_line(wrong)
+    assert leftovers(f["robot_cache"]) == []
+    good = cli("--config", str(f["robot"]), "import", str(bundle),
+               "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    assert good.returncode == 0, good.stderr
+    assert stored(f) == engines_of(f["ref_cache"])
+    kinds = [e["kind"] for e in json_events(good.stderr)]
+    assert "c10.fleet.candidates.stored" in kinds
+    # The robot's own cache is untouched: candidates are not engines a run reuses.
+    assert engines_of(f["robot_cache"]) == {}
+
+
+def test_export_refuses_without_ready_engines_or_with_a_bad_key(tmp_path, fleet):
+    f = fleet
+    not_run = cli("--config", str(f["robot"]), "export", str(tmp_path / "b"),
+                  "--private-key", str(f["keys"] / "fleet.pem"))
+    assert not_run.returncode == 65 and "engines not ready" in one_error_line(not_run)
+    bad_key = cli("--config", str(f["reference"]), "export", str(tmp_path / "b"),
+                  "--private-key", str(f["keys"] / "fleet.pub.pem"))
+    assert bad_key.returncode == 78 and "fleet.pub.pem is not a PEM private key" in one_error_line(bad_key)
+    assert not (tmp_path / "b").exists()
+
+
+def test_push_then_pull(fleet, registry):
+    f = fleet
+    repo = registry.repository()
+    pushed = cli("--config", str(f["reference"]), "push", "--repository", repo, "--insecure",
+                 "--private-key", str(f["keys"] / "fleet.pem"))
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.strip().startswith(f"{repo}:{f['sku']}@sha256:")
+    pulled = cli("--config", str(f["robot"]), "pull", "--repository", repo, "--insecure",
+                 "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    assert pulled.returncode == 0, pulled.stderr
+    assert stored(f) == engines_of(f["ref_cache"])
+    absent = cli("--config", str(f["robot"]), "pull", "--repository", registry.repository("other/x"),
+                 "--insecure", "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    assert absent.returncode == 0 and "no artifact" in absent.stdout
+    assert [e["kv"]["sku"] for e in json_events(absent.stderr)
+            if e["kind"] == "c10.fleet.artifact.absent"] == [f["sku"]]
+
+
+def test_pull_refusals_have_their_exit_codes(fleet, registry):
+    f = fleet
+    repo = registry.repository()
+    assert cli("--config", str(f["reference"]), "push", "--repository", repo, "--insecure",
+               "--private-key", str(f["keys"] / "other.pem")).returncode == 0
+    forged = cli("--config", str(f["robot"]), "pull", "--repository", repo, "--insecure",
+                 "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    assert forged.returncode == 65 and "signature does not verify" in one_error_line(forged)
+    down = cli("--config", str(f["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines",
+               "--insecure", "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
+    assert leftovers(f["robot_cache"]) == []
+
+
+def test_a_pull_killed_half_way_stores_nothing_and_the_next_completes(fleet, registry):
+    f = fleet
+    repo = registry.repository()
+    assert cli("--config", str(f["reference"]), "push", "--repository", repo, "--insecure",
+               "--private-key", str(f["keys"] / "fleet.pem")).returncode == 0
+    args = ("--config", str(f["robot"]), "pull", "--repository", repo, "--insecure",
+            "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    # SIGKILL, as a power cut, after the 4th of 9 files started streaming in.
+    killed = cli(*args, env={"ENGINE_INIT_FAULTS": "kill_at=candidate_chunk:*#4"})
+    assert killed.returncode == -signal.SIGKILL
+    partial = [n for n in leftovers(f["robot_cache"]) if n.startswith(f".{f['sku']}.tmp-")]
+    assert len(partial) == 1 and f["sku"] not in leftovers(f["robot_cache"])
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert stored(f) == engines_of(f["ref_cache"])
+    assert leftovers(f["robot_cache"]) == [f["sku"]]  # the killed pull's folder was swept
+
+
+def test_two_pulls_at_once(fleet, registry):
+    f = fleet
+    repo = registry.repository()
+    assert cli("--config", str(f["reference"]), "push", "--repository", repo, "--insecure",
+               "--private-key", str(f["keys"] / "fleet.pem")).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    argv = [sys.executable, "-m", "app", "--config", str(f["robot"]), "pull", "--repository", repo,
+            "--insecure", "--public-key", str(f["keys"] / "fleet.pub.pem")]
+    procs = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sorted(o[0].split(":")[0] for o in outs) == ["already stored", "stored"]
+    assert stored(f) == engines_of(f["ref_cache"])
+    assert leftovers(f["robot_cache"]) == [f["sku"]]

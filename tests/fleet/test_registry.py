@@ -1,0 +1,155 @@
+"""Push and pull against a real registry (CNCF Distribution, the Debian docker-registry package)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import pytest
+import requests
+
+from app.errors import BundleError, RegistryError
+from app.fleet.bundle import describe, documents
+from app.fleet.fetch import fetch_bundle
+from app.fleet.layout import INDEX_TYPE
+from app.fleet.registry import ArtifactAbsentError, RegistrySource, push
+from tests.fleet.conftest import AGX, NX, cache_files, leftovers
+
+SKU = AGX.sku_key()
+
+
+def push_files(registry, files, identity, keys, name="fleet/engines"):
+    described = describe(files)
+    docs = documents(described, identity, keys.private)
+    return push(registry.repository(name), described, docs, insecure=True), docs
+
+
+def pull(registry, keys, cache_root, host=AGX, name="fleet/engines"):
+    cache_root.mkdir(parents=True, exist_ok=True)
+    source = RegistrySource(registry.repository(name), insecure=True)
+    return fetch_bundle(source, keys.public, host, cache_root)
+
+
+def test_push_then_pull_into_a_fresh_cache(tmp_path, registry, keys):
+    files = cache_files(tmp_path / "reference", engine_bytes=20 << 20)  # chunked uploads
+    ref, docs = push_files(registry, files, AGX, keys)
+    signed = "sha256:" + hashlib.sha256(docs.signed_index).hexdigest()
+    assert ref == f"{registry.repository()}:{SKU}@{signed}"
+    result = pull(registry, keys, tmp_path / "robot")
+    assert (result.sku, result.files, result.already) == (SKU, len(files), False)
+    for rel, source in files.items():
+        assert (tmp_path / "robot" / "candidates" / SKU / "files" / rel).read_bytes() == source.read_bytes()
+    assert pull(registry, keys, tmp_path / "robot").already
+    # Pushing again uploads nothing new and names the same artifact.
+    assert push_files(registry, files, AGX, keys)[0].split("@")[0] == ref.split("@")[0]
+
+
+def test_no_artifact_for_this_sku(tmp_path, registry, keys):
+    push_files(registry, cache_files(tmp_path / "c"), NX, keys)
+    with pytest.raises(ArtifactAbsentError):
+        pull(registry, keys, tmp_path / "robot")
+    assert leftovers(tmp_path / "robot") == []
+
+
+def test_a_blob_tampered_with_in_the_registry_storage(tmp_path, registry, keys):
+    files = cache_files(tmp_path / "c")
+    push_files(registry, files, AGX, keys)
+    engine = files[next(n for n in files if n.endswith(".engine"))]
+    stored = registry.blob_file("sha256:" + hashlib.sha256(engine.read_bytes()).hexdigest())
+    data = bytearray(stored.read_bytes())
+    data[1000] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="do not match the signed digest"):
+        pull(registry, keys, tmp_path / "robot")
+    assert leftovers(tmp_path / "robot") == []
+
+
+def test_a_manifest_signed_by_another_key(tmp_path, registry, keys, other_keys):
+    push_files(registry, cache_files(tmp_path / "c"), AGX, other_keys)
+    with pytest.raises(BundleError, match="signature does not verify"):
+        pull(registry, keys, tmp_path / "robot")
+    assert leftovers(tmp_path / "robot") == []
+
+
+def test_an_artifact_of_another_sku_under_this_sku_tag(tmp_path, registry, keys):
+    """The NX bundle, validly signed, tagged as the AGX's: its signed identity gives it away."""
+    _, docs = push_files(registry, cache_files(tmp_path / "c"), NX, keys)
+    answer = requests.put(f"http://{registry.address}/v2/fleet/engines/manifests/{SKU}",
+                          data=docs.signed_index, headers={"Content-Type": INDEX_TYPE}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    with pytest.raises(BundleError, match=r"is for SKU sm87-8sm-16g.*sm_count: 16 != 8"):
+        pull(registry, keys, tmp_path / "robot")
+    assert leftovers(tmp_path / "robot") == []
+
+
+def test_two_pulls_at_once_store_one_complete_copy(tmp_path, registry, keys):
+    files = cache_files(tmp_path / "c", engine_bytes=8 << 20)
+    push_files(registry, files, AGX, keys)
+    results: list[object] = []
+
+    def one() -> None:
+        try:
+            results.append(pull(registry, keys, tmp_path / "robot"))
+        except BaseException as exc:  # reported by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(r.already for r in results) == [False, True], results  # type: ignore[attr-defined]
+    for rel, source in files.items():
+        assert (tmp_path / "robot" / "candidates" / SKU / "files" / rel).read_bytes() == source.read_bytes()
+    assert leftovers(tmp_path / "robot") == [SKU]
+
+
+def test_a_registry_that_is_down_is_reported_at_once(tmp_path, registry, keys):
+    address = registry.address
+    registry.address = "127.0.0.1:9"  # discard port: nothing listens
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match="cannot be reached"):
+        pull(registry, keys, tmp_path / "robot")
+    assert time.monotonic() - started < 5  # no sleeping retries
+    registry.address = address
+    with pytest.raises(RegistryError, match="cannot be reached"):  # HTTPS to a plain-HTTP registry
+        RegistrySource(registry.repository(), insecure=False).signed_index(SKU)
+
+
+@pytest.mark.parametrize("bad", ["no-slash", "https://host/x", "host/x:tag", "host/x@sha256:00"])
+def test_a_malformed_repository_is_a_config_error(bad):
+    from app.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not host"):
+        RegistrySource(bad, insecure=True)
+
+
+def test_credentials_come_from_the_docker_config_file(tmp_path, keys, monkeypatch):
+    """A registry with htpasswd (bcrypt) logins: pull works with the Docker config file's
+    credentials, and without them fails with a one-line error naming `docker login`."""
+    import base64
+    import json
+    import warnings
+
+    from tests.fleet.conftest import serve_registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        crypt = pytest.importorskip("crypt", reason="bcrypt hashes from the crypt module (< 3.13)")
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # cost 4: fast
+    (tmp_path / "htpasswd").write_text(f"robot:{hashed}\n")
+    auth = f"auth:\n  htpasswd:\n    realm: fleet\n    path: {tmp_path / 'htpasswd'}\n"
+    with serve_registry(tmp_path / "registry", auth) as server:
+        docker = tmp_path / "docker"
+        docker.mkdir()
+        token = base64.b64encode(b"robot:s3cret").decode()
+        (docker / "config.json").write_text(json.dumps({"auths": {server.address: {"auth": token}}}))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.docker/config.json to fall back on
+        monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+        with pytest.raises(RegistryError, match="credentials"):
+            pull(server, keys, tmp_path / "robot")
+        monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+        files = cache_files(tmp_path / "c")
+        push_files(server, files, AGX, keys)
+        assert not pull(server, keys, tmp_path / "robot").already
