@@ -1,4 +1,5 @@
 """INT8 calibration batches: ``<calibration_path>/<model_name>/*.npz|*.npy``, one batch a file.
+The accuracy gate's sample inputs use the same format and checks (``what="sample"``).
 
 An ``.npz`` holds one array per model input, named after it; an ``.npy`` is the batch of a
 single-input model. Batches are read one at a time (never all at once) and each is checked
@@ -24,8 +25,10 @@ class CalibrationSet:
     """The validated calibration batches of one model."""
 
     def __init__(self, folder: Path | None, model: ModelInterface,
-                 profiles: dict[str, InputProfile], model_name: str) -> None:
+                 profiles: dict[str, InputProfile], model_name: str, *,
+                 what: str = "calibration") -> None:
         self.folder = folder
+        self.what = what
         self.files = calibration_files(folder)
         self.model = model
         self.profiles = profiles
@@ -54,7 +57,7 @@ class CalibrationSet:
             with np.load(path, allow_pickle=False) as loaded:
                 return {name: loaded[name] for name in loaded.files}
         except Exception as exc:
-            raise ModelDataError(f"{self.model_name}: calibration file {path} is unreadable: "
+            raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
                                  f"{str(exc)[:200]}", hint="write it with numpy.savez") from exc
 
     def _load_npy(self, path: Path, names: list[str]) -> dict[str, Any]:
@@ -66,7 +69,7 @@ class CalibrationSet:
         try:
             return {names[0]: np.load(path, allow_pickle=False)}
         except Exception as exc:
-            raise ModelDataError(f"{self.model_name}: calibration file {path} is unreadable: "
+            raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
                                  f"{str(exc)[:200]}", hint="write it with numpy.save") from exc
 
     def _check(self, path: Path, arrays: dict[str, Any]) -> None:
