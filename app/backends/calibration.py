@@ -75,20 +75,21 @@ class CalibrationSet:
     def _check(self, path: Path, arrays: dict[str, Any]) -> None:
         expected = {t.name: t for t in self.model.inputs}
         if set(arrays) != set(expected):
-            raise ModelDataError(f"{self.model_name}: {path.name} holds arrays {sorted(arrays)}, "
-                                 f"the model's inputs are {sorted(expected)}",
+            raise ModelDataError(f"{self.model_name}: {self.what} {path.name} holds arrays "
+                                 f"{sorted(arrays)}, the model's inputs are {sorted(expected)}",
                                  hint="name each array after a model input")
         for name, array in arrays.items():
             if array.dtype.name != expected[name].dtype:
                 raise ModelDataError(
-                    f"{self.model_name}: {path.name}[{name}] is {array.dtype.name}, the model "
-                    f"wants {expected[name].dtype}", hint=f"cast it with .astype('{expected[name].dtype}')")
+                    f"{self.model_name}: {self.what} {path.name}[{name}] is {array.dtype.name}, "
+                    f"the model wants {expected[name].dtype}",
+                    hint=f"cast it with .astype('{expected[name].dtype}')")
             prof = self.profiles[name]
             shape = tuple(array.shape)
             ok = len(shape) == len(prof.min) and all(
                 lo <= s <= hi for s, lo, hi in zip(shape, prof.min, prof.max, strict=True))
             if not ok:
                 raise ModelDataError(
-                    f"{self.model_name}: {path.name}[{name}] has shape {list(shape)}, outside the "
-                    f"input's range {list(prof.min)}..{list(prof.max)}",
+                    f"{self.model_name}: {self.what} {path.name}[{name}] has shape {list(shape)}, "
+                    f"outside the input's range {list(prof.min)}..{list(prof.max)}",
                     hint="write batches with the configured input shape")

@@ -1,0 +1,40 @@
+"""Small real ONNX models for the gate's tests, built with onnx.helper (beside the demo's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, checker, helper, numpy_helper, save
+
+
+def _save(graph, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    checker.check_model(model)
+    save(model, str(path))
+    return path
+
+
+def make_embedding(path: Path) -> Path:
+    """``ids[1,4] (int64) -> vectors[1,4,8]``: a Gather, which random indices could send out of range."""
+    weights = np.random.default_rng(5).standard_normal((10, 8)).astype(np.float32)
+    table = numpy_helper.from_array(weights, "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["vectors"], axis=0)], "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, [1, 4, 8])], [table])
+    return _save(graph, path)
+
+
+def make_masked(path: Path) -> Path:
+    """``x[1,6] (float), keep[1,6] (bool) -> y = where(keep, x, 0)``: two outputs, one a copy."""
+    zero = numpy_helper.from_array(np.zeros((1,), np.float32), "zero")
+    graph = helper.make_graph(
+        [helper.make_node("Where", ["keep", "x", "zero"], ["y"]),
+         helper.make_node("Identity", ["x"], ["x_copy"])], "masked",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6]),
+         helper.make_tensor_value_info("keep", TensorProto.BOOL, [1, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6]),
+         helper.make_tensor_value_info("x_copy", TensorProto.FLOAT, [1, 6])], [zero])
+    return _save(graph, path)
