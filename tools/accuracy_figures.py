@@ -3,7 +3,8 @@
 
 Every model is built by the ONNX Runtime backend in fp32, fp16 and int8 (calibrated on its
 calibration data, and once more on all-zero batches, the deliberately wrong calibration), and
-each engine is measured by the gate against the ONNX model on ONNX Runtime's CPU provider:
+each engine is profiled once (how many compute nodes run in the precision asked) and measured
+by the gate against the ONNX model on ONNX Runtime's CPU provider:
 with the default seeded random inputs and with sample inputs drawn apart from the calibration
 data. The default tolerances in app/verify/report.py are set from these figures (README,
 "Accuracy gate").
@@ -39,6 +40,7 @@ from app.demo import build_corpus
 from app.errors import EngineInitError
 from app.types import BuildConfig, InputProfile, PrecisionMode
 from app.verify.accuracy import AccuracySettings, check_accuracy
+from app.verify.precision import ort_precision_in_effect
 from app.verify.runners import OrtEngineRunner
 
 Sampler = Callable[[np.random.Generator], dict[str, Any]]
@@ -165,6 +167,8 @@ def measure(case: Case, work: Path, samples: int) -> None:
             print(f"{case.name:12} {label:15} build failed: {str(exc)[:120]}")
             continue
         build_s = time.perf_counter() - started
+        effect = ort_precision_in_effect(engine, case.sample(np.random.default_rng(0)), precision.value)
+        print(f"{case.name:12} {label:15} precision in effect: {effect.describe()}")
         runner = OrtEngineRunner(engine, case.name)
         modes = [("samples", AccuracySettings(samples_path=held_out))]
         if case.random_ok:
