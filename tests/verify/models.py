@@ -7,6 +7,27 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, checker, helper, numpy_helper, save
 
+from app.backends.onnxruntime import OnnxRuntimeBackend
+from app.types import BuildConfig, InputProfile, PrecisionMode
+
+#: The demo models' build profiles.
+SHAPES: dict[str, dict[str | None, InputProfile]] = {
+    "dinov2_vpr": {None: InputProfile.fixed((1, 3, 32, 32))},
+    "aliked": {None: InputProfile.fixed((1, 3, 64, 64))},
+    "lightglue": {k: InputProfile((1, 32, 64), (1, 256, 64), (1, 1024, 64)) for k in ("desc0", "desc1")},
+}
+
+
+def build_ort(folder: Path, onnx: Path, name: str, precision: PrecisionMode,
+              calibration: Path | None = None, shapes=None) -> Path:
+    """A real ONNX Runtime backend build of ``onnx``; returns the artifact's path."""
+    engine = folder / f"{name}.{precision.value}.ort"
+    cfg = BuildConfig(precision=precision, model_name=name, engine_path=engine,
+                      input_shapes=SHAPES.get(name, {}) if shapes is None else shapes,
+                      calibration_dir=calibration)
+    OnnxRuntimeBackend().compile_engine(onnx, cfg)
+    return engine
+
 
 def _save(graph, path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

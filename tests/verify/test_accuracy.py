@@ -8,30 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.backends.onnxruntime import OnnxRuntimeBackend
 from app.cli import exit_code_for
 from app.errors import AccuracyError, ModelDataError
-from app.types import BuildConfig, InputProfile, PrecisionMode
+from app.types import PrecisionMode
 from app.verify.accuracy import AccuracySettings, check_accuracy, enforce
 from app.verify.report import default_tolerance
 from app.verify.runners import EngineRunner, OrtEngineRunner, open_runner
-from tests.verify.models import make_embedding, make_masked
-
-SHAPES: dict[str, dict[str | None, InputProfile]] = {
-    "dinov2_vpr": {None: InputProfile.fixed((1, 3, 32, 32))},
-    "aliked": {None: InputProfile.fixed((1, 3, 64, 64))},
-    "lightglue": {k: InputProfile((1, 32, 64), (1, 256, 64), (1, 1024, 64)) for k in ("desc0", "desc1")},
-}
-
-
-def _build(tmp_path: Path, onnx: Path, name: str, precision: PrecisionMode,
-           calibration: Path | None = None, shapes=None) -> Path:
-    engine = tmp_path / f"{name}.{precision.value}.ort"
-    cfg = BuildConfig(precision=precision, model_name=name, engine_path=engine,
-                      input_shapes=SHAPES.get(name, {}) if shapes is None else shapes,
-                      calibration_dir=calibration)
-    OnnxRuntimeBackend().compile_engine(onnx, cfg)
-    return engine
+from tests.verify.models import SHAPES, build_ort, make_embedding, make_masked
 
 
 def _check(onnx: Path, engine: Path | EngineRunner, name: str, precision: PrecisionMode, **kw):
@@ -45,7 +28,7 @@ def _check(onnx: Path, engine: Path | EngineRunner, name: str, precision: Precis
 
 @pytest.mark.parametrize("name", ["dinov2_vpr", "lightglue", "aliked"])
 def test_fp32_builds_pass_tightly(tmp_path, corpus, name, events):
-    engine = _build(tmp_path, corpus[name], name, PrecisionMode.FP32)
+    engine = build_ort(tmp_path, corpus[name], name, PrecisionMode.FP32)
     report = _check(corpus[name], engine, name, PrecisionMode.FP32, engine_sha256="e", onnx_sha256="o")
     assert report.passed and report.inputs.kind == "random" and report.inputs.count == 4
     [out] = report.outputs
@@ -59,7 +42,7 @@ def test_fp32_builds_pass_tightly(tmp_path, corpus, name, events):
 
 
 def test_the_demo_int8_build_passes_the_int8_default(tmp_path, corpus):
-    engine = _build(tmp_path, corpus["aliked"], "aliked", PrecisionMode.INT8,
+    engine = build_ort(tmp_path, corpus["aliked"], "aliked", PrecisionMode.INT8,
                     corpus["calibration"] / "aliked")
     report = _check(corpus["aliked"], engine, "aliked", PrecisionMode.INT8,
                     calibration_dir=corpus["calibration"] / "aliked")
@@ -77,7 +60,7 @@ def test_int8_calibrated_on_constant_batches_fails_the_gate(tmp_path, corpus, ev
     wrong.mkdir()
     for i in range(4):
         np.save(wrong / f"batch_{i}.npy", np.zeros((1, 3, 64, 64), np.float32))
-    engine = _build(tmp_path, corpus["aliked"], "aliked", PrecisionMode.INT8, wrong)
+    engine = build_ort(tmp_path, corpus["aliked"], "aliked", PrecisionMode.INT8, wrong)
     report = _check(corpus["aliked"], engine, "aliked", PrecisionMode.INT8, calibration_dir=wrong)
     assert not report.passed
     failure = report.failure
@@ -98,7 +81,7 @@ def test_int8_calibrated_on_constant_batches_fails_the_gate(tmp_path, corpus, ev
 
 
 def test_a_two_input_dynamic_model_with_samples(tmp_path, corpus):
-    engine = _build(tmp_path, corpus["lightglue"], "lightglue", PrecisionMode.FP32)
+    engine = build_ort(tmp_path, corpus["lightglue"], "lightglue", PrecisionMode.FP32)
     samples = tmp_path / "samples"
     samples.mkdir()
     rng = np.random.default_rng(3)
@@ -138,7 +121,7 @@ class _Broken:
 @pytest.mark.parametrize(("how", "expect"),
                          [("nan", "nonfinite"), ("shape", "shape"), ("missing", "no output")])
 def test_broken_engines_fail(tmp_path, corpus, events, how, expect):
-    engine = _build(tmp_path, corpus["dinov2_vpr"], "dinov2_vpr", PrecisionMode.FP32)
+    engine = build_ort(tmp_path, corpus["dinov2_vpr"], "dinov2_vpr", PrecisionMode.FP32)
     runner = _Broken(OrtEngineRunner(engine), how)
     if how == "nan":
         report = _check(corpus["dinov2_vpr"], runner, "dinov2_vpr", PrecisionMode.FP32)
@@ -152,7 +135,7 @@ def test_broken_engines_fail(tmp_path, corpus, events, how, expect):
 
 def test_an_fp32_request_served_in_fp16_is_caught(tmp_path, corpus):
     """A precision flag silently ignored the other way: 'fp32' built as fp16 fails the fp32 bound."""
-    engine = _build(tmp_path, corpus["dinov2_vpr"], "dinov2_vpr", PrecisionMode.FP32)
+    engine = build_ort(tmp_path, corpus["dinov2_vpr"], "dinov2_vpr", PrecisionMode.FP32)
     report = _check(corpus["dinov2_vpr"], _Broken(OrtEngineRunner(engine), "fp16"), "dinov2_vpr",
                     PrecisionMode.FP32)
     assert report.failure is not None and report.failure.metric == "rel_l2"
@@ -160,7 +143,7 @@ def test_an_fp32_request_served_in_fp16_is_caught(tmp_path, corpus):
 
 def test_integer_inputs_need_samples_and_pass_with_them(tmp_path):
     onnx = make_embedding(tmp_path / "emb.onnx")
-    engine = _build(tmp_path, onnx, "emb", PrecisionMode.FP32, shapes={})
+    engine = build_ort(tmp_path, onnx, "emb", PrecisionMode.FP32, shapes={})
     with pytest.raises(ModelDataError, match="needs sample inputs") as caught:
         _check(onnx, engine, "emb", PrecisionMode.FP32, shapes={})
     assert exit_code_for(caught.value) == 65
@@ -174,13 +157,13 @@ def test_integer_inputs_need_samples_and_pass_with_them(tmp_path):
 
 def test_every_output_is_compared(tmp_path):
     onnx = make_masked(tmp_path / "masked.onnx")
-    engine = _build(tmp_path, onnx, "masked", PrecisionMode.FP32, shapes={})
+    engine = build_ort(tmp_path, onnx, "masked", PrecisionMode.FP32, shapes={})
     report = _check(onnx, engine, "masked", PrecisionMode.FP32, shapes={})
     assert [o.name for o in report.outputs] == ["y", "x_copy"] and report.passed
 
 
 def test_open_runner_by_backend_name(tmp_path, corpus):
-    engine = _build(tmp_path, corpus["aliked"], "aliked", PrecisionMode.FP32)
+    engine = build_ort(tmp_path, corpus["aliked"], "aliked", PrecisionMode.FP32)
     runner = open_runner("onnxruntime", engine, "aliked")
     assert isinstance(runner, EngineRunner)
     x = np.zeros((1, 3, 64, 64), np.float32)
