@@ -10,7 +10,8 @@ above ``max_temp_c`` to cool (bounded by ``thermal_wait_s``, cancellable, with
   and the engine's copies of the weights, beside the runtime itself), exceeds MemAvailable plus
   SwapFree: it would be OOM-killed instead;
 - it clamps the TensorRT workspace to ``memory_share`` of MemAvailable (swap is not counted:
-  on a Jetson the GPU's allocations share RAM and cannot be swapped out), with a
+  on a Jetson the GPU's allocations share RAM and cannot be swapped out), or of the device's
+  free memory when the caller gives it (a discrete GPU, from ``cudaMemGetInfo``), with a
   ``c10.build.workspace.clamped`` warning naming both numbers, and refuses when that leaves
   less than ``min_workspace_mb``.
 """
@@ -127,7 +128,7 @@ def wait_until_cool(model_name: str, conditions: BuildConditions, settings: Gove
 
 def admit_memory(model_name: str, onnx_bytes: int, workspace_mb: int | None,
                  conditions: BuildConditions, settings: GovernorSettings,
-                 logger: logging.Logger) -> tuple[int | None, bool]:
+                 logger: logging.Logger, device_free: int | None = None) -> tuple[int | None, bool]:
     """The workspace a build may use (clamped or not); BuildConditionsError when it cannot fit."""
     mem = conditions.memory
     if mem is None:
@@ -142,20 +143,22 @@ def admit_memory(model_name: str, onnx_bytes: int, workspace_mb: int | None,
                                          "or build this engine on a larger module of the same SKU")
     if workspace_mb is None:
         return None, False
-    cap_mb = int(settings.memory_share * mem.available) // MiB
+    budget, what = (mem.available, "memory") if device_free is None else (device_free, "GPU memory")
+    cap_mb = int(settings.memory_share * budget) // MiB
     if cap_mb < settings.min_workspace_mb:
         raise BuildConditionsError(
-            f"{model_name}: {_mib(mem.available)} of memory available leaves a TensorRT workspace "
+            f"{model_name}: {_mib(budget)} of {what} available leaves a TensorRT workspace "
             f"of {cap_mb} MiB ({settings.memory_share:g} of it), under the "
             f"{settings.min_workspace_mb} MiB minimum", hint="stop other processes during the "
                                                              "first boot and run again")
     if workspace_mb <= cap_mb:
         return workspace_mb, False
     events.emit(logger, logging.WARNING, events.BUILD_WORKSPACE_CLAMPED,
-                f"{model_name}: workspace {workspace_mb} MiB asked, {_mib(mem.available)} of memory "
+                f"{model_name}: workspace {workspace_mb} MiB asked, {_mib(budget)} of {what} "
                 f"available: building with {cap_mb} MiB ({settings.memory_share:g} of it)",
                 model_name=model_name, workspace_mb=workspace_mb, clamped_mb=cap_mb,
-                mem_available_bytes=mem.available, memory_share=settings.memory_share)
+                mem_available_bytes=mem.available, device_free_bytes=device_free,
+                memory_share=settings.memory_share)
     return cap_mb, True
 
 
@@ -163,8 +166,10 @@ def govern_build(model_name: str, onnx_path: Path, workspace_mb: int | None,
                  settings: GovernorSettings, logger: logging.Logger, *,
                  read: Reader | None = None,
                  sleep: Callable[[float], None] = cancellable_sleep,
-                 clock: Callable[[], float] = time.monotonic) -> Admission:
-    """Read, report, wait for heat, admit on memory: call right before building one engine."""
+                 clock: Callable[[], float] = time.monotonic,
+                 device_free: int | None = None) -> Admission:
+    """Read, report, wait for heat, admit on memory: call right before building one engine.
+    ``device_free``: a discrete GPU's free bytes, which then bound the workspace."""
     read = read or _reader(settings)
     conditions = read()
     events.emit(logger, logging.INFO, events.BUILD_CONDITIONS,
@@ -180,7 +185,8 @@ def govern_build(model_name: str, onnx_path: Path, workspace_mb: int | None,
     conditions, waited = wait_until_cool(model_name, conditions, settings, logger, read=read,
                                          sleep=sleep, clock=clock)
     onnx_bytes = Path(onnx_path).stat().st_size
-    allowed, clamped = admit_memory(model_name, onnx_bytes, workspace_mb, conditions, settings, logger)
+    allowed, clamped = admit_memory(model_name, onnx_bytes, workspace_mb, conditions, settings, logger,
+                                    device_free)
     return Admission(allowed, clamped, conditions, waited)
 
 

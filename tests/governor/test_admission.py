@@ -88,6 +88,14 @@ def test_swap_makes_a_build_possible_but_does_not_grow_the_workspace(tmp_path, m
         govern_build("m", model, 4096, _settings(root, min_workspace_mb=300), events[0])
 
 
+def test_a_discrete_gpu_bounds_the_workspace_by_its_free_memory(tmp_path, model, events):
+    root = orin(tmp_path / "host", available=6 * GiB)
+    logger, log = events
+    admission = govern_build("m", model, 4096, _settings(root), logger, device_free=1 * GiB)
+    assert (admission.workspace_mb, admission.clamped) == (512, True)
+    assert "1024 MiB of GPU memory available" in log.of("c10.build.workspace.clamped")[0].getMessage()
+
+
 def test_no_workspace_asked_still_checks_the_fit(tmp_path, model, events):
     root = orin(tmp_path / "host")
     assert govern_build("m", model, None, _settings(root), events[0]).workspace_mb is None
