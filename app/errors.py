@@ -9,8 +9,10 @@ or ``ValueError`` keep working.
 from __future__ import annotations
 
 __all__ = [
+    "AccuracyError",
     "BackendUnavailableError",
     "BuildCancelledError",
+    "BuildConditionsError",
     "BundleError",
     "CacheIOError",
     "CacheWriteError",
@@ -61,6 +63,14 @@ class BackendUnavailableError(EngineInitError, RuntimeError):
 
 class EngineBuildError(EngineInitError, RuntimeError):
     """A runtime failed to build or verify an engine."""
+
+
+class AccuracyError(EngineBuildError):
+    """A built engine's outputs differ from the ONNX model's beyond the accuracy tolerance."""
+
+
+class BuildConditionsError(BackendUnavailableError):
+    """The host cannot take a build now: too little memory, or too hot for too long."""
 
 
 class CalibrationCacheError(EngineInitError, RuntimeError):

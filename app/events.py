@@ -49,6 +49,14 @@ PRUNED = "c10.cache.pruned"
 HINT_UNWRITTEN = "c10.cache.hint.unwritten"
 METRICS_WRITTEN = "c10.metrics.written"
 METRICS_UNWRITTEN = "c10.metrics.unwritten"
+ACCURACY_PASSED = "c10.engine.accuracy.passed"
+ACCURACY_FAILED = "c10.engine.accuracy.failed"
+BUILD_CONDITIONS = "c10.build.conditions"
+BUILD_WORKSPACE_CLAMPED = "c10.build.workspace.clamped"
+BUILD_THROTTLING = "c10.build.throttling"
+BUILD_THERMAL_WAIT = "c10.build.thermal.wait"
+BUILD_THERMAL_DONE = "c10.build.thermal.done"
+BUILD_ETA = "c10.build.eta"
 
 
 def emit(

@@ -1,4 +1,5 @@
 """INT8 calibration batches: ``<calibration_path>/<model_name>/*.npz|*.npy``, one batch a file.
+The accuracy gate's sample inputs use the same format and checks (``what="sample"``).
 
 An ``.npz`` holds one array per model input, named after it; an ``.npy`` is the batch of a
 single-input model. Batches are read one at a time (never all at once) and each is checked
@@ -28,9 +29,11 @@ class CalibrationSet:
     """The validated calibration batches of one model."""
 
     def __init__(self, folder: Path | None, model: ModelInterface,
-                 profiles: dict[str, InputProfile], model_name: str, *, opt_only: bool = False) -> None:
+                 profiles: dict[str, InputProfile], model_name: str, *, opt_only: bool = False,
+                 what: str = "calibration") -> None:
         self.folder = folder
         self.opt_only = opt_only
+        self.what = what
         self.files = calibration_files(folder)
         self.model = model
         self.profiles = profiles
@@ -85,7 +88,7 @@ class CalibrationSet:
             with np.load(path, allow_pickle=False) as loaded:
                 return {name: loaded[name] for name in loaded.files}
         except Exception as exc:
-            raise ModelDataError(f"{self.model_name}: calibration file {path} is unreadable: "
+            raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
                                  f"{str(exc)[:200]}", hint="write it with numpy.savez") from exc
 
     def _load_npy(self, path: Path, names: list[str]) -> dict[str, Any]:
@@ -97,20 +100,20 @@ class CalibrationSet:
         try:
             return {names[0]: np.load(path, allow_pickle=False)}
         except Exception as exc:
-            raise ModelDataError(f"{self.model_name}: calibration file {path} is unreadable: "
+            raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
                                  f"{str(exc)[:200]}", hint="write it with numpy.save") from exc
 
     def _check(self, path: Path, arrays: dict[str, tuple[str, tuple[int, ...]]]) -> None:
         """``arrays`` maps each array's name to its dtype name and shape."""
         expected = {t.name: t for t in self.model.inputs}
         if set(arrays) != set(expected):
-            raise ModelDataError(f"{self.model_name}: {path.name} holds arrays {sorted(arrays)}, "
-                                 f"the model's inputs are {sorted(expected)}",
+            raise ModelDataError(f"{self.model_name}: {self.what} {path.name} holds arrays "
+                                 f"{sorted(arrays)}, the model's inputs are {sorted(expected)}",
                                  hint="name each array after a model input")
         for name, (dtype, shape) in arrays.items():
             if dtype != expected[name].dtype:
                 raise ModelDataError(
-                    f"{self.model_name}: {path.name}[{name}] is {dtype}, the model "
+                    f"{self.model_name}: {self.what} {path.name}[{name}] is {dtype}, the model "
                     f"wants {expected[name].dtype}", hint=f"cast it with .astype('{expected[name].dtype}')")
             prof = self.profiles[name]
             if self.opt_only:
@@ -120,8 +123,8 @@ class CalibrationSet:
                 lo <= s <= hi for s, lo, hi in zip(shape, prof.min, prof.max, strict=True))
             if not ok:
                 raise ModelDataError(
-                    f"{self.model_name}: {path.name}[{name}] has shape {list(shape)}, outside the "
-                    f"input's range {list(prof.min)}..{list(prof.max)}",
+                    f"{self.model_name}: {self.what} {path.name}[{name}] has shape {list(shape)}, "
+                    f"outside the input's range {list(prof.min)}..{list(prof.max)}",
                     hint="write batches with the configured input shape")
 
     def _check_opt(self, path: Path, name: str, shape: tuple[int, ...], opt: tuple[int, ...]) -> None:

@@ -143,6 +143,7 @@ class CUresult(enum.IntEnum):
 class CUdevice_attribute(enum.IntEnum):
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+    CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
 
 
 def cuInit(flags):
@@ -162,7 +163,11 @@ def cuDeviceGet(index):
 
 
 def cuDeviceGetAttribute(attr, dev):
-    return (CUresult.CUDA_SUCCESS, 8 if attr == 75 else 7)
+    return (CUresult.CUDA_SUCCESS, {75: 8, 76: 7, 16: 16}[int(attr)])
+
+
+def cuDeviceTotalMem(dev):
+    return (CUresult.CUDA_SUCCESS, 64 << 30)
 
 
 def cuDeviceGetName(size, dev):

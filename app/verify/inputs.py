@@ -1,0 +1,168 @@
+"""The inputs the accuracy gate feeds to both the engine and the ONNX model.
+
+Either the files of a sample folder (the calibration format: one ``.npz`` per sample with an
+array per input, or ``.npy`` for a single-input model, read and checked by
+:class:`app.backends.calibration.CalibrationSet`), or seeded random inputs at each input's
+``opt`` shape:
+
+- floating-point inputs: uniform in ``[low, high)``, by default ``[0, 1)``, the range of a
+  normalized image (models fed something else should be given samples, or another range);
+- boolean inputs (masks): uniform True/False;
+- integer inputs: refused. They are indices, token ids, lengths or sample rates, whose valid
+  values the model does not declare; a random index can send a Gather out of range or make
+  the reference itself fail, and a check on meaningless inputs proves nothing. The error asks
+  for sample inputs.
+
+The calibration batches are never the gate's inputs: INT8 scales were fitted to them, so a
+check on them is in-sample and passes engines that are wrong on everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.backends.onnx_model import ModelInterface
+from app.cache.names import calibration_files
+from app.errors import ModelDataError
+from app.types import InputProfile
+from app.verify.report import InputsUsed
+
+__all__ = ["DEFAULT_COUNT", "DEFAULT_RANGE", "DEFAULT_SEED", "GateInputs", "gate_inputs"]
+
+DEFAULT_COUNT = 4
+DEFAULT_SEED = 0
+DEFAULT_RANGE = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """What will be fed (``used``) and how to produce it, one sample at a time."""
+
+    used: InputsUsed
+    model: ModelInterface
+    profiles: dict[str, InputProfile]
+    model_name: str
+    files: tuple[Path, ...] = ()
+
+    def samples(self) -> Iterator[dict[str, Any]]:
+        if self.used.kind == "samples":
+            from app.backends.calibration import CalibrationSet
+
+            folder = Path(self.used.folder or ".")
+            yield from CalibrationSet(folder, self.model, self.profiles, self.model_name,
+                                      what="sample").batches()
+            return
+        yield from _random_samples(self.model, self.profiles, self.used)
+
+
+def gate_inputs(model: ModelInterface, profiles: dict[str, InputProfile], model_name: str, *,
+                samples_dir: Path | None = None, calibration_dir: Path | None = None,
+                count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED,
+                value_range: tuple[float, float] = DEFAULT_RANGE) -> GateInputs:
+    """Choose the inputs; ModelDataError when they cannot be had (see the module docstring)."""
+    if samples_dir is not None:
+        files = tuple(calibration_files(samples_dir))
+        if not files:
+            raise ModelDataError(
+                f"{model_name}: no sample inputs in {samples_dir} for the accuracy check",
+                hint="add .npz files (one array per input, named after it), or .npy for a "
+                     "single-input model")
+        _refuse_calibration_copies(model_name, files, calibration_dir)
+        digest = _digest(files)
+        used = InputsUsed("samples", len(files), folder=str(samples_dir), digest=digest)
+        return GateInputs(used, model, profiles, model_name, files)
+    if count < 1:
+        raise ModelDataError(f"{model_name}: the accuracy check needs at least one sample, "
+                             f"{count} asked", hint="set accuracy.samples to 1 or more")
+    low, high = float(value_range[0]), float(value_range[1])
+    if not low < high:
+        raise ModelDataError(f"{model_name}: random input range [{low}, {high}) is empty",
+                             hint="give the range as [low, high] with low < high")
+    for tensor in model.inputs:
+        kind = _kind(tensor.dtype)
+        if kind == "int":
+            raise ModelDataError(
+                f"{model_name}: input {tensor.name!r} is {tensor.dtype}: random values are no "
+                "safe input for it (indices, ids or sizes), so the accuracy check needs sample "
+                "inputs", hint="set accuracy.samples_path to a folder of .npz files with one "
+                               "array per input (the calibration format)")
+        if kind == "other":
+            raise ModelDataError(
+                f"{model_name}: input {tensor.name!r} is {tensor.dtype}, which the accuracy "
+                "check cannot generate", hint="give sample inputs (accuracy.samples_path)")
+    used = InputsUsed("random", count, seed=seed, low=low, high=high)
+    return GateInputs(used, model, profiles, model_name)
+
+
+def _kind(dtype: str) -> str:
+    if dtype in {"float32", "float16", "float64", "bfloat16"}:
+        return "float"
+    if dtype == "bool":
+        return "bool"
+    if dtype.startswith(("int", "uint")):
+        return "int"
+    return "other"
+
+
+def _random_samples(model: ModelInterface, profiles: dict[str, InputProfile],
+                    used: InputsUsed) -> Iterator[dict[str, Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(used.seed)
+    low, high = float(used.low or 0.0), float(used.high if used.high is not None else 1.0)
+    for _ in range(used.count):
+        sample: dict[str, Any] = {}
+        for tensor in model.inputs:
+            shape = tuple(profiles[tensor.name].opt)
+            if _kind(tensor.dtype) == "bool":
+                sample[tensor.name] = rng.random(shape) < 0.5
+            else:
+                values = low + (high - low) * rng.random(shape, dtype=np.float64)
+                sample[tensor.name] = values.astype(tensor.dtype)
+        yield sample
+
+
+def _refuse_calibration_copies(model_name: str, files: tuple[Path, ...],
+                               calibration_dir: Path | None) -> None:
+    calibration = calibration_files(calibration_dir)
+    if not calibration:
+        return
+    if calibration_dir is not None and files and _same_dir(files[0].parent, calibration_dir):
+        same = True
+    else:
+        known = {_hash(p) for p in calibration}
+        same = all(_hash(p) in known for p in files)
+    if same:
+        raise ModelDataError(
+            f"{model_name}: the accuracy samples are the INT8 calibration batches; a check on "
+            "the data the scales were fitted to proves nothing about other inputs",
+            hint="give samples that were not used for calibration, or leave accuracy.samples_path "
+                 "unset for seeded random inputs")
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest(files: tuple[Path, ...]) -> str:
+    """One digest of the sample files' names and bytes: other samples mean another check."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{_hash(path)}\n".encode())
+    return digest.hexdigest()

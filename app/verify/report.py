@@ -1,0 +1,198 @@
+"""What the accuracy gate measured and decided, as plain frozen dataclasses and JSON.
+
+This module imports nothing heavy: a warm boot reads a recorded report back
+(:meth:`AccuracyReport.from_json`) and asks :meth:`AccuracyReport.covers` whether it still
+vouches for the engine, without loading numpy, onnx or ONNX Runtime.
+
+Metrics, per output, worst case over all samples:
+
+- ``rel_l2``: ``||candidate - reference||_2 / ||reference||_2`` (0 when both are all zeros);
+- ``cosine``: cosine similarity of the flattened tensors (1 when both are all zeros);
+- ``max_abs``: the largest absolute difference;
+- ``nonfinite``: elements that are NaN or infinite in the engine's output where the
+  reference is finite (any is a failure, whatever the tolerance).
+
+An output whose every element is within ``atol`` of the reference matches whatever its
+relative figures: kernels are accurate in absolute terms (a sigmoid near 0 is approximated to
+about 1e-7), so an output that is all background (a detector's scores on an image without
+objects) has meaningless relative figures. ``max_abs``, when bounded, is checked regardless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from app.types import PrecisionMode
+
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "METRICS",
+    "AccuracyReport",
+    "Failure",
+    "InputsUsed",
+    "OutputFigures",
+    "Tolerance",
+    "default_tolerance",
+]
+
+SCHEMA = 1
+#: The metrics a tolerance can bound, and how: an upper bound, or a lower bound (cosine).
+METRICS = {"rel_l2": "max", "max_abs": "max", "cosine": "min"}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Bounds on the metrics; ``None`` leaves a metric unchecked (it is still recorded).
+    ``atol`` is the absolute noise floor under which ``rel_l2`` and ``cosine`` are not judged."""
+
+    rel_l2: float | None = None
+    cosine: float | None = None
+    max_abs: float | None = None
+    atol: float = 0.0
+
+    def override(self, metric: str, threshold: float) -> Tolerance:
+        """This tolerance with one metric's bound replaced (the config's per-model override)."""
+        if metric not in (*METRICS, "atol"):
+            raise ValueError(f"unknown accuracy metric {metric!r}; use one of "
+                             f"{sorted((*METRICS, 'atol'))}")
+        return replace(self, **{metric: float(threshold)})
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+#: Scale-free bounds per precision; the README's "Accuracy gate" section gives the figures
+#: measured on the demo and on third-party models that these are set from.
+DEFAULT_TOLERANCES: dict[PrecisionMode, Tolerance] = {
+    PrecisionMode.FP32: Tolerance(rel_l2=1e-4, cosine=0.99999, atol=5e-5),
+    PrecisionMode.FP16: Tolerance(rel_l2=3e-2, cosine=0.999, atol=1e-3),
+    PrecisionMode.INT8: Tolerance(rel_l2=0.15, cosine=0.99, atol=1e-2),
+}
+
+
+def default_tolerance(precision: PrecisionMode | str) -> Tolerance:
+    return DEFAULT_TOLERANCES[PrecisionMode(precision)]
+
+
+@dataclass(frozen=True)
+class InputsUsed:
+    """Where the inputs came from: ``random`` (seeded, at the profile's opt shapes) or
+    ``samples`` (the files of a folder)."""
+
+    kind: str
+    count: int
+    seed: int | None = None
+    low: float | None = None
+    high: float | None = None
+    folder: str | None = None
+    digest: str | None = None  # of the sample files, so that new samples mean a new check
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OutputFigures:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    rel_l2: float
+    cosine: float
+    nonfinite: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The first bound an output broke: ``value`` measured against ``threshold``."""
+
+    output: str
+    metric: str
+    value: float
+    threshold: float
+
+    @property
+    def relation(self) -> str:
+        return "<" if METRICS.get(self.metric) == "min" else ">"
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """One check of one engine against its ONNX model."""
+
+    model_name: str
+    precision: str
+    tolerance: Tolerance
+    inputs: InputsUsed
+    outputs: tuple[OutputFigures, ...]
+    failure: Failure | None = None
+    engine_sha256: str | None = None
+    onnx_sha256: str | None = None
+    duration_s: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+    def covers(self, *, engine_sha256: str, onnx_sha256: str, tolerance: Tolerance,
+               inputs: InputsUsed | None = None) -> bool:
+        """Whether this recorded pass vouches for the engine now, so a warm boot can skip the
+        check: same engine bytes, same ONNX, same tolerance (and same inputs when given)."""
+        return (self.passed and self.engine_sha256 == engine_sha256
+                and self.onnx_sha256 == onnx_sha256 and self.tolerance == tolerance
+                and (inputs is None or self.inputs == inputs))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able mapping (non-finite numbers as the strings ``"inf"``/``"nan"``)."""
+        return {
+            "schema": SCHEMA,
+            "model_name": self.model_name,
+            "precision": self.precision,
+            "passed": self.passed,
+            "tolerance": self.tolerance.as_dict(),
+            "inputs": self.inputs.key(),
+            "outputs": [{**asdict(o), "shape": list(o.shape),
+                         **{m: _out(getattr(o, m)) for m in METRICS}} for o in self.outputs],
+            "failure": None if self.failure is None else {**asdict(self.failure),
+                                                          "value": _out(self.failure.value)},
+            "engine_sha256": self.engine_sha256,
+            "onnx_sha256": self.onnx_sha256,
+            "duration_s": round(self.duration_s, 4),
+            "extras": dict(self.extras),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> AccuracyReport | None:
+        """The report ``to_json`` wrote, or None when ``doc`` is not one (never raises)."""
+        try:
+            if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+                return None
+            failure = doc.get("failure")
+            return cls(
+                model_name=str(doc["model_name"]), precision=str(doc["precision"]),
+                tolerance=Tolerance(**{m: _opt(doc["tolerance"].get(m)) for m in METRICS},
+                                    atol=float(doc["tolerance"].get("atol", 0.0))),
+                inputs=InputsUsed(**doc["inputs"]),
+                outputs=tuple(OutputFigures(
+                    name=str(o["name"]), shape=tuple(int(d) for d in o["shape"]),
+                    max_abs=float(o["max_abs"]), rel_l2=float(o["rel_l2"]),
+                    cosine=float(o["cosine"]),
+                    nonfinite=int(o.get("nonfinite", 0))) for o in doc["outputs"]),
+                failure=None if failure is None else Failure(
+                    str(failure["output"]), str(failure["metric"]), float(failure["value"]),
+                    float(failure["threshold"])),
+                engine_sha256=doc.get("engine_sha256"), onnx_sha256=doc.get("onnx_sha256"),
+                duration_s=float(doc.get("duration_s", 0.0)), extras=dict(doc.get("extras", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def _out(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def _opt(value: Any) -> float | None:
+    return None if value is None else float(value)
