@@ -23,22 +23,30 @@ import click
 from app import errors, events
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
 
-__all__ = ["EXIT_CODES", "cli", "exit_code_for", "fail", "main"]
+__all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE",
+           "cli", "exit_code_for", "fail", "main"]
+
+#: Usage errors keep click's own code (os.EX_USAGE would be 64).
+EXIT_USAGE = 2
+#: A run stopped by a signal exits 128 + its number, as a shell reports it.
+SIGNAL_EXIT_BASE = 128
+EXIT_SIGINT = SIGNAL_EXIT_BASE + signal.SIGINT  # 130
+EXIT_SIGTERM = SIGNAL_EXIT_BASE + signal.SIGTERM  # 143
 
 #: First match wins: subclasses before their bases.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (errors.ConfigError, 78),
-    (errors.ModelDataError, 65),
-    (errors.CalibrationCacheError, 65),
-    (errors.HostProbeError, 69),
-    (errors.BackendUnavailableError, 69),
-    (errors.EngineBuildError, 70),
-    (errors.CacheIOError, 74),
-    (errors.CacheWriteError, 73),
-    (errors.LockTimeoutError, 75),
-    (errors.MarkerError, 75),
-    (click.UsageError, 2),
-    (OSError, 74),
+    (errors.ConfigError, os.EX_CONFIG),
+    (errors.ModelDataError, os.EX_DATAERR),
+    (errors.CalibrationCacheError, os.EX_DATAERR),
+    (errors.HostProbeError, os.EX_UNAVAILABLE),
+    (errors.BackendUnavailableError, os.EX_UNAVAILABLE),
+    (errors.EngineBuildError, os.EX_SOFTWARE),
+    (errors.CacheIOError, os.EX_IOERR),
+    (errors.CacheWriteError, os.EX_CANTCREAT),
+    (errors.LockTimeoutError, os.EX_TEMPFAIL),
+    (errors.MarkerError, os.EX_TEMPFAIL),
+    (click.UsageError, EXIT_USAGE),
+    (OSError, os.EX_IOERR),
 )
 LOGGER = logging.getLogger("engine_init")
 LOGGER.addHandler(logging.NullHandler())  # until a command sets the real one
@@ -46,13 +54,13 @@ LOGGER.addHandler(logging.NullHandler())  # until a command sets the real one
 
 def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, errors.BuildCancelledError):
-        return 128 + exc.signum
+        return SIGNAL_EXIT_BASE + exc.signum
     if isinstance(exc, KeyboardInterrupt):
-        return 130
+        return EXIT_SIGINT
     for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             return code
-    return 70
+    return os.EX_SOFTWARE
 
 
 def _setup_logging(log_format: str, debug: bool) -> None:
@@ -262,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         return _report(errors.BuildCancelledError(signal.SIGINT), debug="--debug" in args)
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code if not isinstance(exc, click.UsageError) else 2
+        return exc.exit_code if not isinstance(exc, click.UsageError) else EXIT_USAGE
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             return int(exc.code or 0) if isinstance(exc.code, int) else 1

@@ -131,3 +131,17 @@ def test_build_failure_is_70_and_bad_model_data_is_65(tmp_path, job, corpus):
     assert "Traceback" not in result.stderr
     failed = [e for e in json_events(result.stderr) if e["kind"] == "c10.run.failed"]
     assert failed and failed[0]["kv"]["exit_code"] == 65
+
+
+def test_exit_codes_by_name_are_the_documented_numbers():
+    from app import errors
+    from app.cli import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, exit_code_for
+
+    documented = [(errors.ConfigError("x"), 78), (errors.ModelDataError("x"), 65),
+                  (errors.BackendUnavailableError("x"), 69), (errors.EngineBuildError("x"), 70),
+                  (errors.CacheWriteError("x"), 73), (errors.DiskFullError("x"), 74),
+                  (errors.LockTimeoutError("x"), 75), (errors.MarkerError("x"), 75),
+                  (errors.BuildCancelledError(2), 130), (errors.BuildCancelledError(15), 143),
+                  (RuntimeError("x"), 70)]
+    assert [exit_code_for(exc) for exc, _ in documented] == [code for _, code in documented]
+    assert (EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM) == (2, 130, 143)
