@@ -115,14 +115,14 @@ def run(state: _State) -> None:
     try:
         config = state.config()
     except errors.ConfigError:
-        _clear_stale_marker(state.config_arg, None)
+        _clear_stale_marker(state.config_arg, None, report_refusal=True)
         raise
     timings["config"] = time.perf_counter() - started
     try:
         doc = run_job(config, LOGGER, timings)
     except BaseException:
         # Whatever happened, even a signal after the marker was written: no marker on failure.
-        _clear_stale_marker(state.config_arg, config.readiness_marker)
+        _clear_stale_marker(state.config_arg, config.readiness_marker, report_refusal=False)
         raise
     built = sum(e["outcome"] == "built" for e in doc["engines"])
     click.echo(f"ready: {built} built, {len(doc['engines']) - built} reused, "
@@ -139,7 +139,9 @@ def _process_age_s() -> float:
         return 0.0
 
 
-def _clear_stale_marker(config_arg: str | None, marker: Path | None) -> None:
+def _clear_stale_marker(config_arg: str | None, marker: Path | None, *,
+                        report_refusal: bool) -> None:
+    """Remove the marker of an earlier run (this one cannot start or failed), if it is one."""
     from app.config_file import path_hint
     from app.readiness import clear_marker
 
@@ -149,8 +151,12 @@ def _clear_stale_marker(config_arg: str | None, marker: Path | None) -> None:
             if clear_marker(marker):
                 events.emit(LOGGER, logging.WARNING, events.MARKER_CLEARED,
                             f"removed the previous marker {marker}: this run cannot start")
+        except errors.CacheWriteError as exc:
+            if report_refusal:  # someone's file at that path: the user must hear of it too
+                events.emit(LOGGER, logging.WARNING, events.MARKER_REFUSED, str(exc),
+                            marker=str(marker), hint=exc.hint)
         except OSError:
-            pass  # the config error is what the user must see
+            pass  # the error that stopped the run is what the user must see
 
 
 @cli.command()
