@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.config import DEFAULT_CACHE_ROOT, DEFAULT_MARKER
 from app.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,12 +26,10 @@ if TYPE_CHECKING:
 
     from app.config import EngineInitConfig
 
-__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_CONFIG_PATH", "DEFAULT_MARKER", "ENV_PREFIX",
-           "config_path", "load_config", "load_modules", "path_hint"]
+__all__ = ["DEFAULT_CONFIG_PATH", "ENV_PREFIX", "config_path", "load_config", "load_modules",
+           "path_hint"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
-DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
-DEFAULT_MARKER = Path("/run/engine-init/ready.json")
 
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
@@ -143,6 +142,8 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
+            msg = "Input should be a valid dictionary"
         parts.append(f"{loc or 'config'}: {msg}")
     return "; ".join(parts)
 

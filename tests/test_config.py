@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.config import config_keys, json_schema
-from app.config_file import DEFAULT_CACHE_ROOT, load_config
+from app.config import DEFAULT_CACHE_ROOT, config_keys, json_schema
+from app.config_file import load_config
 from app.errors import ConfigError
 from app.types import InputProfile, PrecisionMode
 
@@ -175,9 +175,20 @@ def test_schema_is_json_schema():
     schema = json_schema()
     assert "backbones" in schema["required"] and schema["additionalProperties"] is False
     assert schema["properties"]["workspace_mb"] == {
-        "default": 4096, "exclusiveMinimum": 0, "title": "Workspace Mb", "type": "integer"}
+        "default": 4096, "exclusiveMinimum": 0, "title": "Workspace Mb", "type": "integer",
+        "description": "TensorRT builder workspace, in MiB."}
     assert set(schema["properties"]) == config_keys()
     json.dumps(schema)
+
+
+def test_the_schema_documents_every_key():
+    schema = json_schema()
+    models = {"EngineInitConfig": schema, **schema["$defs"]}
+    assert {"BackboneConfig", "ProfileConfig"} <= set(models)
+    for name, model in models.items():
+        for key, prop in model.get("properties", {}).items():
+            assert len(prop.get("description", "")) > 10, f"{name}.{key} has no description"
+    assert schema["properties"]["cache_root"]["format"] == "path"
 
 
 def test_defaults_fill_what_the_file_leaves_out(tmp_path, corpus):
@@ -185,7 +196,7 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path, corpus):
     config = load_config(write(tmp_path, doc), env={})
     assert config.cache_root == DEFAULT_CACHE_ROOT == Path("/var/cache/engine-init")
     assert config.precision is PrecisionMode.FP16 and config.backbones[0].verify == "io"
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.workspace_mb = 1  # type: ignore[misc]
 
 

@@ -1,5 +1,4 @@
-"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt), nor
-pydantic's model layer (the config is validated by pydantic-core alone)."""
+"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt, cuda)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import sys
 
 from tests.conftest import REPO, cli, write_job_config
 
-HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main"}
+HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda"}
 PROBE = """
 import json, sys
 from app.boot import main
