@@ -16,15 +16,19 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app import errors, events
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
 
+if TYPE_CHECKING:
+    from app.config import EngineInitConfig
+
 __all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE",
-           "cli", "exit_code_for", "fail", "main"]
+           "cli", "exit_code_for",
+           "fail", "main"]
 
 #: Usage errors keep click's own code (os.EX_USAGE would be 64).
 EXIT_USAGE = 2
@@ -79,8 +83,8 @@ class _State:
     def __init__(self, config: str | None, debug: bool) -> None:
         self.config_arg, self.debug = config, debug
 
-    def config(self, check_files: bool = True) -> Any:
-        from app.config_file import load_config
+    def config(self, check_files: bool = True) -> EngineInitConfig:
+        from app.loading import load_config
 
         return load_config(self.config_arg, check_files=check_files)
 
@@ -104,10 +108,7 @@ def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) ->
 @click.pass_obj
 def run(state: _State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
-    from app.config_file import load_modules
-    from app.job import run_job
-
-    load_modules()  # module loading is start-up, timed as such, not part of the "config" phase
+    import app.loading  # noqa: F401  PyYAML, pydantic, the models: start-up, not the "config" phase
 
     started = time.perf_counter()
     # "startup": interpreter start and module loading, before the job's own phases.
@@ -115,14 +116,24 @@ def run(state: _State) -> None:
     try:
         config = state.config()
     except errors.ConfigError:
-        _clear_stale_marker(state.config_arg, None, report_refusal=True)
+        from app.loading import marker_to_clear
+
+        marker = marker_to_clear(state.config_arg)
+        if marker is not None:
+            _clear_stale_marker(marker, report_refusal=True)
         raise
     timings["config"] = time.perf_counter() - started
+    # Hash last run's engines while the job's modules load and the host is probed.
+    from app.cache import prehash
+
+    early = prehash.start(config.cache_root)
+    from app.job import run_job
+
     try:
-        doc = run_job(config, LOGGER, timings)
+        doc = run_job(config, LOGGER, timings, early=early)
     except BaseException:
         # Whatever happened, even a signal after the marker was written: no marker on failure.
-        _clear_stale_marker(state.config_arg, config.readiness_marker, report_refusal=False)
+        _clear_stale_marker(config.readiness_marker, report_refusal=False)
         raise
     built = sum(e["outcome"] == "built" for e in doc["engines"])
     click.echo(f"ready: {built} built, {len(doc['engines']) - built} reused, "
@@ -139,24 +150,20 @@ def _process_age_s() -> float:
         return 0.0
 
 
-def _clear_stale_marker(config_arg: str | None, marker: Path | None, *,
-                        report_refusal: bool) -> None:
+def _clear_stale_marker(marker: Path, *, report_refusal: bool) -> None:
     """Remove the marker of an earlier run (this one cannot start or failed), if it is one."""
-    from app.config_file import path_hint
     from app.readiness import clear_marker
 
-    marker = marker or path_hint("readiness_marker", config_arg)
-    if marker is not None:
-        try:
-            if clear_marker(marker):
-                events.emit(LOGGER, logging.WARNING, events.MARKER_CLEARED,
-                            f"removed the previous marker {marker}: this run cannot start")
-        except errors.CacheWriteError as exc:
-            if report_refusal:  # someone's file at that path: the user must hear of it too
-                events.emit(LOGGER, logging.WARNING, events.MARKER_REFUSED, str(exc),
-                            marker=str(marker), hint=exc.hint)
-        except OSError:
-            pass  # the error that stopped the run is what the user must see
+    try:
+        if clear_marker(marker):
+            events.emit(LOGGER, logging.WARNING, events.MARKER_CLEARED,
+                        f"removed the previous marker {marker}: this run cannot start")
+    except errors.CacheWriteError as exc:
+        if report_refusal:  # someone's file at that path: the user must hear of it too
+            events.emit(LOGGER, logging.WARNING, events.MARKER_REFUSED, str(exc),
+                        marker=str(marker), hint=exc.hint)
+    except OSError:
+        pass  # the error that stopped the run is what the user must see
 
 
 @cli.command()

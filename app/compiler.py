@@ -20,6 +20,7 @@ from typing import Any
 from app import events
 from app.backends.base import InferenceRuntime, identity_of
 from app.cache.check import Verdict, check_artifact
+from app.cache.hashing import EarlyDigests
 from app.cache.lock import CacheLock
 from app.cache.names import EngineFilenameSchema
 from app.cache.publish import sweep_temp_files
@@ -77,15 +78,17 @@ class EngineCompiler:
 
     # -- public ---------------------------------------------------------------------------
     def compile_engines_for_corpus(
-        self, request: EngineCompileRequest
+        self, request: EngineCompileRequest, *, early: EarlyDigests | None = None
     ) -> tuple[EngineCompileResult, ...]:
+        """Reuse or build every backbone's engine. ``early``: engine digests hashed before this
+        call (:mod:`app.cache.prehash`), each taken only for the very file it verifies."""
         started = time.perf_counter()
         timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)
         self.last_phase_timings = timings
         results: list[EngineCompileResult] = []
         try:
             if request.backbones:
-                results = self._run(request, timings)
+                results = self._run(request, timings, early)
         finally:
             timings["total"] = time.perf_counter() - started
             self._summary(request, results, timings)
@@ -101,13 +104,13 @@ class EngineCompiler:
 
     # -- phases -----------------------------------------------------------------------------
     def _run(
-        self, request: EngineCompileRequest, timings: dict[str, float]
+        self, request: EngineCompileRequest, timings: dict[str, float], early: EarlyDigests | None
     ) -> list[EngineCompileResult]:
         plans = [self._plan(spec, request) for spec in request.backbones]
         with CacheLock(request.cache_root, request.lock_timeout_s, self.logger) as lock:
             timings["lock_wait"] = lock.waited_s
             try:
-                return self._under_lock(request, plans, timings)
+                return self._under_lock(request, plans, timings, early)
             finally:
                 # Whatever stopped us, leave no temp file behind (we hold the lock: they are ours).
                 for path in sweep_temp_files(request.cache_root):
@@ -115,10 +118,11 @@ class EngineCompiler:
                                 f"removed temp file {path.name}", path=str(path))
 
     def _under_lock(
-        self, request: EngineCompileRequest, plans: list[_Plan], timings: dict[str, float]
+        self, request: EngineCompileRequest, plans: list[_Plan], timings: dict[str, float],
+        early: EarlyDigests | None,
     ) -> list[EngineCompileResult]:
         t = time.perf_counter()
-        verdicts = self._check_all(request, plans)
+        verdicts = self._check_all(request, plans, early)
         timings["verify"] = time.perf_counter() - t
         results = []
         for plan, verdict in zip(plans, verdicts, strict=True):
@@ -167,11 +171,13 @@ class EngineCompiler:
         }
         return _Plan(spec, config, request.cache_root / name, expected)
 
-    def _check_all(self, request: EngineCompileRequest, plans: list[_Plan]) -> list[Verdict]:
+    def _check_all(self, request: EngineCompileRequest, plans: list[_Plan],
+                   early: EarlyDigests | None = None) -> list[Verdict]:
         def one(plan: _Plan) -> Verdict:
             try:
                 return check_artifact(plan.artifact, plan.spec.onnx_path, plan.expected,
-                                      strict_onnx=request.strict_onnx_hash, key=self.signing_key)
+                                      strict_onnx=request.strict_onnx_hash, key=self.signing_key,
+                                      early=early)
             except (OSError, ValueError) as exc:
                 raise ModelDataError(
                     f"backbones[{plan.spec.model_name}].onnx_path: cannot read "

@@ -5,7 +5,7 @@ documents every key. Relative paths resolve against the config file's folder, wh
 passes as validation context (``base_dir``); ``check_files=False`` in the context skips the
 checks that read the filesystem (``onnx_path`` exists, INT8 has calibration data).
 
-Reading the YAML file and the environment is :mod:`app.config_file`'s job; this module does not
+Reading the YAML file and the environment is :mod:`app.loading`'s job; this module does not
 import it.
 """
 

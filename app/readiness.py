@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
+from app.cache.hashing import READ_FLAGS, hash_file
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
-from app.cache.sidecar import READ_FLAGS, hash_file
 from app.errors import CacheWriteError, MarkerError
 
 __all__ = ["BOOT_ID_FILE", "check_marker", "check_replaceable", "clear_marker", "current_boot_id",

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cache.warm import HINT_NAME
+from app.cache.prehash import HINT_NAME
 from bench.common import (
     MB,
     REPO,
@@ -57,8 +57,8 @@ def check(ok: bool) -> str:
 
 def api_warm(config: Path) -> Callable[[], object]:
     """One warm verify through the public API, with the compiler already prepared."""
-    from app.config_file import load_config
     from app.job import prepare
+    from app.loading import load_config
 
     cfg = load_config(config, env={})
     prepared = prepare(cfg, LOG)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pydantic
@@ -15,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.config import DEFAULT_CACHE_ROOT, config_keys, json_schema
-from app.config_file import load_config
 from app.errors import ConfigError
+from app.loading import load_config
 from app.types import InputProfile, PrecisionMode
 
 
@@ -218,25 +216,3 @@ def test_arbitrary_bytes_only_ever_raise_config_error(tmp_path, raw):
     path.write_bytes(raw)
     with contextlib.suppress(ConfigError):
         load_config(path, env={})
-
-
-@pytest.mark.parametrize(("text", "env", "expected"), [
-    ("cache_root: cache\nbackbones: []\n", {}, "{dir}/cache"),
-    ("cache_root: '/var/lib/e i'   # the volume\n", {}, "/var/lib/e i"),
-    ('cache_root: "/x"\n', {"ENGINE_INIT_CACHE_ROOT": "/from/env"}, "/from/env"),
-    ("{cache_root: /flow}\n", {}, "/var/cache/engine-init"),       # not a line: the default
-    ("backbones:\n  - cache_root: /nested\n", {}, "/var/cache/engine-init"),
-    ("cache_root: [unclosed\n", {}, "{dir}/[unclosed"),  # a guess: it only decides what to hash early
-])
-def test_cache_root_is_found_early_without_yaml(tmp_path, text, env, expected):
-    from app.config_file import path_hint
-
-    config = write(tmp_path, text)
-    found = path_hint("cache_root", config, env, scan_only=True)
-    assert str(found) == expected.format(dir=tmp_path)
-
-
-def test_loading_the_config_module_does_not_load_yaml():
-    probe = "import sys, app.config_file; print('yaml' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

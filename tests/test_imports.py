@@ -1,4 +1,5 @@
-"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt, cuda)."""
+"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt, cuda);
+the package's modules import each other one way (no cycles between the ones issue 10 named)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, cli, write_job_config
 
 HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda"}
 PROBE = """
 import json, sys
-from app.boot import main
+from app.cli import main
 rc = main(sys.argv[2:])
 names = sys.argv.pop(1).split(',')
 heavy = {n for n in names for m in sys.modules if m == n or m.startswith(n + '.')}
@@ -36,6 +39,21 @@ def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus)
     assert cli("--config", str(job), "run").returncode == 0  # cold: builds with ONNX Runtime
     assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
+    # The probe sees what it should: a cold run does load ONNX Runtime.
+    (tmp_path / "cache" / next(p.name for p in (tmp_path / "cache").glob("dinov2*.ort"))).unlink()
+    assert "onnxruntime" in _modules_after("--config", str(job), "run")["heavy"]
+
+
+@pytest.mark.parametrize(("module", "never"), [
+    ("app.config", "app.loading"),        # loading imports the models, not the reverse
+    ("app.cache.sidecar", "app.cache.prehash"),  # both use app.cache.hashing
+    ("app.cache.hashing", "app.cache.sidecar"),
+])
+def test_one_way_imports(module, never):
+    probe = f"import sys, {module}; print({never!r} in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_public_names_are_listed_once_and_resolve():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
+from app.cache.hashing import EarlyDigests
 from app.cache.record import diff_records, onnx_identity, read_record
 from app.cache.sidecar import Sha256Sidecar
 
@@ -41,11 +42,13 @@ def check_artifact(
     *,
     strict_onnx: bool,
     key: bytes | None,
+    early: EarlyDigests | None = None,
 ) -> Verdict:
     """Compare ``artifact`` on disk with ``expected`` (the record the current inputs would give).
 
     ``expected`` lacks the ONNX digest; this fills it in from the stored record's stat facts or
-    by hashing. Raises only for an unreadable ONNX file (the caller reports it as bad data).
+    by hashing. ``early`` may hold the artifact's digest, hashed while the program started.
+    Raises only for an unreadable ONNX file (the caller reports it as bad data).
     """
     record = read_record(artifact)
     onnx = onnx_identity(onnx_path, record.record, strict=strict_onnx)
@@ -61,7 +64,7 @@ def check_artifact(
     if not stat.S_ISREG(mode):
         verdict.reason, verdict.detail = "not-a-file", "a symlink or special file stands there"
         return verdict
-    verdict.digest = Sha256Sidecar.verified_digest(artifact)
+    verdict.digest = Sha256Sidecar.verified_digest(artifact, early)
     if verdict.digest is None:
         verdict.reason = "sidecar"
         return verdict

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
+from app.cache.hashing import hash_file
 from app.cache.names import calibration_files
 from app.cache.publish import atomic_write_bytes
-from app.cache.sidecar import hash_file
 
 __all__ = [
     "COMPARED_FIELDS",

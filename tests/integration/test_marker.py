@@ -83,3 +83,23 @@ def test_a_config_error_removes_a_real_old_marker(job):
     assert result.returncode == 78
     assert not marker.exists()
     assert "c10.marker.cleared" in [e["kind"] for e in json_events(result.stderr)]
+
+
+@pytest.mark.parametrize(("text", "env"), [
+    ("readiness_marker: {marker}\nbackend: [unclosed\n", {}),
+    ("readiness_marker: {marker}\nbackend: cuda\nbackend: tensorrt\n", {}),  # duplicate key
+    ("readiness_marker: {marker}\nbackend: [unclosed\n", {"ENGINE_INIT_READINESS_MARKER": "{marker}"}),
+    (b"readiness_marker: {marker}\n\xff\xfe\n", {}),  # not UTF-8
+])
+def test_a_config_that_does_not_parse_removes_nothing(job, text, env):
+    assert cli("--config", str(job), "run").returncode == 0
+    marker = job.parent / "run" / "ready.json"
+    before = _state(marker)
+    if isinstance(text, bytes):
+        job.write_bytes(text.replace(b"{marker}", str(marker).encode()))
+    else:
+        job.write_text(text.format(marker=marker))
+    result = cli("--config", str(job), "run", env={k: v.format(marker=marker) for k, v in env.items()})
+    assert result.returncode == 78, result.stderr[-800:]
+    assert _state(marker) == before
+    assert "c10.marker.cleared" not in [e["kind"] for e in json_events(result.stderr)]
