@@ -108,7 +108,8 @@ def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) ->
 @click.pass_obj
 def run(state: _State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
-    import app.loading  # noqa: F401  PyYAML, pydantic, the models: start-up, not the "config" phase
+    # Loading PyYAML, pydantic and the models is start-up, not the "config" phase.
+    from app.loading import marker_to_clear
 
     started = time.perf_counter()
     # "startup": interpreter start and module loading, before the job's own phases.
@@ -116,8 +117,6 @@ def run(state: _State) -> None:
     try:
         config = state.config()
     except errors.ConfigError:
-        from app.loading import marker_to_clear
-
         marker = marker_to_clear(state.config_arg)
         if marker is not None:
             _clear_stale_marker(marker, report_refusal=True)
