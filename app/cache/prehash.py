@@ -21,17 +21,13 @@ import stat
 import threading
 from pathlib import Path
 
-from app.cache.hashing import READ_FLAGS, sha256_fd
+from app.cache.hashing import READ_FLAGS, sha256_of
 
 __all__ = ["HINT_NAME", "PrehashResults", "read_hint", "start", "write_hint"]
 
 HINT_NAME = ".engine-init.warm.json"
 _MAX_ENGINES = 16
 _MAX_HINT_BYTES = 64 << 10
-# Between two reads a hashing thread needs the GIL, which the main thread (importing the job's
-# modules, probing the host) holds for up to the switch interval (5 ms): large reads make those
-# waits rare. Each running thread holds one such buffer.
-_CHUNK = 4 << 20
 
 Identity = tuple[int, int, int, int, int]
 
@@ -58,16 +54,16 @@ class _Hash:
             self.done.set()
 
     def _hash(self) -> None:
-        fd = os.open(self.path, READ_FLAGS)
-        try:
-            before = os.fstat(fd)
+        # The verifier's own reads (256 KiB): between two of them a thread needs the GIL, so
+        # while the main thread runs Python code the hashing slows down, and it runs at full
+        # speed while the main thread waits (file and driver calls, the verifier's wait).
+        with os.fdopen(os.open(self.path, READ_FLAGS), "rb", buffering=0) as handle:
+            before = os.fstat(handle.fileno())
             if not stat.S_ISREG(before.st_mode):
                 return
-            digest = sha256_fd(fd, _CHUNK)
-            if identity_of(os.fstat(fd)) == identity_of(before):
+            digest = sha256_of(handle)
+            if identity_of(os.fstat(handle.fileno())) == identity_of(before):
                 self.identity, self.digest = identity_of(before), digest
-        finally:
-            os.close(fd)
 
 
 class PrehashResults:
