@@ -3,7 +3,7 @@
 
 import sys
 
-from app.boot import main
+from app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,7 @@ from typing import Any
 
 from app import events
 from app.backends.base import InferenceRuntime, PlainRuntime, as_inference_runtime
+from app.cache.hashing import EarlyDigests
 from app.cache.lock import CacheLock
 from app.cache.publish import sweep_temp_files
 from app.cache.record import (
@@ -84,17 +85,20 @@ class EngineCompiler:
 
     # -- public ---------------------------------------------------------------------------
     def compile_engines_for_corpus(
-        self, request: EngineCompileRequest, *, held_lock: CacheLock | None = None
+        self, request: EngineCompileRequest, *, held_lock: CacheLock | None = None,
+        early: EarlyDigests | None = None,
     ) -> tuple[EngineCompileResult, ...]:
         """Reuse or build every backbone of ``request``. ``held_lock``: the cache lock, which
-        the caller took (and keeps after this call); without it, this takes it for the call."""
+        the caller took (and keeps after this call); without it, this takes it for the call.
+        ``early``: engine digests hashed before this call (:mod:`app.cache.prehash`), each
+        taken only for the very file it verifies."""
         started = time.perf_counter()
         timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)
         self.last_phase_timings = timings
         results: list[EngineCompileResult] = []
         try:
             if request.backbones:
-                results = self._run(request, timings, held_lock)
+                results = self._run(request, timings, held_lock, early)
         finally:
             timings["total"] = time.perf_counter() - started
             self._summary(request, results, timings)
@@ -111,7 +115,8 @@ class EngineCompiler:
 
     # -- phases -----------------------------------------------------------------------------
     def _run(
-        self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None
+        self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None,
+        early: EarlyDigests | None,
     ) -> list[EngineCompileResult]:
         runtime = as_inference_runtime(self.runtime, request.host)
         plans = [self._plan(runtime, spec, request) for spec in request.backbones]
@@ -122,7 +127,7 @@ class EngineCompiler:
         with lock as taken:
             timings["lock_wait"] = 0.0 if held is not None else taken.waited_s
             try:
-                return self._under_lock(runtime, request, plans, timings)
+                return self._under_lock(runtime, request, plans, timings, early)
             finally:
                 # Whatever stopped us, leave no temp file behind (we hold the lock: they are ours).
                 for path in sweep_temp_files(request.cache_root):
@@ -131,10 +136,10 @@ class EngineCompiler:
 
     def _under_lock(
         self, runtime: InferenceRuntime, request: EngineCompileRequest, plans: list[_Plan],
-        timings: dict[str, float],
+        timings: dict[str, float], early: EarlyDigests | None,
     ) -> list[EngineCompileResult]:
         t = time.perf_counter()
-        verdicts = self._check_all(request, plans)
+        verdicts = self._check_all(request, plans, early)
         timings["verify"] = time.perf_counter() - t
         for verdict in verdicts:  # before any work: nothing of ours may replace a folder
             if verdict.reason == "folder":
@@ -177,11 +182,13 @@ class EngineCompiler:
             host={"sm": host.sm, "jetpack": host.jetpack, "trt": host.trt, "l4t": host.l4t})
         return _Plan(spec, config, request.cache_root / name, expected)
 
-    def _check_all(self, request: EngineCompileRequest, plans: list[_Plan]) -> list[Verdict]:
+    def _check_all(self, request: EngineCompileRequest, plans: list[_Plan],
+                   early: EarlyDigests | None = None) -> list[Verdict]:
         def one(plan: _Plan) -> Verdict:
             try:
                 return check_artifact(plan.artifact, plan.spec.onnx_path, plan.expected,
-                                      strict_onnx=request.strict_onnx_hash, key=self.signing_key)
+                                      strict_onnx=request.strict_onnx_hash, key=self.signing_key,
+                                      early=early)
             except (OSError, ValueError) as exc:
                 raise ModelDataError(
                     f"backbones[{plan.spec.model_name}].onnx_path: cannot read "

@@ -1,44 +1,55 @@
-"""The job's configuration: what each key means and what it accepts.
+"""The job's configuration: pydantic models that say what each key means and what it accepts.
 
-Each key is declared once, as a field of a frozen dataclass that carries its type (for the code),
-its default and its pydantic-core schema (for the input). The validator is pydantic's own Rust
-core, so errors have pydantic's locations and wording; pydantic's ``BaseModel`` layer is not
-used because importing it costs about 70 ms, more than a warm boot may spend outside hashing.
-``engine-init schema`` turns the same core schema into JSON Schema with pydantic.
+Each key is a field with a description, so ``engine-init schema`` (``model_json_schema()``)
+documents every key. Relative paths resolve against the config file's folder, which the loader
+passes as validation context (``base_dir``); ``check_files=False`` in the context skips the
+checks that read the filesystem (``onnx_path`` exists, INT8 has calibration data).
 
-Loading (YAML file, environment overrides, error lines) is :mod:`app.config_file`'s job.
-Relative paths resolve against the config file's folder, passed as validation context.
+Reading the YAML file and the environment is :mod:`app.loading`'s job; this module does not
+import it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic_core import SchemaValidator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetPydanticSchema,
+    StringConstraints,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import core_schema as cs
+from typing_extensions import Self
 
 from app.backends.registry import BACKEND_NAMES
 from app.cache.names import calibration_files, check_model_name
-from app.config_file import DEFAULT_CACHE_ROOT, DEFAULT_MARKER
 from app.types import PrecisionMode
 
 if TYPE_CHECKING:
     from app.types import BackboneSpec, EngineCompileRequest, HostCapabilities
 
-__all__ = ["BackboneConfig", "EngineInitConfig", "ProfileConfig",
-           "config_keys", "json_schema", "validate_config"]
+    BackendChoice = str
+else:
+    #: ``auto`` and the backends of the registry's one table (app.backends.registry.BACKENDS).
+    BackendChoice = Literal[BACKEND_NAMES]
+
+__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "ConfigPath",
+           "EngineInitConfig", "ProfileConfig", "config_keys", "json_schema", "validate_config"]
+
+DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
+DEFAULT_MARKER = Path("/run/engine-init/ready.json")
 
 
-
-def _key(schema: cs.CoreSchema, default: Any = dataclasses.MISSING) -> Any:
-    """A config key: its pydantic-core schema, and its default when it is optional."""
-    return dataclasses.field(default=default, metadata={"schema": schema})
-
-
-def _resolve(value: str, info: cs.ValidationInfo) -> Path:
+def _resolve(value: str, info: ValidationInfo) -> Path:
     if "\0" in value:
         raise ValueError("a path cannot contain a NUL character")
     base = (info.context or {}).get("base_dir")
@@ -47,7 +58,7 @@ def _resolve(value: str, info: cs.ValidationInfo) -> Path:
     return path if path.is_absolute() or base is None else Path(os.path.normpath(Path(base) / path))
 
 
-def _existing_file(value: str, info: cs.ValidationInfo) -> Path:
+def _existing_file(value: str, info: ValidationInfo) -> Path:
     path = _resolve(value, info)
     if (info.context or {}).get("check_files", True):
         if not path.exists():
@@ -57,78 +68,88 @@ def _existing_file(value: str, info: cs.ValidationInfo) -> Path:
     return path
 
 
-_PATH = cs.with_info_after_validator_function(_resolve, cs.str_schema())
-_DIMS = cs.list_schema(cs.int_schema(gt=0))
-_PRECISION = cs.enum_schema(PrecisionMode, list(PrecisionMode), sub_type="str")
+def _path_type(check: Any) -> Any:
+    """A path given as a YAML string (so that a wrong type says "a valid string"), turned
+    into a :class:`Path` by ``check``."""
+    return GetPydanticSchema(
+        lambda _type, _handler: cs.with_info_after_validator_function(check, cs.str_schema()))
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ProfileConfig:
+_PATH_JSON = WithJsonSchema({"type": "string", "format": "path"})
+#: A path, relative to the config file's folder unless absolute; ``~`` expands.
+ConfigPath = Annotated[Path, _path_type(_resolve), _PATH_JSON]
+ExistingFile = Annotated[Path, _path_type(_existing_file), _PATH_JSON]
+#: A path as :data:`ConfigPath` whose name ends in ``.prom`` (node_exporter reads only those).
+PromPath = Annotated[Path, GetPydanticSchema(lambda _t, _h: cs.with_info_after_validator_function(
+    _resolve, cs.str_schema(pattern=r"\.prom$"))), _PATH_JSON]
+Dims = list[Annotated[int, Field(gt=0)]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfileConfig(_Strict):
     """A dynamic input's range: TensorRT builds for ``opt`` and accepts ``min``..``max``."""
 
-    min: list[int] = _key(_DIMS)
-    opt: list[int] = _key(_DIMS)
-    max: list[int] = _key(_DIMS)
+    min: Dims = Field(description="Smallest shape the engine accepts.")
+    opt: Dims = Field(description="Shape TensorRT optimizes for.")
+    max: Dims = Field(description="Largest shape the engine accepts.")
 
-    def _check(self, info: cs.ValidationInfo) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if not (len(self.min) == len(self.opt) == len(self.max)):
             raise ValueError("min, opt and max must have the same number of dimensions")
         for i, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max, strict=True)):
             if not lo <= mid <= hi:
                 raise ValueError(f"dimension {i}: need min <= opt <= max, got {lo}, {mid}, {hi}")
+        return self
 
 
 def _shape_form(value: Any) -> str | None:
     return "range" if isinstance(value, dict) else "dims" if isinstance(value, list) else None
 
 
-def _record_schema(cls: type[Any]) -> cs.CoreSchema:
-    """A mapping with exactly ``cls``'s keys, turned into ``cls`` and checked by its ``_check``."""
-    fields = {}
-    for f in dataclasses.fields(cls):
-        schema: cs.CoreSchema = f.metadata["schema"]
-        optional = f.default is not dataclasses.MISSING
-        if optional:
-            schema = cs.with_default_schema(schema, default=f.default)
-        fields[f.name] = cs.typed_dict_field(schema, required=not optional)
-
-    def build(values: dict[str, Any], info: cs.ValidationInfo) -> Any:
-        record = cls(**values)
-        record._check(info)
-        return record
-
-    mapping = cs.typed_dict_schema(fields, extra_behavior="forbid", config={"title": cls.__name__})
-    return cs.with_info_after_validator_function(build, mapping)
-
-
 # A fixed shape is a list, a dynamic one a mapping: the form picks the schema, so an error
 # speaks of the form the user wrote (and the location says which: ``.dims`` or ``.range``).
-_SHAPE = cs.tagged_union_schema(
-    {"dims": _DIMS, "range": _record_schema(ProfileConfig)}, _shape_form,
-    custom_error_type="shape_form",
-    custom_error_message="Input should be a list of dimensions or a mapping of min, opt and max")
+InputShape = Annotated[
+    Annotated[Dims, Tag("dims")] | Annotated[ProfileConfig, Tag("range")],
+    Discriminator(_shape_form, custom_error_type="shape_form",
+                  custom_error_message="Input should be a list of dimensions or a mapping of "
+                                       "min, opt and max"),
+]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class BackboneConfig:
+class BackboneConfig(_Strict):
     """One model: its ONNX file, input shapes and what may differ from the job's settings."""
 
-    model_name: str = _key(cs.no_info_after_validator_function(check_model_name, cs.str_schema()))
-    onnx_path: Path = _key(cs.with_info_after_validator_function(_existing_file, cs.str_schema()))
-    expected_input_shape: list[int] | None = _key(
-        cs.nullable_schema(cs.list_schema(cs.int_schema(gt=0), min_length=1)), None)
-    input_shapes: dict[str, list[int] | ProfileConfig] | None = _key(cs.nullable_schema(
-        cs.dict_schema(cs.str_schema(), _SHAPE)), None)
-    precision: PrecisionMode | None = _key(cs.nullable_schema(_PRECISION), None)
-    dla_core: int | None = _key(cs.nullable_schema(cs.int_schema(ge=0)), None)
-    verify: Literal["io", "infer", "none"] = _key(cs.literal_schema(["io", "infer", "none"]), "io")
+    model_name: Annotated[str, GetPydanticSchema(
+        lambda _t, _h: cs.no_info_after_validator_function(check_model_name, cs.str_schema()))
+    ] = Field(description="Names the engine files: letters, digits, '_', '-' and '.'; no '__', "
+                          "no leading dot, at most 100 characters; unique in the config.")
+    onnx_path: ExistingFile = Field(description="The ONNX model (an existing file).")
+    expected_input_shape: Annotated[Dims, Field(min_length=1)] | None = Field(
+        None, description="Single-input shorthand: the input's fixed shape, positive dimensions. "
+                          "Give this or input_shapes, not both.")
+    input_shapes: dict[str, InputShape] | None = Field(
+        None, description="Per input name: a fixed shape ([1, 3, 224, 224]) or a range "
+                          "({min, opt, max}) for a dynamic input.")
+    precision: PrecisionMode | None = Field(
+        None, description="This model's precision; null: the top-level precision.")
+    dla_core: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="TensorRT: build for this DLA core, with GPU fallback; null: the GPU.")
+    verify: Literal["io", "infer", "none"] = Field(
+        "io", description="Check after a build: io (inputs and outputs match the ONNX model), "
+                          "infer (io and a warm-up inference) or none.")
 
-    def _check(self, info: cs.ValidationInfo) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if self.expected_input_shape is not None and self.input_shapes is not None:
             raise ValueError("give expected_input_shape or input_shapes, not both")
         for name, shape in (self.input_shapes or {}).items():
             if isinstance(shape, list) and not shape:
                 raise ValueError(f"input_shapes.{name}: needs at least one dimension")
+        return self
 
     def to_spec(self) -> BackboneSpec:
         from app.types import BackboneSpec, InputProfile
@@ -143,39 +164,60 @@ class BackboneConfig:
                             self.dla_core, self.verify)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class EngineInitConfig:
+class EngineInitConfig(_Strict):
     """The whole job's settings; ``engine-init schema`` prints them as JSON Schema."""
 
-    cache_root: Path = _key(_PATH, DEFAULT_CACHE_ROOT)
-    readiness_marker: Path = _key(_PATH, DEFAULT_MARKER)
-    backend: Literal["auto", "tensorrt", "onnxruntime"] = _key(
-        cs.literal_schema(list(BACKEND_NAMES)), "auto")
-    precision: PrecisionMode = _key(_PRECISION, PrecisionMode.FP16)
-    workspace_mb: int = _key(cs.int_schema(gt=0), 4096)
-    optimization_level: int = _key(cs.int_schema(ge=0, le=5), 3)
-    calibration_path: Path | None = _key(cs.nullable_schema(_PATH), None)
-    cuda_device: int = _key(cs.int_schema(ge=0), 0)
-    jetpack: str | None = _key(cs.nullable_schema(cs.str_schema(pattern=r"^\d+\.\d+(\.\d+)?$")), None)
-    lock_timeout_s: float = _key(cs.float_schema(gt=0), 600.0)
-    strict_onnx_hash: bool = _key(cs.bool_schema(), False)
-    signing_key_file: Path | None = _key(cs.nullable_schema(_PATH), None)
-    allow_world_writable_cache: bool = _key(cs.bool_schema(), False)
-    # A Prometheus textfile written at the end of every run (app.metrics); node_exporter's
-    # textfile collector reads only *.prom files.
-    metrics_textfile: Path | None = _key(cs.nullable_schema(cs.with_info_after_validator_function(
-        _resolve, cs.str_schema(pattern=r"\.prom$"))), None)
-    backbones: list[BackboneConfig] = _key(
-        cs.list_schema(_record_schema(BackboneConfig), min_length=1))
+    cache_root: ConfigPath = Field(
+        DEFAULT_CACHE_ROOT, description="Folder of the engine cache (the engine-cache volume); "
+                                        "created with its parents when missing.")
+    readiness_marker: ConfigPath = Field(
+        DEFAULT_MARKER, description="File written last, atomically, when every engine is ready "
+                                    "(removed when a run starts or fails). A file there that is "
+                                    "not an engine-init marker is refused, never replaced.")
+    backend: BackendChoice = Field(
+        "auto", description="auto: TensorRT when it is importable and a GPU is present, else "
+                            "ONNX Runtime.")
+    precision: PrecisionMode = Field(
+        PrecisionMode.FP16, description="Every model's precision unless backbones[].precision "
+                                        "says otherwise.")
+    workspace_mb: int = Field(4096, gt=0, description="TensorRT builder workspace, in MiB.")
+    optimization_level: int = Field(
+        3, ge=0, le=5, description="TensorRT builder optimization level, 0..5.")
+    calibration_path: ConfigPath | None = Field(
+        None, description="INT8 calibration data: <calibration_path>/<model_name>/*.npz or "
+                          "*.npy, one batch a file.")
+    cuda_device: int = Field(0, ge=0, description="CUDA device index to probe and build on.")
+    jetpack: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = Field(
+        None, description="JetPack release (e.g. 6.2) to assume when the host's L4T release is "
+                          "not in engine-init's table.")
+    lock_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds a run waits for the cache lock before it gives up "
+                                 "(exit 75).")
+    strict_onnx_hash: bool = Field(
+        False, description="Re-hash every ONNX file on every boot instead of trusting an "
+                           "unchanged size, mtime, ctime and inode.")
+    signing_key_file: ConfigPath | None = Field(
+        None, description="HMAC key file (e.g. a Docker secret): records and the marker are "
+                          "signed, and only signed ones are trusted.")
+    allow_world_writable_cache: bool = Field(
+        False, description="Accept a cache_root anyone may write to (refused by default: "
+                           "anyone could plant an engine).")
+    metrics_textfile: PromPath | None = Field(
+        None, description="Prometheus textfile (must end in .prom) written atomically at the end "
+                          "of every run, success or failure, for node_exporter's textfile "
+                          "collector; null: off.")
+    backbones: list[BackboneConfig] = Field(
+        min_length=1, description="The models to make ready, one engine each.")
 
-    def _check(self, info: cs.ValidationInfo) -> None:
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> Self:
         seen: set[str] = set()
         for b in self.backbones:
             if b.model_name in seen:
                 raise ValueError(f"backbones: duplicate model_name {b.model_name!r}")
             seen.add(b.model_name)
         if not (info.context or {}).get("check_files", True):
-            return
+            return self
         for b in self.backbones:
             if (b.precision or self.precision) is PrecisionMode.INT8 and not self._has_calibration(b):
                 raise ValueError(
@@ -183,6 +225,7 @@ class EngineInitConfig:
                     f"calibration_path/{b.model_name}/ (.npz or .npy) or a calibration cache in "
                     f"{self.cache_root / 'calibration'}"
                 )
+        return self
 
     def _has_calibration(self, b: BackboneConfig) -> bool:
         if self.calibration_path is not None and calibration_files(self.calibration_path / b.model_name):
@@ -202,23 +245,15 @@ class EngineInitConfig:
         )
 
 
-_SCHEMA = _record_schema(EngineInitConfig)
-_VALIDATOR = SchemaValidator(_SCHEMA)
-
-
 def validate_config(doc: object, context: dict[str, Any]) -> EngineInitConfig:
-    """``doc`` (parsed YAML) as a config; raises :class:`pydantic_core.ValidationError`."""
-    config = _VALIDATOR.validate_python(doc, context=context)
-    assert isinstance(config, EngineInitConfig)
-    return config
+    """``doc`` (parsed YAML) as a config; raises :class:`pydantic.ValidationError`."""
+    return EngineInitConfig.model_validate(doc, context=context)
 
 
 def config_keys() -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(EngineInitConfig))
+    return frozenset(EngineInitConfig.model_fields)
 
 
 def json_schema() -> dict[str, Any]:
-    """The config's JSON Schema, generated by pydantic from the schema that validates it."""
-    from pydantic.json_schema import GenerateJsonSchema
-
-    return GenerateJsonSchema().generate(_SCHEMA)
+    """The config's JSON Schema, every key with its description."""
+    return EngineInitConfig.model_json_schema()

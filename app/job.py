@@ -16,7 +16,8 @@ from typing import Any
 from app import events
 from app.backends.base import InferenceRuntime
 from app.backends.registry import AUTO, BACKENDS, create_backend, resolve_backend_name
-from app.cache import warm
+from app.cache import prehash
+from app.cache.hashing import EarlyDigests
 from app.cache.lock import CacheLock
 from app.cache.publish import os_error_to_cache_error
 from app.cancel import call_cancellable, checkpoint
@@ -102,8 +103,10 @@ def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
 
 
 def run_job(config: EngineInitConfig, logger: logging.Logger,
-            timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """The whole boot; returns the marker document it wrote."""
+            timings: dict[str, float] | None = None, *,
+            early: EarlyDigests | None = None) -> dict[str, Any]:
+    """The whole boot; returns the marker document it wrote. ``early``: the engines' digests
+    hashed since the config was read (:func:`app.cache.prehash.start`)."""
     timings = {} if timings is None else timings
     t = time.perf_counter()
     if clear_marker(config.readiness_marker):
@@ -119,7 +122,7 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
     # replace an engine between our check and our marker.
     with CacheLock(config.cache_root, config.lock_timeout_s, logger) as lock:
         results = prepared.compiler.compile_engines_for_corpus(config.to_request(caps),
-                                                               held_lock=lock)
+                                                               held_lock=lock, early=early)
         timings.update(prepared.compiler.last_phase_timings)
         timings["lock_wait"] = lock.waited_s
         timings.pop("total", None)
@@ -136,13 +139,13 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
 
 def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResult, ...],
                       logger: logging.Logger) -> None:
-    """Name this run's engines for the next boot to start hashing early (app.cache.warm)."""
+    """Name this run's engines for the next boot to start hashing early (app.cache.prehash)."""
     names = [Path(r.entry.engine_path).name for r in results]
     try:
-        warm.write_hint(config.cache_root, names)
+        prehash.write_hint(config.cache_root, names)
     except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
         events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
-                    f"could not write {warm.HINT_NAME}: {exc}")
+                    f"could not write {prehash.HINT_NAME}: {exc}")
 
 
 def _write_marker(config: EngineInitConfig, prepared: Prepared,

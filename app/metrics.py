@@ -145,14 +145,10 @@ def textfile_path(config: Any, config_arg: str | None) -> Path | None:
     if config is not None:
         found: Path | None = config.metrics_textfile
         return found
-    from app.config_file import path_hint
+    from app.loading import path_of_failed_config
 
-    try:
-        hint = path_hint("metrics_textfile", config_arg)
-    except Exception:  # an unreadable config already is the error to report
-        return None
-    # Unvalidated: take only what validation would have accepted (a *.prom path).
-    return hint if hint is not None and hint.suffix == ".prom" else None
+    # Only what validation accepts for the key (a *.prom path), from a config that parsed.
+    return path_of_failed_config("metrics_textfile", config_arg)
 
 
 def _size(path: str | None) -> int | None:

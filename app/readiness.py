@@ -1,6 +1,9 @@
 """The readiness marker: a JSON file that says "every engine is ready for this boot".
 
-``run`` removes it first and writes it last, atomically, only when every engine verified.
+``run`` removes it first and writes it last, atomically, only when every engine verified. It is
+the only file the job removes or replaces outside the cache, and only when what stands there is
+an engine-init marker: any other file at that path (a typo naming someone's file, a folder, a
+link, a FIFO) is refused by :func:`check_replaceable`, naming it, and left as it is.
 Consumers either rely on compose's ``service_completed_successfully`` or call
 ``engine-init wait-ready``, which also checks the boot id, the signature (when a key is set) and,
 with ``--verify``, every engine's digest. Layout::
@@ -21,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
-from app.cache.fsread import read_small
+from app.cache.fsread import UnsafeFileError, read_small
+from app.cache.hashing import hash_file
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
-from app.cache.sidecar import hash_file
 from app.cancel import call_cancellable, cancellable_sleep
-from app.errors import MarkerError
+from app.errors import CacheWriteError, MarkerError
 
-__all__ = ["BOOT_ID_FILE", "check_marker", "clear_marker", "current_boot_id", "read_marker",
-           "wait_ready", "write_marker"]
+__all__ = ["BOOT_ID_FILE", "check_marker", "check_replaceable", "clear_marker", "current_boot_id",
+           "read_marker", "wait_ready", "write_marker"]
 
 SCHEMA = 1
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
@@ -43,8 +46,39 @@ def current_boot_id(path: Path = BOOT_ID_FILE) -> str:
         return ""
 
 
+def _is_marker(raw: bytes) -> bool:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("schema") == SCHEMA and isinstance(
+        doc.get("engines"), list)
+
+
+def check_replaceable(path: Path) -> bool:
+    """True when an engine-init marker stands at ``path``, False when nothing does; raise
+    :class:`CacheWriteError` naming anything else there (which the job then leaves untouched)."""
+    try:
+        if _is_marker(read_small(path, _MAX)):
+            return True
+        what = "a file that is not an engine-init marker"
+    except FileNotFoundError:
+        return False
+    except UnsafeFileError as exc:  # a link (not followed), a folder, a FIFO, a huge file
+        what = f"not a marker: {exc.strerror}"
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, path) from exc
+    raise CacheWriteError(
+        f"readiness_marker {path} is {what}: engine-init removes or replaces only its own "
+        "marker, and leaves this as it is", hint="fix readiness_marker (a typo?), or move that "
+        "file away")
+
+
 def clear_marker(path: Path) -> bool:
-    """Remove the marker; True if there was one. Errors other than absence propagate."""
+    """Remove the marker; True if there was one. Refuses (:func:`check_replaceable`) anything
+    there that is not an engine-init marker; errors other than absence propagate."""
+    if not check_replaceable(path):
+        return False
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -56,6 +90,8 @@ def clear_marker(path: Path) -> bool:
 
 
 def write_marker(path: Path, doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """Publish the marker; refuses to replace a file there that is not one."""
+    check_replaceable(path)
     body = signing.signed(key, {"schema": SCHEMA, **doc})
     atomic_write_bytes(path, json.dumps(body, indent=2).encode())
     return body

@@ -56,6 +56,30 @@ def reference_hash(paths: list[Path]) -> None:
         list(pool.map(_sha256, paths))
 
 
+# What any Python job with our dependencies pays: the interpreter, click, PyYAML and pydantic's
+# BaseModel, then the same engines hashed in threads, one per core.
+REFERENCE_PROCESS = """
+import hashlib, os, sys
+from concurrent.futures import ThreadPoolExecutor
+import click, yaml
+from pydantic import BaseModel
+
+def sha256(path):
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    list(pool.map(sha256, sys.argv[1:]))
+"""
+
+
+def reference_process(paths: list[Path]) -> None:
+    """The process reference: a fresh interpreter that imports what the job imports first,
+    then runs :func:`reference_hash`'s schedule."""
+    subprocess.run([sys.executable, "-c", REFERENCE_PROCESS, *map(str, paths)], check=True,
+                   cwd=REPO)
+
+
 def per_file_hash(paths: list[Path]) -> None:
     """hashlib with one thread per file: what the job's own hashing does (not the reference)."""
     with ThreadPoolExecutor(max_workers=len(paths)) as pool:
@@ -85,7 +109,10 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           cwd=REPO, env=full, check=False)
 
 
-PEAK = ("import sys\nfrom app.boot import main\nrc = main(sys.argv[1:])\n"
+# ``python -m app`` in a process that reports its own peak RSS (VmHWM) at the end.
+PEAK = ("import runpy, sys\nsys.argv[0] = 'engine-init'\ntry:\n"
+        "    runpy.run_module('app', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exc:\n    rc = exc.code\n"
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
         " file=sys.stderr)\nsys.exit(rc)\n")
 

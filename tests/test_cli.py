@@ -159,3 +159,36 @@ def test_a_compile_error_names_the_configured_calibration_path(tmp_path, corpus)
     assert error["kv"]["model_name"] == "aliked"
     assert error["kv"]["calibration_path"] == str(calib)
     assert error["kv"]["calibration_dir"] == str(calib / "aliked")
+
+
+def test_exit_codes_by_name_are_the_documented_numbers():
+    from app import errors
+    from app.cli import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, exit_code_for
+
+    documented = [(errors.ConfigError("x"), 78), (errors.ModelDataError("x"), 65),
+                  (errors.BackendUnavailableError("x"), 69), (errors.EngineBuildError("x"), 70),
+                  (errors.CacheWriteError("x"), 73), (errors.DiskFullError("x"), 74),
+                  (errors.LockTimeoutError("x"), 75), (errors.MarkerError("x"), 75),
+                  (errors.BuildCancelledError(2), 130), (errors.BuildCancelledError(15), 143),
+                  (RuntimeError("x"), 70)]
+    assert [exit_code_for(exc) for exc, _ in documented] == [code for _, code in documented]
+    assert (EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM) == (2, 130, 143)
+
+
+def test_only_a_process_that_main_owns_skips_the_final_collections(job):
+    """gc.freeze() is for the process's exit; an in-process caller keeps a normal heap."""
+    import gc
+    import subprocess
+    import sys
+
+    from app.cli import main
+
+    before = gc.get_freeze_count()
+    assert main(["--config", str(job), "validate"]) == 0
+    assert gc.get_freeze_count() == before
+    probe = ("import gc, sys\nfrom app.cli import main\n"
+             "sys.argv[1:] = ['--config', sys.argv[1], 'validate']\nmain()\n"
+             "print(gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", probe, str(job)], capture_output=True, text=True,
+                         check=True).stdout
+    assert int(out.strip().splitlines()[-1]) > 1000

@@ -290,7 +290,8 @@ def test_an_engine_of_another_size_is_rebuilt_without_being_hashed(specs, tmp_pa
 
     hashed: list[Path] = []
     real = sidecar_mod.hash_file
-    monkeypatch.setattr(sidecar_mod, "hash_file", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(sidecar_mod, "hash_file",
+                        lambda p, early=None: hashed.append(p) or real(p, early))
     events[1].records.clear()
     runtime = FakeRuntime()
     _compile(runtime, events, make_request(specs, tmp_path))

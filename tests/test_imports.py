@@ -1,6 +1,7 @@
-"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt), nor
-pydantic's model layer (the config is validated by pydantic-core alone), nor prometheus_client
-unless a metrics textfile is configured."""
+"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt, cuda),
+nor prometheus_client unless a metrics textfile is configured, nor the fleet commands' clients;
+the package's modules import each other one way (no cycle between config and loading, nor between
+the verifier and the early hashing)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO, cli, write_job_config
 
-HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "pydantic.main", "prometheus_client",
+HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "prometheus_client",
          "oras", "cryptography", "requests"}  # the last three: fleet commands only
 PROBE = """
 import json, sys
-from app.boot import main
+from app.cli import main
 rc = main(sys.argv[2:])
 names = sys.argv.pop(1).split(',')
 heavy = {n for n in names for m in sys.modules if m == n or m.startswith(n + '.')}
@@ -39,6 +42,21 @@ def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus)
     assert cli("--config", str(job), "run").returncode == 0  # cold: builds with ONNX Runtime
     assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
+    # The probe sees what it should: a cold run does load ONNX Runtime.
+    (tmp_path / "cache" / next(p.name for p in (tmp_path / "cache").glob("dinov2*.ort"))).unlink()
+    assert "onnxruntime" in _modules_after("--config", str(job), "run")["heavy"]
+
+
+@pytest.mark.parametrize(("module", "never"), [
+    ("app.config", "app.loading"),        # loading imports the models, not the reverse
+    ("app.cache.sidecar", "app.cache.prehash"),  # both use app.cache.hashing
+    ("app.cache.hashing", "app.cache.sidecar"),
+])
+def test_one_way_imports(module, never):
+    probe = f"import sys, {module}; print({never!r} in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_warm_run_with_metrics_loads_prometheus_client_only(tmp_path, corpus):

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import threading
 import time
 
 import pytest
 
-from app.errors import MarkerError
-from app.readiness import check_marker, clear_marker, read_marker, wait_ready, write_marker
+from app.errors import CacheWriteError, MarkerError
+from app.readiness import (
+    check_marker,
+    check_replaceable,
+    clear_marker,
+    read_marker,
+    wait_ready,
+    write_marker,
+)
 
 KEY = b"k" * 32
 
@@ -67,3 +76,71 @@ def test_wait_ready_returns_when_the_marker_appears(tmp_path, monkeypatch):
     doc = wait_ready(marker, timeout_s=5, key=None, verify_engines=True, poll_s=0.05)
     assert doc["boot_id"] == "b1" and 0.25 < time.monotonic() - start < 3
     timer.join()
+
+
+def _someones_file(path):
+    path.write_text("# the navigation stack's settings, not a marker\n")
+
+
+def _json_of_another_layout(path):
+    path.write_text(json.dumps({"schema": 2, "engines": []}))
+
+
+def _huge(path):
+    with open(path, "wb") as handle:  # sparse: 8 GiB that read as zeros
+        handle.truncate(8 << 30)
+
+
+def _folder(path):
+    path.mkdir()
+    (path / "keep.txt").write_text("someone's data")
+
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _link_to_a_marker(path):
+    write_marker(path.with_name("real.json"), {"engines": []}, None)
+    path.symlink_to(path.with_name("real.json"))
+
+
+def _dangling_link(path):
+    path.symlink_to(path.with_name("nowhere"))
+
+
+def _deep_json(path):
+    path.write_text("[" * 200_000)
+
+
+NOT_MARKERS = [_someones_file, _json_of_another_layout, _huge, _folder, _fifo, _link_to_a_marker,
+               _dangling_link, _deep_json]
+
+
+def _state(path):
+    """What stands at ``path``: type, and bytes for a small regular file."""
+    st = os.lstat(path)
+    small = path.is_file() and not path.is_symlink() and st.st_size < 1 << 20
+    return st.st_mode, st.st_ino, st.st_size, path.read_bytes() if small else None
+
+
+@pytest.mark.parametrize("plant", NOT_MARKERS, ids=[f.__name__.strip("_") for f in NOT_MARKERS])
+def test_what_is_not_a_marker_is_refused_and_left_untouched(tmp_path, plant):
+    marker = tmp_path / "ready.json"
+    plant(marker)
+    before = _state(marker)
+    for attempt in (lambda: check_replaceable(marker), lambda: clear_marker(marker),
+                    lambda: write_marker(marker, _doc(tmp_path), None)):
+        with pytest.raises(CacheWriteError, match=r"ready\.json") as caught:
+            attempt()
+        assert "\n" not in str(caught.value) and caught.value.hint
+        assert _state(marker) == before
+
+
+def test_a_marker_is_replaceable_and_nothing_is_not_there(tmp_path):
+    marker = tmp_path / "ready.json"
+    assert check_replaceable(marker) is False
+    write_marker(marker, _doc(tmp_path), KEY)
+    assert check_replaceable(marker) is True
+    write_marker(marker, _doc(tmp_path, boot="b2"), None)  # an old marker is replaced
+    assert read_marker(marker)["boot_id"] == "b2"

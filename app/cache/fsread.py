@@ -24,7 +24,7 @@ from pathlib import Path
 
 __all__ = ["READ_FLAGS", "UnsafeFileError", "describe_mode", "read_small"]
 
-#: How every file we only read is opened (the engines too, by app.cache.sidecar.hash_file).
+#: How every file we only read is opened (the engines too, by app.cache.hashing.hash_file).
 READ_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_NOFOLLOW", 0)
               | getattr(os, "O_CLOEXEC", 0))
 
@@ -43,14 +43,16 @@ def describe_mode(mode: int) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
-def read_small(path: Path, limit: int) -> bytes:
+def read_small(path: Path, limit: int, *, follow_links: bool = False) -> bytes:
     """The bytes of the regular file at ``path`` if it holds at most ``limit`` of them.
 
     Raises FileNotFoundError when nothing is there, UnsafeFileError for anything else than
-    such a file, and OSError for an I/O error.
+    such a file, and OSError for an I/O error. ``follow_links`` is for files the user names
+    (the config: Kubernetes mounts a ConfigMap through links), never for the cache's own.
     """
+    flags = READ_FLAGS & ~getattr(os, "O_NOFOLLOW", 0) if follow_links else READ_FLAGS
     try:
-        fd = os.open(path, READ_FLAGS)
+        fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeFileError(errno.ELOOP, "a symbolic link stands there (not followed)",

@@ -26,9 +26,9 @@ from typing import Any
 
 from app import signing
 from app.cache.fsread import read_small
+from app.cache.hashing import hash_file
 from app.cache.names import RECORD_SUFFIX, calibration_files, companion
 from app.cache.publish import atomic_write_bytes
-from app.cache.sidecar import hash_file
 
 __all__ = [
     "OnnxIdentity",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.cache.fsread import describe_mode
+from app.cache.hashing import EarlyDigests
 from app.cache.names import COMPANION_SUFFIXES, companion
 from app.cache.record import BUILDING, OnnxIdentity, ProvenanceRecord, onnx_identity, read_record
 from app.cache.sidecar import Sha256Sidecar
@@ -60,10 +61,12 @@ def check_artifact(
     *,
     strict_onnx: bool,
     key: bytes | None,
+    early: EarlyDigests | None = None,
 ) -> Verdict:
     """Compare ``artifact`` on disk with ``expected`` (the record the current inputs give,
     less the ONNX and artifact digests, which this fills in from the disk).
 
+    ``early`` may hold the artifact's digest, hashed while the program started.
     Raises only for an unreadable ONNX file (the caller reports it as bad data).
     """
     stored = read_record(artifact, key)
@@ -92,7 +95,7 @@ def check_artifact(
         verdict.reason = "size"
         verdict.detail = f"{st.st_size} bytes, its record says {noted_size}"
         return verdict
-    verdict.digest = Sha256Sidecar.verified_digest(artifact)
+    verdict.digest = Sha256Sidecar.verified_digest(artifact, early)
     if verdict.digest is None:
         verdict.reason = "sidecar"
         return verdict

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from app.cache import warm
+from app.cache import prehash
 from app.cache.fsread import UnsafeFileError, read_small
 from app.cache.lock import LOCK_NAME, read_holder
 from app.cache.record import read_record, record_path
@@ -77,7 +77,7 @@ READERS = {
                lambda root: read_record(root / "m.engine").problem is not None),
     "lock holder": (lambda root: root / LOCK_NAME,
                     lambda root: read_holder(root / LOCK_NAME) is None),
-    "hint": (lambda root: root / warm.HINT_NAME, lambda root: warm.read_hint(root) == []),
+    "hint": (lambda root: root / prehash.HINT_NAME, lambda root: prehash.read_hint(root) == []),
     "marker": (lambda root: root / "ready.json", lambda root: _marker_refused(root / "ready.json")),
 }
 

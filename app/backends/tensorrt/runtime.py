@@ -28,8 +28,9 @@ from app.backends.tensorrt.loader import import_tensorrt
 from app.backends.tensorrt.profiles import add_profiles
 from app.backends.tensorrt.progress import make_progress_monitor
 from app.backends.tensorrt.verify import check_engine, warm_up
+from app.cache.hashing import hash_file
 from app.cache.names import EngineFilenameSchema
-from app.cache.sidecar import Sha256Sidecar, hash_file
+from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep, cancelled_error
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device

@@ -78,7 +78,7 @@ def calibration_cache_file(root: Path, version: str, model: str, onnx: Path,
                            profiles: dict[str, InputProfile]) -> Path:
     """Where a calibration cache of ``model`` (made from other data) would be found."""
     from app.backends.tensorrt.caches import calibration_cache_path, calibration_model_key
-    from app.cache.sidecar import hash_file
+    from app.cache.hashing import hash_file
 
     key = calibration_model_key(hash_file(onnx), profiles)
     return calibration_cache_path(root, model, version, key, "0123456789abcdef")

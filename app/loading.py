@@ -1,50 +1,42 @@
 """Load :class:`app.config.EngineInitConfig` from YAML and the environment, with one-line errors.
 
-This module loads without the validator (:mod:`app.config`, pydantic-core), so that a path
-the config names can be read early, by :func:`path_hint`, while the rest of the program loads.
-
 Where it comes from: ``--config``, else ``$ENGINE_INIT_CONFIG``, else
 ``/etc/engine-init/config.yaml``. ``ENGINE_INIT_<KEY>`` overrides the top-level ``<key>``; the
 value is parsed as YAML, so ``ENGINE_INIT_WORKSPACE_MB=2048`` is a number. An unknown
-``ENGINE_INIT_*`` variable is an error (a typo must not be silently ignored).
+``ENGINE_INIT_*`` variable is an error (a typo must not be silently ignored), and so is a
+duplicate key in the file (PyYAML would keep the last one).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
+import yaml
+from pydantic import ValidationError
+
+from app.cache.fsread import UnsafeFileError, read_small
+from app.config import EngineInitConfig, config_keys, validate_config
 from app.errors import ConfigError
 
-if TYPE_CHECKING:
-    from pydantic_core import ValidationError
-
-    from app.config import EngineInitConfig
-
-__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_CONFIG_PATH", "DEFAULT_MARKER", "ENV_PREFIX",
-           "config_path", "load_config", "load_modules", "path_hint"]
+__all__ = ["DEFAULT_CONFIG_PATH", "ENV_PREFIX", "config_path", "load_config",
+           "path_of_failed_config"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
-DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
-DEFAULT_MARKER = Path("/run/engine-init/ready.json")
-
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
 RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
+_HINT = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
 
 
 @functools.cache
-def _loader() -> Any:
-    """PyYAML's safe loader that refuses duplicate mapping keys instead of keeping the last;
-    built on first use, because importing PyYAML (~12 ms) need not delay a warm boot's early
-    hashing (which finds ``cache_root`` without it)."""
-    import yaml
-
+def _loader() -> type[yaml.SafeLoader]:
+    """PyYAML's safe loader that refuses duplicate mapping keys instead of keeping the last."""
     # libyaml's parser when PyYAML has it (about 10x faster than the pure-Python one).
     base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -65,13 +57,6 @@ def _loader() -> Any:
     return UniqueKeyLoader
 
 
-def load_modules() -> None:
-    """Load what :func:`load_config` uses (PyYAML, the validator) now rather than on its call."""
-    import app.config  # noqa: F401
-
-    _loader()
-
-
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
     if explicit:
         return Path(explicit)
@@ -79,41 +64,50 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
     return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    hint = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
+def _parse_yaml(path: Path) -> object:
+    """The file's YAML document (None when empty); ConfigError when it cannot be read or
+    parsed."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_CONFIG_MAX_BYTES + 1)
-    except IsADirectoryError:
-        raise ConfigError(f"config {path} is a directory, not a file", hint=hint) from None
+        # The safe reader: a FIFO or a device named as the config must not hang the boot.
+        raw = read_small(path, _CONFIG_MAX_BYTES, follow_links=True)
+    except UnsafeFileError as exc:
+        if exc.errno == errno.EFBIG:
+            raise ConfigError(f"config {path} is larger than 1 MiB", hint=_HINT) from None
+        if os.path.isdir(path):
+            raise ConfigError(f"config {path} is a directory, not a file", hint=_HINT) from None
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=_HINT) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=hint) from None
-    if len(raw) > _CONFIG_MAX_BYTES:
-        raise ConfigError(f"config {path} is larger than 1 MiB", hint=hint)
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=_HINT) from None
     try:
-        doc = yaml.load(raw.decode("utf-8"), Loader=_loader())
+        return yaml.load(raw.decode("utf-8"), Loader=_loader())
     except UnicodeDecodeError:
-        raise ConfigError(f"config {path} is not UTF-8 text", hint=hint) from None
+        raise ConfigError(f"config {path} is not UTF-8 text", hint=_HINT) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config {path}: YAML syntax error{where}: {problem}", hint=hint) from None
+        raise ConfigError(f"config {path}: YAML syntax error{where}: {problem}", hint=_HINT) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    doc = _parse_yaml(path)
     if doc is None:
         raise ConfigError(f"config {path} is empty", hint="see config/engine-init.yaml for a start")
     if not isinstance(doc, dict):
         raise ConfigError(f"config {path}: the top level must be a mapping of keys, "
-                          f"not {type(doc).__name__}", hint=hint)
+                          f"not {type(doc).__name__}", hint=_HINT)
     return doc
 
 
+def _env_value(var: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"{var}: value {text!r} is not valid YAML",
+                          hint="quote strings; use [a, b] for lists") from None
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
-    import yaml
-
-    from app.config import config_keys
-
     fields = config_keys()
     out: dict[str, tuple[str, Any]] = {}
     for var, text in env.items():
@@ -123,11 +117,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
         if key not in fields:
             raise ConfigError(f"{var}: no config key {key!r}",
                               hint=f"valid keys: {', '.join(sorted(fields))}")
-        try:
-            out[key] = (var, yaml.safe_load(text) if text.strip() else None)
-        except yaml.YAMLError:
-            raise ConfigError(f"{var}: value {text!r} is not valid YAML",
-                              hint="quote strings; use [a, b] for lists") from None
+        out[key] = (var, _env_value(var, text))
     return out
 
 
@@ -143,6 +133,8 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
+            msg = "Input should be a valid dictionary"
         parts.append(f"{loc or 'config'}: {msg}")
     return "; ".join(parts)
 
@@ -154,10 +146,6 @@ def load_config(
     check_files: bool = True,
 ) -> EngineInitConfig:
     """Read, override and validate the config; raise :class:`ConfigError` with one line."""
-    from pydantic_core import ValidationError
-
-    from app.config import validate_config
-
     env = os.environ if env is None else env
     path = config_path(explicit, env)
     doc = _read_yaml(path)
@@ -173,40 +161,37 @@ def load_config(
                           hint="run `engine-init schema` for every key and its type") from None
 
 
-def _scan_for_key(path: Path, key: str) -> dict[str, Any]:
-    """For YAML that does not parse: a top-level ``<key>: <path>`` line, if any."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")[:_CONFIG_MAX_BYTES]
-    except OSError:
-        return {}
-    match = re.search(rf"^{key}:[ \t]*['\"]?([^'\"#\n]+?)['\"]?[ \t]*(?:#.*)?$", text, re.M)
-    return {key: match[1]} if match else {}
-
-
-_DEFAULTS = {"cache_root": DEFAULT_CACHE_ROOT, "readiness_marker": DEFAULT_MARKER}
-
-
-def path_hint(
-    key: str, explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
-    *, scan_only: bool = False,
+def path_of_failed_config(
+    key: str, explicit: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Path | None:
-    """Best effort, without validating: the path a config names for ``cache_root``,
-    ``readiness_marker`` or ``metrics_textfile``, even when the config is invalid or does not
-    parse (then from a top-level ``<key>: <path>`` line). ``run`` uses it to remove a stale
-    marker when it cannot start (no failure may leave the stack gated open), to report that
-    failure in the ``metrics_textfile``, and to find last boot's engines early:
-    ``scan_only`` reads only such a line, without loading PyYAML."""
+    """After :func:`load_config` failed: the path the config names for ``key``
+    (``readiness_marker``: the marker a failed ``run`` should remove; ``metrics_textfile``: where
+    it reports the failure), or None.
+
+    Only a config that got far enough to name one gives it, never a guess: the file must parse
+    as YAML (whatever else is wrong with it), and the value, ``ENGINE_INIT_<KEY>`` when set,
+    else the file's top-level key, else the key's default, must be a valid value of that key.
+    """
     env = os.environ if env is None else env
     path = config_path(explicit, env)
-    raw: object = env.get(ENV_PREFIX + key.upper())
-    if raw is None:
-        try:
-            doc = _scan_for_key(path, key) if scan_only else _read_yaml(path)
-        except ConfigError:
-            doc = _scan_for_key(path, key)
-        default = _DEFAULTS.get(key)  # metrics_textfile: none, off by default
-        raw = doc.get(key, None if default is None else str(default))
-    if not isinstance(raw, str) or not raw or "\0" in raw:
+    field = EngineInitConfig.model_fields[key]
+    var = ENV_PREFIX + key.upper()
+    try:
+        doc = _parse_yaml(path)
+        value = _env_value(var, env[var]) if var in env else (
+            doc.get(key, field.default) if isinstance(doc, dict) else field.default)
+    except ConfigError:
         return None
-    found = Path(os.path.expanduser(raw))
-    return found if found.is_absolute() else Path(os.path.normpath(path.resolve().parent / found))
+    if value is None:
+        return None
+    from pydantic import TypeAdapter
+
+    # The field's type with its constraints (pydantic keeps them apart from the annotation).
+    kind: Any = (Annotated.__class_getitem__((field.annotation, *field.metadata))  # type: ignore[attr-defined]
+                 if field.metadata else field.annotation)
+    try:
+        found = TypeAdapter(kind).validate_python(value, context={"base_dir": path.resolve().parent})
+    except ValidationError:
+        return None
+    return found if isinstance(found, Path) else None
