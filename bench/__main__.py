@@ -230,7 +230,7 @@ def scaling(tmp: Path, sizes: list[int], counts: list[int]) -> None:
     rise = max((b / a for a, b in itertools.pairwise(size_sweep)), default=1.0)
     report("3 engines: seconds per GB, largest rise from one engine size to the next",
            f"{rise:.2f}x ({', '.join(f'{x:.2f}' for x in size_sweep)} s/GB)", check(rise <= 1.15))
-    report("API / reference, worst row of the table", f"{max(ratios):.2f}x", check(max(ratios) <= 1.0))
+    report("API / reference, worst row of the table", f"{max(ratios):.2f}x", check(max(ratios) <= 1.15))
 
 
 def main() -> None:
