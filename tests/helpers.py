@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -303,3 +305,72 @@ def wait_for_build(job: Path) -> None:
                 pass
         time.sleep(0.02)
     raise AssertionError("the build never started")
+
+
+# -- the CUDA driver through a stand-in (tests/host) ---------------------------------------------
+class CUresult(enum.IntEnum):
+    CUDA_SUCCESS = 0
+    CUDA_ERROR_NO_DEVICE = 100
+    CUDA_ERROR_INVALID_DEVICE = 101
+
+
+class Attr(enum.IntEnum):
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+    CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
+
+
+#: What an AGX Orin 64 GB reports: 16 SMs, the shared RAM less the carve-outs.
+ORIN_AGX_64 = {"cc": (8, 7), "sms": 16, "memory": 65_890_271_232}
+
+
+def fake_driver(count=1, cc=(8, 7), name=b"Orin (nvgpu)", fail=None, sms=16,
+                memory=ORIN_AGX_64["memory"]):
+    """Stand-in for cuda.bindings.driver: tuple-returning calls, as the real module's."""
+    ok = CUresult.CUDA_SUCCESS
+
+    def status(call):
+        return CUresult.CUDA_ERROR_NO_DEVICE if fail == call else ok
+
+    attributes = {Attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: cc[0],
+                  Attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: cc[1],
+                  Attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: sms}
+
+    return SimpleNamespace(
+        CUresult=CUresult, CUdevice_attribute=Attr,
+        cuInit=lambda flags: (status("cuInit"),),
+        cuDeviceGetCount=lambda: (status("cuDeviceGetCount"), count),
+        cuDriverGetVersion=lambda: (ok, 12060),
+        cuDeviceGet=lambda i: (status("cuDeviceGet"), i),
+        cuDeviceGetAttribute=lambda attr, dev: (status("cuDeviceGetAttribute"), attributes[attr]),
+        cuDeviceTotalMem=lambda dev: (status("cuDeviceTotalMem"), memory),
+        cuDeviceGetName=lambda n, dev: (status("cuDeviceGetName"), name + b"\0" * (n - len(name))),
+    )
+
+
+def real_gpu_available() -> bool:
+    """Whether cuda-python and a CUDA GPU are here (the real-GPU tests run only then)."""
+    from app.errors import HostProbeError
+    from app.host.cuda import probe_gpu
+
+    try:
+        probe_gpu(int(os.environ.get("TEST_CUDA_DEVICE", "0")))
+    except HostProbeError:
+        return False
+    return True
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why the real-TensorRT tests cannot run here (None: they can)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (it cannot be installed on CI machines)"
+    from app.errors import HostProbeError
+    from app.host.cuda import probe_gpu
+
+    try:
+        probe_gpu(0)
+    except HostProbeError as exc:
+        return f"no GPU: {exc.message}"
+    return None

@@ -40,7 +40,8 @@ DIST_PACKAGES = "usr/lib/python3/dist-packages"
 MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
 #: The placeholder the NVIDIA runtime would replace with the host's library at `docker run`.
 PLACEHOLDER = f"/usr/lib/{MULTIARCH}/tegra/libnvdla_compiler.so"
-CONSTRAINTS = REPO / "docker" / "constraints" / "ci-debian-bookworm.txt"
+CONSTRAINTS_DIR = REPO / "docker" / "constraints"
+CONSTRAINTS = CONSTRAINTS_DIR / "ci-debian-bookworm.txt"
 BUILD_ARGS = {"CONSTRAINTS": CONSTRAINTS.stem, "EXTRAS": "onnxruntime", "PIP_NO_INDEX": "1"}
 
 
@@ -128,3 +129,38 @@ if __name__ == "__main__":
     if docker_api is None:
         sys.exit(why)
     print(build_app_image(docker_api, ensure_base_image(docker_api)))
+
+
+# -- shared by the container tests ------------------------------------------------------------
+HARDENED: dict[str, Any] = dict(read_only=True, network_mode="none", cap_drop=["ALL"],
+                                security_opt=["no-new-privileges:true"], tmpfs={"/tmp": ""})
+
+
+def volumes(root: Path) -> dict[str, dict[str, str]]:
+    return {str(root / "models"): {"bind": "/models", "mode": "ro"},
+            str(root / "cache"): {"bind": "/var/cache/engine-init", "mode": "rw"},
+            str(root / "run"): {"bind": "/run/engine-init", "mode": "rw"}}
+
+
+def run(client, image, args, root=None, env=None, **kw) -> tuple[int, str]:
+    mounts = {**(volumes(root) if root else {}), **kw.pop("volumes", {})}
+    container = client.containers.run(
+        image, args, detach=True, volumes=mounts,
+        environment={"ENGINE_INIT_CONFIG": "/models/engine-init.yaml", **(env or {})}, **kw)
+    try:
+        code = container.wait(timeout=300)["StatusCode"]
+        return code, container.logs(stdout=True, stderr=True).decode()
+    finally:
+        container.remove(force=True)
+
+
+def load_tool(path: Path) -> Any:
+    """A script of the repository (tools/, docker/) as a module, without running its main."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 import docker
-from tests.container.images import BUILD_ARGS, MULTIARCH, PLACEHOLDER, build_app_image
-from tests.container.test_image import HARDENED, run
+from tests.container.images import BUILD_ARGS, HARDENED, MULTIARCH, PLACEHOLDER, build_app_image, run
 
 pytestmark = pytest.mark.docker
 PYTHON = "/opt/engine-init/bin/python"

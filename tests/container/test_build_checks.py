@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from tests.container.images import REPO
-from tests.container.test_constraints import CONSTRAINTS, _load
+from tests.container.images import CONSTRAINTS_DIR as CONSTRAINTS
+from tests.container.images import REPO, load_tool
 
-check_base = _load(REPO / "docker" / "check_base.py")
+check_base = load_tool(REPO / "docker" / "check_base.py")
 
 
 def test_python_38_base_is_refused_naming_jetpack_51():

@@ -3,32 +3,19 @@ base's CUDA driver and TensorRT bindings (tools/check_constraints.py resolves th
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
-from tests.container.images import REPO
+from tests.container.images import CONSTRAINTS_DIR as CONSTRAINTS
+from tests.container.images import REPO, load_tool
 
-CONSTRAINTS = REPO / "docker" / "constraints"
 #: The TensorRT bases and their driver's CUDA: cuda-python's runtime must not be newer.
 TENSORRT_BASES = {"l4t-tensorrt-r10.3.0": "12.6", "l4t-tensorrt-r8.6.2": "12.2", "tensorrt-24.08-py3": "12.6"}
 
 
-def _load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-check_constraints = _load(REPO / "tools" / "check_constraints.py")
+check_constraints = load_tool(REPO / "tools" / "check_constraints.py")
 
 
 @pytest.mark.parametrize("path", sorted(CONSTRAINTS.glob("*.txt")), ids=lambda p: p.stem)

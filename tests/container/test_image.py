@@ -10,37 +10,14 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.container.images import REPO
+from tests.container.images import HARDENED, REPO, run, volumes
 
 pytestmark = pytest.mark.docker
 UID = 10001
-HARDENED: dict[str, Any] = dict(read_only=True, network_mode="none", cap_drop=["ALL"],
-                                security_opt=["no-new-privileges:true"], tmpfs={"/tmp": ""})
-
-
-def volumes(root: Path) -> dict[str, dict[str, str]]:
-    return {str(root / "models"): {"bind": "/models", "mode": "ro"},
-            str(root / "cache"): {"bind": "/var/cache/engine-init", "mode": "rw"},
-            str(root / "run"): {"bind": "/run/engine-init", "mode": "rw"}}
-
-
-def run(client, image, args, root=None, env=None, **kw) -> tuple[int, str]:
-    mounts = {**(volumes(root) if root else {}), **kw.pop("volumes", {})}
-    container = client.containers.run(
-        image, args, detach=True, volumes=mounts,
-        environment={"ENGINE_INIT_CONFIG": "/models/engine-init.yaml", **(env or {})}, **kw)
-    try:
-        code = container.wait(timeout=300)["StatusCode"]
-        return code, container.logs(stdout=True, stderr=True).decode()
-    finally:
-        container.remove(force=True)
-
-
 def test_help_runs_as_the_non_root_user(client, image):
     # The uid alone, so that Docker adds the user's groups (video) from the image's /etc/group.
     assert client.images.get(image).attrs["Config"]["User"] == str(UID)

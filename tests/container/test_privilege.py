@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.container.test_image import HARDENED, run
+from tests.container.images import HARDENED, run
 
 pytestmark = pytest.mark.docker
 CACHE_OWNER, SHARED_GID = 4242, 4242

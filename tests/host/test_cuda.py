@@ -4,7 +4,6 @@ the real-GPU test runs where cuda-python and a GPU exist (it ran on an H200, see
 from __future__ import annotations
 
 import enum
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -12,46 +11,7 @@ import pytest
 from app.errors import HostProbeError
 from app.host.cuda import probe_gpu
 from app.host.probe import probe_host
-
-
-class CUresult(enum.IntEnum):
-    CUDA_SUCCESS = 0
-    CUDA_ERROR_NO_DEVICE = 100
-    CUDA_ERROR_INVALID_DEVICE = 101
-
-
-class Attr(enum.IntEnum):
-    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
-    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
-    CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
-
-
-#: What an AGX Orin 64 GB reports: 16 SMs, the shared RAM less the carve-outs.
-ORIN_AGX_64 = {"cc": (8, 7), "sms": 16, "memory": 65_890_271_232}
-
-
-def fake_driver(count=1, cc=(8, 7), name=b"Orin (nvgpu)", fail=None, sms=16,
-                memory=ORIN_AGX_64["memory"]):
-    """Stand-in for cuda.bindings.driver: tuple-returning calls, as the real module's."""
-    ok = CUresult.CUDA_SUCCESS
-
-    def status(call):
-        return CUresult.CUDA_ERROR_NO_DEVICE if fail == call else ok
-
-    attributes = {Attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: cc[0],
-                  Attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: cc[1],
-                  Attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: sms}
-
-    return SimpleNamespace(
-        CUresult=CUresult, CUdevice_attribute=Attr,
-        cuInit=lambda flags: (status("cuInit"),),
-        cuDeviceGetCount=lambda: (status("cuDeviceGetCount"), count),
-        cuDriverGetVersion=lambda: (ok, 12060),
-        cuDeviceGet=lambda i: (status("cuDeviceGet"), i),
-        cuDeviceGetAttribute=lambda attr, dev: (status("cuDeviceGetAttribute"), attributes[attr]),
-        cuDeviceTotalMem=lambda dev: (status("cuDeviceTotalMem"), memory),
-        cuDeviceGetName=lambda n, dev: (status("cuDeviceGetName"), name + b"\0" * (n - len(name))),
-    )
+from tests.helpers import ORIN_AGX_64, fake_driver, real_gpu_available
 
 
 def test_reads_name_and_compute_capability():
@@ -125,16 +85,8 @@ def test_probe_host_on_a_stand_in_orin(tmp_path, monkeypatch):
     assert override.capabilities.jetpack == "6.3" and not override.warnings
 
 
-def _real_gpu_available() -> bool:
-    try:
-        probe_gpu(int(os.environ.get("TEST_CUDA_DEVICE", "0")))
-    except HostProbeError:
-        return False
-    return True
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
+@pytest.mark.skipif(not real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
 def test_real_gpu_probe():
     """The probe against the real driver, cross-checked with nvidia-smi and with direct
     cuDeviceGetAttribute / cuDeviceTotalMem calls made here, outside the probe."""
@@ -216,7 +168,7 @@ def test_select_device_checks_the_status_and_needs_cuda_python(monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
+@pytest.mark.skipif(not real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
 def test_real_select_device_in_a_fresh_thread():
     """On a real machine: a new thread allocates on device 0 until it selects another; with
     select_device, the allocation lands on the last GPU (device 0 on a one-GPU machine)."""

@@ -11,7 +11,7 @@ import pytest
 from app.host.cuda import probe_gpu
 from app.host.identity import HardwareIdentity, identity_of, read_board
 from app.host.probe import probe_host
-from tests.host.test_cuda import _real_gpu_available, fake_driver
+from tests.helpers import fake_driver, real_gpu_available
 
 #: Real /proc/device-tree contents (NUL-separated, NUL-terminated) of three Orin devkits.
 AGX_ORIN_64 = (b"nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0nvidia,tegra234\0",
@@ -164,7 +164,7 @@ def test_identity_of_a_stand_in_orin_host(tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
+@pytest.mark.skipif(not real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
 def test_real_gpu_identity():
     report = probe_host(need_gpu=True)
     identity = identity_of(report, "tensorrt")

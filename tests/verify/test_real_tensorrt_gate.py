@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from app import BuildConfig, InputProfile, PrecisionMode
-from tests.backends.tensorrt.test_real_tensorrt import REASON
+from tests.helpers import tensorrt_unavailable_reason
+
+REASON = tensorrt_unavailable_reason()
 
 pytestmark = [pytest.mark.tensorrt,
               pytest.mark.skipif(REASON is not None, reason=REASON or "")]

@@ -4,29 +4,15 @@ and a GPU); skipped with the reason elsewhere."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from app import BuildConfig, InputProfile, PrecisionMode, Sha256Sidecar
-from app.errors import HostProbeError
+from tests.helpers import tensorrt_unavailable_reason
 
 pytestmark = pytest.mark.tensorrt
 
 
-def _why_not() -> str | None:
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (it cannot be installed on CI machines)"
-    try:
-        from app.host.cuda import probe_gpu
-
-        probe_gpu(0)
-    except HostProbeError as exc:
-        return f"no GPU: {exc.message}"
-    return None
-
-
-REASON = _why_not()
+REASON = tensorrt_unavailable_reason()
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
