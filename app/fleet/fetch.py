@@ -73,7 +73,27 @@ def _damaged(where: str, why: str) -> BundleError:
                        "copy or export it again")
 
 
-class LayoutSource:
+class _Documents:
+    """The signed index and the manifest, read the same way from a folder or a tar: the
+    subclass gives ``index.json`` and each blob's chunks."""
+
+    def index_json(self) -> bytes:
+        raise NotImplementedError
+
+    def blob(self, descriptor: layout.Descriptor) -> AbstractContextManager[Iterator[bytes]]:
+        raise NotImplementedError
+
+    def signed_index(self, sku: str) -> bytes:
+        described = layout.parse_layout_index(self.index_json(), sku)
+        with self.blob(described) as chunks:
+            return read_document(chunks, described, "signed index")
+
+    def manifest(self, descriptor: layout.Descriptor) -> bytes:
+        with self.blob(descriptor) as chunks:
+            return read_document(chunks, descriptor, "manifest")
+
+
+class LayoutSource(_Documents):
     """An OCI image layout folder. Its folders are opened one by one without following links,
     and blobs must be regular files: a link or FIFO planted in it is refused, never followed."""
 
@@ -93,18 +113,11 @@ class LayoutSource:
         os.close(self._blobs)
         os.close(self._root)
 
-    def signed_index(self, sku: str) -> bytes:
+    def index_json(self) -> bytes:
         try:
-            raw = read_limited("index.json", layout.DOC_MAX, dir_fd=self._root)
+            return read_limited("index.json", layout.DOC_MAX, dir_fd=self._root)
         except (OSError, ValueError) as exc:
             raise _damaged(self.where, f"index.json unreadable ({exc})") from None
-        described = layout.parse_layout_index(raw, sku)
-        with self.blob(described) as chunks:
-            return read_document(chunks, described, "signed index")
-
-    def manifest(self, descriptor: layout.Descriptor) -> bytes:
-        with self.blob(descriptor) as chunks:
-            return read_document(chunks, descriptor, "manifest")
 
     @contextmanager
     def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
@@ -120,7 +133,7 @@ class LayoutSource:
             os.close(fd)
 
 
-class TarSource:
+class TarSource(_Documents):
     """A ``.tar`` of an OCI image layout, read in place. Only ``oci-layout``, ``index.json`` and
     ``blobs/sha256/<hex>`` are looked at; one of them that is not a regular file, or is there
     twice, makes the whole tar refused."""
@@ -160,18 +173,11 @@ class TarSource:
             raise _damaged(self.where, f"{name} holds {member.size} bytes, not the signed {size}")
         return handle
 
-    def signed_index(self, sku: str) -> bytes:
-        handle = self._open("index.json", None)
-        raw = handle.read(layout.DOC_MAX + 1)
+    def index_json(self) -> bytes:
+        raw = self._open("index.json", None).read(layout.DOC_MAX + 1)
         if len(raw) > layout.DOC_MAX:
             raise _damaged(self.where, "index.json is too large")
-        described = layout.parse_layout_index(raw, sku)
-        with self.blob(described) as chunks:
-            return read_document(chunks, described, "signed index")
-
-    def manifest(self, descriptor: layout.Descriptor) -> bytes:
-        with self.blob(descriptor) as chunks:
-            return read_document(chunks, descriptor, "manifest")
+        return raw
 
     @contextmanager
     def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
