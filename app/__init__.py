@@ -20,7 +20,7 @@ _EXPORTS = {
         "BackendUnavailableError", "BuildCancelledError", "CacheWriteError", "CalibrationCacheError",
         "ConfigError", "EngineBuildError", "EngineInitError", "HostProbeError", "LockTimeoutError",
         "ModelDataError")},
-    **{name: "app.types" for name in (
+    **{name: "app.values" for name in (
         "BackboneSpec", "BuildConfig", "CompileOutcome", "EngineCacheEntry", "EngineCompileRequest",
         "EngineCompileResult", "HostCapabilities", "InputProfile", "PrecisionMode")},
 }
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
         LockTimeoutError,
         ModelDataError,
     )
-    from app.types import (
+    from app.values import (
         BackboneSpec,
         BuildConfig,
         CompileOutcome,

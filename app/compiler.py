@@ -34,7 +34,7 @@ from app.cache.record import (
 from app.cache.reuse import Verdict, check_artifact
 from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import CacheWriteError, ModelDataError
-from app.types import (
+from app.values import (
     BackboneSpec,
     BuildConfig,
     CompileOutcome,

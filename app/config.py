@@ -32,10 +32,10 @@ from typing_extensions import Self
 
 from app.backends.registry import BACKEND_NAMES
 from app.cache.names import calibration_files, check_model_name
-from app.types import PrecisionMode
+from app.values import PrecisionMode
 
 if TYPE_CHECKING:
-    from app.types import BackboneSpec, EngineCompileRequest, HostCapabilities
+    from app.values import BackboneSpec, EngineCompileRequest, HostCapabilities
 
     BackendChoice = str
 else:
@@ -152,7 +152,7 @@ class BackboneConfig(_Strict):
         return self
 
     def to_spec(self) -> BackboneSpec:
-        from app.types import BackboneSpec, InputProfile
+        from app.values import BackboneSpec, InputProfile
 
         shapes = {
             name: InputProfile.fixed(tuple(s)) if isinstance(s, list)
@@ -234,7 +234,7 @@ class EngineInitConfig(_Strict):
         return cache_dir.is_dir() and any(cache_dir.glob(f"{b.model_name}__*.calib"))
 
     def to_request(self, host: HostCapabilities) -> EngineCompileRequest:
-        from app.types import EngineCompileRequest
+        from app.values import EngineCompileRequest
 
         return EngineCompileRequest(
             backbones=tuple(b.to_spec() for b in self.backbones),

@@ -27,7 +27,7 @@ from app.errors import CacheWriteError, ConfigError
 from app.host.probe import HostReport, probe_host
 from app.readiness import clear_marker, current_boot_id, write_marker
 from app.signing import load_key
-from app.types import EngineCompileResult
+from app.values import EngineCompileResult
 
 __all__ = ["Prepared", "prepare", "run_job"]
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from app.config import DEFAULT_CACHE_ROOT, config_keys, json_schema
 from app.errors import ConfigError
 from app.loading import load_config
-from app.types import InputProfile, PrecisionMode
+from app.values import InputProfile, PrecisionMode
 
 
 def write(tmp_path: Path, doc: object, name: str = "c.yaml") -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from app.cache.names import EngineFilenameSchema
-from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, PrecisionMode
+from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, PrecisionMode
 
 __all__ = ["InferenceRuntime", "PlainRuntime", "PlainRuntimeAdapter", "as_inference_runtime"]
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 from app.backends.onnx_model import ModelInterface
 from app.cache.names import calibration_files
 from app.errors import CalibrationCacheError, ModelDataError
-from app.types import InputProfile
+from app.values import InputProfile
 
 __all__ = ["CalibrationSet"]
 

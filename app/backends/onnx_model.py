@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ModelDataError
-from app.types import InputProfile
+from app.values import InputProfile
 
 __all__ = ["ModelInterface", "TensorInfo", "inspect_model", "resolve_profiles"]
 

@@ -23,7 +23,7 @@ from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
 from app.host.packages import declared_version
-from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
+from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from app.backends.base import InferenceRuntime
 from app.errors import BackendUnavailableError
-from app.types import HostCapabilities, PrecisionMode
+from app.values import HostCapabilities, PrecisionMode
 
 __all__ = ["AUTO", "BACKENDS", "BACKEND_NAMES", "Backend", "create_backend", "resolve_backend_name"]
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.types import NO_JETPACK, PrecisionMode
+from app.values import NO_JETPACK, PrecisionMode
 
 __all__ = [
     "COMPANION_SUFFIXES",

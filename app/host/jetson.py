@@ -2,7 +2,7 @@
 
 The table lists only releases NVIDIA published; an L4T release not in it is reported as
 ``l4t<version>`` (never mapped to a guessed JetPack) and the config's ``jetpack`` key overrides.
-Hosts without an L4T release are not Jetsons and get :data:`app.types.NO_JETPACK`.
+Hosts without an L4T release are not Jetsons and get :data:`app.values.NO_JETPACK`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.types import NO_JETPACK
+from app.values import NO_JETPACK
 
 __all__ = ["L4T_TO_JETPACK", "JetsonRelease", "detect_release", "jetpack_for", "parse_nv_tegra_release"]
 

@@ -10,7 +10,7 @@ from app.errors import ConfigError, HostProbeError
 from app.host.cuda import GpuInfo, probe_gpu
 from app.host.jetson import RELEASE_FILE, JetsonRelease, detect_release
 from app.host.tensorrt import TensorRTInstall, find_tensorrt
-from app.types import HostCapabilities
+from app.values import HostCapabilities
 
 __all__ = ["HostReport", "probe_host"]
 

@@ -18,7 +18,7 @@ from typing import Any
 from app import events
 from app.cancel import CANCEL, cancelled_error
 from app.errors import AccuracyError
-from app.types import InputProfile, PrecisionMode
+from app.values import InputProfile, PrecisionMode
 from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
 from app.verify.report import AccuracyReport, Tolerance, default_tolerance
 from app.verify.runners import EngineRunner

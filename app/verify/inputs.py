@@ -29,7 +29,7 @@ from typing import Any
 from app.backends.onnx_model import ModelInterface
 from app.cache.names import calibration_files
 from app.errors import ModelDataError
-from app.types import InputProfile
+from app.values import InputProfile
 from app.verify.report import InputsUsed
 
 __all__ = ["DEFAULT_COUNT", "DEFAULT_RANGE", "DEFAULT_SEED", "GateInputs", "gate_inputs"]

@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from app.types import PrecisionMode
+from app.values import PrecisionMode
 
 __all__ = [
     "DEFAULT_TOLERANCES",

@@ -145,7 +145,7 @@ def test_through_the_compiler_second_run_reuses(tmp_path, corpus, specs, events)
     backend = OnnxRuntimeBackend()
     from dataclasses import replace
 
-    from app.types import InputProfile as P
+    from app.values import InputProfile as P
 
     dyn = P((1, 1, 64), (1, 8, 64), (1, 32, 64))
     specs = (specs[0], replace(specs[1], input_shapes={"desc0": dyn, "desc1": dyn}), specs[2])

@@ -6,7 +6,7 @@ import pytest
 
 from app.backends import registry
 from app.errors import BackendUnavailableError
-from app.types import HostCapabilities, PrecisionMode
+from app.values import HostCapabilities, PrecisionMode
 
 
 @pytest.mark.parametrize(("importable", "gpu", "expected"), [

@@ -8,7 +8,7 @@ import numpy as np
 from onnx import TensorProto, checker, helper, numpy_helper, save
 
 from app.backends.onnxruntime import OnnxRuntimeBackend
-from app.types import BuildConfig, InputProfile, PrecisionMode
+from app.values import BuildConfig, InputProfile, PrecisionMode
 
 #: The demo models' build profiles.
 SHAPES: dict[str, dict[str | None, InputProfile]] = {

@@ -10,7 +10,7 @@ import pytest
 
 from app.cli import exit_code_for
 from app.errors import AccuracyError, ModelDataError
-from app.types import PrecisionMode
+from app.values import PrecisionMode
 from app.verify.accuracy import AccuracySettings, check_accuracy, enforce
 from app.verify.report import default_tolerance
 from app.verify.runners import EngineRunner, OrtEngineRunner, open_runner

@@ -9,7 +9,7 @@ import pytest
 
 from app.backends.onnx_model import inspect_model, resolve_profiles
 from app.errors import ModelDataError
-from app.types import InputProfile
+from app.values import InputProfile
 from app.verify.inputs import gate_inputs
 from tests.verify.models import make_embedding, make_masked
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.errors import EngineBuildError
-from app.types import PrecisionMode
+from app.values import PrecisionMode
 from app.verify.precision import ort_precision_in_effect
 from tests.verify.models import build_ort
 

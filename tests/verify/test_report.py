@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.types import PrecisionMode
+from app.values import PrecisionMode
 from app.verify.report import (
     DEFAULT_TOLERANCES,
     AccuracyReport,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.errors import BackendUnavailableError, EngineBuildError
-from app.types import InputProfile, PrecisionMode
+from app.values import InputProfile, PrecisionMode
 from app.verify.accuracy import AccuracySettings, check_accuracy
 from app.verify.trt_runner import TrtRunner
 from tests.verify import trt_standin

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.backends.tensorrt.callbacks import CallbackErrors
-from app.types import PrecisionMode
+from app.values import PrecisionMode
 
 __all__ = ["TrtApi", "parse_version"]
 

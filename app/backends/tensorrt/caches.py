@@ -29,7 +29,7 @@ from typing import Any
 from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import fingerprint
-from app.types import InputProfile
+from app.values import InputProfile
 
 __all__ = ["MAX_CACHE_BYTES", "TIMING_RESET", "TIMING_UNSAVED", "TimingCache",
            "calibration_cache_path", "calibration_model_key", "find_calibration_cache"]

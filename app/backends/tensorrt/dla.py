@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import BackendUnavailableError, ConfigError
-from app.types import InputProfile, PrecisionMode
+from app.values import InputProfile, PrecisionMode
 
 __all__ = ["check_dla_request", "require_core"]
 

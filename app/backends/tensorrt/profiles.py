@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import EngineBuildError
-from app.types import InputProfile
+from app.values import InputProfile
 
 __all__ = ["add_profiles"]
 

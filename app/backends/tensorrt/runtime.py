@@ -34,7 +34,7 @@ from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep, cancelled_error
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
-from app.types import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
+from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 __all__ = ["TensorRTRuntime"]
 

@@ -18,7 +18,7 @@ from typing import Any
 from app.backends.onnx_model import ModelInterface
 from app.backends.tensorrt.api import TrtApi
 from app.errors import EngineBuildError
-from app.types import InputProfile
+from app.values import InputProfile
 
 __all__ = ["check_engine", "warm_up"]
 
