@@ -202,6 +202,12 @@ class EngineInitConfig(_Strict):
     allow_world_writable_cache: bool = Field(
         False, description="Accept a cache_root anyone may write to (refused by default: "
                            "anyone could plant an engine).")
+    trust_untracked_engines: bool = Field(
+        True, description="Reuse an engine whose origin is unknown (a valid sha256 sidecar but no "
+                          "provenance record, e.g. baked into an image, or a record written "
+                          "before records carried the hardware identity), with a "
+                          "c10.engine.provenance.untracked warning, and record it; false: "
+                          "rebuild it (a fleet that ships engines only through signed bundles).")
     metrics_textfile: PromPath | None = Field(
         None, description="Prometheus textfile (must end in .prom) written atomically at the end "
                           "of every run, success or failure, for node_exporter's textfile "
