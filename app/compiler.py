@@ -162,7 +162,8 @@ class EngineCompiler:
                 results.append(self._reuse(plan, verdict, request, timings))
             else:
                 self._report_miss(plan, verdict)
-                results.append(self._build(runtime, plan, verdict, request, timings))
+                promoted = self._promote(runtime, plan, verdict, request)
+                results.append(promoted or self._build(runtime, plan, verdict, request, timings))
         return results
 
     def _plan(self, runtime: InferenceRuntime, spec: BackboneSpec,
@@ -287,6 +288,37 @@ class EngineCompiler:
                     sha256=entry.sha256_hex, duration_s=round(duration, 4))
         return EngineCompileResult(entry, CompileOutcome.BUILT, duration)
 
+    def _promote(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
+                 request: EngineCompileRequest) -> EngineCompileResult | None:
+        """A fleet candidate of this SKU published instead of a build; None: build."""
+        if self.identity is None or verdict.reason == "folder":
+            return None
+        sku = self.identity.sku_key()
+        if not (request.cache_root / "candidates" / sku).is_dir():
+            return None  # the usual case: the fleet code is not even loaded
+        from app.fleet.promote import promote
+
+        name = plan.spec.model_name
+        pending = dataclasses.replace(plan.expected, status=BUILDING)
+        got = promote(runtime, request.cache_root, sku, plan.artifact, plan.expected,
+                      verdict.onnx.sha256, plan.spec.onnx_path, plan.build_config,
+                      lambda: write_record(plan.artifact, pending, self.signing_key))
+        if got is None:
+            return None
+        if got.digest is None:
+            events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
+                        f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "
+                        "building here", model_name=name, candidate=str(got.candidate),
+                        reason=got.reason)
+            return None
+        verdict.digest, verdict.size = got.digest, got.size
+        self._write_record(plan, verdict, None, None)
+        events.emit(self.logger, logging.INFO, events.CANDIDATE_PROMOTED,
+                    f"{name}: promoted candidate {got.candidate.name} for {sku}", model_name=name,
+                    engine_path=str(plan.artifact), sha256=got.digest, sku=sku)
+        return EngineCompileResult(self._entry(plan, got.digest, request),
+                                   CompileOutcome.PROMOTED, None)
+
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
                       artifact: Path | None) -> None:
@@ -314,8 +346,11 @@ class EngineCompiler:
     def _summary(self, request: EngineCompileRequest, results: list[EngineCompileResult],
                  timings: dict[str, float]) -> None:
         built = sum(r.outcome is CompileOutcome.BUILT for r in results)
+        promoted = sum(r.outcome is CompileOutcome.PROMOTED for r in results)
+        reused = len(results) - built - promoted
+        also = f", {promoted} promoted" if promoted else ""
         events.emit(self.logger, logging.INFO, events.COMPILE_SUMMARY,
-                    f"{built} built, {len(results) - built} reused of {len(request.backbones)}",
-                    engines_built=built, engines_reused=len(results) - built,
+                    f"{built} built, {reused} reused{also} of {len(request.backbones)}",
+                    engines_built=built, engines_reused=reused, engines_promoted=promoted,
                     total=len(request.backbones),
                     phase_timings_s={k: round(v, 4) for k, v in timings.items()})
