@@ -149,7 +149,9 @@ def run(state: _State) -> None:
         raise
     recorder.finish(0, config)
     built = sum(e["outcome"] == "built" for e in doc["engines"])
-    click.echo(f"ready: {built} built, {len(doc['engines']) - built} reused, "
+    promoted = sum(e["outcome"] == "promoted" for e in doc["engines"])
+    click.echo(f"ready: {built} built, {len(doc['engines']) - built - promoted} reused, "
+               f"{promoted} promoted, "
                f"marker {config.readiness_marker} ({time.perf_counter() - started:.2f} s)")
 
 

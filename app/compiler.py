@@ -34,6 +34,7 @@ from app.cache.record import (
 from app.cache.reuse import Verdict, check_artifact
 from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import CacheWriteError, ModelDataError
+from app.host.identity import HardwareIdentity
 from app.values import (
     BackboneSpec,
     BuildConfig,
@@ -54,7 +55,8 @@ _STALE = (logging.WARNING, events.PROVENANCE_MISMATCH)
 #: The event of each miss reason that is more than "absent": (level, kind).
 _MISS = {"sidecar": _DAMAGE, "size": _DAMAGE, "not-a-file": _DAMAGE, "record-corrupt": _STALE,
          "interrupted": _STALE, "provenance": (logging.INFO, events.PROVENANCE_MISMATCH),
-         "signature": (logging.ERROR, events.SIGNATURE_INVALID)}
+         "signature": (logging.ERROR, events.SIGNATURE_INVALID),
+         "untracked": (logging.WARNING, events.PROVENANCE_UNTRACKED)}
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,17 @@ class EngineCompiler:
         logger: logging.Logger | None = None,
         *,
         signing_key: bytes | None = None,
+        identity: HardwareIdentity | None = None,
+        trust_untracked: bool = True,
     ) -> None:
         self.runtime = inference_runtime
         self.logger = logger or _LOG
         self.signing_key = signing_key
+        #: This host's exact hardware (app.host.identity), recorded with every engine and
+        #: compared by its SKU fields; None records none (callers without a probed host).
+        self.identity = identity
+        #: Whether an engine of unknown origin (no record, or one without the identity) is reused.
+        self.trust_untracked = trust_untracked
         #: Seconds spent per phase in the last call (lock_wait, verify, compile, record, total).
         self.last_phase_timings: dict[str, float] = {}
 
@@ -153,7 +162,8 @@ class EngineCompiler:
                 results.append(self._reuse(plan, verdict, request, timings))
             else:
                 self._report_miss(plan, verdict)
-                results.append(self._build(runtime, plan, verdict, request, timings))
+                promoted = self._promote(runtime, plan, verdict, request)
+                results.append(promoted or self._build(runtime, plan, verdict, request, timings))
         return results
 
     def _plan(self, runtime: InferenceRuntime, spec: BackboneSpec,
@@ -179,7 +189,9 @@ class EngineCompiler:
         expected = ProvenanceRecord.build(
             model_name=spec.model_name, settings=settings, backend=runtime.name,
             backend_version=runtime.version(), device_name=runtime.device_name(),
-            host={"sm": host.sm, "jetpack": host.jetpack, "trt": host.trt, "l4t": host.l4t})
+            host={"sm": host.sm, "jetpack": host.jetpack, "trt": host.trt, "l4t": host.l4t},
+            sku=self.identity.sku_facts() if self.identity else {},
+            hardware=self.identity.as_dict() if self.identity else {})
         return _Plan(spec, config, request.cache_root / name, expected)
 
     def _check_all(self, request: EngineCompileRequest, plans: list[_Plan],
@@ -188,7 +200,7 @@ class EngineCompiler:
             try:
                 return check_artifact(plan.artifact, plan.spec.onnx_path, plan.expected,
                                       strict_onnx=request.strict_onnx_hash, key=self.signing_key,
-                                      early=early)
+                                      early=early, trust_untracked=self.trust_untracked)
             except (OSError, ValueError) as exc:
                 raise ModelDataError(
                     f"backbones[{plan.spec.model_name}].onnx_path: cannot read "
@@ -207,6 +219,8 @@ class EngineCompiler:
         name = plan.spec.model_name
         if verdict.reason in _MISS:
             what = ", ".join(verdict.changed) or verdict.detail or verdict.reason
+            if verdict.changed and verdict.detail:  # e.g. which SKU facts differ, and how
+                what = verdict.detail
             events.emit(self.logger, *_MISS[verdict.reason],
                         f"{name}: cached {plan.artifact.name} rejected ({what}); rebuilding",
                         model_name=name, engine_path=str(plan.artifact), reason=verdict.reason,
@@ -224,8 +238,9 @@ class EngineCompiler:
             # the next boot need not re-read an unchanged model.
             if verdict.reason == "hit-untracked":
                 events.emit(self.logger, logging.WARNING, events.PROVENANCE_UNTRACKED,
-                            f"{name}: reusing {plan.artifact.name} without a provenance record; "
-                            "recording the current inputs", model_name=name)
+                            f"{name}: reusing {plan.artifact.name} ({verdict.detail}); "
+                            "recording the current inputs", model_name=name,
+                            detail=verdict.detail)
             self._timed(timings, "record", lambda: self._write_record(plan, verdict, None, None))
         events.emit(self.logger, logging.INFO, events.CACHE_HIT,
                     f"{name}: reusing {plan.artifact.name}", model_name=name,
@@ -273,6 +288,37 @@ class EngineCompiler:
                     sha256=entry.sha256_hex, duration_s=round(duration, 4))
         return EngineCompileResult(entry, CompileOutcome.BUILT, duration)
 
+    def _promote(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
+                 request: EngineCompileRequest) -> EngineCompileResult | None:
+        """A fleet candidate of this SKU published instead of a build; None: build."""
+        if self.identity is None or verdict.reason == "folder":
+            return None
+        sku = self.identity.sku_key()
+        if not (request.cache_root / "candidates" / sku).is_dir():
+            return None  # the usual case: the fleet code is not even loaded
+        from app.fleet.promote import promote
+
+        name = plan.spec.model_name
+        pending = dataclasses.replace(plan.expected, status=BUILDING)
+        got = promote(runtime, request.cache_root, sku, plan.artifact, plan.expected,
+                      verdict.onnx.sha256, plan.spec.onnx_path, plan.build_config,
+                      lambda: write_record(plan.artifact, pending, self.signing_key))
+        if got is None:
+            return None
+        if got.digest is None:
+            events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
+                        f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "
+                        "building here", model_name=name, candidate=str(got.candidate),
+                        reason=got.reason)
+            return None
+        verdict.digest, verdict.size = got.digest, got.size
+        self._write_record(plan, verdict, None, None)
+        events.emit(self.logger, logging.INFO, events.CANDIDATE_PROMOTED,
+                    f"{name}: promoted candidate {got.candidate.name} for {sku}", model_name=name,
+                    engine_path=str(plan.artifact), sha256=got.digest, sku=sku)
+        return EngineCompileResult(self._entry(plan, got.digest, request),
+                                   CompileOutcome.PROMOTED, None)
+
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
                       artifact: Path | None) -> None:
@@ -300,8 +346,11 @@ class EngineCompiler:
     def _summary(self, request: EngineCompileRequest, results: list[EngineCompileResult],
                  timings: dict[str, float]) -> None:
         built = sum(r.outcome is CompileOutcome.BUILT for r in results)
+        promoted = sum(r.outcome is CompileOutcome.PROMOTED for r in results)
+        reused = len(results) - built - promoted
+        also = f", {promoted} promoted" if promoted else ""
         events.emit(self.logger, logging.INFO, events.COMPILE_SUMMARY,
-                    f"{built} built, {len(results) - built} reused of {len(request.backbones)}",
-                    engines_built=built, engines_reused=len(results) - built,
+                    f"{built} built, {reused} reused{also} of {len(request.backbones)}",
+                    engines_built=built, engines_reused=reused, engines_promoted=promoted,
                     total=len(request.backbones),
                     phase_timings_s={k: round(v, 4) for k, v in timings.items()})

@@ -43,7 +43,8 @@ else:
     BackendChoice = Literal[BACKEND_NAMES]
 
 __all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "ConfigPath",
-           "EngineInitConfig", "ProfileConfig", "config_keys", "json_schema", "validate_config"]
+           "EngineInitConfig", "FleetConfig", "ProfileConfig",
+           "config_keys", "json_schema", "validate_config"]
 
 DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
 DEFAULT_MARKER = Path("/run/engine-init/ready.json")
@@ -164,6 +165,22 @@ class BackboneConfig(_Strict):
                             self.dla_core, self.verify)
 
 
+class FleetConfig(_Strict):
+    """Defaults of the fleet commands (export, import, push, pull); their options override."""
+
+    repository: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        default=None, description="Registry repository of the fleet's engines, host[:port]/path "
+                          "(push and pull; the tag is the SKU key). Credentials come from the "
+                          "Docker config file, never from here.")
+    insecure: bool = Field(
+        default=False, description="Talk plain HTTP to the registry (only on a trusted network).")
+    private_key_file: ConfigPath | None = Field(
+        default=None, description="Ed25519 private key (PEM) that export and push sign bundles with; "
+                          "on the build host only.")
+    public_key_file: ConfigPath | None = Field(
+        default=None, description="Ed25519 public key (PEM) that import and pull verify bundles with.")
+
+
 class EngineInitConfig(_Strict):
     """The whole job's settings; ``engine-init schema`` prints them as JSON Schema."""
 
@@ -202,10 +219,19 @@ class EngineInitConfig(_Strict):
     allow_world_writable_cache: bool = Field(
         False, description="Accept a cache_root anyone may write to (refused by default: "
                            "anyone could plant an engine).")
+    trust_untracked_engines: bool = Field(
+        True, description="Reuse an engine whose origin is unknown (a valid sha256 sidecar but no "
+                          "provenance record, e.g. baked into an image, or a record written "
+                          "before records carried the hardware identity), with a "
+                          "c10.engine.provenance.untracked warning, and record it; false: "
+                          "rebuild it (a fleet that ships engines only through signed bundles).")
     metrics_textfile: PromPath | None = Field(
         None, description="Prometheus textfile (must end in .prom) written atomically at the end "
                           "of every run, success or failure, for node_exporter's textfile "
                           "collector; null: off.")
+    fleet: FleetConfig = Field(
+        default_factory=FleetConfig,
+        description="Registry and keys of the fleet commands (README: Fleets).")
     backbones: list[BackboneConfig] = Field(
         min_length=1, description="The models to make ready, one engine each.")
 

@@ -24,6 +24,7 @@ from app.cancel import call_cancellable, checkpoint
 from app.compiler import EngineCompiler
 from app.config import EngineInitConfig
 from app.errors import CacheWriteError, ConfigError
+from app.host.identity import identity_of
 from app.host.probe import HostReport, probe_host
 from app.readiness import clear_marker, current_boot_id, write_marker
 from app.signing import load_key
@@ -99,7 +100,10 @@ def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
                               hint=f"use one of {sorted(p.value for p in supported)}")
     backend = create_backend(name, caps)
     key = load_key(config.signing_key_file) if config.signing_key_file else None
-    return Prepared(report, backend, EngineCompiler(backend, logger, signing_key=key))
+    identity = identity_of(report, name)
+    return Prepared(report, backend, EngineCompiler(
+        backend, logger, signing_key=key, identity=identity,
+        trust_untracked=config.trust_untracked_engines))
 
 
 def run_job(config: EngineInitConfig, logger: logging.Logger,

@@ -168,6 +168,7 @@ class CompileOutcome(str, enum.Enum):
 
     BUILT = "built"
     REUSED = "reused"
+    PROMOTED = "promoted"  # a fleet candidate checked on this host (app.fleet.promote)
 
 
 @dataclass(frozen=True)

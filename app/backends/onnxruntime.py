@@ -106,6 +106,18 @@ class OnnxRuntimeBackend:
                                 self.host.trt, cfg.precision,
                                 {"backend": self.name, "backend_version": self.version()})
 
+    def verify_artifact(self, payload: bytes, model_path: Path, build_config: BuildConfig) -> None:
+        """Check a model built elsewhere (a fleet candidate) as a fresh build is checked; it
+        is always loaded, even with ``verify: none``."""
+        import dataclasses
+
+        from app.backends.onnx_model import inspect_model, resolve_profiles
+
+        cfg = build_config if build_config.verify != "none" else dataclasses.replace(
+            build_config, verify="io")
+        model = inspect_model(model_path, cfg.model_name)
+        self._verify(payload, model, resolve_profiles(model, cfg.input_shapes, cfg.model_name), cfg)
+
     # -- steps ------------------------------------------------------------------------------
     def _optimize(self, source: Path, out: Path, cfg: BuildConfig) -> bytes:
         import onnxruntime as ort

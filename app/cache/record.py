@@ -78,6 +78,11 @@ class ProvenanceRecord:
     host: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
     built_at: str = field(default="", metadata=NOTED)
     build_duration_s: float | None = field(default=None, metadata=NOTED)
+    #: The SKU-defining hardware facts (app.host.identity.SKU_FIELDS): another SKU rebuilds.
+    #: ``{}`` in a record written before it existed (see app.cache.reuse: untracked-like).
+    sku: dict[str, Any] = field(default_factory=dict, metadata=COMPARED)
+    #: The whole identity (driver version, board model...) for people and tools.
+    hardware: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:
@@ -86,9 +91,19 @@ class ProvenanceRecord:
         return cls(settings=settings, settings_fingerprint=fingerprint(settings), **facts)
 
     def diff(self, other: ProvenanceRecord) -> list[str]:
-        """Names of the compared fields whose values differ, in field order."""
-        return [f.name for f in dataclasses.fields(self)
-                if f.metadata["compared"] and getattr(self, f.name) != getattr(other, f.name)]
+        """Names of the compared fields whose values differ, in field order; a mapping that
+        differs in some keys names them (``sku.sm_count``)."""
+        out: list[str] = []
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if not f.metadata["compared"] or mine == theirs:
+                continue
+            if isinstance(mine, dict) and isinstance(theirs, dict) and mine and theirs:
+                out += [f"{f.name}.{k}" for k in sorted(mine.keys() | theirs.keys())
+                        if mine.get(k) != theirs.get(k)]
+            else:
+                out.append(f.name)
+        return out
 
     def to_json(self, key: bytes | None = None) -> bytes:
         """The record as published: signed over its final content when a key is given."""

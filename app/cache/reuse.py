@@ -10,6 +10,8 @@
 - ``sidecar``: the artifact's sha256 does not match its sidecar (or the sidecar is damaged);
 - ``record-corrupt``; ``interrupted`` (a pending record: its build never finished);
 - ``signature`` (with a key: no record, or one whose signature does not verify);
+- ``untracked``: no record, or one written before records carried the hardware identity, and
+  ``trust_untracked`` is off (on, such an engine is ``hit-untracked``: reused, then recorded);
 - ``provenance``: the record disagrees with the current inputs (``changed`` names how).
 """
 
@@ -62,11 +64,13 @@ def check_artifact(
     strict_onnx: bool,
     key: bytes | None,
     early: EarlyDigests | None = None,
+    trust_untracked: bool = True,
 ) -> Verdict:
     """Compare ``artifact`` on disk with ``expected`` (the record the current inputs give,
     less the ONNX and artifact digests, which this fills in from the disk).
 
     ``early`` may hold the artifact's digest, hashed while the program started.
+    ``trust_untracked``: whether an engine whose origin is unknown (see ``untracked``) is reused.
     Raises only for an unreadable ONNX file (the caller reports it as bad data).
     """
     stored = read_record(artifact, key)
@@ -106,9 +110,10 @@ def check_artifact(
     if stored.record is None:
         # Pre-installed engines (baked into an image) have a sidecar but no record: trust the
         # sidecar unless signatures are required, and track the engine from now on.
-        verdict.reuse, verdict.reason = key is None, "hit-untracked" if key is None else "signature"
-        verdict.detail = "" if key is None else "no signed record"
-        return verdict
+        if key is not None:
+            verdict.reason, verdict.detail = "signature", "no signed record"
+            return verdict
+        return _untracked(verdict, trust_untracked, "no provenance record")
     if stored.record.status == BUILDING:
         verdict.reason, verdict.detail = "interrupted", "its build or publishing was interrupted"
         return verdict
@@ -116,9 +121,25 @@ def check_artifact(
         verdict.reason, verdict.detail = "signature", "record signature does not verify"
         return verdict
     current = dataclasses.replace(expected, onnx_sha256=onnx.sha256, engine_sha256=verdict.digest)
-    verdict.changed = stored.record.diff(current)
+    # A record from before the hardware identity cannot tell SKUs apart (it still tells major
+    # hardware apart: device name, full backend version): as much as a pre-installed engine.
+    predates = not stored.record.sku and bool(current.sku)
+    before = dataclasses.replace(current, sku={}) if predates else current
+    verdict.changed = stored.record.diff(before)
+    if not verdict.changed and predates:
+        return _untracked(verdict, trust_untracked, "its record predates the hardware identity")
     if verdict.changed:
+        if any(c.startswith("sku.") for c in verdict.changed):
+            verdict.detail = "another SKU: " + "; ".join(
+                f"{c[4:]}: record {stored.record.sku.get(c[4:])!r}, this host {current.sku.get(c[4:])!r}"
+                for c in verdict.changed if c.startswith("sku."))
         verdict.reason = "provenance"
         return verdict
     verdict.reuse, verdict.reason = True, "hit"
+    return verdict
+
+
+def _untracked(verdict: Verdict, trust: bool, why: str) -> Verdict:
+    verdict.reuse, verdict.reason = trust, "hit-untracked" if trust else "untracked"
+    verdict.detail = why
     return verdict

@@ -3,5 +3,7 @@
 ``keys`` (Ed25519), ``layout`` (the OCI documents and their checks), ``bundle`` (write a layout
 folder or tar), ``fetch`` (verify while reading, from a layout, a tar or a registry),
 ``candidates`` (where verified files land in the cache), ``registry`` (push and pull through
-``oras``), ``commands`` (the CLI). Nothing here is imported by a boot's ``run``.
+``oras``), ``commands`` (the CLI), ``promote`` (a candidate checked and published by ``run``,
+which imports it, with ``candidates``, ``layout`` and ``safefile``, only when this SKU has
+candidates; never ``cryptography`` or ``oras``).
 """

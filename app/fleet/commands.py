@@ -1,7 +1,8 @@
 """``engine-init export | import | push | pull`` and ``engine-init fleet keygen``.
 
-Keys and the registry are command-line options for now (``--private-key``, ``--public-key``,
-``--repository``, ``--insecure``). Registry credentials come from the Docker config file only.
+Keys and the registry come from the config's ``fleet`` section; the command-line options
+(``--private-key``, ``--public-key``, ``--repository``, ``--insecure``) override it. Registry
+credentials come from the Docker config file only.
 Exit codes come from :data:`app.cli.EXIT_CODES`: a bundle that fails a check is 65, a registry
 that cannot be reached 69, a bad key file 78. Only click is imported at start-up: ``run``
 never loads the fleet code.
@@ -19,14 +20,31 @@ __all__ = ["register"]
 
 LOGGER = logging.getLogger("engine_init")
 _KEY = click.Path(dir_okay=False, path_type=Path)
+_PRIVATE = click.option("--private-key", type=_KEY, default=None,
+                        help="Ed25519 private key (PEM) to sign with [default: fleet.private_key_file].")
+_PUBLIC = click.option("--public-key", type=_KEY, default=None,
+                       help="Ed25519 public key (PEM) to verify with [default: fleet.public_key_file].")
 
 
-def _host(state: Any) -> tuple[Any, Any, Any]:
-    """(config, prepared job, this host's HardwareIdentity)."""
+def _setting(given: Any, config: Any, key: str, option: str) -> Any:
+    """The option's value, else the config's ``fleet.<key>``; a config error naming both."""
+    if given is not None:
+        return given
+    value = getattr(config.fleet, key)
+    if value is None:
+        from app.errors import ConfigError
+
+        raise ConfigError(f"fleet.{key} is not set and {option} was not given",
+                          hint=f"set fleet.{key} in the config, or pass {option}")
+    return value
+
+
+def _host(state: Any, config: Any = None) -> tuple[Any, Any, Any]:
+    """(config, prepared job, this host's HardwareIdentity); ``config``: when already loaded."""
     from app.host.identity import identity_of
     from app.job import prepare
 
-    config = state.config()
+    config = config or state.config()
     prepared = prepare(config, LOGGER)
     return config, prepared, identity_of(prepared.report, prepared.backend.name)
 
@@ -81,13 +99,14 @@ def _stored(result: Any, where: str) -> None:
 
 @click.command("export")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--private-key", type=_KEY, required=True, help="Ed25519 private key (PEM) to sign with.")
+@_PRIVATE
 @click.pass_obj
-def export_cmd(state: Any, path: Path, private_key: Path) -> None:
+def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     """Write this host's engines as a signed bundle: an OCI layout folder, or PATH.tar."""
     from app.fleet.bundle import summary, write_bundle
 
     config, prepared, identity = _host(state)
+    private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
     info = summary(docs)
@@ -98,39 +117,44 @@ def export_cmd(state: Any, path: Path, private_key: Path) -> None:
 
 @click.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--public-key", type=_KEY, required=True, help="Ed25519 public key (PEM) to verify with.")
+@_PUBLIC
 @click.pass_obj
-def import_cmd(state: Any, path: Path, public_key: Path) -> None:
+def import_cmd(state: Any, path: Path, public_key: Path | None) -> None:
     """Verify a bundle and store its files as candidates for this host's SKU."""
     from app.fleet.fetch import fetch_bundle, open_bundle
     from app.fleet.keys import load_public_key
 
-    key = load_public_key(public_key)
-    config, _, identity = _host(state)
+    config = state.config()
+    key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
+    config, _, identity = _host(state, config)
     with open_bundle(path) as source:
         result = fetch_bundle(source, key, identity, config.cache_root,
                               lock_timeout_s=config.lock_timeout_s)
     _stored(result, str(path))
 
 
-_REPO = click.option("--repository", required=True,
-                     help="Registry repository, host[:port]/path; the tag is the SKU key.")
-_INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registry on a trusted network).")
+_REPO = click.option("--repository", default=None,
+                     help="Registry repository, host[:port]/path; the tag is the SKU key "
+                          "[default: fleet.repository].")
+_INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registry on a trusted "
+                                                          "network) [default: fleet.insecure].")
 
 
 @click.command("push")
 @_REPO
 @_INSECURE
-@click.option("--private-key", type=_KEY, required=True, help="Ed25519 private key (PEM) to sign with.")
+@_PRIVATE
 @click.pass_obj
-def push_cmd(state: Any, repository: str, insecure: bool, private_key: Path) -> None:
+def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Path | None) -> None:
     """Upload this host's engines, signed, tagged with its SKU key; prints repository:tag@digest."""
     from app.fleet.bundle import summary
     from app.fleet.registry import push
 
     config, prepared, identity = _host(state)
+    repository = _setting(repository, config, "repository", "--repository")
+    private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
-    ref = push(repository, files, docs, insecure=insecure)
+    ref = push(repository, files, docs, insecure=insecure or config.fleet.insecure)
     _emit("c10.fleet.pushed", f"pushed {ref}", reference=ref, **summary(docs))
     click.echo(ref)
 
@@ -138,17 +162,19 @@ def push_cmd(state: Any, repository: str, insecure: bool, private_key: Path) -> 
 @click.command("pull")
 @_REPO
 @_INSECURE
-@click.option("--public-key", type=_KEY, required=True, help="Ed25519 public key (PEM) to verify with.")
+@_PUBLIC
 @click.pass_obj
-def pull_cmd(state: Any, repository: str, insecure: bool, public_key: Path) -> None:
+def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Path | None) -> None:
     """Fetch this SKU's engines, verify them while streaming, store them as candidates."""
     from app.fleet.fetch import fetch_bundle
     from app.fleet.keys import load_public_key
     from app.fleet.registry import ArtifactAbsentError, RegistrySource
 
-    key = load_public_key(public_key)
-    config, _, identity = _host(state)
-    source = RegistrySource(repository, insecure=insecure)
+    config = state.config()
+    repository = _setting(repository, config, "repository", "--repository")
+    key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
+    config, _, identity = _host(state, config)
+    source = RegistrySource(repository, insecure=insecure or config.fleet.insecure)
     try:
         result = fetch_bundle(source, key, identity, config.cache_root,
                               lock_timeout_s=config.lock_timeout_s)

@@ -108,6 +108,10 @@ class HardwareIdentity:
                 out.append(f"{name}: {show(mine)} != {show(theirs)}")
         return out
 
+    def sku_facts(self) -> dict[str, Any]:
+        """The SKU fields by name: what a provenance record compares (app.cache.record.sku)."""
+        return {name: getattr(self, name) for name in SKU_FIELDS}
+
     def as_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["board"] = list(self.board)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -48,11 +49,21 @@ def test_diff_names_compared_fields_only():
     assert stored.diff(_record(built_at="2030-01-01T00:00:00Z", engine_size=1, onnx_path="/x")) == []
 
 
+def test_diff_names_the_keys_of_a_compared_mapping_that_differ():
+    agx = _record(sku={"sm_count": 16, "board_module": "p3701-0005", "jetpack": "6.2"},
+                  hardware={"cuda_driver": 12060})
+    nx = replace(agx, sku={"sm_count": 8, "board_module": "p3767-0000", "jetpack": "6.2"},
+                 hardware={"cuda_driver": 12080})
+    assert agx.diff(nx) == ["sku.board_module", "sku.sm_count"]
+    # A record without the mapping (written before it existed) names the field itself.
+    assert replace(agx, sku={}).diff(nx) == ["sku"]
+
+
 def test_adding_a_field_needs_no_other_change():
     """diff, to_json and from_json follow the fields: a new one needs only its declaration."""
     compared = {f.name for f in dataclasses.fields(ProvenanceRecord) if f.metadata["compared"]}
     assert compared == {"engine_sha256", "onnx_sha256", "settings_fingerprint", "backend",
-                        "backend_version", "device_name"}
+                        "backend_version", "device_name", "sku"}
     doc = json.loads(_record().to_json())
     assert set(doc) == {f.name for f in dataclasses.fields(ProvenanceRecord)} | {"schema"}
 

@@ -129,24 +129,43 @@ class TensorRTRuntime:
         errors = CallbackErrors()
         try:
             blob = self._build(api, Path(model_path), model, profiles, cfg, errors, buffers)
-            runtime_logger = self._trt_logger(api, cfg.model_name, errors)
-            runtime = api.trt.Runtime(runtime_logger)
-            if cfg.dla_core is not None:
-                runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
-            engine = runtime.deserialize_cuda_engine(blob)
-            errors.raise_first(cfg.model_name)
-            if engine is None:
-                raise EngineBuildError(f"{cfg.model_name}: the built engine does not deserialize: "
-                                       + ("; ".join(runtime_logger.errors[-5:]) or "no error logged"))
-            check_engine(api, engine, model, profiles, cfg.model_name)
-            if cfg.verify == "infer":
-                warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
+            self._load_and_check(api, blob, model, profiles, cfg, errors, buffers)
         finally:
             buffers.close()  # also when the build raised: calibration buffers are freed
         digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, memoryview(blob))
         return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
                                 self.host.trt, cfg.precision,
                                 {"backend": self.name, "backend_version": api.full_version})
+
+    def verify_artifact(self, payload: bytes, model_path: Path, build_config: BuildConfig) -> None:
+        """Check an engine built elsewhere (a fleet candidate) as a fresh build is checked:
+        it deserializes here and matches the ONNX model's I/O and the configured profiles."""
+        cfg = build_config
+        api = self._api()
+        select_device(self.host.cuda_device, self._runtime_api())
+        model = inspect_model(model_path, cfg.model_name)
+        profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
+        buffers = _Buffers(self._memory)
+        try:
+            self._load_and_check(api, payload, model, profiles, cfg, CallbackErrors(), buffers)
+        finally:
+            buffers.close()
+
+    def _load_and_check(self, api: TrtApi, blob: Any, model: ModelInterface,
+                        profiles: dict[str, InputProfile], cfg: BuildConfig,
+                        errors: CallbackErrors, buffers: _Buffers) -> None:
+        runtime_logger = self._trt_logger(api, cfg.model_name, errors)
+        runtime = api.trt.Runtime(runtime_logger)
+        if cfg.dla_core is not None:
+            runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
+        engine = runtime.deserialize_cuda_engine(blob)
+        errors.raise_first(cfg.model_name)
+        if engine is None:
+            raise EngineBuildError(f"{cfg.model_name}: the engine does not deserialize: "
+                                   + ("; ".join(runtime_logger.errors[-5:]) or "no error logged"))
+        check_engine(api, engine, model, profiles, cfg.model_name)
+        if cfg.verify == "infer":
+            warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
 
     def _trt_logger(self, api: TrtApi, model_name: str, errors: CallbackErrors) -> Any:
         def forward(severity: str, message: str) -> None:
