@@ -28,10 +28,12 @@ from app.cache.record import (
     BUILDING,
     ProvenanceRecord,
     calibration_fingerprint,
+    read_record,
     record_path,
     write_record,
 )
 from app.cache.reuse import Verdict, check_artifact
+from app.cache.sidecar import sidecar_path
 from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import CacheWriteError, ModelDataError
 from app.types import (
@@ -43,6 +45,7 @@ from app.types import (
     EngineCompileResult,
     InputProfile,
 )
+from app.verify import gate
 
 __all__ = ["EngineCompiler"]
 
@@ -150,7 +153,7 @@ class EngineCompiler:
         for plan, verdict in zip(plans, verdicts, strict=True):
             checkpoint()
             if verdict.reuse:
-                results.append(self._reuse(plan, verdict, request, timings))
+                results.append(self._reuse(runtime, plan, verdict, request, timings))
             else:
                 self._report_miss(plan, verdict)
                 results.append(self._build(runtime, plan, verdict, request, timings))
@@ -215,23 +218,39 @@ class EngineCompiler:
                     f"{name}: no reusable engine ({verdict.reason}); building",
                     model_name=name, engine_path=str(plan.artifact), reason=verdict.reason)
 
-    def _reuse(self, plan: _Plan, verdict: Verdict, request: EngineCompileRequest,
-               timings: dict[str, float]) -> EngineCompileResult:
+    def _reuse(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
+               request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
         name = plan.spec.model_name
         assert verdict.digest is not None
-        if verdict.reason == "hit-untracked" or verdict.onnx.rehashed:
+        stored = read_record(plan.artifact, self.signing_key).record
+        accuracy = stored.accuracy if stored is not None else None
+        rechecked = False
+        if plan.spec.verify == "accuracy":
+            accuracy = gate.recorded_pass(accuracy, plan.spec, plan.build_config,
+                                          engine_sha256=verdict.digest,
+                                          onnx_sha256=verdict.onnx.sha256)
+            if accuracy is None:  # new tolerance or inputs: a new check, not a rebuild
+                rechecked = True
+                accuracy = gate.run_gate(runtime.name, plan.artifact, plan.spec,
+                                         plan.build_config, self.logger,
+                                         engine_sha256=verdict.digest,
+                                         onnx_sha256=verdict.onnx.sha256)
+        if verdict.reason == "hit-untracked" or verdict.onnx.rehashed or rechecked:
             # Track pre-installed engines from now on, and remember the ONNX stat facts so that
             # the next boot need not re-read an unchanged model.
             if verdict.reason == "hit-untracked":
                 events.emit(self.logger, logging.WARNING, events.PROVENANCE_UNTRACKED,
                             f"{name}: reusing {plan.artifact.name} without a provenance record; "
                             "recording the current inputs", model_name=name)
-            self._timed(timings, "record", lambda: self._write_record(plan, verdict, None, None))
+            self._timed(timings, "record", lambda: self._write_record(
+                plan, verdict, None, None, accuracy or None,
+                stored.build_duration_s if stored else None))
         events.emit(self.logger, logging.INFO, events.CACHE_HIT,
                     f"{name}: reusing {plan.artifact.name}", model_name=name,
                     engine_path=str(plan.artifact), sha256=verdict.digest)
         return EngineCompileResult(self._entry(plan, verdict.digest, request),
-                                   CompileOutcome.REUSED, None)
+                                   CompileOutcome.REUSED, None,
+                                   accuracy if plan.spec.verify == "accuracy" else None)
 
     def _build(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
                request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
@@ -265,23 +284,46 @@ class EngineCompiler:
         verdict.digest = entry.sha256_hex
         with contextlib.suppress(OSError):  # a runtime that published elsewhere: warned above
             verdict.size = os.stat(entry.engine_path).st_size
-        self._timed(timings, "record",
-                    lambda: self._write_record(plan, verdict, duration, Path(entry.engine_path)))
+        accuracy = self._gate_built(runtime, plan, verdict, Path(entry.engine_path))
+        self._timed(timings, "record", lambda: self._write_record(
+            plan, verdict, duration, Path(entry.engine_path), accuracy))
         events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
                     f"{name}: built {Path(entry.engine_path).name} in {duration:.2f} s",
                     model_name=name, engine_path=str(entry.engine_path),
                     sha256=entry.sha256_hex, duration_s=round(duration, 4))
-        return EngineCompileResult(entry, CompileOutcome.BUILT, duration)
+        return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy)
+
+    def _gate_built(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
+                    artifact: Path) -> dict[str, Any] | None:
+        """The accuracy gate on a just-published engine; on failure, unpublish what this build
+        published (the engine and its sidecar) and leave the pending record, so that the next
+        run rebuilds."""
+        if plan.spec.verify != "accuracy":
+            return None
+        assert verdict.digest is not None
+        try:
+            return gate.run_gate(runtime.name, artifact, plan.spec, plan.build_config,
+                                 self.logger, engine_sha256=verdict.digest,
+                                 onnx_sha256=verdict.onnx.sha256)
+        except BaseException:
+            for path in (artifact, sidecar_path(artifact)):
+                path.unlink(missing_ok=True)
+            if verdict.reason == "absent":  # nothing was there before: leave nothing behind
+                record_path(plan.artifact).unlink(missing_ok=True)
+            raise
 
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
-                      artifact: Path | None) -> None:
+                      artifact: Path | None, accuracy: dict[str, Any] | None = None,
+                      kept_duration: float | None = None) -> None:
+        if duration is None:
+            duration = kept_duration
         record = dataclasses.replace(
             plan.expected, artifact=(artifact or plan.artifact).name, engine_sha256=verdict.digest,
             engine_size=verdict.size, onnx_path=str(plan.spec.onnx_path),
             onnx_sha256=verdict.onnx.sha256, onnx_stat=verdict.onnx.stat,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            build_duration_s=None if duration is None else round(duration, 4))
+            build_duration_s=None if duration is None else round(duration, 4), accuracy=accuracy)
         write_record(artifact or plan.artifact, record, self.signing_key)
 
     def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:

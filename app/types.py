@@ -10,6 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.verify.accuracy import AccuracySettings
 
 __all__ = [
     "NO_JETPACK",
@@ -146,6 +150,8 @@ class BackboneSpec:
     precision: PrecisionMode | None = None
     dla_core: int | None = None
     verify: str = "io"
+    #: The accuracy gate's settings when ``verify`` is ``accuracy``.
+    accuracy: AccuracySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -177,3 +183,5 @@ class EngineCompileResult:
     entry: EngineCacheEntry
     outcome: CompileOutcome
     compile_duration_s: float | None
+    #: The accuracy gate's report (``AccuracyReport.to_json``) when the model is checked.
+    accuracy: dict[str, Any] | None = None

@@ -78,6 +78,9 @@ class ProvenanceRecord:
     host: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
     built_at: str = field(default="", metadata=NOTED)
     build_duration_s: float | None = field(default=None, metadata=NOTED)
+    #: The accuracy gate's passing report (AccuracyReport.to_json): noted, not compared, so a
+    #: new tolerance means a new check, not a rebuild.
+    accuracy: dict[str, Any] | None = field(default=None, metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:
