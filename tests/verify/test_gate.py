@@ -91,3 +91,18 @@ def test_per_model_accuracy_keys_override_the_job_wide_ones(tmp_path, corpus):
     assert specs["dinov2_vpr"].verify == "accuracy"
     assert specs["dinov2_vpr"].accuracy is not None and specs["dinov2_vpr"].accuracy.seed == 5
     assert specs["lightglue"].verify == "io" and specs["lightglue"].accuracy is None
+
+
+def test_a_reused_engine_failing_a_tighter_tolerance_is_exit_70_and_left_in_place(tmp_path,
+                                                                                  corpus):
+    job = write_job_config(tmp_path, corpus, verify="accuracy", accuracy={"random_samples": 1})
+    assert cli("--config", str(job), "run").returncode == 0
+    engine = next((tmp_path / "cache").glob("dinov2_vpr*.ort"))
+    before = engine.read_bytes()
+    job = write_job_config(tmp_path, corpus, verify="accuracy",
+                           accuracy={"random_samples": 1, "metric": "max_abs", "threshold": 1e-12})
+    proc = cli("--config", str(job), "--log-format", "json", "run")
+    assert proc.returncode == 70, proc.stderr
+    assert [e["model_name"] for e in _kinds(proc, "c10.engine.accuracy.failed")] == ["dinov2_vpr"]
+    assert _kinds(proc, "c10.engine.compile.start") == []
+    assert engine.read_bytes() == before and not (tmp_path / "run" / "ready.json").exists()
