@@ -255,6 +255,7 @@ class EngineCompiler:
     def _build(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
                request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
         name = plan.spec.model_name
+        build_config = self._govern(plan, request)
         events.emit(self.logger, logging.INFO, events.COMPILE_START, f"{name}: compiling",
                     model_name=name, precision=plan.build_config.precision.value)
         # A pending record first: until the final one replaces it, whatever stands under this
@@ -264,7 +265,7 @@ class EngineCompiler:
         t = time.perf_counter()
         try:
             entry = call_cancellable(
-                lambda: runtime.compile_engine(plan.spec.onnx_path, plan.build_config))
+                lambda: runtime.compile_engine(plan.spec.onnx_path, build_config))
         except Exception as exc:
             if verdict.reason == "absent":  # nothing was there before: leave nothing behind
                 record_path(plan.artifact).unlink(missing_ok=True)
@@ -292,6 +293,21 @@ class EngineCompiler:
                     model_name=name, engine_path=str(entry.engine_path),
                     sha256=entry.sha256_hex, duration_s=round(duration, 4))
         return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy)
+
+    def _govern(self, plan: _Plan, request: EngineCompileRequest) -> BuildConfig:
+        """The build governor before a build: conditions event, thermal wait, memory refusal
+        (exit 69), workspace clamp. The clamp changes this build only: the provenance keeps the
+        asked workspace, so the next boot reuses the engine."""
+        if request.governor is None:
+            return plan.build_config
+        from app.governor.admission import govern_build
+
+        config = plan.build_config
+        admission = govern_build(plan.spec.model_name, plan.spec.onnx_path, config.workspace_mb,
+                                 request.governor, self.logger)
+        if admission.workspace_mb is None or not admission.clamped:
+            return config
+        return dataclasses.replace(config, workspace_mb=admission.workspace_mb)
 
     def _gate_built(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
                     artifact: Path) -> dict[str, Any] | None:

@@ -36,6 +36,7 @@ from app.types import PrecisionMode
 from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
 
 if TYPE_CHECKING:
+    from app.governor.admission import GovernorSettings
     from app.types import BackboneSpec, EngineCompileRequest, HostCapabilities
     from app.verify.accuracy import AccuracySettings
 
@@ -161,6 +162,49 @@ class AccuracyConfig(_Strict):
                                 doc.seed, (doc.value_range[0], doc.value_range[1]))
 
 
+class GovernorConfig(_Strict):
+    """The build governor, consulted before each build (README, "Build governor")."""
+
+    enabled: bool = Field(
+        True, description="false: no reading, clamp, wait or refusal before builds.")
+    memory_share: float = Field(
+        0.5, gt=0, le=1, description="The TensorRT workspace is clamped to this share of "
+                                     "MemAvailable.")
+    reserve_mb: int = Field(
+        512, ge=0, description="A build needs about reserve_mb + weights_factor x the ONNX "
+                               "file's size; less memory and swap than that refuses it (exit 69).")
+    weights_factor: float = Field(
+        3.0, ge=0, description="Copies of the weights a build holds (see reserve_mb).")
+    min_workspace_mb: int = Field(
+        32, ge=1, description="A clamp that leaves less workspace than this refuses the build "
+                              "(exit 69).")
+    max_temp_c: float = Field(
+        85.0, gt=0, description="A thermal zone at or above this holds the build until it cools.")
+    thermal_wait_s: float = Field(
+        300.0, ge=0, description="How long a build waits for a hot zone to cool.")
+    poll_s: float = Field(5.0, gt=0, description="How often the zones are read while waiting.")
+    when_hot: Literal["proceed", "refuse"] = Field(
+        "proceed", description="After thermal_wait_s: proceed (with a warning) or refuse "
+                               "(exit 69).")
+    ignore_zones: list[str] = Field(
+        ["PMIC-Die"], description="Thermal zone types (fnmatch patterns) shown but never "
+                                  "decided on.")
+    root: ConfigPath = Field(
+        Path("/"), description="Where /proc/meminfo, /sys/class/thermal and nvpmodel's files "
+                               "are read (a fake tree in tests).")
+
+    def settings(self) -> GovernorSettings | None:
+        from app.governor.admission import GovernorSettings
+
+        if not self.enabled:
+            return None
+        return GovernorSettings(
+            memory_share=self.memory_share, reserve_mb=self.reserve_mb,
+            weights_factor=self.weights_factor, min_workspace_mb=self.min_workspace_mb,
+            max_temp_c=self.max_temp_c, thermal_wait_s=self.thermal_wait_s, poll_s=self.poll_s,
+            when_hot=self.when_hot, ignore_zones=tuple(self.ignore_zones), root=self.root)
+
+
 class BackboneConfig(_Strict):
     """One model: its ONNX file, input shapes and what may differ from the job's settings."""
 
@@ -260,6 +304,10 @@ class EngineInitConfig(_Strict):
                           "otherwise (see backbones[].verify).")
     accuracy: AccuracyConfig | None = Field(
         None, description="Accuracy settings of every model checked with verify: accuracy.")
+    governor: GovernorConfig = Field(
+        default_factory=lambda: GovernorConfig.model_validate({}),
+        description="The build governor: memory, power mode and temperatures checked before "
+                    "each build.")
     backbones: list[BackboneConfig] = Field(
         min_length=1, description="The models to make ready, one engine each.")
 
@@ -295,7 +343,7 @@ class EngineInitConfig(_Strict):
             calibration_path=self.calibration_path, cache_root=self.cache_root,
             precision=self.precision, host=host, workspace_mb=self.workspace_mb,
             optimization_level=self.optimization_level, lock_timeout_s=self.lock_timeout_s,
-            strict_onnx_hash=self.strict_onnx_hash,
+            strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
         )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from app.governor.admission import GovernorSettings
     from app.verify.accuracy import AccuracySettings
 
 __all__ = [
@@ -167,6 +168,8 @@ class EngineCompileRequest:
     optimization_level: int = 3
     lock_timeout_s: float = 600.0
     strict_onnx_hash: bool = False
+    #: The build governor's settings; None: builds start without it.
+    governor: GovernorSettings | None = None
 
 
 class CompileOutcome(str, enum.Enum):
