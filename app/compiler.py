@@ -28,10 +28,12 @@ from app.cache.record import (
     BUILDING,
     ProvenanceRecord,
     calibration_fingerprint,
+    read_record,
     record_path,
     write_record,
 )
 from app.cache.reuse import Verdict, check_artifact
+from app.cache.sidecar import sidecar_path
 from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import CacheWriteError, ModelDataError
 from app.host.identity import HardwareIdentity
@@ -44,6 +46,7 @@ from app.values import (
     EngineCompileResult,
     InputProfile,
 )
+from app.verify import gate
 
 __all__ = ["EngineCompiler"]
 
@@ -159,7 +162,7 @@ class EngineCompiler:
         for plan, verdict in zip(plans, verdicts, strict=True):
             checkpoint()
             if verdict.reuse:
-                results.append(self._reuse(plan, verdict, request, timings))
+                results.append(self._reuse(runtime, plan, verdict, request, timings))
             else:
                 self._report_miss(plan, verdict)
                 promoted = self._promote(runtime, plan, verdict, request)
@@ -229,11 +232,24 @@ class EngineCompiler:
                     f"{name}: no reusable engine ({verdict.reason}); building",
                     model_name=name, engine_path=str(plan.artifact), reason=verdict.reason)
 
-    def _reuse(self, plan: _Plan, verdict: Verdict, request: EngineCompileRequest,
-               timings: dict[str, float]) -> EngineCompileResult:
+    def _reuse(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
+               request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
         name = plan.spec.model_name
         assert verdict.digest is not None
-        if verdict.reason == "hit-untracked" or verdict.onnx.rehashed:
+        stored = read_record(plan.artifact, self.signing_key).record
+        accuracy = stored.accuracy if stored is not None else None
+        rechecked = False
+        if plan.spec.verify == "accuracy":
+            accuracy = gate.recorded_pass(accuracy, plan.spec, plan.build_config,
+                                          engine_sha256=verdict.digest,
+                                          onnx_sha256=verdict.onnx.sha256)
+            if accuracy is None:  # new tolerance or inputs: a new check, not a rebuild
+                rechecked = True
+                accuracy = gate.run_gate(runtime.name, plan.artifact, plan.spec,
+                                         plan.build_config, self.logger,
+                                         engine_sha256=verdict.digest,
+                                         onnx_sha256=verdict.onnx.sha256)
+        if verdict.reason == "hit-untracked" or verdict.onnx.rehashed or rechecked:
             # Track pre-installed engines from now on, and remember the ONNX stat facts so that
             # the next boot need not re-read an unchanged model.
             if verdict.reason == "hit-untracked":
@@ -241,16 +257,20 @@ class EngineCompiler:
                             f"{name}: reusing {plan.artifact.name} ({verdict.detail}); "
                             "recording the current inputs", model_name=name,
                             detail=verdict.detail)
-            self._timed(timings, "record", lambda: self._write_record(plan, verdict, None, None))
+            self._timed(timings, "record", lambda: self._write_record(
+                plan, verdict, None, None, accuracy or None,
+                stored.build_duration_s if stored else None))
         events.emit(self.logger, logging.INFO, events.CACHE_HIT,
                     f"{name}: reusing {plan.artifact.name}", model_name=name,
                     engine_path=str(plan.artifact), sha256=verdict.digest)
         return EngineCompileResult(self._entry(plan, verdict.digest, request),
-                                   CompileOutcome.REUSED, None)
+                                   CompileOutcome.REUSED, None,
+                                   accuracy if plan.spec.verify == "accuracy" else None)
 
     def _build(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
                request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
         name = plan.spec.model_name
+        build_config = self._govern(plan, request)
         events.emit(self.logger, logging.INFO, events.COMPILE_START, f"{name}: compiling",
                     model_name=name, precision=plan.build_config.precision.value)
         # A pending record first: until the final one replaces it, whatever stands under this
@@ -260,7 +280,7 @@ class EngineCompiler:
         t = time.perf_counter()
         try:
             entry = call_cancellable(
-                lambda: runtime.compile_engine(plan.spec.onnx_path, plan.build_config))
+                lambda: runtime.compile_engine(plan.spec.onnx_path, build_config))
         except Exception as exc:
             if verdict.reason == "absent":  # nothing was there before: leave nothing behind
                 record_path(plan.artifact).unlink(missing_ok=True)
@@ -280,13 +300,48 @@ class EngineCompiler:
         verdict.digest = entry.sha256_hex
         with contextlib.suppress(OSError):  # a runtime that published elsewhere: warned above
             verdict.size = os.stat(entry.engine_path).st_size
-        self._timed(timings, "record",
-                    lambda: self._write_record(plan, verdict, duration, Path(entry.engine_path)))
+        accuracy = self._gate_built(runtime, plan, verdict, Path(entry.engine_path))
+        self._timed(timings, "record", lambda: self._write_record(
+            plan, verdict, duration, Path(entry.engine_path), accuracy))
         events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
                     f"{name}: built {Path(entry.engine_path).name} in {duration:.2f} s",
                     model_name=name, engine_path=str(entry.engine_path),
                     sha256=entry.sha256_hex, duration_s=round(duration, 4))
-        return EngineCompileResult(entry, CompileOutcome.BUILT, duration)
+        return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy)
+
+    def _govern(self, plan: _Plan, request: EngineCompileRequest) -> BuildConfig:
+        """The build governor before a build: conditions event, thermal wait, memory refusal
+        (exit 69), workspace clamp. The clamp changes this build only: the provenance keeps the
+        asked workspace, so the next boot reuses the engine."""
+        if request.governor is None:
+            return plan.build_config
+        from app.governor.admission import govern_build
+
+        config = plan.build_config
+        admission = govern_build(plan.spec.model_name, plan.spec.onnx_path, config.workspace_mb,
+                                 request.governor, self.logger)
+        if admission.workspace_mb is None or not admission.clamped:
+            return config
+        return dataclasses.replace(config, workspace_mb=admission.workspace_mb)
+
+    def _gate_built(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
+                    artifact: Path) -> dict[str, Any] | None:
+        """The accuracy gate on a just-published engine; on failure, unpublish what this build
+        published (the engine and its sidecar) and leave the pending record, so that the next
+        run rebuilds."""
+        if plan.spec.verify != "accuracy":
+            return None
+        assert verdict.digest is not None
+        try:
+            return gate.run_gate(runtime.name, artifact, plan.spec, plan.build_config,
+                                 self.logger, engine_sha256=verdict.digest,
+                                 onnx_sha256=verdict.onnx.sha256)
+        except BaseException:
+            for path in (artifact, sidecar_path(artifact)):
+                path.unlink(missing_ok=True)
+            if verdict.reason == "absent":  # nothing was there before: leave nothing behind
+                record_path(plan.artifact).unlink(missing_ok=True)
+            raise
 
     def _promote(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
                  request: EngineCompileRequest) -> EngineCompileResult | None:
@@ -321,13 +376,16 @@ class EngineCompiler:
 
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
-                      artifact: Path | None) -> None:
+                      artifact: Path | None, accuracy: dict[str, Any] | None = None,
+                      kept_duration: float | None = None) -> None:
+        if duration is None:
+            duration = kept_duration
         record = dataclasses.replace(
             plan.expected, artifact=(artifact or plan.artifact).name, engine_sha256=verdict.digest,
             engine_size=verdict.size, onnx_path=str(plan.spec.onnx_path),
             onnx_sha256=verdict.onnx.sha256, onnx_stat=verdict.onnx.stat,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            build_duration_s=None if duration is None else round(duration, 4))
+            build_duration_s=None if duration is None else round(duration, 4), accuracy=accuracy)
         write_record(artifact or plan.artifact, record, self.signing_key)
 
     def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:

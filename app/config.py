@@ -33,9 +33,12 @@ from typing_extensions import Self
 from app.backends.registry import BACKEND_NAMES
 from app.cache.names import calibration_files, check_model_name
 from app.values import PrecisionMode
+from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
 
 if TYPE_CHECKING:
+    from app.governor.admission import GovernorSettings
     from app.values import BackboneSpec, EngineCompileRequest, HostCapabilities
+    from app.verify.accuracy import AccuracySettings
 
     BackendChoice = str
 else:
@@ -121,6 +124,88 @@ InputShape = Annotated[
 ]
 
 
+class AccuracyConfig(_Strict):
+    """The accuracy gate's settings (``verify: accuracy``); defaults: the precision's
+    tolerance (README, "Accuracy gate") on seeded random inputs at each input's opt shape."""
+
+    metric: Literal["rel_l2", "cosine", "max_abs", "atol"] | None = Field(
+        None, description="The metric whose bound `threshold` replaces in the precision's "
+                          "default tolerance; give both or neither.")
+    threshold: float | None = Field(
+        None, ge=0, description="The bound for `metric` (an upper bound, a lower one for cosine).")
+    samples_path: ConfigPath | None = Field(
+        None, description="Folder of sample inputs (.npz/.npy, one batch a file, like calibration "
+                          "batches; never the calibration folder itself); null: random inputs.")
+    random_samples: int = Field(
+        DEFAULT_COUNT, ge=1, le=1000, description="How many seeded random inputs, without "
+                                                  "samples_path.")
+    seed: int = Field(DEFAULT_SEED, ge=0, description="Seed of the random inputs.")
+    value_range: Annotated[list[float], Field(min_length=2, max_length=2)] = Field(
+        list(DEFAULT_RANGE), description="[low, high] of the random float inputs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.metric is None) != (self.threshold is None):
+            raise ValueError("give metric and threshold together")
+        if not self.value_range[0] < self.value_range[1]:
+            raise ValueError("value_range: need low < high")
+        return self
+
+    @classmethod
+    def merged(cls, job: AccuracyConfig | None, model: AccuracyConfig | None) -> AccuracySettings:
+        """The library's settings: the model's keys over the job's over the defaults."""
+        from app.verify.accuracy import AccuracySettings
+
+        keys = {**(job.model_dump(exclude_unset=True) if job else {}),
+                **(model.model_dump(exclude_unset=True) if model else {})}
+        doc = cls.model_construct(**keys)
+        return AccuracySettings(doc.metric, doc.threshold, doc.samples_path, doc.random_samples,
+                                doc.seed, (doc.value_range[0], doc.value_range[1]))
+
+
+class GovernorConfig(_Strict):
+    """The build governor, consulted before each build (README, "Build governor")."""
+
+    enabled: bool = Field(
+        True, description="false: no reading, clamp, wait or refusal before builds.")
+    memory_share: float = Field(
+        0.5, gt=0, le=1, description="The TensorRT workspace is clamped to this share of "
+                                     "MemAvailable.")
+    reserve_mb: int = Field(
+        512, ge=0, description="A build needs about reserve_mb + weights_factor x the ONNX "
+                               "file's size; less memory and swap than that refuses it (exit 69).")
+    weights_factor: float = Field(
+        3.0, ge=0, description="Copies of the weights a build holds (see reserve_mb).")
+    min_workspace_mb: int = Field(
+        32, ge=1, description="A clamp that leaves less workspace than this refuses the build "
+                              "(exit 69).")
+    max_temp_c: float = Field(
+        85.0, gt=0, description="A thermal zone at or above this holds the build until it cools.")
+    thermal_wait_s: float = Field(
+        300.0, ge=0, description="How long a build waits for a hot zone to cool.")
+    poll_s: float = Field(5.0, gt=0, description="How often the zones are read while waiting.")
+    when_hot: Literal["proceed", "refuse"] = Field(
+        "proceed", description="After thermal_wait_s: proceed (with a warning) or refuse "
+                               "(exit 69).")
+    ignore_zones: list[str] = Field(
+        ["PMIC-Die"], description="Thermal zone types (fnmatch patterns) shown but never "
+                                  "decided on.")
+    root: ConfigPath = Field(
+        Path("/"), description="Where /proc/meminfo, /sys/class/thermal and nvpmodel's files "
+                               "are read (a fake tree in tests).")
+
+    def settings(self) -> GovernorSettings | None:
+        from app.governor.admission import GovernorSettings
+
+        if not self.enabled:
+            return None
+        return GovernorSettings(
+            memory_share=self.memory_share, reserve_mb=self.reserve_mb,
+            weights_factor=self.weights_factor, min_workspace_mb=self.min_workspace_mb,
+            max_temp_c=self.max_temp_c, thermal_wait_s=self.thermal_wait_s, poll_s=self.poll_s,
+            when_hot=self.when_hot, ignore_zones=tuple(self.ignore_zones), root=self.root)
+
+
 class BackboneConfig(_Strict):
     """One model: its ONNX file, input shapes and what may differ from the job's settings."""
 
@@ -139,9 +224,14 @@ class BackboneConfig(_Strict):
         None, description="This model's precision; null: the top-level precision.")
     dla_core: Annotated[int, Field(ge=0)] | None = Field(
         None, description="TensorRT: build for this DLA core, with GPU fallback; null: the GPU.")
-    verify: Literal["io", "infer", "none"] = Field(
-        "io", description="Check after a build: io (inputs and outputs match the ONNX model), "
-                          "infer (io and a warm-up inference) or none.")
+    verify: Literal["io", "infer", "none", "accuracy"] | None = Field(
+        None, description="Check after a build: io (inputs and outputs match the ONNX model), "
+                          "infer (io and a warm-up inference), accuracy (io, then the engine's "
+                          "outputs against the ONNX model's on ONNX Runtime CPU; exit 70 when "
+                          "they differ beyond the tolerance) or none; null: the top-level verify.")
+    accuracy: AccuracyConfig | None = Field(
+        None, description="This model's accuracy settings; keys given here override the "
+                          "top-level accuracy's.")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -152,7 +242,8 @@ class BackboneConfig(_Strict):
                 raise ValueError(f"input_shapes.{name}: needs at least one dimension")
         return self
 
-    def to_spec(self) -> BackboneSpec:
+    def to_spec(self, verify: str = "io", accuracy: AccuracyConfig | None = None) -> BackboneSpec:
+        """This model as the compiler takes it; ``verify``/``accuracy``: the job's defaults."""
         from app.values import BackboneSpec, InputProfile
 
         shapes = {
@@ -161,8 +252,10 @@ class BackboneConfig(_Strict):
             for name, s in (self.input_shapes or {}).items()
         }
         fixed = tuple(self.expected_input_shape) if self.expected_input_shape else None
+        verify = self.verify or verify
+        gate = AccuracyConfig.merged(accuracy, self.accuracy) if verify == "accuracy" else None
         return BackboneSpec(self.model_name, self.onnx_path, fixed, shapes, self.precision,
-                            self.dla_core, self.verify)
+                            self.dla_core, verify, gate)
 
 
 class FleetConfig(_Strict):
@@ -232,6 +325,15 @@ class EngineInitConfig(_Strict):
     fleet: FleetConfig = Field(
         default_factory=FleetConfig,
         description="Registry and keys of the fleet commands (README: Fleets).")
+    verify: Literal["io", "infer", "none", "accuracy"] = Field(
+        "io", description="Every model's check after a build unless backbones[].verify says "
+                          "otherwise (see backbones[].verify).")
+    accuracy: AccuracyConfig | None = Field(
+        None, description="Accuracy settings of every model checked with verify: accuracy.")
+    governor: GovernorConfig = Field(
+        default_factory=lambda: GovernorConfig.model_validate({}),
+        description="The build governor: memory, power mode and temperatures checked before "
+                    "each build.")
     backbones: list[BackboneConfig] = Field(
         min_length=1, description="The models to make ready, one engine each.")
 
@@ -263,11 +365,11 @@ class EngineInitConfig(_Strict):
         from app.values import EngineCompileRequest
 
         return EngineCompileRequest(
-            backbones=tuple(b.to_spec() for b in self.backbones),
+            backbones=tuple(b.to_spec(self.verify, self.accuracy) for b in self.backbones),
             calibration_path=self.calibration_path, cache_root=self.cache_root,
             precision=self.precision, host=host, workspace_mb=self.workspace_mb,
             optimization_level=self.optimization_level, lock_timeout_s=self.lock_timeout_s,
-            strict_onnx_hash=self.strict_onnx_hash,
+            strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
         )
 
 

@@ -177,4 +177,5 @@ def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
         "precision": entry.precision.value,
         "outcome": result.outcome.value,
         "compile_duration_s": result.compile_duration_s,
+        **({"accuracy": result.accuracy} if result.accuracy is not None else {}),
     }

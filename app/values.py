@@ -10,6 +10,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.governor.admission import GovernorSettings
+    from app.verify.accuracy import AccuracySettings
 
 __all__ = [
     "NO_JETPACK",
@@ -146,6 +151,8 @@ class BackboneSpec:
     precision: PrecisionMode | None = None
     dla_core: int | None = None
     verify: str = "io"
+    #: The accuracy gate's settings when ``verify`` is ``accuracy``.
+    accuracy: AccuracySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,8 @@ class EngineCompileRequest:
     optimization_level: int = 3
     lock_timeout_s: float = 600.0
     strict_onnx_hash: bool = False
+    #: The build governor's settings; None: builds start without it.
+    governor: GovernorSettings | None = None
 
 
 class CompileOutcome(str, enum.Enum):
@@ -178,3 +187,5 @@ class EngineCompileResult:
     entry: EngineCacheEntry
     outcome: CompileOutcome
     compile_duration_s: float | None
+    #: The accuracy gate's report (``AccuracyReport.to_json``) when the model is checked.
+    accuracy: dict[str, Any] | None = None

@@ -193,7 +193,9 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path, corpus):
     doc = {"backbones": [{"model_name": "m", "onnx_path": str(corpus["dinov2_vpr"])}]}
     config = load_config(write(tmp_path, doc), env={})
     assert config.cache_root == DEFAULT_CACHE_ROOT == Path("/var/cache/engine-init")
-    assert config.precision is PrecisionMode.FP16 and config.backbones[0].verify == "io"
+    assert config.precision is PrecisionMode.FP16 and config.verify == "io"
+    assert config.backbones[0].verify is None  # the top-level verify applies
+    assert config.backbones[0].to_spec(config.verify, config.accuracy).verify == "io"
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.workspace_mb = 1  # type: ignore[misc]
 
@@ -216,3 +218,20 @@ def test_arbitrary_bytes_only_ever_raise_config_error(tmp_path, raw):
     path.write_bytes(raw)
     with contextlib.suppress(ConfigError):
         load_config(path, env={})
+
+
+@pytest.mark.parametrize(("accuracy", "match"), [
+    ({"metric": "rel_l2"}, "give metric and threshold together"),
+    ({"metric": "psnr", "threshold": 1}, "accuracy.metric"),
+    ({"value_range": [1, 0]}, "low < high"),
+    ({"random_samples": 0}, "accuracy.random_samples"),
+    ({"sample_path": "x"}, "sample_path"),
+])
+def test_bad_accuracy_settings_say_what_is_wrong(tmp_path, corpus, accuracy, match):
+    from app.errors import ConfigError
+
+    doc = {"verify": "accuracy", "accuracy": accuracy,
+           "backbones": [{"model_name": "m", "onnx_path": str(corpus["dinov2_vpr"])}]}
+    with pytest.raises(ConfigError, match=match) as caught:
+        load_config(write(tmp_path, doc), env={})
+    assert "\n" not in str(caught.value)

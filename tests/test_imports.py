@@ -47,6 +47,16 @@ def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
     assert "onnxruntime" in _modules_after("--config", str(job), "run")["heavy"]
 
 
+def test_warm_run_with_recorded_accuracy_imports_no_heavy_sdk(tmp_path, corpus):
+    job = write_job_config(tmp_path, corpus, verify="accuracy", accuracy={"random_samples": 2})
+    assert cli("--config", str(job), "run").returncode == 0  # cold: builds and checks
+    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
+    # Another tolerance: the recorded figures no longer cover the engine, so the check runs.
+    job = write_job_config(tmp_path, corpus, verify="accuracy",
+                           accuracy={"random_samples": 2, "metric": "cosine", "threshold": 0.999})
+    assert {"numpy", "onnxruntime"} <= set(_modules_after("--config", str(job), "run")["heavy"])
+
+
 @pytest.mark.parametrize(("module", "never"), [
     ("app.config", "app.loading"),        # loading imports the models, not the reverse
     ("app.cache.sidecar", "app.cache.prehash"),  # both use app.cache.hashing

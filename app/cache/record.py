@@ -83,6 +83,9 @@ class ProvenanceRecord:
     sku: dict[str, Any] = field(default_factory=dict, metadata=COMPARED)
     #: The whole identity (driver version, board model...) for people and tools.
     hardware: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
+    #: The accuracy gate's passing report (AccuracyReport.to_json): noted, not compared, so a
+    #: new tolerance means a new check, not a rebuild.
+    accuracy: dict[str, Any] | None = field(default=None, metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:
