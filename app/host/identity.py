@@ -19,14 +19,13 @@ characters keeps its first 119 and ends with ``-`` and 8 hex digits of its sha25
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import re
-import stat
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from app.cache.fsread import read_small
 from app.host.packages import declared_version
 from app.host.probe import HostReport
 
@@ -143,24 +142,13 @@ class HardwareIdentity:
 def _read_property(path: Path) -> bytes | None:
     """A small regular file's bytes; None for anything else (absent, a link, a FIFO, huge).
 
-    O_NOFOLLOW refuses a link as the last component only: /proc/device-tree itself is a link
-    to /sys/firmware/devicetree/base on every Jetson. O_NONBLOCK keeps a planted FIFO from
-    blocking the open; it is then refused as not a regular file.
+    The safe reader refuses a link as the last component only: /proc/device-tree itself is a
+    link to /sys/firmware/devicetree/base on every Jetson.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        return read_small(path, _PROPERTY_MAX)
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.read(fd, _PROPERTY_MAX + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data if len(data) <= _PROPERTY_MAX else None
 
 
 def _strings(raw: bytes) -> list[str]:
