@@ -16,7 +16,7 @@ from typing import Any
 
 from app.errors import HostProbeError
 
-__all__ = ["GpuInfo", "import_cuda", "probe_gpu", "select_device"]
+__all__ = ["GpuInfo", "device_free_memory", "import_cuda", "probe_gpu", "select_device"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,14 @@ def probe_gpu(device_index: int = 0, driver: ModuleType | None = None) -> GpuInf
                    sm_count=int(sms), total_memory=int(memory))
 
 
+def _runtime_module(index: int) -> Any:
+    rt = import_cuda("runtime", "cudart")
+    if rt is None:
+        raise HostProbeError(f"cuda-python's runtime API is needed to select cuda_device {index}",
+                             hint="install cuda-python 12.x (pip install 'engine-init[cuda]')")
+    return rt
+
+
 def select_device(index: int, runtime: Any = None) -> None:
     """Make GPU ``index`` current for the calling thread (``cudaSetDevice``).
 
@@ -119,12 +127,30 @@ def select_device(index: int, runtime: Any = None) -> None:
     ``cudaMalloc`` work on the current one, so the thread that builds and allocates must call
     this first. ``runtime`` is ``cuda.bindings.runtime`` (imported when None).
     """
-    rt = runtime or import_cuda("runtime", "cudart")
-    if rt is None:
-        raise HostProbeError(f"cuda-python's runtime API is needed to select cuda_device {index}",
-                             hint="install cuda-python 12.x (pip install 'engine-init[cuda]')")
+    rt = runtime or _runtime_module(index)
     result = rt.cudaSetDevice(index)
     status = result[0] if isinstance(result, tuple) else result
     if status != rt.cudaError_t.cudaSuccess:
         raise HostProbeError(f"cudaSetDevice({index}) failed: {getattr(status, 'name', status)}",
                              hint="set cuda_device to a GPU this container can see")
+
+
+def device_free_memory(index: int, runtime: Any = None) -> int | None:
+    """Free bytes on discrete GPU ``index`` (``cudaMemGetInfo``), for the build governor; None
+    on an integrated GPU (a Jetson), whose memory is the host's: MemAvailable governs there.
+
+    This makes the device current for the calling thread and creates its primary context,
+    which the build that follows would create anyway (one per device and process).
+    """
+    rt = runtime or _runtime_module(index)
+    select_device(index, rt)
+    ok = rt.cudaError_t.cudaSuccess
+    status, integrated = rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrIntegrated, index)
+    if status == ok and integrated:
+        return None
+    status, free, _total = rt.cudaMemGetInfo() if status == ok else (status, 0, 0)
+    if status != ok:
+        raise HostProbeError(f"cannot read cuda_device {index}'s free memory: "
+                             f"{getattr(status, 'name', status)}",
+                             hint="check that the container runs with the NVIDIA runtime")
+    return int(free)

@@ -126,10 +126,16 @@ def test_real_gpu_probe():
 class cudaError_t(enum.IntEnum):
     cudaSuccess = 0
     cudaErrorInvalidDevice = 101
+    cudaErrorNoDevice = 100
 
 
-def fake_runtime(devices=2):
-    """Stand-in for cuda.bindings.runtime: a current device per thread, as CUDA's."""
+class cudaDeviceAttr(enum.IntEnum):
+    cudaDevAttrIntegrated = 18
+
+
+def fake_runtime(devices=2, integrated=False, free=(7 << 30, 3 << 30), fail_info=False):
+    """Stand-in for cuda.bindings.runtime: a current device per thread, as CUDA's; ``free``:
+    each device's free bytes, which cudaMemGetInfo reports for the current device."""
     import threading
 
     local = threading.local()
@@ -140,7 +146,18 @@ def fake_runtime(devices=2):
         local.device = index
         return (cudaError_t.cudaSuccess,)
 
-    return SimpleNamespace(cudaError_t=cudaError_t, cudaSetDevice=set_device,
+    def mem_info():
+        if fail_info:
+            return (cudaError_t.cudaErrorNoDevice, 0, 0)
+        return (cudaError_t.cudaSuccess, free[getattr(local, "device", 0)], 80 << 30)
+
+    def attribute(attr, index):
+        assert attr == cudaDeviceAttr.cudaDevAttrIntegrated
+        return (cudaError_t.cudaSuccess, int(integrated))
+
+    return SimpleNamespace(cudaError_t=cudaError_t, cudaDeviceAttr=cudaDeviceAttr,
+                           cudaSetDevice=set_device, cudaMemGetInfo=mem_info,
+                           cudaDeviceGetAttribute=attribute,
                            current=lambda: getattr(local, "device", 0))
 
 
@@ -205,3 +222,43 @@ def test_the_probed_device_index_reaches_the_capabilities(tmp_path, monkeypatch)
     report = probe_host(need_gpu=True, cuda_device=1, env={"L4T_VERSION": "36.4.3"},
                         release_file=tmp_path / "x")
     assert report.capabilities.cuda_device == 1
+
+
+def test_device_free_memory_of_a_discrete_gpu_is_the_selected_devices():
+    from app.host.cuda import device_free_memory
+
+    assert device_free_memory(1, fake_runtime()) == 3 << 30
+    assert device_free_memory(0, fake_runtime()) == 7 << 30
+
+
+def test_an_integrated_gpu_has_no_device_free_memory_of_its_own():
+    """On a Jetson the GPU's memory is the host's: the governor uses MemAvailable there."""
+    from app.host.cuda import device_free_memory
+
+    assert device_free_memory(0, fake_runtime(integrated=True)) is None
+
+
+def test_device_free_memory_checks_every_status():
+    from app.host.cuda import device_free_memory
+
+    with pytest.raises(HostProbeError, match=r"cannot read cuda_device 0's free memory: "
+                                             "cudaErrorNoDevice"):
+        device_free_memory(0, fake_runtime(fail_info=True))
+    with pytest.raises(HostProbeError, match=r"cudaSetDevice\(5\) failed"):
+        device_free_memory(5, fake_runtime())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
+def test_real_device_free_memory():
+    """On a real discrete GPU: free bytes, positive and under the device's total; None on a
+    Jetson's integrated GPU."""
+    from app.host.cuda import device_free_memory
+
+    info = probe_gpu(0)
+    free = device_free_memory(0)
+    print(f"{info.name}: {free} bytes free of {info.total_memory}")
+    if "Orin" in info.name or "Xavier" in info.name:
+        assert free is None
+    else:
+        assert free is not None and 0 < free <= info.total_memory
