@@ -108,7 +108,7 @@ def test_without_trust_an_old_record_or_no_record_rebuilds(specs, tmp_path, even
 def test_trust_untracked_engines_false_rebuilds_a_preinstalled_engine_cli(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus, trust_untracked_engines=False)
     assert cli("--config", str(job), "run").returncode == 0
-    engine = next((tmp_path / "cache").glob("dinov2_vpr__*"))
+    engine = next((tmp_path / "cache").glob("dinov2_vpr__*.ort"))
     record_path(engine).unlink()  # as an engine baked into an image
     again = cli("--config", str(job), "run")
     assert again.returncode == 0, again.stderr
@@ -123,6 +123,6 @@ def test_trust_untracked_engines_false_rebuilds_a_preinstalled_engine_cli(tmp_pa
 def test_records_written_by_the_job_carry_this_hosts_identity_cli(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus)
     assert cli("--config", str(job), "run").returncode == 0
-    engine = next((tmp_path / "cache").glob("aliked__*"))
+    engine = next((tmp_path / "cache").glob("aliked__*.ort"))
     record = read_record(engine).record
     assert record is not None and record.hardware["sku_key"].endswith("-onnxruntime")
