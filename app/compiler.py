@@ -345,34 +345,37 @@ class EngineCompiler:
 
     def _promote(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
                  request: EngineCompileRequest) -> EngineCompileResult | None:
-        """A fleet candidate of this SKU published instead of a build; None: build."""
+        """A fleet candidate of this SKU published instead of a build; None: build (seeded
+        with the candidates' timing cache)."""
         if self.identity is None or verdict.reason == "folder":
             return None
         sku = self.identity.sku_key()
         if not (request.cache_root / "candidates" / sku).is_dir():
             return None  # the usual case: the fleet code is not even loaded
-        from app.fleet.promote import promote
+        from app.fleet.promote import promote, seed_timing_cache
 
         name = plan.spec.model_name
         pending = dataclasses.replace(plan.expected, status=BUILDING)
         got = promote(runtime, request.cache_root, sku, plan.artifact, plan.expected,
-                      verdict.onnx.sha256, plan.spec.onnx_path, plan.build_config,
-                      lambda: write_record(plan.artifact, pending, self.signing_key))
-        if got is None:
-            return None
-        if got.digest is None:
+                      verdict.onnx.sha256, plan.spec, plan.build_config,
+                      lambda: write_record(plan.artifact, pending, self.signing_key),
+                      public_key=request.fleet_public_key, logger=self.logger)
+        if got is not None and got.digest is None:
             events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
                         f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "
                         "building here", model_name=name, candidate=str(got.candidate),
                         reason=got.reason)
+        if got is None or got.digest is None:  # a build follows: give it the bundle's timings
+            seed_timing_cache(runtime, request.cache_root, sku, request.fleet_public_key,
+                              self.logger)
             return None
         verdict.digest, verdict.size = got.digest, got.size
-        self._write_record(plan, verdict, None, None)
+        self._write_record(plan, verdict, None, None, got.accuracy)
         events.emit(self.logger, logging.INFO, events.CANDIDATE_PROMOTED,
                     f"{name}: promoted candidate {got.candidate.name} for {sku}", model_name=name,
                     engine_path=str(plan.artifact), sha256=got.digest, sku=sku)
         return EngineCompileResult(self._entry(plan, got.digest, request),
-                                   CompileOutcome.PROMOTED, None)
+                                   CompileOutcome.PROMOTED, None, got.accuracy)
 
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,

@@ -271,7 +271,8 @@ class FleetConfig(_Strict):
         default=None, description="Ed25519 private key (PEM) that export and push sign bundles with; "
                           "on the build host only.")
     public_key_file: ConfigPath | None = Field(
-        default=None, description="Ed25519 public key (PEM) that import and pull verify bundles with.")
+        default=None, description="Ed25519 public key (PEM) that import and pull verify bundles with, "
+                          "and that run checks candidates with again before promoting one.")
 
 
 class EngineInitConfig(_Strict):
@@ -370,6 +371,7 @@ class EngineInitConfig(_Strict):
             precision=self.precision, host=host, workspace_mb=self.workspace_mb,
             optimization_level=self.optimization_level, lock_timeout_s=self.lock_timeout_s,
             strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
+            fleet_public_key=self.fleet.public_key_file,
         )
 
 

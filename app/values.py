@@ -170,6 +170,9 @@ class EngineCompileRequest:
     strict_onnx_hash: bool = False
     #: The build governor's settings; None: builds start without it.
     governor: GovernorSettings | None = None
+    #: The Ed25519 public key (PEM file) fleet candidates must be signed with; None: no
+    #: candidate is promoted (app.fleet.trust).
+    fleet_public_key: Path | None = None
 
 
 class CompileOutcome(str, enum.Enum):

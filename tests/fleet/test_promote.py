@@ -1,51 +1,107 @@
 """Promotion in ``run``: candidates exported by a reference host and imported by a robot are
-checked on the robot and published instead of built. Real processes, the real ONNX Runtime
-backend, real signed bundles (both hosts are this machine: one SKU)."""
+checked on the robot (signature, manifest, bytes, backend, accuracy gate) and published instead
+of built. Real processes, the real ONNX Runtime backend, real signed bundles (both hosts are
+this machine: one SKU). The timing-cache seeding runs TensorRTRuntime on the TensorRT stand-in
+(FakeTensorRT), the only TensorRT here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import yaml
 
-from app.cache.record import read_record
+from app.cache.record import read_record, record_path
+from app.cache.sidecar import sidecar_path
+from app.fleet import layout
 from tests.helpers import cli, json_events, write_job_config
 
 
-@pytest.fixture
-def robot(tmp_path, corpus):
-    """A reference host that ran and exported its engines; a robot (its own copy of the models)
-    that imported them. Returns (robot config, robot models folder)."""
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    assert cli("fleet", "keygen", str(keys / "k.pem"), str(keys / "k.pub.pem")).returncode == 0
-    reference = write_job_config(tmp_path / "reference", corpus)
-    assert cli("--config", str(reference), "run").returncode == 0
-    bundle = tmp_path / "bundle.tar"
-    exported = cli("--config", str(reference), "export", str(bundle), "--private-key",
-                   str(keys / "k.pem"))
+@dataclass(frozen=True)
+class Reference:
+    """A reference host that ran its corpus and exported it, signed with ``private``."""
+
+    root: Path
+    private: Path
+    public: Path
+    bundle: Path
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus) -> Reference:
+    root = tmp_path_factory.mktemp("reference")
+    ref = Reference(root, root / "k.pem", root / "k.pub.pem", root / "bundle.tar")
+    assert cli("fleet", "keygen", str(ref.private), str(ref.public)).returncode == 0
+    config = write_job_config(root, corpus)
+    assert cli("--config", str(config), "run").returncode == 0
+    exported = cli("--config", str(config), "export", str(ref.bundle), "--private-key", str(ref.private))
     assert exported.returncode == 0, exported.stderr
+    return ref
+
+
+def make_robot(tmp_path: Path, corpus, ref: Reference, bundle: Path | None = None, *,  # type: ignore[no-untyped-def]
+               public_key: bool = True, gate: bool = False) -> Path:
+    """A robot (its own copy of the models) that imported ``bundle``; its config path.
+    ``public_key``: whether its config names the fleet's key; ``gate``: dinov2_vpr is checked
+    with ``verify: accuracy``."""
     models = tmp_path / "models"
     models.mkdir()
     local = dict(corpus)
     for name in ("dinov2_vpr", "lightglue", "aliked"):
         local[name] = models / corpus[name].name
         shutil.copyfile(corpus[name], local[name])
-    config = write_job_config(tmp_path / "robot", local)
+    fleet = {"fleet": {"public_key_file": str(ref.public)}} if public_key else {}
+    config = write_job_config(tmp_path / "robot", local, **fleet)
+    if gate:
+        doc = yaml.safe_load(config.read_text())
+        doc["backbones"][0]["verify"] = "accuracy"
+        config.write_text(yaml.safe_dump(doc))
     (tmp_path / "robot" / "cache").mkdir()
-    imported = cli("--config", str(config), "import", str(bundle), "--public-key",
-                   str(keys / "k.pub.pem"))
+    imported = cli("--config", str(config), "import", str(bundle or ref.bundle), "--public-key",
+                   str(ref.public))
     assert imported.returncode == 0, imported.stderr
-    return config, local
+    return config
+
+
+def tampered_bundle(tmp_path: Path, corpus, ref: Reference, model: str, payload: bytes) -> Path:  # type: ignore[no-untyped-def]
+    """A bundle, signed with the fleet's key, of the reference cache with ``model``'s engine
+    replaced by ``payload`` (sidecar and record made to agree): what a faulty reference host
+    would push."""
+    root = tmp_path / "tampered"
+    shutil.copytree(ref.cache, root / "cache")
+    config = write_job_config(root, corpus)
+    [engine] = (root / "cache").glob(f"{model}__*.ort")
+    digest = hashlib.sha256(payload).hexdigest()
+    engine.write_bytes(payload)
+    sidecar_path(engine).write_text(digest + "\n")
+    doc = json.loads(record_path(engine).read_text())
+    doc.update(engine_sha256=digest, engine_size=len(payload))
+    record_path(engine).write_text(json.dumps(doc))
+    bundle = tmp_path / "tampered.tar"
+    exported = cli("--config", str(config), "export", str(bundle), "--private-key", str(ref.private))
+    assert exported.returncode == 0, exported.stderr
+    return bundle
+
+
+def candidates(tmp_path: Path) -> Path:
+    [folder] = [p for p in (tmp_path / "robot" / "cache" / "candidates").iterdir() if p.is_dir()]
+    return folder
 
 
 def _kinds(result, kind):  # type: ignore[no-untyped-def]
     return [e["kv"] for e in json_events(result.stderr) if e["kind"] == kind]
 
 
-def test_a_robot_with_candidates_builds_nothing_and_promotes_all(tmp_path, robot):
-    config, _ = robot
+def test_a_robot_with_candidates_builds_nothing_and_promotes_all(tmp_path, corpus, reference):
+    config = make_robot(tmp_path, corpus, reference)
     ran = cli("--config", str(config), "run")
     assert ran.returncode == 0, ran.stderr
     assert "ready: 0 built, 0 reused, 3 promoted" in ran.stdout
@@ -56,23 +112,24 @@ def test_a_robot_with_candidates_builds_nothing_and_promotes_all(tmp_path, robot
     assert (summary["engines_built"], summary["engines_promoted"]) == (0, 3)
     marker = json.loads((tmp_path / "robot" / "run" / "ready.json").read_text())
     assert [e["outcome"] for e in marker["engines"]] == ["promoted"] * 3
-    reference = tmp_path / "reference" / "cache"
     for engine in marker["engines"]:
         name = engine["engine_path"].rsplit("/", 1)[1]
-        assert (reference / name).read_bytes() == (tmp_path / "robot" / "cache" / name).read_bytes()
+        assert (reference.cache / name).read_bytes() == (tmp_path / "robot" / "cache" / name).read_bytes()
         record = read_record(tmp_path / "robot" / "cache" / name).record
         assert record is not None and record.status == "built" and record.sku
+        assert record.accuracy is None  # verify: io here, the gate did not run
     again = cli("--config", str(config), "run")
     assert again.returncode == 0 and "ready: 0 built, 3 reused, 0 promoted" in again.stdout
 
 
-def test_a_candidate_whose_onnx_changed_is_rejected_and_built_here(tmp_path, robot):
+def test_a_candidate_whose_onnx_changed_is_rejected_and_built_here(tmp_path, corpus, reference):
     import onnx
 
-    config, local = robot
-    model = onnx.load(str(local["lightglue"]))
+    config = make_robot(tmp_path, corpus, reference)
+    onnx_path = tmp_path / "models" / corpus["lightglue"].name
+    model = onnx.load(str(onnx_path))
     model.doc_string = "retrained"  # other bytes, same graph: the candidate is stale
-    onnx.save(model, str(local["lightglue"]))
+    onnx.save(model, str(onnx_path))
     ran = cli("--config", str(config), "run")
     assert ran.returncode == 0, ran.stderr
     assert "ready: 1 built, 0 reused, 2 promoted" in ran.stdout
@@ -81,22 +138,12 @@ def test_a_candidate_whose_onnx_changed_is_rejected_and_built_here(tmp_path, rob
     assert [kv["model_name"] for kv in _kinds(ran, "c10.engine.built")] == ["lightglue"]
 
 
-def test_a_candidate_the_backend_cannot_load_is_rejected_and_built_here(tmp_path, robot):
-    """Bytes, sidecar and record agree, so only the backend's own check can refuse it."""
-    import hashlib
-
-    from app.cache.record import record_path
-    from app.cache.sidecar import sidecar_path
-
-    config, _ = robot
-    [candidate] = (tmp_path / "robot" / "cache" / "candidates").glob("*/files/aliked__*.ort")
+def test_a_signed_candidate_the_backend_cannot_load_is_rejected_and_built_here(tmp_path, corpus,
+                                                                              reference):
+    """Signature, manifest, bytes and record all agree, so only the backend's check refuses it."""
     junk = b"not an ORT model" * 100
-    digest = hashlib.sha256(junk).hexdigest()
-    candidate.write_bytes(junk)
-    sidecar_path(candidate).write_text(digest + "\n")
-    doc = json.loads(record_path(candidate).read_text())
-    doc.update(engine_sha256=digest, engine_size=len(junk))
-    record_path(candidate).write_text(json.dumps(doc))
+    config = make_robot(tmp_path, corpus, reference,
+                        tampered_bundle(tmp_path, corpus, reference, "aliked", junk))
     ran = cli("--config", str(config), "run")
     assert ran.returncode == 0, ran.stderr
     assert "ready: 1 built, 0 reused, 2 promoted" in ran.stdout
@@ -104,3 +151,163 @@ def test_a_candidate_the_backend_cannot_load_is_rejected_and_built_here(tmp_path
     assert rejected["model_name"] == "aliked" and "does not load" in rejected["reason"]
     built = next((tmp_path / "robot" / "cache").glob("aliked__*.ort"))
     assert built.read_bytes() != junk
+
+
+def _all_rejected_and_built(config: Path, reason: str) -> None:
+    ran = cli("--config", str(config), "run")
+    assert ran.returncode == 0, ran.stderr
+    assert "ready: 3 built, 0 reused, 0 promoted" in ran.stdout
+    rejected = _kinds(ran, "c10.engine.candidate.rejected")
+    assert [kv["model_name"] for kv in rejected] == ["dinov2_vpr", "lightglue", "aliked"]
+    assert all(reason in kv["reason"] for kv in rejected), rejected
+    assert [kv["model_name"] for kv in _kinds(ran, "c10.engine.built")] == [
+        "dinov2_vpr", "lightglue", "aliked"]
+
+
+def test_candidates_re_signed_by_another_key_are_rejected_and_built_here(tmp_path, corpus,
+                                                                        reference, other_keys):
+    from app.fleet.keys import key_id, sign_digest
+
+    config = make_robot(tmp_path, corpus, reference)
+    folder = candidates(tmp_path)
+    signed = layout.parse_signed_index((folder / "index.json").read_bytes())
+    forged = sign_digest(other_keys.private, signed.manifest.digest)
+    (folder / "index.json").write_bytes(layout.signed_index(
+        signed.manifest, forged, key_id(other_keys.public), signed.sku))
+    _all_rejected_and_built(config, "does not verify with public key")
+
+
+def test_without_a_public_key_configured_no_candidate_is_promoted(tmp_path, corpus, reference):
+    config = make_robot(tmp_path, corpus, reference, public_key=False)
+    _all_rejected_and_built(config, "fleet.public_key_file is not set")
+
+
+def test_a_manifest_edited_after_import_is_rejected_and_built_here(tmp_path, corpus, reference):
+    config = make_robot(tmp_path, corpus, reference)
+    manifest = candidates(tmp_path) / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["annotations"]["note"] = "edited"
+    manifest.write_text(json.dumps(doc))
+    _all_rejected_and_built(config, "manifest.json is not the manifest its signature covers")
+
+
+def test_a_candidate_failing_the_accuracy_gate_is_rejected_and_built_here(tmp_path, corpus,
+                                                                         reference):
+    """The candidate is a real ONNX Runtime build of another dinov2_vpr (other weights, the same
+    inputs and outputs): it loads, but its outputs are not the model's."""
+    from app.backends.onnxruntime import OnnxRuntimeBackend
+    from app.demo import make_dinov2_vpr
+    from app.values import BuildConfig, InputProfile, PrecisionMode
+
+    other = tmp_path / "other.ort"
+    OnnxRuntimeBackend().compile_engine(make_dinov2_vpr(tmp_path / "other.onnx", seed=99), BuildConfig(
+        precision=PrecisionMode.FP32, model_name="dinov2_vpr", engine_path=other,
+        input_shapes={None: InputProfile.fixed((1, 3, 32, 32))}))
+    bundle = tampered_bundle(tmp_path, corpus, reference, "dinov2_vpr", other.read_bytes())
+    config = make_robot(tmp_path, corpus, reference, bundle, gate=True)
+    ran = cli("--config", str(config), "run")
+    assert ran.returncode == 0, ran.stderr
+    assert "ready: 1 built, 0 reused, 2 promoted" in ran.stdout
+    [rejected] = _kinds(ran, "c10.engine.candidate.rejected")
+    [failed] = _kinds(ran, "c10.engine.accuracy.failed")
+    assert rejected["model_name"] == "dinov2_vpr" and "the accuracy gate" in rejected["reason"]
+    assert f"{failed['metric']} " in rejected["reason"] and f"{failed['threshold']:g}" in rejected["reason"]
+    [passed] = _kinds(ran, "c10.engine.accuracy.passed")  # the local build's
+    assert passed["model_name"] == "dinov2_vpr"
+    assert [kv["model_name"] for kv in _kinds(ran, "c10.engine.built")] == ["dinov2_vpr"]
+    engine = Path(rejected["candidate"]).name
+    built = tmp_path / "robot" / "cache" / engine
+    assert built.read_bytes() != other.read_bytes()
+    record = read_record(built).record
+    assert record is not None and record.accuracy is not None and record.accuracy["passed"]
+
+
+def test_a_candidate_passing_the_accuracy_gate_is_promoted_with_its_figures(tmp_path, corpus,
+                                                                           reference):
+    config = make_robot(tmp_path, corpus, reference, gate=True)
+    ran = cli("--config", str(config), "run")
+    assert ran.returncode == 0, ran.stderr
+    assert "ready: 0 built, 0 reused, 3 promoted" in ran.stdout
+    [passed] = _kinds(ran, "c10.engine.accuracy.passed")
+    [engine] = (tmp_path / "robot" / "cache").glob("dinov2_vpr__*.ort")
+    record = read_record(engine).record
+    assert record is not None and record.accuracy is not None
+    assert record.accuracy["passed"] and record.accuracy["engine_sha256"] == record.engine_sha256
+    assert record.accuracy["outputs"] == passed["outputs"]
+    marker = json.loads((tmp_path / "robot" / "run" / "ready.json").read_text())
+    assert marker["engines"][0]["accuracy"]["passed"]
+    again = cli("--config", str(config), "run")  # the recorded pass vouches: no new check
+    assert "ready: 0 built, 3 reused, 0 promoted" in again.stdout
+    assert _kinds(again, "c10.engine.accuracy.passed") == []
+
+
+def test_a_folder_is_checked_once_and_again_when_its_manifest_changes(tmp_path, keys, monkeypatch):
+    from app.fleet import keys as key_functions
+    from app.fleet.candidates import candidate_folder
+    from app.fleet.fetch import fetch_bundle, open_bundle
+    from app.fleet.trust import trust_folder
+    from tests.fleet.conftest import AGX, cache_files, export
+
+    files = cache_files(tmp_path / "reference")
+    (tmp_path / "robot").mkdir()
+    with open_bundle(export(tmp_path / "bundle", files, AGX, keys)) as source:
+        fetch_bundle(source, keys.public, AGX, tmp_path / "robot")
+    checked = []
+    verify = key_functions.verify_digest
+    monkeypatch.setattr(key_functions, "verify_digest", lambda *a: checked.append(a) or verify(*a))
+    folder, sku = candidate_folder(tmp_path / "robot", AGX.sku_key()), AGX.sku_key()
+    first = trust_folder(folder, sku, keys.public_file)
+    assert trust_folder(folder, sku, keys.public_file) is first and len(checked) == 1
+    assert not first.reason and sorted(first.files) == sorted(files)
+    with (folder / "manifest.json").open("ab") as manifest:
+        manifest.write(b" ")  # still the same JSON, no longer the signed bytes
+    again = trust_folder(folder, sku, keys.public_file)
+    assert len(checked) == 2 and again.reason == "manifest.json is not the manifest its signature covers"
+
+
+@pytest.mark.parametrize("case", ["absent", "kept", "unverified"])
+def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path, corpus, keys,
+                                                                       events, case):
+    """TensorRTRuntime on the TensorRT stand-in (FakeTensorRT). The bundle's timing cache of this
+    TensorRT version and device is what the local build loads when there is none here (absent);
+    a timing cache already here is kept (kept); a folder whose signature cannot be checked (no
+    public key configured) seeds nothing (unverified)."""
+    from app.compiler import EngineCompiler
+    from app.fleet.fetch import fetch_bundle, open_bundle
+    from app.values import BackboneSpec, CompileOutcome
+    from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
+    from tests.backends.tensorrt.helpers import runtime_for
+    from tests.fleet.conftest import AGX, export
+    from tests.helpers import make_request
+
+    fake = FakeTensorRT("10.3.0")
+    runtime = runtime_for(fake)
+    robot = tmp_path / "robot"
+    target = runtime.timing_cache_path(robot)
+    assert target is not None
+    theirs = b"TC1|" + fake.device_props.encode() + b"|[reference timings]"
+    source_file = tmp_path / "reference" / "timing" / target.name
+    source_file.parent.mkdir(parents=True)
+    source_file.write_bytes(theirs)
+    robot.mkdir()
+    with open_bundle(export(tmp_path / "bundle", {f"timing/{target.name}": source_file}, AGX,
+                            keys)) as source:
+        fetch_bundle(source, keys.public, AGX, robot)
+    mine = b"TC1|" + fake.device_props.encode() + b"|[robot timings]"
+    if case == "kept":
+        target.parent.mkdir()
+        target.write_bytes(mine)
+    request = make_request((BackboneSpec("dinov2_vpr", corpus["dinov2_vpr"], (1, 3, 32, 32)),),
+                           robot, host=runtime.host,
+                           fleet_public_key=None if case == "unverified" else keys.public_file)
+    [result] = EngineCompiler(runtime, events[0], identity=AGX).compile_engines_for_corpus(request)
+    assert result.outcome is CompileOutcome.BUILT
+    [loaded] = [call[1] for call in fake.calls if call[0] == "create_timing_cache"]
+    seeded = events[1].kv("c10.engine.timing_cache.seeded")
+    if case == "absent":
+        assert loaded == theirs
+        assert seeded == [{"path": str(target), "sku": AGX.sku_key(), "bytes": len(theirs)}]
+    else:
+        assert loaded == (mine if case == "kept" else b"") and seeded == []
+    # The build saved its own timings on top of what it loaded.
+    assert target.read_bytes().startswith(loaded or b"TC1|") and target.read_bytes() != loaded

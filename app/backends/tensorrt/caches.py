@@ -32,7 +32,8 @@ from app.cache.record import fingerprint
 from app.values import InputProfile
 
 __all__ = ["MAX_CACHE_BYTES", "TIMING_RESET", "TIMING_UNSAVED", "TimingCache",
-           "calibration_cache_path", "calibration_model_key", "find_calibration_cache"]
+           "calibration_cache_path", "calibration_model_key", "find_calibration_cache",
+           "timing_cache_path"]
 
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
 MAX_CACHE_BYTES = 256 << 20
@@ -42,6 +43,11 @@ TIMING_UNSAVED = "c10.engine.timing_cache.unsaved"
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "gpu"
+
+
+def timing_cache_path(root: Path, trt_version: str, sm: int, device: str) -> Path:
+    """The timing cache of one TensorRT version (the full one, with its build) and device."""
+    return root / "timing" / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
 
 
 def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -> str:
@@ -78,7 +84,7 @@ class TimingCache:
 
     def __init__(self, root: Path, trt_version: str, sm: int, device: str,
                  warn: Callable[[str, str], None]) -> None:
-        self.path = root / "timing" / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
+        self.path = timing_cache_path(root, trt_version, sm, device)
         self.warn = warn
         self.loaded = self._read()
 

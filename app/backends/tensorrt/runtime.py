@@ -20,7 +20,7 @@ from app import events, faults
 from app.backends.calibration import CalibrationSet
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
-from app.backends.tensorrt.caches import TimingCache, calibration_model_key
+from app.backends.tensorrt.caches import TimingCache, calibration_model_key, timing_cache_path
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
 from app.backends.tensorrt.dla import check_dla_request, require_core
@@ -89,6 +89,13 @@ class TensorRTRuntime:
 
     def device_name(self) -> str:
         return self.host.device_name
+
+    def timing_cache_path(self, cache_root: Path) -> Path | None:
+        """The timing cache a build under ``cache_root`` reads and saves (a fleet bundle's seeds
+        it: app.fleet.promote); None while the full TensorRT version is unknown before a build."""
+        if not self.host.trt_full:
+            return None
+        return timing_cache_path(cache_root, self.host.trt_full, self.host.sm, self.host.device_name)
 
     # -- the build ---------------------------------------------------------------------------
     def _api(self) -> TrtApi:

@@ -1,0 +1,97 @@
+"""Whether a SKU's candidate folder is still the bundle the fleet signed, checked by ``run``.
+
+``import`` and ``pull`` verified the bundle when they stored it; ``run`` checks it again before
+it takes anything from the folder, since the folder may have been edited since, or filled by a
+plain copy. ``index.json`` (the signed index as received) must carry an Ed25519 signature that
+verifies with ``fleet.public_key_file`` over the digest of ``manifest.json``, and the manifest
+must be of this SKU. Each file then taken from ``files/`` is read once and must have the size
+and digest the manifest lists (:func:`signed_bytes`). Anything else, no public key configured
+included, refuses the whole folder: a candidate is never trusted by default.
+
+The check runs once per folder and process (``run`` is one process): its answer is kept under
+the stat facts of the key file, ``index.json`` and ``manifest.json`` (ctime included, which no
+one can set back), so that a folder replaced or edited during the run is checked again. This
+module loads ``cryptography`` only when it checks a signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import EngineInitError
+from app.fleet import layout
+from app.fleet.safefile import read_limited
+
+__all__ = ["Trust", "signed_bytes", "trust_folder"]
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The files the verified manifest lists (cache-relative name: descriptor); ``reason``
+    says why the folder is refused, and is empty when it is trusted."""
+
+    files: dict[str, layout.Descriptor] = field(default_factory=dict)
+    reason: str = ""
+
+
+_CHECKED: dict[tuple[object, ...], Trust] = {}
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def trust_folder(folder: Path, sku: str, public_key_file: Path | None) -> Trust:
+    """The verdict on the candidate folder ``folder`` of ``sku`` (see the module docstring)."""
+    if public_key_file is None:
+        return Trust(reason="fleet.public_key_file is not set, so its signature cannot be checked")
+    try:
+        key = (str(folder), sku, *(_stamp(p) for p in (
+            public_key_file, folder / "index.json", folder / "manifest.json")))
+    except OSError as exc:
+        return Trust(reason=f"{exc.filename}: {exc.strerror or exc}")
+    if key not in _CHECKED:
+        _CHECKED[key] = _check(folder, sku, public_key_file)
+    return _CHECKED[key]
+
+
+def _sha256(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _check(folder: Path, sku: str, public_key_file: Path) -> Trust:
+    from app.fleet.keys import key_id, load_public_key, verify_digest
+
+    try:
+        public = load_public_key(public_key_file)
+        signed = layout.parse_signed_index(read_limited(folder / "index.json", layout.DOC_MAX))
+        if not verify_digest(public, signed.manifest.digest, signed.signature):
+            return Trust(reason=f"its signature does not verify with public key {key_id(public)} "
+                                f"(its index names key {signed.key_id})")
+        raw = read_limited(folder / "manifest.json", layout.DOC_MAX)
+        if len(raw) != signed.manifest.size or _sha256(raw) != signed.manifest.digest:
+            return Trust(reason="manifest.json is not the manifest its signature covers")
+        manifest = layout.parse_manifest(raw)
+    except EngineInitError as exc:  # a bad key file, an unsigned or malformed document
+        return Trust(reason=str(exc))
+    except (OSError, ValueError) as exc:
+        return Trust(reason=f"unreadable: {exc}")
+    if manifest.sku != sku or signed.sku != sku:
+        return Trust(reason=f"its manifest is for SKU {manifest.sku}, not {sku}")
+    return Trust(dict(manifest.files))
+
+
+def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
+    """``files/<name>`` of ``folder``, read once; ValueError unless the manifest ``trust`` holds
+    lists exactly these bytes (OSError when it cannot be read, or is not a regular file)."""
+    described = trust.files.get(name)
+    if described is None:
+        raise ValueError(f"the signed manifest does not list {name}")
+    payload = read_limited(folder / "files" / name, described.size)
+    if len(payload) != described.size or _sha256(payload) != described.digest:
+        raise ValueError(f"{name} is not the file the signed manifest lists")
+    return payload
