@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cache.fsread import read_small
 from app.errors import ConfigError
-from app.fleet.safefile import read_limited
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -40,10 +40,7 @@ def _cryptography() -> None:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return read_limited(path, _KEY_FILE_MAX, follow=True)  # secrets are often links (k8s)
-    except ValueError:
-        raise ConfigError(f"{what} {path} is larger than {_KEY_FILE_MAX} bytes: not a PEM key",
-                          hint=_HINT) from None
+        return read_small(path, _KEY_FILE_MAX, follow_links=True)  # secrets are often links (k8s)
     except OSError as exc:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint=_HINT) from None
 

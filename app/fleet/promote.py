@@ -41,7 +41,7 @@ def promote(runtime: Any, cache_root: Path, sku: str, artifact: Path, expected: 
     """Publish the candidate of ``artifact`` for ``sku`` at ``artifact``; None when there is
     no candidate for it. ``expected``: the record the current inputs give; ``before_publish``
     runs once everything checked out, before the first byte is written (the pending record)."""
-    from app.fleet.safefile import read_limited
+    from app.cache.fsread import read_small
 
     candidate = candidate_folder(cache_root, sku) / "files" / artifact.name
     if not candidate.exists() and not candidate.is_symlink():
@@ -58,7 +58,7 @@ def promote(runtime: Any, cache_root: Path, sku: str, artifact: Path, expected: 
     if record.engine_size is None:
         return Promotion(candidate, reason="its record does not note the engine's size")
     try:
-        payload = read_limited(candidate, record.engine_size)
+        payload = read_small(candidate, record.engine_size)
     except (OSError, ValueError) as exc:
         return Promotion(candidate, reason=f"unreadable: {exc}")
     digest = hashlib.sha256(payload).hexdigest()
