@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     try:
-        # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message.
+        # SIGTERM/SIGINT become a clean exit 143/130 with a message (app/__main__.py installs
+        # them before the CLI's imports; here for callers of main() itself).
         install_signal_handlers()
         cli.main(args=args, prog_name="engine-init", standalone_mode=False)
         checkpoint()  # a signal that arrived after the command's last checkpoint
