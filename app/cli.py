@@ -28,10 +28,11 @@ from app.fleet.commands import register as register_fleet_commands
 
 if TYPE_CHECKING:
     from app.config import EngineInitConfig
+    from app.host.identity import HardwareIdentity
+    from app.job import Prepared
 
-__all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE",
-           "cli", "exit_code_for",
-           "fail", "main"]
+__all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE", "cli",
+           "exit_code_for", "fail", "main"]
 
 #: Usage errors keep click's own code (os.EX_USAGE would be 64).
 EXIT_USAGE = 2
@@ -84,13 +85,26 @@ def _setup_logging(log_format: str, debug: bool) -> None:
 
 
 class _State:
-    def __init__(self, config: str | None, debug: bool) -> None:
-        self.config_arg, self.debug = config, debug
+    """What every command is handed (``click.pass_obj``): the config, loaded when asked for."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config_arg = config
 
     def config(self, check_files: bool = True) -> EngineInitConfig:
         from app.loading import load_config
 
         return load_config(self.config_arg, check_files=check_files)
+
+    def host(self, config: EngineInitConfig | None = None) -> tuple[EngineInitConfig, Prepared,
+                                                                     HardwareIdentity]:
+        """The config (``config`` when already loaded), the prepared job and this host's
+        identity (its SKU key names bundles and ``status`` shows it)."""
+        from app.host.identity import identity_of
+        from app.job import prepare
+
+        config = config or self.config()
+        prepared = prepare(config, LOGGER)
+        return config, prepared, identity_of(prepared.report, prepared.backend.name)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +119,7 @@ class _State:
 def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) -> None:
     """Prepare inference engines before the robot's software starts."""
     _setup_logging(log_format, debug)
-    ctx.obj = _State(config, debug)
+    ctx.obj = _State(config)
 
 
 @cli.command()

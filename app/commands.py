@@ -57,17 +57,13 @@ def _inspect(state: Any, strict: bool) -> tuple[list[dict[str, Any]], str]:
     """The rows of ``status`` / ``verify``, and this host's SKU key (README, Fleets)."""
     from dataclasses import replace
 
-    from app.host.identity import identity_of
-    from app.job import prepare
-
-    config = state.config()
-    prepared = prepare(config, LOGGER)
+    config, prepared, identity = state.host()
     request = replace(config.to_request(prepared.report.capabilities), strict_onnx_hash=strict)
     return [
         {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
          "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest}
         for spec, path, verdict in prepared.compiler.check_corpus(request)
-    ], identity_of(prepared.report, prepared.backend.name).sku_key()
+    ], identity.sku_key()
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> None:
@@ -89,11 +85,9 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> Non
 @click.pass_obj
 def prune(state: Any, dry_run: bool) -> None:
     """Remove engines (and their sidecars and records) built for other hosts."""
-    from app.job import prepare
     from app.prune import prune_cache
 
-    config = state.config()
-    prepared = prepare(config, LOGGER)
+    config, prepared, _ = state.host()
     removed = prune_cache(config, prepared, LOGGER, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for path in removed:
@@ -122,9 +116,9 @@ def wait_ready_cmd(state: Any, timeout_s: float, verify_engines: bool) -> None:
 @click.command()
 def schema() -> None:
     """Print the config's JSON Schema."""
-    from app.config import json_schema
+    from app.config import EngineInitConfig
 
-    click.echo(json.dumps(json_schema(), indent=2))
+    click.echo(json.dumps(EngineInitConfig.model_json_schema(), indent=2))
 
 
 def register(group: click.Group) -> None:

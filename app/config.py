@@ -15,15 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import (
-    Discriminator,
-    Field,
-    GetPydanticSchema,
-    StringConstraints,
-    Tag,
-    ValidationInfo,
-    model_validator,
-)
+from pydantic import Discriminator, Field, GetPydanticSchema, Tag, ValidationInfo, model_validator
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
@@ -49,7 +41,7 @@ else:
     BackendChoice = Literal[BACKEND_NAMES]
 
 __all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "EngineInitConfig",
-           "ProfileConfig", "config_keys", "json_schema", "validate_config"]
+           "ProfileConfig"]
 
 DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
 DEFAULT_MARKER = Path("/run/engine-init/ready.json")
@@ -162,7 +154,7 @@ class EngineInitConfig(StrictModel):
         None, description="INT8 calibration data: <calibration_path>/<model_name>/*.npz or "
                           "*.npy, one batch a file.")
     cuda_device: int = Field(0, ge=0, description="CUDA device index to probe and build on.")
-    jetpack: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = Field(
+    jetpack: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = Field(
         None, description="JetPack release (e.g. 6.2) to assume when the host's L4T release is "
                           "not in engine-init's table.")
     lock_timeout_s: float = Field(
@@ -236,17 +228,3 @@ class EngineInitConfig(StrictModel):
             optimization_level=self.optimization_level, lock_timeout_s=self.lock_timeout_s,
             strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
         )
-
-
-def validate_config(doc: object, context: dict[str, Any]) -> EngineInitConfig:
-    """``doc`` (parsed YAML) as a config; raises :class:`pydantic.ValidationError`."""
-    return EngineInitConfig.model_validate(doc, context=context)
-
-
-def config_keys() -> frozenset[str]:
-    return frozenset(EngineInitConfig.model_fields)
-
-
-def json_schema() -> dict[str, Any]:
-    """The config's JSON Schema, every key with its description."""
-    return EngineInitConfig.model_json_schema()

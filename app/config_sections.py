@@ -11,16 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    GetPydanticSchema,
-    StringConstraints,
-    ValidationInfo,
-    WithJsonSchema,
-    model_validator,
-)
+from pydantic import BaseModel, Field, GetPydanticSchema, ValidationInfo, WithJsonSchema, model_validator
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
@@ -72,7 +63,7 @@ PromPath = Annotated[Path, GetPydanticSchema(lambda _t, _h: cs.with_info_after_v
 class StrictModel(BaseModel):
     """Unknown keys are errors (a typo must not be ignored); a loaded config never changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = {"extra": "forbid", "frozen": True}
 
 
 class AccuracyConfig(StrictModel):
@@ -160,7 +151,7 @@ class GovernorConfig(StrictModel):
 class FleetConfig(StrictModel):
     """Defaults of the fleet commands (export, import, push, pull); their options override."""
 
-    repository: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+    repository: Annotated[str, Field(min_length=1)] | None = Field(
         default=None, description="Registry repository of the fleet's engines, host[:port]/path "
                           "(push and pull; the tag is the SKU key). Credentials come from the "
                           "Docker config file, never from here.")
