@@ -1,13 +1,13 @@
 """The one reader of files that someone else may have planted: the cache's sidecars, records,
-lock holder, hint, marker and TensorRT caches, the config, key files, bundles, the governor's
-procfs and sysfs files.
+lock holder, hint, marker, TensorRT caches and the engines hashed, the config, key files,
+bundles, the governor's procfs and sysfs files.
 
 Whatever stands under such a name must neither hang the job nor make it read elsewhere:
 
 - ``O_NOFOLLOW``: a symlink (to ``/dev/zero``, to someone's file) is refused, not followed;
   ``follow_links`` (files a user names: Kubernetes mounts ConfigMaps and secrets through links,
   ``/etc/nvpmodel.conf`` is one) follows them, but only to a regular file: what a link names is
-  looked at before it is opened;
+  looked at before it is opened (opening a device can act: a watchdog starts);
 - ``O_NONBLOCK``: opening a FIFO returns at once instead of waiting for a writer that never
   comes (regular files ignore the flag); a socket fails to open (ENXIO);
 - ``fstat`` on the open descriptor: only a regular file is read, so a folder, a FIFO or a device
