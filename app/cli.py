@@ -1,4 +1,5 @@
-"""``engine-init`` commands. The only module that knows exit codes and terminals.
+"""The ``engine-init`` command group, ``run``, and the only module that knows exit codes and
+terminals. The other commands are in :mod:`app.commands` and :mod:`app.fleet.commands`.
 
 Exit codes (sysexits-style), assigned in one ordered table, :data:`EXIT_CODES`:
 0 ok, 2 usage, 65 bad model or calibration data (and ``verify`` finding a bad engine),
@@ -9,7 +10,6 @@ Exit codes (sysexits-style), assigned in one ordered table, :data:`EXIT_CODES`:
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import signal
@@ -17,19 +17,22 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from app import errors, events
+from app.commands import register as register_commands
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
+from app.fleet.commands import register as register_fleet_commands
 
 if TYPE_CHECKING:
     from app.config import EngineInitConfig
+    from app.host.identity import HardwareIdentity
+    from app.job import Prepared
 
-__all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE",
-           "cli", "exit_code_for",
-           "fail", "main"]
+__all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE", "cli",
+           "exit_code_for", "fail", "main"]
 
 #: Usage errors keep click's own code (os.EX_USAGE would be 64).
 EXIT_USAGE = 2
@@ -82,13 +85,26 @@ def _setup_logging(log_format: str, debug: bool) -> None:
 
 
 class _State:
-    def __init__(self, config: str | None, debug: bool) -> None:
-        self.config_arg, self.debug = config, debug
+    """What every command is handed (``click.pass_obj``): the config, loaded when asked for."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config_arg = config
 
     def config(self, check_files: bool = True) -> EngineInitConfig:
         from app.loading import load_config
 
         return load_config(self.config_arg, check_files=check_files)
+
+    def host(self, config: EngineInitConfig | None = None) -> tuple[EngineInitConfig, Prepared,
+                                                                     HardwareIdentity]:
+        """The config (``config`` when already loaded), the prepared job and this host's
+        identity (its SKU key names bundles and ``status`` shows it)."""
+        from app.host.identity import identity_of
+        from app.job import prepare
+
+        config = config or self.config()
+        prepared = prepare(config, LOGGER)
+        return config, prepared, identity_of(prepared.report, prepared.backend.name)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,7 +119,7 @@ class _State:
 def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) -> None:
     """Prepare inference engines before the robot's software starts."""
     _setup_logging(log_format, debug)
-    ctx.obj = _State(config, debug)
+    ctx.obj = _State(config)
 
 
 @cli.command()
@@ -181,115 +197,8 @@ def _clear_stale_marker(marker: Path, *, report_refusal: bool) -> None:
         pass  # the error that stopped the run is what the user must see
 
 
-@cli.command()
-@click.pass_obj
-def validate(state: _State) -> None:
-    """Check the config (keys, types, paths) without touching the cache."""
-    config = state.config()
-    click.echo(f"config OK: {len(config.backbones)} model(s), backend {config.backend}, "
-               f"cache {config.cache_root}")
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
-@click.pass_obj
-def status(state: _State, as_json: bool) -> None:
-    """Show this host's SKU key and, per model, the engine a run would use and whether it is
-    reusable."""
-    rows, sku = _inspect(state, strict=False)
-    _print_rows(rows, as_json, sku)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
-@click.pass_obj
-def verify(state: _State, as_json: bool) -> None:
-    """Re-hash every engine and ONNX model; exit 65 if any engine would be rebuilt."""
-    rows, _ = _inspect(state, strict=True)
-    _print_rows(rows, as_json)
-    bad = [r["model_name"] for r in rows if not r["reusable"]]
-    if bad:
-        raise errors.ModelDataError(f"engines that would be rebuilt: {', '.join(bad)}",
-                                    hint="run `engine-init run` to rebuild them")
-
-
-def _inspect(state: _State, strict: bool) -> tuple[list[dict[str, Any]], str]:
-    """The rows of ``status`` / ``verify``, and this host's SKU key (README, Fleets)."""
-    from dataclasses import replace
-
-    from app.host.identity import identity_of
-    from app.job import prepare
-
-    config = state.config()
-    prepared = prepare(config, LOGGER)
-    request = replace(config.to_request(prepared.report.capabilities), strict_onnx_hash=strict)
-    return [
-        {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
-         "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest}
-        for spec, path, verdict in prepared.compiler.check_corpus(request)
-    ], identity_of(prepared.report, prepared.backend.name).sku_key()
-
-
-def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> None:
-    if as_json:
-        click.echo(json.dumps({**({"sku": sku} if sku else {}), "engines": rows}, indent=2))
-        return
-    if sku:
-        click.echo(f"SKU {sku}")
-    width = max([len(r["model_name"]) for r in rows] + [5])
-    click.echo(f"{'MODEL':<{width}}  {'STATE':<8}  {'REASON':<14}  ENGINE")
-    for r in rows:
-        state = "ready" if r["reusable"] else "rebuild"
-        reason = r["reason"] + (f"({','.join(r['changed'])})" if r["changed"] else "")
-        click.echo(f"{r['model_name']:<{width}}  {state:<8}  {reason:<14}  {Path(r['engine_path']).name}")
-
-
-@cli.command()
-@click.option("--dry-run", is_flag=True, help="List what would be removed.")
-@click.pass_obj
-def prune(state: _State, dry_run: bool) -> None:
-    """Remove engines (and their sidecars and records) built for other hosts."""
-    from app.job import prepare
-    from app.prune import prune_cache
-
-    config = state.config()
-    prepared = prepare(config, LOGGER)
-    removed = prune_cache(config, prepared, LOGGER, dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
-    for path in removed:
-        click.echo(f"{verb} {path}")
-    click.echo(f"{verb} {len(removed)} file(s)")
-
-
-@cli.command("wait-ready")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=300.0,
-              show_default=True, help="Seconds to wait for this boot's marker.")
-@click.option("--verify/--no-verify", "verify_engines", default=False,
-              help="Also re-hash every engine named in the marker.")
-@click.pass_obj
-def wait_ready_cmd(state: _State, timeout_s: float, verify_engines: bool) -> None:
-    """Block until this boot's readiness marker exists and checks out."""
-    from app.readiness import wait_ready
-    from app.signing import load_key
-
-    config = state.config(check_files=False)
-    key = load_key(config.signing_key_file) if config.signing_key_file else None
-    doc = wait_ready(config.readiness_marker, timeout_s=timeout_s, key=key,
-                     verify_engines=verify_engines)
-    click.echo(f"ready: {len(doc['engines'])} engine(s) for boot {doc.get('boot_id')}")
-
-
-@cli.command()
-def schema() -> None:
-    """Print the config's JSON Schema."""
-    from app.config import json_schema
-
-    click.echo(json.dumps(json_schema(), indent=2))
-
-
-from app.fleet.commands import register as _register_fleet  # noqa: E402 (needs `cli`)
-
-_register_fleet(cli)  # export, import, push, pull, fleet keygen
+register_commands(cli)  # validate, status, verify, prune, wait-ready, schema
+register_fleet_commands(cli)  # export, import, push, pull, fleet keygen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     try:
-        # From the first moment: SIGTERM/SIGINT become a clean exit 143/130 with a message.
+        # SIGTERM/SIGINT become a clean exit 143/130 with a message (app/__main__.py installs
+        # them before the CLI's imports; here for callers of main() itself).
         install_signal_handlers()
         cli.main(args=args, prog_name="engine-init", standalone_mode=False)
         checkpoint()  # a signal that arrived after the command's last checkpoint

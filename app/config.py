@@ -5,95 +5,50 @@ documents every key. Relative paths resolve against the config file's folder, wh
 passes as validation context (``base_dir``); ``check_files=False`` in the context skips the
 checks that read the filesystem (``onnx_path`` exists, INT8 has calibration data).
 
-Reading the YAML file and the environment is :mod:`app.loading`'s job; this module does not
-import it.
+The path types and the feature sections (``accuracy``, ``governor``, ``fleet``) are in
+:mod:`app.config_sections`. Reading the YAML file and the environment is :mod:`app.loading`'s
+job; this module does not import it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    GetPydanticSchema,
-    StringConstraints,
-    Tag,
-    ValidationInfo,
-    WithJsonSchema,
-    model_validator,
-)
+from pydantic import Discriminator, Field, GetPydanticSchema, Tag, ValidationInfo, model_validator
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
 from app.backends.registry import BACKEND_NAMES
 from app.cache.names import calibration_files, check_model_name
+from app.config_sections import (
+    AccuracyConfig,
+    ConfigPath,
+    ExistingFile,
+    FleetConfig,
+    GovernorConfig,
+    PromPath,
+    StrictModel,
+)
 from app.values import PrecisionMode
-from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
 
 if TYPE_CHECKING:
-    from app.governor.admission import GovernorSettings
     from app.values import BackboneSpec, EngineCompileRequest, HostCapabilities
-    from app.verify.accuracy import AccuracySettings
 
     BackendChoice = str
 else:
     #: ``auto`` and the backends of the registry's one table (app.backends.registry.BACKENDS).
     BackendChoice = Literal[BACKEND_NAMES]
 
-__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "ConfigPath",
-           "EngineInitConfig", "FleetConfig", "ProfileConfig",
-           "config_keys", "json_schema", "validate_config"]
+__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "EngineInitConfig",
+           "ProfileConfig"]
 
 DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
 DEFAULT_MARKER = Path("/run/engine-init/ready.json")
-
-
-def _resolve(value: str, info: ValidationInfo) -> Path:
-    if "\0" in value:
-        raise ValueError("a path cannot contain a NUL character")
-    base = (info.context or {}).get("base_dir")
-    path = Path(os.path.expanduser(value))
-    # normpath, not resolve: keep the user's symlinks, drop the '..' noise.
-    return path if path.is_absolute() or base is None else Path(os.path.normpath(Path(base) / path))
-
-
-def _existing_file(value: str, info: ValidationInfo) -> Path:
-    path = _resolve(value, info)
-    if (info.context or {}).get("check_files", True):
-        if not path.exists():
-            raise ValueError(f"{path} does not exist")
-        if not path.is_file():
-            raise ValueError(f"{path} is not a file")
-    return path
-
-
-def _path_type(check: Any) -> Any:
-    """A path given as a YAML string (so that a wrong type says "a valid string"), turned
-    into a :class:`Path` by ``check``."""
-    return GetPydanticSchema(
-        lambda _type, _handler: cs.with_info_after_validator_function(check, cs.str_schema()))
-
-
-_PATH_JSON = WithJsonSchema({"type": "string", "format": "path"})
-#: A path, relative to the config file's folder unless absolute; ``~`` expands.
-ConfigPath = Annotated[Path, _path_type(_resolve), _PATH_JSON]
-ExistingFile = Annotated[Path, _path_type(_existing_file), _PATH_JSON]
-#: A path as :data:`ConfigPath` whose name ends in ``.prom`` (node_exporter reads only those).
-PromPath = Annotated[Path, GetPydanticSchema(lambda _t, _h: cs.with_info_after_validator_function(
-    _resolve, cs.str_schema(pattern=r"\.prom$"))), _PATH_JSON]
 Dims = list[Annotated[int, Field(gt=0)]]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProfileConfig(_Strict):
+class ProfileConfig(StrictModel):
     """A dynamic input's range: TensorRT builds for ``opt`` and accepts ``min``..``max``."""
 
     min: Dims = Field(description="Smallest shape the engine accepts.")
@@ -124,89 +79,7 @@ InputShape = Annotated[
 ]
 
 
-class AccuracyConfig(_Strict):
-    """The accuracy gate's settings (``verify: accuracy``); defaults: the precision's
-    tolerance (README, "Accuracy gate") on seeded random inputs at each input's opt shape."""
-
-    metric: Literal["rel_l2", "cosine", "max_abs", "atol"] | None = Field(
-        None, description="The metric whose bound `threshold` replaces in the precision's "
-                          "default tolerance; give both or neither.")
-    threshold: float | None = Field(
-        None, ge=0, description="The bound for `metric` (an upper bound, a lower one for cosine).")
-    samples_path: ConfigPath | None = Field(
-        None, description="Folder of sample inputs (.npz/.npy, one batch a file, like calibration "
-                          "batches; never the calibration folder itself); null: random inputs.")
-    random_samples: int = Field(
-        DEFAULT_COUNT, ge=1, le=1000, description="How many seeded random inputs, without "
-                                                  "samples_path.")
-    seed: int = Field(DEFAULT_SEED, ge=0, description="Seed of the random inputs.")
-    value_range: Annotated[list[float], Field(min_length=2, max_length=2)] = Field(
-        list(DEFAULT_RANGE), description="[low, high] of the random float inputs.")
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if (self.metric is None) != (self.threshold is None):
-            raise ValueError("give metric and threshold together")
-        if not self.value_range[0] < self.value_range[1]:
-            raise ValueError("value_range: need low < high")
-        return self
-
-    @classmethod
-    def merged(cls, job: AccuracyConfig | None, model: AccuracyConfig | None) -> AccuracySettings:
-        """The library's settings: the model's keys over the job's over the defaults."""
-        from app.verify.accuracy import AccuracySettings
-
-        keys = {**(job.model_dump(exclude_unset=True) if job else {}),
-                **(model.model_dump(exclude_unset=True) if model else {})}
-        doc = cls.model_construct(**keys)
-        return AccuracySettings(doc.metric, doc.threshold, doc.samples_path, doc.random_samples,
-                                doc.seed, (doc.value_range[0], doc.value_range[1]))
-
-
-class GovernorConfig(_Strict):
-    """The build governor, consulted before each build (README, "Build governor")."""
-
-    enabled: bool = Field(
-        True, description="false: no reading, clamp, wait or refusal before builds.")
-    memory_share: float = Field(
-        0.5, gt=0, le=1, description="The TensorRT workspace is clamped to this share of "
-                                     "MemAvailable.")
-    reserve_mb: int = Field(
-        512, ge=0, description="A build needs about reserve_mb + weights_factor x the ONNX "
-                               "file's size; less memory and swap than that refuses it (exit 69).")
-    weights_factor: float = Field(
-        3.0, ge=0, description="Copies of the weights a build holds (see reserve_mb).")
-    min_workspace_mb: int = Field(
-        32, ge=1, description="A clamp that leaves less workspace than this refuses the build "
-                              "(exit 69).")
-    max_temp_c: float = Field(
-        85.0, gt=0, description="A thermal zone at or above this holds the build until it cools.")
-    thermal_wait_s: float = Field(
-        300.0, ge=0, description="How long a build waits for a hot zone to cool.")
-    poll_s: float = Field(5.0, gt=0, description="How often the zones are read while waiting.")
-    when_hot: Literal["proceed", "refuse"] = Field(
-        "proceed", description="After thermal_wait_s: proceed (with a warning) or refuse "
-                               "(exit 69).")
-    ignore_zones: list[str] = Field(
-        ["PMIC-Die"], description="Thermal zone types (fnmatch patterns) shown but never "
-                                  "decided on.")
-    root: ConfigPath = Field(
-        Path("/"), description="Where /proc/meminfo, /sys/class/thermal and nvpmodel's files "
-                               "are read (a fake tree in tests).")
-
-    def settings(self) -> GovernorSettings | None:
-        from app.governor.admission import GovernorSettings
-
-        if not self.enabled:
-            return None
-        return GovernorSettings(
-            memory_share=self.memory_share, reserve_mb=self.reserve_mb,
-            weights_factor=self.weights_factor, min_workspace_mb=self.min_workspace_mb,
-            max_temp_c=self.max_temp_c, thermal_wait_s=self.thermal_wait_s, poll_s=self.poll_s,
-            when_hot=self.when_hot, ignore_zones=tuple(self.ignore_zones), root=self.root)
-
-
-class BackboneConfig(_Strict):
+class BackboneConfig(StrictModel):
     """One model: its ONNX file, input shapes and what may differ from the job's settings."""
 
     model_name: Annotated[str, GetPydanticSchema(
@@ -258,24 +131,7 @@ class BackboneConfig(_Strict):
                             self.dla_core, verify, gate)
 
 
-class FleetConfig(_Strict):
-    """Defaults of the fleet commands (export, import, push, pull); their options override."""
-
-    repository: Annotated[str, StringConstraints(min_length=1)] | None = Field(
-        default=None, description="Registry repository of the fleet's engines, host[:port]/path "
-                          "(push and pull; the tag is the SKU key). Credentials come from the "
-                          "Docker config file, never from here.")
-    insecure: bool = Field(
-        default=False, description="Talk plain HTTP to the registry (only on a trusted network).")
-    private_key_file: ConfigPath | None = Field(
-        default=None, description="Ed25519 private key (PEM) that export and push sign bundles with; "
-                          "on the build host only.")
-    public_key_file: ConfigPath | None = Field(
-        default=None, description="Ed25519 public key (PEM) that import and pull verify bundles with, "
-                          "and that run checks candidates with again before promoting one.")
-
-
-class EngineInitConfig(_Strict):
+class EngineInitConfig(StrictModel):
     """The whole job's settings; ``engine-init schema`` prints them as JSON Schema."""
 
     cache_root: ConfigPath = Field(
@@ -298,7 +154,7 @@ class EngineInitConfig(_Strict):
         None, description="INT8 calibration data: <calibration_path>/<model_name>/*.npz or "
                           "*.npy, one batch a file.")
     cuda_device: int = Field(0, ge=0, description="CUDA device index to probe and build on.")
-    jetpack: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = Field(
+    jetpack: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = Field(
         None, description="JetPack release (e.g. 6.2) to assume when the host's L4T release is "
                           "not in engine-init's table.")
     lock_timeout_s: float = Field(
@@ -373,17 +229,3 @@ class EngineInitConfig(_Strict):
             strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
             fleet_public_key=self.fleet.public_key_file,
         )
-
-
-def validate_config(doc: object, context: dict[str, Any]) -> EngineInitConfig:
-    """``doc`` (parsed YAML) as a config; raises :class:`pydantic.ValidationError`."""
-    return EngineInitConfig.model_validate(doc, context=context)
-
-
-def config_keys() -> frozenset[str]:
-    return frozenset(EngineInitConfig.model_fields)
-
-
-def json_schema() -> dict[str, Any]:
-    """The config's JSON Schema, every key with its description."""
-    return EngineInitConfig.model_json_schema()

@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.cache.fsread import UnsafeFileError, read_small
-from app.config import EngineInitConfig, config_keys, validate_config
+from app.config import EngineInitConfig
 from app.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_PATH", "ENV_PREFIX", "config_path", "load_config",
@@ -108,7 +108,7 @@ def _env_value(var: str, text: str) -> Any:
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
-    fields = config_keys()
+    fields = EngineInitConfig.model_fields
     out: dict[str, tuple[str, Any]] = {}
     for var, text in env.items():
         if not var.startswith(ENV_PREFIX) or var[len(ENV_PREFIX):] in RESERVED_ENV:
@@ -154,7 +154,7 @@ def load_config(
         doc[key] = value
     context = {"base_dir": path.resolve().parent, "check_files": check_files}
     try:
-        return validate_config(doc, context)
+        return EngineInitConfig.model_validate(doc, context=context)
     except ValidationError as exc:
         from_env = {key: var for key, (var, _) in overrides.items()}
         raise ConfigError(f"config {path}: {_format(exc, from_env)}",

@@ -10,7 +10,7 @@ import pytest
 
 from app import BackboneSpec
 from app.demo import build_corpus
-from tests.helpers import EventLog
+from tests.helpers import EventLog, write_job_config
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +40,9 @@ def events() -> Iterator[tuple[logging.Logger, EventLog]]:
     logger.addHandler(log)
     yield logger, log
     logger.removeHandler(log)
+
+
+@pytest.fixture
+def job(tmp_path: Path, corpus: dict[str, Path]) -> Path:
+    """A config for the demo corpus, with its cache and marker in the test's folder."""
+    return write_job_config(tmp_path, corpus)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from app.cache.fsread import READ_FLAGS
+from app.cache.fsread import open_regular
 
 __all__ = ["CHUNK_BYTES", "EarlyDigests", "hash_file", "sha256_fd", "sha256_of"]
 
@@ -52,10 +51,7 @@ def sha256_of(handle: BinaryIO) -> str:
 
 
 def hash_file(path: Path, early: EarlyDigests | None = None) -> str:
-    """sha256 of a regular file (ValueError for anything else), or its digest from ``early``."""
-    with os.fdopen(os.open(path, READ_FLAGS), "rb", buffering=0) as handle:
-        opened = os.fstat(handle.fileno())
-        if not stat.S_ISREG(opened.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        digest = early.take(Path(path), opened) if early is not None else None
+    """sha256 of a regular file (UnsafeFileError for anything else), or its digest from ``early``."""
+    with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
+        digest = early.take(Path(path), os.fstat(handle.fileno())) if early is not None else None
         return digest if digest is not None else sha256_of(handle)

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import threading
 from pathlib import Path
 
-from app.cache.fsread import READ_FLAGS, read_small
+from app.cache.fsread import open_regular, read_small
 from app.cache.hashing import sha256_of
 
 __all__ = ["HINT_NAME", "PrehashResults", "read_hint", "start", "write_hint"]
@@ -58,10 +57,8 @@ class _Hash:
         # The verifier's own reads (256 KiB): between two of them a thread needs the GIL, so
         # while the main thread runs Python code the hashing slows down, and it runs at full
         # speed while the main thread waits (file and driver calls, the verifier's wait).
-        with os.fdopen(os.open(self.path, READ_FLAGS), "rb", buffering=0) as handle:
+        with os.fdopen(open_regular(self.path), "rb", buffering=0) as handle:
             before = os.fstat(handle.fileno())
-            if not stat.S_ISREG(before.st_mode):
-                return
             digest = sha256_of(handle)
             if identity_of(os.fstat(handle.fileno())) == identity_of(before):
                 self.identity, self.digest = identity_of(before), digest

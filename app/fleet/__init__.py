@@ -4,6 +4,6 @@
 folder or tar), ``fetch`` (verify while reading, from a layout, a tar or a registry),
 ``candidates`` (where verified files land in the cache), ``registry`` (push and pull through
 ``oras``), ``commands`` (the CLI), ``promote`` (a candidate checked and published by ``run``,
-which imports it, with ``candidates``, ``layout`` and ``safefile``, only when this SKU has
+which imports it, with ``candidates`` and ``layout``, only when this SKU has
 candidates; never ``cryptography`` or ``oras``).
 """

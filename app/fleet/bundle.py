@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cache.fsread import open_regular
 from app.errors import BundleError, CacheWriteError
 from app.fleet import layout
 from app.fleet.keys import key_id, sign_digest
-from app.fleet.safefile import open_regular
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:

@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app import faults
+from app.cache.fsread import UnsafeFileError, read_small
 from app.cache.publish import fsync_dir, os_error_to_cache_error
 from app.errors import BundleError, CacheWriteError, LockTimeoutError
 from app.fleet.layout import Descriptor, check_name
-from app.fleet.safefile import NotRegularFileError, read_limited
 
 __all__ = ["CANDIDATES", "Stage", "candidate_folder", "staging"]
 
@@ -113,8 +113,8 @@ def _sweep(folder: Path, sku: str) -> None:
 
 def _stored_manifest(current: Path) -> str | None:
     try:
-        raw = read_limited(current / "manifest.json", 1 << 20)
-    except (OSError, ValueError):
+        raw = read_small(current / "manifest.json", 1 << 20)
+    except OSError:
         return None
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
@@ -142,7 +142,7 @@ def staging(cache_root: Path, sku: str, manifest_digest: str, *,
     try:
         folder.mkdir(exist_ok=True)
         if folder.is_symlink():
-            raise NotRegularFileError(errno.ELOOP, "a link", str(folder))
+            raise UnsafeFileError(errno.ELOOP, "a link", str(folder))
         lock = _lock(folder, sku, timeout_s)
     except OSError as exc:
         raise os_error_to_cache_error(exc, folder) from None

@@ -39,16 +39,6 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
     return value
 
 
-def _host(state: Any, config: Any = None) -> tuple[Any, Any, Any]:
-    """(config, prepared job, this host's HardwareIdentity); ``config``: when already loaded."""
-    from app.host.identity import identity_of
-    from app.job import prepare
-
-    config = config or state.config()
-    prepared = prepare(config, LOGGER)
-    return config, prepared, identity_of(prepared.report, prepared.backend.name)
-
-
 def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     """This host's verified engines with their sidecars and records, and the TensorRT timing
     and calibration caches of this exact TensorRT build (README, Fleets)."""
@@ -105,7 +95,7 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     """Write this host's engines as a signed bundle: an OCI layout folder, or PATH.tar."""
     from app.fleet.bundle import summary, write_bundle
 
-    config, prepared, identity = _host(state)
+    config, prepared, identity = state.host()
     private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
@@ -126,7 +116,7 @@ def import_cmd(state: Any, path: Path, public_key: Path | None) -> None:
 
     config = state.config()
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
-    config, _, identity = _host(state, config)
+    config, _, identity = state.host(config)
     with open_bundle(path) as source:
         result = fetch_bundle(source, key, identity, config.cache_root,
                               lock_timeout_s=config.lock_timeout_s)
@@ -150,7 +140,7 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
     from app.fleet.bundle import summary
     from app.fleet.registry import push
 
-    config, prepared, identity = _host(state)
+    config, prepared, identity = state.host()
     repository = _setting(repository, config, "repository", "--repository")
     private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
@@ -173,7 +163,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
     config = state.config()
     repository = _setting(repository, config, "repository", "--repository")
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
-    config, _, identity = _host(state, config)
+    config, _, identity = state.host(config)
     source = RegistrySource(repository, insecure=insecure or config.fleet.insecure)
     try:
         result = fetch_bundle(source, key, identity, config.cache_root,

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
+from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.errors import BundleError
 from app.fleet import layout
 from app.fleet.candidates import candidate_folder, staging
 from app.fleet.keys import key_id, verify_digest
-from app.fleet.safefile import NotRegularFileError, open_regular, read_limited
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:
@@ -100,10 +100,10 @@ class LayoutSource(_Documents):
     def __init__(self, path: Path) -> None:
         self.where = str(path)
         try:
-            self._root = open_regular(path, follow=True, directory=True)
-            blobs = open_regular("blobs", dir_fd=self._root, directory=True)
+            self._root = open_regular(path, follow_links=True, folder=True)
+            blobs = open_regular("blobs", dir_fd=self._root, folder=True)
             try:
-                self._blobs = open_regular("sha256", dir_fd=blobs, directory=True)
+                self._blobs = open_regular("sha256", dir_fd=blobs, folder=True)
             finally:
                 os.close(blobs)
         except OSError as exc:
@@ -115,15 +115,15 @@ class LayoutSource(_Documents):
 
     def index_json(self) -> bytes:
         try:
-            return read_limited("index.json", layout.DOC_MAX, dir_fd=self._root)
-        except (OSError, ValueError) as exc:
+            return read_small("index.json", layout.DOC_MAX, dir_fd=self._root)
+        except OSError as exc:
             raise _damaged(self.where, f"index.json unreadable ({exc})") from None
 
     @contextmanager
     def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
         try:
             fd = open_regular(descriptor.hex, dir_fd=self._blobs)
-        except NotRegularFileError:
+        except UnsafeFileError:
             raise _damaged(self.where, f"blob {descriptor.digest} is a link, FIFO or folder") from None
         except OSError as exc:
             raise _damaged(self.where, f"blob {descriptor.digest} missing ({exc.strerror})") from None
@@ -141,7 +141,7 @@ class TarSource(_Documents):
     def __init__(self, path: Path) -> None:
         self.where = str(path)
         try:
-            fd = open_regular(path, follow=True)
+            fd = open_regular(path, follow_links=True)
             self._file = os.fdopen(fd, "rb")
             self._tar = tarfile.open(fileobj=self._file, mode="r:")  # noqa: SIM115 (closed in close())
             members = []

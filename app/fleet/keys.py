@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from app.cache.fsread import read_small
 from app.errors import ConfigError
-from app.fleet.safefile import read_limited
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -28,6 +28,9 @@ _KEY_FILE_MAX = 64 << 10
 _CONTEXT = b"engine-init bundle manifest v1\n"
 _HINT = "create a key pair with `engine-init fleet keygen PRIVATE PUBLIC` (or openssl genpkey " \
         "-algorithm ed25519) and name the files with --private-key / --public-key"
+#: The hint when the file holds the other key of the pair (by ``private``: what was asked for).
+_OTHER_KIND = {True: "this is a public key: sign with the private one",
+               False: "this is a private key: robots get only the public one"}
 
 
 def _cryptography() -> None:
@@ -40,52 +43,40 @@ def _cryptography() -> None:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return read_limited(path, _KEY_FILE_MAX, follow=True)  # secrets are often links (k8s)
-    except ValueError:
-        raise ConfigError(f"{what} {path} is larger than {_KEY_FILE_MAX} bytes: not a PEM key",
-                          hint=_HINT) from None
+        return read_small(path, _KEY_FILE_MAX, follow_links=True)  # secrets are often links (k8s)
     except OSError as exc:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint=_HINT) from None
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """The Ed25519 private key in the PEM file ``path``; ConfigError naming the file otherwise."""
+def _load(path: Path, private: bool) -> object:
     _cryptography()
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-    data = _read(path, "private key")
+    what, other = ("private key", b"PUBLIC KEY") if private else ("public key", b"PRIVATE KEY")
+    data = _read(path, what)
     try:
-        key = load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(f"private key {path} is encrypted",
+        key = load_pem_private_key(data, password=None) if private else load_pem_public_key(data)
+    except TypeError:  # only a private key can need a password
+        raise ConfigError(f"{what} {path} is encrypted",
                           hint="store it unencrypted, readable only by the job (a Docker secret)") from None
     except ValueError:
-        hint = "this is a public key: sign with the private one" if b"PUBLIC KEY" in data else _HINT
-        raise ConfigError(f"private key {path} is not a PEM private key", hint=hint) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"private key {path} is a {type(key).__name__.removeprefix('_')}, not Ed25519",
+        hint = _OTHER_KIND[private] if other in data else _HINT
+        raise ConfigError(f"{what} {path} is not a PEM {what}", hint=hint) from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey):
+        raise ConfigError(f"{what} {path} is a {type(key).__name__.removeprefix('_')}, not Ed25519",
                           hint=_HINT)
     return key
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in the PEM file ``path``; ConfigError naming the file otherwise."""
+    return cast("Ed25519PrivateKey", _load(path, private=True))
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """The Ed25519 public key in the PEM file ``path``; ConfigError naming the file otherwise."""
-    _cryptography()
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    data = _read(path, "public key")
-    try:
-        key = load_pem_public_key(data)
-    except ValueError:
-        hint = ("this is a private key: robots get only the public one"
-                if b"PRIVATE KEY" in data else _HINT)
-        raise ConfigError(f"public key {path} is not a PEM public key", hint=hint) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"public key {path} is a {type(key).__name__.removeprefix('_')}, not Ed25519",
-                          hint=_HINT)
-    return key
+    return cast("Ed25519PublicKey", _load(path, private=False))
 
 
 def key_id(public: Ed25519PublicKey) -> str:

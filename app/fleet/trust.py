@@ -21,9 +21,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.cache.fsread import read_small
 from app.errors import EngineInitError
 from app.fleet import layout
-from app.fleet.safefile import read_limited
 
 __all__ = ["Trust", "signed_bytes", "trust_folder"]
 
@@ -68,11 +68,11 @@ def _check(folder: Path, sku: str, public_key_file: Path) -> Trust:
 
     try:
         public = load_public_key(public_key_file)
-        signed = layout.parse_signed_index(read_limited(folder / "index.json", layout.DOC_MAX))
+        signed = layout.parse_signed_index(read_small(folder / "index.json", layout.DOC_MAX))
         if not verify_digest(public, signed.manifest.digest, signed.signature):
             return Trust(reason=f"its signature does not verify with public key {key_id(public)} "
                                 f"(its index names key {signed.key_id})")
-        raw = read_limited(folder / "manifest.json", layout.DOC_MAX)
+        raw = read_small(folder / "manifest.json", layout.DOC_MAX)
         if len(raw) != signed.manifest.size or _sha256(raw) != signed.manifest.digest:
             return Trust(reason="manifest.json is not the manifest its signature covers")
         manifest = layout.parse_manifest(raw)
@@ -91,7 +91,7 @@ def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
     described = trust.files.get(name)
     if described is None:
         raise ValueError(f"the signed manifest does not list {name}")
-    payload = read_limited(folder / "files" / name, described.size)
+    payload = read_small(folder / "files" / name, described.size)
     if len(payload) != described.size or _sha256(payload) != described.digest:
         raise ValueError(f"{name} is not the file the signed manifest lists")
     return payload

@@ -1,10 +1,10 @@
 """What the host says before a build: memory, Jetson power mode, temperatures.
 
-Everything is read below a configurable ``root`` (``/`` on a robot, a fake tree in tests) and
-every read is bounded: files are opened ``O_NONBLOCK`` (a FIFO planted in place of a sysfs file
-does not block the open), must be regular files (FIFOs, sockets and device nodes are skipped),
-and at most a few KiB are read. A value that cannot be read is absent, never an error: the
-readings inform decisions, they are not a reason to fail a boot by themselves.
+Everything is read below a configurable ``root`` (``/`` on a robot, a fake tree in tests) by
+:func:`app.cache.fsread.read_small`, following links (``/etc/nvpmodel.conf`` is one) but only to
+regular files, never blocking on a FIFO, and at most a few KiB. A value that cannot be read is
+absent, never an error: the readings inform decisions, they are not a reason to fail a boot by
+themselves.
 
 Sources:
 
@@ -20,15 +20,15 @@ Sources:
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BuildConditions", "Memory", "PowerMode", "ThermalZone", "read_conditions", "read_small"]
+from app.cache.fsread import read_small
+
+__all__ = ["BuildConditions", "Memory", "PowerMode", "ThermalZone", "read_conditions"]
 
 _READ_LIMIT = 16 * 1024
 _MAX_ZONES = 64
@@ -37,27 +37,12 @@ _MAX_TRIPS = 16
 _PLAUSIBLE_C = (-50.0, 200.0)
 
 
-def read_small(path: Path, limit: int = _READ_LIMIT) -> str | None:
-    """The text of a small regular file, or None when absent, unreadable or not a regular file."""
+def _text(path: Path, limit: int = _READ_LIMIT) -> str | None:
+    """The text of a small regular file, or None when absent, unreadable or anything else."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        return read_small(path, limit, follow_links=True, truncate=True).decode("utf-8", "replace")
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks, size = [], 0
-        while size < limit:
-            chunk = os.read(fd, limit - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks).decode("utf-8", "replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -117,7 +102,7 @@ class BuildConditions:
 
 
 def read_memory(root: Path) -> Memory | None:
-    text = read_small(root / "proc" / "meminfo")
+    text = _text(root / "proc" / "meminfo")
     if text is None:
         return None
     values: dict[str, int] = {}
@@ -134,9 +119,9 @@ def read_memory(root: Path) -> Memory | None:
 def read_power_mode(root: Path, nvpmodel: str | None = None, timeout_s: float = 3.0) -> PowerMode | None:
     """The power mode from nvpmodel's files, else from ``nvpmodel -q`` when ``nvpmodel`` (a
     path to the binary) is given and neither file exists."""
-    conf = read_small(root / "etc" / "nvpmodel.conf", limit=256 * 1024) or ""
+    conf = _text(root / "etc" / "nvpmodel.conf", limit=256 * 1024) or ""
     names = {int(i): n for i, n in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", conf)}
-    status = read_small(root / "var" / "lib" / "nvpmodel" / "status") or ""
+    status = _text(root / "var" / "lib" / "nvpmodel" / "status") or ""
     match = re.search(r"pmode:\s*(\d+)", status)
     if match:
         return PowerMode(int(match[1]), names.get(int(match[1])), "status")
@@ -174,17 +159,17 @@ def read_zones(root: Path) -> tuple[tuple[ThermalZone, ...], tuple[str, ...]]:
         return (), ()
     zones, notes = [], []
     for entry in entries[:_MAX_ZONES]:
-        kind = (read_small(entry / "type", 256) or entry.name).strip() or entry.name
-        temp = _millideg(read_small(entry / "temp", 64))
+        kind = (_text(entry / "type", 256) or entry.name).strip() or entry.name
+        temp = _millideg(_text(entry / "temp", 64))
         if temp is None:
             notes.append(f"{entry.name} ({kind}): no plausible temperature")
             continue
         trips: dict[str, list[float]] = {}
         for i in range(_MAX_TRIPS):
-            trip_type = read_small(entry / f"trip_point_{i}_type", 64)
+            trip_type = _text(entry / f"trip_point_{i}_type", 64)
             if trip_type is None:
                 break
-            trip_temp = _millideg(read_small(entry / f"trip_point_{i}_temp", 64))
+            trip_temp = _millideg(_text(entry / f"trip_point_{i}_temp", 64))
             if trip_temp is not None:
                 trips.setdefault(trip_type.strip(), []).append(trip_temp)
         zones.append(ThermalZone(entry.name, kind, temp, min(trips.get("passive", []), default=None),

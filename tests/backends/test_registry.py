@@ -46,7 +46,8 @@ def test_every_backend_implements_the_whole_protocol_and_its_table_row():
 
 
 def test_the_config_offers_exactly_the_registry_backends(tmp_path):
-    from app.config import json_schema
+    from app.config import EngineInitConfig
 
     assert registry.BACKEND_NAMES == ("auto", "tensorrt", "onnxruntime")
-    assert json_schema()["properties"]["backend"]["enum"] == list(registry.BACKEND_NAMES)
+    schema = EngineInitConfig.model_json_schema()
+    assert schema["properties"]["backend"]["enum"] == list(registry.BACKEND_NAMES)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from app.cache import prehash
-from app.cache.fsread import UnsafeFileError, read_small
+from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.cache.lock import LOCK_NAME, read_holder
 from app.cache.record import read_record, record_path
 from app.cache.sidecar import Sha256Sidecar, sidecar_path
@@ -37,17 +37,80 @@ def test_one_byte_over_the_limit_is_refused(tmp_path):
         read_small(path, 100)
 
 
+def _read_by_dir_fd(path, limit):
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return read_small(path.name, limit, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+#: The reader's modes, as their callers use them: the cache's files; a bundle layout's files
+#: (dir_fd); files a user names (the config, key files: links followed); procfs and sysfs
+#: (the governor: links followed, the first bytes of a file of any size).
+MODES = {
+    "cache": lambda path: read_small(path, 1 << 20),
+    "dir_fd": lambda path: _read_by_dir_fd(path, 1 << 20),
+    "follow_links": lambda path: read_small(path, 1 << 20, follow_links=True),
+    "truncate": lambda path: read_small(path, 16 << 10, follow_links=True, truncate=True),
+}
+
+
+def _expected(kind, mode):
+    """What ``mode`` makes of a planted ``kind``: bytes read, or the error raised."""
+    follows = mode in ("follow_links", "truncate")
+    if kind == "link-to-copy" and follows:
+        return b'{"a": 1}'
+    if kind == "dangling-link" and follows:
+        return FileNotFoundError
+    if kind in ("huge", "sparse-8g") and mode == "truncate":
+        return 16 << 10  # bytes: the first 16 KiB only
+    return UnsafeFileError
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", PLANTED_KINDS)
-def test_every_planted_kind_is_refused_at_once(tmp_path, kind):
+def test_every_planted_kind_in_every_mode(tmp_path, kind, mode):
+    """Refused at once, or, where the mode says so, read within its bound: a link followed
+    only to a regular file, never a FIFO, socket, device (or a link to one) or folder."""
     path = tmp_path / "small.json"
     path.write_bytes(b'{"a": 1}')
     target = plant(path, kind, tmp_path / "outside")
     before = target.read_bytes() if target else None
-    with pytest.raises(UnsafeFileError) as caught:
-        within(2, lambda: read_small(path, 1 << 20))
-    assert str(path) in str(caught.value)
+    expected = _expected(kind, mode)
+    if isinstance(expected, type):
+        with pytest.raises(expected) as caught:
+            within(2, lambda: MODES[mode](path))
+        assert path.name in str(caught.value)
+    else:
+        got = within(2, lambda: MODES[mode](path))
+        assert got == expected if isinstance(expected, bytes) else len(got) == expected
     if target is not None:
         assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["link-to-dev-zero", "fifo"])
+def test_a_followed_link_to_anything_but_a_file_is_never_opened(tmp_path, kind, monkeypatch):
+    """Opening a device can act (a watchdog starts): what a link names is looked at first."""
+    os.mkfifo(tmp_path / "fifo")
+    path = tmp_path / "link"
+    path.symlink_to("/dev/zero" if kind == "link-to-dev-zero" else tmp_path / "fifo")
+    monkeypatch.setattr(os, "open", lambda *a, **kw: pytest.fail(f"opened {a}"))
+    with pytest.raises(UnsafeFileError, match=r"device|FIFO"):
+        read_small(path, 64, follow_links=True)
+
+
+def test_open_regular_opens_folders_only_when_asked(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    os.close(open_regular(tmp_path / "d", folder=True))
+    for name in ("f", "link"):
+        with pytest.raises(UnsafeFileError):
+            open_regular(tmp_path / name, folder=True)
+    os.close(open_regular(tmp_path / "link", folder=True, follow_links=True))
+    with pytest.raises(UnsafeFileError, match="a folder stands there"):
+        open_regular(tmp_path / "d")
 
 
 def test_a_fifo_with_a_writer_is_still_refused(tmp_path):

@@ -62,7 +62,7 @@ def test_wrong_files_are_named(tmp_path):
         "locked.pem": (_pem(ed, password=b"secret"), "is encrypted"),
         "public.pem": (_pem(ed, private=False), "not a PEM private key"),
         "garbage.pem": (b"hello\n", "not a PEM private key"),
-        "huge.pem": (b"A" * (1 << 20), "larger than"),
+        "huge.pem": (b"A" * (1 << 20), "more than the"),
     }
     for name, (payload, message) in cases.items():
         if payload is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -32,12 +33,12 @@ def test_signal_during_a_build(job, signum, code):
     assert again.returncode == 0 and "1 built, 2 reused" in again.stdout
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15])
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05, 0.15])
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_at_start_up_is_clean_too(job, signum, code, delay):
-    """A signal before any build (while importing, loading the config, probing) still exits
-    cleanly. It is sent once the job's own code runs (its SIGTERM handler is in): before that,
-    the interpreter itself is starting, and a SIGINT is Python's own KeyboardInterrupt."""
+    """A signal before any build (while importing the CLI, loading the config, probing) still
+    exits cleanly. It is sent once the job's handlers are in, which is before the CLI's imports
+    (app/__main__.py); before that the interpreter is starting: see the next test."""
     proc = popen_cli("--config", str(job), "run")
     wait_until_started(proc.pid)
     time.sleep(delay)
@@ -52,6 +53,33 @@ def test_signal_at_start_up_is_clean_too(job, signum, code, delay):
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     assert not (job.parent / "run" / "ready.json").exists()
     assert [p.name for p in (job.parent / "cache").glob(".*.tmp-*")] == []
+
+
+#: The job's modules a signal may interrupt before its handlers are in: the package's
+#: __init__ (imported by ``-m app`` first), then what app/__main__.py imports to install them.
+_BEFORE_HANDLERS = {"__init__", "__main__", "cancel", "errors"}
+
+
+@pytest.mark.parametrize("delay_ms", [0, 10, 20, 40, 80])
+def test_sigint_counted_from_exec_never_interrupts_the_cli(job, delay_ms):
+    """SIGINT counted from exec, not from the handlers. Once the job's code has installed them
+    it is a clean 130. Before, the interpreter is starting (about 10-20 ms, longer under load):
+    SIGINT kills it outright (no handler yet: the status a shell shows as 130 too), or is
+    Python's KeyboardInterrupt while it imports its own modules (site, a .pth, runpy) or the
+    few the job needs to install its handlers, or a "Fatal Python error" (exit 1) in site:
+    never inside the CLI's imports or the job (README, "Commands and exit codes")."""
+    proc = popen_cli("--config", str(job), "run")
+    time.sleep(delay_ms / 1000)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=10)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal")
+    if proc.returncode == 130:
+        assert "interrupted by SIGINT" in stderr and "Traceback" not in stderr, stderr
+        return
+    assert proc.returncode in (-signal.SIGINT, 1), stderr
+    frames = set(re.findall(r'File "[^"]*/app/([\w/]+)\.py"', stderr))
+    assert frames <= _BEFORE_HANDLERS and "engine-init:" not in stderr, stderr
 
 
 def _signal_after(proc, seconds: float, signum=signal.SIGTERM) -> tuple[str, float]:

@@ -63,8 +63,6 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._batches: Iterator[dict[str, Any]] | None = None  # read only if asked for
             self._device: dict[str, tuple[int, int]] = {}
-            self.batches_fed = 0
-            self.cache_written: bytes | None = None
 
         def get_batch_size(self) -> int:
             return 1  # explicit-batch networks: the batch is in each array's shape
@@ -93,7 +91,6 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
                     self._device[name] = (ptr, size)
                 memory.upload(ptr, array)
                 pointers.append(ptr)
-            self.batches_fed += 1
             return pointers
 
         def read_calibration_cache(self, *args: Any) -> bytes | None:
@@ -115,8 +112,6 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
             if errors.failed:
                 return
             with errors.guard("write_calibration_cache"):
-                data = bytes(memoryview(cache))
-                atomic_write_bytes(write_to, data)
-                self.cache_written = data
+                atomic_write_bytes(write_to, bytes(memoryview(cache)))
 
     return StreamingCalibrator()

@@ -1,0 +1,126 @@
+"""``engine-init validate | status | verify | prune | wait-ready | schema``: the commands beside
+``run`` that check the config, look at the cache or wait for the marker.
+
+They raise the job's errors; :mod:`app.cli` maps them to exit codes (``verify`` finding an
+engine to rebuild is 65, a ``wait-ready`` timeout 75).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app import errors
+
+__all__ = ["register"]
+
+LOGGER = logging.getLogger("engine_init")
+
+
+@click.command()
+@click.pass_obj
+def validate(state: Any) -> None:
+    """Check the config (keys, types, paths) without touching the cache."""
+    config = state.config()
+    click.echo(f"config OK: {len(config.backbones)} model(s), backend {config.backend}, "
+               f"cache {config.cache_root}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@click.pass_obj
+def status(state: Any, as_json: bool) -> None:
+    """Show this host's SKU key and, per model, the engine a run would use and whether it is
+    reusable."""
+    rows, sku = _inspect(state, strict=False)
+    _print_rows(rows, as_json, sku)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@click.pass_obj
+def verify(state: Any, as_json: bool) -> None:
+    """Re-hash every engine and ONNX model; exit 65 if any engine would be rebuilt."""
+    rows, _ = _inspect(state, strict=True)
+    _print_rows(rows, as_json)
+    bad = [r["model_name"] for r in rows if not r["reusable"]]
+    if bad:
+        raise errors.ModelDataError(f"engines that would be rebuilt: {', '.join(bad)}",
+                                    hint="run `engine-init run` to rebuild them")
+
+
+def _inspect(state: Any, strict: bool) -> tuple[list[dict[str, Any]], str]:
+    """The rows of ``status`` / ``verify``, and this host's SKU key (README, Fleets)."""
+    from dataclasses import replace
+
+    config, prepared, identity = state.host()
+    request = replace(config.to_request(prepared.report.capabilities), strict_onnx_hash=strict)
+    return [
+        {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
+         "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest}
+        for spec, path, verdict in prepared.compiler.check_corpus(request)
+    ], identity.sku_key()
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> None:
+    if as_json:
+        click.echo(json.dumps({**({"sku": sku} if sku else {}), "engines": rows}, indent=2))
+        return
+    if sku:
+        click.echo(f"SKU {sku}")
+    width = max([len(r["model_name"]) for r in rows] + [5])
+    click.echo(f"{'MODEL':<{width}}  {'STATE':<8}  {'REASON':<14}  ENGINE")
+    for r in rows:
+        state = "ready" if r["reusable"] else "rebuild"
+        reason = r["reason"] + (f"({','.join(r['changed'])})" if r["changed"] else "")
+        click.echo(f"{r['model_name']:<{width}}  {state:<8}  {reason:<14}  {Path(r['engine_path']).name}")
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@click.pass_obj
+def prune(state: Any, dry_run: bool) -> None:
+    """Remove engines (and their sidecars and records) built for other hosts."""
+    from app.prune import prune_cache
+
+    config, prepared, _ = state.host()
+    removed = prune_cache(config, prepared, LOGGER, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        click.echo(f"{verb} {path}")
+    click.echo(f"{verb} {len(removed)} file(s)")
+
+
+@click.command("wait-ready")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=300.0,
+              show_default=True, help="Seconds to wait for this boot's marker.")
+@click.option("--verify/--no-verify", "verify_engines", default=False,
+              help="Also re-hash every engine named in the marker.")
+@click.pass_obj
+def wait_ready_cmd(state: Any, timeout_s: float, verify_engines: bool) -> None:
+    """Block until this boot's readiness marker exists and checks out."""
+    from app.readiness import wait_ready
+    from app.signing import load_key
+
+    config = state.config(check_files=False)
+    key = load_key(config.signing_key_file) if config.signing_key_file else None
+    doc = wait_ready(config.readiness_marker, timeout_s=timeout_s, key=key,
+                     verify_engines=verify_engines)
+    click.echo(f"ready: {len(doc['engines'])} engine(s) for boot {doc.get('boot_id')}")
+
+
+@click.command()
+def schema() -> None:
+    """Print the config's JSON Schema."""
+    from app.config import EngineInitConfig
+
+    click.echo(json.dumps(EngineInitConfig.model_json_schema(), indent=2))
+
+
+def register(group: click.Group) -> None:
+    for command in (validate, status, verify, prune, wait_ready_cmd, schema):
+        group.add_command(command)
