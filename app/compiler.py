@@ -258,14 +258,14 @@ class EngineCompiler:
                             "recording the current inputs", model_name=name,
                             detail=verdict.detail)
             self._timed(timings, "record", lambda: self._write_record(
-                plan, verdict, None, None, accuracy or None,
-                stored.build_duration_s if stored else None))
+                plan, verdict, None, None, accuracy or None, stored))
         events.emit(self.logger, logging.INFO, events.CACHE_HIT,
                     f"{name}: reusing {plan.artifact.name}", model_name=name,
                     engine_path=str(plan.artifact), sha256=verdict.digest)
         return EngineCompileResult(self._entry(plan, verdict.digest, request),
                                    CompileOutcome.REUSED, None,
-                                   accuracy if plan.spec.verify == "accuracy" else None)
+                                   accuracy if plan.spec.verify == "accuracy" else None,
+                                   stored.precision_in_effect if stored else None)
 
     def _build(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
                request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
@@ -300,14 +300,15 @@ class EngineCompiler:
         verdict.digest = entry.sha256_hex
         with contextlib.suppress(OSError):  # a runtime that published elsewhere: warned above
             verdict.size = os.stat(entry.engine_path).st_size
-        accuracy = self._gate_built(runtime, plan, verdict, Path(entry.engine_path))
+        accuracy, effect = self._gate_built(runtime, plan, verdict, Path(entry.engine_path))
         self._timed(timings, "record", lambda: self._write_record(
-            plan, verdict, duration, Path(entry.engine_path), accuracy))
+            plan, verdict, duration, Path(entry.engine_path), accuracy, None,
+            precision_in_effect=effect))
         events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
                     f"{name}: built {Path(entry.engine_path).name} in {duration:.2f} s",
                     model_name=name, engine_path=str(entry.engine_path),
                     sha256=entry.sha256_hex, duration_s=round(duration, 4))
-        return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy)
+        return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy, effect)
 
     def _govern(self, plan: _Plan, request: EngineCompileRequest) -> BuildConfig:
         """The build governor before a build: conditions event, thermal wait, memory refusal
@@ -325,17 +326,22 @@ class EngineCompiler:
         return dataclasses.replace(config, workspace_mb=admission.workspace_mb)
 
     def _gate_built(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
-                    artifact: Path) -> dict[str, Any] | None:
-        """The accuracy gate on a just-published engine; on failure, unpublish what this build
-        published (the engine and its sidecar) and leave the pending record, so that the next
-        run rebuilds."""
-        if plan.spec.verify != "accuracy":
-            return None
+                    artifact: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The precision check (fp16, int8) and the accuracy gate on a just-published engine:
+        (accuracy report, precision in effect); on failure, unpublish what this build published
+        (the engine and its sidecar) and leave the pending record, so that the next run
+        rebuilds."""
+        from app.verify.precision import enforce
+
         assert verdict.digest is not None
         try:
+            effect = enforce(runtime, plan.spec.onnx_path, artifact, plan.build_config,
+                             self.logger)
+            if plan.spec.verify != "accuracy":
+                return None, effect
             return gate.run_gate(runtime.name, artifact, plan.spec, plan.build_config,
                                  self.logger, engine_sha256=verdict.digest,
-                                 onnx_sha256=verdict.onnx.sha256)
+                                 onnx_sha256=verdict.onnx.sha256), effect
         except BaseException:
             for path in (artifact, sidecar_path(artifact)):
                 path.unlink(missing_ok=True)
@@ -377,15 +383,19 @@ class EngineCompiler:
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
                       artifact: Path | None, accuracy: dict[str, Any] | None = None,
-                      kept_duration: float | None = None) -> None:
-        if duration is None:
-            duration = kept_duration
+                      kept: ProvenanceRecord | None = None, **noted: Any) -> None:
+        """``kept``: the stored record of a reused engine, whose build facts (duration,
+        precision in effect) stay; ``noted``: this build's."""
+        if kept is not None:
+            duration = kept.build_duration_s
+            noted = {"precision_in_effect": kept.precision_in_effect}
         record = dataclasses.replace(
             plan.expected, artifact=(artifact or plan.artifact).name, engine_sha256=verdict.digest,
             engine_size=verdict.size, onnx_path=str(plan.spec.onnx_path),
             onnx_sha256=verdict.onnx.sha256, onnx_stat=verdict.onnx.stat,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            build_duration_s=None if duration is None else round(duration, 4), accuracy=accuracy)
+            build_duration_s=None if duration is None else round(duration, 4), accuracy=accuracy,
+            **noted)
         write_record(artifact or plan.artifact, record, self.signing_key)
 
     def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:

@@ -189,3 +189,6 @@ class EngineCompileResult:
     compile_duration_s: float | None
     #: The accuracy gate's report (``AccuracyReport.to_json``) when the model is checked.
     accuracy: dict[str, Any] | None = None
+    #: What the compute nodes run in (``PrecisionInEffect.as_dict``) when fp16 or int8 was
+    #: checked after the build (kept in the record: a reused engine has it too).
+    precision_in_effect: dict[str, Any] | None = None

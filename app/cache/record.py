@@ -86,6 +86,8 @@ class ProvenanceRecord:
     #: The accuracy gate's passing report (AccuracyReport.to_json): noted, not compared, so a
     #: new tolerance means a new check, not a rebuild.
     accuracy: dict[str, Any] | None = field(default=None, metadata=NOTED)
+    #: Which precision the built artifact's compute nodes run in (PrecisionInEffect.as_dict).
+    precision_in_effect: dict[str, Any] | None = field(default=None, metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import events, faults
 from app.backends.calibration import CalibrationSet
@@ -35,6 +35,9 @@ from app.cancel import CANCEL, cancellable_sleep, cancelled_error
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
+
+if TYPE_CHECKING:
+    from app.verify.precision import PrecisionInEffect
 
 __all__ = ["TensorRTRuntime"]
 
@@ -151,9 +154,21 @@ class TensorRTRuntime:
         finally:
             buffers.close()
 
-    def _load_and_check(self, api: TrtApi, blob: Any, model: ModelInterface,
-                        profiles: dict[str, InputProfile], cfg: BuildConfig,
-                        errors: CallbackErrors, buffers: _Buffers) -> None:
+    def precision_in_effect(self, model_path: Path, artifact: Path,
+                            build_config: BuildConfig) -> PrecisionInEffect | None:
+        """What the engine's compute layers run in, from TensorRT's engine inspector (the
+        engine is deserialized again; app.verify.precision)."""
+        from app.verify.precision import trt_precision_in_effect
+
+        api = self._api()
+        select_device(self.host.cuda_device, self._runtime_api())
+        engine = self._deserialize(api, artifact.read_bytes(), build_config, CallbackErrors())
+        inspector = engine.create_engine_inspector()
+        info = inspector.get_engine_information(api.trt.LayerInformationFormat.JSON)
+        return trt_precision_in_effect(str(info), build_config.precision.value)
+
+    def _deserialize(self, api: TrtApi, blob: Any, cfg: BuildConfig,
+                     errors: CallbackErrors) -> Any:
         runtime_logger = self._trt_logger(api, cfg.model_name, errors)
         runtime = api.trt.Runtime(runtime_logger)
         if cfg.dla_core is not None:
@@ -163,6 +178,12 @@ class TensorRTRuntime:
         if engine is None:
             raise EngineBuildError(f"{cfg.model_name}: the engine does not deserialize: "
                                    + ("; ".join(runtime_logger.errors[-5:]) or "no error logged"))
+        return engine
+
+    def _load_and_check(self, api: TrtApi, blob: Any, model: ModelInterface,
+                        profiles: dict[str, InputProfile], cfg: BuildConfig,
+                        errors: CallbackErrors, buffers: _Buffers) -> None:
+        engine = self._deserialize(api, blob, cfg, errors)
         check_engine(api, engine, model, profiles, cfg.model_name)
         if cfg.verify == "infer":
             warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
