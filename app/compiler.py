@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.backends.base import InferenceRuntime, PlainRuntime, as_inference_runtime
@@ -47,6 +47,9 @@ from app.values import (
     InputProfile,
 )
 from app.verify import gate
+
+if TYPE_CHECKING:
+    from app.governor.timeline import Timeline
 
 __all__ = ["EngineCompiler"]
 
@@ -159,6 +162,8 @@ class EngineCompiler:
                                       "its companions; it may hold someone's data, so it is "
                                       "left alone", hint="move it out of the cache folder")
         results = []
+        timeline = self._timeline([p for p, v in zip(plans, verdicts, strict=True) if not v.reuse],
+                                  request)
         for plan, verdict in zip(plans, verdicts, strict=True):
             checkpoint()
             if verdict.reuse:
@@ -166,8 +171,19 @@ class EngineCompiler:
             else:
                 self._report_miss(plan, verdict)
                 promoted = self._promote(runtime, plan, verdict, request)
-                results.append(promoted or self._build(runtime, plan, verdict, request, timings))
+                results.append(promoted or self._build(runtime, plan, verdict, request, timings,
+                                                       timeline))
         return results
+
+    def _timeline(self, misses: list[_Plan], request: EngineCompileRequest) -> Timeline | None:
+        """The misses' build history, read before any pending record replaces a record; ETA
+        events when the governor is on (app.governor.timeline). None: nothing to build."""
+        if not misses:
+            return None
+        from app.governor.timeline import Timeline
+
+        return Timeline([(p.spec.model_name, p.artifact, p.expected) for p in misses],
+                        self.logger if request.governor is not None else None)
 
     def _plan(self, runtime: InferenceRuntime, spec: BackboneSpec,
               request: EngineCompileRequest) -> _Plan:
@@ -268,14 +284,17 @@ class EngineCompiler:
                                    stored.precision_in_effect if stored else None)
 
     def _build(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
-               request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
+               request: EngineCompileRequest, timings: dict[str, float],
+               timeline: Timeline | None) -> EngineCompileResult:
         name = plan.spec.model_name
-        build_config = self._govern(plan, request)
+        assert timeline is not None  # made for every run with a miss
+        build_config = timeline.start(name, runtime, self._govern(plan, request))
+        noted = timeline.noted(name)  # the build history, carried into both records
         events.emit(self.logger, logging.INFO, events.COMPILE_START, f"{name}: compiling",
                     model_name=name, precision=plan.build_config.precision.value)
         # A pending record first: until the final one replaces it, whatever stands under this
         # name (an old engine, or a new one whose publishing a power cut interrupted) is refused.
-        write_record(plan.artifact, dataclasses.replace(plan.expected, status=BUILDING),
+        write_record(plan.artifact, dataclasses.replace(plan.expected, status=BUILDING, **noted),
                      self.signing_key)
         t = time.perf_counter()
         try:
@@ -303,7 +322,7 @@ class EngineCompiler:
         accuracy, effect = self._gate_built(runtime, plan, verdict, Path(entry.engine_path))
         self._timed(timings, "record", lambda: self._write_record(
             plan, verdict, duration, Path(entry.engine_path), accuracy, None,
-            precision_in_effect=effect))
+            precision_in_effect=effect, **noted))
         events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
                     f"{name}: built {Path(entry.engine_path).name} in {duration:.2f} s",
                     model_name=name, engine_path=str(entry.engine_path),
@@ -385,10 +404,11 @@ class EngineCompiler:
                       artifact: Path | None, accuracy: dict[str, Any] | None = None,
                       kept: ProvenanceRecord | None = None, **noted: Any) -> None:
         """``kept``: the stored record of a reused engine, whose build facts (duration,
-        precision in effect) stay; ``noted``: this build's."""
+        timing cache, history, precision in effect) stay; ``noted``: this build's."""
         if kept is not None:
             duration = kept.build_duration_s
-            noted = {"precision_in_effect": kept.precision_in_effect}
+            noted = {"timing_cache": kept.timing_cache, "past_builds": kept.past_builds,
+                     "precision_in_effect": kept.precision_in_effect}
         record = dataclasses.replace(
             plan.expected, artifact=(artifact or plan.artifact).name, engine_sha256=verdict.digest,
             engine_size=verdict.size, onnx_path=str(plan.spec.onnx_path),

@@ -129,9 +129,11 @@ class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
         width = 30
         filled = min(width, width * step // total)
         bar = "#" * filled + "-" * (width - filled)
+        eta = kv.get("eta_s")  # the build governor's, for every build left
+        left = f"  ~{eta:.0f} s left" if isinstance(eta, (int, float)) else ""
         self.stream.write(
             f"\r  {kv.get('model_name', '')} {str(kv.get('phase', ''))[:32]:<32} "
-            f"[{bar}] {step}/{total}"
+            f"[{bar}] {step}/{total}{left:<16}"
         )
         self.stream.flush()
         self._bar_open = True

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from app.governor.admission import GovernorSettings
     from app.verify.accuracy import AccuracySettings
 
@@ -108,6 +110,10 @@ class BuildConfig:
     optimization_level: int = 3
     dla_core: int | None = None
     verify: str = "io"
+    #: Called at each progress event of the build; its fields are added to the event (the
+    #: build governor's ETA). Not a build setting.
+    progress_fields: Callable[[], dict[str, Any]] | None = field(default=None, compare=False,
+                                                                 repr=False)
 
     def fingerprint_fields(self) -> dict[str, object]:
         """The settings that change the built artifact, for the provenance fingerprint."""

@@ -6,6 +6,9 @@ implement only ``compile_engine`` (:class:`PlainRuntime`, the original API):
 which names its artifacts after TensorRT's scheme (:class:`app.cache.names.EngineFilenameSchema`)
 and describes it with the request's host. A runtime that has some of the other members but not
 all of them is treated as plain.
+
+A backend may also define ``timing_cache_present(build_config) -> bool``: whether a build now
+finds a timing cache, which the build governor's ETA takes into account (TensorRT does).
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from app.cache.record import fingerprint
 from app.values import InputProfile
 
 __all__ = ["MAX_CACHE_BYTES", "TIMING_RESET", "TIMING_UNSAVED", "TimingCache",
-           "calibration_cache_path", "calibration_model_key", "find_calibration_cache"]
+           "calibration_cache_path", "calibration_model_key", "find_calibration_cache",
+           "timing_cache_present"]
 
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
 MAX_CACHE_BYTES = 256 << 20
@@ -72,13 +73,26 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
     return max(found)[1] if found else None
 
 
+def _timing_path(root: Path, trt_version: str, sm: int, device: str) -> Path:
+    return root / "timing" / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
+
+
+def timing_cache_present(root: Path, trt_version: str, sm: int, device: str) -> bool:
+    """Whether a build would load a timing cache (a non-empty regular file; not read)."""
+    try:
+        st = _timing_path(root, trt_version, sm, device).lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_CACHE_BYTES
+
+
 class TimingCache:
     """Load before the build, combine with what is on disk and save after it. ``warn(kind,
     message)`` reports a cache that could not be used or saved."""
 
     def __init__(self, root: Path, trt_version: str, sm: int, device: str,
                  warn: Callable[[str, str], None]) -> None:
-        self.path = root / "timing" / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
+        self.path = _timing_path(root, trt_version, sm, device)
         self.warn = warn
         self.loaded = self._read()
 

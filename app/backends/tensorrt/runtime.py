@@ -20,7 +20,7 @@ from app import events, faults
 from app.backends.calibration import CalibrationSet
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
-from app.backends.tensorrt.caches import TimingCache, calibration_model_key
+from app.backends.tensorrt.caches import TimingCache, calibration_model_key, timing_cache_present
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
 from app.backends.tensorrt.dla import check_dla_request, require_core
@@ -92,6 +92,11 @@ class TensorRTRuntime:
 
     def device_name(self) -> str:
         return self.host.device_name
+
+    def timing_cache_present(self, build_config: BuildConfig) -> bool:
+        """Whether this build will load a timing cache (the build governor's ETA)."""
+        root = build_config.cache_root or Path(build_config.engine_path or ".").parent
+        return timing_cache_present(root, self.version(), self.host.sm, self.host.device_name)
 
     # -- the build ---------------------------------------------------------------------------
     def _api(self) -> TrtApi:
@@ -228,7 +233,8 @@ class TensorRTRuntime:
                                  model_name=cfg.model_name))
         timing.attach(config)
         if api.has_progress_monitor:
-            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors)
+            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors,
+                                                            cfg.progress_fields)
         blob = builder.build_serialized_network(network, config)
         errors.raise_first(cfg.model_name)
         if blob is None:
