@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.backends.base import InferenceRuntime, PlainRuntime, as_inference_runtime
@@ -47,6 +47,9 @@ from app.values import (
     InputProfile,
 )
 from app.verify import gate
+
+if TYPE_CHECKING:
+    from app.governor.timeline import Timeline
 
 __all__ = ["EngineCompiler"]
 
@@ -159,6 +162,8 @@ class EngineCompiler:
                                       "its companions; it may hold someone's data, so it is "
                                       "left alone", hint="move it out of the cache folder")
         results = []
+        timeline = self._timeline([p for p, v in zip(plans, verdicts, strict=True) if not v.reuse],
+                                  request)
         for plan, verdict in zip(plans, verdicts, strict=True):
             checkpoint()
             if verdict.reuse:
@@ -166,8 +171,19 @@ class EngineCompiler:
             else:
                 self._report_miss(plan, verdict)
                 promoted = self._promote(runtime, plan, verdict, request)
-                results.append(promoted or self._build(runtime, plan, verdict, request, timings))
+                results.append(promoted or self._build(runtime, plan, verdict, request, timings,
+                                                       timeline))
         return results
+
+    def _timeline(self, misses: list[_Plan], request: EngineCompileRequest) -> Timeline | None:
+        """The misses' build history, read before any pending record replaces a record; ETA
+        events when the governor is on (app.governor.timeline). None: nothing to build."""
+        if not misses:
+            return None
+        from app.governor.timeline import Timeline
+
+        return Timeline([(p.spec.model_name, p.artifact, p.expected) for p in misses],
+                        self.logger if request.governor is not None else None)
 
     def _plan(self, runtime: InferenceRuntime, spec: BackboneSpec,
               request: EngineCompileRequest) -> _Plan:
@@ -258,24 +274,27 @@ class EngineCompiler:
                             "recording the current inputs", model_name=name,
                             detail=verdict.detail)
             self._timed(timings, "record", lambda: self._write_record(
-                plan, verdict, None, None, accuracy or None,
-                stored.build_duration_s if stored else None))
+                plan, verdict, None, None, accuracy or None, stored))
         events.emit(self.logger, logging.INFO, events.CACHE_HIT,
                     f"{name}: reusing {plan.artifact.name}", model_name=name,
                     engine_path=str(plan.artifact), sha256=verdict.digest)
         return EngineCompileResult(self._entry(plan, verdict.digest, request),
                                    CompileOutcome.REUSED, None,
-                                   accuracy if plan.spec.verify == "accuracy" else None)
+                                   accuracy if plan.spec.verify == "accuracy" else None,
+                                   stored.precision_in_effect if stored else None)
 
     def _build(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
-               request: EngineCompileRequest, timings: dict[str, float]) -> EngineCompileResult:
+               request: EngineCompileRequest, timings: dict[str, float],
+               timeline: Timeline | None) -> EngineCompileResult:
         name = plan.spec.model_name
-        build_config = self._govern(plan, request)
+        assert timeline is not None  # made for every run with a miss
+        build_config = timeline.start(name, runtime, self._govern(plan, request))
+        noted = timeline.noted(name)  # the build history, carried into both records
         events.emit(self.logger, logging.INFO, events.COMPILE_START, f"{name}: compiling",
                     model_name=name, precision=plan.build_config.precision.value)
         # A pending record first: until the final one replaces it, whatever stands under this
         # name (an old engine, or a new one whose publishing a power cut interrupted) is refused.
-        write_record(plan.artifact, dataclasses.replace(plan.expected, status=BUILDING),
+        write_record(plan.artifact, dataclasses.replace(plan.expected, status=BUILDING, **noted),
                      self.signing_key)
         t = time.perf_counter()
         try:
@@ -300,14 +319,15 @@ class EngineCompiler:
         verdict.digest = entry.sha256_hex
         with contextlib.suppress(OSError):  # a runtime that published elsewhere: warned above
             verdict.size = os.stat(entry.engine_path).st_size
-        accuracy = self._gate_built(runtime, plan, verdict, Path(entry.engine_path))
+        accuracy, effect = self._gate_built(runtime, plan, verdict, Path(entry.engine_path))
         self._timed(timings, "record", lambda: self._write_record(
-            plan, verdict, duration, Path(entry.engine_path), accuracy))
+            plan, verdict, duration, Path(entry.engine_path), accuracy, None,
+            precision_in_effect=effect, **noted))
         events.emit(self.logger, logging.INFO, events.ENGINE_BUILT,
                     f"{name}: built {Path(entry.engine_path).name} in {duration:.2f} s",
                     model_name=name, engine_path=str(entry.engine_path),
                     sha256=entry.sha256_hex, duration_s=round(duration, 4))
-        return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy)
+        return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy, effect)
 
     def _govern(self, plan: _Plan, request: EngineCompileRequest) -> BuildConfig:
         """The build governor before a build: conditions event, thermal wait, memory refusal
@@ -325,17 +345,22 @@ class EngineCompiler:
         return dataclasses.replace(config, workspace_mb=admission.workspace_mb)
 
     def _gate_built(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
-                    artifact: Path) -> dict[str, Any] | None:
-        """The accuracy gate on a just-published engine; on failure, unpublish what this build
-        published (the engine and its sidecar) and leave the pending record, so that the next
-        run rebuilds."""
-        if plan.spec.verify != "accuracy":
-            return None
+                    artifact: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The precision check (fp16, int8) and the accuracy gate on a just-published engine:
+        (accuracy report, precision in effect); on failure, unpublish what this build published
+        (the engine and its sidecar) and leave the pending record, so that the next run
+        rebuilds."""
+        from app.verify.precision import enforce
+
         assert verdict.digest is not None
         try:
+            effect = enforce(runtime, plan.spec.onnx_path, artifact, plan.build_config,
+                             self.logger)
+            if plan.spec.verify != "accuracy":
+                return None, effect
             return gate.run_gate(runtime.name, artifact, plan.spec, plan.build_config,
                                  self.logger, engine_sha256=verdict.digest,
-                                 onnx_sha256=verdict.onnx.sha256)
+                                 onnx_sha256=verdict.onnx.sha256), effect
         except BaseException:
             for path in (artifact, sidecar_path(artifact)):
                 path.unlink(missing_ok=True)
@@ -380,15 +405,20 @@ class EngineCompiler:
     # -- helpers ----------------------------------------------------------------------------
     def _write_record(self, plan: _Plan, verdict: Verdict, duration: float | None,
                       artifact: Path | None, accuracy: dict[str, Any] | None = None,
-                      kept_duration: float | None = None) -> None:
-        if duration is None:
-            duration = kept_duration
+                      kept: ProvenanceRecord | None = None, **noted: Any) -> None:
+        """``kept``: the stored record of a reused engine, whose build facts (duration,
+        timing cache, history, precision in effect) stay; ``noted``: this build's."""
+        if kept is not None:
+            duration = kept.build_duration_s
+            noted = {"timing_cache": kept.timing_cache, "past_builds": kept.past_builds,
+                     "precision_in_effect": kept.precision_in_effect}
         record = dataclasses.replace(
             plan.expected, artifact=(artifact or plan.artifact).name, engine_sha256=verdict.digest,
             engine_size=verdict.size, onnx_path=str(plan.spec.onnx_path),
             onnx_sha256=verdict.onnx.sha256, onnx_stat=verdict.onnx.stat,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            build_duration_s=None if duration is None else round(duration, 4), accuracy=accuracy)
+            build_duration_s=None if duration is None else round(duration, 4), accuracy=accuracy,
+            **noted)
         write_record(artifact or plan.artifact, record, self.signing_key)
 
     def _entry(self, plan: _Plan, digest: str, request: EngineCompileRequest) -> EngineCacheEntry:

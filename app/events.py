@@ -54,6 +54,9 @@ METRICS_WRITTEN = "c10.metrics.written"
 METRICS_UNWRITTEN = "c10.metrics.unwritten"
 ACCURACY_PASSED = "c10.engine.accuracy.passed"
 ACCURACY_FAILED = "c10.engine.accuracy.failed"
+PRECISION_CHECKED = "c10.engine.precision.checked"
+PRECISION_PARTIAL = "c10.engine.precision.partial"
+PRECISION_IGNORED = "c10.engine.precision.ignored"
 BUILD_CONDITIONS = "c10.build.conditions"
 BUILD_WORKSPACE_CLAMPED = "c10.build.workspace.clamped"
 BUILD_THROTTLING = "c10.build.throttling"
@@ -126,9 +129,11 @@ class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
         width = 30
         filled = min(width, width * step // total)
         bar = "#" * filled + "-" * (width - filled)
+        eta = kv.get("eta_s")  # the build governor's, for every build left
+        left = f"  ~{eta:.0f} s left" if isinstance(eta, (int, float)) else ""
         self.stream.write(
             f"\r  {kv.get('model_name', '')} {str(kv.get('phase', ''))[:32]:<32} "
-            f"[{bar}] {step}/{total}"
+            f"[{bar}] {step}/{total}{left:<16}"
         )
         self.stream.flush()
         self._bar_open = True

@@ -178,4 +178,6 @@ def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
         "outcome": result.outcome.value,
         "compile_duration_s": result.compile_duration_s,
         **({"accuracy": result.accuracy} if result.accuracy is not None else {}),
+        **({"precision_in_effect": result.precision_in_effect}
+           if result.precision_in_effect is not None else {}),
     }

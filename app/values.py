@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from app.governor.admission import GovernorSettings
     from app.verify.accuracy import AccuracySettings
 
@@ -108,6 +110,10 @@ class BuildConfig:
     optimization_level: int = 3
     dla_core: int | None = None
     verify: str = "io"
+    #: Called at each progress event of the build; its fields are added to the event (the
+    #: build governor's ETA). Not a build setting.
+    progress_fields: Callable[[], dict[str, Any]] | None = field(default=None, compare=False,
+                                                                 repr=False)
 
     def fingerprint_fields(self) -> dict[str, object]:
         """The settings that change the built artifact, for the provenance fingerprint."""
@@ -192,3 +198,6 @@ class EngineCompileResult:
     compile_duration_s: float | None
     #: The accuracy gate's report (``AccuracyReport.to_json``) when the model is checked.
     accuracy: dict[str, Any] | None = None
+    #: What the compute nodes run in (``PrecisionInEffect.as_dict``) when fp16 or int8 was
+    #: checked after the build (kept in the record: a reused engine has it too).
+    precision_in_effect: dict[str, Any] | None = None

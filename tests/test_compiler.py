@@ -334,6 +334,9 @@ class FullRuntime(FakeRuntime):
     def artifact_name(self, model_name, precision):  # type: ignore[no-untyped-def]
         return f"{model_name}.{precision.value}.bin"
 
+    def precision_in_effect(self, model_path, artifact, build_config):  # type: ignore[no-untyped-def]
+        return None  # its artifacts are opaque: the precision check is skipped
+
 
 def test_a_full_runtime_is_used_as_is_and_a_plain_one_adapted(specs, tmp_path, events):
     from app import InferenceRuntime

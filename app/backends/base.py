@@ -6,15 +6,21 @@ implement only ``compile_engine`` (:class:`PlainRuntime`, the original API):
 which names its artifacts after TensorRT's scheme (:class:`app.cache.names.EngineFilenameSchema`)
 and describes it with the request's host. A runtime that has some of the other members but not
 all of them is treated as plain.
+
+A backend may also define ``timing_cache_present(build_config) -> bool``: whether a build now
+finds a timing cache, which the build governor's ETA takes into account (TensorRT does).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from app.cache.names import EngineFilenameSchema
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, PrecisionMode
+
+if TYPE_CHECKING:
+    from app.verify.precision import PrecisionInEffect
 
 __all__ = ["InferenceRuntime", "PlainRuntime", "PlainRuntimeAdapter", "as_inference_runtime"]
 
@@ -49,6 +55,11 @@ class InferenceRuntime(Protocol):
         """Build one engine and publish it at ``build_config.engine_path`` with its sidecar."""
         ...
 
+    def precision_in_effect(self, model_path: Path, artifact: Path,
+                            build_config: BuildConfig) -> PrecisionInEffect | None:
+        """What the compute nodes of the built ``artifact`` run in; None: cannot say."""
+        ...
+
 
 class PlainRuntimeAdapter:
     """A :class:`PlainRuntime` seen as an :class:`InferenceRuntime` on ``host``."""
@@ -73,6 +84,10 @@ class PlainRuntimeAdapter:
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
         return self.runtime.compile_engine(model_path, build_config)
+
+    def precision_in_effect(self, model_path: Path, artifact: Path,
+                            build_config: BuildConfig) -> PrecisionInEffect | None:
+        return None  # a plain runtime's artifacts are opaque
 
 
 def as_inference_runtime(runtime: InferenceRuntime | PlainRuntime,

@@ -27,6 +27,7 @@ from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputPro
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
+    from app.verify.precision import PrecisionInEffect
 
 __all__ = ["OnnxRuntimeBackend", "cpu_identity"]
 
@@ -117,6 +118,21 @@ class OnnxRuntimeBackend:
             build_config, verify="io")
         model = inspect_model(model_path, cfg.model_name)
         self._verify(payload, model, resolve_profiles(model, cfg.input_shapes, cfg.model_name), cfg)
+
+    def precision_in_effect(self, model_path: Path, artifact: Path,
+                            build_config: BuildConfig) -> PrecisionInEffect:
+        """What the artifact's compute nodes run in: one profiled run on zeros at the opt
+        shapes (app.verify.precision)."""
+        import numpy as np
+
+        from app.backends.onnx_model import inspect_model, resolve_profiles
+        from app.verify.precision import ort_precision_in_effect
+
+        cfg = build_config
+        model = inspect_model(model_path, cfg.model_name)
+        profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
+        feeds = {t.name: np.zeros(profiles[t.name].opt, dtype=t.dtype) for t in model.inputs}
+        return ort_precision_in_effect(artifact, feeds, cfg.precision.value, cfg.model_name)
 
     # -- steps ------------------------------------------------------------------------------
     def _optimize(self, source: Path, out: Path, cfg: BuildConfig) -> bytes:

@@ -86,6 +86,13 @@ class ProvenanceRecord:
     #: The accuracy gate's passing report (AccuracyReport.to_json): noted, not compared, so a
     #: new tolerance means a new check, not a rebuild.
     accuracy: dict[str, Any] | None = field(default=None, metadata=NOTED)
+    #: Whether the build found a timing cache (TensorRT); None where the backend has none.
+    timing_cache: bool | None = field(default=None, metadata=NOTED)
+    #: Earlier builds of this artifact on this SKU, oldest first (``build_duration_s``,
+    #: ``timing_cache``), kept across rebuilds for the build governor's ETA.
+    past_builds: list[dict[str, Any]] = field(default_factory=list, metadata=NOTED)
+    #: Which precision the built artifact's compute nodes run in (PrecisionInEffect.as_dict).
+    precision_in_effect: dict[str, Any] | None = field(default=None, metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:

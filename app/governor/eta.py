@@ -77,6 +77,13 @@ class Remaining:
             return f"{left}, no estimate ({', '.join(self.unknown)} never built on this SKU)"
         return f"{left}, about {_duration(self.left_s)}"
 
+    def countdown(self, elapsed_s: float) -> float | None:
+        """What is left ``elapsed_s`` into this model's build: the estimate of the models after
+        it, plus what is left of this one's (never below zero: an overrun adds nothing)."""
+        if self.left_s is None or self.this.seconds is None:
+            return None
+        return self.left_s - self.this.seconds + max(0.0, self.this.seconds - elapsed_s)
+
     def as_event(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "position": self.position, "total": self.total,
                 "models_left": self.models_left,
@@ -86,7 +93,7 @@ class Remaining:
 
 
 def remaining(models: Sequence[str], sku: str, history: Iterable[PastBuild],
-              timing_cache: Mapping[str, bool] | bool | None = None) -> list[Remaining]:
+              timing_cache: Mapping[str, bool | None] | bool | None = None) -> list[Remaining]:
     """For each model to build, in the given order, what is left when it starts.
 
     ``timing_cache``: whether a timing cache will be present, for all models or per model.

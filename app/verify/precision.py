@@ -1,28 +1,48 @@
-"""Did the precision that was asked take effect? What an ONNX Runtime artifact really runs.
+"""Did the precision that was asked take effect? What a built artifact's compute nodes run in.
 
 An engine can be accurate and still not be what was asked: ONNX Runtime's CPU provider has
 no FP16 convolution, so an "fp16" model runs its Conv nodes in float32 behind Cast nodes, and
-its static quantization leaves nodes inside ``If`` branches (Silero VAD's LSTM) in float32.
-The accuracy gate cannot see either. This runs the artifact once with ONNX Runtime's profiler
-on and reads, for every compute node that ran (convolutions, matrix products, recurrent and
-attention nodes), the element types of its inputs.
+its static quantization leaves nodes inside ``If`` branches (Silero VAD's LSTM) in float32;
+TensorRT with the INT8 flag picks FP16 kernels wherever they are faster. The accuracy gate
+cannot see either. Compute nodes are convolutions, matrix products, recurrent and attention
+nodes; each is counted in the precision of its inputs:
+
+- ONNX Runtime (:func:`ort_precision_in_effect`): the artifact runs once with the profiler on,
+  which names every node that ran and the element types of its inputs;
+- TensorRT (:func:`trt_precision_in_effect`): the engine inspector's JSON (the engine built
+  with detailed profiling verbosity) gives each layer's type and its inputs' formats.
+
+:func:`enforce` is what ``run`` applies after a build (README, "Accuracy gate").
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from app import events
 from app.errors import EngineBuildError
+from app.values import BuildConfig, PrecisionMode
 
-__all__ = ["PrecisionInEffect", "ort_precision_in_effect"]
+if TYPE_CHECKING:
+    from app.backends.base import InferenceRuntime
+
+__all__ = ["PrecisionInEffect", "enforce", "ort_precision_in_effect", "trt_precision_in_effect"]
 
 _COMPUTE = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")
-_LOW = {"fp16": {"float16"}, "int8": {"int8", "uint8"}}
+#: TensorRT's layer types: CaskConvolution, CaskGemmMatrixMultiply, gemm, MatrixMultiply...
+_TRT_COMPUTE = ("conv", "gemm", "matrixmultiply", "fullyconnected", "rnn", "attention")
+_ORT_TYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8",
+              "uint8": "int8", "double": "fp64"}
+#: Words of TensorRT's "Format/Datatype" ("Int8", "Half", "Float" without an execution
+#: context; "Row major linear FP32", "Channel major FP16 format where channel % 8 == 0"...).
+_TRT_TYPES = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("fp16", "fp16"),
+              ("half", "fp16"), ("fp32", "fp32"), ("float", "fp32"))
 
 
 def _is_compute(op: str) -> bool:
@@ -31,12 +51,14 @@ def _is_compute(op: str) -> bool:
 
 @dataclass(frozen=True)
 class PrecisionInEffect:
-    """``compute_nodes`` ran; ``in_precision`` of them took inputs of the asked type."""
+    """``compute_nodes`` ran; ``in_precision`` of them in the asked precision; ``ran``: how many
+    in each precision (``{"int8": 5, "fp16": 2}``); ``ops``: every node or layer type seen."""
 
     asked: str
     compute_nodes: int
     in_precision: int
     ops: dict[str, int] = field(default_factory=dict)
+    ran: dict[str, int] = field(default_factory=dict)
 
     @property
     def took_effect(self) -> bool:
@@ -47,10 +69,18 @@ class PrecisionInEffect:
             return f"{self.compute_nodes} compute nodes in float32"
         return f"{self.in_precision} of {self.compute_nodes} compute nodes run in {self.asked}"
 
+    def what_ran(self) -> str:
+        return ", ".join(f"{n} in {p}" for p, n in sorted(self.ran.items(), key=lambda i: -i[1]))
+
     def as_dict(self) -> dict[str, Any]:
         return {"asked": self.asked, "compute_nodes": self.compute_nodes,
                 "in_precision": self.in_precision, "took_effect": self.took_effect,
-                "ops": dict(self.ops)}
+                "ran": dict(self.ran), "ops": dict(self.ops)}
+
+
+def _effect(asked: str, ops: Counter[str], ran: Counter[str]) -> PrecisionInEffect:
+    return PrecisionInEffect(asked, sum(ran.values()), ran[asked], dict(sorted(ops.items())),
+                             dict(sorted(ran.items())))
 
 
 def ort_precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: str,
@@ -72,8 +102,7 @@ def ort_precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: st
             raise EngineBuildError(f"{model_name}: cannot profile {artifact.name} to see the "
                                    f"precision it runs in: {str(exc)[:300]}") from exc
     ops: Counter[str] = Counter()
-    compute = in_precision = 0
-    low = _LOW.get(precision, set())
+    ran: Counter[str] = Counter()
     for event in trace if isinstance(trace, list) else []:
         args = event.get("args") or {}
         op = args.get("op_name")
@@ -82,7 +111,60 @@ def ort_precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: st
             continue
         ops[op] += 1
         if _is_compute(op):
-            compute += 1
-            types = {t for shape in args.get("input_type_shape", []) for t in shape}
-            in_precision += bool(types & low)
-    return PrecisionInEffect(precision, compute, in_precision, dict(sorted(ops.items())))
+            types = {_ORT_TYPES.get(t, t) for shape in args.get("input_type_shape", [])
+                     for t in shape}
+            # A quantized node also takes float scales: any input in the asked type counts.
+            ran[next((p for p in (precision, "fp32", "fp16", "bf16") if p in types), "other")] += 1
+    return _effect(precision, ops, ran)
+
+
+def trt_precision_in_effect(info: str, precision: str) -> PrecisionInEffect | None:
+    """From a TensorRT engine inspector's JSON: each compute layer in the type of its first
+    input. None when the engine holds layer names only (built without detailed verbosity)."""
+    try:
+        doc = json.loads(info)
+    except ValueError:
+        return None
+    layers = doc.get("Layers") if isinstance(doc, dict) else None
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        return None
+    ops: Counter[str] = Counter()
+    ran: Counter[str] = Counter()
+    for layer in layers:
+        kind = str(layer.get("LayerType", ""))
+        ops[kind] += 1
+        if any(word in kind.lower() for word in _TRT_COMPUTE):
+            inputs = layer.get("Inputs") or [{}]
+            first = inputs[0] if isinstance(inputs[0], dict) else {}
+            fmt = str(first.get("Format/Datatype", "")).lower()
+            ran[next((p for word, p in _TRT_TYPES if word in fmt), "other")] += 1
+    return _effect(precision, ops, ran)
+
+
+def enforce(runtime: InferenceRuntime, model_path: Path, artifact: Path, config: BuildConfig,
+            logger: logging.Logger) -> dict[str, Any] | None:
+    """After a build asked fp16 or int8 (not with ``verify: none``): what its compute nodes run
+    in, for the record; EngineBuildError (exit 70) when none runs in the asked precision. None:
+    nothing to say (fp32, or a runtime that cannot tell)."""
+    if config.precision is PrecisionMode.FP32 or config.verify == "none":
+        return None
+    effect = runtime.precision_in_effect(model_path, artifact, config)
+    if effect is None:
+        return None
+    name, asked = config.model_name, effect.asked
+    fields = {"model_name": name, **effect.as_dict()}
+    if effect.compute_nodes == 0:
+        events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
+                    f"{name}: no compute node to check {asked} on", **fields)
+    elif not effect.took_effect:
+        message = f"{name}: {asked} was asked, but {effect.describe()} ({effect.what_ran()})"
+        events.emit(logger, logging.ERROR, events.PRECISION_IGNORED, message, **fields)
+        raise EngineBuildError(message, hint=f"set {name}'s precision to one that {runtime.name} "
+                               f"runs it in ({', '.join(effect.ran)})")
+    elif effect.in_precision < effect.compute_nodes:
+        events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
+                    f"{name}: {effect.describe()} ({effect.what_ran()})", **fields)
+    else:
+        events.emit(logger, logging.INFO, events.PRECISION_CHECKED, f"{name}: {effect.describe()}",
+                    **fields)
+    return effect.as_dict()

@@ -59,3 +59,11 @@ def test_history_from_provenance_records():
     ]
     history = [b for r in records if (b := past_build(r, ORIN_NX)) is not None]
     assert history == [PastBuild("aliked", ORIN_NX, 61.5, None), PastBuild("aliked", ORIN_NX, 30.0, True)]
+
+
+def test_the_countdown_of_a_build_in_progress():
+    history = [PastBuild("lightglue", ORIN_NX, 300.0), PastBuild("aliked", ORIN_NX, 60.0)]
+    now = remaining(["lightglue", "aliked"], ORIN_NX, history)[0]
+    assert [now.countdown(s) for s in (0.0, 100.0, 300.0, 900.0)] == [360.0, 260.0, 60.0, 60.0]
+    unknown = remaining(["lightglue", "dinov2_vpr"], ORIN_NX, history)[0]
+    assert unknown.countdown(10.0) is None

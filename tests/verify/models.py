@@ -59,3 +59,30 @@ def make_masked(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6]),
          helper.make_tensor_value_info("x_copy", TensorProto.FLOAT, [1, 6])], [zero])
     return _save(graph, path)
+
+
+def make_recurrent(path: Path, projected: bool = False) -> Path:
+    """``x[6,1,8] -> Y[6,1,1,8]`` through an LSTM, which ONNX Runtime's static quantization
+    leaves in float32; ``projected``: a MatMul before it, which it quantizes."""
+    rng = np.random.default_rng(11)
+    weights = [numpy_helper.from_array(rng.standard_normal((1, 32, 8)).astype(np.float32), "W"),
+               numpy_helper.from_array(rng.standard_normal((1, 32, 8)).astype(np.float32), "R")]
+    nodes, source = [], "x"
+    if projected:
+        weights.append(numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "P"))
+        nodes.append(helper.make_node("MatMul", ["x", "P"], ["xp"]))
+        source = "xp"
+    nodes.append(helper.make_node("LSTM", [source, "W", "R"], ["Y"], hidden_size=8))
+    graph = helper.make_graph(
+        nodes, "recurrent", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 1, 8])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [6, 1, 1, 8])], weights)
+    return _save(graph, path)
+
+
+def write_batches(folder: Path, shape: tuple[int, ...], count: int = 3) -> Path:
+    """``count`` calibration batches (.npy, one input) of uniform [0, 1) floats."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(12)
+    for i in range(count):
+        np.save(folder / f"batch_{i:03d}.npy", rng.random(shape, dtype=np.float32))
+    return folder

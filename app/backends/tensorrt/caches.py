@@ -33,7 +33,7 @@ from app.values import InputProfile
 
 __all__ = ["MAX_CACHE_BYTES", "TIMING_RESET", "TIMING_UNSAVED", "TimingCache",
            "calibration_cache_path", "calibration_model_key", "find_calibration_cache",
-           "timing_cache_path"]
+           "timing_cache_path", "timing_cache_present"]
 
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
 MAX_CACHE_BYTES = 256 << 20
@@ -76,6 +76,15 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
         if stat.S_ISREG(st.st_mode):
             found.append((st.st_mtime, path))
     return max(found)[1] if found else None
+
+
+def timing_cache_present(root: Path, trt_version: str, sm: int, device: str) -> bool:
+    """Whether a build would load a timing cache (a non-empty regular file; not read)."""
+    try:
+        st = timing_cache_path(root, trt_version, sm, device).lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_CACHE_BYTES
 
 
 class TimingCache:

@@ -3,7 +3,8 @@
 TensorRT calls the monitor from its build threads, so state is guarded by a lock. Returning
 False from ``step_complete`` asks TensorRT to stop the build, which is how SIGTERM/SIGINT
 cancel a build in progress, and how a failed callback (recorded in :class:`CallbackErrors`,
-never raised into TensorRT) stops a build that could only end in that error.
+never raised into TensorRT) stops a build that could only end in that error. ``fields``
+(``BuildConfig.progress_fields``) adds its fields to every event: the build governor's ETA.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app import events
@@ -24,7 +26,8 @@ MIN_INTERVAL_S = 0.5
 
 
 def make_progress_monitor(trt: Any, logger: logging.Logger, model_name: str,
-                          errors: CallbackErrors) -> Any:
+                          errors: CallbackErrors,
+                          fields: Callable[[], dict[str, Any]] | None = None) -> Any:
     class EventProgressMonitor(trt.IProgressMonitor):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
@@ -41,7 +44,7 @@ def make_progress_monitor(trt: Any, logger: logging.Logger, model_name: str,
                 self._last[phase] = now
             events.emit(logger, logging.INFO, events.COMPILE_PROGRESS,
                         f"{model_name}: {phase} {step}/{total}", model_name=model_name,
-                        phase=phase, step=step, total=total)
+                        phase=phase, step=step, total=total, **(fields() if fields else {}))
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             with errors.guard("the progress monitor's phase_start"):

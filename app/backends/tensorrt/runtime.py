@@ -14,13 +14,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import events, faults
 from app.backends.calibration import CalibrationSet
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
-from app.backends.tensorrt.caches import TimingCache, calibration_model_key, timing_cache_path
+from app.backends.tensorrt.caches import (
+    TimingCache,
+    calibration_model_key,
+    timing_cache_path,
+    timing_cache_present,
+)
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
 from app.backends.tensorrt.dla import check_dla_request, require_core
@@ -35,6 +40,9 @@ from app.cancel import CANCEL, cancellable_sleep, cancelled_error
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
+
+if TYPE_CHECKING:
+    from app.verify.precision import PrecisionInEffect
 
 __all__ = ["TensorRTRuntime"]
 
@@ -97,6 +105,11 @@ class TensorRTRuntime:
             return None
         return timing_cache_path(cache_root, self.host.trt_full, self.host.sm, self.host.device_name)
 
+    def timing_cache_present(self, build_config: BuildConfig) -> bool:
+        """Whether this build will load a timing cache (the build governor's ETA)."""
+        root = build_config.cache_root or Path(build_config.engine_path or ".").parent
+        return timing_cache_present(root, self.version(), self.host.sm, self.host.device_name)
+
     # -- the build ---------------------------------------------------------------------------
     def _api(self) -> TrtApi:
         if self._trt is None:
@@ -158,9 +171,21 @@ class TensorRTRuntime:
         finally:
             buffers.close()
 
-    def _load_and_check(self, api: TrtApi, blob: Any, model: ModelInterface,
-                        profiles: dict[str, InputProfile], cfg: BuildConfig,
-                        errors: CallbackErrors, buffers: _Buffers) -> None:
+    def precision_in_effect(self, model_path: Path, artifact: Path,
+                            build_config: BuildConfig) -> PrecisionInEffect | None:
+        """What the engine's compute layers run in, from TensorRT's engine inspector (the
+        engine is deserialized again; app.verify.precision)."""
+        from app.verify.precision import trt_precision_in_effect
+
+        api = self._api()
+        select_device(self.host.cuda_device, self._runtime_api())
+        engine = self._deserialize(api, artifact.read_bytes(), build_config, CallbackErrors())
+        inspector = engine.create_engine_inspector()
+        info = inspector.get_engine_information(api.trt.LayerInformationFormat.JSON)
+        return trt_precision_in_effect(str(info), build_config.precision.value)
+
+    def _deserialize(self, api: TrtApi, blob: Any, cfg: BuildConfig,
+                     errors: CallbackErrors) -> Any:
         runtime_logger = self._trt_logger(api, cfg.model_name, errors)
         runtime = api.trt.Runtime(runtime_logger)
         if cfg.dla_core is not None:
@@ -170,6 +195,12 @@ class TensorRTRuntime:
         if engine is None:
             raise EngineBuildError(f"{cfg.model_name}: the engine does not deserialize: "
                                    + ("; ".join(runtime_logger.errors[-5:]) or "no error logged"))
+        return engine
+
+    def _load_and_check(self, api: TrtApi, blob: Any, model: ModelInterface,
+                        profiles: dict[str, InputProfile], cfg: BuildConfig,
+                        errors: CallbackErrors, buffers: _Buffers) -> None:
+        engine = self._deserialize(api, blob, cfg, errors)
         check_engine(api, engine, model, profiles, cfg.model_name)
         if cfg.verify == "infer":
             warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
@@ -214,7 +245,8 @@ class TensorRTRuntime:
                                  model_name=cfg.model_name))
         timing.attach(config)
         if api.has_progress_monitor:
-            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors)
+            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors,
+                                                            cfg.progress_fields)
         blob = builder.build_serialized_network(network, config)
         errors.raise_first(cfg.model_name)
         if blob is None:

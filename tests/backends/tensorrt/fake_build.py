@@ -13,6 +13,13 @@ from tests.backends.tensorrt.fake_tensorrt import ITEM, FakeTensorRT, Strict, ge
 _ONNX_TO_TRT = {"float32": "FLOAT", "float16": "HALF", "float64": "FLOAT", "int32": "INT32",
                 "int64": "INT64", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}
 _TIMING_MAGIC = b"TC1|"
+#: ONNX node -> the layer type TensorRT's inspector reports for it (others: PointWiseV2).
+_LAYER_TYPES = {"Conv": "CaskConvolution", "MatMul": "CaskGemmMatrixMultiply",
+                "Gemm": "CaskGemmMatrixMultiply"}
+#: Formats as the inspector words them (with an execution context it gives the long forms).
+_FORMATS = {"INT8": "Four wide channel vectorized row major Int8 format",
+            "FP16": "Channel major FP16 format where channel % 8 == 0",
+            "FP32": "Row major linear FP32"}
 
 
 class ITensor(Strict):
@@ -33,6 +40,7 @@ class INetworkDefinition(Strict):
         object.__setattr__(self, "_flags", flags)
         object.__setattr__(self, "_inputs", [])
         object.__setattr__(self, "_outputs", [])
+        object.__setattr__(self, "_nodes", [])
 
     @property
     def num_inputs(self) -> int:
@@ -92,6 +100,11 @@ class OnnxParser(Strict):
                            self._dtype(t.dtype)) for t in model.outputs]
         object.__setattr__(network, "_inputs", inputs)
         object.__setattr__(network, "_outputs", outputs)
+        import onnx
+
+        nodes = onnx.load(path, load_external_data=False).graph.node
+        object.__setattr__(network, "_nodes", [(n.name or f"node{i}", n.op_type)
+                                               for i, n in enumerate(nodes)])
         return True
 
     @property
@@ -131,14 +144,17 @@ class ITimingCache(Strict):
 
 class IBuilderConfig(Strict):
     _settable = frozenset({"int8_calibrator", "DLA_core", "default_device_type", "progress_monitor",
-                           "builder_optimization_level", "max_workspace_size"})
+                           "builder_optimization_level", "max_workspace_size",
+                           "profiling_verbosity"})
 
     def __init__(self, fake: FakeTensorRT, logger: Any) -> None:
         super().__init__(fake)
         for name, value in {"_logger": logger, "_flags": {"TF32"}, "_profiles": [], "_timing": None,
                             "_calibration_profile": None, "int8_calibrator": None, "DLA_core": -1,
                             "default_device_type": get(fake.module, "DeviceType").GPU,
-                            "builder_optimization_level": 3, "progress_monitor": None}.items():
+                            "builder_optimization_level": 3, "progress_monitor": None,
+                            "profiling_verbosity":
+                                get(fake.module, "ProfilingVerbosity").LAYER_NAMES_ONLY}.items():
             object.__setattr__(self, name, value)
 
     def set_memory_pool_limit(self, pool: Any, size: int) -> None:
@@ -252,7 +268,23 @@ class Builder(Strict):
             "outputs": [[t.name, get(t, "_dims"), t.dtype.name] for t in get(network, "_outputs")],
             "profiles": {k: [list(s) for s in v] for k, v in first.items()},
             "flags": sorted(flags), "dla": dla, "device": get(self, "_device"),
+            "verbosity": get(config, "profiling_verbosity").name,
+            "layers": self._layers(network, flags),
         }).encode()
+
+    def _layers(self, network: INetworkDefinition, flags: set[str]) -> list[dict[str, Any]]:
+        """What the inspector shows of each layer: compute layers in the narrowest precision
+        the flags allow (or ``layer_format``), the others in FP16 when allowed."""
+        fake = get(self, "_fake")
+        narrow = "INT8" if "INT8" in flags else "FP16" if "FP16" in flags else "FP32"
+        wide = "FP16" if "FP16" in flags else "FP32"
+        layers = []
+        for name, op in get(network, "_nodes"):
+            kind = _LAYER_TYPES.get(op, "PointWiseV2")
+            fmt = (fake.layer_format or _FORMATS[narrow]) if op in _LAYER_TYPES else _FORMATS[wide]
+            layers.append({"Name": name, "LayerType": kind,
+                           "Inputs": [{"Name": f"{name}:0", "Format/Datatype": fmt}]})
+        return layers
 
     def _monitor(self, monitor: Any) -> bool:
         fake = get(self, "_fake")

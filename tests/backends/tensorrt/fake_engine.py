@@ -60,6 +60,26 @@ class ICudaEngine(Strict):
     def create_execution_context(self) -> IExecutionContext:
         return IExecutionContext(get(self, "_fake"), self)
 
+    def create_engine_inspector(self) -> EngineInspector:
+        return EngineInspector(get(self, "_fake"), get(self, "_doc"))
+
+
+class EngineInspector(Strict):
+    """Layer names only, unless the engine was built with detailed profiling verbosity."""
+
+    def __init__(self, fake: FakeTensorRT, doc: dict[str, Any]) -> None:
+        super().__init__(fake)
+        object.__setattr__(self, "_doc", doc)
+
+    def get_engine_information(self, layer_format: Any) -> str:
+        doc = get(self, "_doc")
+        if layer_format.name != "JSON":
+            return "\n".join(layer["Name"] for layer in doc["layers"])
+        detailed = doc["verbosity"] == "DETAILED"
+        return json.dumps({"Layers": [layer if detailed else layer["Name"]
+                                      for layer in doc["layers"]],
+                           "Bindings": [t[0] for t in doc["inputs"] + doc["outputs"]]})
+
 
 def _volume(shape: tuple[int, ...]) -> int:
     total = 1

@@ -35,6 +35,8 @@ ENUMS = {
     "DeviceType": ("GPU", "DLA"),
     "TensorIOMode": ("NONE", "INPUT", "OUTPUT"),
     "DataType": ("FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "INT64"),
+    "ProfilingVerbosity": ("LAYER_NAMES_ONLY", "NONE", "DETAILED"),
+    "LayerInformationFormat": ("ONELINE", "JSON"),
 }
 #: bytes per element and numpy dtype of each DataType member
 ITEM = {"FLOAT": (4, "float32"), "HALF": (2, "float16"), "INT8": (1, "int8"), "INT32": (4, "int32"),
@@ -112,7 +114,8 @@ def interface(fake: FakeTensorRT, name: str, **attrs: Any) -> type:
 class FakeTensorRT:
     """Knobs: parser_errors, fail_build, corrupt_engine, dla_cores, steps (of the monitored build
     phase, 10.x), on_step (before each step_complete), on_build (at the start of every build),
-    device_props (of the timing cache)."""
+    device_props (of the timing cache), layer_format (the "Format/Datatype" every compute layer
+    reports, whatever the flags: TensorRT choosing FP16 kernels under the INT8 flag)."""
 
     def __init__(self, version: str, gpu: FakeCudart | None = None) -> None:
         check_standin_names()
@@ -133,6 +136,7 @@ class FakeTensorRT:
         self.on_step: Callable[[int], None] | None = None
         self.on_build: Callable[[], None] | None = None
         self.device_props = "sm87-16sm-30.6GiB"
+        self.layer_format: str | None = None
         self.module = self._namespace()
 
     def __enter__(self) -> FakeTensorRT:

@@ -29,9 +29,9 @@ from tests.backends.tensorrt.release_names import IDENTIFIERS, identifiers, list
 
 def drive_every_branch(fake: FakeTensorRT, tmp_path: Path, corpus: dict[str, Path]) -> set[str]:
     """Run the runtime through fp32, dynamic shapes, INT8 (static, dynamic, data, cache), DLA,
-    warm-up (data-dependent outputs too), INT64/DOUBLE I/O, a foreign timing cache, parser
-    failure, build failure, a failed deserialization, progress and cancel; return the names it
-    touched."""
+    warm-up (data-dependent outputs too), INT64/DOUBLE I/O, the precision check (engine
+    inspector), a foreign timing cache, parser failure, build failure, a failed
+    deserialization, progress and cancel; return the names it touched."""
     import numpy as np
 
     fake.dla_cores = 1
@@ -56,7 +56,10 @@ def drive_every_branch(fake: FakeTensorRT, tmp_path: Path, corpus: dict[str, Pat
     ]
     for model, cfg in scenarios:
         cfg.engine_path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        runtime_for(fake).compile_engine(models[model], cfg)
+        runtime = runtime_for(fake)
+        runtime.compile_engine(models[model], cfg)
+        if cfg.precision is not PrecisionMode.FP32:
+            assert runtime.precision_in_effect(models[model], cfg.engine_path, cfg) is not None
     fake.device_props = "another device"  # the timing cache on disk is refused, replaced
     runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path / "c", "aliked"))
     fake.corrupt_engine = True
@@ -89,7 +92,8 @@ def test_every_name_exists_in_the_real_bindings(shape, tmp_path, corpus):
             "deserialize_cuda_engine", "IInt8EntropyCalibrator2", "get_batch", "write_calibration_cache",
             "read_calibration_cache", "create_timing_cache", "set_timing_cache", "get_timing_cache",
             "DLA_core", "set_shape", "execute_async_v3", "get_error", "set_calibration_profile",
-            "clear_flag", "TF32", "get_max_output_size", "log"} <= names
+            "clear_flag", "TF32", "get_max_output_size", "log", "profiling_verbosity",
+            "DETAILED", "create_engine_inspector", "get_engine_information", "JSON"} <= names
     assert {("Runtime", "DLA_core"), ("IBuilderConfig", "DLA_core")} <= fake.touched
     assert ("IProgressMonitor" in names) == shape.startswith("10.")
     assert ("EXPLICIT_BATCH" in names) == shape.startswith("8.")
