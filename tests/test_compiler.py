@@ -337,6 +337,9 @@ class FullRuntime(FakeRuntime):
     def precision_in_effect(self, model_path, artifact, build_config):  # type: ignore[no-untyped-def]
         return None  # its artifacts are opaque: the precision check is skipped
 
+    def device_free_memory(self):  # type: ignore[no-untyped-def]
+        return None
+
 
 def test_a_full_runtime_is_used_as_is_and_a_plain_one_adapted(specs, tmp_path, events):
     from app import InferenceRuntime

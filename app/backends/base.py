@@ -60,6 +60,11 @@ class InferenceRuntime(Protocol):
         """What the compute nodes of the built ``artifact`` run in; None: cannot say."""
         ...
 
+    def device_free_memory(self) -> int | None:
+        """Free bytes of the discrete GPU that builds run on (the build governor bounds the
+        workspace by them); None where host memory is what counts (a CPU, a Jetson)."""
+        ...
+
 
 class PlainRuntimeAdapter:
     """A :class:`PlainRuntime` seen as an :class:`InferenceRuntime` on ``host``."""
@@ -88,6 +93,9 @@ class PlainRuntimeAdapter:
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
         return None  # a plain runtime's artifacts are opaque
+
+    def device_free_memory(self) -> int | None:
+        return None
 
 
 def as_inference_runtime(runtime: InferenceRuntime | PlainRuntime,

@@ -119,6 +119,9 @@ class OnnxRuntimeBackend:
         model = inspect_model(model_path, cfg.model_name)
         self._verify(payload, model, resolve_profiles(model, cfg.input_shapes, cfg.model_name), cfg)
 
+    def device_free_memory(self) -> int | None:
+        return None  # a CPU backend: host memory is what the governor counts
+
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect:
         """What the artifact's compute nodes run in: one profiled run on zeros at the opt

@@ -127,3 +127,26 @@ def test_the_progress_events_of_a_tensorrt_stand_in_build_carry_the_eta(tmp_path
     left = [p["eta_s"] for p in progress]
     assert len(left) >= 2 and all(isinstance(s, float) for s in left)
     assert left == sorted(left, reverse=True) and left[0] <= round(duration, 1)
+
+
+def test_a_discrete_gpu_clamps_the_workspace_to_its_free_memory(tmp_path, corpus):
+    """TensorRT stand-in (FakeTensorRT 10.3 with FakeCudart as cuda-python's runtime, in a real
+    process) on a discrete GPU with 1 GiB free and 32 GiB of host memory: the workspace is
+    bounded by the GPU's free memory, not the host's; on an integrated GPU (a Jetson), by the
+    host's MemAvailable."""
+    fake = tmp_path / "host"
+    write_meminfo(fake, available=32 * GiB, swap_free=0)
+    site = write_standin_site(tmp_path / "site", "10.3.0")
+    job = write_job(tmp_path, corpus["aliked"])
+    job.write_text(job.read_text() + f"workspace_mb: 4096\ngovernor:\n  root: {fake}\n")
+    proc = start_job(job, site, L4T_VERSION="36.4.3", FAKE_CUDA_DISCRETE_FREE=str(1 * GiB))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    [clamped] = [e["kv"] for e in json_events(stderr) if e["kind"] == "c10.build.workspace.clamped"]
+    assert clamped["device_free_bytes"] == 1 * GiB and clamped["clamped_mb"] == 512
+
+    (tmp_path / "cache").rename(tmp_path / "first-cache")
+    integrated = start_job(job, site, L4T_VERSION="36.4.3")
+    _, stderr = integrated.communicate(timeout=60)
+    assert integrated.returncode == 0, stderr[-2000:]
+    assert [e for e in json_events(stderr) if e["kind"] == "c10.build.workspace.clamped"] == []

@@ -171,6 +171,12 @@ class TensorRTRuntime:
         finally:
             buffers.close()
 
+    def device_free_memory(self) -> int | None:
+        """The probed GPU's free bytes on a discrete GPU; None on a Jetson's integrated one."""
+        from app.host.cuda import device_free_memory
+
+        return device_free_memory(self.host.cuda_device, self._runtime_api())
+
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
         """What the engine's compute layers run in, from TensorRT's engine inspector (the

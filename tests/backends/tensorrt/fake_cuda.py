@@ -22,14 +22,24 @@ class cudaMemcpyKind(enum.IntEnum):
     cudaMemcpyDeviceToHost = 2
 
 
+class cudaDeviceAttr(enum.IntEnum):
+    cudaDevAttrIntegrated = 18
+
+
 class FakeCudart:
-    """``devices`` GPUs; ``allocated`` maps live pointers to sizes, ``device_of`` to devices."""
+    """``devices`` GPUs; ``allocated`` maps live pointers to sizes, ``device_of`` to devices.
+    ``integrated``: a Jetson's GPU (its memory is the host's); else ``free_bytes`` free on
+    each device less what is allocated on it."""
 
     cudaError_t = cudaError_t
     cudaMemcpyKind = cudaMemcpyKind
+    cudaDeviceAttr = cudaDeviceAttr
 
-    def __init__(self, devices: int = 1) -> None:
+    def __init__(self, devices: int = 1, integrated: bool = True,
+                 free_bytes: int = 40 << 30) -> None:
         self.devices = devices
+        self.integrated = integrated
+        self.free_bytes = free_bytes
         self.allocated: dict[int, int] = {}
         self.device_of: dict[int, int] = {}
         self.ever_allocated: list[int] = []
@@ -57,6 +67,15 @@ class FakeCudart:
             return (cudaError_t.cudaErrorInvalidDevice,)
         self._local.device = device
         return (cudaError_t.cudaSuccess,)
+
+    def cudaDeviceGetAttribute(self, attr: cudaDeviceAttr, device: int) -> tuple[cudaError_t, int]:
+        if attr != cudaDeviceAttr.cudaDevAttrIntegrated or not 0 <= device < self.devices:
+            return (cudaError_t.cudaErrorInvalidValue, 0)
+        return (cudaError_t.cudaSuccess, int(self.integrated))
+
+    def cudaMemGetInfo(self) -> tuple[cudaError_t, int, int]:
+        used = sum(n for p, n in self.allocated.items() if self.device_of[p] == self.current())
+        return (cudaError_t.cudaSuccess, self.free_bytes - used, 80 << 30)
 
     def cudaGetDevice(self) -> tuple[cudaError_t, int]:
         return (cudaError_t.cudaSuccess, self.current())

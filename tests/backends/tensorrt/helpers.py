@@ -123,11 +123,14 @@ if _report:
 sys.modules[__name__] = _fake.module
 '''
 _SHIM_RUNTIME = '''\
+import os
 import sys
 
 from tests.backends.tensorrt.fake_cuda import FakeCudart
 
-sys.modules[__name__] = FakeCudart()
+# A Jetson's integrated GPU, unless the test asks for a discrete one with this much free.
+_free = os.environ.get("FAKE_CUDA_DISCRETE_FREE")
+sys.modules[__name__] = FakeCudart(integrated=not _free, free_bytes=int(_free or 0))
 '''
 _SHIM_DRIVER = '''\
 import enum
