@@ -43,6 +43,7 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     """This host's verified engines with their sidecars and records, and the TensorRT timing
     and calibration caches of this exact TensorRT build (README, Fleets)."""
     from app import errors
+    from app.cache.names import COMPANION_SUFFIXES
 
     request = config.to_request(prepared.report.capabilities)
     rows = prepared.compiler.check_corpus(request)
@@ -52,7 +53,7 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
                                     f"{', '.join(missing)}", hint="run `engine-init run` first")
     files: dict[str, Path] = {}
     for _, engine, _ in rows:
-        for name in (engine.name, f"{engine.name}.sha256", f"{engine.name}.record.json"):
+        for name in (engine.name, *(engine.name + suffix for suffix in COMPANION_SUFFIXES)):
             files[name] = engine.with_name(name)
     if identity.backend == "tensorrt" and identity.backend_version:
         root, trt = config.cache_root, identity.backend_version

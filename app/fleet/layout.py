@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.cache.names import RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.errors import BundleError
 
 __all__ = ["ARTIFACT_TYPE", "IDENTITY_TYPE", "INDEX_TYPE", "MANIFEST_TYPE", "MEDIA_TYPES",
@@ -109,9 +110,9 @@ def kind_of(name: str) -> str:
     check_name(name)
     if "/" in name:
         return name.split("/", 1)[0]
-    if name.endswith(".sha256"):
+    if name.endswith(SIDECAR_SUFFIX):
         return "sidecar"
-    return "record" if name.endswith(".record.json") else "engine"
+    return "record" if name.endswith(RECORD_SUFFIX) else "engine"
 
 
 def manifest_doc(config: Descriptor, files: list[tuple[str, Descriptor]], sku: str) -> bytes:

@@ -78,7 +78,7 @@ def gate_inputs(model: ModelInterface, profiles: dict[str, InputProfile], model_
         return GateInputs(used, model, profiles, model_name, files)
     if count < 1:
         raise ModelDataError(f"{model_name}: the accuracy check needs at least one sample, "
-                             f"{count} asked", hint="set accuracy.samples to 1 or more")
+                             f"{count} asked", hint="set accuracy.random_samples to 1 or more")
     low, high = float(value_range[0]), float(value_range[1])
     if not low < high:
         raise ModelDataError(f"{model_name}: random input range [{low}, {high}) is empty",

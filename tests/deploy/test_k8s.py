@@ -191,9 +191,9 @@ def test_the_job_routes_exactly_the_documented_exit_codes():
     assert 1 <= job["backoffLimit"] <= 6 and job["activeDeadlineSeconds"] >= 3600
     permanent = sorted({exit_code_for(e("x")) for e in (
         errors.ConfigError, errors.ModelDataError, errors.BackendUnavailableError,
-        errors.HostProbeError)})
+        errors.HostProbeError, errors.EngineBuildError)})
     transient = sorted({exit_code_for(e("x")) for e in (errors.CacheIOError, errors.LockTimeoutError)})
-    assert permanent == [65, 69, 78] and transient == [74, 75]
+    assert permanent == [65, 69, 70, 78] and transient == [74, 75]
     documented = _documented_codes()
     assert "config" in documented[78] and "model" in documented[65]
     assert "unavailable" in documented[69] and "I/O" in documented[74] and "lock" in documented[75]

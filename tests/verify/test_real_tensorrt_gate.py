@@ -15,9 +15,9 @@ pytestmark = [pytest.mark.tensorrt,
               pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 
-# Not fp32: TensorRT computes "fp32" convolutions in TF32 unless BuilderFlag.TF32 is cleared,
-# which the fp32 bound is meant to refuse; the backend does not clear it yet.
-@pytest.mark.parametrize("precision", [PrecisionMode.FP16, PrecisionMode.INT8])
+# fp32 included: the backend clears BuilderFlag.TF32 for fp32 builds, so the fp32 bound (which
+# TF32's 10-bit mantissas would break) holds.
+@pytest.mark.parametrize("precision", list(PrecisionMode))
 def test_real_engines_pass_their_precision_default(tmp_path, corpus, precision):
     from app.backends.tensorrt.runtime import TensorRTRuntime
     from app.host.probe import probe_host
