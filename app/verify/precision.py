@@ -59,6 +59,8 @@ class PrecisionInEffect:
     in_precision: int
     ops: dict[str, int] = field(default_factory=dict)
     ran: dict[str, int] = field(default_factory=dict)
+    #: TensorRT with ``dla_core``: how many layers run on the DLA (dla.check_placement)
+    dla: dict[str, Any] | None = None
 
     @property
     def took_effect(self) -> bool:
@@ -75,7 +77,8 @@ class PrecisionInEffect:
     def as_dict(self) -> dict[str, Any]:
         return {"asked": self.asked, "compute_nodes": self.compute_nodes,
                 "in_precision": self.in_precision, "took_effect": self.took_effect,
-                "ran": dict(self.ran), "ops": dict(self.ops)}
+                "ran": dict(self.ran), "ops": dict(self.ops),
+                **({"dla": dict(self.dla)} if self.dla is not None else {})}
 
 
 def _effect(asked: str, ops: Counter[str], ran: Counter[str]) -> PrecisionInEffect:

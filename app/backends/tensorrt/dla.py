@@ -6,16 +6,20 @@ for the GPU alone and says nothing but a warning: the engine would be named and 
 DLA engine and use no DLA at all. So ``dla_core`` with ``precision: fp32`` or with an input
 whose min and max differ is refused as a config error naming the field, before any build.
 The runtime that deserializes a DLA engine must be told its core (``Runtime.DLA_core``).
+Before the build, :func:`check_placement` asks the builder config which layers will run on the
+DLA (the others fall back to the GPU, silently): none is an error, some a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from app.errors import BackendUnavailableError, ConfigError
+from app import events
+from app.errors import BackendUnavailableError, ConfigError, EngineBuildError
 from app.values import InputProfile, PrecisionMode
 
-__all__ = ["check_dla_request", "require_core"]
+__all__ = ["check_dla_request", "check_placement", "require_core"]
 
 
 def check_dla_request(model_name: str, dla_core: int | None, precision: PrecisionMode,
@@ -42,3 +46,27 @@ def require_core(builder: Any, model_name: str, dla_core: int) -> None:
         raise BackendUnavailableError(
             f"{model_name}: dla_core {dla_core} requested, but this device has {available} DLA "
             "core(s)", hint="remove dla_core or pick an existing core")
+
+
+def check_placement(trt: Any, network: Any, config: Any, model_name: str, dla_core: int,
+                    logger: logging.Logger) -> dict[str, Any]:
+    """How many of ``network``'s layers ``config`` (set for the DLA) places on the DLA and the
+    DLA can run, for the record; EngineBuildError (exit 70) when none: a GPU engine named DLA."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    on_dla = sum(1 for layer in layers if config.get_device_type(layer) == trt.DeviceType.DLA
+                 and config.can_run_on_DLA(layer))
+    figures = {"dla_core": dla_core, "layers": len(layers), "on_dla": on_dla}
+    fields = {"model_name": model_name, **figures}
+    said = f"{model_name}: {on_dla} of {len(layers)} layers on DLA core {dla_core}"
+    if layers and not on_dla:
+        message = (f"{model_name}: dla_core {dla_core} was asked, but TensorRT can run none of its "
+                   f"{len(layers)} layers on DLA core {dla_core}: all would run on the GPU")
+        events.emit(logger, logging.ERROR, events.DLA_IGNORED, message, **fields)
+        raise EngineBuildError(message, hint=f"remove dla_core from {model_name} (it runs on the "
+                               "GPU), or change its layers to ones a DLA supports")
+    if on_dla < len(layers):
+        events.emit(logger, logging.WARNING, events.DLA_PARTIAL,
+                    f"{said}, the other {len(layers) - on_dla} on the GPU", **fields)
+    else:
+        events.emit(logger, logging.INFO, events.DLA_CHECKED, said, **fields)
+    return figures

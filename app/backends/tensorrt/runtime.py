@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from app.backends.tensorrt.caches import (
 )
 from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
 from app.backends.tensorrt.callbacks import CallbackErrors
-from app.backends.tensorrt.dla import check_dla_request, require_core
+from app.backends.tensorrt.dla import check_dla_request, check_placement, require_core
 from app.backends.tensorrt.loader import import_tensorrt
 from app.backends.tensorrt.profiles import add_profiles
 from app.backends.tensorrt.progress import make_progress_monitor
@@ -85,6 +86,8 @@ class TensorRTRuntime:
         self._trt = trt_module
         self._cudart = cudart
         self.logger = logger or _LOG
+        #: model name -> its last build's DLA placement (dla.check_placement), for the record
+        self._placed: dict[str, dict[str, Any] | None] = {}
 
     # -- what the compiler asks before deciding hit or miss (no TensorRT import) -------------
     def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
@@ -180,7 +183,7 @@ class TensorRTRuntime:
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
         """What the engine's compute layers run in, from TensorRT's engine inspector (the
-        engine is deserialized again; app.verify.precision)."""
+        engine is deserialized again; app.verify.precision), and its build's DLA placement."""
         from app.verify.precision import trt_precision_in_effect
 
         api = self._api()
@@ -188,7 +191,9 @@ class TensorRTRuntime:
         engine = self._deserialize(api, artifact.read_bytes(), build_config, CallbackErrors())
         inspector = engine.create_engine_inspector()
         info = inspector.get_engine_information(api.trt.LayerInformationFormat.JSON)
-        return trt_precision_in_effect(str(info), build_config.precision.value)
+        effect = trt_precision_in_effect(str(info), build_config.precision.value)
+        placed = self._placed.pop(build_config.model_name, None)
+        return effect if effect is None or placed is None else replace(effect, dla=placed)
 
     def _deserialize(self, api: TrtApi, blob: Any, cfg: BuildConfig,
                      errors: CallbackErrors) -> Any:
@@ -245,6 +250,8 @@ class TensorRTRuntime:
         if cfg.dla_core is not None:
             require_core(builder, cfg.model_name, cfg.dla_core)
             api.use_dla(config, cfg.dla_core)
+        self._placed[cfg.model_name] = None if cfg.dla_core is None else check_placement(
+            trt, network, config, cfg.model_name, cfg.dla_core, self.logger)
         timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name,
                              lambda kind, message: events.emit(
                                  self.logger, logging.WARNING, kind, f"{cfg.model_name}: {message}",

@@ -34,6 +34,12 @@ class ITensor(Strict):
         object.__setattr__(self, "_dims", dims)
 
 
+class ILayer(Strict):
+    def __init__(self, fake: FakeTensorRT, op: str) -> None:
+        super().__init__(fake)
+        object.__setattr__(self, "_op", op)  # the ONNX node's
+
+
 class INetworkDefinition(Strict):
     def __init__(self, fake: FakeTensorRT, flags: int) -> None:
         super().__init__(fake)
@@ -48,6 +54,13 @@ class INetworkDefinition(Strict):
 
     def get_input(self, index: int) -> ITensor:
         return get(self, "_inputs")[index]  # type: ignore[no-any-return]
+
+    @property
+    def num_layers(self) -> int:
+        return len(get(self, "_nodes"))
+
+    def get_layer(self, index: int) -> ILayer:
+        return ILayer(get(self, "_fake"), get(self, "_nodes")[index][1])
 
 
 class ParserError(Strict):
@@ -168,6 +181,14 @@ class IBuilderConfig(Strict):
 
     def get_flag(self, flag: Any) -> bool:
         return flag.name in get(self, "_flags")
+
+    def get_device_type(self, layer: ILayer) -> Any:
+        return get(self, "default_device_type")  # no layer is placed on its own
+
+    def can_run_on_DLA(self, layer: ILayer) -> bool:
+        """A DLA runs FP16/INT8 layers, of the ops it has (``not_on_dla``: the ops it lacks)."""
+        return bool(get(self, "_flags") & {"FP16", "INT8"}) and get(layer, "_op") not in get(
+            self, "_fake").not_on_dla
 
     def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
         get(self, "_profiles").append(profile)

@@ -115,7 +115,8 @@ class FakeTensorRT:
     """Knobs: parser_errors, fail_build, corrupt_engine, dla_cores, steps (of the monitored build
     phase, 10.x), on_step (before each step_complete), on_build (at the start of every build),
     device_props (of the timing cache), layer_format (the "Format/Datatype" every compute layer
-    reports, whatever the flags: TensorRT choosing FP16 kernels under the INT8 flag)."""
+    reports, whatever the flags: TensorRT choosing FP16 kernels under the INT8 flag), not_on_dla
+    (ONNX op types whose layers a DLA cannot run: ``can_run_on_DLA`` says False)."""
 
     def __init__(self, version: str, gpu: FakeCudart | None = None) -> None:
         check_standin_names()
@@ -137,6 +138,7 @@ class FakeTensorRT:
         self.on_build: Callable[[], None] | None = None
         self.device_props = "sm87-16sm-30.6GiB"
         self.layer_format: str | None = None
+        self.not_on_dla: set[str] = set()
         self.module = self._namespace()
 
     def __enter__(self) -> FakeTensorRT:

@@ -30,7 +30,7 @@ from tests.backends.tensorrt.release_names import IDENTIFIERS, identifiers, list
 def drive_every_branch(fake: FakeTensorRT, tmp_path: Path, corpus: dict[str, Path]) -> set[str]:
     """Run the runtime through fp32, dynamic shapes, INT8 (static, dynamic, data, cache), DLA,
     warm-up (data-dependent outputs too), INT64/DOUBLE I/O, the precision check (engine
-    inspector), a foreign timing cache, parser failure, build failure, a failed
+    inspector), the DLA placement, a foreign timing cache, parser failure, build failure, a failed
     deserialization, progress and cancel; return the names it touched."""
     import numpy as np
 
@@ -93,7 +93,8 @@ def test_every_name_exists_in_the_real_bindings(shape, tmp_path, corpus):
             "read_calibration_cache", "create_timing_cache", "set_timing_cache", "get_timing_cache",
             "DLA_core", "set_shape", "execute_async_v3", "get_error", "set_calibration_profile",
             "clear_flag", "TF32", "get_max_output_size", "log", "profiling_verbosity",
-            "DETAILED", "create_engine_inspector", "get_engine_information", "JSON"} <= names
+            "DETAILED", "create_engine_inspector", "get_engine_information", "JSON",
+            "num_layers", "get_layer", "get_device_type", "can_run_on_DLA"} <= names
     assert {("Runtime", "DLA_core"), ("IBuilderConfig", "DLA_core")} <= fake.touched
     assert ("IProgressMonitor" in names) == shape.startswith("10.")
     assert ("EXPLICIT_BATCH" in names) == shape.startswith("8.")
