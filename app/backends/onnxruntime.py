@@ -106,17 +106,20 @@ class OnnxRuntimeBackend:
                                 self.host.trt, cfg.precision,
                                 {"backend": self.name, "backend_version": self.version()})
 
-    def verify_artifact(self, payload: bytes, model_path: Path, build_config: BuildConfig) -> None:
+    def verify_artifact(self, artifact: Path, model_path: Path, build_config: BuildConfig) -> None:
         """Check a model built elsewhere (a fleet candidate) as a fresh build is checked; it
-        is always loaded, even with ``verify: none``."""
+        is always loaded, even with ``verify: none``. The ONNX model is the one the candidate
+        was built from (same sha256): its interface is read without ``onnx``."""
         import dataclasses
 
-        from app.backends.onnx_model import inspect_model, resolve_profiles
+        from app.backends.onnx_model import resolve_profiles
+        from app.backends.onnx_wire import read_interface
 
         cfg = build_config if build_config.verify != "none" else dataclasses.replace(
             build_config, verify="io")
-        model = inspect_model(model_path, cfg.model_name)
-        self._verify(payload, model, resolve_profiles(model, cfg.input_shapes, cfg.model_name), cfg)
+        model = read_interface(model_path, cfg.model_name)
+        profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
+        self._verify(str(artifact), model, profiles, cfg)  # ONNX Runtime reads the file itself
 
     # -- steps ------------------------------------------------------------------------------
     def _optimize(self, source: Path, out: Path, cfg: BuildConfig) -> bytes:
@@ -187,9 +190,10 @@ class OnnxRuntimeBackend:
         onnx.save(converted, str(out))
         return out
 
-    def _verify(self, payload: bytes, model: ModelInterface, profiles: dict[str, InputProfile],
+    def _verify(self, payload: bytes | str, model: ModelInterface, profiles: dict[str, InputProfile],
                 cfg: BuildConfig) -> None:
-        """Prove the artifact deserializes and exposes the ONNX model's inputs and outputs."""
+        """Prove the artifact (its bytes, or its path) deserializes and exposes the ONNX
+        model's inputs and outputs."""
         import onnxruntime as ort
 
         if cfg.verify == "none":
