@@ -165,7 +165,7 @@ class EngineCompiler:
                 results.append(self._reuse(runtime, plan, verdict, request, timings))
             else:
                 self._report_miss(plan, verdict)
-                promoted = self._promote(runtime, plan, verdict, request)
+                promoted = self._promote(runtime, plan, verdict, request, early)
                 results.append(promoted or self._build(runtime, plan, verdict, request, timings))
         return results
 
@@ -344,7 +344,8 @@ class EngineCompiler:
             raise
 
     def _promote(self, runtime: InferenceRuntime, plan: _Plan, verdict: Verdict,
-                 request: EngineCompileRequest) -> EngineCompileResult | None:
+                 request: EngineCompileRequest, early: EarlyDigests | None
+                 ) -> EngineCompileResult | None:
         """A fleet candidate of this SKU published instead of a build; None: build."""
         if self.identity is None or verdict.reason == "folder":
             return None
@@ -357,7 +358,7 @@ class EngineCompiler:
         pending = dataclasses.replace(plan.expected, status=BUILDING)
         got = promote(runtime, request.cache_root, sku, plan.artifact, plan.expected,
                       verdict.onnx.sha256, plan.spec.onnx_path, plan.build_config,
-                      lambda: write_record(plan.artifact, pending, self.signing_key))
+                      lambda: write_record(plan.artifact, pending, self.signing_key), early)
         if got is None:
             return None
         if got.digest is None:
