@@ -65,8 +65,8 @@ with ThreadPoolExecutor(max_workers=len(sys.argv) - 4) as pool:
     list(pool.map(fetch, sys.argv[4:]))
 """
 
-# What the backend does to load an engine, in a process of its own: import ONNX Runtime, then
-# an InferenceSession on each artifact with the options the backend verifies with.
+# What loading the engines costs, in a process of its own: import ONNX Runtime, then an
+# InferenceSession on each artifact with ONNX Runtime's defaults (as the stack that uses them).
 DESERIALIZE = """
 import sys
 import onnxruntime as ort
