@@ -11,13 +11,15 @@
 # Not supported: JetPack 5.1 (l4t-tensorrt:r8.5.2.2). Its TensorRT bindings exist only for
 # Python 3.8 and engine-init needs Python >= 3.10; the build stops saying so.
 # CI builds it on a locally made Debian base that reproduces these bases' traps
-# (tests/container/images.py): CONSTRAINTS=ci-debian-bookworm, EXTRAS=onnxruntime, PIP_NO_INDEX=1.
+# (tests/container/images.py): CONSTRAINTS=ci-debian-bookworm, EXTRAS=onnxruntime,fleet,
+# PIP_NO_INDEX=1. The fleet extra (cryptography, oras) is what export, import, push and pull
+# need; a boot's `run` never loads it.
 ARG BASE_IMAGE=nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel
 FROM ${BASE_IMAGE}
 
 ARG CONSTRAINTS=l4t-tensorrt-r10.3.0
 ARG REQUIRE_TENSORRT=1
-ARG EXTRAS=onnxruntime,cuda
+ARG EXTRAS=onnxruntime,cuda,fleet
 ARG PIP_NO_INDEX=
 ARG APP_UID=10001
 

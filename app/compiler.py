@@ -215,7 +215,7 @@ class EngineCompiler:
         got = promote(runtime, request.cache_root, sku, plan.artifact, plan.expected,
                       verdict.onnx.sha256, plan.spec, plan.build_config,
                       lambda: write_record(plan.artifact, pending, self.signing_key),
-                      public_key=request.fleet_public_key, logger=self.logger)
+                      public_key=request.fleet_public_key, logger=self.logger, early=early)
         if got is not None and got.digest is None:
             events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
                         f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "

@@ -5,7 +5,9 @@ core); the warm ``engine-init run`` process <= 1.10x the reference process (a fr
 that imports click, PyYAML and pydantic's BaseModel, then hashes like the reference); peak RSS
 < 80 MB and independent of engine size; ``validate`` <= 1.5x those imports alone; 1 GB of
 unchanged ONNX adding < 5 ms to a warm boot; < 10% of a cold run outside the backend's compile
-calls; warm verify linear in bytes. ``--quick`` uses smaller engines.
+calls; warm verify linear in bytes; ``engine-init pull`` <= 1.3x and the ``run`` that promotes
+the pulled engines <= 1.2x their references (bench/fleet.py). ``--quick`` uses smaller engines;
+``--only fleet,verify,...`` runs only those sections.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from app.cache.prehash import HINT_NAME
 from bench.common import (
     MB,
     REPO,
+    ROWS,
     best_interleaved,
     best_of,
+    check,
     cli,
     cli_peak_rss_kib,
     compile_bytecode,
@@ -38,21 +42,13 @@ from bench.common import (
     per_file_hash,
     reference_hash,
     reference_process,
+    report,
 )
+from bench.fleet import fleet
 
 LOG = logging.getLogger("bench.silent")
 LOG.addHandler(logging.NullHandler())
 LOG.propagate = False
-ROWS: list[tuple[str, str, str]] = []
-
-
-def report(name: str, value: str, verdict: str) -> None:
-    ROWS.append((name, value, verdict))
-    print(f"{name:<58} {value:<34} {verdict}", flush=True)
-
-
-def check(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
 
 
 def api_warm(config: Path) -> Callable[[], object]:
@@ -233,21 +229,36 @@ def scaling(tmp: Path, sizes: list[int], counts: list[int]) -> None:
     report("API / reference, worst row of the table", f"{max(ratios):.2f}x", check(max(ratios) <= 1.15))
 
 
+SECTIONS = ("verify", "memory", "startup", "onnx", "cold", "scaling", "fleet")
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     big = 20 if quick else 200
+    only = set(sys.argv[sys.argv.index("--only") + 1].split(",")) if "--only" in sys.argv else set(SECTIONS)
+    if not only <= set(SECTIONS):
+        sys.exit(f"--only takes a comma-separated list of {', '.join(SECTIONS)}")
     print(f"engine-init benchmarks on {platform.node()}: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}\n")
     with tempfile.TemporaryDirectory(prefix="engine-init-bench-", dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)
         compile_bytecode()
-        warm = warm_verify(tmp, big)
-        cold_boot(warm)
-        memory(tmp, big)
-        startup(warm)
-        onnx_provenance(tmp)
-        cold_overhead(tmp)
-        scaling(tmp, [20] if quick else [20, 200, 1024], [1, 3] if quick else [1, 3, 10])
+        if only & {"verify", "startup"}:
+            warm = warm_verify(tmp, big)
+            if "verify" in only:
+                cold_boot(warm)
+            if "startup" in only:
+                startup(warm)
+        if "memory" in only:
+            memory(tmp, big)
+        if "onnx" in only:
+            onnx_provenance(tmp)
+        if "cold" in only:
+            cold_overhead(tmp)
+        if "scaling" in only:
+            scaling(tmp, [20] if quick else [20, 200, 1024], [1, 3] if quick else [1, 3, 10])
+        if "fleet" in only:
+            fleet(tmp, big, 3 if quick else 5)
     missed = [name for name, _, verdict in ROWS if verdict == "MISSED"]
     print(f"\n{len(ROWS)} figures, {len(missed)} missed" + (f": {missed}" if missed else ""))
 

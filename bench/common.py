@@ -22,6 +22,16 @@ from app.demo import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1 << 20
+ROWS: list[tuple[str, str, str]] = []
+
+
+def report(name: str, value: str, verdict: str) -> None:
+    ROWS.append((name, value, verdict))
+    print(f"{name:<58} {value:<34} {verdict}", flush=True)
+
+
+def check(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
 
 
 def best_of(n: int, fn: Callable[[], Any]) -> float:
@@ -58,12 +68,13 @@ def reference_hash(paths: list[Path]) -> None:
 
 # What any Python job with our dependencies pays: the interpreter, click, PyYAML and pydantic's
 # BaseModel, then the same engines hashed in threads, one per core.
-REFERENCE_PROCESS = """
+REFERENCE_IMPORTS = """
 import hashlib, os, sys
 from concurrent.futures import ThreadPoolExecutor
 import click, yaml
 from pydantic import BaseModel
-
+"""
+REFERENCE_PROCESS = REFERENCE_IMPORTS + """
 def sha256(path):
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()

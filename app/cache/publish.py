@@ -7,10 +7,11 @@ holding the cache lock can sweep the leftovers of killed runs (:func:`sweep_temp
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +21,7 @@ from app.cancel import CANCEL, cancelled_error
 from app.errors import CacheIOError, CacheWriteError, DiskFullError
 
 __all__ = [
+    "atomic_link",
     "atomic_write_bytes",
     "atomic_writer",
     "fsync_dir",
@@ -115,6 +117,35 @@ def atomic_write_bytes(path: Path, payload: bytes | bytearray | memoryview, mode
     view = memoryview(payload).cast("B")
     with atomic_writer(path, size_hint=view.nbytes, mode=mode) as handle:
         faults.write_with_faults(handle, view, path)
+
+
+def atomic_link(source: Path, path: Path, unchanged: Callable[[os.stat_result], bool]) -> bool:
+    """Publish the file at ``source`` at ``path`` too, as a hard link (not a byte copied),
+    atomically and durably; False, with nothing published, where the file system cannot link
+    them or ``unchanged`` refuses the linked file's stat (then the caller writes the bytes)."""
+    if CANCEL.is_set():
+        raise cancelled_error()
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        os.link(source, tmp, follow_symlinks=False)
+    except OSError:  # another file system, no hard links there, or not allowed
+        return False
+    try:
+        if not unchanged(os.lstat(tmp)):
+            return False
+        faults.point("before_rename", path)
+        if CANCEL.is_set():
+            raise cancelled_error()
+        try:
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise os_error_to_cache_error(exc, path) from exc
+        faults.point("after_rename", path)
+        return True
+    finally:
+        with contextlib.suppress(OSError):  # renamed, or swept by the next run holding the lock
+            os.unlink(tmp)
 
 
 def sweep_temp_files(folder: Path) -> list[Path]:

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ class Stage:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.bytes = 0
+        self._count = threading.Lock()  # files are written by several threads at once
 
     def write(self, name: str, descriptor: Descriptor, chunks: Iterable[bytes]) -> None:
         """Store ``chunks`` as ``files/<name>``; BundleError unless they are exactly the bytes
@@ -78,7 +80,8 @@ class Stage:
         if "sha256:" + digest.hexdigest() != descriptor.digest:
             raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
                               hint="the bundle or the registry's copy was altered; push it again")
-        self.bytes += size
+        with self._count:
+            self.bytes += size
 
     def write_document(self, name: str, raw: bytes) -> None:
         path = self.folder / name

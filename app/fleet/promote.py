@@ -7,11 +7,13 @@ its record and bytes are the files that manifest lists, the record was built on 
 (the identity's SKU facts) from the same ONNX bytes with the same settings and backend release
 (the provenance diff the reuse decision uses), the backend loads it and finds the ONNX model's
 inputs and outputs (``verify_artifact``), and, for a model whose ``verify`` is ``accuracy``,
-it passes the accuracy gate as a local build must. The bytes are read and hashed once, checked
-by the backend, then published as any build publishes; the gate then runs on the published
-engine, and a candidate that fails it is unpublished at once (its pending record stays until the
-local build replaces it), so that no engine that failed the gate remains published. Anything
-else is a rejection with its reason; the caller then builds as before.
+it passes the accuracy gate as a local build must. The engine's bytes are hashed once (by the
+early-hashing threads while the job starts, or here), and the candidate file itself then
+becomes the engine: a hard link when it is still the file that was hashed (nothing written, no
+space taken twice), else a copy hashed again on the way. The gate runs on the published engine,
+and a candidate that fails it is unpublished at once (its pending record stays until the local
+build replaces it), so that no engine that failed the gate remains published. Anything else is
+a rejection with its reason; the caller then builds as before.
 
 Before such a local build, :func:`seed_timing_cache` gives it the bundle's TensorRT timing cache.
 """
@@ -19,6 +21,7 @@ Before such a local build, :func:`seed_timing_cache` gives it the bundle's Tenso
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -27,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from app import events
-from app.cache.publish import atomic_write_bytes
+from app.cache.fsread import open_regular
+from app.cache.hashing import EarlyDigests, sha256_of
+from app.cache.publish import atomic_link, atomic_write_bytes, atomic_writer
 from app.cache.record import ProvenanceRecord, record_path
 from app.cache.sidecar import sidecar_path
 from app.fleet.candidates import candidate_folder
@@ -54,11 +59,12 @@ class Promotion:
 def promote(runtime: Any, cache_root: Path, sku: str, artifact: Path, expected: ProvenanceRecord,
             onnx_sha256: str, spec: BackboneSpec, build_config: BuildConfig,
             before_publish: Callable[[], None], *, public_key: Path | None,
-            logger: logging.Logger) -> Promotion | None:
+            logger: logging.Logger, early: EarlyDigests | None = None) -> Promotion | None:
     """Publish the candidate of ``artifact`` for ``sku`` at ``artifact``; None when there is
     no candidate for it. ``expected``: the record the current inputs give; ``before_publish``
     runs once everything checked out, before the first byte is written (the pending record);
-    ``public_key``: the key the candidates must be signed with (None: every one is refused)."""
+    ``public_key``: the key the candidates must be signed with (None: every one is refused);
+    ``early``: digests hashed since the run started (:mod:`app.cache.prehash`)."""
     folder = candidate_folder(cache_root, sku)
     candidate = folder / "files" / artifact.name
     if not candidate.exists() and not candidate.is_symlink():
@@ -75,22 +81,30 @@ def promote(runtime: Any, cache_root: Path, sku: str, artifact: Path, expected: 
     changed = record.diff(current)
     if changed:
         return Promotion(candidate, reason="built from other inputs: " + ", ".join(changed))
+    described = trust.files.get(artifact.name)
+    if described is None:
+        return Promotion(candidate, reason="the signed manifest does not list it")
     try:
-        payload = signed_bytes(folder, artifact.name, trust)
+        digest, read_stat = _hash(candidate, described.size, early)
     except (OSError, ValueError) as exc:
         return Promotion(candidate, reason=f"unreadable: {exc}")
-    digest = trust.files[artifact.name].hex  # the hash signed_bytes just compared
+    if digest != described.hex:
+        return Promotion(candidate, reason="its bytes are not the ones the signed manifest lists")
     if digest != record.engine_sha256:
         return Promotion(candidate, reason="its record names other bytes than the signed manifest")
     check = getattr(runtime, "verify_artifact", None)
     if check is None:
         return Promotion(candidate, reason=f"the {runtime.name} backend cannot check a candidate")
     try:
-        check(payload, spec.onnx_path, build_config)
+        check(candidate, spec.onnx_path, build_config)
     except Exception as exc:  # the backend's own words: a rejection, never a failed run
         return Promotion(candidate, reason=f"{type(exc).__name__}: {str(exc)[:300]}")
     before_publish()
-    atomic_write_bytes(artifact, payload)
+    if not atomic_link(candidate, artifact, lambda st: _same(st, read_stat)):
+        try:
+            _copy(candidate, artifact, digest)
+        except _ChangedError:
+            return Promotion(candidate, reason="it changed while it was checked")
     atomic_write_bytes(sidecar_path(artifact), digest.encode("ascii"))
     accuracy = None
     if spec.verify == "accuracy":
@@ -102,7 +116,7 @@ def promote(runtime: Any, cache_root: Path, sku: str, artifact: Path, expected: 
             if not isinstance(exc, Exception):  # a cancelled run ends as it would in a build
                 raise
             return Promotion(candidate, reason=f"the accuracy gate: {str(exc)[:300]}")
-    return Promotion(candidate, digest, len(payload), accuracy=accuracy)
+    return Promotion(candidate, digest, described.size, accuracy=accuracy)
 
 
 def _gate(backend: str, artifact: Path, spec: BackboneSpec, build_config: BuildConfig,
@@ -141,3 +155,34 @@ def seed_timing_cache(runtime: Any, cache_root: Path, sku: str, public_key: Path
     events.emit(logger, logging.INFO, TIMING_SEEDED, f"timing cache {target.name} seeded from "
                 f"the {sku} candidates", path=str(target), sku=sku, bytes=len(payload))
     return target
+
+
+class _ChangedError(Exception):
+    pass
+
+
+def _hash(path: Path, size: int, early: EarlyDigests | None) -> tuple[str, os.stat_result]:
+    """The file's sha256 (hashed early, for this very file, or now) and its stat; ValueError
+    unless it holds ``size`` bytes."""
+    with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
+        stat = os.fstat(handle.fileno())
+        if stat.st_size != size:
+            raise ValueError(f"it holds {stat.st_size} bytes, not the {size} its record notes")
+        digest = early.take(path, stat) if early is not None else None
+        return digest or sha256_of(handle), stat
+
+
+def _copy(candidate: Path, artifact: Path, digest: str) -> None:
+    """Publish a copy of ``candidate`` (where no hard link can be made); _ChangedError, with
+    nothing published, unless the bytes copied are the ``digest`` checked."""
+    sha = hashlib.sha256()
+    with os.fdopen(open_regular(candidate), "rb") as source, atomic_writer(artifact) as out:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            sha.update(chunk)
+            out.write(chunk)
+        if sha.hexdigest() != digest:
+            raise _ChangedError
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)

@@ -123,6 +123,26 @@ def test_symlinks_and_special_files_are_not_hashed_early(tmp_path):
     assert [job.digest for job in results._jobs.values()] == [None, None, None]
 
 
+def test_candidates_the_cache_lacks_are_hashed_early_and_handed_over(tmp_path):
+    """A first boot after a pull: no hint, the engines wait in candidates/<sku>/files/."""
+    files = tmp_path / "candidates" / "sku-a" / "files"
+    files.mkdir(parents=True)
+    waiting, promoted = engines(files, 2)
+    (tmp_path / promoted.name).write_bytes(b"already an engine")
+    for companion in (".sha256", ".record.json"):
+        (files / (waiting.name + companion)).write_text("{}")
+    (files / "timing").mkdir()
+    (files / "link.ort").symlink_to(waiting)
+    results = prehash.start(tmp_path)
+    assert list(results._jobs) == [str(waiting)]  # not the promoted one, no companion, no link
+    assert results.take(waiting, os.stat(waiting)) == hashlib.sha256(waiting.read_bytes()).hexdigest()
+
+
+def test_no_candidates_folder_starts_nothing(tmp_path):
+    (tmp_path / "candidates").write_text("not a folder")
+    assert len(prehash.start(tmp_path)) == 0
+
+
 def test_the_hint_is_rewritten_only_when_the_engines_change(tmp_path):
     assert prehash.write_hint(tmp_path, ["a.engine", "b.engine"]) is True
     mtime = os.stat(tmp_path / prehash.HINT_NAME).st_mtime_ns

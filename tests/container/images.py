@@ -42,7 +42,7 @@ MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
 PLACEHOLDER = f"/usr/lib/{MULTIARCH}/tegra/libnvdla_compiler.so"
 CONSTRAINTS_DIR = REPO / "docker" / "constraints"
 CONSTRAINTS = CONSTRAINTS_DIR / "ci-debian-bookworm.txt"
-BUILD_ARGS = {"CONSTRAINTS": CONSTRAINTS.stem, "EXTRAS": "onnxruntime", "PIP_NO_INDEX": "1"}
+BUILD_ARGS = {"CONSTRAINTS": CONSTRAINTS.stem, "EXTRAS": "onnxruntime,fleet", "PIP_NO_INDEX": "1"}
 
 
 def docker_client() -> tuple[Any, str]:

@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
+from tests.container.images import BUILD_ARGS, REPO, load_tool
 from tests.container.images import CONSTRAINTS_DIR as CONSTRAINTS
-from tests.container.images import REPO, load_tool
 
 #: The TensorRT bases and their driver's CUDA: cuda-python's runtime must not be newer.
 TENSORRT_BASES = {"l4t-tensorrt-r10.3.0": "12.6", "l4t-tensorrt-r8.6.2": "12.2", "tensorrt-24.08-py3": "12.6"}
@@ -59,3 +59,17 @@ def test_dockerfile_and_compose_defaults_name_the_default_base_and_its_constrain
     assert base == "nvcr.io/nvidia/l4t-tensorrt:r10.3.0-devel" and constraints == "l4t-tensorrt-r10.3.0"
     args = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["engine-init"]["build"]["args"]
     assert args["BASE_IMAGE"].endswith(f":-{base}}}") and args["CONSTRAINTS"].endswith(f":-{constraints}}}")
+
+
+def test_each_image_installs_the_extras_its_constraints_file_resolves():
+    """The Dockerfile's default (the default base), CI's build arguments (the CI base): the fleet
+    commands work in every image, with pinned dependencies."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    default = re.search(r"^ARG EXTRAS=(\S+)$", dockerfile, re.M)[1]
+    ci = yaml.safe_load((REPO / "compose.ci.yaml").read_text())["services"]["engine-init"]["build"]["args"]
+    extras = {p.stem: check_constraints.Target.of(p).extras for p in CONSTRAINTS.glob("*.txt")}
+    assert extras["l4t-tensorrt-r10.3.0"] == default == "onnxruntime,cuda,fleet"
+    assert {extras[base] for base in TENSORRT_BASES} == {default}
+    assert extras["ci-debian-bookworm"] == ci["EXTRAS"] == BUILD_ARGS["EXTRAS"] == "onnxruntime,fleet"
+    for path in CONSTRAINTS.glob("*.txt"):
+        assert {"cryptography", "oras", "requests"} <= check_constraints.pins(path).keys(), path.name

@@ -112,6 +112,7 @@ def test_compose_gates_navigation_on_success(image, robot):
         states = _states(project)
         assert states["engine-init"][:2] == ("exited", 0)
         assert states["navigation"][:2] == ("exited", 0)
+        assert "fleet-pull" not in states  # a profile of its own: `up` leaves it alone
         init_finished = states["engine-init"][2].split("|")[1]
         nav_started = states["navigation"][2].split("|")[0]
         assert nav_started > init_finished  # ISO-8601 timestamps compare as text

@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import tarfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,39 @@ def test_round_trip_stores_identical_candidates(tmp_path, keys, name):
     assert leftovers(robot) == [SKU]
     again = do_import(bundle, keys, robot)
     assert again.already and again.manifest_digest == result.manifest_digest
+
+
+@pytest.mark.parametrize(("name", "at_once"), [("bundle", 4), ("bundle.tar", 1)])
+def test_files_stream_in_at_once_where_the_source_allows_it(tmp_path, keys, name, at_once):
+    """A folder's blobs are read several at a time (each its own descriptor); a tar's one by
+    one (one file handle)."""
+    files = cache_files(tmp_path / "reference")
+    bundle = export(tmp_path / name, files, AGX, keys)
+    counts, guard = [0, 0], threading.Lock()  # open now, most open at once
+
+    def watched(blob):  # type: ignore[no-untyped-def]
+        @contextmanager
+        def opened(descriptor):  # type: ignore[no-untyped-def]
+            with blob(descriptor) as chunks:
+                with guard:
+                    counts[0] += 1
+                    counts[1] = max(counts)
+                try:
+                    time.sleep(0.05)  # long enough for the other workers to start theirs
+                    yield chunks
+                finally:
+                    with guard:
+                        counts[0] -= 1
+        return opened
+
+    robot = tmp_path / "robot"
+    robot.mkdir()
+    with open_bundle(bundle) as source:
+        source.blob = watched(source.blob)  # type: ignore[method-assign]
+        result = fetch_bundle(source, keys.public, AGX, robot)
+    assert counts[1] == at_once and result.files == len(files)
+    for rel, path in files.items():
+        assert (robot / "candidates" / SKU / "files" / rel).read_bytes() == path.read_bytes()
 
 
 def test_layout_is_a_standard_oci_layout(tmp_path, keys):

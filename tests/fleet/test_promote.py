@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import yaml
 from app.cache.record import read_record, record_path
 from app.cache.sidecar import sidecar_path
 from app.fleet import layout
-from tests.helpers import cli, json_events, write_job_config
+from tests.helpers import REPO, cli, json_events, write_job_config
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,12 @@ def test_a_robot_with_candidates_builds_nothing_and_promotes_all(tmp_path, corpu
     assert (summary["engines_built"], summary["engines_promoted"]) == (0, 3)
     marker = json.loads((tmp_path / "robot" / "run" / "ready.json").read_text())
     assert [e["outcome"] for e in marker["engines"]] == ["promoted"] * 3
+    files = candidates(tmp_path) / "files"
     for engine in marker["engines"]:
         name = engine["engine_path"].rsplit("/", 1)[1]
         assert (reference.cache / name).read_bytes() == (tmp_path / "robot" / "cache" / name).read_bytes()
+        # The candidate file itself is the engine: a hard link, no byte written again.
+        assert (files / name).stat().st_ino == (tmp_path / "robot" / "cache" / name).stat().st_ino
         record = read_record(tmp_path / "robot" / "cache" / name).record
         assert record is not None and record.status == "built" and record.sku
         assert record.accuracy is None  # verify: io here, the gate did not run
@@ -311,3 +317,55 @@ def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path,
         assert loaded == (mine if case == "kept" else b"") and seeded == []
     # The build saved its own timings on top of what it loaded.
     assert target.read_bytes().startswith(loaded or b"TC1|") and target.read_bytes() != loaded
+
+
+# `engine-init` with os.link made to fail as across file systems, or to change the candidate
+# just before it is linked (a fault no real run can be made to show at that instant).
+LINK = """
+import errno, os, sys
+real_link = os.link
+
+def link(source, target, **kwargs):
+    if sys.argv[1] == "cross-device":
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source)
+    with open(source, "r+b") as handle:  # same size, other bytes, a new mtime
+        first = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([first[0] ^ 0xFF]))
+    return real_link(source, target, **kwargs)
+
+os.link = link
+from app.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _run_with_link(fault, config):  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    return subprocess.run([sys.executable, "-c", LINK, fault, "--config", str(config), "run"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+
+
+def test_where_no_hard_link_can_be_made_the_candidate_is_copied(tmp_path, corpus, reference):
+    config = make_robot(tmp_path, corpus, reference)
+    ran = _run_with_link("cross-device", config)
+    assert ran.returncode == 0, ran.stderr
+    assert "ready: 0 built, 0 reused, 3 promoted" in ran.stdout
+    [candidates] = (tmp_path / "robot" / "cache" / "candidates").glob("*/files")
+    for engine in (tmp_path / "robot" / "cache").glob("*.ort"):
+        assert engine.read_bytes() == (candidates / engine.name).read_bytes()
+        assert engine.stat().st_ino != (candidates / engine.name).stat().st_ino
+    assert cli("--config", str(config), "run").stdout.startswith("ready: 0 built, 3 reused")
+
+
+def test_a_candidate_that_changes_while_it_is_checked_is_not_published(tmp_path, corpus, reference):
+    config = make_robot(tmp_path, corpus, reference)
+    ran = _run_with_link("changes", config)
+    assert ran.returncode == 0, ran.stderr
+    assert "ready: 3 built, 0 reused, 0 promoted" in ran.stdout
+    rejected = _kinds(ran, "c10.engine.candidate.rejected")
+    assert [kv["reason"] for kv in rejected] == ["it changed while it was checked"] * 3
+    [candidates] = (tmp_path / "robot" / "cache" / "candidates").glob("*/files")
+    for engine in (tmp_path / "robot" / "cache").glob("*.ort"):  # built here, not the candidate
+        assert engine.stat().st_ino != (candidates / engine.name).stat().st_ino
+        assert engine.read_bytes() != (candidates / engine.name).read_bytes()

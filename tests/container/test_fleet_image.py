@@ -1,0 +1,54 @@
+"""The fleet commands in the image (its fleet extra: cryptography, oras): a key pair made in a
+container, a reference robot's engines pushed to a real registry on the host's loopback, pulled
+by a second robot's container and promoted by its offline boot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.container.images import HARDENED, run
+from tests.fleet.conftest import serve_registry
+
+pytestmark = pytest.mark.docker
+UID = 10001
+
+
+def _robot_like(robot, root):  # type: ignore[no-untyped-def]
+    """Another robot: the same models, an empty cache and run folder owned by the job."""
+    shutil.copytree(robot / "models", root / "models")
+    for name in ("cache", "run"):
+        (root / name).mkdir()
+        os.chown(root / name, UID, UID)
+    return root
+
+
+def test_a_robot_pulls_and_promotes_what_a_reference_robot_pushed(client, image, robot, tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    os.chown(keys, UID, UID)
+    key_mount = {str(keys): {"bind": "/keys", "mode": "rw"}}
+    code, logs = run(client, image, ["fleet", "keygen", "/keys/fleet.pem", "/keys/fleet.pub.pem"],
+                     volumes=key_mount, **HARDENED)
+    assert code == 0, logs
+    # The registry listens on the host's loopback: the fleet commands use the host's network,
+    # the boots none.
+    online = {**HARDENED, "network_mode": "host"}
+    with serve_registry(tmp_path / "registry") as registry:
+        repository = ["--repository", registry.repository(), "--insecure"]
+        code, logs = run(client, image, ["run"], robot, **HARDENED)
+        assert code == 0, logs
+        code, logs = run(client, image, ["push", *repository, "--private-key", "/keys/fleet.pem"],
+                         robot, volumes=key_mount, **online)
+        assert code == 0 and registry.repository() in logs, logs
+        other = _robot_like(robot, tmp_path / "other")
+        code, logs = run(client, image, ["pull", *repository, "--public-key", "/keys/fleet.pub.pem"],
+                         other, volumes=key_mount, **online)
+        assert code == 0 and "stored: 9 file(s)" in logs, logs
+    code, logs = run(client, image, ["run"], other, **HARDENED)
+    assert code == 0 and "ready: 0 built, 0 reused, 3 promoted" in logs, logs
+    for engine in (other / "cache").glob("*.ort"):
+        assert engine.read_bytes() == (robot / "cache" / engine.name).read_bytes()
+
