@@ -374,3 +374,20 @@ def tensorrt_unavailable_reason() -> str | None:
     except HostProbeError as exc:
         return f"no GPU: {exc.message}"
     return None
+
+
+def orin(**changes: Any) -> Any:
+    """The identity a Jetson AGX Orin 64 GB with JetPack 6.2 and TensorRT 10.3 reports (there is
+    no Jetson here: tests/host/test_identity.py reads these values from a device tree), with
+    ``changes``."""
+    from dataclasses import replace
+
+    from app.host.identity import HardwareIdentity
+
+    base = HardwareIdentity(
+        backend="tensorrt", backend_version="10.3.0.30", machine="aarch64",
+        compute_capability="8.7", sm_count=16, total_memory=65_890_271_232, device_name="Orin",
+        board=("nvidia,p3737-0000+p3701-0005", "nvidia,p3701-0005", "nvidia,tegra234"),
+        board_model="NVIDIA Jetson AGX Orin Developer Kit", jetpack="6.2", l4t="36.4.3",
+        cuda_driver=12060)
+    return replace(base, **changes)

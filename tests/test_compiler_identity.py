@@ -11,8 +11,7 @@ import logging
 from app import CompileOutcome, EngineCompiler
 from app.cache.record import read_record, record_path
 from app.host.identity import HardwareIdentity
-from tests.helpers import EventLog, FakeRuntime, cli, json_events, make_request, write_job_config
-from tests.host.test_identity import orin
+from tests.helpers import EventLog, FakeRuntime, cli, json_events, make_request, orin, write_job_config
 
 Events = tuple[logging.Logger, EventLog]
 #: An Orin NX 16 GB: same compute capability and device name as the AGX Orin, another SKU.

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from tests.container.images import HARDENED, run
-from tests.fleet.conftest import serve_registry
+from tests.fleet.helpers import serve_registry
 
 pytestmark = pytest.mark.docker
 UID = 10001

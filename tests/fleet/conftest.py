@@ -1,56 +1,13 @@
-"""Real keys, real cache files and SKU identities for the fleet tests.
-
-The identities stand in for a probe (there is no Jetson here): they are the values an AGX Orin
-64 GB and an Orin NX 16 GB report (tests/host/test_identity.py reads them from a device tree).
-"""
+"""Fixtures of the fleet tests: keys and a real registry (tests/fleet/helpers.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from app.fleet.bundle import describe, documents, write_bundle
-from app.fleet.keys import generate_keypair, load_private_key, load_public_key
-from app.host.identity import HardwareIdentity
-
-AGX = HardwareIdentity(
-    backend="tensorrt", backend_version="10.3.0.30", machine="aarch64", compute_capability="8.7",
-    sm_count=16, total_memory=65_890_271_232, device_name="Orin",
-    board=("nvidia,p3737-0000+p3701-0005", "nvidia,p3701-0005", "nvidia,tegra234"),
-    board_model="NVIDIA Jetson AGX Orin Developer Kit", jetpack="6.2", l4t="36.4.3", cuda_driver=12060)
-NX = HardwareIdentity(
-    backend="tensorrt", backend_version="10.3.0.30", machine="aarch64", compute_capability="8.7",
-    sm_count=8, total_memory=16_464_859_136, device_name="Orin",
-    board=("nvidia,p3768-0000+p3767-0000", "nvidia,p3767-0000", "nvidia,tegra234"),
-    board_model="NVIDIA Orin NX Developer Kit", jetpack="6.2", l4t="36.4.3", cuda_driver=12060)
-
-
-@dataclass
-class Keys:
-    private_file: Path
-    public_file: Path
-
-    @property
-    def private(self):  # type: ignore[no-untyped-def]
-        return load_private_key(self.private_file)
-
-    @property
-    def public(self):  # type: ignore[no-untyped-def]
-        return load_public_key(self.public_file)
-
-
-def make_keys(folder: Path, name: str) -> Keys:
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = Keys(folder / f"{name}.pem", folder / f"{name}.pub.pem")
-    generate_keypair(keys.private_file, keys.public_file)
-    return keys
+from tests.fleet.helpers import Keys, Registry, make_keys, serve_registry
 
 
 @pytest.fixture
@@ -61,125 +18,6 @@ def keys(tmp_path: Path) -> Keys:
 @pytest.fixture
 def other_keys(tmp_path: Path) -> Keys:
     return make_keys(tmp_path / "keys", "intruder")
-
-
-def cache_files(root: Path, sku_tag: str = "sm87", engine_bytes: int = 300_000) -> dict[str, Path]:
-    """A cache as a run leaves it: engines with sidecars and records, a timing cache and a
-    calibration cache. Engine bytes are random (an engine is opaque to the bundle)."""
-    root.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-    for model in ("dinov2_vpr", "lightglue"):
-        name = f"{model}__{sku_tag}_jp6.2_trt10.3_fp16.engine"
-        payload = os.urandom(engine_bytes)
-        digest = hashlib.sha256(payload).hexdigest()
-        (root / name).write_bytes(payload)
-        (root / f"{name}.sha256").write_text(digest + "\n")
-        (root / f"{name}.record.json").write_text(json.dumps({"engine_sha256": digest, "model": model}))
-        files.update({name: root / name, f"{name}.sha256": root / f"{name}.sha256",
-                      f"{name}.record.json": root / f"{name}.record.json"})
-    (root / "timing").mkdir(exist_ok=True)
-    (root / "timing" / "trt10.3.0.30__sm87__orin.timing").write_bytes(os.urandom(5000))
-    (root / "calibration").mkdir(exist_ok=True)
-    calib = root / "calibration" / "lightglue__trt10.3.0.30__0123456789abcdef.calib"
-    calib.write_bytes(b"TRT-1030-EntropyCalibration2\n")
-    for sub in ("timing/trt10.3.0.30__sm87__orin.timing",
-                "calibration/lightglue__trt10.3.0.30__0123456789abcdef.calib"):
-        files[sub] = root / sub
-    return files
-
-
-def export(dest: Path, files: dict[str, Path], identity: HardwareIdentity, keys: Keys) -> Path:
-    described = describe(files)
-    return write_bundle(dest, described, documents(described, identity, keys.private))
-
-
-def blob_of(layout_dir: Path, source: Path) -> Path:
-    return layout_dir / "blobs" / "sha256" / hashlib.sha256(source.read_bytes()).hexdigest()
-
-
-def leftovers(cache_root: Path) -> list[str]:
-    """Everything under candidates/ but the per-SKU lock files."""
-    folder = cache_root / "candidates"
-    if not folder.exists():
-        return []
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
-
-
-@dataclass
-class Registry:
-    """A real CNCF Distribution registry on loopback, its storage in a temp folder."""
-
-    address: str  # 127.0.0.1:<port>
-    storage: Path
-
-    def repository(self, name: str = "fleet/engines") -> str:
-        return f"{self.address}/{name}"
-
-    def blob_file(self, digest: str) -> Path:
-        hex_ = digest.removeprefix("sha256:")
-        return self.storage / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serve_registry(folder: Path, auth_yaml: str = "") -> Iterator[Registry]:
-    """Starts `docker-registry serve` (Debian package docker-registry); skipped when it is not
-    installed, a failure under REQUIRE_REGISTRY_TESTS=1 (as CI sets)."""
-    import shutil
-    import subprocess
-    import time
-    import urllib.error
-    import urllib.request
-
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        message = "the docker-registry package is not installed (apt-get install docker-registry)"
-        if os.environ.get("REQUIRE_REGISTRY_TESTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    storage = folder / "registry-storage"
-    storage.mkdir(parents=True)
-    for _ in range(3):  # the free port can be taken between the probe and the bind
-        port = _free_port()
-        config = folder / "registry.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n{auth_yaml}")
-        log = open(folder / "registry.log", "wb")  # noqa: SIM115 (closed below)
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                    break
-            except urllib.error.HTTPError:
-                break  # 401: up, and asking for credentials
-            except OSError:
-                time.sleep(0.05)
-        else:
-            process.kill()
-            process.wait()
-            log.close()
-            continue
-        try:
-            yield Registry(f"127.0.0.1:{port}", storage)
-        finally:
-            process.terminate()
-            process.wait(10)
-            log.close()
-        return
-    message = f"docker-registry did not start: {(folder / 'registry.log').read_text()[-500:]}"
-    if os.environ.get("REQUIRE_REGISTRY_TESTS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from app.fleet import layout
 from app.fleet.bundle import Documents, describe, documents, write_bundle
 from app.fleet.fetch import fetch_bundle, open_bundle
 from app.fleet.keys import sign_digest
-from tests.fleet.conftest import AGX, NX, blob_of, cache_files, export, leftovers
+from tests.fleet.helpers import AGX, NX, blob_of, cache_files, export, leftovers
 
 SKU = AGX.sku_key()
 

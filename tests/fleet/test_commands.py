@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.fleet.conftest import leftovers
+from tests.fleet.helpers import leftovers
 from tests.helpers import REPO, cli, json_events, write_job_config
 
 
@@ -24,7 +24,8 @@ def fleet(tmp_path, corpus):
     assert made.returncode == 0, made.stderr
     cli("fleet", "keygen", str(keys / "other.pem"), str(keys / "other.pub.pem"))
     reference = write_job_config(tmp_path / "reference", corpus)
-    robot = write_job_config(tmp_path / "robot", corpus)
+    robot = write_job_config(tmp_path / "robot", corpus,
+                             fleet={"public_key_file": str(keys / "fleet.pub.pem")})
     (tmp_path / "robot" / "cache").mkdir()
     ran = cli("--config", str(reference), "run")
     assert ran.returncode == 0, ran.stderr
@@ -58,6 +59,8 @@ def test_export_then_import(tmp_path, fleet, name):
               "--private-key", str(f["keys"] / "fleet.pem"))
     assert out.returncode == 0, out.stderr
     assert f"exported {f['sku']}: 9 file(s)" in out.stdout
+    [event] = [e["kv"] for e in json_events(out.stderr) if e["kind"] == "c10.fleet.exported"]
+    assert event["sku"] == f["sku"]
     wrong = cli("--config", str(f["robot"]), "import", str(bundle),
                 "--public-key", str(f["keys"] / "other.pub.pem"))
     assert wrong.returncode == 65 and "signature does not verify" in one_error_line(wrong)
@@ -90,10 +93,21 @@ def test_push_then_pull(fleet, registry):
                  "--private-key", str(f["keys"] / "fleet.pem"))
     assert pushed.returncode == 0, pushed.stderr
     assert pushed.stdout.strip().startswith(f"{repo}:{f['sku']}@sha256:")
+    [event] = [e["kv"] for e in json_events(pushed.stderr) if e["kind"] == "c10.fleet.pushed"]
+    assert event["sku"] == f["sku"] and event["reference"] == pushed.stdout.strip()
     pulled = cli("--config", str(f["robot"]), "pull", "--repository", repo, "--insecure",
                  "--public-key", str(f["keys"] / "fleet.pub.pem"))
     assert pulled.returncode == 0, pulled.stderr
     assert stored(f) == engines_of(f["ref_cache"])
+    # The robot boots ready with no build of its own: every engine is the pulled candidate,
+    # checked on this host and promoted.
+    booted = cli("--config", str(f["robot"]), "run")
+    assert booted.returncode == 0, booted.stderr
+    assert "ready: 0 built, 0 reused, 3 promoted" in booted.stdout
+    def engines_and_sidecars(cache):  # type: ignore[no-untyped-def]
+        return {k: v for k, v in engines_of(cache).items() if not k.endswith(".record.json")}
+
+    assert engines_and_sidecars(f["robot_cache"]) == engines_and_sidecars(f["ref_cache"])
     absent = cli("--config", str(f["robot"]), "pull", "--repository", registry.repository("other/x"),
                  "--insecure", "--public-key", str(f["keys"] / "fleet.pub.pem"))
     assert absent.returncode == 0 and "no artifact" in absent.stdout

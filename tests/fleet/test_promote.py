@@ -252,7 +252,7 @@ def test_a_folder_is_checked_once_and_again_when_its_manifest_changes(tmp_path, 
     from app.fleet.candidates import candidate_folder
     from app.fleet.fetch import fetch_bundle, open_bundle
     from app.fleet.trust import trust_folder
-    from tests.fleet.conftest import AGX, cache_files, export
+    from tests.fleet.helpers import AGX, cache_files, export
 
     files = cache_files(tmp_path / "reference")
     (tmp_path / "robot").mkdir()
@@ -283,7 +283,7 @@ def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path,
     from app.values import BackboneSpec, CompileOutcome
     from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
     from tests.backends.tensorrt.helpers import runtime_for
-    from tests.fleet.conftest import AGX, export
+    from tests.fleet.helpers import AGX, export
     from tests.helpers import make_request
 
     fake = FakeTensorRT("10.3.0")

@@ -14,7 +14,7 @@ from app.fleet.bundle import describe, documents
 from app.fleet.fetch import fetch_bundle
 from app.fleet.layout import INDEX_TYPE
 from app.fleet.registry import ArtifactAbsentError, RegistrySource, push
-from tests.fleet.conftest import AGX, NX, cache_files, leftovers
+from tests.fleet.helpers import AGX, NX, cache_files, leftovers
 
 SKU = AGX.sku_key()
 
@@ -132,7 +132,7 @@ def test_credentials_come_from_the_docker_config_file(tmp_path, keys, monkeypatc
     import json
     import warnings
 
-    from tests.fleet.conftest import serve_registry
+    from tests.fleet.helpers import serve_registry
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

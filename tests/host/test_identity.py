@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
 
 import pytest
 
 from app.host.cuda import probe_gpu
 from app.host.identity import HardwareIdentity, identity_of, read_board
 from app.host.probe import probe_host
-from tests.helpers import fake_driver, real_gpu_available
+from tests.helpers import fake_driver, orin, real_gpu_available
 
 #: Real /proc/device-tree contents (NUL-separated, NUL-terminated) of three Orin devkits.
 AGX_ORIN_64 = (b"nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0nvidia,tegra234\0",
@@ -21,16 +20,6 @@ ORIN_NX_16 = (b"nvidia,p3768-0000+p3767-0000\0nvidia,p3767-0000\0nvidia,tegra234
 XAVIER_AGX = (b"nvidia,p2822-0000+p2888-0004\0nvidia,jetson-xavier\0nvidia,tegra194\0",
               b"Jetson-AGX\0")
 OCI_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-
-
-def orin(**changes: object) -> HardwareIdentity:
-    base = HardwareIdentity(
-        backend="tensorrt", backend_version="10.3.0.30", machine="aarch64",
-        compute_capability="8.7", sm_count=16, total_memory=65_890_271_232, device_name="Orin",
-        board=("nvidia,p3737-0000+p3701-0005", "nvidia,p3701-0005", "nvidia,tegra234"),
-        board_model="NVIDIA Jetson AGX Orin Developer Kit", jetpack="6.2", l4t="36.4.3",
-        cuda_driver=12060)
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def device_tree(tmp_path, files):
