@@ -323,7 +323,6 @@ class FullRuntime(FakeRuntime):
     """A caller's runtime that implements the whole InferenceRuntime protocol."""
 
     name = "full"
-    supported_precisions = frozenset(PrecisionMode)
 
     def version(self) -> str:
         return "9.9.9"
@@ -338,6 +337,15 @@ class FullRuntime(FakeRuntime):
         return None  # its artifacts are opaque: the precision check is skipped
 
     def device_free_memory(self):  # type: ignore[no-untyped-def]
+        return None
+
+    def verify_artifact(self, artifact, model_path, build_config):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def timing_cache_path(self, cache_root):  # type: ignore[no-untyped-def]
+        return None
+
+    def timing_cache_present(self, build_config):  # type: ignore[no-untyped-def]
         return None
 
 

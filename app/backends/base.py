@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from app.cache.names import EngineFilenameSchema
+from app.errors import EngineBuildError
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, PrecisionMode
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ class InferenceRuntime(Protocol):
 
     #: The registry name ("tensorrt", "onnxruntime"), recorded as ``backend``.
     name: str
-    supported_precisions: frozenset[PrecisionMode]
 
     def version(self) -> str:
         """The full version of what builds the engines (TensorRT 10.3.0.30, ONNX Runtime 1.20.1)."""
@@ -65,11 +65,22 @@ class InferenceRuntime(Protocol):
         workspace by them); None where host memory is what counts (a CPU, a Jetson)."""
         ...
 
+    def verify_artifact(self, artifact: Path, model_path: Path, build_config: BuildConfig) -> None:
+        """Check an artifact built elsewhere (a fleet candidate) as a fresh build is checked;
+        raises, with the backend's own words, when it does not pass."""
+        ...
+
+    def timing_cache_path(self, cache_root: Path) -> Path | None:
+        """The timing cache a build under ``cache_root`` reads and saves; None: none is kept."""
+        ...
+
+    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
+        """Whether this build will load a timing cache (the ETA's basis); None: no such cache."""
+        ...
+
 
 class PlainRuntimeAdapter:
     """A :class:`PlainRuntime` seen as an :class:`InferenceRuntime` on ``host``."""
-
-    supported_precisions = frozenset(PrecisionMode)
 
     def __init__(self, runtime: PlainRuntime, host: HostCapabilities) -> None:
         self.runtime = runtime
@@ -95,6 +106,15 @@ class PlainRuntimeAdapter:
         return None  # a plain runtime's artifacts are opaque
 
     def device_free_memory(self) -> int | None:
+        return None
+
+    def verify_artifact(self, artifact: Path, model_path: Path, build_config: BuildConfig) -> None:
+        raise EngineBuildError(f"the {self.name} runtime cannot check an artifact built elsewhere")
+
+    def timing_cache_path(self, cache_root: Path) -> Path | None:
+        return None
+
+    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
         return None
 
 

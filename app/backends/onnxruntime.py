@@ -63,7 +63,6 @@ class OnnxRuntimeBackend:
     """``compile_engine`` for ONNX Runtime on the CPU; needs no GPU."""
 
     name = "onnxruntime"
-    supported_precisions = frozenset(PrecisionMode)
 
     def __init__(self, host: HostCapabilities | None = None) -> None:
         # Found, not imported: a warm boot must not pay for loading ONNX Runtime.
@@ -122,6 +121,12 @@ class OnnxRuntimeBackend:
 
     def device_free_memory(self) -> int | None:
         return None  # a CPU backend: host memory is what the governor counts
+
+    def timing_cache_path(self, cache_root: Path) -> Path | None:
+        return None  # ONNX Runtime compiles without a timing cache
+
+    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
+        return None
 
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect:

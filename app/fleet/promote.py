@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from app import events
+from app.backends.base import InferenceRuntime
 from app.cache.fsread import open_regular
 from app.cache.hashing import EarlyDigests, sha256_of
 from app.cache.publish import atomic_link, atomic_write_bytes, atomic_writer
@@ -56,7 +57,7 @@ class Promotion:
     accuracy: dict[str, Any] | None = None
 
 
-def promote(runtime: Any, cache_root: Path, sku: str, artifact: Path, expected: ProvenanceRecord,
+def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Path, expected: ProvenanceRecord,
             onnx_sha256: str, spec: BackboneSpec, build_config: BuildConfig,
             before_publish: Callable[[], None], *, public_key: Path | None,
             logger: logging.Logger, early: EarlyDigests | None = None) -> Promotion | None:
@@ -92,11 +93,8 @@ def promote(runtime: Any, cache_root: Path, sku: str, artifact: Path, expected: 
         return Promotion(candidate, reason="its bytes are not the ones the signed manifest lists")
     if digest != record.engine_sha256:
         return Promotion(candidate, reason="its record names other bytes than the signed manifest")
-    check = getattr(runtime, "verify_artifact", None)
-    if check is None:
-        return Promotion(candidate, reason=f"the {runtime.name} backend cannot check a candidate")
     try:
-        check(candidate, spec.onnx_path, build_config)
+        runtime.verify_artifact(candidate, spec.onnx_path, build_config)
     except Exception as exc:  # the backend's own words: a rejection, never a failed run
         return Promotion(candidate, reason=f"{type(exc).__name__}: {str(exc)[:300]}")
     before_publish()
@@ -127,7 +125,7 @@ def _gate(backend: str, artifact: Path, spec: BackboneSpec, build_config: BuildC
                     onnx_sha256=onnx_sha256)
 
 
-def seed_timing_cache(runtime: Any, cache_root: Path, sku: str, public_key: Path | None,
+def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, sku: str, public_key: Path | None,
                       logger: logging.Logger) -> Path | None:
     """Before a local build of ``sku``: when the timing cache that build reads is absent, copy
     the bundle's one of the same name there (the file the signed manifest lists, written
@@ -138,8 +136,7 @@ def seed_timing_cache(runtime: Any, cache_root: Path, sku: str, public_key: Path
     Only a backend whose runtime names its timing cache (``timing_cache_path``: TensorRT) has one
     to seed. ONNX Runtime compiles without a timing cache, and bundles of its SKUs carry none:
     nothing is done for it."""
-    where = getattr(runtime, "timing_cache_path", None)
-    target: Path | None = where(cache_root) if where is not None else None
+    target = runtime.timing_cache_path(cache_root)
     if target is None or os.path.lexists(target):
         return None
     folder = candidate_folder(cache_root, sku)

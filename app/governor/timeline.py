@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from app import events
+from app.backends.base import InferenceRuntime
 from app.cache.record import BUILT, ProvenanceRecord, read_record
 from app.governor.eta import PastBuild, past_build, remaining
 from app.values import BuildConfig
@@ -73,12 +74,11 @@ class Timeline:
                 for b in self.history[name][-_KEEP:]]
         return {"timing_cache": self.timing_cache.get(name), "past_builds": kept}
 
-    def start(self, name: str, runtime: object, config: BuildConfig) -> BuildConfig:
-        """Right before ``name``'s build: note whether a timing cache is there (a runtime's
-        optional ``timing_cache_present(build_config)``), emit ``c10.build.eta``, and return
+    def start(self, name: str, runtime: InferenceRuntime, config: BuildConfig) -> BuildConfig:
+        """Right before ``name``'s build: note whether a timing cache is there (the runtime's
+        ``timing_cache_present(build_config)``), emit ``c10.build.eta``, and return
         ``config`` with the ETA fields for the build's progress events."""
-        probe = getattr(runtime, "timing_cache_present", None)
-        state = probe(config) if callable(probe) else None
+        state = runtime.timing_cache_present(config)
         self.timing_cache[name] = state
         if self.logger is None:
             return config

@@ -27,12 +27,13 @@ def _stored(tmp_path, **changes):
 
 
 class TimingCacheRuntime:
-    """A runtime that has a timing cache on disk or not (TensorRT's optional member)."""
+    """The one member of a runtime the timeline asks: whether a timing cache is on disk (True,
+    False), or whether the backend keeps none (None, ONNX Runtime)."""
 
-    def __init__(self, present: bool) -> None:
+    def __init__(self, present: bool | None) -> None:
         self.present = present
 
-    def timing_cache_present(self, build_config: BuildConfig) -> bool:
+    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
         return self.present
 
 
@@ -89,7 +90,7 @@ def test_the_eta_event_and_the_countdown_in_progress_fields(tmp_path, events):
 def test_with_the_governor_off_history_is_kept_and_progress_carries_no_eta(tmp_path):
     artifact = _stored(tmp_path, build_duration_s=4.0)
     timeline = Timeline([("aliked", artifact, _expected())], None)
-    config = timeline.start("aliked", object(), BuildConfig(PrecisionMode.INT8))
+    config = timeline.start("aliked", TimingCacheRuntime(None), BuildConfig(PrecisionMode.INT8))
     assert config.progress_fields is None
     assert timeline.noted("aliked") == {"timing_cache": None, "past_builds": [
         {"build_duration_s": 4.0, "timing_cache": None}]}

@@ -72,8 +72,6 @@ class TensorRTRuntime:
     module) are injectable."""
 
     name = "tensorrt"
-    needs_gpu = True
-    supported_precisions = frozenset(PrecisionMode)
 
     def __init__(self, host: HostCapabilities, *, trt_module: Any = None,
                  cudart: Any = None, logger: logging.Logger | None = None) -> None:
