@@ -66,6 +66,14 @@ BUILD_THROTTLING = "c10.build.throttling"
 BUILD_THERMAL_WAIT = "c10.build.thermal.wait"
 BUILD_THERMAL_DONE = "c10.build.thermal.done"
 BUILD_ETA = "c10.build.eta"
+TENSORRT_LOG = "c10.engine.tensorrt.log"
+TIMING_RESET = "c10.engine.timing_cache.reset"
+TIMING_UNSAVED = "c10.engine.timing_cache.unsaved"
+TIMING_SEEDED = "c10.engine.timing_cache.seeded"
+FLEET_STORED = "c10.fleet.candidates.stored"
+FLEET_EXPORTED = "c10.fleet.exported"
+FLEET_PUSHED = "c10.fleet.pushed"
+FLEET_ABSENT = "c10.fleet.artifact.absent"
 
 
 def emit(

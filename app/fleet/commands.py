@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from app import events
+
 __all__ = ["register"]
 
 LOGGER = logging.getLogger("engine_init")
@@ -75,14 +77,12 @@ def _signed(config: Any, prepared: Any, identity: Any, private_key: Path) -> tup
 
 
 def _emit(kind: str, message: str, **kv: Any) -> None:
-    from app import events
-
     events.emit(LOGGER, logging.INFO, kind, message, **kv)
 
 
 def _stored(result: Any, where: str) -> None:
     verb = "already stored" if result.already else "stored"
-    _emit("c10.fleet.candidates.stored", f"{verb} {result.files} candidate file(s) for {result.sku} "
+    _emit(events.FLEET_STORED, f"{verb} {result.files} candidate file(s) for {result.sku} "
           f"from {where}", sku=result.sku, files=result.files, bytes=result.bytes,
           manifest_digest=result.manifest_digest, already=result.already)
     click.echo(f"{verb}: {result.files} file(s), {result.bytes} bytes, candidates {result.folder}")
@@ -101,7 +101,7 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     files, docs = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
     info = summary(docs)
-    _emit("c10.fleet.exported", f"exported {info['files']} file(s) for {docs.sku} to {path}",
+    _emit(events.FLEET_EXPORTED, f"exported {info['files']} file(s) for {docs.sku} to {path}",
           path=str(path), **info)
     click.echo(f"exported {docs.sku}: {info['files']} file(s), {info['bytes']} bytes to {path}")
 
@@ -146,7 +146,7 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
     private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     ref = push(repository, files, docs, insecure=insecure or config.fleet.insecure)
-    _emit("c10.fleet.pushed", f"pushed {ref}", reference=ref, **summary(docs))
+    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **summary(docs))
     click.echo(ref)
 
 
@@ -171,7 +171,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
                               lock_timeout_s=config.lock_timeout_s)
     except ArtifactAbsentError:
         sku = identity.sku_key()
-        _emit("c10.fleet.artifact.absent", f"{repository} has no engines for {sku}: "
+        _emit(events.FLEET_ABSENT, f"{repository} has no engines for {sku}: "
               "run builds them here", repository=repository, sku=sku)
         click.echo(f"no artifact for {sku} in {repository}")
         return

@@ -40,10 +40,7 @@ from app.fleet.candidates import candidate_folder
 from app.fleet.trust import signed_bytes, trust_folder
 from app.values import BackboneSpec, BuildConfig
 
-__all__ = ["TIMING_SEEDED", "Promotion", "promote", "seed_timing_cache"]
-
-TIMING_SEEDED = "c10.engine.timing_cache.seeded"
-
+__all__ = ["Promotion", "promote", "seed_timing_cache"]
 
 @dataclass(frozen=True)
 class Promotion:
@@ -149,7 +146,7 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, sku: str, pub
     except (OSError, ValueError):
         return None
     atomic_write_bytes(target, payload)
-    events.emit(logger, logging.INFO, TIMING_SEEDED, f"timing cache {target.name} seeded from "
+    events.emit(logger, logging.INFO, events.TIMING_SEEDED, f"timing cache {target.name} seeded from "
                 f"the {sku} candidates", path=str(target), sku=sku, bytes=len(payload))
     return target
 

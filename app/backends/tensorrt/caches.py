@@ -26,19 +26,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app import events
 from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import fingerprint
 from app.values import InputProfile
 
-__all__ = ["MAX_CACHE_BYTES", "TIMING_RESET", "TIMING_UNSAVED", "TimingCache",
+__all__ = ["MAX_CACHE_BYTES", "TimingCache",
            "calibration_cache_path", "calibration_model_key", "find_calibration_cache",
            "timing_cache_path", "timing_cache_present"]
 
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
 MAX_CACHE_BYTES = 256 << 20
-TIMING_RESET = "c10.engine.timing_cache.reset"
-TIMING_UNSAVED = "c10.engine.timing_cache.unsaved"
 
 
 def _slug(text: str) -> str:
@@ -113,18 +112,18 @@ class TimingCache:
                 problem = "was made on a device with other properties"
             else:
                 return cache
-            self.warn(TIMING_RESET, f"timing cache {self.path} {problem}: starting an empty one "
+            self.warn(events.TIMING_RESET, f"timing cache {self.path} {problem}: starting an empty one "
                       "(this build takes its full time)")
         cache = config.create_timing_cache(b"")
         if cache is None or not config.set_timing_cache(cache, False):
-            self.warn(TIMING_RESET, "TensorRT refused an empty timing cache: building without one")
+            self.warn(events.TIMING_RESET, "TensorRT refused an empty timing cache: building without one")
             return None
         return cache
 
     def save(self, config: Any) -> bytes | None:
         cache = config.get_timing_cache()
         if cache is None:
-            self.warn(TIMING_UNSAVED, f"TensorRT returned no timing cache after the build; "
+            self.warn(events.TIMING_UNSAVED, f"TensorRT returned no timing cache after the build; "
                       f"{self.path} is left as it was")
             return None
         on_disk = self._read()
@@ -132,7 +131,7 @@ class TimingCache:
             # Written by another build since we loaded it: keep both sets of timings.
             other = config.create_timing_cache(on_disk)
             if other is None or not cache.combine(other, False):
-                self.warn(TIMING_RESET, f"timing cache {self.path}, written since by another build, "
+                self.warn(events.TIMING_RESET, f"timing cache {self.path}, written since by another build, "
                           "does not combine with this one: replacing it")
         data = bytes(memoryview(cache.serialize()))
         atomic_write_bytes(self.path, data)

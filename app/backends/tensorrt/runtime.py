@@ -217,7 +217,7 @@ class TensorRTRuntime:
 
     def _trt_logger(self, api: TrtApi, model_name: str, errors: CallbackErrors) -> Any:
         def forward(severity: str, message: str) -> None:
-            events.emit(self.logger, logging.DEBUG, "c10.engine.tensorrt.log",
+            events.emit(self.logger, logging.DEBUG, events.TENSORRT_LOG,
                         f"{model_name}: TensorRT {severity}: {message}", model_name=model_name,
                         severity=severity)
 
