@@ -339,7 +339,7 @@ class FullRuntime(FakeRuntime):
     def device_free_memory(self):  # type: ignore[no-untyped-def]
         return None
 
-    def verify_artifact(self, artifact, model_path, build_config):  # type: ignore[no-untyped-def]
+    def verify_artifact(self, artifact, model, build_config):  # type: ignore[no-untyped-def]
         raise NotImplementedError
 
     def timing_cache_path(self, cache_root):  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from app.errors import EngineBuildError
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, PrecisionMode
 
 if TYPE_CHECKING:
+    from app.backends.onnx_model import ModelInterface
     from app.verify.precision import PrecisionInEffect
 
 __all__ = ["InferenceRuntime", "PlainRuntime", "PlainRuntimeAdapter", "as_inference_runtime"]
@@ -65,9 +66,11 @@ class InferenceRuntime(Protocol):
         workspace by them); None where host memory is what counts (a CPU, a Jetson)."""
         ...
 
-    def verify_artifact(self, artifact: Path, model_path: Path, build_config: BuildConfig) -> None:
-        """Check an artifact built elsewhere (a fleet candidate) as a fresh build is checked;
-        raises, with the backend's own words, when it does not pass."""
+    def verify_artifact(self, artifact: Path, model: ModelInterface,
+                        build_config: BuildConfig) -> None:
+        """Check an artifact built elsewhere (a fleet candidate) as a fresh build is checked,
+        against ``model``, the interface of the ONNX model it was built from; raises, with the
+        backend's own words, when it does not pass."""
         ...
 
     def timing_cache_path(self, cache_root: Path) -> Path | None:
@@ -108,7 +111,8 @@ class PlainRuntimeAdapter:
     def device_free_memory(self) -> int | None:
         return None
 
-    def verify_artifact(self, artifact: Path, model_path: Path, build_config: BuildConfig) -> None:
+    def verify_artifact(self, artifact: Path, model: ModelInterface,
+                        build_config: BuildConfig) -> None:
         raise EngineBuildError(f"the {self.name} runtime cannot check an artifact built elsewhere")
 
     def timing_cache_path(self, cache_root: Path) -> Path | None:

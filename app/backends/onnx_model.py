@@ -7,6 +7,7 @@ contradiction between the model and the config is one clear :class:`ModelDataErr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,30 @@ class ModelInterface:
     outputs: tuple[TensorInfo, ...]
     opset: int
 
+    def to_json(self) -> dict[str, Any]:
+        """The interface as a provenance record keeps it (``onnx_io``): tied to the ONNX bytes
+        by the record's ``onnx_sha256``, so a check of the same bytes elsewhere needs no parse."""
+        return {"inputs": [[t.name, t.dtype, list(t.dims)] for t in self.inputs],
+                "outputs": [[t.name, t.dtype, list(t.dims)] for t in self.outputs],
+                "opset": self.opset}
+
+    @classmethod
+    def from_json(cls, doc: Any, path: Path) -> ModelInterface:
+        """The interface :meth:`to_json` wrote; ValueError when ``doc`` is not one."""
+        def tensors(key: str) -> tuple[TensorInfo, ...]:
+            out = []
+            for name, dtype, dims in doc[key]:
+                if not isinstance(name, str) or not isinstance(dtype, str) or not all(
+                        d is None or isinstance(d, (int, str)) for d in dims):
+                    raise ValueError(f"onnx_io.{key}: {name!r} is not a tensor description")
+                out.append(TensorInfo(name, dtype, tuple(dims)))
+            return tuple(out)
+
+        try:
+            return cls(Path(path), tensors("inputs"), tensors("outputs"), int(doc["opset"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"onnx_io is not an ONNX interface ({exc})") from exc
+
 
 def _tensor_info(value_info: Any) -> TensorInfo:
     from onnx import helper
@@ -55,8 +80,27 @@ def _tensor_info(value_info: Any) -> TensorInfo:
     return TensorInfo(value_info.name, dtype, tuple(dims))
 
 
+#: Interfaces read in this process, by the file's stat: the compiler asks again for the model
+#: the backend has just built from (for its record), and gets it without a second parse.
+_READ: dict[tuple[str, int, int, int, int], ModelInterface] = {}
+
+
 def inspect_model(path: Path, model_name: str = "") -> ModelInterface:
     """Load and check ``path``; ModelDataError naming the model if it is not a valid ONNX model."""
+    try:
+        st = os.stat(path)
+        key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _READ:
+        return _READ[key]
+    interface = _inspect(path, model_name)
+    if key is not None:
+        _READ[key] = interface
+    return interface
+
+
+def _inspect(path: Path, model_name: str) -> ModelInterface:
     import onnx
 
     label = f"{model_name}: " if model_name else ""

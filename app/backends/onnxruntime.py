@@ -106,16 +106,16 @@ class OnnxRuntimeBackend:
                                 self.host.trt, cfg.precision,
                                 {"backend": self.name, "backend_version": self.version()})
 
-    def verify_artifact(self, artifact: Path, model_path: Path, build_config: BuildConfig) -> None:
+    def verify_artifact(self, artifact: Path, model: ModelInterface,
+                        build_config: BuildConfig) -> None:
         """Check a model built elsewhere (a fleet candidate) as a fresh build is checked; it
         is always loaded, even with ``verify: none``."""
         import dataclasses
 
-        from app.backends.onnx_model import inspect_model, resolve_profiles
+        from app.backends.onnx_model import resolve_profiles
 
         cfg = build_config if build_config.verify != "none" else dataclasses.replace(
             build_config, verify="io")
-        model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         self._verify(str(artifact), model, profiles, cfg)  # ONNX Runtime reads the file itself
 

@@ -93,6 +93,9 @@ class ProvenanceRecord:
     past_builds: list[dict[str, Any]] = field(default_factory=list, metadata=NOTED)
     #: Which precision the built artifact's compute nodes run in (PrecisionInEffect.as_dict).
     precision_in_effect: dict[str, Any] | None = field(default=None, metadata=NOTED)
+    #: The ONNX model's inputs and outputs (ModelInterface.to_json) as read for the build: a
+    #: fleet candidate is checked against them, its ``onnx_sha256`` being this robot's.
+    onnx_io: dict[str, Any] | None = field(default=None, metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.backends.base import InferenceRuntime
@@ -39,6 +39,9 @@ from app.cache.sidecar import sidecar_path
 from app.fleet.candidates import candidate_folder
 from app.fleet.trust import signed_bytes, trust_folder
 from app.values import BackboneSpec, BuildConfig
+
+if TYPE_CHECKING:
+    from app.backends.onnx_model import ModelInterface
 
 __all__ = ["Promotion", "promote", "seed_timing_cache"]
 
@@ -91,7 +94,7 @@ def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Pat
     if digest != record.engine_sha256:
         return Promotion(candidate, reason="its record names other bytes than the signed manifest")
     try:
-        runtime.verify_artifact(candidate, spec.onnx_path, build_config)
+        runtime.verify_artifact(candidate, _interface(record, spec), build_config)
     except Exception as exc:  # the backend's own words: a rejection, never a failed run
         return Promotion(candidate, reason=f"{type(exc).__name__}: {str(exc)[:300]}")
     before_publish()
@@ -149,6 +152,17 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, sku: str, pub
     events.emit(logger, logging.INFO, events.TIMING_SEEDED, f"timing cache {target.name} seeded from "
                 f"the {sku} candidates", path=str(target), sku=sku, bytes=len(payload))
     return target
+
+
+def _interface(record: ProvenanceRecord, spec: BackboneSpec) -> ModelInterface:
+    """The ONNX model's inputs and outputs: from the candidate's signed record, which was
+    built from these very ONNX bytes (its ``onnx_sha256`` is this robot's), else read with
+    ``onnx`` (a record from before ``onnx_io``)."""
+    from app.backends.onnx_model import ModelInterface, inspect_model
+
+    if record.onnx_io is not None:
+        return ModelInterface.from_json(record.onnx_io, spec.onnx_path)
+    return inspect_model(spec.onnx_path, spec.model_name)
 
 
 class _ChangedError(Exception):

@@ -23,6 +23,7 @@ from app.cache.record import BUILDING, record_path, write_record
 from app.cache.reuse import Verdict
 from app.cache.sidecar import sidecar_path
 from app.cancel import call_cancellable
+from app.errors import ModelDataError
 from app.phases.plan import Plan, Step
 from app.values import BuildConfig, CompileOutcome, EngineCompileResult
 from app.verify import gate
@@ -68,12 +69,25 @@ def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> Engin
         verdict.size = os.stat(published).st_size
     accuracy, effect = _check_built(step, plan, verdict, published)
     step.timed("record", lambda: step.write_record(
-        plan, verdict, duration, published, accuracy, None, precision_in_effect=effect, **noted))
+        plan, verdict, duration, published, accuracy, None, precision_in_effect=effect,
+        onnx_io=_interface(plan), **noted))
     events.emit(step.logger, logging.INFO, events.ENGINE_BUILT,
                 f"{name}: built {published.name} in {duration:.2f} s", model_name=name,
                 engine_path=str(published), sha256=entry.sha256_hex,
                 duration_s=round(duration, 4))
     return EngineCompileResult(entry, CompileOutcome.BUILT, duration, accuracy, effect)
+
+
+def _interface(plan: Plan) -> dict[str, Any] | None:
+    """The ONNX model's interface for the record (the backends read it for the build already,
+    so this is no second parse); None when it cannot be read (no ``onnx`` installed beside a
+    plain runtime, or a model format of that runtime's own)."""
+    try:
+        from app.backends.onnx_model import inspect_model
+
+        return inspect_model(plan.spec.onnx_path, plan.spec.model_name).to_json()
+    except (ImportError, ModelDataError):
+        return None
 
 
 def _govern(step: Step, plan: Plan) -> BuildConfig:

@@ -159,6 +159,42 @@ def test_a_signed_candidate_the_backend_cannot_load_is_rejected_and_built_here(t
     assert built.read_bytes() != junk
 
 
+def test_the_candidate_is_checked_against_the_onnx_interface_its_record_holds(tmp_path, corpus,
+                                                                               reference):
+    """The reference's build recorded the ONNX model's inputs and outputs (``onnx_io``), tied
+    to its ``onnx_sha256``: the robot checks the engine against them, with no import of
+    ``onnx`` (-X importtime lists every module a process imports). A signed record whose
+    ``onnx_io`` names another output makes that check refuse the candidate."""
+    [record] = reference.cache.glob("aliked__*.ort.record.json")
+    assert json.loads(record.read_text())["onnx_io"]["outputs"] == [["scores", "float32", [1, 1, 64, 64]]]
+    config = make_robot(tmp_path, corpus, reference)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    ran = subprocess.run([sys.executable, "-X", "importtime", "-m", "app", "--config", str(config),
+                          "run"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "ready: 0 built, 0 reused, 3 promoted" in ran.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in ran.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "onnxruntime" in imported and not {m for m in imported if m.split(".")[0] == "onnx"}
+
+    root = tmp_path / "renamed"
+    shutil.copytree(reference.cache, root / "cache")
+    [record] = (root / "cache").glob("aliked__*.ort.record.json")
+    doc = json.loads(record.read_text())
+    doc["onnx_io"]["outputs"][0][0] = "keypoints"
+    record.write_text(json.dumps(doc))
+    bundle = tmp_path / "renamed.tar"
+    assert cli("--config", str(write_job_config(root, corpus)), "export", str(bundle),
+               "--private-key", str(reference.private)).returncode == 0
+    (tmp_path / "second").mkdir()
+    other = make_robot(tmp_path / "second", corpus, reference, bundle)
+    again = cli("--config", str(other), "run")
+    assert again.returncode == 0, again.stderr
+    assert "ready: 1 built, 0 reused, 2 promoted" in again.stdout
+    [rejected] = _kinds(again, "c10.engine.candidate.rejected")
+    assert rejected["model_name"] == "aliked" and "keypoints" in rejected["reason"]
+
+
 def _all_rejected_and_built(config: Path, reason: str) -> None:
     ran = cli("--config", str(config), "run")
     assert ran.returncode == 0, ran.stderr

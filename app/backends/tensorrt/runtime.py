@@ -158,13 +158,13 @@ class TensorRTRuntime:
                                 self.host.trt, cfg.precision,
                                 {"backend": self.name, "backend_version": api.full_version})
 
-    def verify_artifact(self, artifact: Path, model_path: Path, build_config: BuildConfig) -> None:
+    def verify_artifact(self, artifact: Path, model: ModelInterface,
+                        build_config: BuildConfig) -> None:
         """Check an engine built elsewhere (a fleet candidate) as a fresh build is checked:
         it deserializes here and matches the ONNX model's I/O and the configured profiles."""
         cfg = build_config
         api = self._api()
         select_device(self.host.cuda_device, self._runtime_api())
-        model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         payload = Path(artifact).read_bytes()
         buffers = _Buffers(self._memory)

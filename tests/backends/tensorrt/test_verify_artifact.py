@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from app import EngineBuildError, InputProfile, PrecisionMode
+from app.backends.onnx_model import inspect_model
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 from tests.backends.tensorrt.helpers import VERSIONS, config, runtime_for
 
@@ -22,12 +23,12 @@ def test_a_candidate_is_checked_as_a_fresh_build_is(fake, tmp_path, corpus):
     cfg = config(tmp_path, "dinov2_vpr", PrecisionMode.FP32, input_shapes=shape)
     entry = runtime_for(fake).compile_engine(corpus["dinov2_vpr"], cfg)
     engine = entry.engine_path
-    runtime_for(fake).verify_artifact(engine, corpus["dinov2_vpr"], cfg)  # passes: no error
+    runtime_for(fake).verify_artifact(engine, inspect_model(corpus["dinov2_vpr"]), cfg)  # passes: no error
     fake.corrupt_engine = True  # TensorRT's answer to bytes it cannot read: None and a log line
     with pytest.raises(EngineBuildError, match=r"does not deserialize: .*Magic tag does not match"):
-        runtime_for(fake).verify_artifact(engine, corpus["dinov2_vpr"], cfg)
+        runtime_for(fake).verify_artifact(engine, inspect_model(corpus["dinov2_vpr"]), cfg)
     fake.corrupt_engine = False
     other = config(tmp_path, "aliked", PrecisionMode.FP32,
                    input_shapes={None: InputProfile.fixed((1, 3, 64, 64))})
     with pytest.raises(EngineBuildError, match="does not match"):
-        runtime_for(fake).verify_artifact(engine, corpus["aliked"], other)
+        runtime_for(fake).verify_artifact(engine, inspect_model(corpus["aliked"]), other)
