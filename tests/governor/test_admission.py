@@ -14,6 +14,7 @@ from app.errors import BuildCancelledError, BuildConditionsError
 from app.governor.admission import GovernorSettings, govern_build
 from app.governor.readings import read_conditions
 from tests.governor.fake_host import GiB, MiB, orin, set_temp, write_zone
+from tests.helpers import real_gpu_available
 
 
 @pytest.fixture
@@ -94,6 +95,26 @@ def test_a_discrete_gpu_bounds_the_workspace_by_its_free_memory(tmp_path, model,
     admission = govern_build("m", model, 4096, _settings(root), logger, device_free=1 * GiB)
     assert (admission.workspace_mb, admission.clamped) == (512, True)
     assert "1024 MiB of GPU memory available" in log.of("c10.build.workspace.clamped")[0].getMessage()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not real_gpu_available(), reason="needs cuda-python and a CUDA GPU")
+def test_real_discrete_gpu_bounds_the_workspace_by_its_free_memory(tmp_path, model, events):
+    """On a real discrete GPU, through the TensorRT backend's device_free_memory (cuda-python's
+    cudaMemGetInfo after cudaSetDevice; TensorRT itself is not needed for it): a workspace
+    larger than the GPU is clamped to memory_share of what is free on it, not of host memory."""
+    from app.backends.tensorrt.runtime import TensorRTRuntime
+    from app.host.probe import probe_host
+
+    runtime = TensorRTRuntime(probe_host(need_gpu=True).capabilities, trt_module=object())
+    free = runtime.device_free_memory()
+    assert free is not None and free > 1 * GiB
+    logger, log = events
+    admission = govern_build("m", model, 10_000_000, _settings(orin(tmp_path / "host")), logger,
+                             device_free=free)
+    print(f"{free} bytes free on the GPU: workspace {admission.workspace_mb} MiB")
+    assert admission.clamped and admission.workspace_mb == int(0.5 * free) // MiB
+    assert log.kv("c10.build.workspace.clamped")[0]["device_free_bytes"] == free
 
 
 def test_no_workspace_asked_still_checks_the_fit(tmp_path, model, events):
