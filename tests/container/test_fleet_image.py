@@ -47,7 +47,9 @@ def test_a_robot_pulls_and_promotes_what_a_reference_robot_pushed(client, image,
         code, logs = run(client, image, ["pull", *repository, "--public-key", "/keys/fleet.pub.pem"],
                          other, volumes=key_mount, **online)
         assert code == 0 and "stored: 9 file(s)" in logs, logs
-    code, logs = run(client, image, ["run"], other, **HARDENED)
+    # The offline boot checks the candidates' signature again, with the fleet's public key.
+    code, logs = run(client, image, ["run"], other, volumes=key_mount,
+                     env={"ENGINE_INIT_FLEET": "{public_key_file: /keys/fleet.pub.pem}"}, **HARDENED)
     assert code == 0 and "ready: 0 built, 0 reused, 3 promoted" in logs, logs
     for engine in (other / "cache").glob("*.ort"):
         assert engine.read_bytes() == (robot / "cache" / engine.name).read_bytes()
