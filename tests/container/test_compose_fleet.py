@@ -28,10 +28,11 @@ def _compose_command() -> list[str]:
     raise AssertionError  # not reached
 
 
-def _config(**env: str) -> dict[str, Any]:
+def _config(*extra: str, **env: str) -> dict[str, Any]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("ENGINE_INIT_", "NV_TEGRA", "COMPOSE_"))}
-    done = subprocess.run([*_compose_command(), "-f", str(REPO / "compose.yaml"), "--profile",
+    files = [arg for name in ("compose.yaml", *extra) for arg in ("-f", str(REPO / name))]
+    done = subprocess.run([*_compose_command(), *files, "--profile",
                            "fleet-pull", "config"], capture_output=True, text=True,
                           env={**clean, **env}, cwd=REPO, timeout=60, check=True)
     return dict(yaml.safe_load(done.stdout)["services"])
@@ -89,3 +90,14 @@ def test_the_host_paths_of_fleet_pull_are_variables(tmp_path):
     assert mounts["/etc/engine-init/config.yaml"][0] == str(tmp_path / "c.yaml")
     assert mounts[KEY][0] == str(tmp_path / "k.pem")
     assert mounts["/etc/engine-init/docker"][0] == str(tmp_path / "docker")
+
+
+def test_a_fleet_robots_boot_job_sees_the_config_and_the_key_it_checks_candidates_with():
+    """compose.fleet.yaml: the boot job gets fleet-pull's config and public key, read-only, and
+    keeps everything else (no network, the cache, the models)."""
+    services = _config("compose.fleet.yaml")
+    boot, pull = _mounts(services["engine-init"]), _mounts(services["fleet-pull"])
+    for target in ("/etc/engine-init/config.yaml", KEY):
+        assert boot[target] == pull[target] and boot[target][1]
+    assert boot["/var/cache/engine-init"] == _mounts(_config()["engine-init"])["/var/cache/engine-init"]
+    assert services["engine-init"]["network_mode"] == "none"
