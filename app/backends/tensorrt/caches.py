@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from app import events
-from app.cache.fsread import read_small
+from app.cache.fsread import describe_mode, read_small
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import fingerprint
 from app.values import InputProfile
@@ -134,5 +134,19 @@ class TimingCache:
                 self.warn(events.TIMING_RESET, f"timing cache {self.path}, written since by another build, "
                           "does not combine with this one: replacing it")
         data = bytes(memoryview(cache.serialize()))
+        folder = self._not_a_folder()
+        if folder:  # planted there: the cache only saves time, the engine is what matters
+            self.warn(events.TIMING_UNSAVED, f"{self.path.parent} is {folder}, not a folder: the "
+                      "timing cache is not saved (the next build takes its full time)")
+            return data
         atomic_write_bytes(self.path, data)
         return data
+
+    def _not_a_folder(self) -> str:
+        """What stands at the timing cache's folder when it is not a folder (a FIFO, a link to a
+        device...); "" when it is one or is absent (then it is created)."""
+        try:
+            mode = self.path.parent.lstat().st_mode
+        except FileNotFoundError:
+            return ""
+        return "" if stat.S_ISDIR(mode) else describe_mode(mode)

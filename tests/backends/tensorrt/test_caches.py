@@ -3,6 +3,8 @@ their names is read as "no cache" at once (no TensorRT needed for these reads)."
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from app.backends.tensorrt.caches import TimingCache, calibration_cache_path, find_calibration_cache
@@ -31,6 +33,28 @@ def test_a_planted_timing_cache_is_no_cache(tmp_path, kind):
     assert loaded == (path.read_bytes() if kind == "huge" else b"")
     if target is not None:
         assert target.read_bytes() == b"timings"
+
+
+@pytest.mark.parametrize("kind", [k for k in PLANTED_KINDS if not k.startswith("folder")])
+def test_a_thing_planted_as_the_timing_folder_costs_the_timings_not_the_build(tmp_path, kind):
+    """The timing cache only saves build time: with a FIFO, a socket, a device, a link or a
+    file where its folder goes, the built cache is not saved (a warning names what stands
+    there) and nothing is written through it; the build goes on. The TensorRT side is a
+    stand-in of the two calls save() makes (get_timing_cache, serialize)."""
+    warnings: list[tuple[str, str]] = []
+    cache = TimingCache(tmp_path, "10.3.0", 87, "Orin", lambda k, m: warnings.append((k, m)))
+    cache.path.parent.mkdir()
+    (cache.path.parent / "keep").write_bytes(b"timings")
+    target = plant(cache.path.parent, kind, tmp_path / "outside")
+    before = target.read_bytes() if target is not None else None
+    built = SimpleNamespace(serialize=lambda: b"new timings")
+    config = SimpleNamespace(get_timing_cache=lambda: built)
+    assert within(2, lambda: cache.save(config)) == b"new timings"
+    [(event, message)] = warnings
+    assert event == "c10.engine.timing_cache.unsaved" and "not a folder" in message
+    if target is not None:
+        assert target.read_bytes() == before
+    assert not (tmp_path / "outside" / cache.path.name).exists()
 
 
 @pytest.mark.parametrize("kind", PLANTED_KINDS)
