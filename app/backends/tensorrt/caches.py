@@ -33,7 +33,7 @@ from app.cache.record import fingerprint
 from app.values import InputProfile
 
 __all__ = ["MAX_CACHE_BYTES", "TimingCache",
-           "calibration_cache_path", "calibration_model_key", "find_calibration_cache",
+           "calibration_cache_path", "calibration_model_key", "find_calibration_cache", "not_a_folder",
            "timing_cache_path", "timing_cache_present"]
 
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
@@ -86,6 +86,16 @@ def timing_cache_present(root: Path, trt_version: str, sm: int, device: str) -> 
     return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_CACHE_BYTES
 
 
+def not_a_folder(folder: Path) -> str:
+    """What stands at a cache's folder when it is not a folder (a FIFO, a link to a device...),
+    planted there: such a cache is not saved. "" when it is a folder or absent (then created)."""
+    try:
+        mode = folder.lstat().st_mode
+    except FileNotFoundError:
+        return ""
+    return "" if stat.S_ISDIR(mode) else describe_mode(mode)
+
+
 class TimingCache:
     """Load before the build, combine with what is on disk and save after it. ``warn(kind,
     message)`` reports a cache that could not be used or saved."""
@@ -134,7 +144,7 @@ class TimingCache:
                 self.warn(events.TIMING_RESET, f"timing cache {self.path}, written since by another build, "
                           "does not combine with this one: replacing it")
         data = bytes(memoryview(cache.serialize()))
-        folder = self._not_a_folder()
+        folder = not_a_folder(self.path.parent)
         if folder:  # planted there: the cache only saves time, the engine is what matters
             self.warn(events.TIMING_UNSAVED, f"{self.path.parent} is {folder}, not a folder: the "
                       "timing cache is not saved (the next build takes its full time)")
@@ -142,11 +152,3 @@ class TimingCache:
         atomic_write_bytes(self.path, data)
         return data
 
-    def _not_a_folder(self) -> str:
-        """What stands at the timing cache's folder when it is not a folder (a FIFO, a link to a
-        device...); "" when it is one or is absent (then it is created)."""
-        try:
-            mode = self.path.parent.lstat().st_mode
-        except FileNotFoundError:
-            return ""
-        return "" if stat.S_ISDIR(mode) else describe_mode(mode)

@@ -13,15 +13,17 @@ whole data's key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from app import events
 from app.backends.calibration import CalibrationSet
 from app.backends.tensorrt.caches import (
     MAX_CACHE_BYTES,
     calibration_cache_path,
     find_calibration_cache,
+    not_a_folder,
 )
 from app.backends.tensorrt.callbacks import CallbackErrors
 from app.cache.fsread import read_small
@@ -52,7 +54,8 @@ def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
 
 
 def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: Path | None,
-                    memory: Any, errors: CallbackErrors, dtypes: dict[str, str]) -> Any:
+                    memory: Any, errors: CallbackErrors, dtypes: dict[str, str],
+                    warn: Callable[[str, str], None]) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, one batch in GPU memory at a time,
     each array cast to its network input's dtype (``dtypes``: TensorRT 8 reads int64 data as
     int32, for one)."""
@@ -110,6 +113,11 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
 
         def write_calibration_cache(self, cache: Any, *args: Any) -> None:
             if errors.failed:
+                return
+            planted = not_a_folder(write_to.parent)
+            if planted:  # the table only saves the next calibration; the batches are here
+                warn(events.CALIBRATION_UNSAVED, f"{write_to.parent} is {planted}, not a folder: "
+                     "the calibration table is not saved (the next build calibrates again)")
                 return
             with errors.guard("write_calibration_cache"):
                 atomic_write_bytes(write_to, bytes(memoryview(cache)))

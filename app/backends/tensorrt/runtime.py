@@ -252,9 +252,7 @@ class TensorRTRuntime:
         self._placed[cfg.model_name] = None if cfg.dla_core is None else check_placement(
             trt, network, config, cfg.model_name, cfg.dla_core, self.logger)
         timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name,
-                             lambda kind, message: events.emit(
-                                 self.logger, logging.WARNING, kind, f"{cfg.model_name}: {message}",
-                                 model_name=cfg.model_name))
+                             self._warner(cfg.model_name))
         timing.attach(config)
         if api.has_progress_monitor:
             config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors,
@@ -281,4 +279,10 @@ class TensorRTRuntime:
         write_to, read_from = calibration_plan(calib, root, api.full_version, model_key)
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         dtypes = {t.name: api.dtype_name(t.dtype) for t in inputs}
-        return make_calibrator(api.trt, calib, write_to, read_from, buffers.get(), errors, dtypes)
+        return make_calibrator(api.trt, calib, write_to, read_from, buffers.get(), errors, dtypes,
+                               self._warner(cfg.model_name))
+
+    def _warner(self, model_name: str) -> Callable[[str, str], None]:
+        """A cache's warnings (not saved, reset) as events of ``model_name``."""
+        return lambda kind, message: events.emit(self.logger, logging.WARNING, kind,
+                                                 f"{model_name}: {message}", model_name=model_name)

@@ -12,7 +12,17 @@ import pytest
 from app import InputProfile, ModelDataError, PrecisionMode, Sha256Sidecar
 from app.cli import exit_code_for
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
-from tests.backends.tensorrt.helpers import DYN, VERSIONS, config, make_tokens_model, runtime_for
+from tests.backends.tensorrt.helpers import (
+    DYN,
+    VERSIONS,
+    config,
+    make_tokens_model,
+    runtime_for,
+    start_job,
+    write_job,
+    write_standin_site,
+)
+from tests.helpers import json_events, plant
 
 
 @pytest.fixture(params=VERSIONS)
@@ -114,3 +124,23 @@ def test_without_data_only_a_cache_of_this_very_model_is_used(fake, tmp_path, co
         with pytest.raises(CalibrationCacheError, match=r"lightglue__trt.*made from this very model"):
             runtime_for(fake).compile_engine(model, cfg)
     assert fake.batches == 3
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero", "socket"])
+def test_a_thing_planted_as_the_calibration_folder_costs_the_table_not_the_build(tmp_path, corpus,
+                                                                               kind):
+    """`engine-init run` with FakeTensorRT 10.3 as the `tensorrt` package of a real process: an
+    INT8 build with calibration batches, and a FIFO, a socket or a link to /dev/zero where the
+    calibration tables' folder goes. The table is only a cache (the batches are here): it is not
+    saved, a warning names what stands there, and the engine is built and published."""
+    site = write_standin_site(tmp_path / "site", "10.3.0")
+    job = write_job(tmp_path, corpus["aliked"], precision="int8")
+    job.write_text(job.read_text() + f"calibration_path: {corpus['calibration']}\n")
+    (tmp_path / "cache").mkdir()
+    plant(tmp_path / "cache" / "calibration", kind, tmp_path / "outside")
+    proc = start_job(job, site, L4T_VERSION="36.4.3", FAKE_TRT_STEP_S="0.001")
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    [warning] = [e for e in json_events(stderr) if e["kind"] == "c10.engine.calibration_cache.unsaved"]
+    assert "not a folder" in warning["msg"] and warning["kv"]["model_name"] == "aliked"
+    assert list((tmp_path / "cache").glob("aliked__*_int8.engine"))

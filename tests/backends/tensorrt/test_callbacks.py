@@ -71,8 +71,18 @@ def test_a_bad_batch_is_refused_before_the_build(fake, tmp_path, corpus):
     assert fake.batches == 0
 
 
-def test_a_calibration_cache_that_cannot_be_written_fails_the_build(fake, tmp_path, corpus):
-    (tmp_path / "calibration").write_text("a file where the folder should be")
+def test_a_calibration_cache_that_cannot_be_written_fails_the_build(fake, tmp_path, corpus,
+                                                                    monkeypatch):
+    """A write that fails inside TensorRT's write_calibration_cache callback ends the build with
+    that error instead of being swallowed by the bindings. The failing write is simulated (a
+    read-only volume: root here ignores permission bits; something planted in place of the
+    folder is not a write error but a table left unsaved, test_calibration.py)."""
+    import app.backends.tensorrt.calibrator as calibrator
+
+    def refuse(path, payload, mode=0o644):  # type: ignore[no-untyped-def]
+        raise CacheWriteError(f"cannot write {path}: read-only file system")
+
+    monkeypatch.setattr(calibrator, "atomic_write_bytes", refuse)
     cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
     with pytest.raises(CacheWriteError, match="calibration"):
         runtime_for(fake).compile_engine(corpus["aliked"], cfg)
