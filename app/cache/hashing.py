@@ -13,7 +13,8 @@ from typing import BinaryIO, Protocol
 
 from app.cache.fsread import open_regular
 
-__all__ = ["CHUNK_BYTES", "EarlyDigests", "hash_file", "sha256_fd", "sha256_of"]
+__all__ = ["CHUNK_BYTES", "EarlyDigests", "copy_hashed", "hash_file", "hash_opened", "sha256_fd",
+           "sha256_of"]
 
 #: Chunk of the Python 3.10 loop: large enough that hashlib releases the GIL for most of the
 #: work, small enough to keep memory flat whatever the file size.
@@ -52,6 +53,33 @@ def sha256_of(handle: BinaryIO) -> str:
 
 def hash_file(path: Path, early: EarlyDigests | None = None) -> str:
     """sha256 of a regular file (UnsafeFileError for anything else), or its digest from ``early``."""
+    return hash_opened(path, early)[0]
+
+
+def hash_opened(path: Path, early: EarlyDigests | None = None,
+                size: int | None = None) -> tuple[str, os.stat_result]:
+    """:func:`hash_file`, with the stat of the very file it opened and hashed; ``size``: a
+    ValueError, before any byte is read, unless the file holds that many bytes."""
     with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
-        digest = early.take(Path(path), os.fstat(handle.fileno())) if early is not None else None
-        return digest if digest is not None else sha256_of(handle)
+        opened = os.fstat(handle.fileno())
+        if size is not None and opened.st_size != size:
+            raise ValueError(f"it holds {opened.st_size} bytes, not the {size} expected")
+        digest = early.take(Path(path), opened) if early is not None else None
+        return (digest if digest is not None else sha256_of(handle)), opened
+
+
+def copy_hashed(path: Path, out: int | None = None) -> tuple[str, int]:
+    """sha256 and size of the regular file ``path`` (no link followed), its bytes also written
+    to the file descriptor ``out`` when given: one read serves both."""
+    fd = open_regular(path)
+    digest, size = hashlib.sha256(), 0
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+            view = memoryview(chunk)
+            while out is not None and view:
+                view = view[os.write(out, view):]
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size

@@ -35,8 +35,13 @@ class Sha256Sidecar:
         path = Path(path)
         digest = hashlib.sha256(payload).hexdigest()
         atomic_write_bytes(path, payload)
-        atomic_write_bytes(sidecar_path(path), digest.encode("ascii"))
+        Sha256Sidecar.write(path, digest)
         return digest
+
+    @staticmethod
+    def write(path: Path, digest: str) -> None:
+        """Publish the sidecar of ``path``, already published, whose sha256 is ``digest``."""
+        atomic_write_bytes(sidecar_path(Path(path)), digest.encode("ascii"))
 
     @staticmethod
     def read(path: Path) -> str | None:

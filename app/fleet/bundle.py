@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.cache.fsread import open_regular
+from app.cache.hashing import copy_hashed
 from app.errors import BundleError, CacheWriteError
 from app.fleet import layout
 from app.fleet.keys import key_id, sign_digest
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Documents", "SourceFile", "describe", "documents", "summary", "write_bundle"]
 
-_CHUNK = 1 << 20
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -63,20 +62,9 @@ class Documents:
 
 
 def _hash_file(path: Path, out: int | None = None) -> tuple[str, int]:
-    """sha256 and size of ``path`` (a regular file, no link), copied to ``out`` when given."""
-    fd = open_regular(path)
-    digest, size = hashlib.sha256(), 0
-    try:
-        while chunk := os.read(fd, _CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            if out is not None:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out, view):]
-    finally:
-        os.close(fd)
-    return "sha256:" + digest.hexdigest(), size
+    """The descriptor digest and size of ``path`` (copied to ``out`` when given)."""
+    digest, size = copy_hashed(path, out)
+    return "sha256:" + digest, size
 
 
 def describe(files: dict[str, Path]) -> list[SourceFile]:

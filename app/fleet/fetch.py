@@ -41,7 +41,6 @@ class Source(Protocol):
     where: str
     streams: int  # how many blobs may be read at once
 
-
     def signed_index(self, sku: str) -> bytes: ...
 
     def manifest(self, descriptor: layout.Descriptor) -> bytes: ...

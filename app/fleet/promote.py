@@ -21,7 +21,6 @@ Before such a local build, :func:`seed_timing_cache` gives it the bundle's Tenso
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -31,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.backends.base import InferenceRuntime
-from app.cache.fsread import open_regular
-from app.cache.hashing import EarlyDigests, sha256_of
+from app.cache.hashing import EarlyDigests, copy_hashed, hash_opened
 from app.cache.publish import atomic_link, atomic_write_bytes, atomic_writer
 from app.cache.record import ProvenanceRecord, record_path
-from app.cache.sidecar import sidecar_path
+from app.cache.sidecar import Sha256Sidecar, sidecar_path
 from app.fleet.candidates import candidate_folder
 from app.fleet.trust import signed_bytes, trust_folder
 from app.values import BackboneSpec, BuildConfig
@@ -44,6 +42,7 @@ if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
 
 __all__ = ["Promotion", "promote", "seed_timing_cache"]
+
 
 @dataclass(frozen=True)
 class Promotion:
@@ -86,7 +85,7 @@ def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Pat
     if described is None:
         return Promotion(candidate, reason="the signed manifest does not list it")
     try:
-        digest, read_stat = _hash(candidate, described.size, early)
+        digest, read_stat = hash_opened(candidate, early, described.size)
     except (OSError, ValueError) as exc:
         return Promotion(candidate, reason=f"unreadable: {exc}")
     if digest != described.hex:
@@ -103,7 +102,7 @@ def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Pat
             _copy(candidate, artifact, digest)
         except _ChangedError:
             return Promotion(candidate, reason="it changed while it was checked")
-    atomic_write_bytes(sidecar_path(artifact), digest.encode("ascii"))
+    Sha256Sidecar.write(artifact, digest)
     accuracy = None
     if spec.verify == "accuracy":
         try:
@@ -169,26 +168,11 @@ class _ChangedError(Exception):
     pass
 
 
-def _hash(path: Path, size: int, early: EarlyDigests | None) -> tuple[str, os.stat_result]:
-    """The file's sha256 (hashed early, for this very file, or now) and its stat; ValueError
-    unless it holds ``size`` bytes."""
-    with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
-        stat = os.fstat(handle.fileno())
-        if stat.st_size != size:
-            raise ValueError(f"it holds {stat.st_size} bytes, not the {size} its record notes")
-        digest = early.take(path, stat) if early is not None else None
-        return digest or sha256_of(handle), stat
-
-
 def _copy(candidate: Path, artifact: Path, digest: str) -> None:
     """Publish a copy of ``candidate`` (where no hard link can be made); _ChangedError, with
     nothing published, unless the bytes copied are the ``digest`` checked."""
-    sha = hashlib.sha256()
-    with os.fdopen(open_regular(candidate), "rb") as source, atomic_writer(artifact) as out:
-        for chunk in iter(lambda: source.read(1 << 20), b""):
-            sha.update(chunk)
-            out.write(chunk)
-        if sha.hexdigest() != digest:
+    with atomic_writer(artifact) as out:
+        if copy_hashed(candidate, out.fileno())[0] != digest:
             raise _ChangedError
 
 
