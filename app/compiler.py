@@ -24,7 +24,7 @@ from app.cache.lock import CacheLock
 from app.cache.publish import sweep_temp_files
 from app.cache.record import BUILDING, write_record
 from app.cache.reuse import Verdict, check_artifact
-from app.cancel import checkpoint, map_cancellable
+from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import CacheWriteError, ModelDataError
 from app.host.identity import HardwareIdentity
 from app.phases.build import build
@@ -212,10 +212,13 @@ class EngineCompiler:
 
         name, runtime = plan.spec.model_name, step.runtime
         pending = dataclasses.replace(plan.expected, status=BUILDING)
-        got = promote(runtime, request.cache_root, sku, plan.artifact, plan.expected,
-                      verdict.onnx.sha256, plan.spec, plan.build_config,
-                      lambda: write_record(plan.artifact, pending, self.signing_key),
-                      public_key=request.fleet_public_key, logger=self.logger, early=early)
+        # In a worker thread, as a build: hashing, loading and gating a candidate take seconds,
+        # and a signal must end the run meanwhile.
+        got = call_cancellable(lambda: promote(
+            runtime, request.cache_root, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
+            plan.spec, plan.build_config,
+            lambda: write_record(plan.artifact, pending, self.signing_key),
+            public_key=request.fleet_public_key, logger=self.logger, early=early))
         if got is not None and got.digest is None:
             events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
                         f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "
