@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(DEMO_VENV)/.installed
-	$(DEMO_VENV)/bin/python -m app.demo $(DEMO_DIR)
+	$(DEMO_VENV)/bin/python -m tools.demo $(DEMO_DIR)
 	mkdir -p $(DEMO_DIR)/run
 	@echo "== first boot: every engine is compiled =="
 	$(DEMO_VENV)/bin/engine-init --config config/demo.yaml --log-format text run

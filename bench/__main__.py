@@ -179,7 +179,7 @@ def onnx_provenance(tmp: Path) -> None:
 def cold_overhead(tmp: Path) -> None:
     work = tmp / "cold"
     shutil.copytree(REPO / "config", work / "config")
-    subprocess.run([sys.executable, "-m", "app.demo", str(work / "build" / "demo")], cwd=REPO,
+    subprocess.run([sys.executable, "-m", "tools.demo", str(work / "build" / "demo")], cwd=REPO,
                    check=True, capture_output=True)
     (work / "build" / "demo" / "run").mkdir(parents=True)
     config = work / "config" / "demo.yaml"

@@ -18,7 +18,7 @@ import yaml
 
 from app.cache.record import read_record, write_record
 from app.cache.sidecar import Sha256Sidecar
-from app.demo import build_corpus
+from tools.demo import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1 << 20

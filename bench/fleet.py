@@ -9,7 +9,7 @@ loopback, and the ``run`` that promotes them, each against references timed in t
   load of them (a process that imports ONNX Runtime and creates an ``InferenceSession`` on each),
   timed apart and added.
 
-The engines are real: ONNX models with one large weight (``app.demo``), compiled by the ONNX
+The engines are real: ONNX models with one large weight (``tools.demo``), compiled by the ONNX
 Runtime backend of a "reference robot" whose cache is pushed; the "robot" is a second cache.
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from app.demo import make_dinov2_vpr
 from bench.common import MB, REFERENCE_IMPORTS, REPO, check, cli, report
+from tools.demo import make_dinov2_vpr
 
 SHAPE = [1, 3, 32, 32]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from app import BackboneSpec
-from app.demo import build_corpus
 from tests.helpers import EventLog, write_job_config
+from tools.demo import build_corpus
 
 
 @pytest.fixture(scope="session")

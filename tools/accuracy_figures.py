@@ -36,12 +36,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.backends.onnxruntime import OnnxRuntimeBackend
-from app.demo import build_corpus
 from app.errors import EngineInitError
 from app.values import BuildConfig, InputProfile, PrecisionMode
 from app.verify.accuracy import AccuracySettings, check_accuracy
 from app.verify.precision import ort_precision_in_effect
 from app.verify.runners import OrtEngineRunner
+from tools.demo import build_corpus
 
 Sampler = Callable[[np.random.Generator], dict[str, Any]]
 

@@ -238,8 +238,8 @@ def test_a_candidate_failing_the_accuracy_gate_is_rejected_and_built_here(tmp_pa
     """The candidate is a real ONNX Runtime build of another dinov2_vpr (other weights, the same
     inputs and outputs): it loads, but its outputs are not the model's."""
     from app.backends.onnxruntime import OnnxRuntimeBackend
-    from app.demo import make_dinov2_vpr
     from app.values import BuildConfig, InputProfile, PrecisionMode
+    from tools.demo import make_dinov2_vpr
 
     other = tmp_path / "other.ort"
     OnnxRuntimeBackend().compile_engine(make_dinov2_vpr(tmp_path / "other.onnx", seed=99), BuildConfig(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.demo import make_dinov2_vpr
 from tests.helpers import cli, sha256, tmpfs
+from tools.demo import make_dinov2_vpr
 
 
 def _valid_engines(cache: Path) -> dict[str, str]:

@@ -93,7 +93,7 @@ def test_calibration_arrays_are_cast_to_the_engines_types(fake, tmp_path):
 
 
 def test_a_retrained_model_under_the_same_name_does_not_reuse_stale_scales(fake, tmp_path, corpus):
-    from app.demo import make_aliked
+    from tools.demo import make_aliked
 
     cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
     runtime_for(fake).compile_engine(corpus["aliked"], cfg)
@@ -109,7 +109,7 @@ def test_a_retrained_model_under_the_same_name_does_not_reuse_stale_scales(fake,
 def test_without_data_only_a_cache_of_this_very_model_is_used(fake, tmp_path, corpus):
     """A table made for other OPT shapes, or for another ONNX file of the same name, is not used."""
     from app import CalibrationCacheError
-    from app.demo import make_lightglue
+    from tools.demo import make_lightglue
 
     write_batches(tmp_path / "calib", {"desc0": DYN.opt, "desc1": DYN.opt})
     runtime_for(fake).compile_engine(corpus["lightglue"], _dynamic(tmp_path, tmp_path / "calib"))

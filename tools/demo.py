@@ -1,6 +1,6 @@
 """Generate the demo corpus: small but real ONNX models shaped like the navigation stack's.
 
-``python -m app.demo OUT_DIR`` writes, with ``onnx.helper`` and fixed seeds (same bytes on
+``python -m tools.demo OUT_DIR`` writes, with ``onnx.helper`` and fixed seeds (same bytes on
 every run):
 
 - ``dinov2_vpr.onnx``: an image encoder, ``pixels[1,3,32,32] -> descriptor[1,64]`` (L2-normed);
