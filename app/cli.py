@@ -107,7 +107,43 @@ class _State:
         return config, prepared, identity_of(prepared.report, prepared.backend.name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: The group's options, which users also type after the command (``validate --config x.yaml``);
+#: the value-taking ones first.
+_GLOBAL_VALUE_OPTIONS = ("--config", "--log-format")
+_GLOBAL_FLAGS = ("--debug",)
+
+
+def _global_options_first(args: list[str]) -> list[str]:
+    """``args`` with the group's options moved in front of the command, in their order."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":  # everything after it is an argument
+            rest.extend(args[i:])
+            break
+        if arg in _GLOBAL_VALUE_OPTIONS and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if arg in _GLOBAL_FLAGS or arg.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUE_OPTIONS)):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+class _Group(click.Group):
+    """A group whose options also work after the command, as users type them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _global_options_first(args))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="--config, --log-format and --debug may also follow the command.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="Config file [env ENGINE_INIT_CONFIG; default /etc/engine-init/config.yaml].")
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]),
