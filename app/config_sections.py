@@ -38,7 +38,10 @@ def _existing_file(value: str, info: ValidationInfo) -> Path:
     path = _resolve(value, info)
     if (info.context or {}).get("check_files", True):
         if not path.exists():
-            raise ValueError(f"{path} does not exist")
+            base = (info.context or {}).get("base_dir")
+            relative = "" if base is None or Path(os.path.expanduser(value)).is_absolute() else (
+                f" (relative paths resolve against the config file's folder, {base})")
+            raise ValueError(f"{path} does not exist{relative}")
         if not path.is_file():
             raise ValueError(f"{path} is not a file")
     return path

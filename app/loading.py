@@ -132,11 +132,40 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
             loc = f"{loc} (from {from_env[top]})"
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _suggestion(err["loc"])
         elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
             msg = "Input should be a valid dictionary"
         parts.append(f"{loc or 'config'}: {msg}")
     return "; ".join(parts)
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str:
+    """For an unknown key: the key meant (a typo such as ``precison``), else the valid ones."""
+    import difflib
+
+    from pydantic import BaseModel
+
+    model: Any = EngineInitConfig
+    for item in loc[:-1]:  # down to the model holding the key; list indexes stay on the model
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(item)
+        model = next((t for t in _types_in(field.annotation) if issubclass(t, BaseModel)), None) \
+            if field is not None else None
+        if model is None:
+            return ""  # inside a mapping of the user's names (input_shapes): nothing to offer
+    keys = sorted(model.model_fields)
+    meant = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    return f" (did you mean {meant[0]!r}?)" if meant else f" (valid keys here: {', '.join(keys)})"
+
+
+def _types_in(annotation: Any) -> list[type]:
+    """The classes an annotation names, through Optional, list[...] and Annotated."""
+    import typing
+
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return [annotation]
+    return [t for arg in typing.get_args(annotation) for t in _types_in(arg)]
 
 
 def load_config(

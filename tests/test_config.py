@@ -235,3 +235,31 @@ def test_bad_accuracy_settings_say_what_is_wrong(tmp_path, corpus, accuracy, mat
     with pytest.raises(ConfigError, match=match) as caught:
         load_config(write(tmp_path, doc), env={})
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("mutate", "said"), [
+    (lambda d: d.update(precison="fp16"), "precison: unknown key (did you mean 'precision'?)"),
+    (lambda d: d["backbones"][0].update(expected_input_shap=[1]),
+     "backbones[0].expected_input_shap: unknown key (did you mean 'expected_input_shape'?)"),
+    (lambda d: d.update(governor={"enabeld": False}),
+     "governor.enabeld: unknown key (did you mean 'enabled'?)"),
+    (lambda d: d.update(colour="red"), "colour: unknown key (valid keys here: accuracy, "),
+    (lambda d: d["backbones"][1]["input_shapes"]["desc0"].update(mn=[1]), "unknown key"),
+])
+def test_an_unknown_key_suggests_the_key_meant(tmp_path, base, mutate, said):
+    mutate(base)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env={})
+    assert said in str(caught.value)
+
+
+def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, base):
+    base["backbones"][0]["onnx_path"] = "models/dinov2_vpr.onnx"
+    (tmp_path / "conf").mkdir()
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "conf", base), env={})
+    assert (f"{tmp_path}/conf/models/dinov2_vpr.onnx does not exist (relative paths resolve against "
+            f"the config file's folder, {tmp_path}/conf)") in str(caught.value)
+    base["backbones"][0]["onnx_path"] = "/nonexistent/m.onnx"  # absolute: nothing to explain
+    with pytest.raises(ConfigError, match=r"m\.onnx does not exist$"):
+        load_config(write(tmp_path, base), env={})
