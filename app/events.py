@@ -122,15 +122,35 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+#: Errors that stop a model and are raised right after: the CLI's closing line says the same.
+_FAILURE_KINDS = frozenset({COMPILE_ERROR, ACCURACY_FAILED, PRECISION_IGNORED, DLA_IGNORED})
+#: What a failing run emits between such an error and its end (``c10.run.failed``).
+_WIND_DOWN_KINDS = frozenset({COMPILE_SUMMARY, MARKER_CLEARED, MARKER_REFUSED, METRICS_WRITTEN,
+                              METRICS_UNWRITTEN})
+
+
 class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """On a terminal, redraws progress events as one bar instead of a line each."""
+    """The text-mode handler: redraws progress events as one bar instead of a line each, and
+    says each error once. The CLI ends a failed run with one ``engine-init: error:`` line (with
+    its hint), so ``c10.run.failed`` is not drawn, and a model's failure event is held until the
+    next event: dropped when that is the run's failure (the same error), drawn otherwise (a
+    rejected candidate's gate failure, after which the run goes on)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream or sys.stderr)
         self._bar_open = False
+        self._held: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         kind, kv = _event_fields(record)
+        if kind == RUN_FAILED:
+            self._held.clear()
+            return
+        if kind in _FAILURE_KINDS:
+            self._held.append(record)
+            return
+        if kind not in _WIND_DOWN_KINDS:
+            self._release()
         if kind != COMPILE_PROGRESS:
             if self._bar_open:
                 self.stream.write("\n")
@@ -149,3 +169,15 @@ class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
         )
         self.stream.flush()
         self._bar_open = True
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        for record in held:
+            if self._bar_open:
+                self.stream.write("\n")
+                self._bar_open = False
+            super().emit(record)
+
+    def close(self) -> None:
+        self._release()  # a held failure that no closing line repeated
+        super().close()

@@ -117,3 +117,34 @@ def test_only_a_process_that_main_owns_skips_the_final_collections(job):
     out = subprocess.run([sys.executable, "-c", probe, str(job)], capture_output=True, text=True,
                          check=True).stdout
     assert int(out.strip().splitlines()[-1]) > 1000
+
+
+def test_global_options_also_work_after_the_command(job):
+    """As users type them: ``engine-init validate --config x.yaml``, flags in any order."""
+    for args in (["validate", "--config", str(job)], [f"--config={job}", "validate"],
+                 ["validate", "--log-format", "text", f"--config={job}", "--debug"]):
+        result = cli(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert result.stdout.startswith("config OK: 3 model(s)")
+    # A command's own options and arguments are left where they are.
+    assert "No such option '--bogus'" in cli("validate", "--bogus", "--config", str(job)).stderr
+
+
+def test_in_text_mode_each_error_is_printed_once(tmp_path, job, corpus):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(corpus["aliked"].read_bytes()[:200])
+    doc = yaml.safe_load(job.read_text())
+    doc["backbones"][2]["onnx_path"] = str(broken)
+    job.write_text(yaml.safe_dump(doc))
+    result = cli("--log-format", "text", "--config", str(job), "run")
+    assert result.returncode == 65
+    assert result.stderr.count("broken.onnx is not a readable ONNX model") == 1, result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("engine-init: error: aliked: ")
+    assert "built dinov2_vpr" in result.stderr  # the events before the failure are all there
+    # A config error too; in JSON lines the event stays beside the line.
+    doc["precison"] = "fp16"
+    job.write_text(yaml.safe_dump(doc))
+    text = cli("validate", "--config", str(job), "--log-format", "text")
+    assert text.returncode == 78 and text.stderr.count("precison") == 1, text.stderr
+    json_mode = cli("validate", "--config", str(job), "--log-format", "json")
+    assert [e["kind"] for e in json_events(json_mode.stderr)] == ["c10.run.failed"]
