@@ -67,9 +67,11 @@ def connect(repository: str, *, insecure: bool) -> Any:
                     raise RegistryError(f"registry {host} asks for credentials that the Docker "
                                         "config file does not give", hint="run `docker login "
                                         f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
+                # Plain HTTP already asked for (--insecure or fleet.insecure): not the fix.
                 raise RegistryError(f"registry {host} cannot be reached: {type(exc).__name__}",
-                                    hint="check the network and --repository; "
-                                    "plain HTTP needs --insecure") from None
+                                    hint="check the network and --repository" + (
+                                        "" if insecure else "; plain HTTP needs --insecure")
+                                    ) from None
 
         def _asks_for_credentials(self) -> bool:
             try:

@@ -153,3 +153,12 @@ def test_credentials_come_from_the_docker_config_file(tmp_path, keys, monkeypatc
         files = cache_files(tmp_path / "c")
         push_files(server, files, AGX, keys)
         assert not pull(server, keys, tmp_path / "robot").already
+
+
+@pytest.mark.parametrize("insecure", [True, False])
+def test_the_unreachable_hint_offers_insecure_only_when_it_is_off(insecure):
+    """With plain HTTP already asked for (--insecure or fleet.insecure), it is not the fix."""
+    with pytest.raises(RegistryError, match="cannot be reached") as caught:
+        RegistrySource("127.0.0.1:9/fleet/engines", insecure=insecure).signed_index(SKU)  # discard port
+    assert ("--insecure" in caught.value.hint) is not insecure
+    assert caught.value.hint.startswith("check the network and --repository")
