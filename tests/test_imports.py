@@ -1,16 +1,16 @@
 """A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt, cuda),
 nor prometheus_client unless a metrics textfile is configured, nor the fleet commands' clients;
-the package's modules import each other one way (no cycle between config and loading, nor between
-the verifier and the early hashing)."""
+the package's modules import each other in the order of import-linter's contracts in
+pyproject.toml (layers, independent backends, no cycle)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-
-import pytest
+from pathlib import Path
 
 from tests.helpers import REPO, cli, write_job_config
 
@@ -57,16 +57,30 @@ def test_warm_run_with_recorded_accuracy_imports_no_heavy_sdk(tmp_path, corpus):
     assert {"numpy", "onnxruntime"} <= set(_modules_after("--config", str(job), "run")["heavy"])
 
 
-@pytest.mark.parametrize(("module", "never"), [
-    ("app.config", "app.loading"),        # loading imports the models, not the reverse
-    ("app.cache.sidecar", "app.cache.prehash"),  # both use app.cache.hashing
-    ("app.cache.hashing", "app.cache.sidecar"),
-])
-def test_one_way_imports(module, never):
-    probe = f"import sys, {module}; print({never!r} in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
-                         check=True)
-    assert out.stdout.strip() == "False"
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter's contracts in ``root``'s pyproject.toml, checked on ``root/app``."""
+    run = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+    return subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, cwd=root,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_the_import_contracts_hold():
+    """Layers, independent backends, no cycles: the contracts in pyproject.toml."""
+    result = _lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 4 kept, 0 broken." in result.stdout
+
+
+def test_the_import_contracts_catch_a_cycle_and_an_upward_import(tmp_path):
+    """The check can fail: the bottom layer importing the CLI, a hidden TYPE_CHECKING one too."""
+    shutil.copytree(REPO / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    values = tmp_path / "app" / "values.py"
+    values.write_text(values.read_text() + "\nif TYPE_CHECKING:\n    from app.cli import main\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode == 1
+    assert "app.values -> app.cli" in result.stdout
+    assert "No cycles are allowed in app." in result.stdout
 
 
 def test_warm_run_with_metrics_loads_prometheus_client_only(tmp_path, corpus):
