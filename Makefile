@@ -41,7 +41,7 @@ demo: $(DEMO_VENV)/.installed
 	cat $(DEMO_DIR)/run/ready.json
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check app tests tools bench entrypoint.py
+	$(VENV)/bin/ruff check app tests tools bench entrypoint.py conftest.py
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
