@@ -3,7 +3,13 @@ names a language they know."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +60,31 @@ def test_a_shell_block_must_parse_and_name_real_commands_and_options():
         check_shell("engine-init push --registry r\n")
     with pytest.raises(AssertionError, match="No such command"):
         check_shell("engine-init publish\n")
+
+
+def _block_after(page: Path, heading: str) -> str:
+    text = page.read_text()
+    return re.search(r"```sh\n(.*?)```", text[text.index(heading):], flags=re.S)[1]
+
+
+@pytest.mark.slow
+def test_the_readme_fleet_quickstart_works_copied_as_written(tmp_path):
+    """Run as written in a checkout whose ``.venv`` is this interpreter: the robot's cache ends
+    with the three engines promoted, none built."""
+    checkout = tmp_path / "checkout"
+    for folder in ("config", "tools"):
+        shutil.copytree(REPO / folder, checkout / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = checkout / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    for name, run in (("python", ""), ("engine-init", " -m app")):
+        (venv / name).write_text(f'#!/bin/sh\nexec "{sys.executable}"{run} "$@"\n')
+        (venv / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    env["PYTHONPATH"] = str(REPO)  # the package, as the editable install gives it
+    block = _block_after(REPO / "README.md", "## A fleet in five commands")
+    done = subprocess.run(["bash", "-e", "-c", block], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1].startswith("ready: 0 built, 0 reused, 3 promoted")
+    marker = json.loads((checkout / "build" / "robot" / "ready.json").read_text())
+    assert [e["outcome"] for e in marker["engines"]] == ["promoted"] * 3
