@@ -52,10 +52,10 @@ RUN /opt/engine-init/bin/python -m pip install --no-cache-dir --disable-pip-vers
 COPY entrypoint.py /opt/engine-init/entrypoint.py
 COPY config/engine-init.yaml /etc/engine-init/config.yaml
 
-# Non-root: the cache volume must be writable by this uid (README: Permissions). The user is in
+# Non-root: the cache volume must be writable by this uid (docs/deploy.md: Permissions). The user is in
 # `video`: on a Jetson the GPU device nodes are root:video 0660, and without the group CUDA sees
 # no device. USER names the uid alone so that Docker adds the user's groups from /etc/group (with
-# uid:gid it adds none); compose also passes group_add: [video] (README: Permissions).
+# uid:gid it adds none); compose also passes group_add: [video] (docs/deploy.md: Permissions).
 RUN (getent group ${APP_UID} || groupadd --gid ${APP_UID} engine-init) \
  && (getent group video || groupadd --system video) \
  && useradd --uid ${APP_UID} --gid ${APP_UID} --groups video --no-create-home \

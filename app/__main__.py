@@ -2,7 +2,7 @@
 
 A signal must find the job's handlers (a clean exit 130/143) from as early as possible, so
 they go in before the CLI's imports (click, logging, the job's modules: tens of ms). Before
-this module runs the interpreter is starting (README, "Signals")."""
+this module runs the interpreter is starting (docs/failures.md, "A signal before the job starts")."""
 
 import sys
 

@@ -54,7 +54,7 @@ def verify(state: Any, as_json: bool) -> None:
 
 
 def _inspect(state: Any, strict: bool) -> tuple[list[dict[str, Any]], str]:
-    """The rows of ``status`` / ``verify``, and this host's SKU key (README, Fleets)."""
+    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet-bundles.md)."""
     from dataclasses import replace
 
     config, prepared, identity = state.host()

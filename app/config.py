@@ -181,7 +181,7 @@ class EngineInitConfig(StrictModel):
                           "collector; null: off.")
     fleet: FleetConfig = Field(
         default_factory=FleetConfig,
-        description="Registry and keys of the fleet commands (README: Fleets).")
+        description="Registry and keys of the fleet commands (docs/fleet-bundles.md).")
     verify: Literal["io", "infer", "none", "accuracy"] = Field(
         "io", description="Every model's check after a build unless backbones[].verify says "
                           "otherwise (see backbones[].verify).")

@@ -71,7 +71,7 @@ class StrictModel(BaseModel):
 
 class AccuracyConfig(StrictModel):
     """The accuracy gate's settings (``verify: accuracy``); defaults: the precision's
-    tolerance (README, "Accuracy gate") on seeded random inputs at each input's opt shape."""
+    tolerance (docs/accuracy.md) on seeded random inputs at each input's opt shape."""
 
     metric: Literal["rel_l2", "cosine", "max_abs", "atol"] | None = Field(
         None, description="The metric whose bound `threshold` replaces in the precision's "
@@ -109,7 +109,7 @@ class AccuracyConfig(StrictModel):
 
 
 class GovernorConfig(StrictModel):
-    """The build governor, consulted before each build (README, "Build governor")."""
+    """The build governor, consulted before each build (docs/governor.md)."""
 
     enabled: bool = Field(
         True, description="false: no reading, clamp, wait or refusal before builds.")

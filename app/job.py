@@ -67,7 +67,7 @@ def check_folders(config: EngineInitConfig) -> None:
     if not os.access(root, os.W_OK | os.X_OK):
         raise CacheWriteError(f"cache_root {root} is not writable by uid {os.getuid()}",
                               hint="chown it to the job's user or give its group write access "
-                              "(README: Permissions)")
+                              "(docs/deploy.md: Permissions)")
 
 
 def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:

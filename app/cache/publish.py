@@ -59,7 +59,7 @@ def os_error_to_cache_error(exc: OSError, path: Path, needed: int | None = None)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CacheWriteError(
             f"cannot write {path}: {exc.strerror}",
-            hint="make the folder writable by the job's user (see README, Permissions)",
+            hint="make the folder writable by the job's user (see docs/deploy.md, Permissions)",
         )
     if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENAMETOOLONG):
         return CacheWriteError(f"cannot use {path}: {exc.strerror}",

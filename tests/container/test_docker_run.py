@@ -1,7 +1,7 @@
-"""The README's ``docker run`` line, run with the Docker CLI as written there.
+"""The documented ``docker run`` line, run with the Docker CLI as written there.
 
-The command is read from the README ("Without compose: `docker run`"), so the test fails when the
-README drifts. What changes, and only that: ``--runtime nvidia`` becomes ``--runtime runc`` (no
+The command is read from docs/deploy.md ("Without compose: `docker run`"), so the test fails when
+the page drifts. What changes, and only that: ``--runtime nvidia`` becomes ``--runtime runc`` (no
 GPU here) and ``ENGINE_INIT_BACKEND=onnxruntime`` is added; the robot's host folders become the
 test's; the image is the CI image; the container gets a unique name; ``ENGINE_INIT_CONFIG`` names
 the generated models' config, and the docker stop test slows the build (``ENGINE_INIT_FAULTS``).
@@ -63,8 +63,8 @@ class DockerRun:
 
 
 def readme_blocks() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("### Without compose: `docker run`", 1)[1].split("\n#", 1)[0]
+    text = (REPO / "docs" / "deploy.md").read_text()
+    section = text.split("## Without compose: `docker run`", 1)[1].split("\n#", 1)[0]
     return re.findall(r"```sh\n(.*?)```", section, re.S)
 
 
