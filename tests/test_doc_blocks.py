@@ -81,7 +81,7 @@ def test_the_readme_fleet_quickstart_works_copied_as_written(tmp_path):
         (venv / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
     env["PYTHONPATH"] = str(REPO)  # the package, as the editable install gives it
-    block = _block_after(REPO / "README.md", "## A fleet in five commands")
+    block = _block_after(REPO / "README.md", "## A fleet quickstart")
     done = subprocess.run(["bash", "-e", "-c", block], cwd=checkout, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
