@@ -123,6 +123,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
 
 def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
     parts = []
+    listed: set[str] = set()  # the places whose valid keys were given (once each)
     for err in exc.errors(include_url=False):
         loc = ""
         for item in err["loc"]:
@@ -132,15 +133,16 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
             loc = f"{loc} (from {from_env[top]})"
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key" + _suggestion(err["loc"])
+            msg = "unknown key" + _suggestion(err["loc"], listed)
         elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
             msg = "Input should be a valid dictionary"
         parts.append(f"{loc or 'config'}: {msg}")
     return "; ".join(parts)
 
 
-def _suggestion(loc: tuple[int | str, ...]) -> str:
-    """For an unknown key: the key meant (a typo such as ``precison``), else the valid ones."""
+def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
+    """For an unknown key: the key meant (a typo such as ``precison``), else the valid ones
+    (unless ``listed`` holds the model's name: already given in this message)."""
     import difflib
 
     from pydantic import BaseModel
@@ -156,7 +158,12 @@ def _suggestion(loc: tuple[int | str, ...]) -> str:
             return ""  # inside a mapping of the user's names (input_shapes): nothing to offer
     keys = sorted(model.model_fields)
     meant = difflib.get_close_matches(str(loc[-1]), keys, n=1)
-    return f" (did you mean {meant[0]!r}?)" if meant else f" (valid keys here: {', '.join(keys)})"
+    if meant:
+        return f" (did you mean {meant[0]!r}?)"
+    if model.__name__ in listed:
+        return ""
+    listed.add(model.__name__)
+    return f" (valid keys here: {', '.join(keys)})"
 
 
 def _types_in(annotation: Any) -> list[type]:

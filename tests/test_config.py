@@ -263,3 +263,12 @@ def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, base):
     base["backbones"][0]["onnx_path"] = "/nonexistent/m.onnx"  # absolute: nothing to explain
     with pytest.raises(ConfigError, match=r"m\.onnx does not exist$"):
         load_config(write(tmp_path, base), env={})
+
+
+def test_the_valid_keys_of_a_place_are_listed_once(tmp_path, base):
+    base.update(colour="red", flavour="mild")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env={})
+    message = str(caught.value)
+    assert message.count("valid keys here") == 1
+    assert ("colour: unknown key (valid" in message) != ("flavour: unknown key (valid" in message)
