@@ -104,6 +104,11 @@ def _calibrator(rt: TensorRTRuntime, api: TrtApi, model_path: Path, model: Model
     # the data), and must have the opt shape that TensorRT calibrates at. The calibrator API
     # is deprecated from TensorRT 10.1 ("Superseded by explicit quantization", v10.3.0
     # python/src/infer/pyCore.cpp:1428-1433) and gone in TensorRT 11 (docs/tensorrt.md).
+    if api.version >= (10, 1):
+        events.emit(rt.logger, logging.INFO, events.TENSORRT_DEPRECATED,
+                    f"{cfg.model_name}: TensorRT {api.full_version} deprecates INT8 calibration "
+                    "(from 10.1; removed in TensorRT 11): export with Q/DQ nodes to keep INT8 "
+                    "on later releases", model_name=cfg.model_name)
     calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
                            opt_only=True).validate()
     model_key = calibration_model_key(hash_file(model_path), profiles)

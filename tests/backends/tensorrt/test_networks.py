@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app import InputProfile, ModelDataError
+from app import InputProfile, ModelDataError, PrecisionMode
 from app.backends.onnx_model import inspect_model
 from app.backends.tensorrt.logsink import process_logger
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
@@ -159,3 +159,44 @@ def test_named_layers_and_op_types_can_be_kept_in_fp32(tmp_path, events):
                            config(tmp_path, "dinov2", keep_fp32=("Softmax", "blocks.0/mlp/fc2")))
     assert _kinds(log, "c10.engine.tensorrt.keep_fp32")[0].kv["layers"] == [
         "blocks.0/attn/softmax", "blocks.0/mlp/fc2"]
+
+
+@pytest.mark.parametrize(("version", "noted"), [("8.6.2", False), ("10.3.0", True)])
+def test_int8_calibration_says_it_is_deprecated_from_10_1(tmp_path, version, noted, events):
+    """``int8_calibrator`` is "Deprecated in TensorRT 10.1. Superseded by explicit quantization"
+    (TensorRT v10.3.0 python/src/infer/pyCore.cpp:1428-1433) and gone in TensorRT 11."""
+    import numpy as np
+
+    logger, log = events
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i in range(2):
+        np.save(folder / f"batch_{i}.npy", np.zeros((1, 3, 16, 16), np.float32))
+    runtime = runtime_for(FakeTensorRT(version))
+    runtime.logger = logger
+    runtime.compile_engine(make_aliked(tmp_path / "aliked.onnx", deform=False),
+                           config(tmp_path, "aliked", PrecisionMode.INT8, input_shapes=ALIKED,
+                                  calibration_dir=folder))
+    said = _kinds(log, "c10.engine.tensorrt.deprecated")
+    assert bool(said) is noted
+    assert not said or "removed in TensorRT 11" in said[0].msg
+
+
+def test_keep_fp32_in_the_config_reaches_the_build_and_its_fingerprint(tmp_path):
+    from app.config import BackboneConfig
+    from app.phases.plan import make_plan
+    from app.values import KEEP_FP32_DEFAULT
+    from tests.backends.tensorrt.helpers import host
+    from tests.helpers import make_request
+
+    onnx = make_dinov2(tmp_path / "dinov2.onnx", opset=14)
+    runtime = runtime_for(FakeTensorRT("10.3.0"))
+    plans = {}
+    for keep in (None, ["Softmax"], []):
+        spec = BackboneConfig(model_name="dinov2", onnx_path=str(onnx), keep_fp32=keep).to_spec()
+        request = make_request((spec,), tmp_path, host("10.3.0", cuda_device=0))
+        plans[str(keep)] = make_plan(runtime, spec, request, None).build_config
+    assert plans["None"].keep_fp32 == KEEP_FP32_DEFAULT == ("layernorm",)
+    assert plans["['Softmax']"].keep_fp32 == ("Softmax",) and plans["[]"].keep_fp32 == ()
+    assert "keep_fp32" not in plans["None"].fingerprint_fields()  # old records stay valid
+    assert plans["[]"].fingerprint_fields()["keep_fp32"] == []
