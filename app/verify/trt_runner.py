@@ -58,14 +58,17 @@ class TrtRunner:
             select_device(cuda_device, cudart)  # the engine and its buffers on one GPU
         self._memory = memory if memory is not None else _device_memory(cudart, cuda_device)
         self._guard = CallbackErrors()
-        with logging_to(self.api.trt, lambda severity, message: None, self._guard) as sink:
-            runtime = self.api.trt.Runtime(sink.logger)
-            if dla_core is not None:
-                runtime.DLA_core = dla_core
-            self.engine = runtime.deserialize_cuda_engine(blob)
-        del runtime  # no runtime outlives its use: TensorRT keeps one logger per process
+        # The process logger sends to this runner until close: a failed sample quotes TensorRT.
+        self._logging = logging_to(self.api.trt, lambda severity, message: None, self._guard)
+        self._sink = self._logging.__enter__()
+        runtime = self.api.trt.Runtime(self._sink.logger)
+        if dla_core is not None:
+            runtime.DLA_core = dla_core
+        self.engine = runtime.deserialize_cuda_engine(blob)
+        del runtime  # no runtime outlives its use: nothing of it is needed once deserialized
         if self.engine is None:
-            detail = "; ".join(sink.errors)[:300] or "no reason given"
+            detail = "; ".join(self._sink.errors)[:300] or "no reason given"
+            self._logging.__exit__(None, None, None)
             raise EngineBuildError(f"{model_name}: TensorRT cannot deserialize the engine for the "
                                    f"accuracy check: {detail}")
         self.context = self.engine.create_execution_context()
@@ -125,7 +128,9 @@ class TrtRunner:
             self.context.set_tensor_address(name, ptr)
         if not self.context.execute_async_v3(self._memory.stream()):
             self._guard.raise_first(self.model_name)
-            raise EngineBuildError(f"{self.model_name}: the engine failed to run a sample")
+            detail = "; ".join(self._sink.errors[-3:])[:300]
+            raise EngineBuildError(f"{self.model_name}: the engine failed to run a sample"
+                                   + (f": {detail}" if detail else ""))
         self._memory.synchronize()
         self._guard.raise_first(self.model_name)
         for name in self.outputs:
@@ -153,10 +158,11 @@ class TrtRunner:
         return array
 
     def close(self) -> None:
+        self.context = self.engine = None  # before the buffers they point into
         self._memory.close()
         self._buffers.clear()
         self._host.clear()
-        self.context = self.engine = None
+        self._logging.__exit__(None, None, None)
 
 
 def _import_tensorrt() -> Any:

@@ -15,7 +15,7 @@ from app.values import InputProfile, PrecisionMode
 from app.verify.accuracy import AccuracySettings, check_accuracy
 from app.verify.trt_runner import TrtRunner
 from tests.verify import trt_standin
-from tests.verify.trt_standin import HostBuffers, StandinTensorRT
+from tests.verify.trt_standin import HostBuffers, ILogger, StandinTensorRT
 
 IDENTIFIERS = Path(__file__).parents[1] / "backends" / "tensorrt" / "identifiers"
 RELEASES = ("8.6.1", "10.3.0", "10.13.3")
@@ -178,3 +178,19 @@ def test_the_names_of_plugins_allocators_and_locations_exist_in_the_real_binding
     assert unknown(used, release) == []
     # the overrides TensorRT calls by name (pyCore.cpp's getOverride), defined by the runner
     assert allowed("reallocate_output", release) and allowed("notify_shape", release)
+
+
+def test_a_failed_sample_quotes_tensorrt_and_close_twice_is_harmless(corpus):
+    """The runner's sink stays on the process logger until close: TensorRT's error for a failed
+    enqueue reaches the message."""
+    from app.backends.tensorrt.logsink import process_logger
+
+    trt = StandinTensorRT("10.3.0")
+    runner = TrtRunner(corpus["dinov2_vpr"].read_bytes(), "m", trt=trt, memory=HostBuffers())
+    runner.context.execute_async_v3 = lambda stream: (process_logger(trt).log(
+        ILogger.Severity.ERROR, "IExecutionContext::enqueueV3: illegal address"), False)[1]
+    with pytest.raises(EngineBuildError, match=r"failed to run a sample: .*illegal address"):
+        runner.run({"pixels": np.zeros((1, 3, 32, 32), np.float32)})
+    runner.close()
+    runner.close()
+    assert process_logger(trt).sinks == []

@@ -105,4 +105,5 @@ def logging_to(trt: Any, forward: Callable[[str, str], None], guard: CallbackErr
         yield sink
     finally:
         with _LOCK:
-            logger.sinks.remove(sink)
+            if sink in logger.sinks:  # ended once (a runner closed twice)
+                logger.sinks.remove(sink)

@@ -66,12 +66,19 @@ def _release(version: str) -> tuple[int, int]:
 
 
 def load_graph(path: Path) -> Any:
+    """The ONNX model at ``path`` (a regular file: the safe reader refuses a FIFO, a device or
+    a socket); ModelDataError when it cannot be read as one."""
     import onnx
 
     from app.cache.fsread import open_regular
 
-    with os.fdopen(open_regular(path, follow_links=True), "rb") as handle:
-        return onnx.load_model_from_string(handle.read())
+    try:
+        with os.fdopen(open_regular(path, follow_links=True), "rb") as handle:
+            return onnx.load_model_from_string(handle.read())
+    except Exception as exc:  # OSError, UnsafeFileError, protobuf's DecodeError...
+        raise ModelDataError(f"{path} cannot be read as an ONNX model to check its ops: "
+                             f"{type(exc).__name__}: {str(exc)[:200]}",
+                             hint="point onnx_path at the exported model file") from exc
 
 
 def _constant_ints(model: Any) -> dict[str, list[int]]:

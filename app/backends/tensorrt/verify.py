@@ -83,7 +83,7 @@ def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory:
         held.append(array)
         ptr = _address(api, engine, name, array, memory, False, on_host)
         context.set_tensor_address(name, ptr)
-        outputs[name] = (array, None if ptr == array.ctypes.data else ptr)
+        outputs[name] = (array, None if on_host(api.trt, engine, name, False) else ptr)
     launched = context.execute_async_v3(memory.stream())
     guard.raise_first(model_name)
     if not launched:

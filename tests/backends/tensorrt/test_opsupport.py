@@ -96,3 +96,17 @@ def test_a_runtime_kept_alive_does_not_swallow_a_later_builds_errors(tmp_path, c
         runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked",
                                                                    PrecisionMode.FP16))
     assert ("logger_ignored",) not in fake.calls and kept is not None
+
+
+def test_a_fifo_where_the_model_should_be_is_refused_not_waited_on(tmp_path):
+    import os
+    import time
+
+    from app import ModelDataError
+
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ModelDataError, match=r"cannot be read as an ONNX model.*FIFO"):
+        check_model(fifo, "10.3.0")
+    assert time.monotonic() - started < 1
