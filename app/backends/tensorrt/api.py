@@ -10,8 +10,10 @@ ONNX INT64         parsed as INT32 (no INT64)      INT64
 ONNX DOUBLE        parsed as FLOAT                 FLOAT
 =================  ==============================  =============================
 
-The contract test (tests/backends/tensorrt/test_contract.py) checks every name used here
-against the identifiers of the real bindings of each release.
+What each release's ONNX parser can import (DeformConv, TopK's K, the opset) is in
+:mod:`app.backends.tensorrt.opsupport`. The contract test (tests/backends/tensorrt/
+test_contract.py) checks every name used here against the identifiers of the real bindings of
+each release.
 """
 
 from __future__ import annotations

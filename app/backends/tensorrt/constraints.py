@@ -9,12 +9,14 @@ decomposes it into ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div, and those run in 
 constrained. DINOv2 has high-norm tokens whose squares can pass FP16's 65504.
 
 ``keep_fp32`` entries: ``layernorm`` (that decomposed chain), an ONNX op type (``Softmax``), or
-an ONNX node name. The ONNX parser names the layer it makes for a node after the node, so the
-layers of those names get ``layer.precision`` and every output type FLOAT, with
+an ONNX node name. The ONNX parser names the layer it makes for a node after the node (a
+second layer of the same node gets ``<name>_<counter>``: onnx-tensorrt 10.1-GA
+ImporterContext.cpp:108-147, weightUtils.cpp:152-166), so the layers of those names get
+``layer.precision`` and every output type FLOAT, with
 ``BuilderFlag.PREFER_PRECISION_CONSTRAINTS`` (as trtexec's ``--layerPrecisions`` with
 ``--precisionConstraints=prefer``): TensorRT keeps them in FP32 where it has an FP32
-implementation, and says so in a warning where it does not, instead of failing the build
-(``OBEY`` would).
+implementation, and falls back with a warning where it does not, instead of failing the build
+as ``OBEY`` would (TensorRT v10.3.0 include/NvInfer.h:646-656).
 """
 
 from __future__ import annotations
