@@ -24,10 +24,38 @@ LOGGER = logging.getLogger("engine_init")
 @click.command()
 @click.pass_obj
 def validate(state: Any) -> None:
-    """Check the config (keys, types, paths) without touching the cache."""
+    """Check the config (keys, types, paths) without touching the cache; with TensorRT installed
+    and backend tensorrt or auto, also each model's ops against that release (exit 65)."""
     config = state.config()
+    _tensorrt_ops(config)
     click.echo(f"config OK: {len(config.backbones)} model(s), backend {config.backend}, "
                f"cache {config.cache_root}")
+
+
+def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
+                  refuse: bool = True) -> dict[str, list[Any]]:
+    """What the TensorRT release a build would use cannot import, per model (printed with
+    ``echo``); with ``refuse`` the first refusal as ModelDataError (exit 65). ``version``: that
+    release (else the installed one, for backend tensorrt or auto; nothing to check without)."""
+    from app.backends.tensorrt.opsupport import check_corpus
+
+    if version is None:
+        from app.host.tensorrt import find_tensorrt
+
+        installed = find_tensorrt()
+        if config.backend not in ("tensorrt", "auto") or not installed.present:
+            return {}
+        version = installed.version
+    found = check_corpus((b.to_spec(config.verify, config.accuracy) for b in config.backbones),
+                         version)
+    if echo:
+        _echo_ops(found, version)
+    refused = [(n, f) for n, fs in found.items() for f in fs if f.refuse]
+    if refused and refuse:
+        name, first = refused[0]
+        raise errors.ModelDataError(f"{name}: TensorRT {version} cannot build it: {first.message}",
+                                    hint=first.hint)
+    return found
 
 
 @click.command()
@@ -36,8 +64,18 @@ def validate(state: Any) -> None:
 def status(state: Any, as_json: bool) -> None:
     """Show this host's SKU key and, per model, the engine a run would use and whether it is
     reusable."""
-    rows, sku = _inspect(state, strict=False)
+    held = state.host()
+    rows, sku = _inspect(state, strict=False, held=held)
+    config, prepared, _ = held
+    version = prepared.report.capabilities.trt_full
+    found = (_tensorrt_ops(config, version, echo=False, refuse=False)
+             if prepared.backend.name == "tensorrt" and version else {})
+    for row in rows:
+        if row["model_name"] in found:
+            row["tensorrt_ops"] = [f.as_dict() for f in found[row["model_name"]]]
     _print_rows(rows, as_json, sku)
+    if not as_json:
+        _echo_ops(found, version)
 
 
 @click.command()
@@ -53,11 +91,20 @@ def verify(state: Any, as_json: bool) -> None:
                                     hint="run `engine-init run` to rebuild them")
 
 
-def _inspect(state: Any, strict: bool) -> tuple[list[dict[str, Any]], str]:
-    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet-bundles.md)."""
+def _echo_ops(found: dict[str, list[Any]], version: str) -> None:
+    for name, findings in found.items():
+        for f in findings:
+            word = "cannot build" if f.refuse else "warning"
+            click.echo(f"{name}: TensorRT {version} {word}: {f.message}"
+                       + (f" (node {f.node})" if f.node else "") + f"; fix: {f.hint}")
+
+
+def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str, Any]], str]:
+    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet-bundles.md);
+    ``held``: what ``state.host()`` returned, when already asked."""
     from dataclasses import replace
 
-    config, prepared, identity = state.host()
+    config, prepared, identity = held or state.host()
     request = replace(config.to_request(prepared.report.capabilities), strict_onnx_hash=strict)
     return [
         {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,

@@ -97,6 +97,12 @@ class BackboneConfig(StrictModel):
         None, description="This model's precision; null: the top-level precision.")
     dla_core: Annotated[int, Field(ge=0)] | None = Field(
         None, description="TensorRT: build for this DLA core, with GPU fallback; null: the GPU.")
+    keep_fp32: list[str] | None = Field(
+        None, description="TensorRT under fp16/int8: layers kept in float32 (precision "
+                          "constraints, preferred): ONNX node names, ONNX op types (Softmax), or "
+                          "'layernorm' (the ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div chain of "
+                          "a LayerNorm exported below opset 17, which TensorRT warns may "
+                          "overflow in FP16); null: ['layernorm']; []: none.")
     verify: Literal["io", "infer", "none", "accuracy"] | None = Field(
         None, description="Check after a build: io (inputs and outputs match the ONNX model), "
                           "infer (io and a warm-up inference), accuracy (io, then the engine's "
@@ -117,7 +123,7 @@ class BackboneConfig(StrictModel):
 
     def to_spec(self, verify: str = "io", accuracy: AccuracyConfig | None = None) -> BackboneSpec:
         """This model as the compiler takes it; ``verify``/``accuracy``: the job's defaults."""
-        from app.values import BackboneSpec, InputProfile
+        from app.values import KEEP_FP32_DEFAULT, BackboneSpec, InputProfile
 
         shapes = {
             name: InputProfile.fixed(tuple(s)) if isinstance(s, list)
@@ -127,8 +133,9 @@ class BackboneConfig(StrictModel):
         fixed = tuple(self.expected_input_shape) if self.expected_input_shape else None
         verify = self.verify or verify
         gate = AccuracyConfig.merged(accuracy, self.accuracy) if verify == "accuracy" else None
+        keep = KEEP_FP32_DEFAULT if self.keep_fp32 is None else tuple(self.keep_fp32)
         return BackboneSpec(self.model_name, self.onnx_path, fixed, shapes, self.precision,
-                            self.dla_core, verify, gate)
+                            self.dla_core, verify, gate, keep)
 
 
 class EngineInitConfig(StrictModel):

@@ -34,6 +34,9 @@ __all__ = [
 
 #: JetPack token of hosts that are not Jetsons (x86 dGPU, CI): ``..._jpnone_...``.
 NO_JETPACK = "none"
+#: What ``keep_fp32`` keeps when the config says nothing: the layers of a LayerNorm that an
+#: export below opset 17 decomposed (TensorRT warns they may overflow in FP16).
+KEEP_FP32_DEFAULT: tuple[str, ...] = ("layernorm",)
 
 Shape = tuple[int, ...]
 
@@ -110,6 +113,10 @@ class BuildConfig:
     optimization_level: int = 3
     dla_core: int | None = None
     verify: str = "io"
+    #: TensorRT: layers kept in float32 under fp16/int8 (app.backends.tensorrt.constraints)
+    keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
+    #: the GPU it is built and checked on (the host's probed ``cuda_device``); not a setting
+    cuda_device: int = 0
     #: Called at each progress event of the build; its fields are added to the event (the
     #: build governor's ETA). Not a build setting.
     progress_fields: Callable[[], dict[str, Any]] | None = field(default=None, compare=False,
@@ -126,6 +133,8 @@ class BuildConfig:
             "workspace_mb": self.workspace_mb,
             "optimization_level": self.optimization_level,
             "dla_core": self.dla_core,
+            # Only when not the default: records made before the key existed stay valid.
+            **({"keep_fp32": list(self.keep_fp32)} if self.keep_fp32 != KEEP_FP32_DEFAULT else {}),
         }
 
 
@@ -159,6 +168,15 @@ class BackboneSpec:
     verify: str = "io"
     #: The accuracy gate's settings when ``verify`` is ``accuracy``.
     accuracy: AccuracySettings | None = None
+    #: TensorRT: layers kept in float32 under fp16/int8 (node names, op types, "layernorm").
+    keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
+
+    def shapes(self) -> dict[str | None, InputProfile]:
+        """The configured profiles, ``None`` keying the single-input shorthand."""
+        shapes: dict[str | None, InputProfile] = {k: v for k, v in self.input_shapes.items()}
+        if self.expected_input_shape is not None:
+            shapes[None] = InputProfile.fixed(tuple(self.expected_input_shape))
+        return shapes
 
 
 @dataclass(frozen=True)

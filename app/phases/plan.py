@@ -24,7 +24,6 @@ from app.values import (
     BuildConfig,
     EngineCacheEntry,
     EngineCompileRequest,
-    InputProfile,
 )
 
 __all__ = ["Plan", "Step", "make_plan"]
@@ -88,9 +87,7 @@ def make_plan(runtime: InferenceRuntime, spec: BackboneSpec, request: EngineComp
     """``spec``'s plan on this host; ``identity`` None records no hardware identity."""
     precision = spec.precision or request.precision
     name = runtime.artifact_name(spec.model_name, precision)
-    shapes: dict[str | None, InputProfile] = {k: v for k, v in spec.input_shapes.items()}
-    if spec.expected_input_shape is not None:
-        shapes[None] = InputProfile.fixed(tuple(spec.expected_input_shape))
+    shapes = spec.shapes()
     calibration = (request.calibration_path / spec.model_name
                    if request.calibration_path is not None else None)
     config = BuildConfig(
@@ -98,7 +95,8 @@ def make_plan(runtime: InferenceRuntime, spec: BackboneSpec, request: EngineComp
         engine_path=request.cache_root / name, input_shapes=shapes,
         workspace_mb=request.workspace_mb, calibration_dir=calibration,
         cache_root=request.cache_root, optimization_level=request.optimization_level,
-        dla_core=spec.dla_core, verify=spec.verify,
+        dla_core=spec.dla_core, verify=spec.verify, keep_fp32=spec.keep_fp32,
+        cuda_device=request.host.cuda_device,
     )
     settings: dict[str, Any] = dict(config.fingerprint_fields())
     if precision.value == "int8":

@@ -49,7 +49,8 @@ def run_gate(backend: str, artifact: Path, spec: BackboneSpec, config: BuildConf
     from app.verify.accuracy import check_accuracy, enforce
     from app.verify.runners import open_runner
 
-    runner = open_runner(backend, artifact, spec.model_name)
+    runner = open_runner(backend, artifact, spec.model_name, cuda_device=config.cuda_device,
+                         dla_core=config.dla_core)
     try:
         report = check_accuracy(spec.onnx_path, runner, model_name=spec.model_name,
                                 precision=config.precision, input_shapes=config.input_shapes,

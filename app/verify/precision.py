@@ -10,7 +10,14 @@ nodes; each is counted in the precision of its inputs:
 - ONNX Runtime (:func:`ort_precision_in_effect`): the artifact runs once with the profiler on,
   which names every node that ran and the element types of its inputs;
 - TensorRT (:func:`trt_precision_in_effect`): the engine inspector's JSON (the engine built
-  with detailed profiling verbosity) gives each layer's type and its inputs' formats.
+  with detailed profiling verbosity) gives each layer's type and its inputs' formats. What a
+  release can report differs for transformers, which TensorRT hands to its Myelin compiler:
+  8.x shows each such region as one opaque ``"LayerType": "Myelin"`` ForeignNode
+  (NVIDIA/TensorRT#2576), counted apart as not inspectable; 10.x shows its kernels as ``gemm``
+  and ``kgen`` layers with bare formats ("Half", "Int8"; TREx ``trex/colors.py:66,78-79``). Under
+  the INT8 flag Myelin picks the fastest kernels and often keeps GEMMs in FP16 ("it won't ensure
+  every layer run in int8", #3784): INT8 asked and Myelin GEMMs in fp16 is reduced precision
+  that took effect partially (a warning), not an ignored flag (exit 70).
 
 :func:`enforce` is what ``run`` applies after a build (README, "Accuracy gate").
 """
@@ -21,7 +28,7 @@ import json
 import logging
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +48,13 @@ _ORT_TYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "i
               "uint8": "int8", "double": "fp64"}
 #: Words of TensorRT's "Format/Datatype" ("Int8", "Half", "Float" without an execution
 #: context; "Row major linear FP32", "Channel major FP16 format where channel % 8 == 0"...).
-_TRT_TYPES = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("fp16", "fp16"),
-              ("half", "fp16"), ("fp32", "fp32"), ("float", "fp32"))
+#: "UInt8" before "Int8" and "BFloat16" before "Float" (TREx activations.py's format table).
+_TRT_TYPES = (("uint8", "uint8"), ("int8", "int8"), ("fp8", "fp8"), ("bfloat16", "bf16"),
+              ("bf16", "bf16"), ("fp16", "fp16"), ("half", "fp16"), ("fp32", "fp32"),
+              ("float", "fp32"))
+#: A Myelin region as TensorRT 8.x reports it (one opaque layer), and the GEMM kernels of one
+#: as 10.x reports them.
+_MYELIN, _MYELIN_GEMM = "myelin", "gemm"
 
 
 def _is_compute(op: str) -> bool:
@@ -61,15 +73,29 @@ class PrecisionInEffect:
     ran: dict[str, int] = field(default_factory=dict)
     #: TensorRT with ``dla_core``: how many layers run on the DLA (dla.check_placement)
     dla: dict[str, Any] | None = None
+    #: TensorRT 8.x: Myelin regions, whose layers the inspector does not show (not counted)
+    opaque: int = 0
+    #: TensorRT 10.x: Myelin GEMM kernels among the compute nodes, in fp16
+    myelin_fp16: int = 0
 
     @property
     def took_effect(self) -> bool:
-        return self.asked == "fp32" or self.in_precision > 0
+        if self.asked == "fp32" or self.in_precision > 0:
+            return True
+        # INT8 under implicit quantization: Myelin keeping every GEMM in FP16 (#3784) is
+        # reduced precision, not an ignored flag, when nothing else stayed in float32.
+        return self.asked == "int8" and self.myelin_fp16 > 0 and \
+            self.myelin_fp16 == self.ran.get("fp16", 0) == self.compute_nodes
 
     def describe(self) -> str:
+        hidden = (f" (+{self.opaque} Myelin region(s) this TensorRT cannot inspect)"
+                  if self.opaque else "")
         if self.asked == "fp32":
-            return f"{self.compute_nodes} compute nodes in float32"
-        return f"{self.in_precision} of {self.compute_nodes} compute nodes run in {self.asked}"
+            return f"{self.compute_nodes} compute nodes in float32{hidden}"
+        kept = (f"; Myelin kept {self.myelin_fp16} GEMM(s) in fp16" if self.myelin_fp16 and
+                self.asked == "int8" else "")
+        return (f"{self.in_precision} of {self.compute_nodes} compute nodes run in "
+                f"{self.asked}{kept}{hidden}")
 
     def what_ran(self) -> str:
         return ", ".join(f"{n} in {p}" for p, n in sorted(self.ran.items(), key=lambda i: -i[1]))
@@ -78,7 +104,9 @@ class PrecisionInEffect:
         return {"asked": self.asked, "compute_nodes": self.compute_nodes,
                 "in_precision": self.in_precision, "took_effect": self.took_effect,
                 "ran": dict(self.ran), "ops": dict(self.ops),
-                **({"dla": dict(self.dla)} if self.dla is not None else {})}
+                **({"dla": dict(self.dla)} if self.dla is not None else {}),
+                **({"not_inspectable": self.opaque} if self.opaque else {}),
+                **({"myelin_fp16": self.myelin_fp16} if self.myelin_fp16 else {})}
 
 
 def _effect(asked: str, ops: Counter[str], ran: Counter[str]) -> PrecisionInEffect:
@@ -133,15 +161,19 @@ def trt_precision_in_effect(info: str, precision: str) -> PrecisionInEffect | No
         return None
     ops: Counter[str] = Counter()
     ran: Counter[str] = Counter()
+    opaque = myelin_fp16 = 0
     for layer in layers:
         kind = str(layer.get("LayerType", ""))
         ops[kind] += 1
-        if any(word in kind.lower() for word in _TRT_COMPUTE):
+        if kind.lower() == _MYELIN:
+            opaque += 1
+        elif any(word in kind.lower() for word in _TRT_COMPUTE):
             inputs = layer.get("Inputs") or [{}]
             first = inputs[0] if isinstance(inputs[0], dict) else {}
             fmt = str(first.get("Format/Datatype", "")).lower()
-            ran[next((p for word, p in _TRT_TYPES if word in fmt), "other")] += 1
-    return _effect(precision, ops, ran)
+            ran[which := next((p for word, p in _TRT_TYPES if word in fmt), "other")] += 1
+            myelin_fp16 += kind.lower() == _MYELIN_GEMM and which == "fp16"
+    return replace(_effect(precision, ops, ran), opaque=opaque, myelin_fp16=myelin_fp16)
 
 
 def enforce(runtime: InferenceRuntime, model_path: Path, artifact: Path, config: BuildConfig,
@@ -157,16 +189,21 @@ def enforce(runtime: InferenceRuntime, model_path: Path, artifact: Path, config:
     name, asked = config.model_name, effect.asked
     fields = {"model_name": name, **effect.as_dict()}
     if effect.compute_nodes == 0:
+        what = (f"{effect.opaque} Myelin region(s) that this TensorRT cannot inspect"
+                if effect.opaque else "no compute node")
         events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
-                    f"{name}: no compute node to check {asked} on", **fields)
+                    f"{name}: {what} to check {asked} on", **fields)
     elif not effect.took_effect:
         message = f"{name}: {asked} was asked, but {effect.describe()} ({effect.what_ran()})"
         events.emit(logger, logging.ERROR, events.PRECISION_IGNORED, message, **fields)
         raise EngineBuildError(message, hint=f"set {name}'s precision to one that {runtime.name} "
                                f"runs it in ({', '.join(effect.ran)})")
-    elif effect.in_precision < effect.compute_nodes:
+    elif effect.in_precision < effect.compute_nodes or effect.opaque:
+        qdq = ("; INT8 GEMMs in a transformer need an export with Q/DQ nodes (explicit "
+               "quantization)" if effect.myelin_fp16 and asked == "int8" else "")
         events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
-                    f"{name}: {effect.describe()} ({effect.what_ran()})", **fields)
+                    f"{name}: {effect.describe()} ({effect.what_ran() or 'nothing counted'}){qdq}",
+                    **fields)
     else:
         events.emit(logger, logging.INFO, events.PRECISION_CHECKED, f"{name}: {effect.describe()}",
                     **fields)

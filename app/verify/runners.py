@@ -81,14 +81,16 @@ class OrtEngineRunner(_OrtSession):
         super().__init__(session)
 
 
-def open_runner(backend: str, artifact: Path, model_name: str = "") -> EngineRunner:
-    """The runner for an artifact of ``backend`` (a backend's ``name``)."""
+def open_runner(backend: str, artifact: Path, model_name: str = "", *, cuda_device: int = 0,
+                dla_core: int | None = None) -> EngineRunner:
+    """The runner for an artifact of ``backend`` (a backend's ``name``); a TensorRT engine runs
+    on GPU ``cuda_device`` and, built for a DLA, on core ``dla_core``."""
     if backend == "onnxruntime":
         return OrtEngineRunner(artifact, model_name)
     if backend == "tensorrt":
         from app.verify.trt_runner import TrtRunner
 
-        return TrtRunner(artifact, model_name)
+        return TrtRunner(artifact, model_name, cuda_device=cuda_device, dla_core=dla_core)
     raise EngineBuildError(f"{model_name}: the accuracy check cannot run {backend} engines",
                            hint="set verify: io for this model, or use the onnxruntime or "
                                 "tensorrt backend")

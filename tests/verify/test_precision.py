@@ -185,3 +185,60 @@ def test_tensorrt_stand_in_int8_checked_by_the_engine_inspector(tmp_path, corpus
     with pytest.raises(EngineBuildError, match=r"0 of 2 compute nodes run in int8 \(2 in fp16\)"):
         compiler.compile_engines_for_corpus(request)
     assert list(tmp_path.glob("aliked*")) == []
+
+
+# -- what each TensorRT release can report of a transformer (Myelin) ---------------------------
+def test_bfloat16_and_uint8_are_counted_as_what_they_are():
+    info = json.dumps({"Layers": [_layer("CaskConvolution", "Row major linear BFloat16 format"),
+                                  _layer("gemm", "UInt8"), _layer("gemm", "Int8")]})
+    effect = trt_precision_in_effect(info, "int8")
+    assert effect is not None and effect.ran == {"bf16": 1, "int8": 1, "uint8": 1}
+
+
+def test_a_myelin_foreign_node_of_8_6_is_counted_apart_as_not_inspectable():
+    info = json.dumps({"Layers": [
+        _layer("CaskConvolution", "Channel major FP16 format where channel % 8 == 0"),
+        {"Name": "{ForeignNode[/blocks.0/norm1/ReduceMean.../head/gem]}", "LayerType": "Myelin",
+         "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear FP32"}]}]})
+    effect = trt_precision_in_effect(info, "fp16")
+    assert effect is not None and (effect.compute_nodes, effect.opaque) == (1, 1)
+    assert effect.describe() == ("1 of 1 compute nodes run in fp16 (+1 Myelin region(s) this "
+                                 "TensorRT cannot inspect)")
+    assert effect.as_dict()["not_inspectable"] == 1
+
+
+def _dinov2_int8(tmp_path, version, events, gemm_format=None, tokens=False):
+    from tests.backends.tensorrt.networks import make_dinov2
+
+    logger, log = events
+    fake = FakeTensorRT(version)
+    fake.gemm_format = gemm_format
+    onnx = make_dinov2(tmp_path / "models" / "dinov2.onnx", tokens=tokens)
+    shape = (1, 4, 16) if tokens else (1, 3, 28, 28)
+    write_batches(tmp_path / "calibration" / "dinov2", shape)
+    (tmp_path / "cache").mkdir()
+    request = make_request((BackboneSpec("dinov2", onnx, shape, verify="io"),),
+                           tmp_path / "cache", host(version), PrecisionMode.INT8,
+                           calibration_path=tmp_path / "calibration")
+    return EngineCompiler(runtime_for(fake), logger).compile_engines_for_corpus(request), log
+
+
+def test_int8_transformer_whose_myelin_gemms_stay_fp16_on_10_3_is_a_warning_not_exit_70(
+        tmp_path, events):
+    """Under implicit INT8, Myelin keeps GEMMs in FP16 where faster (NVIDIA/TensorRT#3784): the
+    engine is good and published, with a warning naming Q/DQ for INT8 GEMMs."""
+    [result], log = _dinov2_int8(tmp_path, "10.3.0", events, gemm_format="Half", tokens=True)
+    effect = result.precision_in_effect
+    assert effect is not None and effect["took_effect"] and effect["myelin_fp16"] == 7
+    assert effect["ran"] == {"fp16": 7}
+    [warned] = log.kv("c10.engine.precision.partial")
+    assert warned["myelin_fp16"] == 7
+
+
+def test_int8_transformer_on_8_6_is_judged_by_what_the_inspector_shows(tmp_path, events):
+    """8.6 shows the transformer as one Myelin ForeignNode: the patch embedding alone is
+    counted, and the record says one region could not be inspected."""
+    [result], log = _dinov2_int8(tmp_path, "8.6.2", events)
+    effect = result.precision_in_effect
+    assert effect is not None and effect["compute_nodes"] == 1 and effect["not_inspectable"] == 1
+    assert log.kv("c10.engine.precision.partial")

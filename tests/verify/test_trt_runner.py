@@ -15,7 +15,7 @@ from app.values import InputProfile, PrecisionMode
 from app.verify.accuracy import AccuracySettings, check_accuracy
 from app.verify.trt_runner import TrtRunner
 from tests.verify import trt_standin
-from tests.verify.trt_standin import HostBuffers, StandinTensorRT
+from tests.verify.trt_standin import HostBuffers, ILogger, StandinTensorRT
 
 IDENTIFIERS = Path(__file__).parents[1] / "backends" / "tensorrt" / "identifiers"
 RELEASES = ("8.6.1", "10.3.0", "10.13.3")
@@ -99,3 +99,98 @@ def test_every_name_the_runner_uses_exists_in_the_real_bindings(corpus, release)
     assert unknown(names, release) == []
     assert unknown({"get_binding_shape", "execute_async_v2"}, "10.3.0") == [
         "execute_async_v2", "get_binding_shape"]  # the check can fail: TensorRT 8 names are gone
+
+
+# -- the mission networks' needs (issue: plugins, data-dependent outputs, device, DLA) ---------
+def test_data_dependent_outputs_come_back_in_their_real_shape(tmp_path):
+    """LightGlue's ``matches`` come from NonZero (-1 dims): an output allocator gets the buffer
+    and the notified shape; FP16 finding another count is a healthy engine, not a failed run."""
+    from tests.backends.tensorrt.networks import make_lightglue
+
+    onnx = make_lightglue(tmp_path / "lightglue.onnx")
+    rng = np.random.default_rng(3)
+    feeds = {"desc0": rng.random((1, 6, 16), dtype=np.float32),
+             "desc1": rng.random((1, 9, 16), dtype=np.float32)}
+    runner, _ = _runner(onnx)
+    exact = runner.run(feeds)
+    assert exact["scores"].shape == (1, 6, 9) and exact["matches"].shape[1] == 3
+    assert exact["matches"].dtype == np.int64
+    moved = np.array([[0, 1, 2]], np.int64)  # one match instead of many under FP16
+    trt = StandinTensorRT("8.6.1", "fp16", fp16_outputs={"matches": moved})
+    half = TrtRunner(onnx.read_bytes(), "lightglue", trt=trt, memory=HostBuffers()).run(feeds)
+    assert half["matches"].tolist() == [[0, 1, 2]]
+
+
+def test_the_runner_runs_on_cuda_device_and_its_dla_core(corpus):
+    """x86 with two GPUs and cuda_device 1: the engine is deserialized with device 1 current and
+    every buffer is allocated there (it used to switch the thread to device 0); a DLA engine is
+    deserialized with Runtime.DLA_core set."""
+    from tests.backends.tensorrt.fake_cuda import FakeCudart
+
+    gpu = FakeCudart(devices=2, integrated=False)
+    trt = StandinTensorRT("10.3.0", gpu=gpu)
+    memory = HostBuffers(trt)
+    runner = TrtRunner(corpus["dinov2_vpr"].read_bytes(), "dinov2_vpr", trt=trt, memory=memory,
+                       cudart=gpu, cuda_device=1, dla_core=1)
+    runner.run({"pixels": np.zeros((1, 3, 32, 32), np.float32)})
+    assert [c for c in trt._calls if c[0] == "deserialize"] == [("deserialize", 1, 1)]
+    assert memory.devices and set(memory.devices) == {1}
+    assert ("execute", 1) in trt._calls
+
+
+def test_an_engine_holding_a_plugin_deserializes_in_a_process_that_never_parsed(tmp_path):
+    """ALIKED's DeformConv is a plugin layer on 10.x: the runner's process registers the plugin
+    library (with the process logger) before deserializing."""
+    from tests.backends.tensorrt.networks import make_aliked
+
+    onnx = make_aliked(tmp_path / "aliked.onnx")
+    trt = StandinTensorRT("10.3.0")
+    runner = TrtRunner(onnx.read_bytes(), "aliked", trt=trt, memory=HostBuffers())
+    assert trt._calls[0] == ("init_libnvinfer_plugins", "")
+    out = runner.run({"image": np.zeros((1, 3, 16, 16), np.float32)})
+    assert out["descriptors"].shape == (1, 8, 16, 16)
+
+
+def test_host_located_tensors_get_host_memory(corpus):
+    """A shape tensor (TensorLocation.HOST) must not be given a device pointer."""
+    trt = StandinTensorRT("10.3.0", host_tensors=("descriptor",))
+    memory = HostBuffers(trt)
+    runner = TrtRunner(corpus["dinov2_vpr"].read_bytes(), "m", trt=trt, memory=memory)
+    out = runner.run({"pixels": np.ones((1, 3, 32, 32), np.float32)})
+    assert not [c for c in trt._calls if c[0] == "device_pointer_for_host_tensor"]
+    assert np.isfinite(out[runner.outputs[0]]).all()
+    assert len(memory.buffers) == 1  # the input's only: the HOST output is host memory
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_names_of_plugins_allocators_and_locations_exist_in_the_real_bindings(tmp_path, release):
+    from tests.backends.tensorrt.networks import make_lightglue
+    from tests.backends.tensorrt.release_names import allowed
+
+    onnx = make_lightglue(tmp_path / "lightglue.onnx")
+    trt_standin.NAMES.clear()
+    runner = TrtRunner(onnx.read_bytes(), "m", trt=StandinTensorRT(release), memory=HostBuffers(),
+                       dla_core=0)
+    runner.run({"desc0": np.ones((1, 3, 16), np.float32), "desc1": np.ones((1, 4, 16), np.float32)})
+    used = set(trt_standin.NAMES)
+    assert {"init_libnvinfer_plugins", "IOutputAllocator", "set_output_allocator",
+            "get_tensor_location", "TensorLocation", "is_shape_inference_io", "DLA_core"} <= used
+    assert unknown(used, release) == []
+    # the overrides TensorRT calls by name (pyCore.cpp's getOverride), defined by the runner
+    assert allowed("reallocate_output", release) and allowed("notify_shape", release)
+
+
+def test_a_failed_sample_quotes_tensorrt_and_close_twice_is_harmless(corpus):
+    """The runner's sink stays on the process logger until close: TensorRT's error for a failed
+    enqueue reaches the message."""
+    from app.backends.tensorrt.logsink import process_logger
+
+    trt = StandinTensorRT("10.3.0")
+    runner = TrtRunner(corpus["dinov2_vpr"].read_bytes(), "m", trt=trt, memory=HostBuffers())
+    runner.context.execute_async_v3 = lambda stream: (process_logger(trt).log(
+        ILogger.Severity.ERROR, "IExecutionContext::enqueueV3: illegal address"), False)[1]
+    with pytest.raises(EngineBuildError, match=r"failed to run a sample: .*illegal address"):
+        runner.run({"pixels": np.zeros((1, 3, 32, 32), np.float32)})
+    runner.close()
+    runner.close()
+    assert process_logger(trt).sinks == []

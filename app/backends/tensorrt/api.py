@@ -10,17 +10,17 @@ ONNX INT64         parsed as INT32 (no INT64)      INT64
 ONNX DOUBLE        parsed as FLOAT                 FLOAT
 =================  ==============================  =============================
 
-The contract test (tests/backends/tensorrt/test_contract.py) checks every name used here
-against the identifiers of the real bindings of each release.
+What each release's ONNX parser can import (DeformConv, TopK's K, the opset) is in
+:mod:`app.backends.tensorrt.opsupport`. The contract test (tests/backends/tensorrt/
+test_contract.py) checks every name used here against the identifiers of the real bindings of
+each release.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-from app.backends.tensorrt.callbacks import CallbackErrors
 from app.values import PrecisionMode
 
 __all__ = ["TrtApi", "parse_version"]
@@ -97,32 +97,3 @@ class TrtApi:
 
     def is_input(self, engine: Any, name: str) -> bool:
         return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
-
-    def make_logger(self, forward: Callable[[str, str], None], errors: CallbackErrors,
-                    verbose: bool = False) -> Any:
-        """An ILogger that keeps errors (for the error messages) and forwards errors and warnings
-        as ``forward(severity name, message)``; INFO and VERBOSE (thousands in a build) only when
-        ``verbose``. It never raises: TensorRT would print and drop the exception, so a failure
-        goes to ``errors``."""
-        trt = self.trt
-        severities = trt.ILogger.Severity
-        warning_level = int(severities.WARNING)
-        error_level = int(severities.ERROR)
-        names = {int(getattr(severities, n)): n
-                 for n in ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")}
-
-        class CollectingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-
-            def log(self, severity: Any, msg: str) -> None:
-                with errors.guard("the TensorRT logger"):
-                    level = int(severity)
-                    if level > warning_level and not verbose:
-                        return
-                    if level <= error_level:
-                        self.errors.append(str(msg))
-                    forward(names.get(level, str(level)), str(msg))
-
-        return CollectingLogger()

@@ -1,10 +1,11 @@
 """TensorRTRuntime: ONNX -> serialized TensorRT engine, verified, then published.
 
-``compile_engine`` selects the configured GPU in its (build) thread, refuses what a DLA cannot
-run, parses the model with ``OnnxParser``, configures precision, workspace, optimization level,
-the optimization and calibration profiles, INT8 calibration, the timing cache, DLA and the
-progress monitor, builds, re-raises what a callback raised, checks the engine against the ONNX
-model and publishes it through :class:`Sha256Sidecar`. The warm path never imports TensorRT:
+``compile_engine`` refuses in seconds what the release's ONNX parser cannot import
+(:mod:`~app.backends.tensorrt.opsupport`), selects the configured GPU in its (build) thread,
+refuses what a DLA cannot run, builds (:mod:`~app.backends.tensorrt.build`), checks the engine
+against the ONNX model and publishes it through :class:`Sha256Sidecar`. Every Builder, parser
+and Runtime gets the one process logger (:mod:`~app.backends.tensorrt.logsink`), which registers
+TensorRT's plugin library before the first of them exists. The warm path never imports TensorRT:
 names and versions come from the host probe, which reads the installed version without loading
 libnvinfer.
 """
@@ -18,26 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import events, faults
-from app.backends.calibration import CalibrationSet
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
-from app.backends.tensorrt.caches import (
-    TimingCache,
-    calibration_model_key,
-    timing_cache_path,
-    timing_cache_present,
-)
-from app.backends.tensorrt.calibrator import calibration_plan, make_calibrator
+from app.backends.tensorrt.build import build_serialized
+from app.backends.tensorrt.caches import timing_cache_path, timing_cache_present
 from app.backends.tensorrt.callbacks import CallbackErrors
-from app.backends.tensorrt.dla import check_dla_request, check_placement, require_core
+from app.backends.tensorrt.dla import check_dla_request
 from app.backends.tensorrt.loader import import_tensorrt
-from app.backends.tensorrt.profiles import add_profiles
-from app.backends.tensorrt.progress import make_progress_monitor
+from app.backends.tensorrt.logsink import logging_to
+from app.backends.tensorrt.opsupport import require_supported
 from app.backends.tensorrt.verify import check_engine, warm_up
-from app.cache.hashing import hash_file
 from app.cache.names import EngineFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
-from app.cancel import CANCEL, cancellable_sleep, cancelled_error
+from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
@@ -139,6 +133,10 @@ class TensorRTRuntime:
         cfg = build_config
         if cfg.engine_path is None:
             raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
+        # What this release cannot import is refused in seconds, not after a long build.
+        require_supported(Path(model_path), self.version(), cfg.model_name, self.logger,
+                          resolve_profiles(inspect_model(model_path, cfg.model_name),
+                                           cfg.input_shapes, cfg.model_name))
         api = self._api()
         # This runs in a fresh build thread, whose current device is 0 whatever was probed.
         select_device(self.host.cuda_device, self._runtime_api())
@@ -149,7 +147,8 @@ class TensorRTRuntime:
         buffers = _Buffers(self._memory)
         errors = CallbackErrors()
         try:
-            blob = self._build(api, Path(model_path), model, profiles, cfg, errors, buffers)
+            blob = build_serialized(self, api, Path(model_path), model, profiles, cfg, errors,
+                                    buffers)
             self._load_and_check(api, blob, model, profiles, cfg, errors, buffers)
         finally:
             buffers.close()  # also when the build raised: calibration buffers are freed
@@ -196,15 +195,15 @@ class TensorRTRuntime:
 
     def _deserialize(self, api: TrtApi, blob: Any, cfg: BuildConfig,
                      errors: CallbackErrors) -> Any:
-        runtime_logger = self._trt_logger(api, cfg.model_name, errors)
-        runtime = api.trt.Runtime(runtime_logger)
-        if cfg.dla_core is not None:
-            runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
-        engine = runtime.deserialize_cuda_engine(blob)
+        with self._sink(api, cfg.model_name, errors) as sink:
+            runtime = api.trt.Runtime(sink.logger)
+            if cfg.dla_core is not None:
+                runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
+            engine = runtime.deserialize_cuda_engine(blob)
         errors.raise_first(cfg.model_name)
         if engine is None:
             raise EngineBuildError(f"{cfg.model_name}: the engine does not deserialize: "
-                                   + ("; ".join(runtime_logger.errors[-5:]) or "no error logged"))
+                                   + ("; ".join(sink.errors[-5:]) or "no error logged"))
         return engine
 
     def _load_and_check(self, api: TrtApi, blob: Any, model: ModelInterface,
@@ -215,72 +214,20 @@ class TensorRTRuntime:
         if cfg.verify == "infer":
             warm_up(api, engine, profiles, buffers.get(), cfg.model_name)
 
-    def _trt_logger(self, api: TrtApi, model_name: str, errors: CallbackErrors) -> Any:
+    def _sink(self, api: TrtApi, model_name: str, errors: CallbackErrors) -> Any:
+        """The process's TensorRT logger sending to this model's events until the block ends:
+        warnings as WARNING events (TensorRT's layernorm-overflow warning among them), errors
+        kept for the error message, INFO and VERBOSE only under --debug."""
         def forward(severity: str, message: str) -> None:
+            if severity == "WARNING":
+                events.emit(self.logger, logging.WARNING, events.TENSORRT_WARNING,
+                            f"{model_name}: TensorRT warning: {message}", model_name=model_name)
+                return
             events.emit(self.logger, logging.DEBUG, events.TENSORRT_LOG,
                         f"{model_name}: TensorRT {severity}: {message}", model_name=model_name,
                         severity=severity)
 
-        # INFO and VERBOSE only under --debug: a build logs thousands of them.
-        return api.make_logger(forward, errors, verbose=self.logger.isEnabledFor(logging.DEBUG))
-
-    def _build(self, api: TrtApi, model_path: Path, model: ModelInterface,
-               profiles: dict[str, InputProfile], cfg: BuildConfig,
-               errors: CallbackErrors, buffers: _Buffers) -> Any:
-        trt = api.trt
-        logger = self._trt_logger(api, cfg.model_name, errors)
-        builder = trt.Builder(logger)
-        network = api.create_network(builder)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(model_path)):
-            found = [parser.get_error(i) for i in range(parser.num_errors)]
-            detail = "; ".join(f"[{e.code()}] node {e.node()}: {e.desc()}" for e in found)
-            raise EngineBuildError(f"{cfg.model_name}: TensorRT's ONNX parser rejected "
-                                   f"{model_path.name}: {detail or 'no detail'}",
-                                   hint="check the opset and ops against TensorRT's ONNX support")
-        config = builder.create_builder_config()
-        api.configure(config, cfg.precision, cfg.workspace_mb << 20, cfg.optimization_level)
-        int8 = cfg.precision is PrecisionMode.INT8
-        add_profiles(builder, network, config, profiles, cfg.model_name, calibrate=int8)
-        root = cfg.cache_root or cfg.engine_path.parent  # type: ignore[union-attr]
-        if int8:
-            config.int8_calibrator = self._calibrator(api, model_path, model, profiles, cfg, root,
-                                                      network, errors, buffers)
-        if cfg.dla_core is not None:
-            require_core(builder, cfg.model_name, cfg.dla_core)
-            api.use_dla(config, cfg.dla_core)
-        self._placed[cfg.model_name] = None if cfg.dla_core is None else check_placement(
-            trt, network, config, cfg.model_name, cfg.dla_core, self.logger)
-        timing = TimingCache(root, api.full_version, self.host.sm, self.host.device_name,
-                             self._warner(cfg.model_name))
-        timing.attach(config)
-        if api.has_progress_monitor:
-            config.progress_monitor = make_progress_monitor(trt, self.logger, cfg.model_name, errors,
-                                                            cfg.progress_fields)
-        blob = builder.build_serialized_network(network, config)
-        errors.raise_first(cfg.model_name)
-        if blob is None:
-            if CANCEL.is_set():
-                raise cancelled_error()
-            raise EngineBuildError(f"{cfg.model_name}: TensorRT could not build the engine: "
-                                   + ("; ".join(logger.errors[-5:]) or "no error logged"),
-                                   hint="run with --debug for TensorRT's log; try a larger workspace_mb")
-        timing.save(config)
-        return blob
-
-    def _calibrator(self, api: TrtApi, model_path: Path, model: ModelInterface,
-                    profiles: dict[str, InputProfile], cfg: BuildConfig, root: Path, network: Any,
-                    errors: CallbackErrors, buffers: _Buffers) -> Any:
-        # Every batch is checked before the build (TensorRT would read a bad one as the end of
-        # the data), and must have the opt shape that TensorRT calibrates at.
-        calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name,
-                               opt_only=True).validate()
-        model_key = calibration_model_key(hash_file(model_path), profiles)
-        write_to, read_from = calibration_plan(calib, root, api.full_version, model_key)
-        inputs = [network.get_input(i) for i in range(network.num_inputs)]
-        dtypes = {t.name: api.dtype_name(t.dtype) for t in inputs}
-        return make_calibrator(api.trt, calib, write_to, read_from, buffers.get(), errors, dtypes,
-                               self._warner(cfg.model_name))
+        return logging_to(api.trt, forward, errors, verbose=self.logger.isEnabledFor(logging.DEBUG))
 
     def _warner(self, model_name: str) -> Callable[[str, str], None]:
         """A cache's warnings (not saved, reset) as events of ``model_name``."""

@@ -6,9 +6,8 @@ profiles, and optionally run one warm-up inference on zeros at the ``opt`` shape
 (``verify: infer``).
 
 An output whose size depends on the data (NonZero, NMS...) has -1 dimensions even once the
-input shapes are set; its buffer is sized by ``get_max_output_size`` (TensorRT's upper bound
-for the current input shapes, 8.5+), and its values are not checked: their count is known only
-to an output allocator.
+input shapes are set; the warm-up gives it an output allocator, as the accuracy runner does
+(:mod:`app.backends.tensorrt.outputs`).
 """
 
 from __future__ import annotations
@@ -56,39 +55,59 @@ def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
 
 def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory: Any,
             model_name: str) -> None:
-    """One inference on zeros at the opt shapes; every output must be finite."""
+    """One inference on zeros at the opt shapes; every output must be finite. An output whose
+    size depends on the data gets an output allocator (app.backends.tensorrt.outputs), and its
+    notified shape is read back; a host-located tensor gets host memory."""
     import numpy as np
+
+    from app.backends.tensorrt.callbacks import CallbackErrors
+    from app.backends.tensorrt.outputs import make_output_allocator, on_host
 
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    guard = CallbackErrors()
+    allocator = make_output_allocator(api.trt, memory, guard)
+    held: list[Any] = []  # host arrays TensorRT reads or writes: alive until it is done
     outputs: dict[str, Any] = {}
-    for name in names:
-        dtype = np.dtype(api.dtype_name(engine.get_tensor_dtype(name)))
-        if api.is_input(engine, name):
-            array = np.zeros(profiles[name].opt, dtype=dtype)
-            context.set_input_shape(name, profiles[name].opt)
-            ptr = memory.alloc(array.nbytes)
-            memory.upload(ptr, array)
-            context.set_tensor_address(name, ptr)
-    for name in names:
-        if api.is_input(engine, name):
-            continue
+    for name in (n for n in names if api.is_input(engine, n)):
+        array = np.zeros(profiles[name].opt, dtype=np.dtype(api.dtype_name(engine.get_tensor_dtype(name))))
+        context.set_input_shape(name, profiles[name].opt)
+        held.append(array)
+        context.set_tensor_address(name, _address(api, engine, name, array, memory, True, on_host))
+    for name in (n for n in names if not api.is_input(engine, n)):
         shape = tuple(context.get_tensor_shape(name))
         if -1 in shape:
-            bound = int(context.get_max_output_size(name))
-            if bound < 0:
-                raise EngineBuildError(f"{model_name}: TensorRT gives no size bound for output "
-                                       f"{name!r} of shape {list(shape)}")
-            context.set_tensor_address(name, memory.alloc(bound))
+            context.set_output_allocator(name, allocator)
             continue
         array = np.empty(shape, dtype=np.dtype(api.dtype_name(engine.get_tensor_dtype(name))))
-        ptr = memory.alloc(array.nbytes)
+        held.append(array)
+        ptr = _address(api, engine, name, array, memory, False, on_host)
         context.set_tensor_address(name, ptr)
-        outputs[name] = (array, ptr)
-    if not context.execute_async_v3(memory.stream()):
+        outputs[name] = (array, None if on_host(api.trt, engine, name, False) else ptr)
+    launched = context.execute_async_v3(memory.stream())
+    guard.raise_first(model_name)
+    if not launched:
         raise EngineBuildError(f"{model_name}: the warm-up inference failed to launch")
     memory.synchronize()
+    guard.raise_first(model_name)
     for name, (array, ptr) in outputs.items():
-        memory.download(array, ptr)
+        if ptr is not None:
+            memory.download(array, ptr)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise EngineBuildError(f"{model_name}: the warm-up inference gave non-finite {name!r}")
+    unreported = [n for n in names if not api.is_input(engine, n) and n not in outputs
+                  and n not in allocator.shapes]
+    if unreported:
+        raise EngineBuildError(f"{model_name}: TensorRT did not report the shape of "
+                               f"data-dependent outputs {unreported}")
+
+
+def _address(api: TrtApi, engine: Any, name: str, array: Any, memory: Any, is_input: bool,
+             on_host: Any) -> int:
+    """A host pointer for a host-located tensor, else a device buffer (with the array in it)."""
+    if on_host(api.trt, engine, name, is_input):
+        return int(array.ctypes.data)
+    ptr = int(memory.alloc(array.nbytes))
+    if is_input:
+        memory.upload(ptr, array)
+    return ptr

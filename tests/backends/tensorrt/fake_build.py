@@ -16,6 +16,9 @@ _TIMING_MAGIC = b"TC1|"
 #: ONNX node -> the layer type TensorRT's inspector reports for it (others: PointWiseV2).
 _LAYER_TYPES = {"Conv": "CaskConvolution", "MatMul": "CaskGemmMatrixMultiply",
                 "Gemm": "CaskGemmMatrixMultiply"}
+#: ONNX nodes that TensorRT hands to its Myelin compiler in a transformer
+_MYELIN = {"MatMul", "Gemm", "Softmax", "LayerNormalization", "ReduceMean", "Pow", "Sqrt", "Div",
+           "Erf", "Add", "Sub", "Mul", "Transpose", "Reshape"}
 #: Formats as the inspector words them (with an execution context it gives the long forms).
 _FORMATS = {"INT8": "Four wide channel vectorized row major Int8 format",
             "FP16": "Channel major FP16 format where channel % 8 == 0",
@@ -35,9 +38,35 @@ class ITensor(Strict):
 
 
 class ILayer(Strict):
-    def __init__(self, fake: FakeTensorRT, op: str) -> None:
+    """A layer named after its ONNX node, as the parser names them; ``precision`` and the
+    output types are what precision constraints set."""
+
+    _settable = frozenset({"precision"})
+
+    def __init__(self, fake: FakeTensorRT, name: str, op: str) -> None:
         super().__init__(fake)
         object.__setattr__(self, "_op", op)  # the ONNX node's
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "precision", get(fake.module, "DataType").FLOAT)
+        object.__setattr__(self, "_precision_set", False)
+        object.__setattr__(self, "_output_types", {})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "precision":
+            object.__setattr__(self, "_precision_set", True)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    def set_output_type(self, index: int, dtype: Any) -> None:
+        get(self, "_output_types")[index] = dtype.name
+
+    def _fp32(self) -> bool:
+        """Constrained to FP32: its precision set to FLOAT and its output too."""
+        return bool(get(self, "_precision_set") and get(self, "precision").name == "FLOAT"
+                    and get(self, "_output_types").get(0) == "FLOAT")
 
 
 class INetworkDefinition(Strict):
@@ -47,6 +76,8 @@ class INetworkDefinition(Strict):
         object.__setattr__(self, "_inputs", [])
         object.__setattr__(self, "_outputs", [])
         object.__setattr__(self, "_nodes", [])
+        object.__setattr__(self, "_layers", [])
+        object.__setattr__(self, "_topk", [])
 
     @property
     def num_inputs(self) -> int:
@@ -60,7 +91,7 @@ class INetworkDefinition(Strict):
         return len(get(self, "_nodes"))
 
     def get_layer(self, index: int) -> ILayer:
-        return ILayer(get(self, "_fake"), get(self, "_nodes")[index][1])
+        return get(self, "_layers")[index]  # type: ignore[no-any-return]
 
 
 class ParserError(Strict):
@@ -114,10 +145,41 @@ class OnnxParser(Strict):
         object.__setattr__(network, "_inputs", inputs)
         object.__setattr__(network, "_outputs", outputs)
         import onnx
+        from onnx import numpy_helper
 
-        nodes = onnx.load(path, load_external_data=False).graph.node
-        object.__setattr__(network, "_nodes", [(n.name or f"node{i}", n.op_type)
-                                               for i, n in enumerate(nodes)])
+        graph = onnx.load(path, load_external_data=False).graph
+        if not self._plugins(graph.node):
+            return False
+        named = [(n.name or f"node{i}", n.op_type) for i, n in enumerate(graph.node)]
+        object.__setattr__(network, "_nodes", named)
+        object.__setattr__(network, "_layers", [ILayer(fake, *node) for node in named])
+        ks = {t.name: int(numpy_helper.to_array(t).reshape(-1)[0]) for t in graph.initializer
+              if t.dims in ([1], [])}
+        object.__setattr__(network, "_topk", [ks[n.input[1]] for n in graph.node
+                                              if n.op_type == "TopK" and n.input[1] in ks])
+        return True
+
+    def _plugins(self, nodes: Any) -> bool:
+        """``DeformConv``: no importer on 8.x, so the parser's plugin fallback looks for a
+        plugin named DeformConv and finds none (onnx-tensorrt 8.6-GA ModelImporter.cpp:167,
+        builtin_op_importers.cpp:5405); from 10.1 the ModulatedDeformConv2d plugin, which
+        the registry holds only after init_libnvinfer_plugins (10.1-GA
+        importerUtils.cpp:1101-1129)."""
+        fake = get(self, "_fake")
+        for index, node in enumerate(nodes):
+            if node.op_type != "DeformConv":
+                continue
+            if fake.version < (10, 1):
+                fake.log(get(self, "_logger"), "INFO", "No importer registered for op: "
+                         "DeformConv. Attempting to import as plugin.")
+                desc = ("Assertion failed: creator && \"Plugin not found, are the plugin name, "
+                        "version, and namespace correct?\"")
+            elif "ModulatedDeformConv2d" not in fake.plugin_registry:
+                desc = "ModulatedDeformConv2d plugin was not found in the plugin registry!"
+            else:
+                continue
+            object.__setattr__(self, "_errors", [ParserError(fake, 8, index, desc)])
+            return False
         return True
 
     @property
@@ -234,7 +296,7 @@ def _volume(shape: tuple[int, ...]) -> int:
 class Builder(Strict):
     def __init__(self, fake: FakeTensorRT, logger: Any) -> None:
         super().__init__(fake)
-        object.__setattr__(self, "_logger", logger)
+        object.__setattr__(self, "_logger", fake.logger_for(self, logger))
         object.__setattr__(self, "_device", fake.gpu.current())
         fake.calls.append(("builder", fake.gpu.current()))
 
@@ -277,6 +339,8 @@ class Builder(Strict):
         if fake.fail_build:
             fake.log(logger, "ERROR", "out of memory while building")
             return None
+        if not self._checks(network, flags):
+            return None
         dla = self._dla_core(config)
         if dla is None:
             return None
@@ -291,20 +355,63 @@ class Builder(Strict):
             "flags": sorted(flags), "dla": dla, "device": get(self, "_device"),
             "verbosity": get(config, "profiling_verbosity").name,
             "layers": self._layers(network, flags),
+            "plugins": ["ModulatedDeformConv2d"] if any(
+                op == "DeformConv" for _, op in get(network, "_nodes")) else [],
         }).encode()
+
+    def _checks(self, network: INetworkDefinition, flags: set[str]) -> bool:
+        """TopK's K limit (TensorRT v8.6.1 include/NvInfer.h:3546 "up to 3840"; onnx-tensorrt
+        10.1-GA docs/operators.md:207 "less than 3840"), and TensorRT's layernorm warning for a
+        decomposed LayerNorm left in FP16 (NVIDIA/TensorRT#2781)."""
+        fake, logger = get(self, "_fake"), get(self, "_logger")
+        limit = 3839 if fake.version >= (10, 0) else 3840
+        if any(k > limit for k in get(network, "_topk")):
+            fake.log(logger, "ERROR", "ITopKLayer: K exceeds the maximum value allowed (3840)")
+            return False
+        layers = get(network, "_layers")
+        ops = [get(layer, "_op") for layer in layers]
+        chain = ["ReduceMean", "Sub", "Pow", "ReduceMean", "Add", "Sqrt", "Div"]
+        starts = [i for i in range(len(ops)) if ops[i:i + len(chain)] == chain]
+        constrained = bool(flags & {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"})
+        if "FP16" in flags and any(not (constrained and all(
+                layer._fp32() for layer in layers[i:i + len(chain)])) for i in starts):
+            fake.log(logger, "WARNING", "Running layernorm after self-attention in FP16 may cause "
+                     "overflow. Exporting the model to the latest available ONNX opset (later "
+                     "than opset 17) to use the INormalizationLayer, or forcing layernorm layers "
+                     "to run in FP32 precision can help with preserving accuracy.")
+        return True
 
     def _layers(self, network: INetworkDefinition, flags: set[str]) -> list[dict[str, Any]]:
         """What the inspector shows of each layer: compute layers in the narrowest precision
-        the flags allow (or ``layer_format``), the others in FP16 when allowed."""
+        the flags allow (or ``layer_format``), the others in FP16 when allowed. A network with
+        attention (Softmax) goes to Myelin: on 8.x one opaque ``Myelin`` ForeignNode layer for
+        its MatMul/Softmax/normalization nodes (NVIDIA/TensorRT#2576); on 10.x ``gemm`` and
+        ``kgen`` kernels with bare formats ("Half", "Float", "Int8"; TREx trex/colors.py:66,78-79,
+        activations.py:75-92), GEMMs in ``gemm_format`` when given."""
         fake = get(self, "_fake")
         narrow = "INT8" if "INT8" in flags else "FP16" if "FP16" in flags else "FP32"
         wide = "FP16" if "FP16" in flags else "FP32"
-        layers = []
-        for name, op in get(network, "_nodes"):
-            kind = _LAYER_TYPES.get(op, "PointWiseV2")
-            fmt = (fake.layer_format or _FORMATS[narrow]) if op in _LAYER_TYPES else _FORMATS[wide]
+        nodes = get(network, "_nodes")
+        myelin = any(op == "Softmax" for _, op in nodes)
+        bare = {"INT8": "Int8", "FP16": "Half", "FP32": "Float"}
+        layers: list[dict[str, Any]] = []
+        fused: list[str] = []
+        for name, op in nodes:
+            if myelin and op in _MYELIN and fake.version < (10, 0):
+                fused.append(name)
+                continue
+            if myelin and op in _MYELIN:
+                kind = "gemm" if op in _LAYER_TYPES else "kgen"
+                fmt = (fake.gemm_format or bare[narrow]) if op in _LAYER_TYPES else bare[wide]
+            else:
+                kind = _LAYER_TYPES.get(op, "PointWiseV2")
+                fmt = (fake.layer_format or _FORMATS[narrow]) if op in _LAYER_TYPES else _FORMATS[wide]
             layers.append({"Name": name, "LayerType": kind,
                            "Inputs": [{"Name": f"{name}:0", "Format/Datatype": fmt}]})
+        if fused:
+            layers.append({"Name": "{ForeignNode[" + fused[0] + "..." + fused[-1] + "]}",
+                           "LayerType": "Myelin", "Inputs": [{"Name": f"{fused[0]}:0",
+                                                               "Format/Datatype": _FORMATS[wide]}]})
         return layers
 
     def _monitor(self, monitor: Any) -> bool:

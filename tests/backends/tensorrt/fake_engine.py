@@ -5,6 +5,7 @@ memory as a real GPU would."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 from typing import Any
 
@@ -16,7 +17,7 @@ class Runtime(Strict):
 
     def __init__(self, fake: FakeTensorRT, logger: Any) -> None:
         super().__init__(fake)
-        object.__setattr__(self, "_logger", logger)
+        object.__setattr__(self, "_logger", fake.logger_for(self, logger))
         object.__setattr__(self, "DLA_core", -1)
 
     def deserialize_cuda_engine(self, blob: Any) -> ICudaEngine | None:
@@ -27,7 +28,14 @@ class Runtime(Strict):
                      "Error Code 1: Serialization (Serialization assertion magicTagRead == kMAGIC_TAG "
                      "failed.Magic tag does not match)")
             return None
-        return ICudaEngine(fake, json.loads(bytes(memoryview(blob))))
+        doc = json.loads(bytes(memoryview(blob)))
+        missing = [p for p in doc.get("plugins", []) if p not in fake.plugin_registry]
+        if missing:  # a plugin layer needs its creator registered in this process
+            fake.log(get(self, "_logger"), "ERROR", f"getPluginCreator could not find plugin: "
+                     f"{missing[0]} version: 1")
+            fake.log(get(self, "_logger"), "ERROR", f"Cannot deserialize plugin {missing[0]}")
+            return None
+        return ICudaEngine(fake, doc)
 
 
 class ICudaEngine(Strict):
@@ -53,6 +61,13 @@ class ICudaEngine(Strict):
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else -1 for d in get(self, "_tensors")[name][1])
+
+    def get_tensor_location(self, name: str) -> Any:
+        locations = get(get(self, "_fake").module, "TensorLocation")
+        return locations.HOST if name in get(self, "_fake").host_tensors else locations.DEVICE
+
+    def is_shape_inference_io(self, name: str) -> bool:
+        return name in get(self, "_fake").host_tensors
 
     def get_tensor_profile_shape(self, name: str, index: int) -> list[tuple[int, ...]]:
         return [tuple(s) for s in get(self, "_doc")["profiles"][name]]
@@ -94,6 +109,7 @@ class IExecutionContext(Strict):
         object.__setattr__(self, "_engine", engine)
         object.__setattr__(self, "_shapes", {})
         object.__setattr__(self, "_addresses", {})
+        object.__setattr__(self, "_allocators", {})
 
     def _resolved(self, name: str, data_dependent: int) -> tuple[int, ...]:
         shapes, dims = get(self, "_shapes"), get(get(self, "_engine"), "_tensors")[name][1]
@@ -129,6 +145,10 @@ class IExecutionContext(Strict):
         get(self, "_addresses")[name] = int(ptr)
         return True
 
+    def set_output_allocator(self, name: str, allocator: Any) -> bool:
+        get(self, "_allocators")[name] = allocator
+        return True
+
     def execute_async_v3(self, stream: int) -> bool:
         fake, engine = get(self, "_fake"), get(self, "_engine")
         fake.calls.append(("execute_async_v3", stream))
@@ -136,7 +156,20 @@ class IExecutionContext(Strict):
         for name, (_, _, dtype) in get(engine, "_tensors").items():
             ptr = get(self, "_addresses").get(name)
             shape = self._resolved(name, self._bound() // 2)  # data-dependent: some of the bound
-            if ptr is None or -1 in shape:
+            allocator = get(self, "_allocators").get(name)
+            if ptr is None and allocator is not None and -1 not in shape:
+                # "each output must have a non-null address or an IOutputAllocator"
+                ptr = fake.callback(allocator, "IOutputAllocator", "reallocate_output", 0, name, 0,
+                                    _volume(shape) * ITEM[dtype][0], 256)
+                fake.callback(allocator, "IOutputAllocator", "notify_shape", None, name, shape)
+            if name in fake.host_tensors and fake.gpu.size_of(ptr or 0):
+                fake.calls.append(("device_pointer_for_host_tensor", name))
+                return False
+            if name in fake.host_tensors:
+                if name not in get(engine, "_inputs") and ptr and -1 not in shape:
+                    ctypes.memset(ptr, 0, _volume(shape) * ITEM[dtype][0])  # it writes host memory
+                continue
+            if not ptr or -1 in shape:
                 fake.calls.append(("enqueue_error", name))
                 return False
             need, have = _volume(shape) * ITEM[dtype][0], fake.gpu.size_of(ptr)

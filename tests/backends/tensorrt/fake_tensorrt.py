@@ -20,6 +20,7 @@ an FP32 or dynamic network silently runs on the GPU. The engine is a JSON docume
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from functools import cache
 from typing import Any, ClassVar
@@ -29,7 +30,9 @@ from tests.backends.tensorrt.release_names import RELEASES, allowed
 
 SEVERITY = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
 ENUMS = {
-    "BuilderFlag": ("FP16", "INT8", "DEBUG", "GPU_FALLBACK", "TF32"),
+    "BuilderFlag": ("FP16", "INT8", "DEBUG", "GPU_FALLBACK", "TF32", "OBEY_PRECISION_CONSTRAINTS",
+                    "PREFER_PRECISION_CONSTRAINTS"),
+    "TensorLocation": ("DEVICE", "HOST"),
     "MemoryPoolType": ("WORKSPACE", "DLA_MANAGED_SRAM"),
     "NetworkDefinitionCreationFlag": ("EXPLICIT_BATCH",),
     "DeviceType": ("GPU", "DLA"),
@@ -139,6 +142,16 @@ class FakeTensorRT:
         self.device_props = "sm87-16sm-30.6GiB"
         self.layer_format: str | None = None
         self.not_on_dla: set[str] = set()
+        #: plugin creators registered in this process: only init_libnvinfer_plugins fills it
+        self.plugin_registry: set[str] = set()
+        #: output names whose location is HOST (shape tensors): they need host pointers
+        self.host_tensors: set[str] = set()
+        #: the "Format/Datatype" of GEMMs inside a Myelin region (10.x): "Half" under INT8
+        #: is TensorRT keeping transformer GEMMs in FP16 (NVIDIA/TensorRT#3784)
+        self.gemm_format: str | None = None
+        #: the process's one logger: the first given to a Builder or Runtime while none is alive
+        self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.process_logger: Any = None
         self.module = self._namespace()
 
     def __enter__(self) -> FakeTensorRT:
@@ -166,6 +179,24 @@ class FakeTensorRT:
             self.calls.append(("swallowed", name, type(exc).__name__))
             return failed
 
+    def logger_for(self, owner: Any, logger: Any) -> Any:
+        """TensorRT keeps one logger pointer: a different one given while a Builder or Runtime
+        is alive is ignored (NVIDIA/TensorRT#1475); the first one keeps getting the messages."""
+        if not len(self.live) or self.process_logger is None:
+            self.process_logger = logger
+        elif logger is not self.process_logger:
+            self.calls.append(("logger_ignored",))
+        self.live.add(owner)
+        return self.process_logger
+
+    def init_libnvinfer_plugins(self, logger: Any, namespace: str) -> bool:
+        """Registers the plugin library's creators (TensorRT v10.3.0 plugin/api/inferPlugin.cpp;
+        ModulatedDeformConv2d at :205)."""
+        self.touch("tensorrt", "init_libnvinfer_plugins")
+        self.calls.append(("init_libnvinfer_plugins", namespace))
+        self.plugin_registry.add("ModulatedDeformConv2d")
+        return True
+
     def log(self, logger: Any, severity: str, message: str) -> None:
         self.callback(logger, "ILogger", "log", None, Member(severity, SEVERITY.index(severity)), message)
 
@@ -182,6 +213,8 @@ class FakeTensorRT:
             "ILogger": interface(self, "ILogger", Severity=Enum(self, "Severity", SEVERITY)),
             "IInt8EntropyCalibrator2": interface(self, "IInt8EntropyCalibrator2"),
             "IProgressMonitor": interface(self, "IProgressMonitor"),
+            "IOutputAllocator": interface(self, "IOutputAllocator"),
+            "init_libnvinfer_plugins": self.init_libnvinfer_plugins,
             "Builder": lambda logger: fake_build.Builder(self, logger),
             "OnnxParser": lambda network, logger: fake_build.OnnxParser(self, network, logger),
             "Runtime": lambda logger: fake_engine.Runtime(self, logger),
@@ -199,7 +232,8 @@ def check_standin_names() -> None:
     from tests.backends.tensorrt import fake_build, fake_engine
 
     names = {"ILogger", "Severity", "IInt8EntropyCalibrator2", "IProgressMonitor", "Builder",
-             "OnnxParser", "Runtime", *ENUMS, *SEVERITY}
+             "OnnxParser", "Runtime", "IOutputAllocator", "init_libnvinfer_plugins",
+             "reallocate_output", "notify_shape", *ENUMS, *SEVERITY}
     names.update(m for members in ENUMS.values() for m in members)
     for module in (fake_build, fake_engine):
         for cls in vars(module).values():

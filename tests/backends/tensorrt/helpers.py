@@ -215,11 +215,12 @@ backbones:
     return job
 
 
-def start_job(job: Path, site: Path, **env: str) -> subprocess.Popen[str]:
-    """``engine-init run`` in a fresh process with the stand-in site first on its path;
-    ``L4T_VERSION`` only as given (None-like "" removes it)."""
+def start_job(job: Path, site: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """``engine-init run`` (or the command ``args``) in a fresh process with the stand-in site
+    first on its path; ``L4T_VERSION`` only as given (None-like "" removes it)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_") and k != "L4T_VERSION"}
     full.update(PYTHONPATH=f"{site}:{REPO}", **env)
-    return subprocess.Popen([sys.executable, "-m", "app", "--config", str(job), "run"], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "app", "--config", str(job), *(args or ("run",))],
+                            cwd=REPO,
                             env={k: v for k, v in full.items() if v}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

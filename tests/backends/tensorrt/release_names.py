@@ -18,6 +18,10 @@ IDENTIFIERS = Path(__file__).parent / "identifiers"
 RELEASES = {"8.5": "8.6.1", "8.6": "8.6.1", "10.3": "10.3.0", "10.13": "10.13.3"}
 #: names the list's release has but the emulated release lacks
 _ABSENT = {"8.5": frozenset({"builder_optimization_level"})}
+#: names the release has whose string the linker cut in the ``.so`` ("dreallocate_outpu" in
+#: 10.13.3's), read in the release's sources instead: the override TensorRT looks up by name
+#: (TensorRT v10.13.3 python/src/infer/pyCore.cpp:610)
+_READ_IN_SOURCES = {"10.13.3": frozenset({"reallocate_output"})}
 
 
 @cache
@@ -43,9 +47,12 @@ def list_for(version: str) -> str:
 def allowed(name: str, version: str) -> bool:
     """Whether the real bindings of ``version`` define ``name``."""
     major_minor = ".".join(version.split(".")[:2])
+    if name in _READ_IN_SOURCES.get(list_for(version), ()):
+        return True
     return name not in _ABSENT.get(major_minor, ()) and _known(name, list_for(version))
 
 
 def unknown_names(names: set[str], release: str) -> list[str]:
     """The names of ``names`` that the identifier list ``release`` ("10.3.0") lacks."""
-    return sorted(n for n in names if not _known(n, release))
+    return sorted(n for n in names if not _known(n, release)
+                  and n not in _READ_IN_SOURCES.get(release, ()))

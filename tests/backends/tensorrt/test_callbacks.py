@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from app import EngineBuildError, ModelDataError, PrecisionMode
-from app.backends.tensorrt.api import TrtApi
 from app.errors import CacheWriteError
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 from tests.backends.tensorrt.helpers import ALIKED, VERSIONS, calibration_cache_file, config, runtime_for
@@ -116,8 +115,10 @@ def test_the_logger_never_raises_into_tensorrt(fake):
     def broken(severity: str, message: str) -> None:
         raise OSError("stderr is closed")
 
-    logger = TrtApi(fake.module).make_logger(broken, errors)
-    fake.log(logger, "WARNING", "a warning")
+    from app.backends.tensorrt.logsink import logging_to
+
+    with logging_to(fake.module, broken, errors) as sink:
+        fake.log(sink.logger, "WARNING", "a warning")
     assert not _swallowed(fake)
     with pytest.raises(EngineBuildError, match=r"TensorRT logger.*stderr is closed"):
         errors.raise_first("aliked")

@@ -92,9 +92,11 @@ def test_every_name_exists_in_the_real_bindings(shape, tmp_path, corpus):
             "deserialize_cuda_engine", "IInt8EntropyCalibrator2", "get_batch", "write_calibration_cache",
             "read_calibration_cache", "create_timing_cache", "set_timing_cache", "get_timing_cache",
             "DLA_core", "set_shape", "execute_async_v3", "get_error", "set_calibration_profile",
-            "clear_flag", "TF32", "get_max_output_size", "log", "profiling_verbosity",
+            "clear_flag", "TF32", "set_output_allocator", "log", "profiling_verbosity",
             "DETAILED", "create_engine_inspector", "get_engine_information", "JSON",
-            "num_layers", "get_layer", "get_device_type", "can_run_on_DLA"} <= names
+            "num_layers", "get_layer", "get_device_type", "can_run_on_DLA",
+            "init_libnvinfer_plugins", "IOutputAllocator", "reallocate_output", "notify_shape",
+            "get_tensor_location", "TensorLocation"} <= names
     assert {("Runtime", "DLA_core"), ("IBuilderConfig", "DLA_core")} <= fake.touched
     assert ("IProgressMonitor" in names) == shape.startswith("10.")
     assert ("EXPLICIT_BATCH" in names) == shape.startswith("8.")

@@ -60,7 +60,7 @@ def test_build_run_and_compare_with_onnxruntime(tmp_path, corpus, precision):
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 def test_real_data_dependent_and_64_bit_models_build_and_warm_up(tmp_path):
-    """NonZero's output has -1 dimensions (warm-up sizes it by get_max_output_size); an int64
+    """NonZero's output has -1 dimensions (warm-up gives it an output allocator); an int64
     input and a float64 output come back as the release's parser maps them (8.x: int32)."""
     from app.backends.tensorrt.runtime import TensorRTRuntime
     from app.host.probe import probe_host

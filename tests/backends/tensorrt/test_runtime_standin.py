@@ -172,13 +172,14 @@ def test_progress_events_are_throttled_and_cancel_stops_the_build(version, tmp_p
         assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.engine"))
 
 
-def test_warm_up_sizes_a_data_dependent_output_by_its_bound(fake, tmp_path):
+def test_warm_up_gives_a_data_dependent_output_an_output_allocator(fake, tmp_path):
     model = make_nonzero_model(tmp_path / "nonzero.onnx")
     entry = runtime_for(fake).compile_engine(model, config(tmp_path, "nonzero", verify="infer"))
     assert Sha256Sidecar.verify(entry.engine_path)
     assert ("execute_async_v3", 7) in fake.calls
-    assert not [c for c in fake.calls if c[0] in ("overrun", "enqueue_error")]
-    assert ("IExecutionContext", "get_max_output_size") in fake.touched
+    assert not [c for c in fake.calls if c[0] in ("overrun", "enqueue_error", "swallowed")]
+    assert {("IExecutionContext", "set_output_allocator"), ("IOutputAllocator", "reallocate_output"),
+            ("IOutputAllocator", "notify_shape")} <= fake.touched
 
 
 def _timing_events(caplog) -> list[tuple[str, str]]:

@@ -1,0 +1,194 @@
+"""What a TensorRT release's ONNX parser can import, known from the ONNX graph before a build.
+
+A model TensorRT cannot parse fails only inside the build, after its minutes are spent. The
+facts below come from onnx-tensorrt's operator tables and TensorRT's headers per release, and
+are checked on the graph in seconds (``validate``, ``status`` and ``run`` before any build):
+
+==========================  =============================  ====================================
+fact                        TensorRT 8.5 / 8.6             TensorRT 10.x
+==========================  =============================  ====================================
+opset documented            up to 17 (onnx-tensorrt 8.6-GA  9 to 20 (onnx-tensorrt 10.1-GA
+                            docs/operators.md:5)           docs/operators.md:5)
+``DeformConv`` (opset 19)   no importer: "No importer      from 10.1: the ``ModulatedDeformConv2d``
+                            registered for op", then       plugin (10.1-GA importerUtils.cpp:
+                            "Plugin not found"             1101-1129), registered by
+                            (8.6-GA ModelImporter.cpp:167, init_libnvinfer_plugins
+                            builtin_op_importers.cpp:5405) (TensorRT v10.3.0 plugin/api/
+                                                           inferPlugin.cpp:205)
+``TopK`` K                  up to 3840 (TensorRT v8.6.1    less than 3840 (10.1-GA
+                            include/NvInfer.h:3546)        docs/operators.md:207)
+==========================  =============================  ====================================
+
+A ``DeformConv`` on a release without an importer, or a ``TopK`` whose K (an initializer or a
+Constant) passes the release's limit or the reduced axis at the profile's min shape, is a
+:class:`ModelDataError` (exit 65) naming the node, the release and the fix. An opset above the
+documented range is a warning: the parser does not refuse it by number, but ops whose meaning
+changed later may not import as exported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app import events
+from app.errors import ModelDataError
+from app.values import BackboneSpec, InputProfile
+
+__all__ = ["Finding", "check_corpus", "check_model", "load_graph", "require_supported"]
+
+_DEFORM_FROM = (10, 1)
+_TOPK_LIMIT = 3840
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the release's parser would do to this graph; ``refuse``: it cannot build."""
+
+    node: str
+    op: str
+    message: str
+    hint: str
+    refuse: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "op": self.op, "what": self.message, "hint": self.hint,
+                "refuse": self.refuse}
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor, *_ = [*(int(p) for p in version.split(".")[:2] if p.isdigit()), 0, 0]
+    return major, minor
+
+
+def load_graph(path: Path) -> Any:
+    """The ONNX model at ``path`` (a regular file: the safe reader refuses a FIFO, a device or
+    a socket); ModelDataError when it cannot be read as one."""
+    import onnx
+
+    from app.cache.fsread import open_regular
+
+    try:
+        with os.fdopen(open_regular(path, follow_links=True), "rb") as handle:
+            return onnx.load_model_from_string(handle.read())
+    except Exception as exc:  # OSError, UnsafeFileError, protobuf's DecodeError...
+        raise ModelDataError(f"{path} cannot be read as an ONNX model to check its ops: "
+                             f"{type(exc).__name__}: {str(exc)[:200]}",
+                             hint="point onnx_path at the exported model file") from exc
+
+
+def _constant_ints(model: Any) -> dict[str, list[int]]:
+    """Integer tensors known without running the graph: initializers and Constant outputs."""
+    from onnx import numpy_helper
+
+    found = {t.name: numpy_helper.to_array(t).reshape(-1).tolist() for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            found[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).reshape(-1).tolist()
+    return {k: [int(x) for x in v] for k, v in found.items() if v and all(
+        float(x).is_integer() for x in v)}
+
+
+def _min_shapes(model: Any, profiles: dict[str, InputProfile]) -> dict[str, list[int | None]]:
+    """Every tensor's shape with the inputs fixed to their profile's min (ONNX shape inference)."""
+    import onnx
+    from onnx import shape_inference
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in copy.graph.input:
+        if value.name in profiles:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, profiles[value.name].min, strict=False):
+                dim.Clear()
+                dim.dim_value = int(size)
+    try:
+        inferred = shape_inference.infer_shapes(copy)
+    except Exception:  # a graph ONNX cannot infer: the axis limit is then not checked
+        return {}
+    shapes: dict[str, list[int | None]] = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shapes
+
+
+def check_model(onnx_path: Path, version: str,
+                profiles: dict[str, InputProfile] | None = None) -> list[Finding]:
+    """What TensorRT ``version`` ("8.6.2", "10.3.0") would refuse or warn about in the graph."""
+    release = _release(version)
+    model = load_graph(Path(onnx_path))
+    findings: list[Finding] = []
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    ceiling = 20 if release >= (10, 0) else 17  # the last opset onnx-tensorrt documents
+    if opset > ceiling:
+        findings.append(Finding("", "", f"opset {opset} is above the {ceiling} that TensorRT "
+                                f"{release[0]}.{release[1]}'s ONNX parser documents",
+                                f"export with opset {ceiling} or lower", refuse=False))
+    consts = _constant_ints(model)
+    shapes: dict[str, list[int | None]] | None = None
+    for index, node in enumerate(model.graph.node):
+        name = node.name or f"node {index}"
+        if node.op_type == "DeformConv" and node.domain in ("", "ai.onnx"):
+            if release < _DEFORM_FROM:
+                findings.append(Finding(
+                    name, "DeformConv", f"TensorRT {release[0]}.{release[1]}'s ONNX parser has "
+                    f"no DeformConv importer (it arrived in 10.1, as the ModulatedDeformConv2d "
+                    f"plugin)", "export without DeformConv (e.g. LightGlue-ONNX's portable "
+                    "deformable convolution: GridSample and Einsum), or use TensorRT 10.1 or "
+                    "later (JetPack 6.1+)", refuse=True))
+        elif node.op_type == "TopK" and len(node.input) > 1 and node.input[1] in consts:
+            k = consts[node.input[1]][0]
+            limit_ok = k < _TOPK_LIMIT if release >= (10, 0) else k <= _TOPK_LIMIT
+            if not limit_ok:
+                bound = "less than 3840" if release >= (10, 0) else "at most 3840"
+                findings.append(Finding(
+                    name, "TopK", f"TopK K={k}, but TensorRT {release[0]}.{release[1]} takes a "
+                    f"K {bound}", f"export with a top-k of {_TOPK_LIMIT - 1} or fewer", refuse=True))
+                continue
+            if profiles:
+                shapes = _min_shapes(model, profiles) if shapes is None else shapes
+                dims = shapes.get(node.input[0]) or []
+                axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+                size = dims[axis] if dims and -len(dims) <= axis < len(dims) else None
+                if size is not None and k > size:
+                    findings.append(Finding(
+                        name, "TopK", f"TopK K={k}, but the axis it reduces has only {size} "
+                        "elements at the profile's min shape", "raise the min input shape, or "
+                        "export with a smaller top-k", refuse=True))
+    return findings
+
+
+def require_supported(onnx_path: Path, version: str, model_name: str, logger: logging.Logger,
+                      profiles: dict[str, InputProfile] | None = None) -> list[Finding]:
+    """:func:`check_model`, its warnings as events; ModelDataError (exit 65) for the first
+    refusal. Returns every finding (``status`` shows them)."""
+    findings = check_model(onnx_path, version, profiles)
+    for found in findings:
+        if not found.refuse:
+            events.emit(logger, logging.WARNING, events.TENSORRT_OPSET,
+                        f"{model_name}: {found.message}", model_name=model_name, **found.as_dict())
+    refused = [f for f in findings if f.refuse]
+    if refused:
+        first = refused[0]
+        where = f" (node {first.node})" if first.node else ""
+        raise ModelDataError(f"{model_name}: TensorRT {version} cannot build it: "
+                             f"{first.message}{where}", hint=first.hint)
+    return findings
+
+
+def check_corpus(specs: Iterable[BackboneSpec], version: str) -> dict[str, list[Finding]]:
+    """Per model of the config, what TensorRT ``version`` would refuse or warn about (``validate``
+    and ``status``); ModelDataError when a model or its shapes are invalid."""
+    from app.backends.onnx_model import inspect_model, resolve_profiles
+
+    found = {}
+    for spec in specs:
+        model = inspect_model(spec.onnx_path, spec.model_name)
+        profiles = resolve_profiles(model, spec.shapes(), spec.model_name)
+        found[spec.model_name] = check_model(spec.onnx_path, version, profiles)
+    return found
