@@ -70,7 +70,12 @@ def test_defaults_tighten_with_precision_and_overrides_replace_one_bound():
     assert custom.cosine == 0.999 and custom.rel_l2 == int8.rel_l2
     with pytest.raises(ValueError, match="unknown accuracy metric 'psnr'"):
         int8.override("psnr", 30)
-    assert Tolerance().as_dict() == {"rel_l2": None, "cosine": None, "max_abs": None, "atol": 0.0}
+    assert Tolerance().as_dict() == {"rel_l2": None, "cosine": None, "max_abs": None, "atol": 0.0,
+                                     "matched": None, "agreement": None, "variation": None,
+                                     "neighbours": None}
+    for looser, tighter in ((fp16, fp32), (int8, fp16)):  # the figures of what outputs mean
+        assert looser.matched < tighter.matched and looser.agreement < tighter.agreement  # type: ignore[operator]
+        assert looser.variation > tighter.variation  # type: ignore[operator]
 
 
 def test_reading_a_recorded_report_imports_no_heavy_module():
