@@ -129,9 +129,9 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
     compare = next((o.compare for o in report.outputs if o.name == failure.output), "values")
     if failure.metric == "nonfinite":
         raise AccuracyError(message, hint=hint)
+    fix = snippet(name, failure.output, compare, failure.metric, failure.value)
     raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
-                                      f"is compared wrongly, set "
-                                      f"{snippet(failure.output, compare, failure.metric, failure.value)}")
+                                      f"is compared wrongly: {fix}")
 
 
 def _summary(figures: OutputFigures) -> str:

@@ -72,7 +72,7 @@ def resolve_rules(model_name: str, outputs: tuple[str, ...], configured: dict[st
     return rules
 
 
-def snippet(output: str, compare: str, metric: str, value: float) -> str:
+def snippet(model_name: str, output: str, compare: str, metric: str, value: float) -> str:
     """The config that compares ``output`` as what it means, or relaxes only its bound: the
     failure hint's suggestion (the model-wide tolerance stays)."""
     from app.verify.report import METRICS, SET_FIGURES
@@ -82,9 +82,10 @@ def snippet(output: str, compare: str, metric: str, value: float) -> str:
         bound = f"{max(0.0, value * 0.99):.3g}"
     else:
         bound = f"{value * 1.1:.3g}" if value > 0 else "0"
-    own = f"{{{output}: {{metric: {key}, threshold: {bound}}}}}"
+    own = f"{{metric: {key}, threshold: {bound}}}"
+    where = f"in {model_name}'s backbones entry, set accuracy: {{outputs: {{{output}: "
     if compare == "values" and key in ("rel_l2", "cosine", "max_abs"):
-        return (f"accuracy: {{outputs: {{{output}: {{compare: points}}}}}} if its rows are a set "
-                f"(keypoints, boxes, matches), {{{output}: {{compare: argmax}}}} if only its "
-                f"argmax matters, or {{outputs: {own}}} for this output alone")
-    return f"accuracy: {{outputs: {own}}} for this output alone"
+        return (f"{where}{{compare: points}}}}}} if its rows are a set (keypoints, boxes, "
+                f"matches), {{compare: argmax}} if only its argmax matters, or {own} to accept "
+                "this output's difference alone")
+    return f"{where}{own}}}}} to accept this output's difference alone"

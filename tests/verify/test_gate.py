@@ -71,6 +71,12 @@ def test_int8_calibrated_on_zeros_fails_with_exit_70_and_publishes_nothing(tmp_p
     cache = tmp_path / "cache"
     assert list(cache.glob("aliked*")) == []  # engine, sidecar and pending record: gone
     assert list(cache.glob("dinov2_vpr*.ort"))  # the models before it stay built
+    [summary] = _kinds(proc, "c10.engine.compile.summary")  # and are counted
+    assert (summary["engines_built"], summary["stopped_at"]) == (2, "aliked")
+    # The hint points at comparing the failing output otherwise, not at the model's tolerance.
+    assert (f"in aliked's backbones entry, set accuracy: {{outputs: {{{kv['output']}: "
+            "{compare: points}}}" in error[0])
+    assert "accuracy.metric/threshold" not in error[0]
     assert not (tmp_path / "run" / "ready.json").exists()
     # The next run rebuilds (and fails again on the same wrong calibration).
     proc = cli("--config", str(job), "--log-format", "json", "run")

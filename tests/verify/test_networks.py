@@ -142,7 +142,8 @@ def test_int8_calibrated_on_a_constant_image_fails(built, tmp_path, events, name
         assert descriptor.rel_l2 <= bounds.rel_l2 and descriptor.cosine >= bounds.cosine  # type: ignore[operator]
     with pytest.raises(AccuracyError) as caught:
         enforce(report, events[0])
-    assert f"outputs: {{{report.failure.output}: {{metric: {figure}" in caught.value.hint
+    assert (f"in {name}'s backbones entry, set accuracy: {{outputs: "
+            f"{{{report.failure.output}: {{metric: {figure}, threshold: ") in caught.value.hint
 
 
 def test_lightglue_int8_calibrated_on_constants_fails(built, tmp_path):
