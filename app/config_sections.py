@@ -129,7 +129,9 @@ class AccuracyConfig(StrictModel):
     outputs: dict[str, AccuracyOutputConfig] = Field(
         {}, description="Per output name, how it is compared; outputs not named are compared "
                         "as the ONNX graph shows (sets and argmax found by reading it), else "
-                        "as values.")
+                        "as values. In a model's accuracy, every name must be one of its "
+                        "outputs; in the top-level accuracy, a name applies to the models "
+                        "that have such an output.")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -150,9 +152,10 @@ class AccuracyConfig(StrictModel):
         outputs = {**(job.outputs if job else {}), **(model.outputs if model else {})}
         keys.pop("outputs", None)
         doc = cls.model_construct(**keys)
+        shared = frozenset(outputs) - frozenset(model.outputs if model else ())
         return AccuracySettings(doc.metric, doc.threshold, doc.samples_path, doc.random_samples,
                                 doc.seed, (doc.value_range[0], doc.value_range[1]),
-                                {name: out.rule() for name, out in outputs.items()})
+                                {name: out.rule() for name, out in outputs.items()}, shared)
 
 
 class GovernorConfig(StrictModel):

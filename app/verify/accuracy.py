@@ -41,6 +41,8 @@ class AccuracySettings:
     seed: int = DEFAULT_SEED
     value_range: tuple[float, float] = DEFAULT_RANGE
     outputs: dict[str, OutputRule] = field(default_factory=dict)
+    #: Names in ``outputs`` from the job-wide settings: they apply where the model has them.
+    shared_outputs: frozenset[str] = frozenset()
 
     def tolerance_for(self, precision: PrecisionMode | str) -> Tolerance:
         tolerance = default_tolerance(precision)
@@ -79,7 +81,9 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     model = inspect_model(onnx_path, model_name)
     profiles = resolve_profiles(model, dict(input_shapes or {}), model_name)
     names = tuple(t.name for t in model.outputs)
-    rules = resolve_rules(model_name, names, settings.outputs, find_rules(onnx_path))
+    configured = {k: v for k, v in settings.outputs.items()
+                  if k in names or k not in settings.shared_outputs}
+    rules = resolve_rules(model_name, names, configured, find_rules(onnx_path))
     bounds = {name: rule.tolerance(tolerance) for name, rule in rules.items()}
     inputs = gate_inputs(model, profiles, model_name, samples_dir=settings.samples_path,
                          calibration_dir=calibration_dir if precision is PrecisionMode.INT8 else None,

@@ -4,8 +4,10 @@ An output computed from the indices of a ``TopK``, ``NonMaxSuppression``, ``NonZ
 ``ArgMax`` (or gathered, sampled or reshaped by them: every op between passes the order on)
 has rows whose order, and for some their number, depends on near-equal scores: two healthy
 engines may order them differently. Per such source, the first of its outputs that holds
-coordinates (``[..., N, D]`` with ``D`` <= 4) or integer indices is compared as ``points``;
-the others follow its rows (``aligned``); an integer output of ``ArgMax`` alone is ``argmax``.
+coordinates (``[..., N, D]`` with ``D`` <= 4), else rows of integer indices (``NonZero``'s
+``[K, 2]``), is compared as ``points``; the others follow its rows (``aligned``); with neither,
+they stay ``values`` (a user can configure them). The integer outputs of an ``ArgMax`` are
+``argmax`` (equal indices).
 onnx is imported only in :func:`find_rules`.
 """
 
@@ -65,13 +67,16 @@ def _rules(graph: Any, source: dict[str, str]) -> dict[str, OutputRule]:
     rules: dict[str, OutputRule] = {}
     for origin, outputs in groups.items():
         kind, _, node = origin.partition(":")
+        if kind == "ArgMax":  # an index per position: equal or not (its values stay values)
+            for output in outputs:
+                if _elem_type(output) in _INTEGER:
+                    rules[output.name] = OutputRule(
+                        "argmax", reason=f"indices of ArgMax {node}: compared for equality")
+            continue
         anchor = _anchor(outputs)
         for output in outputs:
             integer = _elem_type(output) in _INTEGER
-            if kind == "ArgMax" and output is not anchor and integer:
-                rules[output.name] = OutputRule(
-                    "argmax", reason=f"indices of ArgMax {node}: compared for equality")
-            elif output is anchor:
+            if output is anchor:
                 radius = 0.0 if integer else None
                 rules[output.name] = OutputRule(
                     "points", radius=radius,
@@ -84,30 +89,21 @@ def _rules(graph: Any, source: dict[str, str]) -> dict[str, OutputRule]:
 
 
 def _anchor(outputs: list[Any]) -> Any:
-    """The output whose rows are positions: coordinates first, then integer indices."""
+    """The output whose rows are positions: coordinates first, then rows of indices (None:
+    neither, e.g. only a TopK's values and its ``[1, K]`` indices)."""
     coordinates = [o for o in outputs if _elem_type(o) not in _INTEGER and _is_rows(o)]
-    indices = [o for o in outputs if _elem_type(o) in _INTEGER and _rank(o) >= 1]
-    if not coordinates and indices and all(_is_argmax_like(o) for o in indices):
-        return None
+    indices = [o for o in outputs if _elem_type(o) in _INTEGER and _is_rows(o)]
     return (coordinates or indices or [None])[0]
 
 
-def _is_argmax_like(output: Any) -> bool:
-    """An index per position (``[1, N]``), not a list of pairs (``[K, 2]``)."""
-    return not _is_rows(output)
-
-
 def _is_rows(output: Any) -> bool:
+    """``[..., N, D]`` with D <= 4: coordinates, boxes' corners, index pairs or triples."""
     dims = _dims(output)
     return len(dims) >= 2 and isinstance(dims[-1], int) and 1 <= dims[-1] <= 4
 
 
 def _elem_type(output: Any) -> int:
     return int(output.type.tensor_type.elem_type)
-
-
-def _rank(output: Any) -> int:
-    return len(_dims(output))
 
 
 def _dims(output: Any) -> list[int | str]:

@@ -112,3 +112,23 @@ def test_a_reused_engine_failing_a_tighter_tolerance_is_exit_70_and_left_in_plac
     assert [e["model_name"] for e in _kinds(proc, "c10.engine.accuracy.failed")] == ["dinov2_vpr"]
     assert _kinds(proc, "c10.engine.compile.start") == []
     assert engine.read_bytes() == before and not (tmp_path / "run" / "ready.json").exists()
+
+
+def test_per_output_comparisons_are_recorded_and_a_change_checks_again(tmp_path, corpus):
+    outputs = {"scores": {"compare": "argmax", "axis": -1}}
+    job = write_job_config(tmp_path, corpus, verify="accuracy",
+                           accuracy={"random_samples": 2, "outputs": outputs})
+    cold = cli("--config", str(job), "--log-format", "json", "run")
+    assert cold.returncode == 0, cold.stderr
+    passed = {e["model_name"]: e for e in _kinds(cold, "c10.engine.accuracy.passed")}
+    [lightglue] = passed["lightglue"]["outputs"]  # the job-wide entry, where the output exists
+    assert lightglue["compare"] == "argmax" and lightglue["agreement"] == 1.0
+    assert passed["dinov2_vpr"]["outputs"][0]["compare"] == "values"
+    warm = cli("--config", str(job), "--log-format", "json", "run")
+    assert warm.returncode == 0 and _kinds(warm, "c10.engine.accuracy.passed") == []
+    job = write_job_config(tmp_path, corpus, verify="accuracy", accuracy={"random_samples": 2})
+    again = cli("--config", str(job), "--log-format", "json", "run")
+    assert again.returncode == 0, again.stderr
+    rechecked = {e["model_name"] for e in _kinds(again, "c10.engine.accuracy.passed")}
+    assert rechecked == {"dinov2_vpr", "lightglue", "aliked"}  # every record named the old rules
+    assert _kinds(again, "c10.engine.built") == []
