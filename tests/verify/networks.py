@@ -200,6 +200,19 @@ def make_dinov2(path: Path, seed: int = 1) -> Path:
                   path)
 
 
+def write_pairs(folder: Path, count: int, seed: int) -> Path:
+    """Samples for ``lightglue``: image pairs' descriptors as a matcher sees them, the second
+    image's keypoints the first's, shuffled, two lost, with noise; counts differ per pair."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        n = 20 + 4 * i
+        desc0 = rng.standard_normal((1, n, 16)).astype(np.float32)
+        desc1 = desc0[:, rng.permutation(n)[: n - 2]] + 0.1 * rng.standard_normal((1, n - 2, 16))
+        np.savez(folder / f"pair_{i}.npz", desc0=desc0, desc1=desc1.astype(np.float32))
+    return folder
+
+
 def corrupt(source: Path, out: Path, initializer_index: int = 0, scale: float = 1.5) -> Path:
     """``source`` with one weight's largest entry scaled: an engine that computes something else."""
     model = load(str(source))

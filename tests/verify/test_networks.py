@@ -42,27 +42,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         for i in range(2):  # the wrong calibration: a constant grey image
             np.save(grey / f"grey_{i}.npy", np.full((1, 3, side, side), 0.5, np.float32))
         paths[f"{name}_grey"] = grey
-    paths["lightglue_pairs"] = _pairs(root / "pairs", 4, seed=1)
-    paths["lightglue_calibration"] = _pairs(root / "pairs_calibration", 3, seed=2)
+    paths["lightglue_pairs"] = nets.write_pairs(root / "pairs", 4, seed=1)
+    paths["lightglue_calibration"] = nets.write_pairs(root / "pairs_calibration", 3, seed=2)
     grey = root / "lightglue_grey"
     grey.mkdir()
     np.savez(grey / "grey.npz", desc0=np.full((1, 24, 16), 0.5, np.float32),
              desc1=np.full((1, 24, 16), 0.5, np.float32))
     paths["lightglue_grey"] = grey
     return paths
-
-
-def _pairs(folder: Path, count: int, seed: int) -> Path:
-    """Image pairs' descriptors as a matcher sees them: the second image's keypoints are the
-    first's, shuffled, a few replaced, with noise; the counts differ (dynamic shapes)."""
-    folder.mkdir()
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        n = 20 + 4 * i
-        desc0 = rng.standard_normal((1, n, 16)).astype(np.float32)
-        desc1 = desc0[:, rng.permutation(n)[: n - 2]] + 0.1 * rng.standard_normal((1, n - 2, 16))
-        np.savez(folder / f"pair_{i}.npz", desc0=desc0, desc1=desc1.astype(np.float32))
-    return folder
 
 
 def _check(built, name: str, precision: PrecisionMode, tmp_path: Path, *, engine_from=None,
