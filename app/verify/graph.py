@@ -49,7 +49,8 @@ def find_rules(onnx_path: Path) -> dict[str, OutputRule]:
             continue
         data = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
         origin = next((source[t] for t in data if t in source), None)
-        if node.op_type in _SOURCES:
+        if node.op_type in _SOURCES and origin is None:
+            # The first source orders the rows: an ArgMax over NonZero's rows follows NonZero.
             origin = f"{node.op_type}:{label}"
         if origin is None:
             continue

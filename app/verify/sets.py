@@ -22,7 +22,8 @@ from typing import Any
 
 __all__ = ["PointMatch", "aligned_rows", "argmax_agreement", "match_points", "row_axis"]
 
-_CHUNK = 1024  # reference rows per distance block: 1024 x N x D float64 at a time
+_BLOCK = 1 << 22  # terms of a distance block (float64: 32 MiB)
+_SPACINGS = 1024  # rows whose nearest neighbour sets the default radius
 
 
 @dataclass(frozen=True)
@@ -53,19 +54,24 @@ def _rows(array: Any, axis: int) -> Any:
     return a.reshape(lead, a.shape[axis], width)
 
 
-def _nearest(a: Any, b: Any) -> tuple[Any, Any]:
-    """For each row of ``a``: the index of its nearest row of ``b`` and the distance."""
+def _nearest(a: Any, b: Any, *, skip_equal: bool = False) -> tuple[Any, Any]:
+    """For each row of ``a``: the index of its nearest row of ``b`` and the distance
+    (``skip_equal``: rows at distance 0 do not count, a row itself and its duplicates)."""
     import numpy as np
 
     index = np.zeros(len(a), dtype=np.int64)
     distance = np.full(len(a), np.inf)
     if len(b) == 0:
         return index, distance
-    for start in range(0, len(a), _CHUNK):
-        block = a[start:start + _CHUNK]
-        d2 = ((block[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1)
-        index[start:start + _CHUNK] = d2.argmin(axis=1)
-        distance[start:start + _CHUNK] = np.sqrt(d2.min(axis=1))
+    # Blocks of at most _BLOCK distances' terms, whatever the rows: 100k keypoints must not
+    # ask for gigabytes.
+    step = max(1, _BLOCK // max(1, len(b) * a.shape[1]))
+    for start in range(0, len(a), step):
+        d2 = ((a[start:start + step, None, :] - b[None, :, :]) ** 2).sum(axis=-1)
+        if skip_equal:
+            d2[d2 == 0] = np.inf
+        index[start:start + step] = d2.argmin(axis=1)
+        distance[start:start + step] = np.sqrt(d2.min(axis=1))
     return index, distance
 
 
@@ -74,14 +80,9 @@ def _default_radius(ref: Any) -> float:
 
     if len(ref) < 2:
         return 0.0
-    d2 = ((ref[:, None, :] - ref[None, :, :]) ** 2).sum(axis=-1) if len(ref) <= _CHUNK else None
-    if d2 is None:  # many rows: a sample of them is enough for a median
-        pick = ref[np.linspace(0, len(ref) - 1, _CHUNK).astype(np.int64)]
-        d2 = ((pick[:, None, :] - ref[None, :, :]) ** 2).sum(axis=-1)
-        d2[d2 == 0] = np.inf  # itself (and exact duplicates, which have no spacing to give)
-    else:
-        np.fill_diagonal(d2, np.inf)
-    nearest = np.sqrt(d2.min(axis=1))
+    # The median of a sample of the rows' spacings is enough: at most _SPACINGS rows.
+    pick = ref if len(ref) <= _SPACINGS else ref[np.linspace(0, len(ref) - 1, _SPACINGS).astype(np.int64)]
+    _, nearest = _nearest(pick, ref, skip_equal=True)
     finite = nearest[np.isfinite(nearest)]
     return float(np.median(finite)) / 2.0 if finite.size else 0.0
 

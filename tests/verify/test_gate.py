@@ -124,11 +124,13 @@ def test_per_output_comparisons_are_recorded_and_a_change_checks_again(tmp_path,
     [lightglue] = passed["lightglue"]["outputs"]  # the job-wide entry, where the output exists
     assert lightglue["compare"] == "argmax" and lightglue["agreement"] == 1.0
     assert passed["dinov2_vpr"]["outputs"][0]["compare"] == "values"
-    warm = cli("--config", str(job), "--log-format", "json", "run")
-    assert warm.returncode == 0 and _kinds(warm, "c10.engine.accuracy.passed") == []
     job = write_job_config(tmp_path, corpus, verify="accuracy", accuracy={"random_samples": 2})
     again = cli("--config", str(job), "--log-format", "json", "run")
     assert again.returncode == 0, again.stderr
-    rechecked = {e["model_name"] for e in _kinds(again, "c10.engine.accuracy.passed")}
-    assert rechecked == {"dinov2_vpr", "lightglue", "aliked"}  # every record named the old rules
+    rechecked = {e["model_name"]: e for e in _kinds(again, "c10.engine.accuracy.passed")}
+    assert set(rechecked) == {"dinov2_vpr", "lightglue", "aliked"}  # the records: the old rules
+    assert rechecked["lightglue"]["outputs"][0]["compare"] == "values"
+    recorded = read_record(next((tmp_path / "cache").glob("lightglue*.ort"))).record
+    assert recorded is not None and recorded.accuracy is not None
+    assert recorded.accuracy["schema"] == 2 and recorded.accuracy["outputs_config"] == {}
     assert _kinds(again, "c10.engine.built") == []

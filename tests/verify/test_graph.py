@@ -76,3 +76,18 @@ def test_the_config_overrides_the_graph_and_bad_names_are_refused():
     with pytest.raises(ModelDataError, match="aligned_to 'keypoints', which is not an output "
                                              "compared as points"):
         resolve_rules("m", outputs, {"keypoints": OutputRule("values")}, found)
+
+
+def test_the_first_source_orders_the_rows(tmp_path):
+    f = TensorProto.FLOAT
+    path = _save(tmp_path / "chain.onnx", [
+        helper.make_node("NonZero", ["mask"], ["nz"]),
+        helper.make_node("Transpose", ["nz"], ["pairs"], perm=[1, 0]),
+        helper.make_node("Cast", ["pairs"], ["pairs_f"], to=f),
+        helper.make_node("ArgMax", ["pairs_f"], ["which"], axis=1, keepdims=0),
+    ], [helper.make_tensor_value_info("mask", TensorProto.BOOL, [4, 4])],
+        [helper.make_tensor_value_info("pairs", TensorProto.INT64, ["k", 2]),
+         helper.make_tensor_value_info("which", TensorProto.INT64, ["k"])])
+    rules = find_rules(path)
+    assert rules["pairs"].compare == "points"  # data-dependent rows: a set
+    assert (rules["which"].compare, rules["which"].aligned_to) == ("aligned", "pairs")

@@ -147,3 +147,23 @@ def test_an_engine_with_one_weight_changed_fails(built, tmp_path, name, samples)
     built_bad = {**built, "bad": bad}
     report = _check(built_bad, name, FP32, tmp_path, engine_from="bad", samples=samples)
     assert report.failure is not None
+
+
+def test_a_matcher_s_assignment_judged_by_argmax_and_an_output_skipped(built, tmp_path, events):
+    outputs = {"scores": OutputRule("argmax", axis=-1),
+               "matches": OutputRule("skip", reason="the robot recomputes matches")}
+    report = _check(built, "lightglue", FP16, tmp_path, samples="lightglue_pairs",
+                    outputs=outputs)
+    assert report.passed, report.failure
+    scores, matches = report.outputs
+    assert scores.compare == "argmax" and scores.agreement == 1.0
+    assert matches.compare == "skip" and matches.note == "the robot recomputes matches"
+    enforce(report, events[0])
+    [event] = events[1].kv("c10.engine.accuracy.passed")
+    assert event["outputs"][1]["note"] == "the robot recomputes matches"
+    assert "matches skipped (the robot recomputes matches)" in events[1].of(
+        "c10.engine.accuracy.passed")[0].getMessage()
+    built_bad = {**built, "bad": nets.corrupt(built["lightglue"], tmp_path / "bad.onnx")}
+    bad = _check(built_bad, "lightglue", FP32, tmp_path, engine_from="bad",
+                 samples="lightglue_pairs", outputs=outputs)
+    assert bad.failure is not None and bad.failure.metric == "agreement"
