@@ -25,6 +25,8 @@ _REBUILD = "rebuild the engine from this model"
 
 
 class Measure:
+    """Feed it each sample's outputs (:meth:`add`), then read the figures (:meth:`figures`)."""
+
     def __init__(self, model_name: str, names: tuple[str, ...],
                  rules: dict[str, OutputRule]) -> None:
         self.model_name, self.names, self.rules = model_name, names, rules

@@ -134,3 +134,35 @@ def test_per_output_comparisons_are_recorded_and_a_change_checks_again(tmp_path,
     assert recorded is not None and recorded.accuracy is not None
     assert recorded.accuracy["schema"] == 2 and recorded.accuracy["outputs_config"] == {}
     assert _kinds(again, "c10.engine.built") == []
+
+
+def test_networks_like_the_robot_s_pass_with_no_outputs_block(tmp_path):
+    """`engine-init run`, verify: accuracy, default settings: the ALIKED-like keypoints are
+    compared as a set because the graph says so, and every engine is ready."""
+    import yaml
+
+    from tests.verify import networks as nets
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (tmp_path / "run").mkdir()
+    doc = {"cache_root": str(tmp_path / "cache"), "readiness_marker": str(tmp_path / "run" / "r.json"),
+           "backend": "onnxruntime", "precision": "fp32", "verify": "accuracy",
+           "lock_timeout_s": 60, "backbones": [
+               {"model_name": "dinov2", "onnx_path": str(nets.make_dinov2(models / "d.onnx")),
+                "expected_input_shape": [1, 3, 56, 56]},
+               {"model_name": "lightglue", "onnx_path": str(nets.make_lightglue(
+                   models / "l.onnx", matches=True)), "input_shapes": {
+                   k: {"min": [1, 8, 16], "opt": [1, 24, 16], "max": [1, 64, 16]}
+                   for k in ("desc0", "desc1")}},
+               {"model_name": "aliked", "onnx_path": str(nets.make_aliked(models / "a.onnx")),
+                "expected_input_shape": [1, 3, 32, 32]}]}
+    job = tmp_path / "config.yaml"
+    job.write_text(yaml.safe_dump(doc))
+    proc = cli("--config", str(job), "--log-format", "json", "run")
+    assert proc.returncode == 0, proc.stderr
+    passed = {e["model_name"]: e for e in _kinds(proc, "c10.engine.accuracy.passed")}
+    assert [o["compare"] for o in passed["aliked"]["outputs"]] == ["points", "aligned", "aligned"]
+    assert "TopK" in passed["aliked"]["outputs"][0]["note"]
+    assert [o["compare"] for o in passed["lightglue"]["outputs"]] == ["values", "points"]
+    assert passed["dinov2"]["outputs"][0]["neighbours"] == 1.0
