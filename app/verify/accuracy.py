@@ -40,7 +40,7 @@ class AccuracySettings:
     random_samples: int = DEFAULT_COUNT
     seed: int = DEFAULT_SEED
     value_range: tuple[float, float] = DEFAULT_RANGE
-    outputs: dict[str, OutputRule] = field(default_factory=dict)
+    outputs: dict[str, OutputRule] = field(default_factory=dict, hash=False)  # still hashable
     #: Names in ``outputs`` from the job-wide settings: they apply where the model has them.
     shared_outputs: frozenset[str] = frozenset()
 
