@@ -29,7 +29,10 @@ def write_photos(folder: Path, *, mirrored: bool = False) -> list[Path]:
     paths = []
     for name in NAMES:
         path = folder / f"{name}.png"
-        Image.fromarray(arrays[name][:, ::-1] if mirrored else arrays[name]).save(path)
+        # At 640x480, as a robot's camera gives them (and quick to write: the stereo pair
+        # is 2964x1988).
+        image = Image.fromarray(arrays[name][:, ::-1] if mirrored else arrays[name])
+        image.resize((640, 480), Image.Resampling.BILINEAR).save(path, compress_level=1)
         paths.append(path)
     return paths
 
