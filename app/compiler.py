@@ -89,13 +89,17 @@ class EngineCompiler:
         started = time.perf_counter()
         timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)
         self.last_phase_timings = timings
+        # Filled as each model is done, so that a failure's summary counts what was built and
+        # published before it.
         results: list[EngineCompileResult] = []
+        completed = False
         try:
             if request.backbones:
-                results = self._run(request, timings, held_lock, early)
+                self._run(request, timings, held_lock, early, results)
+            completed = True
         finally:
             timings["total"] = time.perf_counter() - started
-            self._summary(request, results, timings)
+            self._summary(request, results, timings, completed)
         return tuple(results)
 
     def check_corpus(
@@ -110,8 +114,8 @@ class EngineCompiler:
     # -- phases -----------------------------------------------------------------------------
     def _run(
         self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None,
-        early: EarlyDigests | None,
-    ) -> list[EngineCompileResult]:
+        early: EarlyDigests | None, results: list[EngineCompileResult],
+    ) -> None:
         runtime = as_inference_runtime(self.runtime, request.host)
         plans = [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
         if held is not None and not held.held:
@@ -122,15 +126,15 @@ class EngineCompiler:
             timings["lock_wait"] = 0.0 if held is not None else taken.waited_s
             step = Step(runtime, request, self.logger, self.signing_key, timings)
             try:
-                return self._under_lock(step, plans, early)
+                self._under_lock(step, plans, early, results)
             finally:
                 # Whatever stopped us, leave no temp file behind (we hold the lock: they are ours).
                 for path in sweep_temp_files(request.cache_root):
                     events.emit(self.logger, logging.DEBUG, events.TEMP_CLEANED,
                                 f"removed temp file {path.name}", path=str(path))
 
-    def _under_lock(self, step: Step, plans: list[Plan],
-                    early: EarlyDigests | None) -> list[EngineCompileResult]:
+    def _under_lock(self, step: Step, plans: list[Plan], early: EarlyDigests | None,
+                    results: list[EngineCompileResult]) -> None:
         t = time.perf_counter()
         verdicts = self._check_all(step.request, plans, early)
         step.timings["verify"] = time.perf_counter() - t
@@ -139,7 +143,6 @@ class EngineCompiler:
                 raise CacheWriteError(f"{verdict.detail} where engine-init keeps an artifact or "
                                       "its companions; it may hold someone's data, so it is "
                                       "left alone", hint="move it out of the cache folder")
-        results = []
         misses = [p for p, v in zip(plans, verdicts, strict=True) if not v.reuse]
         timeline = self._timeline(misses, step.request)
         for plan, verdict in zip(plans, verdicts, strict=True):
@@ -151,7 +154,6 @@ class EngineCompiler:
             promoted = self._promote(step, plan, verdict, early)
             assert timeline is not None  # made for every run with a miss
             results.append(promoted or build(step, plan, verdict, timeline))
-        return results
 
     def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
         """The misses' build history, read before any pending record replaces a record; ETA
@@ -237,13 +239,17 @@ class EngineCompiler:
                                    got.accuracy)
 
     def _summary(self, request: EngineCompileRequest, results: list[EngineCompileResult],
-                 timings: dict[str, float]) -> None:
+                 timings: dict[str, float], completed: bool) -> None:
         built = sum(r.outcome is CompileOutcome.BUILT for r in results)
         promoted = sum(r.outcome is CompileOutcome.PROMOTED for r in results)
         reused = len(results) - built - promoted
         also = f", {promoted} promoted" if promoted else ""
+        # The first model not done is where the run stopped (models go in order).
+        stopped = (request.backbones[len(results)].model_name
+                   if not completed and len(results) < len(request.backbones) else None)
         events.emit(self.logger, logging.INFO, events.COMPILE_SUMMARY,
-                    f"{built} built, {reused} reused{also} of {len(request.backbones)}",
+                    f"{built} built, {reused} reused{also} of {len(request.backbones)}"
+                    + (f"; stopped at {stopped}" if stopped else ""),
                     engines_built=built, engines_reused=reused, engines_promoted=promoted,
-                    total=len(request.backbones),
+                    total=len(request.backbones), stopped_at=stopped,
                     phase_timings_s={k: round(v, 4) for k, v in timings.items()})

@@ -20,9 +20,10 @@ from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
 if TYPE_CHECKING:
     from app.governor.admission import GovernorSettings
     from app.verify.accuracy import AccuracySettings
+    from app.verify.rules import OutputRule
 
-__all__ = ["AccuracyConfig", "ConfigPath", "ExistingFile", "FleetConfig", "GovernorConfig",
-           "PromPath", "StrictModel"]
+__all__ = ["AccuracyConfig", "AccuracyOutputConfig", "ConfigPath", "ExistingFile", "FleetConfig",
+           "GovernorConfig", "PromPath", "StrictModel"]
 
 
 def _resolve(value: str, info: ValidationInfo) -> Path:
@@ -69,6 +70,47 @@ class StrictModel(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
 
+class AccuracyOutputConfig(StrictModel):
+    """How one output is compared (docs/accuracy-gate.md): over what the ONNX graph shows."""
+
+    compare: Literal["values", "points", "argmax", "skip"] | None = Field(
+        None, description="values: elementwise metrics; points: rows [..., N, D] as a set, "
+                          "matched within `radius`; argmax: agreement of the argmax along "
+                          "`axis`; skip: not compared (give `reason`). With `aligned_to`: "
+                          "values (the default).")
+    radius: float | None = Field(
+        None, ge=0, description="points: the match radius in the output's units; null: half "
+                                "the median spacing of the reference's rows (0 for integers).")
+    aligned_to: str | None = Field(
+        None, min_length=1, description="A points output whose matching reorders this "
+                                        "output's rows before they are compared as values.")
+    axis: int = Field(-1, description="argmax: the axis the argmax is taken along.")
+    reason: str | None = Field(None, min_length=1, description="skip: why (said in the event).")
+    metric: Literal["rel_l2", "cosine", "max_abs", "atol", "matched", "agreement", "variation",
+                    "neighbours"] | None = Field(
+        None, description="A bound replaced for this output only; give `threshold` with it.")
+    threshold: float | None = Field(None, ge=0, description="The bound for `metric`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.metric is None) != (self.threshold is None):
+            raise ValueError("give metric and threshold together")
+        if self.aligned_to is not None and self.compare not in (None, "values"):
+            raise ValueError(f"aligned_to compares rows as values, not {self.compare}")
+        if self.compare == "skip" and not self.reason:
+            raise ValueError("compare: skip needs a reason (it is said in the event)")
+        if self.radius is not None and self.compare != "points":
+            raise ValueError("radius applies to compare: points")
+        return self
+
+    def rule(self) -> OutputRule:
+        from app.verify.rules import OutputRule
+
+        compare = "aligned" if self.aligned_to else (self.compare or "values")
+        return OutputRule(compare, self.radius, self.aligned_to, self.axis,
+                          self.reason or "configured", self.metric, self.threshold)
+
+
 class AccuracyConfig(StrictModel):
     """The accuracy gate's settings (``verify: accuracy``); defaults: the precision's
     tolerance (docs/accuracy.md) on seeded random inputs at each input's opt shape."""
@@ -87,6 +129,12 @@ class AccuracyConfig(StrictModel):
     seed: int = Field(DEFAULT_SEED, ge=0, description="Seed of the random inputs.")
     value_range: Annotated[list[float], Field(min_length=2, max_length=2)] = Field(
         list(DEFAULT_RANGE), description="[low, high] of the random float inputs.")
+    outputs: dict[str, AccuracyOutputConfig] = Field(
+        {}, description="Per output name, how it is compared; outputs not named are compared "
+                        "as the ONNX graph shows (sets and argmax found by reading it), else "
+                        "as values. In a model's accuracy, every name must be one of its "
+                        "outputs; in the top-level accuracy, a name applies to the models "
+                        "that have such an output.")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -103,9 +151,14 @@ class AccuracyConfig(StrictModel):
 
         keys = {**(job.model_dump(exclude_unset=True) if job else {}),
                 **(model.model_dump(exclude_unset=True) if model else {})}
+        # Per output, the model's entry replaces the job's (an output's rule is one setting).
+        outputs = {**(job.outputs if job else {}), **(model.outputs if model else {})}
+        keys.pop("outputs", None)
         doc = cls.model_construct(**keys)
+        shared = frozenset(outputs) - frozenset(model.outputs if model else ())
         return AccuracySettings(doc.metric, doc.threshold, doc.samples_path, doc.random_samples,
-                                doc.seed, (doc.value_range[0], doc.value_range[1]))
+                                doc.seed, (doc.value_range[0], doc.value_range[1]),
+                                {name: out.rule() for name, out in outputs.items()}, shared)
 
 
 class GovernorConfig(StrictModel):

@@ -154,6 +154,17 @@ def test_compile_error_without_calibration_path_carries_none(specs, tmp_path, ev
     assert kv["calibration_path"] is None and kv["calibration_dir"] is None
 
 
+def test_a_failure_s_summary_counts_the_engines_built_before_it(specs, tmp_path, events):
+    runtime = FakeRuntime(fail_on="aliked", error=EngineBuildError("no"))
+    with pytest.raises(EngineBuildError):
+        _compile(runtime, events, make_request(specs, tmp_path))
+    [summary] = events[1].kv("c10.engine.compile.summary")
+    assert (summary["engines_built"], summary["engines_reused"], summary["total"]) == (2, 0, 3)
+    assert summary["stopped_at"] == "aliked"
+    [record] = events[1].of("c10.engine.compile.summary")
+    assert record.getMessage().endswith("2 built, 0 reused of 3; stopped at aliked")
+
+
 def test_names_and_sidecars_follow_the_schema(specs, tmp_path, events):
     results = _compile(FakeRuntime(), events, make_request(specs, tmp_path))
     assert results[0].entry.engine_path.name == "dinov2_vpr__sm87_jp6.2_trt10.3_fp16.engine"

@@ -226,6 +226,12 @@ def test_arbitrary_bytes_only_ever_raise_config_error(tmp_path, raw):
     ({"value_range": [1, 0]}, "low < high"),
     ({"random_samples": 0}, "accuracy.random_samples"),
     ({"sample_path": "x"}, "sample_path"),
+    ({"outputs": {"kp": {"compare": "sets"}}}, "accuracy.outputs.kp.compare"),
+    ({"outputs": {"kp": {"compare": "skip"}}}, "compare: skip needs a reason"),
+    ({"outputs": {"kp": {"compare": "argmax", "aligned_to": "x"}}}, "aligned_to compares rows"),
+    ({"outputs": {"kp": {"radius": 1.0}}}, "radius applies to compare: points"),
+    ({"outputs": {"kp": {"compare": "points", "radius": -1}}}, "accuracy.outputs.kp.radius"),
+    ({"outputs": {"kp": {"metric": "matched"}}}, "give metric and threshold together"),
 ])
 def test_bad_accuracy_settings_say_what_is_wrong(tmp_path, corpus, accuracy, match):
     from app.errors import ConfigError
@@ -272,3 +278,25 @@ def test_the_valid_keys_of_a_place_are_listed_once(tmp_path, base):
     message = str(caught.value)
     assert message.count("valid keys here") == 1
     assert ("colour: unknown key (valid" in message) != ("flavour: unknown key (valid" in message)
+
+
+def test_per_output_comparisons_reach_the_gate_model_entries_over_job_ones(tmp_path, corpus):
+    from app.verify.rules import OutputRule
+
+    doc = {"verify": "accuracy",
+           "accuracy": {"outputs": {"scores": {"compare": "argmax", "axis": 2},
+                                    "descriptor": {"metric": "variation", "threshold": 0.2}}},
+           "backbones": [{"model_name": "lg", "onnx_path": str(corpus["lightglue"])},
+                         {"model_name": "kp", "onnx_path": str(corpus["aliked"]),
+                          "accuracy": {"outputs": {"scores": {
+                              "compare": "skip", "reason": "a heat map nobody reads"}}}}]}
+    config = load_config(write(tmp_path, doc), env={})
+    lg, kp = (b.to_spec(config.verify, config.accuracy).accuracy for b in config.backbones)
+    assert lg is not None and kp is not None
+    assert lg.outputs["scores"] == OutputRule("argmax", axis=2, reason="configured")
+    assert kp.outputs["scores"] == OutputRule("skip", reason="a heat map nobody reads")
+    assert lg.shared_outputs == {"scores", "descriptor"} and kp.shared_outputs == {"descriptor"}
+    from app.config_sections import AccuracyOutputConfig
+
+    aligned = AccuracyOutputConfig(aligned_to="keypoints").rule()
+    assert (aligned.compare, aligned.aligned_to) == ("aligned", "keypoints")

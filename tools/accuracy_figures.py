@@ -180,6 +180,7 @@ def measure(case: Case, work: Path, samples: int) -> None:
             for out in report.outputs:
                 print(f"{case.name:12} {label:15} {mode:8} {out.name[:24]:24} rel_l2={out.rel_l2:9.3e} "
                       f"cosine={out.cosine:.6f} max_abs={out.max_abs:9.3e} nonfinite={out.nonfinite} "
+                      f"variation={'-' if out.variation is None else f'{out.variation:.3g}'} "
                       f"{verdict} (build {build_s:.1f} s, check {report.duration_s:.2f} s)")
         runner.close()
 

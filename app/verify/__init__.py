@@ -1,7 +1,11 @@
 """Checks of a built engine beyond its bytes: does it compute what the ONNX model computes?
 
 ``report`` (figures, tolerances, JSON; no heavy import) is what a warm boot reads back;
-``accuracy`` runs the check, with ``inputs``, ``compare`` and the runners, and loads ONNX
-Runtime and numpy only when it runs. ``precision`` says whether the fp16 or int8 asked took
-effect: which precision the built artifact's compute nodes run in.
+``accuracy`` runs the check, with ``inputs``, ``measure`` (``compare`` for values, ``sets`` for
+points, aligned rows and argmax, ``variation`` for the error against the spread across samples)
+and the runners, and loads ONNX Runtime and numpy only when it runs. ``rules`` says how each
+output is compared: the config's ``accuracy.outputs`` over what ``graph`` reads in the ONNX
+graph (outputs ordered by TopK, NonMaxSuppression, NonZero or ArgMax). ``precision`` says
+whether the fp16 or int8 asked took effect: which precision the built artifact's compute nodes
+run in. docs/accuracy-gate.md is the user's page.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from app.cancel import CANCEL, cancelled_error
 from app.errors import AccuracyError
 from app.values import InputProfile, PrecisionMode
 from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
-from app.verify.report import AccuracyReport, Tolerance, default_tolerance
+from app.verify.report import AccuracyReport, OutputFigures, Tolerance, default_tolerance
+from app.verify.rules import OutputRule, resolve_rules, snippet
 from app.verify.runners import EngineRunner
 
 __all__ = ["AccuracySettings", "check_accuracy", "enforce"]
@@ -30,7 +31,8 @@ __all__ = ["AccuracySettings", "check_accuracy", "enforce"]
 class AccuracySettings:
     """One model's gate settings: ``metric``/``threshold`` override one bound of the
     precision's default tolerance; ``samples_path`` is a folder of sample inputs, otherwise
-    ``random_samples`` seeded random inputs in ``value_range`` are used."""
+    ``random_samples`` seeded random inputs in ``value_range`` are used; ``outputs`` say how
+    named outputs are compared (over what the graph shows, :mod:`app.verify.graph`)."""
 
     metric: str | None = None
     threshold: float | None = None
@@ -38,12 +40,19 @@ class AccuracySettings:
     random_samples: int = DEFAULT_COUNT
     seed: int = DEFAULT_SEED
     value_range: tuple[float, float] = DEFAULT_RANGE
+    outputs: dict[str, OutputRule] = field(default_factory=dict, hash=False)  # still hashable
+    #: Names in ``outputs`` from the job-wide settings: they apply where the model has them.
+    shared_outputs: frozenset[str] = frozenset()
 
     def tolerance_for(self, precision: PrecisionMode | str) -> Tolerance:
         tolerance = default_tolerance(precision)
         if self.metric is not None and self.threshold is not None:
             tolerance = tolerance.override(self.metric, self.threshold)
         return tolerance
+
+    def outputs_key(self) -> dict[str, Any]:
+        """The configured comparisons, as a recorded pass must match them."""
+        return {name: rule.key() for name, rule in sorted(self.outputs.items())}
 
 
 def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
@@ -59,8 +68,10 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     ``calibration_dir`` is the folder the INT8 scales were fitted to, refused as samples.
     """
     from app.backends.onnx_model import inspect_model, resolve_profiles
-    from app.verify.compare import Worst, figures_of, first_failure
+    from app.verify.compare import first_failure
+    from app.verify.graph import find_rules
     from app.verify.inputs import gate_inputs
+    from app.verify.measure import Measure
     from app.verify.runners import OnnxReference
 
     settings = settings or AccuracySettings()
@@ -69,39 +80,28 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     started = time.perf_counter()
     model = inspect_model(onnx_path, model_name)
     profiles = resolve_profiles(model, dict(input_shapes or {}), model_name)
+    names = tuple(t.name for t in model.outputs)
+    configured = {k: v for k, v in settings.outputs.items()
+                  if k in names or k not in settings.shared_outputs}
+    rules = resolve_rules(model_name, names, configured, find_rules(onnx_path))
+    bounds = {name: rule.tolerance(tolerance) for name, rule in rules.items()}
     inputs = gate_inputs(model, profiles, model_name, samples_dir=settings.samples_path,
                          calibration_dir=calibration_dir if precision is PrecisionMode.INT8 else None,
                          count=settings.random_samples, seed=settings.seed,
                          value_range=settings.value_range)
     reference = OnnxReference(onnx_path, model_name)
-    worst = Worst()
+    measure = Measure(model_name, names, rules)
     try:
         for feeds in inputs.samples():
             if CANCEL.is_set():
                 raise cancelled_error()
-            want = reference.run(feeds)
-            got = runner.run(feeds)
-            for tensor in model.outputs:
-                _require_same_shape(model_name, tensor.name, want[tensor.name], got)
-                worst.add(figures_of(tensor.name, want[tensor.name], got[tensor.name]))
+            measure.add(reference.run(feeds), runner.run(feeds))
     finally:
         reference.close()
-    outputs = tuple(worst.by_output[t.name] for t in model.outputs)
+    outputs = measure.figures(bounds)
     return AccuracyReport(model_name, precision.value, tolerance, inputs.used, outputs,
-                          first_failure(outputs, tolerance), engine_sha256, onnx_sha256,
-                          time.perf_counter() - started)
-
-
-def _require_same_shape(model_name: str, name: str, want: Any, got: dict[str, Any]) -> None:
-    import numpy as np
-
-    if name not in got:
-        raise AccuracyError(f"{model_name}: the engine gave no output {name!r} "
-                            f"(it gave {sorted(got)})", hint="rebuild the engine from this model")
-    if np.shape(want) != np.shape(got[name]):
-        raise AccuracyError(
-            f"{model_name}: output {name!r} has shape {list(np.shape(got[name]))} from the engine, "
-            f"{list(np.shape(want))} from the ONNX model", hint="rebuild the engine from this model")
+                          first_failure(outputs, tolerance, bounds), engine_sha256, onnx_sha256,
+                          time.perf_counter() - started, outputs_config=settings.outputs_key())
 
 
 def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
@@ -114,8 +114,7 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
               "outputs": report.to_json()["outputs"], "duration_s": round(report.duration_s, 4)}
     failure = report.failure
     if failure is None:
-        summary = ", ".join(f"{o.name} rel_l2={o.rel_l2:.3g} cosine={o.cosine:.6f}"
-                            for o in report.outputs)
+        summary = ", ".join(_summary(o) for o in report.outputs)
         events.emit(logger, logging.INFO, events.ACCURACY_PASSED,
                     f"{name}: {report.precision} engine matches the ONNX model on {where} "
                     f"({summary})", **fields)
@@ -131,5 +130,27 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
             if report.precision == "int8" else
             "build this model in a wider precision (fp32)" if report.precision == "fp16" else
             "check the backend's precision flags")
-    raise AccuracyError(message, hint=f"{hint}; if this difference is acceptable, set "
-                                      f"accuracy.metric/threshold for {name}")
+    compare = next((o.compare for o in report.outputs if o.name == failure.output), "values")
+    if failure.metric == "nonfinite":
+        raise AccuracyError(message, hint=hint)
+    fix = snippet(name, failure.output, compare, failure.metric, failure.value)
+    raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
+                                      f"is compared wrongly: {fix}")
+
+
+def _summary(figures: OutputFigures) -> str:
+    """One output's figures in the passed event's message."""
+    o = figures
+    if o.compare == "skip":
+        return f"{o.name} skipped ({o.note})"
+    if o.compare == "points":
+        text = f"{o.name} matched={o.matched:.4f}/{o.matched_engine:.4f} within {o.radius:.3g}"
+    elif o.compare == "argmax":
+        text = f"{o.name} argmax agreement={o.agreement:.4f}"
+    else:
+        text = f"{o.name} rel_l2={o.rel_l2:.3g} cosine={o.cosine:.6f}"
+    if o.variation is not None:
+        text += f" error/variation={o.variation:.3g}"
+    if o.neighbours is not None:
+        text += f" neighbours={o.neighbours:.3g}"
+    return text

@@ -6,9 +6,10 @@ Computed in float64 whatever the tensors' type, over the elements where the refe
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from app.verify.report import Failure, OutputFigures, Tolerance
+from app.verify.report import METRICS, SET_FIGURES, Failure, OutputFigures, Tolerance
 
 __all__ = ["Worst", "figures_of", "first_failure"]
 
@@ -40,7 +41,8 @@ def figures_of(name: str, reference: Any, candidate: Any) -> OutputFigures:
 
 
 class Worst:
-    """The worst figures per output across samples (max of errors, min of cosine)."""
+    """The worst figures per output across samples (max of errors, min of cosine and of the
+    shares)."""
 
     def __init__(self) -> None:
         self.by_output: dict[str, OutputFigures] = {}
@@ -50,25 +52,46 @@ class Worst:
         if old is None:
             self.by_output[figures.name] = figures
             return
-        self.by_output[figures.name] = OutputFigures(
-            figures.name, figures.shape, max(old.max_abs, figures.max_abs),
-            max(old.rel_l2, figures.rel_l2), min(old.cosine, figures.cosine),
-            old.nonfinite + figures.nonfinite)
+        self.by_output[figures.name] = replace(
+            figures, max_abs=max(old.max_abs, figures.max_abs),
+            rel_l2=max(old.rel_l2, figures.rel_l2), cosine=min(old.cosine, figures.cosine),
+            nonfinite=old.nonfinite + figures.nonfinite,
+            matched=_least(old.matched, figures.matched),
+            matched_engine=_least(old.matched_engine, figures.matched_engine),
+            agreement=_least(old.agreement, figures.agreement),
+            radius=_least(old.radius, figures.radius))
 
 
-def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance) -> Failure | None:
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,
+                  per_output: dict[str, Tolerance] | None = None) -> Failure | None:
     """The first bound broken, outputs in model order, non-finite values before any metric;
-    ``rel_l2`` and ``cosine`` are not judged for an output within ``atol`` everywhere."""
+    ``rel_l2`` and ``cosine`` are not judged for an output within ``atol`` everywhere, nor
+    for outputs compared as points, argmax or skip (their own figures judge them)."""
     for fig in outputs:
+        bounds = (per_output or {}).get(fig.name, tolerance)
+        if fig.compare == "skip":
+            continue
         if fig.nonfinite:
             return Failure(fig.name, "nonfinite", float(fig.nonfinite), 0.0)
-        within_floor = fig.max_abs <= tolerance.atol
-        for metric, bound in (("rel_l2", tolerance.rel_l2), ("cosine", tolerance.cosine),
-                              ("max_abs", tolerance.max_abs)):
-            if bound is None or (within_floor and metric != "max_abs"):
+        values = fig.compare in ("values", "aligned")
+        within_floor = fig.max_abs <= bounds.atol
+        for metric, bound in (("rel_l2", bounds.rel_l2), ("cosine", bounds.cosine),
+                              ("max_abs", bounds.max_abs)):
+            if bound is None or not values or (within_floor and metric != "max_abs"):
                 continue
             value = float(getattr(fig, metric))
             broken = not value >= bound if metric == "cosine" else not value <= bound
             if broken:
                 return Failure(fig.name, metric, value, bound)
+        for figure, key in SET_FIGURES.items():
+            measured, limit = getattr(fig, figure), getattr(bounds, key)
+            if measured is None or limit is None:
+                continue
+            broken = not measured <= limit if METRICS[key] == "max" else not measured >= limit
+            if broken:
+                return Failure(fig.name, figure, float(measured), float(limit))
     return None

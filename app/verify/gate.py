@@ -37,7 +37,8 @@ def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: Bui
     if inputs is None and report.inputs.folder != str(settings.samples_path):
         return None  # another folder of samples: check again (same folder: its recorded digest)
     covered = report.covers(engine_sha256=engine_sha256, onnx_sha256=onnx_sha256,
-                            tolerance=settings.tolerance_for(config.precision), inputs=inputs)
+                            tolerance=settings.tolerance_for(config.precision), inputs=inputs,
+                            outputs_config=settings.outputs_key())
     return stored if covered else None
 
 

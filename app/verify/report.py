@@ -12,6 +12,13 @@ Metrics, per output, worst case over all samples:
 - ``nonfinite``: elements that are NaN or infinite in the engine's output where the
   reference is finite (any is a failure, whatever the tolerance).
 
+Per comparison (``compare``, docs/accuracy-gate.md): ``matched``/``matched_engine`` (points:
+the share of reference rows with an engine row within the radius, and the other way round),
+``agreement`` (argmax: the share of equal argmax), ``variation`` (the error over the output's
+variation across the samples, the reference centred on its mean) and ``neighbours`` (embeddings:
+the share of samples whose nearest neighbour among the samples is the same). A figure that was
+not measured is None (and never judged); ``note`` says why.
+
 An output whose every element is within ``atol`` of the reference matches whatever its
 relative figures: kernels are accurate in absolute terms (a sigmoid near 0 is approximated to
 about 1e-7), so an output that is all background (a detector's scores on an image without
@@ -37,9 +44,13 @@ __all__ = [
     "default_tolerance",
 ]
 
-SCHEMA = 1
-#: The metrics a tolerance can bound, and how: an upper bound, or a lower bound (cosine).
-METRICS = {"rel_l2": "max", "max_abs": "max", "cosine": "min"}
+SCHEMA = 2  # 1: values only; a record of it is checked again, never read as a pass
+#: The metrics a tolerance can bound, and how: an upper bound, or a lower bound.
+METRICS = {"rel_l2": "max", "max_abs": "max", "cosine": "min", "matched": "min",
+           "agreement": "min", "variation": "max", "neighbours": "min"}
+#: Figures of an output beyond the values', each judged by the tolerance's bound of that name.
+SET_FIGURES = {"matched": "matched", "matched_engine": "matched", "agreement": "agreement",
+               "variation": "variation", "neighbours": "neighbours"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,10 @@ class Tolerance:
     cosine: float | None = None
     max_abs: float | None = None
     atol: float = 0.0
+    matched: float | None = None
+    agreement: float | None = None
+    variation: float | None = None
+    neighbours: float | None = None
 
     def override(self, metric: str, threshold: float) -> Tolerance:
         """This tolerance with one metric's bound replaced (the config's per-model override)."""
@@ -63,12 +78,15 @@ class Tolerance:
         return asdict(self)
 
 
-#: Scale-free bounds per precision; the README's "Accuracy gate" section gives the figures
-#: measured on the demo and on third-party models that these are set from.
+#: Scale-free bounds per precision; docs/accuracy-gate.md gives the figures measured on the
+#: demo, on networks built like the robot's and on third-party models that these are set from.
 DEFAULT_TOLERANCES: dict[PrecisionMode, Tolerance] = {
-    PrecisionMode.FP32: Tolerance(rel_l2=1e-4, cosine=0.99999, atol=5e-5),
-    PrecisionMode.FP16: Tolerance(rel_l2=3e-2, cosine=0.999, atol=1e-3),
-    PrecisionMode.INT8: Tolerance(rel_l2=0.15, cosine=0.99, atol=1e-2),
+    PrecisionMode.FP32: Tolerance(rel_l2=1e-4, cosine=0.99999, atol=5e-5, matched=0.95,
+                                  agreement=0.99, variation=0.01, neighbours=1.0),
+    PrecisionMode.FP16: Tolerance(rel_l2=3e-2, cosine=0.999, atol=1e-3, matched=0.9,
+                                  agreement=0.97, variation=0.1, neighbours=1.0),
+    PrecisionMode.INT8: Tolerance(rel_l2=0.15, cosine=0.99, atol=1e-2, matched=0.75,
+                                  agreement=0.9, variation=0.5, neighbours=1.0),
 }
 
 
@@ -101,6 +119,27 @@ class OutputFigures:
     rel_l2: float
     cosine: float
     nonfinite: int = 0
+    compare: str = "values"  # values, points, aligned (to another output), argmax or skip
+    matched: float | None = None
+    matched_engine: float | None = None
+    agreement: float | None = None
+    variation: float | None = None
+    neighbours: float | None = None
+    radius: float | None = None  # points: the radius the rows were matched within
+    note: str = ""  # why a figure was not measured, where the comparison came from
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {**asdict(self), "shape": list(self.shape)}
+        return {k: _out(v) if isinstance(v, float) else v for k, v in doc.items()}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> OutputFigures:
+        return cls(name=str(doc["name"]), shape=tuple(int(d) for d in doc["shape"]),
+                   max_abs=float(doc["max_abs"]), rel_l2=float(doc["rel_l2"]),
+                   cosine=float(doc["cosine"]), nonfinite=int(doc.get("nonfinite", 0)),
+                   compare=str(doc.get("compare", "values")),
+                   **{k: _opt(doc.get(k)) for k in (*SET_FIGURES, "radius")},
+                   note=str(doc.get("note", "")))
 
 
 @dataclass(frozen=True)
@@ -114,7 +153,7 @@ class Failure:
 
     @property
     def relation(self) -> str:
-        return "<" if METRICS.get(self.metric) == "min" else ">"
+        return "<" if METRICS.get(SET_FIGURES.get(self.metric, self.metric)) == "min" else ">"
 
 
 @dataclass(frozen=True)
@@ -131,18 +170,23 @@ class AccuracyReport:
     onnx_sha256: str | None = None
     duration_s: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The configured per-output comparisons (``AccuracySettings.outputs_key``).
+    outputs_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return self.failure is None
 
     def covers(self, *, engine_sha256: str, onnx_sha256: str, tolerance: Tolerance,
-               inputs: InputsUsed | None = None) -> bool:
+               inputs: InputsUsed | None = None,
+               outputs_config: dict[str, Any] | None = None) -> bool:
         """Whether this recorded pass vouches for the engine now, so a warm boot can skip the
-        check: same engine bytes, same ONNX, same tolerance (and same inputs when given)."""
+        check: same engine bytes, same ONNX, same tolerance and per-output comparisons (and
+        same inputs when given)."""
         return (self.passed and self.engine_sha256 == engine_sha256
                 and self.onnx_sha256 == onnx_sha256 and self.tolerance == tolerance
-                and (inputs is None or self.inputs == inputs))
+                and (inputs is None or self.inputs == inputs)
+                and self.outputs_config == (outputs_config or {}))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able mapping (non-finite numbers as the strings ``"inf"``/``"nan"``)."""
@@ -153,14 +197,14 @@ class AccuracyReport:
             "passed": self.passed,
             "tolerance": self.tolerance.as_dict(),
             "inputs": self.inputs.key(),
-            "outputs": [{**asdict(o), "shape": list(o.shape),
-                         **{m: _out(getattr(o, m)) for m in METRICS}} for o in self.outputs],
+            "outputs": [o.to_json() for o in self.outputs],
             "failure": None if self.failure is None else {**asdict(self.failure),
                                                           "value": _out(self.failure.value)},
             "engine_sha256": self.engine_sha256,
             "onnx_sha256": self.onnx_sha256,
             "duration_s": round(self.duration_s, 4),
             "extras": dict(self.extras),
+            "outputs_config": dict(self.outputs_config),
         }
 
     @classmethod
@@ -175,16 +219,13 @@ class AccuracyReport:
                 tolerance=Tolerance(**{m: _opt(doc["tolerance"].get(m)) for m in METRICS},
                                     atol=float(doc["tolerance"].get("atol", 0.0))),
                 inputs=InputsUsed(**doc["inputs"]),
-                outputs=tuple(OutputFigures(
-                    name=str(o["name"]), shape=tuple(int(d) for d in o["shape"]),
-                    max_abs=float(o["max_abs"]), rel_l2=float(o["rel_l2"]),
-                    cosine=float(o["cosine"]),
-                    nonfinite=int(o.get("nonfinite", 0))) for o in doc["outputs"]),
+                outputs=tuple(OutputFigures.from_json(o) for o in doc["outputs"]),
                 failure=None if failure is None else Failure(
                     str(failure["output"]), str(failure["metric"]), float(failure["value"]),
                     float(failure["threshold"])),
                 engine_sha256=doc.get("engine_sha256"), onnx_sha256=doc.get("onnx_sha256"),
                 duration_s=float(doc.get("duration_s", 0.0)), extras=dict(doc.get("extras", {})),
+                outputs_config=dict(doc.get("outputs_config", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None

@@ -71,6 +71,12 @@ def test_int8_calibrated_on_zeros_fails_with_exit_70_and_publishes_nothing(tmp_p
     cache = tmp_path / "cache"
     assert list(cache.glob("aliked*")) == []  # engine, sidecar and pending record: gone
     assert list(cache.glob("dinov2_vpr*.ort"))  # the models before it stay built
+    [summary] = _kinds(proc, "c10.engine.compile.summary")  # and are counted
+    assert (summary["engines_built"], summary["stopped_at"]) == (2, "aliked")
+    # The hint points at comparing the failing output otherwise, not at the model's tolerance.
+    assert (f"in aliked's backbones entry, set accuracy: {{outputs: {{{kv['output']}: "
+            "{compare: points}}}" in error[0])
+    assert "accuracy.metric/threshold" not in error[0]
     assert not (tmp_path / "run" / "ready.json").exists()
     # The next run rebuilds (and fails again on the same wrong calibration).
     proc = cli("--config", str(job), "--log-format", "json", "run")
@@ -106,3 +112,57 @@ def test_a_reused_engine_failing_a_tighter_tolerance_is_exit_70_and_left_in_plac
     assert [e["model_name"] for e in _kinds(proc, "c10.engine.accuracy.failed")] == ["dinov2_vpr"]
     assert _kinds(proc, "c10.engine.compile.start") == []
     assert engine.read_bytes() == before and not (tmp_path / "run" / "ready.json").exists()
+
+
+def test_per_output_comparisons_are_recorded_and_a_change_checks_again(tmp_path, corpus):
+    outputs = {"scores": {"compare": "argmax", "axis": -1}}
+    job = write_job_config(tmp_path, corpus, verify="accuracy",
+                           accuracy={"random_samples": 2, "outputs": outputs})
+    cold = cli("--config", str(job), "--log-format", "json", "run")
+    assert cold.returncode == 0, cold.stderr
+    passed = {e["model_name"]: e for e in _kinds(cold, "c10.engine.accuracy.passed")}
+    [lightglue] = passed["lightglue"]["outputs"]  # the job-wide entry, where the output exists
+    assert lightglue["compare"] == "argmax" and lightglue["agreement"] == 1.0
+    assert passed["dinov2_vpr"]["outputs"][0]["compare"] == "values"
+    job = write_job_config(tmp_path, corpus, verify="accuracy", accuracy={"random_samples": 2})
+    again = cli("--config", str(job), "--log-format", "json", "run")
+    assert again.returncode == 0, again.stderr
+    rechecked = {e["model_name"]: e for e in _kinds(again, "c10.engine.accuracy.passed")}
+    assert set(rechecked) == {"dinov2_vpr", "lightglue", "aliked"}  # the records: the old rules
+    assert rechecked["lightglue"]["outputs"][0]["compare"] == "values"
+    recorded = read_record(next((tmp_path / "cache").glob("lightglue*.ort"))).record
+    assert recorded is not None and recorded.accuracy is not None
+    assert recorded.accuracy["schema"] == 2 and recorded.accuracy["outputs_config"] == {}
+    assert _kinds(again, "c10.engine.built") == []
+
+
+def test_networks_like_the_robot_s_pass_with_no_outputs_block(tmp_path):
+    """`engine-init run`, verify: accuracy, default settings: the ALIKED-like keypoints are
+    compared as a set because the graph says so, and every engine is ready."""
+    import yaml
+
+    from tests.verify import networks as nets
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (tmp_path / "run").mkdir()
+    doc = {"cache_root": str(tmp_path / "cache"), "readiness_marker": str(tmp_path / "run" / "r.json"),
+           "backend": "onnxruntime", "precision": "fp32", "verify": "accuracy",
+           "lock_timeout_s": 60, "backbones": [
+               {"model_name": "dinov2", "onnx_path": str(nets.make_dinov2(models / "d.onnx")),
+                "expected_input_shape": [1, 3, 56, 56]},
+               {"model_name": "lightglue", "onnx_path": str(nets.make_lightglue(
+                   models / "l.onnx", matches=True)), "input_shapes": {
+                   k: {"min": [1, 8, 16], "opt": [1, 24, 16], "max": [1, 64, 16]}
+                   for k in ("desc0", "desc1")}},
+               {"model_name": "aliked", "onnx_path": str(nets.make_aliked(models / "a.onnx")),
+                "expected_input_shape": [1, 3, 32, 32]}]}
+    job = tmp_path / "config.yaml"
+    job.write_text(yaml.safe_dump(doc))
+    proc = cli("--config", str(job), "--log-format", "json", "run")
+    assert proc.returncode == 0, proc.stderr
+    passed = {e["model_name"]: e for e in _kinds(proc, "c10.engine.accuracy.passed")}
+    assert [o["compare"] for o in passed["aliked"]["outputs"]] == ["points", "aligned", "aligned"]
+    assert "TopK" in passed["aliked"]["outputs"][0]["note"]
+    assert [o["compare"] for o in passed["lightglue"]["outputs"]] == ["values", "points"]
+    assert passed["dinov2"]["outputs"][0]["neighbours"] == 1.0

@@ -70,7 +70,12 @@ def test_defaults_tighten_with_precision_and_overrides_replace_one_bound():
     assert custom.cosine == 0.999 and custom.rel_l2 == int8.rel_l2
     with pytest.raises(ValueError, match="unknown accuracy metric 'psnr'"):
         int8.override("psnr", 30)
-    assert Tolerance().as_dict() == {"rel_l2": None, "cosine": None, "max_abs": None, "atol": 0.0}
+    assert Tolerance().as_dict() == {"rel_l2": None, "cosine": None, "max_abs": None, "atol": 0.0,
+                                     "matched": None, "agreement": None, "variation": None,
+                                     "neighbours": None}
+    for looser, tighter in ((fp16, fp32), (int8, fp16)):  # the figures of what outputs mean
+        assert looser.matched < tighter.matched and looser.agreement < tighter.agreement  # type: ignore[operator]
+        assert looser.variation > tighter.variation  # type: ignore[operator]
 
 
 def test_reading_a_recorded_report_imports_no_heavy_module():
@@ -86,3 +91,27 @@ def test_reading_a_recorded_report_imports_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          check=True)
     assert json.loads(out.stdout) == [True, []]
+
+
+def test_a_record_of_the_first_schema_is_checked_again_never_read_as_a_pass():
+    old = {**_report().to_json(), "schema": 1}
+    for key in ("outputs_config",):
+        old.pop(key)
+    old["outputs"] = [{k: o[k] for k in ("name", "shape", "max_abs", "rel_l2", "cosine",
+                                         "nonfinite")} for o in old["outputs"]]
+    assert AccuracyReport.from_json(old) is None
+
+
+def test_set_figures_round_trip_and_the_configured_comparisons_are_covered():
+    points = OutputFigures("keypoints", (1, 48, 2), 0.1, 0.01, 0.9999, compare="points",
+                           matched=0.98, matched_engine=0.97, radius=1.04, note="rows ordered by TopK")
+    report = AccuracyReport("aliked", "fp16", default_tolerance("fp16"), RANDOM, (points,),
+                            engine_sha256="e" * 64, onnx_sha256="o" * 64,
+                            outputs_config={"keypoints": {"compare": "points", "radius": 2.0}})
+    back = AccuracyReport.from_json(json.loads(json.dumps(report.to_json())))
+    assert back is not None and back.outputs == (points,)
+    same = {"engine_sha256": "e" * 64, "onnx_sha256": "o" * 64, "tolerance": report.tolerance}
+    assert back.covers(**same, outputs_config={"keypoints": {"compare": "points", "radius": 2.0}})
+    assert not back.covers(**same, outputs_config={})
+    assert not back.covers(**same, outputs_config={"keypoints": {"compare": "points",
+                                                                 "radius": 1.0}})

@@ -1,0 +1,112 @@
+"""Read the ONNX graph for outputs whose rows are a set or an assignment, not a dense tensor.
+
+An output computed from the indices of a ``TopK``, ``NonMaxSuppression``, ``NonZero`` or
+``ArgMax`` (or gathered, sampled or reshaped by them: every op between passes the order on)
+has rows whose order, and for some their number, depends on near-equal scores: two healthy
+engines may order them differently. Per such source, the first of its outputs that holds
+coordinates (``[..., N, D]`` with ``D`` <= 4), else rows of integer indices (``NonZero``'s
+``[K, 2]``), is compared as ``points``; the others follow its rows (``aligned``); with neither,
+they stay ``values`` (a user can configure them). The integer outputs of an ``ArgMax`` are
+``argmax`` (equal indices).
+onnx is imported only in :func:`find_rules`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.verify.rules import OutputRule
+
+__all__ = ["find_rules"]
+
+_SOURCES = ("TopK", "NonMaxSuppression", "NonZero", "ArgMax")
+#: Ops whose inputs after the first are shapes, axes, counts or sizes, never rows.
+_FIRST_INPUT_ONLY = {"Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", "Squeeze",
+                     "Unsqueeze", "ReduceL2", "ReduceL1", "ReduceSum", "ReduceMean", "ReduceMax",
+                     "ReduceMin", "ReduceProd", "ReduceSumSquare", "ReduceLogSumExp", "Split"}
+#: Ops that give sizes or fresh values, whatever they are fed: the order stops there.
+_STOP = {"Shape", "Size", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLike",
+         "RandomUniformLike"}
+#: Integer element types (onnx.TensorProto values): INT8..UINT64, and BOOL.
+_INTEGER = {2, 3, 4, 5, 6, 7, 9, 12, 13}
+
+
+def find_rules(onnx_path: Path) -> dict[str, OutputRule]:
+    """{output: rule} for the outputs the graph shows to be sets or assignments; the others
+    are left to ``values``. Never raises for a graph it cannot follow: it then finds less."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:  # the reference run reports an unreadable model with its own message
+        return {}
+    graph = model.graph
+    source: dict[str, str] = {}  # tensor -> the source node that orders its rows
+    for index, node in enumerate(graph.node):
+        label = node.name or f"{node.op_type}#{index}"
+        if node.op_type in _STOP:
+            continue
+        data = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
+        origin = next((source[t] for t in data if t in source), None)
+        if node.op_type in _SOURCES and origin is None:
+            # The first source orders the rows: an ArgMax over NonZero's rows follows NonZero.
+            origin = f"{node.op_type}:{label}"
+        if origin is None:
+            continue
+        for tensor in node.output:
+            if tensor:
+                source[tensor] = origin
+    return _rules(graph, source)
+
+
+def _rules(graph: Any, source: dict[str, str]) -> dict[str, OutputRule]:
+    groups: dict[str, list[Any]] = {}
+    for output in graph.output:
+        if output.name in source:
+            groups.setdefault(source[output.name], []).append(output)
+    rules: dict[str, OutputRule] = {}
+    for origin, outputs in groups.items():
+        kind, _, node = origin.partition(":")
+        if kind == "ArgMax":  # an index per position: equal or not (its values stay values)
+            for output in outputs:
+                if _elem_type(output) in _INTEGER:
+                    rules[output.name] = OutputRule(
+                        "argmax", reason=f"indices of ArgMax {node}: compared for equality")
+            continue
+        anchor = _anchor(outputs)
+        for output in outputs:
+            integer = _elem_type(output) in _INTEGER
+            if output is anchor:
+                radius = 0.0 if integer else None
+                rules[output.name] = OutputRule(
+                    "points", radius=radius,
+                    reason=f"rows ordered by {kind} {node}: compared as a set")
+            elif anchor is not None:
+                rules[output.name] = OutputRule(
+                    "aligned", aligned_to=anchor.name,
+                    reason=f"rows ordered by {kind} {node}: follow {anchor.name!r}")
+    return rules
+
+
+def _anchor(outputs: list[Any]) -> Any:
+    """The output whose rows are positions: coordinates first, then rows of indices (None:
+    neither, e.g. only a TopK's values and its ``[1, K]`` indices)."""
+    coordinates = [o for o in outputs if _elem_type(o) not in _INTEGER and _is_rows(o)]
+    indices = [o for o in outputs if _elem_type(o) in _INTEGER and _is_rows(o)]
+    return (coordinates or indices or [None])[0]
+
+
+def _is_rows(output: Any) -> bool:
+    """``[..., N, D]`` with D <= 4: coordinates, boxes' corners, index pairs or triples."""
+    dims = _dims(output)
+    return len(dims) >= 2 and isinstance(dims[-1], int) and 1 <= dims[-1] <= 4
+
+
+def _elem_type(output: Any) -> int:
+    return int(output.type.tensor_type.elem_type)
+
+
+def _dims(output: Any) -> list[int | str]:
+    shape = output.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in shape.dim]

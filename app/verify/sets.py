@@ -1,0 +1,154 @@
+"""Outputs compared as what they mean: rows as a set (``points``), rows that follow that
+matching (``aligned``), and argmax agreement (``argmax``). numpy is imported by the callers'
+arrays; every function takes one sample's reference and engine outputs.
+
+A ``points`` output is ``[..., N, D]`` (``[N]`` is taken as ``[N, 1]``): for each leading index,
+each reference row is matched to its nearest engine row (Euclidean, in the output's units) and
+each engine row to its nearest reference row. ``matched`` is the share of reference rows with an
+engine row within the radius, ``matched_engine`` the share of engine rows with a reference row
+within it, so an engine that finds more or fewer rows is judged too. Two empty sets agree.
+Over several samples the shares are pooled (rows matched over rows of all samples): a sample
+with a handful of rows (matches of an image pair) must not decide alone.
+Outputs that follow the matching (``aligned``) are compared on mutually nearest pairs only.
+The radius, unless configured: 0 for integer rows (indices are exact), else half the median
+distance between a reference row and its nearest other reference row: a row within it is
+nearer to its own reference than to any neighbour's, whatever the output's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PointMatch", "aligned_rows", "argmax_agreement", "match_points", "row_axis"]
+
+_BLOCK = 1 << 22  # terms of a distance block (float64: 32 MiB)
+_SPACINGS = 1024  # rows whose nearest neighbour sets the default radius
+
+
+@dataclass(frozen=True)
+class PointMatch:
+    matched: float
+    matched_engine: float
+    radius: float
+    counts: tuple[int, int, int, int]  # reference rows matched, of; engine rows matched, of
+    #: Per leading index: (reference rows, their engine rows), the mutually nearest pairs
+    #: within the radius.
+    pairs: tuple[tuple[Any, Any], ...]
+
+
+def row_axis(ndim: int) -> int:
+    """The axis of the rows of a ``[..., N, D]`` output (``[N]``: axis 0)."""
+    return max(ndim - 2, 0)
+
+
+def _rows(array: Any, axis: int) -> Any:
+    """``array`` as ``[B, N, D]``: B the leading indices, N the rows along ``axis``."""
+    import numpy as np
+
+    a = np.asarray(array)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    lead = int(np.prod(a.shape[:axis], dtype=np.int64))
+    width = int(np.prod(a.shape[axis + 1:], dtype=np.int64))
+    return a.reshape(lead, a.shape[axis], width)
+
+
+def _nearest(a: Any, b: Any, *, skip_equal: bool = False) -> tuple[Any, Any]:
+    """For each row of ``a``: the index of its nearest row of ``b`` and the distance
+    (``skip_equal``: rows at distance 0 do not count, a row itself and its duplicates)."""
+    import numpy as np
+
+    index = np.zeros(len(a), dtype=np.int64)
+    distance = np.full(len(a), np.inf)
+    if len(b) == 0:
+        return index, distance
+    # Blocks of at most _BLOCK distances' terms, whatever the rows: 100k keypoints must not
+    # ask for gigabytes.
+    step = max(1, _BLOCK // max(1, len(b) * a.shape[1]))
+    for start in range(0, len(a), step):
+        d2 = ((a[start:start + step, None, :] - b[None, :, :]) ** 2).sum(axis=-1)
+        if skip_equal:
+            d2[d2 == 0] = np.inf
+        index[start:start + step] = d2.argmin(axis=1)
+        distance[start:start + step] = np.sqrt(d2.min(axis=1))
+    return index, distance
+
+
+def _default_radius(ref: Any) -> float:
+    import numpy as np
+
+    if len(ref) < 2:
+        return 0.0
+    # The median of a sample of the rows' spacings is enough: at most _SPACINGS rows.
+    pick = ref if len(ref) <= _SPACINGS else ref[np.linspace(0, len(ref) - 1, _SPACINGS).astype(np.int64)]
+    _, nearest = _nearest(pick, ref, skip_equal=True)
+    finite = nearest[np.isfinite(nearest)]
+    return float(np.median(finite)) / 2.0 if finite.size else 0.0
+
+
+def match_points(reference: Any, candidate: Any, radius: float | None) -> PointMatch:
+    """Match the rows of one sample's outputs (see the module docstring)."""
+    import numpy as np
+
+    integer = np.asarray(reference).dtype.kind in "iub"
+    axis = row_axis(np.ndim(reference))
+    ref = _rows(reference, axis).astype(np.float64)
+    got = _rows(candidate, axis).astype(np.float64)
+    if ref.shape[0] != got.shape[0] or ref.shape[2] != got.shape[2]:
+        raise ValueError(f"rows of {list(np.shape(candidate))} cannot be matched to rows of "
+                         f"{list(np.shape(reference))}")
+    hits = total = hits_back = total_back = 0
+    used = []
+    pairs = []
+    for r, g in zip(ref, got, strict=True):
+        within = radius if radius is not None else (0.0 if integer else _default_radius(r))
+        used.append(within)
+        index, distance = _nearest(r, g)
+        index_back, back = _nearest(g, r)
+        ok = distance <= within
+        hits, total = hits + int(ok.sum()), total + len(r)
+        hits_back, total_back = hits_back + int((back <= within).sum()), total_back + len(g)
+        # Pairs: mutual nearest rows only, so that a reference row whose own engine row is
+        # missing never borrows a neighbour's (whose descriptor is another keypoint's).
+        mutual = ok & (index_back[index] == np.arange(len(r))) if len(g) else ok
+        pairs.append((np.nonzero(mutual)[0], index[mutual]))
+    share = hits / total if total else (1.0 if not total_back else 0.0)
+    back_share = hits_back / total_back if total_back else (1.0 if not total else 0.0)
+    return PointMatch(share, back_share, min(used) if used else 0.0,
+                      (hits, total, hits_back, total_back), tuple(pairs))
+
+
+def aligned_rows(reference: Any, candidate: Any, axis: int,
+                 pairs: tuple[tuple[Any, Any], ...]) -> tuple[Any, Any]:
+    """The matched rows of an output that follows a ``points`` output: ``[n, ...]`` each,
+    reference row ``i`` beside the engine row matched to it."""
+    import numpy as np
+
+    ref, got = _rows(reference, axis), _rows(candidate, axis)
+    if ref.shape[0] != len(pairs) or got.shape[0] != len(pairs) or ref.shape[2] != got.shape[2]:
+        raise ValueError(f"rows of {list(np.shape(candidate))} do not follow the matched rows "
+                         f"(reference {list(np.shape(reference))})")
+    want = [r[i] for r, (i, _) in zip(ref, pairs, strict=True)]
+    have = []
+    for g, (_, j) in zip(got, pairs, strict=True):
+        if len(j) and int(j.max()) >= len(g):
+            raise ValueError(f"{len(g)} rows from the engine where its matched output has more")
+        have.append(g[j])
+    return np.concatenate(want), np.concatenate(have)
+
+
+def argmax_agreement(reference: Any, candidate: Any, axis: int) -> float:
+    """The share of equal argmax along ``axis``; for integer outputs (already indices), the
+    share of equal elements. ValueError when the shapes differ."""
+    import numpy as np
+
+    ref, got = np.asarray(reference), np.asarray(candidate)
+    if ref.shape != got.shape:
+        raise ValueError(f"shape {list(got.shape)} from the engine, {list(ref.shape)} from the "
+                         "ONNX model")
+    if ref.dtype.kind not in "iub":
+        if ref.size == 0:
+            return 1.0
+        ref, got = ref.argmax(axis=axis), got.argmax(axis=axis)
+    return float(np.mean(ref == got)) if ref.size else 1.0

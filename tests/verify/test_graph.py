@@ -1,0 +1,93 @@
+"""Reading the ONNX graph for outputs that are sets or assignments, and the rules it gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, checker, helper, numpy_helper, save
+
+from app.cli import exit_code_for
+from app.errors import ModelDataError
+from app.verify.graph import find_rules
+from app.verify.rules import OutputRule, resolve_rules
+from tests.verify import networks as nets
+
+
+def _save(path: Path, nodes, inputs, outputs, inits=()) -> Path:
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
+                              opset_imports=[helper.make_opsetid("", 19)])
+    checker.check_model(model)
+    save(model, str(path))
+    return path
+
+
+def test_the_three_networks(tmp_path):
+    aliked = find_rules(nets.make_aliked(tmp_path / "a.onnx"))
+    assert aliked["keypoints"].compare == "points" and aliked["keypoints"].radius is None
+    assert "TopK" in aliked["keypoints"].reason
+    assert {n: (r.compare, r.aligned_to) for n, r in aliked.items() if n != "keypoints"} == {
+        "scores": ("aligned", "keypoints"), "descriptors": ("aligned", "keypoints")}
+    lightglue = find_rules(nets.make_lightglue(tmp_path / "l.onnx", matches=True))
+    assert list(lightglue) == ["matches"]  # the assignment matrix stays values
+    assert lightglue["matches"].compare == "points" and lightglue["matches"].radius == 0.0
+    assert "NonZero" in lightglue["matches"].reason
+    assert find_rules(nets.make_dinov2(tmp_path / "d.onnx")) == {}
+
+
+def test_non_max_suppression_argmax_and_topk_without_positions(tmp_path):
+    f = TensorProto.FLOAT
+    limits = [numpy_helper.from_array(np.array([5], np.int64), "k"),
+              numpy_helper.from_array(np.array([0.5], np.float32), "iou")]
+    path = _save(tmp_path / "m.onnx", [
+        helper.make_node("NonMaxSuppression", ["boxes", "scores", "k", "iou"], ["selected"]),
+        helper.make_node("ArgMax", ["logits"], ["classes"], axis=-1, keepdims=0),
+        helper.make_node("TopK", ["logits", "k"], ["top", "top_idx"], axis=-1),
+        helper.make_node("Relu", ["logits"], ["dense"]),
+    ], [helper.make_tensor_value_info("boxes", f, [1, 8, 4]),
+        helper.make_tensor_value_info("scores", f, [1, 1, 8]),
+        helper.make_tensor_value_info("logits", f, [1, 3, 10])],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, ["k", 3]),
+         helper.make_tensor_value_info("classes", TensorProto.INT64, [1, 3]),
+         helper.make_tensor_value_info("top", f, [1, 3, 5]),
+         helper.make_tensor_value_info("dense", f, [1, 3, 10])], limits)
+    rules = find_rules(path)
+    assert rules["selected"] == OutputRule("points", radius=0.0, reason=rules["selected"].reason)
+    assert rules["classes"].compare == "argmax"
+    assert "top" not in rules and "dense" not in rules  # nothing says where its rows are
+
+
+def test_an_unreadable_model_finds_nothing(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a model")
+    assert find_rules(junk) == {}
+
+
+def test_the_config_overrides_the_graph_and_bad_names_are_refused():
+    found = {"keypoints": OutputRule("points", reason="graph"),
+             "descriptors": OutputRule("aligned", aligned_to="keypoints", reason="graph")}
+    outputs = ("keypoints", "descriptors", "scores")
+    rules = resolve_rules("m", outputs, {"keypoints": OutputRule("points", radius=2.0)}, found)
+    assert rules["keypoints"].radius == 2.0 and rules["scores"] == OutputRule()
+    with pytest.raises(ModelDataError, match=r"names \['kpts'\], which the model does not") as caught:
+        resolve_rules("m", outputs, {"kpts": OutputRule("points")}, found)
+    assert exit_code_for(caught.value) == 65
+    with pytest.raises(ModelDataError, match="aligned_to 'keypoints', which is not an output "
+                                             "compared as points"):
+        resolve_rules("m", outputs, {"keypoints": OutputRule("values")}, found)
+
+
+def test_the_first_source_orders_the_rows(tmp_path):
+    f = TensorProto.FLOAT
+    path = _save(tmp_path / "chain.onnx", [
+        helper.make_node("NonZero", ["mask"], ["nz"]),
+        helper.make_node("Transpose", ["nz"], ["pairs"], perm=[1, 0]),
+        helper.make_node("Cast", ["pairs"], ["pairs_f"], to=f),
+        helper.make_node("ArgMax", ["pairs_f"], ["which"], axis=1, keepdims=0),
+    ], [helper.make_tensor_value_info("mask", TensorProto.BOOL, [4, 4])],
+        [helper.make_tensor_value_info("pairs", TensorProto.INT64, ["k", 2]),
+         helper.make_tensor_value_info("which", TensorProto.INT64, ["k"])])
+    rules = find_rules(path)
+    assert rules["pairs"].compare == "points"  # data-dependent rows: a set
+    assert (rules["which"].compare, rules["which"].aligned_to) == ("aligned", "pairs")

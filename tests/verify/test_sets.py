@@ -1,0 +1,70 @@
+"""Rows as a set, rows that follow it, argmax agreement: one sample's outputs at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.verify.sets import aligned_rows, argmax_agreement, match_points, row_axis
+
+GRID = np.array([[[x * 4.0, y * 4.0] for x in range(5) for y in range(4)]])  # [1, 20, 2]
+
+
+def test_reordered_rows_all_match_and_follow():
+    order = np.random.default_rng(0).permutation(20)
+    got = GRID[:, order] + 0.3  # another order, a sub-pixel shift
+    match = match_points(GRID, got, None)
+    assert match.radius == 2.0  # half the spacing of the reference's rows
+    assert (match.matched, match.matched_engine) == (1.0, 1.0) and match.counts == (20, 20, 20, 20)
+    descriptors = np.random.default_rng(1).standard_normal((1, 20, 8))
+    want, have = aligned_rows(descriptors, descriptors[:, order], row_axis(3), match.pairs)
+    np.testing.assert_array_equal(want, have)
+
+
+def test_missing_and_extra_rows_are_judged_both_ways():
+    got = np.concatenate([GRID[:, :15], GRID[:, :5] + 100.0], axis=1)  # 5 lost, 5 spurious
+    match = match_points(GRID, got, None)
+    assert match.matched == 0.75 and match.matched_engine == 0.75
+    fewer = match_points(GRID, GRID[:, :10], None)  # fewer rows: a data-dependent output
+    assert (fewer.matched, fewer.matched_engine) == (0.5, 1.0)
+
+
+def test_a_row_whose_own_is_missing_never_borrows_a_neighbour_s():
+    ref = np.array([[[0.0, 0.0], [1.0, 0.0], [10.0, 10.0], [20.0, 20.0]]])
+    got = ref[:, [0, 2, 3]]  # the row at (1, 0) is lost; (0, 0) is within the radius of it
+    match = match_points(ref, got, 1.5)
+    assert match.matched == 1.0  # every reference row has an engine row within 1.5 ...
+    (rows, engine_rows), = match.pairs
+    assert rows.tolist() == [0, 2, 3] and engine_rows.tolist() == [0, 1, 2]  # ... pairs: mutual
+
+
+def test_index_rows_match_exactly_and_empty_sets_agree():
+    matches = np.array([[0, 3], [1, 1], [4, 2]], np.int64)
+    assert match_points(matches, matches[::-1], None).radius == 0.0
+    assert match_points(matches, matches[::-1], None).matched == 1.0
+    shifted = match_points(matches, matches + np.array([0, 1]), None)
+    assert shifted.matched == 0.0
+    empty = np.zeros((0, 2), np.int64)
+    assert match_points(empty, empty, None).matched == 1.0
+    assert match_points(empty, matches, None).matched_engine == 0.0
+    assert match_points(matches, empty, None).matched == 0.0
+
+
+def test_rows_that_cannot_be_matched_are_an_error():
+    with pytest.raises(ValueError, match="cannot be matched"):
+        match_points(GRID, GRID[..., :1], None)
+    match = match_points(GRID, GRID, None)
+    with pytest.raises(ValueError, match="do not follow"):
+        aligned_rows(np.zeros((1, 20, 4)), np.zeros((1, 20, 5)), 1, match.pairs)
+
+
+def test_argmax_agreement():
+    logits = np.random.default_rng(2).standard_normal((1, 6, 5))
+    assert argmax_agreement(logits, logits + 1e-3, -1) == 1.0
+    flipped = logits.copy()
+    flipped[0, 0] = -flipped[0, 0]
+    assert argmax_agreement(logits, flipped, -1) == pytest.approx(5 / 6)
+    indices = np.array([[1, 2, 3, 4]])
+    assert argmax_agreement(indices, np.array([[1, 2, 0, 4]]), -1) == 0.75  # already indices
+    with pytest.raises(ValueError, match="shape"):
+        argmax_agreement(logits, logits[:, :5], -1)
