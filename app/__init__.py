@@ -20,9 +20,10 @@ _EXPORTS = {
         "BackendUnavailableError", "BuildCancelledError", "CacheWriteError", "CalibrationCacheError",
         "ConfigError", "EngineBuildError", "EngineInitError", "HostProbeError", "LockTimeoutError",
         "ModelDataError")},
+    **{name: "app.request" for name in ("BackboneSpec", "EngineCompileRequest")},
     **{name: "app.values" for name in (
-        "BackboneSpec", "BuildConfig", "CompileOutcome", "EngineCacheEntry", "EngineCompileRequest",
-        "EngineCompileResult", "HostCapabilities", "InputProfile", "PrecisionMode")},
+        "BuildConfig", "CompileOutcome", "EngineCacheEntry", "EngineCompileResult",
+        "HostCapabilities", "InputProfile", "PrecisionMode")},
 }
 __all__ = [
     "BackboneSpec",
@@ -82,12 +83,11 @@ if TYPE_CHECKING:
         LockTimeoutError,
         ModelDataError,
     )
+    from app.request import BackboneSpec, EngineCompileRequest
     from app.values import (
-        BackboneSpec,
         BuildConfig,
         CompileOutcome,
         EngineCacheEntry,
-        EngineCompileRequest,
         EngineCompileResult,
         HostCapabilities,
         InputProfile,

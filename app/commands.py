@@ -46,8 +46,10 @@ def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
         if config.backend not in ("tensorrt", "auto") or not installed.present:
             return {}
         version = installed.version
-    found = check_corpus((b.to_spec(config.verify, config.accuracy) for b in config.backbones),
-                         version)
+    from app.request import BackboneSpec
+
+    specs = [BackboneSpec.from_config(b) for b in config.backbones]
+    found = check_corpus(((s.model_name, s.onnx_path, s.shapes()) for s in specs), version)
     if echo:
         _echo_ops(found, version)
     refused = [(n, f) for n, fs in found.items() for f in fs if f.refuse]
@@ -104,8 +106,11 @@ def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str,
     ``held``: what ``state.host()`` returned, when already asked."""
     from dataclasses import replace
 
+    from app.request import EngineCompileRequest
+
     config, prepared, identity = held or state.host()
-    request = replace(config.to_request(prepared.report.capabilities), strict_onnx_hash=strict)
+    request = replace(EngineCompileRequest.from_config(config, prepared.report.capabilities),
+                      strict_onnx_hash=strict)
     return [
         {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
          "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest}

@@ -30,12 +30,8 @@ from app.host.identity import HardwareIdentity
 from app.phases.build import build
 from app.phases.plan import Plan, Step, make_plan
 from app.phases.reuse import reuse
-from app.values import (
-    BackboneSpec,
-    CompileOutcome,
-    EngineCompileRequest,
-    EngineCompileResult,
-)
+from app.request import BackboneSpec, EngineCompileRequest
+from app.values import CompileOutcome, EngineCompileResult
 
 if TYPE_CHECKING:
     from app.governor.timeline import Timeline

@@ -7,7 +7,8 @@ checks that read the filesystem (``onnx_path`` exists, INT8 has calibration data
 
 The path types and the feature sections (``accuracy``, ``governor``, ``fleet``) are in
 :mod:`app.config_sections`. Reading the YAML file and the environment is :mod:`app.loading`'s
-job; this module does not import it.
+job; this module does not import it. The compiler's request is made from a config by
+:meth:`app.request.EngineCompileRequest.from_config`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from app.config_sections import (
 from app.values import PrecisionMode
 
 if TYPE_CHECKING:
-    from app.values import BackboneSpec, EngineCompileRequest, HostCapabilities
-
     BackendChoice = str
 else:
     #: ``auto`` and the backends of the registry's one table (app.backends.registry.BACKENDS).
@@ -120,22 +119,6 @@ class BackboneConfig(StrictModel):
             if isinstance(shape, list) and not shape:
                 raise ValueError(f"input_shapes.{name}: needs at least one dimension")
         return self
-
-    def to_spec(self, verify: str = "io", accuracy: AccuracyConfig | None = None) -> BackboneSpec:
-        """This model as the compiler takes it; ``verify``/``accuracy``: the job's defaults."""
-        from app.values import KEEP_FP32_DEFAULT, BackboneSpec, InputProfile
-
-        shapes = {
-            name: InputProfile.fixed(tuple(s)) if isinstance(s, list)
-            else InputProfile(tuple(s.min), tuple(s.opt), tuple(s.max))
-            for name, s in (self.input_shapes or {}).items()
-        }
-        fixed = tuple(self.expected_input_shape) if self.expected_input_shape else None
-        verify = self.verify or verify
-        gate = AccuracyConfig.merged(accuracy, self.accuracy) if verify == "accuracy" else None
-        keep = KEEP_FP32_DEFAULT if self.keep_fp32 is None else tuple(self.keep_fp32)
-        return BackboneSpec(self.model_name, self.onnx_path, fixed, shapes, self.precision,
-                            self.dla_core, verify, gate, keep)
 
 
 class EngineInitConfig(StrictModel):
@@ -224,15 +207,3 @@ class EngineInitConfig(StrictModel):
             return True
         cache_dir = self.cache_root / "calibration"
         return cache_dir.is_dir() and any(cache_dir.glob(f"{b.model_name}__*.calib"))
-
-    def to_request(self, host: HostCapabilities) -> EngineCompileRequest:
-        from app.values import EngineCompileRequest
-
-        return EngineCompileRequest(
-            backbones=tuple(b.to_spec(self.verify, self.accuracy) for b in self.backbones),
-            calibration_path=self.calibration_path, cache_root=self.cache_root,
-            precision=self.precision, host=host, workspace_mb=self.workspace_mb,
-            optimization_level=self.optimization_level, lock_timeout_s=self.lock_timeout_s,
-            strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
-            fleet_public_key=self.fleet.public_key_file,
-        )

@@ -3,27 +3,37 @@ gate), ``governor`` (the build governor) and ``fleet`` (the fleet commands' defa
 
 :mod:`app.config` assembles them with the models into the job's document; the rules there
 hold here too (relative paths against the config's folder, ``check_files`` in the context).
+The sections are the settings the code uses as they are (:mod:`app.verify`,
+:mod:`app.governor`): frozen models, built from a config or in Python with keywords (a path
+may be given as a :class:`~pathlib.Path`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, GetPydanticSchema, ValidationInfo, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    GetPydanticSchema,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
-from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
-
-if TYPE_CHECKING:
-    from app.governor.admission import GovernorSettings
-    from app.verify.accuracy import AccuracySettings
-    from app.verify.rules import OutputRule
-
 __all__ = ["AccuracyConfig", "AccuracyOutputConfig", "ConfigPath", "ExistingFile", "FleetConfig",
            "GovernorConfig", "PromPath", "StrictModel"]
+
+#: The accuracy gate's random inputs when the config says nothing: how many, their seed and
+#: the range of their floats (a normalized image's; app.verify.inputs).
+DEFAULT_COUNT = 4
+DEFAULT_SEED = 0
+DEFAULT_RANGE = (0.0, 1.0)
 
 
 def _resolve(value: str, info: ValidationInfo) -> Path:
@@ -48,11 +58,19 @@ def _existing_file(value: str, info: ValidationInfo) -> Path:
     return path
 
 
+def _as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _path_schema(check: Any, text: cs.CoreSchema) -> Any:
+    """A path given as a YAML string (so that a wrong type says "a valid string") or, in
+    Python, a :class:`Path`, turned into a :class:`Path` by ``check``."""
+    return GetPydanticSchema(lambda _type, _handler: cs.no_info_before_validator_function(
+        _as_text, cs.with_info_after_validator_function(check, text)))
+
+
 def _path_type(check: Any) -> Any:
-    """A path given as a YAML string (so that a wrong type says "a valid string"), turned
-    into a :class:`Path` by ``check``."""
-    return GetPydanticSchema(
-        lambda _type, _handler: cs.with_info_after_validator_function(check, cs.str_schema()))
+    return _path_schema(check, cs.str_schema())
 
 
 _PATH_JSON = WithJsonSchema({"type": "string", "format": "path"})
@@ -60,8 +78,7 @@ _PATH_JSON = WithJsonSchema({"type": "string", "format": "path"})
 ConfigPath = Annotated[Path, _path_type(_resolve), _PATH_JSON]
 ExistingFile = Annotated[Path, _path_type(_existing_file), _PATH_JSON]
 #: A path as :data:`ConfigPath` whose name ends in ``.prom`` (node_exporter reads only those).
-PromPath = Annotated[Path, GetPydanticSchema(lambda _t, _h: cs.with_info_after_validator_function(
-    _resolve, cs.str_schema(pattern=r"\.prom$"))), _PATH_JSON]
+PromPath = Annotated[Path, _path_schema(_resolve, cs.str_schema(pattern=r"\.prom$")), _PATH_JSON]
 
 
 class StrictModel(BaseModel):
@@ -70,6 +87,7 @@ class StrictModel(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
 
+# Also the rules app.verify.graph finds in the ONNX graph (with the reason it found them for).
 class AccuracyOutputConfig(StrictModel):
     """How one output is compared (docs/accuracy-gate.md): over what the ONNX graph shows."""
 
@@ -103,12 +121,16 @@ class AccuracyOutputConfig(StrictModel):
             raise ValueError("radius applies to compare: points")
         return self
 
-    def rule(self) -> OutputRule:
-        from app.verify.rules import OutputRule
+    @property
+    def comparison(self) -> str:
+        """What the gate does: ``compare``; ``aligned`` with ``aligned_to``; else ``values``
+        (one of app.verify.rules.COMPARISONS)."""
+        return "aligned" if self.aligned_to else (self.compare or "values")
 
-        compare = "aligned" if self.aligned_to else (self.compare or "values")
-        return OutputRule(compare, self.radius, self.aligned_to, self.axis,
-                          self.reason or "configured", self.metric, self.threshold)
+    def key(self) -> dict[str, Any]:
+        """What a recorded pass must match (the reason is words, not a setting)."""
+        return {"compare": self.comparison, "radius": self.radius, "aligned_to": self.aligned_to,
+                "axis": self.axis, "metric": self.metric, "threshold": self.threshold}
 
 
 class AccuracyConfig(StrictModel):
@@ -144,21 +166,29 @@ class AccuracyConfig(StrictModel):
             raise ValueError("value_range: need low < high")
         return self
 
-    @classmethod
-    def merged(cls, job: AccuracyConfig | None, model: AccuracyConfig | None) -> AccuracySettings:
-        """The library's settings: the model's keys over the job's over the defaults."""
-        from app.verify.accuracy import AccuracySettings
+    #: Names in ``outputs`` from the job-wide section (see :meth:`merged`): they apply where
+    #: the model has such an output, where a model's own names must be its outputs.
+    _shared_outputs: frozenset[str] = PrivateAttr(frozenset())
 
+    @property
+    def shared_outputs(self) -> frozenset[str]:
+        return self._shared_outputs
+
+    @classmethod
+    def merged(cls, job: AccuracyConfig | None, model: AccuracyConfig | None) -> AccuracyConfig:
+        """One model's settings: its keys over the job's over the defaults."""
         keys = {**(job.model_dump(exclude_unset=True) if job else {}),
                 **(model.model_dump(exclude_unset=True) if model else {})}
         # Per output, the model's entry replaces the job's (an output's rule is one setting).
-        outputs = {**(job.outputs if job else {}), **(model.outputs if model else {})}
-        keys.pop("outputs", None)
-        doc = cls.model_construct(**keys)
-        shared = frozenset(outputs) - frozenset(model.outputs if model else ())
-        return AccuracySettings(doc.metric, doc.threshold, doc.samples_path, doc.random_samples,
-                                doc.seed, (doc.value_range[0], doc.value_range[1]),
-                                {name: out.rule() for name, out in outputs.items()}, shared)
+        keys["outputs"] = {**(job.outputs if job else {}), **(model.outputs if model else {})}
+        merged = cls.model_construct(**keys)  # both were validated; so is their union
+        merged._shared_outputs = frozenset(keys["outputs"]) - frozenset(model.outputs if model
+                                                                          else ())
+        return merged
+
+    def outputs_key(self) -> dict[str, Any]:
+        """The configured comparisons, as a recorded pass must match them."""
+        return {name: rule.key() for name, rule in sorted(self.outputs.items())}
 
 
 class GovernorConfig(StrictModel):
@@ -191,17 +221,6 @@ class GovernorConfig(StrictModel):
     root: ConfigPath = Field(
         Path("/"), description="Where /proc/meminfo, /sys/class/thermal and nvpmodel's files "
                                "are read (a fake tree in tests).")
-
-    def settings(self) -> GovernorSettings | None:
-        from app.governor.admission import GovernorSettings
-
-        if not self.enabled:
-            return None
-        return GovernorSettings(
-            memory_share=self.memory_share, reserve_mb=self.reserve_mb,
-            weights_factor=self.weights_factor, min_workspace_mb=self.min_workspace_mb,
-            max_temp_c=self.max_temp_c, thermal_wait_s=self.thermal_wait_s, poll_s=self.poll_s,
-            when_hot=self.when_hot, ignore_zones=tuple(self.ignore_zones), root=self.root)
 
 
 class FleetConfig(StrictModel):

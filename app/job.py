@@ -27,6 +27,7 @@ from app.errors import CacheWriteError, ConfigError
 from app.host.identity import identity_of
 from app.host.probe import HostReport, probe_host
 from app.readiness import clear_marker, current_boot_id, write_marker
+from app.request import EngineCompileRequest
 from app.signing import load_key
 from app.values import EngineCompileResult
 
@@ -125,8 +126,8 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
     # The marker is written under the same lock as the engines, so that no other run can
     # replace an engine between our check and our marker.
     with CacheLock(config.cache_root, config.lock_timeout_s, logger) as lock:
-        results = prepared.compiler.compile_engines_for_corpus(config.to_request(caps),
-                                                               held_lock=lock, early=early)
+        results = prepared.compiler.compile_engines_for_corpus(
+            EngineCompileRequest.from_config(config, caps), held_lock=lock, early=early)
         timings.update(prepared.compiler.last_phase_timings)
         timings["lock_wait"] = lock.waited_s
         timings.pop("total", None)

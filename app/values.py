@@ -1,8 +1,9 @@
 """The value types that callers of engine-init exchange with it.
 
 All are immutable dataclasses from the standard library, so importing them costs nothing and
-they can cross thread boundaries freely. Configuration parsing (pydantic) lives in
-:mod:`app.config` and produces these.
+they can cross thread boundaries freely. The settings are the config's sections
+(:mod:`app.config_sections`); the compiler's request, which carries them, is
+:mod:`app.request`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from app.governor.admission import GovernorSettings
-    from app.verify.accuracy import AccuracySettings
-
 __all__ = [
     "NO_JETPACK",
-    "BackboneSpec",
     "BuildConfig",
     "CompileOutcome",
     "EngineCacheEntry",
-    "EngineCompileRequest",
     "EngineCompileResult",
     "HostCapabilities",
     "InputProfile",
@@ -149,54 +145,6 @@ class EngineCacheEntry:
     trt: str
     precision: PrecisionMode
     extras: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One model of the corpus.
-
-    ``expected_input_shape`` is the single-input shorthand; ``input_shapes`` names each input
-    (fixed or min/opt/max). ``precision`` overrides the request's precision for this model.
-    """
-
-    model_name: str
-    onnx_path: Path
-    expected_input_shape: Shape | None = None
-    input_shapes: dict[str, InputProfile] = field(default_factory=dict)
-    precision: PrecisionMode | None = None
-    dla_core: int | None = None
-    verify: str = "io"
-    #: The accuracy gate's settings when ``verify`` is ``accuracy``.
-    accuracy: AccuracySettings | None = None
-    #: TensorRT: layers kept in float32 under fp16/int8 (node names, op types, "layernorm").
-    keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
-
-    def shapes(self) -> dict[str | None, InputProfile]:
-        """The configured profiles, ``None`` keying the single-input shorthand."""
-        shapes: dict[str | None, InputProfile] = {k: v for k, v in self.input_shapes.items()}
-        if self.expected_input_shape is not None:
-            shapes[None] = InputProfile.fixed(tuple(self.expected_input_shape))
-        return shapes
-
-
-@dataclass(frozen=True)
-class EngineCompileRequest:
-    """A whole corpus to make ready on one host."""
-
-    backbones: tuple[BackboneSpec, ...]
-    calibration_path: Path | None
-    cache_root: Path
-    precision: PrecisionMode
-    host: HostCapabilities
-    workspace_mb: int = 4096
-    optimization_level: int = 3
-    lock_timeout_s: float = 600.0
-    strict_onnx_hash: bool = False
-    #: The build governor's settings; None: builds start without it.
-    governor: GovernorSettings | None = None
-    #: The Ed25519 public key (PEM file) fleet candidates must be signed with; None: no
-    #: candidate is promoted (app.fleet.trust).
-    fleet_public_key: Path | None = None
 
 
 class CompileOutcome(str, enum.Enum):

@@ -55,10 +55,11 @@ def api_warm(config: Path) -> Callable[[], object]:
     """One warm verify through the public API, with the compiler already prepared."""
     from app.job import prepare
     from app.loading import load_config
+    from app.request import EngineCompileRequest
 
     cfg = load_config(config, env={})
     prepared = prepare(cfg, LOG)
-    request = cfg.to_request(prepared.report.capabilities)
+    request = EngineCompileRequest.from_config(cfg, prepared.report.capabilities)
     results = prepared.compiler.compile_engines_for_corpus(request)
     assert all(r.outcome.value == "reused" for r in results)
     return lambda: prepared.compiler.compile_engines_for_corpus(request)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from app.config import DEFAULT_CACHE_ROOT, EngineInitConfig
 from app.errors import ConfigError
 from app.loading import load_config
+from app.request import BackboneSpec
 from app.values import InputProfile, PrecisionMode
 
 
@@ -43,7 +44,7 @@ def test_valid_config_resolves_paths_against_its_folder(tmp_path, base):
     config = load_config(write(tmp_path, base), env={})
     assert config.cache_root == tmp_path / "cache"
     assert config.readiness_marker == tmp_path / "run" / "ready.json"
-    spec = config.backbones[1].to_spec()
+    spec = BackboneSpec.from_config(config.backbones[1])
     assert spec.input_shapes["desc0"] == InputProfile((1, 1, 64), (1, 8, 64), (1, 64, 64))
     assert spec.input_shapes["desc1"].is_fixed
     assert config.precision is PrecisionMode.FP32
@@ -195,7 +196,7 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path, corpus):
     assert config.cache_root == DEFAULT_CACHE_ROOT == Path("/var/cache/engine-init")
     assert config.precision is PrecisionMode.FP16 and config.verify == "io"
     assert config.backbones[0].verify is None  # the top-level verify applies
-    assert config.backbones[0].to_spec(config.verify, config.accuracy).verify == "io"
+    assert BackboneSpec.from_config(config.backbones[0], config.verify, config.accuracy).verify == "io"
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.workspace_mb = 1  # type: ignore[misc]
 
@@ -281,7 +282,7 @@ def test_the_valid_keys_of_a_place_are_listed_once(tmp_path, base):
 
 
 def test_per_output_comparisons_reach_the_gate_model_entries_over_job_ones(tmp_path, corpus):
-    from app.verify.rules import OutputRule
+    from app.config_sections import AccuracyOutputConfig as Rule
 
     doc = {"verify": "accuracy",
            "accuracy": {"outputs": {"scores": {"compare": "argmax", "axis": 2},
@@ -291,12 +292,36 @@ def test_per_output_comparisons_reach_the_gate_model_entries_over_job_ones(tmp_p
                           "accuracy": {"outputs": {"scores": {
                               "compare": "skip", "reason": "a heat map nobody reads"}}}}]}
     config = load_config(write(tmp_path, doc), env={})
-    lg, kp = (b.to_spec(config.verify, config.accuracy).accuracy for b in config.backbones)
+    lg, kp = (BackboneSpec.from_config(b, config.verify, config.accuracy).accuracy
+              for b in config.backbones)
     assert lg is not None and kp is not None
-    assert lg.outputs["scores"] == OutputRule("argmax", axis=2, reason="configured")
-    assert kp.outputs["scores"] == OutputRule("skip", reason="a heat map nobody reads")
+    assert lg.outputs["scores"] == Rule(compare="argmax", axis=2)
+    assert kp.outputs["scores"] == Rule(compare="skip", reason="a heat map nobody reads")
     assert lg.shared_outputs == {"scores", "descriptor"} and kp.shared_outputs == {"descriptor"}
-    from app.config_sections import AccuracyOutputConfig
+    assert kp.seed == lg.seed == 0 and kp.outputs["descriptor"].comparison == "values"
+    aligned = Rule(aligned_to="keypoints")
+    assert (aligned.comparison, aligned.aligned_to) == ("aligned", "keypoints")
+    # What a recorded pass keeps of each rule (records written before stay comparable).
+    assert aligned.key() == {"compare": "aligned", "radius": None, "aligned_to": "keypoints",
+                             "axis": -1, "metric": None, "threshold": None}
 
-    aligned = AccuracyOutputConfig(aligned_to="keypoints").rule()
-    assert (aligned.compare, aligned.aligned_to) == ("aligned", "keypoints")
+
+def test_the_sections_are_the_settings_the_code_takes_in_python_too(tmp_path, corpus):
+    """Built in Python, a section takes a Path where the config takes a string, and checks its
+    keys as the config does; the compiler's request carries the section itself."""
+    from app.config_sections import AccuracyConfig, GovernorConfig
+    from app.request import EngineCompileRequest
+    from tests.helpers import ORIN
+
+    doc = {"backbones": [{"model_name": "m", "onnx_path": str(corpus["dinov2_vpr"])}]}
+    config = load_config(write(tmp_path, doc), env={})
+    assert EngineCompileRequest.from_config(config, ORIN).governor is config.governor
+    off = load_config(write(tmp_path, {**doc, "governor": {"enabled": False}}), env={})
+    assert EngineCompileRequest.from_config(off, ORIN).governor is None
+
+    assert GovernorConfig(root=tmp_path).root == tmp_path
+    assert AccuracyConfig(samples_path=tmp_path / "samples").samples_path == tmp_path / "samples"
+    with pytest.raises(pydantic.ValidationError, match="give metric and threshold together"):
+        AccuracyConfig(metric="cosine")
+    with pytest.raises(pydantic.ValidationError, match="valid string"):
+        GovernorConfig(root=3)

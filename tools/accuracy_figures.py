@@ -36,9 +36,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.backends.onnxruntime import OnnxRuntimeBackend
+from app.config_sections import AccuracyConfig
 from app.errors import EngineInitError
 from app.values import BuildConfig, InputProfile, PrecisionMode
-from app.verify.accuracy import AccuracySettings, check_accuracy
+from app.verify.accuracy import check_accuracy
 from app.verify.precision import ort_precision_in_effect
 from app.verify.runners import OrtEngineRunner
 from tools.demo import build_corpus
@@ -170,9 +171,9 @@ def measure(case: Case, work: Path, samples: int) -> None:
         effect = ort_precision_in_effect(engine, case.sample(np.random.default_rng(0)), precision.value)
         print(f"{case.name:12} {label:15} precision in effect: {effect.describe()}")
         runner = OrtEngineRunner(engine, case.name)
-        modes = [("samples", AccuracySettings(samples_path=held_out))]
+        modes = [("samples", AccuracyConfig(samples_path=held_out))]
         if case.random_ok:
-            modes.insert(0, ("random", AccuracySettings(random_samples=samples)))
+            modes.insert(0, ("random", AccuracyConfig(random_samples=samples)))
         for mode, settings in modes:
             report = check_accuracy(case.onnx, runner, model_name=case.name, precision=precision,
                                     input_shapes=case.shapes, settings=settings, calibration_dir=cal)

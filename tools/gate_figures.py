@@ -25,8 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.config_sections import AccuracyConfig
 from app.values import PrecisionMode
-from app.verify.accuracy import AccuracySettings, check_accuracy
+from app.verify.accuracy import check_accuracy
 from app.verify.report import AccuracyReport
 from app.verify.runners import OrtEngineRunner
 from tests.verify import networks as nets
@@ -57,7 +58,7 @@ def _data(root: Path) -> dict[str, dict[str, Path]]:
 
 
 def _measure(root: Path, name: str, onnx: Path, source: Path, precision: PrecisionMode,
-             calibration: Path | None, settings: AccuracySettings) -> AccuracyReport:
+             calibration: Path | None, settings: AccuracyConfig) -> AccuracyReport:
     engine = build_ort(root, source, name, precision, calibration, shapes=nets.SHAPES[name])
     runner = OrtEngineRunner(engine, name)
     try:
@@ -100,7 +101,7 @@ def main() -> int:
             for inputs in ("random", "photos"):
                 if name == "lightglue" and inputs == "random":
                     continue  # random descriptors match nothing: the pairs are its samples
-                settings = AccuracySettings(samples_path=data[name]["photos"]
+                settings = AccuracyConfig(samples_path=data[name]["photos"]
                                             if inputs == "photos" else None)
                 for label, source, precision, calibration in (
                         ("fp32", onnx, FP32, None), ("fp16", onnx, FP16, None),
@@ -112,7 +113,7 @@ def main() -> int:
         if args.counts:
             print("\n| random samples | dinov2 int8 variation | grey-calibrated |\n|---|---|---|")
             for count in (2, 3, 4, 6, 8, 12):
-                settings = AccuracySettings(random_samples=count)
+                settings = AccuracyConfig(random_samples=count)
                 good, grey = (_measure(root, "dinov2", models["dinov2"], models["dinov2"], INT8,
                                        data["dinov2"][c], settings)
                               for c in ("calibration", "grey"))

@@ -46,8 +46,9 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     and calibration caches of this exact TensorRT build (README, Fleets)."""
     from app import errors
     from app.cache.names import COMPANION_SUFFIXES
+    from app.request import EngineCompileRequest
 
-    request = config.to_request(prepared.report.capabilities)
+    request = EngineCompileRequest.from_config(config, prepared.report.capabilities)
     rows = prepared.compiler.check_corpus(request)
     missing = [spec.model_name for spec, _, verdict in rows if verdict.reason != "hit"]
     if missing:

@@ -36,7 +36,8 @@ from app.cache.record import ProvenanceRecord, record_path
 from app.cache.sidecar import Sha256Sidecar, sidecar_path
 from app.fleet.candidates import candidate_folder
 from app.fleet.trust import signed_bytes, trust_folder
-from app.values import BackboneSpec, BuildConfig
+from app.request import BackboneSpec
+from app.values import BuildConfig
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface

@@ -23,34 +23,18 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from app import events
 from app.cancel import cancellable_sleep
+from app.config_sections import GovernorConfig
 from app.errors import BuildConditionsError
 from app.governor.readings import BuildConditions, ThermalZone, read_conditions
 
-__all__ = ["Admission", "GovernorSettings", "admit_memory", "govern_build", "wait_until_cool"]
+__all__ = ["Admission", "admit_memory", "govern_build", "wait_until_cool"]
 
 MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class GovernorSettings:
-    memory_share: float = 0.5
-    reserve_mb: int = 512
-    weights_factor: float = 3.0
-    min_workspace_mb: int = 32
-    max_temp_c: float = 85.0
-    thermal_wait_s: float = 300.0
-    poll_s: float = 5.0
-    when_hot: str = "proceed"  # after thermal_wait_s: "proceed" (with a warning) or "refuse"
-    #: Zone types never used for decisions (fnmatch patterns): Jetson Nano's PMIC-Die reports a
-    #: fixed 100 °C; it is still shown in the conditions event.
-    ignore_zones: tuple[str, ...] = ("PMIC-Die",)
-    root: Path = Path("/")
-    nvpmodel: str | None = field(default=None)  # binary path; None: looked up when root is /
 
 
 @dataclass(frozen=True)
@@ -66,19 +50,18 @@ class Admission:
 Reader = Callable[[], BuildConditions]
 
 
-def _reader(settings: GovernorSettings) -> Reader:
-    nvpmodel = settings.nvpmodel
-    if nvpmodel is None and settings.root == Path("/"):
-        nvpmodel = shutil.which("nvpmodel")
+def _reader(settings: GovernorConfig) -> Reader:
+    # The nvpmodel binary answers for the host only: a fake tree (tests) has its files.
+    nvpmodel = shutil.which("nvpmodel") if settings.root == Path("/") else None
     return lambda: read_conditions(settings.root, nvpmodel)
 
 
-def _considered(conditions: BuildConditions, settings: GovernorSettings) -> list[ThermalZone]:
+def _considered(conditions: BuildConditions, settings: GovernorConfig) -> list[ThermalZone]:
     return [z for z in conditions.zones
             if not any(fnmatch.fnmatch(z.type, pat) for pat in settings.ignore_zones)]
 
 
-def _hot(conditions: BuildConditions, settings: GovernorSettings) -> list[ThermalZone]:
+def _hot(conditions: BuildConditions, settings: GovernorConfig) -> list[ThermalZone]:
     return [z for z in _considered(conditions, settings) if z.temp_c >= settings.max_temp_c]
 
 
@@ -86,7 +69,7 @@ def _zones_text(zones: list[ThermalZone]) -> str:
     return ", ".join(f"{z.type} {z.temp_c:.1f} °C" for z in zones)
 
 
-def wait_until_cool(model_name: str, conditions: BuildConditions, settings: GovernorSettings,
+def wait_until_cool(model_name: str, conditions: BuildConditions, settings: GovernorConfig,
                     logger: logging.Logger, *, read: Reader | None = None,
                     sleep: Callable[[float], None] = cancellable_sleep,
                     clock: Callable[[], float] = time.monotonic) -> tuple[BuildConditions, float]:
@@ -127,7 +110,7 @@ def wait_until_cool(model_name: str, conditions: BuildConditions, settings: Gove
 
 
 def admit_memory(model_name: str, onnx_bytes: int, workspace_mb: int | None,
-                 conditions: BuildConditions, settings: GovernorSettings,
+                 conditions: BuildConditions, settings: GovernorConfig,
                  logger: logging.Logger, device_free: int | None = None) -> tuple[int | None, bool]:
     """The workspace a build may use (clamped or not); BuildConditionsError when it cannot fit."""
     mem = conditions.memory
@@ -163,7 +146,7 @@ def admit_memory(model_name: str, onnx_bytes: int, workspace_mb: int | None,
 
 
 def govern_build(model_name: str, onnx_path: Path, workspace_mb: int | None,
-                 settings: GovernorSettings, logger: logging.Logger, *,
+                 settings: GovernorConfig, logger: logging.Logger, *,
                  read: Reader | None = None,
                  sleep: Callable[[float], None] = cancellable_sleep,
                  clock: Callable[[], float] = time.monotonic,

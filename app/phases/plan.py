@@ -19,12 +19,8 @@ from app.backends.base import InferenceRuntime
 from app.cache.record import ProvenanceRecord, calibration_fingerprint, write_record
 from app.cache.reuse import Verdict
 from app.host.identity import HardwareIdentity
-from app.values import (
-    BackboneSpec,
-    BuildConfig,
-    EngineCacheEntry,
-    EngineCompileRequest,
-)
+from app.request import BackboneSpec, EngineCompileRequest
+from app.values import BuildConfig, EngineCacheEntry
 
 __all__ = ["Plan", "Step", "make_plan"]
 

@@ -11,61 +11,32 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from app import events
 from app.cancel import CANCEL, cancelled_error
+from app.config_sections import AccuracyConfig
 from app.errors import AccuracyError
 from app.values import InputProfile, PrecisionMode
-from app.verify.inputs import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
-from app.verify.report import AccuracyReport, OutputFigures, Tolerance, default_tolerance
-from app.verify.rules import OutputRule, resolve_rules, snippet
+from app.verify.report import AccuracyReport, OutputFigures, default_tolerance
+from app.verify.rules import resolve_rules, snippet
 from app.verify.runners import EngineRunner
 
-__all__ = ["AccuracySettings", "check_accuracy", "enforce"]
-
-
-@dataclass(frozen=True)
-class AccuracySettings:
-    """One model's gate settings: ``metric``/``threshold`` override one bound of the
-    precision's default tolerance; ``samples_path`` is a folder of sample inputs, otherwise
-    ``random_samples`` seeded random inputs in ``value_range`` are used; ``outputs`` say how
-    named outputs are compared (over what the graph shows, :mod:`app.verify.graph`)."""
-
-    metric: str | None = None
-    threshold: float | None = None
-    samples_path: Path | None = None
-    random_samples: int = DEFAULT_COUNT
-    seed: int = DEFAULT_SEED
-    value_range: tuple[float, float] = DEFAULT_RANGE
-    outputs: dict[str, OutputRule] = field(default_factory=dict, hash=False)  # still hashable
-    #: Names in ``outputs`` from the job-wide settings: they apply where the model has them.
-    shared_outputs: frozenset[str] = frozenset()
-
-    def tolerance_for(self, precision: PrecisionMode | str) -> Tolerance:
-        tolerance = default_tolerance(precision)
-        if self.metric is not None and self.threshold is not None:
-            tolerance = tolerance.override(self.metric, self.threshold)
-        return tolerance
-
-    def outputs_key(self) -> dict[str, Any]:
-        """The configured comparisons, as a recorded pass must match them."""
-        return {name: rule.key() for name, rule in sorted(self.outputs.items())}
+__all__ = ["check_accuracy", "enforce"]
 
 
 def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
                    precision: PrecisionMode | str,
                    input_shapes: dict[str | None, InputProfile] | None = None,
-                   settings: AccuracySettings | None = None,
+                   settings: AccuracyConfig | None = None,
                    calibration_dir: Path | None = None,
                    engine_sha256: str | None = None,
                    onnx_sha256: str | None = None) -> AccuracyReport:
     """Measure ``runner`` (the built engine, owned by the caller) against ``onnx_path``.
 
     ``input_shapes`` are the build's profiles (``None`` key: the single-input shorthand);
-    ``calibration_dir`` is the folder the INT8 scales were fitted to, refused as samples.
+    ``calibration_dir`` is the folder the INT8 scales were fitted to, refused as samples;
+    ``settings``: the gate's (the defaults when None).
     """
     from app.backends.onnx_model import inspect_model, resolve_profiles
     from app.verify.compare import first_failure
@@ -74,9 +45,9 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     from app.verify.measure import Measure
     from app.verify.runners import OnnxReference
 
-    settings = settings or AccuracySettings()
+    settings = settings or AccuracyConfig()
     precision = PrecisionMode(precision)
-    tolerance = settings.tolerance_for(precision)
+    tolerance = default_tolerance(precision).override(settings.metric, settings.threshold)
     started = time.perf_counter()
     model = inspect_model(onnx_path, model_name)
     profiles = resolve_profiles(model, dict(input_shapes or {}), model_name)
@@ -84,7 +55,7 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     configured = {k: v for k, v in settings.outputs.items()
                   if k in names or k not in settings.shared_outputs}
     rules = resolve_rules(model_name, names, configured, find_rules(onnx_path))
-    bounds = {name: rule.tolerance(tolerance) for name, rule in rules.items()}
+    bounds = {name: tolerance.override(rule.metric, rule.threshold) for name, rule in rules.items()}
     inputs = gate_inputs(model, profiles, model_name, samples_dir=settings.samples_path,
                          calibration_dir=calibration_dir if precision is PrecisionMode.INT8 else None,
                          count=settings.random_samples, seed=settings.seed,

@@ -11,16 +11,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from app.values import BackboneSpec, BuildConfig
-from app.verify.report import AccuracyReport, InputsUsed
+from app.config_sections import AccuracyConfig
+from app.request import BackboneSpec
+from app.values import BuildConfig
+from app.verify.report import AccuracyReport, InputsUsed, default_tolerance
 
 __all__ = ["recorded_pass", "run_gate"]
 
 
-def _settings(spec: BackboneSpec) -> Any:
-    from app.verify.accuracy import AccuracySettings
-
-    return spec.accuracy or AccuracySettings()
+def _settings(spec: BackboneSpec) -> AccuracyConfig:
+    return spec.accuracy or AccuracyConfig()
 
 
 def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: BuildConfig, *,
@@ -37,7 +37,8 @@ def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: Bui
     if inputs is None and report.inputs.folder != str(settings.samples_path):
         return None  # another folder of samples: check again (same folder: its recorded digest)
     covered = report.covers(engine_sha256=engine_sha256, onnx_sha256=onnx_sha256,
-                            tolerance=settings.tolerance_for(config.precision), inputs=inputs,
+                            tolerance=default_tolerance(config.precision).override(
+                                settings.metric, settings.threshold), inputs=inputs,
                             outputs_config=settings.outputs_key())
     return stored if covered else None
 

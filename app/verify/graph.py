@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.verify.rules import OutputRule
+from app.config_sections import AccuracyOutputConfig
 
 __all__ = ["find_rules"]
 
@@ -32,7 +32,7 @@ _STOP = {"Shape", "Size", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLi
 _INTEGER = {2, 3, 4, 5, 6, 7, 9, 12, 13}
 
 
-def find_rules(onnx_path: Path) -> dict[str, OutputRule]:
+def find_rules(onnx_path: Path) -> dict[str, AccuracyOutputConfig]:
     """{output: rule} for the outputs the graph shows to be sets or assignments; the others
     are left to ``values``. Never raises for a graph it cannot follow: it then finds less."""
     import onnx
@@ -60,31 +60,31 @@ def find_rules(onnx_path: Path) -> dict[str, OutputRule]:
     return _rules(graph, source)
 
 
-def _rules(graph: Any, source: dict[str, str]) -> dict[str, OutputRule]:
+def _rules(graph: Any, source: dict[str, str]) -> dict[str, AccuracyOutputConfig]:
     groups: dict[str, list[Any]] = {}
     for output in graph.output:
         if output.name in source:
             groups.setdefault(source[output.name], []).append(output)
-    rules: dict[str, OutputRule] = {}
+    rules: dict[str, AccuracyOutputConfig] = {}
     for origin, outputs in groups.items():
         kind, _, node = origin.partition(":")
         if kind == "ArgMax":  # an index per position: equal or not (its values stay values)
             for output in outputs:
                 if _elem_type(output) in _INTEGER:
-                    rules[output.name] = OutputRule(
-                        "argmax", reason=f"indices of ArgMax {node}: compared for equality")
+                    rules[output.name] = AccuracyOutputConfig(
+                        compare="argmax", reason=f"indices of ArgMax {node}: compared for equality")
             continue
         anchor = _anchor(outputs)
         for output in outputs:
             integer = _elem_type(output) in _INTEGER
             if output is anchor:
                 radius = 0.0 if integer else None
-                rules[output.name] = OutputRule(
-                    "points", radius=radius,
+                rules[output.name] = AccuracyOutputConfig(
+                    compare="points", radius=radius,
                     reason=f"rows ordered by {kind} {node}: compared as a set")
             elif anchor is not None:
-                rules[output.name] = OutputRule(
-                    "aligned", aligned_to=anchor.name,
+                rules[output.name] = AccuracyOutputConfig(
+                    aligned_to=anchor.name,
                     reason=f"rows ordered by {kind} {node}: follow {anchor.name!r}")
     return rules
 

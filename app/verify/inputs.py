@@ -21,22 +21,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.backends.onnx_model import ModelInterface
 from app.cache.names import calibration_files
+from app.config_sections import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
 from app.errors import ModelDataError
 from app.values import InputProfile
 from app.verify.report import InputsUsed
 
-__all__ = ["DEFAULT_COUNT", "DEFAULT_RANGE", "DEFAULT_SEED", "GateInputs", "gate_inputs"]
-
-DEFAULT_COUNT = 4
-DEFAULT_SEED = 0
-DEFAULT_RANGE = (0.0, 1.0)
+__all__ = ["GateInputs", "gate_inputs"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class GateInputs:
 def gate_inputs(model: ModelInterface, profiles: dict[str, InputProfile], model_name: str, *,
                 samples_dir: Path | None = None, calibration_dir: Path | None = None,
                 count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED,
-                value_range: tuple[float, float] = DEFAULT_RANGE) -> GateInputs:
+                value_range: Sequence[float] = DEFAULT_RANGE) -> GateInputs:
     """Choose the inputs; ModelDataError when they cannot be had (see the module docstring)."""
     if samples_dir is not None:
         files = tuple(calibration_files(samples_dir))

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from app.config_sections import AccuracyOutputConfig
 from app.errors import AccuracyError
 from app.verify.compare import Worst, figures_of
 from app.verify.report import OutputFigures, Tolerance
-from app.verify.rules import OutputRule
 from app.verify.sets import PointMatch, aligned_rows, argmax_agreement, match_points, row_axis
 from app.verify.variation import Spread
 
@@ -28,21 +28,21 @@ class Measure:
     """Feed it each sample's outputs (:meth:`add`), then read the figures (:meth:`figures`)."""
 
     def __init__(self, model_name: str, names: tuple[str, ...],
-                 rules: dict[str, OutputRule]) -> None:
+                 rules: dict[str, AccuracyOutputConfig]) -> None:
         self.model_name, self.names, self.rules = model_name, names, rules
         self.worst = Worst()
         self.spreads: dict[str, Spread] = {}
         self.anchor_ndim: dict[str, int] = {}  # the rows of an aligned output: its anchor's
         self.counts: dict[str, list[int]] = {}  # points: rows matched and rows, pooled
         # Anchors first: an aligned output needs its points output's matching of this sample.
-        self.order = sorted(names, key=lambda n: rules[n].compare != "points")
+        self.order = sorted(names, key=lambda n: rules[n].comparison != "points")
 
     def add(self, want: dict[str, Any], got: dict[str, Any]) -> None:
         """One sample's outputs: the reference's and the engine's."""
         matches: dict[str, PointMatch] = {}
         for name in self.order:
             rule = self.rules[name]
-            if rule.compare == "skip":
+            if rule.comparison == "skip":
                 self.worst.add(OutputFigures(name, tuple(_shape(want[name])), 0.0, 0.0, 1.0,
                                              compare="skip", note=rule.reason or "skipped"))
                 continue
@@ -55,12 +55,12 @@ class Measure:
                 raise AccuracyError(f"{self.model_name}: output {name!r}: {exc}",
                                     hint=_REBUILD) from exc
 
-    def _one(self, name: str, rule: OutputRule, want: Any, got: Any,
+    def _one(self, name: str, rule: AccuracyOutputConfig, want: Any, got: Any,
              matches: dict[str, PointMatch]) -> None:
         import numpy as np
 
-        note = rule.reason
-        if rule.compare == "points":
+        note = rule.reason or ""
+        if rule.comparison == "points":
             match = matches[name] = match_points(want, got, rule.radius)
             self.anchor_ndim[name] = int(np.ndim(want))
             pooled = self.counts.setdefault(name, [0, 0, 0, 0])
@@ -72,12 +72,12 @@ class Measure:
                                    matched_engine=match.matched_engine, radius=match.radius,
                                    note=note))
             return
-        if rule.compare == "argmax":
+        if rule.comparison == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
             figures = figures_of(name, want, got)
             self.worst.add(replace(figures, compare="argmax", agreement=agreement, note=note))
             return
-        if rule.compare == "aligned":
+        if rule.comparison == "aligned":
             anchor = matches[rule.aligned_to or ""]
             axis = row_axis(self.anchor_ndim[rule.aligned_to or ""])
             ref, eng = aligned_rows(want, got, axis, anchor.pairs)

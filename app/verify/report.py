@@ -67,8 +67,11 @@ class Tolerance:
     variation: float | None = None
     neighbours: float | None = None
 
-    def override(self, metric: str, threshold: float) -> Tolerance:
-        """This tolerance with one metric's bound replaced (the config's per-model override)."""
+    def override(self, metric: str | None, threshold: float | None) -> Tolerance:
+        """This tolerance with one metric's bound replaced (the config's ``metric`` and
+        ``threshold``, of a model or of one output); itself when they are not given."""
+        if metric is None or threshold is None:
+            return self
         if metric not in (*METRICS, "atol"):
             raise ValueError(f"unknown accuracy metric {metric!r}; use one of "
                              f"{sorted((*METRICS, 'atol'))}")
@@ -170,7 +173,7 @@ class AccuracyReport:
     onnx_sha256: str | None = None
     duration_s: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
-    #: The configured per-output comparisons (``AccuracySettings.outputs_key``).
+    #: The configured per-output comparisons (``AccuracyConfig.outputs_key``).
     outputs_config: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -316,7 +316,8 @@ def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path,
     public key configured) seeds nothing (unverified)."""
     from app.compiler import EngineCompiler
     from app.fleet.fetch import fetch_bundle, open_bundle
-    from app.values import BackboneSpec, CompileOutcome
+    from app.request import BackboneSpec
+    from app.values import CompileOutcome
     from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
     from tests.backends.tensorrt.helpers import runtime_for
     from tests.fleet.helpers import AGX, export

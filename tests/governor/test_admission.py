@@ -10,8 +10,9 @@ import pytest
 
 from app.cancel import CANCEL
 from app.cli import exit_code_for
+from app.config_sections import GovernorConfig
 from app.errors import BuildCancelledError, BuildConditionsError
-from app.governor.admission import GovernorSettings, govern_build
+from app.governor.admission import govern_build
 from app.governor.readings import read_conditions
 from tests.governor.fake_host import GiB, MiB, orin, set_temp, write_zone
 from tests.helpers import real_gpu_available
@@ -25,8 +26,8 @@ def model(tmp_path: Path) -> Path:
     return path
 
 
-def _settings(root: Path, **kw) -> GovernorSettings:
-    return GovernorSettings(root=root, **kw)
+def _settings(root: Path, **kw) -> GovernorConfig:
+    return GovernorConfig(root=root, **kw)
 
 
 class FakeClock:

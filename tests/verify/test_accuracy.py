@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from app.cli import exit_code_for
+from app.config_sections import AccuracyConfig
 from app.errors import AccuracyError, ModelDataError
 from app.values import PrecisionMode
-from app.verify.accuracy import AccuracySettings, check_accuracy, enforce
+from app.verify.accuracy import check_accuracy, enforce
 from app.verify.report import default_tolerance
 from app.verify.runners import EngineRunner, OrtEngineRunner, open_runner
 from tests.verify.models import SHAPES, build_ort, make_embedding, make_masked
@@ -53,7 +54,7 @@ def test_the_demo_int8_build_passes_the_int8_default(tmp_path, corpus):
     # on max_abs, which INT8's noise floor never exempts: whether rel_l2 is judged at all
     # depends on how far this build's largest error lies from that floor.)
     strict = _check(corpus["aliked"], engine, "aliked", PrecisionMode.INT8,
-                    settings=AccuracySettings(metric="max_abs", threshold=1e-4))
+                    settings=AccuracyConfig(metric="max_abs", threshold=1e-4))
     assert not strict.passed and strict.failure.metric == "max_abs"  # type: ignore[union-attr]
     assert strict.failure.value == out.max_abs  # type: ignore[union-attr]
 
@@ -92,7 +93,7 @@ def test_a_two_input_dynamic_model_with_samples(tmp_path, corpus):
         np.savez(samples / f"s{i}.npz", desc0=rng.standard_normal((1, n, 64)).astype(np.float32),
                  desc1=rng.standard_normal((1, m, 64)).astype(np.float32))
     report = _check(corpus["lightglue"], engine, "lightglue", PrecisionMode.FP32,
-                    settings=AccuracySettings(samples_path=samples))
+                    settings=AccuracyConfig(samples_path=samples))
     assert report.passed and report.inputs.kind == "samples" and report.inputs.count == 2
     assert report.outputs[0].shape == (1, 1000, 32)  # shapes vary per sample; the last is kept
 
@@ -154,7 +155,7 @@ def test_integer_inputs_need_samples_and_pass_with_them(tmp_path):
     samples.mkdir()
     np.save(samples / "ids.npy", np.array([[0, 9, 3, 3]], np.int64))  # single input: .npy
     report = _check(onnx, engine, "emb", PrecisionMode.FP32, shapes={},
-                    settings=AccuracySettings(samples_path=samples))
+                    settings=AccuracyConfig(samples_path=samples))
     assert report.passed and report.outputs[0].rel_l2 == 0.0
 
 

@@ -86,6 +86,7 @@ def test_int8_calibrated_on_zeros_fails_with_exit_70_and_publishes_nothing(tmp_p
 
 def test_per_model_accuracy_keys_override_the_job_wide_ones(tmp_path, corpus):
     from app.loading import load_config
+    from app.request import BackboneSpec
 
     job = write_job_config(tmp_path, corpus, verify="accuracy",
                            accuracy={"random_samples": 2, "seed": 5})
@@ -93,7 +94,8 @@ def test_per_model_accuracy_keys_override_the_job_wide_ones(tmp_path, corpus):
         "model_name: lightglue", "model_name: lightglue\n  accuracy: {seed: 9}\n  verify: io")
     job.write_text(text)
     config = load_config(Path(job), env={})
-    specs = {b.model_name: b.to_spec(config.verify, config.accuracy) for b in config.backbones}
+    specs = {b.model_name: BackboneSpec.from_config(b, config.verify, config.accuracy)
+             for b in config.backbones}
     assert specs["dinov2_vpr"].verify == "accuracy"
     assert specs["dinov2_vpr"].accuracy is not None and specs["dinov2_vpr"].accuracy.seed == 5
     assert specs["lightglue"].verify == "io" and specs["lightglue"].accuracy is None

@@ -9,9 +9,10 @@ import pytest
 from onnx import TensorProto, checker, helper, numpy_helper, save
 
 from app.cli import exit_code_for
+from app.config_sections import AccuracyOutputConfig as Rule
 from app.errors import ModelDataError
 from app.verify.graph import find_rules
-from app.verify.rules import OutputRule, resolve_rules
+from app.verify.rules import resolve_rules
 from tests.verify import networks as nets
 
 
@@ -25,13 +26,13 @@ def _save(path: Path, nodes, inputs, outputs, inits=()) -> Path:
 
 def test_the_three_networks(tmp_path):
     aliked = find_rules(nets.make_aliked(tmp_path / "a.onnx"))
-    assert aliked["keypoints"].compare == "points" and aliked["keypoints"].radius is None
+    assert aliked["keypoints"].comparison == "points" and aliked["keypoints"].radius is None
     assert "TopK" in aliked["keypoints"].reason
-    assert {n: (r.compare, r.aligned_to) for n, r in aliked.items() if n != "keypoints"} == {
+    assert {n: (r.comparison, r.aligned_to) for n, r in aliked.items() if n != "keypoints"} == {
         "scores": ("aligned", "keypoints"), "descriptors": ("aligned", "keypoints")}
     lightglue = find_rules(nets.make_lightglue(tmp_path / "l.onnx", matches=True))
     assert list(lightglue) == ["matches"]  # the assignment matrix stays values
-    assert lightglue["matches"].compare == "points" and lightglue["matches"].radius == 0.0
+    assert lightglue["matches"].comparison == "points" and lightglue["matches"].radius == 0.0
     assert "NonZero" in lightglue["matches"].reason
     assert find_rules(nets.make_dinov2(tmp_path / "d.onnx")) == {}
 
@@ -53,8 +54,8 @@ def test_non_max_suppression_argmax_and_topk_without_positions(tmp_path):
          helper.make_tensor_value_info("top", f, [1, 3, 5]),
          helper.make_tensor_value_info("dense", f, [1, 3, 10])], limits)
     rules = find_rules(path)
-    assert rules["selected"] == OutputRule("points", radius=0.0, reason=rules["selected"].reason)
-    assert rules["classes"].compare == "argmax"
+    assert rules["selected"] == Rule(compare="points", radius=0.0, reason=rules["selected"].reason)
+    assert rules["classes"].comparison == "argmax"
     assert "top" not in rules and "dense" not in rules  # nothing says where its rows are
 
 
@@ -65,17 +66,18 @@ def test_an_unreadable_model_finds_nothing(tmp_path):
 
 
 def test_the_config_overrides_the_graph_and_bad_names_are_refused():
-    found = {"keypoints": OutputRule("points", reason="graph"),
-             "descriptors": OutputRule("aligned", aligned_to="keypoints", reason="graph")}
+    found = {"keypoints": Rule(compare="points", reason="graph"),
+             "descriptors": Rule(aligned_to="keypoints", reason="graph")}
     outputs = ("keypoints", "descriptors", "scores")
-    rules = resolve_rules("m", outputs, {"keypoints": OutputRule("points", radius=2.0)}, found)
-    assert rules["keypoints"].radius == 2.0 and rules["scores"] == OutputRule()
+    rules = resolve_rules("m", outputs, {"keypoints": Rule(compare="points", radius=2.0)}, found)
+    assert rules["keypoints"].radius == 2.0 and rules["keypoints"].reason == "configured"
+    assert rules["scores"] == Rule() and rules["descriptors"].comparison == "aligned"
     with pytest.raises(ModelDataError, match=r"names \['kpts'\], which the model does not") as caught:
-        resolve_rules("m", outputs, {"kpts": OutputRule("points")}, found)
+        resolve_rules("m", outputs, {"kpts": Rule(compare="points")}, found)
     assert exit_code_for(caught.value) == 65
     with pytest.raises(ModelDataError, match="aligned_to 'keypoints', which is not an output "
                                              "compared as points"):
-        resolve_rules("m", outputs, {"keypoints": OutputRule("values")}, found)
+        resolve_rules("m", outputs, {"keypoints": Rule(compare="values")}, found)
 
 
 def test_the_first_source_orders_the_rows(tmp_path):
@@ -89,5 +91,5 @@ def test_the_first_source_orders_the_rows(tmp_path):
         [helper.make_tensor_value_info("pairs", TensorProto.INT64, ["k", 2]),
          helper.make_tensor_value_info("which", TensorProto.INT64, ["k"])])
     rules = find_rules(path)
-    assert rules["pairs"].compare == "points"  # data-dependent rows: a set
-    assert (rules["which"].compare, rules["which"].aligned_to) == ("aligned", "pairs")
+    assert rules["pairs"].comparison == "points"  # data-dependent rows: a set
+    assert (rules["which"].comparison, rules["which"].aligned_to) == ("aligned", "pairs")

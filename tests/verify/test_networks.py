@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.config_sections import AccuracyConfig
+from app.config_sections import AccuracyOutputConfig as Rule
 from app.errors import AccuracyError
 from app.values import PrecisionMode
-from app.verify.accuracy import AccuracySettings, check_accuracy, enforce
+from app.verify.accuracy import check_accuracy, enforce
 from app.verify.report import default_tolerance
-from app.verify.rules import OutputRule
 from app.verify.runners import OrtEngineRunner
 from tests.verify import networks as nets
 from tests.verify.models import build_ort
@@ -59,8 +60,8 @@ def _check(built, name: str, precision: PrecisionMode, tmp_path: Path, *, engine
     shapes = nets.SHAPES["aliked" if name == "near" else name]
     engine = build_ort(tmp_path, source, name, precision,
                        built[calibration] if calibration else None, shapes=shapes)
-    settings = AccuracySettings(samples_path=built[samples] if samples else None,
-                                outputs=outputs or {})
+    settings = AccuracyConfig(samples_path=built[samples] if samples else None,
+                              outputs=outputs or {})
     runner = OrtEngineRunner(engine, name)
     try:
         return check_accuracy(onnx, runner, model_name=name, precision=precision,
@@ -85,7 +86,7 @@ def test_a_healthy_fp32_engine_that_reorders_near_equal_keypoints_passes(built, 
     [event] = events[1].kv("c10.engine.accuracy.passed")
     assert "compared as a set" in event["outputs"][0]["note"]
     # Compared elementwise (the gate before it read the graph), the same engine fails.
-    values = {n: OutputRule("values") for n in ("keypoints", "scores", "descriptors")}
+    values = {n: Rule(compare="values") for n in ("keypoints", "scores", "descriptors")}
     elementwise = _check(built, "near", FP32, tmp_path, engine_from="near_split", outputs=values)
     assert elementwise.failure is not None and elementwise.failure.output == "keypoints"
     assert elementwise.failure.metric == "rel_l2" and elementwise.failure.value > 0.1
@@ -153,8 +154,8 @@ def test_an_engine_with_one_weight_changed_fails(built, tmp_path, name, samples)
 
 
 def test_a_matcher_s_assignment_judged_by_argmax_and_an_output_skipped(built, tmp_path, events):
-    outputs = {"scores": OutputRule("argmax", axis=-1),
-               "matches": OutputRule("skip", reason="the robot recomputes matches")}
+    outputs = {"scores": Rule(compare="argmax", axis=-1),
+               "matches": Rule(compare="skip", reason="the robot recomputes matches")}
     report = _check(built, "lightglue", FP16, tmp_path, samples="lightglue_pairs",
                     outputs=outputs)
     assert report.passed, report.failure

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.config_sections import AccuracyConfig
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.values import InputProfile, PrecisionMode
-from app.verify.accuracy import AccuracySettings, check_accuracy
+from app.verify.accuracy import check_accuracy
 from app.verify.trt_runner import TrtRunner
 from tests.verify import trt_standin
 from tests.verify.trt_standin import HostBuffers, ILogger, StandinTensorRT
@@ -70,7 +71,7 @@ def test_dynamic_shapes_and_growing_buffers(corpus, tmp_path):
     runner, _ = _runner(corpus["lightglue"], version="8.6.1")
     report = check_accuracy(corpus["lightglue"], runner, model_name="lightglue",
                             precision=PrecisionMode.FP32, input_shapes={"desc0": DYN, "desc1": DYN},
-                            settings=AccuracySettings(samples_path=samples))
+                            settings=AccuracyConfig(samples_path=samples))
     assert report.passed and report.outputs[0].shape == (1, 60, 7)
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from app import events
 from app.errors import ModelDataError
-from app.values import BackboneSpec, InputProfile
+from app.values import InputProfile
 
 __all__ = ["Finding", "check_corpus", "check_model", "load_graph", "require_supported"]
 
@@ -181,14 +181,15 @@ def require_supported(onnx_path: Path, version: str, model_name: str, logger: lo
     return findings
 
 
-def check_corpus(specs: Iterable[BackboneSpec], version: str) -> dict[str, list[Finding]]:
-    """Per model of the config, what TensorRT ``version`` would refuse or warn about (``validate``
-    and ``status``); ModelDataError when a model or its shapes are invalid."""
+def check_corpus(models: Iterable[tuple[str, Path, dict[str | None, InputProfile]]],
+                 version: str) -> dict[str, list[Finding]]:
+    """Per model of the config (name, ONNX file, configured shapes), what TensorRT ``version``
+    would refuse or warn about (``validate`` and ``status``); ModelDataError when a model or its
+    shapes are invalid."""
     from app.backends.onnx_model import inspect_model, resolve_profiles
 
     found = {}
-    for spec in specs:
-        model = inspect_model(spec.onnx_path, spec.model_name)
-        profiles = resolve_profiles(model, spec.shapes(), spec.model_name)
-        found[spec.model_name] = check_model(spec.onnx_path, version, profiles)
+    for name, onnx_path, shapes in models:
+        model = inspect_model(onnx_path, name)
+        found[name] = check_model(onnx_path, version, resolve_profiles(model, shapes, name))
     return found

@@ -185,6 +185,7 @@ def test_int8_calibration_says_it_is_deprecated_from_10_1(tmp_path, version, not
 def test_keep_fp32_in_the_config_reaches_the_build_and_its_fingerprint(tmp_path):
     from app.config import BackboneConfig
     from app.phases.plan import make_plan
+    from app.request import BackboneSpec
     from app.values import KEEP_FP32_DEFAULT
     from tests.backends.tensorrt.helpers import host
     from tests.helpers import make_request
@@ -193,7 +194,8 @@ def test_keep_fp32_in_the_config_reaches_the_build_and_its_fingerprint(tmp_path)
     runtime = runtime_for(FakeTensorRT("10.3.0"))
     plans = {}
     for keep in (None, ["Softmax"], []):
-        spec = BackboneConfig(model_name="dinov2", onnx_path=str(onnx), keep_fp32=keep).to_spec()
+        spec = BackboneSpec.from_config(
+            BackboneConfig(model_name="dinov2", onnx_path=str(onnx), keep_fp32=keep))
         request = make_request((spec,), tmp_path, host("10.3.0", cuda_device=0))
         plans[str(keep)] = make_plan(runtime, spec, request, None).build_config
     assert plans["None"].keep_fp32 == KEEP_FP32_DEFAULT == ("layernorm",)
