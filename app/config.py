@@ -228,4 +228,5 @@ class EngineInitConfig(StrictModel):
             optimization_level=self.optimization_level, lock_timeout_s=self.lock_timeout_s,
             strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
             fleet_public_key=self.fleet.public_key_file,
+            fleet_trusted_root=self.fleet.trusted_root_file, fleet_repository=self.fleet.repository,
         )

@@ -179,6 +179,10 @@ class EngineCompileRequest:
     #: The Ed25519 public key (PEM file) fleet candidates must be signed with; None: no
     #: candidate is promoted (app.fleet.trust).
     fleet_public_key: Path | None = None
+    #: The fleet's provisioned TUF root (app.fleet.tuf_client); set: only candidates the fleet
+    #: released, in metadata bound to ``fleet_repository``, are promoted.
+    fleet_trusted_root: Path | None = None
+    fleet_repository: str | None = None
 
 
 class CompileOutcome(str, enum.Enum):
