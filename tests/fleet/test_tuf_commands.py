@@ -1,0 +1,87 @@
+"""``engine-init fleet trust ...`` and ``pull`` under TUF through real processes: an operator
+initialises the fleet's root (2 of 3 keys) and releases what a reference host pushed; a robot
+provisioned with 1.root.json pulls and boots with every engine promoted. Both hosts are this
+machine (ONNX Runtime backend, its SKU key); the registry is real, on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.fleet.tuf_oci import push_metadata
+from tests.fleet.test_commands import one_error_line
+from tests.helpers import cli, write_job_config
+
+
+@pytest.fixture
+def operator(tmp_path, corpus, registry):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("root1", "root2", "root3", "root4", "targets", "online", "bundle"):
+        made = cli("fleet", "keygen", str(keys / f"{name}.pem"), str(keys / f"{name}.pub.pem"))
+        assert made.returncode == 0, made.stderr
+    repo = registry.repository()
+    meta = tmp_path / "meta"
+    init = cli("fleet", "trust", "init", str(meta), "--repository", repo, "--threshold", "2",
+               "--root-key", str(keys / "root1.pem"), "--root-key", str(keys / "root2.pem"),
+               "--root-key", str(keys / "root3.pub.pem"),  # offline: only its public half here
+               "--targets-key", str(keys / "targets.pem"), "--online-key", str(keys / "online.pem"),
+               "--insecure")
+    assert init.returncode == 0, init.stderr
+    assert "threshold 2" in init.stdout and "timestamp.json" in init.stdout
+    reference = write_job_config(tmp_path / "reference", corpus)
+    assert cli("--config", str(reference), "run").returncode == 0
+    sku = json.loads(cli("--config", str(reference), "status", "--json").stdout)["sku"]
+    robot = write_job_config(tmp_path / "robot", corpus, fleet={
+        "trusted_root_file": str(meta / "1.root.json"), "repository": repo, "insecure": True})
+    (tmp_path / "robot" / "cache").mkdir()
+    return {"keys": keys, "meta": meta, "repo": repo, "reference": reference, "robot": robot, "sku": sku}
+
+
+@pytest.mark.slow  # a reference run and eight CLI processes: ~5 s
+def test_init_push_release_pull_and_boot(operator):
+    o, keys = operator, operator["keys"]
+    pushed = cli("--config", str(o["reference"]), "push", "--repository", o["repo"], "--insecure",
+                 "--private-key", str(keys / "bundle.pem"))
+    assert pushed.returncode == 0, pushed.stderr
+    digest = pushed.stdout.strip().rsplit("@", 1)[1]
+    nothing = cli("--config", str(o["robot"]), "pull")
+    assert nothing.returncode == 0 and f"no release for {o['sku']}" in nothing.stdout
+    released = cli("fleet", "trust", "release", str(o["meta"]), o["sku"], "--digest", digest,
+                   "--key", str(keys / "targets.pem"), "--key", str(keys / "online.pem"), "--insecure")
+    assert released.returncode == 0, released.stderr
+    assert f"released {o['sku']}@{digest}: 9 file(s), targets v2" in released.stdout
+    pulled = cli("--config", str(o["robot"]), "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "stored: 9 file(s)" in pulled.stdout
+    booted = cli("--config", str(o["robot"]), "run")
+    assert booted.returncode == 0, booted.stderr
+    assert "ready: 0 built, 0 reused, 3 promoted" in booted.stdout
+
+
+@pytest.mark.slow  # a reference run and eight CLI processes: ~5 s
+def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
+    o, keys = operator, operator["keys"]
+    old = (o["meta"] / "timestamp.json").read_bytes()  # version 1
+    stamped = cli("fleet", "trust", "timestamp", str(o["meta"]), "--key", str(keys / "online.pem"),
+                  "--insecure")
+    assert stamped.returncode == 0 and "timestamp v2 expires" in stamped.stdout, stamped.stderr
+    first = cli("--config", str(o["robot"]), "pull")
+    assert first.returncode == 0, first.stderr
+    push_metadata(o["repo"], [("timestamp.json", old)], insecure=True)
+    rolled = cli("--config", str(o["robot"]), "pull")
+    assert rolled.returncode == 65
+    assert ("rollback refused: the registry serves timestamp version 1, older than version 2"
+            in one_error_line(rolled))
+    # One root key of three cannot change root: nothing written, nothing pushed.
+    alone = cli("fleet", "trust", "add-key", str(o["meta"]), "root", str(keys / "root4.pub.pem"),
+                "--key", str(keys / "root1.pem"), "--insecure")
+    assert alone.returncode == 78
+    assert "root needs 2 signature(s) of its 3 key(s)" in one_error_line(alone)
+    assert not (o["meta"] / "2.root.json").exists()
+    two = cli("fleet", "trust", "add-key", str(o["meta"]), "root", str(keys / "root4.pub.pem"),
+              "--key", str(keys / "root1.pem"), "--key", str(keys / "root2.pem"), "--insecure")
+    assert two.returncode == 0 and "root v2" in two.stdout, two.stderr
+    down = cli("--config", str(o["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines")
+    assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
