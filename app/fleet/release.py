@@ -113,7 +113,8 @@ def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trus
     signature (when the config still names a public key)."""
     from app.fleet.tuf_client import refresh, release_of
 
-    targets = refresh(repository, trusted_root, cache_root / CANDIDATES, insecure=insecure)
+    targets = refresh(repository, trusted_root, cache_root / CANDIDATES, insecure=insecure,
+                      lock_timeout_s=lock_timeout_s)
     released = release_of(targets, host.sku_key())
     if released is None:
         return None

@@ -22,6 +22,7 @@ the candidates volume is untrusted input.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -33,9 +34,10 @@ from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet  # the Updater's own
 from tuf.ngclient.config import EnvelopeType
 
-from app.cache.fsread import read_small
+from app.cache.fsread import UnsafeFileError, read_small
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.errors import BundleError, ConfigError, EngineInitError
+from app.fleet.candidates import _lock, _sweep
 from app.fleet.tuf_oci import METADATA_MAX, OciFetcher
 from app.fleet.tuf_repo import check_bound
 
@@ -49,11 +51,22 @@ _TS_ROLLBACK = re.compile(r"New timestamp version (\d+) must be >= (\d+)")
 
 
 def _trusted_root(path: Path) -> bytes:
+    """The provisioned root's bytes, once they are root metadata signed by its own threshold
+    (ConfigError naming the file otherwise: it is configuration, not something pulled)."""
     try:
-        return read_small(path, METADATA_MAX, follow_links=True)  # config files are often links
+        raw = read_small(path, METADATA_MAX, follow_links=True)  # config files are often links
     except OSError as exc:
         raise ConfigError(f"fleet.trusted_root_file {path} cannot be read: {exc.strerror or exc}",
                           hint=_HINT_ROOT) from None
+    try:
+        md = Metadata[Root].from_bytes(raw)
+        if not isinstance(md.signed, Root):
+            raise ValueError(f"it is {md.signed.type} metadata, not root")
+        md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+    except (exceptions.RepositoryError, ValueError) as exc:
+        raise ConfigError(f"fleet.trusted_root_file {path} is not the fleet's root metadata: {exc}",
+                          hint=_HINT_ROOT) from None
+    return raw
 
 
 def _stored(folder: Path) -> dict[str, bytes]:
@@ -76,6 +89,10 @@ def _explain(exc: BaseException, repository: str, where: Path) -> EngineInitErro
     cause = exc.__cause__ if isinstance(exc, exceptions.DownloadError) else None
     if isinstance(cause, EngineInitError):  # the registry's own error, from the fetcher
         return cause
+    if isinstance(exc, exceptions.DownloadLengthMismatchError):
+        return BundleError(f"{repository} serves fleet metadata larger than allowed ({exc})",
+                           hint="the registry's copy was altered: push the fleet's metadata again "
+                           "with `engine-init fleet trust push`")
     if isinstance(exc, exceptions.DownloadError):
         from app.errors import RegistryError
 
@@ -97,7 +114,8 @@ def _explain(exc: BaseException, repository: str, where: Path) -> EngineInitErro
                        "threshold of the fleet's current keys is used; ask the operator to re-sign")
 
 
-def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: bool) -> Targets:
+def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: bool,
+            lock_timeout_s: float = 600.0) -> Targets:
     """Refresh this robot's trusted metadata from ``repository``; the verified targets.
     BundleError for a refusal (rollback, expiry, signatures, another repository),
     RegistryError when the registry cannot be read, ConfigError for the provisioned root."""
@@ -105,8 +123,17 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: 
     current = candidates / TUF_FOLDER
     work = candidates / f".{TUF_FOLDER}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     try:
+        candidates.mkdir(exist_ok=True)
+        if candidates.is_symlink():
+            raise UnsafeFileError(errno.ELOOP, "a link", str(candidates))
+        # One refresh at a time (a second waits, as for a SKU's bundle); what a killed one left
+        # is swept under the lock.
+        lock = _lock(candidates, TUF_FOLDER, lock_timeout_s)
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, candidates) from None
+    try:
+        _sweep(candidates, TUF_FOLDER)
         try:
-            candidates.mkdir(exist_ok=True)
             work.mkdir()
             for name, raw in _stored(current).items():
                 (work / name).parent.mkdir(exist_ok=True)
@@ -134,6 +161,7 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: 
     finally:
         if work.is_dir() and not work.is_symlink():
             shutil.rmtree(work, ignore_errors=True)
+        os.close(lock)  # closing drops the flock
 
 
 def _publish(work: Path, current: Path) -> None:

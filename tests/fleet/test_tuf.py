@@ -6,6 +6,7 @@ Every key is a real Ed25519 key file; every metadata file is really signed and p
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,3 +249,51 @@ def test_the_boot_check_refuses_what_the_metadata_does_not_release(fleet):
     assert f"the fleet released {released}" in reason and "run `engine-init pull`" in reason
     with pytest.raises(BundleError, match="no verified fleet metadata"):
         verified_targets(fleet.tmp, root, None)
+
+
+@pytest.mark.parametrize("plant", ["fifo", "huge", "not-root", "one-signature"])
+def test_a_hostile_provisioned_root_is_a_config_error(fleet, plant):
+    root = fleet.tmp / "root.json"
+    if plant == "fifo":
+        os.mkfifo(root)  # a reader that opened it would wait forever for a writer
+    elif plant == "huge":
+        with open(root, "wb") as f:
+            f.truncate(1 << 30)  # sparse: refused by its size, unread
+    elif plant == "not-root":
+        root.write_bytes((fleet.meta / "timestamp.json").read_bytes())
+    else:  # root v1 whose signatures fall short of its own threshold
+        md = Metadata[Root].from_bytes((fleet.meta / "1.root.json").read_bytes())
+        md.signatures.popitem()
+        md.signatures.popitem()  # 1 of the 3 made at init: under the threshold of 2
+        root.write_bytes(md.to_bytes())
+    with pytest.raises(ConfigError, match=rf"fleet.trusted_root_file {root} "):
+        pull_release(fleet.repository, AGX, fleet.cache, root, insecure=True, public=None,
+                     lock_timeout_s=10)
+    assert not (fleet.cache / "candidates" / "tuf").exists()
+
+
+@pytest.mark.parametrize("plant", ["fifo", "link"])
+def test_planted_trusted_metadata_is_never_followed_nor_waited_for(fleet, plant):
+    fleet.release(fleet.push_bundle())
+    fleet.pull()
+    folder = fleet.cache / "candidates" / SKU
+    stored = fleet.cache / "candidates" / "tuf" / "timestamp.json"
+    copy = fleet.tmp / "elsewhere.json"
+    copy.write_bytes(stored.read_bytes())
+    stored.unlink()
+    if plant == "fifo":
+        os.mkfifo(stored)
+    else:
+        stored.symlink_to(copy)
+    reason = trust_folder(folder, SKU, None, fleet.meta / "1.root.json", fleet.repository).reason
+    assert "no verified fleet metadata" in reason
+    assert fleet.pull() is not None  # taken as absent, fetched again, and replaced
+    assert stored.is_file() and not stored.is_symlink()
+    assert trust_folder(folder, SKU, None, fleet.meta / "1.root.json", fleet.repository).reason == ""
+
+
+def test_oversized_metadata_from_the_registry_is_refused(fleet):
+    fleet.release(fleet.push_bundle())
+    push_metadata(fleet.repository, [("timestamp.json", b" " * 100_000)], insecure=True)
+    with pytest.raises(BundleError, match="larger than allowed"):
+        fleet.pull()
