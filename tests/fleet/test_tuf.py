@@ -297,3 +297,14 @@ def test_oversized_metadata_from_the_registry_is_refused(fleet):
     push_metadata(fleet.repository, [("timestamp.json", b" " * 100_000)], insecure=True)
     with pytest.raises(BundleError, match="larger than allowed"):
         fleet.pull()
+
+
+def test_at_boot_expired_metadata_promotes_nothing(fleet):
+    fleet.release(fleet.push_bundle())
+    fleet.pull()
+    repo = fleet.repo()
+    repo.timestamp(fleet.signing("online"), days=-1)  # as if this robot had been offline since
+    (fleet.cache / "candidates" / "tuf" / "timestamp.json").write_bytes(repo.written[-1][1])
+    reason = trust_folder(fleet.cache / "candidates" / SKU, SKU, None, fleet.meta / "1.root.json",
+                          fleet.repository).reason
+    assert "has expired" in reason and "keeps the engines it already has" in reason

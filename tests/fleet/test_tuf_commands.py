@@ -10,6 +10,7 @@ import json
 import pytest
 
 from app.fleet.tuf_oci import push_metadata
+from app.fleet.tuf_repo import Repo, load_key_files
 from tests.fleet.test_commands import one_error_line
 from tests.helpers import cli, write_job_config
 
@@ -58,6 +59,15 @@ def test_init_push_release_pull_and_boot(operator):
     booted = cli("--config", str(o["robot"]), "run")
     assert booted.returncode == 0, booted.stderr
     assert "ready: 0 built, 0 reused, 3 promoted" in booted.stdout
+    # Offline long enough for the metadata it holds to expire: the engines it promoted stay
+    # (this robot published them), nothing new would be promoted.
+    repo = Repo.load(o["meta"])
+    repo.timestamp(load_key_files([keys / "online.pem"]), days=-1)
+    tuf = o["robot"].parent / "cache" / "candidates" / "tuf"
+    (tuf / "timestamp.json").write_bytes(repo.written[-1][1])
+    offline = cli("--config", str(o["robot"]), "run")
+    assert offline.returncode == 0, offline.stderr
+    assert "ready: 0 built, 3 reused, 0 promoted" in offline.stdout
 
 
 @pytest.mark.slow  # a reference run and eight CLI processes: ~5 s
