@@ -191,9 +191,14 @@ def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
     public_file = public_key or config.fleet.public_key_file
     public = load_public_key(public_file) if public_file is not None else None
     config, _, identity = state.host(config)
-    result = pull_release(repository, identity, config.cache_root, config.fleet.trusted_root_file,
-                          insecure=insecure or config.fleet.insecure, public=public,
-                          lock_timeout_s=config.lock_timeout_s)
+    trusted, result = pull_release(repository, identity, config.cache_root,
+                                   config.fleet.trusted_root_file,
+                                   insecure=insecure or config.fleet.insecure, public=public,
+                                   lock_timeout_s=config.lock_timeout_s)
+    _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root v{trusted.root_version}, "
+          f"timestamp v{trusted.timestamp_version} until {trusted.expires}", repository=repository,
+          root_version=trusted.root_version, timestamp_version=trusted.timestamp_version,
+          expires=trusted.expires)
     if result is None:
         sku = identity.sku_key()
         _emit(events.FLEET_ABSENT, f"the fleet released no engines for {sku} in {repository}: "

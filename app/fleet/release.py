@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from tuf.api.metadata import TargetFile
 
+    from app.fleet.tuf_client import Trusted
+
 __all__ = ["check_files", "check_index", "pull_release"]
 
 _HINT = "the registry's copy differs from the release: push the bundle again, and release it " \
@@ -107,18 +109,18 @@ def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: 
 
 def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trusted_root: Path, *,
                  insecure: bool, public: Ed25519PublicKey | None,
-                 lock_timeout_s: float) -> FetchResult | None:
+                 lock_timeout_s: float) -> tuple[Trusted, FetchResult | None]:
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
-    host's SKU; None when it released none. ``public``: also check the bundle's Ed25519
+    host's SKU (None when it released none). ``public``: also check the bundle's Ed25519
     signature (when the config still names a public key)."""
     from app.fleet.tuf_client import refresh, release_of
 
-    targets = refresh(repository, trusted_root, cache_root / CANDIDATES, insecure=insecure,
+    trusted = refresh(repository, trusted_root, cache_root / CANDIDATES, insecure=insecure,
                       lock_timeout_s=lock_timeout_s)
-    released = release_of(targets, host.sku_key())
+    released = release_of(trusted.targets, host.sku_key())
     if released is None:
-        return None
+        return trusted, None
     index, files = released
     source = _Released(repository, index, insecure=insecure)
-    return fetch_bundle(source, public, host, cache_root, lock_timeout_s=lock_timeout_s,
-                        release=lambda manifest: check_files(manifest, files))
+    return trusted, fetch_bundle(source, public, host, cache_root, lock_timeout_s=lock_timeout_s,
+                                 release=lambda manifest: check_files(manifest, files))

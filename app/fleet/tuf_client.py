@@ -26,10 +26,11 @@ import errno
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from tuf.api import exceptions
-from tuf.api.metadata import Metadata, Root, TargetFile, Targets
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet  # the Updater's own
 from tuf.ngclient.config import EnvelopeType
@@ -41,7 +42,7 @@ from app.fleet.candidates import _lock, _sweep
 from app.fleet.tuf_oci import METADATA_MAX, OciFetcher
 from app.fleet.tuf_repo import check_bound
 
-__all__ = ["TUF_FOLDER", "refresh", "release_of", "verified_targets"]
+__all__ = ["TUF_FOLDER", "Trusted", "refresh", "release_of", "verified_targets"]
 
 TUF_FOLDER = "tuf"
 _ROLES = ("timestamp", "snapshot", "targets")
@@ -114,8 +115,18 @@ def _explain(exc: BaseException, repository: str, where: Path) -> EngineInitErro
                        "threshold of the fleet's current keys is used; ask the operator to re-sign")
 
 
+@dataclass(frozen=True)
+class Trusted:
+    """What a refresh verified: the targets, and the versions an operator checks against."""
+
+    targets: Targets
+    root_version: int
+    timestamp_version: int
+    expires: str  # the timestamp's expiry, ISO 8601 UTC
+
+
 def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: bool,
-            lock_timeout_s: float = 600.0) -> Targets:
+            lock_timeout_s: float = 600.0) -> Trusted:
     """Refresh this robot's trusted metadata from ``repository``; the verified targets.
     BundleError for a refusal (rollback, expiry, signatures, another repository),
     RegistryError when the registry cannot be read, ConfigError for the provisioned root."""
@@ -154,10 +165,11 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: 
         root = Metadata[Root].from_bytes(read_small(
             work / "root_history" / f"{roots[-1]}.root.json", METADATA_MAX)).signed
         targets = Metadata[Targets].from_bytes(read_small(work / "targets.json", METADATA_MAX)).signed
+        timestamp = Metadata[Timestamp].from_bytes(read_small(work / "timestamp.json", METADATA_MAX)).signed
         check_bound(repository, root, "root")
         check_bound(repository, targets, "targets")
         _publish(work, current)
-        return targets
+        return Trusted(targets, root.version, timestamp.version, timestamp.expires.isoformat())
     finally:
         if work.is_dir() and not work.is_symlink():
             shutil.rmtree(work, ignore_errors=True)

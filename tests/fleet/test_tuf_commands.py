@@ -12,7 +12,7 @@ import pytest
 from app.fleet.tuf_oci import push_metadata
 from app.fleet.tuf_repo import Repo, load_key_files
 from tests.fleet.test_commands import one_error_line
-from tests.helpers import cli, write_job_config
+from tests.helpers import cli, json_events, write_job_config
 
 
 @pytest.fixture
@@ -56,6 +56,8 @@ def test_init_push_release_pull_and_boot(operator):
     pulled = cli("--config", str(o["robot"]), "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert "stored: 9 file(s)" in pulled.stdout
+    [trusted] = [e["kv"] for e in json_events(pulled.stderr) if e["kind"] == "c10.fleet.metadata.trusted"]
+    assert (trusted["root_version"], trusted["timestamp_version"]) == (1, 2)
     booted = cli("--config", str(o["robot"]), "run")
     assert booted.returncode == 0, booted.stderr
     assert "ready: 0 built, 0 reused, 3 promoted" in booted.stdout
