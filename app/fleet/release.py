@@ -113,7 +113,8 @@ def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trus
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
     host's SKU (None when it released none). ``public``: also check the bundle's Ed25519
     signature (when the config still names a public key)."""
-    from app.fleet.tuf_client import refresh, release_of
+    from app.fleet.tuf_client import refresh
+    from app.fleet.tuf_verify import release_of
 
     trusted = refresh(repository, trusted_root, cache_root / CANDIDATES, insecure=insecure,
                       lock_timeout_s=lock_timeout_s)

@@ -62,7 +62,7 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
     anchors = [p for p in (public_key_file, trusted_root) if p is not None]
     metadata: list[Path] = []
     if trusted_root is not None:
-        from app.fleet.tuf_client import TUF_FOLDER
+        from app.fleet.tuf_verify import TUF_FOLDER
 
         metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in ("timestamp", "snapshot", "targets")]
     try:
@@ -119,7 +119,7 @@ def _released(folder: Path, sku: str, raw_index: bytes, trusted_root: Path,
     the released index; EngineInitError naming why not."""
     from app.errors import BundleError
     from app.fleet.release import check_index
-    from app.fleet.tuf_client import release_of, verified_targets
+    from app.fleet.tuf_verify import release_of, verified_targets
 
     released = release_of(verified_targets(folder.parent, trusted_root, repository), sku)
     if released is None:

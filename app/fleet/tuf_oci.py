@@ -24,15 +24,14 @@ from app.errors import BundleError
 from app.fleet import layout
 from app.fleet.fetch import read_document
 from app.fleet.registry import _checked, _put_document_blob, connect
+from app.fleet.tuf_verify import METADATA_MAX
 
-__all__ = ["METADATA_MAX", "OciFetcher", "push_metadata", "tag_of"]
+__all__ = ["OciFetcher", "push_metadata", "tag_of"]
 
 ARTIFACT_TYPE = "application/vnd.engine-init.tuf-metadata.v1"
 LAYER_TYPE = "application/vnd.tuf.metadata.v1+json"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 _EMPTY = b"{}"
-#: The largest metadata file a robot reads (python-tuf's own bound for targets metadata).
-METADATA_MAX = 5_000_000
 _PREFIX = "tuf-"
 
 

@@ -43,15 +43,13 @@ from tuf.api.serialization import DeserializationError
 
 from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
-from app.errors import BundleError, ConfigError
+from app.errors import ConfigError
 from app.fleet import layout
 from app.fleet.keys import load_private_key, load_public_key
-from app.fleet.tuf_oci import METADATA_MAX
+from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of
 
-__all__ = ["BINDING", "ROLES", "KeyFile", "Repo", "binding_of", "check_bound", "load_key_files"]
+__all__ = ["ROLES", "KeyFile", "Repo", "load_key_files"]
 
-#: The field of root and targets metadata that names the repository they are valid for.
-BINDING = "x-engine-init-repository"
 ROLES = ("root", "targets", "snapshot", "timestamp")
 _VERSIONED = re.compile(r"([1-9][0-9]{0,8})\.(root|targets|snapshot)\.json")
 EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=365),
@@ -83,11 +81,6 @@ def load_key_files(paths: list[Path]) -> list[KeyFile]:
         else:
             out.append(KeyFile(path, SSlibKey.from_crypto(load_public_key(path)), None))
     return out
-
-
-def binding_of(signed: Root | Targets) -> str | None:
-    value = signed.unrecognized_fields.get(BINDING)
-    return value if isinstance(value, str) else None
 
 
 def _expires(role: str, days: float | None) -> datetime:
@@ -288,11 +281,3 @@ class Repo:
                 self.timestamp(keys, days=timestamp_days)
         return new.version
 
-
-def check_bound(repository: str, signed: Root | Targets, what: str) -> None:
-    """BundleError unless ``signed`` (root or targets) names ``repository``."""
-    bound = binding_of(signed)
-    if bound != repository:
-        raise BundleError(f"the fleet's {what} metadata is for repository {bound}, not {repository}",
-                          hint="metadata from another repository (staging?) is never used here: "
-                          "pull from the repository it was signed for, or sign a release for this one")

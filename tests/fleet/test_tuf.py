@@ -18,9 +18,9 @@ from app.fleet.bundle import describe, documents
 from app.fleet.registry import push
 from app.fleet.release import pull_release, released_bundle
 from app.fleet.trust import trust_folder
-from app.fleet.tuf_client import verified_targets
 from app.fleet.tuf_oci import push_metadata
 from app.fleet.tuf_repo import KeyFile, Repo, load_key_files
+from app.fleet.tuf_verify import verified_targets
 from tests.fleet.helpers import AGX, Keys, cache_files, make_keys
 
 SKU = AGX.sku_key()
@@ -150,6 +150,7 @@ def test_one_of_three_root_keys_cannot_change_root(fleet):
     assert not (fleet.meta / "2.root.json").exists()
     # A root v2 made anyway with one key (someone holding root1 alone) is refused by robots.
     fleet.release(fleet.push_bundle())
+    fleet.pull()
     current = Metadata[Root].from_bytes((fleet.meta / "1.root.json").read_bytes())
     forged = Root.from_dict(current.signed.to_dict())
     forged.version = 2
@@ -159,6 +160,11 @@ def test_one_of_three_root_keys_cannot_change_root(fleet):
     push_metadata(fleet.repository, [("2.root.json", md.to_bytes())], insecure=True)
     with pytest.raises(BundleError, match=r"does not verify: .*root was signed by 1/2 keys"):
         fleet.pull()
+    # The same root planted in the candidates folder is refused at boot.
+    (fleet.cache / "candidates" / "tuf" / "root_history" / "2.root.json").write_bytes(md.to_bytes())
+    reason = trust_folder(fleet.cache / "candidates" / SKU, SKU, None, fleet.meta / "1.root.json",
+                          fleet.repository).reason
+    assert "root was signed by 1/2 keys" in reason
 
 
 def forge_targets(fleet: Fleet, signer: KeyFile) -> None:
@@ -202,9 +208,16 @@ def test_revocation_walks_two_root_versions(fleet):
     assert fleet.pull() is not None and fleet.stored_index() == digest
     assert sorted(p.name for p in (fleet.cache / "candidates" / "tuf" / "root_history").iterdir()) == [
         "1.root.json", "2.root.json", "3.root.json"]
+    root, folder = fleet.meta / "1.root.json", fleet.cache / "candidates" / SKU
+    assert trust_folder(folder, SKU, None, root, fleet.repository).reason == ""  # roots 1 -> 3, offline
     forge_targets(fleet, fleet.keys["targets"])
     with pytest.raises(BundleError, match="targets was signed by 0/1 keys"):
         fleet.pull()
+    # Planted in the candidates folder instead (a compromised puller): refused at boot too.
+    forged = Repo.load(fleet.meta).md["targets"].to_bytes()
+    (fleet.cache / "candidates" / "tuf" / "targets.json").write_bytes(forged)
+    reason = trust_folder(folder, SKU, None, root, fleet.repository).reason
+    assert "does not verify" in reason and "targets was signed by 0/1 keys" in reason
 
 
 def test_metadata_of_another_repository_is_refused(fleet, registry):
