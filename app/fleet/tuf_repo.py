@@ -74,6 +74,9 @@ def load_key_files(paths: list[Path]) -> list[KeyFile]:
         except OSError as exc:
             raise ConfigError(f"key file {path} cannot be read: {exc.strerror or exc}",
                               hint="name an Ed25519 PEM file written by `engine-init fleet keygen`") from None
+        if head.count(b"-----BEGIN ") > 1:  # a reader would take the first and ignore the rest
+            raise ConfigError(f"key file {path} holds {head.count(b'-----BEGIN ')} PEM blocks",
+                              hint="one key per file: split it, and name each file with its own option")
         if b"PRIVATE KEY" in head:
             private = load_private_key(path)
             signer = CryptoSigner(private)

@@ -321,3 +321,11 @@ def test_at_boot_expired_metadata_promotes_nothing(fleet):
     reason = trust_folder(fleet.cache / "candidates" / SKU, SKU, None, fleet.meta / "1.root.json",
                           fleet.repository).reason
     assert "has expired" in reason and "keeps the engines it already has" in reason
+
+
+def test_a_key_file_holding_two_keys_is_refused(fleet):
+    both = fleet.tmp / "both.pem"
+    keys = fleet.tmp / "keys"
+    both.write_bytes((keys / "targets.pem").read_bytes() + (keys / "targets2.pem").read_bytes())
+    with pytest.raises(ConfigError, match="holds 2 PEM blocks"):
+        load_key_files([both])

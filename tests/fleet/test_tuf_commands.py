@@ -95,5 +95,17 @@ def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
     two = cli("fleet", "trust", "add-key", str(o["meta"]), "root", str(keys / "root4.pub.pem"),
               "--key", str(keys / "root1.pem"), "--key", str(keys / "root2.pem"), "--insecure")
     assert two.returncode == 0 and "root v2" in two.stdout, two.stderr
+    # The online key rotated (2 of the now 4 root keys, the old online key for snapshot): the
+    # robot follows root v3 and the re-signed timestamp at its next pull.
+    made = cli("fleet", "keygen", str(keys / "online2.pem"), str(keys / "online2.pub.pem"))
+    assert made.returncode == 0
+    rotated = cli("fleet", "trust", "rotate-key", str(o["meta"]), "timestamp", str(keys / "online.pub.pem"),
+                  str(keys / "online2.pem"), "--key", str(keys / "root1.pem"), "--key",
+                  str(keys / "root2.pem"), "--key", str(keys / "online.pem"), "--insecure")
+    assert rotated.returncode == 0 and "root v3" in rotated.stdout, rotated.stderr
+    followed = cli("--config", str(o["robot"]), "pull")
+    assert followed.returncode == 0, followed.stderr
+    [trusted] = [e["kv"] for e in json_events(followed.stderr) if e["kind"] == "c10.fleet.metadata.trusted"]
+    assert (trusted["root_version"], trusted["timestamp_version"]) == (3, 3)
     down = cli("--config", str(o["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines")
     assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
