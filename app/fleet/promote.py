@@ -2,7 +2,8 @@
 engine, after checking it on this host, instead of building it.
 
 A candidate is promoted only when its folder is still the bundle the fleet signed
-(:mod:`app.fleet.trust`: the signature with ``fleet.public_key_file``, the manifest's digest),
+(:mod:`app.fleet.trust`: the fleet's TUF release with ``fleet.trusted_root_file``, the signature
+with ``fleet.public_key_file``, the manifest's digest),
 its record and bytes are the files that manifest lists, the record was built on this host's SKU
 (the identity's SKU facts) from the same ONNX bytes with the same settings and backend release
 (the provenance diff the reuse decision uses), the backend loads it and finds the ONNX model's
@@ -64,7 +65,8 @@ def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Pat
     """Publish the candidate of ``artifact`` for ``sku`` at ``artifact``; None when there is
     no candidate for it. ``expected``: the record the current inputs give; ``before_publish``
     runs once everything checked out, before the first byte is written (the pending record);
-    ``public_key``: the key the candidates must be signed with (None: every one is refused);
+    ``public_key``: the key the candidates must be signed with (None, and no ``trusted_root``:
+    every one is refused);
     ``early``: digests hashed since the run started (:mod:`app.cache.prehash`);
     ``trusted_root``, ``repository``: the fleet's TUF anchor (:func:`app.fleet.trust.trust_folder`)."""
     folder = candidate_folder(cache_root, sku)
