@@ -36,6 +36,7 @@ def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
 def _push(repo: Any, insecure: bool) -> None:
     from app.fleet.tuf_oci import push_metadata
 
+    repo.save()
     push_metadata(repo.repository, repo.written, insecure=insecure)
     names = ", ".join(name for name, _ in repo.written)
     click.echo(f"pushed to {repo.repository}: {names}")
@@ -178,6 +179,8 @@ def rotate_key_cmd(folder: Path, role: str, old: Path, new: Path, keys: tuple[Pa
 @_INSECURE
 def push_cmd(folder: Path, insecure: bool) -> None:
     """Upload every file of FOLDER again (roots first, timestamp last)."""
+    from app.fleet.tuf_oci import push_metadata
+
     repo = _load(folder)
-    repo.written = repo.all_files()
-    _push(repo, insecure)
+    push_metadata(repo.repository, repo.all_files(), insecure=insecure)
+    click.echo(f"pushed every file of {folder} to {repo.repository}")

@@ -93,7 +93,7 @@ def _expires(role: str, days: float | None) -> datetime:
 
 class Repo:
     """The metadata folder: the newest version of each role, and the files a command wrote
-    (``written``, in the order robots must see them pushed)."""
+    (``written``, in the order robots must see them pushed, saved by :meth:`save`)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -166,9 +166,19 @@ class Repo:
                               hint=f"pass more of the {role} role's private key files with --key")
 
     def _write(self, name: str, md: Metadata[Any]) -> None:
-        raw = md.to_bytes()
-        atomic_write_bytes(self.folder / name, raw)
-        self.written.append((name, raw))
+        """Keep ``md`` to be saved as ``name``: nothing reaches the folder before every
+        signature of a command was made (:meth:`save`)."""
+        self.written.append((name, md.to_bytes()))
+
+    def save(self) -> None:
+        """Write what the command made into the folder, each file atomically, in order."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {self.folder}: {exc.strerror}",
+                              hint="choose a writable folder for the fleet's metadata") from None
+        for name, raw in self.written:
+            atomic_write_bytes(self.folder / name, raw)
 
     def init(self, repository: str, root_keys: list[KeyFile], threshold: int,
              targets_key: KeyFile, online_key: KeyFile, *, timestamp_days: float | None) -> None:
@@ -197,7 +207,6 @@ class Repo:
         self.md["timestamp"] = Metadata(Timestamp(expires=_expires("timestamp", timestamp_days)))
         self._sign("snapshot", self.md["snapshot"], keys, root)
         self._sign("timestamp", self.md["timestamp"], keys, root)
-        self.folder.mkdir(parents=True, exist_ok=True)
         for role in ("root", "targets", "snapshot"):
             self._write(f"1.{role}.json", self.md[role])
         self._write("timestamp.json", self.md["timestamp"])

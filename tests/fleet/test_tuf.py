@@ -67,6 +67,7 @@ class Fleet:
 
 
 def publish(repo: Repo) -> None:
+    repo.save()
     push_metadata(repo.repository, repo.written, insecure=True)
     repo.written = []
 
@@ -329,3 +330,13 @@ def test_a_key_file_holding_two_keys_is_refused(fleet):
     both.write_bytes((keys / "targets.pem").read_bytes() + (keys / "targets2.pem").read_bytes())
     with pytest.raises(ConfigError, match="holds 2 PEM blocks"):
         load_key_files([both])
+
+
+def test_a_command_short_of_a_key_writes_nothing(fleet):
+    digest = fleet.push_bundle()
+    before = sorted(p.name for p in fleet.meta.iterdir())
+    repo = fleet.repo()
+    index, files = released_bundle(fleet.repository, SKU, digest, insecure=True)
+    with pytest.raises(ConfigError, match=r"snapshot needs 1 signature\(s\) of its 1 key\(s\); .* hold 0"):
+        repo.release(SKU, index, files, fleet.signing("targets"), days=None, timestamp_days=None)
+    assert sorted(p.name for p in fleet.meta.iterdir()) == before

@@ -107,5 +107,9 @@ def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
     assert followed.returncode == 0, followed.stderr
     [trusted] = [e["kv"] for e in json_events(followed.stderr) if e["kind"] == "c10.fleet.metadata.trusted"]
     assert (trusted["root_version"], trusted["timestamp_version"]) == (3, 3)
+    # The registry's copy lost (a new registry): the operator uploads the folder again.
+    again = cli("fleet", "trust", "push", str(o["meta"]), "--insecure")
+    assert again.returncode == 0 and "pushed every file" in again.stdout, again.stderr
+    assert cli("--config", str(o["robot"]), "pull").returncode == 0
     down = cli("--config", str(o["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines")
     assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
