@@ -12,6 +12,8 @@ older to compare with.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Root, Signed, Snapshot, TargetFile, Targets, Timestamp
 
-from app.cache.fsread import read_small
+from app.cache.fsread import open_regular, read_small
 from app.errors import BundleError, ConfigError, EngineInitError
 
 __all__ = ["BINDING", "METADATA_MAX", "TUF_FOLDER", "binding_of", "check_bound", "explain",
@@ -73,16 +75,25 @@ def read_trusted_root(path: Path) -> bytes:
 
 def stored(folder: Path) -> dict[str, bytes]:
     """The trusted copies in ``folder`` (name relative to it: bytes); what is absent, or is
-    not a small regular file, is left out (the Updater then fetches it again)."""
+    not a small regular file, is left out (the Updater then fetches it again). The folders are
+    opened one by one without following links: ``tuf`` or ``root_history`` as a link to
+    metadata elsewhere counts as absent."""
     out: dict[str, bytes] = {}
-    names = [f"{r}.json" for r in ROLES]
-    names += [f"root_history/{v}.root.json" for v in range(2, MAX_ROOTS)]
-    for name in names:
-        try:
-            out[name] = read_small(folder / name, METADATA_MAX)
-        except OSError:
-            if name.startswith("root_history/"):
-                break  # the chain stops at the first missing version
+    fds: list[int] = []
+    try:
+        fds.append(open_regular(folder, folder=True))
+        for name in (f"{r}.json" for r in ROLES):
+            with contextlib.suppress(OSError):
+                out[name] = read_small(name, METADATA_MAX, dir_fd=fds[0])
+        fds.append(open_regular("root_history", dir_fd=fds[0], folder=True))
+        for version in range(2, MAX_ROOTS):
+            name = f"{version}.root.json"
+            out[f"root_history/{name}"] = read_small(name, METADATA_MAX, dir_fd=fds[1])
+    except OSError:
+        pass  # the chain stops at the first version missing
+    finally:
+        for fd in fds:
+            os.close(fd)
     return out
 
 

@@ -340,3 +340,17 @@ def test_a_command_short_of_a_key_writes_nothing(fleet):
     with pytest.raises(ConfigError, match=r"snapshot needs 1 signature\(s\) of its 1 key\(s\); .* hold 0"):
         repo.release(SKU, index, files, fleet.signing("targets"), days=None, timestamp_days=None)
     assert sorted(p.name for p in fleet.meta.iterdir()) == before
+
+
+def test_trusted_metadata_behind_a_link_counts_as_absent(fleet):
+    fleet.release(fleet.push_bundle())
+    fleet.pull()
+    tuf = fleet.cache / "candidates" / "tuf"
+    elsewhere = fleet.tmp / "elsewhere-tuf"
+    tuf.rename(elsewhere)
+    tuf.symlink_to(elsewhere)
+    reason = trust_folder(fleet.cache / "candidates" / SKU, SKU, None, fleet.meta / "1.root.json",
+                          fleet.repository).reason
+    assert "no verified fleet metadata" in reason
+    assert fleet.pull() is not None  # refreshed from the provisioned root; the link replaced
+    assert tuf.is_dir() and not tuf.is_symlink() and elsewhere.is_dir()
