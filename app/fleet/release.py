@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cancel import call_cancellable
 from app.errors import BundleError
 from app.fleet import layout
 from app.fleet.candidates import CANDIDATES
@@ -116,8 +117,10 @@ def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trus
     from app.fleet.tuf_client import refresh
     from app.fleet.tuf_verify import release_of
 
-    trusted = refresh(repository, trusted_root, cache_root / CANDIDATES, insecure=insecure,
-                      lock_timeout_s=lock_timeout_s)
+    # In a worker thread the main thread waits on, as the blobs are fetched: a signal ends the
+    # pull at once, whatever the registry is doing (the next holder of the lock sweeps).
+    trusted = call_cancellable(lambda: refresh(repository, trusted_root, cache_root / CANDIDATES,
+                                               insecure=insecure, lock_timeout_s=lock_timeout_s))
     released = release_of(trusted.targets, host.sku_key())
     if released is None:
         return trusted, None

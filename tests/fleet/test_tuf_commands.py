@@ -5,14 +5,24 @@ machine (ONNX Runtime backend, its SKU key); the registry is real, on loopback."
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from app.fleet.tuf_oci import push_metadata
 from app.fleet.tuf_repo import Repo, load_key_files
 from tests.fleet.test_commands import one_error_line
-from tests.helpers import cli, json_events, write_job_config
+from tests.helpers import REPO, cli, json_events, write_job_config
 
 
 @pytest.fixture
@@ -113,3 +123,50 @@ def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
     assert cli("--config", str(o["robot"]), "pull").returncode == 0
     down = cli("--config", str(o["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines")
     assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
+
+
+@contextmanager
+def trickling_registry() -> Iterator[str]:
+    """A registry that answers /v2/ and then sends every other answer one byte every 0.5 s."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", "2" if self.path == "/v2/" else "100000")
+            self.end_headers()
+            if self.path == "/v2/":
+                self.wfile.write(b"{}")
+                return
+            with contextlib.suppress(OSError):
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}/fleet/engines"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.slow  # waits 4 s for the pull to get stuck
+def test_sigterm_ends_a_pull_stuck_on_the_metadata_within_2_s(operator):
+    with trickling_registry() as slow:
+        argv = [sys.executable, "-m", "app", "--config", str(operator["robot"]), "pull",
+                "--repository", slow]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(4)  # started, probed the host, and waiting on the trickle
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 143 and time.monotonic() - started < 2, stderr
+        assert "interrupted by SIGTERM" in stderr
