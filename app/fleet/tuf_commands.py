@@ -174,6 +174,17 @@ def rotate_key_cmd(folder: Path, role: str, old: Path, new: Path, keys: tuple[Pa
     _change(folder, role, keys, [new], [old], None, insecure, f"{old} replaced by {new}")
 
 
+@trust_group.command("renew-root")
+@_DIR
+@_KEYS
+@_INSECURE
+def renew_root_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool) -> None:
+    """A new root version with the same keys, expiring in a year: robots refuse everything once
+    the newest root has expired, so renew it before (a release renews targets, `timestamp` the
+    rest)."""
+    _change(folder, "root", keys, [], [], None, insecure, "renewed")
+
+
 @trust_group.command("push")
 @_DIR
 @_INSECURE

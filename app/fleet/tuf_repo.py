@@ -99,7 +99,6 @@ class Repo:
         self.folder = folder
         self.written: list[tuple[str, bytes]] = []
         self.md: dict[str, Metadata[Any]] = {}
-        self.roots: list[Metadata[Root]] = []
 
     @classmethod
     def load(cls, folder: Path) -> Repo:
@@ -117,10 +116,8 @@ class Repo:
         if set(newest) != {"root", "targets", "snapshot"} or "timestamp.json" not in names:
             raise ConfigError(f"{folder} holds no fleet metadata (root, targets, snapshot, timestamp)",
                               hint="create it with `engine-init fleet trust init`")
-        repo.roots = [repo._read(f"{v}.root.json") for v in range(1, newest["root"] + 1)]
-        for role in ("targets", "snapshot"):
+        for role in ("root", "targets", "snapshot"):
             repo.md[role] = repo._read(f"{newest[role]}.{role}.json")
-        repo.md["root"] = repo.roots[-1]
         repo.md["timestamp"] = repo._read("timestamp.json")
         return repo
 

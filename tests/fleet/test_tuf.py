@@ -354,3 +354,15 @@ def test_trusted_metadata_behind_a_link_counts_as_absent(fleet):
     assert "no verified fleet metadata" in reason
     assert fleet.pull() is not None  # refreshed from the provisioned root; the link replaced
     assert tuf.is_dir() and not tuf.is_symlink() and elsewhere.is_dir()
+
+
+def test_renewing_root_keeps_robots_pulling(fleet):
+    digest = fleet.push_bundle()
+    fleet.release(digest)
+    repo = fleet.repo()
+    assert repo.change_keys("root", fleet.signing("root2", "root3"), add=[], remove=[], threshold=None,
+                            timestamp_days=None) == 2
+    publish(repo)
+    assert fleet.pull() is not None and fleet.stored_index() == digest
+    assert trust_folder(fleet.cache / "candidates" / SKU, SKU, None, fleet.meta / "1.root.json",
+                        fleet.repository).reason == ""
