@@ -120,7 +120,8 @@ def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trus
     # In a worker thread the main thread waits on, as the blobs are fetched: a signal ends the
     # pull at once, whatever the registry is doing (the next holder of the lock sweeps).
     trusted = call_cancellable(lambda: refresh(repository, trusted_root, cache_root / CANDIDATES,
-                                               insecure=insecure, lock_timeout_s=lock_timeout_s))
+                                               host.sku_key(), insecure=insecure,
+                                               lock_timeout_s=lock_timeout_s))
     released = release_of(trusted.targets, host.sku_key())
     if released is None:
         return trusted, None

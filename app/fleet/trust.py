@@ -121,7 +121,7 @@ def _released(folder: Path, sku: str, raw_index: bytes, trusted_root: Path,
     from app.fleet.release import check_index
     from app.fleet.tuf_verify import release_of, verified_targets
 
-    released = release_of(verified_targets(folder.parent, trusted_root, repository), sku)
+    released = release_of(verified_targets(folder.parent, trusted_root, repository, sku), sku)
     if released is None:
         raise BundleError(f"the fleet's metadata releases nothing for {sku}",
                           hint="the operator releases it with `engine-init fleet trust release`")

@@ -43,6 +43,7 @@ from app.fleet.tuf_verify import (
     check_bound,
     explain,
     read_trusted_root,
+    releasing,
     stored,
 )
 
@@ -59,9 +60,10 @@ class Trusted:
     expires: str  # the timestamp's expiry, ISO 8601 UTC
 
 
-def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: bool,
+def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, insecure: bool,
             lock_timeout_s: float = 600.0) -> Trusted:
-    """Refresh this robot's trusted metadata from ``repository``; the verified targets.
+    """Refresh this robot's trusted metadata from ``repository``; the verified targets that
+    release ``sku`` (the top-level ones, or its delegated role's).
     BundleError for a refusal (rollback, expiry, signatures, another repository),
     RegistryError when the registry cannot be read, ConfigError for the provisioned root."""
     bootstrap = read_trusted_root(trusted_root)
@@ -90,6 +92,7 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: 
             updater = Updater(str(work), f"oci://{repository}/", fetcher=fetcher,
                               config=UpdaterConfig(max_root_rotations=MAX_ROOTS), bootstrap=bootstrap)
             updater.refresh()
+            updater.get_targetinfo(f"{sku}/index.json")  # loads the SKU's delegated role, if any
         except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
             raise explain(exc, repository, current) from None
         except ValueError as exc:  # the provisioned root is not TUF root metadata
@@ -98,16 +101,27 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, *, insecure: 
         # The Updater verified these files, written by it into this process's own folder.
         root = Metadata[Root].from_bytes(read_small(
             work / "root_history" / f"{roots[-1]}.root.json", METADATA_MAX)).signed
-        targets = Metadata[Targets].from_bytes(read_small(work / "targets.json", METADATA_MAX)).signed
+        top = _verified(work, "targets")
+        try:
+            targets = releasing(top, sku, lambda name: _verified(work, name))
+        except exceptions.RepositoryError as exc:
+            raise explain(exc, repository, current) from None
         timestamp = Metadata[Timestamp].from_bytes(read_small(work / "timestamp.json", METADATA_MAX)).signed
         check_bound(repository, root, "root")
-        check_bound(repository, targets, "targets")
+        for signed in {id(top): top, id(targets): targets}.values():
+            check_bound(repository, signed, "targets")
         _publish(work, current)
         return Trusted(targets, root.version, timestamp.version, timestamp.expires.isoformat())
     finally:
         if work.is_dir() and not work.is_symlink():
             shutil.rmtree(work, ignore_errors=True)
         os.close(lock)  # closing drops the flock
+
+
+def _verified(work: Path, role: str) -> Targets:
+    """Targets metadata the Updater verified and wrote into ``work``."""
+    signed: Targets = Metadata[Targets].from_bytes(read_small(work / f"{role}.json", METADATA_MAX)).signed
+    return signed
 
 
 def _publish(work: Path, current: Path) -> None:

@@ -103,6 +103,26 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
     _push(repo, insecure)
 
 
+@trust_group.command("delegate")
+@_DIR
+@click.argument("sku")
+@click.option("--sku-key", "sku_keys", type=_FILE, multiple=True, required=True,
+              help="A key of the SKU's own role (repeat; the private ones sign its first version).")
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many of them must sign a release of the SKU.")
+@_KEYS
+@_INSECURE
+@_DAYS
+def delegate_cmd(folder: Path, sku: str, sku_keys: tuple[Path, ...], threshold: int,
+                 keys: tuple[Path, ...], insecure: bool, timestamp_days: float | None) -> None:
+    """Give SKU's releases to a role of its own (signed by the release key): the SKU's build
+    host then releases it with --sku-key, never another SKU. Again: its keys are replaced."""
+    repo = _load(folder)
+    version = repo.delegate(sku, _keys(sku_keys), threshold, _keys(keys), timestamp_days=timestamp_days)
+    click.echo(f"{sku} delegated: {len(sku_keys)} key(s), threshold {threshold}, role v{version}")
+    _push(repo, insecure)
+
+
 @trust_group.command("timestamp")
 @_DIR
 @_KEYS

@@ -6,12 +6,15 @@ the bundles (:mod:`app.fleet.tuf_oci`).
     <metadata folder>/              the operator's copy (the registry holds the same files)
     ├── 1.root.json, 2.root.json    every root version: robots walk them one by one
     ├── <n>.targets.json            what each SKU may promote: <sku>/index.json, <sku>/files/<name>
-    ├── <n>.snapshot.json           the targets version of this release
+    ├── <n>.sku-<hash>.json         a SKU's own role, when it is delegated (``delegate``)
+    ├── <n>.snapshot.json           the targets versions of this release
     └── timestamp.json              the snapshot version, and the shortest expiry (freshness)
 
 Roles: ``root`` (a threshold of offline keys, e.g. 2 of 3) names the keys of every role;
 ``targets`` (the release key) signs what is released; ``snapshot`` and ``timestamp`` share the
-online key that re-signs freshness. Keys are Ed25519 PEM files (``engine-init fleet keygen``);
+online key that re-signs freshness. A SKU may get a role of its own (``delegate``: signed by
+the release key, paths ``<sku>/...`` only), whose keys then release that SKU and no other.
+Keys are Ed25519 PEM files (``engine-init fleet keygen``);
 a command signs with the private key files it is given and nothing else. A new root is signed
 by the threshold of the old root's keys and of its own, as robots check.
 
@@ -31,6 +34,8 @@ from typing import Any
 
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -46,12 +51,12 @@ from app.cache.publish import atomic_write_bytes
 from app.errors import ConfigError
 from app.fleet import layout
 from app.fleet.keys import load_private_key, load_public_key
-from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of
+from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of, role_of
 
 __all__ = ["ROLES", "KeyFile", "Repo", "load_key_files"]
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
-_VERSIONED = re.compile(r"([1-9][0-9]{0,8})\.(root|targets|snapshot)\.json")
+_VERSIONED = re.compile(r"([1-9][0-9]{0,8})\.(root|targets|snapshot|sku-[0-9a-f]{16})\.json")
 EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=365),
           "snapshot": timedelta(days=7), "timestamp": timedelta(days=7)}
 
@@ -113,10 +118,10 @@ class Repo:
             match = _VERSIONED.fullmatch(name)
             if match:
                 newest[match[2]] = max(newest.get(match[2], 0), int(match[1]))
-        if set(newest) != {"root", "targets", "snapshot"} or "timestamp.json" not in names:
+        if not {"root", "targets", "snapshot"} <= set(newest) or "timestamp.json" not in names:
             raise ConfigError(f"{folder} holds no fleet metadata (root, targets, snapshot, timestamp)",
                               hint="create it with `engine-init fleet trust init`")
-        for role in ("root", "targets", "snapshot"):
+        for role in newest:  # the top-level roles, and each SKU's delegated one
             repo.md[role] = repo._read(f"{newest[role]}.{role}.json")
         repo.md["timestamp"] = repo._read("timestamp.json")
         return repo
@@ -134,7 +139,7 @@ class Repo:
             match = _VERSIONED.fullmatch(name)
             if match is None:
                 return (3, 0)  # timestamp.json, last
-            return ({"root": 0, "targets": 1, "snapshot": 2}[match[2]], int(match[1]))
+            return ({"root": 0, "snapshot": 2}.get(match[2], 1), int(match[1]))
 
         names = [n for n in os.listdir(self.folder) if _VERSIONED.fullmatch(n) or n == "timestamp.json"]
         return [(n, read_small(self.folder / n, METADATA_MAX)) for n in sorted(names, key=order)]
@@ -148,11 +153,12 @@ class Repo:
     def repository(self) -> str:
         return binding_of(self.root) or "?"
 
-    def _sign(self, role: str, md: Metadata[Any], keys: list[KeyFile], root: Root) -> None:
-        """Sign ``md`` with every given private key of ``role`` under ``root``; ConfigError
-        when they do not reach its threshold."""
+    def _sign(self, role: str, md: Metadata[Any], keys: list[KeyFile], root: Root | Targets) -> None:
+        """Sign ``md`` with every given private key of ``role`` under its delegator (``root``,
+        or the targets that delegate a SKU's role); ConfigError when they do not reach its
+        threshold."""
         md.signatures.clear()
-        wanted = root.roles[role]
+        wanted = root.get_delegated_role(role)
         for k in keys:
             if k.signer is not None and k.key.keyid in wanted.keyids:
                 md.sign(k.signer, append=True)
@@ -210,32 +216,70 @@ class Repo:
 
     def release(self, sku: str, index: layout.Descriptor, files: list[tuple[str, layout.Descriptor]],
                 keys: list[KeyFile], *, days: float | None, timestamp_days: float | None) -> int:
-        """A new targets version naming the signed index and the files of ``sku`` (replacing
-        its previous release; other SKUs are kept), then snapshot and timestamp. Returns the
-        targets version."""
-        targets: Targets = self.md["targets"].signed
+        """A new version of the targets that release ``sku`` (its delegated role when it has
+        one, else the top-level targets) naming the signed index and the files (replacing its
+        previous release; other SKUs are kept), then snapshot and timestamp. Returns the
+        version of those targets."""
+        role = role_of(sku) if role_of(sku) in self.md else "targets"
+        targets: Targets = self.md[role].signed
         for path in [p for p in targets.targets if p.startswith(f"{sku}/")]:
             del targets.targets[path]
         for path, described in ((f"{sku}/index.json", index),
                                 *((f"{sku}/files/{name}", d) for name, d in files)):
             targets.targets[path] = TargetFile(described.size, {"sha256": described.hex}, path)
-        return self._bump_targets(keys, days=days, timestamp_days=timestamp_days)
+        return self._bump_targets(keys, role, days=days, timestamp_days=timestamp_days)
 
-    def _bump_targets(self, keys: list[KeyFile], *, days: float | None,
-                      timestamp_days: float | None) -> int:
-        targets: Targets = self.md["targets"].signed
-        targets.version += 1
+    def delegate(self, sku: str, sku_keys: list[KeyFile], threshold: int, keys: list[KeyFile], *,
+                 timestamp_days: float | None) -> int:
+        """Give ``sku``'s releases to its own role, signed by ``sku_keys`` (``threshold`` of
+        them): its build host then releases it without the top-level release key, and no other
+        SKU's. The SKU's current release moves into the role. Again for the same SKU: its keys
+        are replaced. Returns the role's version."""
+        if not 1 <= threshold <= len(sku_keys):
+            raise ConfigError(f"a threshold of {threshold} with {len(sku_keys)} key(s) for {sku}",
+                              hint="give at least as many --sku-key files as --threshold")
+        name = role_of(sku)
+        top: Targets = self.md["targets"].signed
+        if top.delegations is None:
+            top.delegations = Delegations(keys={}, roles={})
+        assert top.delegations.roles is not None  # (never succinct roles here)
+        # One pattern per depth: python-tuf's "*" never crosses a "/".
+        top.delegations.roles[name] = DelegatedRole(
+            name, [], threshold, True, [f"{sku}/*", f"{sku}/files/*", f"{sku}/files/*/*"])
+        for k in sku_keys:
+            top.add_key(k.key, name)
+        created = name not in self.md
+        if created:
+            self.md[name] = Metadata(Targets(expires=_expires("targets", None)))
+        moved = {p: t for p, t in top.targets.items() if p.startswith(f"{sku}/")}
+        for path in moved:
+            del top.targets[path]
+        self.md[name].signed.targets.update(moved)
+        version = self._bump_targets([*keys, *sku_keys], name, days=None, timestamp_days=None,
+                                     then=False, bump=not created)
+        self._bump_targets(keys, "targets", days=None, timestamp_days=timestamp_days)
+        return version
+
+    def _bump_targets(self, keys: list[KeyFile], role: str = "targets", *, days: float | None,
+                      timestamp_days: float | None, then: bool = True, bump: bool = True) -> int:
+        """Sign a new version of ``role`` (top-level targets or a SKU's; ``bump``: one more
+        than the one held), then (``then``) snapshot and timestamp."""
+        targets: Targets = self.md[role].signed
+        targets.version += bump
         targets.expires = _expires("targets", days)
         targets.unrecognized_fields[BINDING] = self.repository
-        self._sign("targets", self.md["targets"], keys, self.root)
-        self._write(f"{targets.version}.targets.json", self.md["targets"])
-        self.timestamp(keys, days=timestamp_days)
+        self._sign(role, self.md[role], keys, self.root if role == "targets" else self.md["targets"].signed)
+        self._write(f"{targets.version}.{role}.json", self.md[role])
+        if then:
+            self.timestamp(keys, days=timestamp_days)
         return targets.version
 
     def timestamp(self, keys: list[KeyFile], *, days: float | None) -> None:
         """New snapshot and timestamp versions (the online key), expiring in ``days``."""
         snapshot: Snapshot = self.md["snapshot"].signed
-        snapshot.meta["targets.json"] = MetaFile(self.md["targets"].signed.version)
+        for role, md in self.md.items():
+            if role == "targets" or role.startswith("sku-"):
+                snapshot.meta[f"{role}.json"] = MetaFile(md.signed.version)
         snapshot.version += 1
         snapshot.expires = _expires("snapshot", days)
         self._sign("snapshot", self.md["snapshot"], keys, self.root)

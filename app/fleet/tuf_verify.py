@@ -13,8 +13,10 @@ older to compare with.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from app.cache.fsread import open_regular, read_small
 from app.errors import BundleError, ConfigError, EngineInitError
 
 __all__ = ["BINDING", "METADATA_MAX", "TUF_FOLDER", "binding_of", "check_bound", "explain",
-           "read_trusted_root", "release_of", "stored", "verified_targets"]
+           "read_trusted_root", "release_of", "releasing", "role_of", "stored", "verified_targets"]
 
 #: Where a robot keeps the metadata it trusts, in its candidates folder.
 TUF_FOLDER = "tuf"
@@ -36,8 +38,15 @@ BINDING = "x-engine-init-repository"
 METADATA_MAX = 5_000_000
 ROLES = ("timestamp", "snapshot", "targets")
 MAX_ROOTS = 256
+_ROLE_NAME = re.compile(r"sku-[0-9a-f]{16}")
 ROOT_HINT = "set fleet.trusted_root_file to the fleet's 1.root.json (provisioned with the robot)"
 _TS_ROLLBACK = re.compile(r"New timestamp version (\d+) must be >= (\d+)")
+
+
+def role_of(sku: str) -> str:
+    """The name of ``sku``'s delegated role (a SKU key may be 128 characters: too long for
+    the tag of ``<version>.<role>.json``)."""
+    return "sku-" + hashlib.sha256(sku.encode()).hexdigest()[:16]
 
 
 def binding_of(signed: Root | Targets) -> str | None:
@@ -73,7 +82,7 @@ def read_trusted_root(path: Path) -> bytes:
     return raw
 
 
-def stored(folder: Path) -> dict[str, bytes]:
+def stored(folder: Path, roles: tuple[str, ...] = ()) -> dict[str, bytes]:
     """The trusted copies in ``folder`` (name relative to it: bytes); what is absent, or is
     not a small regular file, is left out (the Updater then fetches it again). The folders are
     opened one by one without following links: ``tuf`` or ``root_history`` as a link to
@@ -82,7 +91,7 @@ def stored(folder: Path) -> dict[str, bytes]:
     fds: list[int] = []
     try:
         fds.append(open_regular(folder, folder=True))
-        for name in (f"{r}.json" for r in ROLES):
+        for name in (f"{r}.json" for r in (*ROLES, *roles)):
             with contextlib.suppress(OSError):
                 out[name] = read_small(name, METADATA_MAX, dir_fd=fds[0])
         fds.append(open_regular("root_history", dir_fd=fds[0], folder=True))
@@ -136,10 +145,24 @@ def _load(raw: bytes | None, kind: type[Signed], name: str) -> Metadata[Any]:
     return md
 
 
-def verified_targets(candidates: Path, trusted_root_file: Path, repository: str | None) -> Targets:
-    """The targets of the metadata stored in ``candidates``, verified offline from the
-    provisioned root (expiry included) and bound to ``repository`` when it is given.
-    BundleError naming why otherwise."""
+def releasing(top: Targets, sku: str, load: Callable[[str], Targets]) -> Targets:
+    """The targets that release ``sku``: the top-level ones, or the SKU's delegated role
+    (``load``: its verified metadata by name), in python-tuf's order (the top level first)."""
+    index = f"{sku}/index.json"
+    if index in top.targets or top.delegations is None:
+        return top
+    for name, _ in top.delegations.get_roles_for_target(index):
+        if not _ROLE_NAME.fullmatch(name):
+            raise exceptions.RepositoryError(f"the targets delegate {sku} to a role named {name!r}")
+        return load(name)
+    return top
+
+
+def verified_targets(candidates: Path, trusted_root_file: Path, repository: str | None,
+                     sku: str) -> Targets:
+    """The targets that release ``sku`` in the metadata stored in ``candidates``, verified
+    offline from the provisioned root (expiry included) and bound to ``repository`` when it is
+    given. BundleError naming why otherwise."""
     folder = candidates / TUF_FOLDER
     files = stored(folder)
     if not all(f"{r}.json" in files for r in ROLES):
@@ -169,20 +192,35 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
             chain.append(md)
         timestamp: Timestamp = chain[0].signed
         snapshot: Snapshot = chain[1].signed
-        targets: Targets = chain[2].signed
+        top: Targets = chain[2].signed
         # Stored by one refresh, they pin each other; anything else was put together by hand.
         pinned = snapshot.meta.get("targets.json")
         if snapshot.version != timestamp.snapshot_meta.version or pinned is None or (
-                targets.version != pinned.version):
+                top.version != pinned.version):
             raise exceptions.RepositoryError(
                 f"timestamp v{timestamp.version} names snapshot v{timestamp.snapshot_meta.version}, "
                 f"snapshot v{snapshot.version} names targets v{pinned.version if pinned else None}, "
-                f"targets is v{targets.version}")
+                f"targets is v{top.version}")
+
+        def load(name: str) -> Targets:
+            md = _load(stored(folder, (name,)).get(f"{name}.json"), Targets, f"{name}.json")
+            top.verify_delegate(name, md.signed_bytes, md.signatures)
+            meta = snapshot.meta.get(f"{name}.json")
+            if meta is None or meta.version != md.signed.version:
+                raise exceptions.RepositoryError(f"{name} is v{md.signed.version}, the snapshot "
+                                                 f"names v{meta.version if meta else None}")
+            if md.signed.is_expired(now):
+                raise exceptions.ExpiredMetadataError(f"{name}.json is expired")
+            role: Targets = md.signed
+            return role
+
+        targets = releasing(top, sku, load)
     except (exceptions.RepositoryError, ValueError) as exc:
         raise explain(exc, str(folder), folder) from None
     if repository is not None:
         check_bound(repository, root.signed, "root")
-        check_bound(repository, targets, "targets")
+        for signed in {id(top): top, id(targets): targets}.values():
+            check_bound(repository, signed, "targets")
     return targets
 
 

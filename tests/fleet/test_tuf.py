@@ -21,7 +21,7 @@ from app.fleet.trust import trust_folder
 from app.fleet.tuf_oci import push_metadata
 from app.fleet.tuf_repo import KeyFile, Repo, load_key_files
 from app.fleet.tuf_verify import verified_targets
-from tests.fleet.helpers import AGX, Keys, cache_files, make_keys
+from tests.fleet.helpers import AGX, NX, Keys, cache_files, make_keys
 
 SKU = AGX.sku_key()
 
@@ -74,7 +74,7 @@ def publish(repo: Repo) -> None:
 
 @pytest.fixture
 def fleet(tmp_path, registry, keys) -> Fleet:
-    names = ("root1", "root2", "root3", "targets", "online", "targets2", "root4")
+    names = ("root1", "root2", "root3", "targets", "online", "targets2", "root4", "agx")
     made = {n: make_keys(tmp_path / "keys", n) for n in names}
     loaded = dict(zip(names, load_key_files([made[n].private_file for n in names]), strict=True))
     fleet = Fleet(tmp_path / "meta", registry.repository(), loaded, keys, tmp_path / "robot", tmp_path)
@@ -262,7 +262,7 @@ def test_the_boot_check_refuses_what_the_metadata_does_not_release(fleet):
     reason = trust_folder(folder, SKU, None, root, fleet.repository).reason
     assert f"the fleet released {released}" in reason and "run `engine-init pull`" in reason
     with pytest.raises(BundleError, match="no verified fleet metadata"):
-        verified_targets(fleet.tmp, root, None)
+        verified_targets(fleet.tmp, root, None, SKU)
 
 
 @pytest.mark.parametrize("plant", ["fifo", "huge", "not-root", "one-signature"])
@@ -366,3 +366,40 @@ def test_renewing_root_keeps_robots_pulling(fleet):
     assert fleet.pull() is not None and fleet.stored_index() == digest
     assert trust_folder(fleet.cache / "candidates" / SKU, SKU, None, fleet.meta / "1.root.json",
                         fleet.repository).reason == ""
+
+
+def test_a_sku_delegated_to_its_own_key(fleet):
+    """The SKU's build host releases it with its own key, without the top-level release key,
+    and its key releases nothing for another SKU."""
+    first = fleet.push_bundle("a")
+    fleet.release(first)
+    fleet.pull()
+    repo = fleet.repo()
+    assert repo.delegate(SKU, fleet.signing("agx"), 1, fleet.signing("targets", "online"),
+                         timestamp_days=None) == 1
+    publish(repo)
+    assert fleet.pull().already  # the release moved into the SKU's role, unchanged
+    root, folder = fleet.meta / "1.root.json", fleet.cache / "candidates" / SKU
+    assert trust_folder(folder, SKU, None, root, fleet.repository).reason == ""
+    second = fleet.push_bundle("b")
+    with pytest.raises(ConfigError, match=r"sku-[0-9a-f]{16} needs 1 signature\(s\)"):
+        fleet.release(second, "targets", "online")  # the top-level key no longer releases it
+    fleet.release(second, "agx", "online")
+    assert not fleet.pull().already and fleet.stored_index() == second
+    assert trust_folder(folder, SKU, None, root, fleet.repository).reason == ""
+    # The SKU's key lists a release for another SKU in its role: robots of that SKU never look.
+    repo = fleet.repo()
+    role = next(r for r in repo.md if r.startswith("sku-"))
+    nx = NX.sku_key()
+    md = repo.md[role]
+    md.signed.targets[f"{nx}/index.json"] = md.signed.targets[f"{SKU}/index.json"]
+    md.signed.version += 1
+    md.signatures.clear()
+    md.sign(fleet.keys["agx"].signer)
+    repo._write(f"{md.signed.version}.{role}.json", md)
+    repo.timestamp(fleet.signing("online"), days=None)
+    publish(repo)
+    (fleet.tmp / "nx").mkdir()
+    trusted, result = pull_release(fleet.repository, NX, fleet.tmp / "nx", root, insecure=True,
+                                   public=None, lock_timeout_s=10)
+    assert result is None and f"{nx}/index.json" not in trusted.targets.targets

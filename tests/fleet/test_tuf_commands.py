@@ -59,15 +59,20 @@ def test_init_push_release_pull_and_boot(operator):
     digest = pushed.stdout.strip().rsplit("@", 1)[1]
     nothing = cli("--config", str(o["robot"]), "pull")
     assert nothing.returncode == 0 and f"no release for {o['sku']}" in nothing.stdout
+    # The SKU gets a role of its own: its build host's key releases it, not the top-level key.
+    delegated = cli("fleet", "trust", "delegate", str(o["meta"]), o["sku"], "--sku-key",
+                    str(keys / "bundle.pem"), "--key", str(keys / "targets.pem"), "--key",
+                    str(keys / "online.pem"), "--insecure")
+    assert delegated.returncode == 0 and "role v1" in delegated.stdout, delegated.stderr
     released = cli("fleet", "trust", "release", str(o["meta"]), o["sku"], "--digest", digest,
-                   "--key", str(keys / "targets.pem"), "--key", str(keys / "online.pem"), "--insecure")
+                   "--key", str(keys / "bundle.pem"), "--key", str(keys / "online.pem"), "--insecure")
     assert released.returncode == 0, released.stderr
-    assert f"released {o['sku']}@{digest}: 9 file(s), targets v2" in released.stdout
+    assert f"released {o['sku']}@{digest}: 9 file(s), targets v2" in released.stdout  # the role's v2
     pulled = cli("--config", str(o["robot"]), "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert "stored: 9 file(s)" in pulled.stdout
     [trusted] = [e["kv"] for e in json_events(pulled.stderr) if e["kind"] == "c10.fleet.metadata.trusted"]
-    assert (trusted["root_version"], trusted["timestamp_version"]) == (1, 2)
+    assert (trusted["root_version"], trusted["timestamp_version"]) == (1, 3)
     booted = cli("--config", str(o["robot"]), "run")
     assert booted.returncode == 0, booted.stderr
     assert "ready: 0 built, 0 reused, 3 promoted" in booted.stdout
