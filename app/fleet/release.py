@@ -114,6 +114,9 @@ def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trus
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
     host's SKU (None when it released none). ``public``: also check the bundle's Ed25519
     signature (when the config still names a public key)."""
+    from app.fleet.keys import require_tuf
+
+    require_tuf()
     from app.fleet.tuf_client import refresh
     from app.fleet.tuf_verify import release_of
 

@@ -62,6 +62,12 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
     anchors = [p for p in (public_key_file, trusted_root) if p is not None]
     metadata: list[Path] = []
     if trusted_root is not None:
+        from app.fleet.keys import require_tuf
+
+        try:
+            require_tuf()
+        except EngineInitError as exc:
+            return Trust(reason=f"{exc} ({exc.hint})")
         from app.fleet.tuf_verify import TUF_FOLDER
 
         metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in ("timestamp", "snapshot", "targets")]

@@ -28,7 +28,7 @@ _DAYS = click.option("--timestamp-days", type=click.FloatRange(min=0.01), defaul
 
 
 def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
-    from app.fleet.tuf_repo import load_key_files
+    from app.fleet.keys import load_key_files
 
     return load_key_files(list(paths))
 
@@ -51,6 +51,9 @@ def _load(folder: Path) -> Any:
 @click.group("trust")
 def trust_group() -> None:
     """The fleet's TUF metadata: keys, thresholds and releases (docs/fleet-trust.md)."""
+    from app.fleet.keys import require_tuf
+
+    require_tuf()
 
 
 @trust_group.command("init")

@@ -27,12 +27,10 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
@@ -50,45 +48,15 @@ from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
 from app.errors import ConfigError
 from app.fleet import layout
-from app.fleet.keys import load_private_key, load_public_key
+from app.fleet.keys import KeyFile
 from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of, role_of
 
-__all__ = ["ROLES", "KeyFile", "Repo", "load_key_files"]
+__all__ = ["ROLES", "Repo"]
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 _VERSIONED = re.compile(r"([1-9][0-9]{0,8})\.(root|targets|snapshot|sku-[0-9a-f]{16})\.json")
 EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=365),
           "snapshot": timedelta(days=7), "timestamp": timedelta(days=7)}
-
-
-@dataclass(frozen=True)
-class KeyFile:
-    """A key named on the command line: its public half, and a signer when it is private."""
-
-    path: Path
-    key: SSlibKey
-    signer: Signer | None
-
-
-def load_key_files(paths: list[Path]) -> list[KeyFile]:
-    """Each PEM file as a key; private ones also sign (ConfigError naming a bad file)."""
-    out = []
-    for path in paths:
-        try:
-            head = read_small(path, 64 << 10, follow_links=True)
-        except OSError as exc:
-            raise ConfigError(f"key file {path} cannot be read: {exc.strerror or exc}",
-                              hint="name an Ed25519 PEM file written by `engine-init fleet keygen`") from None
-        if head.count(b"-----BEGIN ") > 1:  # a reader would take the first and ignore the rest
-            raise ConfigError(f"key file {path} holds {head.count(b'-----BEGIN ')} PEM blocks",
-                              hint="one key per file: split it, and name each file with its own option")
-        if b"PRIVATE KEY" in head:
-            private = load_private_key(path)
-            signer = CryptoSigner(private)
-            out.append(KeyFile(path, signer.public_key, signer))
-        else:
-            out.append(KeyFile(path, SSlibKey.from_crypto(load_public_key(path)), None))
-    return out
 
 
 def _expires(role: str, days: float | None) -> datetime:

@@ -19,8 +19,9 @@ from contextlib import contextmanager
 
 import pytest
 
+from app.fleet.keys import load_key_files
 from app.fleet.tuf_oci import push_metadata
-from app.fleet.tuf_repo import Repo, load_key_files
+from app.fleet.tuf_repo import Repo
 from tests.fleet.test_commands import one_error_line
 from tests.helpers import REPO, cli, json_events, write_job_config
 
@@ -175,3 +176,13 @@ def test_sigterm_ends_a_pull_stuck_on_the_metadata_within_2_s(operator):
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 143 and time.monotonic() - started < 2, stderr
         assert "interrupted by SIGTERM" in stderr
+
+
+def test_without_the_tuf_packages_the_trust_commands_say_what_to_install(tmp_path):
+    probe = ("import sys; sys.modules['tuf'] = None  # as if not installed\n"
+             "from app.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    out = subprocess.run([sys.executable, "-c", probe, "fleet", "trust", "timestamp", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert out.returncode == 78, out.stderr
+    assert "needs the tuf and securesystemslib packages" in one_error_line(out)
