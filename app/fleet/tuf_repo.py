@@ -131,6 +131,9 @@ class Repo:
             if k.signer is not None and k.key.keyid in wanted.keyids:
                 md.sign(k.signer, append=True)
         got = len(md.signatures)
+        paths = getattr(wanted, "paths", None)
+        if paths:  # a SKU's role: say which SKU
+            role = f"{role} (the role of {paths[0].split('/')[0]})"
         if got < wanted.threshold:
             raise ConfigError(f"{role} needs {wanted.threshold} signature(s) of its "
                               f"{len(wanted.keyids)} key(s); the private key files given hold {got}",

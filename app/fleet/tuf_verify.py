@@ -5,7 +5,9 @@ operator's commands share (:mod:`app.fleet.tuf_client`, :mod:`app.fleet.tuf_repo
 from the provisioned root, with python-tuf's public metadata API only (no network client is
 loaded at boot): each next root signed by the threshold of the previous root and of its own,
 versions one apart; then timestamp, snapshot and targets each signed by the threshold of the
-final root's keys for it, the versions they pin matching, none expired. Rollback against what
+final root's keys for it, the versions they pin matching, none expired; a SKU delegated to a
+role of its own (:func:`releasing`), that role signed by the threshold of its keys in the
+targets, at the version the snapshot pins, unexpired. Rollback against what
 the robot trusted before is ``pull``'s check (python-tuf's Updater); at boot there is nothing
 older to compare with.
 """

@@ -383,7 +383,7 @@ def test_a_sku_delegated_to_its_own_key(fleet):
     root, folder = fleet.meta / "1.root.json", fleet.cache / "candidates" / SKU
     assert trust_folder(folder, SKU, None, root, fleet.repository).reason == ""
     second = fleet.push_bundle("b")
-    with pytest.raises(ConfigError, match=r"sku-[0-9a-f]{16} needs 1 signature\(s\)"):
+    with pytest.raises(ConfigError, match=rf"sku-[0-9a-f]{{16}} \(the role of {SKU}\) needs 1 signature"):
         fleet.release(second, "targets", "online")  # the top-level key no longer releases it
     fleet.release(second, "agx", "online")
     assert not fleet.pull().already and fleet.stored_index() == second
