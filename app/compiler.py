@@ -216,7 +216,8 @@ class EngineCompiler:
             runtime, request.cache_root, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
             plan.spec, plan.build_config,
             lambda: write_record(plan.artifact, pending, self.signing_key),
-            public_key=request.fleet_public_key, logger=self.logger, early=early))
+            public_key=request.fleet_public_key, logger=self.logger, early=early,
+            trusted_root=request.fleet_trusted_root, repository=request.fleet_repository))
         if got is not None and got.digest is None:
             events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
                         f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "
@@ -224,7 +225,8 @@ class EngineCompiler:
                         reason=got.reason)
         if got is None or got.digest is None:  # a build follows: give it the bundle's timings
             seed_timing_cache(runtime, request.cache_root, sku, request.fleet_public_key,
-                              self.logger)
+                              self.logger, trusted_root=request.fleet_trusted_root,
+                              repository=request.fleet_repository)
             return None
         verdict.digest, verdict.size = got.digest, got.size
         step.write_record(plan, verdict, None, None, got.accuracy)

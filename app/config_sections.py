@@ -238,3 +238,8 @@ class FleetConfig(StrictModel):
     public_key_file: ConfigPath | None = Field(
         default=None, description="Ed25519 public key (PEM) that import and pull verify bundles with, "
                           "and that run checks candidates with again before promoting one.")
+    trusted_root_file: ConfigPath | None = Field(
+        default=None, description="The fleet's first TUF root metadata (1.root.json, written by "
+                          "`engine-init fleet trust init`), provisioned with the robot: pull then "
+                          "takes only what the fleet released (rollback, expiry, key rotation "
+                          "checked), and run promotes only released candidates (docs/fleet-trust.md).")

@@ -79,6 +79,7 @@ FLEET_STORED = "c10.fleet.candidates.stored"
 FLEET_EXPORTED = "c10.fleet.exported"
 FLEET_PUSHED = "c10.fleet.pushed"
 FLEET_ABSENT = "c10.fleet.artifact.absent"
+FLEET_TRUSTED = "c10.fleet.metadata.trusted"
 
 
 def emit(

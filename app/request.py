@@ -87,6 +87,10 @@ class EngineCompileRequest:
     #: The Ed25519 public key (PEM file) fleet candidates must be signed with; None: no
     #: candidate is promoted (app.fleet.trust).
     fleet_public_key: Path | None = None
+    #: The fleet's provisioned TUF root (app.fleet.tuf_client); set: only candidates the fleet
+    #: released, in metadata bound to ``fleet_repository``, are promoted.
+    fleet_trusted_root: Path | None = None
+    fleet_repository: str | None = None
 
     @classmethod
     def from_config(cls, config: EngineInitConfig, host: HostCapabilities) -> EngineCompileRequest:
@@ -100,4 +104,6 @@ class EngineCompileRequest:
             strict_onnx_hash=config.strict_onnx_hash,
             governor=config.governor if config.governor.enabled else None,
             fleet_public_key=config.fleet.public_key_file,
+            fleet_trusted_root=config.fleet.trusted_root_file,
+            fleet_repository=config.fleet.repository,
         )

@@ -6,8 +6,10 @@ that imports click, PyYAML and pydantic's BaseModel, then hashes like the refere
 < 80 MB and independent of engine size; ``validate`` <= 1.5x those imports alone; 1 GB of
 unchanged ONNX adding < 5 ms to a warm boot; < 10% of a cold run outside the backend's compile
 calls; warm verify linear in bytes; ``engine-init pull`` <= 1.3x and the ``run`` that promotes
-the pulled engines <= 1.2x their references (bench/fleet.py). ``--quick`` uses smaller engines;
-``--only fleet,verify,...`` runs only those sections.
+the pulled engines <= 1.2x their references (bench/fleet.py); under the fleet's TUF metadata,
+``pull`` <= 1.3x and the promoting ``run`` <= 1.2x the signature-only ones
+(bench/fleet_trust.py). ``--quick`` uses smaller engines; ``--only fleet,verify,...`` runs only
+those sections.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from bench.common import (
     report,
 )
 from bench.fleet import fleet
+from bench.fleet_trust import trust
 
 LOG = logging.getLogger("bench.silent")
 LOG.addHandler(logging.NullHandler())
@@ -230,7 +233,7 @@ def scaling(tmp: Path, sizes: list[int], counts: list[int]) -> None:
     report("API / reference, worst row of the table", f"{max(ratios):.2f}x", check(max(ratios) <= 1.15))
 
 
-SECTIONS = ("verify", "memory", "startup", "onnx", "cold", "scaling", "fleet")
+SECTIONS = ("verify", "memory", "startup", "onnx", "cold", "scaling", "fleet", "trust")
 
 
 def main() -> None:
@@ -260,6 +263,8 @@ def main() -> None:
             scaling(tmp, [20] if quick else [20, 200, 1024], [1, 3] if quick else [1, 3, 10])
         if "fleet" in only:
             fleet(tmp, big, 3 if quick else 5)
+        if "trust" in only:
+            trust(tmp, big, 3 if quick else 5)
     missed = [name for name, _, verdict in ROWS if verdict == "MISSED"]
     print(f"\n{len(ROWS)} figures, {len(missed)} missed" + (f": {missed}" if missed else ""))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.helpers import REPO, cli, write_job_config
 
 HEAVY = {"onnx", "onnxruntime", "numpy", "tensorrt", "cuda", "prometheus_client",
-         "oras", "cryptography", "requests"}  # the last three: fleet commands only
+         "oras", "cryptography", "requests", "tuf", "securesystemslib"}  # the last five: fleet only
 PROBE = """
 import json, sys
 from app.cli import main

@@ -164,6 +164,9 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
 
     config = state.config()
     repository = _setting(repository, config, "repository", "--repository")
+    if config.fleet.trusted_root_file is not None:
+        _pull_released(state, config, repository, insecure, public_key)
+        return
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
     config, _, identity = state.host(config)
     source = RegistrySource(repository, insecure=insecure or config.fleet.insecure)
@@ -177,6 +180,33 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
         click.echo(f"no artifact for {sku} in {repository}")
         return
     _stored(result, f"{repository}:{result.sku}")
+
+
+def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
+                   public_key: Path | None) -> None:
+    """``pull`` under the fleet's TUF metadata (fleet.trusted_root_file): what was released for
+    this SKU, fetched by digest (docs/fleet-trust.md)."""
+    from app.fleet.keys import load_public_key
+    from app.fleet.release import pull_release
+
+    public_file = public_key or config.fleet.public_key_file
+    public = load_public_key(public_file) if public_file is not None else None
+    config, _, identity = state.host(config)
+    trusted, result = pull_release(repository, identity, config.cache_root,
+                                   config.fleet.trusted_root_file,
+                                   insecure=insecure or config.fleet.insecure, public=public,
+                                   lock_timeout_s=config.lock_timeout_s)
+    _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root v{trusted.root_version}, "
+          f"timestamp v{trusted.timestamp_version} until {trusted.expires}", repository=repository,
+          root_version=trusted.root_version, timestamp_version=trusted.timestamp_version,
+          expires=trusted.expires)
+    if result is None:
+        sku = identity.sku_key()
+        _emit(events.FLEET_ABSENT, f"the fleet released no engines for {sku} in {repository}: "
+              "run builds them here", repository=repository, sku=sku)
+        click.echo(f"no release for {sku} in {repository}")
+        return
+    _stored(result, f"{repository}:{result.sku} (released)")
 
 
 @click.group("fleet")
@@ -195,5 +225,8 @@ def keygen_cmd(private: Path, public: Path) -> None:
 
 
 def register(group: click.Group) -> None:
+    from app.fleet.tuf_commands import trust_group
+
+    fleet_group.add_command(trust_group)
     for command in (export_cmd, import_cmd, push_cmd, pull_cmd, fleet_group):
         group.add_command(command)

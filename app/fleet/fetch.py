@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,17 +209,23 @@ def open_bundle(path: Path) -> Iterator[LayoutSource | TarSource]:
         source.close()
 
 
-def _verified_identity(source: Source, public: Ed25519PublicKey, host: HardwareIdentity
+def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
+                       release: Callable[[layout.ParsedManifest], None] | None = None,
                        ) -> tuple[bytes, bytes, bytes, layout.ParsedManifest]:
     sku = host.sku_key()
     raw_index = source.signed_index(sku)
     signed = layout.parse_signed_index(raw_index)
-    if not verify_digest(public, signed.manifest.digest, signed.signature):
+    if public is None and release is None:
+        raise BundleError(f"{source.where}: nothing to verify the bundle with",
+                          hint="set fleet.trusted_root_file or fleet.public_key_file")
+    if public is not None and not verify_digest(public, signed.manifest.digest, signed.signature):
         raise BundleError(f"{source.where}: the signature does not verify with public key "
                           f"{key_id(public)} (the bundle names key {signed.key_id})",
                           hint="use the fleet's public key; a bundle signed by another key is refused")
     raw_manifest = source.manifest(signed.manifest)
     manifest = layout.parse_manifest(raw_manifest)
+    if release is not None:  # the fleet's TUF release (app.fleet.release) lists these files
+        release(manifest)
     with source.blob(manifest.config) as chunks:
         raw_identity = read_document(chunks, manifest.config, "identity")
     try:
@@ -236,12 +242,14 @@ def _verified_identity(source: Source, public: Ed25519PublicKey, host: HardwareI
     return raw_index, raw_manifest, raw_identity, manifest
 
 
-def fetch_bundle(source: Source, public: Ed25519PublicKey, host: HardwareIdentity,
-                 cache_root: Path, *, lock_timeout_s: float = 600.0) -> FetchResult:
-    """Verify ``source`` against ``public`` and this ``host``, then store its files as
+def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
+                 cache_root: Path, *, lock_timeout_s: float = 600.0,
+                 release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
+    """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
+    with ``release`` (when given: the TUF release's check), then store its files as
     candidates under ``<cache_root>/candidates/<sku>/``. BundleError (nothing stored) when any
     check fails."""
-    raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host)
+    raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host, release)
     digest = "sha256:" + hashlib.sha256(raw_manifest).hexdigest()
     folder = candidate_folder(cache_root, manifest.sku)
     with staging(cache_root, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:

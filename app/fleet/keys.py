@@ -4,6 +4,9 @@ A fleet must not share one HMAC secret: any robot holding it could forge engines
 Ed25519 the robots hold only the public key. Keys are PEM files (PKCS#8 private, SubjectPublicKeyInfo
 public), as ``openssl genpkey -algorithm ed25519`` and ``engine-init fleet keygen`` write them.
 
+The same key files sign and verify the fleet's TUF metadata (:func:`load_key_files`: as
+securesystemslib keys and signers, docs/fleet-trust.md).
+
 What is signed is the bundle manifest's digest, prefixed by a fixed context string so that a
 signature made for anything else never verifies as a bundle signature.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -20,9 +24,10 @@ from app.errors import ConfigError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from securesystemslib.signer import CryptoSigner, SSlibKey
 
-__all__ = ["generate_keypair", "key_id", "load_private_key", "load_public_key", "sign_digest",
-           "verify_digest"]
+__all__ = ["KeyFile", "generate_keypair", "key_id", "load_key_files", "load_private_key",
+           "load_public_key", "require_tuf", "sign_digest", "verify_digest"]
 
 _KEY_FILE_MAX = 64 << 10
 _CONTEXT = b"engine-init bundle manifest v1\n"
@@ -133,3 +138,48 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
         raise ConfigError(f"cannot write {exc.filename}: {exc.strerror}",
                           hint="choose a writable folder") from None
     return key_id(private.public_key())
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A key named on the command line: its public half, and a signer when it is private."""
+
+    path: Path
+    key: SSlibKey
+    signer: CryptoSigner | None
+
+
+def require_tuf() -> None:
+    """ConfigError unless python-tuf and securesystemslib are installed (the fleet's trust
+    metadata, docs/fleet-trust.md)."""
+    try:
+        import securesystemslib  # noqa: F401
+        import tuf  # noqa: F401
+    except ImportError:
+        raise ConfigError("the fleet's trust metadata needs the tuf and securesystemslib packages",
+                          hint="pip install 'tuf>=7,<8' 'securesystemslib>=1.3,<2'") from None
+
+
+def load_key_files(paths: list[Path]) -> list[KeyFile]:
+    """Each PEM file as a key of the fleet's TUF metadata (securesystemslib's); private ones
+    also sign (ConfigError naming a bad file)."""
+    require_tuf()
+    from securesystemslib.signer import CryptoSigner, SSlibKey
+
+    out = []
+    for path in paths:
+        try:
+            head = read_small(path, 64 << 10, follow_links=True)
+        except OSError as exc:
+            raise ConfigError(f"key file {path} cannot be read: {exc.strerror or exc}",
+                              hint="name an Ed25519 PEM file written by `engine-init fleet keygen`") from None
+        if head.count(b"-----BEGIN ") > 1:  # a reader would take the first and ignore the rest
+            raise ConfigError(f"key file {path} holds {head.count(b'-----BEGIN ')} PEM blocks",
+                              hint="one key per file: split it, and name each file with its own option")
+        if b"PRIVATE KEY" in head:
+            private = load_private_key(path)
+            signer = CryptoSigner(private)
+            out.append(KeyFile(path, signer.public_key, signer))
+        else:
+            out.append(KeyFile(path, SSlibKey.from_crypto(load_public_key(path)), None))
+    return out

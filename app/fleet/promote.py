@@ -2,7 +2,8 @@
 engine, after checking it on this host, instead of building it.
 
 A candidate is promoted only when its folder is still the bundle the fleet signed
-(:mod:`app.fleet.trust`: the signature with ``fleet.public_key_file``, the manifest's digest),
+(:mod:`app.fleet.trust`: the fleet's TUF release with ``fleet.trusted_root_file``, the signature
+with ``fleet.public_key_file``, the manifest's digest),
 its record and bytes are the files that manifest lists, the record was built on this host's SKU
 (the identity's SKU facts) from the same ONNX bytes with the same settings and backend release
 (the provenance diff the reuse decision uses), the backend loads it and finds the ONNX model's
@@ -60,17 +61,20 @@ class Promotion:
 def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Path, expected: ProvenanceRecord,
             onnx_sha256: str, spec: BackboneSpec, build_config: BuildConfig,
             before_publish: Callable[[], None], *, public_key: Path | None,
-            logger: logging.Logger, early: EarlyDigests | None = None) -> Promotion | None:
+            logger: logging.Logger, early: EarlyDigests | None = None,
+            trusted_root: Path | None = None, repository: str | None = None) -> Promotion | None:
     """Publish the candidate of ``artifact`` for ``sku`` at ``artifact``; None when there is
     no candidate for it. ``expected``: the record the current inputs give; ``before_publish``
     runs once everything checked out, before the first byte is written (the pending record);
-    ``public_key``: the key the candidates must be signed with (None: every one is refused);
-    ``early``: digests hashed since the run started (:mod:`app.cache.prehash`)."""
+    ``public_key``: the key the candidates must be signed with (None, and no ``trusted_root``:
+    every one is refused);
+    ``early``: digests hashed since the run started (:mod:`app.cache.prehash`);
+    ``trusted_root``, ``repository``: the fleet's TUF anchor (:func:`app.fleet.trust.trust_folder`)."""
     folder = candidate_folder(cache_root, sku)
     candidate = folder / "files" / artifact.name
     if not candidate.exists() and not candidate.is_symlink():
         return None
-    trust = trust_folder(folder, sku, public_key)
+    trust = trust_folder(folder, sku, public_key, trusted_root, repository)
     if trust.reason:
         return Promotion(candidate, reason=trust.reason)
     try:
@@ -126,7 +130,8 @@ def _gate(backend: str, artifact: Path, spec: BackboneSpec, build_config: BuildC
 
 
 def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, sku: str, public_key: Path | None,
-                      logger: logging.Logger) -> Path | None:
+                      logger: logging.Logger, *, trusted_root: Path | None = None,
+                      repository: str | None = None) -> Path | None:
     """Before a local build of ``sku``: when the timing cache that build reads is absent, copy
     the bundle's one of the same name there (the file the signed manifest lists, written
     atomically), so that the build skips the timings the reference robot measured. Returns the
@@ -141,7 +146,7 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, sku: str, pub
         return None
     folder = candidate_folder(cache_root, sku)
     name = f"{target.parent.name}/{target.name}"
-    trust = trust_folder(folder, sku, public_key)
+    trust = trust_folder(folder, sku, public_key, trusted_root, repository)
     if name not in trust.files:
         return None
     try:

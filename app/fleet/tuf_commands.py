@@ -1,0 +1,220 @@
+"""``engine-init fleet trust ...``: the operator's commands for the fleet's TUF metadata.
+
+Each command changes the metadata folder ``DIR`` (:mod:`app.fleet.tuf_repo`), signing with the
+private key files given (``--key``, repeated; root keys can stay offline and come only for the
+commands that change root), then pushes the files it wrote to the repository the metadata is
+bound to, ``timestamp.json`` last. ``push`` uploads the whole folder again (after a failed
+push). Exit codes as every command: 78 for keys, thresholds and the folder, 69 for the
+registry, 65 for a bundle that cannot be released.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["trust_group"]
+
+_DIR = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+_FILE = click.Path(dir_okay=False, path_type=Path)
+_KEYS = click.option("--key", "keys", type=_FILE, multiple=True,
+                     help="A private key file to sign with (repeat: e.g. 2 of the 3 root keys).")
+_INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP to the registry.")
+_DAYS = click.option("--timestamp-days", type=click.FloatRange(min=0.01), default=None,
+                     help="Days until snapshot and timestamp expire [default: 7]; re-sign before "
+                          "with `fleet trust timestamp`.")
+
+
+def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
+    from app.fleet.keys import load_key_files
+
+    return load_key_files(list(paths))
+
+
+def _push(repo: Any, insecure: bool) -> None:
+    from app.fleet.tuf_oci import push_metadata
+
+    repo.save()
+    push_metadata(repo.repository, repo.written, insecure=insecure)
+    names = ", ".join(name for name, _ in repo.written)
+    click.echo(f"pushed to {repo.repository}: {names}")
+
+
+def _load(folder: Path) -> Any:
+    from app.fleet.tuf_repo import Repo
+
+    return Repo.load(folder)
+
+
+@click.group("trust")
+def trust_group() -> None:
+    """The fleet's TUF metadata: keys, thresholds and releases (docs/fleet-trust.md)."""
+    from app.fleet.keys import require_tuf
+
+    require_tuf()
+
+
+@trust_group.command("init")
+@_DIR
+@click.option("--repository", required=True, help="The registry repository, host[:port]/path, "
+              "the metadata is valid for (and pushed to).")
+@click.option("--root-key", "root_keys", type=_FILE, multiple=True, required=True,
+              help="A root key file (repeat); the private ones sign.")
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many root keys must sign a new root.")
+@click.option("--targets-key", type=_FILE, required=True, help="The release key (private).")
+@click.option("--online-key", type=_FILE, required=True,
+              help="The snapshot and timestamp key (private).")
+@_INSECURE
+@_DAYS
+def init_cmd(folder: Path, repository: str, root_keys: tuple[Path, ...], threshold: int,
+             targets_key: Path, online_key: Path, insecure: bool, timestamp_days: float | None) -> None:
+    """Create version 1 of the fleet's metadata in FOLDER and push it. Robots are provisioned
+    with FOLDER/1.root.json (fleet.trusted_root_file)."""
+    from app.fleet.tuf_repo import Repo
+
+    repo = Repo(folder)
+    targets, online = _keys([targets_key, online_key])
+    repo.init(repository, _keys(root_keys), threshold, targets, online, timestamp_days=timestamp_days)
+    click.echo(f"fleet root for {repository}: {len(root_keys)} root key(s), threshold {threshold}; "
+               f"robots trust {folder / '1.root.json'}")
+    _push(repo, insecure)
+
+
+@trust_group.command("release")
+@_DIR
+@click.argument("sku")
+@click.option("--digest", default=None, help="The signed index digest `push` printed "
+              "(repository:SKU@DIGEST): release exactly that, whatever the tag says now.")
+@_KEYS
+@_INSECURE
+@click.option("--days", type=click.FloatRange(min=0.01), default=None,
+              help="Days until this release's targets expire [default: 365].")
+@_DAYS
+def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ...], insecure: bool,
+                days: float | None, timestamp_days: float | None) -> None:
+    """Release the bundle pushed for SKU: its index and files become the targets robots of
+    that SKU may promote (signed by the targets key, then snapshot and timestamp)."""
+    from app.fleet.release import released_bundle
+
+    repo = _load(folder)
+    index, files = released_bundle(repo.repository, sku, digest, insecure=insecure)
+    version = repo.release(sku, index, files, _keys(keys), days=days, timestamp_days=timestamp_days)
+    click.echo(f"released {sku}@{index.digest}: {len(files)} file(s), targets v{version}")
+    _push(repo, insecure)
+
+
+@trust_group.command("delegate")
+@_DIR
+@click.argument("sku")
+@click.option("--sku-key", "sku_keys", type=_FILE, multiple=True, required=True,
+              help="A key of the SKU's own role (repeat; the private ones sign its first version).")
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many of them must sign a release of the SKU.")
+@_KEYS
+@_INSECURE
+@_DAYS
+def delegate_cmd(folder: Path, sku: str, sku_keys: tuple[Path, ...], threshold: int,
+                 keys: tuple[Path, ...], insecure: bool, timestamp_days: float | None) -> None:
+    """Give SKU's releases to a role of its own (signed by the release key): the SKU's build
+    host then releases it with --sku-key, never another SKU. Again: its keys are replaced."""
+    repo = _load(folder)
+    version = repo.delegate(sku, _keys(sku_keys), threshold, _keys(keys), timestamp_days=timestamp_days)
+    click.echo(f"{sku} delegated: {len(sku_keys)} key(s), threshold {threshold}, role v{version}")
+    _push(repo, insecure)
+
+
+@trust_group.command("timestamp")
+@_DIR
+@_KEYS
+@_INSECURE
+@_DAYS
+def timestamp_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool, timestamp_days: float | None) -> None:
+    """Re-sign snapshot and timestamp (the online key) so that robots keep pulling: run it
+    more often than --timestamp-days (e.g. daily from a timer)."""
+    repo = _load(folder)
+    repo.timestamp(_keys(keys), days=timestamp_days)
+    click.echo(f"timestamp v{repo.md['timestamp'].signed.version} expires "
+               f"{repo.md['timestamp'].signed.expires.isoformat()}")
+    _push(repo, insecure)
+
+
+_ROLE = click.argument("role", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+_THRESHOLD = click.option("--threshold", type=click.IntRange(min=1), default=None,
+                          help="The role's new threshold [default: unchanged].")
+
+
+def _change(folder: Path, role: str, keys: tuple[Path, ...], add: list[Path], remove: list[Path],
+            threshold: int | None, insecure: bool, what: str) -> None:
+    repo = _load(folder)
+    added, removed = _keys(add), _keys(remove)
+    version = repo.change_keys(role, [*_keys(keys), *added], add=added, remove=removed,
+                               threshold=threshold, timestamp_days=None)
+    click.echo(f"root v{version}: {what} ({role} keys now {len(repo.root.roles[role].keyids)}, "
+               f"threshold {repo.root.roles[role].threshold})")
+    _push(repo, insecure)
+
+
+@trust_group.command("add-key")
+@_DIR
+@_ROLE
+@click.argument("new", type=_FILE)
+@_KEYS
+@_THRESHOLD
+@_INSECURE
+def add_key_cmd(folder: Path, role: str, new: Path, keys: tuple[Path, ...], threshold: int | None,
+                insecure: bool) -> None:
+    """Give ROLE the key NEW (a new root version, signed by the root threshold)."""
+    _change(folder, role, keys, [new], [], threshold, insecure, f"added {new}")
+
+
+@trust_group.command("revoke-key")
+@_DIR
+@_ROLE
+@click.argument("old", type=_FILE)
+@_KEYS
+@_THRESHOLD
+@_INSECURE
+def revoke_key_cmd(folder: Path, role: str, old: Path, keys: tuple[Path, ...], threshold: int | None,
+                   insecure: bool) -> None:
+    """Take the key OLD (its public file is enough) from ROLE: robots refuse its signatures from
+    their next pull on. A role's metadata is signed again with its remaining keys (--key)."""
+    _change(folder, role, keys, [], [old], threshold, insecure, f"revoked {old}")
+
+
+@trust_group.command("rotate-key")
+@_DIR
+@_ROLE
+@click.argument("old", type=_FILE)
+@click.argument("new", type=_FILE)
+@_KEYS
+@_INSECURE
+def rotate_key_cmd(folder: Path, role: str, old: Path, new: Path, keys: tuple[Path, ...],
+                   insecure: bool) -> None:
+    """Replace ROLE's key OLD by NEW in one new root version (NEW signs what ROLE signs)."""
+    _change(folder, role, keys, [new], [old], None, insecure, f"{old} replaced by {new}")
+
+
+@trust_group.command("renew-root")
+@_DIR
+@_KEYS
+@_INSECURE
+def renew_root_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool) -> None:
+    """A new root version with the same keys, expiring in a year: robots refuse everything once
+    the newest root has expired, so renew it before (a release renews targets, `timestamp` the
+    rest)."""
+    _change(folder, "root", keys, [], [], None, insecure, "renewed")
+
+
+@trust_group.command("push")
+@_DIR
+@_INSECURE
+def push_cmd(folder: Path, insecure: bool) -> None:
+    """Upload every file of FOLDER again (roots first, timestamp last)."""
+    from app.fleet.tuf_oci import push_metadata
+
+    repo = _load(folder)
+    push_metadata(repo.repository, repo.all_files(), insecure=insecure)
+    click.echo(f"pushed every file of {folder} to {repo.repository}")

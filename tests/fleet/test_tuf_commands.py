@@ -1,0 +1,188 @@
+"""``engine-init fleet trust ...`` and ``pull`` under TUF through real processes: an operator
+initialises the fleet's root (2 of 3 keys) and releases what a reference host pushed; a robot
+provisioned with 1.root.json pulls and boots with every engine promoted. Both hosts are this
+machine (ONNX Runtime backend, its SKU key); the registry is real, on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from app.fleet.keys import load_key_files
+from app.fleet.tuf_oci import push_metadata
+from app.fleet.tuf_repo import Repo
+from tests.fleet.test_commands import one_error_line
+from tests.helpers import REPO, cli, json_events, write_job_config
+
+
+@pytest.fixture
+def operator(tmp_path, corpus, registry):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("root1", "root2", "root3", "root4", "targets", "online", "bundle"):
+        made = cli("fleet", "keygen", str(keys / f"{name}.pem"), str(keys / f"{name}.pub.pem"))
+        assert made.returncode == 0, made.stderr
+    repo = registry.repository()
+    meta = tmp_path / "meta"
+    init = cli("fleet", "trust", "init", str(meta), "--repository", repo, "--threshold", "2",
+               "--root-key", str(keys / "root1.pem"), "--root-key", str(keys / "root2.pem"),
+               "--root-key", str(keys / "root3.pub.pem"),  # offline: only its public half here
+               "--targets-key", str(keys / "targets.pem"), "--online-key", str(keys / "online.pem"),
+               "--insecure")
+    assert init.returncode == 0, init.stderr
+    assert "threshold 2" in init.stdout and "timestamp.json" in init.stdout
+    reference = write_job_config(tmp_path / "reference", corpus)
+    assert cli("--config", str(reference), "run").returncode == 0
+    sku = json.loads(cli("--config", str(reference), "status", "--json").stdout)["sku"]
+    robot = write_job_config(tmp_path / "robot", corpus, fleet={
+        "trusted_root_file": str(meta / "1.root.json"), "repository": repo, "insecure": True})
+    (tmp_path / "robot" / "cache").mkdir()
+    return {"keys": keys, "meta": meta, "repo": repo, "reference": reference, "robot": robot, "sku": sku}
+
+
+@pytest.mark.slow  # a reference run and eight CLI processes: ~5 s
+def test_init_push_release_pull_and_boot(operator):
+    o, keys = operator, operator["keys"]
+    pushed = cli("--config", str(o["reference"]), "push", "--repository", o["repo"], "--insecure",
+                 "--private-key", str(keys / "bundle.pem"))
+    assert pushed.returncode == 0, pushed.stderr
+    digest = pushed.stdout.strip().rsplit("@", 1)[1]
+    nothing = cli("--config", str(o["robot"]), "pull")
+    assert nothing.returncode == 0 and f"no release for {o['sku']}" in nothing.stdout
+    # The SKU gets a role of its own: its build host's key releases it, not the top-level key.
+    delegated = cli("fleet", "trust", "delegate", str(o["meta"]), o["sku"], "--sku-key",
+                    str(keys / "bundle.pem"), "--key", str(keys / "targets.pem"), "--key",
+                    str(keys / "online.pem"), "--insecure")
+    assert delegated.returncode == 0 and "role v1" in delegated.stdout, delegated.stderr
+    released = cli("fleet", "trust", "release", str(o["meta"]), o["sku"], "--digest", digest,
+                   "--key", str(keys / "bundle.pem"), "--key", str(keys / "online.pem"), "--insecure")
+    assert released.returncode == 0, released.stderr
+    assert f"released {o['sku']}@{digest}: 9 file(s), targets v2" in released.stdout  # the role's v2
+    pulled = cli("--config", str(o["robot"]), "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "stored: 9 file(s)" in pulled.stdout
+    [trusted] = [e["kv"] for e in json_events(pulled.stderr) if e["kind"] == "c10.fleet.metadata.trusted"]
+    assert (trusted["root_version"], trusted["timestamp_version"]) == (1, 3)
+    booted = cli("--config", str(o["robot"]), "run")
+    assert booted.returncode == 0, booted.stderr
+    assert "ready: 0 built, 0 reused, 3 promoted" in booted.stdout
+    # Offline long enough for the metadata it holds to expire: the engines it promoted stay
+    # (this robot published them), nothing new would be promoted.
+    repo = Repo.load(o["meta"])
+    repo.timestamp(load_key_files([keys / "online.pem"]), days=-1)
+    tuf = o["robot"].parent / "cache" / "candidates" / "tuf"
+    (tuf / "timestamp.json").write_bytes(repo.written[-1][1])
+    offline = cli("--config", str(o["robot"]), "run")
+    assert offline.returncode == 0, offline.stderr
+    assert "ready: 0 built, 3 reused, 0 promoted" in offline.stdout
+
+
+@pytest.mark.slow  # a reference run and eight CLI processes: ~5 s
+def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
+    o, keys = operator, operator["keys"]
+    old = (o["meta"] / "timestamp.json").read_bytes()  # version 1
+    stamped = cli("fleet", "trust", "timestamp", str(o["meta"]), "--key", str(keys / "online.pem"),
+                  "--insecure")
+    assert stamped.returncode == 0 and "timestamp v2 expires" in stamped.stdout, stamped.stderr
+    first = cli("--config", str(o["robot"]), "pull")
+    assert first.returncode == 0, first.stderr
+    push_metadata(o["repo"], [("timestamp.json", old)], insecure=True)
+    rolled = cli("--config", str(o["robot"]), "pull")
+    assert rolled.returncode == 65
+    assert ("rollback refused: the registry serves timestamp version 1, older than version 2"
+            in one_error_line(rolled))
+    # One root key of three cannot change root: nothing written, nothing pushed.
+    alone = cli("fleet", "trust", "add-key", str(o["meta"]), "root", str(keys / "root4.pub.pem"),
+                "--key", str(keys / "root1.pem"), "--insecure")
+    assert alone.returncode == 78
+    assert "root needs 2 signature(s) of its 3 key(s)" in one_error_line(alone)
+    assert not (o["meta"] / "2.root.json").exists()
+    two = cli("fleet", "trust", "add-key", str(o["meta"]), "root", str(keys / "root4.pub.pem"),
+              "--key", str(keys / "root1.pem"), "--key", str(keys / "root2.pem"), "--insecure")
+    assert two.returncode == 0 and "root v2" in two.stdout, two.stderr
+    # The online key rotated (2 of the now 4 root keys, the old online key for snapshot): the
+    # robot follows root v3 and the re-signed timestamp at its next pull.
+    made = cli("fleet", "keygen", str(keys / "online2.pem"), str(keys / "online2.pub.pem"))
+    assert made.returncode == 0
+    rotated = cli("fleet", "trust", "rotate-key", str(o["meta"]), "timestamp", str(keys / "online.pub.pem"),
+                  str(keys / "online2.pem"), "--key", str(keys / "root1.pem"), "--key",
+                  str(keys / "root2.pem"), "--key", str(keys / "online.pem"), "--insecure")
+    assert rotated.returncode == 0 and "root v3" in rotated.stdout, rotated.stderr
+    followed = cli("--config", str(o["robot"]), "pull")
+    assert followed.returncode == 0, followed.stderr
+    [trusted] = [e["kv"] for e in json_events(followed.stderr) if e["kind"] == "c10.fleet.metadata.trusted"]
+    assert (trusted["root_version"], trusted["timestamp_version"]) == (3, 3)
+    # The registry's copy lost (a new registry): the operator uploads the folder again.
+    again = cli("fleet", "trust", "push", str(o["meta"]), "--insecure")
+    assert again.returncode == 0 and "pushed every file" in again.stdout, again.stderr
+    assert cli("--config", str(o["robot"]), "pull").returncode == 0
+    down = cli("--config", str(o["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines")
+    assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
+
+
+@contextmanager
+def trickling_registry() -> Iterator[str]:
+    """A registry that answers /v2/ and then sends every other answer one byte every 0.5 s."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", "2" if self.path == "/v2/" else "100000")
+            self.end_headers()
+            if self.path == "/v2/":
+                self.wfile.write(b"{}")
+                return
+            with contextlib.suppress(OSError):
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}/fleet/engines"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.slow  # waits 4 s for the pull to get stuck
+def test_sigterm_ends_a_pull_stuck_on_the_metadata_within_2_s(operator):
+    with trickling_registry() as slow:
+        argv = [sys.executable, "-m", "app", "--config", str(operator["robot"]), "pull",
+                "--repository", slow]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(4)  # started, probed the host, and waiting on the trickle
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 143 and time.monotonic() - started < 2, stderr
+        assert "interrupted by SIGTERM" in stderr
+
+
+def test_without_the_tuf_packages_the_trust_commands_say_what_to_install(tmp_path):
+    probe = ("import sys; sys.modules['tuf'] = None  # as if not installed\n"
+             "from app.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    out = subprocess.run([sys.executable, "-c", probe, "fleet", "trust", "timestamp", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert out.returncode == 78, out.stderr
+    assert "needs the tuf and securesystemslib packages" in one_error_line(out)
