@@ -362,9 +362,9 @@ def real_gpu_available() -> bool:
 
 def tensorrt_unavailable_reason() -> str | None:
     """Why the real-TensorRT tests cannot run here (None: they can)."""
-    import importlib.util
+    from app.host.tensorrt import tensorrt_package
 
-    if importlib.util.find_spec("tensorrt") is None:
+    if tensorrt_package() is None:
         return "TensorRT is not installed (it cannot be installed on CI machines)"
     from app.errors import HostProbeError
     from app.host.cuda import probe_gpu

@@ -353,6 +353,9 @@ class FullRuntime(FakeRuntime):
     def verify_artifact(self, artifact, model, build_config):  # type: ignore[no-untyped-def]
         raise NotImplementedError
 
+    def open_runner(self, artifact, build_config):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
     def timing_cache_path(self, cache_root):  # type: ignore[no-untyped-def]
         return None
 

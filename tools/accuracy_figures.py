@@ -36,12 +36,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.backends.onnxruntime import OnnxRuntimeBackend
+from app.backends.onnxruntime.sessions import open_engine, precision_in_effect
 from app.config_sections import AccuracyConfig
 from app.errors import EngineInitError
 from app.values import BuildConfig, InputProfile, PrecisionMode
 from app.verify.accuracy import check_accuracy
-from app.verify.precision import ort_precision_in_effect
-from app.verify.runners import OrtEngineRunner
 from tools.demo import build_corpus
 
 Sampler = Callable[[np.random.Generator], dict[str, Any]]
@@ -168,9 +167,9 @@ def measure(case: Case, work: Path, samples: int) -> None:
             print(f"{case.name:12} {label:15} build failed: {str(exc)[:120]}")
             continue
         build_s = time.perf_counter() - started
-        effect = ort_precision_in_effect(engine, case.sample(np.random.default_rng(0)), precision.value)
+        effect = precision_in_effect(engine, case.sample(np.random.default_rng(0)), precision.value)
         print(f"{case.name:12} {label:15} precision in effect: {effect.describe()}")
-        runner = OrtEngineRunner(engine, case.name)
+        runner = open_engine(engine, case.name)
         modes = [("samples", AccuracyConfig(samples_path=held_out))]
         if case.random_ok:
             modes.insert(0, ("random", AccuracyConfig(random_samples=samples)))

@@ -25,11 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.backends.onnxruntime.sessions import open_engine
 from app.config_sections import AccuracyConfig
 from app.values import PrecisionMode
 from app.verify.accuracy import check_accuracy
 from app.verify.report import AccuracyReport
-from app.verify.runners import OrtEngineRunner
 from tests.verify import networks as nets
 from tests.verify.models import build_ort
 from tests.verify.photos import make_samples, write_photos
@@ -60,7 +60,7 @@ def _data(root: Path) -> dict[str, dict[str, Path]]:
 def _measure(root: Path, name: str, onnx: Path, source: Path, precision: PrecisionMode,
              calibration: Path | None, settings: AccuracyConfig) -> AccuracyReport:
     engine = build_ort(root, source, name, precision, calibration, shapes=nets.SHAPES[name])
-    runner = OrtEngineRunner(engine, name)
+    runner = open_engine(engine, name)
     try:
         return check_accuracy(onnx, runner, model_name=name, precision=precision,
                               input_shapes=nets.SHAPES[name], settings=settings,

@@ -1,4 +1,6 @@
-"""What the compiler asks of a backend: the :class:`InferenceRuntime` protocol.
+"""What the compiler and the checks ask of a backend: the :class:`InferenceRuntime` protocol,
+the :class:`EngineRunner` it opens on a built artifact for the accuracy gate, and the
+:class:`PrecisionInEffect` it reads out of one.
 
 Every backend of :mod:`app.backends.registry` implements all of it. A caller's own runtime may
 implement only ``compile_engine`` (:class:`PlainRuntime`, the original API):
@@ -13,8 +15,10 @@ finds a timing cache, which the build governor's ETA takes into account (TensorR
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from app.cache.names import EngineFilenameSchema
 from app.errors import EngineBuildError
@@ -22,9 +26,77 @@ from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, Precisio
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
-    from app.verify.precision import PrecisionInEffect
 
-__all__ = ["InferenceRuntime", "PlainRuntime", "PlainRuntimeAdapter", "as_inference_runtime"]
+__all__ = ["EngineRunner", "InferenceRuntime", "PlainRuntime", "PlainRuntimeAdapter",
+           "PrecisionInEffect", "as_inference_runtime"]
+
+
+@runtime_checkable
+class EngineRunner(Protocol):
+    """Runs one built engine on host arrays: ``run`` takes ``{input name: numpy array}`` and
+    returns ``{output name: numpy array}`` for every output (a data-dependent one in the shape
+    it came out in); ``close`` frees what it holds."""
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PrecisionInEffect:
+    """What the compute nodes of a built artifact run in (convolutions, matrix products,
+    recurrent and attention nodes, each counted in the precision of its inputs):
+    ``compute_nodes`` ran; ``in_precision`` of them in the asked precision; ``ran``: how many
+    in each precision (``{"int8": 5, "fp16": 2}``); ``ops``: every node or layer type seen."""
+
+    asked: str
+    compute_nodes: int
+    in_precision: int
+    ops: dict[str, int] = field(default_factory=dict)
+    ran: dict[str, int] = field(default_factory=dict)
+    #: TensorRT with ``dla_core``: how many layers run on the DLA (dla.check_placement)
+    dla: dict[str, Any] | None = None
+    #: TensorRT 8.x: Myelin regions, whose layers the inspector does not show (not counted)
+    opaque: int = 0
+    #: TensorRT 10.x: Myelin GEMM kernels among the compute nodes, in fp16
+    myelin_fp16: int = 0
+
+    @classmethod
+    def counted(cls, asked: str, ops: Counter[str], ran: Counter[str],
+                **extra: Any) -> PrecisionInEffect:
+        """From the counts of node types (``ops``) and of compute nodes per precision."""
+        return cls(asked, sum(ran.values()), ran[asked], dict(sorted(ops.items())),
+                   dict(sorted(ran.items())), **extra)
+
+    @property
+    def took_effect(self) -> bool:
+        if self.asked == "fp32" or self.in_precision > 0:
+            return True
+        # INT8 under implicit quantization: Myelin keeping every GEMM in FP16 (#3784) is
+        # reduced precision, not an ignored flag, when nothing else stayed in float32.
+        return self.asked == "int8" and self.myelin_fp16 > 0 and \
+            self.myelin_fp16 == self.ran.get("fp16", 0) == self.compute_nodes
+
+    def describe(self) -> str:
+        hidden = (f" (+{self.opaque} Myelin region(s) this TensorRT cannot inspect)"
+                  if self.opaque else "")
+        if self.asked == "fp32":
+            return f"{self.compute_nodes} compute nodes in float32{hidden}"
+        kept = (f"; Myelin kept {self.myelin_fp16} GEMM(s) in fp16" if self.myelin_fp16 and
+                self.asked == "int8" else "")
+        return (f"{self.in_precision} of {self.compute_nodes} compute nodes run in "
+                f"{self.asked}{kept}{hidden}")
+
+    def what_ran(self) -> str:
+        return ", ".join(f"{n} in {p}" for p, n in sorted(self.ran.items(), key=lambda i: -i[1]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"asked": self.asked, "compute_nodes": self.compute_nodes,
+                "in_precision": self.in_precision, "took_effect": self.took_effect,
+                "ran": dict(self.ran), "ops": dict(self.ops),
+                **({"dla": dict(self.dla)} if self.dla is not None else {}),
+                **({"not_inspectable": self.opaque} if self.opaque else {}),
+                **({"myelin_fp16": self.myelin_fp16} if self.myelin_fp16 else {})}
 
 
 class PlainRuntime(Protocol):
@@ -59,6 +131,12 @@ class InferenceRuntime(Protocol):
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
         """What the compute nodes of the built ``artifact`` run in; None: cannot say."""
+        ...
+
+    def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
+        """A runner of the built ``artifact`` on the device ``build_config`` names (its
+        ``cuda_device`` and ``dla_core``), for the accuracy gate; the caller closes it. Raises,
+        with the backend's own words, when the artifact cannot run here."""
         ...
 
     def device_free_memory(self) -> int | None:
@@ -107,6 +185,12 @@ class PlainRuntimeAdapter:
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
         return None  # a plain runtime's artifacts are opaque
+
+    def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
+        raise EngineBuildError(f"{build_config.model_name}: the accuracy check cannot run "
+                               f"{self.name} engines",
+                               hint="set verify: io for this model, or use the onnxruntime or "
+                                    "tensorrt backend")
 
     def device_free_memory(self) -> int | None:
         return None

@@ -1,18 +1,19 @@
 """The backends, in one table; each is imported only when chosen.
 
-``auto`` picks TensorRT exactly when its Python package is importable (found without importing
-it) and a GPU was probed, else ONNX Runtime. Adding a backend is one entry in :data:`BACKENDS`
-and a module whose class implements :class:`app.backends.base.InferenceRuntime`.
+``auto`` picks TensorRT exactly when its Python package is installed (found without importing
+it: :func:`app.host.tensorrt.tensorrt_package`) and a GPU was probed, else ONNX Runtime. Adding
+a backend is one entry in :data:`BACKENDS` and a module whose class implements
+:class:`app.backends.base.InferenceRuntime`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.backends.base import InferenceRuntime
 from app.errors import BackendUnavailableError
+from app.host.tensorrt import tensorrt_package
 from app.values import HostCapabilities, PrecisionMode
 
 __all__ = ["AUTO", "BACKENDS", "BACKEND_NAMES", "Backend", "create_backend", "resolve_backend_name"]
@@ -48,14 +49,10 @@ AUTO = "auto"
 BACKEND_NAMES = (AUTO, *BACKENDS)
 
 
-def tensorrt_importable() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
-
-
 def resolve_backend_name(requested: str, gpu_present: bool) -> str:
     if requested != AUTO:
         return requested
-    return "tensorrt" if tensorrt_importable() and gpu_present else "onnxruntime"
+    return "tensorrt" if tensorrt_package() is not None and gpu_present else "onnxruntime"
 
 
 def create_backend(name: str, host: HostCapabilities) -> InferenceRuntime:

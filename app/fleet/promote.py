@@ -111,7 +111,7 @@ def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Pat
     accuracy = None
     if spec.verify == "accuracy":
         try:
-            accuracy = _gate(runtime.name, artifact, spec, build_config, logger, digest, onnx_sha256)
+            accuracy = _gate(runtime, artifact, spec, build_config, logger, digest, onnx_sha256)
         except BaseException as exc:
             for path in (artifact, sidecar_path(artifact)):
                 path.unlink(missing_ok=True)
@@ -121,7 +121,7 @@ def promote(runtime: InferenceRuntime, cache_root: Path, sku: str, artifact: Pat
     return Promotion(candidate, digest, described.size, accuracy=accuracy)
 
 
-def _gate(backend: str, artifact: Path, spec: BackboneSpec, build_config: BuildConfig,
+def _gate(backend: InferenceRuntime, artifact: Path, spec: BackboneSpec, build_config: BuildConfig,
           logger: logging.Logger, digest: str, onnx_sha256: str) -> dict[str, Any]:
     from app.verify.gate import run_gate
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.host.packages import declared_version
 
-__all__ = ["TensorRTInstall", "find_tensorrt"]
+__all__ = ["TensorRTInstall", "find_tensorrt", "tensorrt_package"]
 
 _LIB_RE = re.compile(r"libnvinfer\.so\.(\d+\.\d+\.\d+)$")
 _LIB_DIRS = ("/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/tensorrt/lib",
@@ -60,13 +60,20 @@ def _library_versions() -> dict[str, str]:
     return found
 
 
-def find_tensorrt() -> TensorRTInstall:
+def tensorrt_package() -> str | None:
+    """Where the ``tensorrt`` package that ``import tensorrt`` would load lies; None: TensorRT
+    for Python is not installed. Found, not imported. The one answer to "is TensorRT there"."""
     spec = importlib.util.find_spec("tensorrt")
-    if spec is None or not spec.origin:
+    return spec.origin if spec is not None and spec.origin else None
+
+
+def find_tensorrt() -> TensorRTInstall:
+    origin = tensorrt_package()
+    if origin is None:
         return TensorRTInstall("", "")  # no TensorRT for Python: stray libraries do not matter
     libs = _library_versions()
     version = declared_version("tensorrt", ("tensorrt", "tensorrt-cu12-bindings",
                                             "tensorrt-cu13-bindings", "tensorrt-bindings"))
     if not version and len(set(libs.values())) == 1:
         version = next(iter(libs.values()))
-    return TensorRTInstall(version, spec.origin, libs)
+    return TensorRTInstall(version, origin, libs)

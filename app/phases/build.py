@@ -114,15 +114,13 @@ def _check_built(step: Step, plan: Plan, verdict: Verdict,
     """The precision check (fp16, int8) and the accuracy gate on a just-published engine:
     (accuracy report, precision in effect); on failure, unpublish what this build published
     (the engine and its sidecar) and leave the pending record, so that the next run rebuilds."""
-    from app.verify.precision import enforce
-
     assert verdict.digest is not None
     try:
-        effect = enforce(step.runtime, plan.spec.onnx_path, artifact, plan.build_config,
-                         step.logger)
+        effect = gate.enforce_precision(step.runtime, plan.spec.onnx_path, artifact,
+                                        plan.build_config, step.logger)
         if plan.spec.verify != "accuracy":
             return None, effect
-        return gate.run_gate(step.runtime.name, artifact, plan.spec, plan.build_config,
+        return gate.run_gate(step.runtime, artifact, plan.spec, plan.build_config,
                              step.logger, engine_sha256=verdict.digest,
                              onnx_sha256=verdict.onnx.sha256), effect
     except BaseException:

@@ -33,7 +33,7 @@ def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
                                       onnx_sha256=verdict.onnx.sha256)
         if accuracy is None:  # new tolerance or inputs: a new check, not a rebuild
             rechecked = True
-            accuracy = gate.run_gate(step.runtime.name, plan.artifact, plan.spec,
+            accuracy = gate.run_gate(step.runtime, plan.artifact, plan.spec,
                                      plan.build_config, step.logger,
                                      engine_sha256=verdict.digest,
                                      onnx_sha256=verdict.onnx.sha256)

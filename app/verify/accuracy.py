@@ -4,7 +4,9 @@
 :func:`enforce` turns it into one event (``c10.engine.accuracy.passed`` or ``.failed``) and,
 on failure, an :class:`~app.errors.AccuracyError` (exit 70) naming the model, the output, the
 metric, the measured value and the bound. numpy, onnx and ONNX Runtime load only in here, and
-only when a check runs.
+only when a check runs. The engine comes as a runner its backend opened; the reference is the
+ONNX model on ONNX Runtime's CPU provider, unoptimized
+(:func:`~app.backends.onnxruntime.sessions.open_reference`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import time
 from pathlib import Path
 
 from app import events
+from app.backends.base import EngineRunner
 from app.cancel import CANCEL, cancelled_error
 from app.config_sections import AccuracyConfig
 from app.errors import AccuracyError
 from app.values import InputProfile, PrecisionMode
 from app.verify.report import AccuracyReport, OutputFigures, default_tolerance
 from app.verify.rules import resolve_rules, snippet
-from app.verify.runners import EngineRunner
 
 __all__ = ["check_accuracy", "enforce"]
 
@@ -39,11 +41,11 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     ``settings``: the gate's (the defaults when None).
     """
     from app.backends.onnx_model import inspect_model, resolve_profiles
+    from app.backends.onnxruntime.sessions import open_reference
     from app.verify.compare import first_failure
     from app.verify.graph import find_rules
     from app.verify.inputs import gate_inputs
     from app.verify.measure import Measure
-    from app.verify.runners import OnnxReference
 
     settings = settings or AccuracyConfig()
     precision = PrecisionMode(precision)
@@ -60,7 +62,7 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
                          calibration_dir=calibration_dir if precision is PrecisionMode.INT8 else None,
                          count=settings.random_samples, seed=settings.seed,
                          value_range=settings.value_range)
-    reference = OnnxReference(onnx_path, model_name)
+    reference = open_reference(onnx_path, model_name)
     measure = Measure(model_name, names, rules)
     try:
         for feeds in inputs.samples():

@@ -1,8 +1,12 @@
-"""The accuracy gate as the compiler runs it, for models whose ``verify`` is ``accuracy``.
+"""The checks the compiler runs on a built engine, each asking the engine's backend (the
+:class:`~app.backends.base.InferenceRuntime` protocol) and never naming one.
 
-:func:`recorded_pass` answers a warm boot from the provenance record alone (no numpy, onnx or
-ONNX Runtime); :func:`run_gate` measures the built engine against its ONNX model on ONNX
-Runtime's CPU provider and raises :class:`~app.errors.AccuracyError` (exit 70) when it fails.
+:func:`enforce_precision` asks what the compute nodes of an fp16 or int8 build run in
+(``precision_in_effect``) and refuses a precision that did not take effect. For models whose
+``verify`` is ``accuracy``: :func:`recorded_pass` answers a warm boot from the provenance
+record alone (no numpy, onnx or ONNX Runtime); :func:`run_gate` measures the engine, through
+the runner its backend opens, against its ONNX model on ONNX Runtime's CPU provider and raises
+:class:`~app.errors.AccuracyError` (exit 70) when it fails.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from app import events
+from app.backends.base import InferenceRuntime
 from app.config_sections import AccuracyConfig
+from app.errors import EngineBuildError
 from app.request import BackboneSpec
-from app.values import BuildConfig
+from app.values import BuildConfig, PrecisionMode
 from app.verify.report import AccuracyReport, InputsUsed, default_tolerance
 
-__all__ = ["recorded_pass", "run_gate"]
+__all__ = ["enforce_precision", "recorded_pass", "run_gate"]
 
 
 def _settings(spec: BackboneSpec) -> AccuracyConfig:
@@ -43,16 +50,14 @@ def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: Bui
     return stored if covered else None
 
 
-def run_gate(backend: str, artifact: Path, spec: BackboneSpec, config: BuildConfig,
-             logger: logging.Logger, *, engine_sha256: str,
+def run_gate(runtime: InferenceRuntime, artifact: Path, spec: BackboneSpec,
+             config: BuildConfig, logger: logging.Logger, *, engine_sha256: str,
              onnx_sha256: str) -> dict[str, Any]:
-    """Check ``artifact`` (built by ``backend``); its passing report as JSON, else
-    AccuracyError after a ``c10.engine.accuracy.failed`` event."""
+    """Check ``artifact`` (built by ``runtime``, run on the device ``config`` names); its
+    passing report as JSON, else AccuracyError after a ``c10.engine.accuracy.failed`` event."""
     from app.verify.accuracy import check_accuracy, enforce
-    from app.verify.runners import open_runner
 
-    runner = open_runner(backend, artifact, spec.model_name, cuda_device=config.cuda_device,
-                         dla_core=config.dla_core)
+    runner = runtime.open_runner(artifact, config)
     try:
         report = check_accuracy(spec.onnx_path, runner, model_name=spec.model_name,
                                 precision=config.precision, input_shapes=config.input_shapes,
@@ -61,3 +66,38 @@ def run_gate(backend: str, artifact: Path, spec: BackboneSpec, config: BuildConf
     finally:
         runner.close()
     return enforce(report, logger).to_json()
+
+
+def enforce_precision(runtime: InferenceRuntime, model_path: Path, artifact: Path,
+                      config: BuildConfig, logger: logging.Logger) -> dict[str, Any] | None:
+    """After a build asked fp16 or int8 (not with ``verify: none``): what its compute nodes run
+    in, for the record; EngineBuildError (exit 70) when none runs in the asked precision. None:
+    nothing to say (fp32, or a runtime that cannot tell). INT8 asked and TensorRT's Myelin
+    keeping transformer GEMMs in fp16 took effect partially (a warning), not an ignored flag."""
+    if config.precision is PrecisionMode.FP32 or config.verify == "none":
+        return None
+    effect = runtime.precision_in_effect(model_path, artifact, config)
+    if effect is None:
+        return None
+    name, asked = config.model_name, effect.asked
+    fields = {"model_name": name, **effect.as_dict()}
+    if effect.compute_nodes == 0:
+        what = (f"{effect.opaque} Myelin region(s) that this TensorRT cannot inspect"
+                if effect.opaque else "no compute node")
+        events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
+                    f"{name}: {what} to check {asked} on", **fields)
+    elif not effect.took_effect:
+        message = f"{name}: {asked} was asked, but {effect.describe()} ({effect.what_ran()})"
+        events.emit(logger, logging.ERROR, events.PRECISION_IGNORED, message, **fields)
+        raise EngineBuildError(message, hint=f"set {name}'s precision to one that {runtime.name} "
+                               f"runs it in ({', '.join(effect.ran)})")
+    elif effect.in_precision < effect.compute_nodes or effect.opaque:
+        qdq = ("; INT8 GEMMs in a transformer need an export with Q/DQ nodes (explicit "
+               "quantization)" if effect.myelin_fp16 and asked == "int8" else "")
+        events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
+                    f"{name}: {effect.describe()} ({effect.what_ran() or 'nothing counted'}){qdq}",
+                    **fields)
+    else:
+        events.emit(logger, logging.INFO, events.PRECISION_CHECKED, f"{name}: {effect.describe()}",
+                    **fields)
+    return effect.as_dict()

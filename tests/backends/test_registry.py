@@ -1,4 +1,4 @@
-"""Backend selection: auto picks TensorRT exactly when it is importable and a GPU is present."""
+"""Backend selection: auto picks TensorRT exactly when it is installed and a GPU is present."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from app.values import HostCapabilities, PrecisionMode
     (True, True, "tensorrt"), (True, False, "onnxruntime"),
     (False, True, "onnxruntime"), (False, False, "onnxruntime")])
 def test_auto(monkeypatch, importable, gpu, expected):
-    monkeypatch.setattr(registry, "tensorrt_importable", lambda: importable)
+    monkeypatch.setattr(registry, "tensorrt_package",
+                        lambda: "/site/tensorrt/__init__.py" if importable else None)
     assert registry.resolve_backend_name("auto", gpu) == expected
     assert registry.resolve_backend_name("onnxruntime", True) == "onnxruntime"
 

@@ -8,18 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.backends.base import EngineRunner
+from app.backends.onnxruntime.sessions import open_engine
 from app.cli import exit_code_for
 from app.config_sections import AccuracyConfig
 from app.errors import AccuracyError, ModelDataError
 from app.values import PrecisionMode
 from app.verify.accuracy import check_accuracy, enforce
 from app.verify.report import default_tolerance
-from app.verify.runners import EngineRunner, OrtEngineRunner, open_runner
 from tests.verify.models import SHAPES, build_ort, make_embedding, make_masked
 
 
 def _check(onnx: Path, engine: Path | EngineRunner, name: str, precision: PrecisionMode, **kw):
-    runner = OrtEngineRunner(engine, name) if isinstance(engine, Path) else engine
+    runner = open_engine(engine, name) if isinstance(engine, Path) else engine
     try:
         return check_accuracy(onnx, runner, model_name=name, precision=precision,
                               input_shapes=kw.pop("shapes", SHAPES.get(name)), **kw)
@@ -126,7 +127,7 @@ class _Broken:
                          [("nan", "nonfinite"), ("shape", "shape"), ("missing", "no output")])
 def test_broken_engines_fail(tmp_path, corpus, events, how, expect):
     engine = build_ort(tmp_path, corpus["dinov2_vpr"], "dinov2_vpr", PrecisionMode.FP32)
-    runner = _Broken(OrtEngineRunner(engine), how)
+    runner = _Broken(open_engine(engine), how)
     if how == "nan":
         report = _check(corpus["dinov2_vpr"], runner, "dinov2_vpr", PrecisionMode.FP32)
         assert report.failure is not None and report.failure.metric == expect
@@ -140,7 +141,7 @@ def test_broken_engines_fail(tmp_path, corpus, events, how, expect):
 def test_an_fp32_request_served_in_fp16_is_caught(tmp_path, corpus):
     """A precision flag silently ignored the other way: 'fp32' built as fp16 fails the fp32 bound."""
     engine = build_ort(tmp_path, corpus["dinov2_vpr"], "dinov2_vpr", PrecisionMode.FP32)
-    report = _check(corpus["dinov2_vpr"], _Broken(OrtEngineRunner(engine), "fp16"), "dinov2_vpr",
+    report = _check(corpus["dinov2_vpr"], _Broken(open_engine(engine), "fp16"), "dinov2_vpr",
                     PrecisionMode.FP32)
     assert report.failure is not None and report.failure.metric == "rel_l2"
 
@@ -164,14 +165,3 @@ def test_every_output_is_compared(tmp_path):
     engine = build_ort(tmp_path, onnx, "masked", PrecisionMode.FP32, shapes={})
     report = _check(onnx, engine, "masked", PrecisionMode.FP32, shapes={})
     assert [o.name for o in report.outputs] == ["y", "x_copy"] and report.passed
-
-
-def test_open_runner_by_backend_name(tmp_path, corpus):
-    engine = build_ort(tmp_path, corpus["aliked"], "aliked", PrecisionMode.FP32)
-    runner = open_runner("onnxruntime", engine, "aliked")
-    assert isinstance(runner, EngineRunner)
-    x = np.zeros((1, 3, 64, 64), np.float32)
-    assert runner.run({"image": x})["scores"].shape == (1, 1, 64, 64)
-    runner.close()
-    with pytest.raises(Exception, match="cannot run ncnn engines"):
-        open_runner("ncnn", engine, "aliked")

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.backends.onnxruntime.sessions import open_engine
 from app.config_sections import AccuracyConfig
 from app.config_sections import AccuracyOutputConfig as Rule
 from app.errors import AccuracyError
 from app.values import PrecisionMode
 from app.verify.accuracy import check_accuracy, enforce
 from app.verify.report import default_tolerance
-from app.verify.runners import OrtEngineRunner
 from tests.verify import networks as nets
 from tests.verify.models import build_ort
 from tests.verify.photos import make_samples, write_photos
@@ -62,7 +62,7 @@ def _check(built, name: str, precision: PrecisionMode, tmp_path: Path, *, engine
                        built[calibration] if calibration else None, shapes=shapes)
     settings = AccuracyConfig(samples_path=built[samples] if samples else None,
                               outputs=outputs or {})
-    runner = OrtEngineRunner(engine, name)
+    runner = open_engine(engine, name)
     try:
         return check_accuracy(onnx, runner, model_name=name, precision=precision,
                               input_shapes=shapes, settings=settings,

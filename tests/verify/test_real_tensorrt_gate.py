@@ -1,6 +1,7 @@
 """The accuracy gate on a real TensorRT engine: build the demo models with the TensorRT backend
-and check them through TrtRunner and cuda-python's device buffers. Runs on a Jetson (or any
-machine with TensorRT, cuda-python and a GPU); skipped with the reason elsewhere."""
+and check them through the runner the backend opens (TrtRunner) and cuda-python's device
+buffers. Runs on a Jetson (or any machine with TensorRT, cuda-python and a GPU); skipped with
+the reason elsewhere."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ def test_real_engines_pass_their_precision_default(tmp_path, corpus, precision):
     from app.backends.tensorrt.runtime import TensorRTRuntime
     from app.host.probe import probe_host
     from app.verify.accuracy import check_accuracy
-    from app.verify.runners import open_runner
 
     runtime = TensorRTRuntime(probe_host(need_gpu=True).capabilities)
     shapes: dict[str | None, InputProfile] = {None: InputProfile.fixed((1, 3, 64, 64))}
@@ -33,7 +33,7 @@ def test_real_engines_pass_their_precision_default(tmp_path, corpus, precision):
                       input_shapes=shapes, workspace_mb=256,
                       calibration_dir=corpus["calibration"] / "aliked")
     entry = runtime.compile_engine(corpus["aliked"], cfg)
-    runner = open_runner("tensorrt", entry.engine_path, "aliked")
+    runner = runtime.open_runner(entry.engine_path, cfg)
     try:
         report = check_accuracy(corpus["aliked"], runner, model_name="aliked", precision=precision,
                                 input_shapes=shapes, calibration_dir=cfg.calibration_dir)
@@ -74,7 +74,7 @@ def test_real_aliked_with_deformconv_builds_from_10_1_and_loads_in_a_fresh_proce
             runtime.compile_engine(onnx, cfg)
         return
     engine = runtime.compile_engine(onnx, cfg).engine_path
-    code = ("import numpy as np, sys; from app.verify.trt_runner import TrtRunner; "
+    code = ("import numpy as np, sys; from app.backends.tensorrt.runner import TrtRunner; "
             "r = TrtRunner(__import__('pathlib').Path(sys.argv[1]), 'aliked'); "
             "print(r.run({'image': np.zeros((1, 3, 16, 16), np.float32)})['descriptors'].shape)")
     done = subprocess.run([sys.executable, "-c", code, str(engine)], capture_output=True,
@@ -88,7 +88,6 @@ def test_real_lightglue_matches_come_back_in_their_data_dependent_shape(tmp_path
     import numpy as np
     import onnxruntime as ort
 
-    from app.verify.runners import open_runner
     from tests.backends.tensorrt.networks import make_lightglue
 
     runtime = _runtime()
@@ -96,7 +95,7 @@ def test_real_lightglue_matches_come_back_in_their_data_dependent_shape(tmp_path
     profile = InputProfile((1, 8, 16), (1, 32, 16), (1, 64, 16))
     cfg = _config(runtime, tmp_path, "lightglue", PrecisionMode.FP32,
                   input_shapes={"desc0": profile, "desc1": profile})
-    runner = open_runner("tensorrt", runtime.compile_engine(onnx, cfg).engine_path, "lightglue")
+    runner = runtime.open_runner(runtime.compile_engine(onnx, cfg).engine_path, cfg)
     rng = np.random.default_rng(1)
     feeds = {"desc0": rng.random((1, 20, 16), dtype=np.float32),
              "desc1": rng.random((1, 24, 16), dtype=np.float32)}
@@ -113,14 +112,13 @@ def test_real_lightglue_matches_come_back_in_their_data_dependent_shape(tmp_path
 def test_real_dinov2_in_fp16_keeps_its_accuracy(tmp_path, opset):
     """Below opset 17 the decomposed LayerNorm is kept in FP32 (keep_fp32's default)."""
     from app.verify.accuracy import check_accuracy
-    from app.verify.runners import open_runner
     from tests.backends.tensorrt.networks import make_dinov2
 
     runtime = _runtime()
     onnx = make_dinov2(tmp_path / "dinov2.onnx", opset=opset)
     shapes: dict[str | None, InputProfile] = {None: InputProfile.fixed((1, 3, 28, 28))}
     cfg = _config(runtime, tmp_path, "dinov2", input_shapes=shapes)
-    runner = open_runner("tensorrt", runtime.compile_engine(onnx, cfg).engine_path, "dinov2")
+    runner = runtime.open_runner(runtime.compile_engine(onnx, cfg).engine_path, cfg)
     try:
         report = check_accuracy(onnx, runner, model_name="dinov2", precision=PrecisionMode.FP16,
                                 input_shapes=shapes)

@@ -71,7 +71,7 @@ class TrtApi:
             config.set_flag(self.trt.BuilderFlag.INT8)
         if precision is not PrecisionMode.FP32:
             # Layer types and formats kept in the engine: the engine inspector can then tell
-            # which precision each layer runs in (app.verify.precision). The default keeps names.
+            # which precision each layer runs in (app.backends.tensorrt.inspector). The default keeps names.
             config.profiling_verbosity = self.trt.ProfilingVerbosity.DETAILED
         if precision is PrecisionMode.FP32:
             # TF32 is on by default (Ampere and later, Orin included): 10-bit mantissas in

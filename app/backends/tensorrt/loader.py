@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.errors import BackendUnavailableError
+from app.host.tensorrt import tensorrt_package
 
 if TYPE_CHECKING:
     from app.host.probe import HostReport
@@ -26,8 +27,13 @@ _HINT = ("run the container with the NVIDIA runtime (compose: runtime: nvidia) a
          "group, which mount the host's driver libraries")
 
 
-def import_tensorrt() -> Any:
-    """``import tensorrt``; BackendUnavailableError naming the loader error if it fails."""
+def import_tensorrt(purpose: str = "a TensorRT build") -> Any:
+    """``import tensorrt``, the one place it is imported; BackendUnavailableError saying that
+    ``purpose`` needs it when it is not installed, naming the loader error when it is but fails."""
+    if tensorrt_package() is None:
+        raise BackendUnavailableError(f"{purpose} needs TensorRT, which is not installed here",
+                                      hint="run it in the image for this JetPack, where the "
+                                           "engine was built, or use backend: onnxruntime")
     try:
         import tensorrt
     except (ImportError, OSError) as exc:

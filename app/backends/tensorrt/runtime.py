@@ -16,9 +16,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app import events, faults
+from app.backends.base import EngineRunner, PrecisionInEffect
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
 from app.backends.tensorrt.build import build_serialized
@@ -34,10 +35,8 @@ from app.cache.sidecar import Sha256Sidecar
 from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
+from app.host.tensorrt import tensorrt_package
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
-
-if TYPE_CHECKING:
-    from app.verify.precision import PrecisionInEffect
 
 __all__ = ["TensorRTRuntime"]
 
@@ -69,11 +68,8 @@ class TensorRTRuntime:
 
     def __init__(self, host: HostCapabilities, *, trt_module: Any = None,
                  cudart: Any = None, logger: logging.Logger | None = None) -> None:
-        if trt_module is None:
-            import importlib.util
-
-            if importlib.util.find_spec("tensorrt") is None:
-                raise ImportError("tensorrt is not installed", name="tensorrt")
+        if trt_module is None and tensorrt_package() is None:
+            raise ImportError("tensorrt is not installed", name="tensorrt")
         self.host = host
         self._trt = trt_module
         self._cudart = cudart
@@ -181,17 +177,25 @@ class TensorRTRuntime:
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
         """What the engine's compute layers run in, from TensorRT's engine inspector (the
-        engine is deserialized again; app.verify.precision), and its build's DLA placement."""
-        from app.verify.precision import trt_precision_in_effect
+        engine is deserialized again; :mod:`~app.backends.tensorrt.inspector`), and its
+        build's DLA placement."""
+        from app.backends.tensorrt.inspector import engine_information, precision_in_effect
 
         api = self._api()
         select_device(self.host.cuda_device, self._runtime_api())
         engine = self._deserialize(api, artifact.read_bytes(), build_config, CallbackErrors())
-        inspector = engine.create_engine_inspector()
-        info = inspector.get_engine_information(api.trt.LayerInformationFormat.JSON)
-        effect = trt_precision_in_effect(str(info), build_config.precision.value)
+        effect = precision_in_effect(engine_information(api.trt, engine),
+                                     build_config.precision.value)
         placed = self._placed.pop(build_config.model_name, None)
         return effect if effect is None or placed is None else replace(effect, dla=placed)
+
+    def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
+        """The engine on GPU ``cuda_device`` and, built for a DLA, on core ``dla_core``
+        (:class:`~app.backends.tensorrt.runner.TrtRunner`)."""
+        from app.backends.tensorrt.runner import TrtRunner
+
+        return TrtRunner(artifact, build_config.model_name, trt=self._trt, cudart=self._cudart,
+                         cuda_device=build_config.cuda_device, dla_core=build_config.dla_core)
 
     def _deserialize(self, api: TrtApi, blob: Any, cfg: BuildConfig,
                      errors: CallbackErrors) -> Any:

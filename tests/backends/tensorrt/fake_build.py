@@ -144,6 +144,7 @@ class OnnxParser(Strict):
                            self._dtype(t.dtype)) for t in model.outputs]
         object.__setattr__(network, "_inputs", inputs)
         object.__setattr__(network, "_outputs", outputs)
+        object.__setattr__(network, "_source", path)  # what a computing engine runs
         import onnx
         from onnx import numpy_helper
 
@@ -357,6 +358,7 @@ class Builder(Strict):
             "layers": self._layers(network, flags),
             "plugins": ["ModulatedDeformConv2d"] if any(
                 op == "DeformConv" for _, op in get(network, "_nodes")) else [],
+            "onnx": get(network, "_source"),
         }).encode()
 
     def _checks(self, network: INetworkDefinition, flags: set[str]) -> bool:

@@ -1,7 +1,9 @@
 """The run half of the TensorRT stand-in: ``Runtime``, the engine and its execution context.
 See :mod:`tests.backends.tensorrt.fake_tensorrt`. The context checks every I/O buffer against
 the size the real engine would read or write, and records an overrun instead of corrupting
-memory as a real GPU would."""
+memory as a real GPU would. With ``FakeTensorRT.computes`` it also computes: the inputs read
+from device memory, the parsed ONNX model run on ONNX Runtime, every output written to its
+buffer, a data-dependent one through the output allocator in the shape it came out in."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ import json
 from typing import Any
 
 from tests.backends.tensorrt.fake_tensorrt import ITEM, FakeTensorRT, Strict, get
+
+_ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+               "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8",
+               "tensor(int8)": "int8"}
 
 
 class Runtime(Strict):
@@ -149,13 +155,42 @@ class IExecutionContext(Strict):
         get(self, "_allocators")[name] = allocator
         return True
 
+    def _computed(self) -> dict[str, Any]:
+        """The parsed model's outputs on ONNX Runtime for the inputs in device memory; an FP16
+        engine's floats rounded through float16, then changed by ``fp16_outputs``."""
+        import numpy as np
+        import onnxruntime as ort
+
+        fake, engine = get(self, "_fake"), get(self, "_engine")
+        doc, tensors, shapes = get(engine, "_doc"), get(engine, "_tensors"), get(self, "_shapes")
+        session = ort.InferenceSession(doc["onnx"], providers=["CPUExecutionProvider"])
+        feeds = {}
+        for tensor in session.get_inputs():
+            dtype, shape = np.dtype(ITEM[tensors[tensor.name][2]][1]), shapes[tensor.name]
+            data, _ = fake.gpu.read(get(self, "_addresses")[tensor.name],
+                                    _volume(shape) * dtype.itemsize)
+            feeds[tensor.name] = np.frombuffer(data, dtype).reshape(shape).astype(
+                _ONNX_TYPES[tensor.type])
+        half, values = "FP16" in doc["flags"], {}
+        for tensor, value in zip(session.get_outputs(), session.run(None, feeds), strict=True):
+            if half and value.dtype == np.float32:
+                value = value.astype(np.float16).astype(np.float32)
+            if half and tensor.name in fake.fp16_outputs:
+                value = fake.fp16_outputs[tensor.name](value)
+            values[tensor.name] = np.ascontiguousarray(value, ITEM[tensors[tensor.name][2]][1])
+        return values
+
     def execute_async_v3(self, stream: int) -> bool:
         fake, engine = get(self, "_fake"), get(self, "_engine")
         fake.calls.append(("execute_async_v3", stream))
         fake.calls.append(("execute_device", fake.gpu.current()))
+        values = self._computed() if fake.computes else {}
         for name, (_, _, dtype) in get(engine, "_tensors").items():
             ptr = get(self, "_addresses").get(name)
-            shape = self._resolved(name, self._bound() // 2)  # data-dependent: some of the bound
+            value = values.get(name)
+            # data-dependent: what it computed, else some of the bound
+            shape = tuple(value.shape) if value is not None else self._resolved(
+                name, self._bound() // 2)
             allocator = get(self, "_allocators").get(name)
             if ptr is None and allocator is not None and -1 not in shape:
                 # "each output must have a non-null address or an IOutputAllocator"
@@ -175,4 +210,7 @@ class IExecutionContext(Strict):
             need, have = _volume(shape) * ITEM[dtype][0], fake.gpu.size_of(ptr)
             if have < need:
                 fake.calls.append(("overrun", name, have, need))
+            elif value is not None and need:
+                fake.gpu.cudaMemcpy(ptr, value.ctypes.data, need,
+                                    fake.gpu.cudaMemcpyKind.cudaMemcpyHostToDevice)
         return True

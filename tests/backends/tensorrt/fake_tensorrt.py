@@ -119,7 +119,10 @@ class FakeTensorRT:
     phase, 10.x), on_step (before each step_complete), on_build (at the start of every build),
     device_props (of the timing cache), layer_format (the "Format/Datatype" every compute layer
     reports, whatever the flags: TensorRT choosing FP16 kernels under the INT8 flag), not_on_dla
-    (ONNX op types whose layers a DLA cannot run: ``can_run_on_DLA`` says False)."""
+    (ONNX op types whose layers a DLA cannot run: ``can_run_on_DLA`` says False), computes
+    (execution writes what the parsed ONNX model gives on ONNX Runtime, rounded through float16
+    in an FP16 engine, where ``fp16_outputs`` may change an output further: the accuracy gate's
+    tests)."""
 
     def __init__(self, version: str, gpu: FakeCudart | None = None) -> None:
         check_standin_names()
@@ -142,6 +145,9 @@ class FakeTensorRT:
         self.device_props = "sm87-16sm-30.6GiB"
         self.layer_format: str | None = None
         self.not_on_dla: set[str] = set()
+        self.computes = False
+        #: output name -> what an FP16 engine gives instead (one NonZero match more or less)
+        self.fp16_outputs: dict[str, Callable[[Any], Any]] = {}
         #: plugin creators registered in this process: only init_libnvinfer_plugins fills it
         self.plugin_registry: set[str] = set()
         #: output names whose location is HOST (shape tensors): they need host pointers

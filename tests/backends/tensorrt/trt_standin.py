@@ -1,4 +1,5 @@
-"""A computing stand-in for TensorRT's runtime API, for the accuracy gate's TensorRT runner.
+"""A computing stand-in for TensorRT's runtime API, for the accuracy gate's TensorRT runner
+(:mod:`app.backends.tensorrt.runner`).
 
 TensorRT cannot be installed here, so this stand-in mimics the runtime half of the bindings
 (``Runtime``, ``ICudaEngine``, ``IExecutionContext``, enums, ``ILogger``) and records every

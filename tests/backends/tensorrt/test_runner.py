@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.backends.tensorrt.runner import TrtRunner
 from app.config_sections import AccuracyConfig
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.values import InputProfile, PrecisionMode
 from app.verify.accuracy import check_accuracy
-from app.verify.trt_runner import TrtRunner
-from tests.verify import trt_standin
-from tests.verify.trt_standin import HostBuffers, ILogger, StandinTensorRT
+from tests.backends.tensorrt import trt_standin
+from tests.backends.tensorrt.trt_standin import HostBuffers, ILogger, StandinTensorRT
 
-IDENTIFIERS = Path(__file__).parents[1] / "backends" / "tensorrt" / "identifiers"
+IDENTIFIERS = Path(__file__).parent / "identifiers"
 RELEASES = ("8.6.1", "10.3.0", "10.13.3")
 DYN = InputProfile((1, 1, 64), (1, 16, 64), (1, 64, 64))
 

@@ -4,7 +4,9 @@ With every graph optimization on, ONNX Runtime rewrites the graph for the CPU it
 (fused kernels, NCHWc layouts on AVX machines), so the artifact is tied to the ONNX Runtime
 release and that CPU, and named for both (:class:`app.cache.names.OrtFilenameSchema`). INT8
 comes from ONNX Runtime's static quantization fed by the calibration batches; FP16 converts
-the model and succeeds only where ONNX Runtime has FP16 CPU kernels for every node.
+the model and succeeds only where ONNX Runtime has FP16 CPU kernels for every node. Its
+sessions, the runner of its artifacts and its precision read-out are in
+:mod:`~app.backends.onnxruntime.sessions`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import faults
+from app.backends.base import EngineRunner, PrecisionInEffect
 from app.cache.names import OrtFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep
@@ -27,11 +30,8 @@ from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputPro
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
-    from app.verify.precision import PrecisionInEffect
 
 __all__ = ["OnnxRuntimeBackend", "cpu_identity"]
-
-_PROVIDERS = ["CPUExecutionProvider"]
 
 
 @functools.cache
@@ -131,28 +131,33 @@ class OnnxRuntimeBackend:
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect:
         """What the artifact's compute nodes run in: one profiled run on zeros at the opt
-        shapes (app.verify.precision)."""
+        shapes (:func:`~app.backends.onnxruntime.sessions.precision_in_effect`)."""
         import numpy as np
 
         from app.backends.onnx_model import inspect_model, resolve_profiles
-        from app.verify.precision import ort_precision_in_effect
+        from app.backends.onnxruntime.sessions import precision_in_effect
 
         cfg = build_config
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         feeds = {t.name: np.zeros(profiles[t.name].opt, dtype=t.dtype) for t in model.inputs}
-        return ort_precision_in_effect(artifact, feeds, cfg.precision.value, cfg.model_name)
+        return precision_in_effect(artifact, feeds, cfg.precision.value, cfg.model_name)
+
+    def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
+        """The artifact on ONNX Runtime's CPU provider (``cuda_device`` does not apply)."""
+        from app.backends.onnxruntime.sessions import open_engine
+
+        return open_engine(artifact, build_config.model_name)
 
     # -- steps ------------------------------------------------------------------------------
     def _optimize(self, source: Path, out: Path, cfg: BuildConfig) -> bytes:
-        import onnxruntime as ort
+        from app.backends.onnxruntime.sessions import open_session, session_options
 
-        options = _quiet_options(ort)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(optimization="ORT_ENABLE_ALL",
+                                  entries={"session.save_model_format": "ORT"})
         options.optimized_model_filepath = str(out)
-        options.add_session_config_entry("session.save_model_format", "ORT")
         try:
-            ort.InferenceSession(str(source), options, providers=_PROVIDERS)
+            open_session(str(source), options)
         except Exception as exc:
             hint = ("ONNX Runtime's CPU kernels lack FP16 versions of some nodes here; "
                     "use precision fp32 or int8 for this backend"
@@ -216,17 +221,15 @@ class OnnxRuntimeBackend:
                 cfg: BuildConfig) -> None:
         """Prove the artifact (its bytes, or its path) deserializes and exposes the ONNX
         model's inputs and outputs."""
-        import onnxruntime as ort
+        from app.backends.onnxruntime.sessions import open_session, session_options
 
         if cfg.verify == "none":
             return
-        options = _quiet_options(ort)
-        options.add_session_config_entry("session.load_model_format", "ORT")
         # The check is that it loads and runs, not fast: without repacking the weights for the
         # CPU's kernels, loading takes a quarter less (3 x 200 MB: 0.92 s instead of 1.24 s).
-        options.add_session_config_entry("session.disable_prepacking", "1")
+        options = session_options(ort_format=True, entries={"session.disable_prepacking": "1"})
         try:
-            session = ort.InferenceSession(payload, options, providers=_PROVIDERS)
+            session = open_session(payload, options)
         except Exception as exc:
             raise EngineBuildError(f"{cfg.model_name}: the compiled model does not load: "
                                    f"{str(exc)[:300]}") from exc
@@ -250,11 +253,4 @@ def _private_copy(source: Path, tmp: Path) -> Path:
     copy = tmp / "source.onnx"
     onnx.save(model, str(copy), save_as_external_data=model.ByteSize() > (1 << 30))
     return copy
-
-
-def _quiet_options(ort: Any) -> Any:
-    """Session options that keep ONNX Runtime's own log to errors (our events say the rest)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return options
 

@@ -1,12 +1,14 @@
-"""Whether the asked precision took effect: read from ONNX Runtime's profile of one real run and
-from TensorRT's engine inspector (the stand-in), and enforced by `engine-init run`."""
+"""Whether the asked precision took effect, as the gate enforces it after a build
+(:func:`app.verify.gate.enforce_precision`): through `engine-init run` with real ONNX Runtime
+builds, and through the compiler with runtimes (a stand-in of TensorRT among them) that do
+not do what was asked. The read-outs themselves: tests/backends/onnxruntime/test_sessions.py
+and tests/backends/tensorrt/test_inspector.py."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from app import BackboneSpec, EngineCompiler
@@ -14,63 +16,10 @@ from app.backends.onnxruntime import OnnxRuntimeBackend
 from app.cache.record import read_record
 from app.errors import EngineBuildError
 from app.values import PrecisionMode
-from app.verify.precision import ort_precision_in_effect, trt_precision_in_effect
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 from tests.backends.tensorrt.helpers import host, runtime_for
 from tests.helpers import cli, json_events, make_request, write_job_config
-from tests.verify.models import build_ort, make_recurrent, write_batches
-
-IMAGE = {"image": np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)}
-
-
-def test_an_int8_build_runs_its_convolutions_in_int8(tmp_path, corpus):
-    engine = build_ort(tmp_path, corpus["aliked"], "aliked", PrecisionMode.INT8,
-                    corpus["calibration"] / "aliked")
-    effect = ort_precision_in_effect(engine, IMAGE, "int8", "aliked")
-    assert (effect.compute_nodes, effect.in_precision, effect.took_effect) == (2, 2, True)
-    assert effect.describe() == "2 of 2 compute nodes run in int8"
-    assert effect.ops.get("QLinearConv") == 2
-
-
-def test_an_fp32_artifact_asked_as_int8_did_not_take_effect(tmp_path, corpus):
-    """What a silently ignored INT8 flag looks like: accurate, and nothing in int8."""
-    engine = build_ort(tmp_path, corpus["aliked"], "aliked", PrecisionMode.FP32)
-    effect = ort_precision_in_effect(engine, IMAGE, "int8", "aliked")
-    assert (effect.in_precision, effect.took_effect) == (0, False)
-    assert effect.as_dict()["took_effect"] is False and effect.compute_nodes == 2
-    fp32 = ort_precision_in_effect(engine, IMAGE, "fp32", "aliked")
-    assert fp32.took_effect and fp32.describe() == "2 compute nodes in float32"
-
-
-def test_a_file_that_is_no_artifact_is_a_build_error(tmp_path):
-    junk = tmp_path / "x.ort"
-    junk.write_bytes(b"junk")
-    with pytest.raises(EngineBuildError, match=r"cannot profile x\.ort"):
-        ort_precision_in_effect(junk, IMAGE, "int8", "aliked")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ort"]  # no profile left behind
-
-
-# -- TensorRT: the engine inspector's JSON ------------------------------------------------------
-def _layer(kind, fmt):
-    return {"Name": kind, "LayerType": kind, "Inputs": [{"Name": "t", "Format/Datatype": fmt}]}
-
-
-def test_tensorrt_layers_are_counted_in_their_first_inputs_format():
-    info = json.dumps({"Layers": [
-        _layer("CaskConvolution", "Four wide channel vectorized row major Int8 format"),
-        _layer("CaskGemmMatrixMultiply", "Half"),  # the short form, without a context
-        _layer("gemm", "Row major linear FP32"),
-        _layer("PointWiseV2", "Int8"), _layer("Reformat", "Float")]})
-    effect = trt_precision_in_effect(info, "int8")
-    assert effect is not None
-    assert (effect.compute_nodes, effect.in_precision) == (3, 1)
-    assert effect.ran == {"fp16": 1, "fp32": 1, "int8": 1} and effect.ops["Reformat"] == 1
-    assert effect.what_ran() == "1 in fp16, 1 in fp32, 1 in int8"
-
-
-def test_an_engine_with_layer_names_only_cannot_say():
-    assert trt_precision_in_effect(json.dumps({"Layers": ["conv1", "relu1"]}), "fp16") is None
-    assert trt_precision_in_effect("conv1\nrelu1", "fp16") is None
+from tests.verify.models import make_recurrent, write_batches
 
 
 # -- in `engine-init run` (real ONNX Runtime builds) ---------------------------------------------
@@ -188,25 +137,6 @@ def test_tensorrt_stand_in_int8_checked_by_the_engine_inspector(tmp_path, corpus
 
 
 # -- what each TensorRT release can report of a transformer (Myelin) ---------------------------
-def test_bfloat16_and_uint8_are_counted_as_what_they_are():
-    info = json.dumps({"Layers": [_layer("CaskConvolution", "Row major linear BFloat16 format"),
-                                  _layer("gemm", "UInt8"), _layer("gemm", "Int8")]})
-    effect = trt_precision_in_effect(info, "int8")
-    assert effect is not None and effect.ran == {"bf16": 1, "int8": 1, "uint8": 1}
-
-
-def test_a_myelin_foreign_node_of_8_6_is_counted_apart_as_not_inspectable():
-    info = json.dumps({"Layers": [
-        _layer("CaskConvolution", "Channel major FP16 format where channel % 8 == 0"),
-        {"Name": "{ForeignNode[/blocks.0/norm1/ReduceMean.../head/gem]}", "LayerType": "Myelin",
-         "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear FP32"}]}]})
-    effect = trt_precision_in_effect(info, "fp16")
-    assert effect is not None and (effect.compute_nodes, effect.opaque) == (1, 1)
-    assert effect.describe() == ("1 of 1 compute nodes run in fp16 (+1 Myelin region(s) this "
-                                 "TensorRT cannot inspect)")
-    assert effect.as_dict()["not_inspectable"] == 1
-
-
 def _dinov2_int8(tmp_path, version, events, gemm_format=None, tokens=False):
     from tests.backends.tensorrt.networks import make_dinov2
 

@@ -1,4 +1,5 @@
-"""Run a serialized TensorRT engine on host arrays, for the accuracy gate.
+"""Run a serialized TensorRT engine on host arrays, for the accuracy gate
+(:meth:`TensorRTRuntime.open_runner <app.backends.tensorrt.runtime.TensorRTRuntime.open_runner>`).
 
 On the configured GPU (``cuda_device``, made current before deserializing, and every buffer
 allocated there) and, for a DLA engine, on its core (``Runtime.DLA_core`` before deserializing;
@@ -9,7 +10,8 @@ parsed. Per sample: ``set_input_shape`` and ``set_tensor_address`` for each inpu
 the context's shape for each output, an output allocator for outputs whose size depends on the
 data (:mod:`app.backends.tensorrt.outputs`), ``execute_async_v3``, synchronize, download. Host-
 located tensors get host memory. Only names that exist in the bindings of TensorRT 8.6 and 10.x
-are used (tests/verify/test_trt_runner.py checks them against the real bindings' identifiers).
+are used (tests/backends/tensorrt/test_runner.py checks them against the real bindings'
+identifiers).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.errors import BackendUnavailableError, EngineBuildError
+from app.errors import EngineBuildError
 
 __all__ = ["DeviceBuffers", "TrtRunner"]
 
@@ -46,11 +48,13 @@ class TrtRunner:
                  dla_core: int | None = None) -> None:
         from app.backends.tensorrt.api import TrtApi
         from app.backends.tensorrt.callbacks import CallbackErrors
+        from app.backends.tensorrt.loader import import_tensorrt
         from app.backends.tensorrt.logsink import logging_to
         from app.backends.tensorrt.outputs import make_output_allocator
         from app.host.cuda import select_device
 
-        self.api = TrtApi(trt if trt is not None else _import_tensorrt())
+        self.api = TrtApi(trt if trt is not None else
+                         import_tensorrt("the accuracy check of a TensorRT engine"))
         self.model_name = model_name
         blob = Path(engine).read_bytes() if isinstance(engine, Path) else engine
         if memory is None or cudart is not None:
@@ -163,15 +167,6 @@ class TrtRunner:
         self._buffers.clear()
         self._host.clear()
         self._logging.__exit__(None, None, None)
-
-
-def _import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise BackendUnavailableError("the accuracy check of a TensorRT engine needs TensorRT",
-                                      hint="run it where the engine was built") from exc
-    return tensorrt
 
 
 def _cudart() -> Any:

@@ -1,0 +1,121 @@
+"""ONNX Runtime sessions on the CPU, their options built in one place, and what they give the
+checks: a runner of the backend's artifact, the accuracy gate's reference, and the precision
+in effect read out of a profiled run.
+
+The reference is always the source ONNX model on ONNX Runtime's CPU provider with graph
+optimizations off, so that it shares no rewrite with an ONNX Runtime candidate. The precision
+read-out exists because an engine can be accurate and still not be what was asked: ONNX
+Runtime's CPU provider has no FP16 convolution, so an "fp16" model runs its Conv nodes in
+float32 behind Cast nodes, and its static quantization leaves nodes inside ``If`` branches
+(Silero VAD's LSTM) in float32. The artifact runs once with the profiler on, which names every
+node that ran and the element types of its inputs; each compute node (convolutions, matrix
+products, recurrent and attention nodes) is counted in the precision of its inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from app.backends.base import PrecisionInEffect
+from app.errors import EngineBuildError, ModelDataError
+
+PROVIDERS = ["CPUExecutionProvider"]
+_COMPUTE = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")
+_TYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8",
+          "uint8": "int8", "double": "fp64"}
+
+
+def session_options(*, ort_format: bool = False, optimization: str | None = None,
+                    entries: dict[str, str] | None = None) -> Any:
+    """The one builder of ONNX Runtime's SessionOptions: its own log at errors only (the job's
+    events say the rest); ``ort_format``: the model is an ORT-format artifact; ``optimization``:
+    a ``GraphOptimizationLevel`` name; ``entries``: further session config entries."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if ort_format:
+        options.add_session_config_entry("session.load_model_format", "ORT")
+    if optimization is not None:
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization)
+    for key, value in (entries or {}).items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
+def open_session(model: str | bytes, options: Any) -> Any:
+    """An InferenceSession of ``model`` (a path or the bytes) on the CPU provider."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, options, providers=PROVIDERS)
+
+
+class OrtRunner:
+    """An ONNX Runtime CPU session whose outputs come back by name (an ``EngineRunner``)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        values = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, values, strict=True))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def open_engine(artifact: Path, model_name: str = "") -> OrtRunner:
+    """The ONNX Runtime backend's artifact (an ORT-format model) on the CPU."""
+    try:
+        session = open_session(str(artifact), session_options(ort_format=True))
+    except Exception as exc:
+        raise EngineBuildError(f"{model_name}: the compiled model {artifact.name} does not "
+                               f"load for the accuracy check: {str(exc)[:300]}") from exc
+    return OrtRunner(session)
+
+
+def open_reference(onnx_path: Path, model_name: str = "") -> OrtRunner:
+    """The source ONNX model, unoptimized, on the CPU: what the engine must agree with."""
+    try:
+        session = open_session(str(onnx_path), session_options(optimization="ORT_DISABLE_ALL"))
+    except Exception as exc:
+        raise ModelDataError(f"{model_name}: ONNX Runtime cannot run {onnx_path} as the "
+                             f"accuracy reference: {str(exc)[:300]}",
+                             hint="check the model with onnx.checker, or set verify: io") from exc
+    return OrtRunner(session)
+
+
+def precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: str,
+                        model_name: str = "") -> PrecisionInEffect:
+    """Run the ORT-format ``artifact`` once on ``feeds`` with profiling, and count."""
+    with tempfile.TemporaryDirectory(prefix="engine-init-profile-") as tmp:
+        options = session_options(ort_format=True)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "run")
+        try:
+            session = open_session(str(artifact), options)
+            session.run(None, feeds)
+            trace = json.loads(Path(session.end_profiling()).read_text())
+        except Exception as exc:
+            raise EngineBuildError(f"{model_name}: cannot profile {artifact.name} to see the "
+                                   f"precision it runs in: {str(exc)[:300]}") from exc
+    ops: Counter[str] = Counter()
+    ran: Counter[str] = Counter()
+    for event in trace if isinstance(trace, list) else []:
+        args = event.get("args") or {}
+        op = args.get("op_name")
+        if event.get("cat") != "Node" or not isinstance(op, str) or \
+                not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        ops[op] += 1
+        if any(word in op for word in _COMPUTE):
+            types = {_TYPES.get(t, t) for shape in args.get("input_type_shape", [])
+                     for t in shape}
+            # A quantized node also takes float scales: any input in the asked type counts.
+            ran[next((p for p in (precision, "fp32", "fp16", "bf16") if p in types), "other")] += 1
+    return PrecisionInEffect.counted(precision, ops, ran)
