@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from app import events
-from app.cache.fsread import describe_mode, read_small
+from app.cache.fsread import describe_mode, parse_json, read_small
 from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
 from app.cancel import checkpoint
 from app.errors import CacheWriteError, LockTimeoutError
@@ -43,8 +43,8 @@ def read_holder(lock_file: Path) -> dict[str, object] | None:
     """What the holder wrote about itself; None when absent or not a small JSON object."""
     try:
         raw = read_small(lock_file, _HOLDER_MAX)
-        doc = json.loads(raw) if raw else None
-    except (OSError, ValueError, RecursionError):
+        doc = parse_json(raw) if raw else None
+    except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -1,0 +1,171 @@
+"""Attacks by someone who can write the cache, the metrics folder or the marker's folder,
+against the real CLI (subprocesses, the ONNX Runtime backend, generated models). Each planted
+document, key file, link or FIFO ends as a warning and a rebuild, a one-line error with its exit
+code, or "not ready yet": never an internal error, a hang, or a change to a file outside the
+cache (a foreign file stands for everything there; its bytes are compared)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import cli, json_events
+
+KEY = "k" * 32
+FOREIGN = b"someone else's file: must stay as it is\n"
+
+
+def _config(root: Path, corpus: dict[str, Path], **overrides: Any) -> Path:
+    doc: dict[str, Any] = {
+        "cache_root": str(root / "cache"), "readiness_marker": str(root / "run" / "ready.json"),
+        "backend": "onnxruntime", "precision": "fp32", "lock_timeout_s": 20,
+        "backbones": [
+            {"model_name": "dinov2_vpr", "onnx_path": str(corpus["dinov2_vpr"]),
+             "expected_input_shape": [1, 3, 32, 32]},
+            {"model_name": "aliked", "onnx_path": str(corpus["aliked"]),
+             "expected_input_shape": [1, 3, 64, 64]},
+        ],
+        **overrides,
+    }
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(doc))
+    return root / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def warm_job(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) -> Path:
+    """A job folder after one successful signed run."""
+    root = tmp_path_factory.mktemp("warm")
+    (root / "key").write_text(KEY)
+    done = cli("--config", str(_config(root, corpus, signing_key_file=str(root / "key"))), "run")
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.fixture
+def job(warm_job: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "job"
+    shutil.copytree(warm_job, root, symlinks=True)
+    return root
+
+
+@pytest.fixture
+def foreign(tmp_path: Path) -> Path:
+    path = tmp_path / "outside" / "foreign.txt"
+    path.parent.mkdir()
+    path.write_bytes(FOREIGN)
+    return path
+
+
+def _write(root: Path, corpus: dict[str, Path], *, key: bool = True, **overrides: Any) -> Path:
+    if key:
+        overrides.setdefault("signing_key_file", str(root / "key"))
+    return _config(root, corpus, **overrides)
+
+
+def _run(config: Path, *args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    done = cli("--config", str(config), *(args or ("run",)), timeout=timeout, **kw)
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr[-2000:]
+    return done
+
+
+def _error_line(done: subprocess.CompletedProcess[str]) -> str:
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("engine-init: error:")]
+    return line
+
+
+def _record(job: Path, model: str = "dinov2_vpr") -> Path:
+    return next((job / "cache").glob(f"{model}__*.record.json"))
+
+
+# -- 1. records: parsed with bounds, signature first, then checked --------------------------------
+def _forge(doc: dict[str, Any], attack: str) -> str:
+    """The record's JSON text with ``attack`` applied, and a compared fact changed so that the
+    engine is rebuilt (what makes the run read the build history for its ETA)."""
+    doc["settings_fingerprint"] = "forged"
+    if attack == "duration-1e999":
+        return json.dumps(doc).replace('"build_duration_s": ' + json.dumps(doc["build_duration_s"]),
+                                       '"build_duration_s": 1e999')
+    if attack == "duration-1e300":  # finite, but no build takes that long: sums overflow
+        doc["build_duration_s"] = 1e300
+        doc["past_builds"] = [{"build_duration_s": 1e300, "timing_cache": None}] * 4
+    if attack == "past-builds-nan":
+        doc["past_builds"] = [{"build_duration_s": float("nan"), "timing_cache": None}]
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["with-key", "without-key"])
+@pytest.mark.parametrize("attack", ["duration-1e999", "duration-1e300", "past-builds-nan"])
+def test_a_forged_build_history_is_a_rebuild_not_a_failed_boot(job, corpus, attack, signed):
+    config = _write(job, corpus, key=signed)
+    record = _record(job)
+    record.write_text(_forge(json.loads(record.read_text()), attack))
+    done = _run(config)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "ready: 1 built, 1 reused" in done.stdout
+    # Refused as damaged JSON, or (with a key) by its signature, before any field is read.
+    kinds = ("c10.engine.provenance.mismatch", "c10.engine.signature.invalid")
+    warned = [e for e in json_events(done.stderr) if e["kind"] in kinds]
+    assert [e["kv"]["model_name"] for e in warned] == ["dinov2_vpr"]
+    rebuilt = json.loads(_record(job).read_text())  # finite, and no forged history carried over
+    assert 0 < rebuilt["build_duration_s"] < 600 and rebuilt["past_builds"] == []
+    for event in json_events(done.stderr):
+        if event["kind"] == "c10.build.eta":
+            assert event["kv"]["eta_s"] is None or event["kv"]["eta_s"] < 1e6
+
+
+def test_a_signed_records_history_is_read_only_once_its_signature_verifies(job, corpus):
+    """Unsigned history is never used for the ETA when a key is set, even a plausible one."""
+    config = _write(job, corpus)
+    record = _record(job)
+    doc = json.loads(record.read_text())
+    doc.update(settings_fingerprint="forged", build_duration_s=4321.0,
+               past_builds=[{"build_duration_s": 4321.0, "timing_cache": None}])
+    record.write_text(json.dumps(doc))  # its signature no longer verifies
+    done = _run(config)
+    assert done.returncode == 0, done.stderr[-1500:]
+    [eta] = [e for e in json_events(done.stderr) if e["kind"] == "c10.build.eta"]
+    assert eta["kv"]["this_eta_s"] is None and eta["kv"]["no_estimate_for"] == ["dinov2_vpr"]
+
+
+def test_a_record_nested_600_deep_is_a_rebuild(job, corpus):
+    """Parsed, a record this deep made the record's rewrite (an ONNX file touched since)
+    fail with a RecursionError."""
+    config = _write(job, corpus, key=False)
+    record = _record(job)
+    text = json.dumps(json.loads(record.read_text()))
+    nested = "[" * 600 + "]" * 600
+    planted = f'"precision_in_effect": {{"x": {nested}}}, "_": '
+    record.write_text(text.replace('"precision_in_effect": ', planted, 1))
+    os.utime(corpus["dinov2_vpr"])  # a new stat: the record is rewritten after the check
+    try:
+        done = _run(config)
+    finally:
+        os.utime(corpus["dinov2_vpr"])
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "ready: 1 built, 1 reused" in done.stdout
+    assert "nested more than" in done.stderr
+
+
+@pytest.mark.parametrize("figure", ["Infinity", "NaN", "1e999"])
+def test_an_accuracy_figure_that_is_not_finite_is_a_new_check(job, corpus, figure):
+    config = _write(job, corpus, key=False, verify="accuracy")
+    assert _run(config).returncode == 0  # the gate's report goes into each record
+    record = _record(job, "aliked")
+    doc = json.loads(record.read_text())
+    assert doc["accuracy"], doc
+    text = json.dumps(doc)
+    metric = next(k for k, v in doc["accuracy"].items() if isinstance(v, float))
+    text = text.replace(f'"{metric}": {json.dumps(doc["accuracy"][metric])}', f'"{metric}": {figure}', 1)
+    assert figure in text
+    record.write_text(text)
+    done = _run(config)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "ready: 1 built, 1 reused" in done.stdout and "aliked" in done.stderr
