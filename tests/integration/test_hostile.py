@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,26 @@ def test_an_accuracy_figure_that_is_not_finite_is_a_new_check(job, corpus, figur
     done = _run(config)
     assert done.returncode == 0, done.stderr[-1500:]
     assert "ready: 1 built, 1 reused" in done.stdout and "aliked" in done.stderr
+
+
+# -- 2. key files through the safe reader ---------------------------------------------------------
+@pytest.mark.parametrize("command", ["run", "wait-ready"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+def test_a_signing_key_file_that_is_no_key_is_a_config_error(job, corpus, kind, command):
+    key = job / "planted-key"
+    if kind == "fifo":
+        os.mkfifo(key)
+    elif kind == "dev-zero":
+        key = Path("/dev/zero")
+    else:
+        key.write_bytes(b"k" * (1 << 20))
+    config = _write(job, corpus, signing_key_file=str(key))
+    args = ("wait-ready", "--timeout", "5") if command == "wait-ready" else ("run",)
+    started = time.monotonic()
+    done = _run(config, *args, timeout=20)  # a FIFO used to block open() for good
+    assert done.returncode == 78, done.stderr[-1500:]
+    assert time.monotonic() - started < 10
+    line = _error_line(done)
+    assert "signing_key_file" in line and str(key) in line
+    if kind == "fifo":
+        assert key.is_fifo()
