@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import cli, json_events
+from tests.helpers import REPO, cli, json_events
 
 KEY = "k" * 32
 FOREIGN = b"someone else's file: must stay as it is\n"
@@ -193,3 +194,42 @@ def test_a_signing_key_file_that_is_no_key_is_a_config_error(job, corpus, kind, 
     assert "signing_key_file" in line and str(key) in line
     if kind == "fifo":
         assert key.is_fifo()
+
+
+# -- 3. the metrics textfile -----------------------------------------------------------------------
+def _main_thread_ident() -> int:
+    """The main thread's ident of a Python started without address randomization: what
+    prometheus_client's temp name used (with pid 1, as in a container, it was predictable)."""
+    probe = subprocess.run(["setarch", "-R", sys.executable, "-c",
+                            "import threading; print(threading.get_ident())"],
+                           capture_output=True, text=True, check=True)
+    return int(probe.stdout)
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_planted_metrics_temp_name_changes_and_hangs_nothing(job, corpus, foreign, kind):
+    if shutil.which("setarch") is None:
+        pytest.skip("setarch (util-linux) is needed to start a process at a known thread ident")
+    ident = _main_thread_ident()
+    prom = job / "metrics" / "engine_init.prom"
+    prom.parent.mkdir()
+    config = _write(job, corpus, metrics_textfile=str(prom))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    proc = subprocess.Popen(["setarch", "-R", sys.executable, "-m", "app", "--config", str(config),
+                             "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)
+    planted = prom.parent / f"{prom.name}.{proc.pid}.{ident}"  # the old temp name
+    if kind == "link":
+        planted.symlink_to(foreign)
+    else:
+        os.mkfifo(planted)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-1500:]
+    assert "Traceback" not in stderr and "ready:" in stdout
+    assert foreign.read_bytes() == FOREIGN
+    assert planted.is_symlink() if kind == "link" else planted.is_fifo()
+    assert "engine_init_run_exit_code 0.0" in prom.read_text()
+    assert [p.name for p in prom.parent.iterdir() if p.name.startswith(".")] == []
