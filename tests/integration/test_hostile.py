@@ -233,3 +233,18 @@ def test_a_planted_metrics_temp_name_changes_and_hangs_nothing(job, corpus, fore
     assert planted.is_symlink() if kind == "link" else planted.is_fifo()
     assert "engine_init_run_exit_code 0.0" in prom.read_text()
     assert [p.name for p in prom.parent.iterdir() if p.name.startswith(".")] == []
+
+
+# -- 4. the lock file ------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [("run",), ("prune", "--dry-run"), ("prune",)])
+def test_a_hard_linked_lock_file_leaves_the_foreign_file_unchanged(job, corpus, foreign, command):
+    config = _write(job, corpus)
+    lock = job / "cache" / ".engine-init.lock"
+    lock.unlink()
+    os.link(foreign, lock)
+    done = _run(config, *command)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert foreign.read_bytes() == FOREIGN
+    assert os.stat(foreign).st_nlink == 1  # the cache's name now names a file of its own
+    damaged = [e for e in json_events(done.stderr) if e["kind"] == "c10.cache.damaged"]
+    assert damaged and "hard link" in damaged[0]["msg"]
