@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, cli, json_events
+from tests.helpers import REPO, cli, json_events, popen_cli, wait_until_started
 
 KEY = "k" * 32
 FOREIGN = b"someone else's file: must stay as it is\n"
@@ -248,3 +249,81 @@ def test_a_hard_linked_lock_file_leaves_the_foreign_file_unchanged(job, corpus, 
     assert os.stat(foreign).st_nlink == 1  # the cache's name now names a file of its own
     damaged = [e for e in json_events(done.stderr) if e["kind"] == "c10.cache.damaged"]
     assert damaged and "hard link" in damaged[0]["msg"]
+
+
+# -- 6. signals end export and import, with their partial output removed -------------------------
+def _big_engine(job: Path, size: int) -> None:
+    """The first model's engine replaced by ``size`` random bytes with a matching sidecar and no
+    record: an engine pre-installed in an image, which the next run records as this host's."""
+    import hashlib
+
+    engine = next(p for p in (job / "cache").glob("dinov2_vpr__*") if p.suffix == ".ort")
+    digest = hashlib.sha256()
+    with open(engine, "wb") as out:
+        for _ in range(size >> 20):
+            chunk = os.urandom(1 << 20)
+            out.write(chunk)
+            digest.update(chunk)
+    Path(f"{engine}.sha256").write_text(digest.hexdigest() + "\n")
+    Path(f"{engine}.record.json").unlink()
+
+
+def _signal_when(proc: subprocess.Popen[str], ready: Any, signum: int) -> float:
+    """Send ``signum`` once ``ready()``; the seconds the process then took to exit."""
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert proc.poll() is None, proc.communicate()[1][-1500:]
+        assert time.monotonic() < deadline, "the command never got that far"
+        time.sleep(0.005)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    try:
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    return time.monotonic() - sent
+
+
+@pytest.fixture
+def fleet_job(job: Path, corpus: dict[str, Path]) -> dict[str, Path]:
+    keys = job / "keys"
+    keys.mkdir()
+    assert cli("fleet", "keygen", str(keys / "k.pem"), str(keys / "k.pub.pem")).returncode == 0
+    config = _write(job, corpus, key=False, fleet={"private_key_file": str(keys / "k.pem"),
+                                                   "public_key_file": str(keys / "k.pub.pem")})
+    _big_engine(job, 384 << 20)
+    assert _run(config).returncode == 0
+    return {"config": config, "out": job / "out"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("name", ["bundle", "bundle.tar"])
+def test_a_signal_ends_export_and_leaves_no_partial_bundle(fleet_job, name, signum):
+    out = fleet_job["out"]
+    out.mkdir()
+    proc = popen_cli("--config", str(fleet_job["config"]), "export", str(out / name))
+    wait_until_started(proc.pid)
+    took = _signal_when(proc, lambda: any(out.iterdir()), signum)  # its temp output exists
+    assert proc.returncode == 128 + signum and took < 2, (proc.returncode, took)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_signal_ends_import_and_stores_no_partial_candidate(fleet_job, job):
+    out = fleet_job["out"]
+    out.mkdir()
+    bundle = out / "bundle"
+    assert _run(fleet_job["config"], "export", str(bundle)).returncode == 0
+    candidates = job / "cache" / "candidates"
+    proc = popen_cli("--config", str(fleet_job["config"]), "import", str(bundle))
+    wait_until_started(proc.pid)
+
+    def staging() -> bool:
+        return candidates.is_dir() and any(p.name.startswith(".") and ".tmp-" in p.name
+                                           for p in candidates.iterdir())
+
+    took = _signal_when(proc, staging, signal.SIGTERM)
+    assert proc.returncode == 143 and took < 2, (proc.returncode, took)
+    time.sleep(0.2)  # what an abandoned worker might still have written
+    assert [p.name for p in candidates.iterdir() if not p.name.endswith(".lock")] == []
