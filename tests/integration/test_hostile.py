@@ -327,3 +327,48 @@ def test_a_signal_ends_import_and_stores_no_partial_candidate(fleet_job, job):
     assert proc.returncode == 143 and took < 2, (proc.returncode, took)
     time.sleep(0.2)  # what an abandoned worker might still have written
     assert [p.name for p in candidates.iterdir() if not p.name.endswith(".lock")] == []
+
+
+# -- 7. wait-ready ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e999"])
+def test_wait_ready_refuses_a_timeout_that_is_no_timeout(job, corpus, value):
+    done = _run(_write(job, corpus), "wait-ready", "--timeout", value, timeout=20)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert "--timeout" in done.stderr and "finite" in done.stderr
+
+
+def _marker_doc(job: Path) -> dict[str, Any]:
+    return json.loads((job / "run" / "ready.json").read_text())
+
+
+MARKERS = {
+    "nested-5000": lambda doc: '{"schema": 1, "engines": ' + "[" * 5000 + "]" * 5000 + "}",
+    "engine-not-a-mapping": lambda doc: json.dumps({**doc, "engines": [1, "x", None]}),
+    "engine-path-not-a-string": lambda doc: json.dumps(
+        {**doc, "engines": [{**doc["engines"][0], "engine_path": ["a"]}]}),
+    "boot-id-a-list": lambda doc: json.dumps({**doc, "boot_id": [doc["boot_id"]]}),
+    "nan": lambda doc: json.dumps({**doc, "created_at": float("nan")}),
+    "big-int": lambda doc: json.dumps(doc)[:-1] + ', "x": ' + "9" * 5000 + "}",
+}
+
+
+@pytest.mark.parametrize("attack", list(MARKERS))
+def test_a_malformed_marker_is_not_ready_until_the_timeout(job, corpus, attack):
+    config = _write(job, corpus, key=False)  # no signature to check first: the layout is read
+    marker = job / "run" / "ready.json"
+    marker.write_text(MARKERS[attack](_marker_doc(job)))
+    started = time.monotonic()
+    done = _run(config, "wait-ready", "--timeout", "1", timeout=20)
+    assert done.returncode == 75, done.stderr[-800:]
+    assert time.monotonic() - started >= 1
+    assert "not ready after 1 s" in _error_line(done)
+
+
+def test_wait_ready_still_ends_on_sigterm_within_2_s_whatever_the_marker(job, corpus):
+    config = _write(job, corpus)
+    (job / "run" / "ready.json").write_text(MARKERS["nested-5000"]({}))
+    proc = popen_cli("--config", str(config), "wait-ready", "--timeout", "60")
+    wait_until_started(proc.pid)
+    time.sleep(0.5)
+    took = _signal_when(proc, lambda: True, signal.SIGTERM)
+    assert proc.returncode == 143 and took < 2
