@@ -127,7 +127,7 @@ def test_a_fifo_with_a_writer_is_still_refused(tmp_path):
 
 
 def _marker_refused(path):
-    with pytest.raises(MarkerError, match="cannot read marker|not valid JSON|unknown layout"):
+    with pytest.raises(MarkerError, match=r"cannot read marker|not valid JSON|unknown layout"):
         read_marker(path)
     return True
 
