@@ -46,6 +46,9 @@ MAX_DEPTH = 32
 #: The longest integer: any valid value has at most 19 digits.
 MAX_INT_CHARS = 30
 _INT_TAG = "tag:yaml.org,2002:int"
+#: Validation errors named in the one line, and the characters of each.
+_ERRORS_SHOWN = 5
+_PART_MAX = 300
 _HINT = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
 
 
@@ -207,8 +210,11 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
 
 
 def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
+    """The validation errors as one line: the first :data:`_ERRORS_SHOWN`, each clipped (a list
+    of 40,000 bad values, or a key of 60 KiB, must not make a 2 MB line)."""
     parts = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors[:_ERRORS_SHOWN]:
         loc = ""
         for item in err["loc"]:
             loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
@@ -220,7 +226,10 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
             msg = "unknown key"
         elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
             msg = "Input should be a valid dictionary"
-        parts.append(f"{loc or 'config'}: {msg}")
+        part = f"{loc or 'config'}: {msg}"
+        parts.append(part if len(part) <= _PART_MAX else part[:_PART_MAX] + "...")
+    if len(errors) > _ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - _ERRORS_SHOWN} more")
     return "; ".join(parts)
 
 

@@ -44,6 +44,11 @@ CASES = [
     ("poll-inf", "governor: {poll_s: .inf}\n", {}, ["governor.poll_s"]),
     ("thermal-wait-1e300", "governor: {thermal_wait_s: 1e300}\n", {}, ["governor.thermal_wait_s"]),
     ("dimension-huge", None, {}, ["expected_input_shape"]),
+    ("40000-bad-dimensions", "backbones: [{model_name: m, onnx_path: /nonexistent.onnx, "
+     f"expected_input_shape: [{', '.join(['-1'] * 40000)}]}}]\n", {},
+     ["expected_input_shape[0]", "more"]),
+    ("60k-input-name", "backbones:\n- model_name: m\n  onnx_path: /nonexistent.onnx\n"
+     f"  input_shapes:\n    ? {'n' * 60000}\n    : [-1]\n", {}, ["input_shapes"]),
     ("value-range-inf", "accuracy: {value_range: [0, .inf]}\n", {}, ["accuracy.value_range"]),
 ]
 
