@@ -157,6 +157,7 @@ def test_a_record_nested_600_deep_is_a_rebuild(job, corpus):
     assert "nested more than" in done.stderr
 
 
+@pytest.mark.slow  # two runs: one to record the gate's report, one with it forged
 @pytest.mark.parametrize("figure", ["Infinity", "NaN", "1e999"])
 def test_an_accuracy_figure_that_is_not_finite_is_a_new_check(job, corpus, figure):
     config = _write(job, corpus, key=False, verify="accuracy")
