@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,16 @@ def prune(state: Any, dry_run: bool) -> None:
     click.echo(f"{verb} {len(removed)} file(s)")
 
 
+def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A finite, non-negative number of seconds: ``nan`` would never time out and ``inf``
+    never end, so both are usage errors (exit 2), as a negative number is."""
+    if not math.isfinite(value) or value < 0:
+        raise click.BadParameter(f"{value} is not a finite number of seconds >= 0")
+    return value
+
+
 @click.command("wait-ready")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=300.0,
+@click.option("--timeout", "timeout_s", type=float, callback=_seconds, default=300.0,
               show_default=True, help="Seconds to wait for this boot's marker.")
 @click.option("--verify/--no-verify", "verify_engines", default=False,
               help="Also re-hash every engine named in the marker.")

@@ -159,7 +159,7 @@ class EngineCompiler:
         from app.governor.timeline import Timeline
 
         return Timeline([(p.spec.model_name, p.artifact, p.expected) for p in misses],
-                        self.logger if request.governor is not None else None)
+                        self.logger if request.governor is not None else None, self.signing_key)
 
     def _check_all(self, request: EngineCompileRequest, plans: list[Plan],
                    early: EarlyDigests | None = None) -> list[Verdict]:

@@ -44,7 +44,8 @@ __all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "EngineInit
 
 DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
 DEFAULT_MARKER = Path("/run/engine-init/ready.json")
-Dims = list[Annotated[int, Field(gt=0)]]
+#: A dimension fits TensorRT's int32.
+Dims = list[Annotated[int, Field(gt=0, le=2**31 - 1)]]
 
 
 class ProfileConfig(StrictModel):
@@ -94,8 +95,9 @@ class BackboneConfig(StrictModel):
                           "({min, opt, max}) for a dynamic input.")
     precision: PrecisionMode | None = Field(
         None, description="This model's precision; null: the top-level precision.")
-    dla_core: Annotated[int, Field(ge=0)] | None = Field(
-        None, description="TensorRT: build for this DLA core, with GPU fallback; null: the GPU.")
+    dla_core: Annotated[int, Field(ge=0, le=15)] | None = Field(
+        None, description="TensorRT: build for this DLA core (0..15), with GPU fallback; null: "
+                          "the GPU.")
     keep_fp32: list[str] | None = Field(
         None, description="TensorRT under fp16/int8: layers kept in float32 (precision "
                           "constraints, preferred): ONNX node names, ONNX op types (Softmax), or "
@@ -137,19 +139,22 @@ class EngineInitConfig(StrictModel):
     precision: PrecisionMode = Field(
         PrecisionMode.FP16, description="Every model's precision unless backbones[].precision "
                                         "says otherwise.")
-    workspace_mb: int = Field(4096, gt=0, description="TensorRT builder workspace, in MiB.")
+    workspace_mb: int = Field(4096, gt=0, le=1 << 20,
+                              description="TensorRT builder workspace, in MiB, 1..1048576.")
     optimization_level: int = Field(
         3, ge=0, le=5, description="TensorRT builder optimization level, 0..5.")
     calibration_path: ConfigPath | None = Field(
         None, description="INT8 calibration data: <calibration_path>/<model_name>/*.npz or "
                           "*.npy, one batch a file.")
-    cuda_device: int = Field(0, ge=0, description="CUDA device index to probe and build on.")
+    cuda_device: int = Field(0, ge=0, le=255,
+                             description="CUDA device index to probe and build on, 0..255.")
     jetpack: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = Field(
         None, description="JetPack release (e.g. 6.2) to assume when the host's L4T release is "
                           "not in engine-init's table.")
     lock_timeout_s: float = Field(
-        600.0, gt=0, description="Seconds a run waits for the cache lock before it gives up "
-                                 "(exit 75).")
+        600.0, gt=0, le=604800, description="Seconds a run waits for the cache lock before it "
+                                            "gives up (exit 75); above 0, at most a week "
+                                            "(604800).")
     strict_onnx_hash: bool = Field(
         False, description="Re-hash every ONNX file on every boot instead of trusting an "
                            "unchanged size, mtime, ctime and inode.")

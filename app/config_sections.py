@@ -82,9 +82,11 @@ PromPath = Annotated[Path, _path_schema(_resolve, cs.str_schema(pattern=r"\.prom
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors (a typo must not be ignored); a loaded config never changes."""
+    """Unknown keys are errors (a typo must not be ignored); a loaded config never changes;
+    no number is ``.inf`` or ``.nan`` (every numeric key also has a documented range, so that
+    nothing computed from it overflows: docs/hardening.md)."""
 
-    model_config = {"extra": "forbid", "frozen": True}
+    model_config = {"extra": "forbid", "frozen": True, "allow_inf_nan": False}
 
 
 # Also the rules app.verify.graph finds in the ONNX graph (with the reason it found them for).
@@ -141,16 +143,20 @@ class AccuracyConfig(StrictModel):
         None, description="The metric whose bound `threshold` replaces in the precision's "
                           "default tolerance; give both or neither.")
     threshold: float | None = Field(
-        None, ge=0, description="The bound for `metric` (an upper bound, a lower one for cosine).")
+        None, ge=0, le=1e9, description="The bound for `metric` (an upper bound, a lower one "
+                                        "for cosine), 0..1e9.")
     samples_path: ConfigPath | None = Field(
         None, description="Folder of sample inputs (.npz/.npy, one batch a file, like calibration "
                           "batches; never the calibration folder itself); null: random inputs.")
     random_samples: int = Field(
         DEFAULT_COUNT, ge=1, le=1000, description="How many seeded random inputs, without "
                                                   "samples_path.")
-    seed: int = Field(DEFAULT_SEED, ge=0, description="Seed of the random inputs.")
-    value_range: Annotated[list[float], Field(min_length=2, max_length=2)] = Field(
-        list(DEFAULT_RANGE), description="[low, high] of the random float inputs.")
+    seed: int = Field(DEFAULT_SEED, ge=0, le=2**32 - 1,
+                      description="Seed of the random inputs, 0..4294967295.")
+    value_range: Annotated[list[Annotated[float, Field(ge=-1e30, le=1e30)]],
+                           Field(min_length=2, max_length=2)] = Field(
+        list(DEFAULT_RANGE), description="[low, high] of the random float inputs, each "
+                                         "within -1e30..1e30.")
     outputs: dict[str, AccuracyOutputConfig] = Field(
         {}, description="Per output name, how it is compared; outputs not named are compared "
                         "as the ONNX graph shows (sets and argmax found by reading it), else "
@@ -200,18 +206,23 @@ class GovernorConfig(StrictModel):
         0.5, gt=0, le=1, description="The TensorRT workspace is clamped to this share of "
                                      "MemAvailable.")
     reserve_mb: int = Field(
-        512, ge=0, description="A build needs about reserve_mb + weights_factor x the ONNX "
-                               "file's size; less memory and swap than that refuses it (exit 69).")
+        512, ge=0, le=1 << 20, description="A build needs about reserve_mb + weights_factor x "
+                                           "the ONNX file's size; less memory and swap than that "
+                                           "refuses it (exit 69). 0..1048576.")
     weights_factor: float = Field(
-        3.0, ge=0, description="Copies of the weights a build holds (see reserve_mb).")
+        3.0, ge=0, le=100, description="Copies of the weights a build holds (see reserve_mb), "
+                                       "0..100.")
     min_workspace_mb: int = Field(
-        32, ge=1, description="A clamp that leaves less workspace than this refuses the build "
-                              "(exit 69).")
+        32, ge=1, le=1 << 20, description="A clamp that leaves less workspace than this refuses "
+                                          "the build (exit 69). 1..1048576.")
     max_temp_c: float = Field(
-        85.0, gt=0, description="A thermal zone at or above this holds the build until it cools.")
+        85.0, gt=0, le=200, description="A thermal zone at or above this holds the build until "
+                                        "it cools; above 0, at most 200.")
     thermal_wait_s: float = Field(
-        300.0, ge=0, description="How long a build waits for a hot zone to cool.")
-    poll_s: float = Field(5.0, gt=0, description="How often the zones are read while waiting.")
+        300.0, ge=0, le=86400, description="How long a build waits for a hot zone to cool, "
+                                           "0..86400 s.")
+    poll_s: float = Field(5.0, gt=0, le=3600, description="How often the zones are read while "
+                                                          "waiting; above 0, at most 3600 s.")
     when_hot: Literal["proceed", "refuse"] = Field(
         "proceed", description="After thermal_wait_s: proceed (with a warning) or refuse "
                                "(exit 69).")

@@ -5,6 +5,13 @@ Where it comes from: ``--config``, else ``$ENGINE_INIT_CONFIG``, else
 value is parsed as YAML, so ``ENGINE_INIT_WORKSPACE_MB=2048`` is a number. An unknown
 ``ENGINE_INIT_*`` variable is an error (a typo must not be silently ignored), and so is a
 duplicate key in the file (PyYAML would keep the last one).
+
+The file and the variables are bounded before anything is built from them: at most 1 MiB of
+file and 64 KiB a variable, and a document is first composed (nodes, aliases unexpanded) and
+measured: more than :data:`MAX_VALUES` values once aliases are expanded (a ten-line "billion
+laughs" expands to a billion), nesting deeper than :data:`MAX_DEPTH`, an integer longer than
+:data:`MAX_INT_CHARS` characters, or a mapping key that is not a string is a one-line config
+error before any Python object is made. Ranges of the values are the config models' business.
 """
 
 from __future__ import annotations
@@ -31,6 +38,17 @@ ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
 RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
+_ENV_MAX_BYTES = 64 << 10
+#: Values of a config with aliases expanded: a hundred models take a few thousand.
+MAX_VALUES = 50_000
+#: Nesting of a config: a model's input range is 5 levels down.
+MAX_DEPTH = 32
+#: The longest integer: any valid value has at most 19 digits.
+MAX_INT_CHARS = 30
+_INT_TAG = "tag:yaml.org,2002:int"
+#: Validation errors named in the one line, and the characters of each.
+_ERRORS_SHOWN = 5
+_PART_MAX = 300
 _HINT = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
 
 
@@ -47,6 +65,10 @@ def _loader() -> type[yaml.SafeLoader]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = loader.construct_object(key_node)
+            if not isinstance(key, str):  # a list there is unhashable; a number no key of ours
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a mapping key must be a string, not a {type(key).__name__} "
+                    "(quote it)", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -64,6 +86,65 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
     return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _measure(root: yaml.Node) -> None:
+    """Refuse a composed document whose expansion is too large or too deep, or that holds a
+    huge integer (yaml.YAMLError). Iterative, and each node (an alias is the node it names)
+    measured once: the cost is the document's size, not its expansion's."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node): (values once expanded, depth)
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"an integer of {len(node.value)} characters (at most "
+                    f"{MAX_INT_CHARS})", node.start_mark)
+            sizes[id(node)] = (1, 1)
+            continue
+        if children_done:
+            open_nodes.discard(id(node))
+            inner = [sizes[id(child)] for child in _children(node)]
+            size = 1 + sum(s for s, _ in inner)
+            depth = 1 + max((d for _, d in inner), default=0)
+            if size > MAX_VALUES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"more than {MAX_VALUES} values once its aliases are expanded",
+                    node.start_mark)
+            if depth > MAX_DEPTH:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
+            sizes[id(node)] = (size, depth)
+            continue
+        if id(node) in open_nodes:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias that contains itself", node.start_mark)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+
+
+def _load_bounded(text: str) -> object:
+    """The YAML document in ``text``, measured (:func:`_measure`) before it is constructed."""
+    loader = _loader()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _measure(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _parse_yaml(path: Path) -> object:
     """The file's YAML document (None when empty); ConfigError when it cannot be read or
     parsed."""
@@ -79,14 +160,16 @@ def _parse_yaml(path: Path) -> object:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=_HINT) from None
     try:
-        return yaml.load(raw.decode("utf-8"), Loader=_loader())
+        return _load_bounded(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"config {path} is not UTF-8 text", hint=_HINT) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config {path}: YAML syntax error{where}: {problem}", hint=_HINT) from None
+        # A document that parses but is refused (too large once expanded...) is no syntax error.
+        what = "refused" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise ConfigError(f"config {path}: {what}{where}: {problem}", hint=_HINT) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -100,10 +183,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _env_value(var: str, text: str) -> Any:
+    if len(text) > _ENV_MAX_BYTES:
+        raise ConfigError(f"{var}: value of {len(text)} characters, more than "
+                          f"{_ENV_MAX_BYTES}", hint="set the key in the config file instead")
     try:
-        return yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"{var}: value {text!r} is not valid YAML",
+        return _load_bounded(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        # The problem, never the value: it may be huge (and its expansion larger still).
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{var}: not a valid YAML value: {problem}",
                           hint="quote strings; use [a, b] for lists") from None
 
 
@@ -122,9 +210,12 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
 
 
 def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
+    """The validation errors as one line: the first :data:`_ERRORS_SHOWN`, each clipped (a list
+    of 40,000 bad values, or a key of 60 KiB, must not make a 2 MB line)."""
     parts = []
     listed: set[str] = set()  # the places whose valid keys were given (once each)
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors[:_ERRORS_SHOWN]:
         loc = ""
         for item in err["loc"]:
             loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
@@ -136,7 +227,10 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
             msg = "unknown key" + _suggestion(err["loc"], listed)
         elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
             msg = "Input should be a valid dictionary"
-        parts.append(f"{loc or 'config'}: {msg}")
+        part = f"{loc or 'config'}: {msg}"
+        parts.append(part if len(part) <= _PART_MAX else part[:_PART_MAX] + "...")
+    if len(errors) > _ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - _ERRORS_SHOWN} more")
     return "; ".join(parts)
 
 

@@ -1,9 +1,13 @@
 """What a fleet's Prometheus sees of a run: a node_exporter textfile written at its end.
 
 ``metrics_textfile`` (off by default) names a ``*.prom`` file in the folder node_exporter's
-textfile collector reads. At the end of every ``run``, success or failure, the file is replaced
-atomically by :func:`prometheus_client.write_to_textfile` (temp file beside it, then rename), so
-node_exporter never reads half a file; ``node_textfile_mtime_seconds`` tells when it last changed.
+textfile collector reads. At the end of every ``run``, success or failure, prometheus_client
+renders the registry (``generate_latest``) and the job's own atomic writer
+(:func:`app.cache.publish.atomic_write_bytes`) publishes it, so node_exporter never reads half a
+file; ``node_textfile_mtime_seconds`` tells when it last changed. Not
+``prometheus_client.write_to_textfile``: its temp file ``<file>.<pid>.<thread id>`` is
+predictable (pid 1 in a container) and opened following links, so a link planted there made the
+job overwrite someone's file, and a FIFO hang it after the marker was written.
 
 What each model became is taken from the job's own events, so that a failed run still reports the
 models it had reused or built before it stopped; the phase timings are those of the marker.
@@ -159,6 +163,9 @@ def _size(path: str | None) -> int | None:
 
 
 def _write(path: Path, registry: Any) -> None:
-    from prometheus_client import write_to_textfile
+    from prometheus_client import generate_latest
 
-    write_to_textfile(str(path), registry)
+    from app.cache.publish import atomic_write_bytes
+
+    # Also after a signal: the file then reports the run's 130 or 143.
+    atomic_write_bytes(path, generate_latest(registry), after_cancel=True, outside=True)

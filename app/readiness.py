@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
-from app.cache.fsread import UnsafeFileError, read_small
+from app.cache.fsread import UnsafeFileError, parse_json, read_small
 from app.cache.hashing import hash_file
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.cancel import call_cancellable, cancellable_sleep
@@ -48,8 +48,8 @@ def current_boot_id(path: Path = BOOT_ID_FILE) -> str:
 
 def _is_marker(raw: bytes) -> bool:
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
+        doc = parse_json(raw)
+    except ValueError:
         return False
     return isinstance(doc, dict) and doc.get("schema") == SCHEMA and isinstance(
         doc.get("engines"), list)
@@ -106,12 +106,21 @@ def read_marker(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise MarkerError(f"cannot read marker {path}: {exc.strerror}") from None
     try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise MarkerError(f"marker {path} is not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        doc = parse_json(raw)
+    except ValueError as exc:
+        raise MarkerError(f"marker {path} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not _well_formed(doc):
         raise MarkerError(f"marker {path} has an unknown layout")
     return doc
+
+
+def _well_formed(doc: dict[str, Any]) -> bool:
+    """Whether the fields a reader uses have their types (anyone able to write the marker's
+    folder may have written it)."""
+    engines = doc.get("engines")
+    return isinstance(doc.get("boot_id", ""), str) and isinstance(engines, list) and all(
+        isinstance(e, dict) and isinstance(e.get("engine_path"), str)
+        and isinstance(e.get("sha256"), str) for e in engines)
 
 
 def check_marker(doc: dict[str, Any], *, key: bytes | None, boot_id: str,
@@ -128,7 +137,7 @@ def check_marker(doc: dict[str, Any], *, key: bytes | None, boot_id: str,
         raise MarkerError("marker has no engine list")
     if verify_engines:
         for item in engines:
-            path = Path(str(item.get("engine_path", "")))
+            path = Path(item["engine_path"])  # read_marker checked the layout
             try:
                 ok = hash_file(path) == item.get("sha256")
             except (OSError, ValueError):

@@ -14,23 +14,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+from app.cache.fsread import read_small
 from app.errors import ConfigError
 
 __all__ = ["SIGNATURE_FIELD", "is_signed_by", "load_key", "sign", "signed"]
 
 SIGNATURE_FIELD = "signature"
 _MIN_KEY_BYTES = 16
+#: Far more than any key: a larger file is not one.
+_MAX_KEY_BYTES = 64 << 10
 
 
 def load_key(path: Path) -> bytes:
-    """Read a signing key file; at least 16 bytes (surrounding whitespace ignored)."""
+    """Read a signing key file; at least 16 bytes (surrounding whitespace ignored).
+
+    Through the safe reader: a FIFO there would block the open (and the job's signal
+    handling with it), a device such as ``/dev/zero`` never ends; both are refused, as is
+    a file larger than a key can be. Links are followed (secrets are mounted through them)."""
     try:
-        key = Path(path).read_bytes().strip()
+        key = read_small(path, _MAX_KEY_BYTES, follow_links=True).strip()
     except OSError as exc:
         raise ConfigError(
-            f"signing_key_file: cannot read {path}: {exc.strerror}",
-            hint="mount the key (e.g. as a Docker secret) readable by the job's user",
-        ) from exc
+            f"signing_key_file: cannot read {path}: {exc.strerror or exc}",
+            hint="mount the key (e.g. as a Docker secret) as a regular file readable by the "
+                 "job's user",
+        ) from None
     if len(key) < _MIN_KEY_BYTES:
         raise ConfigError(
             f"signing_key_file: {path} holds {len(key)} bytes; at least {_MIN_KEY_BYTES} needed",

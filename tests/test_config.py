@@ -174,8 +174,8 @@ def test_schema_is_json_schema():
     schema = EngineInitConfig.model_json_schema()
     assert "backbones" in schema["required"] and schema["additionalProperties"] is False
     assert schema["properties"]["workspace_mb"] == {
-        "default": 4096, "exclusiveMinimum": 0, "title": "Workspace Mb", "type": "integer",
-        "description": "TensorRT builder workspace, in MiB."}
+        "default": 4096, "exclusiveMinimum": 0, "maximum": 1 << 20, "title": "Workspace Mb",
+        "type": "integer", "description": "TensorRT builder workspace, in MiB, 1..1048576."}
     assert set(schema["properties"]) == set(EngineInitConfig.model_fields)
     json.dumps(schema)
 

@@ -19,16 +19,28 @@ Whatever stands under such a name must neither hang the job nor make it read els
 
 Every refusal is an :class:`UnsafeFileError` (an ``OSError``) whose message says what stands
 there; absence stays ``FileNotFoundError``. Callers turn either into "damaged" or "absent".
+
+JSON the job wrote itself (records, the hint, the marker, the lock holder) is parsed by
+:func:`parse_json`, since anyone who can write the cache can write it too: ``NaN``,
+``Infinity`` and numbers that overflow to them are refused (arithmetic on them raises far from
+the file), integers longer than :data:`MAX_INT_DIGITS` too, and nesting deeper than
+``max_depth`` before the parser recurses (Python's encoder and the parser itself would hit the
+recursion limit).
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
+import re
 import stat
 from pathlib import Path
+from typing import Any
 
-__all__ = ["UnsafeFileError", "describe_mode", "open_regular", "read_small"]
+__all__ = ["MAX_INT_DIGITS", "UnsafeFileError", "describe_mode", "open_regular", "parse_json",
+           "read_small"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: How every file we only read is opened.
@@ -37,6 +49,15 @@ _CHUNK = 1 << 20
 _REFUSED = {errno.ELOOP: "a symbolic link stands there (not followed)",
             errno.ENXIO: "a socket or a device stands there",
             errno.ENOTDIR: "not a folder where one is needed (links are not followed)"}
+
+
+#: Digits of the longest integer a JSON document of the job may hold: any size or nanosecond
+#: time fits in 20.
+MAX_INT_DIGITS = 20
+#: Nesting of the job's own documents: a record's settings are the deepest, at 5.
+JSON_DEPTH = 32
+#: A string (escapes included), or one bracket: only brackets outside strings nest.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{\]}]')
 
 
 class UnsafeFileError(OSError):
@@ -106,3 +127,44 @@ def read_small(path: Path | str, limit: int, *, follow_links: bool = False,
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number the job writes")
+
+
+def parse_json(raw: bytes | str, max_depth: int = JSON_DEPTH) -> Any:
+    """The JSON document in ``raw``, with only finite numbers, integers of at most
+    :data:`MAX_INT_DIGITS` digits and at most ``max_depth`` levels of nesting; ValueError
+    saying what is wrong otherwise (never RecursionError or OverflowError)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    depth = 0
+    # Counted before the parser recurses; not at all when there are too few brackets to nest
+    # that deep (most documents: the scan costs twice the parse).
+    brackets = data.count(b"[") + data.count(b"{")
+    for token in _TOKENS.finditer(data) if brackets > max_depth else ():
+        bracket = token.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"it is nested more than {max_depth} levels deep")
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    try:
+        return json.loads(data, parse_float=_finite, parse_int=_bounded_int,
+                          parse_constant=_refuse_constant)
+    except RecursionError:  # unreachable after the count above; kept as a second fence
+        raise ValueError(f"it is nested more than {max_depth} levels deep") from None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from app.cache.fsread import open_regular
+from app.cancel import checkpoint
 
 __all__ = ["CHUNK_BYTES", "EarlyDigests", "copy_hashed", "hash_file", "hash_opened", "sha256_fd",
            "sha256_of"]
@@ -70,11 +71,13 @@ def hash_opened(path: Path, early: EarlyDigests | None = None,
 
 def copy_hashed(path: Path, out: int | None = None) -> tuple[str, int]:
     """sha256 and size of the regular file ``path`` (no link followed), its bytes also written
-    to the file descriptor ``out`` when given: one read serves both."""
+    to the file descriptor ``out`` when given: one read serves both. A signal stops it between
+    two chunks (``export`` hashes and copies in the main thread)."""
     fd = open_regular(path)
     digest, size = hashlib.sha256(), 0
     try:
         while chunk := os.read(fd, 1 << 20):
+            checkpoint()
             digest.update(chunk)
             size += len(chunk)
             view = memoryview(chunk)

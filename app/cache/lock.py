@@ -7,8 +7,11 @@ and from re-checking the cache after the lock is taken. A run takes it once (the
 passes it to the compiler); it is not re-entrant.
 
 Something else than a regular file under the lock's name (a FIFO, a socket, a device, a link)
-is damage: it is replaced, through a rename that never follows or opens it. A folder there may
-hold someone's data and is refused.
+is damage: it is replaced, through a rename that never follows or opens it. So is a regular file
+with other names (a hard link to someone's file, planted where ``fs.protected_hardlinks`` is 0 or
+by root): the holder note truncates the lock file, which must therefore be the job's alone; the
+link count is checked on the opened descriptor, and again before each truncation. A folder there
+may hold someone's data and is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from app import events
-from app.cache.fsread import describe_mode, read_small
+from app.cache.fsread import describe_mode, parse_json, read_small
 from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
 from app.cancel import checkpoint
 from app.errors import CacheWriteError, LockTimeoutError
@@ -43,10 +46,16 @@ def read_holder(lock_file: Path) -> dict[str, object] | None:
     """What the holder wrote about itself; None when absent or not a small JSON object."""
     try:
         raw = read_small(lock_file, _HOLDER_MAX)
-        doc = json.loads(raw) if raw else None
-    except (OSError, ValueError, RecursionError):
+        doc = parse_json(raw) if raw else None
+    except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _alone(fd: int) -> bool:
+    """Whether the open lock file has no other name (a link made to it since it was opened
+    would have truncation change a file someone else names)."""
+    return os.fstat(fd).st_nlink == 1
 
 
 def _describe(holder: dict[str, object] | None) -> str:
@@ -125,19 +134,29 @@ class CacheLock:
                                   "file; it may hold someone's data, so it is left alone",
                                   hint="move it out of the cache folder")
         if mode is not None and not stat.S_ISREG(mode):
-            events.emit(self.logger, logging.WARNING, events.CACHE_DAMAGED,
-                        f"{describe_mode(mode)} stood where the lock file goes; replaced",
-                        path=str(self.path), found=describe_mode(mode))
-            atomic_write_bytes(self.path, b"")
-        try:
-            fd = os.open(self.path, _OPEN_FLAGS, 0o644)
-        except OSError as exc:
-            raise os_error_to_cache_error(exc, self.path) from exc
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in between: not ours to fight
+            self._replace(describe_mode(mode))
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, _OPEN_FLAGS, 0o644)
+            except OSError as exc:
+                raise os_error_to_cache_error(exc, self.path) from exc
+            opened = os.fstat(fd)
+            if stat.S_ISREG(opened.st_mode) and opened.st_nlink == 1:
+                return fd
             os.close(fd)
-            raise CacheWriteError(f"{self.path} keeps changing into something else than a file",
-                                  hint="find what writes into the cache folder")
-        return fd
+            if not stat.S_ISREG(opened.st_mode):  # swapped in between: not ours to fight
+                break
+            # Another name shares this file: someone's file, which the holder note would
+            # truncate. The rename replaces only our name for it; their file is not opened again.
+            self._replace(f"a file with {opened.st_nlink - 1} other name(s) (a hard link)")
+        raise CacheWriteError(f"{self.path} keeps changing into something else than a file",
+                              hint="find what writes into the cache folder")
+
+    def _replace(self, found: str) -> None:
+        events.emit(self.logger, logging.WARNING, events.CACHE_DAMAGED,
+                    f"{found} stood where the lock file goes; replaced",
+                    path=str(self.path), found=found)
+        atomic_write_bytes(self.path, b"")
 
     def _still_the_lock_file(self, fd: int) -> bool:
         try:
@@ -154,8 +173,9 @@ class CacheLock:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(doc).encode(), 0)
+            if _alone(fd):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(doc).encode(), 0)
         except OSError:
             pass  # the holder note is a courtesy to waiters; the flock is what counts
 
@@ -164,7 +184,8 @@ class CacheLock:
             return
         fd, self._fd = self._fd, None
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            if _alone(fd):
+                os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 

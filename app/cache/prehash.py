@@ -22,7 +22,7 @@ import os
 import threading
 from pathlib import Path
 
-from app.cache.fsread import open_regular, read_small
+from app.cache.fsread import open_regular, parse_json, read_small
 from app.cache.hashing import sha256_of
 from app.cache.names import COMPANION_SUFFIXES
 
@@ -92,8 +92,8 @@ class PrehashResults:
 def read_hint(cache_root: Path) -> list[str]:
     """The engine file names the last run used; [] when there is no usable hint."""
     try:
-        doc = json.loads(read_small(cache_root / HINT_NAME, _MAX_HINT_BYTES))
-    except (OSError, ValueError, RecursionError):
+        doc = parse_json(read_small(cache_root / HINT_NAME, _MAX_HINT_BYTES))
+    except (OSError, ValueError):
         return []
     names = doc.get("engines") if isinstance(doc, dict) else None
     if not isinstance(names, list):

@@ -76,13 +76,21 @@ def _free_bytes(folder: Path) -> int:
 
 
 @contextmanager
-def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a file to write; on clean exit it replaces ``path`` durably, else it vanishes."""
-    if CANCEL.is_set():  # a cancelled run starts no new file
+def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644,
+                  after_cancel: bool = False, outside: bool = False) -> Iterator[BinaryIO]:
+    """Yield a file to write; on clean exit it replaces ``path`` durably, else it vanishes.
+
+    The temp name is unpredictable and created with ``O_EXCL``, so nothing planted beside
+    ``path`` (a link, a FIFO) is ever opened. ``after_cancel``: write even after a signal (a
+    report of how the run ended, such as the metrics textfile); otherwise a cancelled run
+    starts and publishes no file. ``outside``: ``path`` is outside the cache (the metrics
+    textfile), where no missing folder is created."""
+    if CANCEL.is_set() and not after_cancel:
         raise cancelled_error()
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)  # cache subfolders (timing/, calibration/)
+        if not outside:
+            path.parent.mkdir(parents=True, exist_ok=True)  # cache subfolders (timing/, calibration/)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     except OSError as exc:
         raise os_error_to_cache_error(exc, path, size_hint) from exc
@@ -95,7 +103,7 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
             except OSError as exc:
                 raise os_error_to_cache_error(exc, path, size_hint) from exc
         faults.point("before_rename", path)
-        if CANCEL.is_set():  # nor publishes one after the signal
+        if CANCEL.is_set() and not after_cancel:  # nor publishes one after the signal
             raise cancelled_error()
         try:
             os.replace(tmp, path)
@@ -112,10 +120,13 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
             pass  # swept by the next run that holds the lock
 
 
-def atomic_write_bytes(path: Path, payload: bytes | bytearray | memoryview, mode: int = 0o644) -> None:
-    """Publish ``payload`` at ``path`` atomically and durably."""
+def atomic_write_bytes(path: Path, payload: bytes | bytearray | memoryview, mode: int = 0o644,
+                       *, after_cancel: bool = False, outside: bool = False) -> None:
+    """Publish ``payload`` at ``path`` atomically and durably (``after_cancel``, ``outside``:
+    see :func:`atomic_writer`)."""
     view = memoryview(payload).cast("B")
-    with atomic_writer(path, size_hint=view.nbytes, mode=mode) as handle:
+    with atomic_writer(path, size_hint=view.nbytes, mode=mode, after_cancel=after_cancel,
+                       outside=outside) as handle:
         faults.write_with_faults(handle, view, path)
 
 

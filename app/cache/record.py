@@ -10,6 +10,11 @@ diff follow the fields. A record written before a fact existed reads it as the d
 new ``COMPARED`` fact rebuilds those artifacts once. On disk: JSON, keys sorted, ``schema``
 added and, with a signing key, ``signature`` over everything else. Reading never raises: a
 missing record is ``None`` and a damaged one a problem string.
+
+Anyone who can write the cache can write a record, so one is parsed with bounds
+(:func:`app.cache.fsread.parse_json`: finite numbers, bounded nesting), then, with a key, its
+signature is checked before any of its fields is looked at, and only then are the fields
+checked for type and range (a build of more than :data:`MAX_DURATION_S` is no build).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -25,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from app import signing
-from app.cache.fsread import read_small
+from app.cache.fsread import parse_json, read_small
 from app.cache.hashing import hash_file
 from app.cache.names import RECORD_SUFFIX, calibration_files, companion
 from app.cache.publish import atomic_write_bytes
 
 __all__ = [
+    "MAX_DURATION_S",
     "OnnxIdentity",
     "ProvenanceRecord",
     "RecordRead",
@@ -47,6 +54,8 @@ __all__ = [
 SCHEMA = 1
 BUILT, BUILDING = "built", "building"
 _RECORD_MAX = 1 << 20
+#: The longest build a record may note, in seconds (a week): the governor's ETA adds these up.
+MAX_DURATION_S = 7 * 24 * 3600.0
 
 
 #: Field metadata: a stored record that differs in a COMPARED fact means "rebuild"; a NOTED fact
@@ -136,7 +145,18 @@ class ProvenanceRecord:
                 if not _conforms(doc[f.name], _HINTS[f.name]):
                     raise ValueError(f"its {f.name} is not a {_HINTS[f.name]}")
                 values[f.name] = doc[f.name]
+        durations = [values.get("build_duration_s")] + [
+            b.get("build_duration_s") if isinstance(b, dict) else b
+            for b in values.get("past_builds", [])]
+        if any(d is not None and not is_duration(d) for d in durations):
+            raise ValueError(f"it notes a build duration outside 0..{MAX_DURATION_S:g} s")
         return cls(**values)
+
+
+def is_duration(value: object) -> bool:
+    """Whether ``value`` is a build duration a record may hold (finite, 0..MAX_DURATION_S)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and 0 <= value <= MAX_DURATION_S)
 
 
 _HINTS = typing.get_type_hints(ProvenanceRecord)
@@ -158,8 +178,8 @@ def _conforms(value: Any, hint: Any) -> bool:
 
 def _load(raw: bytes | str) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        doc = parse_json(raw)
+    except ValueError as exc:
         raise ValueError(f"it is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ValueError("it has an unknown layout")
@@ -186,18 +206,26 @@ def calibration_fingerprint(folder: Path | None) -> str | None:
 @dataclass(frozen=True)
 class RecordRead:
     """A record as read: ``record`` None when absent or damaged, ``problem`` saying why when
-    damaged; ``signed`` when a key was given and the stored signature verifies with it."""
+    damaged; ``signed`` when a key was given and the stored signature verifies with it;
+    ``unsigned`` when a key was given and the record there does not verify with it (then
+    ``record`` is None: nothing in it is used)."""
 
     record: ProvenanceRecord | None
     problem: str | None = None
     signed: bool = False
+    unsigned: bool = False
 
 
 def read_record(artifact: Path, key: bytes | None = None) -> RecordRead:
-    """The record of ``artifact``: ``record=None`` when absent, ``problem`` set when damaged."""
+    """The record of ``artifact``: ``record=None`` when absent, ``problem`` set when damaged;
+    with ``key``, ``record=None`` and ``unsigned`` when it does not verify with the key."""
     path = record_path(artifact)
     try:
         doc = _load(read_small(path, _RECORD_MAX))
+        # Checked on the document as stored, so that a record signed by an older release
+        # (without the newer keys) still verifies; and before any field is used.
+        if key is not None and not signing.is_signed_by(key, doc):
+            return RecordRead(None, unsigned=True)
         record = ProvenanceRecord._from_doc(doc)
     except FileNotFoundError:
         return RecordRead(None)
@@ -205,9 +233,7 @@ def read_record(artifact: Path, key: bytes | None = None) -> RecordRead:
         return RecordRead(None, f"unreadable record {path.name}: {exc.strerror or exc}")
     except ValueError as exc:
         return RecordRead(None, f"record {path.name}: {exc}")
-    # Checked on the document as stored, so that a record signed by an older release (without
-    # the newer keys) still verifies.
-    return RecordRead(record, signed=key is not None and signing.is_signed_by(key, doc))
+    return RecordRead(record, signed=key is not None)
 
 
 def write_record(artifact: Path, record: ProvenanceRecord, key: bytes | None = None) -> None:

@@ -111,7 +111,9 @@ def check_artifact(
         # Pre-installed engines (baked into an image) have a sidecar but no record: trust the
         # sidecar unless signatures are required, and track the engine from now on.
         if key is not None:
-            verdict.reason, verdict.detail = "signature", "no signed record"
+            verdict.reason = "signature"
+            verdict.detail = ("record signature does not verify" if stored.unsigned
+                              else "no signed record")
             return verdict
         return _untracked(verdict, trust_untracked, "no provenance record")
     if stored.record.status == BUILDING:

@@ -16,15 +16,17 @@ uploads the same documents and the cache files themselves.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from app.cache.hashing import copy_hashed
+from app.cancel import checkpoint
 from app.errors import BundleError, CacheWriteError
 from app.fleet import layout
 from app.fleet.keys import key_id, sign_digest
@@ -117,12 +119,25 @@ def _write_layout(folder: Path, files: list[SourceFile], docs: Documents) -> Non
     (folder / "oci-layout").write_bytes(OCI_LAYOUT)
 
 
+class _Checked(io.RawIOBase):
+    """A file whose every read first looks for a signal: tarfile copies a blob in one call."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def read(self, size: int = -1) -> bytes:
+        checkpoint()
+        return self.handle.read(size)
+
+
 def _tar(folder: Path, target: Path) -> None:
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
         for name in ("oci-layout", "index.json", "blobs", "blobs/sha256"):
             tar.add(folder / name, arcname=name, recursive=False)
         for blob in sorted((folder / "blobs" / "sha256").iterdir()):
-            tar.add(blob, arcname=f"blobs/sha256/{blob.name}")
+            info = tar.gettarinfo(blob, arcname=f"blobs/sha256/{blob.name}")
+            with open(blob, "rb") as handle:
+                tar.addfile(info, _Checked(handle))
 
 
 def write_bundle(dest: Path, files: list[SourceFile], docs: Documents) -> Path:

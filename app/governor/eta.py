@@ -9,12 +9,15 @@ this SKU there is no estimate, and a plan containing such a model has no total e
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Estimate", "PastBuild", "Remaining", "estimate", "past_build", "remaining"]
+from app.cache.record import is_duration
+
+__all__ = ["Estimate", "PastBuild", "Remaining", "estimate", "past_build", "remaining", "rounded"]
 
 #: Builds kept per model: recent ones reflect the current power mode and cache best.
 _RECENT = 5
@@ -37,9 +40,9 @@ class Estimate:
 
 def past_build(record: Mapping[str, Any], sku: str) -> PastBuild | None:
     """A provenance record (model_name, build_duration_s, optional timing_cache) as history;
-    None for records of reused engines or without a duration."""
+    None for records of reused engines or without a duration (or with one no build takes)."""
     name, duration = record.get("model_name"), record.get("build_duration_s")
-    if not isinstance(name, str) or not isinstance(duration, (int, float)) or duration <= 0:
+    if not isinstance(name, str) or not is_duration(duration) or not duration:
         return None
     cache = record.get("timing_cache")
     return PastBuild(name, sku, float(duration), cache if isinstance(cache, bool) else None)
@@ -75,6 +78,8 @@ class Remaining:
         left = f"{self.models_left} model{'s' if self.models_left != 1 else ''} left"
         if self.left_s is None:
             return f"{left}, no estimate ({', '.join(self.unknown)} never built on this SKU)"
+        if not math.isfinite(self.left_s):  # past_build keeps such history out; never raise
+            return f"{left}, no estimate"
         return f"{left}, about {_duration(self.left_s)}"
 
     def countdown(self, elapsed_s: float) -> float | None:
@@ -87,8 +92,7 @@ class Remaining:
     def as_event(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "position": self.position, "total": self.total,
                 "models_left": self.models_left,
-                "eta_s": None if self.left_s is None else round(self.left_s, 1),
-                "this_eta_s": None if self.this.seconds is None else round(self.this.seconds, 1),
+                "eta_s": rounded(self.left_s), "this_eta_s": rounded(self.this.seconds),
                 "basis": self.this.basis, "no_estimate_for": list(self.unknown)}
 
 
@@ -108,6 +112,12 @@ def remaining(models: Sequence[str], sku: str, history: Iterable[PastBuild],
         total = None if unknown else sum(e.seconds or 0.0 for e in ahead)
         out.append(Remaining(model, i + 1, len(models), len(models) - i, estimates[i], total, unknown))
     return out
+
+
+def rounded(seconds: float | None) -> float | None:
+    """An ETA as events carry it, to 0.1 s; None for none, or for a figure that is not finite
+    (whatever the history held, an event never carries inf or NaN)."""
+    return round(seconds, 1) if seconds is not None and math.isfinite(seconds) else None
 
 
 def _duration(seconds: float) -> str:

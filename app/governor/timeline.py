@@ -27,7 +27,7 @@ from typing import Any
 from app import events
 from app.backends.base import InferenceRuntime
 from app.cache.record import BUILT, ProvenanceRecord, read_record
-from app.governor.eta import PastBuild, past_build, remaining
+from app.governor.eta import PastBuild, past_build, remaining, rounded
 from app.values import BuildConfig
 
 __all__ = ["Timeline"]
@@ -57,12 +57,13 @@ def _history(stored: ProvenanceRecord | None, expected: ProvenanceRecord,
 
 class Timeline:
     """The builds of one run, in order. ``logger`` None: history is kept, nothing is shown
-    (the governor is off)."""
+    (the governor is off). ``key``: the signing key; with one, only the history of records
+    that verify with it is used (a forged record must not steer the ETA either)."""
 
     def __init__(self, builds: Sequence[tuple[str, Path, ProvenanceRecord]],
-                 logger: logging.Logger | None) -> None:
+                 logger: logging.Logger | None, key: bytes | None = None) -> None:
         self.order = [name for name, _, _ in builds]
-        self.history = {name: _history(read_record(artifact).record, expected, name)
+        self.history = {name: _history(read_record(artifact, key).record, expected, name)
                         for name, artifact, expected in builds}
         self.logger = logger
         self.timing_cache: dict[str, bool | None] = {}
@@ -93,7 +94,7 @@ class Timeline:
 
         def progress_fields() -> dict[str, Any]:
             left = now.countdown(time.monotonic() - started)
-            return {"eta_s": None if left is None else round(left, 1),
+            return {"eta_s": rounded(left),
                     "models_left": now.models_left}
 
         return dataclasses.replace(config, progress_fields=progress_fields)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from app.cache import prehash
-from app.cache.fsread import UnsafeFileError, open_regular, read_small
+from app.cache.fsread import UnsafeFileError, open_regular, parse_json, read_small
 from app.cache.lock import LOCK_NAME, read_holder
 from app.cache.record import read_record, record_path
 from app.cache.sidecar import Sha256Sidecar, sidecar_path
@@ -127,7 +127,7 @@ def test_a_fifo_with_a_writer_is_still_refused(tmp_path):
 
 
 def _marker_refused(path):
-    with pytest.raises(MarkerError, match="cannot read marker"):
+    with pytest.raises(MarkerError, match=r"cannot read marker|not valid JSON|unknown layout"):
         read_marker(path)
     return True
 
@@ -155,3 +155,30 @@ def test_every_reader_treats_every_planted_kind_as_damage(tmp_path, reader, kind
     assert within(2, lambda: damaged(tmp_path))
     if target is not None:
         assert target.read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (b'{"d": NaN}', "NaN"), (b'{"d": Infinity}', "Infinity"), (b'[-Infinity]', "Infinity"),
+    (b'{"d": 1e999}', "out of range"), (b'{"d": -1e400}', "out of range"),
+    (b'{"n": ' + b"9" * 5000 + b"}", "5000 digits"), (b"[" * 33 + b"]" * 33, "nested"),
+    (b"[" * 100_000, "nested"), (b'{"a": ' * 40 + b"1" + b"}" * 40, "nested"),
+])
+def test_parse_json_refuses_what_the_job_never_writes(raw, why):
+    with pytest.raises(ValueError, match=why):
+        parse_json(raw)
+
+
+def test_parse_json_counts_only_brackets_outside_strings():
+    deep_text = '"' + "[" * 1000 + '\\"{' + '"'
+    assert parse_json(f'{{"s": {deep_text}, "n": [[1.5, -2, 12345678901234567890]]}}') == {
+        "s": "[" * 1000 + '"{', "n": [[1.5, -2, 12345678901234567890]]}
+    assert parse_json(b"[" * 32 + b"]" * 32) is not None
+
+
+@pytest.mark.parametrize("reader", ["record", "lock holder", "hint", "marker"])
+@pytest.mark.parametrize("content", [b'{"schema": 1, "engines": [], "x": NaN}',
+                                     b"[" * 5000 + b"]" * 5000])
+def test_every_json_reader_treats_a_hostile_document_as_damage(tmp_path, reader, content):
+    where, damaged = READERS[reader]
+    where(tmp_path).write_bytes(content)
+    assert within(2, lambda: damaged(tmp_path))

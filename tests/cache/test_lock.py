@@ -106,3 +106,25 @@ def test_a_folder_at_the_lock_name_is_refused_and_kept(tmp_path, kind):
     assert lock_file.is_dir()
     if kind == "folder-with-data":
         assert (lock_file / "someones-notes.txt").read_text() == "keep me"
+
+
+def test_a_hard_link_at_the_lock_name_is_replaced_and_its_file_never_truncated(tmp_path, caplog):
+    foreign = tmp_path.parent / f"{tmp_path.name}-foreign.txt"
+    foreign.write_bytes(b"someone's data\n")
+    os.link(foreign, tmp_path / LOCK_NAME)
+    logger = logging.getLogger("t.hardlink")
+    with caplog.at_level(logging.WARNING, logger="t.hardlink"), CacheLock(tmp_path, 2, logger):
+        assert read_holder(tmp_path / LOCK_NAME)["pid"] == os.getpid()  # type: ignore[index]
+    assert foreign.read_bytes() == b"someone's data\n" and foreign.stat().st_nlink == 1
+    [damaged] = [r for r in caplog.records if getattr(r, "kind", "") == "c10.cache.damaged"]
+    assert "hard link" in damaged.getMessage()
+
+
+def test_a_link_made_to_the_held_lock_file_is_not_truncated_on_release(tmp_path):
+    lock = CacheLock(tmp_path, 2, logging.getLogger("t"))
+    lock.acquire()
+    other = tmp_path.parent / f"{tmp_path.name}-other-name"
+    os.link(tmp_path / LOCK_NAME, other)  # the file now has a name outside the cache
+    note = other.read_bytes()
+    lock.release()
+    assert other.read_bytes() == note and note

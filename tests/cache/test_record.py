@@ -90,7 +90,8 @@ def test_signature_is_checked_on_the_stored_document(tmp_path):
     doc["engine_sha256"] = "f" * 64
     record_path(tmp_path / "m.engine").write_text(json.dumps(doc))
     got = read_record(tmp_path / "m.engine", KEY)
-    assert got.record is not None and not got.signed
+    assert got.record is None and got.unsigned and not got.signed and got.problem is None
+    assert read_record(tmp_path / "m.engine").record is not None  # without a key: read
 
 
 @pytest.mark.parametrize("content", [

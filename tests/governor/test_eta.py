@@ -67,3 +67,16 @@ def test_the_countdown_of_a_build_in_progress():
     assert [now.countdown(s) for s in (0.0, 100.0, 300.0, 900.0)] == [360.0, 260.0, 60.0, 60.0]
     unknown = remaining(["lightglue", "dinov2_vpr"], ORIN_NX, history)[0]
     assert unknown.countdown(10.0) is None
+
+
+def test_a_duration_no_build_takes_is_no_history():
+    for duration in (float("inf"), float("nan"), -1.0, 0.0, 1e300, True):
+        assert past_build({"model_name": "aliked", "build_duration_s": duration}, ORIN_NX) is None
+
+
+def test_an_eta_that_is_not_finite_is_shown_as_none_never_raised():
+    """Whatever reaches it, the ETA's rounding never raises (round(inf) would)."""
+    for seconds in (float("inf"), float("nan")):
+        [left] = remaining(["aliked"], ORIN_NX, [PastBuild("aliked", ORIN_NX, seconds, None)])
+        assert left.describe() == "1 model left, no estimate"
+        assert left.as_event()["eta_s"] is None and left.as_event()["this_eta_s"] is None
