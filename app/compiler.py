@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ from app.values import (
 )
 
 if TYPE_CHECKING:
+    from app.fleet.promote import Promotion
     from app.governor.timeline import Timeline
 
 __all__ = ["EngineCompiler"]
@@ -107,6 +109,32 @@ class EngineCompiler:
         verdicts = self._check_all(request, plans)
         return [(p.spec, p.artifact, v) for p, v in zip(plans, verdicts, strict=True)]
 
+    def preview_promotions(self, request: EngineCompileRequest,
+                           rows: list[tuple[BackboneSpec, Path, Verdict]], *,
+                           read_bytes: bool) -> dict[str, Promotion]:
+        """Read-only: for each model of ``rows`` (:meth:`check_corpus`) that a run would not
+        reuse and that has a fleet candidate, what promotion would decide before the backend
+        loads it (app.fleet.promote.preview); ``read_bytes``: hash the candidates too."""
+        candidates = request.fleet_candidates
+        if self.identity is None or candidates is None:
+            return {}
+        sku = self.identity.sku_key()
+        if not os.path.isdir(candidates / sku):
+            return {}
+        from app.fleet.promote import preview
+
+        runtime = as_inference_runtime(self.runtime, request.host)
+        out: dict[str, Promotion] = {}
+        for spec, _, verdict in rows:
+            if verdict.reuse or verdict.reason == "folder":
+                continue
+            plan = make_plan(runtime, spec, request, self.identity)
+            got = preview(candidates, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
+                          request.fleet_public_key, read_bytes=read_bytes)
+            if got is not None:
+                out[spec.model_name] = got
+        return out
+
     # -- phases -----------------------------------------------------------------------------
     def _run(
         self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None,
@@ -148,7 +176,7 @@ class EngineCompiler:
                 results.append(reuse(step, plan, verdict))
                 continue
             self._report_miss(plan, verdict)
-            promoted = self._promote(step, plan, verdict, early)
+            promoted = self._promote(step, plan, verdict)
             assert timeline is not None  # made for every run with a miss
             results.append(promoted or build(step, plan, verdict, timeline))
         return results
@@ -198,35 +226,35 @@ class EngineCompiler:
                     f"{name}: no reusable engine ({verdict.reason}); building",
                     model_name=name, engine_path=str(plan.artifact), reason=verdict.reason)
 
-    def _promote(self, step: Step, plan: Plan, verdict: Verdict,
-                 early: EarlyDigests | None) -> EngineCompileResult | None:
+    def _promote(self, step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult | None:
         """A fleet candidate of this SKU published instead of a build; None: build (seeded
         with the candidates' timing cache)."""
         if self.identity is None or verdict.reason == "folder":
             return None
         sku = self.identity.sku_key()
         request = step.request
-        if not (request.cache_root / "candidates" / sku).is_dir():
+        candidates = request.fleet_candidates
+        if candidates is None or not os.path.isdir(candidates / sku):
             return None  # the usual case: the fleet code is not even loaded
         from app.fleet.promote import promote, seed_timing_cache
 
         name, runtime = plan.spec.model_name, step.runtime
         pending = dataclasses.replace(plan.expected, status=BUILDING)
-        # In a worker thread, as a build: hashing, loading and gating a candidate take seconds,
+        # In a worker thread, as a build: copying, loading and gating a candidate take seconds,
         # and a signal must end the run meanwhile.
         got = call_cancellable(lambda: promote(
-            runtime, request.cache_root, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
+            runtime, candidates, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
             plan.spec, plan.build_config,
             lambda: write_record(plan.artifact, pending, self.signing_key),
-            public_key=request.fleet_public_key, logger=self.logger, early=early))
+            public_key=request.fleet_public_key, logger=self.logger))
         if got is not None and got.digest is None:
             events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
                         f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "
                         "building here", model_name=name, candidate=str(got.candidate),
                         reason=got.reason)
         if got is None or got.digest is None:  # a build follows: give it the bundle's timings
-            seed_timing_cache(runtime, request.cache_root, sku, request.fleet_public_key,
-                              self.logger)
+            seed_timing_cache(runtime, request.cache_root, candidates, sku,
+                              request.fleet_public_key, self.logger)
             return None
         verdict.digest, verdict.size = got.digest, got.size
         step.write_record(plan, verdict, None, None, got.accuracy)

@@ -227,5 +227,10 @@ class EngineInitConfig(StrictModel):
             precision=self.precision, host=host, workspace_mb=self.workspace_mb,
             optimization_level=self.optimization_level, lock_timeout_s=self.lock_timeout_s,
             strict_onnx_hash=self.strict_onnx_hash, governor=self.governor.settings(),
-            fleet_public_key=self.fleet.public_key_file,
+            fleet_public_key=self.fleet.public_key_file, fleet_candidates=self.candidates_root,
         )
+
+    @property
+    def candidates_root(self) -> Path:
+        """Where pull and import store candidates (``fleet.candidates_dir``)."""
+        return self.fleet.candidates_dir or self.cache_root / "candidates"

@@ -179,6 +179,9 @@ class EngineCompileRequest:
     #: The Ed25519 public key (PEM file) fleet candidates must be signed with; None: no
     #: candidate is promoted (app.fleet.trust).
     fleet_public_key: Path | None = None
+    #: Where pull and import store candidates (``EngineInitConfig.candidates_root``: untrusted
+    #: input, app.fleet.candidates); None: nothing is promoted.
+    fleet_candidates: Path | None = None
 
 
 class CompileOutcome(str, enum.Enum):

@@ -68,18 +68,24 @@ def hash_opened(path: Path, early: EarlyDigests | None = None,
         return (digest if digest is not None else sha256_of(handle)), opened
 
 
-def copy_hashed(path: Path, out: int | None = None) -> tuple[str, int]:
-    """sha256 and size of the regular file ``path`` (no link followed), its bytes also written
-    to the file descriptor ``out`` when given: one read serves both."""
-    fd = open_regular(path)
+def copy_hashed(source: Path | int, out: int | None = None) -> tuple[str, int]:
+    """sha256 and size of the regular file ``source`` (a path: opened without following a
+    link; a descriptor: read from where it stands, left open), its bytes also written to the
+    file descriptor ``out`` when given: one read serves both, so the bytes hashed are the
+    bytes written."""
+    owned = not isinstance(source, int)
+    fd = open_regular(source) if not isinstance(source, int) else source
     digest, size = hashlib.sha256(), 0
+    buf = bytearray(CHUNK_BYTES)
     try:
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-            view = memoryview(chunk)
-            while out is not None and view:
-                view = view[os.write(out, view):]
+        with memoryview(buf) as view:
+            while n := os.readv(fd, [buf]):
+                digest.update(view[:n])
+                size += n
+                done = 0
+                while out is not None and done < n:
+                    done += os.write(out, view[done:n])
     finally:
-        os.close(fd)
+        if owned:
+            os.close(fd)
     return digest.hexdigest(), size

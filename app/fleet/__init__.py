@@ -7,3 +7,7 @@ folder or tar), ``fetch`` (verify while reading, from a layout, a tar or a regis
 which imports it, with ``candidates`` and ``layout``, only when this SKU has
 candidates; never ``cryptography`` or ``oras``).
 """
+
+#: How to get the fleet extra's packages (cryptography, oras): engine-init is not on PyPI.
+INSTALL_HINT = ("use the engine-init image (it has them), or install engine-init from its "
+                "source folder with the fleet extra: pip install '.[fleet]'")
