@@ -257,7 +257,7 @@ class EngineCompiler:
                               request.fleet_public_key, self.logger)
             return None
         verdict.digest, verdict.size = got.digest, got.size
-        step.write_record(plan, verdict, None, None, got.accuracy)
+        step.write_record(plan, verdict, None, None, got.accuracy, origin="promoted")
         events.emit(self.logger, logging.INFO, events.CANDIDATE_PROMOTED,
                     f"{name}: promoted candidate {got.candidate.name} for {sku}", model_name=name,
                     engine_path=str(plan.artifact), sha256=got.digest, sku=sku)

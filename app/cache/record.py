@@ -96,6 +96,9 @@ class ProvenanceRecord:
     #: The ONNX model's inputs and outputs (ModelInterface.to_json) as read for the build: a
     #: fleet candidate is checked against them, its ``onnx_sha256`` being this robot's.
     onnx_io: dict[str, Any] | None = field(default=None, metadata=NOTED)
+    #: How the engine came to this cache: "built" here, "promoted" from a fleet candidate, or
+    #: "adopted" (found with a valid sidecar and no record, trust_untracked_engines on).
+    origin: str = field(default="", metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:

@@ -62,12 +62,17 @@ def open_candidate(root: Path, sku: str, name: str) -> int:
     names, is opened as it is."""
     parts = [root.name, sku, "files", *check_name(name).split("/")]
     fd = open_regular(root.parent, follow_links=True, folder=True)
+    where = root.parent
     try:
         for part in parts[:-1]:
+            where = where / part
             inner = open_regular(part, dir_fd=fd, folder=True)
             os.close(fd)
             fd = inner
+        where = where / parts[-1]
         return open_regular(parts[-1], dir_fd=fd)
+    except OSError as exc:  # named by its whole path, not by the component opened
+        raise type(exc)(exc.errno, exc.strerror, str(where)) from None
     finally:
         os.close(fd)
 

@@ -105,7 +105,7 @@ def preview(candidates: Path, sku: str, artifact: Path, expected: ProvenanceReco
     try:
         source = open_candidate(candidates, sku, artifact.name)
     except OSError as exc:
-        return Promotion(candidate, reason=f"unreadable: {exc}")
+        return Promotion(candidate, reason=f"unreadable: {exc.filename}: {exc.strerror}")
     try:
         size = os.fstat(source).st_size
         if size != described.size:
@@ -133,7 +133,7 @@ def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pat
     try:
         source = open_candidate(candidates, sku, artifact.name)
     except OSError as exc:  # a link on the way, a FIFO, a device: never followed nor read
-        return Promotion(candidate, reason=f"unreadable: {exc}")
+        return Promotion(candidate, reason=f"unreadable: {exc.filename}: {exc.strerror}")
     try:
         if os.fstat(source).st_size != described.size:
             return Promotion(candidate, reason=f"it holds {os.fstat(source).st_size} bytes, not "
