@@ -39,6 +39,7 @@ from app.values import (
 )
 
 if TYPE_CHECKING:
+    from app.fleet.copies import EarlyCopies
     from app.fleet.promote import Promotion
     from app.governor.timeline import Timeline
 
@@ -170,16 +171,35 @@ class EngineCompiler:
         results = []
         misses = [p for p, v in zip(plans, verdicts, strict=True) if not v.reuse]
         timeline = self._timeline(misses, step.request)
-        for plan, verdict in zip(plans, verdicts, strict=True):
-            checkpoint()
-            if verdict.reuse:
-                results.append(reuse(step, plan, verdict))
-                continue
-            self._report_miss(plan, verdict)
-            promoted = self._promote(step, plan, verdict)
-            assert timeline is not None  # made for every run with a miss
-            results.append(promoted or build(step, plan, verdict, timeline))
+        copies = self._early_copies(step.request, [
+            p for p, v in zip(plans, verdicts, strict=True) if not v.reuse and v.reason != "folder"])
+        try:
+            for plan, verdict in zip(plans, verdicts, strict=True):
+                checkpoint()
+                if verdict.reuse:
+                    results.append(reuse(step, plan, verdict))
+                    continue
+                self._report_miss(plan, verdict)
+                promoted = self._promote(step, plan, verdict, copies)
+                assert timeline is not None  # made for every run with a miss
+                results.append(promoted or build(step, plan, verdict, timeline))
+        finally:
+            if copies is not None:
+                copies.abandon()
         return results
+
+    def _early_copies(self, request: EngineCompileRequest, misses: list[Plan]) -> EarlyCopies | None:
+        """The misses' fleet candidates, copied into the cache one after the other while the
+        run promotes the ones before (app.fleet.copies); None: no candidates of this SKU."""
+        candidates = request.fleet_candidates
+        if not misses or self.identity is None or candidates is None:
+            return None
+        sku = self.identity.sku_key()
+        if not os.path.isdir(candidates / sku):
+            return None
+        from app.fleet.copies import EarlyCopies
+
+        return EarlyCopies(candidates, sku, request.fleet_public_key, [p.artifact for p in misses])
 
     def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
         """The misses' build history, read before any pending record replaces a record; ETA
@@ -226,7 +246,8 @@ class EngineCompiler:
                     f"{name}: no reusable engine ({verdict.reason}); building",
                     model_name=name, engine_path=str(plan.artifact), reason=verdict.reason)
 
-    def _promote(self, step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult | None:
+    def _promote(self, step: Step, plan: Plan, verdict: Verdict,
+                 copies: EarlyCopies | None) -> EngineCompileResult | None:
         """A fleet candidate of this SKU published instead of a build; None: build (seeded
         with the candidates' timing cache)."""
         if self.identity is None or verdict.reason == "folder":
@@ -246,7 +267,8 @@ class EngineCompiler:
             runtime, candidates, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
             plan.spec, plan.build_config,
             lambda: write_record(plan.artifact, pending, self.signing_key),
-            public_key=request.fleet_public_key, logger=self.logger))
+            public_key=request.fleet_public_key, logger=self.logger,
+            staged=copies.take(plan.artifact) if copies is not None else None))
         if got is not None and got.digest is None:
             events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
                         f"{name}: candidate {got.candidate.name} rejected ({got.reason}); "

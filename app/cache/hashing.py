@@ -69,11 +69,13 @@ def hash_opened(path: Path, early: EarlyDigests | None = None,
         return (digest if digest is not None else sha256_of(handle)), opened
 
 
-def copy_hashed(source: Path | int, out: int | None = None) -> tuple[str, int]:
+def copy_hashed(source: Path | int, out: int | None = None,
+                limit: int | None = None) -> tuple[str, int]:
     """sha256 and size of the regular file ``source`` (a path: opened without following a
     link; a descriptor: read from where it stands, left open), its bytes also written to the
     file descriptor ``out`` when given: one read serves both, so the bytes hashed are the
-    bytes written.
+    bytes written. ``limit``: read at most ``limit + 1`` bytes (a file that holds or grows to
+    more is told by a size past ``limit``, and never fills the disk).
 
     With ``out``, each chunk is written by a second thread while this one hashes it, and the
     next chunk is read into the other of two buffers meanwhile: hashlib and os.write both
@@ -87,7 +89,7 @@ def copy_hashed(source: Path | int, out: int | None = None) -> tuple[str, int]:
     turn = 0
     try:
         # Read into one buffer while the other is still being written.
-        while n := os.readv(fd, [buffers[turn]]):
+        while n := os.readv(fd, [_room(buffers[turn], limit, size)]):
             view = memoryview(buffers[turn])[:n]
             if pending is not None:
                 pending.result()
@@ -104,6 +106,14 @@ def copy_hashed(source: Path | int, out: int | None = None) -> tuple[str, int]:
         if owned:
             os.close(fd)
     return digest.hexdigest(), size
+
+
+def _room(buffer: bytearray, limit: int | None, size: int) -> memoryview | bytearray:
+    """``buffer``, or as much of it as ``limit + 1`` bytes in all leave (nothing once they were
+    read: the copy stops there)."""
+    if limit is None or limit + 1 - size >= len(buffer):
+        return buffer
+    return memoryview(buffer)[:max(limit + 1 - size, 0)]
 
 
 def _write_all(out: int, view: memoryview) -> None:

@@ -12,7 +12,8 @@ Those bytes are checked as they are copied: the engine is opened once, each path
 relative to the one before without following a link (:func:`app.fleet.candidates
 .open_candidate`), and read once into a new file of the cache (the atomic writer), each chunk
 hashed and written; only when the digest of what was written is the signed one is the copy
-renamed into place. What is published is therefore a file of one name that only this job
+renamed into place. The copies are made ahead, one after the other while the run promotes the
+models before (:mod:`app.fleet.copies`); the verdict and the rename are made here. What is published is therefore a file of one name that only this job
 wrote: a candidate rewritten after it was hashed, hard-linked from elsewhere, or reached
 through a link is never what the cache holds (each of these is a rejection or harmless).
 The backend then loads the published copy and finds the ONNX model's inputs and outputs
@@ -37,9 +38,10 @@ from typing import TYPE_CHECKING, Any
 from app import events
 from app.backends.base import InferenceRuntime
 from app.cache.hashing import copy_hashed
-from app.cache.publish import atomic_write_bytes, atomic_writer
+from app.cache.publish import atomic_write_bytes
 from app.cache.record import ProvenanceRecord, record_path
 from app.cache.sidecar import Sha256Sidecar, sidecar_path
+from app.errors import EngineInitError
 from app.fleet.candidates import candidate_folder, open_candidate
 from app.fleet.layout import Descriptor
 from app.fleet.trust import signed_bytes, trust_folder
@@ -47,6 +49,7 @@ from app.values import BackboneSpec, BuildConfig
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
+    from app.fleet.copies import StagedCopy
 
 __all__ = ["Promotion", "preview", "promote", "seed_timing_cache"]
 
@@ -120,31 +123,42 @@ def preview(candidates: Path, sku: str, artifact: Path, expected: ProvenanceReco
 def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Path,
             expected: ProvenanceRecord, onnx_sha256: str, spec: BackboneSpec,
             build_config: BuildConfig, before_publish: Callable[[], None], *,
-            public_key: Path | None, logger: logging.Logger) -> Promotion | None:
+            public_key: Path | None, logger: logging.Logger,
+            staged: StagedCopy | None = None) -> Promotion | None:
     """Publish the candidate of ``artifact`` for ``sku``, found under the candidates root
     ``candidates``, at ``artifact``; None when there is no candidate for it. ``expected``: the
     record the current inputs give; ``before_publish`` runs once the signed documents checked
-    out, before the first byte is written (the pending record); ``public_key``: the key the
-    candidates must be signed with (None: every one is refused)."""
+    out, before the copy is published (the pending record); ``public_key``: the key the
+    candidates must be signed with (None: every one is refused); ``staged``: the copy of the
+    candidate made ahead (:mod:`app.fleet.copies`), published here only if it holds the signed
+    bytes, else abandoned; None: made here."""
+    try:
+        return _promote(runtime, candidates, sku, artifact, expected, onnx_sha256, spec,
+                        build_config, before_publish, public_key, logger, staged)
+    finally:
+        if staged is not None:  # not published: removed (after a publish, nothing is done)
+            staged.abandon()
+
+
+def _promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Path,
+             expected: ProvenanceRecord, onnx_sha256: str, spec: BackboneSpec,
+             build_config: BuildConfig, before_publish: Callable[[], None],
+             public_key: Path | None, logger: logging.Logger,
+             staged: StagedCopy | None) -> Promotion | None:
     vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key)
     if vetted is None or isinstance(vetted, Promotion):
         return vetted
     candidate, record, described = vetted
-    try:
-        source = open_candidate(candidates, sku, artifact.name)
-    except OSError as exc:  # a link on the way, a FIFO, a device: never followed nor read
-        return Promotion(candidate, reason=f"unreadable: {exc.filename}: {exc.strerror}")
-    try:
-        if os.fstat(source).st_size != described.size:
-            return Promotion(candidate, reason=f"it holds {os.fstat(source).st_size} bytes, not "
-                             f"the signed {described.size}")
-        before_publish()
-        try:
-            _copy(source, artifact, described.hex, described.size)
-        except _ChangedError:
-            return Promotion(candidate, reason="its bytes are not the ones the signed manifest lists")
-    finally:
-        os.close(source)
+    if staged is None:  # none made ahead (the folder changed since the run began): now
+        from app.fleet.copies import StagedCopy
+
+        staged = StagedCopy(candidates, sku, artifact, described.size, None)
+    staged.wait_copied()
+    failed = _failed(staged, described)
+    if failed:
+        return Promotion(candidate, reason=failed)
+    before_publish()
+    staged.publish()
     # From here ``artifact`` is this job's own copy of the verified bytes.
     try:
         runtime.verify_artifact(artifact, _interface(record, spec), build_config)
@@ -163,6 +177,22 @@ def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pat
                 raise
             return Promotion(candidate, reason=f"the accuracy gate: {str(exc)[:300]}")
     return Promotion(candidate, described.hex, described.size, accuracy=accuracy)
+
+
+def _failed(staged: StagedCopy, described: Descriptor) -> str:
+    """Why the copy made ahead is not the signed engine ('' when it is); raises what is not
+    the candidate's fault (the cache cannot be written, the run was cancelled)."""
+    error = staged.error
+    if isinstance(error, OSError) and not isinstance(error, EngineInitError):
+        return f"unreadable: {error.filename}: {error.strerror}"  # a link, FIFO, device, gone
+    if error is not None:
+        raise error
+    if staged.size != described.size:
+        more = "more" if staged.size > described.size else "fewer"
+        return f"it holds {more} bytes than the signed {described.size}"
+    if staged.digest != described.hex:
+        return "its bytes are not the ones the signed manifest lists"
+    return ""
 
 
 def _unpublish(artifact: Path) -> None:
@@ -218,16 +248,3 @@ def _interface(record: ProvenanceRecord, spec: BackboneSpec) -> ModelInterface:
     if record.onnx_io is not None:
         return ModelInterface.from_json(record.onnx_io, spec.onnx_path)
     return inspect_model(spec.onnx_path, spec.model_name)
-
-
-class _ChangedError(Exception):
-    pass
-
-
-def _copy(source: int, artifact: Path, digest: str, size: int) -> None:
-    """Publish at ``artifact`` a new file holding what ``source`` reads, hashed as it is
-    written; _ChangedError, with nothing published, unless what was written is ``size``
-    bytes of sha256 ``digest``."""
-    with atomic_writer(artifact, size_hint=size) as out:
-        if copy_hashed(source, out.fileno()) != (digest, size):
-            raise _ChangedError

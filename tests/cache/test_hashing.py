@@ -110,3 +110,13 @@ def test_copy_hashed_across_chunks_from_a_descriptor_writes_what_it_hashes(tmp_p
         os.close(out)
     assert got == (hashlib.sha256(payload).hexdigest(), len(payload))
     assert target.read_bytes() == payload
+
+
+def test_copy_hashed_with_a_limit_reads_one_byte_past_it(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    with source.open("wb") as handle:
+        handle.truncate(1 << 30)  # 1 GiB of holes
+    with target.open("wb") as out:
+        digest, size = hashing.copy_hashed(source, out.fileno(), limit=1000)
+    assert size == 1001 and target.stat().st_size == 1001
+    assert digest == hashlib.sha256(b"\0" * 1001).hexdigest()

@@ -32,15 +32,17 @@ from tests.helpers import REPO, cli, json_events
 
 pytestmark = pytest.mark.slow  # each runs the job two or three times
 
-# `engine-init run` whose promotion copy is wrapped: the candidate it reads is rewritten in
-# place through another descriptor (same size, first byte flipped, mtime set back) just before
-# the copy starts ("before") or just after it ended ("after"), the instants a real attacker
-# can only race for.
+# `engine-init run` whose promotion copy (made ahead, app.fleet.copies, or by promote itself)
+# is wrapped: the candidate it reads is rewritten in place through another descriptor (same
+# size, first byte flipped, mtime set back) just before the copy starts ("before") or just
+# after it ended ("after"), the instants a real attacker can only race for.
 REWRITE = """
 import os, sys
+import app.cache.hashing as hashing
+import app.fleet.copies as copies
 import app.fleet.promote as promote
 
-real = promote.copy_hashed
+real = hashing.copy_hashed
 
 def rewrite(fd):
     path = os.readlink(f"/proc/self/fd/{fd}")
@@ -51,15 +53,15 @@ def rewrite(fd):
         handle.write(bytes([first[0] ^ 0xFF]))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-def copy_hashed(source, out=None):
+def copy_hashed(source, out=None, limit=None):
     if sys.argv[1] == "before":
         rewrite(source)
-        return real(source, out)
-    got = real(source, out)
+        return real(source, out, limit)
+    got = real(source, out, limit)
     rewrite(source)
     return got
 
-promote.copy_hashed = copy_hashed
+promote.copy_hashed = copies.copy_hashed = copy_hashed
 from app.cli import main
 sys.exit(main(sys.argv[2:]))
 """
