@@ -204,7 +204,7 @@ def test_a_registry_that_trickles_makes_pull_exit_69_fast(tmp_path, fleet, regis
 
 
 @pytest.mark.slow
-def test_a_pull_waiting_for_the_lock_ends_on_sigterm_and_times_out_with_75(tmp_path, fleet,
+def test_pulls_waiting_for_the_lock_or_a_slow_blob_end_on_sigterm_and_time_out_with_75(tmp_path, fleet,
                                                                            registry, corpus):
     from tests.fleet.helpers import slow_proxy
 
@@ -236,6 +236,11 @@ def test_a_pull_waiting_for_the_lock_ends_on_sigterm_and_times_out_with_75(tmp_p
             _, err = waiter.communicate(timeout=10)
             assert time.monotonic() - sent < 2, err
             assert waiter.returncode == 143, err
+            # The holder, mid-download with the lock held, ends the same way.
+            sent = time.monotonic()
+            holder.send_signal(signal.SIGTERM)
+            _, err = holder.communicate(timeout=10)
+            assert time.monotonic() - sent < 2 and holder.returncode == 143, err
         finally:
             holder.kill()
             holder.wait(10)
