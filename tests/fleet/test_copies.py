@@ -8,6 +8,9 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
+from app.cache.fsread import UnsafeFileError
 from app.fleet.copies import EarlyCopies
 from app.fleet.fetch import fetch_bundle, open_bundle
 from tests.fleet.helpers import AGX, cache_files, export
@@ -62,4 +65,20 @@ def test_no_copy_is_made_from_a_folder_whose_signature_cannot_be_checked(tmp_pat
     candidates, cache, engines = _robot(tmp_path, keys)
     copies = EarlyCopies(candidates, SKU, None, engines)
     assert [copies.take(e) for e in engines] == [None, None]
+    assert os.listdir(cache) == []
+
+
+@pytest.mark.parametrize("planted", ["fifo", "link", "link-to-device"])
+def test_a_candidate_that_is_not_a_regular_file_is_never_opened_through(tmp_path, keys, planted):
+    candidates, cache, engines = _robot(tmp_path, keys)
+    target = candidates / SKU / "files" / engines[0].name
+    kept = tmp_path / "kept"
+    target.rename(kept)
+    {"fifo": lambda: os.mkfifo(target), "link": lambda: target.symlink_to(kept),
+     "link-to-device": lambda: target.symlink_to("/dev/zero")}[planted]()
+    staged = EarlyCopies(candidates, SKU, keys.public_file, engines[:1]).take(engines[0])
+    assert staged is not None
+    staged.wait_copied()  # at once: a FIFO is opened without waiting for a writer
+    assert isinstance(staged.error, UnsafeFileError), staged.error
+    assert staged.error.filename == str(target)
     assert os.listdir(cache) == []
