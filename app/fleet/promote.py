@@ -13,9 +13,10 @@ relative to the one before without following a link (:func:`app.fleet.candidates
 .open_candidate`), and read once into a new file of the cache (the atomic writer), each chunk
 hashed and written; only when the digest of what was written is the signed one is the copy
 renamed into place. The copies are made ahead, one after the other while the run promotes the
-models before (:mod:`app.fleet.copies`); the verdict and the rename are made here. What is published is therefore a file of one name that only this job
-wrote: a candidate rewritten after it was hashed, hard-linked from elsewhere, or reached
-through a link is never what the cache holds (each of these is a rejection or harmless).
+models before (:mod:`app.fleet.copies`); the verdict and the rename are made here. What is
+published is therefore a file of one name that only this job wrote: a candidate rewritten
+after it was hashed, hard-linked from elsewhere, or reached through a link is never what the
+cache holds (each of these is a rejection or harmless).
 The backend then loads the published copy and finds the ONNX model's inputs and outputs
 (``verify_artifact``) and, for a model whose ``verify`` is ``accuracy``, the accuracy gate
 checks it as a local build's; a copy that fails either is unpublished at once (its pending
