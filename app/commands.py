@@ -66,7 +66,7 @@ def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
 @click.pass_obj
 def status(state: Any, as_json: bool) -> None:
     """Show this host's SKU key and, per model, the engine a run would use and whether it is
-    reusable."""
+    reusable, or will be promoted from the fleet's candidates, or built."""
     held = state.host()
     rows, sku = _inspect(state, strict=False, held=held)
     config, prepared, _ = held
@@ -85,10 +85,11 @@ def status(state: Any, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
 @click.pass_obj
 def verify(state: Any, as_json: bool) -> None:
-    """Re-hash every engine and ONNX model; exit 65 if any engine would be rebuilt."""
+    """Re-hash every engine, candidate and ONNX model; exit 65 if any engine would be rebuilt
+    (an engine a pulled candidate will replace is not)."""
     rows, _ = _inspect(state, strict=True)
     _print_rows(rows, as_json)
-    bad = [r["model_name"] for r in rows if not r["reusable"]]
+    bad = [r["model_name"] for r in rows if not r["reusable"] and r["promote"] != "candidate"]
     if bad:
         raise errors.ModelDataError(f"engines that would be rebuilt: {', '.join(bad)}",
                                     hint="run `engine-init run` to rebuild them")
@@ -103,8 +104,11 @@ def _echo_ops(found: dict[str, list[Any]], version: str) -> None:
 
 
 def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str, Any]], str]:
-    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet-bundles.md);
-    ``held``: what ``state.host()`` returned, when already asked."""
+    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet-bundles.md). A model
+    the cache cannot reuse says whether its fleet candidate will be promoted (``promote``:
+    "candidate", else null with ``candidate_rejected`` saying why, when there is one); the
+    backend's load and the accuracy gate, which ``run`` adds, are not tried here. ``held``: what
+    ``state.host()`` returned, when already asked."""
     from dataclasses import replace
 
     from app.request import EngineCompileRequest
@@ -112,11 +116,20 @@ def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str,
     config, prepared, identity = held or state.host()
     request = replace(EngineCompileRequest.from_config(config, prepared.report.capabilities),
                       strict_onnx_hash=strict)
-    return [
-        {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
-         "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest}
-        for spec, path, verdict in prepared.compiler.check_corpus(request)
-    ], identity.sku_key()
+    checked = prepared.compiler.check_corpus(request)
+    previews = prepared.compiler.preview_promotions(request, checked, read_bytes=strict)
+    rows = []
+    for spec, path, verdict in checked:
+        seen = previews.get(spec.model_name)
+        row = {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
+               "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest,
+               "promote": "candidate" if seen is not None and seen.digest else None}
+        if seen is not None and not seen.digest:
+            row["candidate_rejected"] = seen.reason
+        if seen is not None and seen.digest:
+            row["candidate_sha256"] = seen.digest
+        rows.append(row)
+    return rows, identity.sku_key()
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> None:
@@ -128,9 +141,11 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> Non
     width = max([len(r["model_name"]) for r in rows] + [5])
     click.echo(f"{'MODEL':<{width}}  {'STATE':<8}  {'REASON':<14}  ENGINE")
     for r in rows:
-        state = "ready" if r["reusable"] else "rebuild"
+        state = "ready" if r["reusable"] else "promote" if r["promote"] else "rebuild"
         reason = r["reason"] + (f"({','.join(r['changed'])})" if r["changed"] else "")
         click.echo(f"{r['model_name']:<{width}}  {state:<8}  {reason:<14}  {Path(r['engine_path']).name}")
+        if r.get("candidate_rejected"):
+            click.echo(f"{'':<{width}}  candidate rejected: {r['candidate_rejected']}")
 
 
 @click.command()
@@ -164,8 +179,8 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.pass_obj
 def wait_ready_cmd(state: Any, timeout_s: float, verify_engines: bool) -> None:
     """Block until this boot's readiness marker exists and checks out."""
+    from app.cache.signing import load_key
     from app.readiness import wait_ready
-    from app.signing import load_key
 
     config = state.config(check_files=False)
     key = load_key(config.signing_key_file) if config.signing_key_file else None

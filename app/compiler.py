@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ from app.request import BackboneSpec, EngineCompileRequest
 from app.values import CompileOutcome, EngineCompileResult
 
 if TYPE_CHECKING:
+    from app.fleet.copies import EarlyCopies
+    from app.fleet.promote import Promotion
     from app.governor.timeline import Timeline
 
 __all__ = ["EngineCompiler"]
@@ -107,6 +110,34 @@ class EngineCompiler:
         verdicts = self._check_all(request, plans)
         return [(p.spec, p.artifact, v) for p, v in zip(plans, verdicts, strict=True)]
 
+    def preview_promotions(self, request: EngineCompileRequest,
+                           rows: list[tuple[BackboneSpec, Path, Verdict]], *,
+                           read_bytes: bool) -> dict[str, Promotion]:
+        """Read-only: for each model of ``rows`` (:meth:`check_corpus`) that a run would not
+        reuse and that has a fleet candidate, what promotion would decide before the backend
+        loads it (app.fleet.promote.preview); ``read_bytes``: hash the candidates too."""
+        candidates = request.fleet_candidates
+        if self.identity is None or candidates is None:
+            return {}
+        sku = self.identity.sku_key()
+        if not os.path.isdir(candidates / sku):
+            return {}
+        from app.fleet.promote import preview
+
+        runtime = as_inference_runtime(self.runtime, request.host)
+        out: dict[str, Promotion] = {}
+        for spec, _, verdict in rows:
+            if verdict.reuse or verdict.reason == "folder":
+                continue
+            plan = make_plan(runtime, spec, request, self.identity)
+            got = preview(candidates, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
+                          request.fleet_public_key, read_bytes=read_bytes,
+                          trusted_root=request.fleet_trusted_root,
+                          repository=request.fleet_repository)
+            if got is not None:
+                out[spec.model_name] = got
+        return out
+
     # -- phases -----------------------------------------------------------------------------
     def _run(
         self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None,
@@ -141,15 +172,34 @@ class EngineCompiler:
                                       "left alone", hint="move it out of the cache folder")
         misses = [p for p, v in zip(plans, verdicts, strict=True) if not v.reuse]
         timeline = self._timeline(misses, step.request)
-        for plan, verdict in zip(plans, verdicts, strict=True):
-            checkpoint()
-            if verdict.reuse:
-                results.append(reuse(step, plan, verdict))
-                continue
-            self._report_miss(plan, verdict)
-            promoted = self._promote(step, plan, verdict, early)
-            assert timeline is not None  # made for every run with a miss
-            results.append(promoted or build(step, plan, verdict, timeline))
+        copies = self._early_copies(step.request, [
+            p for p, v in zip(plans, verdicts, strict=True) if not v.reuse and v.reason != "folder"])
+        try:
+            for plan, verdict in zip(plans, verdicts, strict=True):
+                checkpoint()
+                if verdict.reuse:
+                    results.append(reuse(step, plan, verdict))
+                    continue
+                self._report_miss(plan, verdict)
+                promoted = self._promote(step, plan, verdict, copies)
+                assert timeline is not None  # made for every run with a miss
+                results.append(promoted or build(step, plan, verdict, timeline))
+        finally:
+            if copies is not None:
+                copies.abandon()
+
+    def _early_copies(self, request: EngineCompileRequest, misses: list[Plan]) -> EarlyCopies | None:
+        """The misses' fleet candidates, copied into the cache one after the other while the
+        run promotes the ones before (app.fleet.copies); None: no candidates of this SKU."""
+        candidates = request.fleet_candidates
+        if not misses or self.identity is None or candidates is None:
+            return None
+        sku = self.identity.sku_key()
+        if not os.path.isdir(candidates / sku):
+            return None
+        from app.fleet.copies import EarlyCopies
+
+        return EarlyCopies(candidates, sku, request.fleet_public_key, [p.artifact for p in misses])
 
     def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
         """The misses' build history, read before any pending record replaces a record; ETA
@@ -197,26 +247,28 @@ class EngineCompiler:
                     model_name=name, engine_path=str(plan.artifact), reason=verdict.reason)
 
     def _promote(self, step: Step, plan: Plan, verdict: Verdict,
-                 early: EarlyDigests | None) -> EngineCompileResult | None:
+                 copies: EarlyCopies | None) -> EngineCompileResult | None:
         """A fleet candidate of this SKU published instead of a build; None: build (seeded
         with the candidates' timing cache)."""
         if self.identity is None or verdict.reason == "folder":
             return None
         sku = self.identity.sku_key()
         request = step.request
-        if not (request.cache_root / "candidates" / sku).is_dir():
+        candidates = request.fleet_candidates
+        if candidates is None or not os.path.isdir(candidates / sku):
             return None  # the usual case: the fleet code is not even loaded
         from app.fleet.promote import promote, seed_timing_cache
 
         name, runtime = plan.spec.model_name, step.runtime
         pending = dataclasses.replace(plan.expected, status=BUILDING)
-        # In a worker thread, as a build: hashing, loading and gating a candidate take seconds,
+        # In a worker thread, as a build: copying, loading and gating a candidate take seconds,
         # and a signal must end the run meanwhile.
         got = call_cancellable(lambda: promote(
-            runtime, request.cache_root, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
+            runtime, candidates, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
             plan.spec, plan.build_config,
             lambda: write_record(plan.artifact, pending, self.signing_key),
-            public_key=request.fleet_public_key, logger=self.logger, early=early,
+            public_key=request.fleet_public_key, logger=self.logger,
+            staged=copies.take(plan.artifact) if copies is not None else None,
             trusted_root=request.fleet_trusted_root, repository=request.fleet_repository))
         if got is not None and got.digest is None:
             events.emit(self.logger, logging.WARNING, events.CANDIDATE_REJECTED,
@@ -224,12 +276,13 @@ class EngineCompiler:
                         "building here", model_name=name, candidate=str(got.candidate),
                         reason=got.reason)
         if got is None or got.digest is None:  # a build follows: give it the bundle's timings
-            seed_timing_cache(runtime, request.cache_root, sku, request.fleet_public_key,
-                              self.logger, trusted_root=request.fleet_trusted_root,
+            seed_timing_cache(runtime, request.cache_root, candidates, sku,
+                              request.fleet_public_key, self.logger,
+                              trusted_root=request.fleet_trusted_root,
                               repository=request.fleet_repository)
             return None
         verdict.digest, verdict.size = got.digest, got.size
-        step.write_record(plan, verdict, None, None, got.accuracy)
+        step.write_record(plan, verdict, None, None, got.accuracy, origin="promoted")
         events.emit(self.logger, logging.INFO, events.CANDIDATE_PROMOTED,
                     f"{name}: promoted candidate {got.candidate.name} for {sku}", model_name=name,
                     engine_path=str(plan.artifact), sha256=got.digest, sku=sku)

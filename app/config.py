@@ -212,3 +212,8 @@ class EngineInitConfig(StrictModel):
             return True
         cache_dir = self.cache_root / "calibration"
         return cache_dir.is_dir() and any(cache_dir.glob(f"{b.model_name}__*.calib"))
+
+    @property
+    def candidates_root(self) -> Path:
+        """Where pull and import store candidates (``fleet.candidates_dir``)."""
+        return self.fleet.candidates_dir or self.cache_root / "candidates"

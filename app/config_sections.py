@@ -242,7 +242,9 @@ class FleetConfig(StrictModel):
                           "(push and pull; the tag is the SKU key). Credentials come from the "
                           "Docker config file, never from here.")
     insecure: bool = Field(
-        default=False, description="Talk plain HTTP to the registry (only on a trusted network).")
+        default=False, description="Talk plain HTTP to the registry (only on a trusted network). "
+                          "A registry on localhost or 127.0.0.0/8 is always plain HTTP, as Docker "
+                          "treats it.")
     private_key_file: ConfigPath | None = Field(
         default=None, description="Ed25519 private key (PEM) that export and push sign bundles with; "
                           "on the build host only.")
@@ -254,3 +256,18 @@ class FleetConfig(StrictModel):
                           "`engine-init fleet trust init`), provisioned with the robot: pull then "
                           "takes only what the fleet released (rollback, expiry, key rotation "
                           "checked), and run promotes only released candidates (docs/fleet-trust.md).")
+    candidates_dir: ConfigPath | None = Field(
+        default=None, description="Folder where pull and import store verified bundles as "
+                          "candidates, and the only one they write; run reads it as untrusted "
+                          "input and copies what it promotes into cache_root. null: "
+                          "<cache_root>/candidates (the shipped compose file, units and manifests "
+                          "mount it there as a volume of its own).")
+    blob_grace_s: float = Field(
+        default=30.0, gt=0, le=86400, description="Seconds any registry request or blob may take whatever "
+                          "its size, and the longest silence of the registry: beyond it pull "
+                          "gives up (exit 69).")
+    min_rate_kib_s: float = Field(
+        default=256.0, gt=0, le=10_000_000, description="Beyond blob_grace_s, each blob must arrive at this "
+                          "average rate (KiB/s): a blob of N KiB gets blob_grace_s + N / "
+                          "min_rate_kib_s seconds, then pull gives up (exit 69) with the lock "
+                          "released and nothing stored.")

@@ -80,6 +80,8 @@ FLEET_EXPORTED = "c10.fleet.exported"
 FLEET_PUSHED = "c10.fleet.pushed"
 FLEET_ABSENT = "c10.fleet.artifact.absent"
 FLEET_TRUSTED = "c10.fleet.metadata.trusted"
+#: Candidates stored that ``run`` cannot verify (no or another fleet.public_key_file).
+FLEET_UNVERIFIABLE = "c10.fleet.candidates.unverifiable"
 
 
 def emit(

@@ -20,6 +20,7 @@ from app.cache import prehash
 from app.cache.hashing import EarlyDigests
 from app.cache.lock import CacheLock
 from app.cache.publish import os_error_to_cache_error
+from app.cache.signing import load_key, robot_key
 from app.cancel import call_cancellable, checkpoint
 from app.compiler import EngineCompiler
 from app.config import EngineInitConfig
@@ -28,7 +29,6 @@ from app.host.identity import identity_of
 from app.host.probe import HostReport, probe_host
 from app.readiness import clear_marker, current_boot_id, write_marker
 from app.request import EngineCompileRequest
-from app.signing import load_key
 from app.values import EngineCompileResult
 
 __all__ = ["Prepared", "prepare", "run_job"]
@@ -71,8 +71,10 @@ def check_folders(config: EngineInitConfig) -> None:
                               "(docs/deploy.md: Permissions)")
 
 
-def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
-    """Probe the host and pick the backend; no file is touched."""
+def prepare(config: EngineInitConfig, logger: logging.Logger, *,
+            make_robot_key: bool = False) -> Prepared:
+    """Probe the host and pick the backend; no file is touched (``make_robot_key``: but the
+    robot's record key, made when absent: app.cache.signing.robot_key)."""
     gpu_wanted = config.backend != AUTO and BACKENDS[config.backend].needs_gpu
     # In a worker: the driver may hang, and a signal must still end the run.
     report = call_cancellable(lambda: probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
@@ -101,6 +103,10 @@ def prepare(config: EngineInitConfig, logger: logging.Logger) -> Prepared:
                               hint=f"use one of {sorted(p.value for p in supported)}")
     backend = create_backend(name, caps)
     key = load_key(config.signing_key_file) if config.signing_key_file else None
+    if key is None and not config.trust_untracked_engines:
+        # Only this robot's own records are trusted: sign them with its own key (run makes
+        # it; the read-only commands only read it).
+        key = robot_key(config.cache_root, create=make_robot_key)
     identity = identity_of(report, name)
     return Prepared(report, backend, EngineCompiler(
         backend, logger, signing_key=key, identity=identity,
@@ -119,7 +125,7 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
                     f"removed the previous marker {config.readiness_marker}")
     check_folders(config)
     checkpoint()
-    prepared = prepare(config, logger)
+    prepared = prepare(config, logger, make_robot_key=True)
     checkpoint()
     timings["probe"] = time.perf_counter() - t
     caps = prepared.report.capabilities

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app import signing
+from app.cache import signing
 from app.cache.fsread import UnsafeFileError, parse_json, read_small
 from app.cache.hashing import hash_file
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error

@@ -91,6 +91,9 @@ class EngineCompileRequest:
     #: released, in metadata bound to ``fleet_repository``, are promoted.
     fleet_trusted_root: Path | None = None
     fleet_repository: str | None = None
+    #: Where pull and import store candidates (``EngineInitConfig.candidates_root``: untrusted
+    #: input, app.fleet.candidates); None: nothing is promoted.
+    fleet_candidates: Path | None = None
 
     @classmethod
     def from_config(cls, config: EngineInitConfig, host: HostCapabilities) -> EngineCompileRequest:
@@ -106,4 +109,5 @@ class EngineCompileRequest:
             fleet_public_key=config.fleet.public_key_file,
             fleet_trusted_root=config.fleet.trusted_root_file,
             fleet_repository=config.fleet.repository,
+            fleet_candidates=config.candidates_root,
         )

@@ -5,8 +5,8 @@ core); the warm ``engine-init run`` process <= 1.10x the reference process (a fr
 that imports click, PyYAML and pydantic's BaseModel, then hashes like the reference); peak RSS
 < 80 MB and independent of engine size; ``validate`` <= 1.5x those imports alone; 1 GB of
 unchanged ONNX adding < 5 ms to a warm boot; < 10% of a cold run outside the backend's compile
-calls; warm verify linear in bytes; ``engine-init pull`` <= 1.3x and the ``run`` that promotes
-the pulled engines <= 1.2x their references (bench/fleet.py); under the fleet's TUF metadata,
+calls; warm verify linear in bytes; ``engine-init pull`` and the ``run`` that promotes the
+pulled engines <= 1.3x their references (bench/fleet.py); under the fleet's TUF metadata,
 ``pull`` <= 1.3x and the promoting ``run`` <= 1.2x the signature-only ones
 (bench/fleet_trust.py). ``--quick`` uses smaller engines; ``--only fleet,verify,...`` runs only
 those sections.

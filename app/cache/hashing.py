@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -69,20 +70,56 @@ def hash_opened(path: Path, early: EarlyDigests | None = None,
         return (digest if digest is not None else sha256_of(handle)), opened
 
 
-def copy_hashed(path: Path, out: int | None = None) -> tuple[str, int]:
-    """sha256 and size of the regular file ``path`` (no link followed), its bytes also written
-    to the file descriptor ``out`` when given: one read serves both. A signal stops it between
-    two chunks (``export`` hashes and copies in the main thread)."""
-    fd = open_regular(path)
+def copy_hashed(source: Path | int, out: int | None = None,
+                limit: int | None = None) -> tuple[str, int]:
+    """sha256 and size of the regular file ``source`` (a path: opened without following a
+    link; a descriptor: read from where it stands, left open), its bytes also written to the
+    file descriptor ``out`` when given: one read serves both, so the bytes hashed are the
+    bytes written. A signal stops it between two chunks (``export`` hashes and copies in
+    the main thread). ``limit``: read at most ``limit + 1`` bytes (a file that holds or grows to
+    more is told by a size past ``limit``, and never fills the disk).
+
+    With ``out``, each chunk is written by a second thread while this one hashes it, and the
+    next chunk is read into the other of two buffers meanwhile: hashlib and os.write both
+    release the GIL, so the copy costs about the hash alone on two cores (bench/ fleet)."""
+    owned = not isinstance(source, int)
+    fd = open_regular(source) if not isinstance(source, int) else source
     digest, size = hashlib.sha256(), 0
+    buffers = [bytearray(CHUNK_BYTES), bytearray(CHUNK_BYTES)]
+    writer = ThreadPoolExecutor(1, thread_name_prefix="copy") if out is not None else None
+    pending: Future[None] | None = None
+    turn = 0
     try:
-        while chunk := os.read(fd, 1 << 20):
+        # Read into one buffer while the other is still being written.
+        while n := os.readv(fd, [_room(buffers[turn], limit, size)]):
             checkpoint()
-            digest.update(chunk)
-            size += len(chunk)
-            view = memoryview(chunk)
-            while out is not None and view:
-                view = view[os.write(out, view):]
+            view = memoryview(buffers[turn])[:n]
+            if pending is not None:
+                pending.result()
+            if writer is not None and out is not None:
+                pending = writer.submit(_write_all, out, view)
+            digest.update(view)
+            size += n
+            turn ^= 1
+        if pending is not None:
+            pending.result()
     finally:
-        os.close(fd)
+        if writer is not None:
+            writer.shutdown(wait=True)
+        if owned:
+            os.close(fd)
     return digest.hexdigest(), size
+
+
+def _room(buffer: bytearray, limit: int | None, size: int) -> memoryview | bytearray:
+    """``buffer``, or as much of it as ``limit + 1`` bytes in all leave (nothing once they were
+    read: the copy stops there)."""
+    if limit is None or limit + 1 - size >= len(buffer):
+        return buffer
+    return memoryview(buffer)[:max(limit + 1 - size, 0)]
+
+
+def _write_all(out: int, view: memoryview) -> None:
+    done = 0
+    while done < len(view):
+        done += os.write(out, view[done:])

@@ -7,9 +7,9 @@ names of the engines the previous run used from ``<cache_root>/.engine-init.warm
 hashes each in a thread. The :class:`PrehashResults` it returns is handed to the compiler, and
 from there to the verifier, which takes a digest only for the very file it opened: same device,
 inode, size, mtime and ctime, unchanged from before the hash to after it (engines are only
-ever replaced by rename, which gives a new inode). Fleet candidates that the cache root lacks
-(``candidates/<sku>/files/``, stored by ``pull`` or ``import``) are hashed the same way: the
-promotion (:mod:`app.fleet.promote`) takes their digests.
+ever replaced by rename, which gives a new inode). Fleet candidates are not hashed here: a
+digest taken from a file someone else can rewrite says nothing about the bytes read later,
+so promotion (:mod:`app.fleet.promote`) hashes what it copies, as it copies it.
 
 Everything here is advisory: a missing, stale or hostile hint costs at most the hashing of
 regular files inside the cache root, and every decision is still made by :mod:`app.cache.reuse`.
@@ -24,7 +24,6 @@ from pathlib import Path
 
 from app.cache.fsread import open_regular, parse_json, read_small
 from app.cache.hashing import sha256_of
-from app.cache.names import COMPANION_SUFFIXES
 
 __all__ = ["HINT_NAME", "PrehashResults", "read_hint", "start", "write_hint"]
 
@@ -113,30 +112,9 @@ def write_hint(cache_root: Path, names: list[str]) -> bool:
     return True
 
 
-def _candidate_engines(cache_root: Path) -> list[Path]:
-    """Engines of fetched bundles (``candidates/<sku>/files/``) that the cache root lacks: the
-    next run promotes them, and hashes each first (a listing of at most a few folders)."""
-    found: list[Path] = []
-    try:
-        skus = [e.path for e in os.scandir(cache_root / "candidates") if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return found
-    for sku in skus:
-        try:
-            entries = list(os.scandir(Path(sku) / "files"))
-        except OSError:
-            continue
-        found += [Path(e.path) for e in entries if e.is_file(follow_symlinks=False)
-                  and not e.name.endswith(COMPANION_SUFFIXES) and not e.name.startswith(".")
-                  and not os.path.lexists(cache_root / e.name)]
-    return found[:_MAX_ENGINES]
-
-
 def start(cache_root: Path) -> PrehashResults:
-    """Start hashing the engines the hint names, and the candidates waiting to be promoted,
-    one thread each; returns at once."""
+    """Start hashing the engines the hint names, one thread each; returns at once."""
     jobs = [_Hash(cache_root / name) for name in read_hint(cache_root)]
-    jobs += [_Hash(path) for path in _candidate_engines(cache_root)]
     for i, job in enumerate(jobs):
         threading.Thread(target=job.run, name=f"prehash-{i}", daemon=True).start()
     return PrehashResults(jobs)

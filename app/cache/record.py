@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import signing
+from app.cache import signing
 from app.cache.fsread import parse_json, read_small
 from app.cache.hashing import hash_file
 from app.cache.names import RECORD_SUFFIX, calibration_files, companion
@@ -105,6 +105,9 @@ class ProvenanceRecord:
     #: The ONNX model's inputs and outputs (ModelInterface.to_json) as read for the build: a
     #: fleet candidate is checked against them, its ``onnx_sha256`` being this robot's.
     onnx_io: dict[str, Any] | None = field(default=None, metadata=NOTED)
+    #: How the engine came to this cache: "built" here, "promoted" from a fleet candidate, or
+    #: "adopted" (found with a valid sidecar and no record, trust_untracked_engines on).
+    origin: str = field(default="", metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:

@@ -11,7 +11,10 @@
 - ``record-corrupt``; ``interrupted`` (a pending record: its build never finished);
 - ``signature`` (with a key: no record, or one whose signature does not verify);
 - ``untracked``: no record, or one written before records carried the hardware identity, and
-  ``trust_untracked`` is off (on, such an engine is ``hit-untracked``: reused, then recorded);
+  ``trust_untracked`` is off (on, such an engine is ``hit-untracked``: reused, then recorded).
+  Off, only a record this robot wrote counts (it built or promoted the engine): one signed
+  with ``key`` (the configured one, else this robot's own: app.cache.signing.robot_key); any other,
+  planted or edited, is ``untracked`` too;
 - ``provenance``: the record disagrees with the current inputs (``changed`` names how).
 """
 
@@ -110,15 +113,20 @@ def check_artifact(
     if stored.record is None:
         # Pre-installed engines (baked into an image) have a sidecar but no record: trust the
         # sidecar unless signatures are required, and track the engine from now on.
-        if key is not None:
+        if key is not None and trust_untracked:
             verdict.reason = "signature"
             verdict.detail = ("record signature does not verify" if stored.unsigned
                               else "no signed record")
             return verdict
-        return _untracked(verdict, trust_untracked, "no provenance record")
+        return _untracked(verdict, trust_untracked,
+                          "its record was not written by this robot (not signed with its key)"
+                          if stored.unsigned else "no provenance record")
     if stored.record.status == BUILDING:
         verdict.reason, verdict.detail = "interrupted", "its build or publishing was interrupted"
         return verdict
+    if not trust_untracked and not stored.signed:
+        return _untracked(verdict, False, "its record was not written by this robot (not signed "
+                                          "with its key)")
     if key is not None and not stored.signed:
         verdict.reason, verdict.detail = "signature", "record signature does not verify"
         return verdict

@@ -2,7 +2,7 @@
 
 ::
 
-    <cache_root>/candidates/
+    <candidates root>/                 fleet.candidates_dir, default <cache_root>/candidates
     ├── .<sku>.lock                    flock: one import or pull of a SKU at a time
     ├── .<sku>.tmp-<pid>-<random>/     being written (swept by the next holder of the lock)
     └── <sku>/
@@ -10,6 +10,11 @@
         ├── manifest.json              the manifest, as received
         ├── identity.json              the SKU identity the bundle was built on
         └── files/                     engines, sidecars, records, timing/, calibration/
+
+This folder is the only one ``pull`` and ``import`` write, and ``run`` treats it as untrusted
+input: whoever can write it (a compromised puller) can put anything there, so ``run`` opens
+what it promotes one path component at a time without following a link
+(:func:`open_candidate`) and copies the bytes it verifies (:mod:`app.fleet.promote`).
 
 A SKU's folder appears whole or not at all: the files are written into a fresh folder, each
 checked against its size and digest while written, and the folder is renamed into place only
@@ -21,6 +26,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import threading
@@ -29,20 +35,46 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app import faults
-from app.cache.fsread import UnsafeFileError, read_small
+from app import events, faults
+from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.cache.publish import fsync_dir, os_error_to_cache_error
-from app.errors import BundleError, CacheWriteError, LockTimeoutError
+from app.cancel import checkpoint
+from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
 from app.fleet.layout import Descriptor, check_name
 
-__all__ = ["CANDIDATES", "Stage", "candidate_folder", "staging"]
+__all__ = ["Stage", "candidate_folder", "open_candidate", "staging"]
 
-CANDIDATES = "candidates"
 _DOCS = ("index.json", "manifest.json", "identity.json")
+_LOG_EVERY_S = 5.0
+_LOG = logging.getLogger("engine_init")
 
 
-def candidate_folder(cache_root: Path, sku: str) -> Path:
-    return cache_root / CANDIDATES / sku
+def candidate_folder(root: Path, sku: str) -> Path:
+    """``sku``'s folder under the candidates root ``root``."""
+    return root / sku
+
+
+def open_candidate(root: Path, sku: str, name: str) -> int:
+    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, reached by opening each
+    component relative to the one before with ``O_NOFOLLOW`` (``root`` itself, ``<sku>``,
+    ``files`` and a subfolder included): a link anywhere below the root's parent, a FIFO or a
+    device is an UnsafeFileError, never followed. Only the root's parent, which the config
+    names, is opened as it is."""
+    parts = [root.name, sku, "files", *check_name(name).split("/")]
+    fd = open_regular(root.parent, follow_links=True, folder=True)
+    where = root.parent
+    try:
+        for part in parts[:-1]:
+            where = where / part
+            inner = open_regular(part, dir_fd=fd, folder=True)
+            os.close(fd)
+            fd = inner
+        where = where / parts[-1]
+        return open_regular(parts[-1], dir_fd=fd)
+    except OSError as exc:  # named by its whole path, not by the component opened
+        raise type(exc)(exc.errno, exc.strerror, str(where)) from None
+    finally:
+        os.close(fd)
 
 
 class Stage:
@@ -92,19 +124,34 @@ class Stage:
 
 
 def _lock(folder: Path, sku: str, timeout_s: float) -> int:
+    """The SKU's flock, waited for up to ``timeout_s`` (LockTimeoutError: exit 75); a signal
+    ends the wait at the next poll (exit 143)."""
     fd = os.open(folder / f".{sku}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
                  | getattr(os, "O_CLOEXEC", 0), 0o644)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise LockTimeoutError(f"another import or pull of {sku} held the lock for "
-                                       f"{timeout_s:.0f} s", hint="let it finish, then try again") from None
+    start = time.monotonic()
+    next_log = start + _LOG_EVERY_S
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            if now - start >= timeout_s:
+                raise LockTimeoutError(f"another import or pull of {sku} held the lock "
+                                       f"{folder / f'.{sku}.lock'} for {timeout_s:g} s",
+                                       hint="let it finish, then try again (or raise "
+                                       "lock_timeout_s)")
+            if now >= next_log:
+                events.emit(_LOG, logging.INFO, events.LOCK_WAIT, f"waiting for another import "
+                            f"or pull of {sku}", waited_s=round(now - start, 3), sku=sku)
+                next_log = now + _LOG_EVERY_S
             time.sleep(0.05)
+            checkpoint()
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _sweep(folder: Path, sku: str) -> None:
@@ -137,17 +184,23 @@ def _publish(stage: Path, current: Path) -> None:
 
 
 @contextmanager
-def staging(cache_root: Path, sku: str, manifest_digest: str, *,
+def staging(root: Path, sku: str, manifest_digest: str, *,
             timeout_s: float = 600.0) -> Iterator[Stage | None]:
-    """Lock the SKU's candidates, then yield a :class:`Stage` to fill, or None when the same
-    manifest is already stored. On a clean exit the stage replaces the SKU's folder."""
-    folder = cache_root / CANDIDATES
+    """Lock the SKU's candidates under the candidates root ``root`` (created with its parents
+    on a fresh robot), then yield a :class:`Stage` to fill, or None when the same manifest is
+    already stored. On a clean exit the stage replaces the SKU's folder."""
+    folder = root
     try:
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         if folder.is_symlink():
             raise UnsafeFileError(errno.ELOOP, "a link", str(folder))
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, folder) from None
+    try:
         lock = _lock(folder, sku, timeout_s)
     except OSError as exc:
+        if isinstance(exc, EngineInitError):  # the lock's timeout (75), not the volume's fault
+            raise
         raise os_error_to_cache_error(exc, folder) from None
     try:
         _sweep(folder, sku)
@@ -164,7 +217,7 @@ def staging(cache_root: Path, sku: str, manifest_digest: str, *,
                 fsync_dir(Path(parent))
             _publish(stage, current)
         except OSError as exc:
-            if isinstance(exc, CacheWriteError):
+            if isinstance(exc, EngineInitError):  # a registry that broke off (69) stays so
                 raise
             raise os_error_to_cache_error(exc, stage) from None
         finally:

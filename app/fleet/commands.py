@@ -4,8 +4,10 @@ Keys and the registry come from the config's ``fleet`` section; the command-line
 (``--private-key``, ``--public-key``, ``--repository``, ``--insecure``) override it. Registry
 credentials come from the Docker config file only.
 Exit codes come from :data:`app.cli.EXIT_CODES`: a bundle that fails a check is 65, a registry
-that cannot be reached 69, a bad key file 78. Only click is imported at start-up: ``run``
-never loads the fleet code.
+that cannot be reached, is too slow or does not know the repository 69, another pull of the
+SKU holding its lock past ``lock_timeout_s`` 75, a bad key file 78, a signal 143/130.
+``import`` and ``pull`` write only to the candidates folder (``fleet.candidates_dir``). Only
+click is imported at start-up: ``run`` never loads the fleet code.
 """
 
 from __future__ import annotations
@@ -81,12 +83,37 @@ def _emit(kind: str, message: str, **kv: Any) -> None:
     events.emit(LOGGER, logging.INFO, kind, message, **kv)
 
 
-def _stored(result: Any, where: str) -> None:
+def _stored(result: Any, where: str, config: Any, key: Any) -> None:
     verb = "already stored" if result.already else "stored"
     _emit(events.FLEET_STORED, f"{verb} {result.files} candidate file(s) for {result.sku} "
           f"from {where}", sku=result.sku, files=result.files, bytes=result.bytes,
           manifest_digest=result.manifest_digest, already=result.already)
     click.echo(f"{verb}: {result.files} file(s), {result.bytes} bytes, candidates {result.folder}")
+    _warn_unverifiable(config, key)
+
+
+def _warn_unverifiable(config: Any, key: Any) -> None:
+    """``run`` checks the candidates again with the config's public key: without it, or with
+    another key, it rejects every one and builds; say so now, not after the next boot."""
+    from app.errors import EngineInitError
+    from app.fleet.keys import key_id, load_public_key
+
+    if config.fleet.trusted_root_file is not None:
+        return  # run checks the candidates against the fleet's TUF release, which pull verified
+    configured = config.fleet.public_key_file
+    why = "the config sets no fleet.public_key_file"
+    if configured is not None:
+        try:
+            theirs = key_id(load_public_key(configured))
+        except EngineInitError as exc:
+            theirs, why = None, f"fleet.public_key_file cannot be used: {exc}"
+        if theirs == key_id(key):
+            return
+        if theirs is not None:
+            why = f"fleet.public_key_file is key {theirs}, the bundle verified with {key_id(key)}"
+    events.emit(LOGGER, logging.WARNING, events.FLEET_UNVERIFIABLE, f"run will reject these "
+                f"candidates and build every engine: {why}", reason=why,
+                hint="set fleet.public_key_file to the fleet's public key in the config run reads")
 
 
 @click.command("export")
@@ -120,16 +147,17 @@ def import_cmd(state: Any, path: Path, public_key: Path | None) -> None:
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
     config, _, identity = state.host(config)
     with open_bundle(path) as source:
-        result = fetch_bundle(source, key, identity, config.cache_root,
+        result = fetch_bundle(source, key, identity, config.candidates_root,
                               lock_timeout_s=config.lock_timeout_s)
-    _stored(result, str(path))
+    _stored(result, str(path), config, key)
 
 
 _REPO = click.option("--repository", default=None,
                      help="Registry repository, host[:port]/path; the tag is the SKU key "
                           "[default: fleet.repository].")
 _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registry on a trusted "
-                                                          "network) [default: fleet.insecure].")
+                                                          "network; always for localhost and "
+                                                          "127.0.0.0/8) [default: fleet.insecure].")
 
 
 @click.command("push")
@@ -158,9 +186,10 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
 @click.pass_obj
 def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Path | None) -> None:
     """Fetch this SKU's engines, verify them while streaming, store them as candidates."""
+    from app.cancel import call_cancellable
     from app.fleet.fetch import fetch_bundle
     from app.fleet.keys import load_public_key
-    from app.fleet.registry import ArtifactAbsentError, RegistrySource
+    from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource
 
     config = state.config()
     repository = _setting(repository, config, "repository", "--repository")
@@ -169,17 +198,20 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
         return
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
     config, _, identity = state.host(config)
-    source = RegistrySource(repository, insecure=insecure or config.fleet.insecure)
+    limits = Limits(config.fleet.blob_grace_s, config.fleet.min_rate_kib_s * 1024)
+    # In a worker thread that the main thread waits on: a signal ends the pull at once,
+    # whatever request or lock wait it is in (143).
     try:
-        result = fetch_bundle(source, key, identity, config.cache_root,
-                              lock_timeout_s=config.lock_timeout_s)
+        result = call_cancellable(lambda: fetch_bundle(
+            RegistrySource(repository, insecure=insecure or config.fleet.insecure, limits=limits),
+            key, identity, config.candidates_root, lock_timeout_s=config.lock_timeout_s))
     except ArtifactAbsentError:
         sku = identity.sku_key()
         _emit(events.FLEET_ABSENT, f"{repository} has no engines for {sku}: "
               "run builds them here", repository=repository, sku=sku)
         click.echo(f"no artifact for {sku} in {repository}")
         return
-    _stored(result, f"{repository}:{result.sku}")
+    _stored(result, f"{repository}:{result.sku}", config, key)
 
 
 def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
@@ -187,15 +219,17 @@ def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
     """``pull`` under the fleet's TUF metadata (fleet.trusted_root_file): what was released for
     this SKU, fetched by digest (docs/fleet-trust.md)."""
     from app.fleet.keys import load_public_key
+    from app.fleet.registry import Limits
     from app.fleet.release import pull_release
 
     public_file = public_key or config.fleet.public_key_file
     public = load_public_key(public_file) if public_file is not None else None
     config, _, identity = state.host(config)
-    trusted, result = pull_release(repository, identity, config.cache_root,
+    limits = Limits(config.fleet.blob_grace_s, config.fleet.min_rate_kib_s * 1024)
+    trusted, result = pull_release(repository, identity, config.candidates_root,
                                    config.fleet.trusted_root_file,
                                    insecure=insecure or config.fleet.insecure, public=public,
-                                   lock_timeout_s=config.lock_timeout_s)
+                                   lock_timeout_s=config.lock_timeout_s, limits=limits)
     _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root v{trusted.root_version}, "
           f"timestamp v{trusted.timestamp_version} until {trusted.expires}", repository=repository,
           root_version=trusted.root_version, timestamp_version=trusted.timestamp_version,
@@ -206,7 +240,7 @@ def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
               "run builds them here", repository=repository, sku=sku)
         click.echo(f"no release for {sku} in {repository}")
         return
-    _stored(result, f"{repository}:{result.sku} (released)")
+    _stored(result, f"{repository}:{result.sku} (released)", config, public)
 
 
 @click.group("fleet")

@@ -243,16 +243,17 @@ def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: Ha
 
 
 def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
-                 cache_root: Path, *, lock_timeout_s: float = 600.0,
+                 candidates: Path, *, lock_timeout_s: float = 600.0,
                  release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
     """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
     with ``release`` (when given: the TUF release's check), then store its files as
-    candidates under ``<cache_root>/candidates/<sku>/``. BundleError (nothing stored) when any
-    check fails."""
-    raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host, release)
+    candidates under ``<candidates>/<sku>/`` (the candidates root: nothing else is written).
+    BundleError (nothing stored) when any check fails."""
+    raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host,
+                                                                         release)
     digest = "sha256:" + hashlib.sha256(raw_manifest).hexdigest()
-    folder = candidate_folder(cache_root, manifest.sku)
-    with staging(cache_root, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:
+    folder = candidate_folder(candidates, manifest.sku)
+    with staging(candidates, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:
         if stage is None:
             total = sum(d.size for _, d in manifest.files)
             return FetchResult(manifest.sku, digest, folder, len(manifest.files), total, True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 from app.cache.fsread import read_small
 from app.errors import ConfigError
+from app.fleet import INSTALL_HINT
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -43,7 +44,7 @@ def _cryptography() -> None:
         import cryptography  # noqa: F401
     except ImportError:
         raise ConfigError("the fleet commands need the cryptography package",
-                          hint="pip install 'engine-init[fleet]'") from None
+                          hint=INSTALL_HINT) from None
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -7,30 +7,65 @@ the manifest by digest, then blobs streamed through the verifier, each byte hash
 
 Registry credentials come from the Docker config files (``~/.docker/config.json``, and
 ``$DOCKER_CONFIG/config.json`` when set: oras always reads the former), never from
-engine-init's config. Plain HTTP only when asked
-(``--insecure``). oras retries a failing request five times with sleeps growing to minutes; the
-client here makes each request once, with timeouts, so a registry that is down is reported at
-once (a boot-time pull has better things to do than wait).
+engine-init's config. Plain HTTP only when asked (``--insecure``), or for a registry on
+``localhost`` or 127.0.0.0/8 (``::1``), as Docker treats them. oras retries a failing request
+five times with sleeps growing to minutes; the client here makes each request once, so a
+registry that is down is reported at once (a boot-time pull has better things to do than wait).
+
+Every request is bounded (:class:`Limits`): no silence longer than ``fleet.blob_grace_s``, and
+each document or blob must arrive within ``blob_grace_s + size / min_rate``; a registry that
+trickles bytes is given up on (RegistryError, exit 69), never waited for with the lock held.
+A repository the registry does not know (``NAME_UNKNOWN``: mistyped, or nothing ever pushed)
+is an error naming it; only a known repository without this SKU's tag is "no artifact".
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
+import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.errors import BundleError, ConfigError, RegistryError
-from app.fleet import layout
+from app.fleet import INSTALL_HINT, layout
 from app.fleet.bundle import Documents, SourceFile
 from app.fleet.fetch import read_document
 
-__all__ = ["ArtifactAbsentError", "RegistrySource", "connect", "push"]
+__all__ = ["ArtifactAbsentError", "Limits", "RegistrySource", "connect", "is_loopback", "push"]
 
 _CHUNKED_FROM = 8 << 20
-_TIMEOUT = (10.0, 120.0)  # connect, read (seconds)
+_CONNECT_S = 10.0
+_PUSH_READ_S = 120.0  # a push's uploads: the registry checks each digest before it answers
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a pull waits: ``grace_s`` for any request and the longest silence, then
+    ``min_rate`` bytes per second for each blob beyond it (``fleet.blob_grace_s``,
+    ``fleet.min_rate_kib_s``)."""
+
+    grace_s: float = 30.0
+    min_rate: float = 256 * 1024
+
+    def deadline_s(self, size: int) -> float:
+        return self.grace_s + size / self.min_rate
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (``name[:port]``, ``[v6]:port``) is this machine: localhost, 127.0.0.0/8, ::1."""
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class ArtifactAbsentError(Exception):
@@ -42,19 +77,22 @@ def _docker_configs() -> list[str] | None:
     return [str(Path(folder) / "config.json")] if folder else None
 
 
-def connect(repository: str, *, insecure: bool) -> Any:
-    """An oras client and the container of ``repository`` (``host[:port]/path``)."""
+def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_READ_S) -> Any:
+    """An oras client and the container of ``repository`` (``host[:port]/path``); plain HTTP
+    when ``insecure`` or the registry is on loopback."""
     try:
         import oras.container
         import oras.provider
         import requests
     except ImportError:
         raise ConfigError("the fleet registry commands need the oras package",
-                          hint="pip install 'engine-init[fleet]'") from None
+                          hint=INSTALL_HINT) from None
     host, _, path = repository.partition("/")
     if not host or not path or "://" in repository or ":" in path or "@" in path:
         raise ConfigError(f"--repository {repository!r} is not host[:port]/path",
                           hint="e.g. registry.example.com/fleet/engines (the tag is the SKU key)")
+    insecure = insecure or is_loopback(host)
+    timeout = (min(_CONNECT_S, read_timeout_s), read_timeout_s)
 
     class Client(oras.provider.Registry):  # type: ignore[misc]
         def do_request(self, *args: Any, **kwargs: Any) -> Any:
@@ -67,11 +105,11 @@ def connect(repository: str, *, insecure: bool) -> Any:
                     raise RegistryError(f"registry {host} asks for credentials that the Docker "
                                         "config file does not give", hint="run `docker login "
                                         f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
-                # Plain HTTP already asked for (--insecure or fleet.insecure): not the fix.
-                raise RegistryError(f"registry {host} cannot be reached: {type(exc).__name__}",
+                raise RegistryError(f"registry {host} cannot be reached or did not answer within "
+                                    f"{read_timeout_s:g} s: {type(exc).__name__}",
                                     hint="check the network and --repository" + (
-                                        "" if insecure else "; plain HTTP needs --insecure")
-                                    ) from None
+                                        "" if insecure else "; plain HTTP needs --insecure "
+                                        "(except on localhost)")) from None
 
         def _asks_for_credentials(self) -> bool:
             try:
@@ -84,12 +122,12 @@ def connect(repository: str, *, insecure: bool) -> Any:
     # CNCF Distribution's own), and its basic backend cannot get a token: ask the registry first.
     try:
         challenge = requests.get(f"{'http' if insecure else 'https'}://{host}/v2/",
-                                 timeout=_TIMEOUT).headers.get("Www-Authenticate", "")
+                                 timeout=timeout).headers.get("Www-Authenticate", "")
     except requests.RequestException:
         challenge = ""  # the first real request reports it
     backend = "basic" if challenge.lower().startswith("basic") else "token"
     client = Client(hostname=host, insecure=insecure, auth_backend=backend)
-    client.session.request = functools.partial(client.session.request, timeout=_TIMEOUT)
+    client.session.request = functools.partial(client.session.request, timeout=timeout)
     container = oras.container.Container(repository, registry=client.hostname)
     client.auth.load_configs(container, configs=_docker_configs())
     return client, container
@@ -105,57 +143,115 @@ def _checked(response: Any, what: str) -> Any:
                         hint="check --repository and the registry's logs")
 
 
+def _codes(response: Any) -> list[str]:
+    """The error codes of a registry's JSON error body (OCI distribution spec), read bounded."""
+    try:
+        doc = json.loads(response.raw.read(64 << 10, decode_content=True) or b"{}")
+        return [str(e.get("code")) for e in doc.get("errors", []) if isinstance(e, dict)]
+    except Exception:  # any body at all: no codes
+        return []
+
+
 class RegistrySource:
     """A bundle in a registry, tagged with its SKU key. Blobs stream over up to ``streams``
-    connections at once (the session's pool keeps 10 per host)."""
+    connections at once (the session's pool keeps 10 per host), each within ``limits``."""
 
     streams = 4
 
-    def __init__(self, repository: str, *, insecure: bool) -> None:
+    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None) -> None:
         self.where = repository
-        self.client, self.container = connect(repository, insecure=insecure)
+        self.limits = limits or Limits()
+        self.client, self.container = connect(repository, insecure=insecure,
+                                              read_timeout_s=self.limits.grace_s)
 
     def _get_manifest(self, reference: str, media_type: str) -> Any:
         url = f"{self.client.prefix}://{self.container.manifest_url(reference)}"
         return self.client.do_request(url, "GET", headers={"Accept": media_type}, stream=True)
 
+    def _bounded(self, response: Any, size: int, limit: int, what: str) -> Iterator[bytes]:
+        """``response``'s body as it arrives (each chunk what one read gives), at most
+        ``limit`` bytes past ``size``; RegistryError when it breaks off or is too slow."""
+        import requests
+        import urllib3
+
+        allowed = self.limits.deadline_s(size)
+        start, got = time.monotonic(), 0
+        while True:
+            try:
+                chunk = response.raw.read1(1 << 20, decode_content=True)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                raise RegistryError(
+                    f"registry {self.where} is too slow: it sent nothing for "
+                    f"{self.limits.grace_s:g} s (fleet.blob_grace_s) after {got} of {size} bytes "
+                    f"of {what}", hint="check the network; on a slow link raise "
+                    "fleet.blob_grace_s. Nothing was stored") from None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise RegistryError(f"the download of {what} from {self.where} broke off after "
+                                    f"{got} bytes: {type(exc).__name__}", hint="check the network "
+                                    "and pull again; nothing was stored") from None
+            if not chunk:
+                return
+            got += len(chunk)
+            yield chunk
+            if got > limit:
+                return  # the caller refuses more bytes than described
+            elapsed = time.monotonic() - start
+            if elapsed > allowed:
+                raise RegistryError(
+                    f"registry {self.where} is too slow: {got} of {size} bytes of {what} in "
+                    f"{elapsed:.0f} s (allowed {allowed:.0f} s: fleet.blob_grace_s "
+                    f"{self.limits.grace_s:g} + the size at fleet.min_rate_kib_s "
+                    f"{self.limits.min_rate / 1024:g})", hint="check the network; on a slow link "
+                    "lower fleet.min_rate_kib_s or raise fleet.blob_grace_s. Nothing was stored")
+
+    def _repository_unknown(self) -> bool:
+        url = f"{self.client.prefix}://{self.container.registry}/v2/{self.container.api_prefix}/tags/list"
+        response = self.client.do_request(url, "GET", stream=True)
+        try:
+            return response.status_code == 404 and "NAME_UNKNOWN" in _codes(response)
+        finally:
+            response.close()
+
     def signed_index(self, sku: str) -> bytes:
         response = self._get_manifest(sku, layout.INDEX_TYPE)
-        if response.status_code == 404:
-            raise ArtifactAbsentError(f"{self.where}:{sku}")
-        _checked(response, f"the tag {sku}")
-        if response.headers.get("Content-Type", "").split(";")[0].strip() != layout.INDEX_TYPE:
-            raise BundleError(f"{self.where}:{sku} is not an engine-init bundle "
-                              f"({response.headers.get('Content-Type')})",
-                              hint="push it with engine-init push")
-        raw = b""
-        for chunk in response.iter_content(64 << 10):
-            raw += chunk
-            if len(raw) > layout.DOC_MAX:
-                raise BundleError(f"{self.where}:{sku}: the tagged index is too large",
-                                  hint="push the bundle again with engine-init push")
+        try:
+            if response.status_code == 404:
+                # Registries answer a tag of an unknown repository as an unknown manifest
+                # (CNCF Distribution does): ask for the repository's tags to tell them apart.
+                if "NAME_UNKNOWN" in _codes(response) or self._repository_unknown():
+                    raise RegistryError(
+                        f"registry {self.container.registry} has no repository "
+                        f"{self.container.api_prefix} (NAME_UNKNOWN)", hint="check "
+                        "fleet.repository / --repository for a typo; a fleet that has pushed "
+                        "nothing yet has no repository either: push from a reference robot")
+                raise ArtifactAbsentError(f"{self.where}:{sku}")
+            _checked(response, f"the tag {sku}")
+            if response.headers.get("Content-Type", "").split(";")[0].strip() != layout.INDEX_TYPE:
+                raise BundleError(f"{self.where}:{sku} is not an engine-init bundle "
+                                  f"({response.headers.get('Content-Type')})",
+                                  hint="push it with engine-init push")
+            raw = b"".join(self._bounded(response, layout.DOC_MAX, layout.DOC_MAX, f"the tag {sku}"))
+        finally:
+            response.close()
+        if len(raw) > layout.DOC_MAX:
+            raise BundleError(f"{self.where}:{sku}: the tagged index is too large",
+                              hint="push the bundle again with engine-init push")
         return raw
 
     def manifest(self, descriptor: layout.Descriptor) -> bytes:
         response = _checked(self._get_manifest(descriptor.digest, layout.MANIFEST_TYPE), "the manifest")
-        return read_document(response.iter_content(64 << 10), descriptor, "manifest")
+        try:
+            return read_document(self._bounded(response, descriptor.size, descriptor.size,
+                                               "the manifest"), descriptor, "manifest")
+        finally:
+            response.close()
 
     @contextmanager
     def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
-        import requests
-
         response = _checked(self.client.get_blob(self.container, descriptor.digest, stream=True),
                             f"blob {descriptor.digest}")
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from response.iter_content(1 << 20)
-            except requests.RequestException as exc:
-                raise RegistryError(f"the download of {descriptor.digest} broke off: {type(exc).__name__}",
-                                    hint="pull again; nothing was stored") from None
-
         try:
-            yield chunks()
+            yield self._bounded(response, descriptor.size, descriptor.size, f"blob {descriptor.digest}")
         finally:
             response.close()
 

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 from app.cancel import call_cancellable
 from app.errors import BundleError
 from app.fleet import layout
-from app.fleet.candidates import CANDIDATES
 from app.fleet.fetch import FetchResult, fetch_bundle
-from app.fleet.registry import RegistrySource, _checked
+from app.fleet.registry import Limits, RegistrySource, _checked
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:
@@ -65,8 +64,9 @@ def check_files(manifest: layout.ParsedManifest, files: dict[str, TargetFile]) -
 class _Released(RegistrySource):
     """The registry, asked for the released index by its digest instead of the SKU's tag."""
 
-    def __init__(self, repository: str, index: TargetFile, *, insecure: bool) -> None:
-        super().__init__(repository, insecure=insecure)
+    def __init__(self, repository: str, index: TargetFile, *, insecure: bool,
+                 limits: Limits | None = None) -> None:
+        super().__init__(repository, insecure=insecure, limits=limits)
         self._index = index
 
     def signed_index(self, sku: str) -> bytes:
@@ -108,9 +108,9 @@ def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: 
     return index, manifest.files
 
 
-def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trusted_root: Path, *,
-                 insecure: bool, public: Ed25519PublicKey | None,
-                 lock_timeout_s: float) -> tuple[Trusted, FetchResult | None]:
+def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trusted_root: Path, *,
+                 insecure: bool, public: Ed25519PublicKey | None, lock_timeout_s: float,
+                 limits: Limits | None = None) -> tuple[Trusted, FetchResult | None]:
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
     host's SKU (None when it released none). ``public``: also check the bundle's Ed25519
     signature (when the config still names a public key)."""
@@ -122,13 +122,13 @@ def pull_release(repository: str, host: HardwareIdentity, cache_root: Path, trus
 
     # In a worker thread the main thread waits on, as the blobs are fetched: a signal ends the
     # pull at once, whatever the registry is doing (the next holder of the lock sweeps).
-    trusted = call_cancellable(lambda: refresh(repository, trusted_root, cache_root / CANDIDATES,
+    trusted = call_cancellable(lambda: refresh(repository, trusted_root, candidates,
                                                host.sku_key(), insecure=insecure,
                                                lock_timeout_s=lock_timeout_s))
     released = release_of(trusted.targets, host.sku_key())
     if released is None:
         return trusted, None
     index, files = released
-    source = _Released(repository, index, insecure=insecure)
-    return trusted, fetch_bundle(source, public, host, cache_root, lock_timeout_s=lock_timeout_s,
+    source = _Released(repository, index, insecure=insecure, limits=limits)
+    return trusted, fetch_bundle(source, public, host, candidates, lock_timeout_s=lock_timeout_s,
                                  release=lambda manifest: check_files(manifest, files))

@@ -70,7 +70,7 @@ def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> Engin
     accuracy, effect = _check_built(step, plan, verdict, published)
     step.timed("record", lambda: step.write_record(
         plan, verdict, duration, published, accuracy, None, precision_in_effect=effect,
-        onnx_io=_interface(plan), **noted))
+        onnx_io=_interface(plan), origin="built", **noted))
     events.emit(step.logger, logging.INFO, events.ENGINE_BUILT,
                 f"{name}: built {published.name} in {duration:.2f} s", model_name=name,
                 engine_path=str(published), sha256=entry.sha256_hex,

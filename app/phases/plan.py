@@ -67,7 +67,8 @@ class Step:
         if kept is not None:
             duration = kept.build_duration_s
             noted = {"timing_cache": kept.timing_cache, "past_builds": kept.past_builds,
-                     "precision_in_effect": kept.precision_in_effect, "onnx_io": kept.onnx_io}
+                     "precision_in_effect": kept.precision_in_effect, "onnx_io": kept.onnx_io,
+                     "origin": kept.origin, **noted}
         record = dataclasses.replace(
             plan.expected, artifact=(artifact or plan.artifact).name, engine_sha256=verdict.digest,
             engine_size=verdict.size, onnx_path=str(plan.spec.onnx_path),

@@ -42,8 +42,9 @@ def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
             events.emit(step.logger, logging.WARNING, events.PROVENANCE_UNTRACKED,
                         f"{name}: reusing {plan.artifact.name} ({verdict.detail}); "
                         "recording the current inputs", model_name=name, detail=verdict.detail)
+        adopted = {"origin": "adopted"} if verdict.reason == "hit-untracked" else {}
         step.timed("record", lambda: step.write_record(plan, verdict, None, None,
-                                                       accuracy or None, stored))
+                                                       accuracy or None, stored, **adopted))
     events.emit(step.logger, logging.INFO, events.CACHE_HIT,
                 f"{name}: reusing {plan.artifact.name}", model_name=name,
                 engine_path=str(plan.artifact), sha256=verdict.digest)

@@ -93,3 +93,30 @@ def test_copy_hashed_reads_once_for_the_digest_and_the_copy(tmp_path):
         os.close(fd)
     assert target.read_bytes() == payload
     assert hashing.copy_hashed(source) == (hashlib.sha256(payload).hexdigest(), len(payload))
+
+
+def test_copy_hashed_across_chunks_from_a_descriptor_writes_what_it_hashes(tmp_path):
+    """Several chunks: each written by the second thread while the next is read into the
+    other buffer; the copy is byte for byte the source, whose digest is returned."""
+    source, target = tmp_path / "source", tmp_path / "target"
+    payload = os.urandom(hashing.CHUNK_BYTES * 2 + 12345)
+    source.write_bytes(payload)
+    fd, out = os.open(source, os.O_RDONLY), os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        got = hashing.copy_hashed(fd, out)
+        assert os.read(fd, 1) == b""  # read from where it stood, to the end, and left open
+    finally:
+        os.close(fd)
+        os.close(out)
+    assert got == (hashlib.sha256(payload).hexdigest(), len(payload))
+    assert target.read_bytes() == payload
+
+
+def test_copy_hashed_with_a_limit_reads_one_byte_past_it(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    with source.open("wb") as handle:
+        handle.truncate(1 << 30)  # 1 GiB of holes
+    with target.open("wb") as out:
+        digest, size = hashing.copy_hashed(source, out.fileno(), limit=1000)
+    assert size == 1001 and target.stat().st_size == 1001
+    assert digest == hashlib.sha256(b"\0" * 1001).hexdigest()

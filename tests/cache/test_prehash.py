@@ -123,23 +123,11 @@ def test_symlinks_and_special_files_are_not_hashed_early(tmp_path):
     assert [job.digest for job in results._jobs.values()] == [None, None, None]
 
 
-def test_candidates_the_cache_lacks_are_hashed_early_and_handed_over(tmp_path):
-    """A first boot after a pull: no hint, the engines wait in candidates/<sku>/files/."""
+def test_candidates_are_not_hashed_early(tmp_path):
+    """A first boot after a pull: promotion hashes what it copies, nothing is hashed ahead."""
     files = tmp_path / "candidates" / "sku-a" / "files"
     files.mkdir(parents=True)
-    waiting, promoted = engines(files, 2)
-    (tmp_path / promoted.name).write_bytes(b"already an engine")
-    for companion in (".sha256", ".record.json"):
-        (files / (waiting.name + companion)).write_text("{}")
-    (files / "timing").mkdir()
-    (files / "link.ort").symlink_to(waiting)
-    results = prehash.start(tmp_path)
-    assert list(results._jobs) == [str(waiting)]  # not the promoted one, no companion, no link
-    assert results.take(waiting, os.stat(waiting)) == hashlib.sha256(waiting.read_bytes()).hexdigest()
-
-
-def test_no_candidates_folder_starts_nothing(tmp_path):
-    (tmp_path / "candidates").write_text("not a folder")
+    engines(files, 2)
     assert len(prehash.start(tmp_path)) == 0
 
 

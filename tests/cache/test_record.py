@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from app import signing
+from app.cache import signing
 from app.cache.record import (
     ProvenanceRecord,
     fingerprint,

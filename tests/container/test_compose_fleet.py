@@ -1,6 +1,7 @@
 """compose.yaml's fleet-pull service as compose itself reads it (`docker-compose config`, no
-engine, no network): a profile of its own, `engine-init pull` with a network, the cache, the
-config, the public key and the Docker config folder mounted, while the boot job stays offline.
+engine, no network): a profile of its own, `engine-init pull` with a network, the candidates
+folder (not the cache), the config, the public key and the Docker config folder mounted, while
+the boot job stays offline and reads the candidates read-only.
 That `up` leaves it alone is checked by tests/container/test_image.py's compose run."""
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import yaml
 from tests.helpers import REPO
 
 KEY = "/etc/engine-init/fleet.pub.pem"
+#: <cache_root>/candidates in the container: fleet.candidates_dir's default.
+CANDIDATES = "/var/cache/engine-init/candidates"
 
 
 def _compose_command() -> list[str]:
@@ -60,7 +63,8 @@ def test_fleet_pull_runs_pull_with_a_network_and_the_fleet_files():
     mounts = _mounts(pull)
     docker_config = pull["environment"]["DOCKER_CONFIG"]
     assert mounts == {
-        "/var/cache/engine-init": ("/var/lib/engine-init/cache", False),  # candidates land here
+        # Candidates land here, the only folder it can write; the cache is not mounted.
+        CANDIDATES: ("/var/lib/engine-init/candidates", False),
         "/models": ("/opt/robot/models", True),  # the config's onnx_path entries must exist
         "/etc/engine-init/config.yaml": ("/etc/engine-init/config.yaml", True),
         KEY: (KEY, True),
@@ -77,16 +81,17 @@ def test_the_boot_job_stays_offline_and_outside_the_profile():
     for name in ("engine-init", "navigation"):
         assert services[name]["network_mode"] == "none"
         assert "profiles" not in services[name]
-    assert _mounts(services["engine-init"])["/var/cache/engine-init"] == \
-        _mounts(services["fleet-pull"])["/var/cache/engine-init"]
+    boot, pull = _mounts(services["engine-init"]), _mounts(services["fleet-pull"])
+    assert "/var/cache/engine-init" not in pull  # the puller cannot write the cache
+    assert boot[CANDIDATES] == (pull[CANDIDATES][0], True)  # the same folder, read-only
 
 
 def test_the_host_paths_of_fleet_pull_are_variables(tmp_path):
-    given = {"ENGINE_INIT_CACHE_DIR": tmp_path / "cache", "ENGINE_INIT_FLEET_CONFIG": tmp_path / "c.yaml",
+    given = {"ENGINE_INIT_CANDIDATES_DIR": tmp_path / "cand", "ENGINE_INIT_FLEET_CONFIG": tmp_path / "c.yaml",
              "ENGINE_INIT_FLEET_PUBLIC_KEY": tmp_path / "k.pem",
              "ENGINE_INIT_DOCKER_CONFIG_DIR": tmp_path / "docker"}
     mounts = _mounts(_config(**{k: str(v) for k, v in given.items()})["fleet-pull"])
-    assert mounts["/var/cache/engine-init"][0] == str(tmp_path / "cache")
+    assert mounts[CANDIDATES][0] == str(tmp_path / "cand")
     assert mounts["/etc/engine-init/config.yaml"][0] == str(tmp_path / "c.yaml")
     assert mounts[KEY][0] == str(tmp_path / "k.pem")
     assert mounts["/etc/engine-init/docker"][0] == str(tmp_path / "docker")

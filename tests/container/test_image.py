@@ -83,6 +83,7 @@ def test_docker_stop_during_a_build_exits_143_promptly(client, image, robot):
 def compose(robot: Path, project: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ENGINE_INIT_IMAGE="engine-init:ci",
                ENGINE_INIT_CACHE_DIR=str(robot / "cache"), ENGINE_INIT_MODELS_DIR=str(robot / "models"),
+               ENGINE_INIT_CANDIDATES_DIR=str(robot / "candidates"),
                ENGINE_INIT_RUN_DIR=str(robot / "run"), NV_TEGRA_RELEASE="/dev/null",
                ENGINE_INIT_CI_CONFIG="/models/engine-init.yaml")
     command = ["docker-compose", "-p", project, "-f", str(REPO / "compose.yaml"),

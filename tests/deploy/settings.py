@@ -49,7 +49,7 @@ def _volume(spec: str) -> tuple[str, str, str]:
 #: compose.yaml's service keys: those of KEYS, and those that are not about security.
 _COMPOSE_KEYS = {"runtime", "user", "group_add", "read_only", "network_mode", "cap_drop",
                  "security_opt", "tmpfs", "volumes", "environment", "image",
-                 "build", "restart", "command", "depends_on"}
+                 "build", "restart", "command", "depends_on", "profiles"}
 
 
 def compose_settings(service: str) -> dict[str, Any]:

@@ -167,6 +167,25 @@ def test_navigation_waits_for_engine_init_on_the_node_cache():
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
 
+def test_the_pull_job_runs_as_compose_fleet_pull_and_cannot_write_the_cache():
+    """The boundary (docs/fleet.md): the network-facing pull writes the candidates hostPath
+    only; the boot's init container reads the same folder read-only."""
+    pod = _pod("fleet-pull-job.yaml", "Job")
+    got, want = _security(pod, _container(pod, "engine-init-pull")), _compose("fleet-pull")
+    assert {k: got[k] for k in _COMPARED} == {k: want[k] for k in _COMPARED}
+    assert pod["runtimeClassName"] == want["runtime"] == "nvidia"
+    candidates = "/var/cache/engine-init/candidates"
+    writable = [(host, target) for host, target, mode in got["host_volumes"] if mode == "rw"]
+    assert writable == [("/var/lib/engine-init/candidates", candidates)]
+    boot = _security(*(lambda p: (p, _container(p, "engine-init")))(
+        _pod("navigation-pod.yaml", "Deployment")))
+    assert ("/var/lib/engine-init/candidates", candidates, "ro") in boot["host_volumes"]
+    job = _one("fleet-pull-job.yaml", "Job")["spec"]
+    codes = {r["action"]: r["onExitCodes"]["values"] for r in job["podFailurePolicy"]["rules"]
+             if "onExitCodes" in r}
+    assert codes == {"FailJob": [65, 78], "Count": [69, 74, 75]}
+
+
 def test_the_prebuild_job_has_no_network():
     """compose's network_mode: none, as a deny-all NetworkPolicy on the Job's pods."""
     labels = _one("prebuild-job.yaml", "Job")["spec"]["template"]["metadata"]["labels"]

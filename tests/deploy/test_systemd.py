@@ -15,7 +15,8 @@ import pytest
 from tests.deploy.settings import compose_settings, docker_run_settings, require
 from tests.deploy.units import UNITS, command, environment, parse_unit
 
-SERVICES = {"engine-init.service": "engine-init", "navigation.service": "navigation"}
+SERVICES = {"engine-init.service": "engine-init", "navigation.service": "navigation",
+            "engine-init-pull.service": "fleet-pull"}
 # Where Docker's own unit would be: verify resolves Requires=docker.service through them.
 _SYSTEM_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 
@@ -85,6 +86,22 @@ def test_engine_init_is_a_oneshot_that_stays_active_with_a_first_boot_timeout():
     assert 60 * 60 <= _timespan_s(service["TimeoutStartSec"][0]) <= 3 * 60 * 60
 
 
+def test_only_the_puller_has_a_network_and_it_cannot_write_the_cache():
+    """The boundary (docs/fleet.md): the network-facing pull writes the candidates folder
+    only; the boot job reads that folder read-only and is the only writer of the cache."""
+    mounts = {}
+    for name in ("engine-init.service", "engine-init-pull.service"):
+        service = parse_unit(UNITS / name)["Service"]
+        settings, _ = docker_run_settings(command(service["ExecStart"][0], environment(service))[1])
+        mounts[name] = {target: (host, mode) for host, target, mode in settings["volumes"]}
+        assert (settings["network"] == "none") is (name == "engine-init.service")
+    boot, pull = mounts["engine-init.service"], mounts["engine-init-pull.service"]
+    candidates = "/var/cache/engine-init/candidates"
+    assert "/var/cache/engine-init" not in pull and pull[candidates][1] == "rw"
+    assert boot[candidates] == (pull[candidates][0], "ro")
+    assert [mode for target, (_, mode) in pull.items() if target != candidates] == ["ro"] * (len(pull) - 1)
+
+
 def test_navigation_requires_and_follows_engine_init():
     unit = parse_unit(UNITS / "navigation.service")["Unit"]
     assert "engine-init.service" in " ".join(unit["Requires"]).split()
@@ -105,7 +122,8 @@ def test_docker_run_matches_compose(unit_name):
         compose["groups"] = compose["groups"] | {"video"}
     assert settings == compose
     # The compose command, or the image's default (Dockerfile CMD ["run"]).
-    svc_command = {"engine-init": ["run"], "navigation": ["wait-ready", "--timeout", "5", "--verify"]}
+    svc_command = {"engine-init": ["run"], "navigation": ["wait-ready", "--timeout", "5", "--verify"],
+                   "fleet-pull": ["pull", "--public-key", "/etc/engine-init/fleet.pub.pem"]}
     assert rest["command"] == svc_command[SERVICES[unit_name]]
     assert rest["rm"] is True and rest["pull"] == "never"
     # A leftover container of that name (a power cut) is removed first, whatever its state.

@@ -9,17 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from app.fleet.bundle import describe, documents, write_bundle
 from app.fleet.keys import generate_keypair, load_private_key, load_public_key
 from app.host.identity import HardwareIdentity
-from tests.helpers import orin
+from tests.helpers import cli, orin, write_job_config
 
 AGX = orin()
 NX = orin(sm_count=8, total_memory=16_464_859_136,
@@ -167,3 +170,110 @@ def serve_registry(folder: Path, auth_yaml: str = "") -> Iterator[Registry]:
     pytest.skip(message)
 
 
+
+
+@dataclass
+class SlowProxy:
+    """An HTTP proxy on loopback in front of a real registry that passes every answer through,
+    except blob bodies of at least ``min_bytes``, which it sends 1 byte every ``every_s`` seconds
+    (a registry, or a link, that trickles). Bounded: each trickle stops after ``for_s`` or when
+    the client goes away."""
+
+    address: str
+    blob_started: Any  # threading.Event, set when a blob's first byte was sent
+
+    def repository(self, name: str = "fleet/engines") -> str:
+        return f"{self.address}/{name}"
+
+
+@contextmanager
+def slow_proxy(upstream: str, every_s: float = 2.0, for_s: float = 30.0,
+               min_bytes: int = 0) -> Iterator[SlowProxy]:
+    import http.client
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    started = threading.Event()
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            host, port = upstream.rsplit(":", 1)
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", self.path, headers={k: v for k, v in self.headers.items()
+                                                    if k.lower() in ("accept", "authorization")})
+            answer = conn.getresponse()
+            body = answer.read()
+            conn.close()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in ("connection", "transfer-encoding", "date", "server"):
+                    self.send_header(key, value)
+            self.end_headers()
+            if "/blobs/" not in self.path or answer.status != 200 or len(body) < min_bytes:
+                self.wfile.write(body)
+                return
+            deadline = time.monotonic() + for_s
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    started.set()
+                    if stop.wait(every_s) or time.monotonic() > deadline:
+                        break
+            except OSError:
+                pass  # the client gave up: what the test wants
+            self.close_connection = True
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SlowProxy(f"127.0.0.1:{server.server_address[1]}", started)
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference host that ran its corpus and exported it, signed with ``private``."""
+
+    root: Path
+    private: Path
+    public: Path
+    bundle: Path
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+
+def make_robot(tmp_path: Path, corpus, ref: Reference, bundle: Path | None = None, *,  # type: ignore[no-untyped-def]
+               public_key: bool = True, gate: bool = False) -> Path:
+    """A robot (its own copy of the models) that imported ``bundle``; its config path.
+    ``public_key``: whether its config names the fleet's key; ``gate``: dinov2_vpr is checked
+    with ``verify: accuracy``."""
+    models = tmp_path / "models"
+    models.mkdir()
+    local = dict(corpus)
+    for name in ("dinov2_vpr", "lightglue", "aliked"):
+        local[name] = models / corpus[name].name
+        shutil.copyfile(corpus[name], local[name])
+    fleet = {"fleet": {"public_key_file": str(ref.public)}} if public_key else {}
+    config = write_job_config(tmp_path / "robot", local, **fleet)
+    if gate:
+        doc = yaml.safe_load(config.read_text())
+        doc["backbones"][0]["verify"] = "accuracy"
+        config.write_text(yaml.safe_dump(doc))
+    (tmp_path / "robot" / "cache").mkdir()
+    imported = cli("--config", str(config), "import", str(bundle or ref.bundle), "--public-key",
+                   str(ref.public))
+    assert imported.returncode == 0, imported.stderr
+    return config

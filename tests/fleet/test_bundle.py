@@ -26,7 +26,7 @@ SKU = AGX.sku_key()
 def do_import(bundle: Path, keys, cache_root: Path, host=AGX):
     cache_root.mkdir(parents=True, exist_ok=True)  # the volume exists on a robot
     with open_bundle(bundle) as source:
-        return fetch_bundle(source, keys.public, host, cache_root)
+        return fetch_bundle(source, keys.public, host, cache_root / "candidates")
 
 
 @pytest.mark.parametrize("name", ["bundle", "bundle.tar"])
@@ -78,7 +78,7 @@ def test_files_stream_in_at_once_where_the_source_allows_it(tmp_path, keys, name
     robot.mkdir()
     with open_bundle(bundle) as source:
         source.blob = watched(source.blob)  # type: ignore[method-assign]
-        result = fetch_bundle(source, keys.public, AGX, robot)
+        result = fetch_bundle(source, keys.public, AGX, robot / "candidates")
     assert counts[1] == at_once and result.files == len(files)
     for rel, path in files.items():
         assert (robot / "candidates" / SKU / "files" / rel).read_bytes() == path.read_bytes()
@@ -109,11 +109,21 @@ def test_export_never_overwrites_and_leaves_no_temp(tmp_path, keys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "keys", "ok.tar", "taken.tar"]
 
 
-def test_a_missing_cache_root_is_refused_not_created(tmp_path, keys):
+def test_a_fresh_robot_gets_its_candidates_folder_created(tmp_path, keys):
     bundle = export(tmp_path / "b", cache_files(tmp_path / "c"), AGX, keys)
+    root = tmp_path / "fresh" / "cache" / "candidates"
+    with open_bundle(bundle) as source:
+        result = fetch_bundle(source, keys.public, AGX, root)
+    assert result.folder == root / AGX.sku_key() and (result.folder / "index.json").is_file()
+
+
+def test_a_candidates_folder_that_is_a_link_is_refused(tmp_path, keys):
+    bundle = export(tmp_path / "b", cache_files(tmp_path / "c"), AGX, keys)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "candidates").symlink_to(tmp_path / "elsewhere")
     with open_bundle(bundle) as source, pytest.raises(CacheWriteError, match="cannot use"):
-        fetch_bundle(source, keys.public, AGX, tmp_path / "no-volume")
-    assert not (tmp_path / "no-volume").exists()
+        fetch_bundle(source, keys.public, AGX, tmp_path / "candidates")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 def test_a_tampered_blob_is_refused_and_nothing_stored(tmp_path, keys):

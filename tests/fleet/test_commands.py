@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -108,11 +109,141 @@ def test_push_then_pull(fleet, registry):
         return {k: v for k, v in engines_of(cache).items() if not k.endswith(".record.json")}
 
     assert engines_and_sidecars(f["robot_cache"]) == engines_and_sidecars(f["ref_cache"])
+
+
+def test_nothing_pushed_for_this_sku_is_not_a_mistyped_repository(tmp_path, fleet, registry):
+    from app.fleet.bundle import describe, documents
+    from app.fleet.keys import load_private_key
+    from app.fleet.registry import push
+    from tests.fleet.helpers import NX, cache_files
+
+    f = fleet
+    files = describe(cache_files(tmp_path / "nx"))  # the repository holds another SKU only
+    push(registry.repository("other/x"), files,
+         documents(files, NX, load_private_key(f["keys"] / "fleet.pem")), insecure=True)
     absent = cli("--config", str(f["robot"]), "pull", "--repository", registry.repository("other/x"),
-                 "--insecure", "--public-key", str(f["keys"] / "fleet.pub.pem"))
-    assert absent.returncode == 0 and "no artifact" in absent.stdout
+                 "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    assert absent.returncode == 0 and "no artifact" in absent.stdout, absent.stderr
     assert [e["kv"]["sku"] for e in json_events(absent.stderr)
             if e["kind"] == "c10.fleet.artifact.absent"] == [f["sku"]]
+    typo = cli("--config", str(f["robot"]), "pull", "--repository", registry.repository("other/y"),
+               "--public-key", str(f["keys"] / "fleet.pub.pem"))
+    assert typo.returncode == 69
+    assert "has no repository other/y (NAME_UNKNOWN)" in one_error_line(typo)
+
+
+def test_pull_on_a_fresh_robot_then_status_and_verify_name_what_will_be_promoted(tmp_path, fleet,
+                                                                                 registry):
+    """The operator's path: no cache folder yet, a pull without --insecure (loopback), then
+    status and verify before the reboot."""
+    import shutil
+
+    f = fleet
+    repo = registry.repository()
+    assert cli("--config", str(f["reference"]), "push", "--repository", repo,
+               "--private-key", str(f["keys"] / "fleet.pem")).returncode == 0
+    shutil.rmtree(f["robot_cache"])
+    pulled = cli("--config", str(f["robot"]), "pull", "--repository", repo)
+    assert pulled.returncode == 0, pulled.stderr
+    assert [e for e in json_events(pulled.stderr)
+            if e["kind"] == "c10.fleet.candidates.unverifiable"] == []
+    status = cli("--config", str(f["robot"]), "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)["engines"]
+    assert [(r["reusable"], r["reason"]) for r in rows] == [(False, "absent")] * 3
+    assert [r["promote"] for r in rows] == ["candidate"] * 3
+    table = cli("--config", str(f["robot"]), "status")
+    assert table.stdout.count(" promote ") == 3, table.stdout
+    verified = cli("--config", str(f["robot"]), "verify")
+    assert verified.returncode == 0, verified.stderr + verified.stdout
+    booted = cli("--config", str(f["robot"]), "run")
+    assert "ready: 0 built, 0 reused, 3 promoted" in booted.stdout, booted.stderr
+
+
+def test_pull_warns_when_the_config_cannot_verify_what_it_stored(tmp_path, fleet, registry, corpus):
+    f = fleet
+    repo = registry.repository()
+    assert cli("--config", str(f["reference"]), "push", "--repository", repo,
+               "--private-key", str(f["keys"] / "fleet.pem")).returncode == 0
+    for name, fleet_section in (("nokey", {}),
+                                ("otherkey", {"public_key_file": str(f["keys"] / "other.pub.pem")})):
+        config = write_job_config(tmp_path / name, corpus, fleet=fleet_section)
+        pulled = cli("--config", str(config), "pull", "--repository", repo,
+                     "--public-key", str(f["keys"] / "fleet.pub.pem"))
+        assert pulled.returncode == 0, pulled.stderr
+        [warning] = [e for e in json_events(pulled.stderr)
+                     if e["kind"] == "c10.fleet.candidates.unverifiable"]
+        assert warning["level"] == "WARNING" and "run will reject these candidates" in warning["msg"]
+        why = "sets no fleet.public_key_file" if name == "nokey" else "the bundle verified with"
+        assert why in warning["msg"]
+
+
+def _slow_robot(tmp_path, corpus, f, **overrides):  # type: ignore[no-untyped-def]
+    fleet = {"public_key_file": str(f["keys"] / "fleet.pub.pem"), **overrides.pop("fleet", {})}
+    return write_job_config(tmp_path / "robot", corpus, fleet=fleet, **overrides)
+
+
+@pytest.mark.slow
+def test_a_registry_that_trickles_makes_pull_exit_69_fast(tmp_path, fleet, registry, corpus):
+    from tests.fleet.helpers import slow_proxy
+
+    f = fleet
+    assert cli("--config", str(f["reference"]), "push", "--repository", registry.repository(),
+               "--private-key", str(f["keys"] / "fleet.pem")).returncode == 0
+    # Never silent for blob_grace_s, but 1 byte every 2 s: given up on once a blob has taken
+    # blob_grace_s + its size at min_rate_kib_s (3.1 s here), not after hours.
+    robot = _slow_robot(tmp_path, corpus, f, fleet={"blob_grace_s": 3, "min_rate_kib_s": 4096})
+    with slow_proxy(registry.address, every_s=2.0, for_s=20.0) as proxy:
+        started = time.monotonic()
+        pulled = cli("--config", str(robot), "pull", "--repository", proxy.repository())
+        took = time.monotonic() - started
+    assert pulled.returncode == 69, pulled.stderr
+    assert "is too slow: 3 of" in one_error_line(pulled) and "fleet.min_rate_kib_s" in pulled.stderr
+    assert took < 10, took
+    assert leftovers(f["robot_cache"]) == []  # nothing stored, the stage swept on the way out
+
+
+@pytest.mark.slow
+def test_pulls_waiting_for_the_lock_or_a_slow_blob_end_on_sigterm_and_time_out_with_75(tmp_path, fleet,
+                                                                           registry, corpus):
+    from tests.fleet.helpers import slow_proxy
+
+    f = fleet
+    assert cli("--config", str(f["reference"]), "push", "--repository", registry.repository(),
+               "--private-key", str(f["keys"] / "fleet.pem")).returncode == 0
+    robot = _slow_robot(tmp_path, corpus, f, lock_timeout_s=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+
+    def pull(repository):  # type: ignore[no-untyped-def]
+        return subprocess.Popen([sys.executable, "-m", "app", "--config", str(robot), "pull",
+                                 "--repository", repository], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # The documents pass, the engines trickle: the first pull holds the SKU's lock meanwhile.
+    with slow_proxy(registry.address, every_s=0.5, for_s=30.0, min_bytes=4096) as proxy:
+        holder = pull(proxy.repository())
+        try:
+            assert proxy.blob_started.wait(30), holder.communicate(timeout=5)
+            timed_out = cli("--config", str(robot), "pull", "--repository", registry.repository())
+            assert timed_out.returncode == 75, timed_out.stderr
+            assert "held the lock" in one_error_line(timed_out)
+            robot = _slow_robot(tmp_path, corpus, f, lock_timeout_s=60)
+            waiter = pull(registry.repository())
+            time.sleep(1.5)  # started, and waiting for the lock
+            assert waiter.poll() is None, waiter.communicate()
+            sent = time.monotonic()
+            waiter.send_signal(signal.SIGTERM)
+            _, err = waiter.communicate(timeout=10)
+            assert time.monotonic() - sent < 2, err
+            assert waiter.returncode == 143, err
+            # The holder, mid-download with the lock held, ends the same way.
+            sent = time.monotonic()
+            holder.send_signal(signal.SIGTERM)
+            _, err = holder.communicate(timeout=10)
+            assert time.monotonic() - sent < 2 and holder.returncode == 143, err
+        finally:
+            holder.kill()
+            holder.wait(10)
 
 
 def test_pull_refusals_have_their_exit_codes(fleet, registry):

@@ -11,7 +11,7 @@ import pytest
 
 from app.errors import ConfigError
 from app.loading import load_config
-from tests.helpers import cli, json_events, write_job_config
+from tests.helpers import cli, write_job_config
 
 
 def test_fleet_keys_resolve_against_the_config_folder_and_default_to_unset(tmp_path, corpus):
@@ -64,11 +64,24 @@ def test_push_and_pull_take_the_registry_and_keys_from_the_config(tmp_path, corp
     assert sorted(p.name for p in files.iterdir()) == sorted(
         p.name for p in (tmp_path / "reference" / "cache").iterdir()
         if p.is_file() and not p.name.startswith("."))
-    # The option overrides the config: another repository, which has nothing for this SKU.
+    # The option overrides the config: another repository, which the registry does not know.
     other = cli("--config", str(robot), "pull", "--repository", registry.repository("other/x"))
-    assert other.returncode == 0 and "no artifact" in other.stdout
-    assert [e["kv"]["repository"] for e in json_events(other.stderr)
-            if e["kind"] == "c10.fleet.artifact.absent"] == [registry.repository("other/x")]
+    assert other.returncode == 69 and "no repository other/x" in other.stderr
+
+
+def test_pull_and_import_write_only_to_the_candidates_dir(tmp_path, corpus, reference):
+    """fleet.candidates_dir: a volume of its own; the cache root is never written (here it
+    does not even exist), and run promotes from there."""
+    candidates = tmp_path / "volumes" / "candidates"
+    robot = write_job_config(tmp_path / "robot", corpus, fleet={
+        "public_key_file": str(reference.public), "candidates_dir": str(candidates)})
+    imported = cli("--config", str(robot), "import", str(reference.bundle))
+    assert imported.returncode == 0, imported.stderr
+    assert not (tmp_path / "robot" / "cache").exists()
+    [sku] = [p for p in candidates.iterdir() if p.is_dir()]
+    assert (sku / "files").is_dir()
+    ran = cli("--config", str(robot), "run")
+    assert "ready: 0 built, 0 reused, 3 promoted" in ran.stdout, ran.stderr
 
 
 def test_a_fleet_setting_neither_configured_nor_given_is_exit_78(tmp_path, corpus):

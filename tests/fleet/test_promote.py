@@ -12,66 +12,15 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from app.cache.record import read_record, record_path
 from app.cache.sidecar import sidecar_path
 from app.fleet import layout
+from tests.fleet.helpers import Reference, make_robot
 from tests.helpers import REPO, cli, json_events, write_job_config
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A reference host that ran its corpus and exported it, signed with ``private``."""
-
-    root: Path
-    private: Path
-    public: Path
-    bundle: Path
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, corpus) -> Reference:
-    root = tmp_path_factory.mktemp("reference")
-    ref = Reference(root, root / "k.pem", root / "k.pub.pem", root / "bundle.tar")
-    assert cli("fleet", "keygen", str(ref.private), str(ref.public)).returncode == 0
-    config = write_job_config(root, corpus)
-    assert cli("--config", str(config), "run").returncode == 0
-    exported = cli("--config", str(config), "export", str(ref.bundle), "--private-key", str(ref.private))
-    assert exported.returncode == 0, exported.stderr
-    return ref
-
-
-def make_robot(tmp_path: Path, corpus, ref: Reference, bundle: Path | None = None, *,  # type: ignore[no-untyped-def]
-               public_key: bool = True, gate: bool = False) -> Path:
-    """A robot (its own copy of the models) that imported ``bundle``; its config path.
-    ``public_key``: whether its config names the fleet's key; ``gate``: dinov2_vpr is checked
-    with ``verify: accuracy``."""
-    models = tmp_path / "models"
-    models.mkdir()
-    local = dict(corpus)
-    for name in ("dinov2_vpr", "lightglue", "aliked"):
-        local[name] = models / corpus[name].name
-        shutil.copyfile(corpus[name], local[name])
-    fleet = {"fleet": {"public_key_file": str(ref.public)}} if public_key else {}
-    config = write_job_config(tmp_path / "robot", local, **fleet)
-    if gate:
-        doc = yaml.safe_load(config.read_text())
-        doc["backbones"][0]["verify"] = "accuracy"
-        config.write_text(yaml.safe_dump(doc))
-    (tmp_path / "robot" / "cache").mkdir()
-    imported = cli("--config", str(config), "import", str(bundle or ref.bundle), "--public-key",
-                   str(ref.public))
-    assert imported.returncode == 0, imported.stderr
-    return config
 
 
 def tampered_bundle(tmp_path: Path, corpus, ref: Reference, model: str, payload: bytes) -> Path:  # type: ignore[no-untyped-def]
@@ -119,8 +68,9 @@ def test_a_robot_with_candidates_builds_nothing_and_promotes_all(tmp_path, corpu
     for engine in marker["engines"]:
         name = engine["engine_path"].rsplit("/", 1)[1]
         assert (reference.cache / name).read_bytes() == (tmp_path / "robot" / "cache" / name).read_bytes()
-        # The candidate file itself is the engine: a hard link, no byte written again.
-        assert (files / name).stat().st_ino == (tmp_path / "robot" / "cache" / name).stat().st_ino
+        # A copy of the verified bytes, of one name, that only the job wrote.
+        published = (tmp_path / "robot" / "cache" / name).stat()
+        assert published.st_ino != (files / name).stat().st_ino and published.st_nlink == 1
         record = read_record(tmp_path / "robot" / "cache" / name).record
         assert record is not None and record.status == "built" and record.sku
         assert record.accuracy is None  # verify: io here, the gate did not run
@@ -293,11 +243,11 @@ def test_a_folder_is_checked_once_and_again_when_its_manifest_changes(tmp_path, 
     files = cache_files(tmp_path / "reference")
     (tmp_path / "robot").mkdir()
     with open_bundle(export(tmp_path / "bundle", files, AGX, keys)) as source:
-        fetch_bundle(source, keys.public, AGX, tmp_path / "robot")
+        fetch_bundle(source, keys.public, AGX, tmp_path / "robot" / "candidates")
     checked = []
     verify = key_functions.verify_digest
     monkeypatch.setattr(key_functions, "verify_digest", lambda *a: checked.append(a) or verify(*a))
-    folder, sku = candidate_folder(tmp_path / "robot", AGX.sku_key()), AGX.sku_key()
+    folder, sku = candidate_folder(tmp_path / "robot" / "candidates", AGX.sku_key()), AGX.sku_key()
     first = trust_folder(folder, sku, keys.public_file)
     assert trust_folder(folder, sku, keys.public_file) is first and len(checked) == 1
     assert not first.reason and sorted(first.files) == sorted(files)
@@ -335,13 +285,13 @@ def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path,
     robot.mkdir()
     with open_bundle(export(tmp_path / "bundle", {f"timing/{target.name}": source_file}, AGX,
                             keys)) as source:
-        fetch_bundle(source, keys.public, AGX, robot)
+        fetch_bundle(source, keys.public, AGX, robot / "candidates")
     mine = b"TC1|" + fake.device_props.encode() + b"|[robot timings]"
     if case == "kept":
         target.parent.mkdir()
         target.write_bytes(mine)
     request = make_request((BackboneSpec("dinov2_vpr", corpus["dinov2_vpr"], (1, 3, 32, 32)),),
-                           robot, host=runtime.host,
+                           robot, host=runtime.host, fleet_candidates=robot / "candidates",
                            fleet_public_key=None if case == "unverified" else keys.public_file)
     [result] = EngineCompiler(runtime, events[0], identity=AGX).compile_engines_for_corpus(request)
     assert result.outcome is CompileOutcome.BUILT
@@ -354,55 +304,3 @@ def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path,
         assert loaded == (mine if case == "kept" else b"") and seeded == []
     # The build saved its own timings on top of what it loaded.
     assert target.read_bytes().startswith(loaded or b"TC1|") and target.read_bytes() != loaded
-
-
-# `engine-init` with os.link made to fail as across file systems, or to change the candidate
-# just before it is linked (a fault no real run can be made to show at that instant).
-LINK = """
-import errno, os, sys
-real_link = os.link
-
-def link(source, target, **kwargs):
-    if sys.argv[1] == "cross-device":
-        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source)
-    with open(source, "r+b") as handle:  # same size, other bytes, a new mtime
-        first = handle.read(1)
-        handle.seek(0)
-        handle.write(bytes([first[0] ^ 0xFF]))
-    return real_link(source, target, **kwargs)
-
-os.link = link
-from app.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
-def _run_with_link(fault, config):  # type: ignore[no-untyped-def]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
-    return subprocess.run([sys.executable, "-c", LINK, fault, "--config", str(config), "run"],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-
-
-def test_where_no_hard_link_can_be_made_the_candidate_is_copied(tmp_path, corpus, reference):
-    config = make_robot(tmp_path, corpus, reference)
-    ran = _run_with_link("cross-device", config)
-    assert ran.returncode == 0, ran.stderr
-    assert "ready: 0 built, 0 reused, 3 promoted" in ran.stdout
-    [candidates] = (tmp_path / "robot" / "cache" / "candidates").glob("*/files")
-    for engine in (tmp_path / "robot" / "cache").glob("*.ort"):
-        assert engine.read_bytes() == (candidates / engine.name).read_bytes()
-        assert engine.stat().st_ino != (candidates / engine.name).stat().st_ino
-    assert cli("--config", str(config), "run").stdout.startswith("ready: 0 built, 3 reused")
-
-
-def test_a_candidate_that_changes_while_it_is_checked_is_not_published(tmp_path, corpus, reference):
-    config = make_robot(tmp_path, corpus, reference)
-    ran = _run_with_link("changes", config)
-    assert ran.returncode == 0, ran.stderr
-    assert "ready: 3 built, 0 reused, 0 promoted" in ran.stdout
-    rejected = _kinds(ran, "c10.engine.candidate.rejected")
-    assert [kv["reason"] for kv in rejected] == ["it changed while it was checked"] * 3
-    [candidates] = (tmp_path / "robot" / "cache" / "candidates").glob("*/files")
-    for engine in (tmp_path / "robot" / "cache").glob("*.ort"):  # built here, not the candidate
-        assert engine.stat().st_ino != (candidates / engine.name).stat().st_ino
-        assert engine.read_bytes() != (candidates / engine.name).read_bytes()

@@ -28,7 +28,7 @@ def push_files(registry, files, identity, keys, name="fleet/engines"):
 def pull(registry, keys, cache_root, host=AGX, name="fleet/engines"):
     cache_root.mkdir(parents=True, exist_ok=True)
     source = RegistrySource(registry.repository(name), insecure=True)
-    return fetch_bundle(source, keys.public, host, cache_root)
+    return fetch_bundle(source, keys.public, host, cache_root / "candidates")
 
 
 def test_push_then_pull_into_a_fresh_cache(tmp_path, registry, keys):
@@ -113,8 +113,38 @@ def test_a_registry_that_is_down_is_reported_at_once(tmp_path, registry, keys):
         pull(registry, keys, tmp_path / "robot")
     assert time.monotonic() - started < 5  # no sleeping retries
     registry.address = address
-    with pytest.raises(RegistryError, match="cannot be reached"):  # HTTPS to a plain-HTTP registry
-        RegistrySource(registry.repository(), insecure=False).signed_index(SKU)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.1.2.3"])
+def test_a_registry_on_loopback_is_plain_http_without_insecure(tmp_path, registry, keys, host):
+    files = cache_files(tmp_path / "c")
+    push_files(registry, files, AGX, keys)
+    port = registry.address.rsplit(":", 1)[1]
+    if host == "127.1.2.3":  # the registry listens on 127.0.0.1 only: reached over plain HTTP
+        with pytest.raises(RegistryError, match="cannot be reached"):
+            RegistrySource(f"{host}:{port}/fleet/engines", insecure=False).signed_index(SKU)
+        return
+    source = RegistrySource(f"{host}:{port}/fleet/engines", insecure=False)
+    assert source.client.prefix == "http"
+    result = fetch_bundle(source, keys.public, AGX, tmp_path / "robot" / "candidates")
+    assert result.files == len(files)
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost:5000", True), ("127.0.0.1", True), ("127.9.9.9:80", True), ("[::1]:5000", True),
+    ("registry.example.com:5000", False), ("10.0.0.1:5000", False), ("localhost.example.com", False),
+    ("[2001:db8::1]:443", False)])
+def test_which_hosts_are_loopback(host, loopback):
+    from app.fleet.registry import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_a_repository_the_registry_does_not_know_is_an_error_naming_it(tmp_path, registry, keys):
+    push_files(registry, cache_files(tmp_path / "c"), AGX, keys)
+    with pytest.raises(RegistryError, match=r"has no repository fleet/engnes \(NAME_UNKNOWN\)"):
+        pull(registry, keys, tmp_path / "robot", name="fleet/engnes")
+    assert leftovers(tmp_path / "robot") == []
 
 
 @pytest.mark.parametrize("bad", ["no-slash", "https://host/x", "host/x:tag", "host/x@sha256:00"])
@@ -156,8 +186,11 @@ def test_credentials_come_from_the_docker_config_file(tmp_path, keys, monkeypatc
 
 
 @pytest.mark.parametrize("insecure", [True, False])
-def test_the_unreachable_hint_offers_insecure_only_when_it_is_off(insecure):
-    """With plain HTTP already asked for (--insecure or fleet.insecure), it is not the fix."""
+def test_the_unreachable_hint_offers_insecure_only_when_it_is_off(insecure, monkeypatch):
+    """With plain HTTP already asked for (--insecure or fleet.insecure), it is not the fix.
+    Loopback is plain HTTP anyway: the test treats 127.0.0.1 as a remote host so that the
+    hint's other branch is reached without sending anything off this machine."""
+    monkeypatch.setattr("app.fleet.registry.is_loopback", lambda host: False)
     with pytest.raises(RegistryError, match="cannot be reached") as caught:
         RegistrySource("127.0.0.1:9/fleet/engines", insecure=insecure).signed_index(SKU)  # discard port
     assert ("--insecure" in caught.value.hint) is not insecure

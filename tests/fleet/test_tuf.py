@@ -59,7 +59,7 @@ class Fleet:
         return repo
 
     def pull(self, repository: str | None = None):  # type: ignore[no-untyped-def]
-        return pull_release(repository or self.repository, AGX, self.cache, self.meta / "1.root.json",
+        return pull_release(repository or self.repository, AGX, self.cache / "candidates", self.meta / "1.root.json",
                             insecure=True, public=None, lock_timeout_s=10)[1]
 
     def stored_index(self) -> str:
@@ -250,7 +250,7 @@ def test_the_boot_check_refuses_what_the_metadata_does_not_release(fleet):
 
     def annotation_only_pull() -> None:
         fetch_bundle(RegistrySource(fleet.repository, insecure=True), fleet.bundle_keys.public, AGX,
-                     fleet.cache)
+                     fleet.cache / "candidates")
 
     annotation_only_pull()
     reason = trust_folder(folder, SKU, None, root, fleet.repository).reason
@@ -282,7 +282,7 @@ def test_a_hostile_provisioned_root_is_a_config_error(fleet, plant):
         md.signatures.popitem()  # 1 of the 3 made at init: under the threshold of 2
         root.write_bytes(md.to_bytes())
     with pytest.raises(ConfigError, match=rf"fleet.trusted_root_file {root} "):
-        pull_release(fleet.repository, AGX, fleet.cache, root, insecure=True, public=None,
+        pull_release(fleet.repository, AGX, fleet.cache / "candidates", root, insecure=True, public=None,
                      lock_timeout_s=10)
     assert not (fleet.cache / "candidates" / "tuf").exists()
 
@@ -401,6 +401,6 @@ def test_a_sku_delegated_to_its_own_key(fleet):
     repo.timestamp(fleet.signing("online"), days=None)
     publish(repo)
     (fleet.tmp / "nx").mkdir()
-    trusted, result = pull_release(fleet.repository, NX, fleet.tmp / "nx", root, insecure=True,
+    trusted, result = pull_release(fleet.repository, NX, fleet.tmp / "nx" / "candidates", root, insecure=True,
                                    public=None, lock_timeout_s=10)
     assert result is None and f"{nx}/index.json" not in trusted.targets.targets

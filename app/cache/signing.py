@@ -1,0 +1,125 @@
+"""Optional HMAC-SHA256 signatures over provenance records and the readiness marker.
+
+sha256 sidecars catch corruption, not someone who rewrites an engine and its sidecar together.
+With a signing key (a file, e.g. a Docker secret) every record and the marker carry
+``"signature": hmac_sha256(key, canonical JSON without the signature)``; since a record holds
+its engine's digest, a forged engine needs the key to pass.
+
+With ``trust_untracked_engines: false`` and no key file, the job signs with this robot's own
+key (:func:`robot_key`, made by the first such run in the cache root, readable by the job's
+user only): a record then says that this robot built or promoted its engine, and an engine,
+sidecar and record planted in the cache (copied from another robot or a bundle, edited) is
+not trusted. Whoever can read the cache root as the job's user can still forge one: the
+boundary is the cache volume's write access, which the network-facing puller no longer has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from app.cache.fsread import read_small
+from app.errors import ConfigError
+
+__all__ = ["ROBOT_KEY_NAME", "SIGNATURE_FIELD", "is_signed_by", "load_key", "robot_key", "sign",
+           "signed"]
+
+SIGNATURE_FIELD = "signature"
+_MIN_KEY_BYTES = 16
+#: Far more than any key: a larger file is not one.
+_MAX_KEY_BYTES = 64 << 10
+#: This robot's own record key, in the cache root (see the module docstring).
+ROBOT_KEY_NAME = ".engine-init.robot-key"
+_ROBOT_KEY_BYTES = 32
+
+
+def load_key(path: Path) -> bytes:
+    """Read a signing key file; at least 16 bytes (surrounding whitespace ignored).
+
+    Through the safe reader: a FIFO there would block the open (and the job's signal
+    handling with it), a device such as ``/dev/zero`` never ends; both are refused, as is
+    a file larger than a key can be. Links are followed (secrets are mounted through them)."""
+    try:
+        key = read_small(path, _MAX_KEY_BYTES, follow_links=True).strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"signing_key_file: cannot read {path}: {exc.strerror or exc}",
+            hint="mount the key (e.g. as a Docker secret) as a regular file readable by the "
+                 "job's user",
+        ) from None
+    if len(key) < _MIN_KEY_BYTES:
+        raise ConfigError(
+            f"signing_key_file: {path} holds {len(key)} bytes; at least {_MIN_KEY_BYTES} needed",
+            hint="generate one with: head -c 32 /dev/urandom | base64 > key",
+        )
+    return key
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in doc.items() if k != SIGNATURE_FIELD}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def sign(key: bytes, doc: dict[str, Any]) -> str:
+    return hmac.new(key, _canonical(doc), hashlib.sha256).hexdigest()
+
+
+def signed(key: bytes | None, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with its signature added when a key is configured, unchanged otherwise."""
+    if key is None:
+        return doc
+    return {**doc, SIGNATURE_FIELD: sign(key, doc)}
+
+
+def is_signed_by(key: bytes, doc: dict[str, Any]) -> bool:
+    given = doc.get(SIGNATURE_FIELD)
+    return isinstance(given, str) and hmac.compare_digest(given, sign(key, doc))
+
+
+def robot_key(cache_root: Path, *, create: bool) -> bytes | None:
+    """This robot's own record key (``<cache_root>/.engine-init.robot-key``); made when absent
+    and ``create`` (``run``), else None (nothing was signed with it yet). A key is published
+    whole or not at all (a temp file linked into place: two runs agree on one key)."""
+    from app.cache.fsread import read_small
+    from app.cache.publish import fsync_dir, os_error_to_cache_error
+    from app.errors import CacheWriteError
+
+    path = Path(cache_root) / ROBOT_KEY_NAME
+    for _ in range(2):
+        try:
+            key = read_small(path, 4 * _ROBOT_KEY_BYTES)
+        except FileNotFoundError:
+            key = None
+        except OSError as exc:
+            raise CacheWriteError(f"{path}: {exc.strerror or exc}", hint="remove it; the next run "
+                                  "makes a new key (and rebuilds the engines it recorded)") from None
+        if key is not None:
+            if len(key) != _ROBOT_KEY_BYTES:
+                raise CacheWriteError(f"{path} is not a key engine-init wrote ({len(key)} bytes)",
+                                      hint="remove it; the next run makes a new key (and rebuilds "
+                                      "the engines it recorded)")
+            return key
+        if not create:
+            return None
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # a first boot: no cache yet
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(os.urandom(_ROBOT_KEY_BYTES))
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another run made one first: use it
+                os.link(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise os_error_to_cache_error(exc, path) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    raise CacheWriteError(f"{path} keeps disappearing", hint="find what removes files in the cache")
