@@ -16,7 +16,14 @@ from app.errors import AccuracyError
 from app.verify.compare import Worst, figures_of
 from app.verify.report import OutputFigures, Tolerance
 from app.verify.rules import OutputRule
-from app.verify.sets import PointMatch, aligned_rows, argmax_agreement, match_points, row_axis
+from app.verify.sets import (
+    PointMatch,
+    aligned_rows,
+    argmax_agreement,
+    match_points,
+    row_axis,
+    sunk_to_minus_inf,
+)
 from app.verify.variation import Spread
 
 __all__ = ["Measure"]
@@ -75,7 +82,11 @@ class Measure:
         if rule.compare == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
             figures = figures_of(name, want, got)
-            self.worst.add(replace(figures, compare="argmax", agreement=agreement, note=note))
+            # Only the argmax is judged: an engine's -inf for a finite value is not a failure
+            # of its own (NaN and +inf still are: they would be taken for the maximum).
+            nonfinite = figures.nonfinite - sunk_to_minus_inf(want, got)
+            self.worst.add(replace(figures, compare="argmax", agreement=agreement,
+                                   nonfinite=nonfinite, note=note))
             return
         if rule.compare == "aligned":
             anchor = matches[rule.aligned_to or ""]
