@@ -66,7 +66,7 @@ $(REALNETS_VENV)/.installed: Makefile
 	touch $@
 
 $(REALNETS)/aliked.onnx: $(REALNETS_VENV)/.installed tools/export_networks.py
-	$(REALNETS_VENV)/bin/python tools/export_networks.py --out $(REALNETS)
+	$(REALNETS_VENV)/bin/python tools/export_networks.py --out $(REALNETS) --variants
 
 realnets: $(VENV)/.installed $(REALNETS)/aliked.onnx
 	ENGINE_INIT_REAL_NETWORKS=$(REALNETS) $(VENV)/bin/pytest -s -p no:cacheprovider tests/realnets

@@ -17,7 +17,7 @@ import yaml
 
 from tests.helpers import cli, json_events
 
-#: In the order the job checks them: a failure stops the run, so the cheapest first.
+#: The three networks, the quickest to check first (each runs alone: a failure stops a run).
 ORDER = ("dinov2_vpr", "lightglue", "aliked")
 _FIGURES = ("rel_l2", "cosine", "matched", "matched_engine", "agreement", "variation",
             "neighbours")
