@@ -21,8 +21,8 @@ from app.verify.sets import (
     aligned_rows,
     argmax_agreement,
     match_points,
+    minus_inf_disagreements,
     row_axis,
-    sunk_to_minus_inf,
 )
 from app.verify.variation import Spread
 
@@ -82,9 +82,9 @@ class Measure:
         if rule.compare == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
             figures = figures_of(name, want, got)
-            # Only the argmax is judged: an engine's -inf for a finite value is not a failure
-            # of its own (NaN and +inf still are: they would be taken for the maximum).
-            nonfinite = figures.nonfinite - sunk_to_minus_inf(want, got)
+            # Only the argmax is judged: -inf against a finite value, either way, is not a
+            # failure of its own (NaN and +inf still are: they would be taken for the maximum).
+            nonfinite = figures.nonfinite - minus_inf_disagreements(want, got)
             self.worst.add(replace(figures, compare="argmax", agreement=agreement,
                                    nonfinite=nonfinite, note=note))
             return

@@ -9,8 +9,8 @@ from app.verify.sets import (
     aligned_rows,
     argmax_agreement,
     match_points,
+    minus_inf_disagreements,
     row_axis,
-    sunk_to_minus_inf,
 )
 
 GRID = np.array([[[x * 4.0, y * 4.0] for x in range(5) for y in range(4)]])  # [1, 20, 2]
@@ -93,17 +93,20 @@ def _log_sigmoid(path, stable: bool):
     return path
 
 
-def test_only_minus_inf_for_a_finite_value_is_sunk():
+def test_only_minus_inf_against_a_finite_value_is_counted():
     inf, nan = np.inf, np.nan
-    reference = np.array([1.0, -inf, 2.0, 3.0, 4.0])
-    assert sunk_to_minus_inf(reference, np.array([-inf, -inf, nan, inf, 4.0])) == 1
-    assert sunk_to_minus_inf(np.array([1, 2]), np.array([1, 2])) == 0  # indices: none
+    reference = np.array([1.0, -inf, 2.0, 3.0, 4.0, -inf])
+    assert minus_inf_disagreements(reference, np.array([-inf, -inf, nan, inf, 4.0, 5.0])) == 2
+    assert minus_inf_disagreements(np.array([1, 2]), np.array([1, 2])) == 0  # indices: none
 
 
+@pytest.mark.parametrize("engine_underflows", [True, False])
 @pytest.mark.parametrize("compare", ["values", "argmax"])
-def test_an_engine_s_minus_inf_for_a_finite_value_fails_values_not_argmax(tmp_path, compare):
-    """An assignment whose far tail underflows to -inf in the engine's kernels only: judged
-    by its argmax, the -inf (never a maximum) is not a failure; judged as values, it is."""
+def test_minus_inf_against_a_finite_value_fails_values_not_argmax(tmp_path, compare,
+                                                                  engine_underflows):
+    """An assignment whose far tail underflows to -inf in one of the two only (the engine's
+    kernels, or the model's): judged by its argmax, the -inf (never a maximum) is not a
+    failure; judged as values, it is."""
     from app.values import InputProfile, PrecisionMode
     from app.verify.accuracy import AccuracySettings, check_accuracy
     from app.verify.rules import OutputRule
@@ -118,13 +121,13 @@ def test_an_engine_s_minus_inf_for_a_finite_value_fails_values_not_argmax(tmp_pa
         x[:, 5] = -120.0  # a dustbin column: log-probability about -120, or -inf
         np.save(samples / f"s{i}.npy", x)
     shapes = {None: InputProfile.fixed((4, 6))}
-    engine = build_ort(tmp_path, _log_sigmoid(tmp_path / "plain.onnx", False), "m",
-                       PrecisionMode.FP32, shapes=shapes)
+    engine = build_ort(tmp_path, _log_sigmoid(tmp_path / "engine.onnx", not engine_underflows),
+                       "m", PrecisionMode.FP32, shapes=shapes)
     runner = OrtEngineRunner(engine, "m")
     settings = AccuracySettings(samples_path=samples,
                                 outputs={"scores": OutputRule(compare, axis=-1)})
     try:
-        report = check_accuracy(_log_sigmoid(tmp_path / "stable.onnx", True), runner,
+        report = check_accuracy(_log_sigmoid(tmp_path / "model.onnx", engine_underflows), runner,
                                 model_name="m", precision=PrecisionMode.FP32,
                                 input_shapes=shapes, settings=settings)
     finally:
