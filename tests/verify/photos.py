@@ -37,14 +37,18 @@ def write_photos(folder: Path, *, mirrored: bool = False) -> list[Path]:
     return paths
 
 
-def make_samples(frames: list[Path], out: Path, input_name: str, size: int) -> Path:
-    """tools/make_samples.py on ``frames`` (in this process; its own test runs it as one);
+def make_samples(frames: list[Path], out: Path, input_name: str, size: int | tuple[int, int],
+                 options: tuple[str, ...] = ()) -> Path:
+    """tools/make_samples.py on ``frames`` (in this process; its own test runs it as one),
+    resized to ``size`` (a side, or width and height), with more of its ``options``;
     returns ``out``."""
     spec = importlib.util.spec_from_file_location("make_samples", REPO / "tools" / "make_samples.py")
     assert spec is not None and spec.loader is not None
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    args = ["--input", input_name, "--size", f"{size}x{size}", "--out", str(out), *map(str, frames)]
+    width, height = (size, size) if isinstance(size, int) else size
+    args = ["--input", input_name, "--size", f"{width}x{height}", "--out", str(out), *options,
+            *map(str, frames)]
     with contextlib.redirect_stdout(io.StringIO()):
         assert tool.main(args) == 0
     return out

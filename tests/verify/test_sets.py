@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.verify.sets import aligned_rows, argmax_agreement, match_points, row_axis
+from app.verify.sets import (
+    aligned_rows,
+    argmax_agreement,
+    match_points,
+    minus_inf_disagreements,
+    row_axis,
+)
 
 GRID = np.array([[[x * 4.0, y * 4.0] for x in range(5) for y in range(4)]])  # [1, 20, 2]
 
@@ -68,3 +74,68 @@ def test_argmax_agreement():
     assert argmax_agreement(indices, np.array([[1, 2, 0, 4]]), -1) == 0.75  # already indices
     with pytest.raises(ValueError, match="shape"):
         argmax_agreement(logits, logits[:, :5], -1)
+
+
+def _log_sigmoid(path, stable: bool):
+    """``x [4, 6] -> scores``: log-sigmoid as -Softplus(-x) (``stable``), or as torch.onnx
+    writes it, Log(Sigmoid(x)): -inf in float32 below about -104 (LightGlue's dustbins)."""
+    from onnx import TensorProto, checker, helper, save
+
+    nodes = ([helper.make_node("Neg", ["x"], ["nx"]), helper.make_node("Softplus", ["nx"], ["sp"]),
+              helper.make_node("Neg", ["sp"], ["scores"])] if stable else
+             [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Log", ["s"], ["scores"])])
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [4, 6])]),
+        opset_imports=[helper.make_opsetid("", 19)])
+    checker.check_model(model)
+    save(model, str(path))
+    return path
+
+
+def test_only_minus_inf_against_a_finite_value_is_counted():
+    inf, nan = np.inf, np.nan
+    reference = np.array([1.0, -inf, 2.0, 3.0, 4.0, -inf])
+    assert minus_inf_disagreements(reference, np.array([-inf, -inf, nan, inf, 4.0, 5.0])) == 2
+    assert minus_inf_disagreements(np.array([1, 2]), np.array([1, 2])) == 0  # indices: none
+
+
+@pytest.mark.parametrize("engine_underflows", [True, False])
+@pytest.mark.parametrize("compare", ["values", "argmax"])
+def test_minus_inf_against_a_finite_value_fails_values_not_argmax(tmp_path, compare,
+                                                                  engine_underflows):
+    """An assignment whose far tail underflows to -inf in one of the two only (the engine's
+    kernels, or the model's): judged by its argmax, the -inf (never a maximum) is not a
+    failure; judged as values, it is."""
+    from app.backends.onnxruntime.sessions import open_engine
+    from app.config_sections import AccuracyConfig, AccuracyOutputConfig
+    from app.values import InputProfile, PrecisionMode
+    from app.verify.accuracy import check_accuracy
+    from tests.verify.models import build_ort
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        x = rng.uniform(-8, 4, (4, 6)).astype(np.float32)
+        x[:, 5] = -120.0  # a dustbin column: log-probability about -120, or -inf
+        np.save(samples / f"s{i}.npy", x)
+    shapes = {None: InputProfile.fixed((4, 6))}
+    engine = build_ort(tmp_path, _log_sigmoid(tmp_path / "engine.onnx", not engine_underflows),
+                       "m", PrecisionMode.FP32, shapes=shapes)
+    runner = open_engine(engine, "m")
+    settings = AccuracyConfig(samples_path=samples,
+                              outputs={"scores": AccuracyOutputConfig(compare=compare, axis=-1)})
+    try:
+        report = check_accuracy(_log_sigmoid(tmp_path / "model.onnx", engine_underflows), runner,
+                                model_name="m", precision=PrecisionMode.FP32,
+                                input_shapes=shapes, settings=settings)
+    finally:
+        runner.close()
+    [scores] = report.outputs
+    if compare == "values":
+        assert report.failure is not None and report.failure.metric == "nonfinite"
+        assert scores.nonfinite == 12  # 4 rows x 3 samples
+    else:
+        assert report.passed, report.failure
+        assert scores.nonfinite == 0 and scores.agreement == 1.0
