@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from app.errors import ConfigError
 from tests.doc_blocks import LANGUAGES, REPO, check_shell, check_yaml, engine_init_commands
@@ -88,3 +89,59 @@ def test_the_readme_fleet_quickstart_works_copied_as_written(tmp_path):
     assert done.stdout.splitlines()[-1].startswith("ready: 0 built, 0 reused, 3 promoted")
     marker = json.loads((checkout / "build" / "robot" / "ready.json").read_text())
     assert [e["outcome"] for e in marker["engines"]] == ["promoted"] * 3
+
+
+def _schema_keys(schema: dict, node: dict, prefix: str = "") -> set[str]:
+    """Every key path of the config's JSON Schema (``backbones.keep_fp32``); a mapping of free
+    names (``accuracy.outputs``) counts as its own key."""
+    keys: set[str] = set()
+    for name, prop in node.get("properties", {}).items():
+        keys.add(prefix + name)
+        refs = [prop.get("$ref"), prop.get("items", {}).get("$ref"),
+                *(choice.get("$ref") for choice in prop.get("anyOf", []))]
+        for ref in filter(None, refs):
+            keys |= _schema_keys(schema, schema["$defs"][ref.rsplit("/", 1)[1]], f"{prefix}{name}.")
+    return keys
+
+
+def _document_keys(doc: object, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    items = doc if isinstance(doc, list) else [doc]
+    for item in items:
+        if isinstance(item, dict):
+            for name, value in item.items():
+                keys.add(prefix + name)
+                if name != "outputs":  # output names are the model's, not the schema's
+                    keys |= _document_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+def test_the_configuration_page_names_every_key_of_the_schema():
+    from app.config import EngineInitConfig
+
+    schema = EngineInitConfig.model_json_schema()
+    text = (REPO / "docs" / "configuration.md").read_text()
+    documented = set().union(*(_document_keys(yaml.safe_load(block))
+                               for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)))
+    documented |= {f"backbones.{key}" for key in documented if key.startswith("accuracy.")}  # a model's own
+    assert _schema_keys(schema, schema) - documented == set()
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as '-'."""
+    headings = re.findall(r"^#+ (.*)$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_link_to_a_page_or_heading_of_these_docs_resolves(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # another site
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
+            broken.append(target)
+    assert broken == []
