@@ -29,13 +29,13 @@ from types import TracebackType
 
 from app import events
 from app.cache.fsread import describe_mode, parse_json, read_small
+from app.cache.layout import LOCK_NAME
 from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
 from app.cancel import checkpoint
 from app.errors import CacheWriteError, LockTimeoutError
 
 __all__ = ["LOCK_NAME", "CacheLock", "read_holder", "wait_flock"]
 
-LOCK_NAME = ".engine-init.lock"
 _POLL_S = 0.05
 _LOG_EVERY_S = 5.0
 _HOLDER_MAX = 4096
