@@ -35,6 +35,7 @@ from pathlib import Path
 
 from app import events, faults
 from app.cache.fsread import UnsafeFileError, open_regular, read_small
+from app.cache.hashing import oci_digest
 from app.cache.lock import wait_flock
 from app.cache.publish import fsync_dir, os_error_to_cache_error
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
@@ -152,7 +153,7 @@ def _stored_manifest(current: Path) -> str | None:
         raw = read_small(current / "manifest.json", 1 << 20)
     except OSError:
         return None
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return oci_digest(raw)
 
 
 def _publish(stage: Path, current: Path) -> None:
