@@ -14,13 +14,14 @@ products, recurrent and attention nodes) is counted in the precision of its inpu
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from app.backends.base import PrecisionInEffect
-from app.cache.fsread import parse_json, read_small
+from app.cache.fsread import open_regular, parse_json, read_small
 from app.errors import EngineBuildError, ModelDataError
 
 PROVIDERS = ["CPUExecutionProvider"]
@@ -53,6 +54,9 @@ def session_options(*, ort_format: bool = False, optimization: str | None = None
 def open_session(model: str | bytes, options: Any) -> Any:
     """An InferenceSession of ``model`` (a path or the bytes) on the CPU provider."""
     import onnxruntime as ort
+
+    if isinstance(model, str):  # ONNX Runtime opens the path itself, blocking: a FIFO would hang it
+        os.close(open_regular(model, follow_links=True))
 
     return ort.InferenceSession(model, options, providers=PROVIDERS)
 
