@@ -209,9 +209,12 @@ def run(state: _State) -> None:
 
 def _process_age_s() -> float:
     """Seconds since this process started (Linux /proc; 0.0 elsewhere). 10 ms resolution."""
+    from app.cache.fsread import read_small
+
     try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        stat = read_small("/proc/self/stat", 4096, follow_links=True, truncate=True).decode()
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        uptime = float(read_small("/proc/uptime", 256, follow_links=True, truncate=True).split()[0])
         return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return 0.0

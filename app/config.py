@@ -21,6 +21,7 @@ from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
 from app.backends.registry import BACKEND_NAMES
+from app.cache.layout import calibration_folder, default_candidates_root
 from app.cache.names import calibration_files, check_model_name
 from app.config_sections import (
     AccuracyConfig,
@@ -203,17 +204,17 @@ class EngineInitConfig(StrictModel):
                 raise ValueError(
                     f"backbones[{b.model_name}]: int8 needs calibration data in "
                     f"calibration_path/{b.model_name}/ (.npz or .npy) or a calibration cache in "
-                    f"{self.cache_root / 'calibration'}"
+                    f"{calibration_folder(self.cache_root)}"
                 )
         return self
 
     def _has_calibration(self, b: BackboneConfig) -> bool:
         if self.calibration_path is not None and calibration_files(self.calibration_path / b.model_name):
             return True
-        cache_dir = self.cache_root / "calibration"
+        cache_dir = calibration_folder(self.cache_root)
         return cache_dir.is_dir() and any(cache_dir.glob(f"{b.model_name}__*.calib"))
 
     @property
     def candidates_root(self) -> Path:
         """Where pull and import store candidates (``fleet.candidates_dir``)."""
-        return self.fleet.candidates_dir or self.cache_root / "candidates"
+        return self.fleet.candidates_dir or default_candidates_root(self.cache_root)

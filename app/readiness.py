@@ -41,7 +41,7 @@ _MAX = 4 << 20
 def current_boot_id(path: Path = BOOT_ID_FILE) -> str:
     """The kernel's per-boot UUID (shared with containers), or '' where there is none."""
     try:
-        return path.read_text().strip()
+        return read_small(path, 256, follow_links=True, truncate=True).decode("ascii", "replace").strip()
     except OSError:
         return ""
 

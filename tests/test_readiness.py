@@ -144,3 +144,13 @@ def test_a_marker_is_replaceable_and_nothing_is_not_there(tmp_path):
     assert check_replaceable(marker) is True
     write_marker(marker, _doc(tmp_path, boot="b2"), None)  # an old marker is replaced
     assert read_marker(marker)["boot_id"] == "b2"
+
+
+def test_a_fifo_as_the_boot_id_file_reads_as_no_boot_id(tmp_path):
+    from app.readiness import current_boot_id
+    from tests.helpers import within
+
+    os.mkfifo(tmp_path / "boot_id")
+    assert within(2, lambda: current_boot_id(tmp_path / "boot_id")) == ""
+    (tmp_path / "id").write_text("3f1c\n")
+    assert current_boot_id(tmp_path / "id") == "3f1c"

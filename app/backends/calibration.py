@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.backends.onnx_model import ModelInterface
+from app.cache.fsread import open_binary
 from app.cache.names import calibration_files
 from app.errors import CalibrationCacheError, ModelDataError
 from app.values import InputProfile
@@ -69,9 +70,9 @@ class CalibrationSet:
                                  f"inputs {names}", hint="use .npz with one array per input")
         try:
             if path.suffix == ".npy":
-                with open(path, "rb") as stream:
+                with open_binary(path, follow_links=True) as stream:
                     return {names[0]: _header(stream)}
-            with zipfile.ZipFile(path) as archive:
+            with open_binary(path, follow_links=True) as raw, zipfile.ZipFile(raw) as archive:
                 found = {}
                 for member in archive.namelist():
                     with archive.open(member) as stream:
@@ -85,7 +86,7 @@ class CalibrationSet:
         import numpy as np
 
         try:
-            with np.load(path, allow_pickle=False) as loaded:
+            with open_binary(path, follow_links=True) as raw, np.load(raw, allow_pickle=False) as loaded:
                 return {name: loaded[name] for name in loaded.files}
         except Exception as exc:
             raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
@@ -98,7 +99,8 @@ class CalibrationSet:
             raise ModelDataError(f"{self.model_name}: {path.name} is .npy, but the model has "
                                  f"inputs {names}", hint="use .npz with one array per input")
         try:
-            return {names[0]: np.load(path, allow_pickle=False)}
+            with open_binary(path, follow_links=True) as raw:
+                return {names[0]: np.load(raw, allow_pickle=False)}
         except Exception as exc:
             raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
                                  f"{str(exc)[:200]}", hint="write it with numpy.save") from exc

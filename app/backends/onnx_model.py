@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.cache.fsread import open_binary
 from app.errors import ModelDataError
 from app.values import InputProfile
 
-__all__ = ["ModelInterface", "TensorInfo", "inspect_model", "resolve_profiles"]
+__all__ = ["ModelInterface", "TensorInfo", "inspect_model", "load_onnx", "resolve_profiles"]
 
 Dim = int | str | None
 
@@ -100,13 +101,26 @@ def inspect_model(path: Path, model_name: str = "") -> ModelInterface:
     return interface
 
 
+def load_onnx(path: Path, *, external_data: bool = True) -> Any:
+    """The ``onnx.ModelProto`` at ``path`` (a link to a regular file is followed: the user
+    names it), read through the safe reader: a FIFO or a device there is an UnsafeFileError,
+    never a hang. ``external_data``: also load tensors stored beside the model."""
+    import onnx
+
+    with open_binary(path, follow_links=True) as handle:
+        model = onnx.load_model(handle, load_external_data=False)
+    if external_data:
+        onnx.load_external_data_for_model(model, str(Path(path).parent))
+    return model
+
+
 def _inspect(path: Path, model_name: str) -> ModelInterface:
     import onnx
 
     label = f"{model_name}: " if model_name else ""
     hint = "re-export the model, or check that the file was copied completely"
     try:
-        model = onnx.load(str(path))
+        model = load_onnx(path)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelDataError(f"{label}{path} is not a readable ONNX model "
                              f"({type(exc).__name__}: {str(exc)[:200]})", hint=hint) from exc

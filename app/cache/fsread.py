@@ -37,10 +37,10 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["MAX_INT_DIGITS", "UnsafeFileError", "describe_mode", "open_regular", "parse_json",
-           "read_small"]
+__all__ = ["MAX_INT_DIGITS", "UnsafeFileError", "describe_mode", "open_binary", "open_regular",
+           "parse_json", "read_small"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: How every file we only read is opened.
@@ -100,6 +100,15 @@ def open_regular(path: Path | str, *, follow_links: bool = False, dir_fd: int | 
         os.close(fd)
         raise
     return fd
+
+
+def open_binary(path: Path | str, *, follow_links: bool = False) -> BinaryIO:
+    """:func:`open_regular` as an unbuffered binary file object (``name``: the path), for
+    readers that take one (numpy, zipfile, onnx) and for files too large for :func:`read_small`
+    (engines, models), read as they are used."""
+    handle = os.fdopen(open_regular(path, follow_links=follow_links), "rb", buffering=0)
+    handle.name = os.fspath(path)  # for messages and onnx's external data
+    return handle
 
 
 def read_small(path: Path | str, limit: int, *, follow_links: bool = False,

@@ -1,4 +1,5 @@
-"""sha256 of files, streamed through a fixed buffer: the one hashing primitive of the cache.
+"""sha256 of files, streamed through a fixed buffer, and of bytes in memory (``sha256_bytes``,
+the OCI form ``oci_digest``): the one digest helper of the package.
 
 The verifier (:mod:`app.cache.sidecar`) and the early hashing (:mod:`app.cache.prehash`) both
 use it; it imports neither. A digest hashed early is handed in explicitly, as ``early``.
@@ -15,8 +16,8 @@ from typing import BinaryIO, Protocol
 from app.cache.fsread import open_regular
 from app.cancel import checkpoint
 
-__all__ = ["CHUNK_BYTES", "EarlyDigests", "copy_hashed", "hash_file", "hash_opened", "sha256_fd",
-           "sha256_of"]
+__all__ = ["CHUNK_BYTES", "EarlyDigests", "copy_hashed", "hash_file", "hash_opened", "oci_digest",
+           "sha256_bytes", "sha256_fd", "sha256_of"]
 
 #: Chunk of the Python 3.10 loop: large enough that hashlib releases the GIL for most of the
 #: work, small enough to keep memory flat whatever the file size.
@@ -30,6 +31,16 @@ class EarlyDigests(Protocol):
     def take(self, path: Path, opened: os.stat_result) -> str | None:
         """The digest of ``path`` if it was hashed early and ``opened`` (the caller's fstat of
         the file it opened) is that very file; None: hash it yourself."""
+
+
+def sha256_bytes(data: bytes | bytearray | memoryview | str) -> str:
+    """sha256 (hex) of bytes in memory; a string is hashed as its UTF-8 bytes."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def oci_digest(raw: bytes | bytearray | memoryview) -> str:
+    """The OCI form of ``raw``'s digest, ``sha256:<hex>``, as descriptors name blobs."""
+    return "sha256:" + sha256_bytes(raw)
 
 
 def sha256_fd(fd: int, chunk: int) -> str:
@@ -53,16 +64,17 @@ def sha256_of(handle: BinaryIO) -> str:
     return sha256_fd(handle.fileno(), CHUNK_BYTES)
 
 
-def hash_file(path: Path, early: EarlyDigests | None = None) -> str:
-    """sha256 of a regular file (UnsafeFileError for anything else), or its digest from ``early``."""
-    return hash_opened(path, early)[0]
+def hash_file(path: Path, early: EarlyDigests | None = None, *, follow_links: bool = False) -> str:
+    """sha256 of a regular file (UnsafeFileError for anything else), or its digest from ``early``;
+    ``follow_links``: a file the user names, which may be a link to a regular file."""
+    return hash_opened(path, early, follow_links=follow_links)[0]
 
 
-def hash_opened(path: Path, early: EarlyDigests | None = None,
-                size: int | None = None) -> tuple[str, os.stat_result]:
+def hash_opened(path: Path, early: EarlyDigests | None = None, size: int | None = None, *,
+                follow_links: bool = False) -> tuple[str, os.stat_result]:
     """:func:`hash_file`, with the stat of the very file it opened and hashed; ``size``: a
     ValueError, before any byte is read, unless the file holds that many bytes."""
-    with os.fdopen(open_regular(path), "rb", buffering=0) as handle:
+    with os.fdopen(open_regular(path, follow_links=follow_links), "rb", buffering=0) as handle:
         opened = os.fstat(handle.fileno())
         if size is not None and opened.st_size != size:
             raise ValueError(f"it holds {opened.st_size} bytes, not the {size} expected")

@@ -23,18 +23,19 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from app import events
 from app.cache.fsread import describe_mode, parse_json, read_small
+from app.cache.layout import LOCK_NAME
 from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
 from app.cancel import checkpoint
 from app.errors import CacheWriteError, LockTimeoutError
 
-__all__ = ["LOCK_NAME", "CacheLock", "read_holder"]
+__all__ = ["LOCK_NAME", "CacheLock", "read_holder", "wait_flock"]
 
-LOCK_NAME = ".engine-init.lock"
 _POLL_S = 0.05
 _LOG_EVERY_S = 5.0
 _HOLDER_MAX = 4096
@@ -50,6 +51,44 @@ def read_holder(lock_file: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def wait_flock(open_fd: Callable[[], int], timeout_s: float, *,
+               waiting: Callable[[float], None], timed_out: Callable[[], LockTimeoutError],
+               current: Callable[[int], bool] | None = None, first_log_s: float = 0.0) -> int:
+    """The one wait for an exclusive ``flock`` (the cache lock, a SKU's candidates): a
+    descriptor from ``open_fd`` once locked. Polls every 50 ms, so that SIGTERM ends the wait
+    at the next poll (:func:`app.cancel.checkpoint`, exit 143), and raises ``timed_out()``
+    (LockTimeoutError: exit 75) after ``timeout_s``. ``waiting(waited_s)`` is called after
+    ``first_log_s`` and every 5 s; ``current(fd)`` False after locking (the file was replaced
+    while waited for) locks a freshly opened one. The descriptor is closed on any error."""
+    start = time.monotonic()
+    next_log = start + first_log_s
+    fd = open_fd()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if current is None or current(fd):
+                    return fd
+                os.close(fd)
+                fd = -1
+                fd = open_fd()
+                continue
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            if now - start >= timeout_s:
+                raise timed_out()
+            if now >= next_log:
+                waiting(now - start)
+                next_log = now + _LOG_EVERY_S
+            time.sleep(_POLL_S)
+            checkpoint()
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
 
 
 def _alone(fd: int) -> bool:
@@ -83,39 +122,22 @@ class CacheLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this CacheLock")
         start = time.monotonic()
-        next_log = start
-        fd = self._open()
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if self._still_the_lock_file(fd):
-                    break
-                # Replaced (damage repaired by another run) while we waited: lock the new one.
-                os.close(fd)
-                fd = self._open()
-                continue
-            except BlockingIOError:
-                pass
-            now = time.monotonic()
+
+        def waiting(waited_s: float) -> None:
             holder = read_holder(self.path)
-            if now - start >= self.timeout_s:
-                os.close(fd)
-                raise LockTimeoutError(
-                    f"cache {self.path.parent} is locked by {_describe(holder)}; "
-                    f"gave up after {self.timeout_s:g} s",
-                    hint="wait for that run to finish, or raise lock_timeout_s",
-                )
-            if now >= next_log:
-                events.emit(self.logger, logging.INFO, events.LOCK_WAIT,
-                            f"waiting for the cache lock held by {_describe(holder)}",
-                            holder=holder, waited_s=round(now - start, 3))
-                next_log = now + _LOG_EVERY_S
-            time.sleep(_POLL_S)
-            try:
-                checkpoint()
-            except BaseException:
-                os.close(fd)
-                raise
+            events.emit(self.logger, logging.INFO, events.LOCK_WAIT,
+                        f"waiting for the cache lock held by {_describe(holder)}",
+                        holder=holder, waited_s=round(waited_s, 3))
+
+        def timed_out() -> LockTimeoutError:
+            return LockTimeoutError(
+                f"cache {self.path.parent} is locked by {_describe(read_holder(self.path))}; "
+                f"gave up after {self.timeout_s:g} s",
+                hint="wait for that run to finish, or raise lock_timeout_s",
+            )
+
+        fd = wait_flock(self._open, self.timeout_s, waiting=waiting, timed_out=timed_out,
+                        current=self._still_the_lock_file)
         self.waited_s = time.monotonic() - start
         self._fd = fd
         self._write_holder(fd)

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.cache.layout import RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.values import NO_JETPACK, PrecisionMode
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
 ]
 
 #: An artifact's companions, published after it: its sha256 sidecar, then its provenance record.
-SIDECAR_SUFFIX = ".sha256"
-RECORD_SUFFIX = ".record.json"
 COMPANION_SUFFIXES = (SIDECAR_SUFFIX, RECORD_SUFFIX)
 
 MODEL_NAME_MAX = 100

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from app.cache.fsread import open_regular, parse_json, read_small
 from app.cache.hashing import sha256_of
+from app.cache.layout import HINT_NAME
 
 __all__ = ["HINT_NAME", "PrehashResults", "read_hint", "start", "write_hint"]
 
-HINT_NAME = ".engine-init.warm.json"
 _MAX_ENGINES = 16
 _MAX_HINT_BYTES = 64 << 10
 

@@ -20,7 +20,6 @@ checked for type and range (a build of more than :data:`MAX_DURATION_S` is no bu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -32,7 +31,7 @@ from typing import Any
 
 from app.cache import signing
 from app.cache.fsread import parse_json, read_small
-from app.cache.hashing import hash_file
+from app.cache.hashing import hash_file, sha256_bytes
 from app.cache.names import RECORD_SUFFIX, calibration_files, companion
 from app.cache.publish import atomic_write_bytes
 
@@ -196,7 +195,7 @@ def record_path(artifact: Path) -> Path:
 def fingerprint(settings: dict[str, Any]) -> str:
     """A stable digest of a JSON-able settings mapping (key order does not matter)."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return sha256_bytes(canonical)
 
 
 def calibration_fingerprint(folder: Path | None) -> str | None:

@@ -6,12 +6,11 @@ whose sidecar is absent or stale, which :meth:`Sha256Sidecar.verify` rejects.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 from app.cache.fsread import read_small
-from app.cache.hashing import EarlyDigests, hash_file
+from app.cache.hashing import EarlyDigests, hash_file, sha256_bytes
 from app.cache.names import SIDECAR_SUFFIX, companion
 from app.cache.publish import atomic_write_bytes
 
@@ -33,7 +32,7 @@ class Sha256Sidecar:
     def write_atomic_and_sidecar(path: Path, payload: bytes | bytearray | memoryview) -> str:
         """Publish ``payload`` at ``path``, then its sidecar; return the hex digest."""
         path = Path(path)
-        digest = hashlib.sha256(payload).hexdigest()
+        digest = sha256_bytes(payload)
         atomic_write_bytes(path, payload)
         Sha256Sidecar.write(path, digest)
         return digest

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cache.fsread import read_small
+from app.cache.layout import ROBOT_KEY_NAME
 from app.errors import ConfigError
 
 __all__ = ["ROBOT_KEY_NAME", "SIGNATURE_FIELD", "is_signed_by", "load_key", "robot_key", "sign",
@@ -34,7 +35,6 @@ _MIN_KEY_BYTES = 16
 #: Far more than any key: a larger file is not one.
 _MAX_KEY_BYTES = 64 << 10
 #: This robot's own record key, in the cache root (see the module docstring).
-ROBOT_KEY_NAME = ".engine-init.robot-key"
 _ROBOT_KEY_BYTES = 32
 
 

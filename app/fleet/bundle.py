@@ -15,9 +15,7 @@ uploads the same documents and the cache files themselves.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -25,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from app.cache.hashing import copy_hashed
+from app.cache.fsread import open_binary, parse_json
+from app.cache.hashing import copy_hashed, oci_digest, sha256_bytes
 from app.cancel import checkpoint
 from app.errors import BundleError, CacheWriteError
 from app.fleet import layout
@@ -60,7 +59,7 @@ class Documents:
 
     @staticmethod
     def descriptor(raw: bytes, media_type: str) -> layout.Descriptor:
-        return layout.Descriptor(media_type, "sha256:" + hashlib.sha256(raw).hexdigest(), len(raw))
+        return layout.Descriptor(media_type, oci_digest(raw), len(raw))
 
 
 def _hash_file(path: Path, out: int | None = None) -> tuple[str, int]:
@@ -100,7 +99,7 @@ def _write_layout(folder: Path, files: list[SourceFile], docs: Documents) -> Non
     blobs = folder / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     for raw in (docs.identity, docs.manifest, docs.signed_index):
-        (blobs / hashlib.sha256(raw).hexdigest()).write_bytes(raw)
+        (blobs / sha256_bytes(raw)).write_bytes(raw)
     for f in files:
         target = blobs / f.descriptor.hex
         if target.exists():  # two files with the same bytes share one blob
@@ -136,7 +135,7 @@ def _tar(folder: Path, target: Path) -> None:
             tar.add(folder / name, arcname=name, recursive=False)
         for blob in sorted((folder / "blobs" / "sha256").iterdir()):
             info = tar.gettarinfo(blob, arcname=f"blobs/sha256/{blob.name}")
-            with open(blob, "rb") as handle:
+            with open_binary(blob) as handle:
                 tar.addfile(info, _Checked(handle))
 
 
@@ -174,7 +173,7 @@ def write_bundle(dest: Path, files: list[SourceFile], docs: Documents) -> Path:
 
 def summary(docs: Documents) -> dict[str, object]:
     """What an event or a command prints about a bundle."""
-    manifest = json.loads(docs.manifest)
+    manifest = parse_json(docs.manifest)
     return {"sku": docs.sku, "files": len(manifest["layers"]),
             "bytes": sum(layer["size"] for layer in manifest["layers"]),
             "manifest_digest": Documents.descriptor(docs.manifest, layout.MANIFEST_TYPE).digest}

@@ -24,21 +24,20 @@ when every file checked out. A folder already holding the same manifest is kept 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from app import events, faults
 from app.cache.fsread import UnsafeFileError, open_regular, read_small
+from app.cache.hashing import oci_digest
+from app.cache.lock import wait_flock
 from app.cache.publish import fsync_dir, os_error_to_cache_error
-from app.cancel import checkpoint
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
 from app.fleet.layout import Descriptor, check_name
 
@@ -126,32 +125,20 @@ class Stage:
 def _lock(folder: Path, sku: str, timeout_s: float) -> int:
     """The SKU's flock, waited for up to ``timeout_s`` (LockTimeoutError: exit 75); a signal
     ends the wait at the next poll (exit 143)."""
-    fd = os.open(folder / f".{sku}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-                 | getattr(os, "O_CLOEXEC", 0), 0o644)
-    start = time.monotonic()
-    next_log = start + _LOG_EVERY_S
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                pass
-            now = time.monotonic()
-            if now - start >= timeout_s:
-                raise LockTimeoutError(f"another import or pull of {sku} held the lock "
-                                       f"{folder / f'.{sku}.lock'} for {timeout_s:g} s",
-                                       hint="let it finish, then try again (or raise "
-                                       "lock_timeout_s)")
-            if now >= next_log:
-                events.emit(_LOG, logging.INFO, events.LOCK_WAIT, f"waiting for another import "
-                            f"or pull of {sku}", waited_s=round(now - start, 3), sku=sku)
-                next_log = now + _LOG_EVERY_S
-            time.sleep(0.05)
-            checkpoint()
-    except BaseException:
-        os.close(fd)
-        raise
+    path = folder / f".{sku}.lock"
+
+    def waiting(waited_s: float) -> None:
+        events.emit(_LOG, logging.INFO, events.LOCK_WAIT, f"waiting for another import "
+                    f"or pull of {sku}", waited_s=round(waited_s, 3), sku=sku)
+
+    def timed_out() -> LockTimeoutError:
+        return LockTimeoutError(f"another import or pull of {sku} held the lock {path} for "
+                                f"{timeout_s:g} s",
+                                hint="let it finish, then try again (or raise lock_timeout_s)")
+
+    return wait_flock(lambda: os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                                      | getattr(os, "O_CLOEXEC", 0), 0o644),
+                      timeout_s, waiting=waiting, timed_out=timed_out, first_log_s=_LOG_EVERY_S)
 
 
 def _sweep(folder: Path, sku: str) -> None:
@@ -166,7 +153,7 @@ def _stored_manifest(current: Path) -> str | None:
         raw = read_small(current / "manifest.json", 1 << 20)
     except OSError:
         return None
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return oci_digest(raw)
 
 
 def _publish(stage: Path, current: Path) -> None:

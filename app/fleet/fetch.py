@@ -11,8 +11,6 @@ hands out bytes: a layout folder, a ``.tar`` of one (here) or a registry
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tarfile
 from collections.abc import Callable, Iterator
@@ -21,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
-from app.cache.fsread import UnsafeFileError, open_regular, read_small
+from app.cache.fsread import UnsafeFileError, open_regular, parse_json, read_small
+from app.cache.hashing import oci_digest
 from app.cancel import map_cancellable
 from app.errors import BundleError
 from app.fleet import layout
@@ -65,7 +64,7 @@ def read_document(chunks: Iterator[bytes], descriptor: layout.Descriptor, what: 
         data += chunk
         if len(data) > descriptor.size:
             break
-    if len(data) != descriptor.size or "sha256:" + hashlib.sha256(data).hexdigest() != descriptor.digest:
+    if len(data) != descriptor.size or oci_digest(data) != descriptor.digest:
         raise BundleError(f"the bundle's {what} does not match its digest {descriptor.digest}",
                           hint="the bundle or the registry's copy was altered; push it again")
     return bytes(data)
@@ -229,7 +228,7 @@ def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: Ha
     with source.blob(manifest.config) as chunks:
         raw_identity = read_document(chunks, manifest.config, "identity")
     try:
-        doc = json.loads(raw_identity)
+        doc = parse_json(raw_identity)
         theirs = HardwareIdentity.from_dict(doc.get("identity") if isinstance(doc, dict) else None)
     except ValueError as exc:
         raise _damaged(source.where, f"its identity is unreadable ({exc})") from None
@@ -251,7 +250,7 @@ def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: Hardware
     BundleError (nothing stored) when any check fails."""
     raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host,
                                                                          release)
-    digest = "sha256:" + hashlib.sha256(raw_manifest).hexdigest()
+    digest = oci_digest(raw_manifest)
     folder = candidate_folder(candidates, manifest.sku)
     with staging(candidates, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:
         if stage is None:

@@ -13,13 +13,13 @@ signature made for anything else never verifies as a bundle signature.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from app.cache.fsread import read_small
+from app.cache.hashing import sha256_bytes
 from app.errors import ConfigError
 from app.fleet import INSTALL_HINT
 
@@ -89,7 +89,7 @@ def key_id(public: Ed25519PublicKey) -> str:
     """16 hex digits naming a public key (sha256 of its raw bytes), shown in errors."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    return hashlib.sha256(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+    return sha256_bytes(public.public_bytes(Encoding.Raw, PublicFormat.Raw))[:16]
 
 
 def sign_digest(private: Ed25519PrivateKey, digest: str) -> bytes:

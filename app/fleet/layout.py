@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.cache.fsread import parse_json
+from app.cache.layout import CACHE_SUBFOLDERS
 from app.cache.names import RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.errors import BundleError
 
@@ -53,7 +55,7 @@ MAX_FILES = 4096
 MAX_BLOB = 64 << 30
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
-_SUBFOLDERS = ("timing", "calibration")
+_SUBFOLDERS = CACHE_SUBFOLDERS
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,8 @@ def _bad(what: str) -> BundleError:
 
 def _json(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
+        doc = parse_json(raw)
+    except ValueError:
         raise _bad(f"{what} is not JSON") from None
     if not isinstance(doc, dict):
         raise _bad(f"{what} is not a JSON object")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.cache.fsread import parse_json
 from app.errors import BundleError, ConfigError, RegistryError
 from app.fleet import INSTALL_HINT, layout
 from app.fleet.bundle import Documents, SourceFile
@@ -146,7 +146,7 @@ def _checked(response: Any, what: str) -> Any:
 def _codes(response: Any) -> list[str]:
     """The error codes of a registry's JSON error body (OCI distribution spec), read bounded."""
     try:
-        doc = json.loads(response.raw.read(64 << 10, decode_content=True) or b"{}")
+        doc = parse_json(response.raw.read(64 << 10, decode_content=True) or b"{}")
         return [str(e.get("code")) for e in doc.get("errors", []) if isinstance(e, dict)]
     except Exception:  # any body at all: no codes
         return []

@@ -10,10 +10,10 @@ bytes are those (:func:`app.fleet.fetch.fetch_bundle`).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cache.hashing import oci_digest
 from app.cancel import call_cancellable
 from app.errors import BundleError
 from app.fleet import layout
@@ -39,7 +39,7 @@ def _sha256(target: TargetFile) -> str:
 
 def check_index(raw: bytes, target: TargetFile, where: str) -> None:
     """BundleError unless ``raw`` is the signed index the release names."""
-    got = "sha256:" + hashlib.sha256(raw).hexdigest()
+    got = oci_digest(raw)
     if len(raw) != target.length or got != _sha256(target):
         raise BundleError(f"{where}: the bundle's index is {got}, the fleet released "
                           f"{_sha256(target)} for it", hint="an older pull or an import stored "

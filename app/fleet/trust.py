@@ -23,13 +23,13 @@ module loads ``cryptography`` only when it checks a signature.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.cache.fsread import read_small
+from app.cache.hashing import oci_digest
 from app.errors import EngineInitError
 from app.fleet import layout
 
@@ -82,10 +82,6 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
     return _CHECKED[key]
 
 
-def _sha256(raw: bytes) -> str:
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
 def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: Path | None,
            repository: str | None) -> Trust:
     from app.fleet.keys import key_id, load_public_key, verify_digest
@@ -102,7 +98,7 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
                 return Trust(reason=f"its signature does not verify with public key {key_id(public)} "
                                     f"(its index names key {signed.key_id})")
         raw = read_small(folder / "manifest.json", layout.DOC_MAX)
-        if len(raw) != signed.manifest.size or _sha256(raw) != signed.manifest.digest:
+        if len(raw) != signed.manifest.size or oci_digest(raw) != signed.manifest.digest:
             return Trust(reason="manifest.json is not the manifest its signature covers")
         manifest = layout.parse_manifest(raw)
         if trusted_root is not None:
@@ -142,6 +138,6 @@ def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
     if described is None:
         raise ValueError(f"the signed manifest does not list {name}")
     payload = read_small(folder / "files" / name, described.size)
-    if len(payload) != described.size or _sha256(payload) != described.digest:
+    if len(payload) != described.size or oci_digest(payload) != described.digest:
         raise ValueError(f"{name} is not the file the signed manifest lists")
     return payload

@@ -13,13 +13,13 @@ layer's digest: the trust decisions are the Updater's (signatures, versions, exp
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 from tuf.api import exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
+from app.cache.hashing import oci_digest
 from app.errors import BundleError
 from app.fleet import layout
 from app.fleet.fetch import read_document
@@ -41,8 +41,8 @@ def tag_of(filename: str) -> str:
 
 
 def _manifest(raw: bytes, filename: str) -> bytes:
-    empty = layout.Descriptor(EMPTY_TYPE, "sha256:" + hashlib.sha256(_EMPTY).hexdigest(), len(_EMPTY))
-    layer = layout.Descriptor(LAYER_TYPE, "sha256:" + hashlib.sha256(raw).hexdigest(), len(raw),
+    empty = layout.Descriptor(EMPTY_TYPE, oci_digest(_EMPTY), len(_EMPTY))
+    layer = layout.Descriptor(LAYER_TYPE, oci_digest(raw), len(raw),
                               {layout.TITLE: filename})
     return layout.canonical({"schemaVersion": 2, "mediaType": layout.MANIFEST_TYPE,
                              "artifactType": ARTIFACT_TYPE, "config": empty.doc(),

@@ -15,7 +15,6 @@ older to compare with.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -27,13 +26,14 @@ from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Root, Signed, Snapshot, TargetFile, Targets, Timestamp
 
 from app.cache.fsread import open_regular, read_small
+from app.cache.hashing import sha256_bytes
+from app.cache.layout import TUF_FOLDER
 from app.errors import BundleError, ConfigError, EngineInitError
 
 __all__ = ["BINDING", "METADATA_MAX", "TUF_FOLDER", "binding_of", "check_bound", "explain",
            "read_trusted_root", "release_of", "releasing", "role_of", "stored", "verified_targets"]
 
 #: Where a robot keeps the metadata it trusts, in its candidates folder.
-TUF_FOLDER = "tuf"
 #: The field of root and targets metadata that names the repository they are valid for.
 BINDING = "x-engine-init-repository"
 #: The largest metadata file read (python-tuf's own bound for targets metadata).
@@ -48,7 +48,7 @@ _TS_ROLLBACK = re.compile(r"New timestamp version (\d+) must be >= (\d+)")
 def role_of(sku: str) -> str:
     """The name of ``sku``'s delegated role (a SKU key may be 128 characters: too long for
     the tag of ``<version>.<role>.json``)."""
-    return "sku-" + hashlib.sha256(sku.encode()).hexdigest()[:16]
+    return "sku-" + sha256_bytes(sku)[:16]
 
 
 def binding_of(signed: Root | Targets) -> str | None:

@@ -18,7 +18,6 @@ characters keeps its first 119 and ends with ``-`` and 8 hex digits of its sha25
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import re
 from dataclasses import asdict, dataclass, fields
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cache.fsread import read_small
+from app.cache.hashing import sha256_bytes
 from app.host.packages import declared_version
 from app.host.probe import HostReport
 
@@ -90,7 +90,7 @@ class HardwareIdentity:
         parts += [f"jp{self.jetpack}", f"{prefix}{self.backend_version or 'none'}", self.backend]
         key = "-".join(s for s in (_UNSAFE.sub("-", p).strip("-") for p in parts) if s)
         if len(key) > _TAG_MAX:
-            key = f"{key[:_TAG_MAX - 9]}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+            key = f"{key[:_TAG_MAX - 9]}-{sha256_bytes(key)[:8]}"
         return key
 
     def diff(self, other: HardwareIdentity, *, everything: bool = False) -> list[str]:

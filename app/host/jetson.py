@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.cache.fsread import UnsafeFileError, read_small
 from app.values import NO_JETPACK
 
 __all__ = ["L4T_TO_JETPACK", "JetsonRelease", "detect_release", "jetpack_for", "parse_nv_tegra_release"]
@@ -75,6 +76,17 @@ def jetpack_for(l4t: str) -> tuple[str, bool]:
     return f"l4t{l4t}", False
 
 
+def _read_release(path: Path) -> str:
+    """The release file's text (its first 4 KiB), through the safe reader: a FIFO there is an
+    error, not a hang. ``/dev/null`` is what a compose file mounts off-Jetson: read as empty."""
+    try:
+        return read_small(path, 4096, follow_links=True, truncate=True).decode("utf-8", "replace")
+    except UnsafeFileError:
+        if os.stat(path).st_rdev == os.stat(os.devnull).st_rdev:
+            return ""
+        raise
+
+
 def detect_release(
     env: Mapping[str, str] | None = None, release_file: Path = RELEASE_FILE
 ) -> JetsonRelease:
@@ -88,7 +100,7 @@ def detect_release(
         l4t = _normalise(match["v"])
         return JetsonRelease(l4t, *jetpack_for(l4t), source="L4T_VERSION")
     try:
-        text = release_file.read_text(encoding="utf-8", errors="replace")[:4096]
+        text = _read_release(release_file)
     except OSError:
         return JetsonRelease("", NO_JETPACK, True, source="none")
     if not text.strip():

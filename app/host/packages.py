@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
+
+from app.cache.fsread import read_small
 
 __all__ = ["declared_version"]
 
@@ -21,7 +22,8 @@ def declared_version(module: str, distributions: tuple[str, ...] = ()) -> str:
     spec = importlib.util.find_spec(module)
     if spec is not None and spec.origin:
         try:
-            match = _VERSION_LINE.search(Path(spec.origin).read_text(encoding="utf-8", errors="replace"))
+            source = read_small(spec.origin, 4 << 20, follow_links=True, truncate=True)
+            match = _VERSION_LINE.search(source.decode("utf-8", "replace"))
         except OSError:
             match = None
         if match:

@@ -37,10 +37,10 @@ _INTEGER = {2, 3, 4, 5, 6, 7, 9, 12, 13}
 def find_rules(onnx_path: Path) -> dict[str, AccuracyOutputConfig]:
     """{output: rule} for the outputs the graph shows to be sets or assignments; the others
     are left to ``values``. Never raises for a graph it cannot follow: it then finds less."""
-    import onnx
+    from app.backends.onnx_model import load_onnx
 
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        model = load_onnx(onnx_path, external_data=False)
     except Exception:  # the reference run reports an unreadable model with its own message
         return {}
     graph = model.graph

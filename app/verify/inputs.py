@@ -19,7 +19,6 @@ check on them is in-sample and passes engines that are wrong on everything else.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.backends.onnx_model import ModelInterface
+from app.cache.hashing import hash_file, sha256_bytes
 from app.cache.names import calibration_files
 from app.config_sections import DEFAULT_COUNT, DEFAULT_RANGE, DEFAULT_SEED
 from app.errors import ModelDataError
@@ -150,16 +150,9 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 
 def _hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hash_file(path, follow_links=True)  # samples a user names: a link to a file is fine
 
 
 def _digest(files: tuple[Path, ...]) -> str:
     """One digest of the sample files' names and bytes: other samples mean another check."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}\0{_hash(path)}\n".encode())
-    return digest.hexdigest()
+    return sha256_bytes("".join(f"{path.name}\0{_hash(path)}\n" for path in files))

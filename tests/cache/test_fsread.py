@@ -8,7 +8,7 @@ import os
 import pytest
 
 from app.cache import prehash
-from app.cache.fsread import UnsafeFileError, open_regular, parse_json, read_small
+from app.cache.fsread import UnsafeFileError, open_binary, open_regular, parse_json, read_small
 from app.cache.lock import LOCK_NAME, read_holder
 from app.cache.record import read_record, record_path
 from app.cache.sidecar import Sha256Sidecar, sidecar_path
@@ -98,6 +98,23 @@ def test_a_followed_link_to_anything_but_a_file_is_never_opened(tmp_path, kind, 
     monkeypatch.setattr(os, "open", lambda *a, **kw: pytest.fail(f"opened {a}"))
     with pytest.raises(UnsafeFileError, match=r"device|FIFO"):
         read_small(path, 64, follow_links=True)
+
+
+@pytest.mark.parametrize("follow_links", [False, True])
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev", "link-to-dev-zero", "folder"])
+def test_open_binary_refuses_what_is_no_regular_file_at_once(tmp_path, kind, follow_links):
+    """The large files (engines, models, calibration batches) are read through a file object:
+    the same refusal as read_small, before any byte is read."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"x")
+    plant(path, kind, tmp_path / "outside")
+    with pytest.raises(UnsafeFileError) as caught:
+        within(2, lambda: open_binary(path, follow_links=follow_links))
+    assert path.name in str(caught.value)
+    path.unlink() if not path.is_dir() or path.is_symlink() else path.rmdir()
+    path.write_bytes(b"engine bytes")
+    with open_binary(path) as handle:
+        assert (handle.read(), handle.name) == (b"engine bytes", str(path))
 
 
 def test_open_regular_opens_folders_only_when_asked(tmp_path):

@@ -59,3 +59,17 @@ def test_env_overrides_the_file_and_absence_means_not_a_jetson(tmp_path):
     assert parse_nv_tegra_release("") is None
     with pytest.raises(ValueError, match="L4T_VERSION"):
         detect_release({"L4T_VERSION": "latest"}, tmp_path / "none")
+
+
+def test_a_fifo_as_the_release_file_is_not_a_jetson_and_no_hang(tmp_path):
+    import os
+
+    from tests.helpers import within
+
+    os.mkfifo(tmp_path / "nv_tegra_release")
+    got = within(2, lambda: detect_release(env={}, release_file=tmp_path / "nv_tegra_release"))
+    assert (got.l4t, got.source) == ("", "none")
+    # /dev/null is what a compose file mounts off-Jetson: an empty file, read as such.
+    (tmp_path / "null").symlink_to(os.devnull)
+    assert within(2, lambda: detect_release(env={}, release_file=tmp_path / "null")).source == \
+        str(tmp_path / "null")

@@ -12,7 +12,6 @@ sessions, the runner of its artifacts and its precision read-out are in
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from app import faults
 from app.backends.base import EngineRunner, PrecisionInEffect
+from app.cache.fsread import open_binary, read_small
+from app.cache.hashing import sha256_bytes
 from app.cache.names import OrtFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep
@@ -40,7 +41,8 @@ def cpu_identity() -> tuple[str, str]:
     # /proc/cpuinfo, not platform.processor(): that runs `uname -p` in a subprocess.
     model, flags = "", ""
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+        cpuinfo = read_small("/proc/cpuinfo", 1 << 20, truncate=True)  # the first CPU's lines
+        for line in cpuinfo.decode("utf-8", "replace").splitlines():
             key, _, value = line.partition(":")
             key = key.strip().lower()
             if key in {"model name", "cpu model", "hardware"} and not model.strip():
@@ -50,7 +52,7 @@ def cpu_identity() -> tuple[str, str]:
     except OSError:
         pass
     arch = os.uname().machine.lower().replace("-", "_") or "cpu"
-    digest = hashlib.sha256(f"{model}|{flags}".encode()).hexdigest()[:8]
+    digest = sha256_bytes(f"{model}|{flags}")[:8]
     return f"{arch}-{digest}", model or arch
 
 
@@ -164,7 +166,8 @@ class OnnxRuntimeBackend:
                     if cfg.precision is PrecisionMode.FP16 else "check the model with onnx.checker")
             raise EngineBuildError(f"{cfg.model_name}: ONNX Runtime could not compile the model "
                                    f"for {cfg.precision.value}: {str(exc)[:300]}", hint=hint) from exc
-        return out.read_bytes()
+        with open_binary(out) as handle:
+            return handle.read()
 
     def _quantize(self, source: Path, model: ModelInterface, profiles: dict[str, InputProfile],
                   cfg: BuildConfig, tmp: Path) -> Path:
@@ -212,7 +215,9 @@ class OnnxRuntimeBackend:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        converted = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+        from app.backends.onnx_model import load_onnx
+
+        converted = convert_float_to_float16(load_onnx(source), keep_io_types=True)
         out = tmp / "fp16.onnx"
         onnx.save(converted, str(out))
         return out
@@ -249,7 +254,9 @@ class OnnxRuntimeBackend:
 def _private_copy(source: Path, tmp: Path) -> Path:
     import onnx
 
-    model = onnx.load(str(source))
+    from app.backends.onnx_model import load_onnx
+
+    model = load_onnx(source)
     copy = tmp / "source.onnx"
     onnx.save(model, str(copy), save_as_external_data=model.ByteSize() > (1 << 30))
     return copy

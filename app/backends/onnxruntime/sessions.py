@@ -14,19 +14,23 @@ products, recurrent and attention nodes) is counted in the precision of its inpu
 
 from __future__ import annotations
 
-import json
+import os
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from app.backends.base import PrecisionInEffect
+from app.cache.fsread import open_regular, parse_json, read_small
 from app.errors import EngineBuildError, ModelDataError
 
 PROVIDERS = ["CPUExecutionProvider"]
 _COMPUTE = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")
 _TYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8",
           "uint8": "int8", "double": "fp64"}
+
+#: ONNX Runtime's profile of one run: one event per node, far below this for any model.
+_TRACE_MAX = 256 << 20
 
 
 def session_options(*, ort_format: bool = False, optimization: str | None = None,
@@ -50,6 +54,9 @@ def session_options(*, ort_format: bool = False, optimization: str | None = None
 def open_session(model: str | bytes, options: Any) -> Any:
     """An InferenceSession of ``model`` (a path or the bytes) on the CPU provider."""
     import onnxruntime as ort
+
+    if isinstance(model, str):  # ONNX Runtime opens the path itself, blocking: a FIFO would hang it
+        os.close(open_regular(model, follow_links=True))
 
     return ort.InferenceSession(model, options, providers=PROVIDERS)
 
@@ -100,7 +107,7 @@ def precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: str,
         try:
             session = open_session(str(artifact), options)
             session.run(None, feeds)
-            trace = json.loads(Path(session.end_profiling()).read_text())
+            trace = parse_json(read_small(session.end_profiling(), _TRACE_MAX))
         except Exception as exc:
             raise EngineBuildError(f"{model_name}: cannot profile {artifact.name} to see the "
                                    f"precision it runs in: {str(exc)[:300]}") from exc

@@ -28,6 +28,7 @@ from typing import Any
 
 from app import events
 from app.cache.fsread import describe_mode, read_small
+from app.cache.layout import calibration_folder, timing_folder
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import fingerprint
 from app.values import InputProfile
@@ -46,7 +47,7 @@ def _slug(text: str) -> str:
 
 def timing_cache_path(root: Path, trt_version: str, sm: int, device: str) -> Path:
     """The timing cache of one TensorRT version (the full one, with its build) and device."""
-    return root / "timing" / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
+    return timing_folder(root) / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
 
 
 def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -> str:
@@ -57,13 +58,13 @@ def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -
 
 def calibration_cache_path(root: Path, model: str, trt_version: str, model_key: str,
                            data_fp: str) -> Path:
-    return root / "calibration" / f"{model}__trt{trt_version}__{model_key}__{data_fp[:16]}.calib"
+    return calibration_folder(root) / f"{model}__trt{trt_version}__{model_key}__{data_fp[:16]}.calib"
 
 
 def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: str) -> Path | None:
     """The newest calibration cache of this model (name, bytes, OPT shapes) for this TensorRT
     version, whatever data it was made from."""
-    folder = root / "calibration"
+    folder = calibration_folder(root)
     if not folder.is_dir():
         return None
     found = []

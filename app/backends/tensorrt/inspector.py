@@ -13,11 +13,11 @@ GEMMs in fp16 is reduced precision that took effect partially (a warning), not a
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
 from app.backends.base import PrecisionInEffect
+from app.cache.fsread import parse_json
 
 #: TensorRT's layer types: CaskConvolution, CaskGemmMatrixMultiply, gemm, MatrixMultiply...
 _COMPUTE = ("conv", "gemm", "matrixmultiply", "fullyconnected", "rnn", "attention")
@@ -42,7 +42,7 @@ def precision_in_effect(info: str, precision: str) -> PrecisionInEffect | None:
     """From a TensorRT engine inspector's JSON: each compute layer in the type of its first
     input. None when the engine holds layer names only (built without detailed verbosity)."""
     try:
-        doc = json.loads(info)
+        doc = parse_json(info)
     except ValueError:
         return None
     layers = doc.get("Layers") if isinstance(doc, dict) else None

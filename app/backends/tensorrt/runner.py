@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.cache.fsread import open_binary
 from app.errors import EngineBuildError
 
 __all__ = ["DeviceBuffers", "TrtRunner"]
@@ -56,7 +57,10 @@ class TrtRunner:
         self.api = TrtApi(trt if trt is not None else
                          import_tensorrt("the accuracy check of a TensorRT engine"))
         self.model_name = model_name
-        blob = Path(engine).read_bytes() if isinstance(engine, Path) else engine
+        if isinstance(engine, Path):  # a FIFO or a device there: UnsafeFileError, not a hang
+            with open_binary(engine, follow_links=True) as handle:
+                engine = handle.read()
+        blob = engine
         if memory is None or cudart is not None:
             cudart = cudart if cudart is not None else _cudart()
             select_device(cuda_device, cudart)  # the engine and its buffers on one GPU

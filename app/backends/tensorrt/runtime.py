@@ -30,6 +30,7 @@ from app.backends.tensorrt.loader import import_tensorrt
 from app.backends.tensorrt.logsink import logging_to
 from app.backends.tensorrt.opsupport import require_supported
 from app.backends.tensorrt.verify import check_engine, warm_up
+from app.cache.fsread import open_binary
 from app.cache.names import EngineFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
 from app.cancel import cancellable_sleep
@@ -161,7 +162,8 @@ class TensorRTRuntime:
         api = self._api()
         select_device(self.host.cuda_device, self._runtime_api())
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
-        payload = Path(artifact).read_bytes()
+        with open_binary(artifact) as handle:  # a FIFO or a device there: UnsafeFileError
+            payload = handle.read()
         buffers = _Buffers(self._memory)
         try:
             self._load_and_check(api, payload, model, profiles, cfg, CallbackErrors(), buffers)
@@ -183,7 +185,9 @@ class TensorRTRuntime:
 
         api = self._api()
         select_device(self.host.cuda_device, self._runtime_api())
-        engine = self._deserialize(api, artifact.read_bytes(), build_config, CallbackErrors())
+        with open_binary(artifact) as handle:
+            blob = handle.read()
+        engine = self._deserialize(api, blob, build_config, CallbackErrors())
         effect = precision_in_effect(engine_information(api.trt, engine),
                                      build_config.precision.value)
         placed = self._placed.pop(build_config.model_name, None)

@@ -62,3 +62,19 @@ def test_the_backend_opens_the_runner_of_its_artifact(tmp_path, corpus):
     runner.close()
     with pytest.raises(Exception, match="cannot run ncnn engines"):
         PlainRuntimeAdapter(ncnn(), HostCapabilities(0, "none", "none")).open_runner(engine, config)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero"])
+def test_a_path_onnx_runtime_would_open_is_checked_first(tmp_path, kind):
+    """ONNX Runtime opens a model path itself, blocking: the safe reader looks at it first, so
+    a FIFO or a device there is a clear error, never a hang."""
+    from app.backends.onnxruntime.sessions import open_engine, open_reference
+    from app.errors import ModelDataError
+    from tests.helpers import plant, within
+
+    path = tmp_path / "m.ort"
+    plant(path, kind, tmp_path / "outside")
+    with pytest.raises(EngineBuildError, match=r"m\.ort does not load .*(FIFO|device)"):
+        within(2, lambda: open_engine(path, "m"))
+    with pytest.raises(ModelDataError, match=r"cannot run .*m\.ort .*(FIFO|device)"):
+        within(2, lambda: open_reference(path, "m"))

@@ -195,3 +195,14 @@ def test_a_failed_sample_quotes_tensorrt_and_close_twice_is_harmless(corpus):
     runner.close()
     runner.close()
     assert process_logger(trt).sinks == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero"])
+def test_an_engine_path_that_is_no_file_is_refused_at_once(tmp_path, kind):
+    from app.cache.fsread import UnsafeFileError
+    from tests.helpers import plant, within
+
+    path = tmp_path / "m.engine"
+    plant(path, kind, tmp_path / "outside")
+    with pytest.raises(UnsafeFileError, match=r"FIFO|device"):
+        within(2, lambda: TrtRunner(path, "m", trt=StandinTensorRT("10.3.0"), memory=HostBuffers()))

@@ -32,3 +32,17 @@ def test_a_candidate_is_checked_as_a_fresh_build_is(fake, tmp_path, corpus):
                    input_shapes={None: InputProfile.fixed((1, 3, 64, 64))})
     with pytest.raises(EngineBuildError, match="does not match"):
         runtime_for(fake).verify_artifact(engine, inspect_model(corpus["aliked"]), other)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero"])
+def test_a_candidate_that_is_no_file_is_refused_at_once(fake, tmp_path, corpus, kind):
+    from app.cache.fsread import UnsafeFileError
+    from tests.helpers import plant, within
+
+    shape = {None: InputProfile.fixed((1, 3, 32, 32))}
+    cfg = config(tmp_path, "dinov2_vpr", PrecisionMode.FP32, input_shapes=shape)
+    engine = tmp_path / "candidate.engine"
+    plant(engine, kind, tmp_path / "outside")
+    model = inspect_model(corpus["dinov2_vpr"])
+    with pytest.raises(UnsafeFileError, match=r"FIFO|link"):  # a link is not followed
+        within(2, lambda: runtime_for(fake).verify_artifact(engine, model, cfg))
