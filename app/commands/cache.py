@@ -17,8 +17,6 @@ import click
 
 from app import errors
 
-__all__ = ["register"]
-
 LOGGER = logging.getLogger("engine_init")
 
 

@@ -19,8 +19,7 @@ from typing import Any
 import click
 
 from app import events
-
-__all__ = ["register"]
+from app.commands.fleet_trust import trust_group
 
 LOGGER = logging.getLogger("engine_init")
 _KEY = click.Path(dir_okay=False, path_type=Path)
@@ -259,8 +258,6 @@ def keygen_cmd(private: Path, public: Path) -> None:
 
 
 def register(group: click.Group) -> None:
-    from app.fleet.tuf_commands import trust_group
-
     fleet_group.add_command(trust_group)
     for command in (export_cmd, import_cmd, push_cmd, pull_cmd, fleet_group):
         group.add_command(command)
