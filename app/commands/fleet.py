@@ -44,7 +44,7 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
 
 def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     """This host's verified engines with their sidecars and records, and the TensorRT timing
-    and calibration caches of this exact TensorRT build (README, Fleets)."""
+    and calibration caches of this exact TensorRT build (docs/fleet-bundles.md)."""
     from app import errors
     from app.cache.names import COMPANION_SUFFIXES
     from app.request import EngineCompileRequest
