@@ -37,7 +37,7 @@ from app.values import CompileOutcome, EngineCompileResult
 if TYPE_CHECKING:
     from app.fleet.copies import EarlyCopies
     from app.fleet.promote import Promotion
-    from app.governor.timeline import Timeline
+    from app.governor.eta import Timeline
 
 __all__ = ["EngineCompiler"]
 
@@ -211,10 +211,10 @@ class EngineCompiler:
 
     def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
         """The misses' build history, read before any pending record replaces a record; ETA
-        events when the governor is on (app.governor.timeline). None: nothing to build."""
+        events when the governor is on (app.governor.eta). None: nothing to build."""
         if not misses:
             return None
-        from app.governor.timeline import Timeline
+        from app.governor.eta import Timeline
 
         return Timeline([(p.spec.model_name, p.artifact, p.expected) for p in misses],
                         self.logger if request.governor is not None else None, self.signing_key)

@@ -29,7 +29,7 @@ from app.values import BuildConfig, CompileOutcome, EngineCompileResult
 from app.verify import gate
 
 if TYPE_CHECKING:
-    from app.governor.timeline import Timeline
+    from app.governor.eta import Timeline
 
 __all__ = ["build"]
 
