@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from app.host.identity import HardwareIdentity
     from app.job import Prepared
 
-__all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE", "cli",
-           "exit_code_for", "fail", "main"]
 
 #: Usage errors keep click's own code (os.EX_USAGE would be 64).
 EXIT_USAGE = 2

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from app.fleet.promote import Promotion
     from app.governor.eta import Timeline
 
-__all__ = ["EngineCompiler"]
 
 _LOG = logging.getLogger("engine_init")
 #: Engines verified at once; beyond this, threads only add memory (a buffer each).

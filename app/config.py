@@ -39,8 +39,6 @@ else:
     #: ``auto`` and the backends of the registry's one table (app.backends.registry.BACKENDS).
     BackendChoice = Literal[BACKEND_NAMES]
 
-__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "EngineInitConfig",
-           "ProfileConfig"]
 
 DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
 DEFAULT_MARKER = Path("/run/engine-init/ready.json")

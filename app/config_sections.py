@@ -26,9 +26,6 @@ from pydantic import (
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
-__all__ = ["AccuracyConfig", "AccuracyOutputConfig", "ConfigPath", "ExistingFile", "FleetConfig",
-           "GovernorConfig", "PromPath", "StrictModel"]
-
 #: The accuracy gate's random inputs when the config says nothing: how many, their seed and
 #: the range of their floats (a normalized image's; app.verify.inputs).
 DEFAULT_COUNT = 4

@@ -31,8 +31,6 @@ from app.readiness import clear_marker, current_boot_id, write_marker
 from app.request import EngineCompileRequest
 from app.values import EngineCompileResult
 
-__all__ = ["Prepared", "prepare", "run_job"]
-
 
 @dataclass(frozen=True)
 class Prepared:

@@ -30,9 +30,6 @@ from app.cache.fsread import UnsafeFileError, read_small
 from app.config import EngineInitConfig
 from app.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_PATH", "ENV_PREFIX", "config_path", "load_config",
-           "path_of_failed_config"]
-
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.

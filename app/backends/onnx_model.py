@@ -15,8 +15,6 @@ from typing import Any
 from app.errors import ModelDataError
 from app.values import InputProfile
 
-__all__ = ["ModelInterface", "TensorInfo", "inspect_model", "resolve_profiles"]
-
 Dim = int | str | None
 
 

@@ -55,8 +55,6 @@ if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
     from app.fleet.copies import StagedCopy
 
-__all__ = ["Promotion", "preview", "promote", "seed_timing_cache"]
-
 
 @dataclass(frozen=True)
 class Promotion:

@@ -33,8 +33,6 @@ from app.cache.fsread import read_small
 from app.errors import EngineInitError
 from app.fleet import layout
 
-__all__ = ["Trust", "signed_bytes", "trust_folder"]
-
 
 @dataclass(frozen=True)
 class Trust:

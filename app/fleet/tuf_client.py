@@ -47,8 +47,6 @@ from app.fleet.tuf_verify import (
     stored,
 )
 
-__all__ = ["Trusted", "refresh"]
-
 
 @dataclass(frozen=True)
 class Trusted:

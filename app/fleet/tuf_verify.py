@@ -29,9 +29,6 @@ from tuf.api.metadata import Metadata, Root, Signed, Snapshot, TargetFile, Targe
 from app.cache.fsread import open_regular, read_small
 from app.errors import BundleError, ConfigError, EngineInitError
 
-__all__ = ["BINDING", "METADATA_MAX", "TUF_FOLDER", "binding_of", "check_bound", "explain",
-           "read_trusted_root", "release_of", "releasing", "role_of", "stored", "verified_targets"]
-
 #: Where a robot keeps the metadata it trusts, in its candidates folder.
 TUF_FOLDER = "tuf"
 #: The field of root and targets metadata that names the repository they are valid for.

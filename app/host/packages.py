@@ -11,8 +11,6 @@ import importlib.util
 import re
 from pathlib import Path
 
-__all__ = ["declared_version"]
-
 _VERSION_LINE = re.compile(r"""^__version__\s*=\s*["'](\d+(?:\.\d+){1,3})["']""", re.M)
 
 

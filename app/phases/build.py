@@ -31,8 +31,6 @@ from app.verify.accuracy import enforce_precision, run_gate
 if TYPE_CHECKING:
     from app.governor.eta import Timeline
 
-__all__ = ["build"]
-
 
 def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> EngineCompileResult:
     """Build ``plan``'s engine (``verdict``: why the cached one was not reused); the runtime's

@@ -17,8 +17,6 @@ from app.phases.plan import Plan, Step
 from app.values import CompileOutcome, EngineCompileResult
 from app.verify.accuracy import recorded_pass, run_gate
 
-__all__ = ["reuse"]
-
 
 def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
     """``plan``'s engine, which ``verdict`` found reusable, as this run's result."""

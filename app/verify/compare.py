@@ -11,8 +11,6 @@ from typing import Any
 
 from app.verify.report import METRICS, SET_FIGURES, Failure, OutputFigures, Tolerance
 
-__all__ = ["Worst", "figures_of", "first_failure"]
-
 
 def figures_of(name: str, reference: Any, candidate: Any) -> OutputFigures:
     """The metrics of one sample's output; shapes must already agree."""

@@ -18,8 +18,6 @@ from typing import Any
 
 from app.config_sections import AccuracyOutputConfig
 
-__all__ = ["find_rules"]
-
 _SOURCES = ("TopK", "NonMaxSuppression", "NonZero", "ArgMax")
 #: Ops whose inputs after the first are shapes, axes, counts or sizes, never rows.
 _FIRST_INPUT_ONLY = {"Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", "Squeeze",

@@ -19,8 +19,6 @@ from app.verify.report import OutputFigures, Tolerance
 from app.verify.sets import PointMatch, aligned_rows, argmax_agreement, match_points, row_axis
 from app.verify.variation import Spread
 
-__all__ = ["Measure"]
-
 _REBUILD = "rebuild the engine from this model"
 
 

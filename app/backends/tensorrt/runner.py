@@ -21,8 +21,6 @@ from typing import Any, Protocol
 
 from app.errors import EngineBuildError
 
-__all__ = ["DeviceBuffers", "TrtRunner"]
-
 
 class DeviceBuffers(Protocol):
     """Device memory as the runner needs it (what DeviceMemory provides)."""
