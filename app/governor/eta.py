@@ -55,8 +55,7 @@ class PastBuild:
 @dataclass(frozen=True)
 class Estimate:
     seconds: float | None
-    basis: str
-    builds: int = 0
+    basis: str  # how it was made, e.g. "median of 3 earlier builds"
 
 
 def past_build(record: Mapping[str, Any]) -> PastBuild | None:
@@ -80,7 +79,7 @@ def estimate(model_name: str, timing_cache: bool | None,
     basis = f"median of {len(pool)} earlier build{'s' if len(pool) != 1 else ''}"
     if not matching:
         basis += " made with a different timing-cache state"
-    return Estimate(seconds, basis, len(pool))
+    return Estimate(seconds, basis)
 
 
 @dataclass(frozen=True)

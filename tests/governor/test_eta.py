@@ -23,9 +23,10 @@ def test_median_of_recent_builds_in_the_same_cache_state():
     history = [PastBuild("aliked", s, False) for s in (600, 580, 620)]
     history += [PastBuild("aliked", s, True) for s in (900, 60, 70, 65, 75, 80)]
     cold = estimate("aliked", False, history)
-    assert (cold.seconds, cold.builds) == (600.0, 3)
+    assert (cold.seconds, cold.basis) == (600.0, "median of 3 earlier builds")
     warm = estimate("aliked", True, history)
-    assert warm.seconds == 70.0 and warm.builds == 5  # the old 900 s build is no longer counted
+    # The old 900 s build is no longer counted.
+    assert (warm.seconds, warm.basis) == (70.0, "median of 5 earlier builds")
     unknown_state = estimate("aliked", None, history)
     assert unknown_state.seconds is not None and "different timing-cache state" in unknown_state.basis
 
