@@ -52,12 +52,6 @@ class PastBuild:
     timing_cache: bool | None = None  # whether a timing cache was loaded; None when unrecorded
 
 
-@dataclass(frozen=True)
-class Estimate:
-    seconds: float | None
-    basis: str  # how it was made, e.g. "median of 3 earlier builds"
-
-
 def past_build(record: Mapping[str, Any]) -> PastBuild | None:
     """A provenance record (model_name, build_duration_s, optional timing_cache) as history;
     None for records of reused engines or without a duration (or with one no build takes)."""
@@ -69,17 +63,18 @@ def past_build(record: Mapping[str, Any]) -> PastBuild | None:
 
 
 def estimate(model_name: str, timing_cache: bool | None,
-             history: Iterable[PastBuild]) -> Estimate:
+             history: Iterable[PastBuild]) -> tuple[float | None, str]:
+    """Seconds ``model_name``'s build should take (None: no estimate), and how that was made."""
     same = [b for b in history if b.model_name == model_name]
     if not same:
-        return Estimate(None, "no estimate: no earlier build of this model on this SKU")
+        return None, "no estimate: no earlier build of this model on this SKU"
     matching = [b for b in same if b.timing_cache == timing_cache]
     pool = (matching or same)[-_RECENT:]
     seconds = float(statistics.median(b.duration_s for b in pool))
     basis = f"median of {len(pool)} earlier build{'s' if len(pool) != 1 else ''}"
     if not matching:
         basis += " made with a different timing-cache state"
-    return Estimate(seconds, basis)
+    return seconds, basis
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,8 @@ class Remaining:
     position: int
     total: int
     models_left: int
-    this: Estimate
+    this_s: float | None  # this model's estimate
+    basis: str  # how it was made
     left_s: float | None  # None when any model left has no estimate
     unknown: tuple[str, ...]
 
@@ -105,15 +101,15 @@ class Remaining:
     def countdown(self, elapsed_s: float) -> float | None:
         """What is left ``elapsed_s`` into this model's build: the estimate of the models after
         it, plus what is left of this one's (never below zero: an overrun adds nothing)."""
-        if self.left_s is None or self.this.seconds is None:
+        if self.left_s is None or self.this_s is None:
             return None
-        return self.left_s - self.this.seconds + max(0.0, self.this.seconds - elapsed_s)
+        return self.left_s - self.this_s + max(0.0, self.this_s - elapsed_s)
 
     def as_event(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "position": self.position, "total": self.total,
                 "models_left": self.models_left,
-                "eta_s": rounded(self.left_s), "this_eta_s": rounded(self.this.seconds),
-                "basis": self.this.basis, "no_estimate_for": list(self.unknown)}
+                "eta_s": rounded(self.left_s), "this_eta_s": rounded(self.this_s),
+                "basis": self.basis, "no_estimate_for": list(self.unknown)}
 
 
 def remaining(models: Sequence[str], history: Iterable[PastBuild],
@@ -128,9 +124,10 @@ def remaining(models: Sequence[str], history: Iterable[PastBuild],
     out = []
     for i, model in enumerate(models):
         ahead = estimates[i:]
-        unknown = tuple(m for m, e in zip(models[i:], ahead, strict=True) if e.seconds is None)
-        total = None if unknown else sum(e.seconds or 0.0 for e in ahead)
-        out.append(Remaining(model, i + 1, len(models), len(models) - i, estimates[i], total, unknown))
+        unknown = tuple(m for m, (s, _) in zip(models[i:], ahead, strict=True) if s is None)
+        total = None if unknown else sum(s or 0.0 for s, _ in ahead)
+        out.append(Remaining(model, i + 1, len(models), len(models) - i, *estimates[i], total,
+                             unknown))
     return out
 
 

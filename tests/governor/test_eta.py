@@ -13,22 +13,20 @@ from app.values import BuildConfig, PrecisionMode
 
 
 def test_no_history_is_no_estimate():
-    e = estimate("aliked", True, [])
-    assert e.seconds is None and e.basis.startswith("no estimate")
+    seconds, basis = estimate("aliked", True, [])
+    assert seconds is None and basis.startswith("no estimate")
     # Another SKU's builds never reach it: the timeline tests below.
-    assert estimate("aliked", True, [PastBuild("lightglue", 100.0, True)]).seconds is None
+    assert estimate("aliked", True, [PastBuild("lightglue", 100.0, True)])[0] is None
 
 
 def test_median_of_recent_builds_in_the_same_cache_state():
     history = [PastBuild("aliked", s, False) for s in (600, 580, 620)]
     history += [PastBuild("aliked", s, True) for s in (900, 60, 70, 65, 75, 80)]
-    cold = estimate("aliked", False, history)
-    assert (cold.seconds, cold.basis) == (600.0, "median of 3 earlier builds")
-    warm = estimate("aliked", True, history)
+    assert estimate("aliked", False, history) == (600.0, "median of 3 earlier builds")
     # The old 900 s build is no longer counted.
-    assert (warm.seconds, warm.basis) == (70.0, "median of 5 earlier builds")
-    unknown_state = estimate("aliked", None, history)
-    assert unknown_state.seconds is not None and "different timing-cache state" in unknown_state.basis
+    assert estimate("aliked", True, history) == (70.0, "median of 5 earlier builds")
+    seconds, basis = estimate("aliked", None, history)
+    assert seconds is not None and "different timing-cache state" in basis
 
 
 def test_remaining_per_model_in_the_config_order():
