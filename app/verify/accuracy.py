@@ -28,7 +28,16 @@ from app.config_sections import AccuracyConfig
 from app.errors import AccuracyError, EngineBuildError
 from app.request import BackboneSpec
 from app.values import BuildConfig, InputProfile, PrecisionMode
-from app.verify.report import AccuracyReport, InputsUsed, OutputFigures, default_tolerance
+from app.verify.report import (
+    METRICS,
+    SET_FIGURES,
+    AccuracyReport,
+    Failure,
+    InputsUsed,
+    OutputFigures,
+    Tolerance,
+    default_tolerance,
+)
 from app.verify.rules import resolve_rules, snippet
 
 
@@ -47,7 +56,6 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     """
     from app.backends.onnx_model import inspect_model, resolve_profiles
     from app.backends.onnxruntime.sessions import open_reference
-    from app.verify.compare import first_failure
     from app.verify.graph import find_rules
     from app.verify.inputs import gate_inputs
     from app.verify.measure import Measure
@@ -114,6 +122,37 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
     fix = snippet(name, failure.output, compare, failure.metric, failure.value)
     raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
                                       f"is compared wrongly: {fix}")
+
+
+def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,
+                  per_output: dict[str, Tolerance] | None = None) -> Failure | None:
+    """The first bound broken, outputs in model order, non-finite values before any metric;
+    ``rel_l2`` and ``cosine`` are not judged for an output within ``atol`` everywhere, nor
+    for outputs compared as points, argmax or skip (their own figures judge them)."""
+    for fig in outputs:
+        bounds = (per_output or {}).get(fig.name, tolerance)
+        if fig.compare == "skip":
+            continue
+        if fig.nonfinite:
+            return Failure(fig.name, "nonfinite", float(fig.nonfinite), 0.0)
+        values = fig.compare in ("values", "aligned")
+        within_floor = fig.max_abs <= bounds.atol
+        for metric, bound in (("rel_l2", bounds.rel_l2), ("cosine", bounds.cosine),
+                              ("max_abs", bounds.max_abs)):
+            if bound is None or not values or (within_floor and metric != "max_abs"):
+                continue
+            value = float(getattr(fig, metric))
+            broken = not value >= bound if metric == "cosine" else not value <= bound
+            if broken:
+                return Failure(fig.name, metric, value, bound)
+        for figure, key in SET_FIGURES.items():
+            measured, limit = getattr(fig, figure), getattr(bounds, key)
+            if measured is None or limit is None:
+                continue
+            broken = not measured <= limit if METRICS[key] == "max" else not measured >= limit
+            if broken:
+                return Failure(fig.name, figure, float(measured), float(limit))
+    return None
 
 
 def _summary(figures: OutputFigures) -> str:
