@@ -38,7 +38,6 @@ from app.verify.report import (
     Tolerance,
     default_tolerance,
 )
-from app.verify.rules import resolve_rules, snippet
 
 
 def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
@@ -59,6 +58,7 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     from app.verify.graph import find_rules
     from app.verify.inputs import gate_inputs
     from app.verify.measure import Measure
+    from app.verify.rules import resolve_rules
 
     settings = settings or AccuracyConfig()
     precision = PrecisionMode(precision)
@@ -119,6 +119,8 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
     compare = next((o.compare for o in report.outputs if o.name == failure.output), "values")
     if failure.metric == "nonfinite":
         raise AccuracyError(message, hint=hint)
+    from app.verify.rules import snippet
+
     fix = snippet(name, failure.output, compare, failure.metric, failure.value)
     raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
                                       f"is compared wrongly: {fix}")
