@@ -33,7 +33,7 @@ from app.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
-RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG", "TERMINATION_LOG"})
+RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
 _ENV_MAX_BYTES = 64 << 10
 #: Values of a config with aliases expanded: a hundred models take a few thousand.
