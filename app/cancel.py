@@ -22,17 +22,6 @@ from typing import Any, TypeVar
 
 from app.errors import BuildCancelledError
 
-__all__ = [
-    "CANCEL",
-    "CANCEL_GRACE_S",
-    "call_cancellable",
-    "cancellable_sleep",
-    "cancelled_error",
-    "checkpoint",
-    "install_signal_handlers",
-    "map_cancellable",
-]
-
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 #: How often a waiting main thread looks at the flag.

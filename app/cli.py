@@ -1,5 +1,5 @@
 """The ``engine-init`` command group, ``run``, and the only module that knows exit codes and
-terminals. The other commands are in :mod:`app.commands` and :mod:`app.fleet.commands`.
+terminals. The other commands are in :mod:`app.commands`.
 
 Exit codes (sysexits-style), assigned in one ordered table, :data:`EXIT_CODES`:
 0 ok, 2 usage, 65 bad model or calibration data (and ``verify`` finding a bad engine),
@@ -24,15 +24,12 @@ import click
 from app import errors, events
 from app.commands import register as register_commands
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
-from app.fleet.commands import register as register_fleet_commands
 
 if TYPE_CHECKING:
     from app.config import EngineInitConfig
     from app.host.identity import HardwareIdentity
     from app.job import Prepared
 
-__all__ = ["EXIT_CODES", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "SIGNAL_EXIT_BASE", "cli",
-           "exit_code_for", "fail", "main"]
 
 #: Usage errors keep click's own code (os.EX_USAGE would be 64).
 EXIT_USAGE = 2
@@ -236,8 +233,7 @@ def _clear_stale_marker(marker: Path, *, report_refusal: bool) -> None:
         pass  # the error that stopped the run is what the user must see
 
 
-register_commands(cli)  # validate, status, verify, prune, wait-ready, schema
-register_fleet_commands(cli)  # export, import, push, pull, fleet keygen
+register_commands(cli)  # validate, status, verify, prune, wait-ready, schema and the fleet's
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,9 +37,8 @@ from app.values import CompileOutcome, EngineCompileResult
 if TYPE_CHECKING:
     from app.fleet.copies import EarlyCopies
     from app.fleet.promote import Promotion
-    from app.governor.timeline import Timeline
+    from app.governor.eta import Timeline
 
-__all__ = ["EngineCompiler"]
 
 _LOG = logging.getLogger("engine_init")
 #: Engines verified at once; beyond this, threads only add memory (a buffer each).
@@ -172,41 +171,49 @@ class EngineCompiler:
                                       "left alone", hint="move it out of the cache folder")
         misses = [p for p, v in zip(plans, verdicts, strict=True) if not v.reuse]
         timeline = self._timeline(misses, step.request)
-        copies = self._early_copies(step.request, [
-            p for p, v in zip(plans, verdicts, strict=True) if not v.reuse and v.reason != "folder"])
+        sku = self._fleet_sku(step.request) if misses else None
+        copies = self._early_copies(step.request, misses, sku)
         try:
             for plan, verdict in zip(plans, verdicts, strict=True):
                 checkpoint()
                 if verdict.reuse:
                     results.append(reuse(step, plan, verdict))
                     continue
-                self._report_miss(plan, verdict)
-                promoted = self._promote(step, plan, verdict, copies)
+                self._report_miss(plan, verdict, fleet=sku is not None)
+                promoted = self._promote(step, plan, verdict, sku, copies) if sku else None
                 assert timeline is not None  # made for every run with a miss
                 results.append(promoted or build(step, plan, verdict, timeline))
         finally:
             if copies is not None:
                 copies.abandon()
 
-    def _early_copies(self, request: EngineCompileRequest, misses: list[Plan]) -> EarlyCopies | None:
-        """The misses' fleet candidates, copied into the cache one after the other while the
-        run promotes the ones before (app.fleet.copies); None: no candidates of this SKU."""
+    def _fleet_sku(self, request: EngineCompileRequest) -> str | None:
+        """This host's SKU key when the fleet's candidates hold a folder for it: each miss then
+        checks its candidate before anything is built. None: every miss is built."""
         candidates = request.fleet_candidates
-        if not misses or self.identity is None or candidates is None:
+        if self.identity is None or candidates is None:
             return None
         sku = self.identity.sku_key()
-        if not os.path.isdir(candidates / sku):
+        # The usual case is no folder: the fleet code is not even loaded.
+        return sku if os.path.isdir(candidates / sku) else None
+
+    def _early_copies(self, request: EngineCompileRequest, misses: list[Plan],
+                      sku: str | None) -> EarlyCopies | None:
+        """The misses' fleet candidates, copied into the cache one after the other while the
+        run promotes the ones before (app.fleet.copies); None: no candidates of this SKU."""
+        if sku is None or request.fleet_candidates is None:
             return None
         from app.fleet.copies import EarlyCopies
 
-        return EarlyCopies(candidates, sku, request.fleet_public_key, [p.artifact for p in misses])
+        return EarlyCopies(request.fleet_candidates, sku, request.fleet_public_key,
+                           [p.artifact for p in misses])
 
     def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
         """The misses' build history, read before any pending record replaces a record; ETA
-        events when the governor is on (app.governor.timeline). None: nothing to build."""
+        events when the governor is on (app.governor.eta). None: nothing to build."""
         if not misses:
             return None
-        from app.governor.timeline import Timeline
+        from app.governor.eta import Timeline
 
         return Timeline([(p.spec.model_name, p.artifact, p.expected) for p in misses],
                         self.logger if request.governor is not None else None, self.signing_key)
@@ -232,31 +239,30 @@ class EngineCompiler:
         # main thread only waits, so that a signal ends the run whatever a hash is doing.
         return map_cancellable(one, plans, _MAX_VERIFY_THREADS)
 
-    def _report_miss(self, plan: Plan, verdict: Verdict) -> None:
+    def _report_miss(self, plan: Plan, verdict: Verdict, fleet: bool) -> None:
+        """The miss, worded by what follows: a fleet candidate checked (``fleet``), else a build."""
         name = plan.spec.model_name
+        then = "a fleet candidate is checked" if fleet else "building"
+        again = then if fleet else "rebuilding"
         if verdict.reason in _MISS:
             what = ", ".join(verdict.changed) or verdict.detail or verdict.reason
             if verdict.changed and verdict.detail:  # e.g. which SKU facts differ, and how
                 what = verdict.detail
             events.emit(self.logger, *_MISS[verdict.reason],
-                        f"{name}: cached {plan.artifact.name} rejected ({what}); rebuilding",
+                        f"{name}: cached {plan.artifact.name} rejected ({what}); {again}",
                         model_name=name, engine_path=str(plan.artifact), reason=verdict.reason,
                         changed=verdict.changed, detail=verdict.detail)
         events.emit(self.logger, logging.INFO, events.CACHE_MISS,
-                    f"{name}: no reusable engine ({verdict.reason}); building",
+                    f"{name}: no reusable engine ({verdict.reason}); {then}",
                     model_name=name, engine_path=str(plan.artifact), reason=verdict.reason)
 
-    def _promote(self, step: Step, plan: Plan, verdict: Verdict,
+    def _promote(self, step: Step, plan: Plan, verdict: Verdict, sku: str,
                  copies: EarlyCopies | None) -> EngineCompileResult | None:
-        """A fleet candidate of this SKU published instead of a build; None: build (seeded
-        with the candidates' timing cache)."""
-        if self.identity is None or verdict.reason == "folder":
-            return None
-        sku = self.identity.sku_key()
+        """A fleet candidate of this SKU (which has a candidates folder) published instead of a
+        build; None: build (seeded with the candidates' timing cache)."""
         request = step.request
         candidates = request.fleet_candidates
-        if candidates is None or not os.path.isdir(candidates / sku):
-            return None  # the usual case: the fleet code is not even loaded
+        assert candidates is not None  # _fleet_sku found this SKU's folder there
         from app.fleet.promote import promote, seed_timing_cache
 
         name, runtime = plan.spec.model_name, step.runtime

@@ -40,8 +40,6 @@ else:
     #: ``auto`` and the backends of the registry's one table (app.backends.registry.BACKENDS).
     BackendChoice = Literal[BACKEND_NAMES]
 
-__all__ = ["DEFAULT_CACHE_ROOT", "DEFAULT_MARKER", "BackboneConfig", "EngineInitConfig",
-           "ProfileConfig"]
 
 DEFAULT_CACHE_ROOT = Path("/var/cache/engine-init")
 DEFAULT_MARKER = Path("/run/engine-init/ready.json")
@@ -177,7 +175,7 @@ class EngineInitConfig(StrictModel):
                           "collector; null: off.")
     fleet: FleetConfig = Field(
         default_factory=FleetConfig,
-        description="Registry and keys of the fleet commands (docs/fleet-bundles.md).")
+        description="Registry and keys of the fleet commands (docs/fleet.md).")
     verify: Literal["io", "infer", "none", "accuracy"] = Field(
         "io", description="Every model's check after a build unless backbones[].verify says "
                           "otherwise (see backbones[].verify).")

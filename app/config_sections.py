@@ -26,9 +26,6 @@ from pydantic import (
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
-__all__ = ["AccuracyConfig", "AccuracyOutputConfig", "ConfigPath", "ExistingFile", "FleetConfig",
-           "GovernorConfig", "PromPath", "StrictModel"]
-
 #: The accuracy gate's random inputs when the config says nothing: how many, their seed and
 #: the range of their floats (a normalized image's; app.verify.inputs).
 DEFAULT_COUNT = 4
@@ -137,7 +134,7 @@ class AccuracyOutputConfig(StrictModel):
 
 class AccuracyConfig(StrictModel):
     """The accuracy gate's settings (``verify: accuracy``); defaults: the precision's
-    tolerance (docs/accuracy.md) on seeded random inputs at each input's opt shape."""
+    tolerance (docs/accuracy-gate.md) on seeded random inputs at each input's opt shape."""
 
     metric: Literal["rel_l2", "cosine", "max_abs", "atol"] | None = Field(
         None, description="The metric whose bound `threshold` replaces in the precision's "

@@ -8,26 +8,6 @@ or ``ValueError`` keep working.
 
 from __future__ import annotations
 
-__all__ = [
-    "AccuracyError",
-    "BackendUnavailableError",
-    "BuildCancelledError",
-    "BuildConditionsError",
-    "BundleError",
-    "CacheIOError",
-    "CacheWriteError",
-    "CalibrationCacheError",
-    "ConfigError",
-    "DiskFullError",
-    "EngineBuildError",
-    "EngineInitError",
-    "HostProbeError",
-    "LockTimeoutError",
-    "MarkerError",
-    "ModelDataError",
-    "RegistryError",
-]
-
 
 class EngineInitError(Exception):
     """Base of every error engine-init reports to its user."""

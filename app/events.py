@@ -12,19 +12,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = [
-    "CACHE_HIT",
-    "CACHE_MISS",
-    "COMPILE_ERROR",
-    "COMPILE_PROGRESS",
-    "COMPILE_START",
-    "COMPILE_SUMMARY",
-    "ENGINE_BUILT",
-    "JsonLinesFormatter",
-    "TextFormatter",
-    "emit",
-]
-
 CACHE_HIT = "c10.engine.cache.hit"
 CACHE_MISS = "c10.engine.cache.miss"
 SIDECAR_MISMATCH = "c10.engine.sidecar.mismatch"

@@ -18,6 +18,7 @@ from app.backends.base import InferenceRuntime
 from app.backends.registry import AUTO, BACKENDS, create_backend, resolve_backend_name
 from app.cache import prehash
 from app.cache.hashing import EarlyDigests
+from app.cache.layout import HINT_NAME
 from app.cache.lock import CacheLock
 from app.cache.publish import os_error_to_cache_error
 from app.cache.signing import load_key, robot_key
@@ -30,8 +31,6 @@ from app.host.probe import HostReport, probe_host
 from app.readiness import clear_marker, current_boot_id, write_marker
 from app.request import EngineCompileRequest
 from app.values import EngineCompileResult
-
-__all__ = ["Prepared", "prepare", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResu
         prehash.write_hint(config.cache_root, names)
     except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
         events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
-                    f"could not write {prehash.HINT_NAME}: {exc}")
+                    f"could not write {HINT_NAME}: {exc}")
 
 
 def _write_marker(config: EngineInitConfig, prepared: Prepared,

@@ -30,13 +30,10 @@ from app.cache.fsread import UnsafeFileError, read_small
 from app.config import EngineInitConfig
 from app.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_PATH", "ENV_PREFIX", "config_path", "load_config",
-           "path_of_failed_config"]
-
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
 ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
-RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "DEBUG", "TERMINATION_LOG"})
+RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
 _ENV_MAX_BYTES = 64 << 10
 #: Values of a config with aliases expanded: a hundred models take a few thousand.

@@ -27,8 +27,6 @@ from typing import Any
 
 from app import events
 
-__all__ = ["OUTCOMES", "RunRecorder", "textfile_path"]
-
 #: The states of ``engine_init_model_outcome``; each model has one series per state, 1 for its own.
 OUTCOMES = ("reused", "built", "promoted", "failed")
 _OUTCOME_OF_KIND = {

@@ -17,8 +17,6 @@ from app.cache.names import COMPANION_SUFFIXES, EngineFilenameSchema, OrtFilenam
 from app.config import EngineInitConfig
 from app.job import Prepared
 
-__all__ = ["prune_cache", "stale_artifacts"]
-
 
 def _ort_token() -> tuple[str, str] | None:
     from app.backends.onnxruntime import cpu_identity

@@ -30,9 +30,6 @@ from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_e
 from app.cancel import call_cancellable, cancellable_sleep
 from app.errors import CacheWriteError, MarkerError
 
-__all__ = ["BOOT_ID_FILE", "check_marker", "check_replaceable", "clear_marker", "current_boot_id",
-           "read_marker", "wait_ready", "write_marker"]
-
 SCHEMA = 1
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 _MAX = 4 << 20

@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from app.config import BackboneConfig, EngineInitConfig
     from app.config_sections import AccuracyConfig, GovernorConfig
 
-__all__ = ["BackboneSpec", "EngineCompileRequest"]
-
 
 @dataclass(frozen=True)
 class BackboneSpec:

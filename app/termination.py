@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["DEFAULT_PATH", "ENV_VAR", "MAX_BYTES", "reason_text", "write_reason"]
-
 DEFAULT_PATH = "/dev/termination-log"
 ENV_VAR = "ENGINE_INIT_TERMINATION_LOG"
 #: What the kubelet reads of the file.

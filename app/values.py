@@ -16,17 +16,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = [
-    "NO_JETPACK",
-    "BuildConfig",
-    "CompileOutcome",
-    "EngineCacheEntry",
-    "EngineCompileResult",
-    "HostCapabilities",
-    "InputProfile",
-    "PrecisionMode",
-    "Shape",
-]
 
 #: JetPack token of hosts that are not Jetsons (x86 dGPU, CI): ``..._jpnone_...``.
 NO_JETPACK = "none"

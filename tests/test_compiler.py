@@ -44,6 +44,9 @@ def test_cold_cache_builds_every_backbone_with_valid_sidecars(specs, tmp_path, e
         assert Sha256Sidecar.verify(result.entry.engine_path)
     log = events[1]
     assert [kv["model_name"] for kv in log.kv("c10.engine.cache.miss")] == runtime.built
+    # No fleet candidates: the miss says a build follows.
+    assert {r.getMessage() for r in log.of("c10.engine.cache.miss")} == {
+        f"{n}: no reusable engine (absent); building" for n in runtime.built}
     [summary] = log.kv("c10.engine.compile.summary")
     assert (summary["engines_built"], summary["engines_reused"], summary["total"]) == (3, 0, 3)
 

@@ -152,6 +152,8 @@ def test_config_path_is_a_directory(tmp_path):
     ({"ENGINE_INIT_WORKSPACE_MB": "-1"}, ["workspace_mb", "ENGINE_INIT_WORKSPACE_MB"]),
     ({"ENGINE_INIT_PRECSION": "fp16"}, ["ENGINE_INIT_PRECSION", "no config key"]),
     ({"ENGINE_INIT_BACKBONES": "[unclosed"}, ["ENGINE_INIT_BACKBONES", "YAML"]),
+    # Nothing reads such a variable (--debug is the option): an error, never silently ignored.
+    ({"ENGINE_INIT_DEBUG": "1"}, ["ENGINE_INIT_DEBUG", "no config key"]),
 ])
 def test_bad_env_overrides_name_the_variable(tmp_path, base, env, words):
     with pytest.raises(ConfigError) as caught:

@@ -48,16 +48,21 @@ def test_success_leaves_the_file_alone(tmp_path, corpus):
 
 
 def test_a_long_reason_is_cut_to_4_kb_keeping_the_exit_code(tmp_path, corpus):
+    # A config error names at most 5 problems, each clipped: the line is made long by the
+    # config's own path (12 folders of 200 bytes) and long unknown keys, in 2-byte letters.
+    deep = tmp_path.joinpath(*[f"{i:02d}" + "д" * 99 for i in range(12)])
+    deep.mkdir(parents=True)
     job = _bad_config(tmp_path, corpus)
     doc = yaml.safe_load(job.read_text())
-    doc.update({f"ключ_{i:03d}": i for i in range(400)})  # 400 unknown keys, 2-byte letters
+    doc.update({f"ключ_{i:03d}_" + "я" * 200: i for i in range(400)})  # 400 unknown keys
+    job = deep / "config.yaml"
     job.write_text(yaml.safe_dump(doc, allow_unicode=True))
     log = tmp_path / "termination-log"
     log.write_bytes(b"x" * 10_000)  # whatever was there is replaced, not appended to
     result = _run(job, log)
     assert result.returncode == 78
     data = log.read_bytes()
-    assert len(_error_line(result.stderr).encode()) > 8000
+    assert len(_error_line(result.stderr).encode()) > MAX_BYTES + 200
     assert MAX_BYTES - 2 <= len(data) <= MAX_BYTES  # a 2-byte letter may not fit at the cut
     text = data.decode("utf-8")  # cut on a character boundary
     assert text.endswith(" (exit code 78)\n")

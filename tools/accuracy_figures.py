@@ -7,7 +7,7 @@ each engine is profiled once (how many compute nodes run in the precision asked)
 by the gate against the ONNX model on ONNX Runtime's CPU provider:
 with the default seeded random inputs and with sample inputs drawn apart from the calibration
 data. The default tolerances in app/verify/report.py are set from these figures
-(docs/accuracy.md).
+(docs/accuracy-gate.md).
 
     python tools/accuracy_figures.py                  # the demo corpus
     python tools/accuracy_figures.py --third-party    # + PP-OCRv4 (rapidocr) and Silero VAD

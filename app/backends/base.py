@@ -27,9 +27,6 @@ from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, Precisio
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
 
-__all__ = ["EngineRunner", "InferenceRuntime", "PlainRuntime", "PlainRuntimeAdapter",
-           "PrecisionInEffect", "as_inference_runtime"]
-
 
 @runtime_checkable
 class EngineRunner(Protocol):

@@ -23,8 +23,6 @@ from app.cache.names import calibration_files
 from app.errors import CalibrationCacheError, ModelDataError
 from app.values import InputProfile
 
-__all__ = ["CalibrationSet"]
-
 
 class CalibrationSet:
     """The validated calibration batches of one model."""

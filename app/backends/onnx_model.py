@@ -16,8 +16,6 @@ from app.cache.fsread import open_binary
 from app.errors import ModelDataError
 from app.values import InputProfile
 
-__all__ = ["ModelInterface", "TensorInfo", "inspect_model", "load_onnx", "resolve_profiles"]
-
 Dim = int | str | None
 
 

@@ -16,8 +16,6 @@ from app.errors import BackendUnavailableError
 from app.host.tensorrt import tensorrt_package
 from app.values import HostCapabilities, PrecisionMode
 
-__all__ = ["AUTO", "BACKENDS", "BACKEND_NAMES", "Backend", "create_backend", "resolve_backend_name"]
-
 
 @dataclass(frozen=True)
 class Backend:

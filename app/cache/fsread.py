@@ -39,9 +39,6 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["MAX_INT_DIGITS", "UnsafeFileError", "describe_mode", "open_binary", "open_regular",
-           "parse_json", "read_small"]
-
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: How every file we only read is opened.
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

@@ -16,9 +16,6 @@ from typing import BinaryIO, Protocol
 from app.cache.fsread import open_regular
 from app.cancel import checkpoint
 
-__all__ = ["CHUNK_BYTES", "EarlyDigests", "copy_hashed", "hash_file", "hash_opened", "oci_digest",
-           "sha256_bytes", "sha256_fd", "sha256_of"]
-
 #: Chunk of the Python 3.10 loop: large enough that hashlib releases the GIL for most of the
 #: work, small enough to keep memory flat whatever the file size.
 CHUNK_BYTES = 4 * 1024 * 1024

@@ -34,8 +34,6 @@ from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
 from app.cancel import checkpoint
 from app.errors import CacheWriteError, LockTimeoutError
 
-__all__ = ["LOCK_NAME", "CacheLock", "read_holder", "wait_flock"]
-
 _POLL_S = 0.05
 _LOG_EVERY_S = 5.0
 _HOLDER_MAX = 4096

@@ -26,19 +26,6 @@ from pathlib import Path
 from app.cache.layout import RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.values import NO_JETPACK, PrecisionMode
 
-__all__ = [
-    "COMPANION_SUFFIXES",
-    "RECORD_SUFFIX",
-    "SIDECAR_SUFFIX",
-    "EngineFilenameSchema",
-    "OrtFilenameSchema",
-    "ParsedEngineName",
-    "ParsedOrtName",
-    "calibration_files",
-    "check_model_name",
-    "companion",
-]
-
 #: An artifact's companions, published after it: its sha256 sidecar, then its provenance record.
 COMPANION_SUFFIXES = (SIDECAR_SUFFIX, RECORD_SUFFIX)
 

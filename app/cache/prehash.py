@@ -26,8 +26,6 @@ from app.cache.fsread import open_regular, parse_json, read_small
 from app.cache.hashing import sha256_of
 from app.cache.layout import HINT_NAME
 
-__all__ = ["HINT_NAME", "PrehashResults", "read_hint", "start", "write_hint"]
-
 _MAX_ENGINES = 16
 _MAX_HINT_BYTES = 64 << 10
 

@@ -20,17 +20,6 @@ from app import faults
 from app.cancel import CANCEL, cancelled_error
 from app.errors import CacheIOError, CacheWriteError, DiskFullError
 
-__all__ = [
-    "atomic_link",
-    "atomic_write_bytes",
-    "atomic_writer",
-    "fsync_dir",
-    "is_temp_name",
-    "os_error_to_cache_error",
-    "sweep_temp_files",
-]
-
-
 _TEMP_RE = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{8}")
 
 

@@ -32,21 +32,9 @@ from typing import Any
 from app.cache import signing
 from app.cache.fsread import parse_json, read_small
 from app.cache.hashing import hash_file, sha256_bytes
-from app.cache.names import RECORD_SUFFIX, calibration_files, companion
+from app.cache.layout import RECORD_SUFFIX
+from app.cache.names import calibration_files, companion
 from app.cache.publish import atomic_write_bytes
-
-__all__ = [
-    "MAX_DURATION_S",
-    "OnnxIdentity",
-    "ProvenanceRecord",
-    "RecordRead",
-    "calibration_fingerprint",
-    "fingerprint",
-    "onnx_identity",
-    "read_record",
-    "record_path",
-    "write_record",
-]
 
 #: Records of engine-init before the typed record had the same keys, less ``status`` on final
 #: records and ``engine_size``; they read as such (no rebuild after an upgrade).

@@ -32,8 +32,6 @@ from app.cache.names import COMPANION_SUFFIXES, companion
 from app.cache.record import BUILDING, OnnxIdentity, ProvenanceRecord, onnx_identity, read_record
 from app.cache.sidecar import Sha256Sidecar
 
-__all__ = ["Verdict", "check_artifact"]
-
 
 @dataclass
 class Verdict:

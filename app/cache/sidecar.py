@@ -11,10 +11,9 @@ from pathlib import Path
 
 from app.cache.fsread import read_small
 from app.cache.hashing import EarlyDigests, hash_file, sha256_bytes
-from app.cache.names import SIDECAR_SUFFIX, companion
+from app.cache.layout import SIDECAR_SUFFIX
+from app.cache.names import companion
 from app.cache.publish import atomic_write_bytes
-
-__all__ = ["Sha256Sidecar", "sidecar_path"]
 
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 # A sidecar is 64 hex digits, maybe a newline; anything much larger is not ours.

@@ -27,9 +27,6 @@ from app.cache.fsread import read_small
 from app.cache.layout import ROBOT_KEY_NAME
 from app.errors import ConfigError
 
-__all__ = ["ROBOT_KEY_NAME", "SIGNATURE_FIELD", "is_signed_by", "load_key", "robot_key", "sign",
-           "signed"]
-
 SIGNATURE_FIELD = "signature"
 _MIN_KEY_BYTES = 16
 #: Far more than any key: a larger file is not one.

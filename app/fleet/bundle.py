@@ -34,7 +34,6 @@ from app.host.identity import HardwareIdentity
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["Documents", "SourceFile", "describe", "documents", "summary", "write_bundle"]
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 

@@ -41,8 +41,6 @@ from app.cache.publish import fsync_dir, os_error_to_cache_error
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
 from app.fleet.layout import Descriptor, check_name
 
-__all__ = ["Stage", "candidate_folder", "open_candidate", "staging"]
-
 _DOCS = ("index.json", "manifest.json", "identity.json")
 _LOG_EVERY_S = 5.0
 _LOG = logging.getLogger("engine_init")

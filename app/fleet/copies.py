@@ -27,8 +27,6 @@ from app.cancel import CANCEL, cancelled_error
 from app.fleet.candidates import candidate_folder, open_candidate
 from app.fleet.trust import trust_folder
 
-__all__ = ["EarlyCopies", "StagedCopy"]
-
 _POLL_S = 0.05
 
 

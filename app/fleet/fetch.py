@@ -31,7 +31,6 @@ from app.host.identity import HardwareIdentity
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["FetchResult", "LayoutSource", "Source", "TarSource", "fetch_bundle", "open_bundle"]
 
 _CHUNK = 1 << 20
 

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
     from securesystemslib.signer import CryptoSigner, SSlibKey
 
-__all__ = ["KeyFile", "generate_keypair", "key_id", "load_key_files", "load_private_key",
-           "load_public_key", "require_tuf", "sign_digest", "verify_digest"]
 
 _KEY_FILE_MAX = 64 << 10
 _CONTEXT = b"engine-init bundle manifest v1\n"

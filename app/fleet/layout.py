@@ -23,14 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.cache.fsread import parse_json
-from app.cache.layout import CACHE_SUBFOLDERS
-from app.cache.names import RECORD_SUFFIX, SIDECAR_SUFFIX
+from app.cache.layout import CACHE_SUBFOLDERS, RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.errors import BundleError
-
-__all__ = ["ARTIFACT_TYPE", "IDENTITY_TYPE", "INDEX_TYPE", "MANIFEST_TYPE", "MEDIA_TYPES",
-           "Descriptor", "ParsedManifest", "SignedIndex", "canonical", "check_name", "kind_of",
-           "layout_index", "manifest_doc", "parse_layout_index", "parse_manifest",
-           "parse_signed_index", "signed_index"]
 
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"

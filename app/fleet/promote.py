@@ -49,12 +49,11 @@ from app.fleet.layout import Descriptor
 from app.fleet.trust import signed_bytes, trust_folder
 from app.request import BackboneSpec
 from app.values import BuildConfig
+from app.verify.accuracy import run_gate
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
     from app.fleet.copies import StagedCopy
-
-__all__ = ["Promotion", "preview", "promote", "seed_timing_cache"]
 
 
 @dataclass(frozen=True)
@@ -181,8 +180,8 @@ def _promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pa
     accuracy = None
     if spec.verify == "accuracy":
         try:
-            accuracy = _gate(runtime, artifact, spec, build_config, logger, described.hex,
-                             onnx_sha256)
+            accuracy = run_gate(runtime, artifact, spec, build_config, logger,
+                                engine_sha256=described.hex, onnx_sha256=onnx_sha256)
         except BaseException as exc:
             _unpublish(artifact)
             if not isinstance(exc, Exception):  # a cancelled run ends as it would in a build
@@ -212,14 +211,6 @@ def _unpublish(artifact: Path) -> None:
     until the local build that follows replaces it."""
     for path in (artifact, sidecar_path(artifact)):
         path.unlink(missing_ok=True)
-
-
-def _gate(backend: InferenceRuntime, artifact: Path, spec: BackboneSpec, build_config: BuildConfig,
-          logger: logging.Logger, digest: str, onnx_sha256: str) -> dict[str, Any]:
-    from app.verify.gate import run_gate
-
-    return run_gate(backend, artifact, spec, build_config, logger, engine_sha256=digest,
-                    onnx_sha256=onnx_sha256)
 
 
 def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: Path, sku: str,

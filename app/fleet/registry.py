@@ -37,8 +37,6 @@ from app.fleet import INSTALL_HINT, layout
 from app.fleet.bundle import Documents, SourceFile
 from app.fleet.fetch import read_document
 
-__all__ = ["ArtifactAbsentError", "Limits", "RegistrySource", "connect", "is_loopback", "push"]
-
 _CHUNKED_FROM = 8 << 20
 _CONNECT_S = 10.0
 _PUSH_READ_S = 120.0  # a push's uploads: the registry checks each digest before it answers

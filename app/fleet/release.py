@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
     from app.fleet.tuf_client import Trusted
 
-__all__ = ["check_files", "check_index", "pull_release"]
 
 _HINT = "the registry's copy differs from the release: push the bundle again, and release it " \
         "with `engine-init fleet trust release`"

@@ -33,8 +33,6 @@ from app.cache.hashing import oci_digest
 from app.errors import EngineInitError
 from app.fleet import layout
 
-__all__ = ["Trust", "signed_bytes", "trust_folder"]
-
 
 @dataclass(frozen=True)
 class Trust:
@@ -68,7 +66,7 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
             require_tuf()
         except EngineInitError as exc:
             return Trust(reason=f"{exc} ({exc.hint})")
-        from app.fleet.tuf_verify import TUF_FOLDER
+        from app.cache.layout import TUF_FOLDER
 
         metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in ("timestamp", "snapshot", "targets")]
     try:

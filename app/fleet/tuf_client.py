@@ -31,6 +31,7 @@ from tuf.api.metadata import Metadata, Root, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
 
 from app.cache.fsread import UnsafeFileError, read_small
+from app.cache.layout import TUF_FOLDER
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.errors import ConfigError
 from app.fleet.candidates import _lock, _sweep
@@ -39,15 +40,12 @@ from app.fleet.tuf_verify import (
     MAX_ROOTS,
     METADATA_MAX,
     ROOT_HINT,
-    TUF_FOLDER,
     check_bound,
     explain,
     read_trusted_root,
     releasing,
     stored,
 )
-
-__all__ = ["Trusted", "refresh"]
 
 
 @dataclass(frozen=True)

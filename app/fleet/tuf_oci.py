@@ -26,8 +26,6 @@ from app.fleet.fetch import read_document
 from app.fleet.registry import _checked, _put_document_blob, connect
 from app.fleet.tuf_verify import METADATA_MAX
 
-__all__ = ["OciFetcher", "push_metadata", "tag_of"]
-
 ARTIFACT_TYPE = "application/vnd.engine-init.tuf-metadata.v1"
 LAYER_TYPE = "application/vnd.tuf.metadata.v1+json"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"

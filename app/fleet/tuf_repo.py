@@ -51,8 +51,6 @@ from app.fleet import layout
 from app.fleet.keys import KeyFile
 from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of, role_of
 
-__all__ = ["ROLES", "Repo"]
-
 ROLES = ("root", "targets", "snapshot", "timestamp")
 _VERSIONED = re.compile(r"([1-9][0-9]{0,8})\.(root|targets|snapshot|sku-[0-9a-f]{16})\.json")
 EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=365),

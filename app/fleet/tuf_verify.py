@@ -30,9 +30,6 @@ from app.cache.hashing import sha256_bytes
 from app.cache.layout import TUF_FOLDER
 from app.errors import BundleError, ConfigError, EngineInitError
 
-__all__ = ["BINDING", "METADATA_MAX", "TUF_FOLDER", "binding_of", "check_bound", "explain",
-           "read_trusted_root", "release_of", "releasing", "role_of", "stored", "verified_targets"]
-
 #: Where a robot keeps the metadata it trusts, in its candidates folder.
 #: The field of root and targets metadata that names the repository they are valid for.
 BINDING = "x-engine-init-repository"

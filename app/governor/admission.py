@@ -32,8 +32,6 @@ from app.config_sections import GovernorConfig
 from app.errors import BuildConditionsError
 from app.governor.readings import BuildConditions, ThermalZone, read_conditions
 
-__all__ = ["Admission", "admit_memory", "govern_build", "wait_until_cool"]
-
 MiB = 1 << 20
 
 

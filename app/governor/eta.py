@@ -1,65 +1,80 @@
-"""How long the builds still ahead will take, from earlier builds on the same SKU.
+"""How long the builds still ahead will take, as ``engine-init run`` shows it, from the history
+kept in the provenance records.
 
-An estimate for one model is the median duration of its most recent builds on this SKU with the
+An estimate for one model is the median duration of its most recent builds on this host with the
 same timing-cache state (a timing cache cuts TensorRT builds several-fold, so the two are
-not mixed while builds in the same state exist). Without any earlier build of that model on
-this SKU there is no estimate, and a plan containing such a model has no total either:
-"no estimate" rather than a guess.
+not mixed while builds in the same state exist). Without any earlier build of that model here
+there is no estimate, and a plan containing such a model has no total either: "no estimate"
+rather than a guess.
+
+The history has no file of its own. An artifact's record holds its last build
+(``build_duration_s``, ``timing_cache``) and ``past_builds``, the builds of that artifact
+before it on the same SKU, backend release and device. The artifact's name already tells
+models, precisions and backend releases apart, so a record's history is exactly the builds an
+estimate may compare. Before a rebuild, a pending record replaces the stored one: the stored
+record's own build goes into ``past_builds`` first (:meth:`Timeline.noted`), so the history
+survives the rebuild, and a killed build too. At most 4 are kept, which with the record's own
+build makes the 5 an estimate takes the median of.
+
+:class:`Timeline` reads the records of the run's misses once, before any pending record is
+written. Before each build it emits one ``c10.build.eta`` event with what is left (that model
+and those after it, in the config's order), and the build's progress events carry the same
+ETA, counting down.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import statistics
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from app.cache.record import is_duration
+from app import events
+from app.backends.base import InferenceRuntime
+from app.cache.record import BUILT, ProvenanceRecord, is_duration, read_record
+from app.values import BuildConfig
 
-__all__ = ["Estimate", "PastBuild", "Remaining", "estimate", "past_build", "remaining", "rounded"]
-
-#: Builds kept per model: recent ones reflect the current power mode and cache best.
+#: Builds an estimate takes the median of: recent ones reflect the current power mode and cache.
 _RECENT = 5
+#: Earlier builds a record keeps besides its own.
+_KEEP = _RECENT - 1
 
 
 @dataclass(frozen=True)
 class PastBuild:
     model_name: str
-    sku: str
     duration_s: float
     timing_cache: bool | None = None  # whether a timing cache was loaded; None when unrecorded
 
 
-@dataclass(frozen=True)
-class Estimate:
-    seconds: float | None
-    basis: str
-    builds: int = 0
-
-
-def past_build(record: Mapping[str, Any], sku: str) -> PastBuild | None:
+def past_build(record: Mapping[str, Any]) -> PastBuild | None:
     """A provenance record (model_name, build_duration_s, optional timing_cache) as history;
     None for records of reused engines or without a duration (or with one no build takes)."""
     name, duration = record.get("model_name"), record.get("build_duration_s")
     if not isinstance(name, str) or not is_duration(duration) or not duration:
         return None
     cache = record.get("timing_cache")
-    return PastBuild(name, sku, float(duration), cache if isinstance(cache, bool) else None)
+    return PastBuild(name, float(duration), cache if isinstance(cache, bool) else None)
 
 
-def estimate(model_name: str, sku: str, timing_cache: bool | None,
-             history: Iterable[PastBuild]) -> Estimate:
-    same = [b for b in history if b.model_name == model_name and b.sku == sku]
+def estimate(model_name: str, timing_cache: bool | None,
+             history: Iterable[PastBuild]) -> tuple[float | None, str]:
+    """Seconds ``model_name``'s build should take (None: no estimate), and how that was made."""
+    same = [b for b in history if b.model_name == model_name]
     if not same:
-        return Estimate(None, "no estimate: no earlier build of this model on this SKU")
+        return None, "no estimate: no earlier build of this model on this SKU"
     matching = [b for b in same if b.timing_cache == timing_cache]
     pool = (matching or same)[-_RECENT:]
     seconds = float(statistics.median(b.duration_s for b in pool))
     basis = f"median of {len(pool)} earlier build{'s' if len(pool) != 1 else ''}"
     if not matching:
         basis += " made with a different timing-cache state"
-    return Estimate(seconds, basis, len(pool))
+    return seconds, basis
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,8 @@ class Remaining:
     position: int
     total: int
     models_left: int
-    this: Estimate
+    this_s: float | None  # this model's estimate
+    basis: str  # how it was made
     left_s: float | None  # None when any model left has no estimate
     unknown: tuple[str, ...]
 
@@ -85,32 +101,33 @@ class Remaining:
     def countdown(self, elapsed_s: float) -> float | None:
         """What is left ``elapsed_s`` into this model's build: the estimate of the models after
         it, plus what is left of this one's (never below zero: an overrun adds nothing)."""
-        if self.left_s is None or self.this.seconds is None:
+        if self.left_s is None or self.this_s is None:
             return None
-        return self.left_s - self.this.seconds + max(0.0, self.this.seconds - elapsed_s)
+        return self.left_s - self.this_s + max(0.0, self.this_s - elapsed_s)
 
     def as_event(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "position": self.position, "total": self.total,
                 "models_left": self.models_left,
-                "eta_s": rounded(self.left_s), "this_eta_s": rounded(self.this.seconds),
-                "basis": self.this.basis, "no_estimate_for": list(self.unknown)}
+                "eta_s": rounded(self.left_s), "this_eta_s": rounded(self.this_s),
+                "basis": self.basis, "no_estimate_for": list(self.unknown)}
 
 
-def remaining(models: Sequence[str], sku: str, history: Iterable[PastBuild],
+def remaining(models: Sequence[str], history: Iterable[PastBuild],
               timing_cache: Mapping[str, bool | None] | bool | None = None) -> list[Remaining]:
     """For each model to build, in the given order, what is left when it starts.
 
     ``timing_cache``: whether a timing cache will be present, for all models or per model.
     """
     past = list(history)
-    estimates = [estimate(m, sku, timing_cache.get(m) if isinstance(timing_cache, Mapping)
+    estimates = [estimate(m, timing_cache.get(m) if isinstance(timing_cache, Mapping)
                           else timing_cache, past) for m in models]
     out = []
     for i, model in enumerate(models):
         ahead = estimates[i:]
-        unknown = tuple(m for m, e in zip(models[i:], ahead, strict=True) if e.seconds is None)
-        total = None if unknown else sum(e.seconds or 0.0 for e in ahead)
-        out.append(Remaining(model, i + 1, len(models), len(models) - i, estimates[i], total, unknown))
+        unknown = tuple(m for m, (s, _) in zip(models[i:], ahead, strict=True) if s is None)
+        total = None if unknown else sum(s or 0.0 for s, _ in ahead)
+        out.append(Remaining(model, i + 1, len(models), len(models) - i, *estimates[i], total,
+                             unknown))
     return out
 
 
@@ -125,3 +142,65 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     minutes, sec = divmod(round(seconds), 60)
     return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _machine(record: ProvenanceRecord) -> tuple[Any, ...]:
+    return record.sku, record.backend, record.backend_version, record.device_name
+
+
+def _history(stored: ProvenanceRecord | None, expected: ProvenanceRecord,
+             name: str) -> list[PastBuild]:
+    """The builds ``stored`` vouches for, oldest first; none when it was made elsewhere."""
+    if stored is None or _machine(stored) != _machine(expected):
+        return []
+    entries = list(stored.past_builds)
+    if stored.status == BUILT:  # a pending record's own build never finished
+        entries.append({"build_duration_s": stored.build_duration_s,
+                        "timing_cache": stored.timing_cache})
+    builds = (past_build({**e, "model_name": name}) for e in entries if isinstance(e, dict))
+    return [b for b in builds if b is not None]
+
+
+class Timeline:
+    """The builds of one run, in order. ``logger`` None: history is kept, nothing is shown
+    (the governor is off). ``key``: the signing key; with one, only the history of records
+    that verify with it is used (a forged record must not steer the ETA either)."""
+
+    def __init__(self, builds: Sequence[tuple[str, Path, ProvenanceRecord]],
+                 logger: logging.Logger | None, key: bytes | None = None) -> None:
+        self.order = [name for name, _, _ in builds]
+        self.history = {name: _history(read_record(artifact, key).record, expected, name)
+                        for name, artifact, expected in builds}
+        self.logger = logger
+        self.timing_cache: dict[str, bool | None] = {}
+
+    def noted(self, name: str) -> dict[str, Any]:
+        """The record fields of ``name``'s build: the timing-cache state it started with and
+        the earlier builds its record keeps."""
+        kept = [{"build_duration_s": b.duration_s, "timing_cache": b.timing_cache}
+                for b in self.history[name][-_KEEP:]]
+        return {"timing_cache": self.timing_cache.get(name), "past_builds": kept}
+
+    def start(self, name: str, runtime: InferenceRuntime, config: BuildConfig) -> BuildConfig:
+        """Right before ``name``'s build: note whether a timing cache is there (the runtime's
+        ``timing_cache_present(build_config)``), emit ``c10.build.eta``, and return
+        ``config`` with the ETA fields for the build's progress events."""
+        state = runtime.timing_cache_present(config)
+        self.timing_cache[name] = state
+        if self.logger is None:
+            return config
+        # Every build writes the timing cache, so the builds after this one will find one.
+        later = None if state is None else True
+        states = {m: state if m == name else later for m in self.order}
+        history = [b for builds in self.history.values() for b in builds]
+        now = remaining(self.order, history, states)[self.order.index(name)]
+        events.emit(self.logger, logging.INFO, events.BUILD_ETA, f"{name}: {now.describe()}",
+                    **now.as_event(), timing_cache=state)
+        started = time.monotonic()
+
+        def progress_fields() -> dict[str, Any]:
+            left = now.countdown(time.monotonic() - started)
+            return {"eta_s": rounded(left),
+                    "models_left": now.models_left}
+
+        return dataclasses.replace(config, progress_fields=progress_fields)

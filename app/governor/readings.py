@@ -28,8 +28,6 @@ from typing import Any
 
 from app.cache.fsread import read_small
 
-__all__ = ["BuildConditions", "Memory", "PowerMode", "ThermalZone", "read_conditions"]
-
 _READ_LIMIT = 16 * 1024
 _MAX_ZONES = 64
 _MAX_TRIPS = 16

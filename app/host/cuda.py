@@ -16,8 +16,6 @@ from typing import Any
 
 from app.errors import HostProbeError
 
-__all__ = ["GpuInfo", "device_free_memory", "import_cuda", "probe_gpu", "select_device"]
-
 
 @dataclass(frozen=True)
 class GpuInfo:

@@ -29,8 +29,6 @@ from app.cache.hashing import sha256_bytes
 from app.host.packages import declared_version
 from app.host.probe import HostReport
 
-__all__ = ["DEVICE_TREE", "SKU_FIELDS", "HardwareIdentity", "identity_of", "read_board"]
-
 DEVICE_TREE = Path("/proc/device-tree")
 _PROPERTY_MAX = 4096
 #: Fields whose difference means "another SKU": an engine built for one is not reused on the other.

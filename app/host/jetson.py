@@ -16,8 +16,6 @@ from pathlib import Path
 from app.cache.fsread import UnsafeFileError, read_small
 from app.values import NO_JETPACK
 
-__all__ = ["L4T_TO_JETPACK", "JetsonRelease", "detect_release", "jetpack_for", "parse_nv_tegra_release"]
-
 RELEASE_FILE = Path("/etc/nv_tegra_release")
 
 #: L4T release -> JetPack release, as published by NVIDIA.

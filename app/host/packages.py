@@ -12,8 +12,6 @@ import re
 
 from app.cache.fsread import read_small
 
-__all__ = ["declared_version"]
-
 _VERSION_LINE = re.compile(r"""^__version__\s*=\s*["'](\d+(?:\.\d+){1,3})["']""", re.M)
 
 

@@ -12,8 +12,6 @@ from app.host.jetson import RELEASE_FILE, JetsonRelease, detect_release
 from app.host.tensorrt import TensorRTInstall, find_tensorrt
 from app.values import HostCapabilities
 
-__all__ = ["HostReport", "probe_host"]
-
 
 @dataclass(frozen=True)
 class HostReport:

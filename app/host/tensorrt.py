@@ -16,8 +16,6 @@ from pathlib import Path
 
 from app.host.packages import declared_version
 
-__all__ = ["TensorRTInstall", "find_tensorrt", "tensorrt_package"]
-
 _LIB_RE = re.compile(r"libnvinfer\.so\.(\d+\.\d+\.\d+)$")
 _LIB_DIRS = ("/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/tensorrt/lib",
              "/usr/lib64", "/usr/local/lib")

@@ -26,12 +26,10 @@ from app.cancel import call_cancellable
 from app.errors import ModelDataError
 from app.phases.plan import Plan, Step
 from app.values import BuildConfig, CompileOutcome, EngineCompileResult
-from app.verify import gate
+from app.verify.accuracy import enforce_precision, run_gate
 
 if TYPE_CHECKING:
-    from app.governor.timeline import Timeline
-
-__all__ = ["build"]
+    from app.governor.eta import Timeline
 
 
 def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> EngineCompileResult:
@@ -116,13 +114,12 @@ def _check_built(step: Step, plan: Plan, verdict: Verdict,
     (the engine and its sidecar) and leave the pending record, so that the next run rebuilds."""
     assert verdict.digest is not None
     try:
-        effect = gate.enforce_precision(step.runtime, plan.spec.onnx_path, artifact,
-                                        plan.build_config, step.logger)
+        effect = enforce_precision(step.runtime, plan.spec.onnx_path, artifact,
+                                   plan.build_config, step.logger)
         if plan.spec.verify != "accuracy":
             return None, effect
-        return gate.run_gate(step.runtime, artifact, plan.spec, plan.build_config,
-                             step.logger, engine_sha256=verdict.digest,
-                             onnx_sha256=verdict.onnx.sha256), effect
+        return run_gate(step.runtime, artifact, plan.spec, plan.build_config, step.logger,
+                        engine_sha256=verdict.digest, onnx_sha256=verdict.onnx.sha256), effect
     except BaseException:
         for path in (artifact, sidecar_path(artifact)):
             path.unlink(missing_ok=True)

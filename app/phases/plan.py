@@ -22,8 +22,6 @@ from app.host.identity import HardwareIdentity
 from app.request import BackboneSpec, EngineCompileRequest
 from app.values import BuildConfig, EngineCacheEntry
 
-__all__ = ["Plan", "Step", "make_plan"]
-
 
 @dataclass(frozen=True)
 class Plan:

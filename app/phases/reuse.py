@@ -15,9 +15,7 @@ from app.cache.record import read_record
 from app.cache.reuse import Verdict
 from app.phases.plan import Plan, Step
 from app.values import CompileOutcome, EngineCompileResult
-from app.verify import gate
-
-__all__ = ["reuse"]
+from app.verify.accuracy import recorded_pass, run_gate
 
 
 def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
@@ -28,15 +26,13 @@ def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
     accuracy = stored.accuracy if stored is not None else None
     rechecked = False
     if plan.spec.verify == "accuracy":
-        accuracy = gate.recorded_pass(accuracy, plan.spec, plan.build_config,
-                                      engine_sha256=verdict.digest,
-                                      onnx_sha256=verdict.onnx.sha256)
+        accuracy = recorded_pass(accuracy, plan.spec, plan.build_config,
+                                 engine_sha256=verdict.digest, onnx_sha256=verdict.onnx.sha256)
         if accuracy is None:  # new tolerance or inputs: a new check, not a rebuild
             rechecked = True
-            accuracy = gate.run_gate(step.runtime, plan.artifact, plan.spec,
-                                     plan.build_config, step.logger,
-                                     engine_sha256=verdict.digest,
-                                     onnx_sha256=verdict.onnx.sha256)
+            accuracy = run_gate(step.runtime, plan.artifact, plan.spec, plan.build_config,
+                                step.logger, engine_sha256=verdict.digest,
+                                onnx_sha256=verdict.onnx.sha256)
     if verdict.reason == "hit-untracked" or verdict.onnx.rehashed or rechecked:
         if verdict.reason == "hit-untracked":
             events.emit(step.logger, logging.WARNING, events.PROVENANCE_UNTRACKED,

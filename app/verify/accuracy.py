@@ -1,12 +1,17 @@
-"""The accuracy gate: run the engine and the ONNX model on the same inputs, compare every output.
+"""The accuracy gate and the precision check: what the compiler runs on a built engine, asking
+the engine's backend (the :class:`~app.backends.base.InferenceRuntime` protocol) and never naming
+one.
 
-:func:`check_accuracy` measures and returns an :class:`~app.verify.report.AccuracyReport`;
-:func:`enforce` turns it into one event (``c10.engine.accuracy.passed`` or ``.failed``) and,
-on failure, an :class:`~app.errors.AccuracyError` (exit 70) naming the model, the output, the
-metric, the measured value and the bound. numpy, onnx and ONNX Runtime load only in here, and
-only when a check runs. The engine comes as a runner its backend opened; the reference is the
-ONNX model on ONNX Runtime's CPU provider, unoptimized
-(:func:`~app.backends.onnxruntime.sessions.open_reference`).
+:func:`check_accuracy` runs the engine and the ONNX model on the same inputs, compares every
+output and returns an :class:`~app.verify.report.AccuracyReport`; :func:`enforce` turns it into
+one event (``c10.engine.accuracy.passed`` or ``.failed``) and, on failure, an
+:class:`~app.errors.AccuracyError` (exit 70) naming the model, the output, the metric, the
+measured value and the bound; :func:`run_gate` does both on the runner the backend opens. The
+reference is the ONNX model on ONNX Runtime's CPU provider, unoptimized
+(:func:`~app.backends.onnxruntime.sessions.open_reference`). numpy, onnx and ONNX Runtime load
+only when a check runs: :func:`recorded_pass` answers a warm boot from the provenance record
+alone. :func:`enforce_precision` asks what the compute nodes of an fp16 or int8 build run in
+(``precision_in_effect``) and refuses a precision that did not take effect.
 """
 
 from __future__ import annotations
@@ -14,17 +19,25 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from app import events
-from app.backends.base import EngineRunner
+from app.backends.base import EngineRunner, InferenceRuntime
 from app.cancel import CANCEL, cancelled_error
 from app.config_sections import AccuracyConfig
-from app.errors import AccuracyError
-from app.values import InputProfile, PrecisionMode
-from app.verify.report import AccuracyReport, OutputFigures, default_tolerance
-from app.verify.rules import resolve_rules, snippet
-
-__all__ = ["check_accuracy", "enforce"]
+from app.errors import AccuracyError, EngineBuildError
+from app.request import BackboneSpec
+from app.values import BuildConfig, InputProfile, PrecisionMode
+from app.verify.report import (
+    METRICS,
+    SET_FIGURES,
+    AccuracyReport,
+    Failure,
+    InputsUsed,
+    OutputFigures,
+    Tolerance,
+    default_tolerance,
+)
 
 
 def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
@@ -42,10 +55,10 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     """
     from app.backends.onnx_model import inspect_model, resolve_profiles
     from app.backends.onnxruntime.sessions import open_reference
-    from app.verify.compare import first_failure
     from app.verify.graph import find_rules
     from app.verify.inputs import gate_inputs
     from app.verify.measure import Measure
+    from app.verify.rules import resolve_rules
 
     settings = settings or AccuracyConfig()
     precision = PrecisionMode(precision)
@@ -106,9 +119,42 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
     compare = next((o.compare for o in report.outputs if o.name == failure.output), "values")
     if failure.metric == "nonfinite":
         raise AccuracyError(message, hint=hint)
+    from app.verify.rules import snippet
+
     fix = snippet(name, failure.output, compare, failure.metric, failure.value)
     raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
                                       f"is compared wrongly: {fix}")
+
+
+def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,
+                  per_output: dict[str, Tolerance] | None = None) -> Failure | None:
+    """The first bound broken, outputs in model order, non-finite values before any metric;
+    ``rel_l2`` and ``cosine`` are not judged for an output within ``atol`` everywhere, nor
+    for outputs compared as points, argmax or skip (their own figures judge them)."""
+    for fig in outputs:
+        bounds = (per_output or {}).get(fig.name, tolerance)
+        if fig.compare == "skip":
+            continue
+        if fig.nonfinite:
+            return Failure(fig.name, "nonfinite", float(fig.nonfinite), 0.0)
+        values = fig.compare in ("values", "aligned")
+        within_floor = fig.max_abs <= bounds.atol
+        for metric, bound in (("rel_l2", bounds.rel_l2), ("cosine", bounds.cosine),
+                              ("max_abs", bounds.max_abs)):
+            if bound is None or not values or (within_floor and metric != "max_abs"):
+                continue
+            value = float(getattr(fig, metric))
+            broken = not value >= bound if metric == "cosine" else not value <= bound
+            if broken:
+                return Failure(fig.name, metric, value, bound)
+        for figure, key in SET_FIGURES.items():
+            measured, limit = getattr(fig, figure), getattr(bounds, key)
+            if measured is None or limit is None:
+                continue
+            broken = not measured <= limit if METRICS[key] == "max" else not measured >= limit
+            if broken:
+                return Failure(fig.name, figure, float(measured), float(limit))
+    return None
 
 
 def _summary(figures: OutputFigures) -> str:
@@ -127,3 +173,78 @@ def _summary(figures: OutputFigures) -> str:
     if o.neighbours is not None:
         text += f" neighbours={o.neighbours:.3g}"
     return text
+
+
+def _settings(spec: BackboneSpec) -> AccuracyConfig:
+    return spec.accuracy or AccuracyConfig()
+
+
+def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: BuildConfig, *,
+                  engine_sha256: str, onnx_sha256: str) -> dict[str, Any] | None:
+    """``stored`` when it is a pass that still vouches for this engine, ONNX model, tolerance
+    and inputs; None when the check must run again."""
+    report = AccuracyReport.from_json(stored)
+    if report is None:
+        return None
+    settings = _settings(spec)
+    low, high = settings.value_range
+    inputs = (InputsUsed("random", settings.random_samples, seed=settings.seed, low=low,
+                         high=high) if settings.samples_path is None else None)
+    if inputs is None and report.inputs.folder != str(settings.samples_path):
+        return None  # another folder of samples: check again (same folder: its recorded digest)
+    covered = report.covers(engine_sha256=engine_sha256, onnx_sha256=onnx_sha256,
+                            tolerance=default_tolerance(config.precision).override(
+                                settings.metric, settings.threshold), inputs=inputs,
+                            outputs_config=settings.outputs_key())
+    return stored if covered else None
+
+
+def run_gate(runtime: InferenceRuntime, artifact: Path, spec: BackboneSpec,
+             config: BuildConfig, logger: logging.Logger, *, engine_sha256: str,
+             onnx_sha256: str) -> dict[str, Any]:
+    """Check ``artifact`` (built by ``runtime``, run on the device ``config`` names); its
+    passing report as JSON, else AccuracyError after a ``c10.engine.accuracy.failed`` event."""
+    runner = runtime.open_runner(artifact, config)
+    try:
+        report = check_accuracy(spec.onnx_path, runner, model_name=spec.model_name,
+                                precision=config.precision, input_shapes=config.input_shapes,
+                                settings=_settings(spec), calibration_dir=config.calibration_dir,
+                                engine_sha256=engine_sha256, onnx_sha256=onnx_sha256)
+    finally:
+        runner.close()
+    return enforce(report, logger).to_json()
+
+
+def enforce_precision(runtime: InferenceRuntime, model_path: Path, artifact: Path,
+                      config: BuildConfig, logger: logging.Logger) -> dict[str, Any] | None:
+    """After a build asked fp16 or int8 (not with ``verify: none``): what its compute nodes run
+    in, for the record; EngineBuildError (exit 70) when none runs in the asked precision. None:
+    nothing to say (fp32, or a runtime that cannot tell). INT8 asked and TensorRT's Myelin
+    keeping transformer GEMMs in fp16 took effect partially (a warning), not an ignored flag."""
+    if config.precision is PrecisionMode.FP32 or config.verify == "none":
+        return None
+    effect = runtime.precision_in_effect(model_path, artifact, config)
+    if effect is None:
+        return None
+    name, asked = config.model_name, effect.asked
+    fields = {"model_name": name, **effect.as_dict()}
+    if effect.compute_nodes == 0:
+        what = (f"{effect.opaque} Myelin region(s) that this TensorRT cannot inspect"
+                if effect.opaque else "no compute node")
+        events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
+                    f"{name}: {what} to check {asked} on", **fields)
+    elif not effect.took_effect:
+        message = f"{name}: {asked} was asked, but {effect.describe()} ({effect.what_ran()})"
+        events.emit(logger, logging.ERROR, events.PRECISION_IGNORED, message, **fields)
+        raise EngineBuildError(message, hint=f"set {name}'s precision to one that {runtime.name} "
+                               f"runs it in ({', '.join(effect.ran)})")
+    elif effect.in_precision < effect.compute_nodes or effect.opaque:
+        qdq = ("; INT8 GEMMs in a transformer need an export with Q/DQ nodes (explicit "
+               "quantization)" if effect.myelin_fp16 and asked == "int8" else "")
+        events.emit(logger, logging.WARNING, events.PRECISION_PARTIAL,
+                    f"{name}: {effect.describe()} ({effect.what_ran() or 'nothing counted'}){qdq}",
+                    **fields)
+    else:
+        events.emit(logger, logging.INFO, events.PRECISION_CHECKED, f"{name}: {effect.describe()}",
+                    **fields)
+    return effect.as_dict()

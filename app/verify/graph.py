@@ -18,8 +18,6 @@ from typing import Any
 
 from app.config_sections import AccuracyOutputConfig
 
-__all__ = ["find_rules"]
-
 _SOURCES = ("TopK", "NonMaxSuppression", "NonZero", "ArgMax")
 #: Sources whose rows are what they found, as many as they found: always a new order.
 _NEW_ROWS = ("NonMaxSuppression", "NonZero")

@@ -33,8 +33,6 @@ from app.errors import ModelDataError
 from app.values import InputProfile
 from app.verify.report import InputsUsed
 
-__all__ = ["GateInputs", "gate_inputs"]
-
 
 @dataclass(frozen=True)
 class GateInputs:

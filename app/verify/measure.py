@@ -1,5 +1,6 @@
 """One check's measurements: every sample's outputs compared by their rules
-(:mod:`app.verify.rules`), the worst figures kept, the variation judged at the end.
+(:mod:`app.verify.rules`) into the figures of :mod:`app.verify.report`, the worst figures
+kept, the variation judged at the end.
 
 ``points`` outputs are measured first in each sample, so that the outputs aligned to them find
 their matching; only ``values`` and ``aligned`` outputs must have the reference's shape (their
@@ -14,7 +15,6 @@ from typing import Any
 
 from app.config_sections import AccuracyOutputConfig
 from app.errors import AccuracyError
-from app.verify.compare import Worst, figures_of
 from app.verify.report import OutputFigures, Tolerance
 from app.verify.sets import (
     PointMatch,
@@ -26,8 +26,6 @@ from app.verify.sets import (
 )
 from app.verify.variation import Spread
 
-__all__ = ["Measure"]
-
 _REBUILD = "rebuild the engine from this model"
 
 
@@ -37,7 +35,7 @@ class Measure:
     def __init__(self, model_name: str, names: tuple[str, ...],
                  rules: dict[str, AccuracyOutputConfig]) -> None:
         self.model_name, self.names, self.rules = model_name, names, rules
-        self.worst = Worst()
+        self.worst: dict[str, OutputFigures] = {}  # per output, across samples
         self.spreads: dict[str, Spread] = {}
         self.anchor_ndim: dict[str, int] = {}  # the rows of an aligned output: its anchor's
         self.counts: dict[str, list[int]] = {}  # points: rows matched and rows, pooled
@@ -50,7 +48,7 @@ class Measure:
         for name in self.order:
             rule = self.rules[name]
             if rule.comparison == "skip":
-                self.worst.add(OutputFigures(name, tuple(_shape(want[name])), 0.0, 0.0, 1.0,
+                self._keep(OutputFigures(name, tuple(_shape(want[name])), 0.0, 0.0, 1.0,
                                              compare="skip", note=rule.reason or "skipped"))
                 continue
             if name not in got:
@@ -75,7 +73,7 @@ class Measure:
                 pooled[i] += count
             ref, eng = aligned_rows(want, got, row_axis(np.ndim(want)), match.pairs)
             figures = replace(figures_of(name, ref, eng), shape=tuple(_shape(want)))
-            self.worst.add(replace(figures, compare="points", matched=match.matched,
+            self._keep(replace(figures, compare="points", matched=match.matched,
                                    matched_engine=match.matched_engine, radius=match.radius,
                                    note=note))
             return
@@ -85,23 +83,26 @@ class Measure:
             # Only the argmax is judged: -inf against a finite value, either way, is not a
             # failure of its own (NaN and +inf still are: they would be taken for the maximum).
             nonfinite = figures.nonfinite - minus_inf_disagreements(want, got)
-            self.worst.add(replace(figures, compare="argmax", agreement=agreement,
-                                   nonfinite=nonfinite, note=note))
+            self._keep(replace(figures, compare="argmax", agreement=agreement,
+                               nonfinite=nonfinite, note=note))
             return
         if rule.comparison == "aligned":
             anchor = matches[rule.aligned_to or ""]
             axis = row_axis(self.anchor_ndim[rule.aligned_to or ""])
             ref, eng = aligned_rows(want, got, axis, anchor.pairs)
             figures = replace(figures_of(name, ref, eng), shape=tuple(_shape(want)))
-            self.worst.add(replace(figures, compare="aligned", note=note))
+            self._keep(replace(figures, compare="aligned", note=note))
             self._spread(name, False).add(ref, eng)
             return
         if np.shape(want) != np.shape(got):
             raise ValueError(f"shape {list(np.shape(got))} from the engine, "
                              f"{list(np.shape(want))} from the ONNX model")
-        self.worst.add(replace(figures_of(name, want, got), note=note))
+        self._keep(replace(figures_of(name, want, got), note=note))
         rows = np.ndim(want) >= 1 and np.size(want) == np.shape(want)[-1] >= 2
         self._spread(name, bool(rows)).add(np.asarray(want)[None], np.asarray(got)[None])
+
+    def _keep(self, figures: OutputFigures) -> None:
+        self.worst[figures.name] = worse(self.worst.get(figures.name), figures)
 
     def _spread(self, name: str, embedding_rows: bool) -> Spread:
         if name not in self.spreads:
@@ -112,7 +113,7 @@ class Measure:
         """The worst figures per output, model order, with the variation and neighbours."""
         out = []
         for name in self.names:
-            figures = self.worst.by_output[name]
+            figures = self.worst[name]
             if name in self.counts:
                 hits, total, hits_back, total_back = self.counts[name]
                 figures = replace(figures, matched=_share(hits, total, total_back),
@@ -125,6 +126,52 @@ class Measure:
                 figures = replace(figures, variation=ratio, neighbours=near, note=note)
             out.append(figures)
         return tuple(out)
+
+
+def figures_of(name: str, reference: Any, candidate: Any) -> OutputFigures:
+    """The metrics of one sample's output; shapes must already agree. Computed in float64
+    whatever the tensors' type, over the elements where the reference is finite (a model may
+    legitimately output -inf, e.g. masked logits; the engine must then match it)."""
+    import numpy as np
+
+    ref = np.asarray(reference).astype(np.float64, copy=False).ravel()
+    got = np.asarray(candidate).astype(np.float64, copy=False).ravel()
+    finite = np.isfinite(ref)
+    # Where the reference is not finite, the engine must give the very same value.
+    mismatched_special = int(np.count_nonzero(~finite & ~((got == ref) | (np.isnan(got) & np.isnan(ref)))))
+    ref, got = ref[finite], got[finite]
+    bad = ~np.isfinite(got)
+    nonfinite = int(np.count_nonzero(bad)) + mismatched_special
+    if bad.any():  # the metrics then describe the finite part; ``nonfinite`` fails the gate
+        ref, got = ref[~bad], got[~bad]
+    diff = got - ref
+    max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
+    ref_norm, got_norm, diff_norm = (float(np.linalg.norm(v)) for v in (ref, got, diff))
+    rel_l2 = diff_norm / ref_norm if ref_norm else (0.0 if diff_norm == 0.0 else float("inf"))
+    if ref_norm == 0.0 or got_norm == 0.0:
+        cosine = 1.0 if ref_norm == got_norm else 0.0
+    else:
+        cosine = float(np.clip(np.dot(ref, got) / (ref_norm * got_norm), -1.0, 1.0))
+    return OutputFigures(name, tuple(int(d) for d in np.shape(reference)), max_abs, rel_l2, cosine,
+                         nonfinite)
+
+
+def worse(old: OutputFigures | None, new: OutputFigures) -> OutputFigures:
+    """The worst of one output's figures across samples (max of errors, min of cosine and of
+    the shares); ``old``: the samples before, None for the first."""
+    if old is None:
+        return new
+    return replace(new, max_abs=max(old.max_abs, new.max_abs),
+                   rel_l2=max(old.rel_l2, new.rel_l2), cosine=min(old.cosine, new.cosine),
+                   nonfinite=old.nonfinite + new.nonfinite,
+                   matched=_least(old.matched, new.matched),
+                   matched_engine=_least(old.matched_engine, new.matched_engine),
+                   agreement=_least(old.agreement, new.agreement),
+                   radius=_least(old.radius, new.radius))
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _shape(array: Any) -> list[int]:

@@ -33,17 +33,6 @@ from typing import Any
 
 from app.values import PrecisionMode
 
-__all__ = [
-    "DEFAULT_TOLERANCES",
-    "METRICS",
-    "AccuracyReport",
-    "Failure",
-    "InputsUsed",
-    "OutputFigures",
-    "Tolerance",
-    "default_tolerance",
-]
-
 SCHEMA = 2  # 1: values only; a record of it is checked again, never read as a pass
 #: The metrics a tolerance can bound, and how: an upper bound, or a lower bound.
 METRICS = {"rel_l2": "max", "max_abs": "max", "cosine": "min", "matched": "min",

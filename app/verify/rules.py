@@ -11,8 +11,6 @@ from __future__ import annotations
 from app.config_sections import AccuracyOutputConfig
 from app.errors import ModelDataError
 
-__all__ = ["COMPARISONS", "resolve_rules", "snippet"]
-
 #: ``aligned`` is ``values`` on rows reordered by another output's ``points`` matching.
 COMPARISONS = ("values", "points", "aligned", "argmax", "skip")
 _VALUES = AccuracyOutputConfig()

@@ -20,9 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PointMatch", "aligned_rows", "argmax_agreement", "match_points",
-           "minus_inf_disagreements", "row_axis"]
-
 _BLOCK = 1 << 22  # terms of a distance block (float64: 32 MiB)
 _SPACINGS = 1024  # rows whose nearest neighbour sets the default radius
 

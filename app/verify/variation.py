@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CONSTANT", "Spread"]
-
 #: Variation below this share of the output's norm: near-constant, not judged.
 CONSTANT = 1e-3
 

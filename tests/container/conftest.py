@@ -47,8 +47,9 @@ def image(client, base) -> str:
 
 @pytest.fixture
 def robot(tmp_path, corpus):
-    """Host folders as on a robot: models (read-only in the container), cache, run; plus a
-    config for the generated models, placed beside them."""
+    """Host folders as on a robot: models (read-only in the container), cache, the fleet's
+    candidates (read-only in the boot job), run; plus a config for the generated models,
+    placed beside them."""
     root = tmp_path / "robot"
     models = root / "models"
     shutil.copytree(corpus["dinov2_vpr"].parent, models)
@@ -67,7 +68,7 @@ def robot(tmp_path, corpus):
         ],
     }
     (models / "engine-init.yaml").write_text(yaml.safe_dump(config))
-    for name in ("cache", "run"):
+    for name in ("cache", "candidates", "run"):
         (root / name).mkdir()
         os.chown(root / name, UID, UID)
     return root

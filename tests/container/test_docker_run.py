@@ -28,7 +28,8 @@ pytestmark = pytest.mark.docker
 OPTIONS = {"--rm": False, "--read-only": False, "--name": True, "--runtime": True, "--gpus": True,
            "--group-add": True, "--tmpfs": True, "--network": True, "--cap-drop": True,
            "--security-opt": True, "-e": True, "-v": True}
-ROBOT_FOLDERS = {"/var/lib/engine-init/cache": "cache", "/opt/robot/models": "models",
+ROBOT_FOLDERS = {"/var/lib/engine-init/cache": "cache",
+                 "/var/lib/engine-init/candidates": "candidates", "/opt/robot/models": "models",
                  "/run/engine-init": "run"}
 NV_TEGRA_RELEASE = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
                     "DATE: Wed Jan  8 01:49:37 UTC 2025\n")

@@ -3,8 +3,8 @@ schemas it bundles (strict: an unknown field is an error), then what a schema ca
 security context equals compose.yaml's, the cache is a per-node hostPath, and the Job routes
 exactly the documented exit codes.
 
-What is not run here: the manifests on a cluster (no k3s node with a GPU on CI). README:
-"What was proven where"."""
+What is not run here: the manifests on a cluster (no k3s node with a GPU on CI).
+docs/tensorrt.md: "What was proven where"."""
 
 from __future__ import annotations
 

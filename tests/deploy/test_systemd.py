@@ -2,7 +2,7 @@
 lines compared with compose.yaml, so that the two ways of starting the job cannot drift apart.
 
 What is not run here: the units under a real systemd (no systemd as PID 1 on CI) and the
-containers under the NVIDIA runtime (no Jetson). README: "What was proven where"."""
+containers under the NVIDIA runtime (no Jetson). docs/tensorrt.md: "What was proven where"."""
 
 from __future__ import annotations
 

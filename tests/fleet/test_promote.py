@@ -60,6 +60,10 @@ def test_a_robot_with_candidates_builds_nothing_and_promotes_all(tmp_path, corpu
     assert [kv["model_name"] for kv in _kinds(ran, "c10.engine.candidate.promoted")] == [
         "dinov2_vpr", "lightglue", "aliked"]
     assert _kinds(ran, "c10.engine.compile.start") == []
+    # Each miss is worded by what follows it: the candidate is checked, nothing is built.
+    assert [e["msg"] for e in json_events(ran.stderr) if e["kind"] == "c10.engine.cache.miss"] == [
+        f"{n}: no reusable engine (absent); a fleet candidate is checked"
+        for n in ("dinov2_vpr", "lightglue", "aliked")]
     [summary] = _kinds(ran, "c10.engine.compile.summary")
     assert (summary["engines_built"], summary["engines_promoted"]) == (0, 3)
     marker = json.loads((tmp_path / "robot" / "run" / "ready.json").read_text())

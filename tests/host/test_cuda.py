@@ -1,5 +1,5 @@
 """The cuda-python probe: a stand-in driver module checks the status handling everywhere;
-the real-GPU test runs where cuda-python and a GPU exist (it ran on an H200, see README)."""
+the real-GPU test runs where cuda-python and a GPU exist (it ran on an H200: docs/tensorrt.md)."""
 
 from __future__ import annotations
 

@@ -140,8 +140,8 @@ CASES: list[tuple[str, Mutation, int, list[str]]] = [
 ]
 
 
-#: Config errors after which the previous marker stays: the config named none (README: Failure
-#: behaviour; tests/integration/test_marker.py has the other cases of that rule).
+#: Config errors after which the previous marker stays: the config named none (docs/failures.md;
+#: tests/integration/test_marker.py has the other cases of that rule).
 MARKER_KEPT = {"yaml-syntax"}
 
 

@@ -67,7 +67,7 @@ def test_sigint_counted_from_exec_never_interrupts_the_cli(job, delay_ms):
     SIGINT kills it outright (no handler yet: the status a shell shows as 130 too), or is
     Python's KeyboardInterrupt while it imports its own modules (site, a .pth, runpy) or the
     few the job needs to install its handlers, or a "Fatal Python error" (exit 1) in site:
-    never inside the CLI's imports or the job (README, "Commands and exit codes")."""
+    never inside the CLI's imports or the job (docs/failures.md, "A signal before the job starts")."""
     proc = popen_cli("--config", str(job), "run")
     time.sleep(delay_ms / 1000)
     proc.send_signal(signal.SIGINT)

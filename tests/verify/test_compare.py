@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.verify.compare import Worst, figures_of, first_failure
+from app.verify.accuracy import first_failure
+from app.verify.measure import figures_of, worse
 from app.verify.report import OutputFigures, Tolerance
 
 
@@ -56,10 +57,9 @@ def test_float16_and_integer_outputs_are_compared_in_float64():
 
 
 def test_worst_case_over_samples():
-    worst = Worst()
-    worst.add(OutputFigures("y", (2,), 0.1, 0.01, 0.999, 0))
-    worst.add(OutputFigures("y", (2,), 0.05, 0.02, 0.9999, 1))
-    assert worst.by_output["y"] == OutputFigures("y", (2,), 0.1, 0.02, 0.999, 1)
+    first = worse(None, OutputFigures("y", (2,), 0.1, 0.01, 0.999, 0))
+    assert worse(first, OutputFigures("y", (2,), 0.05, 0.02, 0.9999, 1)) == OutputFigures(
+        "y", (2,), 0.1, 0.02, 0.999, 1)
 
 
 def test_first_failure_order_and_bounds():

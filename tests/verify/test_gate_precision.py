@@ -1,5 +1,5 @@
 """Whether the asked precision took effect, as the gate enforces it after a build
-(:func:`app.verify.gate.enforce_precision`): through `engine-init run` with real ONNX Runtime
+(:func:`app.verify.accuracy.enforce_precision`): through `engine-init run` with real ONNX Runtime
 builds, and through the compiler with runtimes (a stand-in of TensorRT among them) that do
 not do what was asked. The read-outs themselves: tests/backends/onnxruntime/test_sessions.py
 and tests/backends/tensorrt/test_inspector.py."""

@@ -32,8 +32,6 @@ from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputPro
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
 
-__all__ = ["OnnxRuntimeBackend", "cpu_identity"]
-
 
 @functools.cache
 def cpu_identity() -> tuple[str, str]:

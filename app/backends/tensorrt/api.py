@@ -23,8 +23,6 @@ from typing import Any
 
 from app.values import PrecisionMode
 
-__all__ = ["TrtApi", "parse_version"]
-
 _DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
            "UINT8": "uint8", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
 

@@ -31,8 +31,6 @@ from app.cancel import CANCEL, cancelled_error
 from app.errors import EngineBuildError
 from app.values import BuildConfig, HostCapabilities, InputProfile, PrecisionMode
 
-__all__ = ["build_serialized"]
-
 
 class BuildHost(Protocol):
     """What a build asks of the runtime that runs it (the runtime imports this module, so the

@@ -33,10 +33,6 @@ from app.cache.publish import atomic_write_bytes
 from app.cache.record import fingerprint
 from app.values import InputProfile
 
-__all__ = ["MAX_CACHE_BYTES", "TimingCache",
-           "calibration_cache_path", "calibration_model_key", "find_calibration_cache", "not_a_folder",
-           "timing_cache_path", "timing_cache_present"]
-
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
 MAX_CACHE_BYTES = 256 << 20
 

@@ -31,8 +31,6 @@ from app.cache.publish import atomic_write_bytes
 from app.cache.record import calibration_fingerprint
 from app.errors import CalibrationCacheError
 
-__all__ = ["calibration_plan", "make_calibrator"]
-
 
 def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
                      model_key: str) -> tuple[Path, Path | None]:

@@ -17,8 +17,6 @@ from contextlib import contextmanager
 
 from app.errors import EngineBuildError, EngineInitError
 
-__all__ = ["CallbackErrors"]
-
 
 class CallbackErrors:
     """The first exception raised by any of one build's callbacks (they may run on TensorRT's

@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["decomposed_layernorms", "nodes_to_keep", "pin_layers"]
-
 _CHAIN = ("Sub", "Pow", "ReduceMean", "Add", "Sqrt", "Div")
 
 

@@ -14,8 +14,6 @@ from typing import Any
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import import_cuda, select_device
 
-__all__ = ["DeviceMemory", "cudart"]
-
 
 def cudart() -> ModuleType:
     module = import_cuda("runtime", "cudart")

@@ -19,8 +19,6 @@ from app import events
 from app.errors import BackendUnavailableError, ConfigError, EngineBuildError
 from app.values import InputProfile, PrecisionMode
 
-__all__ = ["check_dla_request", "check_placement", "require_core"]
-
 
 def check_dla_request(model_name: str, dla_core: int | None, precision: PrecisionMode,
                       profiles: dict[str, InputProfile]) -> None:

@@ -21,7 +21,6 @@ from app.host.tensorrt import tensorrt_package
 if TYPE_CHECKING:
     from app.host.probe import HostReport
 
-__all__ = ["check_auto_choice", "import_tensorrt"]
 
 _HINT = ("run the container with the NVIDIA runtime (compose: runtime: nvidia) and the video "
          "group, which mount the host's driver libraries")

@@ -33,8 +33,6 @@ from typing import Any
 
 from app.backends.tensorrt.callbacks import CallbackErrors
 
-__all__ = ["Sink", "logging_to", "process_logger"]
-
 _LOCK = threading.Lock()
 #: tensorrt module -> its process-wide logger (a module per process; tests load several)
 _LOGGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

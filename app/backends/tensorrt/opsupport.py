@@ -39,8 +39,6 @@ from app import events
 from app.errors import ModelDataError
 from app.values import InputProfile
 
-__all__ = ["Finding", "check_corpus", "check_model", "load_graph", "require_supported"]
-
 _DEFORM_FROM = (10, 1)
 _TOPK_LIMIT = 3840
 

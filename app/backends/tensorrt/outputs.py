@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["make_output_allocator", "on_host"]
-
 
 def on_host(trt: Any, engine: Any, name: str, is_input: bool) -> bool:
     """Whether ``name`` must be given a host pointer, not a device one."""

@@ -14,8 +14,6 @@ from typing import Any
 from app.errors import EngineBuildError
 from app.values import InputProfile
 
-__all__ = ["add_profiles"]
-
 
 def add_profiles(builder: Any, network: Any, config: Any, profiles: dict[str, InputProfile],
                  model_name: str, calibrate: bool) -> None:

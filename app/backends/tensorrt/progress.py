@@ -19,8 +19,6 @@ from app import events
 from app.backends.tensorrt.callbacks import CallbackErrors
 from app.cancel import CANCEL
 
-__all__ = ["MIN_INTERVAL_S", "make_progress_monitor"]
-
 #: At most one progress event per phase in this interval (first and last steps always pass).
 MIN_INTERVAL_S = 0.5
 

@@ -22,8 +22,6 @@ from typing import Any, Protocol
 from app.cache.fsread import open_binary
 from app.errors import EngineBuildError
 
-__all__ = ["DeviceBuffers", "TrtRunner"]
-
 
 class DeviceBuffers(Protocol):
     """Device memory as the runner needs it (what DeviceMemory provides)."""

@@ -39,8 +39,6 @@ from app.host.cuda import select_device
 from app.host.tensorrt import tensorrt_package
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
-__all__ = ["TensorRTRuntime"]
-
 _LOG = logging.getLogger("engine_init")
 
 

@@ -19,8 +19,6 @@ from app.backends.tensorrt.api import TrtApi
 from app.errors import EngineBuildError
 from app.values import InputProfile
 
-__all__ = ["check_engine", "warm_up"]
-
 
 def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
                  profiles: dict[str, InputProfile], model_name: str) -> None:

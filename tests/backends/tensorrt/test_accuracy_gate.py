@@ -20,7 +20,7 @@ from app import BackboneSpec, EngineCompiler
 from app.config_sections import AccuracyConfig
 from app.errors import AccuracyError
 from app.values import BuildConfig, PrecisionMode
-from app.verify.gate import run_gate
+from app.verify.accuracy import run_gate
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 from tests.backends.tensorrt.helpers import host, runtime_for
 from tests.helpers import make_request

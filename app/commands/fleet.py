@@ -19,8 +19,7 @@ from typing import Any
 import click
 
 from app import events
-
-__all__ = ["register"]
+from app.commands.fleet_trust import trust_group
 
 LOGGER = logging.getLogger("engine_init")
 _KEY = click.Path(dir_okay=False, path_type=Path)
@@ -45,7 +44,7 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
 
 def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     """This host's verified engines with their sidecars and records, and the TensorRT timing
-    and calibration caches of this exact TensorRT build (README, Fleets)."""
+    and calibration caches of this exact TensorRT build (docs/fleet.md)."""
     from app import errors
     from app.cache.names import COMPANION_SUFFIXES
     from app.request import EngineCompileRequest
@@ -259,8 +258,6 @@ def keygen_cmd(private: Path, public: Path) -> None:
 
 
 def register(group: click.Group) -> None:
-    from app.fleet.tuf_commands import trust_group
-
     fleet_group.add_command(trust_group)
     for command in (export_cmd, import_cmd, push_cmd, pull_cmd, fleet_group):
         group.add_command(command)

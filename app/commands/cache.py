@@ -17,8 +17,6 @@ import click
 
 from app import errors
 
-__all__ = ["register"]
-
 LOGGER = logging.getLogger("engine_init")
 
 
@@ -104,7 +102,7 @@ def _echo_ops(found: dict[str, list[Any]], version: str) -> None:
 
 
 def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str, Any]], str]:
-    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet-bundles.md). A model
+    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet.md). A model
     the cache cannot reuse says whether its fleet candidate will be promoted (``promote``:
     "candidate", else null with ``candidate_rejected`` saying why, when there is one); the
     backend's load and the accuracy gate, which ``run`` adds, are not tried here. ``held``: what

@@ -15,8 +15,6 @@ from typing import Any
 
 import click
 
-__all__ = ["trust_group"]
-
 _DIR = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 _FILE = click.Path(dir_okay=False, path_type=Path)
 _KEYS = click.option("--key", "keys", type=_FILE, multiple=True,
