@@ -5,7 +5,12 @@ private key files given (``--key``, repeated; root keys can stay offline and com
 commands that change root), then pushes the files it wrote to the repository the metadata is
 bound to, ``timestamp.json`` last. ``push`` uploads the whole folder again (after a failed
 push). Exit codes as every command: 78 for keys, thresholds and the folder, 69 for the
-registry, 65 for a bundle that cannot be released.
+registry, 65 for a bundle that cannot be released, 143/130 for a signal.
+
+Registry requests run in a worker thread that the main thread waits on (as ``pull``'s): a
+signal ends the command within 2 s whatever the registry is doing. The folder is written whole
+or not at all: after a signal during the upload it holds the new files, and robots keep seeing
+the previous metadata until ``push`` uploads them again (``timestamp.json`` moves last).
 """
 
 from __future__ import annotations
@@ -31,11 +36,22 @@ def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
     return load_key_files(list(paths))
 
 
-def _push(repo: Any, insecure: bool) -> None:
+def _upload(folder: Path, repository: str, files: list[tuple[str, bytes]], insecure: bool) -> None:
+    from app.cancel import call_cancellable
+    from app.errors import BuildCancelledError
     from app.fleet.tuf_oci import push_metadata
 
+    try:
+        call_cancellable(lambda: push_metadata(repository, files, insecure=insecure))
+    except BuildCancelledError as exc:
+        exc.hint = (f"{folder} is complete; upload it with `engine-init fleet trust push {folder}`"
+                    " (robots keep the previous metadata until timestamp.json moves)")
+        raise
+
+
+def _push(repo: Any, insecure: bool) -> None:
     repo.save()
-    push_metadata(repo.repository, repo.written, insecure=insecure)
+    _upload(repo.folder, repo.repository, repo.written, insecure)
     names = ", ".join(name for name, _ in repo.written)
     click.echo(f"pushed to {repo.repository}: {names}")
 
@@ -95,10 +111,12 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
                 days: float | None, timestamp_days: float | None) -> None:
     """Release the bundle pushed for SKU: its index and files become the targets robots of
     that SKU may promote (signed by the targets key, then snapshot and timestamp)."""
+    from app.cancel import call_cancellable
     from app.fleet.release import released_bundle
 
     repo = _load(folder)
-    index, files = released_bundle(repo.repository, sku, digest, insecure=insecure)
+    index, files = call_cancellable(lambda: released_bundle(repo.repository, sku, digest,
+                                                            insecure=insecure))
     version = repo.release(sku, index, files, _keys(keys), days=days, timestamp_days=timestamp_days)
     click.echo(f"released {sku}@{index.digest}: {len(files)} file(s), targets v{version}")
     _push(repo, insecure)
@@ -211,8 +229,6 @@ def renew_root_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool) -> None
 @_INSECURE
 def push_cmd(folder: Path, insecure: bool) -> None:
     """Upload every file of FOLDER again (roots first, timestamp last)."""
-    from app.fleet.tuf_oci import push_metadata
-
     repo = _load(folder)
-    push_metadata(repo.repository, repo.all_files(), insecure=insecure)
+    _upload(folder, repo.repository, repo.all_files(), insecure)
     click.echo(f"pushed every file of {folder} to {repo.repository}")

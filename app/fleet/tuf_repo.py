@@ -46,6 +46,7 @@ from tuf.api.serialization import DeserializationError
 
 from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
+from app.cancel import checkpoint
 from app.errors import ConfigError
 from app.fleet import layout
 from app.fleet.keys import KeyFile
@@ -143,14 +144,18 @@ class Repo:
         self.written.append((name, md.to_bytes()))
 
     def save(self) -> None:
-        """Write what the command made into the folder, each file atomically, in order."""
+        """Write what the command made into the folder, each file atomically, in order. A
+        signal before the first file writes none; once begun, the few small files are all
+        written (``after_cancel``): a new root without the roles it signs would be a folder
+        half changed."""
+        checkpoint()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create {self.folder}: {exc.strerror}",
                               hint="choose a writable folder for the fleet's metadata") from None
         for name, raw in self.written:
-            atomic_write_bytes(self.folder / name, raw)
+            atomic_write_bytes(self.folder / name, raw, after_cancel=True)
 
     def init(self, repository: str, root_keys: list[KeyFile], threshold: int,
              targets_key: KeyFile, online_key: KeyFile, *, timestamp_days: float | None) -> None:

@@ -22,6 +22,7 @@ import pytest
 from app.fleet.keys import load_key_files
 from app.fleet.tuf_oci import push_metadata
 from app.fleet.tuf_repo import Repo
+from tests.fleet.helpers import make_keys
 from tests.fleet.test_commands import one_error_line
 from tests.helpers import REPO, cli, json_events, write_job_config
 
@@ -176,6 +177,90 @@ def test_sigterm_ends_a_pull_stuck_on_the_metadata_within_2_s(operator):
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 143 and time.monotonic() - started < 2, stderr
         assert "interrupted by SIGTERM" in stderr
+
+
+@contextmanager
+def stalling_registry() -> Iterator[tuple[str, threading.Event]]:
+    """A registry that answers /v2/, then accepts every other request and never answers it;
+    the event is set once a request is held."""
+    held, stop = threading.Event(), threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _stall(self) -> None:
+            if self.path == "/v2/":
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                return
+            held.set()
+            stop.wait(30)
+            self.close_connection = True
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _stall
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}/fleet/engines", held
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def _sigterm_when_held(held: threading.Event, *args: str) -> str:
+    """Run ``engine-init fleet trust ARGS``, SIGTERM it once the registry holds its request:
+    it must exit 143 within 2 s; its stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    process = subprocess.Popen([sys.executable, "-m", "app", "fleet", "trust", *args], cwd=REPO,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert held.wait(30), process.communicate(timeout=30)
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143 and time.monotonic() - started < 2, stderr
+    assert "interrupted by SIGTERM" in one_error_line(subprocess.CompletedProcess([], 143, "", stderr))
+    return stderr
+
+
+@pytest.fixture
+def stalled(tmp_path) -> Iterator[dict[str, object]]:
+    made = {n: make_keys(tmp_path / "keys", n).private_file for n in ("root", "targets", "online")}
+    with stalling_registry() as (repository, held):
+        yield {"keys": made, "repository": repository, "held": held, "meta": tmp_path / "meta"}
+
+
+def test_sigterm_ends_an_init_stuck_uploading_within_2_s_leaving_the_folder_whole(stalled):
+    keys, meta = stalled["keys"], stalled["meta"]
+    stderr = _sigterm_when_held(stalled["held"], "init", str(meta), "--repository", stalled["repository"],
+                                "--root-key", str(keys["root"]), "--targets-key", str(keys["targets"]),
+                                "--online-key", str(keys["online"]), "--insecure")
+    assert f"fleet trust push {meta}" in stderr  # how to finish the upload
+    assert sorted(p.name for p in meta.iterdir()) == ["1.root.json", "1.snapshot.json",
+                                                      "1.targets.json", "timestamp.json"]
+    assert Repo.load(meta).repository == stalled["repository"]
+
+
+def test_sigterm_ends_a_release_stuck_reading_the_bundle_within_2_s_changing_nothing(stalled):
+    keys, meta = stalled["keys"], stalled["meta"]
+    root, targets, online = load_key_files([keys["root"], keys["targets"], keys["online"]])
+    repo = Repo(meta)
+    repo.init(stalled["repository"], [root], 1, targets, online, timestamp_days=None)
+    repo.save()
+    before = {p.name: p.read_bytes() for p in meta.iterdir()}
+    _sigterm_when_held(stalled["held"], "release", str(meta), "sku-x", "--key", str(keys["targets"]),
+                       "--key", str(keys["online"]), "--insecure")
+    assert {p.name: p.read_bytes() for p in meta.iterdir()} == before
 
 
 def test_without_the_tuf_packages_the_trust_commands_say_what_to_install(tmp_path):
