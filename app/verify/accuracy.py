@@ -105,8 +105,8 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
                     f"{name}: {report.precision} engine matches the ONNX model on {where} "
                     f"({summary})", **fields)
         return report
-    value = (f"{int(failure.value)} non-finite values where the ONNX model's are finite"
-             if failure.metric == "nonfinite" else
+    figures = next(o for o in report.outputs if o.name == failure.output)
+    value = (_nonfinite_value(figures) if failure.metric == "nonfinite" else
              f"{failure.metric} {failure.value:.4g} {failure.relation} {failure.threshold:g}")
     message = (f"{name}: the {report.precision} engine fails the accuracy check on output "
                f"{failure.output!r}: {value} ({where})")
@@ -116,14 +116,48 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
             if report.precision == "int8" else
             "build this model in a wider precision (fp32)" if report.precision == "fp16" else
             "check the backend's precision flags")
-    compare = next((o.compare for o in report.outputs if o.name == failure.output), "values")
+    compare = figures.compare
     if failure.metric == "nonfinite":
-        raise AccuracyError(message, hint=hint)
+        export = _nonfinite_hint(name, figures)
+        engine_side = figures.nonfinite > figures.nonfinite_model
+        if export and engine_side and report.precision != "fp32":  # its range may be why too
+            export = f"{export}; or {hint}"
+        raise AccuracyError(message, hint=export or hint)
     from app.verify.rules import snippet
 
     fix = snippet(name, failure.output, compare, failure.metric, failure.value)
     raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
                                       f"is compared wrongly: {fix}")
+
+
+def _nonfinite_value(o: OutputFigures) -> str:
+    """Where the non-finite values of a failure are: the engine's output, the model's, or both."""
+    engine = o.nonfinite - o.nonfinite_model
+    if not o.nonfinite_model:
+        return f"{engine} non-finite values where the ONNX model's are finite"
+    theirs = f"{o.nonfinite_model} non-finite values in the ONNX model's output where the engine's differ"
+    return f"{engine} non-finite values in the engine's output where the ONNX model's are finite, " \
+           f"{theirs}" if engine else theirs
+
+
+def _nonfinite_hint(name: str, o: OutputFigures) -> str:
+    """The hint of a non-finite failure that the engine's precision does not explain: -inf
+    against finite values only (log-probabilities that underflow in one of the two, such as
+    torch's export of logsigmoid as Log(Sigmoid)), or NaN or inf that the model itself gives.
+    Empty: the engine alone gives NaN or inf (the precision hint)."""
+    if o.minus_inf != o.nonfinite and not o.nonfinite_model:
+        return ""
+    if o.minus_inf == o.nonfinite:
+        what = ("they are -inf against finite values: log-probabilities that underflow on one "
+                "side only (e.g. a logsigmoid exported as Log(Sigmoid)); export it without the Log of an "
+                "underflowing value (logsigmoid as -Softplus(-x), log_softmax as LogSoftmax)")
+    else:
+        what = ("the ONNX model itself gives NaN or inf there: fix the model's export for "
+                "these inputs (e.g. logsigmoid as -Softplus(-x), not Log(Sigmoid))")
+    if o.compare == "argmax":
+        return what
+    return (f"{what}, or, if only the argmax of {o.name!r} matters (an assignment), in {name}'s "
+            f"backbones entry set accuracy: {{outputs: {{{o.name}: {{compare: argmax}}}}}}")
 
 
 def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,

@@ -21,7 +21,6 @@ from app.verify.sets import (
     aligned_rows,
     argmax_agreement,
     match_points,
-    minus_inf_disagreements,
     row_axis,
 )
 from app.verify.variation import Spread
@@ -79,12 +78,10 @@ class Measure:
             return
         if rule.comparison == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
-            figures = figures_of(name, want, got)
             # Only the argmax is judged: -inf against a finite value, either way, is not a
             # failure of its own (NaN and +inf still are: they would be taken for the maximum).
-            nonfinite = figures.nonfinite - minus_inf_disagreements(want, got)
-            self._keep(replace(figures, compare="argmax", agreement=agreement,
-                               nonfinite=nonfinite, note=note))
+            figures = figures_of(name, want, got, minus_inf_fails=False)
+            self._keep(replace(figures, compare="argmax", agreement=agreement, note=note))
             return
         if rule.comparison == "aligned":
             anchor = matches[rule.aligned_to or ""]
@@ -128,20 +125,31 @@ class Measure:
         return tuple(out)
 
 
-def figures_of(name: str, reference: Any, candidate: Any) -> OutputFigures:
+def figures_of(name: str, reference: Any, candidate: Any, *,
+               minus_inf_fails: bool = True) -> OutputFigures:
     """The metrics of one sample's output; shapes must already agree. Computed in float64
     whatever the tensors' type, over the elements where the reference is finite (a model may
-    legitimately output -inf, e.g. masked logits; the engine must then match it)."""
+    legitimately output -inf, e.g. masked logits; the engine must then match it).
+    ``minus_inf_fails`` False (an ``argmax`` output): -inf against a finite value, either way,
+    is not counted as non-finite (-inf is never a maximum)."""
     import numpy as np
 
     ref = np.asarray(reference).astype(np.float64, copy=False).ravel()
     got = np.asarray(candidate).astype(np.float64, copy=False).ravel()
     finite = np.isfinite(ref)
+    # Log-probabilities that underflow in one of the two only: -inf on one side, finite on
+    # the other (the failure's hint then names the export, not the precision).
+    engine_minus_inf = int(np.count_nonzero(finite & np.isneginf(got)))
+    model_minus_inf = int(np.count_nonzero(np.isneginf(ref) & np.isfinite(got)))
     # Where the reference is not finite, the engine must give the very same value.
     mismatched_special = int(np.count_nonzero(~finite & ~((got == ref) | (np.isnan(got) & np.isnan(ref)))))
     ref, got = ref[finite], got[finite]
     bad = ~np.isfinite(got)
     nonfinite = int(np.count_nonzero(bad)) + mismatched_special
+    minus_inf = engine_minus_inf + model_minus_inf
+    if not minus_inf_fails:
+        nonfinite, mismatched_special, minus_inf = (nonfinite - minus_inf,
+                                                    mismatched_special - model_minus_inf, 0)
     if bad.any():  # the metrics then describe the finite part; ``nonfinite`` fails the gate
         ref, got = ref[~bad], got[~bad]
     diff = got - ref
@@ -153,7 +161,7 @@ def figures_of(name: str, reference: Any, candidate: Any) -> OutputFigures:
     else:
         cosine = float(np.clip(np.dot(ref, got) / (ref_norm * got_norm), -1.0, 1.0))
     return OutputFigures(name, tuple(int(d) for d in np.shape(reference)), max_abs, rel_l2, cosine,
-                         nonfinite)
+                         nonfinite, nonfinite_model=mismatched_special, minus_inf=minus_inf)
 
 
 def worse(old: OutputFigures | None, new: OutputFigures) -> OutputFigures:
@@ -164,6 +172,8 @@ def worse(old: OutputFigures | None, new: OutputFigures) -> OutputFigures:
     return replace(new, max_abs=max(old.max_abs, new.max_abs),
                    rel_l2=max(old.rel_l2, new.rel_l2), cosine=min(old.cosine, new.cosine),
                    nonfinite=old.nonfinite + new.nonfinite,
+                   nonfinite_model=old.nonfinite_model + new.nonfinite_model,
+                   minus_inf=old.minus_inf + new.minus_inf,
                    matched=_least(old.matched, new.matched),
                    matched_engine=_least(old.matched_engine, new.matched_engine),
                    agreement=_least(old.agreement, new.agreement),

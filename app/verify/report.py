@@ -10,7 +10,10 @@ Metrics, per output, worst case over all samples:
 - ``cosine``: cosine similarity of the flattened tensors (1 when both are all zeros);
 - ``max_abs``: the largest absolute difference;
 - ``nonfinite``: elements that are NaN or infinite in the engine's output where the
-  reference is finite (any is a failure, whatever the tolerance).
+  reference is finite, or where the reference is NaN or infinite and the engine's differ
+  (any is a failure, whatever the tolerance); of them, ``nonfinite_model`` are the
+  reference's and ``minus_inf`` are -inf against a finite value, either way (log-probabilities
+  that underflow in one of the two).
 
 Per comparison (``compare``, docs/accuracy-gate.md): ``matched``/``matched_engine`` (points:
 the share of reference rows with an engine row within the radius, and the other way round),
@@ -111,6 +114,8 @@ class OutputFigures:
     rel_l2: float
     cosine: float
     nonfinite: int = 0
+    nonfinite_model: int = 0  # of nonfinite: NaN or inf in the ONNX model's output
+    minus_inf: int = 0  # of nonfinite: -inf against a finite value, either way
     compare: str = "values"  # values, points, aligned (to another output), argmax or skip
     matched: float | None = None
     matched_engine: float | None = None
@@ -129,6 +134,8 @@ class OutputFigures:
         return cls(name=str(doc["name"]), shape=tuple(int(d) for d in doc["shape"]),
                    max_abs=float(doc["max_abs"]), rel_l2=float(doc["rel_l2"]),
                    cosine=float(doc["cosine"]), nonfinite=int(doc.get("nonfinite", 0)),
+                   nonfinite_model=int(doc.get("nonfinite_model", 0)),
+                   minus_inf=int(doc.get("minus_inf", 0)),
                    compare=str(doc.get("compare", "values")),
                    **{k: _opt(doc.get(k)) for k in (*SET_FIGURES, "radius")},
                    note=str(doc.get("note", "")))

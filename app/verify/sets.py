@@ -150,17 +150,3 @@ def argmax_agreement(reference: Any, candidate: Any, axis: int) -> float:
             return 1.0
         ref, got = ref.argmax(axis=axis), got.argmax(axis=axis)
     return float(np.mean(ref == got)) if ref.size else 1.0
-
-
-def minus_inf_disagreements(reference: Any, candidate: Any) -> int:
-    """Elements that are -inf on one side and finite on the other: never an argmax on the
-    -inf side, so for an ``argmax`` output they matter only where they changed the maximum,
-    which the agreement counts (log-probabilities that underflow in one of two kernels)."""
-    import numpy as np
-
-    ref, got = np.asarray(reference), np.asarray(candidate)
-    if ref.dtype.kind != "f" or ref.shape != got.shape:
-        return 0
-    one_way = np.isfinite(ref) & np.isneginf(got)
-    other_way = np.isneginf(ref) & np.isfinite(got)
-    return int(np.count_nonzero(one_way | other_way))

@@ -131,8 +131,10 @@ def test_broken_engines_fail(tmp_path, corpus, events, how, expect):
     if how == "nan":
         report = _check(corpus["dinov2_vpr"], runner, "dinov2_vpr", PrecisionMode.FP32)
         assert report.failure is not None and report.failure.metric == expect
-        with pytest.raises(AccuracyError, match="4 non-finite values where the ONNX model's are finite"):
+        with pytest.raises(AccuracyError,
+                           match="4 non-finite values where the ONNX model's are finite") as caught:
             enforce(report, events[0])
+        assert caught.value.hint == "check the backend's precision flags"  # NaN from the engine alone
     else:
         with pytest.raises(AccuracyError, match=expect):
             _check(corpus["dinov2_vpr"], runner, "dinov2_vpr", PrecisionMode.FP32)

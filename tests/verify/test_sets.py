@@ -9,7 +9,6 @@ from app.verify.sets import (
     aligned_rows,
     argmax_agreement,
     match_points,
-    minus_inf_disagreements,
     row_axis,
 )
 
@@ -94,23 +93,31 @@ def _log_sigmoid(path, stable: bool):
 
 
 def test_only_minus_inf_against_a_finite_value_is_counted():
+    from app.verify.measure import figures_of
+
     inf, nan = np.inf, np.nan
-    reference = np.array([1.0, -inf, 2.0, 3.0, 4.0, -inf])
-    assert minus_inf_disagreements(reference, np.array([-inf, -inf, nan, inf, 4.0, 5.0])) == 2
-    assert minus_inf_disagreements(np.array([1, 2]), np.array([1, 2])) == 0  # indices: none
+    reference = np.array([1.0, -inf, 2.0, 3.0, 4.0, -inf, nan])
+    candidate = np.array([-inf, -inf, nan, inf, 4.0, 5.0, 6.0])
+    values = figures_of("y", reference, candidate)
+    assert (values.nonfinite, values.nonfinite_model, values.minus_inf) == (5, 2, 2)
+    argmax = figures_of("y", reference, candidate, minus_inf_fails=False)
+    assert (argmax.nonfinite, argmax.nonfinite_model, argmax.minus_inf) == (3, 1, 0)  # NaN, +inf stay
+    ints = figures_of("y", np.array([1, 2]), np.array([1, 2]))  # indices: none
+    assert (ints.nonfinite, ints.minus_inf) == (0, 0)
 
 
 @pytest.mark.parametrize("engine_underflows", [True, False])
 @pytest.mark.parametrize("compare", ["values", "argmax"])
-def test_minus_inf_against_a_finite_value_fails_values_not_argmax(tmp_path, compare,
+def test_minus_inf_against_a_finite_value_fails_values_not_argmax(tmp_path, events, compare,
                                                                   engine_underflows):
     """An assignment whose far tail underflows to -inf in one of the two only (the engine's
     kernels, or the model's): judged by its argmax, the -inf (never a maximum) is not a
     failure; judged as values, it is."""
     from app.backends.onnxruntime.sessions import open_engine
     from app.config_sections import AccuracyConfig, AccuracyOutputConfig
+    from app.errors import AccuracyError
     from app.values import InputProfile, PrecisionMode
-    from app.verify.accuracy import check_accuracy
+    from app.verify.accuracy import check_accuracy, enforce
     from tests.verify.models import build_ort
 
     samples = tmp_path / "samples"
@@ -136,6 +143,16 @@ def test_minus_inf_against_a_finite_value_fails_values_not_argmax(tmp_path, comp
     if compare == "values":
         assert report.failure is not None and report.failure.metric == "nonfinite"
         assert scores.nonfinite == 12  # 4 rows x 3 samples
+        # The hint names where the -inf are and the export or comparison that fits, not the
+        # precision: this fp32 engine is as precise as its model.
+        with pytest.raises(AccuracyError) as caught:
+            enforce(report, events[0])
+        side = ("12 non-finite values where the ONNX model's are finite" if engine_underflows else
+                "12 non-finite values in the ONNX model's output where the engine's differ")
+        assert side in str(caught.value)
+        hint = caught.value.hint
+        assert "precision" not in hint and "Log(Sigmoid)" in hint and "-Softplus(-x)" in hint
+        assert "set accuracy: {outputs: {scores: {compare: argmax}}}" in hint, hint
     else:
         assert report.passed, report.failure
         assert scores.nonfinite == 0 and scores.agreement == 1.0
