@@ -166,6 +166,7 @@ _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registr
 @click.pass_obj
 def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Path | None) -> None:
     """Upload this host's engines, signed, tagged with its SKU key; prints repository:tag@digest."""
+    from app.cancel import call_cancellable
     from app.fleet.bundle import summary
     from app.fleet.registry import push
 
@@ -173,7 +174,10 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
     repository = _setting(repository, config, "repository", "--repository")
     private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
-    ref = push(repository, files, docs, insecure=insecure or config.fleet.insecure)
+    # In a worker thread the main thread waits on, as pull's requests: a signal ends the
+    # upload at once (143/130), whatever the registry does; nothing is written here.
+    ref = call_cancellable(lambda: push(repository, files, docs,
+                                        insecure=insecure or config.fleet.insecure))
     _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **summary(docs))
     click.echo(ref)
 

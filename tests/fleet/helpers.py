@@ -7,9 +7,11 @@ The identities stand in for a probe (there is no Jetson here): they are the valu
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -277,3 +279,37 @@ def make_robot(tmp_path: Path, corpus, ref: Reference, bundle: Path | None = Non
                    str(ref.public))
     assert imported.returncode == 0, imported.stderr
     return config
+
+
+@contextmanager
+def stalling_registry() -> Iterator[tuple[str, threading.Event]]:
+    """A registry that answers /v2/, then accepts every other request and never answers it;
+    the event is set once a request is held."""
+    held, stop = threading.Event(), threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _stall(self) -> None:
+            if self.path == "/v2/":
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                return
+            held.set()
+            stop.wait(30)
+            self.close_connection = True
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _stall
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}/fleet/engines", held
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.fleet.helpers import leftovers
+from tests.fleet.helpers import leftovers, stalling_registry
 from tests.helpers import REPO, cli, json_events, write_job_config
 
 
@@ -293,3 +293,25 @@ def test_two_pulls_at_once(fleet, registry):
     assert sorted(o[0].split(":")[0] for o in outs) == ["already stored", "stored"]
     assert stored(f) == engines_of(f["ref_cache"])
     assert leftovers(f["robot_cache"]) == [f["sku"]]
+
+
+def test_sigterm_ends_a_push_stuck_on_the_registry_within_2_s(fleet):
+    """A registry that answers /v2/ and then holds every upload open: SIGTERM ends ``push``
+    within 2 s (143), as it ends pull and the fleet trust commands."""
+    f = fleet
+    with stalling_registry() as (repository, held):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "--config", str(f["reference"]), "push", "--repository",
+             repository, "--insecure", "--private-key", str(f["keys"] / "fleet.pem")],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert held.wait(60), process.communicate(timeout=30)
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            _, stderr = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 143 and time.monotonic() - started < 2, stderr

@@ -22,7 +22,7 @@ import pytest
 from app.fleet.keys import load_key_files
 from app.fleet.tuf_oci import push_metadata
 from app.fleet.tuf_repo import Repo
-from tests.fleet.helpers import make_keys
+from tests.fleet.helpers import make_keys, stalling_registry
 from tests.fleet.test_commands import one_error_line
 from tests.helpers import REPO, cli, json_events, write_job_config
 
@@ -179,38 +179,6 @@ def test_sigterm_ends_a_pull_stuck_on_the_metadata_within_2_s(operator):
         assert "interrupted by SIGTERM" in stderr
 
 
-@contextmanager
-def stalling_registry() -> Iterator[tuple[str, threading.Event]]:
-    """A registry that answers /v2/, then accepts every other request and never answers it;
-    the event is set once a request is held."""
-    held, stop = threading.Event(), threading.Event()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _stall(self) -> None:
-            if self.path == "/v2/":
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-                return
-            held.set()
-            stop.wait(30)
-            self.close_connection = True
-
-        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _stall
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}/fleet/engines", held
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
 
 
 def _sigterm_when_held(held: threading.Event, *args: str) -> str:
