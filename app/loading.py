@@ -199,8 +199,15 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
         if not var.startswith(ENV_PREFIX) or var[len(ENV_PREFIX):] in RESERVED_ENV:
             continue
         key = var[len(ENV_PREFIX):].lower()
-        if key not in fields:
+        if key == "debug":  # an option, not a key: the variable a user guesses for --debug
             raise ConfigError(f"{var}: no config key {key!r}",
+                              hint="pass --debug for debug events and tracebacks, and unset "
+                                   f"{var}")
+        if key not in fields:
+            names = [ENV_PREFIX + name.upper() for name in (*fields, *RESERVED_ENV)]
+            meant = _close_match(var, names)
+            raise ConfigError(f"{var}: no config key {key!r}"
+                              + (f" (did you mean {meant}?)" if meant else ""),
                               hint=f"valid keys: {', '.join(sorted(fields))}")
         out[key] = (var, _env_value(var, text))
     return out
@@ -234,8 +241,6 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
 def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
     """For an unknown key: the key meant (a typo such as ``precison``), else the valid ones
     (unless ``listed`` holds the model's name: already given in this message)."""
-    import difflib
-
     from pydantic import BaseModel
 
     model: Any = EngineInitConfig
@@ -248,13 +253,21 @@ def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
         if model is None:
             return ""  # inside a mapping of the user's names (input_shapes): nothing to offer
     keys = sorted(model.model_fields)
-    meant = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    meant = _close_match(str(loc[-1]), keys)
     if meant:
-        return f" (did you mean {meant[0]!r}?)"
+        return f" (did you mean {meant!r}?)"
     if model.__name__ in listed:
         return ""
     listed.add(model.__name__)
     return f" (valid keys here: {', '.join(keys)})"
+
+
+def _close_match(name: str, known: list[str]) -> str | None:
+    """The name in ``known`` that ``name`` is a typo of, if one is close enough."""
+    import difflib
+
+    meant = difflib.get_close_matches(name, known, n=1)
+    return meant[0] if meant else None
 
 
 def _types_in(annotation: Any) -> list[type]:

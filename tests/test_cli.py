@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import cli, json_events, write_job_config
@@ -41,9 +42,30 @@ def test_schema_and_help(job):
         assert command in helped.stdout
 
 
-def test_usage_error_is_2():
-    result = cli("no-such-command")
-    assert result.returncode == 2 and "No such command" in result.stderr
+@pytest.mark.parametrize(("args", "said", "helped"), [
+    (["valdate"], "No such command 'valdate'. Did you mean 'validate'?", "engine-init"),
+    (["run", "--bogus"], "No such option '--bogus'.", "engine-init run"),
+    (["fleet", "keygen", "a.pem"], "Missing argument 'PUBLIC'.", "engine-init fleet keygen"),
+    (["wait-ready", "--timeout", "nan"], "Invalid value for '--timeout': nan is not a finite",
+     "engine-init wait-ready"),
+])
+def test_a_usage_error_is_2_and_one_line_with_a_hint(args, said, helped):
+    """Click's own message, in the project's one-line format, naming the help to read."""
+    result = cli(*args, "--log-format", "text")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"engine-init: error: {said}"), line
+    assert line.endswith(f" (hint: run `{helped} --help`)"), line
+    assert "Usage:" not in result.stderr
+
+
+def test_a_bad_log_format_from_the_environment_names_the_variable():
+    result = cli("schema", env={"ENGINE_INIT_LOG_FORMAT": "xml"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "ENGINE_INIT_LOG_FORMAT" in result.stderr and "'xml' is not one of" in result.stderr
+    typed = cli("--log-format", "xml", "schema", env={"ENGINE_INIT_LOG_FORMAT": "json"})
+    assert typed.returncode == 2 and "ENGINE_INIT_LOG_FORMAT" not in typed.stderr
+    assert "Invalid value for '--log-format'" in typed.stderr
 
 
 def test_missing_model_is_78_and_leaves_no_marker(tmp_path, job):

@@ -148,6 +148,18 @@ def test_config_path_is_a_directory(tmp_path):
         load_config(tmp_path, env={})
 
 
+@pytest.mark.parametrize(("env", "said", "hinted"), [
+    ({"ENGINE_INIT_DEBUG": "1"}, "ENGINE_INIT_DEBUG: no config key 'debug'", "pass --debug"),
+    ({"ENGINE_INIT_CACHE_ROT": "/x"}, "(did you mean ENGINE_INIT_CACHE_ROOT?)", "valid keys: "),
+    ({"ENGINE_INIT_CONFG": "c.yaml"}, "(did you mean ENGINE_INIT_CONFIG?)", "valid keys: "),
+])
+def test_an_unknown_variable_says_what_was_meant(tmp_path, base, env, said, hinted):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env=env)
+    assert said in str(caught.value)
+    assert caught.value.hint.startswith(hinted), caught.value.hint
+
+
 @pytest.mark.parametrize(("env", "words"), [
     ({"ENGINE_INIT_WORKSPACE_MB": "-1"}, ["workspace_mb", "ENGINE_INIT_WORKSPACE_MB"]),
     ({"ENGINE_INIT_PRECSION": "fp16"}, ["ENGINE_INIT_PRECSION", "no config key"]),
