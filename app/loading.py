@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from app.cache.fsread import UnsafeFileError, read_small
 from app.config import EngineInitConfig
+from app.config_sections import MISSING_FILE
 from app.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
@@ -213,16 +214,24 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
     return out
 
 
-def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
+def _format(exc: ValidationError, from_env: dict[str, str], doc: object) -> tuple[str, str]:
     """The validation errors as one line: the first :data:`_ERRORS_SHOWN`, each clipped (a list
-    of 40,000 bad values, or a key of 60 KiB, must not make a 2 MB line)."""
+    of 40,000 bad values, or a key of 60 KiB, must not make a 2 MB line); and the hint that
+    fits them."""
     parts = []
     listed: set[str] = set()  # the places whose valid keys were given (once each)
     errors = exc.errors(include_url=False)
     for err in errors[:_ERRORS_SHOWN]:
         loc = ""
+        node, model = doc, None  # the user's value at loc; the model_name of a list item on it
         for item in err["loc"]:
             loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+            node = _child(node, item)
+            if isinstance(item, int) and isinstance(node, dict) and \
+                    isinstance(node.get("model_name"), str):
+                model = node["model_name"]
+        if model is not None:
+            loc += f" (model {_clip(model, 60)})"
         top = str(err["loc"][0]) if err["loc"] else ""
         if top in from_env:
             loc = f"{loc} (from {from_env[top]})"
@@ -235,7 +244,24 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
         parts.append(part if len(part) <= _PART_MAX else part[:_PART_MAX] + "...")
     if len(errors) > _ERRORS_SHOWN:
         parts.append(f"and {len(errors) - _ERRORS_SHOWN} more")
-    return "; ".join(parts)
+    if all(err["type"] == MISSING_FILE for err in errors):
+        hint = "correct the path in the config, or put the file there"
+    else:
+        hint = "run `engine-init schema` for every key and its type"
+    return "; ".join(parts), hint
+
+
+def _child(node: object, item: int | str) -> object:
+    """``node[item]`` of the loaded YAML, or None where there is none."""
+    if isinstance(node, dict):
+        return node.get(item)
+    if isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
+        return node[item]
+    return None
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
@@ -297,8 +323,8 @@ def load_config(
         return EngineInitConfig.model_validate(doc, context=context)
     except ValidationError as exc:
         from_env = {key: var for key, (var, _) in overrides.items()}
-        raise ConfigError(f"config {path}: {_format(exc, from_env)}",
-                          hint="run `engine-init schema` for every key and its type") from None
+        line, hint = _format(exc, from_env, doc)
+        raise ConfigError(f"config {path}: {line}", hint=hint) from None
 
 
 def path_of_failed_config(

@@ -75,6 +75,7 @@ def test_missing_model_is_78_and_leaves_no_marker(tmp_path, job):
     job.write_text(yaml.safe_dump(doc))
     result = cli("--config", str(job), "run")
     assert result.returncode == 78 and "gone.onnx" in result.stderr
+    assert "(hint: correct the path in the config, or put the file there)" in result.stderr
     assert not (tmp_path / "run" / "ready.json").exists()
 
 
