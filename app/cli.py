@@ -160,8 +160,12 @@ class _Group(click.Group):
         return super().parse_args(ctx, _global_options_first(args))
 
 
+#: Said below every command's help: the group's options are not listed there.
+GLOBAL_OPTIONS_NOTE = "--config, --log-format and --debug may also follow the command."
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="--config, --log-format and --debug may also follow the command.")
+             epilog=GLOBAL_OPTIONS_NOTE)
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="Config file [env ENGINE_INIT_CONFIG; default /etc/engine-init/config.yaml].")
 @click.option("--log-format", type=_LogFormat(["auto", "json", "text"]), envvar=LOG_FORMAT_ENV,
@@ -255,6 +259,17 @@ def _clear_stale_marker(marker: Path, *, report_refusal: bool) -> None:
 
 
 register_commands(cli)  # validate, status, verify, prune, wait-ready, schema and the fleet's
+
+
+def _note_global_options(group: click.Group) -> None:
+    """Give every command below ``group`` the note that the group's options work after it."""
+    for command in group.commands.values():
+        command.epilog = command.epilog or GLOBAL_OPTIONS_NOTE
+        if isinstance(command, click.Group):
+            _note_global_options(command)
+
+
+_note_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

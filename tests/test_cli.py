@@ -42,6 +42,31 @@ def test_schema_and_help(job):
         assert command in helped.stdout
 
 
+@pytest.mark.parametrize(("group", "listed"), [
+    ([], {"run", "validate", "status", "verify", "prune", "wait-ready", "schema", "export",
+          "import", "push", "pull", "fleet"}),
+    (["fleet"], {"keygen", "trust"}),
+    (["fleet", "trust"], {"init", "release", "delegate", "timestamp", "add-key", "revoke-key",
+                          "rotate-key", "renew-root", "push"}),
+])
+def test_help_lists_every_command_with_a_whole_sentence(group, listed):
+    """Click cuts a long first sentence with '...': each command's short help must fit."""
+    helped = cli(*group, "--help")
+    assert helped.returncode == 0, helped.stderr
+    commands = helped.stdout.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split()[0]: line for line in commands.splitlines() if not line.startswith("   ")}
+    assert set(rows) == listed
+    assert "..." not in commands and all(row.rstrip().endswith(".") for row in rows.values()), commands
+    assert "Fleet helpers." not in helped.stdout
+
+
+@pytest.mark.parametrize("command", [["run"], ["fleet", "keygen"], ["fleet", "trust", "init"]])
+def test_a_command_s_help_says_the_global_options_follow_it_too(command):
+    helped = cli(*command, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--config, --log-format and --debug may also follow the command." in helped.stdout
+
+
 @pytest.mark.parametrize(("args", "said", "helped"), [
     (["valdate"], "No such command 'valdate'. Did you mean 'validate'?", "engine-init"),
     (["run", "--bogus"], "No such option '--bogus'.", "engine-init run"),
