@@ -132,6 +132,27 @@ def _global_options_first(args: list[str]) -> list[str]:
     return front + rest
 
 
+LOG_FORMAT_ENV = "ENGINE_INIT_LOG_FORMAT"
+
+
+class _LogFormat(click.Choice[str]):
+    """A choice whose bad value, when it came from the environment, names the variable (the
+    user typed no --log-format)."""
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            from click.core import ParameterSource
+
+            if ctx is None or param is None or param.name is None or \
+                    ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+                raise
+            raise click.BadParameter(exc.message, ctx, param,
+                                     param_hint=f"{LOG_FORMAT_ENV} (--log-format)") from None
+
+
 class _Group(click.Group):
     """A group whose options also work after the command, as users type them."""
 
@@ -139,13 +160,17 @@ class _Group(click.Group):
         return super().parse_args(ctx, _global_options_first(args))
 
 
+#: Said below every command's help: the group's options are not listed there.
+GLOBAL_OPTIONS_NOTE = "--config, --log-format and --debug may also follow the command."
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="--config, --log-format and --debug may also follow the command.")
+             epilog=GLOBAL_OPTIONS_NOTE)
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="Config file [env ENGINE_INIT_CONFIG; default /etc/engine-init/config.yaml].")
-@click.option("--log-format", type=click.Choice(["auto", "json", "text"]),
-              default=lambda: os.environ.get("ENGINE_INIT_LOG_FORMAT", "auto"), show_default="auto",
-              help="Event format on stderr: JSON lines when not a terminal.")
+@click.option("--log-format", type=_LogFormat(["auto", "json", "text"]), envvar=LOG_FORMAT_ENV,
+              default="auto", show_default=True,
+              help=f"Event format on stderr: JSON lines when not a terminal [env {LOG_FORMAT_ENV}].")
 @click.option("--debug", is_flag=True, default=False, help="Debug events and tracebacks.")
 @click.version_option(package_name="engine-init")
 @click.pass_context
@@ -236,6 +261,17 @@ def _clear_stale_marker(marker: Path, *, report_refusal: bool) -> None:
 register_commands(cli)  # validate, status, verify, prune, wait-ready, schema and the fleet's
 
 
+def _note_global_options(group: click.Group) -> None:
+    """Give every command below ``group`` the note that the group's options work after it."""
+    for command in group.commands.values():
+        command.epilog = command.epilog or GLOBAL_OPTIONS_NOTE
+        if isinstance(command, click.Group):
+            _note_global_options(command)
+
+
+_note_global_options(cli)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map every failure to its exit code and one line (traceback with --debug)."""
     from app.cancel import checkpoint, install_signal_handlers
@@ -258,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:  # EOF or ^C inside a click prompt
         return _report(errors.BuildCancelledError(signal.SIGINT), debug="--debug" in args)
     except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code if not isinstance(exc, click.UsageError) else EXIT_USAGE
+        return _report_click(exc)
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             return int(exc.code or 0) if isinstance(exc.code, int) else 1
@@ -279,18 +314,33 @@ def fail(exc: BaseException, args: list[str], exit_now: bool) -> int:
     return code
 
 
+def _report_click(exc: click.ClickException) -> int:
+    """A usage error (or another of click's) as the project's one line, click's own message
+    kept; the hint names the help of the command that was being parsed."""
+    code = EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "engine-init"
+    _write_error(exc.format_message(), f"run `{where} --help`", code, type(exc).__name__)
+    return code
+
+
 def _report(exc: BaseException, debug: bool) -> int:
     code = exit_code_for(exc)
     known = isinstance(exc, errors.EngineInitError)
     message = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
     hint = getattr(exc, "hint", "") or ("" if known else "run again with --debug and report it")
+    _write_error(message, hint, code, type(exc).__name__)
+    if debug:
+        traceback.print_exception(exc)
+    return code
+
+
+def _write_error(message: str, hint: str, code: int, error_class: str) -> None:
+    """The one error line on stderr (and the termination log), and its event."""
     events.emit(LOGGER, logging.ERROR, events.RUN_FAILED, message, exit_code=code,
-                error_class=type(exc).__name__, hint=hint)
+                error_class=error_class, hint=hint)
     line = f"engine-init: error: {message}".replace("\n", " ") + (f" (hint: {hint})" if hint else "")
     sys.stderr.write(line + "\n")
     from app.termination import write_reason
 
     write_reason(line, code)  # what `kubectl describe pod` shows; only where Kubernetes made the file
-    if debug:
-        traceback.print_exception(exc)
-    return code

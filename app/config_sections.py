@@ -23,6 +23,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
@@ -31,6 +32,10 @@ from typing_extensions import Self
 DEFAULT_COUNT = 4
 DEFAULT_SEED = 0
 DEFAULT_RANGE = (0.0, 1.0)
+
+
+#: The validation error type of a file the config names that is not there.
+MISSING_FILE = "missing_file"
 
 
 def _resolve(value: str, info: ValidationInfo) -> Path:
@@ -49,9 +54,11 @@ def _existing_file(value: str, info: ValidationInfo) -> Path:
             base = (info.context or {}).get("base_dir")
             relative = "" if base is None or Path(os.path.expanduser(value)).is_absolute() else (
                 f" (relative paths resolve against the config file's folder, {base})")
-            raise ValueError(f"{path} does not exist{relative}")
+            # Its own error type: the loader's hint for it is to fix the path.
+            raise PydanticCustomError(MISSING_FILE, "{path} does not exist{relative}",
+                                      {"path": str(path), "relative": relative})
         if not path.is_file():
-            raise ValueError(f"{path} is not a file")
+            raise PydanticCustomError(MISSING_FILE, "{path} is not a file", {"path": str(path)})
     return path
 
 

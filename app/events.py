@@ -31,6 +31,8 @@ CACHE_DAMAGED = "c10.cache.damaged"
 TEMP_CLEANED = "c10.cache.temp.cleaned"
 HOST_PROBED = "c10.host.probed"
 HOST_WARNING = "c10.host.warning"
+#: Why no GPU was seen, where the configured backend needs none (debug: nothing is wrong).
+HOST_GPU_UNUSED = "c10.host.gpu.unused"
 MARKER_CLEARED = "c10.marker.cleared"
 MARKER_REFUSED = "c10.marker.refused"
 MARKER_WRITTEN = "c10.marker.written"

@@ -89,10 +89,17 @@ def prepare(config: EngineInitConfig, logger: logging.Logger, *,
     for warning in report.warnings:
         events.emit(logger, logging.WARNING, events.HOST_WARNING, warning)
     caps = report.capabilities
+    # A CPU-only config: why the GPU could not be probed is no problem of this run's.
+    gpu_unused = config.backend != AUTO and not BACKENDS[name].needs_gpu
     events.emit(logger, logging.INFO, events.HOST_PROBED,
                 f"host sm{caps.sm} jp{caps.jetpack} trt{caps.trt} backend {name}",
                 sm=caps.sm, jetpack=caps.jetpack, l4t=caps.l4t, trt=caps.trt_full or caps.trt,
-                device=caps.device_name, backend=name, gpu_error=report.gpu_error or None)
+                device=caps.device_name, backend=name,
+                gpu_error=None if gpu_unused else report.gpu_error or None)
+    if gpu_unused and report.gpu_error:
+        events.emit(logger, logging.DEBUG, events.HOST_GPU_UNUSED,
+                    f"no GPU probed (backend {name} needs none): {report.gpu_error}",
+                    gpu_error=report.gpu_error)
     supported = BACKENDS[name].precisions
     for b in config.backbones:
         precision = b.precision or config.precision

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from app.cache.fsread import UnsafeFileError, read_small
 from app.config import EngineInitConfig
+from app.config_sections import MISSING_FILE
 from app.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
@@ -199,23 +200,38 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
         if not var.startswith(ENV_PREFIX) or var[len(ENV_PREFIX):] in RESERVED_ENV:
             continue
         key = var[len(ENV_PREFIX):].lower()
-        if key not in fields:
+        if key == "debug":  # an option, not a key: the variable a user guesses for --debug
             raise ConfigError(f"{var}: no config key {key!r}",
+                              hint="pass --debug for debug events and tracebacks, and unset "
+                                   f"{var}")
+        if key not in fields:
+            names = [ENV_PREFIX + name.upper() for name in (*fields, *RESERVED_ENV)]
+            meant = _close_match(var, names)
+            raise ConfigError(f"{var}: no config key {key!r}"
+                              + (f" (did you mean {meant}?)" if meant else ""),
                               hint=f"valid keys: {', '.join(sorted(fields))}")
         out[key] = (var, _env_value(var, text))
     return out
 
 
-def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
+def _format(exc: ValidationError, from_env: dict[str, str], doc: object) -> tuple[str, str]:
     """The validation errors as one line: the first :data:`_ERRORS_SHOWN`, each clipped (a list
-    of 40,000 bad values, or a key of 60 KiB, must not make a 2 MB line)."""
+    of 40,000 bad values, or a key of 60 KiB, must not make a 2 MB line); and the hint that
+    fits them."""
     parts = []
     listed: set[str] = set()  # the places whose valid keys were given (once each)
     errors = exc.errors(include_url=False)
     for err in errors[:_ERRORS_SHOWN]:
         loc = ""
+        node, model = doc, None  # the user's value at loc; the model_name of a list item on it
         for item in err["loc"]:
             loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+            node = _child(node, item)
+            if isinstance(item, int) and isinstance(node, dict) and \
+                    isinstance(node.get("model_name"), str):
+                model = node["model_name"]
+        if model is not None:
+            loc += f" (model {_clip(model, 60)})"
         top = str(err["loc"][0]) if err["loc"] else ""
         if top in from_env:
             loc = f"{loc} (from {from_env[top]})"
@@ -228,14 +244,29 @@ def _format(exc: ValidationError, from_env: dict[str, str]) -> str:
         parts.append(part if len(part) <= _PART_MAX else part[:_PART_MAX] + "...")
     if len(errors) > _ERRORS_SHOWN:
         parts.append(f"and {len(errors) - _ERRORS_SHOWN} more")
-    return "; ".join(parts)
+    if all(err["type"] == MISSING_FILE for err in errors):
+        hint = "correct the path in the config, or put the file there"
+    else:
+        hint = "run `engine-init schema` for every key and its type"
+    return "; ".join(parts), hint
+
+
+def _child(node: object, item: int | str) -> object:
+    """``node[item]`` of the loaded YAML, or None where there is none."""
+    if isinstance(node, dict):
+        return node.get(item)
+    if isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
+        return node[item]
+    return None
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
     """For an unknown key: the key meant (a typo such as ``precison``), else the valid ones
     (unless ``listed`` holds the model's name: already given in this message)."""
-    import difflib
-
     from pydantic import BaseModel
 
     model: Any = EngineInitConfig
@@ -248,13 +279,21 @@ def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
         if model is None:
             return ""  # inside a mapping of the user's names (input_shapes): nothing to offer
     keys = sorted(model.model_fields)
-    meant = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    meant = _close_match(str(loc[-1]), keys)
     if meant:
-        return f" (did you mean {meant[0]!r}?)"
+        return f" (did you mean {meant!r}?)"
     if model.__name__ in listed:
         return ""
     listed.add(model.__name__)
     return f" (valid keys here: {', '.join(keys)})"
+
+
+def _close_match(name: str, known: list[str]) -> str | None:
+    """The name in ``known`` that ``name`` is a typo of, if one is close enough."""
+    import difflib
+
+    meant = difflib.get_close_matches(name, known, n=1)
+    return meant[0] if meant else None
 
 
 def _types_in(annotation: Any) -> list[type]:
@@ -284,8 +323,8 @@ def load_config(
         return EngineInitConfig.model_validate(doc, context=context)
     except ValidationError as exc:
         from_env = {key: var for key, (var, _) in overrides.items()}
-        raise ConfigError(f"config {path}: {_format(exc, from_env)}",
-                          hint="run `engine-init schema` for every key and its type") from None
+        line, hint = _format(exc, from_env, doc)
+        raise ConfigError(f"config {path}: {line}", hint=hint) from None
 
 
 def path_of_failed_config(

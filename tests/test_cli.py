@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import cli, json_events, write_job_config
@@ -41,9 +42,55 @@ def test_schema_and_help(job):
         assert command in helped.stdout
 
 
-def test_usage_error_is_2():
-    result = cli("no-such-command")
-    assert result.returncode == 2 and "No such command" in result.stderr
+@pytest.mark.parametrize(("group", "listed"), [
+    ([], {"run", "validate", "status", "verify", "prune", "wait-ready", "schema", "export",
+          "import", "push", "pull", "fleet"}),
+    (["fleet"], {"keygen", "trust"}),
+    (["fleet", "trust"], {"init", "release", "delegate", "timestamp", "add-key", "revoke-key",
+                          "rotate-key", "renew-root", "push"}),
+])
+def test_help_lists_every_command_with_a_whole_sentence(group, listed):
+    """Click cuts a long first sentence with '...': each command's short help must fit."""
+    helped = cli(*group, "--help")
+    assert helped.returncode == 0, helped.stderr
+    commands = helped.stdout.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split()[0]: line for line in commands.splitlines() if not line.startswith("   ")}
+    assert set(rows) == listed
+    assert "..." not in commands and all(row.rstrip().endswith(".") for row in rows.values()), commands
+    assert "Fleet helpers." not in helped.stdout
+
+
+@pytest.mark.parametrize("command", [["run"], ["fleet", "keygen"], ["fleet", "trust", "init"]])
+def test_a_command_s_help_says_the_global_options_follow_it_too(command):
+    helped = cli(*command, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--config, --log-format and --debug may also follow the command." in helped.stdout
+
+
+@pytest.mark.parametrize(("args", "said", "helped"), [
+    (["valdate"], "No such command 'valdate'. Did you mean 'validate'?", "engine-init"),
+    (["run", "--bogus"], "No such option '--bogus'.", "engine-init run"),
+    (["fleet", "keygen", "a.pem"], "Missing argument 'PUBLIC'.", "engine-init fleet keygen"),
+    (["wait-ready", "--timeout", "nan"], "Invalid value for '--timeout': nan is not a finite",
+     "engine-init wait-ready"),
+])
+def test_a_usage_error_is_2_and_one_line_with_a_hint(args, said, helped):
+    """Click's own message, in the project's one-line format, naming the help to read."""
+    result = cli(*args, "--log-format", "text")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"engine-init: error: {said}"), line
+    assert line.endswith(f" (hint: run `{helped} --help`)"), line
+    assert "Usage:" not in result.stderr
+
+
+def test_a_bad_log_format_from_the_environment_names_the_variable():
+    result = cli("schema", env={"ENGINE_INIT_LOG_FORMAT": "xml"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "ENGINE_INIT_LOG_FORMAT" in result.stderr and "'xml' is not one of" in result.stderr
+    typed = cli("--log-format", "xml", "schema", env={"ENGINE_INIT_LOG_FORMAT": "json"})
+    assert typed.returncode == 2 and "ENGINE_INIT_LOG_FORMAT" not in typed.stderr
+    assert "Invalid value for '--log-format'" in typed.stderr
 
 
 def test_missing_model_is_78_and_leaves_no_marker(tmp_path, job):
@@ -53,6 +100,7 @@ def test_missing_model_is_78_and_leaves_no_marker(tmp_path, job):
     job.write_text(yaml.safe_dump(doc))
     result = cli("--config", str(job), "run")
     assert result.returncode == 78 and "gone.onnx" in result.stderr
+    assert "(hint: correct the path in the config, or put the file there)" in result.stderr
     assert not (tmp_path / "run" / "ready.json").exists()
 
 

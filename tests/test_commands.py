@@ -6,6 +6,7 @@ import json
 import os
 import re
 
+import pytest
 import yaml
 
 from tests.helpers import cli
@@ -78,3 +79,25 @@ def test_wait_ready(tmp_path, job):
     marker.write_text(json.dumps(doc))
     stale = cli("--config", str(job), "wait-ready", "--timeout", "0.3")
     assert stale.returncode == 75 and "not this boot" in stale.stderr
+
+
+def test_a_cpu_only_config_logs_why_no_gpu_was_probed_at_debug_only(job):
+    """backend: onnxruntime needs no GPU: the probe's reason for finding none is no problem of
+    this run's (INFO stays quiet about it); backend auto might have used one, so it says why."""
+    from tests.helpers import json_events, real_gpu_available
+
+    if real_gpu_available():
+        pytest.skip("a GPU is there: nothing to explain")
+    quiet = cli("--config", str(job), "--log-format", "json", "status")
+    assert quiet.returncode == 0, quiet.stderr
+    [probed] = [e for e in json_events(quiet.stderr) if e["kind"] == "c10.host.probed"]
+    assert probed["kv"]["gpu_error"] is None
+    assert not [e for e in json_events(quiet.stderr) if e["kind"] == "c10.host.gpu.unused"]
+    debug = cli("--config", str(job), "--log-format", "json", "--debug", "status")
+    [unused] = [e for e in json_events(debug.stderr) if e["kind"] == "c10.host.gpu.unused"]
+    assert unused["level"] == "DEBUG" and unused["kv"]["gpu_error"]
+    auto = cli("--config", str(job), "--log-format", "json", "status",
+               env={"ENGINE_INIT_BACKEND": "auto"})
+    assert auto.returncode == 0, auto.stderr
+    [probed] = [e for e in json_events(auto.stderr) if e["kind"] == "c10.host.probed"]
+    assert probed["level"] == "INFO" and probed["kv"]["gpu_error"]

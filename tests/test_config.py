@@ -148,6 +148,18 @@ def test_config_path_is_a_directory(tmp_path):
         load_config(tmp_path, env={})
 
 
+@pytest.mark.parametrize(("env", "said", "hinted"), [
+    ({"ENGINE_INIT_DEBUG": "1"}, "ENGINE_INIT_DEBUG: no config key 'debug'", "pass --debug"),
+    ({"ENGINE_INIT_CACHE_ROT": "/x"}, "(did you mean ENGINE_INIT_CACHE_ROOT?)", "valid keys: "),
+    ({"ENGINE_INIT_CONFG": "c.yaml"}, "(did you mean ENGINE_INIT_CONFIG?)", "valid keys: "),
+])
+def test_an_unknown_variable_says_what_was_meant(tmp_path, base, env, said, hinted):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env=env)
+    assert said in str(caught.value)
+    assert caught.value.hint.startswith(hinted), caught.value.hint
+
+
 @pytest.mark.parametrize(("env", "words"), [
     ({"ENGINE_INIT_WORKSPACE_MB": "-1"}, ["workspace_mb", "ENGINE_INIT_WORKSPACE_MB"]),
     ({"ENGINE_INIT_PRECSION": "fp16"}, ["ENGINE_INIT_PRECSION", "no config key"]),
@@ -249,7 +261,8 @@ def test_bad_accuracy_settings_say_what_is_wrong(tmp_path, corpus, accuracy, mat
 @pytest.mark.parametrize(("mutate", "said"), [
     (lambda d: d.update(precison="fp16"), "precison: unknown key (did you mean 'precision'?)"),
     (lambda d: d["backbones"][0].update(expected_input_shap=[1]),
-     "backbones[0].expected_input_shap: unknown key (did you mean 'expected_input_shape'?)"),
+     "backbones[0].expected_input_shap (model dinov2_vpr): unknown key (did you mean "
+     "'expected_input_shape'?)"),
     (lambda d: d.update(governor={"enabeld": False}),
      "governor.enabeld: unknown key (did you mean 'enabled'?)"),
     (lambda d: d.update(colour="red"), "colour: unknown key (valid keys here: accuracy, "),
@@ -271,6 +284,22 @@ def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, base):
             f"the config file's folder, {tmp_path}/conf)") in str(caught.value)
     base["backbones"][0]["onnx_path"] = "/nonexistent/m.onnx"  # absolute: nothing to explain
     with pytest.raises(ConfigError, match=r"m\.onnx does not exist$"):
+        load_config(write(tmp_path, base), env={})
+
+
+def test_a_missing_file_hints_at_the_path_and_a_list_item_is_named_by_its_model(tmp_path, base):
+    base["backbones"][0]["onnx_path"] = "models/nothere.onnx"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env={})
+    assert "backbones[0].onnx_path (model dinov2_vpr): " in str(caught.value)
+    assert caught.value.hint == "correct the path in the config, or put the file there"
+    del base["backbones"][1]["onnx_path"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base), env={})
+    assert "backbones[1].onnx_path (model lightglue): Field required" in str(caught.value)
+    assert "engine-init schema" in caught.value.hint  # not only a path to fix any more
+    base["backbones"][1] = {"onnx_path": "x.onnx"}  # no model_name: the index alone
+    with pytest.raises(ConfigError, match=r"backbones\[1\]\.model_name: Field required"):
         load_config(write(tmp_path, base), env={})
 
 

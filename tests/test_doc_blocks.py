@@ -145,3 +145,24 @@ def test_every_link_to_a_page_or_heading_of_these_docs_resolves(page):
         if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
             broken.append(target)
     assert broken == []
+
+
+#: A section named in prose or a comment: README "Heading", tensorrt.md: "Heading".
+_SECTION_REF = re.compile(r"\b(README|[\w-]+\.md)[:,]? \"([^\"]+)\"")
+
+
+def test_every_section_named_in_prose_or_a_comment_exists():
+    """A section named without a link (a comment, pyproject.toml) is not checked by the link
+    test: the page must have a heading that starts with the quoted words."""
+    files = [REPO / "pyproject.toml", *PAGES]  # this file names its examples: left out below
+    for folder in ("app", "tests", "deploy", "tools", "docker"):
+        files += [p for p in (REPO / folder).rglob("*") if p.suffix in {".py", ".yaml", ".md", ""}
+                  and p.is_file() and "__pycache__" not in p.parts and p.name != "test_doc_blocks.py"]
+    stale = []
+    for path in files:
+        for page, section in _SECTION_REF.findall(path.read_text(errors="replace")):
+            target = REPO / "README.md" if page == "README" else REPO / "docs" / page
+            wanted = re.sub(r"[^\w\- ]", "", section.lower()).replace(" ", "-")
+            if not target.exists() or not any(a.startswith(wanted) for a in _anchors(target)):
+                stale.append(f"{path.relative_to(REPO)}: {page} \"{section}\"")
+    assert stale == []

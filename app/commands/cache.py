@@ -20,7 +20,7 @@ from app import errors
 LOGGER = logging.getLogger("engine_init")
 
 
-@click.command()
+@click.command(short_help="Check the config without touching the cache.")
 @click.pass_obj
 def validate(state: Any) -> None:
     """Check the config (keys, types, paths) without touching the cache; with TensorRT installed
@@ -59,7 +59,7 @@ def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
     return found
 
 
-@click.command()
+@click.command(short_help="Show the SKU key and what a run would do per model.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
 @click.pass_obj
 def status(state: Any, as_json: bool) -> None:
@@ -79,7 +79,7 @@ def status(state: Any, as_json: bool) -> None:
         _echo_ops(found, version)
 
 
-@click.command()
+@click.command(short_help="Re-hash every engine, candidate and ONNX model.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
 @click.pass_obj
 def verify(state: Any, as_json: bool) -> None:
@@ -146,7 +146,7 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, sku: str = "") -> Non
             click.echo(f"{'':<{width}}  candidate rejected: {r['candidate_rejected']}")
 
 
-@click.command()
+@click.command(short_help="Remove engines built for other hosts.")
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 @click.pass_obj
 def prune(state: Any, dry_run: bool) -> None:
@@ -169,7 +169,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     return value
 
 
-@click.command("wait-ready")
+@click.command("wait-ready", short_help="Block until this boot's readiness marker checks out.")
 @click.option("--timeout", "timeout_s", type=float, callback=_seconds, default=300.0,
               show_default=True, help="Seconds to wait for this boot's marker.")
 @click.option("--verify/--no-verify", "verify_engines", default=False,

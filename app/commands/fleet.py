@@ -115,7 +115,7 @@ def _warn_unverifiable(config: Any, key: Any) -> None:
                 hint="set fleet.public_key_file to the fleet's public key in the config run reads")
 
 
-@click.command("export")
+@click.command("export", short_help="Write this host's engines as a signed bundle.")
 @click.argument("path", type=click.Path(path_type=Path))
 @_PRIVATE
 @click.pass_obj
@@ -133,7 +133,7 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     click.echo(f"exported {docs.sku}: {info['files']} file(s), {info['bytes']} bytes to {path}")
 
 
-@click.command("import")
+@click.command("import", short_help="Verify a bundle and store it as this SKU's candidates.")
 @click.argument("path", type=click.Path(path_type=Path))
 @_PUBLIC
 @click.pass_obj
@@ -159,7 +159,7 @@ _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registr
                                                           "127.0.0.0/8) [default: fleet.insecure].")
 
 
-@click.command("push")
+@click.command("push", short_help="Upload this host's signed engines, tagged with its SKU.")
 @_REPO
 @_INSECURE
 @_PRIVATE
@@ -182,7 +182,7 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
     click.echo(ref)
 
 
-@click.command("pull")
+@click.command("pull", short_help="Fetch and verify this SKU's engines as candidates.")
 @_REPO
 @_INSECURE
 @_PUBLIC
@@ -246,9 +246,11 @@ def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
     _stored(result, f"{repository}:{result.sku} (released)", config, public)
 
 
-@click.group("fleet")
+@click.group("fleet", short_help="Share engines: bundles, registry, keys and TUF metadata.")
 def fleet_group() -> None:
-    """Fleet helpers."""
+    """Share engines between the robots of a SKU: signed bundles (export, import), an
+    OCI registry (push, pull), signing keys (keygen) and the fleet's TUF metadata
+    (trust)."""
 
 
 @fleet_group.command("keygen")

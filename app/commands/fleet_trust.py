@@ -62,7 +62,7 @@ def _load(folder: Path) -> Any:
     return Repo.load(folder)
 
 
-@click.group("trust")
+@click.group("trust", short_help="The fleet's TUF metadata: keys, thresholds, releases.")
 def trust_group() -> None:
     """The fleet's TUF metadata: keys, thresholds and releases (docs/fleet-trust.md)."""
     from app.fleet.keys import require_tuf
@@ -70,7 +70,7 @@ def trust_group() -> None:
     require_tuf()
 
 
-@trust_group.command("init")
+@trust_group.command("init", short_help="Create the fleet's metadata in FOLDER and push it.")
 @_DIR
 @click.option("--repository", required=True, help="The registry repository, host[:port]/path, "
               "the metadata is valid for (and pushed to).")
@@ -97,7 +97,7 @@ def init_cmd(folder: Path, repository: str, root_keys: tuple[Path, ...], thresho
     _push(repo, insecure)
 
 
-@trust_group.command("release")
+@trust_group.command("release", short_help="Release the bundle pushed for SKU to its robots.")
 @_DIR
 @click.argument("sku")
 @click.option("--digest", default=None, help="The signed index digest `push` printed "
@@ -122,7 +122,7 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
     _push(repo, insecure)
 
 
-@trust_group.command("delegate")
+@trust_group.command("delegate", short_help="Give SKU's releases a role (and key) of its own.")
 @_DIR
 @click.argument("sku")
 @click.option("--sku-key", "sku_keys", type=_FILE, multiple=True, required=True,
@@ -142,7 +142,7 @@ def delegate_cmd(folder: Path, sku: str, sku_keys: tuple[Path, ...], threshold: 
     _push(repo, insecure)
 
 
-@trust_group.command("timestamp")
+@trust_group.command("timestamp", short_help="Re-sign snapshot and timestamp so robots keep pulling.")
 @_DIR
 @_KEYS
 @_INSECURE
@@ -173,7 +173,7 @@ def _change(folder: Path, role: str, keys: tuple[Path, ...], add: list[Path], re
     _push(repo, insecure)
 
 
-@trust_group.command("add-key")
+@trust_group.command("add-key", short_help="Give ROLE the key NEW (a new root version).")
 @_DIR
 @_ROLE
 @click.argument("new", type=_FILE)
@@ -186,7 +186,7 @@ def add_key_cmd(folder: Path, role: str, new: Path, keys: tuple[Path, ...], thre
     _change(folder, role, keys, [new], [], threshold, insecure, f"added {new}")
 
 
-@trust_group.command("revoke-key")
+@trust_group.command("revoke-key", short_help="Take the key OLD from ROLE (a new root version).")
 @_DIR
 @_ROLE
 @click.argument("old", type=_FILE)
@@ -200,7 +200,7 @@ def revoke_key_cmd(folder: Path, role: str, old: Path, keys: tuple[Path, ...], t
     _change(folder, role, keys, [], [old], threshold, insecure, f"revoked {old}")
 
 
-@trust_group.command("rotate-key")
+@trust_group.command("rotate-key", short_help="Replace ROLE's key OLD by NEW (a new root version).")
 @_DIR
 @_ROLE
 @click.argument("old", type=_FILE)
@@ -213,7 +213,7 @@ def rotate_key_cmd(folder: Path, role: str, old: Path, new: Path, keys: tuple[Pa
     _change(folder, role, keys, [new], [old], None, insecure, f"{old} replaced by {new}")
 
 
-@trust_group.command("renew-root")
+@trust_group.command("renew-root", short_help="A new root version with the same keys, for a year.")
 @_DIR
 @_KEYS
 @_INSECURE
@@ -224,7 +224,7 @@ def renew_root_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool) -> None
     _change(folder, "root", keys, [], [], None, insecure, "renewed")
 
 
-@trust_group.command("push")
+@trust_group.command("push", short_help="Upload every file of FOLDER again.")
 @_DIR
 @_INSECURE
 def push_cmd(folder: Path, insecure: bool) -> None:

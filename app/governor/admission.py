@@ -30,7 +30,7 @@ from app import events
 from app.cancel import cancellable_sleep
 from app.config_sections import GovernorConfig
 from app.errors import BuildConditionsError
-from app.governor.readings import BuildConditions, ThermalZone, read_conditions
+from app.governor.readings import BuildConditions, Memory, ThermalZone, read_conditions
 
 MiB = 1 << 20
 
@@ -118,7 +118,7 @@ def admit_memory(model_name: str, onnx_bytes: int, workspace_mb: int | None,
     if mem.available + mem.swap_free < need:
         raise BuildConditionsError(
             f"{model_name}: not enough memory to build: {_mib(mem.available)} available and "
-            f"{_mib(mem.swap_free)} of swap free, the build needs about {_mib(need)} "
+            f"{_swap(mem)}, the build needs about {_mib(need)} "
             f"({settings.reserve_mb} MiB + {settings.weights_factor:g} x the model's "
             f"{_mib(onnx_bytes)})", hint="stop other processes during the first boot, add swap, "
                                          "or build this engine on a larger module of the same SKU")
@@ -175,8 +175,13 @@ def _mib(n: int) -> str:
     return f"{n / MiB:.0f} MiB" if n < 10 * 1024 * MiB else f"{n / (1024 * MiB):.1f} GiB"
 
 
+def _swap(mem: Memory) -> str:
+    """The swap a build could use: "no swap" on a host without any (not "0 MiB free")."""
+    return f"{_mib(mem.swap_free)} swap free" if mem.swap_total else "no swap"
+
+
 def _summary(c: BuildConditions) -> str:
-    parts = [f"{_mib(c.memory.available)} available, {_mib(c.memory.swap_free)} swap free"
+    parts = [f"{_mib(c.memory.available)} available, {_swap(c.memory)}"
              if c.memory else "memory unknown"]
     if c.power_mode is not None:
         parts.append(f"power mode {c.power_mode.name or '?'} ({c.power_mode.id})")

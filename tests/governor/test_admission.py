@@ -77,6 +77,7 @@ def test_a_build_that_cannot_fit_is_refused(tmp_path, model, events):
     message = str(caught.value)
     assert message.startswith("dinov2_vpr: not enough memory to build: 300 MiB available")
     assert "needs about 812 MiB" in message and "100 MiB" in message and "swap" in caught.value.hint
+    assert "300 MiB available and no swap," in message  # a host without swap: not "0 MiB free"
     assert exit_code_for(caught.value) == 69
 
 
@@ -84,10 +85,22 @@ def test_swap_makes_a_build_possible_but_does_not_grow_the_workspace(tmp_path, m
     root = orin(tmp_path / "host")
     (root / "proc/meminfo").write_text(
         "MemTotal: 8000000 kB\nMemAvailable: 512000 kB\nSwapTotal: 4194304 kB\nSwapFree: 4194304 kB\n")
-    admission = govern_build("m", model, 4096, _settings(root), events[0])
+    logger, log = events
+    admission = govern_build("m", model, 4096, _settings(root), logger)
     assert admission.workspace_mb == 250  # half of the 500 MiB available, not of RAM + swap
+    assert "500 MiB available, 4096 MiB swap free" in log.of("c10.build.conditions")[0].getMessage()
     with pytest.raises(BuildConditionsError, match="under the 300 MiB minimum"):
         govern_build("m", model, 4096, _settings(root, min_workspace_mb=300), events[0])
+
+
+def test_a_host_without_swap_says_so(tmp_path, model, events):
+    root = orin(tmp_path / "host")
+    (root / "proc/meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 6291456 kB\n"
+                                        "SwapTotal: 0 kB\nSwapFree: 0 kB\n")
+    logger, log = events
+    govern_build("m", model, 1024, _settings(root), logger)
+    said = log.of("c10.build.conditions")[0].getMessage()
+    assert "6144 MiB available, no swap" in said and "MiB swap free" not in said, said
 
 
 def test_a_discrete_gpu_bounds_the_workspace_by_its_free_memory(tmp_path, model, events):
