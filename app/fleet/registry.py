@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +71,50 @@ class ArtifactAbsentError(Exception):
     """The registry holds no artifact under this SKU's tag (not an error for ``pull``)."""
 
 
+# The OCI distribution spec's grammar of a repository name (after host[:port]/).
+_NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+_NAME_RULE = ("path components of lowercase letters and digits, joined inside by '.', '_', "
+              "'__' or dashes, separated by '/' (the OCI distribution spec)")
+
+
+def check_repository(repository: str) -> str:
+    """The host[:port] of ``repository``; ConfigError (78) unless it is ``host[:port]/name``
+    with ``name`` in the OCI grammar. Checked before any request: a registry answers a name
+    outside it (capitals, say) with a plain 404 page, which must never read as "no artifact"."""
+    host, _, path = repository.partition("/")
+    if not host or not path or "://" in repository or ":" in path or "@" in path:
+        raise ConfigError(f"repository {repository!r} (fleet.repository / --repository) is not "
+                          "host[:port]/path",
+                          hint="e.g. registry.example.com/fleet/engines (the tag is the SKU key)")
+    if not _NAME.fullmatch(path):
+        raise ConfigError(f"repository {repository!r} (fleet.repository / --repository): the "
+                          f"name {path!r} is not a registry repository name",
+                          hint=f"use {_NAME_RULE}, e.g. {host}/{path.lower()}")
+    return host
+
+
+def reach_hint(host: str, insecure: bool) -> str:
+    """The hint for registry ``host`` that could not be reached (plain HTTP is mentioned only
+    where it was not used: a loopback registry or --insecure is plain HTTP already)."""
+    return "check the network and --repository" + (
+        "" if insecure or is_loopback(host) else "; plain HTTP needs --insecure")
+
+
+def _what_happened(exc: BaseException, timeout_s: float) -> str:
+    """A failed request in words: refused at once, timed out, or neither."""
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"did not accept a connection within {min(_CONNECT_S, timeout_s):g} s"
+    if isinstance(exc, requests.Timeout):
+        return f"did not answer within {timeout_s:g} s"
+    text = str(exc)
+    if isinstance(exc, requests.ConnectionError) and ("Connection refused" in text
+                                                      or "ECONNREFUSED" in text):
+        return "refused the connection (nothing listens there)"
+    return "cannot be reached"
+
+
 def _docker_configs() -> list[str] | None:
     folder = os.environ.get("DOCKER_CONFIG")
     return [str(Path(folder) / "config.json")] if folder else None
@@ -85,10 +130,7 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
     except ImportError:
         raise ConfigError("the fleet registry commands need the oras package",
                           hint=INSTALL_HINT) from None
-    host, _, path = repository.partition("/")
-    if not host or not path or "://" in repository or ":" in path or "@" in path:
-        raise ConfigError(f"--repository {repository!r} is not host[:port]/path",
-                          hint="e.g. registry.example.com/fleet/engines (the tag is the SKU key)")
+    host = check_repository(repository)
     insecure = insecure or is_loopback(host)
     timeout = (min(_CONNECT_S, read_timeout_s), read_timeout_s)
 
@@ -103,11 +145,8 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
                     raise RegistryError(f"registry {host} asks for credentials that the Docker "
                                         "config file does not give", hint="run `docker login "
                                         f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
-                raise RegistryError(f"registry {host} cannot be reached or did not answer within "
-                                    f"{read_timeout_s:g} s: {type(exc).__name__}",
-                                    hint="check the network and --repository" + (
-                                        "" if insecure else "; plain HTTP needs --insecure "
-                                        "(except on localhost)")) from None
+                raise RegistryError(f"registry {host} {_what_happened(exc, read_timeout_s)}: "
+                                    f"{type(exc).__name__}", hint=reach_hint(host, insecure)) from None
 
         def _asks_for_credentials(self) -> bool:
             try:
@@ -141,13 +180,26 @@ def _checked(response: Any, what: str) -> Any:
                         hint="check --repository and the registry's logs")
 
 
-def _codes(response: Any) -> list[str]:
-    """The error codes of a registry's JSON error body (OCI distribution spec), read bounded."""
+def _codes(response: Any) -> list[str] | None:
+    """The error codes of a registry's JSON error body (OCI distribution spec), read bounded;
+    None when the body is not such a document (a web server's or a proxy's page)."""
     try:
         doc = parse_json(response.raw.read(64 << 10, decode_content=True) or b"{}")
-        return [str(e.get("code")) for e in doc.get("errors", []) if isinstance(e, dict)]
-    except Exception:  # any body at all: no codes
-        return []
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+        if not isinstance(errors, list) or not errors:
+            return None
+        return [str(e.get("code")) for e in errors if isinstance(e, dict)]
+    except Exception:  # any other body: not the registry's error document
+        return None
+
+
+def _not_a_registry_answer(host: str, repository: str, what: str) -> RegistryError:
+    """A 404 without an OCI error document: whatever answered did not speak of this
+    repository's contents, so nothing can be said absent."""
+    return RegistryError(f"registry {host} answered {what} in {repository} with HTTP 404 and no "
+                         "OCI error document (a plain 'page not found')",
+                         hint="check --repository / fleet.repository, and that host[:port] is "
+                         "the registry itself, not a web server or proxy in front of it")
 
 
 class RegistrySource:
@@ -206,7 +258,12 @@ class RegistrySource:
         url = f"{self.client.prefix}://{self.container.registry}/v2/{self.container.api_prefix}/tags/list"
         response = self.client.do_request(url, "GET", stream=True)
         try:
-            return response.status_code == 404 and "NAME_UNKNOWN" in _codes(response)
+            if response.status_code != 404:
+                return False
+            codes = _codes(response)
+            if codes is None:
+                raise _not_a_registry_answer(self.container.registry, self.where, "the tag list")
+            return "NAME_UNKNOWN" in codes
         finally:
             response.close()
 
@@ -216,7 +273,10 @@ class RegistrySource:
             if response.status_code == 404:
                 # Registries answer a tag of an unknown repository as an unknown manifest
                 # (CNCF Distribution does): ask for the repository's tags to tell them apart.
-                if "NAME_UNKNOWN" in _codes(response) or self._repository_unknown():
+                codes = _codes(response)
+                if codes is None:
+                    raise _not_a_registry_answer(self.container.registry, self.where, f"the tag {sku}")
+                if "NAME_UNKNOWN" in codes or self._repository_unknown():
                     raise RegistryError(
                         f"registry {self.container.registry} has no repository "
                         f"{self.container.api_prefix} (NAME_UNKNOWN)", hint="check "

@@ -256,7 +256,7 @@ def test_pull_refusals_have_their_exit_codes(fleet, registry):
     assert forged.returncode == 65 and "signature does not verify" in one_error_line(forged)
     down = cli("--config", str(f["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines",
                "--insecure", "--public-key", str(f["keys"] / "fleet.pub.pem"))
-    assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
+    assert down.returncode == 69 and "refused the connection" in one_error_line(down)
     assert leftovers(f["robot_cache"]) == []
 
 

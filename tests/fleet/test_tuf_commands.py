@@ -128,7 +128,7 @@ def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
     assert again.returncode == 0 and "pushed every file" in again.stdout, again.stderr
     assert cli("--config", str(o["robot"]), "pull").returncode == 0
     down = cli("--config", str(o["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines")
-    assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
+    assert down.returncode == 69 and "refused the connection" in one_error_line(down)
 
 
 @contextmanager
@@ -186,3 +186,43 @@ def test_without_the_tuf_packages_the_trust_commands_say_what_to_install(tmp_pat
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert out.returncode == 78, out.stderr
     assert "needs the tuf and securesystemslib packages" in one_error_line(out)
+
+
+@pytest.fixture
+def fresh_robot(tmp_path, corpus, registry):
+    """A fleet's metadata pushed (one key per role, made in-process) and a robot provisioned
+    with its 1.root.json whose cache folder does not exist yet (a fresh robot)."""
+    from tests.fleet.helpers import make_keys
+
+    keys = {name: make_keys(tmp_path / "keys", name) for name in ("root", "targets", "online")}
+    meta, repo = tmp_path / "meta", registry.repository()
+    init = cli("fleet", "trust", "init", str(meta), "--repository", repo,
+               "--root-key", str(keys["root"].private_file), "--targets-key",
+               str(keys["targets"].private_file), "--online-key", str(keys["online"].private_file),
+               "--insecure")
+    assert init.returncode == 0, init.stderr
+    robot = write_job_config(tmp_path / "robot" / "not" / "yet", corpus, fleet={
+        "trusted_root_file": str(meta / "1.root.json"), "repository": repo, "insecure": True})
+    assert not (robot.parent / "cache").exists()
+    return robot
+
+
+def test_a_pull_under_tuf_creates_the_cache_folder_of_a_fresh_robot(fresh_robot):
+    pulled = cli("--config", str(fresh_robot), "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "no release for" in pulled.stdout
+    assert (fresh_robot.parent / "cache" / "candidates" / "tuf" / "timestamp.json").is_file()
+
+
+def test_a_mistyped_or_refused_repository_under_tuf_says_what_happened(fresh_robot, registry):
+    (fresh_robot.parent / "cache").mkdir()
+    typo = cli("--config", str(fresh_robot), "pull", "--repository", registry.repository("fleet/engnes"))
+    assert typo.returncode == 69
+    line = one_error_line(typo)
+    assert "has no tuf-timestamp.json" in line and "for a typo" in line
+    assert "--insecure" not in line  # loopback is plain HTTP already
+    refused = cli("--config", str(fresh_robot), "pull", "--repository", "127.0.0.1:9/fleet/engines")
+    assert refused.returncode == 69
+    line = one_error_line(refused)
+    assert "refused the connection" in line and "did not answer" not in line
+    assert "--insecure" not in line
