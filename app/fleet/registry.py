@@ -22,9 +22,7 @@ is an error naming it; only a known repository without this SKU's tag is "no art
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,12 +32,11 @@ from typing import Any
 
 from app.cache.fsread import parse_json
 from app.errors import BundleError, ConfigError, RegistryError
-from app.fleet import INSTALL_HINT, layout
+from app.fleet import INSTALL_HINT, address, layout
 from app.fleet.bundle import Documents, SourceFile
 from app.fleet.fetch import read_document
 
 _CHUNKED_FROM = 8 << 20
-_CONNECT_S = 10.0
 _PUSH_READ_S = 120.0  # a push's uploads: the registry checks each digest before it answers
 
 
@@ -56,63 +53,8 @@ class Limits:
         return self.grace_s + size / self.min_rate
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (``name[:port]``, ``[v6]:port``) is this machine: localhost, 127.0.0.0/8, ::1."""
-    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 class ArtifactAbsentError(Exception):
     """The registry holds no artifact under this SKU's tag (not an error for ``pull``)."""
-
-
-# The OCI distribution spec's grammar of a repository name (after host[:port]/).
-_NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
-_NAME_RULE = ("path components of lowercase letters and digits, joined inside by '.', '_', "
-              "'__' or dashes, separated by '/' (the OCI distribution spec)")
-
-
-def check_repository(repository: str) -> str:
-    """The host[:port] of ``repository``; ConfigError (78) unless it is ``host[:port]/name``
-    with ``name`` in the OCI grammar. Checked before any request: a registry answers a name
-    outside it (capitals, say) with a plain 404 page, which must never read as "no artifact"."""
-    host, _, path = repository.partition("/")
-    if not host or not path or "://" in repository or ":" in path or "@" in path:
-        raise ConfigError(f"repository {repository!r} (fleet.repository / --repository) is not "
-                          "host[:port]/path",
-                          hint="e.g. registry.example.com/fleet/engines (the tag is the SKU key)")
-    if not _NAME.fullmatch(path):
-        raise ConfigError(f"repository {repository!r} (fleet.repository / --repository): the "
-                          f"name {path!r} is not a registry repository name",
-                          hint=f"use {_NAME_RULE}, e.g. {host}/{path.lower()}")
-    return host
-
-
-def reach_hint(host: str, insecure: bool) -> str:
-    """The hint for registry ``host`` that could not be reached (plain HTTP is mentioned only
-    where it was not used: a loopback registry or --insecure is plain HTTP already)."""
-    return "check the network and --repository" + (
-        "" if insecure or is_loopback(host) else "; plain HTTP needs --insecure")
-
-
-def _what_happened(exc: BaseException, timeout_s: float) -> str:
-    """A failed request in words: refused at once, timed out, or neither."""
-    import requests
-
-    if isinstance(exc, requests.ConnectTimeout):
-        return f"did not accept a connection within {min(_CONNECT_S, timeout_s):g} s"
-    if isinstance(exc, requests.Timeout):
-        return f"did not answer within {timeout_s:g} s"
-    text = str(exc)
-    if isinstance(exc, requests.ConnectionError) and ("Connection refused" in text
-                                                      or "ECONNREFUSED" in text):
-        return "refused the connection (nothing listens there)"
-    return "cannot be reached"
 
 
 def _docker_configs() -> list[str] | None:
@@ -130,9 +72,9 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
     except ImportError:
         raise ConfigError("the fleet registry commands need the oras package",
                           hint=INSTALL_HINT) from None
-    host = check_repository(repository)
-    insecure = insecure or is_loopback(host)
-    timeout = (min(_CONNECT_S, read_timeout_s), read_timeout_s)
+    host = address.check_repository(repository)
+    insecure = insecure or address.is_loopback(host)
+    timeout = (min(address.CONNECT_S, read_timeout_s), read_timeout_s)
 
     class Client(oras.provider.Registry):  # type: ignore[misc]
         def do_request(self, *args: Any, **kwargs: Any) -> Any:
@@ -145,8 +87,9 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
                     raise RegistryError(f"registry {host} asks for credentials that the Docker "
                                         "config file does not give", hint="run `docker login "
                                         f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
-                raise RegistryError(f"registry {host} {_what_happened(exc, read_timeout_s)}: "
-                                    f"{type(exc).__name__}", hint=reach_hint(host, insecure)) from None
+                raise RegistryError(
+                    f"registry {host} {address.what_happened(exc, read_timeout_s)}: "
+                    f"{type(exc).__name__}", hint=address.reach_hint(host, insecure)) from None
 
         def _asks_for_credentials(self) -> bool:
             try:

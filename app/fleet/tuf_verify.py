@@ -124,7 +124,7 @@ def explain(exc: BaseException, repository: str, where: Path, *,
                              "uploads the metadata with `engine-init fleet trust init` or `push`")
     if isinstance(exc, exceptions.DownloadError):
         from app.errors import RegistryError
-        from app.fleet.registry import reach_hint
+        from app.fleet.address import reach_hint
 
         return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
                              hint=reach_hint(repository.partition("/")[0], insecure))

@@ -149,16 +149,6 @@ def test_a_registry_on_loopback_is_plain_http_without_insecure(tmp_path, registr
     assert result.files == len(files)
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("localhost:5000", True), ("127.0.0.1", True), ("127.9.9.9:80", True), ("[::1]:5000", True),
-    ("registry.example.com:5000", False), ("10.0.0.1:5000", False), ("localhost.example.com", False),
-    ("[2001:db8::1]:443", False)])
-def test_which_hosts_are_loopback(host, loopback):
-    from app.fleet.registry import is_loopback
-
-    assert is_loopback(host) is loopback
-
-
 def test_a_repository_the_registry_does_not_know_is_an_error_naming_it(tmp_path, registry, keys):
     push_files(registry, cache_files(tmp_path / "c"), AGX, keys)
     with pytest.raises(RegistryError, match=r"has no repository fleet/engnes \(NAME_UNKNOWN\)"):
@@ -185,13 +175,6 @@ def test_a_name_outside_the_oci_grammar_is_a_config_error_before_any_request(bad
     assert "lowercase letters and digits" in caught.value.hint
 
 
-@pytest.mark.parametrize("good", ["fleet/engines", "a/b.c/d__e", "x/a--b_c", "engines", "0/9"])
-def test_names_in_the_oci_grammar_are_accepted(good):
-    from app.fleet.registry import check_repository
-
-    assert check_repository(f"localhost:5000/{good}") == "localhost:5000"
-
-
 def test_a_404_that_is_no_oci_error_document_is_a_registry_error_never_absent(
         tmp_path, registry, keys, monkeypatch):
     """The registry answers a name outside the grammar with a plain '404 page not found' (as
@@ -204,7 +187,7 @@ def test_a_404_that_is_no_oci_error_document_is_a_registry_error_never_absent(
     from app.fleet.tuf_oci import OciFetcher
 
     push_files(registry, cache_files(tmp_path / "c"), AGX, keys)
-    monkeypatch.setattr("app.fleet.registry._NAME", re.compile(r".+"))
+    monkeypatch.setattr("app.fleet.address._NAME", re.compile(r".+"))
     where = registry.repository("Fleet/Engines")
     with pytest.raises(RegistryError, match=r"HTTP 404 and no OCI error document") as caught:
         RegistrySource(where, insecure=True).signed_index(SKU)
@@ -250,7 +233,7 @@ def test_the_unreachable_hint_offers_insecure_only_when_it_is_off(insecure, monk
     """With plain HTTP already asked for (--insecure or fleet.insecure), it is not the fix.
     Loopback is plain HTTP anyway: the test treats 127.0.0.1 as a remote host so that the
     hint's other branch is reached without sending anything off this machine."""
-    monkeypatch.setattr("app.fleet.registry.is_loopback", lambda host: False)
+    monkeypatch.setattr("app.fleet.address.is_loopback", lambda host: False)
     with pytest.raises(RegistryError, match="refused the connection") as caught:
         RegistrySource("127.0.0.1:9/fleet/engines", insecure=insecure).signed_index(SKU)  # discard port
     assert ("--insecure" in caught.value.hint) is not insecure
