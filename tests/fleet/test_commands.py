@@ -293,3 +293,21 @@ def test_two_pulls_at_once(fleet, registry):
     assert sorted(o[0].split(":")[0] for o in outs) == ["already stored", "stored"]
     assert stored(f) == engines_of(f["ref_cache"])
     assert leftovers(f["robot_cache"]) == [f["sku"]]
+
+
+def test_a_repository_name_with_capitals_is_exit_78_for_pull_and_push(tmp_path, corpus, registry):
+    """The registry answers such a name with a plain 404 page: pull said "no artifact" (exit
+    0) and push "HTTP 404"; the name is now refused before any request."""
+    from tests.fleet.helpers import make_keys
+
+    keys = make_keys(tmp_path / "keys", "fleet")
+    config = write_job_config(tmp_path / "robot", corpus)
+    (tmp_path / "robot" / "cache").mkdir()
+    where = registry.repository("Fleet/Engines")
+    for args in (["pull", "--public-key", str(keys.public_file)],
+                 ["push", "--private-key", str(keys.private_file)]):
+        done = cli("--config", str(config), *args, "--repository", where)
+        line = one_error_line(done)
+        assert done.returncode == 78, (args, line)
+        assert "'Fleet/Engines' is not a registry repository name" in line
+        assert "lowercase letters and digits" in line
