@@ -279,3 +279,15 @@ def test_release_digest_formats_other_than_push_printed_are_config_errors(given,
     assert "sha256:<64" in caught.value.hint
     assert released_digest("sha256:" + "a" * 64, "r:1/x", "s") == "sha256:" + "a" * 64
     assert released_digest(f"r:1/x:s@sha256:{'a' * 64}", "r:1/x", "s") == "sha256:" + "a" * 64
+
+
+def test_trust_init_for_a_repository_name_outside_the_oci_grammar_writes_nothing(tmp_path, registry):
+    from tests.fleet.helpers import make_keys
+
+    key = make_keys(tmp_path / "keys", "one").private_file
+    meta = tmp_path / "meta"
+    init = cli("fleet", "trust", "init", str(meta), "--repository", registry.repository("Fleet/Engines"),
+               "--root-key", str(key), "--targets-key", str(key), "--online-key", str(key))
+    assert init.returncode == 78
+    assert "'Fleet/Engines' is not a registry repository name" in one_error_line(init)
+    assert not meta.exists()
