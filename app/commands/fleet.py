@@ -42,6 +42,16 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
     return value
 
 
+def _repository(given: str | None, config: Any) -> str:
+    """--repository, else fleet.repository, its name checked first: a config error (78)
+    comes before the cache is read or the registry asked."""
+    from app.fleet.address import check_repository
+
+    repository: str = _setting(given, config, "repository", "--repository")
+    check_repository(repository)
+    return repository
+
+
 def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     """This host's verified engines with their sidecars and records, and the TensorRT timing
     and calibration caches of this exact TensorRT build (docs/fleet.md)."""
@@ -171,7 +181,7 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
     from app.fleet.registry import push
 
     config, prepared, identity = state.host()
-    repository = _setting(repository, config, "repository", "--repository")
+    repository = _repository(repository, config)
     private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     # In a worker thread the main thread waits on, as pull's requests: a signal ends the
@@ -195,7 +205,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
     from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource
 
     config = state.config()
-    repository = _setting(repository, config, "repository", "--repository")
+    repository = _repository(repository, config)
     if config.fleet.trusted_root_file is not None:
         _pull_released(state, config, repository, insecure, public_key)
         return

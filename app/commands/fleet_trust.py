@@ -100,8 +100,9 @@ def init_cmd(folder: Path, repository: str, root_keys: tuple[Path, ...], thresho
 @trust_group.command("release", short_help="Release the bundle pushed for SKU to its robots.")
 @_DIR
 @click.argument("sku")
-@click.option("--digest", default=None, help="The signed index digest `push` printed "
-              "(repository:SKU@DIGEST): release exactly that, whatever the tag says now.")
+@click.option("--digest", default=None, help="The signed index to release, whatever the tag "
+              "says now: sha256:<64 hex>, or the whole repository:SKU@sha256:<64 hex> `push` "
+              "printed (the repository and SKU must be the ones released).")
 @_KEYS
 @_INSECURE
 @click.option("--days", type=click.FloatRange(min=0.01), default=None,

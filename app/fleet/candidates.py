@@ -168,6 +168,24 @@ def _publish(stage: Path, current: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def lock_root(root: Path, name: str, timeout_s: float) -> int:
+    """Create the candidates root ``root`` with its parents (a fresh robot has none of them),
+    refuse it if it is a link, then take ``name``'s lock there (the descriptor to close).
+    A volume that refuses is a CacheWriteError naming ``root``; the lock's timeout stays 75."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if root.is_symlink():
+            raise UnsafeFileError(errno.ELOOP, "a link", str(root))
+    except OSError as exc:
+        raise os_error_to_cache_error(exc, root) from None
+    try:
+        return _lock(root, name, timeout_s)
+    except OSError as exc:
+        if isinstance(exc, EngineInitError):  # the lock's timeout (75), not the volume's fault
+            raise
+        raise os_error_to_cache_error(exc, root) from None
+
+
 @contextmanager
 def staging(root: Path, sku: str, manifest_digest: str, *,
             timeout_s: float = 600.0) -> Iterator[Stage | None]:
@@ -175,18 +193,7 @@ def staging(root: Path, sku: str, manifest_digest: str, *,
     on a fresh robot), then yield a :class:`Stage` to fill, or None when the same manifest is
     already stored. On a clean exit the stage replaces the SKU's folder."""
     folder = root
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if folder.is_symlink():
-            raise UnsafeFileError(errno.ELOOP, "a link", str(folder))
-    except OSError as exc:
-        raise os_error_to_cache_error(exc, folder) from None
-    try:
-        lock = _lock(folder, sku, timeout_s)
-    except OSError as exc:
-        if isinstance(exc, EngineInitError):  # the lock's timeout (75), not the volume's fault
-            raise
-        raise os_error_to_cache_error(exc, folder) from None
+    lock = lock_root(folder, sku, timeout_s)
     try:
         _sweep(folder, sku)
         current = folder / sku

@@ -22,7 +22,6 @@ is an error naming it; only a known repository without this SKU's tag is "no art
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import time
 from collections.abc import Iterator
@@ -33,12 +32,11 @@ from typing import Any
 
 from app.cache.fsread import parse_json
 from app.errors import BundleError, ConfigError, RegistryError
-from app.fleet import INSTALL_HINT, layout
+from app.fleet import INSTALL_HINT, address, layout
 from app.fleet.bundle import Documents, SourceFile
 from app.fleet.fetch import read_document
 
 _CHUNKED_FROM = 8 << 20
-_CONNECT_S = 10.0
 _PUSH_READ_S = 120.0  # a push's uploads: the registry checks each digest before it answers
 
 
@@ -53,17 +51,6 @@ class Limits:
 
     def deadline_s(self, size: int) -> float:
         return self.grace_s + size / self.min_rate
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (``name[:port]``, ``[v6]:port``) is this machine: localhost, 127.0.0.0/8, ::1."""
-    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 class ArtifactAbsentError(Exception):
@@ -85,12 +72,9 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
     except ImportError:
         raise ConfigError("the fleet registry commands need the oras package",
                           hint=INSTALL_HINT) from None
-    host, _, path = repository.partition("/")
-    if not host or not path or "://" in repository or ":" in path or "@" in path:
-        raise ConfigError(f"--repository {repository!r} is not host[:port]/path",
-                          hint="e.g. registry.example.com/fleet/engines (the tag is the SKU key)")
-    insecure = insecure or is_loopback(host)
-    timeout = (min(_CONNECT_S, read_timeout_s), read_timeout_s)
+    host = address.check_repository(repository)
+    insecure = insecure or address.is_loopback(host)
+    timeout = (min(address.CONNECT_S, read_timeout_s), read_timeout_s)
 
     class Client(oras.provider.Registry):  # type: ignore[misc]
         def do_request(self, *args: Any, **kwargs: Any) -> Any:
@@ -103,11 +87,9 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
                     raise RegistryError(f"registry {host} asks for credentials that the Docker "
                                         "config file does not give", hint="run `docker login "
                                         f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
-                raise RegistryError(f"registry {host} cannot be reached or did not answer within "
-                                    f"{read_timeout_s:g} s: {type(exc).__name__}",
-                                    hint="check the network and --repository" + (
-                                        "" if insecure else "; plain HTTP needs --insecure "
-                                        "(except on localhost)")) from None
+                raise RegistryError(
+                    f"registry {host} {address.what_happened(exc, read_timeout_s)}: "
+                    f"{type(exc).__name__}", hint=address.reach_hint(host, insecure)) from None
 
         def _asks_for_credentials(self) -> bool:
             try:
@@ -141,13 +123,26 @@ def _checked(response: Any, what: str) -> Any:
                         hint="check --repository and the registry's logs")
 
 
-def _codes(response: Any) -> list[str]:
-    """The error codes of a registry's JSON error body (OCI distribution spec), read bounded."""
+def _codes(response: Any) -> list[str] | None:
+    """The error codes of a registry's JSON error body (OCI distribution spec), read bounded;
+    None when the body is not such a document (a web server's or a proxy's page)."""
     try:
         doc = parse_json(response.raw.read(64 << 10, decode_content=True) or b"{}")
-        return [str(e.get("code")) for e in doc.get("errors", []) if isinstance(e, dict)]
-    except Exception:  # any body at all: no codes
-        return []
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+        if not isinstance(errors, list) or not errors:
+            return None
+        return [str(e.get("code")) for e in errors if isinstance(e, dict)]
+    except Exception:  # any other body: not the registry's error document
+        return None
+
+
+def _not_a_registry_answer(host: str, repository: str, what: str) -> RegistryError:
+    """A 404 without an OCI error document: whatever answered did not speak of this
+    repository's contents, so nothing can be said absent."""
+    return RegistryError(f"registry {host} answered {what} in {repository} with HTTP 404 and no "
+                         "OCI error document (a plain 'page not found')",
+                         hint="check --repository / fleet.repository, and that host[:port] is "
+                         "the registry itself, not a web server or proxy in front of it")
 
 
 class RegistrySource:
@@ -206,7 +201,12 @@ class RegistrySource:
         url = f"{self.client.prefix}://{self.container.registry}/v2/{self.container.api_prefix}/tags/list"
         response = self.client.do_request(url, "GET", stream=True)
         try:
-            return response.status_code == 404 and "NAME_UNKNOWN" in _codes(response)
+            if response.status_code != 404:
+                return False
+            codes = _codes(response)
+            if codes is None:
+                raise _not_a_registry_answer(self.container.registry, self.where, "the tag list")
+            return "NAME_UNKNOWN" in codes
         finally:
             response.close()
 
@@ -216,7 +216,10 @@ class RegistrySource:
             if response.status_code == 404:
                 # Registries answer a tag of an unknown repository as an unknown manifest
                 # (CNCF Distribution does): ask for the repository's tags to tell them apart.
-                if "NAME_UNKNOWN" in _codes(response) or self._repository_unknown():
+                codes = _codes(response)
+                if codes is None:
+                    raise _not_a_registry_answer(self.container.registry, self.where, f"the tag {sku}")
+                if "NAME_UNKNOWN" in codes or self._repository_unknown():
                     raise RegistryError(
                         f"registry {self.container.registry} has no repository "
                         f"{self.container.api_prefix} (NAME_UNKNOWN)", hint="check "

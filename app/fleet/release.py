@@ -10,15 +10,16 @@ bytes are those (:func:`app.fleet.fetch.fetch_bundle`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.cache.hashing import oci_digest
 from app.cancel import call_cancellable
-from app.errors import BundleError
+from app.errors import BundleError, ConfigError
 from app.fleet import layout
 from app.fleet.fetch import FetchResult, fetch_bundle
-from app.fleet.registry import Limits, RegistrySource, _checked
+from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource, _checked, _codes
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:
@@ -79,6 +80,24 @@ class _Released(RegistrySource):
         return raw
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def released_digest(given: str, repository: str, sku: str) -> str:
+    """The ``sha256:<hex>`` digest of ``--digest``, given as that or as the whole reference
+    ``push`` printed (``repository:SKU@sha256:<hex>``, which must name this repository and
+    SKU); ConfigError (78) for anything else."""
+    reference, _, digest = given.rpartition("@")
+    if not _DIGEST.fullmatch(digest):
+        raise ConfigError(f"--digest {given!r} is not a digest", hint="give sha256:<64 lowercase "
+                          "hex digits>, or the whole repository:SKU@sha256:<64 hex> `push` printed")
+    if reference and reference != f"{repository}:{sku}":
+        raise ConfigError(f"--digest {given!r} names {reference}, not {repository}:{sku} being "
+                          "released", hint="release the bundle from the repository and for the "
+                          "SKU it was pushed to, or give only its sha256:<64 hex> digest")
+    return digest
+
+
 def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: bool
                     ) -> tuple[layout.Descriptor, list[tuple[str, layout.Descriptor]]]:
     """The signed index (``digest``, else what the SKU's tag names now) and the files of the
@@ -86,11 +105,24 @@ def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: 
     from app.fleet.bundle import Documents
     from app.fleet.fetch import read_document
 
+    digest = None if digest is None else released_digest(digest, repository, sku)
     source = RegistrySource(repository, insecure=insecure)
     if digest is None:
-        raw = source.signed_index(sku)
+        try:
+            raw = source.signed_index(sku)
+        except ArtifactAbsentError:
+            raise BundleError(f"{repository} holds no bundle for {sku}", hint="push it first "
+                              "(`engine-init push` on its reference host), or check the SKU: "
+                              "`engine-init status` prints it") from None
     else:
-        response = _checked(source._get_manifest(digest, layout.INDEX_TYPE), f"the index {digest}")
+        response = source._get_manifest(digest, layout.INDEX_TYPE)
+        if response.status_code == 404 and _codes(response) is not None:
+            response.close()
+            raise BundleError(f"{repository} holds no bundle {digest} (no such signed index)",
+                              hint=f"give --digest as `engine-init push` printed it for {sku} "
+                              "to this repository, or leave it out to release what the tag "
+                              "names now")
+        _checked(response, f"the index {digest}")
         raw = b""
         for chunk in response.iter_content(64 << 10):
             raw += chunk

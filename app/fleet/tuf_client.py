@@ -20,7 +20,6 @@ At boot, :func:`app.fleet.tuf_verify.verified_targets` checks the stored chain a
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -30,11 +29,11 @@ from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Root, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
 
-from app.cache.fsread import UnsafeFileError, read_small
+from app.cache.fsread import read_small
 from app.cache.layout import TUF_FOLDER
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.errors import ConfigError
-from app.fleet.candidates import _lock, _sweep
+from app.fleet.candidates import _sweep, lock_root
 from app.fleet.tuf_oci import OciFetcher
 from app.fleet.tuf_verify import (
     MAX_ROOTS,
@@ -67,15 +66,9 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
     bootstrap = read_trusted_root(trusted_root)
     current = candidates / TUF_FOLDER
     work = candidates / f".{TUF_FOLDER}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        candidates.mkdir(exist_ok=True)
-        if candidates.is_symlink():
-            raise UnsafeFileError(errno.ELOOP, "a link", str(candidates))
-        # One refresh at a time (a second waits, as for a SKU's bundle); what a killed one left
-        # is swept under the lock.
-        lock = _lock(candidates, TUF_FOLDER, lock_timeout_s)
-    except OSError as exc:
-        raise os_error_to_cache_error(exc, candidates) from None
+    # One refresh at a time (a second waits, as for a SKU's bundle); what a killed one left
+    # is swept under the lock.
+    lock = lock_root(candidates, TUF_FOLDER, lock_timeout_s)
     try:
         _sweep(candidates, TUF_FOLDER)
         try:
@@ -92,7 +85,7 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
             updater.refresh()
             updater.get_targetinfo(f"{sku}/index.json")  # loads the SKU's delegated role, if any
         except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
-            raise explain(exc, repository, current) from None
+            raise explain(exc, repository, current, insecure=insecure) from None
         except ValueError as exc:  # the provisioned root is not TUF root metadata
             raise ConfigError(f"fleet.trusted_root_file {trusted_root}: {exc}", hint=ROOT_HINT) from None
         roots = sorted(int(p.name.split(".")[0]) for p in (work / "root_history").iterdir())
@@ -103,7 +96,7 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
         try:
             targets = releasing(top, sku, lambda name: _verified(work, name))
         except exceptions.RepositoryError as exc:
-            raise explain(exc, repository, current) from None
+            raise explain(exc, repository, current, insecure=insecure) from None
         timestamp = Metadata[Timestamp].from_bytes(read_small(work / "timestamp.json", METADATA_MAX)).signed
         check_bound(repository, root, "root")
         for signed in {id(top): top, id(targets): targets}.values():

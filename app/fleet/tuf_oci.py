@@ -23,7 +23,7 @@ from app.cache.hashing import oci_digest
 from app.errors import BundleError
 from app.fleet import layout
 from app.fleet.fetch import read_document
-from app.fleet.registry import _checked, _put_document_blob, connect
+from app.fleet.registry import _checked, _codes, _not_a_registry_answer, _put_document_blob, connect
 from app.fleet.tuf_verify import METADATA_MAX
 
 ARTIFACT_TYPE = "application/vnd.engine-init.tuf-metadata.v1"
@@ -76,6 +76,9 @@ class OciFetcher(FetcherInterface):
     def _fetch(self, url: str) -> Iterator[bytes]:
         filename = url.rsplit("/", 1)[-1]
         response = self._get(tag_of(filename), layout.MANIFEST_TYPE)
+        if response.status_code == 404 and _codes(response) is None:
+            raise _not_a_registry_answer(self.container.registry, self.repository,
+                                         f"the tag {tag_of(filename)}")
         if response.status_code in (404, 403):
             raise exceptions.DownloadHTTPError(f"{self.repository} has no {tag_of(filename)}",
                                                response.status_code)

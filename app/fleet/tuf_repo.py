@@ -160,6 +160,9 @@ class Repo:
     def init(self, repository: str, root_keys: list[KeyFile], threshold: int,
              targets_key: KeyFile, online_key: KeyFile, *, timestamp_days: float | None) -> None:
         """Version 1 of every role, signed; nothing is written unless every signature is made."""
+        from app.fleet.address import check_repository
+
+        check_repository(repository)  # bound into every version: a name no registry serves is 78 now
         if not 1 <= threshold <= len(root_keys):
             raise ConfigError(f"a root threshold of {threshold} with {len(root_keys)} root key(s)",
                               hint="give at least as many --root-key files as the threshold, e.g. 3 for 2")

@@ -105,8 +105,10 @@ def stored(folder: Path, roles: tuple[str, ...] = ()) -> dict[str, bytes]:
     return out
 
 
-def explain(exc: BaseException, repository: str, where: Path) -> EngineInitError:
-    """One line for a refusal of python-tuf's, naming the versions of a rollback."""
+def explain(exc: BaseException, repository: str, where: Path, *,
+            insecure: bool = False) -> EngineInitError:
+    """One line for a refusal of python-tuf's, naming the versions of a rollback
+    (``insecure``: whether plain HTTP was asked for, so the hint does not ask for it again)."""
     cause = exc.__cause__ if isinstance(exc, exceptions.DownloadError) else None
     if isinstance(cause, EngineInitError):  # the registry's own error, from the fetcher
         return cause
@@ -114,11 +116,18 @@ def explain(exc: BaseException, repository: str, where: Path) -> EngineInitError
         return BundleError(f"{repository} serves fleet metadata larger than allowed ({exc})",
                            hint="the registry's copy was altered: push the fleet's metadata again "
                            "with `engine-init fleet trust push`")
-    if isinstance(exc, exceptions.DownloadError):
+    if isinstance(exc, exceptions.DownloadHTTPError) and exc.status_code == 404:
         from app.errors import RegistryError
 
         return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
-                             hint="check the network and --repository; plain HTTP needs --insecure")
+                             hint="check fleet.repository / --repository for a typo; the operator "
+                             "uploads the metadata with `engine-init fleet trust init` or `push`")
+    if isinstance(exc, exceptions.DownloadError):
+        from app.errors import RegistryError
+        from app.fleet.address import reach_hint
+
+        return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
+                             hint=reach_hint(repository.partition("/")[0], insecure))
     if isinstance(exc, exceptions.ExpiredMetadataError):
         return BundleError(f"the fleet metadata in {repository} has expired ({exc}): refused as "
                            "a frozen registry would be", hint="the operator re-signs it with "

@@ -256,7 +256,7 @@ def test_pull_refusals_have_their_exit_codes(fleet, registry):
     assert forged.returncode == 65 and "signature does not verify" in one_error_line(forged)
     down = cli("--config", str(f["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines",
                "--insecure", "--public-key", str(f["keys"] / "fleet.pub.pem"))
-    assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
+    assert down.returncode == 69 and "refused the connection" in one_error_line(down)
     assert leftovers(f["robot_cache"]) == []
 
 
@@ -315,3 +315,21 @@ def test_sigterm_ends_a_push_stuck_on_the_registry_within_2_s(fleet):
                 process.kill()
                 process.communicate()
     assert process.returncode == 143 and time.monotonic() - started < 2, stderr
+
+
+def test_a_repository_name_with_capitals_is_exit_78_for_pull_and_push(tmp_path, corpus, registry):
+    """The registry answers such a name with a plain 404 page: pull said "no artifact" (exit
+    0) and push "HTTP 404"; the name is now refused before any request."""
+    from tests.fleet.helpers import make_keys
+
+    keys = make_keys(tmp_path / "keys", "fleet")
+    config = write_job_config(tmp_path / "robot", corpus)
+    (tmp_path / "robot" / "cache").mkdir()
+    where = registry.repository("Fleet/Engines")
+    for args in (["pull", "--public-key", str(keys.public_file)],
+                 ["push", "--private-key", str(keys.private_file)]):
+        done = cli("--config", str(config), *args, "--repository", where)
+        line = one_error_line(done)
+        assert done.returncode == 78, (args, line)
+        assert "'Fleet/Engines' is not a registry repository name" in line
+        assert "lowercase letters and digits" in line

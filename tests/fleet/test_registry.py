@@ -109,10 +109,29 @@ def test_a_registry_that_is_down_is_reported_at_once(tmp_path, registry, keys):
     address = registry.address
     registry.address = "127.0.0.1:9"  # discard port: nothing listens
     started = time.monotonic()
-    with pytest.raises(RegistryError, match="cannot be reached"):
+    with pytest.raises(RegistryError, match="refused the connection") as caught:
         pull(registry, keys, tmp_path / "robot")
+    assert "did not answer" not in str(caught.value)  # refused at once, not a timeout
     assert time.monotonic() - started < 5  # no sleeping retries
     registry.address = address
+
+
+def test_a_registry_that_accepts_nothing_is_reported_as_a_timeout():
+    """A socket that listens but never answers (the kernel completes the connection, nothing
+    reads it): the error says how long it waited, not that it was refused."""
+    import socket
+
+    from app.fleet.registry import Limits
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        port = listening.getsockname()[1]
+        source = RegistrySource(f"127.0.0.1:{port}/fleet/engines", insecure=True,
+                                limits=Limits(grace_s=0.3))
+        with pytest.raises(RegistryError, match=r"did not answer within 0.3 s") as caught:
+            source.signed_index(SKU)
+    assert "refused" not in str(caught.value)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.1.2.3"])
@@ -121,23 +140,13 @@ def test_a_registry_on_loopback_is_plain_http_without_insecure(tmp_path, registr
     push_files(registry, files, AGX, keys)
     port = registry.address.rsplit(":", 1)[1]
     if host == "127.1.2.3":  # the registry listens on 127.0.0.1 only: reached over plain HTTP
-        with pytest.raises(RegistryError, match="cannot be reached"):
+        with pytest.raises(RegistryError, match="refused the connection"):
             RegistrySource(f"{host}:{port}/fleet/engines", insecure=False).signed_index(SKU)
         return
     source = RegistrySource(f"{host}:{port}/fleet/engines", insecure=False)
     assert source.client.prefix == "http"
     result = fetch_bundle(source, keys.public, AGX, tmp_path / "robot" / "candidates")
     assert result.files == len(files)
-
-
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("localhost:5000", True), ("127.0.0.1", True), ("127.9.9.9:80", True), ("[::1]:5000", True),
-    ("registry.example.com:5000", False), ("10.0.0.1:5000", False), ("localhost.example.com", False),
-    ("[2001:db8::1]:443", False)])
-def test_which_hosts_are_loopback(host, loopback):
-    from app.fleet.registry import is_loopback
-
-    assert is_loopback(host) is loopback
 
 
 def test_a_repository_the_registry_does_not_know_is_an_error_naming_it(tmp_path, registry, keys):
@@ -153,6 +162,40 @@ def test_a_malformed_repository_is_a_config_error(bad):
 
     with pytest.raises(ConfigError, match="is not host"):
         RegistrySource(bad, insecure=True)
+
+
+@pytest.mark.parametrize("bad", ["Fleet/Engines", "fleet/Engines", "fleet//engines", "fleet/engines/",
+                                 "fleet/-engines", "fleet/engines.", "fleet/a..b", "fleet/a b"])
+def test_a_name_outside_the_oci_grammar_is_a_config_error_before_any_request(bad):
+    from app.errors import ConfigError
+
+    # Port 9 (discard): nothing listens, so a request would be a RegistryError, not this.
+    with pytest.raises(ConfigError, match="is not a registry repository name") as caught:
+        RegistrySource(f"127.0.0.1:9/{bad}", insecure=True)
+    assert "lowercase letters and digits" in caught.value.hint
+
+
+def test_a_404_that_is_no_oci_error_document_is_a_registry_error_never_absent(
+        tmp_path, registry, keys, monkeypatch):
+    """The registry answers a name outside the grammar with a plain '404 page not found' (as
+    a web server or proxy in front of it would any path): the name check is turned off here so
+    that this real answer reaches the 404 handling of the pull and of the TUF fetcher."""
+    import re
+
+    from tuf.api import exceptions
+
+    from app.fleet.tuf_oci import OciFetcher
+
+    push_files(registry, cache_files(tmp_path / "c"), AGX, keys)
+    monkeypatch.setattr("app.fleet.address._NAME", re.compile(r".+"))
+    where = registry.repository("Fleet/Engines")
+    with pytest.raises(RegistryError, match=r"HTTP 404 and no OCI error document") as caught:
+        RegistrySource(where, insecure=True).signed_index(SKU)
+    assert where in str(caught.value)
+    with pytest.raises(exceptions.DownloadError) as fetched:  # python-tuf wraps what the fetcher raises
+        list(OciFetcher(where, insecure=True).fetch("oci://x/timestamp.json"))
+    assert isinstance(fetched.value.__cause__, RegistryError), fetched.value
+    assert "no OCI error document" in str(fetched.value.__cause__)
 
 
 def test_credentials_come_from_the_docker_config_file(tmp_path, keys, monkeypatch):
@@ -190,8 +233,8 @@ def test_the_unreachable_hint_offers_insecure_only_when_it_is_off(insecure, monk
     """With plain HTTP already asked for (--insecure or fleet.insecure), it is not the fix.
     Loopback is plain HTTP anyway: the test treats 127.0.0.1 as a remote host so that the
     hint's other branch is reached without sending anything off this machine."""
-    monkeypatch.setattr("app.fleet.registry.is_loopback", lambda host: False)
-    with pytest.raises(RegistryError, match="cannot be reached") as caught:
+    monkeypatch.setattr("app.fleet.address.is_loopback", lambda host: False)
+    with pytest.raises(RegistryError, match="refused the connection") as caught:
         RegistrySource("127.0.0.1:9/fleet/engines", insecure=insecure).signed_index(SKU)  # discard port
     assert ("--insecure" in caught.value.hint) is not insecure
     assert caught.value.hint.startswith("check the network and --repository")

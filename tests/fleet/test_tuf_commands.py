@@ -129,7 +129,7 @@ def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
     assert again.returncode == 0 and "pushed every file" in again.stdout, again.stderr
     assert cli("--config", str(o["robot"]), "pull").returncode == 0
     down = cli("--config", str(o["robot"]), "pull", "--repository", "127.0.0.1:9/fleet/engines")
-    assert down.returncode == 69 and "cannot be reached" in one_error_line(down)
+    assert down.returncode == 69 and "refused the connection" in one_error_line(down)
 
 
 @contextmanager
@@ -239,3 +239,108 @@ def test_without_the_tuf_packages_the_trust_commands_say_what_to_install(tmp_pat
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert out.returncode == 78, out.stderr
     assert "needs the tuf and securesystemslib packages" in one_error_line(out)
+
+
+@pytest.fixture
+def fleet_meta(tmp_path, registry):
+    """A fleet's metadata folder, initialised and pushed (one key per role, made in-process);
+    ``(folder, {role: Keys})``."""
+    from tests.fleet.helpers import make_keys
+
+    keys = {name: make_keys(tmp_path / "keys", name) for name in ("root", "targets", "online")}
+    meta = tmp_path / "meta"
+    init = cli("fleet", "trust", "init", str(meta), "--repository", registry.repository(),
+               "--root-key", str(keys["root"].private_file), "--targets-key",
+               str(keys["targets"].private_file), "--online-key", str(keys["online"].private_file),
+               "--insecure")
+    assert init.returncode == 0, init.stderr
+    return meta, keys
+
+
+@pytest.fixture
+def fresh_robot(tmp_path, corpus, registry, fleet_meta):
+    """A robot provisioned with the fleet's 1.root.json whose cache folder does not exist yet."""
+    meta, repo = fleet_meta[0], registry.repository()
+    robot = write_job_config(tmp_path / "robot" / "not" / "yet", corpus, fleet={
+        "trusted_root_file": str(meta / "1.root.json"), "repository": repo, "insecure": True})
+    assert not (robot.parent / "cache").exists()
+    return robot
+
+
+def test_a_pull_under_tuf_creates_the_cache_folder_of_a_fresh_robot(fresh_robot):
+    pulled = cli("--config", str(fresh_robot), "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "no release for" in pulled.stdout
+    assert (fresh_robot.parent / "cache" / "candidates" / "tuf" / "timestamp.json").is_file()
+
+
+def test_a_mistyped_or_refused_repository_under_tuf_says_what_happened(fresh_robot, registry):
+    (fresh_robot.parent / "cache").mkdir()
+    typo = cli("--config", str(fresh_robot), "pull", "--repository", registry.repository("fleet/engnes"))
+    assert typo.returncode == 69
+    line = one_error_line(typo)
+    assert "has no tuf-timestamp.json" in line and "for a typo" in line
+    assert "--insecure" not in line  # loopback is plain HTTP already
+    refused = cli("--config", str(fresh_robot), "pull", "--repository", "127.0.0.1:9/fleet/engines")
+    assert refused.returncode == 69
+    line = one_error_line(refused)
+    assert "refused the connection" in line and "did not answer" not in line
+    assert "--insecure" not in line
+
+
+def test_release_of_a_sku_without_a_bundle_or_an_unknown_digest_is_one_line_65(
+        tmp_path, registry, fleet_meta):
+    from tests.fleet.helpers import AGX, cache_files
+    from tests.fleet.test_registry import push_files
+
+    meta, keys = fleet_meta
+    signing = ["--key", str(keys["targets"].private_file), "--key", str(keys["online"].private_file)]
+    files = cache_files(tmp_path / "c")
+    pushed, _ = push_files(registry, files, AGX, keys["targets"])
+    sku = AGX.sku_key()
+    typo = cli("fleet", "trust", "release", str(meta), sku + "x", *signing, "--insecure")
+    assert typo.returncode == 65
+    line = one_error_line(typo)
+    assert f"holds no bundle for {sku}x" in line and "engine-init status" in line
+    unknown = cli("fleet", "trust", "release", str(meta), sku, "--digest", "sha256:" + "0" * 64,
+                  *signing, "--insecure")
+    assert unknown.returncode == 65
+    line = one_error_line(unknown)
+    assert f"holds no bundle sha256:{'0' * 64}" in line and "MANIFEST_UNKNOWN" not in line
+    malformed = cli("fleet", "trust", "release", str(meta), sku, "--digest", pushed.replace(
+        "fleet/engines", "fleet/other"), *signing, "--insecure")
+    assert malformed.returncode == 78 and "not " + pushed.rsplit("@", 1)[0] in one_error_line(malformed)
+    # The whole reference push printed is taken as it is.
+    released = cli("fleet", "trust", "release", str(meta), sku, "--digest", pushed, *signing,
+                   "--insecure")
+    assert released.returncode == 0, released.stderr
+    assert f"released {sku}@{pushed.rsplit('@', 1)[1]}: {len(files)} file(s)" in released.stdout
+
+
+@pytest.mark.parametrize(("given", "why"), [
+    ("deadbeef", "is not a digest"), ("sha256:" + "A" * 64, "is not a digest"),
+    ("sha256:" + "0" * 63, "is not a digest"),
+    ("reg:5000/fleet/engines@sha512:" + "0" * 64, "is not a digest"),
+    ("reg:5000/other/engines:sm87@sha256:" + "0" * 64, "names reg:5000/other/engines:sm87"),
+    ("reg:5000/fleet/engines:sm72@sha256:" + "0" * 64, "names reg:5000/fleet/engines:sm72")])
+def test_release_digest_formats_other_than_push_printed_are_config_errors(given, why):
+    from app.errors import ConfigError
+    from app.fleet.release import released_digest
+
+    with pytest.raises(ConfigError, match=why) as caught:
+        released_digest(given, "reg:5000/fleet/engines", "sm87")
+    assert "sha256:<64" in caught.value.hint
+    assert released_digest("sha256:" + "a" * 64, "r:1/x", "s") == "sha256:" + "a" * 64
+    assert released_digest(f"r:1/x:s@sha256:{'a' * 64}", "r:1/x", "s") == "sha256:" + "a" * 64
+
+
+def test_trust_init_for_a_repository_name_outside_the_oci_grammar_writes_nothing(tmp_path, registry):
+    from tests.fleet.helpers import make_keys
+
+    key = make_keys(tmp_path / "keys", "one").private_file
+    meta = tmp_path / "meta"
+    init = cli("fleet", "trust", "init", str(meta), "--repository", registry.repository("Fleet/Engines"),
+               "--root-key", str(key), "--targets-key", str(key), "--online-key", str(key))
+    assert init.returncode == 78
+    assert "'Fleet/Engines' is not a registry repository name" in one_error_line(init)
+    assert not meta.exists()
