@@ -155,7 +155,7 @@ def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trus
     # pull at once, whatever the registry is doing (the next holder of the lock sweeps).
     trusted = call_cancellable(lambda: refresh(repository, trusted_root, candidates,
                                                host.sku_key(), insecure=insecure,
-                                               lock_timeout_s=lock_timeout_s))
+                                               lock_timeout_s=lock_timeout_s, limits=limits))
     released = release_of(trusted.targets, host.sku_key())
     if released is None:
         return trusted, None

@@ -34,6 +34,7 @@ from app.cache.layout import TUF_FOLDER
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.errors import ConfigError
 from app.fleet.candidates import _sweep, lock_root
+from app.fleet.registry import Limits
 from app.fleet.tuf_oci import OciFetcher
 from app.fleet.tuf_verify import (
     MAX_ROOTS,
@@ -58,11 +59,12 @@ class Trusted:
 
 
 def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, insecure: bool,
-            lock_timeout_s: float = 600.0) -> Trusted:
+            lock_timeout_s: float = 600.0, limits: Limits | None = None) -> Trusted:
     """Refresh this robot's trusted metadata from ``repository``; the verified targets that
     release ``sku`` (the top-level ones, or its delegated role's).
     BundleError for a refusal (rollback, expiry, signatures, another repository),
-    RegistryError when the registry cannot be read, ConfigError for the provisioned root."""
+    RegistryError when the registry cannot be read or is too slow for ``limits`` (the pull's),
+    ConfigError for the provisioned root."""
     bootstrap = read_trusted_root(trusted_root)
     current = candidates / TUF_FOLDER
     work = candidates / f".{TUF_FOLDER}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
@@ -78,7 +80,7 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
                 atomic_write_bytes(work / name, raw)
         except OSError as exc:
             raise os_error_to_cache_error(exc, work) from None
-        fetcher = OciFetcher(repository, insecure=insecure)
+        fetcher = OciFetcher(repository, insecure=insecure, limits=limits)
         try:
             updater = Updater(str(work), f"oci://{repository}/", fetcher=fetcher,
                               config=UpdaterConfig(max_root_rotations=MAX_ROOTS), bootstrap=bootstrap)

@@ -14,7 +14,6 @@ layer's digest: the trust decisions are the Updater's (signatures, versions, exp
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from tuf.api import exceptions
 from tuf.ngclient.fetcher import FetcherInterface
@@ -23,7 +22,15 @@ from app.cache.hashing import oci_digest
 from app.errors import BundleError
 from app.fleet import layout
 from app.fleet.fetch import read_document
-from app.fleet.registry import _checked, _codes, _not_a_registry_answer, _put_document_blob, connect
+from app.fleet.registry import (
+    Limits,
+    RegistrySource,
+    _checked,
+    _codes,
+    _not_a_registry_answer,
+    _put_document_blob,
+    connect,
+)
 from app.fleet.tuf_verify import METADATA_MAX
 
 ARTIFACT_TYPE = "application/vnd.engine-init.tuf-metadata.v1"
@@ -63,41 +70,38 @@ def push_metadata(repository: str, files: list[tuple[str, bytes]], *, insecure: 
 class OciFetcher(FetcherInterface):
     """python-tuf's transport over one registry repository: ``<anything>/<file name>`` is the
     artifact tagged ``tuf-<file name>``. A tag the registry does not know is HTTP 404 to the
-    Updater (for the next root version, that means "no newer root")."""
+    Updater (for the next root version, that means "no newer root"). Its requests are the
+    bundle's (:class:`~app.fleet.registry.RegistrySource`): each document and blob is read
+    within ``limits`` (fleet.blob_grace_s, fleet.min_rate_kib_s), so a registry that stalls
+    or trickles ends the pull (69) instead of holding the metadata's lock."""
 
-    def __init__(self, repository: str, *, insecure: bool) -> None:
+    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None) -> None:
         self.repository = repository
-        self.client, self.container = connect(repository, insecure=insecure)
-
-    def _get(self, reference: str, accept: str) -> Any:
-        url = f"{self.client.prefix}://{self.container.manifest_url(reference)}"
-        return self.client.do_request(url, "GET", headers={"Accept": accept}, stream=True)
+        self.source = RegistrySource(repository, insecure=insecure, limits=limits)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        filename = url.rsplit("/", 1)[-1]
-        response = self._get(tag_of(filename), layout.MANIFEST_TYPE)
-        if response.status_code == 404 and _codes(response) is None:
-            raise _not_a_registry_answer(self.container.registry, self.repository,
-                                         f"the tag {tag_of(filename)}")
-        if response.status_code in (404, 403):
-            raise exceptions.DownloadHTTPError(f"{self.repository} has no {tag_of(filename)}",
-                                               response.status_code)
-        _checked(response, f"the tag {tag_of(filename)}")
-        raw = b""
-        for chunk in response.iter_content(64 << 10):
-            raw += chunk
-            if len(raw) > layout.DOC_MAX:
-                raise BundleError(f"{self.repository}:{tag_of(filename)} is too large",
-                                  hint="push the fleet's metadata again")
-        layers = layout._json(raw, f"manifest of {tag_of(filename)}").get("layers")
-        if not isinstance(layers, list) or len(layers) != 1:
-            raise BundleError(f"{self.repository}:{tag_of(filename)} is not TUF metadata",
-                              hint="push the fleet's metadata again with the fleet trust commands")
-        described = layout._descriptor(layers[0], f"layer of {tag_of(filename)}", METADATA_MAX)
-        blob = _checked(self.client.get_blob(self.container, described.digest, stream=True),
-                        f"blob {described.digest}")
+        tag = tag_of(url.rsplit("/", 1)[-1])
+        source = self.source
+        response = source._get_manifest(tag, layout.MANIFEST_TYPE)
         try:
-            data = read_document(blob.iter_content(64 << 10), described, tag_of(filename))
+            if response.status_code == 404 and _codes(response) is None:
+                raise _not_a_registry_answer(source.container.registry, self.repository,
+                                             f"the tag {tag}")
+            if response.status_code in (404, 403):
+                raise exceptions.DownloadHTTPError(f"{self.repository} has no {tag}",
+                                                   response.status_code)
+            _checked(response, f"the tag {tag}")
+            raw = b"".join(source._bounded(response, layout.DOC_MAX, layout.DOC_MAX, f"the tag {tag}"))
         finally:
-            blob.close()
+            response.close()
+        if len(raw) > layout.DOC_MAX:
+            raise BundleError(f"{self.repository}:{tag} is too large",
+                              hint="push the fleet's metadata again")
+        layers = layout._json(raw, f"manifest of {tag}").get("layers")
+        if not isinstance(layers, list) or len(layers) != 1:
+            raise BundleError(f"{self.repository}:{tag} is not TUF metadata",
+                              hint="push the fleet's metadata again with the fleet trust commands")
+        described = layout._descriptor(layers[0], f"layer of {tag}", METADATA_MAX)
+        with source.blob(described) as chunks:
+            data = read_document(chunks, described, tag)
         return iter([data])

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import yaml
 
 from app.fleet.keys import load_key_files
 from app.fleet.tuf_oci import push_metadata
@@ -177,6 +178,22 @@ def test_sigterm_ends_a_pull_stuck_on_the_metadata_within_2_s(operator):
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 143 and time.monotonic() - started < 2, stderr
         assert "interrupted by SIGTERM" in stderr
+
+
+@pytest.mark.slow  # the operator's fixture: a reference run
+def test_a_registry_that_trickles_the_metadata_makes_pull_exit_69_fast(operator):
+    """The metadata is read within the pull's limits, as the bundle is (fleet.blob_grace_s,
+    fleet.min_rate_kib_s): a registry that trickles ends the pull with 69, not after minutes."""
+    doc = yaml.safe_load(operator["robot"].read_text())
+    doc["fleet"].update(blob_grace_s=1, min_rate_kib_s=10000)
+    robot = operator["robot"].with_name("slow.yaml")
+    robot.write_text(yaml.safe_dump(doc))
+    with trickling_registry() as slow:
+        started = time.monotonic()
+        done = cli("--config", str(robot), "pull", "--repository", slow, timeout=60)
+        took = time.monotonic() - started
+    assert done.returncode == 69 and took < 15, (took, done.stderr)
+    assert "too slow" in one_error_line(done)
 
 
 
