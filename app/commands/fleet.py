@@ -211,7 +211,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
         return
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
     config, _, identity = state.host(config)
-    limits = Limits(config.fleet.blob_grace_s, config.fleet.min_rate_kib_s * 1024)
+    limits = Limits.of(config.fleet)
     # In a worker thread that the main thread waits on: a signal ends the pull at once,
     # whatever request or lock wait it is in (143).
     try:
@@ -238,7 +238,7 @@ def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
     public_file = public_key or config.fleet.public_key_file
     public = load_public_key(public_file) if public_file is not None else None
     config, _, identity = state.host(config)
-    limits = Limits(config.fleet.blob_grace_s, config.fleet.min_rate_kib_s * 1024)
+    limits = Limits.of(config.fleet)
     trusted, result = pull_release(repository, identity, config.candidates_root,
                                    config.fleet.trusted_root_file,
                                    insecure=insecure or config.fleet.insecure, public=public,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cache.fsread import parse_json
+from app.config_sections import FleetConfig
 from app.errors import BundleError, ConfigError, RegistryError
 from app.fleet import INSTALL_HINT, address, layout
 from app.fleet.bundle import Documents, SourceFile
@@ -46,8 +47,13 @@ class Limits:
     ``min_rate`` bytes per second for each blob beyond it (``fleet.blob_grace_s``,
     ``fleet.min_rate_kib_s``)."""
 
-    grace_s: float = 30.0
-    min_rate: float = 256 * 1024
+    grace_s: float = FleetConfig.model_fields["blob_grace_s"].default
+    min_rate: float = FleetConfig.model_fields["min_rate_kib_s"].default * 1024
+
+    @classmethod
+    def of(cls, fleet: FleetConfig) -> Limits:
+        """The limits the config's fleet section sets."""
+        return cls(fleet.blob_grace_s, fleet.min_rate_kib_s * 1024)
 
     def deadline_s(self, size: int) -> float:
         return self.grace_s + size / self.min_rate
