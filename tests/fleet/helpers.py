@@ -11,7 +11,11 @@ import http.server
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,12 +28,33 @@ import yaml
 from app.fleet.bundle import describe, documents, write_bundle
 from app.fleet.keys import generate_keypair, load_private_key, load_public_key
 from app.host.identity import HardwareIdentity
-from tests.helpers import cli, orin, write_job_config
+from tests.helpers import REPO, cli, orin, write_job_config
 
 AGX = orin()
 NX = orin(sm_count=8, total_memory=16_464_859_136,
           board=("nvidia,p3768-0000+p3767-0000", "nvidia,p3767-0000", "nvidia,tegra234"),
           board_model="NVIDIA Orin NX Developer Kit")
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that logs nothing (the tests' servers on loopback)."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free loopback port, one thread a request, until the block ends;
+    yields ``127.0.0.1:<port>``."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass
@@ -192,17 +217,11 @@ class SlowProxy:
 def slow_proxy(upstream: str, every_s: float = 2.0, for_s: float = 30.0,
                min_bytes: int = 0) -> Iterator[SlowProxy]:
     import http.client
-    import threading
-    import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     started = threading.Event()
     stop = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             host, port = upstream.rsplit(":", 1)
             conn = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -231,16 +250,11 @@ def slow_proxy(upstream: str, every_s: float = 2.0, for_s: float = 30.0,
                 pass  # the client gave up: what the test wants
             self.close_connection = True
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield SlowProxy(f"127.0.0.1:{server.server_address[1]}", started)
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as address:
+        try:
+            yield SlowProxy(address, started)
+        finally:
+            stop.set()
 
 
 @dataclass(frozen=True)
@@ -287,7 +301,7 @@ def stalling_registry() -> Iterator[tuple[str, threading.Event]]:
     the event is set once a request is held."""
     held, stop = threading.Event(), threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _stall(self) -> None:
             if self.path == "/v2/":
                 self.send_response(200)
@@ -301,15 +315,58 @@ def stalling_registry() -> Iterator[tuple[str, threading.Event]]:
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _stall
 
-        def log_message(self, *args: object) -> None:
-            pass
+    with serving(Handler) as address:
+        try:
+            yield f"{address}/fleet/engines", held
+        finally:
+            stop.set()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+@contextmanager
+def trickling_registry() -> Iterator[str]:
+    """A registry that answers /v2/ and then sends every other answer one byte every 0.5 s."""
+    import contextlib
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", "2" if self.path == "/v2/" else "100000")
+            self.end_headers()
+            if self.path == "/v2/":
+                self.wfile.write(b"{}")
+                return
+            with contextlib.suppress(OSError):
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+
+    with serving(Handler) as address:
+        yield f"{address}/fleet/engines"
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("engine-init: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def sigterm_when_held(held: threading.Event, *args: str, wait_s: float = 30) -> str:
+    """Run ``engine-init ARGS``, SIGTERM it once the registry holds its request (``held``,
+    within ``wait_s``): it must exit 143 within 2 s, saying so in one error line; its stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
+    process = subprocess.Popen([sys.executable, "-m", "app", *args], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        yield f"127.0.0.1:{server.server_address[1]}/fleet/engines", held
+        assert held.wait(wait_s), process.communicate(timeout=30)
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=10)
     finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143 and time.monotonic() - started < 2, stderr
+    assert "interrupted by SIGTERM" in one_error_line(subprocess.CompletedProcess([], 143, "", stderr))
+    return stderr

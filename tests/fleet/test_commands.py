@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.fleet.helpers import leftovers, stalling_registry
+from tests.fleet.helpers import leftovers, one_error_line, sigterm_when_held, stalling_registry
 from tests.helpers import REPO, cli, json_events, write_job_config
 
 
@@ -44,12 +44,6 @@ def engines_of(cache):
 def stored(f):
     folder = f["robot_cache"] / "candidates" / f["sku"] / "files"
     return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
-
-
-def one_error_line(result) -> str:
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("engine-init: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("name", ["bundle", "bundle.tar"])
@@ -300,21 +294,9 @@ def test_sigterm_ends_a_push_stuck_on_the_registry_within_2_s(fleet):
     within 2 s (143), as it ends pull and the fleet trust commands."""
     f = fleet
     with stalling_registry() as (repository, held):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "--config", str(f["reference"]), "push", "--repository",
-             repository, "--insecure", "--private-key", str(f["keys"] / "fleet.pem")],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert held.wait(60), process.communicate(timeout=30)
-            process.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            _, stderr = process.communicate(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert process.returncode == 143 and time.monotonic() - started < 2, stderr
+        sigterm_when_held(held, "--config", str(f["reference"]), "push", "--repository",
+                          repository, "--insecure", "--private-key", str(f["keys"] / "fleet.pem"),
+                          wait_s=60)
 
 
 def test_a_repository_name_with_capitals_is_exit_78_for_pull_and_push(tmp_path, corpus, registry):

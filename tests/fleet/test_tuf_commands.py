@@ -5,17 +5,13 @@ machine (ONNX Runtime backend, its SKU key); the registry is real, on loopback."
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import yaml
@@ -23,8 +19,13 @@ import yaml
 from app.fleet.keys import load_key_files
 from app.fleet.tuf_oci import push_metadata
 from app.fleet.tuf_repo import Repo
-from tests.fleet.helpers import make_keys, stalling_registry
-from tests.fleet.test_commands import one_error_line
+from tests.fleet.helpers import (
+    make_keys,
+    one_error_line,
+    sigterm_when_held,
+    stalling_registry,
+    trickling_registry,
+)
 from tests.helpers import REPO, cli, json_events, write_job_config
 
 
@@ -133,36 +134,6 @@ def test_rollback_threshold_and_unreachable_registry_exit_codes(operator):
     assert down.returncode == 69 and "refused the connection" in one_error_line(down)
 
 
-@contextmanager
-def trickling_registry() -> Iterator[str]:
-    """A registry that answers /v2/ and then sends every other answer one byte every 0.5 s."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-            self.send_header("Content-Length", "2" if self.path == "/v2/" else "100000")
-            self.end_headers()
-            if self.path == "/v2/":
-                self.wfile.write(b"{}")
-                return
-            with contextlib.suppress(OSError):
-                for _ in range(200):
-                    self.wfile.write(b" ")
-                    self.wfile.flush()
-                    time.sleep(0.5)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}/fleet/engines"
-    finally:
-        server.shutdown()
-
-
 @pytest.mark.slow  # waits 4 s for the pull to get stuck
 def test_sigterm_ends_a_pull_stuck_on_the_metadata_within_2_s(operator):
     with trickling_registry() as slow:
@@ -198,26 +169,6 @@ def test_a_registry_that_trickles_the_metadata_makes_pull_exit_69_fast(operator)
 
 
 
-def _sigterm_when_held(held: threading.Event, *args: str) -> str:
-    """Run ``engine-init fleet trust ARGS``, SIGTERM it once the registry holds its request:
-    it must exit 143 within 2 s; its stderr."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
-    process = subprocess.Popen([sys.executable, "-m", "app", "fleet", "trust", *args], cwd=REPO,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert held.wait(30), process.communicate(timeout=30)
-        process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        _, stderr = process.communicate(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 143 and time.monotonic() - started < 2, stderr
-    assert "interrupted by SIGTERM" in one_error_line(subprocess.CompletedProcess([], 143, "", stderr))
-    return stderr
-
-
 @pytest.fixture
 def stalled(tmp_path) -> Iterator[dict[str, object]]:
     made = {n: make_keys(tmp_path / "keys", n).private_file for n in ("root", "targets", "online")}
@@ -227,9 +178,10 @@ def stalled(tmp_path) -> Iterator[dict[str, object]]:
 
 def test_sigterm_ends_an_init_stuck_uploading_within_2_s_leaving_the_folder_whole(stalled):
     keys, meta = stalled["keys"], stalled["meta"]
-    stderr = _sigterm_when_held(stalled["held"], "init", str(meta), "--repository", stalled["repository"],
-                                "--root-key", str(keys["root"]), "--targets-key", str(keys["targets"]),
-                                "--online-key", str(keys["online"]), "--insecure")
+    stderr = sigterm_when_held(stalled["held"], "fleet", "trust", "init", str(meta),
+                               "--repository", stalled["repository"], "--root-key", str(keys["root"]),
+                               "--targets-key", str(keys["targets"]),
+                               "--online-key", str(keys["online"]), "--insecure")
     assert f"fleet trust push {meta}" in stderr  # how to finish the upload
     assert sorted(p.name for p in meta.iterdir()) == ["1.root.json", "1.snapshot.json",
                                                       "1.targets.json", "timestamp.json"]
@@ -243,8 +195,8 @@ def test_sigterm_ends_a_release_stuck_reading_the_bundle_within_2_s_changing_not
     repo.init(stalled["repository"], [root], 1, targets, online, timestamp_days=None)
     repo.save()
     before = {p.name: p.read_bytes() for p in meta.iterdir()}
-    _sigterm_when_held(stalled["held"], "release", str(meta), "sku-x", "--key", str(keys["targets"]),
-                       "--key", str(keys["online"]), "--insecure")
+    sigterm_when_held(stalled["held"], "fleet", "trust", "release", str(meta), "sku-x",
+                      "--key", str(keys["targets"]), "--key", str(keys["online"]), "--insecure")
     assert {p.name: p.read_bytes() for p in meta.iterdir()} == before
 
 

@@ -17,29 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.helpers import REPO, cli, json_events, popen_cli, wait_until_started
+from tests.integration.test_planted import _write_config
 
 KEY = "k" * 32
 FOREIGN = b"someone else's file: must stay as it is\n"
-
-
-def _config(root: Path, corpus: dict[str, Path], **overrides: Any) -> Path:
-    doc: dict[str, Any] = {
-        "cache_root": str(root / "cache"), "readiness_marker": str(root / "run" / "ready.json"),
-        "backend": "onnxruntime", "precision": "fp32", "lock_timeout_s": 20,
-        "backbones": [
-            {"model_name": "dinov2_vpr", "onnx_path": str(corpus["dinov2_vpr"]),
-             "expected_input_shape": [1, 3, 32, 32]},
-            {"model_name": "aliked", "onnx_path": str(corpus["aliked"]),
-             "expected_input_shape": [1, 3, 64, 64]},
-        ],
-        **overrides,
-    }
-    (root / "run").mkdir(parents=True, exist_ok=True)
-    (root / "config.yaml").write_text(yaml.safe_dump(doc))
-    return root / "config.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +30,7 @@ def warm_job(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) 
     """A job folder after one successful signed run."""
     root = tmp_path_factory.mktemp("warm")
     (root / "key").write_text(KEY)
-    done = cli("--config", str(_config(root, corpus, signing_key_file=str(root / "key"))), "run")
+    done = cli("--config", str(_write_config(root, corpus, signing_key_file=str(root / "key"))), "run")
     assert done.returncode == 0, done.stderr
     return root
 
@@ -70,7 +53,7 @@ def foreign(tmp_path: Path) -> Path:
 def _write(root: Path, corpus: dict[str, Path], *, key: bool = True, **overrides: Any) -> Path:
     if key:
         overrides.setdefault("signing_key_file", str(root / "key"))
-    return _config(root, corpus, **overrides)
+    return _write_config(root, corpus, **overrides)
 
 
 def _run(config: Path, *args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -29,7 +29,9 @@ PATHS = {
 }
 
 
-def _write_config(root: Path, corpus: dict[str, Path]) -> Path:
+def _write_config(root: Path, corpus: dict[str, Path], **overrides: Any) -> Path:
+    """Two of the demo's models (fp32) with cache and marker under ``root``; ``overrides``:
+    other top-level keys."""
     doc: dict[str, Any] = {
         "cache_root": str(root / "cache"), "readiness_marker": str(root / "run" / "ready.json"),
         "backend": "onnxruntime", "precision": "fp32", "lock_timeout_s": 20,
@@ -39,6 +41,7 @@ def _write_config(root: Path, corpus: dict[str, Path]) -> Path:
             {"model_name": "aliked", "onnx_path": str(corpus["aliked"]),
              "expected_input_shape": [1, 3, 64, 64]},
         ],
+        **overrides,
     }
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(yaml.safe_dump(doc))
