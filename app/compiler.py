@@ -28,9 +28,7 @@ from app.cache.reuse import Verdict, check_artifact
 from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import CacheWriteError, ModelDataError
 from app.host.identity import HardwareIdentity
-from app.phases.build import build
-from app.phases.plan import Plan, Step, make_plan
-from app.phases.reuse import reuse
+from app.phases import Plan, Step, build, make_plan, reuse
 from app.request import BackboneSpec, EngineCompileRequest
 from app.values import CompileOutcome, EngineCompileResult
 

@@ -16,10 +16,10 @@ from typing import Any
 from app import events
 from app.backends.base import InferenceRuntime
 from app.backends.registry import AUTO, BACKENDS, create_backend, resolve_backend_name
-from app.cache import prehash
+from app.cache import hashing as prehash
 from app.cache.hashing import EarlyDigests
-from app.cache.layout import HINT_NAME
 from app.cache.lock import CacheLock
+from app.cache.names import HINT_NAME
 from app.cache.publish import os_error_to_cache_error
 from app.cache.signing import load_key, robot_key
 from app.cancel import call_cancellable, checkpoint

@@ -29,7 +29,7 @@ from types import TracebackType
 
 from app import events
 from app.cache.fsread import describe_mode, parse_json, read_small
-from app.cache.layout import LOCK_NAME
+from app.cache.names import LOCK_NAME
 from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
 from app.cancel import checkpoint
 from app.errors import CacheWriteError, LockTimeoutError

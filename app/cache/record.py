@@ -32,8 +32,7 @@ from typing import Any
 from app.cache import signing
 from app.cache.fsread import parse_json, read_small
 from app.cache.hashing import hash_file, sha256_bytes
-from app.cache.layout import RECORD_SUFFIX
-from app.cache.names import calibration_files, companion
+from app.cache.names import RECORD_SUFFIX, calibration_files, companion
 from app.cache.publish import atomic_write_bytes
 
 #: Records of engine-init before the typed record had the same keys, less ``status`` on final

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.cache.fsread import describe_mode
-from app.cache.hashing import EarlyDigests
+from app.cache.hashing import EarlyDigests, Sha256Sidecar
 from app.cache.names import COMPANION_SUFFIXES, companion
 from app.cache.record import BUILDING, OnnxIdentity, ProvenanceRecord, onnx_identity, read_record
-from app.cache.sidecar import Sha256Sidecar
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cache.fsread import read_small
-from app.cache.layout import ROBOT_KEY_NAME
+from app.cache.names import ROBOT_KEY_NAME
 from app.errors import ConfigError
 
 SIGNATURE_FIELD = "signature"

@@ -30,7 +30,7 @@ from tuf.api.metadata import Metadata, Root, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
 
 from app.cache.fsread import read_small
-from app.cache.layout import TUF_FOLDER
+from app.cache.names import TUF_FOLDER
 from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
 from app.errors import ConfigError
 from app.fleet.candidates import _sweep, lock_root

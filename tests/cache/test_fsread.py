@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from app.cache import prehash
+from app.cache import hashing as prehash
 from app.cache.fsread import UnsafeFileError, open_binary, open_regular, parse_json, read_small
+from app.cache.hashing import Sha256Sidecar, sidecar_path
 from app.cache.lock import LOCK_NAME, read_holder
 from app.cache.record import read_record, record_path
-from app.cache.sidecar import Sha256Sidecar, sidecar_path
 from app.errors import MarkerError
 from app.readiness import read_marker
 from tests.helpers import PLANTED_KINDS, plant, within

@@ -28,7 +28,7 @@ from typing import Any
 
 from app import events
 from app.cache.fsread import describe_mode, read_small
-from app.cache.layout import calibration_folder, timing_folder
+from app.cache.names import calibration_folder, timing_folder
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import fingerprint
 from app.values import InputProfile

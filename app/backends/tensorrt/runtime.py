@@ -31,8 +31,8 @@ from app.backends.tensorrt.logsink import logging_to
 from app.backends.tensorrt.opsupport import require_supported
 from app.backends.tensorrt.verify import check_engine, warm_up
 from app.cache.fsread import open_binary
+from app.cache.hashing import Sha256Sidecar
 from app.cache.names import EngineFilenameSchema
-from app.cache.sidecar import Sha256Sidecar
 from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
