@@ -38,6 +38,7 @@ from app.verify.report import (
     Tolerance,
     default_tolerance,
 )
+from app.verify.rules import find_rules, resolve_rules, snippet
 
 
 def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
@@ -55,10 +56,8 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
     """
     from app.backends.onnx_model import inspect_model, resolve_profiles
     from app.backends.onnxruntime.sessions import open_reference
-    from app.verify.graph import find_rules
     from app.verify.inputs import gate_inputs
     from app.verify.measure import Measure
-    from app.verify.rules import resolve_rules
 
     settings = settings or AccuracyConfig()
     precision = PrecisionMode(precision)
@@ -123,8 +122,6 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
         if export and engine_side and report.precision != "fp32":  # its range may be why too
             export = f"{export}; or {hint}"
         raise AccuracyError(message, hint=export or hint)
-    from app.verify.rules import snippet
-
     fix = snippet(name, failure.output, compare, failure.metric, failure.value)
     raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
                                       f"is compared wrongly: {fix}")
