@@ -8,9 +8,7 @@ A record is rewritten on reuse only when it must be: a pre-installed engine gets
 an ONNX model that had to be re-read gets its stat facts remembered (so the next boot need not
 re-read it), a new gate result is kept; otherwise a warm boot writes nothing. A build writes a
 pending record first: until the final one replaces it, whatever stands under the artifact's name
-(an old engine, or a new one whose publishing a power cut interrupted) is refused. A build or a
-check that fails removes what this build published and, when nothing stood there before, the
-pending record too; otherwise the pending record stays, so that the next run rebuilds.
+(an old engine, or a new one whose publishing a power cut interrupted) is refused.
 """
 
 from __future__ import annotations
@@ -131,7 +129,6 @@ def make_plan(runtime: InferenceRuntime, spec: BackboneSpec, request: EngineComp
     return Plan(spec, config, request.cache_root / name, expected)
 
 
-
 def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
     """``plan``'s engine, which ``verdict`` found reusable, as this run's result."""
     name = plan.spec.model_name
@@ -162,9 +159,10 @@ def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
                                accuracy if plan.spec.verify == "accuracy" else None,
                                stored.precision_in_effect if stored else None)
 
+
 def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> EngineCompileResult:
-    """Build ``plan``'s engine (``verdict``: why the cached one was not reused); the runtime's
-    errors propagate unchanged after one ``c10.engine.compile.error`` event."""
+    """Build ``plan``'s engine; the runtime's errors propagate unchanged after one
+    ``c10.engine.compile.error`` event."""
     name, runtime = plan.spec.model_name, step.runtime
     build_config = timeline.start(name, runtime, _govern(step, plan))
     noted = timeline.noted(name)  # the build history, carried into both records
@@ -176,8 +174,7 @@ def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> Engin
     try:
         entry = call_cancellable(lambda: runtime.compile_engine(plan.spec.onnx_path, build_config))
     except Exception as exc:
-        if verdict.reason == "absent":  # nothing was there before: leave nothing behind
-            record_path(plan.artifact).unlink(missing_ok=True)
+        _unpublish(plan, verdict)
         given, own = step.request.calibration_path, plan.build_config.calibration_dir
         # calibration_path: the folder the request names, as log consumers match on it.
         events.emit(step.logger, logging.ERROR, events.COMPILE_ERROR,
@@ -207,9 +204,8 @@ def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> Engin
 
 
 def _interface(plan: Plan) -> dict[str, Any] | None:
-    """The ONNX model's interface for the record (the backends read it for the build already,
-    so this is no second parse); None when it cannot be read (no ``onnx`` installed beside a
-    plain runtime, or a model format of that runtime's own)."""
+    """The ONNX model's interface for the record (the backends read it for the build already);
+    None without ``onnx`` beside a plain runtime, or for a model format of that runtime's own."""
     try:
         from app.backends.onnx_model import inspect_model
 
@@ -240,8 +236,7 @@ def _govern(step: Step, plan: Plan) -> BuildConfig:
 def _check_built(step: Step, plan: Plan, verdict: Verdict,
                  artifact: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The precision check (fp16, int8) and the accuracy gate on a just-published engine:
-    (accuracy report, precision in effect); on failure, unpublish what this build published
-    (the engine and its sidecar) and leave the pending record, so that the next run rebuilds."""
+    (accuracy report, precision in effect)."""
     assert verdict.digest is not None
     try:
         effect = enforce_precision(step.runtime, plan.spec.onnx_path, artifact,
@@ -251,8 +246,14 @@ def _check_built(step: Step, plan: Plan, verdict: Verdict,
         return run_gate(step.runtime, artifact, plan.spec, plan.build_config, step.logger,
                         engine_sha256=verdict.digest, onnx_sha256=verdict.onnx.sha256), effect
     except BaseException:
-        for path in (artifact, sidecar_path(artifact)):
-            path.unlink(missing_ok=True)
-        if verdict.reason == "absent":  # nothing was there before: leave nothing behind
-            record_path(plan.artifact).unlink(missing_ok=True)
+        _unpublish(plan, verdict, artifact, sidecar_path(artifact))
         raise
+
+
+def _unpublish(plan: Plan, verdict: Verdict, *published: Path) -> None:
+    """What a failed build published goes; its pending record too where nothing stood before,
+    else it stays, so that the next run rebuilds."""
+    for path in published:
+        path.unlink(missing_ok=True)
+    if verdict.reason == "absent":
+        record_path(plan.artifact).unlink(missing_ok=True)

@@ -77,19 +77,9 @@ def sha256_of(handle: BinaryIO) -> str:
 def hash_file(path: Path, early: EarlyDigests | None = None, *, follow_links: bool = False) -> str:
     """Of a regular file (UnsafeFileError for anything else), or its digest from ``early``;
     ``follow_links``: a file the user names, which may be a link to a regular file."""
-    return hash_opened(path, early, follow_links=follow_links)[0]
-
-
-def hash_opened(path: Path, early: EarlyDigests | None = None, size: int | None = None, *,
-                follow_links: bool = False) -> tuple[str, os.stat_result]:
-    """:func:`hash_file`, with the stat of the very file it opened and hashed; ``size``: a
-    ValueError, before any byte is read, unless the file holds that many bytes."""
     with open_binary(path, follow_links=follow_links) as handle:
-        opened = os.fstat(handle.fileno())
-        if size is not None and opened.st_size != size:
-            raise ValueError(f"it holds {opened.st_size} bytes, not the {size} expected")
-        digest = early.take(Path(path), opened) if early is not None else None
-        return (digest if digest is not None else sha256_of(handle)), opened
+        digest = early.take(Path(path), os.fstat(handle.fileno())) if early is not None else None
+        return digest if digest is not None else sha256_of(handle)
 
 
 def copy_hashed(source: Path | int, out: int | None = None,

@@ -67,14 +67,16 @@ COMPANION_SUFFIXES = (SIDECAR_SUFFIX, RECORD_SUFFIX)
 MODEL_NAME_MAX = 100
 _MODEL_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _VERSION2 = r"(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)"
-_JETPACK = rf"(?:{_VERSION2}(?:\.(?:0|[1-9]\d*))?|{NO_JETPACK}|l4t{_VERSION2}(?:\.(?:0|[1-9]\d*))?)"
+_VERSION3 = rf"{_VERSION2}(?:\.(?:0|[1-9]\d*))?"
+_JETPACK = rf"(?:{_VERSION3}|{NO_JETPACK}|l4t{_VERSION3})"
+_CPU = r"[a-z0-9_]+-[0-9a-f]{8}"
 _PRECISION = "|".join(p.value for p in PrecisionMode)
 _ENGINE_RE = re.compile(
     rf"(?P<model>.+?)__sm(?P<sm>[1-9]\d*)_jp(?P<jp>{_JETPACK})"
     rf"_trt(?P<trt>{_VERSION2})_(?P<precision>{_PRECISION})\.engine"
 )
 _ORT_RE = re.compile(
-    rf"(?P<model>.+?)__ort(?P<ort>{_VERSION2})_(?P<cpu>[a-z0-9_]+-[0-9a-f]{{8}})"
+    rf"(?P<model>.+?)__ort(?P<ort>{_VERSION2})_(?P<cpu>{_CPU})"
     rf"_(?P<precision>{_PRECISION})\.ort"
 )
 
@@ -159,7 +161,7 @@ class OrtFilenameSchema:
     def build(*, model_name: str, ort: str, cpu: str, precision: PrecisionMode | str) -> str:
         check_model_name(model_name)
         _check_version2(ort, "ort")
-        if not re.fullmatch(r"[a-z0-9_]+-[0-9a-f]{8}", cpu):
+        if not re.fullmatch(_CPU, cpu):
             raise ValueError(f"cpu token must be '<arch>-<8 hex>', got {cpu!r}")
         prec = PrecisionMode(precision)
         return f"{model_name}__ort{ort}_{cpu}_{prec.value}.ort"
@@ -179,7 +181,7 @@ class OrtFilenameSchema:
 
 
 def companion(artifact: Path, suffix: str) -> Path:
-    """``<artifact><suffix>``, beside it: one of :data:`COMPANION_SUFFIXES`."""
+    """``<artifact><suffix>``, beside it (one of :data:`COMPANION_SUFFIXES`)."""
     return artifact.with_name(artifact.name + suffix)
 
 

@@ -34,6 +34,7 @@ from app.verify.sets import (
     argmax_agreement,
     match_points,
     row_axis,
+    share,
 )
 
 _REBUILD = "rebuild the engine from this model"
@@ -126,8 +127,8 @@ class Measure:
             figures = self.worst[name]
             if name in self.counts:
                 hits, total, hits_back, total_back = self.counts[name]
-                figures = replace(figures, matched=_share(hits, total, total_back),
-                                  matched_engine=_share(hits_back, total_back, total))
+                figures = replace(figures, matched=share(hits, total, total_back),
+                                  matched_engine=share(hits_back, total_back, total))
             spread = self.spreads.get(name)
             if spread is not None:
                 ratio, why = spread.ratio(figures.max_abs, bounds[name].atol)
@@ -178,8 +179,7 @@ def figures_of(name: str, reference: Any, candidate: Any, *,
 
 
 def worse(old: OutputFigures | None, new: OutputFigures) -> OutputFigures:
-    """The worst of one output's figures across samples (max of errors, min of cosine and of
-    the shares); ``old``: the samples before, None for the first."""
+    """The worst of one output's figures across samples; ``old``: None for the first."""
     if old is None:
         return new
     return replace(new, max_abs=max(old.max_abs, new.max_abs),
@@ -201,11 +201,6 @@ def _shape(array: Any) -> list[int]:
     import numpy as np
 
     return [int(d) for d in np.shape(array)]
-
-
-def _share(hits: int, total: int, other_total: int) -> float:
-    """Rows matched over rows; no rows: 1 when the other side has none either."""
-    return hits / total if total else (1.0 if not other_total else 0.0)
 
 class Spread:
     """Accumulates one output's items (reference and engine) across samples."""

@@ -81,15 +81,6 @@ def test_the_loop_without_file_digest_gives_the_same_digest(tmp_path, monkeypatc
     assert hash_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_hash_opened_checks_the_size_before_reading_and_returns_the_opened_files_stat(tmp_path):
-    path = tmp_path / "engine"
-    path.write_bytes(b"x" * 1000)
-    digest, opened = hashing.hash_opened(path, size=1000)
-    assert digest == hashlib.sha256(b"x" * 1000).hexdigest() and opened.st_ino == path.stat().st_ino
-    with pytest.raises(ValueError, match="it holds 1000 bytes, not the 999 expected"):
-        hashing.hash_opened(path, size=999)
-
-
 def test_copy_hashed_reads_once_for_the_digest_and_the_copy(tmp_path):
     source, target = tmp_path / "source", tmp_path / "target"
     payload = os.urandom(3 << 20)
