@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from app.values import NO_JETPACK, PrecisionMode
 
@@ -72,11 +73,11 @@ _JETPACK = rf"(?:{_VERSION3}|{NO_JETPACK}|l4t{_VERSION3})"
 _CPU = r"[a-z0-9_]+-[0-9a-f]{8}"
 _PRECISION = "|".join(p.value for p in PrecisionMode)
 _ENGINE_RE = re.compile(
-    rf"(?P<model>.+?)__sm(?P<sm>[1-9]\d*)_jp(?P<jp>{_JETPACK})"
+    rf"(?P<model_name>.+?)__sm(?P<sm>[1-9]\d*)_jp(?P<jetpack>{_JETPACK})"
     rf"_trt(?P<trt>{_VERSION2})_(?P<precision>{_PRECISION})\.engine"
 )
 _ORT_RE = re.compile(
-    rf"(?P<model>.+?)__ort(?P<ort>{_VERSION2})_(?P<cpu>{_CPU})"
+    rf"(?P<model_name>.+?)__ort(?P<ort>{_VERSION2})_(?P<cpu>{_CPU})"
     rf"_(?P<precision>{_PRECISION})\.ort"
 )
 
@@ -96,6 +97,14 @@ def check_model_name(name: str) -> str:
             f"model name {name!r} may hold only letters, digits, '_', '-' and '.'"
         )
     return name
+
+
+def _parts(pattern: re.Pattern[str], name: str, what: str) -> dict[str, Any]:
+    match = pattern.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(f"not {what}: {name!r}")
+    check_model_name(match["model_name"])
+    return {**match.groupdict(), "precision": PrecisionMode(match["precision"])}
 
 
 def _check_version2(value: str, what: str) -> str:
@@ -141,17 +150,8 @@ class EngineFilenameSchema:
 
     @staticmethod
     def parse(name: str) -> ParsedEngineName:
-        match = _ENGINE_RE.fullmatch(name) if isinstance(name, str) else None
-        if match is None:
-            raise ValueError(f"not an engine file name: {name!r}")
-        check_model_name(match["model"])
-        return ParsedEngineName(
-            model_name=match["model"],
-            sm=int(match["sm"]),
-            jetpack=match["jp"],
-            trt=match["trt"],
-            precision=PrecisionMode(match["precision"]),
-        )
+        parts = _parts(_ENGINE_RE, name, "an engine file name")
+        return ParsedEngineName(**{**parts, "sm": int(parts["sm"])})
 
 
 class OrtFilenameSchema:
@@ -168,16 +168,7 @@ class OrtFilenameSchema:
 
     @staticmethod
     def parse(name: str) -> ParsedOrtName:
-        match = _ORT_RE.fullmatch(name) if isinstance(name, str) else None
-        if match is None:
-            raise ValueError(f"not an ONNX Runtime model file name: {name!r}")
-        check_model_name(match["model"])
-        return ParsedOrtName(
-            model_name=match["model"],
-            ort=match["ort"],
-            cpu=match["cpu"],
-            precision=PrecisionMode(match["precision"]),
-        )
+        return ParsedOrtName(**_parts(_ORT_RE, name, "an ONNX Runtime model file name"))
 
 
 def companion(artifact: Path, suffix: str) -> Path:
