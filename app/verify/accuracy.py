@@ -160,16 +160,9 @@ def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,
         if fig.nonfinite:
             return Failure(fig.name, "nonfinite", float(fig.nonfinite), 0.0)
         values = fig.compare in ("values", "aligned")
-        within_floor = fig.max_abs <= bounds.atol
-        for metric, bound in (("rel_l2", bounds.rel_l2), ("cosine", bounds.cosine),
-                              ("max_abs", bounds.max_abs)):
-            if bound is None or not values or (within_floor and metric != "max_abs"):
-                continue
-            value = float(getattr(fig, metric))
-            broken = not value >= bound if metric == "cosine" else not value <= bound
-            if broken:
-                return Failure(fig.name, metric, value, bound)
-        for figure, key in SET_FIGURES.items():
+        relative = ("rel_l2", "cosine") if values and fig.max_abs > bounds.atol else ()
+        judged = [(m, m) for m in (*relative, *(("max_abs",) if values else ()))]
+        for figure, key in [*judged, *SET_FIGURES.items()]:
             measured, limit = getattr(fig, figure), getattr(bounds, key)
             if measured is None or limit is None:
                 continue

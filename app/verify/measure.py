@@ -50,19 +50,18 @@ class Measure:
         self.model_name, self.names, self.rules = model_name, names, rules
         self.worst: dict[str, OutputFigures] = {}  # per output, across samples
         self.spreads: dict[str, Spread] = {}
-        self.anchor_ndim: dict[str, int] = {}  # the rows of an aligned output: its anchor's
         self.counts: dict[str, list[int]] = {}  # points: rows matched and rows, pooled
         # Anchors first: an aligned output needs its points output's matching of this sample.
         self.order = sorted(names, key=lambda n: rules[n].comparison != "points")
 
     def add(self, want: dict[str, Any], got: dict[str, Any]) -> None:
         """One sample's outputs: the reference's and the engine's."""
-        matches: dict[str, PointMatch] = {}
+        matches: dict[str, tuple[PointMatch, int]] = {}  # points: the matching and its row axis
         for name in self.order:
             rule = self.rules[name]
             if rule.comparison == "skip":
-                self._keep(OutputFigures(name, tuple(_shape(want[name])), 0.0, 0.0, 1.0,
-                                             compare="skip", note=rule.reason or "skipped"))
+                self._keep(OutputFigures(name, _shape(want[name]), 0.0, 0.0, 1.0),
+                           compare="skip", note=rule.reason or "skipped")
                 continue
             if name not in got:
                 raise AccuracyError(f"{self.model_name}: the engine gave no output {name!r} "
@@ -74,51 +73,44 @@ class Measure:
                                     hint=_REBUILD) from exc
 
     def _one(self, name: str, rule: AccuracyOutputConfig, want: Any, got: Any,
-             matches: dict[str, PointMatch]) -> None:
+             matches: dict[str, tuple[PointMatch, int]]) -> None:
         import numpy as np
 
         note = rule.reason or ""
         if rule.comparison == "points":
-            match = matches[name] = match_points(want, got, rule.radius)
-            self.anchor_ndim[name] = int(np.ndim(want))
+            axis = row_axis(np.ndim(want))
+            match = match_points(want, got, rule.radius)
+            matches[name] = match, axis
             pooled = self.counts.setdefault(name, [0, 0, 0, 0])
             for i, count in enumerate(match.counts):
                 pooled[i] += count
-            ref, eng = aligned_rows(want, got, row_axis(np.ndim(want)), match.pairs)
-            figures = replace(figures_of(name, ref, eng), shape=tuple(_shape(want)))
-            self._keep(replace(figures, compare="points", matched=match.matched,
-                                   matched_engine=match.matched_engine, radius=match.radius,
-                                   note=note))
-            return
-        if rule.comparison == "argmax":
+            ref, eng = aligned_rows(want, got, axis, match.pairs)
+            self._keep(figures_of(name, ref, eng), shape=_shape(want), compare="points",
+                       matched=match.matched, matched_engine=match.matched_engine,
+                       radius=match.radius, note=note)
+        elif rule.comparison == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
             # Only the argmax is judged: -inf against a finite value, either way, is not a
             # failure of its own (NaN and +inf still are: they would be taken for the maximum).
-            figures = figures_of(name, want, got, minus_inf_fails=False)
-            self._keep(replace(figures, compare="argmax", agreement=agreement, note=note))
-            return
-        if rule.comparison == "aligned":
-            anchor = matches[rule.aligned_to or ""]
-            axis = row_axis(self.anchor_ndim[rule.aligned_to or ""])
+            self._keep(figures_of(name, want, got, minus_inf_fails=False), compare="argmax",
+                       agreement=agreement, note=note)
+        elif rule.comparison == "aligned":
+            anchor, axis = matches[rule.aligned_to or ""]
             ref, eng = aligned_rows(want, got, axis, anchor.pairs)
-            figures = replace(figures_of(name, ref, eng), shape=tuple(_shape(want)))
-            self._keep(replace(figures, compare="aligned", note=note))
-            self._spread(name, False).add(ref, eng)
-            return
-        if np.shape(want) != np.shape(got):
-            raise ValueError(f"shape {list(np.shape(got))} from the engine, "
-                             f"{list(np.shape(want))} from the ONNX model")
-        self._keep(replace(figures_of(name, want, got), note=note))
-        rows = np.ndim(want) >= 1 and np.size(want) == np.shape(want)[-1] >= 2
-        self._spread(name, bool(rows)).add(np.asarray(want)[None], np.asarray(got)[None])
+            self._keep(figures_of(name, ref, eng), shape=_shape(want), compare="aligned", note=note)
+            self.spreads.setdefault(name, Spread(False)).add(ref, eng)
+        else:
+            if np.shape(want) != np.shape(got):
+                raise ValueError(f"shape {list(np.shape(got))} from the engine, "
+                                 f"{list(np.shape(want))} from the ONNX model")
+            self._keep(figures_of(name, want, got), note=note)
+            rows = np.ndim(want) >= 1 and np.size(want) == np.shape(want)[-1] >= 2
+            self.spreads.setdefault(name, Spread(bool(rows))).add(np.asarray(want)[None],
+                                                                  np.asarray(got)[None])
 
-    def _keep(self, figures: OutputFigures) -> None:
+    def _keep(self, figures: OutputFigures, **changes: Any) -> None:
+        figures = replace(figures, **changes)
         self.worst[figures.name] = worse(self.worst.get(figures.name), figures)
-
-    def _spread(self, name: str, embedding_rows: bool) -> Spread:
-        if name not in self.spreads:
-            self.spreads[name] = Spread(embedding_rows)
-        return self.spreads[name]
 
     def figures(self, bounds: dict[str, Tolerance]) -> tuple[OutputFigures, ...]:
         """The worst figures per output, model order, with the variation and neighbours."""
@@ -174,7 +166,7 @@ def figures_of(name: str, reference: Any, candidate: Any, *,
         cosine = 1.0 if ref_norm == got_norm else 0.0
     else:
         cosine = float(np.clip(np.dot(ref, got) / (ref_norm * got_norm), -1.0, 1.0))
-    return OutputFigures(name, tuple(int(d) for d in np.shape(reference)), max_abs, rel_l2, cosine,
+    return OutputFigures(name, _shape(reference), max_abs, rel_l2, cosine,
                          nonfinite, nonfinite_model=mismatched_special, minus_inf=minus_inf)
 
 
@@ -197,10 +189,10 @@ def _least(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _shape(array: Any) -> list[int]:
+def _shape(array: Any) -> tuple[int, ...]:
     import numpy as np
 
-    return [int(d) for d in np.shape(array)]
+    return tuple(int(d) for d in np.shape(array))
 
 class Spread:
     """Accumulates one output's items (reference and engine) across samples."""
