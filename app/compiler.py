@@ -80,7 +80,7 @@ class EngineCompiler:
     ) -> tuple[EngineCompileResult, ...]:
         """Reuse or build every backbone of ``request``. ``held_lock``: the cache lock, which
         the caller took (and keeps after this call); without it, this takes it for the call.
-        ``early``: engine digests hashed before this call (:mod:`app.cache.prehash`), each
+        ``early``: engine digests hashed before this call (:mod:`app.cache.hashing`), each
         taken only for the very file it verifies."""
         started = time.perf_counter()
         timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)

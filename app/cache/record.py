@@ -164,9 +164,7 @@ def record_path(artifact: Path) -> Path:
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
-    """Of a JSON-able settings mapping, whatever its key order."""
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return sha256_bytes(canonical)
+    return sha256_bytes(signing.canonical(settings))
 
 
 def calibration_fingerprint(folder: Path | None) -> str | None:

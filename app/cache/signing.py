@@ -55,13 +55,14 @@ def load_key(path: Path) -> bytes:
     return key
 
 
-def _canonical(doc: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in doc.items() if k != SIGNATURE_FIELD}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+def canonical(doc: dict[str, Any]) -> bytes:
+    """The JSON of ``doc`` whatever its key order: what is signed, and settings fingerprinted."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def sign(key: bytes, doc: dict[str, Any]) -> str:
-    return hmac.new(key, _canonical(doc), hashlib.sha256).hexdigest()
+    body = {k: v for k, v in doc.items() if k != SIGNATURE_FIELD}
+    return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
 
 
 def signed(key: bytes | None, doc: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,6 @@ class GateInputs:
     model: ModelInterface
     profiles: dict[str, InputProfile]
     model_name: str
-    files: tuple[Path, ...] = ()
 
     def samples(self) -> Iterator[dict[str, Any]]:
         if self.used.kind == "samples":
@@ -61,7 +60,7 @@ def gate_inputs(model: ModelInterface, profiles: dict[str, InputProfile], model_
         _refuse_calibration_copies(model_name, files, calibration_dir)
         digest = _digest(files)
         used = InputsUsed("samples", len(files), folder=str(samples_dir), digest=digest)
-        return GateInputs(used, model, profiles, model_name, files)
+        return GateInputs(used, model, profiles, model_name)
     if count < 1:
         raise ModelDataError(f"{model_name}: the accuracy check needs at least one sample, "
                              f"{count} asked", hint="set accuracy.random_samples to 1 or more")
