@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from app.backends.tensorrt.inspector import precision_in_effect
+from app.backends.tensorrt.runtime import precision_in_effect
 
 
 def _layer(kind, fmt):

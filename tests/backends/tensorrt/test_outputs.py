@@ -23,11 +23,11 @@ def test_a_host_located_output_gets_host_memory_in_the_warm_up(tmp_path, corpus,
 
 
 def test_an_output_allocator_that_fails_is_named(tmp_path, monkeypatch):
-    from app.backends.tensorrt import device_memory
+    from app.backends.tensorrt import runner
 
     fake = FakeTensorRT("10.3.0")
     model = make_nonzero_model(tmp_path / "nonzero.onnx")
-    real_alloc = device_memory.DeviceMemory.alloc
+    real_alloc = runner.DeviceMemory.alloc
     calls = []
 
     def alloc(self, nbytes):
@@ -36,6 +36,6 @@ def test_an_output_allocator_that_fails_is_named(tmp_path, monkeypatch):
             raise MemoryError("cudaMalloc: out of memory")
         return real_alloc(self, nbytes)
 
-    monkeypatch.setattr(device_memory.DeviceMemory, "alloc", alloc)
+    monkeypatch.setattr(runner.DeviceMemory, "alloc", alloc)
     with pytest.raises(EngineBuildError, match=r"output allocator failed.*out of memory"):
         runtime_for(fake).compile_engine(model, config(tmp_path, "nonzero", verify="infer"))

@@ -184,7 +184,7 @@ def test_the_names_of_plugins_allocators_and_locations_exist_in_the_real_binding
 def test_a_failed_sample_quotes_tensorrt_and_close_twice_is_harmless(corpus):
     """The runner's sink stays on the process logger until close: TensorRT's error for a failed
     enqueue reaches the message."""
-    from app.backends.tensorrt.logsink import process_logger
+    from app.backends.tensorrt.api import process_logger
 
     trt = StandinTensorRT("10.3.0")
     runner = TrtRunner(corpus["dinov2_vpr"].read_bytes(), "m", trt=trt, memory=HostBuffers())
