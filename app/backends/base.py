@@ -43,7 +43,7 @@ class PrecisionInEffect:
     in_precision: int
     ops: dict[str, int] = field(default_factory=dict)
     ran: dict[str, int] = field(default_factory=dict)
-    #: TensorRT with ``dla_core``: how many layers run on the DLA (dla.check_placement)
+    #: TensorRT with ``dla_core``: how many layers run on the DLA (tensorrt.build.check_placement)
     dla: dict[str, Any] | None = None
     #: TensorRT 8.x: Myelin regions, whose layers the inspector does not show (not counted)
     opaque: int = 0

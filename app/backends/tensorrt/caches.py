@@ -51,7 +51,8 @@ def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -
 
 
 def calibration_cache_path(root: Path, model: str, trt_version: str, model_key: str,
-                           data_fp: str) -> Path:
+                           data_fp: str = "*") -> Path:
+    """The table made from data ``data_fp``; by default the pattern of any data's table."""
     return calibration_folder(root) / f"{model}__trt{trt_version}__{model_key}__{data_fp[:16]}.calib"
 
 
@@ -62,7 +63,7 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
     if not folder.is_dir():
         return None
     found = []
-    for path in folder.glob(f"{model}__trt{trt_version}__{model_key}__*.calib"):
+    for path in folder.glob(calibration_cache_path(root, model, trt_version, model_key).name):
         try:
             st = path.lstat()  # a planted link, FIFO or folder is not a cache
         except OSError:
@@ -159,10 +160,10 @@ def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
         return target, target if target.is_file() else None
     existing = find_calibration_cache(root, calib.model_name, trt_version, model_key)
     if existing is None:
-        pattern = f"{calib.model_name}__trt{trt_version}__{model_key}__*.calib"
+        pattern = calibration_cache_path(root, calib.model_name, trt_version, model_key)
         raise CalibrationCacheError(
             f"{calib.model_name}: int8 needs calibration batches in {calib.folder} or a "
-            f"calibration cache {root / 'calibration'}/{pattern} made from this very model "
+            f"calibration cache {pattern} made from this very model "
             "(same ONNX bytes and opt shapes)",
             hint="add calibration data, or build this model in fp16/fp32")
     return existing, existing
