@@ -166,7 +166,7 @@ class OnnxRuntimeBackend:
         from app.backends.calibration import CalibrationSet
 
         batches = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).require().batches()
-        # A CalibrationDataReader is anything with get_next (its __subclasshook__).
+        # quantize_static asks its calibration data reader for get_next() only.
         reader = SimpleNamespace(get_next=lambda: None if CANCEL.is_set() else next(batches, None))
 
         # quantize_static writes "<model>-inferred.onnx" beside its input, and /models is a

@@ -73,15 +73,6 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
     return max(found)[1] if found else None
 
 
-def timing_cache_present(root: Path, trt_version: str, sm: int, device: str) -> bool:
-    """Whether a build would load a timing cache (a non-empty regular file; not read)."""
-    try:
-        st = timing_cache_path(root, trt_version, sm, device).lstat()
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_CACHE_BYTES
-
-
 def not_a_folder(folder: Path) -> str:
     """What stands at a cache's folder when it is not a folder (a FIFO, a link to a device...),
     planted there: such a cache is not saved. "" when it is a folder or absent (then created)."""

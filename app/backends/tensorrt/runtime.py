@@ -19,6 +19,7 @@ layer run in int8", #3784): reduced precision that took effect partially, not an
 from __future__ import annotations
 
 import logging
+import stat
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from app.backends.base import EngineRunner, PrecisionInEffect
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import CallbackErrors, TrtApi, import_tensorrt
 from app.backends.tensorrt.build import build_serialized, check_dla_request, tensorrt_log
-from app.backends.tensorrt.caches import timing_cache_path, timing_cache_present
+from app.backends.tensorrt.caches import MAX_CACHE_BYTES, timing_cache_path
 from app.backends.tensorrt.opsupport import require_supported
 from app.backends.tensorrt.runner import DeviceMemory, TrtRunner, check_engine, load_cudart, warm_up
 from app.cache.fsread import open_binary, parse_json
@@ -80,8 +81,13 @@ class TensorRTRuntime:
         return timing_cache_path(cache_root, self.host.trt_full, self.host.sm, self.host.device_name)
 
     def timing_cache_present(self, build_config: BuildConfig) -> bool:
+        """Whether a non-empty regular file is there (not read)."""
         root = build_config.cache_root or Path(build_config.engine_path or ".").parent
-        return timing_cache_present(root, self.version(), self.host.sm, self.host.device_name)
+        try:
+            st = timing_cache_path(root, self.version(), self.host.sm, self.host.device_name).lstat()
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_CACHE_BYTES
 
     # -- the build ---------------------------------------------------------------------------
     def _api(self) -> TrtApi:
