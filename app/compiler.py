@@ -1,10 +1,10 @@
 """EngineCompiler: plan each backbone's artifact, reuse what verifies, build the rest.
 
-For a request it (1) plans every artifact (:mod:`app.phases.plan`), (2) takes the cache lock
+For a request it (1) plans every artifact (:func:`app.phases.make_plan`), (2) takes the cache lock
 (unless the caller holds it and passes it), sweeps temp files left by killed runs and checks
 every artifact in parallel threads (:mod:`app.cache.reuse`), (3) for each model in order
-reuses it (:mod:`app.phases.reuse`), promotes a fleet candidate (:mod:`app.fleet.promote`) or
-builds it (:mod:`app.phases.build`), stopping at the first failure, and (4) reports a summary.
+reuses it (:func:`app.phases.reuse`), promotes a fleet candidate (:mod:`app.fleet.promote`) or
+builds it (:func:`app.phases.build`), stopping at the first failure, and (4) reports a summary.
 Runtime errors propagate unchanged after one ``c10.engine.compile.error`` event.
 """
 

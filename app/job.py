@@ -80,7 +80,7 @@ def prepare(config: EngineInitConfig, logger: logging.Logger, *,
                                                  jetpack_override=config.jetpack))
     name = resolve_backend_name(config.backend, report.gpu is not None)
     if config.backend == AUTO:
-        from app.backends.tensorrt.loader import check_auto_choice
+        from app.backends.tensorrt.api import check_auto_choice
 
         check_auto_choice(report, name, logger)
     if BACKENDS[name].needs_gpu and report.gpu is None:

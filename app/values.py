@@ -98,7 +98,7 @@ class BuildConfig:
     optimization_level: int = 3
     dla_core: int | None = None
     verify: str = "io"
-    #: TensorRT: layers kept in float32 under fp16/int8 (app.backends.tensorrt.constraints)
+    #: TensorRT: layers kept in float32 under fp16/int8 (app.backends.tensorrt.build)
     keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
     #: the GPU it is built and checked on (the host's probed ``cuda_device``); not a setting
     cuda_device: int = 0

@@ -136,10 +136,13 @@ def cli_peak_rss_kib(*args: str) -> int:
     return int(done.stderr.strip().splitlines()[-1])
 
 
-def job_folder(root: Path, engine_mb: int, count: int = 3) -> Path:
+def job_folder(root: Path, engine_mb: int | list[int], count: int = 3) -> Path:
     """A config and a warm cache on the ONNX Runtime backend whose ``count`` engines are each
-    ``engine_mb`` MB: real engines built by the job, then re-published at that size (random
-    bytes, new sidecar, record updated) as a large engine would be."""
+    ``engine_mb`` MB (or one size each, in the order of their names): real engines built by the
+    job, then re-published at that size (random bytes, new sidecar, record updated) as a large
+    engine would be."""
+    sizes = engine_mb if isinstance(engine_mb, list) else [engine_mb] * count
+    count = len(sizes)
     corpus = build_corpus(root / "corpus")
     backbones = []
     base = [("dinov2_vpr", [1, 3, 32, 32]), ("aliked", [1, 3, 64, 64])]
@@ -154,8 +157,8 @@ def job_folder(root: Path, engine_mb: int, count: int = 3) -> Path:
         "cache_root": str(root / "cache"), "readiness_marker": str(root / "run" / "ready.json"),
         "backend": "onnxruntime", "precision": "fp32", "backbones": backbones}))
     assert cli("--config", str(config), "run").returncode == 0
-    for engine in (root / "cache").glob("*.ort"):
-        inflate(engine, engine_mb)
+    for engine, size in zip(sorted((root / "cache").glob("*.ort")), sizes, strict=True):
+        inflate(engine, size)
     del corpus
     return config
 

@@ -1,16 +1,10 @@
-"""What the compiler and the checks ask of a backend: the :class:`InferenceRuntime` protocol,
-the :class:`EngineRunner` it opens on a built artifact for the accuracy gate, and the
-:class:`PrecisionInEffect` it reads out of one.
+"""What the compiler and the checks ask of a backend (:class:`InferenceRuntime`), the runner it
+opens on a built artifact for the accuracy gate, and the precision in effect it reads out of one.
 
-Every backend of :mod:`app.backends.registry` implements all of it. A caller's own runtime may
-implement only ``compile_engine`` (:class:`PlainRuntime`, the original API):
-:func:`as_inference_runtime` then wraps it, once per request, in :class:`PlainRuntimeAdapter`,
-which names its artifacts after TensorRT's scheme (:class:`app.cache.names.EngineFilenameSchema`)
-and describes it with the request's host. A runtime that has some of the other members but not
-all of them is treated as plain.
-
-A backend may also define ``timing_cache_present(build_config) -> bool``: whether a build now
-finds a timing cache, which the build governor's ETA takes into account (TensorRT does).
+A caller's own runtime may implement only ``compile_engine`` (:class:`PlainRuntime`, the
+original API; one with some of the other members but not all is treated as plain): it is then
+wrapped, once per request, in :class:`PlainRuntimeAdapter`, which names its artifacts after
+TensorRT's scheme and describes it with the request's host.
 """
 
 from __future__ import annotations
@@ -30,9 +24,8 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class EngineRunner(Protocol):
-    """Runs one built engine on host arrays: ``run`` takes ``{input name: numpy array}`` and
-    returns ``{output name: numpy array}`` for every output (a data-dependent one in the shape
-    it came out in); ``close`` frees what it holds."""
+    """``run``: ``{input name: array}`` -> ``{output name: array}`` for every output (a
+    data-dependent one in the shape it came out in)."""
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -41,17 +34,16 @@ class EngineRunner(Protocol):
 
 @dataclass(frozen=True)
 class PrecisionInEffect:
-    """What the compute nodes of a built artifact run in (convolutions, matrix products,
-    recurrent and attention nodes, each counted in the precision of its inputs):
-    ``compute_nodes`` ran; ``in_precision`` of them in the asked precision; ``ran``: how many
-    in each precision (``{"int8": 5, "fp16": 2}``); ``ops``: every node or layer type seen."""
+    """What the compute nodes of a built artifact (convolutions, matrix products, recurrent and
+    attention nodes) run in: ``in_precision`` of ``compute_nodes`` in the asked precision;
+    ``ran``: how many in each (``{"int8": 5, "fp16": 2}``); ``ops``: every node or layer type."""
 
     asked: str
     compute_nodes: int
     in_precision: int
     ops: dict[str, int] = field(default_factory=dict)
     ran: dict[str, int] = field(default_factory=dict)
-    #: TensorRT with ``dla_core``: how many layers run on the DLA (dla.check_placement)
+    #: TensorRT with ``dla_core``: how many layers run on the DLA (tensorrt.build.check_placement)
     dla: dict[str, Any] | None = None
     #: TensorRT 8.x: Myelin regions, whose layers the inspector does not show (not counted)
     opaque: int = 0
@@ -61,7 +53,6 @@ class PrecisionInEffect:
     @classmethod
     def counted(cls, asked: str, ops: Counter[str], ran: Counter[str],
                 **extra: Any) -> PrecisionInEffect:
-        """From the counts of node types (``ops``) and of compute nodes per precision."""
         return cls(asked, sum(ran.values()), ran[asked], dict(sorted(ops.items())),
                    dict(sorted(ran.items())), **extra)
 
@@ -97,8 +88,6 @@ class PrecisionInEffect:
 
 
 class PlainRuntime(Protocol):
-    """Builds one engine and publishes it at ``build_config.engine_path`` with its sidecar."""
-
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry: ...
 
 
@@ -110,51 +99,39 @@ class InferenceRuntime(Protocol):
     name: str
 
     def version(self) -> str:
-        """The full version of what builds the engines (TensorRT 10.3.0.30, ONNX Runtime 1.20.1)."""
-        ...
+        """The full version of what builds the engines (TensorRT 10.3.0.30)."""
 
     def device_name(self) -> str:
         """What the engines are built for (the GPU's name, the CPU model)."""
-        ...
 
     def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
         """The file name of ``model_name``'s artifact in the cache."""
-        ...
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
         """Build one engine and publish it at ``build_config.engine_path`` with its sidecar."""
-        ...
 
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
         """What the compute nodes of the built ``artifact`` run in; None: cannot say."""
-        ...
 
     def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
-        """A runner of the built ``artifact`` on the device ``build_config`` names (its
-        ``cuda_device`` and ``dla_core``), for the accuracy gate; the caller closes it. Raises,
-        with the backend's own words, when the artifact cannot run here."""
-        ...
+        """A runner of ``artifact`` on the device ``build_config`` names (``cuda_device``,
+        ``dla_core``); the caller closes it. Raises, in the backend's words, if it cannot run."""
 
     def device_free_memory(self) -> int | None:
-        """Free bytes of the discrete GPU that builds run on (the build governor bounds the
-        workspace by them); None where host memory is what counts (a CPU, a Jetson)."""
-        ...
+        """Free bytes of the discrete GPU that builds run on (the governor bounds the workspace
+        by them); None where host memory is what counts (a CPU, a Jetson)."""
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
-        """Check an artifact built elsewhere (a fleet candidate) as a fresh build is checked,
-        against ``model``, the interface of the ONNX model it was built from; raises, with the
-        backend's own words, when it does not pass."""
-        ...
+        """Check an artifact built elsewhere (a fleet candidate) against ``model``, the ONNX
+        model's interface, as a fresh build is checked; raises, in the backend's words."""
 
     def timing_cache_path(self, cache_root: Path) -> Path | None:
         """The timing cache a build under ``cache_root`` reads and saves; None: none is kept."""
-        ...
 
     def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
         """Whether this build will load a timing cache (the ETA's basis); None: no such cache."""
-        ...
 
 
 class PlainRuntimeAdapter:
@@ -205,7 +182,6 @@ class PlainRuntimeAdapter:
 
 def as_inference_runtime(runtime: InferenceRuntime | PlainRuntime,
                          host: HostCapabilities) -> InferenceRuntime:
-    """``runtime`` itself when it implements the whole protocol, else it adapted to ``host``."""
     if isinstance(runtime, InferenceRuntime):
         return runtime
     return PlainRuntimeAdapter(runtime, host)

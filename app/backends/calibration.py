@@ -1,13 +1,11 @@
-"""INT8 calibration batches: ``<calibration_path>/<model_name>/*.npz|*.npy``, one batch a file.
-The accuracy gate's sample inputs use the same format and checks (``what="sample"``).
+"""INT8 calibration batches: ``<calibration_path>/<model_name>/*.npz|*.npy``, one batch a file
+(the accuracy gate's sample inputs too, ``what="sample"``): an ``.npz`` holds one array per model
+input, named after it; an ``.npy`` is the batch of a single-input model.
 
-An ``.npz`` holds one array per model input, named after it; an ``.npy`` is the batch of a
-single-input model. Batches are read one at a time (never all at once) and each is checked
-against the model's inputs: names, dtype, and shape within the input's profile, or exactly the
-profile's ``opt`` shape where the backend calibrates at OPT (TensorRT: ``opt_only``).
-:meth:`CalibrationSet.validate` checks every file from its array headers alone, so that a bad
-batch is refused before a build starts rather than in the middle of one. Both backends use
-this; numpy is imported only here and only on the INT8 build path.
+Batches are read one at a time and each is checked against the model's inputs: names, dtype, and
+shape within the input's profile, or exactly its ``opt`` shape where the backend calibrates at
+OPT (TensorRT: ``opt_only``). :meth:`CalibrationSet.validate` checks every file from its array
+headers alone, so that a bad batch is refused before a build starts rather than in one.
 """
 
 from __future__ import annotations
@@ -47,64 +45,44 @@ class CalibrationSet:
         return self
 
     def validate(self) -> CalibrationSet:
-        """Check every batch's names, dtypes and shapes from the array headers (no data read);
-        ModelDataError naming the first bad file."""
-        names = [t.name for t in self.model.inputs]
+        """Check every batch from its array headers (no data read)."""
         for path in self.files:
-            self._check(path, self._headers(path, names))
+            self._check(path, self._read(path, headers=True))
         return self
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """Yield ``{input name: array}`` per file, validated; ModelDataError on a bad batch."""
-        names = [t.name for t in self.model.inputs]
+        """``{input name: array}`` per file, checked."""
         for path in self.files:
-            arrays = self._load_npz(path) if path.suffix == ".npz" else self._load_npy(path, names)
+            arrays = self._read(path, headers=False)
             self._check(path, {k: (a.dtype.name, tuple(a.shape)) for k, a in arrays.items()})
             yield arrays
 
-    def _headers(self, path: Path, names: list[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    def _read(self, path: Path, headers: bool) -> dict[str, Any]:
+        """``{array name: array}``; with ``headers``, ``{array name: (dtype name, shape)}``."""
+        import numpy as np
+
+        names = [t.name for t in self.model.inputs]
         if path.suffix == ".npy" and len(names) != 1:
             raise ModelDataError(f"{self.model_name}: {path.name} is .npy, but the model has "
                                  f"inputs {names}", hint="use .npz with one array per input")
         try:
-            if path.suffix == ".npy":
-                with open_binary(path, follow_links=True) as stream:
-                    return {names[0]: _header(stream)}
-            with open_binary(path, follow_links=True) as raw, zipfile.ZipFile(raw) as archive:
-                found = {}
-                for member in archive.namelist():
-                    with archive.open(member) as stream:
-                        found[member.removesuffix(".npy")] = _header(stream)
-                return found
+            with open_binary(path, follow_links=True) as raw:
+                if path.suffix == ".npy":
+                    return {names[0]: _header(raw) if headers else np.load(raw, allow_pickle=False)}
+                if not headers:
+                    with np.load(raw, allow_pickle=False) as loaded:
+                        return {name: loaded[name] for name in loaded.files}
+                with zipfile.ZipFile(raw) as archive:
+                    found = {}
+                    for member in archive.namelist():
+                        with archive.open(member) as stream:
+                            found[member.removesuffix(".npy")] = _header(stream)
+                    return found
         except Exception as exc:  # zipfile, numpy's format checks and OSError all end here
-            raise ModelDataError(f"{self.model_name}: calibration file {path} is unreadable: "
+            raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
                                  f"{str(exc)[:200]}", hint="write it with numpy.save/savez") from exc
 
-    def _load_npz(self, path: Path) -> dict[str, Any]:
-        import numpy as np
-
-        try:
-            with open_binary(path, follow_links=True) as raw, np.load(raw, allow_pickle=False) as loaded:
-                return {name: loaded[name] for name in loaded.files}
-        except Exception as exc:
-            raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
-                                 f"{str(exc)[:200]}", hint="write it with numpy.savez") from exc
-
-    def _load_npy(self, path: Path, names: list[str]) -> dict[str, Any]:
-        import numpy as np
-
-        if len(names) != 1:
-            raise ModelDataError(f"{self.model_name}: {path.name} is .npy, but the model has "
-                                 f"inputs {names}", hint="use .npz with one array per input")
-        try:
-            with open_binary(path, follow_links=True) as raw:
-                return {names[0]: np.load(raw, allow_pickle=False)}
-        except Exception as exc:
-            raise ModelDataError(f"{self.model_name}: {self.what} file {path} is unreadable: "
-                                 f"{str(exc)[:200]}", hint="write it with numpy.save") from exc
-
     def _check(self, path: Path, arrays: dict[str, tuple[str, tuple[int, ...]]]) -> None:
-        """``arrays`` maps each array's name to its dtype name and shape."""
         expected = {t.name: t for t in self.model.inputs}
         if set(arrays) != set(expected):
             raise ModelDataError(f"{self.model_name}: {self.what} {path.name} holds arrays "

@@ -1,8 +1,6 @@
-"""Read an ONNX model's interface and reconcile it with the configured shapes.
-
-Both backends call this before building: it loads the model with ``onnx`` (imported here
-only), runs ``onnx.checker`` and resolves one :class:`InputProfile` per model input, so a
-contradiction between the model and the config is one clear :class:`ModelDataError`.
+"""Read an ONNX model's interface (``onnx`` is imported here only, and checks it) and resolve one
+:class:`InputProfile` per input from the configured shapes: a contradiction between the model and
+the config is one clear :class:`ModelDataError`.
 """
 
 from __future__ import annotations
@@ -46,7 +44,6 @@ class ModelInterface:
 
     @classmethod
     def from_json(cls, doc: Any, path: Path) -> ModelInterface:
-        """The interface :meth:`to_json` wrote; ValueError when ``doc`` is not one."""
         def tensors(key: str) -> tuple[TensorInfo, ...]:
             out = []
             for name, dtype, dims in doc[key]:
@@ -85,7 +82,6 @@ _READ: dict[tuple[str, int, int, int, int], ModelInterface] = {}
 
 
 def inspect_model(path: Path, model_name: str = "") -> ModelInterface:
-    """Load and check ``path``; ModelDataError naming the model if it is not a valid ONNX model."""
     try:
         st = os.stat(path)
         key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -100,9 +96,8 @@ def inspect_model(path: Path, model_name: str = "") -> ModelInterface:
 
 
 def load_onnx(path: Path, *, external_data: bool = True) -> Any:
-    """The ``onnx.ModelProto`` at ``path`` (a link to a regular file is followed: the user
-    names it), read through the safe reader: a FIFO or a device there is an UnsafeFileError,
-    never a hang. ``external_data``: also load tensors stored beside the model."""
+    """The ``onnx.ModelProto`` at ``path`` through the safe reader (a link is followed: the user
+    names it; a FIFO or a device is an UnsafeFileError, never a hang)."""
     import onnx
 
     with open_binary(path, follow_links=True) as handle:
@@ -139,7 +134,7 @@ def _inspect(path: Path, model_name: str) -> ModelInterface:
 def resolve_profiles(
     model: ModelInterface, shapes: dict[str | None, InputProfile], model_name: str
 ) -> dict[str, InputProfile]:
-    """One profile per model input, from the config where given, else from static model dims."""
+    """One profile per model input: the configured one, else the model's static dims."""
     names = [t.name for t in model.inputs]
     given = dict(shapes)
     if None in given:

@@ -1,9 +1,6 @@
-"""The backends, in one table; each is imported only when chosen.
-
-``auto`` picks TensorRT exactly when its Python package is installed (found without importing
-it: :func:`app.host.tensorrt.tensorrt_package`) and a GPU was probed, else ONNX Runtime. Adding
-a backend is one entry in :data:`BACKENDS` and a module whose class implements
-:class:`app.backends.base.InferenceRuntime`.
+"""The backends, in one table (adding one is an entry in :data:`BACKENDS`); each is imported
+only when chosen. ``auto`` picks TensorRT exactly when its package is installed (found, not
+imported) and a GPU was probed, else ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -19,8 +16,6 @@ from app.values import HostCapabilities, PrecisionMode
 
 @dataclass(frozen=True)
 class Backend:
-    """One backend: how to make it, whether it needs a GPU, what it can build."""
-
     factory: Callable[[HostCapabilities], InferenceRuntime]
     needs_gpu: bool
     precisions: frozenset[PrecisionMode]

@@ -2,7 +2,7 @@
 (:func:`app.verify.accuracy.enforce_precision`): through `engine-init run` with real ONNX Runtime
 builds, and through the compiler with runtimes (a stand-in of TensorRT among them) that do
 not do what was asked. The read-outs themselves: tests/backends/onnxruntime/test_sessions.py
-and tests/backends/tensorrt/test_inspector.py."""
+and tests/backends/tensorrt/test_runtime_standin.py."""
 
 from __future__ import annotations
 

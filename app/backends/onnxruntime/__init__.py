@@ -1,12 +1,9 @@
 """The CPU backend: ONNX models compiled to optimized ONNX Runtime (ORT format) models.
 
-With every graph optimization on, ONNX Runtime rewrites the graph for the CPU it runs on
-(fused kernels, NCHWc layouts on AVX machines), so the artifact is tied to the ONNX Runtime
-release and that CPU, and named for both (:class:`app.cache.names.OrtFilenameSchema`). INT8
-comes from ONNX Runtime's static quantization fed by the calibration batches; FP16 converts
-the model and succeeds only where ONNX Runtime has FP16 CPU kernels for every node. Its
-sessions, the runner of its artifacts and its precision read-out are in
-:mod:`~app.backends.onnxruntime.sessions`.
+With every graph optimization on, ONNX Runtime rewrites the graph for the CPU it runs on (fused
+kernels, NCHWc layouts on AVX machines), so the artifact is tied to the ONNX Runtime release and
+that CPU, and named for both. INT8 is ONNX Runtime's static quantization fed by the calibration
+batches; FP16 converts the model and succeeds only where every node has an FP16 CPU kernel.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from app import faults
@@ -84,8 +82,7 @@ class OnnxRuntimeBackend:
         cfg = build_config
         if cfg.engine_path is None:
             raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
-        # Build-only modules load here: a warm boot never builds.
-        import tempfile
+        import tempfile  # build-only modules load here: a warm boot never builds
 
         from app.backends.onnx_model import inspect_model, resolve_profiles
 
@@ -107,8 +104,7 @@ class OnnxRuntimeBackend:
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
-        """Check a model built elsewhere (a fleet candidate) as a fresh build is checked; it
-        is always loaded, even with ``verify: none``."""
+        """As a fresh build is checked; always loaded, even with ``verify: none``."""
         import dataclasses
 
         from app.backends.onnx_model import resolve_profiles
@@ -129,21 +125,17 @@ class OnnxRuntimeBackend:
 
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect:
-        """What the artifact's compute nodes run in: one profiled run on zeros at the opt
-        shapes (:func:`~app.backends.onnxruntime.sessions.precision_in_effect`)."""
-        import numpy as np
-
+        """One profiled run on zeros at the opt shapes."""
         from app.backends.onnx_model import inspect_model, resolve_profiles
         from app.backends.onnxruntime.sessions import precision_in_effect
 
         cfg = build_config
         model = inspect_model(model_path, cfg.model_name)
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
-        feeds = {t.name: np.zeros(profiles[t.name].opt, dtype=t.dtype) for t in model.inputs}
-        return precision_in_effect(artifact, feeds, cfg.precision.value, cfg.model_name)
+        return precision_in_effect(artifact, _zeros(model, profiles), cfg.precision.value,
+                                   cfg.model_name)
 
     def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
-        """The artifact on ONNX Runtime's CPU provider (``cuda_device`` does not apply)."""
         from app.backends.onnxruntime.sessions import open_engine
 
         return open_engine(artifact, build_config.model_name)
@@ -168,25 +160,13 @@ class OnnxRuntimeBackend:
 
     def _quantize(self, source: Path, model: ModelInterface, profiles: dict[str, InputProfile],
                   cfg: BuildConfig, tmp: Path) -> Path:
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
         from app.backends.calibration import CalibrationSet
 
-        calib = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).require()
-
-        class Reader(CalibrationDataReader):  # type: ignore[misc]
-            def __init__(self) -> None:
-                self._batches = calib.batches()
-
-            def get_next(self) -> dict[str, Any] | None:
-                if CANCEL.is_set():
-                    return None
-                return next(self._batches, None)
+        batches = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).require().batches()
+        # quantize_static asks its calibration data reader for get_next() only.
+        reader = SimpleNamespace(get_next=lambda: None if CANCEL.is_set() else next(batches, None))
 
         # quantize_static writes "<model>-inferred.onnx" beside its input, and /models is a
         # read-only mount: quantize a private copy (external weights loaded and kept with it).
@@ -195,7 +175,7 @@ class OnnxRuntimeBackend:
         root = logging.getLogger()
         level, root.level = root.level, logging.ERROR  # its advice goes to the root logger
         try:
-            quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
+            quantize_static(str(source), str(out), reader, quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         except (EngineBuildError, BuildCancelledError, ModelDataError):
             raise
@@ -221,8 +201,7 @@ class OnnxRuntimeBackend:
 
     def _verify(self, payload: bytes | str, model: ModelInterface, profiles: dict[str, InputProfile],
                 cfg: BuildConfig) -> None:
-        """Prove the artifact (its bytes, or its path) deserializes and exposes the ONNX
-        model's inputs and outputs."""
+        """The artifact (its bytes, or its path) loads with the ONNX model's inputs and outputs."""
         from app.backends.onnxruntime.sessions import open_session, session_options
 
         if cfg.verify == "none":
@@ -242,10 +221,13 @@ class OnnxRuntimeBackend:
             raise EngineBuildError(f"{cfg.model_name}: compiled I/O {got_in}->{got_out} differs "
                                    f"from the ONNX model's {want_in}->{want_out}")
         if cfg.verify == "infer":
-            import numpy as np
+            session.run(None, _zeros(model, profiles))
 
-            feeds = {t.name: np.zeros(profiles[t.name].opt, dtype=t.dtype) for t in model.inputs}
-            session.run(None, feeds)
+
+def _zeros(model: ModelInterface, profiles: dict[str, InputProfile]) -> dict[str, Any]:
+    import numpy as np
+
+    return {t.name: np.zeros(profiles[t.name].opt, dtype=t.dtype) for t in model.inputs}
 
 
 def _private_copy(source: Path, tmp: Path) -> Path:

@@ -1,15 +1,12 @@
-"""ONNX Runtime sessions on the CPU, their options built in one place, and what they give the
-checks: a runner of the backend's artifact, the accuracy gate's reference, and the precision
-in effect read out of a profiled run.
+"""ONNX Runtime CPU sessions, their options built here only: the backend's artifact, the accuracy
+gate's reference (the source model with graph optimizations off, sharing no rewrite with an ONNX
+Runtime candidate), and the precision in effect read out of a profiled run.
 
-The reference is always the source ONNX model on ONNX Runtime's CPU provider with graph
-optimizations off, so that it shares no rewrite with an ONNX Runtime candidate. The precision
-read-out exists because an engine can be accurate and still not be what was asked: ONNX
-Runtime's CPU provider has no FP16 convolution, so an "fp16" model runs its Conv nodes in
-float32 behind Cast nodes, and its static quantization leaves nodes inside ``If`` branches
-(Silero VAD's LSTM) in float32. The artifact runs once with the profiler on, which names every
-node that ran and the element types of its inputs; each compute node (convolutions, matrix
-products, recurrent and attention nodes) is counted in the precision of its inputs.
+An engine can be accurate and still not be what was asked: the CPU provider has no FP16
+convolution, so an "fp16" model runs its Conv nodes in float32 behind Cast nodes, and static
+quantization leaves nodes inside ``If`` branches (Silero VAD's LSTM) in float32. The profiler
+names every node that ran and its inputs' element types; each compute node counts in the
+precision of its inputs.
 """
 
 from __future__ import annotations
@@ -35,8 +32,7 @@ _TRACE_MAX = 256 << 20
 
 def session_options(*, ort_format: bool = False, optimization: str | None = None,
                     entries: dict[str, str] | None = None) -> Any:
-    """The one builder of ONNX Runtime's SessionOptions: its own log at errors only (the job's
-    events say the rest); ``ort_format``: the model is an ORT-format artifact; ``optimization``:
+    """ONNX Runtime's own log at errors only (the job's events say the rest); ``optimization``:
     a ``GraphOptimizationLevel`` name; ``entries``: further session config entries."""
     import onnxruntime as ort
 
@@ -52,7 +48,6 @@ def session_options(*, ort_format: bool = False, optimization: str | None = None
 
 
 def open_session(model: str | bytes, options: Any) -> Any:
-    """An InferenceSession of ``model`` (a path or the bytes) on the CPU provider."""
     import onnxruntime as ort
 
     if isinstance(model, str):  # ONNX Runtime opens the path itself, blocking: a FIFO would hang it
@@ -62,7 +57,7 @@ def open_session(model: str | bytes, options: Any) -> Any:
 
 
 class OrtRunner:
-    """An ONNX Runtime CPU session whose outputs come back by name (an ``EngineRunner``)."""
+    """An ``EngineRunner`` over a session."""
 
     def __init__(self, session: Any) -> None:
         self.session = session
@@ -77,7 +72,6 @@ class OrtRunner:
 
 
 def open_engine(artifact: Path, model_name: str = "") -> OrtRunner:
-    """The ONNX Runtime backend's artifact (an ORT-format model) on the CPU."""
     try:
         session = open_session(str(artifact), session_options(ort_format=True))
     except Exception as exc:
@@ -99,7 +93,6 @@ def open_reference(onnx_path: Path, model_name: str = "") -> OrtRunner:
 
 def precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: str,
                         model_name: str = "") -> PrecisionInEffect:
-    """Run the ORT-format ``artifact`` once on ``feeds`` with profiling, and count."""
     with tempfile.TemporaryDirectory(prefix="engine-init-profile-") as tmp:
         options = session_options(ort_format=True)
         options.enable_profiling = True

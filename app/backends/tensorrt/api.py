@@ -1,4 +1,5 @@
-"""Every TensorRT call whose shape differs between releases, in one place.
+"""The binding surface: ``import tensorrt`` (here only), every call whose shape differs between
+releases, the one process logger, and the guard of the Python callbacks TensorRT calls.
 
 =================  ==============================  =============================
 what               TensorRT 8.5 / 8.6              TensorRT 10.x
@@ -10,21 +11,66 @@ ONNX INT64         parsed as INT32 (no INT64)      INT64
 ONNX DOUBLE        parsed as FLOAT                 FLOAT
 =================  ==============================  =============================
 
-What each release's ONNX parser can import (DeformConv, TopK's K, the opset) is in
-:mod:`app.backends.tensorrt.opsupport`. The contract test (tests/backends/tensorrt/
-test_contract.py) checks every name used here against the identifiers of the real bindings of
-each release.
+tests/backends/tensorrt/test_contract.py checks every name used here against the identifiers of
+the real bindings of each release.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
+from app import events
+from app.errors import BackendUnavailableError, EngineBuildError, EngineInitError
+from app.host.tensorrt import tensorrt_package
 from app.values import PrecisionMode
+
+if TYPE_CHECKING:
+    from app.host.probe import HostReport
 
 _DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
            "UINT8": "uint8", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+_HINT = ("run the container with the NVIDIA runtime (compose: runtime: nvidia) and the video "
+         "group, which mount the host's driver libraries")
+
+
+def import_tensorrt(purpose: str = "a TensorRT build") -> Any:
+    """``import tensorrt``. On the JetPack bases it works only once the NVIDIA runtime has
+    mounted the host's driver libraries (those in the image are placeholders): the loader error
+    (ImportError, or OSError from the package preloading libnvinfer) becomes exit 69."""
+    if tensorrt_package() is None:
+        raise BackendUnavailableError(f"{purpose} needs TensorRT, which is not installed here",
+                                      hint="run it in the image for this JetPack, where the "
+                                           "engine was built, or use backend: onnxruntime")
+    try:
+        import tensorrt
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailableError(
+            f"TensorRT is installed but cannot be loaded: {type(exc).__name__}: {exc}",
+            hint=_HINT) from exc
+    return tensorrt
+
+
+def check_auto_choice(report: HostReport, chosen: str, logger: logging.Logger) -> None:
+    """After ``backend: auto`` chose ``chosen``: the missing NVIDIA runtime also fails the GPU
+    probe, so auto picks ONNX Runtime; refused on a Jetson whose TensorRT is installed (the
+    robot expects TensorRT engines), elsewhere a warning event."""
+    if chosen == "tensorrt" or not report.tensorrt.present:
+        return
+    why = report.gpu_error or "no GPU was found"
+    if report.release.l4t:
+        raise BackendUnavailableError(
+            f"backend auto: this Jetson (L4T {report.release.l4t}) has TensorRT "
+            f"{report.tensorrt.version}, but its GPU cannot be used ({why}); auto would build "
+            "ONNX Runtime CPU models instead", hint=f"{_HINT}; or set backend: onnxruntime")
+    events.emit(logger, logging.WARNING, events.HOST_WARNING,
+                f"backend auto: TensorRT {report.tensorrt.version} is installed but the GPU "
+                f"cannot be used ({why}): building with {chosen}", backend=chosen)
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -42,10 +88,6 @@ class TrtApi:
         self.full_version = str(trt.__version__)
         self.version = parse_version(self.full_version)
         self.major = self.version[0]
-
-    @property
-    def major_minor(self) -> str:
-        return f"{self.version[0]}.{self.version[1]}"
 
     @property
     def has_progress_monitor(self) -> bool:
@@ -68,8 +110,8 @@ class TrtApi:
         if precision is PrecisionMode.INT8:
             config.set_flag(self.trt.BuilderFlag.INT8)
         if precision is not PrecisionMode.FP32:
-            # Layer types and formats kept in the engine: the engine inspector can then tell
-            # which precision each layer runs in (app.backends.tensorrt.inspector). The default keeps names.
+            # Layer types and formats kept in the engine, for the engine inspector's precision
+            # read-out. The default keeps names only.
             config.profiling_verbosity = self.trt.ProfilingVerbosity.DETAILED
         if precision is PrecisionMode.FP32:
             # TF32 is on by default (Ampere and later, Orin included): 10-bit mantissas in
@@ -95,3 +137,118 @@ class TrtApi:
 
     def is_input(self, engine: Any, name: str) -> bool:
         return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
+
+
+class CallbackErrors:
+    """The first exception raised by any of one build's callbacks (they may run on TensorRT's
+    threads, hence the lock).
+
+    The bindings run every callback (logger, calibrator, progress monitor, output allocator)
+    inside a C++ wrapper that catches any exception, prints it and returns its failure value:
+    ``get_batch`` then means "no more batches" (a bad batch k would calibrate on batches
+    0..k-1), ``step_complete`` "cancel the build". So each callback records its exception here
+    and stops the work it feeds; the first is re-raised once TensorRT returns."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._first: tuple[str, BaseException] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._first is not None
+
+    @contextmanager
+    def guard(self, where: str) -> Iterator[None]:
+        try:
+            yield
+        except BaseException as exc:
+            with self._lock:
+                if self._first is None:
+                    self._first = (where, exc)
+
+    def raise_first(self, model_name: str) -> None:
+        """Re-raise the recorded exception: ours as is, anything else as EngineBuildError."""
+        if self._first is None:
+            return
+        where, exc = self._first
+        if isinstance(exc, EngineInitError):
+            raise exc
+        raise EngineBuildError(f"{model_name}: {where} failed during the TensorRT build: "
+                               f"{type(exc).__name__}: {exc}",
+                               hint="run with --debug for the traceback") from exc
+
+
+# One TensorRT logger per process: "TensorRT maintains only a single logger pointer at any given
+# time" (NVIDIA/TensorRT#1475), so a logger per build would send a later build's errors to an
+# earlier build's logger (Polygraphy's get_trt_logger is process-wide too). It forwards to the
+# sink of whoever uses TensorRT now. A sink: (forward(severity, message), guard, verbose, the
+# error texts kept).
+_LOCK = threading.Lock()
+#: tensorrt module -> its process-wide logger (a module per process; tests load several)
+_LOGGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_Sink = tuple[Callable[[str, str], None], CallbackErrors, bool, list[str]]
+
+
+def _make_logger(trt: Any) -> Any:
+    severities = trt.ILogger.Severity
+    warning_level, error_level = int(severities.WARNING), int(severities.ERROR)
+    names = {int(getattr(severities, n)): n
+             for n in ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")}
+
+    class ProcessLogger(trt.ILogger):  # type: ignore[misc]
+        """Never raises (TensorRT would print and drop it): a failure goes to the sink's guard.
+        It is called for every message, VERBOSE included: a subclass of ``trt.ILogger`` has no
+        severity filter on the C++ side (TensorRT v10.3.0 python/src/infer/pyCore.cpp:663-681),
+        so INFO and VERBOSE are dropped at once unless the sink asks for them (``--debug``)."""
+
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.sinks: list[_Sink] = []
+            self.spare: _Sink = (lambda severity, message: None, CallbackErrors(), False, [])
+
+        def log(self, severity: Any, msg: str) -> None:
+            forward, guard, verbose, errors = self.sinks[-1] if self.sinks else self.spare
+            with guard.guard("the TensorRT logger"):
+                level = int(severity)
+                if level > warning_level and not verbose:
+                    return
+                if level <= error_level:
+                    errors.append(str(msg))
+                forward(names.get(level, str(level)), str(msg))
+
+    return ProcessLogger()
+
+
+def process_logger(trt: Any) -> Any:
+    """The process's TensorRT logger; on first use the plugin library is registered with it.
+
+    The ONNX parser imports ``DeformConv`` as the ``ModulatedDeformConv2d`` plugin (onnx-tensorrt
+    10.1-GA importerUtils.cpp:1101-1129), and an engine holding a plugin deserializes only when
+    its creator is registered, which only ``init_libnvinfer_plugins`` does (TensorRT v10.3.0
+    plugin/api/inferPlugin.cpp; Polygraphy calls it before parsing and deserializing)."""
+    with _LOCK:
+        logger = _LOGGERS.get(trt)
+        if logger is None:
+            logger = _make_logger(trt)
+            # "This function should be called once before accessing the Plugin Registry"
+            # (NvInferPlugin.h): before any parser or runtime of this process exists.
+            trt.init_libnvinfer_plugins(logger, "")
+            _LOGGERS[trt] = logger
+        return logger
+
+
+@contextmanager
+def logging_to(trt: Any, forward: Callable[[str, str], None], guard: CallbackErrors,
+               verbose: bool = False) -> Iterator[tuple[Any, list[str]]]:
+    """The process logger (to give to a Builder, OnnxParser or Runtime) and the error texts it
+    logs, sending errors and warnings (INFO and VERBOSE too when ``verbose``) to ``forward``
+    until the block ends."""
+    logger = process_logger(trt)
+    sink: _Sink = (forward, guard, verbose, [])
+    with _LOCK:
+        logger.sinks.append(sink)
+    try:
+        yield logger, sink[3]
+    finally:
+        with _LOCK:  # by identity; ended once even when a runner is closed twice
+            logger.sinks[:] = [s for s in logger.sinks if s is not sink]

@@ -1,4 +1,4 @@
-"""TensorRT's timing cache and INT8 calibration caches, kept in the cache volume.
+"""TensorRT's timing cache and INT8 calibration caches in the cache volume, and the calibrator.
 
 ::
 
@@ -6,31 +6,29 @@
     <cache_root>/calibration/<model>__trt10.3.0__<model key>__<data key>.calib
 
 A calibration table belongs to one model name, TensorRT version, model key (the sha256 of the
-ONNX bytes and the OPT shapes it was made at: a retrained model under the same name, or other
-shapes, must not reuse stale scales) and data key (the calibration data's fingerprint,
-:func:`app.cache.record.calibration_fingerprint`).
-
-Both are written with :func:`app.cache.publish.atomic_write_bytes` while the compiler holds the
-cache lock. A timing cache only combines with caches of the exact same TensorRT version, and
-TensorRT refuses one made on a device with other properties (``set_timing_cache`` returns
-False); an unreadable or refused cache is replaced by an empty one, with a
-``c10.engine.timing_cache.reset`` warning, and a cache TensorRT does not hand back after the
-build is not saved (``c10.engine.timing_cache.unsaved``).
+ONNX bytes and the OPT shapes: a retrained model under the same name, or other shapes, must not
+reuse stale scales) and data key (:func:`app.cache.record.calibration_fingerprint`). Both are
+written while the compiler holds the cache lock. TensorRT refuses a timing cache made on a device
+with other properties (``set_timing_cache`` returns False): an unreadable or refused cache is
+replaced by an empty one with a warning.
 """
 
 from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from app import events
+from app.backends.calibration import CalibrationSet
+from app.backends.tensorrt.api import CallbackErrors
 from app.cache.fsread import describe_mode, read_small
 from app.cache.names import calibration_folder, timing_folder
 from app.cache.publish import atomic_write_bytes
-from app.cache.record import fingerprint
+from app.cache.record import calibration_fingerprint, fingerprint
+from app.errors import CalibrationCacheError
 from app.values import InputProfile
 
 #: Timing and calibration caches are KiB to a few MiB; anything larger was not written by us.
@@ -53,7 +51,8 @@ def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -
 
 
 def calibration_cache_path(root: Path, model: str, trt_version: str, model_key: str,
-                           data_fp: str) -> Path:
+                           data_fp: str = "*") -> Path:
+    """The table made from data ``data_fp``; by default the pattern of any data's table."""
     return calibration_folder(root) / f"{model}__trt{trt_version}__{model_key}__{data_fp[:16]}.calib"
 
 
@@ -64,7 +63,7 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
     if not folder.is_dir():
         return None
     found = []
-    for path in folder.glob(f"{model}__trt{trt_version}__{model_key}__*.calib"):
+    for path in folder.glob(calibration_cache_path(root, model, trt_version, model_key).name):
         try:
             st = path.lstat()  # a planted link, FIFO or folder is not a cache
         except OSError:
@@ -72,15 +71,6 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
         if stat.S_ISREG(st.st_mode):
             found.append((st.st_mtime, path))
     return max(found)[1] if found else None
-
-
-def timing_cache_present(root: Path, trt_version: str, sm: int, device: str) -> bool:
-    """Whether a build would load a timing cache (a non-empty regular file; not read)."""
-    try:
-        st = timing_cache_path(root, trt_version, sm, device).lstat()
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_CACHE_BYTES
 
 
 def not_a_folder(folder: Path) -> str:
@@ -149,3 +139,95 @@ class TimingCache:
         atomic_write_bytes(self.path, data)
         return data
 
+
+def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
+                     model_key: str) -> tuple[Path, Path | None]:
+    """(where to write the cache, which cache to read): with data, the cache of this exact model
+    and data (TensorRT then skips calibration); without, the newest of this exact model; with
+    neither, CalibrationCacheError. ``model_key``: :func:`calibration_model_key`."""
+    data_fp = calibration_fingerprint(calib.folder)
+    if data_fp is not None:
+        target = calibration_cache_path(root, calib.model_name, trt_version, model_key, data_fp)
+        return target, target if target.is_file() else None
+    existing = find_calibration_cache(root, calib.model_name, trt_version, model_key)
+    if existing is None:
+        pattern = calibration_cache_path(root, calib.model_name, trt_version, model_key)
+        raise CalibrationCacheError(
+            f"{calib.model_name}: int8 needs calibration batches in {calib.folder} or a "
+            f"calibration cache {pattern} made from this very model "
+            "(same ONNX bytes and opt shapes)",
+            hint="add calibration data, or build this model in fp16/fp32")
+    return existing, existing
+
+
+def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: Path | None,
+                    memory: Any, errors: CallbackErrors, dtypes: dict[str, str],
+                    warn: Callable[[str, str], None]) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, one batch in GPU memory at a time,
+    each array cast to its network input's dtype (``dtypes``: TensorRT 8 reads int64 data as
+    int32, for one). After a failed callback it feeds no batch and writes no cache: a table
+    made from part of the data must not be kept under the whole data's key."""
+    has_data = bool(calib.files)
+
+    class StreamingCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches: Iterator[dict[str, Any]] | None = None  # read only if asked for
+            self._device: dict[str, tuple[int, int]] = {}
+
+        def get_batch_size(self) -> int:
+            return 1  # explicit-batch networks: the batch is in each array's shape
+
+        def get_batch(self, names: list[str], *args: Any) -> list[int] | None:
+            if errors.failed:
+                return None
+            with errors.guard("get_batch"):
+                return self._feed(names)
+            return None
+
+        def _feed(self, names: list[str]) -> list[int] | None:
+            if self._batches is None:
+                self._batches = calib.batches()
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            import numpy as np
+
+            pointers = []
+            for name in names:
+                array = np.ascontiguousarray(batch[name], dtype=dtypes[name])
+                ptr, size = self._device.get(name, (0, 0))
+                if size < array.nbytes:
+                    ptr, size = memory.alloc(array.nbytes), array.nbytes
+                    self._device[name] = (ptr, size)
+                memory.upload(ptr, array)
+                pointers.append(ptr)
+            return pointers
+
+        def read_calibration_cache(self, *args: Any) -> bytes | None:
+            if read_from is None:
+                return None
+            try:
+                return read_small(read_from, MAX_CACHE_BYTES)
+            except OSError as exc:
+                if has_data:
+                    return None  # TensorRT then calibrates from the batches again
+                with errors.guard("read_calibration_cache"):
+                    raise CalibrationCacheError(
+                        f"{calib.model_name}: calibration cache {read_from} is unreadable ({exc}) "
+                        "and there are no calibration batches to rebuild it",
+                        hint="add calibration data, or build this model in fp16/fp32") from exc
+                return None
+
+        def write_calibration_cache(self, cache: Any, *args: Any) -> None:
+            if errors.failed:
+                return
+            planted = not_a_folder(write_to.parent)
+            if planted:  # the table only saves the next calibration; the batches are here
+                warn(events.CALIBRATION_UNSAVED, f"{write_to.parent} is {planted}, not a folder: "
+                     "the calibration table is not saved (the next build calibrates again)")
+                return
+            with errors.guard("write_calibration_cache"):
+                atomic_write_bytes(write_to, bytes(memoryview(cache)))
+
+    return StreamingCalibrator()

@@ -1,8 +1,5 @@
-"""What a TensorRT release's ONNX parser can import, known from the ONNX graph before a build.
-
-A model TensorRT cannot parse fails only inside the build, after its minutes are spent. The
-facts below come from onnx-tensorrt's operator tables and TensorRT's headers per release, and
-are checked on the graph in seconds (``validate``, ``status`` and ``run`` before any build):
+"""What a TensorRT release's ONNX parser can import, and the nodes ``keep_fp32`` selects, read
+from the ONNX graph in seconds (``validate``, ``status`` and ``run``), not after a build's minutes.
 
 ==========================  =============================  ====================================
 fact                        TensorRT 8.5 / 8.6             TensorRT 10.x
@@ -19,28 +16,27 @@ opset documented            up to 17 (onnx-tensorrt 8.6-GA  9 to 20 (onnx-tensor
                             include/NvInfer.h:3546)        docs/operators.md:207)
 ==========================  =============================  ====================================
 
-A ``DeformConv`` on a release without an importer, or a ``TopK`` whose K (an initializer or a
-Constant) passes the release's limit or the reduced axis at the profile's min shape, is a
-:class:`ModelDataError` (exit 65) naming the node, the release and the fix. An opset above the
-documented range is a warning: the parser does not refuse it by number, but ops whose meaning
-changed later may not import as exported.
+A refusal is a ModelDataError (exit 65) naming the node, the release and the fix; an opset above
+the documented range is a warning (the parser does not refuse it by number, but ops whose
+meaning changed later may not import as exported).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app import events
+from app.backends.tensorrt.api import parse_version
 from app.errors import ModelDataError
 from app.values import InputProfile
 
 _DEFORM_FROM = (10, 1)
 _TOPK_LIMIT = 3840
+_CHAIN = ("Sub", "Pow", "ReduceMean", "Add", "Sqrt", "Div")
 
 
 @dataclass(frozen=True)
@@ -58,21 +54,13 @@ class Finding:
                 "refuse": self.refuse}
 
 
-def _release(version: str) -> tuple[int, int]:
-    major, minor, *_ = [*(int(p) for p in version.split(".")[:2] if p.isdigit()), 0, 0]
-    return major, minor
-
-
 def load_graph(path: Path) -> Any:
-    """The ONNX model at ``path`` (a regular file: the safe reader refuses a FIFO, a device or
-    a socket); ModelDataError when it cannot be read as one."""
-    import onnx
-
-    from app.cache.fsread import open_regular
+    """The ONNX model at ``path`` without its external data; ModelDataError when it cannot be
+    read as one (a FIFO or a device there is refused by the safe reader, never waited on)."""
+    from app.backends.onnx_model import load_onnx
 
     try:
-        with os.fdopen(open_regular(path, follow_links=True), "rb") as handle:
-            return onnx.load_model_from_string(handle.read())
+        return load_onnx(path, external_data=False)
     except Exception as exc:  # OSError, UnsafeFileError, protobuf's DecodeError...
         raise ModelDataError(f"{path} cannot be read as an ONNX model to check its ops: "
                              f"{type(exc).__name__}: {str(exc)[:200]}",
@@ -118,7 +106,7 @@ def _min_shapes(model: Any, profiles: dict[str, InputProfile]) -> dict[str, list
 def check_model(onnx_path: Path, version: str,
                 profiles: dict[str, InputProfile] | None = None) -> list[Finding]:
     """What TensorRT ``version`` ("8.6.2", "10.3.0") would refuse or warn about in the graph."""
-    release = _release(version)
+    release = parse_version(version)[:2]
     model = load_graph(Path(onnx_path))
     findings: list[Finding] = []
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -191,3 +179,42 @@ def check_corpus(models: Iterable[tuple[str, Path, dict[str | None, InputProfile
         model = inspect_model(onnx_path, name)
         found[name] = check_model(onnx_path, version, resolve_profiles(model, shapes, name))
     return found
+
+
+# keep_fp32's "layernorm": TensorRT warns "Running layernorm after self-attention in FP16 may
+# cause overflow" (NVIDIA/TensorRT#2781, #4111 on 10.3). An export at opset 17+ has a
+# LayerNormalization node, imported as an INormalizationLayer computing in FP32 (TensorRT v10.3.0
+# NvInfer.h:6217-6238); below opset 17 it is decomposed into the chain below, which runs in FP16
+# unless constrained (DINOv2's high-norm tokens can pass FP16's 65504 squared).
+def decomposed_layernorms(graph: Any) -> list[list[str]]:
+    """Node names of each ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div chain."""
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = []
+    for mean in (n for n in graph.node if n.op_type == "ReduceMean"):
+        chain, current = [mean], mean
+        for op in _CHAIN:
+            nxt = next((c for c in consumers.get(current.output[0], []) if c.op_type == op), None)
+            if nxt is None:
+                break
+            chain.append(nxt)
+            current = nxt
+        if len(chain) != len(_CHAIN) + 1:
+            continue
+        sub, div = chain[1], chain[-1]
+        # the Div divides the centred input (the Sub's output) by the standard deviation
+        if sub.input[1] == mean.output[0] and producer.get(div.input[0]) is sub:
+            found.append([n.name for n in chain])
+    return found
+
+
+def nodes_to_keep(graph: Any, keep: Iterable[str]) -> set[str]:
+    """The ONNX nodes ``keep`` selects: ``layernorm`` (the chain), an op type, or a node name."""
+    keep = set(keep)
+    names = {n.name for n in graph.node if n.name in keep or n.op_type in keep}
+    if "layernorm" in keep:
+        names.update(name for chain in decomposed_layernorms(graph) for name in chain)
+    return names - {""}

@@ -1,79 +1,150 @@
-"""Run a serialized TensorRT engine on host arrays, for the accuracy gate
-(:meth:`TensorRTRuntime.open_runner <app.backends.tensorrt.runtime.TensorRTRuntime.open_runner>`).
+"""Run a TensorRT engine on host arrays (the accuracy gate's runner, the warm-up after a build),
+check a built engine's I/O against the ONNX model, and the GPU buffers both use.
 
-On the configured GPU (``cuda_device``, made current before deserializing, and every buffer
-allocated there) and, for a DLA engine, on its core (``Runtime.DLA_core`` before deserializing;
-its default, -1, is unspecified: TensorRT v10.3.0 include/NvInferRuntime.h:1390-1401). The
-process logger registers TensorRT's plugins first (:mod:`app.backends.tensorrt.logsink`), so an
-engine holding a plugin (ALIKED's DeformConv on 10.x) deserializes in a process that never
-parsed. Per sample: ``set_input_shape`` and ``set_tensor_address`` for each input, a buffer of
-the context's shape for each output, an output allocator for outputs whose size depends on the
-data (:mod:`app.backends.tensorrt.outputs`), ``execute_async_v3``, synchronize, download. Host-
-located tensors get host memory. Only names that exist in the bindings of TensorRT 8.6 and 10.x
-are used (tests/backends/tensorrt/test_runner.py checks them against the real bindings'
-identifiers).
+On the configured GPU (``cuda_device``, made current before deserializing, every buffer allocated
+there) and, for a DLA engine, on its core (``Runtime.DLA_core`` before deserializing; its default,
+-1, is unspecified: TensorRT v10.3.0 include/NvInferRuntime.h:1390-1401). The process logger
+registers TensorRT's plugins first, so an engine holding one (ALIKED's DeformConv on 10.x)
+deserializes in a process that never parsed. Only names of the bindings of TensorRT 8.6 and 10.x
+are used (tests/backends/tensorrt/test_runner.py checks them against the real identifiers).
+
+An output made by ``NonZero`` or an NMS has -1 dimensions even once every input shape is set;
+"each output must have a non-null address or an IOutputAllocator" (NvInferRuntime.h:3988-3998),
+and only the allocator learns its real shape (``reallocate_output``, then ``notify_shape``; 10.x's
+``reallocate_output_async`` falls back to it, pyCore.cpp:537-551). A HOST-located tensor (a shape
+tensor) takes a host pointer (NvInferRuntime.h:3991). Polygraphy's runner does both
+(``polygraphy/backend/trt/runner.py:57-85,278-285,318-322``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from types import ModuleType
+from typing import Any
 
+from app.backends.onnx_model import ModelInterface
+from app.backends.tensorrt.api import CallbackErrors, TrtApi, import_tensorrt, logging_to
 from app.cache.fsread import open_binary
-from app.errors import EngineBuildError
+from app.errors import BackendUnavailableError, EngineBuildError
+from app.host.cuda import import_cuda, select_device
+from app.values import InputProfile
 
 
-class DeviceBuffers(Protocol):
-    """Device memory as the runner needs it (what DeviceMemory provides)."""
+def load_cudart() -> ModuleType:
+    """cuda-python's runtime API (device selection, calibration and warm-up buffers)."""
+    module = import_cuda("runtime", "cudart")
+    if module is None:
+        raise BackendUnavailableError("cuda-python's runtime API is needed to build with TensorRT "
+                                      "(device selection, INT8 calibration, warm-up)",
+                                      hint="pip install cuda-python 12.x")
+    return module
 
-    def alloc(self, nbytes: int) -> int: ...
 
-    def upload(self, ptr: int, array: Any) -> None: ...
+class DeviceMemory:
+    """Buffers on GPU ``device``, freed by ``close``; ``runtime``: cuda-python's runtime module.
+    Every status is checked. Each allocation makes ``device`` current first: TensorRT may ask
+    for a calibration batch from any thread, and a thread starts on device 0."""
 
-    def download(self, array: Any, ptr: int) -> None: ...
+    def __init__(self, runtime: Any = None, device: int = 0) -> None:
+        self.rt = runtime or load_cudart()
+        self.device = device
+        self._owned: list[int] = []
+        self._stream: Any = None
 
-    def stream(self) -> Any: ...
+    def _check(self, result: Any, what: str) -> Any:
+        status, *values = result if isinstance(result, tuple) else (result,)
+        if status != self.rt.cudaError_t.cudaSuccess:
+            raise EngineBuildError(f"CUDA runtime call {what} failed: {getattr(status, 'name', status)}")
+        return values[0] if len(values) == 1 else tuple(values)
 
-    def synchronize(self) -> None: ...
+    def alloc(self, nbytes: int) -> int:
+        select_device(self.device, self.rt)
+        ptr = int(self._check(self.rt.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+        self._owned.append(ptr)
+        return ptr
 
-    def close(self) -> None: ...
+    def upload(self, ptr: int, array: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._check(self.rt.cudaMemcpy(ptr, array.ctypes.data, array.nbytes, kind), "cudaMemcpy")
+
+    def download(self, array: Any, ptr: int) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._check(self.rt.cudaMemcpy(array.ctypes.data, ptr, array.nbytes, kind), "cudaMemcpy")
+
+    def stream(self) -> Any:
+        if self._stream is None:
+            self._stream = self._check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        return self._stream
+
+    def synchronize(self) -> None:
+        self._check(self.rt.cudaStreamSynchronize(self.stream()), "cudaStreamSynchronize")
+
+    def close(self) -> None:
+        for ptr in self._owned:
+            self.rt.cudaFree(ptr)
+        self._owned.clear()
+        if self._stream is not None:
+            self.rt.cudaStreamDestroy(self._stream)
+            self._stream = None
+
+
+def _output_allocator(trt: Any, memory: DeviceMemory, guard: CallbackErrors) -> Any:
+    """An IOutputAllocator over ``memory``: ``buffers[name]`` is ``(pointer, bytes)``,
+    ``shapes[name]`` the shape TensorRT wrote; exceptions go to ``guard``."""
+
+    class OutputAllocator(trt.IOutputAllocator):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt.IOutputAllocator.__init__(self)
+            self.buffers: dict[str, tuple[int, int]] = {}
+            self.shapes: dict[str, tuple[int, ...]] = {}
+
+        def reallocate_output(self, tensor_name: str, memory_ptr: int, size: int,
+                              alignment: int) -> int:
+            with guard.guard("the output allocator"):
+                held = self.buffers.get(tensor_name)
+                if held is None or held[1] < size:
+                    held = (memory.alloc(max(int(size), 1)), int(size))
+                    self.buffers[tensor_name] = held
+                return held[0]
+            return 0  # the guard kept the exception: TensorRT fails the enqueue
+
+        def notify_shape(self, tensor_name: str, shape: Any) -> None:
+            with guard.guard("the output allocator"):
+                self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+    return OutputAllocator()
 
 
 class TrtRunner:
-    """One engine, its execution context and its buffers; ``close`` frees them all."""
+    """One engine (a path, its serialized bytes, or an ICudaEngine already deserialized), its
+    execution context and its buffers; ``close`` frees them all."""
 
-    def __init__(self, engine: Path | bytes, model_name: str = "", *, trt: Any = None,
-                 memory: DeviceBuffers | None = None, cudart: Any = None, cuda_device: int = 0,
+    def __init__(self, engine: Any, model_name: str = "", *, trt: Any = None,
+                 memory: DeviceMemory | None = None, cudart: Any = None, cuda_device: int = 0,
                  dla_core: int | None = None) -> None:
-        from app.backends.tensorrt.api import TrtApi
-        from app.backends.tensorrt.callbacks import CallbackErrors
-        from app.backends.tensorrt.loader import import_tensorrt
-        from app.backends.tensorrt.logsink import logging_to
-        from app.backends.tensorrt.outputs import make_output_allocator
-        from app.host.cuda import select_device
-
         self.api = TrtApi(trt if trt is not None else
-                         import_tensorrt("the accuracy check of a TensorRT engine"))
+                          import_tensorrt("the accuracy check of a TensorRT engine"))
         self.model_name = model_name
         if isinstance(engine, Path):  # a FIFO or a device there: UnsafeFileError, not a hang
             with open_binary(engine, follow_links=True) as handle:
                 engine = handle.read()
-        blob = engine
         if memory is None or cudart is not None:
-            cudart = cudart if cudart is not None else _cudart()
+            cudart = cudart if cudart is not None else load_cudart()
             select_device(cuda_device, cudart)  # the engine and its buffers on one GPU
-        self._memory = memory if memory is not None else _device_memory(cudart, cuda_device)
+        self._memory = memory if memory is not None else DeviceMemory(cudart, cuda_device)
         self._guard = CallbackErrors()
         # The process logger sends to this runner until close: a failed sample quotes TensorRT.
         self._logging = logging_to(self.api.trt, lambda severity, message: None, self._guard)
-        self._sink = self._logging.__enter__()
-        runtime = self.api.trt.Runtime(self._sink.logger)
-        if dla_core is not None:
-            runtime.DLA_core = dla_core
-        self.engine = runtime.deserialize_cuda_engine(blob)
-        del runtime  # no runtime outlives its use: nothing of it is needed once deserialized
+        logger, self._errors = self._logging.__enter__()
+        if isinstance(engine, (bytes, bytearray, memoryview)):
+            runtime = self.api.trt.Runtime(logger)
+            if dla_core is not None:
+                runtime.DLA_core = dla_core
+            engine = runtime.deserialize_cuda_engine(engine)
+            del runtime  # no runtime outlives its use: nothing of it is needed once deserialized
+        self.engine = engine
         if self.engine is None:
-            detail = "; ".join(self._sink.errors)[:300] or "no reason given"
+            detail = "; ".join(self._errors)[:300] or "no reason given"
             self._logging.__exit__(None, None, None)
             raise EngineBuildError(f"{model_name}: TensorRT cannot deserialize the engine for the "
                                    f"accuracy check: {detail}")
@@ -81,19 +152,20 @@ class TrtRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.api.is_input(self.engine, n)]
         self.outputs = [n for n in names if n not in self.inputs]
-        self._allocator = make_output_allocator(self.api.trt, self._memory, self._guard)
+        self._allocator = _output_allocator(self.api.trt, self._memory, self._guard)
         self._buffers: dict[str, tuple[int, int]] = {}
         self._host: dict[str, Any] = {}
 
-    def _dtype(self, name: str) -> Any:
+    def dtype(self, name: str) -> Any:
         import numpy as np
 
         return np.dtype(self.api.dtype_name(self.engine.get_tensor_dtype(name)))
 
     def _on_host(self, name: str) -> bool:
-        from app.backends.tensorrt.outputs import on_host
-
-        return on_host(self.api.trt, self.engine, name, name in self.inputs)
+        """Whether ``name`` must be given a host pointer (HOST-located, or a shape input)."""
+        if self.engine.get_tensor_location(name) == self.api.trt.TensorLocation.HOST:
+            return True
+        return name in self.inputs and bool(self.engine.is_shape_inference_io(name))
 
     def _buffer(self, name: str, nbytes: int) -> int:
         """A device buffer for ``name`` of at least ``nbytes``, reused across samples."""
@@ -110,7 +182,7 @@ class TrtRunner:
         if missing:
             raise EngineBuildError(f"{self.model_name}: no value for engine inputs {missing}")
         for name in self.inputs:
-            array = np.ascontiguousarray(feeds[name], dtype=self._dtype(name))
+            array = np.ascontiguousarray(feeds[name], dtype=self.dtype(name))
             if not self.context.set_input_shape(name, tuple(array.shape)):
                 raise EngineBuildError(f"{self.model_name}: the engine refuses shape "
                                        f"{list(array.shape)} for input {name!r}")
@@ -127,14 +199,14 @@ class TrtRunner:
             if any(d < 0 for d in shape):  # its size depends on the data
                 self.context.set_output_allocator(name, self._allocator)
                 continue
-            results[name] = np.empty(shape, dtype=self._dtype(name))
+            results[name] = np.empty(shape, dtype=self.dtype(name))
             on_host = self._on_host(name)
             ptr = int(results[name].ctypes.data) if on_host else self._buffer(
                 name, results[name].nbytes)
             self.context.set_tensor_address(name, ptr)
         if not self.context.execute_async_v3(self._memory.stream()):
             self._guard.raise_first(self.model_name)
-            detail = "; ".join(self._sink.errors[-3:])[:300]
+            detail = "; ".join(self._errors[-3:])[:300]
             raise EngineBuildError(f"{self.model_name}: the engine failed to run a sample"
                                    + (f": {detail}" if detail else ""))
         self._memory.synchronize()
@@ -155,7 +227,7 @@ class TrtRunner:
         if shape is None or held is None:
             raise EngineBuildError(f"{self.model_name}: TensorRT did not report the shape of "
                                    f"data-dependent output {name!r}")
-        array = np.empty(shape, dtype=self._dtype(name))
+        array = np.empty(shape, dtype=self.dtype(name))
         if array.nbytes > held[1]:
             raise EngineBuildError(f"{self.model_name}: output {name!r} of shape {list(shape)} "
                                    f"does not fit the {held[1]} bytes TensorRT asked for")
@@ -171,13 +243,50 @@ class TrtRunner:
         self._logging.__exit__(None, None, None)
 
 
-def _cudart() -> Any:
-    from app.backends.tensorrt.device_memory import cudart
+def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
+                 profiles: dict[str, InputProfile], model_name: str) -> None:
+    """A built engine's I/O against the ONNX model (names, modes, dtypes as the release's
+    parser maps them) and the configured profiles; EngineBuildError listing what differs."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if api.is_input(engine, n)]
+    outputs = [n for n in names if n not in inputs]
+    want_in, want_out = {t.name: t for t in model.inputs}, {t.name: t for t in model.outputs}
+    problems: list[str] = []
+    if set(inputs) != set(want_in) or set(outputs) != set(want_out):
+        problems.append(f"engine I/O {sorted(inputs)} -> {sorted(outputs)} differs from the ONNX "
+                        f"model's {sorted(want_in)} -> {sorted(want_out)}")
+    for name in set(names) & (set(want_in) | set(want_out)):
+        got = api.dtype_name(engine.get_tensor_dtype(name))
+        want = api.engine_dtype((want_in.get(name) or want_out[name]).dtype)
+        if got != want:
+            problems.append(f"tensor {name!r} is {got} in the engine, {want} in the ONNX model")
+    for name in set(inputs) & set(profiles):
+        profile = profiles[name]
+        shape = tuple(engine.get_tensor_shape(name))
+        if -1 in shape:
+            lo, opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
+            if (lo, opt, hi) != (profile.min, profile.opt, profile.max):
+                problems.append(f"input {name!r} accepts {list(lo)}..{list(hi)}, the config "
+                                f"asked for {list(profile.min)}..{list(profile.max)}")
+        elif shape != profile.opt:
+            problems.append(f"input {name!r} is fixed to {list(shape)}, the config asked for "
+                            f"{list(profile.opt)}")
+    if problems:
+        raise EngineBuildError(f"{model_name}: the built engine does not match: " + "; ".join(problems),
+                               hint="check the model's I/O and the configured shapes")
 
-    return cudart()
 
+def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory: DeviceMemory,
+            model_name: str) -> None:
+    """``verify: infer``: one inference on zeros at the opt shapes; every output must be
+    finite."""
+    import numpy as np
 
-def _device_memory(cudart: Any, device: int) -> DeviceBuffers:
-    from app.backends.tensorrt.device_memory import DeviceMemory
-
-    return DeviceMemory(cudart, device)
+    runner = TrtRunner(engine, model_name, trt=api.trt, memory=memory)
+    try:
+        results = runner.run({n: np.zeros(profiles[n].opt, runner.dtype(n)) for n in runner.inputs})
+    finally:
+        runner.close()
+    for name, array in results.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise EngineBuildError(f"{model_name}: the warm-up inference gave non-finite {name!r}")

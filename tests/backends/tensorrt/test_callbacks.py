@@ -76,12 +76,12 @@ def test_a_calibration_cache_that_cannot_be_written_fails_the_build(fake, tmp_pa
     that error instead of being swallowed by the bindings. The failing write is simulated (a
     read-only volume: root here ignores permission bits; something planted in place of the
     folder is not a write error but a table left unsaved, test_calibration.py)."""
-    import app.backends.tensorrt.calibrator as calibrator
+    import app.backends.tensorrt.caches as caches
 
     def refuse(path, payload, mode=0o644):  # type: ignore[no-untyped-def]
         raise CacheWriteError(f"cannot write {path}: read-only file system")
 
-    monkeypatch.setattr(calibrator, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(caches, "atomic_write_bytes", refuse)
     cfg = config(tmp_path, "aliked", PrecisionMode.INT8, calibration_dir=corpus["calibration"] / "aliked")
     with pytest.raises(CacheWriteError, match="calibration"):
         runtime_for(fake).compile_engine(corpus["aliked"], cfg)
@@ -108,17 +108,15 @@ def test_an_exception_in_the_progress_monitor_is_raised_not_read_as_cancel(versi
 
 
 def test_the_logger_never_raises_into_tensorrt(fake):
-    from app.backends.tensorrt.callbacks import CallbackErrors
+    from app.backends.tensorrt.api import CallbackErrors, logging_to
 
     errors = CallbackErrors()
 
     def broken(severity: str, message: str) -> None:
         raise OSError("stderr is closed")
 
-    from app.backends.tensorrt.logsink import logging_to
-
-    with logging_to(fake.module, broken, errors) as sink:
-        fake.log(sink.logger, "WARNING", "a warning")
+    with logging_to(fake.module, broken, errors) as (logger, _):
+        fake.log(logger, "WARNING", "a warning")
     assert not _swallowed(fake)
     with pytest.raises(EngineBuildError, match=r"TensorRT logger.*stderr is closed"):
         errors.raise_first("aliked")

@@ -11,7 +11,7 @@ import pytest
 
 from app import InputProfile, ModelDataError, PrecisionMode
 from app.backends.onnx_model import inspect_model
-from app.backends.tensorrt.logsink import process_logger
+from app.backends.tensorrt.api import process_logger
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 from tests.backends.tensorrt.helpers import config, runtime_for
 from tests.backends.tensorrt.networks import make_aliked, make_dinov2, make_lightglue

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from app import EngineBuildError, PrecisionMode
-from app.backends.tensorrt.logsink import process_logger
+from app.backends.tensorrt.api import process_logger
 from app.backends.tensorrt.opsupport import check_model
 from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
 from tests.backends.tensorrt.helpers import config, runtime_for, start_job, write_job, write_standin_site

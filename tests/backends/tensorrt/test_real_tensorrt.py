@@ -22,7 +22,7 @@ def test_build_run_and_compare_with_onnxruntime(tmp_path, corpus, precision):
     import onnxruntime as ort
     import tensorrt as trt
 
-    from app.backends.tensorrt.device_memory import DeviceMemory
+    from app.backends.tensorrt.runner import DeviceMemory
     from app.backends.tensorrt.runtime import TensorRTRuntime
     from app.host.probe import probe_host
 

@@ -16,6 +16,8 @@ from app.errors import BackendUnavailableError, EngineBuildError
 from app.values import InputProfile, PrecisionMode
 from app.verify.accuracy import check_accuracy
 from tests.backends.tensorrt import trt_standin
+from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
+from tests.backends.tensorrt.helpers import VERSIONS, config, make_nonzero_model, runtime_for
 from tests.backends.tensorrt.trt_standin import HostBuffers, ILogger, StandinTensorRT
 
 IDENTIFIERS = Path(__file__).parent / "identifiers"
@@ -184,7 +186,7 @@ def test_the_names_of_plugins_allocators_and_locations_exist_in_the_real_binding
 def test_a_failed_sample_quotes_tensorrt_and_close_twice_is_harmless(corpus):
     """The runner's sink stays on the process logger until close: TensorRT's error for a failed
     enqueue reaches the message."""
-    from app.backends.tensorrt.logsink import process_logger
+    from app.backends.tensorrt.api import process_logger
 
     trt = StandinTensorRT("10.3.0")
     runner = TrtRunner(corpus["dinov2_vpr"].read_bytes(), "m", trt=trt, memory=HostBuffers())
@@ -206,3 +208,35 @@ def test_an_engine_path_that_is_no_file_is_refused_at_once(tmp_path, kind):
     plant(path, kind, tmp_path / "outside")
     with pytest.raises(UnsafeFileError, match=r"FIFO|device"):
         within(2, lambda: TrtRunner(path, "m", trt=StandinTensorRT("10.3.0"), memory=HostBuffers()))
+
+
+# The warm-up after a build runs through the runner: host-located tensors get host memory,
+# and an output allocator that fails is an error naming it rather than a crash inside TensorRT.
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_host_located_output_gets_host_memory_in_the_warm_up(tmp_path, corpus, version):
+    """"If the TensorLocation of the tensor is kHOST, the pointer must point to a host buffer"
+    (TensorRT v10.3.0 include/NvInferRuntime.h:3991): the stand-in refuses a device pointer."""
+    fake = FakeTensorRT(version)
+    fake.host_tensors = {"scores"}
+    runtime_for(fake).compile_engine(corpus["aliked"], config(tmp_path, "aliked", verify="infer"))
+    assert ("execute_async_v3", 7) in fake.calls
+    assert not [c for c in fake.calls if c[0] == "device_pointer_for_host_tensor"]
+
+
+def test_an_output_allocator_that_fails_is_named(tmp_path, monkeypatch):
+    from app.backends.tensorrt import runner
+
+    fake = FakeTensorRT("10.3.0")
+    model = make_nonzero_model(tmp_path / "nonzero.onnx")
+    real_alloc = runner.DeviceMemory.alloc
+    calls = []
+
+    def alloc(self, nbytes):
+        calls.append(nbytes)
+        if len(calls) > 1:  # the input's buffer, then the allocator's: out of memory
+            raise MemoryError("cudaMalloc: out of memory")
+        return real_alloc(self, nbytes)
+
+    monkeypatch.setattr(runner.DeviceMemory, "alloc", alloc)
+    with pytest.raises(EngineBuildError, match=r"output allocator failed.*out of memory"):
+        runtime_for(fake).compile_engine(model, config(tmp_path, "nonzero", verify="infer"))
