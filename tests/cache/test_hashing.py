@@ -23,7 +23,7 @@ from tests.helpers import cli, write_job_config
 
 
 class Given:
-    """A plain EarlyDigests: hands over a fixed digest and records what it was asked."""
+    """A stand-in for EarlyDigests: hands over a fixed digest and records what it was asked."""
 
     def __init__(self, digest: str) -> None:
         self.digest = digest
