@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "EngineFilenameSchema": "app.cache.names",
     "OrtFilenameSchema": "app.cache.names",
-    "Sha256Sidecar": "app.cache.sidecar",
+    "Sha256Sidecar": "app.cache.hashing",
     "EngineCompiler": "app.compiler",
     "InferenceRuntime": "app.backends.base",
     **{name: "app.errors" for name in (
@@ -68,8 +68,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from app.backends.base import InferenceRuntime
+    from app.cache.hashing import Sha256Sidecar
     from app.cache.names import EngineFilenameSchema, OrtFilenameSchema
-    from app.cache.sidecar import Sha256Sidecar
     from app.compiler import EngineCompiler
     from app.errors import (
         BackendUnavailableError,

@@ -207,7 +207,7 @@ def run(state: _State) -> None:
     timings["config"] = time.perf_counter() - started
     recorder.configured(config)
     # Hash last run's engines while the job's modules load and the host is probed.
-    from app.cache import prehash
+    from app.cache import hashing as prehash
 
     early = prehash.start(config.cache_root)
     from app.job import run_job

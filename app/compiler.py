@@ -1,10 +1,10 @@
 """EngineCompiler: plan each backbone's artifact, reuse what verifies, build the rest.
 
-For a request it (1) plans every artifact (:mod:`app.phases.plan`), (2) takes the cache lock
+For a request it (1) plans every artifact (:func:`app.phases.make_plan`), (2) takes the cache lock
 (unless the caller holds it and passes it), sweeps temp files left by killed runs and checks
 every artifact in parallel threads (:mod:`app.cache.reuse`), (3) for each model in order
-reuses it (:mod:`app.phases.reuse`), promotes a fleet candidate (:mod:`app.fleet.promote`) or
-builds it (:mod:`app.phases.build`), stopping at the first failure, and (4) reports a summary.
+reuses it (:func:`app.phases.reuse`), promotes a fleet candidate (:mod:`app.fleet.promote`) or
+builds it (:func:`app.phases.build`), stopping at the first failure, and (4) reports a summary.
 Runtime errors propagate unchanged after one ``c10.engine.compile.error`` event.
 """
 
@@ -28,9 +28,7 @@ from app.cache.reuse import Verdict, check_artifact
 from app.cancel import call_cancellable, checkpoint, map_cancellable
 from app.errors import CacheWriteError, ModelDataError
 from app.host.identity import HardwareIdentity
-from app.phases.build import build
-from app.phases.plan import Plan, Step, make_plan
-from app.phases.reuse import reuse
+from app.phases import Plan, Step, build, make_plan, reuse
 from app.request import BackboneSpec, EngineCompileRequest
 from app.values import CompileOutcome, EngineCompileResult
 
@@ -82,7 +80,7 @@ class EngineCompiler:
     ) -> tuple[EngineCompileResult, ...]:
         """Reuse or build every backbone of ``request``. ``held_lock``: the cache lock, which
         the caller took (and keeps after this call); without it, this takes it for the call.
-        ``early``: engine digests hashed before this call (:mod:`app.cache.prehash`), each
+        ``early``: engine digests hashed before this call (:mod:`app.cache.hashing`), each
         taken only for the very file it verifies."""
         started = time.perf_counter()
         timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)

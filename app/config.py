@@ -21,8 +21,12 @@ from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
 from app.backends.registry import BACKEND_NAMES
-from app.cache.layout import calibration_folder, default_candidates_root
-from app.cache.names import calibration_files, check_model_name
+from app.cache.names import (
+    calibration_files,
+    calibration_folder,
+    check_model_name,
+    default_candidates_root,
+)
 from app.config_sections import (
     AccuracyConfig,
     ConfigPath,

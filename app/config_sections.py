@@ -93,7 +93,7 @@ class StrictModel(BaseModel):
     model_config = {"extra": "forbid", "frozen": True, "allow_inf_nan": False}
 
 
-# Also the rules app.verify.graph finds in the ONNX graph (with the reason it found them for).
+# Also the rules app.verify.rules finds in the ONNX graph (with the reason it found them for).
 class AccuracyOutputConfig(StrictModel):
     """How one output is compared (docs/accuracy-gate.md): over what the ONNX graph shows."""
 
@@ -129,8 +129,7 @@ class AccuracyOutputConfig(StrictModel):
 
     @property
     def comparison(self) -> str:
-        """What the gate does: ``compare``; ``aligned`` with ``aligned_to``; else ``values``
-        (one of app.verify.rules.COMPARISONS)."""
+        """What the gate does: ``compare``; ``aligned`` with ``aligned_to``; else ``values``."""
         return "aligned" if self.aligned_to else (self.compare or "values")
 
     def key(self) -> dict[str, Any]:

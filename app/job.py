@@ -16,10 +16,10 @@ from typing import Any
 from app import events
 from app.backends.base import InferenceRuntime
 from app.backends.registry import AUTO, BACKENDS, create_backend, resolve_backend_name
-from app.cache import prehash
+from app.cache import hashing as prehash
 from app.cache.hashing import EarlyDigests
-from app.cache.layout import HINT_NAME
 from app.cache.lock import CacheLock
+from app.cache.names import HINT_NAME
 from app.cache.publish import os_error_to_cache_error
 from app.cache.signing import load_key, robot_key
 from app.cancel import call_cancellable, checkpoint
@@ -123,7 +123,7 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
             timings: dict[str, float] | None = None, *,
             early: EarlyDigests | None = None) -> dict[str, Any]:
     """The whole boot; returns the marker document it wrote. ``early``: the engines' digests
-    hashed since the config was read (:func:`app.cache.prehash.start`)."""
+    hashed since the config was read (:func:`app.cache.hashing.start`)."""
     timings = {} if timings is None else timings
     t = time.perf_counter()
     if clear_marker(config.readiness_marker):
@@ -156,7 +156,7 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
 
 def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResult, ...],
                       logger: logging.Logger) -> None:
-    """Name this run's engines for the next boot to start hashing early (app.cache.prehash)."""
+    """Name this run's engines for the next boot to start hashing early (app.cache.hashing)."""
     names = [Path(r.entry.engine_path).name for r in results]
     try:
         prehash.write_hint(config.cache_root, names)

@@ -83,7 +83,7 @@ class BuildConfig:
     """Everything a runtime needs to build one engine.
 
     The compiler fills ``model_name`` and ``engine_path`` (where the runtime must publish the
-    engine through :class:`app.cache.sidecar.Sha256Sidecar`); the rest comes from the config.
+    engine through :class:`app.cache.hashing.Sha256Sidecar`); the rest comes from the config.
     ``input_shapes`` maps input names to profiles; ``None`` as key is the single-input
     shorthand (``expected_input_shape``) that the runtime binds to the model's only input.
     """

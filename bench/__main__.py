@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cache.layout import HINT_NAME
+from app.cache.names import HINT_NAME
 from bench.common import (
     MB,
     REPO,

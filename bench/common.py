@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
+from app.cache.hashing import Sha256Sidecar
 from app.cache.record import read_record, write_record
-from app.cache.sidecar import Sha256Sidecar
 from tools.demo import build_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,8 +33,8 @@ from app import (
     PrecisionMode,
     Sha256Sidecar,
 )
+from app.cache.hashing import sidecar_path
 from app.cache.record import record_path
-from app.cache.sidecar import sidecar_path
 
 REPO = Path(__file__).resolve().parents[1]
 ORIN = HostCapabilities(87, "6.2", "10.3")

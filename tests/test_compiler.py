@@ -23,8 +23,8 @@ from app import (
     PrecisionMode,
     Sha256Sidecar,
 )
+from app.cache.hashing import sidecar_path
 from app.cache.record import read_record, record_path
-from app.cache.sidecar import sidecar_path
 from tests.helpers import ORIN, EventLog, FakeRuntime, make_request, snapshot
 
 Events = tuple[logging.Logger, EventLog]
@@ -300,7 +300,7 @@ def test_an_engine_of_another_size_is_rebuilt_without_being_hashed(specs, tmp_pa
     engine = results[0].entry.engine_path
     with open(engine, "ab") as handle:
         handle.truncate(8 << 30)  # sparse: 8 GiB that must not be read
-    import app.cache.sidecar as sidecar_mod
+    import app.cache.hashing as sidecar_mod
 
     hashed: list[Path] = []
     real = sidecar_mod.hash_file

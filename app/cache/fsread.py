@@ -1,31 +1,24 @@
-"""The one reader of files that someone else may have planted: the cache's sidecars, records,
+"""The one reader of files that someone else may have planted (the cache's sidecars, records,
 lock holder, hint, marker, TensorRT caches and the engines hashed, the config, key files,
-bundles, the governor's procfs and sysfs files.
+bundles, the governor's procfs and sysfs files): whatever stands there must neither hang the
+job nor make it read elsewhere.
 
-Whatever stands under such a name must neither hang the job nor make it read elsewhere:
-
-- ``O_NOFOLLOW``: a symlink (to ``/dev/zero``, to someone's file) is refused, not followed;
-  ``follow_links`` (files a user names: Kubernetes mounts ConfigMaps and secrets through links,
-  ``/etc/nvpmodel.conf`` is one) follows them, but only to a regular file: what a link names is
-  looked at before it is opened (opening a device can act: a watchdog starts);
+- ``O_NOFOLLOW``: a symlink (to ``/dev/zero``, to someone's file) is refused; ``follow_links``
+  (files a user names: Kubernetes mounts secrets through links) follows one only to a regular
+  file, looked at before it is opened (opening a device can act: a watchdog starts);
 - ``O_NONBLOCK``: opening a FIFO returns at once instead of waiting for a writer that never
-  comes (regular files ignore the flag); a socket fails to open (ENXIO);
-- ``fstat`` on the open descriptor: only a regular file is read, so a folder, a FIFO or a device
-  is refused whatever was swapped in between a check by name and the open;
-- at most ``limit`` bytes: a huge or sparse file (8 GiB of holes) is refused by its size
-  before anything is read, and one that grows while read by the ``limit + 1``-th byte;
-  ``truncate`` reads the first ``limit`` bytes instead (procfs and sysfs files, whose sizes say
-  nothing: 0 or 4096).
+  comes; a socket fails to open (ENXIO);
+- ``fstat`` on the open descriptor: only a regular file is read, whatever was swapped in
+  between a check by name and the open;
+- at most ``limit`` bytes: a huge or sparse file is refused by its size before anything is
+  read, one that grows while read by the ``limit + 1``-th byte; ``truncate`` reads the first
+  ``limit`` bytes instead (procfs and sysfs files, whose sizes say nothing).
 
-Every refusal is an :class:`UnsafeFileError` (an ``OSError``) whose message says what stands
-there; absence stays ``FileNotFoundError``. Callers turn either into "damaged" or "absent".
-
-JSON the job wrote itself (records, the hint, the marker, the lock holder) is parsed by
-:func:`parse_json`, since anyone who can write the cache can write it too: ``NaN``,
-``Infinity`` and numbers that overflow to them are refused (arithmetic on them raises far from
-the file), integers longer than :data:`MAX_INT_DIGITS` too, and nesting deeper than
-``max_depth`` before the parser recurses (Python's encoder and the parser itself would hit the
-recursion limit).
+Every refusal is an :class:`UnsafeFileError` (an ``OSError``); absence stays
+``FileNotFoundError``. JSON the job wrote itself is parsed by :func:`parse_json`, since anyone
+who can write the cache can write it too: ``NaN``, ``Infinity``, overflowing numbers and
+integers of more than :data:`MAX_INT_DIGITS` digits are refused (arithmetic on them raises far
+from the file), and nesting deeper than ``max_depth`` before the parser recurses.
 """
 
 from __future__ import annotations
@@ -40,7 +33,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-#: How every file we only read is opened.
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CHUNK = 1 << 20
 _REFUSED = {errno.ELOOP: "a symbolic link stands there (not followed)",
@@ -48,9 +40,7 @@ _REFUSED = {errno.ELOOP: "a symbolic link stands there (not followed)",
             errno.ENOTDIR: "not a folder where one is needed (links are not followed)"}
 
 
-#: Digits of the longest integer a JSON document of the job may hold: any size or nanosecond
-#: time fits in 20.
-MAX_INT_DIGITS = 20
+MAX_INT_DIGITS = 20  # any size or nanosecond time fits
 #: Nesting of the job's own documents: a record's settings are the deepest, at 5.
 JSON_DEPTH = 32
 #: A string (escapes included), or one bracket: only brackets outside strings nest.
@@ -58,7 +48,7 @@ _TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{\]}]')
 
 
 class UnsafeFileError(OSError):
-    """Something other than a small regular file stands at a path the job reads."""
+    """Something else than a small regular file stands at a path the job reads."""
 
 
 def describe_mode(mode: int) -> str:
@@ -100,9 +90,8 @@ def open_regular(path: Path | str, *, follow_links: bool = False, dir_fd: int | 
 
 
 def open_binary(path: Path | str, *, follow_links: bool = False) -> BinaryIO:
-    """:func:`open_regular` as an unbuffered binary file object (``name``: the path), for
-    readers that take one (numpy, zipfile, onnx) and for files too large for :func:`read_small`
-    (engines, models), read as they are used."""
+    """:func:`open_regular` as an unbuffered binary file (``name``: the path), for readers that
+    take one (numpy, zipfile, onnx) and files too large for :func:`read_small`."""
     handle = os.fdopen(open_regular(path, follow_links=follow_links), "rb", buffering=0)
     handle.name = os.fspath(path)  # for messages and onnx's external data
     return handle
@@ -111,8 +100,7 @@ def open_binary(path: Path | str, *, follow_links: bool = False) -> BinaryIO:
 def read_small(path: Path | str, limit: int, *, follow_links: bool = False,
                dir_fd: int | None = None, truncate: bool = False) -> bytes:
     """The bytes of the regular file at ``path`` if it holds at most ``limit`` of them (with
-    ``truncate``: its first ``limit`` bytes). Raises as :func:`open_regular`, UnsafeFileError
-    for a larger file, and OSError for an I/O error."""
+    ``truncate``: its first ``limit`` bytes); UnsafeFileError for a larger one."""
     fd = open_regular(path, follow_links=follow_links, dir_fd=dir_fd)
     try:
         size = os.fstat(fd).st_size
@@ -153,9 +141,8 @@ def _refuse_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes | str, max_depth: int = JSON_DEPTH) -> Any:
-    """The JSON document in ``raw``, with only finite numbers, integers of at most
-    :data:`MAX_INT_DIGITS` digits and at most ``max_depth`` levels of nesting; ValueError
-    saying what is wrong otherwise (never RecursionError or OverflowError)."""
+    """The JSON document in ``raw``; ValueError saying what is wrong (never RecursionError or
+    OverflowError)."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     depth = 0
     # Counted before the parser recurses; not at all when there are too few brackets to nest

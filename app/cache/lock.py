@@ -1,17 +1,15 @@
 """The inter-process cache lock: ``flock`` on ``<cache_root>/.engine-init.lock``.
 
 The kernel drops an ``flock`` when its holder dies, so a lock left by a killed run never blocks
-the next boot. The holder writes its pid, host and start time into the file so that a waiter
-can name it. The lock only prevents duplicate builds: correctness comes from atomic publishing
-and from re-checking the cache after the lock is taken. A run takes it once (the job, which
-passes it to the compiler); it is not re-entrant.
+the next boot. The lock only prevents duplicate builds: correctness comes from atomic publishing
+and from re-checking the cache after the lock is taken. It is not re-entrant.
 
-Something else than a regular file under the lock's name (a FIFO, a socket, a device, a link)
-is damage: it is replaced, through a rename that never follows or opens it. So is a regular file
-with other names (a hard link to someone's file, planted where ``fs.protected_hardlinks`` is 0 or
-by root): the holder note truncates the lock file, which must therefore be the job's alone; the
-link count is checked on the opened descriptor, and again before each truncation. A folder there
-may hold someone's data and is refused.
+Something else than a regular file under the lock's name (a FIFO, a device, a link) is damage,
+replaced through a rename that never follows or opens it. So is a regular file with other names
+(a hard link to someone's file, planted where ``fs.protected_hardlinks`` is 0 or by root): the
+holder note truncates the lock file, which must therefore be the job's alone; the link count is
+checked on the opened descriptor, and again before each truncation. A folder there may hold
+someone's data and is refused.
 """
 
 from __future__ import annotations
@@ -25,11 +23,10 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from app import events
 from app.cache.fsread import describe_mode, parse_json, read_small
-from app.cache.layout import LOCK_NAME
+from app.cache.names import LOCK_NAME
 from app.cache.publish import atomic_write_bytes, os_error_to_cache_error
 from app.cancel import checkpoint
 from app.errors import CacheWriteError, LockTimeoutError
@@ -56,10 +53,9 @@ def wait_flock(open_fd: Callable[[], int], timeout_s: float, *,
                current: Callable[[int], bool] | None = None, first_log_s: float = 0.0) -> int:
     """The one wait for an exclusive ``flock`` (the cache lock, a SKU's candidates): a
     descriptor from ``open_fd`` once locked. Polls every 50 ms, so that SIGTERM ends the wait
-    at the next poll (:func:`app.cancel.checkpoint`, exit 143), and raises ``timed_out()``
-    (LockTimeoutError: exit 75) after ``timeout_s``. ``waiting(waited_s)`` is called after
-    ``first_log_s`` and every 5 s; ``current(fd)`` False after locking (the file was replaced
-    while waited for) locks a freshly opened one. The descriptor is closed on any error."""
+    at the next poll, and raises ``timed_out()`` after ``timeout_s``. ``waiting(waited_s)`` is
+    called after ``first_log_s`` and every 5 s; ``current(fd)`` False after locking (the file
+    was replaced while waited for) locks a freshly opened one."""
     start = time.monotonic()
     next_log = start + first_log_s
     fd = open_fd()
@@ -90,8 +86,8 @@ def wait_flock(open_fd: Callable[[], int], timeout_s: float, *,
 
 
 def _alone(fd: int) -> bool:
-    """Whether the open lock file has no other name (a link made to it since it was opened
-    would have truncation change a file someone else names)."""
+    """No other name: a link made to the lock file since it was opened would have truncation
+    change a file someone else names."""
     return os.fstat(fd).st_nlink == 1
 
 
@@ -103,7 +99,8 @@ def _describe(holder: dict[str, object] | None) -> str:
 
 
 class CacheLock:
-    """``with CacheLock(root, timeout_s, logger):`` waits up to ``timeout_s`` for the lock."""
+    """``with CacheLock(root, timeout_s, logger):`` waits up to ``timeout_s`` for the lock; the
+    holder writes its pid, host and start time into the file, so that a waiter can name it."""
 
     def __init__(self, cache_root: Path, timeout_s: float, logger: logging.Logger) -> None:
         self.path = Path(cache_root) / LOCK_NAME
@@ -141,7 +138,6 @@ class CacheLock:
         self._write_holder(fd)
 
     def _open(self) -> int:
-        """A descriptor of the lock file, after replacing whatever else stood there."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # a first boot: no cache yet
             mode = os.lstat(self.path).st_mode
@@ -213,10 +209,5 @@ class CacheLock:
         self.acquire()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()

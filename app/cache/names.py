@@ -1,20 +1,29 @@
-"""Artifact file names: readable, hardware-tied, and parsed back strictly.
+"""Every name under the cache root, in one place (the modules that read or write them take
+their names from here), and artifact file names, parsed back strictly: ``parse`` accepts
+exactly what ``build`` can produce and raises ValueError otherwise.
 
-TensorRT engines (:class:`EngineFilenameSchema`)::
+::
 
-    <model>__sm<cc>_jp<jetpack>_trt<major.minor>_<precision>.engine
-    dinov2_vpr__sm87_jp6.2_trt10.3_fp16.engine     Orin, JetPack 6.2, TensorRT 10.3
-    dinov2_vpr__sm90_jpnone_trt10.3_fp16.engine    x86 dGPU: no JetPack
-    dinov2_vpr__sm87_jpl4t36.9.0_trt10.3_fp16.engine   an L4T release not in our table
+    <cache_root>/
+    ├── <model>__sm87_jp6.2_trt10.3_fp16.engine    an engine (EngineFilenameSchema; jpnone on x86,
+    │                                              jpl4t36.9.0 for an L4T release not in our table)
+    ├── <model>__ort1.20_x86_64-3fa4c2d1_fp32.ort  an ONNX Runtime model (OrtFilenameSchema): tied
+    │                                              to the ONNX Runtime release and the CPU, not a GPU
+    ├── <artifact>.sha256                          its sha256 sidecar (app.cache.hashing)
+    ├── <artifact>.record.json                     its provenance record (app.cache.record)
+    ├── .<name>.tmp-<pid>-<random>                 being published (app.cache.publish)
+    ├── .engine-init.lock                          the cache lock (app.cache.lock)
+    ├── .engine-init.warm.json                     the hint: engines to hash early (app.cache.hashing)
+    ├── .engine-init.robot-key                     the key records are signed with (app.cache.signing)
+    ├── timing/                                    TensorRT timing caches (app.backends.tensorrt.caches)
+    ├── calibration/                               INT8 calibration caches (same)
+    └── candidates/                                fleet.candidates_dir's default (app.fleet.candidates)
+        ├── .<sku>.lock                            one import or pull of a SKU at a time
+        ├── <sku>/                                 a verified bundle's files
+        └── tuf/                                   this robot's trusted TUF metadata (app.fleet.tuf_client)
 
-ONNX Runtime models (:class:`OrtFilenameSchema`) are tied to the ONNX Runtime release and the
-CPU they were optimized for, not to a GPU::
-
-    <model>__ort<major.minor>_<arch>-<cpu8>_<precision>.ort
-    dinov2_vpr__ort1.20_x86_64-3fa4c2d1_fp32.ort
-
-``parse`` accepts exactly what ``build`` can produce and raises :class:`ValueError` otherwise.
-Calibration batches are the ``.npz``/``.npy`` files of a model's folder (:func:`calibration_files`).
+The readiness marker and the calibration batches (:func:`calibration_files`) live where the
+config says, not under the cache root.
 """
 
 from __future__ import annotations
@@ -22,9 +31,36 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from app.cache.layout import RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.values import NO_JETPACK, PrecisionMode
+
+SIDECAR_SUFFIX = ".sha256"
+RECORD_SUFFIX = ".record.json"
+LOCK_NAME = ".engine-init.lock"
+HINT_NAME = ".engine-init.warm.json"
+ROBOT_KEY_NAME = ".engine-init.robot-key"
+TIMING_FOLDER = "timing"
+CALIBRATION_FOLDER = "calibration"
+#: The subfolders of caches a bundle carries beside the engines.
+CACHE_SUBFOLDERS = (TIMING_FOLDER, CALIBRATION_FOLDER)
+CANDIDATES_FOLDER = "candidates"
+#: Under the candidates root, beside the SKUs' folders.
+TUF_FOLDER = "tuf"
+
+
+def timing_folder(cache_root: Path) -> Path:
+    return Path(cache_root) / TIMING_FOLDER
+
+
+def calibration_folder(cache_root: Path) -> Path:
+    return Path(cache_root) / CALIBRATION_FOLDER
+
+
+def default_candidates_root(cache_root: Path) -> Path:
+    """Where candidates go when ``fleet.candidates_dir`` is unset."""
+    return Path(cache_root) / CANDIDATES_FOLDER
+
 
 #: An artifact's companions, published after it: its sha256 sidecar, then its provenance record.
 COMPANION_SUFFIXES = (SIDECAR_SUFFIX, RECORD_SUFFIX)
@@ -32,14 +68,16 @@ COMPANION_SUFFIXES = (SIDECAR_SUFFIX, RECORD_SUFFIX)
 MODEL_NAME_MAX = 100
 _MODEL_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _VERSION2 = r"(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)"
-_JETPACK = rf"(?:{_VERSION2}(?:\.(?:0|[1-9]\d*))?|{NO_JETPACK}|l4t{_VERSION2}(?:\.(?:0|[1-9]\d*))?)"
+_VERSION3 = rf"{_VERSION2}(?:\.(?:0|[1-9]\d*))?"
+_JETPACK = rf"(?:{_VERSION3}|{NO_JETPACK}|l4t{_VERSION3})"
+_CPU = r"[a-z0-9_]+-[0-9a-f]{8}"
 _PRECISION = "|".join(p.value for p in PrecisionMode)
 _ENGINE_RE = re.compile(
-    rf"(?P<model>.+?)__sm(?P<sm>[1-9]\d*)_jp(?P<jp>{_JETPACK})"
+    rf"(?P<model_name>.+?)__sm(?P<sm>[1-9]\d*)_jp(?P<jetpack>{_JETPACK})"
     rf"_trt(?P<trt>{_VERSION2})_(?P<precision>{_PRECISION})\.engine"
 )
 _ORT_RE = re.compile(
-    rf"(?P<model>.+?)__ort(?P<ort>{_VERSION2})_(?P<cpu>[a-z0-9_]+-[0-9a-f]{{8}})"
+    rf"(?P<model_name>.+?)__ort(?P<ort>{_VERSION2})_(?P<cpu>{_CPU})"
     rf"_(?P<precision>{_PRECISION})\.ort"
 )
 
@@ -61,6 +99,14 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def _parts(pattern: re.Pattern[str], name: str, what: str) -> dict[str, Any]:
+    match = pattern.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(f"not {what}: {name!r}")
+    check_model_name(match["model_name"])
+    return {**match.groupdict(), "precision": PrecisionMode(match["precision"])}
+
+
 def _check_version2(value: str, what: str) -> str:
     if not re.fullmatch(_VERSION2, value):
         raise ValueError(f"{what} must be 'major.minor' (e.g. 10.3), got {value!r}")
@@ -69,8 +115,6 @@ def _check_version2(value: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class ParsedEngineName:
-    """The parts of a TensorRT engine's file name."""
-
     model_name: str
     sm: int
     jetpack: str
@@ -80,8 +124,6 @@ class ParsedEngineName:
 
 @dataclass(frozen=True)
 class ParsedOrtName:
-    """The parts of an ONNX Runtime model's file name."""
-
     model_name: str
     ort: str
     cpu: str
@@ -89,8 +131,6 @@ class ParsedOrtName:
 
 
 class EngineFilenameSchema:
-    """Names of TensorRT engines; see the module docstring."""
-
     suffix = ".engine"
 
     @staticmethod
@@ -110,49 +150,29 @@ class EngineFilenameSchema:
 
     @staticmethod
     def parse(name: str) -> ParsedEngineName:
-        match = _ENGINE_RE.fullmatch(name) if isinstance(name, str) else None
-        if match is None:
-            raise ValueError(f"not an engine file name: {name!r}")
-        check_model_name(match["model"])
-        return ParsedEngineName(
-            model_name=match["model"],
-            sm=int(match["sm"]),
-            jetpack=match["jp"],
-            trt=match["trt"],
-            precision=PrecisionMode(match["precision"]),
-        )
+        parts = _parts(_ENGINE_RE, name, "an engine file name")
+        return ParsedEngineName(**{**parts, "sm": int(parts["sm"])})
 
 
 class OrtFilenameSchema:
-    """Names of ONNX Runtime optimized models; see the module docstring."""
-
     suffix = ".ort"
 
     @staticmethod
     def build(*, model_name: str, ort: str, cpu: str, precision: PrecisionMode | str) -> str:
         check_model_name(model_name)
         _check_version2(ort, "ort")
-        if not re.fullmatch(r"[a-z0-9_]+-[0-9a-f]{8}", cpu):
+        if not re.fullmatch(_CPU, cpu):
             raise ValueError(f"cpu token must be '<arch>-<8 hex>', got {cpu!r}")
         prec = PrecisionMode(precision)
         return f"{model_name}__ort{ort}_{cpu}_{prec.value}.ort"
 
     @staticmethod
     def parse(name: str) -> ParsedOrtName:
-        match = _ORT_RE.fullmatch(name) if isinstance(name, str) else None
-        if match is None:
-            raise ValueError(f"not an ONNX Runtime model file name: {name!r}")
-        check_model_name(match["model"])
-        return ParsedOrtName(
-            model_name=match["model"],
-            ort=match["ort"],
-            cpu=match["cpu"],
-            precision=PrecisionMode(match["precision"]),
-        )
+        return ParsedOrtName(**_parts(_ORT_RE, name, "an ONNX Runtime model file name"))
 
 
 def companion(artifact: Path, suffix: str) -> Path:
-    """``<artifact><suffix>``, beside it: one of :data:`COMPANION_SUFFIXES`."""
+    """``<artifact><suffix>``, beside it (one of :data:`COMPANION_SUFFIXES`)."""
     return artifact.with_name(artifact.name + suffix)
 
 

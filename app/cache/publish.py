@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +25,12 @@ _TEMP_RE = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{8}")
 
 def is_temp_name(name: str) -> bool:
     return _TEMP_RE.fullmatch(name) is not None
+
+
+def temp_name(path: Path) -> Path:
+    """Beside ``path``, unpredictable: a name no other writer (nor anyone planting a link or a
+    FIFO there beforehand) can guess, swept by :func:`sweep_temp_files` if left behind."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -76,7 +82,7 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
     textfile), where no missing folder is created."""
     if CANCEL.is_set() and not after_cancel:
         raise cancelled_error()
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    tmp = temp_name(path)
     try:
         if not outside:
             path.parent.mkdir(parents=True, exist_ok=True)  # cache subfolders (timing/, calibration/)
@@ -101,12 +107,8 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
             raise os_error_to_cache_error(exc, path, size_hint) from exc
         faults.point("after_rename", path)
     finally:
-        try:
+        with contextlib.suppress(OSError):  # renamed, or swept by the next run holding the lock
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass  # swept by the next run that holds the lock
 
 
 def atomic_write_bytes(path: Path, payload: bytes | bytearray | memoryview, mode: int = 0o644,
@@ -117,35 +119,6 @@ def atomic_write_bytes(path: Path, payload: bytes | bytearray | memoryview, mode
     with atomic_writer(path, size_hint=view.nbytes, mode=mode, after_cancel=after_cancel,
                        outside=outside) as handle:
         faults.write_with_faults(handle, view, path)
-
-
-def atomic_link(source: Path, path: Path, unchanged: Callable[[os.stat_result], bool]) -> bool:
-    """Publish the file at ``source`` at ``path`` too, as a hard link (not a byte copied),
-    atomically and durably; False, with nothing published, where the file system cannot link
-    them or ``unchanged`` refuses the linked file's stat (then the caller writes the bytes)."""
-    if CANCEL.is_set():
-        raise cancelled_error()
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        os.link(source, tmp, follow_symlinks=False)
-    except OSError:  # another file system, no hard links there, or not allowed
-        return False
-    try:
-        if not unchanged(os.lstat(tmp)):
-            return False
-        faults.point("before_rename", path)
-        if CANCEL.is_set():
-            raise cancelled_error()
-        try:
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-        except OSError as exc:
-            raise os_error_to_cache_error(exc, path) from exc
-        faults.point("after_rename", path)
-        return True
-    finally:
-        with contextlib.suppress(OSError):  # renamed, or swept by the next run holding the lock
-            os.unlink(tmp)
 
 
 def sweep_temp_files(folder: Path) -> list[Path]:

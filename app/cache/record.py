@@ -1,20 +1,12 @@
 """Provenance records: ``<artifact>.record.json`` says what an artifact was built from.
 
-A :class:`ProvenanceRecord` binds the artifact's digest to the sha256 of the ONNX bytes, a
-fingerprint of every build setting, the full backend version and the device. The compiler
-reuses an artifact only when the stored record agrees with the one the current inputs give
-(:meth:`ProvenanceRecord.diff`). Adding a fact is one line in the class, with ``COMPARED``
-metadata when a change of it must rebuild the artifact, ``NOTED`` when it is only kept, plus
-its value where the compiler builds the expected record; reading, writing, type checks and the
-diff follow the fields. A record written before a fact existed reads it as the default, so a
-new ``COMPARED`` fact rebuilds those artifacts once. On disk: JSON, keys sorted, ``schema``
-added and, with a signing key, ``signature`` over everything else. Reading never raises: a
-missing record is ``None`` and a damaged one a problem string.
-
+The compiler reuses an artifact only when its stored record agrees with the one the current
+inputs give (:meth:`ProvenanceRecord.diff`). Adding a fact is one field, ``COMPARED`` when a
+change of it must rebuild the artifact, ``NOTED`` when it is only kept; a record written before
+a fact existed reads it as the default, so a new ``COMPARED`` fact rebuilds those artifacts once.
 Anyone who can write the cache can write a record, so one is parsed with bounds
-(:func:`app.cache.fsread.parse_json`: finite numbers, bounded nesting), then, with a key, its
-signature is checked before any of its fields is looked at, and only then are the fields
-checked for type and range (a build of more than :data:`MAX_DURATION_S` is no build).
+(:func:`app.cache.fsread.parse_json`), then, with a key, its signature is checked before any of
+its fields is looked at, and only then are the fields checked for type and range.
 """
 
 from __future__ import annotations
@@ -32,29 +24,23 @@ from typing import Any
 from app.cache import signing
 from app.cache.fsread import parse_json, read_small
 from app.cache.hashing import hash_file, sha256_bytes
-from app.cache.layout import RECORD_SUFFIX
-from app.cache.names import calibration_files, companion
+from app.cache.names import RECORD_SUFFIX, calibration_files, companion
 from app.cache.publish import atomic_write_bytes
 
-#: Records of engine-init before the typed record had the same keys, less ``status`` on final
-#: records and ``engine_size``; they read as such (no rebuild after an upgrade).
+#: Records from before the typed record have the same keys, less ``status`` and ``engine_size``:
+#: they read as such (no rebuild after an upgrade).
 SCHEMA = 1
 BUILT, BUILDING = "built", "building"
 _RECORD_MAX = 1 << 20
 #: The longest build a record may note, in seconds (a week): the governor's ETA adds these up.
 MAX_DURATION_S = 7 * 24 * 3600.0
 
-
-#: Field metadata: a stored record that differs in a COMPARED fact means "rebuild"; a NOTED fact
-#: is kept for people and tools and never decides reuse.
 COMPARED = types.MappingProxyType({"compared": True})
 NOTED = types.MappingProxyType({"compared": False})
 
 
 @dataclass(frozen=True)
 class ProvenanceRecord:
-    """What one artifact was built from; see the module docstring."""
-
     model_name: str = field(default="", metadata=NOTED)
     artifact: str = field(default="", metadata=NOTED)
     #: "building" from before a build until its artifact is published: such a record is refused.
@@ -98,8 +84,7 @@ class ProvenanceRecord:
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:
-        """The record the current inputs give (``facts`` by field name), before the ONNX file
-        and the artifact are hashed; the settings are fingerprinted here."""
+        """The record the current inputs give, before the ONNX file and the artifact are hashed."""
         return cls(settings=settings, settings_fingerprint=fingerprint(settings), **facts)
 
     def diff(self, other: ProvenanceRecord) -> list[str]:
@@ -118,13 +103,12 @@ class ProvenanceRecord:
         return out
 
     def to_json(self, key: bytes | None = None) -> bytes:
-        """The record as published: signed over its final content when a key is given."""
         doc = signing.signed(key, {"schema": SCHEMA, **dataclasses.asdict(self)})
         return json.dumps(doc, indent=2, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ProvenanceRecord:
-        """Parse a published record; ValueError saying what is wrong with it."""
+        """ValueError saying what is wrong with the record."""
         return cls._from_doc(_load(raw))
 
     @classmethod
@@ -144,7 +128,6 @@ class ProvenanceRecord:
 
 
 def is_duration(value: object) -> bool:
-    """Whether ``value`` is a build duration a record may hold (finite, 0..MAX_DURATION_S)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and 0 <= value <= MAX_DURATION_S)
 
@@ -181,9 +164,7 @@ def record_path(artifact: Path) -> Path:
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
-    """A stable digest of a JSON-able settings mapping (key order does not matter)."""
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return sha256_bytes(canonical)
+    return sha256_bytes(signing.canonical(settings))
 
 
 def calibration_fingerprint(folder: Path | None) -> str | None:
@@ -195,10 +176,9 @@ def calibration_fingerprint(folder: Path | None) -> str | None:
 
 @dataclass(frozen=True)
 class RecordRead:
-    """A record as read: ``record`` None when absent or damaged, ``problem`` saying why when
-    damaged; ``signed`` when a key was given and the stored signature verifies with it;
-    ``unsigned`` when a key was given and the record there does not verify with it (then
-    ``record`` is None: nothing in it is used)."""
+    """``record`` None when absent or damaged (``problem`` says why), or when a key was given
+    and the record does not verify with it (``unsigned``: nothing in it is used); ``signed``
+    when a key was given and the record verifies with it."""
 
     record: ProvenanceRecord | None
     problem: str | None = None
@@ -207,8 +187,6 @@ class RecordRead:
 
 
 def read_record(artifact: Path, key: bytes | None = None) -> RecordRead:
-    """The record of ``artifact``: ``record=None`` when absent, ``problem`` set when damaged;
-    with ``key``, ``record=None`` and ``unsigned`` when it does not verify with the key."""
     path = record_path(artifact)
     try:
         doc = _load(read_small(path, _RECORD_MAX))
@@ -227,14 +205,11 @@ def read_record(artifact: Path, key: bytes | None = None) -> RecordRead:
 
 
 def write_record(artifact: Path, record: ProvenanceRecord, key: bytes | None = None) -> None:
-    """Publish ``artifact``'s record, signed when a key is given."""
     atomic_write_bytes(record_path(artifact), record.to_json(key))
 
 
 @dataclass(frozen=True)
 class OnnxIdentity:
-    """The ONNX file's digest and the stat facts that let a later boot trust it unread."""
-
     sha256: str
     stat: dict[str, int]
     rehashed: bool

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.cache.fsread import describe_mode
-from app.cache.hashing import EarlyDigests
+from app.cache.hashing import EarlyDigests, Sha256Sidecar
 from app.cache.names import COMPANION_SUFFIXES, companion
 from app.cache.record import BUILDING, OnnxIdentity, ProvenanceRecord, onnx_identity, read_record
-from app.cache.sidecar import Sha256Sidecar
+
+_NOT_OURS = "its record was not written by this robot (not signed with its key)"
 
 
 @dataclass
@@ -67,87 +68,70 @@ def check_artifact(
     early: EarlyDigests | None = None,
     trust_untracked: bool = True,
 ) -> Verdict:
-    """Compare ``artifact`` on disk with ``expected`` (the record the current inputs give,
-    less the ONNX and artifact digests, which this fills in from the disk).
-
-    ``early`` may hold the artifact's digest, hashed while the program started.
-    ``trust_untracked``: whether an engine whose origin is unknown (see ``untracked``) is reused.
-    Raises only for an unreadable ONNX file (the caller reports it as bad data).
-    """
+    """Compare ``artifact`` on disk with ``expected`` (the record the current inputs give, less
+    the ONNX and artifact digests, which this fills in from the disk). ``trust_untracked``:
+    whether an engine whose origin is unknown (see ``untracked``) is reused. Raises only for an
+    unreadable ONNX file (the caller reports it as bad data)."""
     stored = read_record(artifact, key)
     onnx = onnx_identity(onnx_path, stored.record, strict=strict_onnx)
     verdict = Verdict(False, "absent", onnx)
     folder = _folder_in_the_way(artifact)
     if folder is not None:
-        verdict.reason, verdict.detail = "folder", f"{folder} is a folder"
-        return verdict
+        return _say(verdict, "folder", f"{folder} is a folder")
     try:
         st = os.lstat(artifact)
     except FileNotFoundError:
         return verdict
     except OSError as exc:
-        verdict.reason, verdict.detail = "not-a-file", exc.strerror or str(exc)
-        return verdict
+        return _say(verdict, "not-a-file", exc.strerror or str(exc))
     if not stat.S_ISREG(st.st_mode):
-        verdict.reason = "not-a-file"
-        verdict.detail = f"{describe_mode(st.st_mode)} stands there"
-        return verdict
+        return _say(verdict, "not-a-file", f"{describe_mode(st.st_mode)} stands there")
     # Only a record we may trust says what the size should be; a forged one must still end as
     # the loud "signature" miss below.
     trusted = stored.record is not None and (key is None or stored.signed)
     noted_size = stored.record.engine_size if trusted and stored.record else None
     if noted_size is not None and noted_size != st.st_size:
-        verdict.reason = "size"
-        verdict.detail = f"{st.st_size} bytes, its record says {noted_size}"
-        return verdict
+        return _say(verdict, "size", f"{st.st_size} bytes, its record says {noted_size}")
     verdict.digest = Sha256Sidecar.verified_digest(artifact, early)
     if verdict.digest is None:
-        verdict.reason = "sidecar"
-        return verdict
+        return _say(verdict, "sidecar")
     verdict.size = st.st_size
     if stored.problem:
-        verdict.reason, verdict.detail = "record-corrupt", stored.problem
-        return verdict
+        return _say(verdict, "record-corrupt", stored.problem)
     if stored.record is None:
         # Pre-installed engines (baked into an image) have a sidecar but no record: trust the
         # sidecar unless signatures are required, and track the engine from now on.
         if key is not None and trust_untracked:
-            verdict.reason = "signature"
-            verdict.detail = ("record signature does not verify" if stored.unsigned
-                              else "no signed record")
-            return verdict
+            return _say(verdict, "signature", "record signature does not verify"
+                        if stored.unsigned else "no signed record")
         return _untracked(verdict, trust_untracked,
-                          "its record was not written by this robot (not signed with its key)"
-                          if stored.unsigned else "no provenance record")
+                          _NOT_OURS if stored.unsigned else "no provenance record")
     if stored.record.status == BUILDING:
-        verdict.reason, verdict.detail = "interrupted", "its build or publishing was interrupted"
-        return verdict
+        return _say(verdict, "interrupted", "its build or publishing was interrupted")
     if not trust_untracked and not stored.signed:
-        return _untracked(verdict, False, "its record was not written by this robot (not signed "
-                                          "with its key)")
+        return _untracked(verdict, False, _NOT_OURS)
     if key is not None and not stored.signed:
-        verdict.reason, verdict.detail = "signature", "record signature does not verify"
-        return verdict
+        return _say(verdict, "signature", "record signature does not verify")
     current = dataclasses.replace(expected, onnx_sha256=onnx.sha256, engine_sha256=verdict.digest)
     # A record from before the hardware identity cannot tell SKUs apart (it still tells major
     # hardware apart: device name, full backend version): as much as a pre-installed engine.
     predates = not stored.record.sku and bool(current.sku)
     before = dataclasses.replace(current, sku={}) if predates else current
     verdict.changed = stored.record.diff(before)
-    if not verdict.changed and predates:
-        return _untracked(verdict, trust_untracked, "its record predates the hardware identity")
-    if verdict.changed:
-        if any(c.startswith("sku.") for c in verdict.changed):
-            verdict.detail = "another SKU: " + "; ".join(
-                f"{c[4:]}: record {stored.record.sku.get(c[4:])!r}, this host {current.sku.get(c[4:])!r}"
-                for c in verdict.changed if c.startswith("sku."))
-        verdict.reason = "provenance"
-        return verdict
-    verdict.reuse, verdict.reason = True, "hit"
-    return verdict
+    if not verdict.changed:
+        if predates:
+            return _untracked(verdict, trust_untracked, "its record predates the hardware identity")
+        return _say(verdict, "hit", reuse=True)
+    skus = [c[4:] for c in verdict.changed if c.startswith("sku.")]
+    return _say(verdict, "provenance", "another SKU: " + "; ".join(
+        f"{c}: record {stored.record.sku.get(c)!r}, this host {current.sku.get(c)!r}" for c in skus)
+        if skus else "")
 
 
 def _untracked(verdict: Verdict, trust: bool, why: str) -> Verdict:
-    verdict.reuse, verdict.reason = trust, "hit-untracked" if trust else "untracked"
-    verdict.detail = why
+    return _say(verdict, "hit-untracked" if trust else "untracked", why, reuse=trust)
+
+
+def _say(verdict: Verdict, reason: str, detail: str = "", *, reuse: bool = False) -> Verdict:
+    verdict.reuse, verdict.reason, verdict.detail = reuse, reason, detail
     return verdict

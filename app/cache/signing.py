@@ -24,23 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from app.cache.fsread import read_small
-from app.cache.layout import ROBOT_KEY_NAME
-from app.errors import ConfigError
+from app.cache.names import ROBOT_KEY_NAME
+from app.cache.publish import fsync_dir, os_error_to_cache_error, temp_name
+from app.errors import CacheWriteError, ConfigError
 
 SIGNATURE_FIELD = "signature"
 _MIN_KEY_BYTES = 16
-#: Far more than any key: a larger file is not one.
-_MAX_KEY_BYTES = 64 << 10
-#: This robot's own record key, in the cache root (see the module docstring).
+_MAX_KEY_BYTES = 64 << 10  # far more than any key: a larger file is not one
 _ROBOT_KEY_BYTES = 32
+_REMAKE = "remove it; the next run makes a new key (and rebuilds the engines it recorded)"
 
 
 def load_key(path: Path) -> bytes:
-    """Read a signing key file; at least 16 bytes (surrounding whitespace ignored).
-
-    Through the safe reader: a FIFO there would block the open (and the job's signal
-    handling with it), a device such as ``/dev/zero`` never ends; both are refused, as is
-    a file larger than a key can be. Links are followed (secrets are mounted through them)."""
+    """A signing key file's bytes, at least 16 (surrounding whitespace ignored). A FIFO there
+    would block the open, ``/dev/zero`` never ends: the safe reader refuses both, and a file
+    larger than a key can be; links are followed (secrets are mounted through them)."""
     try:
         key = read_small(path, _MAX_KEY_BYTES, follow_links=True).strip()
     except OSError as exc:
@@ -57,17 +55,18 @@ def load_key(path: Path) -> bytes:
     return key
 
 
-def _canonical(doc: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in doc.items() if k != SIGNATURE_FIELD}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+def canonical(doc: dict[str, Any]) -> bytes:
+    """The JSON of ``doc`` whatever its key order: what is signed, and settings fingerprinted."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def sign(key: bytes, doc: dict[str, Any]) -> str:
-    return hmac.new(key, _canonical(doc), hashlib.sha256).hexdigest()
+    body = {k: v for k, v in doc.items() if k != SIGNATURE_FIELD}
+    return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
 
 
 def signed(key: bytes | None, doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` with its signature added when a key is configured, unchanged otherwise."""
+    """``doc``, with its signature when a key is configured."""
     if key is None:
         return doc
     return {**doc, SIGNATURE_FIELD: sign(key, doc)}
@@ -79,13 +78,9 @@ def is_signed_by(key: bytes, doc: dict[str, Any]) -> bool:
 
 
 def robot_key(cache_root: Path, *, create: bool) -> bytes | None:
-    """This robot's own record key (``<cache_root>/.engine-init.robot-key``); made when absent
-    and ``create`` (``run``), else None (nothing was signed with it yet). A key is published
-    whole or not at all (a temp file linked into place: two runs agree on one key)."""
-    from app.cache.fsread import read_small
-    from app.cache.publish import fsync_dir, os_error_to_cache_error
-    from app.errors import CacheWriteError
-
+    """This robot's own record key; made when absent and ``create`` (``run``), else None
+    (nothing was signed with it yet). A key is published whole or not at all (a temp file
+    linked into place: two runs agree on one key)."""
     path = Path(cache_root) / ROBOT_KEY_NAME
     for _ in range(2):
         try:
@@ -93,17 +88,15 @@ def robot_key(cache_root: Path, *, create: bool) -> bytes | None:
         except FileNotFoundError:
             key = None
         except OSError as exc:
-            raise CacheWriteError(f"{path}: {exc.strerror or exc}", hint="remove it; the next run "
-                                  "makes a new key (and rebuilds the engines it recorded)") from None
+            raise CacheWriteError(f"{path}: {exc.strerror or exc}", hint=_REMAKE) from None
         if key is not None:
             if len(key) != _ROBOT_KEY_BYTES:
                 raise CacheWriteError(f"{path} is not a key engine-init wrote ({len(key)} bytes)",
-                                      hint="remove it; the next run makes a new key (and rebuilds "
-                                      "the engines it recorded)")
+                                      hint=_REMAKE)
             return key
         if not create:
             return None
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        tmp = temp_name(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)  # a first boot: no cache yet
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from app.cache.fsread import open_binary, parse_json
 from app.cache.hashing import copy_hashed, oci_digest, sha256_bytes
+from app.cache.publish import temp_name
 from app.cancel import checkpoint
 from app.errors import BundleError, CacheWriteError
 from app.fleet import layout
@@ -143,7 +144,7 @@ def write_bundle(dest: Path, files: list[SourceFile], docs: Documents) -> Path:
     if os.path.lexists(dest):
         raise CacheWriteError(f"{dest} already exists", hint="export to a new path; a bundle is "
                               "never written over an existing file or folder")
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    tmp = temp_name(dest)
     staging = tmp.with_name(tmp.name + ".d") if dest.suffix == ".tar" else tmp
     try:
         _write_layout(staging, files, docs)

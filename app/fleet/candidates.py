@@ -37,7 +37,7 @@ from app import events, faults
 from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.cache.hashing import oci_digest
 from app.cache.lock import wait_flock
-from app.cache.publish import fsync_dir, os_error_to_cache_error
+from app.cache.publish import fsync_dir, os_error_to_cache_error, temp_name
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
 from app.fleet.layout import Descriptor, check_name
 
@@ -201,7 +201,7 @@ def staging(root: Path, sku: str, manifest_digest: str, *,
                 (current / name).is_file() for name in _DOCS):
             yield None
             return
-        stage = folder / f".{sku}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        stage = temp_name(folder / sku)
         try:
             stage.mkdir()
             yield Stage(stage)

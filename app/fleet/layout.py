@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.cache.fsread import parse_json
-from app.cache.layout import CACHE_SUBFOLDERS, RECORD_SUFFIX, SIDECAR_SUFFIX
+from app.cache.names import CACHE_SUBFOLDERS, RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.errors import BundleError
 
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"

@@ -39,10 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.backends.base import InferenceRuntime
-from app.cache.hashing import copy_hashed
+from app.cache.hashing import Sha256Sidecar, copy_hashed, sidecar_path
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import ProvenanceRecord, record_path
-from app.cache.sidecar import Sha256Sidecar, sidecar_path
 from app.errors import EngineInitError
 from app.fleet.candidates import candidate_folder, open_candidate
 from app.fleet.layout import Descriptor

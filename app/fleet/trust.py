@@ -66,7 +66,7 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
             require_tuf()
         except EngineInitError as exc:
             return Trust(reason=f"{exc} ({exc.hint})")
-        from app.cache.layout import TUF_FOLDER
+        from app.cache.names import TUF_FOLDER
 
         metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in ("timestamp", "snapshot", "targets")]
     try:

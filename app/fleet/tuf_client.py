@@ -30,8 +30,8 @@ from tuf.api.metadata import Metadata, Root, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
 
 from app.cache.fsread import read_small
-from app.cache.layout import TUF_FOLDER
-from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error
+from app.cache.names import TUF_FOLDER
+from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error, temp_name
 from app.errors import ConfigError
 from app.fleet.candidates import _sweep, lock_root
 from app.fleet.registry import Limits
@@ -67,7 +67,7 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
     ConfigError for the provisioned root."""
     bootstrap = read_trusted_root(trusted_root)
     current = candidates / TUF_FOLDER
-    work = candidates / f".{TUF_FOLDER}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    work = temp_name(current)
     # One refresh at a time (a second waits, as for a SKU's bundle); what a killed one left
     # is swept under the lock.
     lock = lock_root(candidates, TUF_FOLDER, lock_timeout_s)

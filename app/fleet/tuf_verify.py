@@ -27,7 +27,7 @@ from tuf.api.metadata import Metadata, Root, Signed, Snapshot, TargetFile, Targe
 
 from app.cache.fsread import open_regular, read_small
 from app.cache.hashing import sha256_bytes
-from app.cache.layout import TUF_FOLDER
+from app.cache.names import TUF_FOLDER
 from app.errors import BundleError, ConfigError, EngineInitError
 
 #: Where a robot keeps the metadata it trusts, in its candidates folder.

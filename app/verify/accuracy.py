@@ -1,17 +1,11 @@
 """The accuracy gate and the precision check: what the compiler runs on a built engine, asking
-the engine's backend (the :class:`~app.backends.base.InferenceRuntime` protocol) and never naming
-one.
+the engine's backend (the :class:`~app.backends.base.InferenceRuntime` protocol), never naming one.
 
-:func:`check_accuracy` runs the engine and the ONNX model on the same inputs, compares every
-output and returns an :class:`~app.verify.report.AccuracyReport`; :func:`enforce` turns it into
-one event (``c10.engine.accuracy.passed`` or ``.failed``) and, on failure, an
-:class:`~app.errors.AccuracyError` (exit 70) naming the model, the output, the metric, the
-measured value and the bound; :func:`run_gate` does both on the runner the backend opens. The
-reference is the ONNX model on ONNX Runtime's CPU provider, unoptimized
-(:func:`~app.backends.onnxruntime.sessions.open_reference`). numpy, onnx and ONNX Runtime load
-only when a check runs: :func:`recorded_pass` answers a warm boot from the provenance record
-alone. :func:`enforce_precision` asks what the compute nodes of an fp16 or int8 build run in
-(``precision_in_effect``) and refuses a precision that did not take effect.
+:func:`check_accuracy` runs the engine and the ONNX model (on ONNX Runtime's CPU provider,
+unoptimized) on the same inputs and compares every output; :func:`enforce` turns the report into
+one event and, on failure, an AccuracyError (exit 70) naming the output, the metric, the value
+and the bound; :func:`run_gate` does both. numpy, onnx and ONNX Runtime load only when a check
+runs: :func:`recorded_pass` answers a warm boot from the provenance record alone.
 """
 
 from __future__ import annotations
@@ -38,6 +32,7 @@ from app.verify.report import (
     Tolerance,
     default_tolerance,
 )
+from app.verify.rules import find_rules, resolve_rules, snippet
 
 
 def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
@@ -48,21 +43,16 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
                    engine_sha256: str | None = None,
                    onnx_sha256: str | None = None) -> AccuracyReport:
     """Measure ``runner`` (the built engine, owned by the caller) against ``onnx_path``.
-
-    ``input_shapes`` are the build's profiles (``None`` key: the single-input shorthand);
-    ``calibration_dir`` is the folder the INT8 scales were fitted to, refused as samples;
-    ``settings``: the gate's (the defaults when None).
-    """
+    ``input_shapes``: the build's profiles (``None`` key: the single-input shorthand);
+    ``calibration_dir``: the folder the INT8 scales were fitted to, refused as samples."""
     from app.backends.onnx_model import inspect_model, resolve_profiles
     from app.backends.onnxruntime.sessions import open_reference
-    from app.verify.graph import find_rules
     from app.verify.inputs import gate_inputs
     from app.verify.measure import Measure
-    from app.verify.rules import resolve_rules
 
     settings = settings or AccuracyConfig()
     precision = PrecisionMode(precision)
-    tolerance = default_tolerance(precision).override(settings.metric, settings.threshold)
+    tolerance = _tolerance(settings, precision)
     started = time.perf_counter()
     model = inspect_model(onnx_path, model_name)
     profiles = resolve_profiles(model, dict(input_shapes or {}), model_name)
@@ -91,7 +81,7 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
 
 
 def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
-    """One event for ``report``; AccuracyError (exit 70) when it failed."""
+    """One event for ``report``; AccuracyError when it failed."""
     name, used = report.model_name, report.inputs
     where = (f"{used.count} random sample{'s' if used.count != 1 else ''}" if used.kind == "random"
              else f"{used.count} sample{'s' if used.count != 1 else ''} from {used.folder}")
@@ -123,15 +113,13 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
         if export and engine_side and report.precision != "fp32":  # its range may be why too
             export = f"{export}; or {hint}"
         raise AccuracyError(message, hint=export or hint)
-    from app.verify.rules import snippet
-
     fix = snippet(name, failure.output, compare, failure.metric, failure.value)
     raise AccuracyError(message, hint=f"{hint}; if the engine is right and {failure.output!r} "
                                       f"is compared wrongly: {fix}")
 
 
 def _nonfinite_value(o: OutputFigures) -> str:
-    """Where the non-finite values of a failure are: the engine's output, the model's, or both."""
+    """Where a failure's non-finite values are: the engine's output, the model's, or both."""
     engine = o.nonfinite - o.nonfinite_model
     if not o.nonfinite_model:
         return f"{engine} non-finite values where the ONNX model's are finite"
@@ -172,16 +160,9 @@ def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,
         if fig.nonfinite:
             return Failure(fig.name, "nonfinite", float(fig.nonfinite), 0.0)
         values = fig.compare in ("values", "aligned")
-        within_floor = fig.max_abs <= bounds.atol
-        for metric, bound in (("rel_l2", bounds.rel_l2), ("cosine", bounds.cosine),
-                              ("max_abs", bounds.max_abs)):
-            if bound is None or not values or (within_floor and metric != "max_abs"):
-                continue
-            value = float(getattr(fig, metric))
-            broken = not value >= bound if metric == "cosine" else not value <= bound
-            if broken:
-                return Failure(fig.name, metric, value, bound)
-        for figure, key in SET_FIGURES.items():
+        relative = ("rel_l2", "cosine") if values and fig.max_abs > bounds.atol else ()
+        judged = [(m, m) for m in (*relative, *(("max_abs",) if values else ()))]
+        for figure, key in [*judged, *SET_FIGURES.items()]:
             measured, limit = getattr(fig, figure), getattr(bounds, key)
             if measured is None or limit is None:
                 continue
@@ -213,6 +194,10 @@ def _settings(spec: BackboneSpec) -> AccuracyConfig:
     return spec.accuracy or AccuracyConfig()
 
 
+def _tolerance(settings: AccuracyConfig, precision: PrecisionMode) -> Tolerance:
+    return default_tolerance(precision).override(settings.metric, settings.threshold)
+
+
 def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: BuildConfig, *,
                   engine_sha256: str, onnx_sha256: str) -> dict[str, Any] | None:
     """``stored`` when it is a pass that still vouches for this engine, ONNX model, tolerance
@@ -227,8 +212,7 @@ def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: Bui
     if inputs is None and report.inputs.folder != str(settings.samples_path):
         return None  # another folder of samples: check again (same folder: its recorded digest)
     covered = report.covers(engine_sha256=engine_sha256, onnx_sha256=onnx_sha256,
-                            tolerance=default_tolerance(config.precision).override(
-                                settings.metric, settings.threshold), inputs=inputs,
+                            tolerance=_tolerance(settings, config.precision), inputs=inputs,
                             outputs_config=settings.outputs_key())
     return stored if covered else None
 
@@ -236,8 +220,8 @@ def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: Bui
 def run_gate(runtime: InferenceRuntime, artifact: Path, spec: BackboneSpec,
              config: BuildConfig, logger: logging.Logger, *, engine_sha256: str,
              onnx_sha256: str) -> dict[str, Any]:
-    """Check ``artifact`` (built by ``runtime``, run on the device ``config`` names); its
-    passing report as JSON, else AccuracyError after a ``c10.engine.accuracy.failed`` event."""
+    """Check ``artifact`` (built by ``runtime``, run on the device ``config`` names): its
+    passing report as JSON, else AccuracyError after the failure's event."""
     runner = runtime.open_runner(artifact, config)
     try:
         report = check_accuracy(spec.onnx_path, runner, model_name=spec.model_name,
@@ -252,9 +236,9 @@ def run_gate(runtime: InferenceRuntime, artifact: Path, spec: BackboneSpec,
 def enforce_precision(runtime: InferenceRuntime, model_path: Path, artifact: Path,
                       config: BuildConfig, logger: logging.Logger) -> dict[str, Any] | None:
     """After a build asked fp16 or int8 (not with ``verify: none``): what its compute nodes run
-    in, for the record; EngineBuildError (exit 70) when none runs in the asked precision. None:
-    nothing to say (fp32, or a runtime that cannot tell). INT8 asked and TensorRT's Myelin
-    keeping transformer GEMMs in fp16 took effect partially (a warning), not an ignored flag."""
+    in, for the record; EngineBuildError when none runs in the asked precision; None: nothing
+    to say (fp32, or a runtime that cannot tell). INT8 asked and TensorRT's Myelin keeping
+    transformer GEMMs in fp16 took effect partially (a warning), not an ignored flag."""
     if config.precision is PrecisionMode.FP32 or config.verify == "none":
         return None
     effect = runtime.precision_in_effect(model_path, artifact, config)

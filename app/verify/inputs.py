@@ -1,20 +1,11 @@
-"""The inputs the accuracy gate feeds to both the engine and the ONNX model.
-
-Either the files of a sample folder (the calibration format: one ``.npz`` per sample with an
-array per input, or ``.npy`` for a single-input model, read and checked by
-:class:`app.backends.calibration.CalibrationSet`), or seeded random inputs at each input's
-``opt`` shape:
-
-- floating-point inputs: uniform in ``[low, high)``, by default ``[0, 1)``, the range of a
-  normalized image (models fed something else should be given samples, or another range);
-- boolean inputs (masks): uniform True/False;
-- integer inputs: refused. They are indices, token ids, lengths or sample rates, whose valid
-  values the model does not declare; a random index can send a Gather out of range or make
-  the reference itself fail, and a check on meaningless inputs proves nothing. The error asks
-  for sample inputs.
-
-The calibration batches are never the gate's inputs: INT8 scales were fitted to them, so a
-check on them is in-sample and passes engines that are wrong on everything else.
+"""The inputs the accuracy gate feeds to both the engine and the ONNX model: the files of a
+sample folder (the calibration format, read by :class:`app.backends.calibration.CalibrationSet`),
+or seeded random inputs at each input's ``opt`` shape: floats uniform in ``[low, high)``, by
+default ``[0, 1)`` (a normalized image), booleans (masks) uniform. Integer inputs are refused:
+they are indices, token ids, lengths or sample rates, whose valid values the model does not
+declare; a random index can send a Gather out of range, and a check on meaningless inputs
+proves nothing. The calibration batches are never the gate's inputs: INT8 scales were fitted
+to them, so a check on them is in-sample and passes engines that are wrong on everything else.
 """
 
 from __future__ import annotations
@@ -42,7 +33,6 @@ class GateInputs:
     model: ModelInterface
     profiles: dict[str, InputProfile]
     model_name: str
-    files: tuple[Path, ...] = ()
 
     def samples(self) -> Iterator[dict[str, Any]]:
         if self.used.kind == "samples":
@@ -59,7 +49,7 @@ def gate_inputs(model: ModelInterface, profiles: dict[str, InputProfile], model_
                 samples_dir: Path | None = None, calibration_dir: Path | None = None,
                 count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED,
                 value_range: Sequence[float] = DEFAULT_RANGE) -> GateInputs:
-    """Choose the inputs; ModelDataError when they cannot be had (see the module docstring)."""
+    """ModelDataError when the inputs cannot be had."""
     if samples_dir is not None:
         files = tuple(calibration_files(samples_dir))
         if not files:
@@ -70,7 +60,7 @@ def gate_inputs(model: ModelInterface, profiles: dict[str, InputProfile], model_
         _refuse_calibration_copies(model_name, files, calibration_dir)
         digest = _digest(files)
         used = InputsUsed("samples", len(files), folder=str(samples_dir), digest=digest)
-        return GateInputs(used, model, profiles, model_name, files)
+        return GateInputs(used, model, profiles, model_name)
     if count < 1:
         raise ModelDataError(f"{model_name}: the accuracy check needs at least one sample, "
                              f"{count} asked", hint="set accuracy.random_samples to 1 or more")

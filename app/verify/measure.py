@@ -1,11 +1,23 @@
 """One check's measurements: every sample's outputs compared by their rules
-(:mod:`app.verify.rules`) into the figures of :mod:`app.verify.report`, the worst figures
-kept, the variation judged at the end.
+(:mod:`app.verify.rules`) into the figures of :mod:`app.verify.report`, the worst kept.
 
 ``points`` outputs are measured first in each sample, so that the outputs aligned to them find
-their matching; only ``values`` and ``aligned`` outputs must have the reference's shape (their
-rows being matched for ``aligned``): the rows of a set may be more or fewer (a data-dependent
-output, an engine that finds one keypoint more).
+their matching; only ``values`` and ``aligned`` outputs must have the reference's shape: the rows
+of a set may be more or fewer (a data-dependent output, an engine that finds one keypoint more).
+
+``variation`` = ||engine - reference|| / ||reference - its mean||, both over every item: for
+``values`` outputs an item is one sample's whole output; for ``aligned`` outputs one matched row
+(a descriptor against the spread of descriptors). An error comparable to the difference between
+two inputs fails however small it is against the output's norm (a place-recognition descriptor
+whose images all have cosine 0.999 with one another). Not judged (None, with a note), so that it
+never fails a healthy engine for want of variation: fewer than two items, items of different
+shapes, an output that varies by less than :data:`CONSTANT` of its norm (a bias, a saturated
+map, an output that ignores random inputs), or whose error is within ``atol`` everywhere.
+
+``neighbours`` (embeddings: one row of 2+ values per sample, 3+ samples): the share of samples
+whose nearest neighbour among the samples is the same for the engine as for the reference,
+counting only samples whose reference nearest neighbour is nearer than its second by more than
+twice the error the variation bound allows (a closer tie may be flipped by an engine within it).
 """
 
 from __future__ import annotations
@@ -22,10 +34,12 @@ from app.verify.sets import (
     argmax_agreement,
     match_points,
     row_axis,
+    share,
 )
-from app.verify.variation import Spread
 
 _REBUILD = "rebuild the engine from this model"
+#: Variation below this share of the output's norm: near-constant, not judged.
+CONSTANT = 1e-3
 
 
 class Measure:
@@ -36,19 +50,18 @@ class Measure:
         self.model_name, self.names, self.rules = model_name, names, rules
         self.worst: dict[str, OutputFigures] = {}  # per output, across samples
         self.spreads: dict[str, Spread] = {}
-        self.anchor_ndim: dict[str, int] = {}  # the rows of an aligned output: its anchor's
         self.counts: dict[str, list[int]] = {}  # points: rows matched and rows, pooled
         # Anchors first: an aligned output needs its points output's matching of this sample.
         self.order = sorted(names, key=lambda n: rules[n].comparison != "points")
 
     def add(self, want: dict[str, Any], got: dict[str, Any]) -> None:
         """One sample's outputs: the reference's and the engine's."""
-        matches: dict[str, PointMatch] = {}
+        matches: dict[str, tuple[PointMatch, int]] = {}  # points: the matching and its row axis
         for name in self.order:
             rule = self.rules[name]
             if rule.comparison == "skip":
-                self._keep(OutputFigures(name, tuple(_shape(want[name])), 0.0, 0.0, 1.0,
-                                             compare="skip", note=rule.reason or "skipped"))
+                self._keep(OutputFigures(name, _shape(want[name]), 0.0, 0.0, 1.0),
+                           compare="skip", note=rule.reason or "skipped")
                 continue
             if name not in got:
                 raise AccuracyError(f"{self.model_name}: the engine gave no output {name!r} "
@@ -60,51 +73,44 @@ class Measure:
                                     hint=_REBUILD) from exc
 
     def _one(self, name: str, rule: AccuracyOutputConfig, want: Any, got: Any,
-             matches: dict[str, PointMatch]) -> None:
+             matches: dict[str, tuple[PointMatch, int]]) -> None:
         import numpy as np
 
         note = rule.reason or ""
         if rule.comparison == "points":
-            match = matches[name] = match_points(want, got, rule.radius)
-            self.anchor_ndim[name] = int(np.ndim(want))
+            axis = row_axis(np.ndim(want))
+            match = match_points(want, got, rule.radius)
+            matches[name] = match, axis
             pooled = self.counts.setdefault(name, [0, 0, 0, 0])
             for i, count in enumerate(match.counts):
                 pooled[i] += count
-            ref, eng = aligned_rows(want, got, row_axis(np.ndim(want)), match.pairs)
-            figures = replace(figures_of(name, ref, eng), shape=tuple(_shape(want)))
-            self._keep(replace(figures, compare="points", matched=match.matched,
-                                   matched_engine=match.matched_engine, radius=match.radius,
-                                   note=note))
-            return
-        if rule.comparison == "argmax":
+            ref, eng = aligned_rows(want, got, axis, match.pairs)
+            self._keep(figures_of(name, ref, eng), shape=_shape(want), compare="points",
+                       matched=match.matched, matched_engine=match.matched_engine,
+                       radius=match.radius, note=note)
+        elif rule.comparison == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
             # Only the argmax is judged: -inf against a finite value, either way, is not a
             # failure of its own (NaN and +inf still are: they would be taken for the maximum).
-            figures = figures_of(name, want, got, minus_inf_fails=False)
-            self._keep(replace(figures, compare="argmax", agreement=agreement, note=note))
-            return
-        if rule.comparison == "aligned":
-            anchor = matches[rule.aligned_to or ""]
-            axis = row_axis(self.anchor_ndim[rule.aligned_to or ""])
+            self._keep(figures_of(name, want, got, minus_inf_fails=False), compare="argmax",
+                       agreement=agreement, note=note)
+        elif rule.comparison == "aligned":
+            anchor, axis = matches[rule.aligned_to or ""]
             ref, eng = aligned_rows(want, got, axis, anchor.pairs)
-            figures = replace(figures_of(name, ref, eng), shape=tuple(_shape(want)))
-            self._keep(replace(figures, compare="aligned", note=note))
-            self._spread(name, False).add(ref, eng)
-            return
-        if np.shape(want) != np.shape(got):
-            raise ValueError(f"shape {list(np.shape(got))} from the engine, "
-                             f"{list(np.shape(want))} from the ONNX model")
-        self._keep(replace(figures_of(name, want, got), note=note))
-        rows = np.ndim(want) >= 1 and np.size(want) == np.shape(want)[-1] >= 2
-        self._spread(name, bool(rows)).add(np.asarray(want)[None], np.asarray(got)[None])
+            self._keep(figures_of(name, ref, eng), shape=_shape(want), compare="aligned", note=note)
+            self.spreads.setdefault(name, Spread(False)).add(ref, eng)
+        else:
+            if np.shape(want) != np.shape(got):
+                raise ValueError(f"shape {list(np.shape(got))} from the engine, "
+                                 f"{list(np.shape(want))} from the ONNX model")
+            self._keep(figures_of(name, want, got), note=note)
+            rows = np.ndim(want) >= 1 and np.size(want) == np.shape(want)[-1] >= 2
+            self.spreads.setdefault(name, Spread(bool(rows))).add(np.asarray(want)[None],
+                                                                  np.asarray(got)[None])
 
-    def _keep(self, figures: OutputFigures) -> None:
+    def _keep(self, figures: OutputFigures, **changes: Any) -> None:
+        figures = replace(figures, **changes)
         self.worst[figures.name] = worse(self.worst.get(figures.name), figures)
-
-    def _spread(self, name: str, embedding_rows: bool) -> Spread:
-        if name not in self.spreads:
-            self.spreads[name] = Spread(embedding_rows)
-        return self.spreads[name]
 
     def figures(self, bounds: dict[str, Tolerance]) -> tuple[OutputFigures, ...]:
         """The worst figures per output, model order, with the variation and neighbours."""
@@ -113,8 +119,8 @@ class Measure:
             figures = self.worst[name]
             if name in self.counts:
                 hits, total, hits_back, total_back = self.counts[name]
-                figures = replace(figures, matched=_share(hits, total, total_back),
-                                  matched_engine=_share(hits_back, total_back, total))
+                figures = replace(figures, matched=share(hits, total, total_back),
+                                  matched_engine=share(hits_back, total_back, total))
             spread = self.spreads.get(name)
             if spread is not None:
                 ratio, why = spread.ratio(figures.max_abs, bounds[name].atol)
@@ -160,13 +166,12 @@ def figures_of(name: str, reference: Any, candidate: Any, *,
         cosine = 1.0 if ref_norm == got_norm else 0.0
     else:
         cosine = float(np.clip(np.dot(ref, got) / (ref_norm * got_norm), -1.0, 1.0))
-    return OutputFigures(name, tuple(int(d) for d in np.shape(reference)), max_abs, rel_l2, cosine,
+    return OutputFigures(name, _shape(reference), max_abs, rel_l2, cosine,
                          nonfinite, nonfinite_model=mismatched_special, minus_inf=minus_inf)
 
 
 def worse(old: OutputFigures | None, new: OutputFigures) -> OutputFigures:
-    """The worst of one output's figures across samples (max of errors, min of cosine and of
-    the shares); ``old``: the samples before, None for the first."""
+    """The worst of one output's figures across samples; ``old``: None for the first."""
     if old is None:
         return new
     return replace(new, max_abs=max(old.max_abs, new.max_abs),
@@ -184,12 +189,86 @@ def _least(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _shape(array: Any) -> list[int]:
+def _shape(array: Any) -> tuple[int, ...]:
     import numpy as np
 
-    return [int(d) for d in np.shape(array)]
+    return tuple(int(d) for d in np.shape(array))
+
+class Spread:
+    """Accumulates one output's items (reference and engine) across samples."""
+
+    def __init__(self, embedding_rows: bool) -> None:
+        self.total: Any = None  # the reference items' sum (float64)
+        self.items = 0
+        self.ref_sq = 0.0  # sum of ||reference item||^2
+        self.err_sq = 0.0  # sum of ||engine item - reference item||^2
+        self.shape: tuple[int, ...] | None = None
+        self.varied_shape = False
+        self.embedding_rows = embedding_rows
+        self.kept: list[tuple[Any, Any]] = []  # embeddings: (reference, engine) per sample
+
+    def add(self, reference: Any, candidate: Any) -> None:
+        """Items along axis 0 of both arrays (one sample: ``array[None]``)."""
+        import numpy as np
+
+        ref = np.asarray(reference, dtype=np.float64)
+        got = np.asarray(candidate, dtype=np.float64)
+        if not (np.isfinite(ref).all() and np.isfinite(got).all()):
+            self.varied_shape = True  # non-finite values are judged elsewhere; no ratio of them
+            return
+        if self.shape is None:
+            self.shape, self.total = ref.shape[1:], np.zeros(ref.shape[1:])
+        elif ref.shape[1:] != self.shape:
+            self.varied_shape = True
+            return
+        self.total = self.total + ref.sum(axis=0)
+        self.items += ref.shape[0]
+        self.ref_sq += float((ref ** 2).sum())
+        self.err_sq += float(((got - ref) ** 2).sum())
+        if self.embedding_rows:
+            self.kept.append((ref.reshape(-1), got.reshape(-1)))
+
+    def ratio(self, max_abs: float, atol: float) -> tuple[float | None, str]:
+        """(error / variation, why not measured)."""
+        import numpy as np
+
+        if self.varied_shape:
+            return None, "variation not judged: shapes or non-finite values vary across samples"
+        if self.items < 2:
+            return None, "variation not judged: fewer than 2 samples"
+        spread_sq = max(self.ref_sq - float((self.total ** 2).sum()) / self.items, 0.0)
+        if spread_sq <= (CONSTANT ** 2) * self.ref_sq:
+            return None, "variation not judged: the output is near-constant across the samples"
+        if max_abs <= atol:
+            return None, "variation not judged: the error is within atol everywhere"
+        return float(np.sqrt(self.err_sq / spread_sq)), ""
+
+    def neighbours(self, bound: float | None) -> tuple[float | None, str]:
+        """(nearest-neighbour agreement, why not measured)."""
+        import numpy as np
+
+        if not self.embedding_rows or self.varied_shape or len(self.kept) < 3:
+            return None, ""
+        ref = np.stack([r for r, _ in self.kept])
+        got = np.stack([g for _, g in self.kept])
+        spread = np.sqrt(((ref - ref.mean(axis=0)) ** 2).sum(axis=1).mean())
+        margin = 2.0 * (bound or 0.0) * spread
+        d_ref, d_got = _distances(ref), _distances(got)
+        counted = agree = 0
+        for i in range(len(ref)):
+            first, second = np.sort(d_ref[i])[:2]
+            if second - first <= margin:
+                continue
+            counted += 1
+            agree += int(d_ref[i].argmin() == d_got[i].argmin())
+        if not counted:
+            return None, "neighbours not judged: no sample's nearest neighbour is clear"
+        return agree / counted, ""
 
 
-def _share(hits: int, total: int, other_total: int) -> float:
-    """Rows matched over rows; no rows: 1 when the other side has none either."""
-    return hits / total if total else (1.0 if not other_total else 0.0)
+def _distances(items: Any) -> Any:
+    import numpy as np
+
+    d = np.sqrt(((items[:, None, :] - items[None, :, :]) ** 2).sum(axis=-1))
+    np.fill_diagonal(d, np.inf)
+    return d

@@ -1,31 +1,15 @@
-"""What the accuracy gate measured and decided, as plain frozen dataclasses and JSON.
-
-This module imports nothing heavy: a warm boot reads a recorded report back
-(:meth:`AccuracyReport.from_json`) and asks :meth:`AccuracyReport.covers` whether it still
+"""What the accuracy gate measured and decided, as frozen dataclasses and JSON. No heavy import:
+a warm boot reads a recorded report back and asks :meth:`AccuracyReport.covers` whether it still
 vouches for the engine, without loading numpy, onnx or ONNX Runtime.
 
-Metrics, per output, worst case over all samples:
-
-- ``rel_l2``: ``||candidate - reference||_2 / ||reference||_2`` (0 when both are all zeros);
-- ``cosine``: cosine similarity of the flattened tensors (1 when both are all zeros);
-- ``max_abs``: the largest absolute difference;
-- ``nonfinite``: elements that are NaN or infinite in the engine's output where the
-  reference is finite, or where the reference is NaN or infinite and the engine's differ
-  (any is a failure, whatever the tolerance); of them, ``nonfinite_model`` are the
-  reference's and ``minus_inf`` are -inf against a finite value, either way (log-probabilities
-  that underflow in one of the two).
-
-Per comparison (``compare``, docs/accuracy-gate.md): ``matched``/``matched_engine`` (points:
-the share of reference rows with an engine row within the radius, and the other way round),
-``agreement`` (argmax: the share of equal argmax), ``variation`` (the error over the output's
-variation across the samples, the reference centred on its mean) and ``neighbours`` (embeddings:
-the share of samples whose nearest neighbour among the samples is the same). A figure that was
-not measured is None (and never judged); ``note`` says why.
-
-An output whose every element is within ``atol`` of the reference matches whatever its
-relative figures: kernels are accurate in absolute terms (a sigmoid near 0 is approximated to
-about 1e-7), so an output that is all background (a detector's scores on an image without
-objects) has meaningless relative figures. ``max_abs``, when bounded, is checked regardless.
+Figures per output, worst over all samples (docs/accuracy-gate.md): ``rel_l2``, ``cosine``,
+``max_abs``; ``nonfinite``, NaN or inf where the reference is finite or differs (any fails), of
+them ``nonfinite_model`` the reference's and ``minus_inf`` -inf against a finite value (log-
+probabilities that underflow on one side); per comparison ``matched``/``matched_engine``,
+``agreement``, ``variation`` and ``neighbours``. A figure not measured is None, never judged
+(``note`` says why). An output within ``atol`` of the reference everywhere matches whatever its
+relative figures: kernels are accurate in absolute terms (a sigmoid near 0 to about 1e-7), so an
+all-background output (a detector's scores on an image without objects) has meaningless ones.
 """
 
 from __future__ import annotations
@@ -47,8 +31,7 @@ SET_FIGURES = {"matched": "matched", "matched_engine": "matched", "agreement": "
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Bounds on the metrics; ``None`` leaves a metric unchecked (it is still recorded).
-    ``atol`` is the absolute noise floor under which ``rel_l2`` and ``cosine`` are not judged."""
+    """Bounds on the metrics; ``None`` leaves a metric unchecked (it is still recorded)."""
 
     rel_l2: float | None = None
     cosine: float | None = None
@@ -60,8 +43,7 @@ class Tolerance:
     neighbours: float | None = None
 
     def override(self, metric: str | None, threshold: float | None) -> Tolerance:
-        """This tolerance with one metric's bound replaced (the config's ``metric`` and
-        ``threshold``, of a model or of one output); itself when they are not given."""
+        """With the config's ``metric`` bound to ``threshold`` (of a model or of one output)."""
         if metric is None or threshold is None:
             return self
         if metric not in (*METRICS, "atol"):
@@ -91,8 +73,7 @@ def default_tolerance(precision: PrecisionMode | str) -> Tolerance:
 
 @dataclass(frozen=True)
 class InputsUsed:
-    """Where the inputs came from: ``random`` (seeded, at the profile's opt shapes) or
-    ``samples`` (the files of a folder)."""
+    """``random`` (seeded, at the profiles' opt shapes) or ``samples`` (a folder's files)."""
 
     kind: str
     count: int
@@ -101,9 +82,6 @@ class InputsUsed:
     high: float | None = None
     folder: str | None = None
     digest: str | None = None  # of the sample files, so that new samples mean a new check
-
-    def key(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -143,7 +121,7 @@ class OutputFigures:
 
 @dataclass(frozen=True)
 class Failure:
-    """The first bound an output broke: ``value`` measured against ``threshold``."""
+    """The first bound an output broke."""
 
     output: str
     metric: str
@@ -179,36 +157,23 @@ class AccuracyReport:
     def covers(self, *, engine_sha256: str, onnx_sha256: str, tolerance: Tolerance,
                inputs: InputsUsed | None = None,
                outputs_config: dict[str, Any] | None = None) -> bool:
-        """Whether this recorded pass vouches for the engine now, so a warm boot can skip the
-        check: same engine bytes, same ONNX, same tolerance and per-output comparisons (and
-        same inputs when given)."""
+        """Whether this recorded pass vouches for the engine now (a warm boot skips the check)."""
         return (self.passed and self.engine_sha256 == engine_sha256
                 and self.onnx_sha256 == onnx_sha256 and self.tolerance == tolerance
                 and (inputs is None or self.inputs == inputs)
                 and self.outputs_config == (outputs_config or {}))
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able mapping (non-finite numbers as the strings ``"inf"``/``"nan"``)."""
-        return {
-            "schema": SCHEMA,
-            "model_name": self.model_name,
-            "precision": self.precision,
-            "passed": self.passed,
-            "tolerance": self.tolerance.as_dict(),
-            "inputs": self.inputs.key(),
-            "outputs": [o.to_json() for o in self.outputs],
-            "failure": None if self.failure is None else {**asdict(self.failure),
-                                                          "value": _out(self.failure.value)},
-            "engine_sha256": self.engine_sha256,
-            "onnx_sha256": self.onnx_sha256,
-            "duration_s": round(self.duration_s, 4),
-            "extras": dict(self.extras),
-            "outputs_config": dict(self.outputs_config),
-        }
+        """Non-finite numbers as the strings ``"inf"``/``"nan"``."""
+        doc = {"schema": SCHEMA, **asdict(self), "passed": self.passed}
+        failure = doc["failure"]
+        return {**doc, "outputs": [o.to_json() for o in self.outputs],
+                "failure": failure and {**failure, "value": _out(failure["value"])},
+                "duration_s": round(self.duration_s, 4)}
 
     @classmethod
     def from_json(cls, doc: Any) -> AccuracyReport | None:
-        """The report ``to_json`` wrote, or None when ``doc`` is not one (never raises)."""
+        """None when ``doc`` is not a report ``to_json`` wrote (never raises)."""
         try:
             if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
                 return None

@@ -1,19 +1,39 @@
-"""How each output of a model is compared: the config's ``accuracy.outputs`` over what the
-graph shows (:mod:`app.verify.graph`) over ``values``.
+"""How each output of a model is compared: the config's ``accuracy.outputs``, over what the ONNX
+graph shows (:func:`find_rules`), over ``values``. A rule is the config's own
+:class:`~app.config_sections.AccuracyOutputConfig`, whether configured or found. No heavy import
+(onnx only in :func:`find_rules`): a warm boot compares the configured ones with a recorded pass.
 
-A rule is the config's own :class:`~app.config_sections.AccuracyOutputConfig` (its
-``comparison``: one of :data:`COMPARISONS`), whether configured or found in the graph. No heavy
-import: a warm boot compares the configured ones with a recorded pass.
+An output computed from the indices of a ``TopK``, ``NonMaxSuppression``, ``NonZero`` or
+``ArgMax`` (or gathered, sampled or reshaped by them: every op between passes the order on)
+has rows whose order, and for some their number, depends on near-equal scores: two healthy
+engines may order them differently. Per such source, the first of its outputs that holds
+coordinates (``[..., N, D]`` with ``D`` <= 4), else rows of integer indices (``NonZero``'s
+``[K, 2]``), is compared as ``points``; the others follow its rows (``aligned``); with neither,
+they stay ``values``. The integer outputs of an ``ArgMax`` are ``argmax`` (equal indices).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from app.config_sections import AccuracyOutputConfig
 from app.errors import ModelDataError
+from app.verify.report import METRICS, SET_FIGURES
 
-#: ``aligned`` is ``values`` on rows reordered by another output's ``points`` matching.
-COMPARISONS = ("values", "points", "aligned", "argmax", "skip")
 _VALUES = AccuracyOutputConfig()
+_SOURCES = ("TopK", "NonMaxSuppression", "NonZero", "ArgMax")
+#: Sources whose rows are what they found, as many as they found: always a new order.
+_NEW_ROWS = ("NonMaxSuppression", "NonZero")
+#: Ops whose inputs after the first are shapes, axes, counts or sizes, never rows.
+_FIRST_INPUT_ONLY = {"Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", "Squeeze",
+                     "Unsqueeze", "ReduceL2", "ReduceL1", "ReduceSum", "ReduceMean", "ReduceMax",
+                     "ReduceMin", "ReduceProd", "ReduceSumSquare", "ReduceLogSumExp", "Split"}
+#: Ops that give sizes or fresh values, whatever they are fed: the order stops there.
+_STOP = {"Shape", "Size", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLike",
+         "RandomUniformLike"}
+#: Integer element types (onnx.TensorProto values): INT8..UINT64, and BOOL.
+_INTEGER = {2, 3, 4, 5, 6, 7, 9, 12, 13}
 
 
 def resolve_rules(model_name: str, outputs: tuple[str, ...],
@@ -49,8 +69,6 @@ def resolve_rules(model_name: str, outputs: tuple[str, ...],
 def snippet(model_name: str, output: str, compare: str, metric: str, value: float) -> str:
     """The config that compares ``output`` as what it means, or relaxes only its bound: the
     failure hint's suggestion (the model-wide tolerance stays)."""
-    from app.verify.report import METRICS, SET_FIGURES
-
     key = SET_FIGURES.get(metric, metric)
     if METRICS.get(key) == "min":
         bound = f"{max(0.0, value * 0.99):.3g}"
@@ -63,3 +81,86 @@ def snippet(model_name: str, output: str, compare: str, metric: str, value: floa
                 f"matches), {{compare: argmax}} if only its argmax matters, or {own} to accept "
                 "this output's difference alone")
     return f"{where}{own}}}}} to accept this output's difference alone"
+
+
+def find_rules(onnx_path: Path) -> dict[str, AccuracyOutputConfig]:
+    """{output: rule} for the outputs the graph shows to be sets or assignments; the others
+    are left to ``values``. Never raises for a graph it cannot follow: it then finds less."""
+    from app.backends.onnx_model import load_onnx
+
+    try:
+        model = load_onnx(onnx_path, external_data=False)
+    except Exception:  # the reference run reports an unreadable model with its own message
+        return {}
+    graph = model.graph
+    source: dict[str, str] = {}  # tensor -> the source node that orders its rows
+    for index, node in enumerate(graph.node):
+        label = node.name or f"{node.op_type}#{index}"
+        if node.op_type in _STOP:
+            continue
+        data = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
+        origin = next((source[t] for t in data if t in source), None)
+        if node.op_type in _NEW_ROWS or (node.op_type in _SOURCES and origin is None):
+            # The first source orders the rows: an ArgMax over NonZero's rows follows NonZero.
+            # NonZero and NonMaxSuppression make rows of their own (positions they found, as
+            # many as found) whatever ordered their input: a matcher's NonZero over its
+            # mutual ArgMax gives as many matches as it finds, a set.
+            origin = f"{node.op_type}:{label}"
+        if origin is None:
+            continue
+        for tensor in node.output:
+            if tensor:
+                source[tensor] = origin
+    return _rules(graph, source)
+
+
+def _rules(graph: Any, source: dict[str, str]) -> dict[str, AccuracyOutputConfig]:
+    groups: dict[str, list[Any]] = {}
+    for output in graph.output:
+        if output.name in source:
+            groups.setdefault(source[output.name], []).append(output)
+    rules: dict[str, AccuracyOutputConfig] = {}
+    for origin, outputs in groups.items():
+        kind, _, node = origin.partition(":")
+        if kind == "ArgMax":  # an index per position: equal or not (its values stay values)
+            for output in outputs:
+                if _elem_type(output) in _INTEGER:
+                    rules[output.name] = AccuracyOutputConfig(
+                        compare="argmax", reason=f"indices of ArgMax {node}: compared for equality")
+            continue
+        anchor = _anchor(outputs)
+        for output in outputs:
+            integer = _elem_type(output) in _INTEGER
+            if output is anchor:
+                radius = 0.0 if integer else None
+                rules[output.name] = AccuracyOutputConfig(
+                    compare="points", radius=radius,
+                    reason=f"rows ordered by {kind} {node}: compared as a set")
+            elif anchor is not None:
+                rules[output.name] = AccuracyOutputConfig(
+                    aligned_to=anchor.name,
+                    reason=f"rows ordered by {kind} {node}: follow {anchor.name!r}")
+    return rules
+
+
+def _anchor(outputs: list[Any]) -> Any:
+    """The output whose rows are positions: coordinates first, then rows of indices (None:
+    neither, e.g. only a TopK's values and its ``[1, K]`` indices)."""
+    coordinates = [o for o in outputs if _elem_type(o) not in _INTEGER and _is_rows(o)]
+    indices = [o for o in outputs if _elem_type(o) in _INTEGER and _is_rows(o)]
+    return (coordinates or indices or [None])[0]
+
+
+def _is_rows(output: Any) -> bool:
+    """``[..., N, D]`` with D <= 4: coordinates, boxes' corners, index pairs or triples."""
+    dims = _dims(output)
+    return len(dims) >= 2 and isinstance(dims[-1], int) and 1 <= dims[-1] <= 4
+
+
+def _elem_type(output: Any) -> int:
+    return int(output.type.tensor_type.elem_type)
+
+
+def _dims(output: Any) -> list[int | str]:
+    shape = output.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in shape.dim]

@@ -1,18 +1,14 @@
 """Outputs compared as what they mean: rows as a set (``points``), rows that follow that
-matching (``aligned``), and argmax agreement (``argmax``). numpy is imported by the callers'
-arrays; every function takes one sample's reference and engine outputs.
+matching (``aligned``), and argmax agreement (``argmax``), one sample at a time.
 
 A ``points`` output is ``[..., N, D]`` (``[N]`` is taken as ``[N, 1]``): for each leading index,
 each reference row is matched to its nearest engine row (Euclidean, in the output's units) and
-each engine row to its nearest reference row. ``matched`` is the share of reference rows with an
-engine row within the radius, ``matched_engine`` the share of engine rows with a reference row
-within it, so an engine that finds more or fewer rows is judged too. Two empty sets agree.
-Over several samples the shares are pooled (rows matched over rows of all samples): a sample
-with a handful of rows (matches of an image pair) must not decide alone.
-Outputs that follow the matching (``aligned``) are compared on mutually nearest pairs only.
-The radius, unless configured: 0 for integer rows (indices are exact), else half the median
-distance between a reference row and its nearest other reference row: a row within it is
-nearer to its own reference than to any neighbour's, whatever the output's units.
+each engine row to its nearest reference row, so an engine that finds more or fewer rows is
+judged too; two empty sets agree. Over several samples the shares are pooled: a sample with a
+handful of rows (matches of an image pair) must not decide alone. ``aligned`` outputs are
+compared on mutually nearest pairs only. The radius, unless configured: 0 for integer rows
+(indices are exact), else half the median distance between a reference row and its nearest
+other reference row: a row within it is nearer to its own reference than to any neighbour's.
 """
 
 from __future__ import annotations
@@ -111,10 +107,13 @@ def match_points(reference: Any, candidate: Any, radius: float | None) -> PointM
         # missing never borrows a neighbour's (whose descriptor is another keypoint's).
         mutual = ok & (index_back[index] == np.arange(len(r))) if len(g) else ok
         pairs.append((np.nonzero(mutual)[0], index[mutual]))
-    share = hits / total if total else (1.0 if not total_back else 0.0)
-    back_share = hits_back / total_back if total_back else (1.0 if not total else 0.0)
-    return PointMatch(share, back_share, min(used) if used else 0.0,
-                      (hits, total, hits_back, total_back), tuple(pairs))
+    return PointMatch(share(hits, total, total_back), share(hits_back, total_back, total),
+                      min(used) if used else 0.0, (hits, total, hits_back, total_back), tuple(pairs))
+
+
+def share(hits: int, total: int, other_total: int) -> float:
+    """Rows matched over rows; no rows: 1 when the other side has none either."""
+    return hits / total if total else (1.0 if not other_total else 0.0)
 
 
 def aligned_rows(reference: Any, candidate: Any, axis: int,

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from app.cache import prehash
+from app.cache import hashing
 from app.cache.fsread import UnsafeFileError, open_binary, open_regular, parse_json, read_small
+from app.cache.hashing import Sha256Sidecar, sidecar_path
 from app.cache.lock import LOCK_NAME, read_holder
 from app.cache.record import read_record, record_path
-from app.cache.sidecar import Sha256Sidecar, sidecar_path
 from app.errors import MarkerError
 from app.readiness import read_marker
 from tests.helpers import PLANTED_KINDS, plant, within
@@ -157,7 +157,7 @@ READERS = {
                lambda root: read_record(root / "m.engine").problem is not None),
     "lock holder": (lambda root: root / LOCK_NAME,
                     lambda root: read_holder(root / LOCK_NAME) is None),
-    "hint": (lambda root: root / prehash.HINT_NAME, lambda root: prehash.read_hint(root) == []),
+    "hint": (lambda root: root / hashing.HINT_NAME, lambda root: hashing.read_hint(root) == []),
     "marker": (lambda root: root / "ready.json", lambda root: _marker_refused(root / "ready.json")),
 }
 

@@ -1,4 +1,5 @@
-"""File name schemas: exact format, round trips, and strict parsing (with hypothesis)."""
+"""Names under the cache root (one home, whose docstring is the tree) and file name schemas:
+exact format, round trips, and strict parsing (with hypothesis)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app import EngineFilenameSchema, OrtFilenameSchema, PrecisionMode
+from app.cache import hashing, lock, names, signing
 from app.cache.names import check_model_name
 
 MODEL = st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,40}", fullmatch=True).filter(
@@ -92,3 +94,18 @@ def test_build_refuses_bad_parts(kwargs):
     args = dict(model_name="m", sm=87, jetpack="6.2", trt="10.3", precision="fp16") | kwargs
     with pytest.raises(ValueError):
         EngineFilenameSchema.build(**args)
+
+
+def test_every_name_is_drawn_in_the_tree():
+    named = {value for key, value in vars(names).items()
+             if key.isupper() and not key.startswith("_") and isinstance(value, str)}
+    assert named >= {".engine-init.lock", ".engine-init.warm.json", "tuf", "candidates"}
+    for name in named:
+        assert name in names.__doc__, f"{name} is missing from app.cache.names' tree"
+
+
+def test_the_modules_use_the_names_of_the_tree():
+    assert (lock.LOCK_NAME, hashing.HINT_NAME, signing.ROBOT_KEY_NAME) == \
+        (names.LOCK_NAME, names.HINT_NAME, names.ROBOT_KEY_NAME)
+    assert names.COMPANION_SUFFIXES == (names.SIDECAR_SUFFIX, names.RECORD_SUFFIX)
+

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from app.cache.publish import (
-    atomic_link,
     atomic_write_bytes,
     atomic_writer,
     is_temp_name,
@@ -69,27 +68,3 @@ def test_temp_names_are_recognised_and_swept(tmp_path):
     assert is_temp_name(stale.name) and not is_temp_name(keep.name)
     assert sweep_temp_files(tmp_path) == [stale]
     assert os.listdir(tmp_path) == ["m.engine"]
-
-
-def test_a_link_publishes_the_same_file_and_leaves_no_temp(tmp_path):
-    source = tmp_path / "candidates" / "m.engine"
-    source.parent.mkdir()
-    source.write_bytes(b"engine" * 1000)
-    target = tmp_path / "m.engine"
-    target.write_bytes(b"old")
-    seen = []
-    assert atomic_link(source, target, lambda st: seen.append(st) or True) is True
-    assert os.stat(target).st_ino == os.stat(source).st_ino == seen[0].st_ino
-    assert target.read_bytes() == b"engine" * 1000
-    assert sorted(os.listdir(tmp_path)) == ["candidates", "m.engine"]
-
-
-def test_a_link_refused_or_impossible_publishes_nothing(tmp_path):
-    source = tmp_path / "c.engine"
-    source.write_bytes(b"engine")
-    target = tmp_path / "m.engine"
-    target.write_bytes(b"old")
-    assert atomic_link(source, target, lambda st: False) is False  # "the file changed"
-    assert atomic_link(tmp_path / "absent", target, lambda st: True) is False
-    assert target.read_bytes() == b"old"
-    assert sorted(os.listdir(tmp_path)) == ["c.engine", "m.engine"]

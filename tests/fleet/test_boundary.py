@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.cache.hashing import sidecar_path
 from app.cache.record import read_record, record_path
-from app.cache.sidecar import sidecar_path
 from app.cache.signing import ROBOT_KEY_NAME, robot_key
 from tests.fleet.helpers import make_robot
 from tests.helpers import REPO, cli, json_events

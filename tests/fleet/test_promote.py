@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from app.cache.hashing import sidecar_path
 from app.cache.record import read_record, record_path
-from app.cache.sidecar import sidecar_path
 from app.fleet import layout
 from tests.fleet.helpers import Reference, make_robot
 from tests.helpers import REPO, cli, json_events, write_job_config

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 from app import faults
 from app.backends.base import EngineRunner, PrecisionInEffect
 from app.cache.fsread import open_binary, read_small
-from app.cache.hashing import sha256_bytes
+from app.cache.hashing import Sha256Sidecar, sha256_bytes
 from app.cache.names import OrtFilenameSchema
-from app.cache.sidecar import Sha256Sidecar
 from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
 from app.host.packages import declared_version

@@ -25,7 +25,7 @@ from app import events
 from app.backends.calibration import CalibrationSet
 from app.backends.tensorrt.api import CallbackErrors
 from app.cache.fsread import describe_mode, read_small
-from app.cache.layout import calibration_folder, timing_folder
+from app.cache.names import calibration_folder, timing_folder
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import calibration_fingerprint, fingerprint
 from app.errors import CalibrationCacheError

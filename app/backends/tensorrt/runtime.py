@@ -34,8 +34,8 @@ from app.backends.tensorrt.caches import MAX_CACHE_BYTES, timing_cache_path
 from app.backends.tensorrt.opsupport import require_supported
 from app.backends.tensorrt.runner import DeviceMemory, TrtRunner, check_engine, load_cudart, warm_up
 from app.cache.fsread import open_binary, parse_json
+from app.cache.hashing import Sha256Sidecar
 from app.cache.names import EngineFilenameSchema
-from app.cache.sidecar import Sha256Sidecar
 from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device

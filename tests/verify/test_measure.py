@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.verify.variation import Spread
+from app.verify.measure import Spread
 
 
 def _unit(v):

@@ -12,8 +12,7 @@ from app.cli import exit_code_for
 from app.config_sections import AccuracyOutputConfig as Rule
 from app.errors import ModelDataError
 from app.values import InputProfile
-from app.verify.graph import find_rules
-from app.verify.rules import resolve_rules
+from app.verify.rules import find_rules, resolve_rules
 from tests.verify import networks as nets
 
 
