@@ -102,7 +102,7 @@ def load_onnx(path: Path, *, external_data: bool = True) -> Any:
 
     with open_binary(path, follow_links=True) as handle:
         model = onnx.load_model(handle, load_external_data=False)
-    if external_data:
+    if external_data:  # onnx opens these itself; the pinned 1.23 refuses all but regular files
         onnx.load_external_data_for_model(model, str(Path(path).parent))
     return model
 
