@@ -26,12 +26,12 @@ from app.cache.publish import sweep_temp_files
 from app.cache.record import BUILDING, write_record
 from app.cache.reuse import Verdict, check_artifact
 from app.cancel import call_cancellable, checkpoint, map_cancellable
+from app.config import BackboneSpec, EngineCompileRequest
 from app.errors import CacheWriteError, ModelDataError
 from app.host.identity import HardwareIdentity
 from app.phases.build import build
 from app.phases.plan import Plan, Step, make_plan
 from app.phases.reuse import reuse
-from app.request import BackboneSpec, EngineCompileRequest
 from app.values import CompileOutcome, EngineCompileResult
 
 if TYPE_CHECKING:

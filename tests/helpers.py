@@ -362,7 +362,7 @@ def real_gpu_available() -> bool:
 
 def tensorrt_unavailable_reason() -> str | None:
     """Why the real-TensorRT tests cannot run here (None: they can)."""
-    from app.host.tensorrt import tensorrt_package
+    from app.host.probe import tensorrt_package
 
     if tensorrt_package() is None:
         return "TensorRT is not installed (it cannot be installed on CI machines)"

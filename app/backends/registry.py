@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from app.backends.base import InferenceRuntime
 from app.errors import BackendUnavailableError
-from app.host.tensorrt import tensorrt_package
+from app.host.probe import tensorrt_package
 from app.values import HostCapabilities, PrecisionMode
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from app.backends.base import InferenceRuntime
 from app.cache.record import ProvenanceRecord, calibration_fingerprint, write_record
 from app.cache.reuse import Verdict
+from app.config import BackboneSpec, EngineCompileRequest
 from app.host.identity import HardwareIdentity
-from app.request import BackboneSpec, EngineCompileRequest
 from app.values import BuildConfig, EngineCacheEntry
 
 

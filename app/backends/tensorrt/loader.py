@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.errors import BackendUnavailableError
-from app.host.tensorrt import tensorrt_package
+from app.host.probe import tensorrt_package
 
 if TYPE_CHECKING:
     from app.host.probe import HostReport

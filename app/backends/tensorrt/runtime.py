@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from app import events, faults
+from app import cancel as faults
+from app import events
 from app.backends.base import EngineRunner, PrecisionInEffect
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import TrtApi
@@ -36,7 +37,7 @@ from app.cache.sidecar import Sha256Sidecar
 from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host.cuda import select_device
-from app.host.tensorrt import tensorrt_package
+from app.host.probe import tensorrt_package
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 _LOG = logging.getLogger("engine_init")
