@@ -27,18 +27,19 @@ is answered whatever a worker is stuck on; the CLI then exits without waiting fo
 from __future__ import annotations
 
 import errno
-import fnmatch
 import functools
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from app.errors import BuildCancelledError
+
+if TYPE_CHECKING:  # app/__main__.py imports this module before the signal handlers go in
+    from pathlib import Path
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -183,6 +184,8 @@ def point(name: str, path: Path) -> None:
     spec = _settings().get("kill_at")
     if not spec:
         return
+    import fnmatch
+
     where, _, pattern = spec.partition(":")
     pattern, _, nth = pattern.partition("#")
     if where == name and fnmatch.fnmatch(path.name, pattern or "*"):

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from app.backends.base import InferenceRuntime
 from app.errors import BackendUnavailableError
 from app.host.probe import tensorrt_package
 from app.values import HostCapabilities, PrecisionMode
+
+if TYPE_CHECKING:  # the config imports this table: validate loads no backend
+    from app.backends.base import InferenceRuntime
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ engine to rebuild is 65, a ``wait-ready`` timeout 75).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -38,7 +39,12 @@ class State:
     def config(self, check_files: bool = True) -> EngineInitConfig:
         from app.loading import load_config
 
-        return load_config(self.config_arg, check_files=check_files)
+        try:
+            return load_config(self.config_arg, check_files=check_files)
+        finally:
+            if not gc.isenabled():  # off for the start-up (app/__main__.py): what it made stays
+                gc.freeze()
+                gc.enable()
 
     def host(self, config: EngineInitConfig | None = None) -> tuple[EngineInitConfig, Prepared,
                                                                      HardwareIdentity]:
