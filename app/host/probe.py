@@ -22,7 +22,7 @@ from pathlib import Path
 
 from app.cache.fsread import UnsafeFileError, read_small
 from app.errors import ConfigError, HostProbeError
-from app.host.cuda import GpuInfo, probe_gpu
+from app.host import GpuInfo, probe_gpu
 from app.values import NO_JETPACK, HostCapabilities
 
 RELEASE_FILE = Path("/etc/nv_tegra_release")

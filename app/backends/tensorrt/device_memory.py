@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from app.errors import BackendUnavailableError, EngineBuildError
-from app.host.cuda import import_cuda, select_device
+from app.host import import_cuda, select_device
 
 
 def cudart() -> ModuleType:

@@ -50,7 +50,7 @@ class TrtRunner:
         from app.backends.tensorrt.loader import import_tensorrt
         from app.backends.tensorrt.logsink import logging_to
         from app.backends.tensorrt.outputs import make_output_allocator
-        from app.host.cuda import select_device
+        from app.host import select_device
 
         self.api = TrtApi(trt if trt is not None else
                          import_tensorrt("the accuracy check of a TensorRT engine"))

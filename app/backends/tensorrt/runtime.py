@@ -36,7 +36,7 @@ from app.cache.names import EngineFilenameSchema
 from app.cache.sidecar import Sha256Sidecar
 from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
-from app.host.cuda import select_device
+from app.host import select_device
 from app.host.probe import tensorrt_package
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
@@ -171,7 +171,7 @@ class TensorRTRuntime:
 
     def device_free_memory(self) -> int | None:
         """The probed GPU's free bytes on a discrete GPU; None on a Jetson's integrated one."""
-        from app.host.cuda import device_free_memory
+        from app.host import device_free_memory
 
         return device_free_memory(self.host.cuda_device, self._runtime_api())
 
