@@ -38,7 +38,7 @@ OUTCOMES = ("reused", "built", "promoted", "failed")
 _OUTCOME_OF_KIND = {
     events.CACHE_HIT: "reused",
     events.ENGINE_BUILT: "built",
-    "c10.engine.candidate.promoted": "promoted",  # an engine taken from the fleet's bundle
+    events.CANDIDATE_PROMOTED: "promoted",  # an engine taken from the fleet's bundle
     events.COMPILE_ERROR: "failed",
 }
 _HOST_LABELS = ("backend", "sm", "jetpack", "l4t", "trt", "device")

@@ -1,7 +1,7 @@
 """The backends, in one table; each is imported only when chosen.
 
 ``auto`` picks TensorRT exactly when its Python package is installed (found without importing
-it: :func:`app.host.tensorrt.tensorrt_package`) and a GPU was probed, else ONNX Runtime. Adding
+it: :func:`app.host.probe.tensorrt_package`) and a GPU was probed, else ONNX Runtime. Adding
 a backend is one entry in :data:`BACKENDS` and a module whose class implements
 :class:`app.backends.base.InferenceRuntime`.
 """
