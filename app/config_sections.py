@@ -66,21 +66,17 @@ def _as_text(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _path_schema(check: Any, text: cs.CoreSchema) -> Any:
+def _path_schema(check: Any, text: cs.CoreSchema | None = None) -> Any:
     """A path given as a YAML string (so that a wrong type says "a valid string") or, in
     Python, a :class:`Path`, turned into a :class:`Path` by ``check``."""
     return GetPydanticSchema(lambda _type, _handler: cs.no_info_before_validator_function(
-        _as_text, cs.with_info_after_validator_function(check, text)))
-
-
-def _path_type(check: Any) -> Any:
-    return _path_schema(check, cs.str_schema())
+        _as_text, cs.with_info_after_validator_function(check, text or cs.str_schema())))
 
 
 _PATH_JSON = WithJsonSchema({"type": "string", "format": "path"})
 #: A path, relative to the config file's folder unless absolute; ``~`` expands.
-ConfigPath = Annotated[Path, _path_type(_resolve), _PATH_JSON]
-ExistingFile = Annotated[Path, _path_type(_existing_file), _PATH_JSON]
+ConfigPath = Annotated[Path, _path_schema(_resolve), _PATH_JSON]
+ExistingFile = Annotated[Path, _path_schema(_existing_file), _PATH_JSON]
 #: A path as :data:`ConfigPath` whose name ends in ``.prom`` (node_exporter reads only those).
 PromPath = Annotated[Path, _path_schema(_resolve, cs.str_schema(pattern=r"\.prom$")), _PATH_JSON]
 
