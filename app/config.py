@@ -1,12 +1,10 @@
-"""The job's configuration: pydantic models that say what each key means and what it accepts,
-and the compiler's request made from them (or in Python: docs/python-api.md).
-
-Each key is a field with a description, so ``engine-init schema`` documents every key.
-Relative paths resolve against the config file's folder, which the loader passes as validation
-context (``base_dir``); ``check_files=False`` in the context skips the checks that read the
-filesystem (``onnx_path`` exists, INT8 has calibration data). The path types and the feature
-sections are in :mod:`app.config_sections`; reading YAML and the environment is
-:mod:`app.loading`'s job.
+"""The job's configuration: pydantic models that say what each key means and what it accepts
+(``engine-init schema`` prints every key's description), and the compiler's request made from
+them or in Python (docs/python-api.md). Relative paths resolve against the config file's folder,
+which the loader (:mod:`app.loading`) passes as validation context (``base_dir``);
+``check_files=False`` there skips the checks that read the filesystem (``onnx_path`` exists,
+INT8 has calibration data). The path types and the feature sections are in
+:mod:`app.config_sections`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, GetPydanticSchema, Tag, ValidationInfo, model_validator
+from pydantic import BaseModel, Discriminator, Field, GetPydanticSchema, Tag, ValidationInfo, model_validator
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
@@ -23,13 +21,13 @@ from app.backends.registry import BACKEND_NAMES
 from app.cache.layout import calibration_folder, default_candidates_root
 from app.cache.names import calibration_files, check_model_name
 from app.config_sections import (
+    STRICT,
     AccuracyConfig,
     ConfigPath,
     ExistingFile,
     FleetConfig,
     GovernorConfig,
     PromPath,
-    StrictModel,
 )
 from app.values import KEEP_FP32_DEFAULT, HostCapabilities, InputProfile, PrecisionMode, Shape
 
@@ -46,9 +44,10 @@ DEFAULT_MARKER = Path("/run/engine-init/ready.json")
 Dims = list[Annotated[int, Field(gt=0, le=2**31 - 1)]]
 
 
-class ProfileConfig(StrictModel):
+class ProfileConfig(BaseModel):
     """A dynamic input's range: TensorRT builds for ``opt`` and accepts ``min``..``max``."""
 
+    model_config = STRICT
     min: Dims = Field(description="Smallest shape the engine accepts.")
     opt: Dims = Field(description="Shape TensorRT optimizes for.")
     max: Dims = Field(description="Largest shape the engine accepts.")
@@ -77,9 +76,10 @@ InputShape = Annotated[
 ]
 
 
-class BackboneConfig(StrictModel):
+class BackboneConfig(BaseModel):
     """One model: its ONNX file, input shapes and what may differ from the job's settings."""
 
+    model_config = STRICT
     model_name: Annotated[str, GetPydanticSchema(
         lambda _t, _h: cs.no_info_after_validator_function(check_model_name, cs.str_schema()))
     ] = Field(description="Names the engine files: letters, digits, '_', '-' and '.'; no '__', "
@@ -121,9 +121,10 @@ class BackboneConfig(StrictModel):
         return self
 
 
-class EngineInitConfig(StrictModel):
+class EngineInitConfig(BaseModel):
     """The whole job's settings; ``engine-init schema`` prints them as JSON Schema."""
 
+    model_config = STRICT
     cache_root: ConfigPath = Field(
         DEFAULT_CACHE_ROOT, description="Folder of the engine cache (the engine-cache volume); "
                                         "created with its parents when missing.")
@@ -230,7 +231,6 @@ class BackboneSpec:
     verify: str = "io"
     #: The accuracy gate's settings when ``verify`` is ``accuracy`` (None: the defaults).
     accuracy: AccuracyConfig | None = None
-    #: TensorRT: layers kept in float32 under fp16/int8 (node names, op types, "layernorm").
     keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     GetPydanticSchema,
     PrivateAttr,
@@ -81,18 +82,17 @@ ExistingFile = Annotated[Path, _path_schema(_existing_file), _PATH_JSON]
 PromPath = Annotated[Path, _path_schema(_resolve, cs.str_schema(pattern=r"\.prom$")), _PATH_JSON]
 
 
-class StrictModel(BaseModel):
-    """Unknown keys are errors (a typo must not be ignored); a loaded config never changes;
-    no number is ``.inf`` or ``.nan`` (every numeric key also has a documented range, so that
-    nothing computed from it overflows: docs/hardening.md)."""
-
-    model_config = {"extra": "forbid", "frozen": True, "allow_inf_nan": False}
+#: Every section's and model's settings: unknown keys are errors (a typo must not be ignored); a
+#: loaded config never changes; no number is ``.inf`` or ``.nan`` (every numeric key also has a
+#: documented range, so that nothing computed from it overflows: docs/hardening.md).
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # Also the rules app.verify.graph finds in the ONNX graph (with the reason it found them for).
-class AccuracyOutputConfig(StrictModel):
+class AccuracyOutputConfig(BaseModel):
     """How one output is compared (docs/accuracy-gate.md): over what the ONNX graph shows."""
 
+    model_config = STRICT
     compare: Literal["values", "points", "argmax", "skip"] | None = Field(
         None, description="values: elementwise metrics; points: rows [..., N, D] as a set, "
                           "matched within `radius`; argmax: agreement of the argmax along "
@@ -135,10 +135,11 @@ class AccuracyOutputConfig(StrictModel):
                 "axis": self.axis, "metric": self.metric, "threshold": self.threshold}
 
 
-class AccuracyConfig(StrictModel):
+class AccuracyConfig(BaseModel):
     """The accuracy gate's settings (``verify: accuracy``); defaults: the precision's
     tolerance (docs/accuracy-gate.md) on seeded random inputs at each input's opt shape."""
 
+    model_config = STRICT
     metric: Literal["rel_l2", "cosine", "max_abs", "atol"] | None = Field(
         None, description="The metric whose bound `threshold` replaces in the precision's "
                           "default tolerance; give both or neither.")
@@ -197,9 +198,10 @@ class AccuracyConfig(StrictModel):
         return {name: rule.key() for name, rule in sorted(self.outputs.items())}
 
 
-class GovernorConfig(StrictModel):
+class GovernorConfig(BaseModel):
     """The build governor, consulted before each build (docs/governor.md)."""
 
+    model_config = STRICT
     enabled: bool = Field(
         True, description="false: no reading, clamp, wait or refusal before builds.")
     memory_share: float = Field(
@@ -234,9 +236,10 @@ class GovernorConfig(StrictModel):
                                "are read (a fake tree in tests).")
 
 
-class FleetConfig(StrictModel):
+class FleetConfig(BaseModel):
     """Defaults of the fleet commands (export, import, push, pull); their options override."""
 
+    model_config = STRICT
     repository: Annotated[str, Field(min_length=1)] | None = Field(
         default=None, description="Registry repository of the fleet's engines, host[:port]/path "
                           "(push and pull; the tag is the SKU key). Credentials come from the "
