@@ -20,7 +20,7 @@ _EXPORTS = {
         "BackendUnavailableError", "BuildCancelledError", "CacheWriteError", "CalibrationCacheError",
         "ConfigError", "EngineBuildError", "EngineInitError", "HostProbeError", "LockTimeoutError",
         "ModelDataError")},
-    **{name: "app.request" for name in ("BackboneSpec", "EngineCompileRequest")},
+    **{name: "app.config" for name in ("BackboneSpec", "EngineCompileRequest")},
     **{name: "app.values" for name in (
         "BuildConfig", "CompileOutcome", "EngineCacheEntry", "EngineCompileResult",
         "HostCapabilities", "InputProfile", "PrecisionMode")},
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from app.cache.hashing import Sha256Sidecar
     from app.cache.names import EngineFilenameSchema, OrtFilenameSchema
     from app.compiler import EngineCompiler
+    from app.config import BackboneSpec, EngineCompileRequest
     from app.errors import (
         BackendUnavailableError,
         BuildCancelledError,
@@ -83,7 +84,6 @@ if TYPE_CHECKING:
         LockTimeoutError,
         ModelDataError,
     )
-    from app.request import BackboneSpec, EngineCompileRequest
     from app.values import (
         BuildConfig,
         CompileOutcome,

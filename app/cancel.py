@@ -1,4 +1,5 @@
-"""Cancellation: SIGTERM/SIGINT stop a run within a fraction of a second and leave no partial file.
+"""Cancellation: SIGTERM/SIGINT stop a run within a fraction of a second and leave no partial
+file; and the fault injection the attack tests drive it with.
 
 The signal handler only records the signal in :data:`CANCEL`. It raises nothing: an exception
 raised from a handler lands inside whatever the main thread was running, which may be a
@@ -9,18 +10,36 @@ the main thread (the cache lock, ``wait-ready``). Work that can block (hashing, 
 TensorRT or ONNX Runtime, the driver probe) runs in daemon worker threads that the main thread
 waits on with a short timeout (:func:`call_cancellable`, :func:`map_cancellable`), so a signal
 is answered whatever a worker is stuck on; the CLI then exits without waiting for them.
+
+``ENGINE_INIT_FAULTS`` (inert when unset; production never sets it) holds comma-separated
+``key=value`` items:
+
+- ``kill_at=<point>:<glob>[#n]``: SIGKILL this process at a publish point (``before_rename``,
+  ``after_rename``, or ``candidate_chunk``: after each chunk of a bundle file written into the
+  candidates) the n-th (default first) time a file whose name matches the glob reaches it, as a
+  power cut would.
+- ``enospc_after=<bytes>``: writes to the cache fail with ENOSPC after that many bytes, as on a
+  full disk.
+- ``slow_build_s=<seconds>``: each backend build waits that long first (cancellable), so that
+  signals can be sent while a build is in flight.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from app.errors import BuildCancelledError
+
+if TYPE_CHECKING:  # app/__main__.py imports this module before the signal handlers go in
+    from pathlib import Path
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -147,3 +166,48 @@ def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: in
     if errors:
         raise errors[min(errors)]
     return results
+
+
+_written = [0]
+_matches = [0]
+
+
+@functools.cache
+def _settings() -> dict[str, str]:
+    raw = os.environ.get("ENGINE_INIT_FAULTS", "")
+    items = (item.partition("=") for item in raw.split(",") if item.strip())
+    return {key.strip(): value.strip() for key, _, value in items}
+
+
+def point(name: str, path: Path) -> None:
+    """A publish step boundary: kill here if the attack asks for it."""
+    spec = _settings().get("kill_at")
+    if not spec:
+        return
+    import fnmatch
+
+    where, _, pattern = spec.partition(":")
+    pattern, _, nth = pattern.partition("#")
+    if where == name and fnmatch.fnmatch(path.name, pattern or "*"):
+        _matches[0] += 1
+        if _matches[0] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_with_faults(handle: BinaryIO, view: memoryview, path: Path) -> None:
+    """Write ``view`` to ``handle``, failing with ENOSPC where the attack asks for it."""
+    limit = _settings().get("enospc_after")
+    if limit is None:
+        handle.write(view)
+        return
+    room = int(limit) - _written[0]
+    if room < view.nbytes:
+        handle.write(view[: max(room, 0)])
+        _written[0] += max(room, 0)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    handle.write(view)
+    _written[0] += view.nbytes
+
+
+def slow_build_seconds() -> float:
+    return float(_settings().get("slow_build_s", "0") or 0)

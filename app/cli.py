@@ -1,35 +1,24 @@
-"""The ``engine-init`` command group, ``run``, and the only module that knows exit codes and
-terminals. The other commands are in :mod:`app.commands`.
-
-Exit codes (sysexits-style), assigned in one ordered table, :data:`EXIT_CODES`:
-0 ok, 2 usage, 65 bad model or calibration data (and ``verify`` finding a bad engine),
-69 backend, GPU or fleet registry unavailable, 70 build failed, 73 cannot write, 74 I/O error (disk full),
-75 lock wait or ``wait-ready`` timed out, 78 config error, 130/143 interrupted (SIGINT/SIGTERM).
+"""The ``engine-init`` command group, ``run``, and the only module that knows exit codes
+(sysexits-style, in one ordered table: :data:`EXIT_CODES`) and terminals. The other commands are
+in :mod:`app.commands`, imported when named: ``validate`` does not load the fleet's.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import signal
 import sys
 import time
 import traceback
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from app import errors, events
-from app.commands import register as register_commands
+from app.commands import State
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
-
-if TYPE_CHECKING:
-    from app.config import EngineInitConfig
-    from app.host.identity import HardwareIdentity
-    from app.job import Prepared
-
 
 #: Usage errors keep click's own code (os.EX_USAGE would be 64).
 EXIT_USAGE = 2
@@ -81,29 +70,6 @@ def _setup_logging(log_format: str, debug: bool) -> None:
     LOGGER.propagate = False
 
 
-class _State:
-    """What every command is handed (``click.pass_obj``): the config, loaded when asked for."""
-
-    def __init__(self, config: str | None) -> None:
-        self.config_arg = config
-
-    def config(self, check_files: bool = True) -> EngineInitConfig:
-        from app.loading import load_config
-
-        return load_config(self.config_arg, check_files=check_files)
-
-    def host(self, config: EngineInitConfig | None = None) -> tuple[EngineInitConfig, Prepared,
-                                                                     HardwareIdentity]:
-        """The config (``config`` when already loaded), the prepared job and this host's
-        identity (its SKU key names bundles and ``status`` shows it)."""
-        from app.host.identity import identity_of
-        from app.job import prepare
-
-        config = config or self.config()
-        prepared = prepare(config, LOGGER)
-        return config, prepared, identity_of(prepared.report, prepared.backend.name)
-
-
 #: The group's options, which users also type after the command (``validate --config x.yaml``);
 #: the value-taking ones first.
 _GLOBAL_VALUE_OPTIONS = ("--config", "--log-format")
@@ -153,11 +119,41 @@ class _LogFormat(click.Choice[str]):
                                      param_hint=f"{LOG_FORMAT_ENV} (--log-format)") from None
 
 
+#: The commands beside ``run``, by the module whose ``register(group)`` adds them.
+_LAZY_COMMANDS = {
+    **dict.fromkeys(("validate", "status", "verify", "prune", "wait-ready", "schema"),
+                    "app.commands"),
+    **dict.fromkeys(("export", "import", "push", "pull", "fleet"), "app.commands.fleet"),
+}
+
+
 class _Group(click.Group):
-    """A group whose options also work after the command, as users type them."""
+    """A group whose options also work after the command, as users type them, and whose
+    commands are imported when named (click's lazy subcommands pattern)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, _global_options_first(args))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            # An unknown name loads them all: click's "did you mean" looks among those loaded.
+            names = [cmd_name] if cmd_name in _LAZY_COMMANDS else list(_LAZY_COMMANDS)
+            for module in dict.fromkeys(_LAZY_COMMANDS[n] for n in names if n not in self.commands):
+                importlib.import_module(module).register(self)
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _note_global_options(command)
+        return command
+
+
+def _note_global_options(command: click.Command) -> None:
+    """Give ``command`` and those below it the note that the group's options work after them."""
+    command.epilog = command.epilog or GLOBAL_OPTIONS_NOTE
+    for below in getattr(command, "commands", {}).values():
+        _note_global_options(below)
 
 
 #: Said below every command's help: the group's options are not listed there.
@@ -177,31 +173,32 @@ GLOBAL_OPTIONS_NOTE = "--config, --log-format and --debug may also follow the co
 def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) -> None:
     """Prepare inference engines before the robot's software starts."""
     _setup_logging(log_format, debug)
-    ctx.obj = _State(config)
+    ctx.obj = State(config)
 
 
 @cli.command()
 @click.pass_obj
-def run(state: _State) -> None:
+def run(state: State) -> None:
     """Reuse or build every engine, then write the readiness marker."""
     from app.cancel import checkpoint
 
     # Loading PyYAML, pydantic and the models is start-up, not the "config" phase.
     from app.loading import path_of_failed_config
-    from app.metrics import RunRecorder
+    from app.metrics import RunRecorder, process_age_s
+    from app.readiness import clear_stale_marker
 
     checkpoint()
 
     started = time.perf_counter()
     # "startup": interpreter start and module loading, before the job's own phases.
-    timings: dict[str, float] = {"startup": _process_age_s()}
+    timings: dict[str, float] = {"startup": process_age_s()}
     recorder = RunRecorder(LOGGER, timings)  # the metrics textfile, written on every outcome
     try:
         config = state.config()
     except errors.ConfigError as exc:
         marker = path_of_failed_config("readiness_marker", state.config_arg)
         if marker is not None:
-            _clear_stale_marker(marker, report_refusal=True)
+            clear_stale_marker(marker, LOGGER, report_refusal=True)
         recorder.finish(exit_code_for(exc), config_arg=state.config_arg)
         raise
     timings["config"] = time.perf_counter() - started
@@ -218,7 +215,7 @@ def run(state: _State) -> None:
         checkpoint()  # a signal during the last step: this run did not complete
     except BaseException as exc:
         # Whatever happened, even a signal after the marker was written: no marker on failure.
-        _clear_stale_marker(config.readiness_marker, report_refusal=False)
+        clear_stale_marker(config.readiness_marker, LOGGER, report_refusal=False)
         recorder.finish(exit_code_for(exc), config)
         raise
     recorder.finish(0, config)
@@ -227,49 +224,6 @@ def run(state: _State) -> None:
     click.echo(f"ready: {built} built, {len(doc['engines']) - built - promoted} reused, "
                f"{promoted} promoted, "
                f"marker {config.readiness_marker} ({time.perf_counter() - started:.2f} s)")
-
-
-def _process_age_s() -> float:
-    """Seconds since this process started (Linux /proc; 0.0 elsewhere). 10 ms resolution."""
-    from app.cache.fsread import read_small
-
-    try:
-        stat = read_small("/proc/self/stat", 4096, follow_links=True, truncate=True).decode()
-        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        uptime = float(read_small("/proc/uptime", 256, follow_links=True, truncate=True).split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _clear_stale_marker(marker: Path, *, report_refusal: bool) -> None:
-    """Remove the marker of an earlier run (this one cannot start or failed), if it is one."""
-    from app.readiness import clear_marker
-
-    try:
-        if clear_marker(marker):
-            events.emit(LOGGER, logging.WARNING, events.MARKER_CLEARED,
-                        f"removed the previous marker {marker}: this run cannot start")
-    except errors.CacheWriteError as exc:
-        if report_refusal:  # someone's file at that path: the user must hear of it too
-            events.emit(LOGGER, logging.WARNING, events.MARKER_REFUSED, str(exc),
-                        marker=str(marker), hint=exc.hint)
-    except OSError:
-        pass  # the error that stopped the run is what the user must see
-
-
-register_commands(cli)  # validate, status, verify, prune, wait-ready, schema and the fleet's
-
-
-def _note_global_options(group: click.Group) -> None:
-    """Give every command below ``group`` the note that the group's options work after it."""
-    for command in group.commands.values():
-        command.epilog = command.epilog or GLOBAL_OPTIONS_NOTE
-        if isinstance(command, click.Group):
-            _note_global_options(command)
-
-
-_note_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,6 +295,6 @@ def _write_error(message: str, hint: str, code: int, error_class: str) -> None:
                 error_class=error_class, hint=hint)
     line = f"engine-init: error: {message}".replace("\n", " ") + (f" (hint: {hint})" if hint else "")
     sys.stderr.write(line + "\n")
-    from app.termination import write_reason
+    from app.metrics import write_reason
 
     write_reason(line, code)  # what `kubectl describe pod` shows; only where Kubernetes made the file

@@ -26,10 +26,10 @@ from app.cache.publish import sweep_temp_files
 from app.cache.record import BUILDING, write_record
 from app.cache.reuse import Verdict, check_artifact
 from app.cancel import call_cancellable, checkpoint, map_cancellable
+from app.config import BackboneSpec, EngineCompileRequest
 from app.errors import CacheWriteError, ModelDataError
 from app.host.identity import HardwareIdentity
 from app.phases import Plan, Step, build, make_plan, reuse
-from app.request import BackboneSpec, EngineCompileRequest
 from app.values import CompileOutcome, EngineCompileResult
 
 if TYPE_CHECKING:
@@ -65,15 +65,13 @@ class EngineCompiler:
         self.runtime = inference_runtime
         self.logger = logger or _LOG
         self.signing_key = signing_key
-        #: This host's exact hardware (app.host.identity), recorded with every engine and
-        #: compared by its SKU fields; None records none (callers without a probed host).
+        #: This host's exact hardware, recorded with every engine and compared by its SKU
+        #: fields; None records none (callers without a probed host).
         self.identity = identity
-        #: Whether an engine of unknown origin (no record, or one without the identity) is reused.
-        self.trust_untracked = trust_untracked
+        self.trust_untracked = trust_untracked  # reuse an engine whose origin is unknown
         #: Seconds spent per phase in the last call (lock_wait, verify, compile, record, total).
         self.last_phase_timings: dict[str, float] = {}
 
-    # -- public ---------------------------------------------------------------------------
     def compile_engines_for_corpus(
         self, request: EngineCompileRequest, *, held_lock: CacheLock | None = None,
         early: EarlyDigests | None = None,
@@ -98,9 +96,7 @@ class EngineCompiler:
             self._summary(request, results, timings, completed)
         return tuple(results)
 
-    def check_corpus(
-        self, request: EngineCompileRequest
-    ) -> list[tuple[BackboneSpec, Path, Verdict]]:
+    def check_corpus(self, request: EngineCompileRequest) -> list[tuple[BackboneSpec, Path, Verdict]]:
         """Read-only: what a run would decide for each backbone (no lock, no writes)."""
         runtime = as_inference_runtime(self.runtime, request.host)
         plans = [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
@@ -112,12 +108,9 @@ class EngineCompiler:
                            read_bytes: bool) -> dict[str, Promotion]:
         """Read-only: for each model of ``rows`` (:meth:`check_corpus`) that a run would not
         reuse and that has a fleet candidate, what promotion would decide before the backend
-        loads it (app.fleet.promote.preview); ``read_bytes``: hash the candidates too."""
-        candidates = request.fleet_candidates
-        if self.identity is None or candidates is None:
-            return {}
-        sku = self.identity.sku_key()
-        if not os.path.isdir(candidates / sku):
+        loads it; ``read_bytes``: hash the candidates too."""
+        sku, candidates = self._fleet_sku(request), request.fleet_candidates
+        if sku is None or candidates is None:
             return {}
         from app.fleet.promote import preview
 
@@ -135,7 +128,6 @@ class EngineCompiler:
                 out[spec.model_name] = got
         return out
 
-    # -- phases -----------------------------------------------------------------------------
     def _run(
         self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None,
         early: EarlyDigests | None, results: list[EngineCompileResult],
@@ -169,8 +161,15 @@ class EngineCompiler:
                                       "left alone", hint="move it out of the cache folder")
         misses = [p for p, v in zip(plans, verdicts, strict=True) if not v.reuse]
         timeline = self._timeline(misses, step.request)
-        sku = self._fleet_sku(step.request) if misses else None
-        copies = self._early_copies(step.request, misses, sku)
+        request, sku = step.request, self._fleet_sku(step.request) if misses else None
+        copies = None
+        if sku is not None and request.fleet_candidates is not None:
+            from app.fleet.copies import EarlyCopies
+
+            # The misses' candidates, copied into the cache one after the other while the run
+            # promotes the ones before.
+            copies = EarlyCopies(request.fleet_candidates, sku, request.fleet_public_key,
+                                 [p.artifact for p in misses])
         try:
             for plan, verdict in zip(plans, verdicts, strict=True):
                 checkpoint()
@@ -186,25 +185,14 @@ class EngineCompiler:
                 copies.abandon()
 
     def _fleet_sku(self, request: EngineCompileRequest) -> str | None:
-        """This host's SKU key when the fleet's candidates hold a folder for it: each miss then
-        checks its candidate before anything is built. None: every miss is built."""
+        """This host's SKU key when the fleet's candidates hold a folder for it (each miss then
+        checks its candidate before anything is built); None: every miss is built."""
         candidates = request.fleet_candidates
         if self.identity is None or candidates is None:
             return None
         sku = self.identity.sku_key()
         # The usual case is no folder: the fleet code is not even loaded.
         return sku if os.path.isdir(candidates / sku) else None
-
-    def _early_copies(self, request: EngineCompileRequest, misses: list[Plan],
-                      sku: str | None) -> EarlyCopies | None:
-        """The misses' fleet candidates, copied into the cache one after the other while the
-        run promotes the ones before (app.fleet.copies); None: no candidates of this SKU."""
-        if sku is None or request.fleet_candidates is None:
-            return None
-        from app.fleet.copies import EarlyCopies
-
-        return EarlyCopies(request.fleet_candidates, sku, request.fleet_public_key,
-                           [p.artifact for p in misses])
 
     def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
         """The misses' build history, read before any pending record replaces a record; ETA
@@ -256,8 +244,8 @@ class EngineCompiler:
 
     def _promote(self, step: Step, plan: Plan, verdict: Verdict, sku: str,
                  copies: EarlyCopies | None) -> EngineCompileResult | None:
-        """A fleet candidate of this SKU (which has a candidates folder) published instead of a
-        build; None: build (seeded with the candidates' timing cache)."""
+        """This SKU's fleet candidate published instead of a build; None: build (seeded with the
+        candidates' timing cache)."""
         request = step.request
         candidates = request.fleet_candidates
         assert candidates is not None  # _fleet_sku found this SKU's folder there

@@ -1,22 +1,19 @@
-"""The job's configuration: pydantic models that say what each key means and what it accepts.
-
-Each key is a field with a description, so ``engine-init schema`` (``model_json_schema()``)
-documents every key. Relative paths resolve against the config file's folder, which the loader
-passes as validation context (``base_dir``); ``check_files=False`` in the context skips the
-checks that read the filesystem (``onnx_path`` exists, INT8 has calibration data).
-
-The path types and the feature sections (``accuracy``, ``governor``, ``fleet``) are in
-:mod:`app.config_sections`. Reading the YAML file and the environment is :mod:`app.loading`'s
-job; this module does not import it. The compiler's request is made from a config by
-:meth:`app.request.EngineCompileRequest.from_config`.
+"""The job's configuration: pydantic models that say what each key means and what it accepts
+(``engine-init schema`` prints every key's description), and the compiler's request made from
+them or in Python (docs/python-api.md). Relative paths resolve against the config file's folder,
+which the loader (:mod:`app.loading`) passes as validation context (``base_dir``);
+``check_files=False`` there skips the checks that read the filesystem (``onnx_path`` exists,
+INT8 has calibration data). The path types and the feature sections are in
+:mod:`app.config_sections`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, GetPydanticSchema, Tag, ValidationInfo, model_validator
+from pydantic import BaseModel, Discriminator, Field, GetPydanticSchema, Tag, ValidationInfo, model_validator
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
@@ -28,15 +25,15 @@ from app.cache.names import (
     default_candidates_root,
 )
 from app.config_sections import (
+    STRICT,
     AccuracyConfig,
     ConfigPath,
     ExistingFile,
     FleetConfig,
     GovernorConfig,
     PromPath,
-    StrictModel,
 )
-from app.values import PrecisionMode
+from app.values import KEEP_FP32_DEFAULT, HostCapabilities, InputProfile, PrecisionMode, Shape
 
 if TYPE_CHECKING:
     BackendChoice = str
@@ -51,9 +48,10 @@ DEFAULT_MARKER = Path("/run/engine-init/ready.json")
 Dims = list[Annotated[int, Field(gt=0, le=2**31 - 1)]]
 
 
-class ProfileConfig(StrictModel):
+class ProfileConfig(BaseModel):
     """A dynamic input's range: TensorRT builds for ``opt`` and accepts ``min``..``max``."""
 
+    model_config = STRICT
     min: Dims = Field(description="Smallest shape the engine accepts.")
     opt: Dims = Field(description="Shape TensorRT optimizes for.")
     max: Dims = Field(description="Largest shape the engine accepts.")
@@ -82,9 +80,10 @@ InputShape = Annotated[
 ]
 
 
-class BackboneConfig(StrictModel):
+class BackboneConfig(BaseModel):
     """One model: its ONNX file, input shapes and what may differ from the job's settings."""
 
+    model_config = STRICT
     model_name: Annotated[str, GetPydanticSchema(
         lambda _t, _h: cs.no_info_after_validator_function(check_model_name, cs.str_schema()))
     ] = Field(description="Names the engine files: letters, digits, '_', '-' and '.'; no '__', "
@@ -126,9 +125,10 @@ class BackboneConfig(StrictModel):
         return self
 
 
-class EngineInitConfig(StrictModel):
+class EngineInitConfig(BaseModel):
     """The whole job's settings; ``engine-init schema`` prints them as JSON Schema."""
 
+    model_config = STRICT
     cache_root: ConfigPath = Field(
         DEFAULT_CACHE_ROOT, description="Folder of the engine cache (the engine-cache volume); "
                                         "created with its parents when missing.")
@@ -220,3 +220,85 @@ class EngineInitConfig(StrictModel):
     def candidates_root(self) -> Path:
         """Where pull and import store candidates (``fleet.candidates_dir``)."""
         return self.fleet.candidates_dir or default_candidates_root(self.cache_root)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One model of the corpus; ``expected_input_shape`` is the single-input shorthand."""
+
+    model_name: str
+    onnx_path: Path
+    expected_input_shape: Shape | None = None
+    input_shapes: dict[str, InputProfile] = field(default_factory=dict)
+    precision: PrecisionMode | None = None
+    dla_core: int | None = None
+    verify: str = "io"
+    #: The accuracy gate's settings when ``verify`` is ``accuracy`` (None: the defaults).
+    accuracy: AccuracyConfig | None = None
+    keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
+
+    @classmethod
+    def from_config(cls, backbone: BackboneConfig, verify: str = "io",
+                    accuracy: AccuracyConfig | None = None) -> BackboneSpec:
+        """``backbone`` as the compiler takes it; ``verify``/``accuracy``: the job's defaults."""
+        b = backbone
+        shapes = {
+            name: InputProfile.fixed(tuple(s)) if isinstance(s, list)
+            else InputProfile(tuple(s.min), tuple(s.opt), tuple(s.max))
+            for name, s in (b.input_shapes or {}).items()
+        }
+        fixed = tuple(b.expected_input_shape) if b.expected_input_shape else None
+        verify = b.verify or verify
+        gate = AccuracyConfig.merged(accuracy, b.accuracy) if verify == "accuracy" else None
+        keep = KEEP_FP32_DEFAULT if b.keep_fp32 is None else tuple(b.keep_fp32)
+        return cls(b.model_name, b.onnx_path, fixed, shapes, b.precision, b.dla_core, verify,
+                   gate, keep)
+
+    def shapes(self) -> dict[str | None, InputProfile]:
+        """The configured profiles, ``None`` keying the single-input shorthand."""
+        shapes: dict[str | None, InputProfile] = {k: v for k, v in self.input_shapes.items()}
+        if self.expected_input_shape is not None:
+            shapes[None] = InputProfile.fixed(tuple(self.expected_input_shape))
+        return shapes
+
+
+@dataclass(frozen=True)
+class EngineCompileRequest:
+    """A whole corpus to make ready on one host."""
+
+    backbones: tuple[BackboneSpec, ...]
+    calibration_path: Path | None
+    cache_root: Path
+    precision: PrecisionMode
+    host: HostCapabilities
+    workspace_mb: int = 4096
+    optimization_level: int = 3
+    lock_timeout_s: float = 600.0
+    strict_onnx_hash: bool = False
+    #: The build governor's settings; None (``enabled: false``): builds start without it.
+    governor: GovernorConfig | None = None
+    #: The Ed25519 public key (PEM) fleet candidates must be signed with; None: none is promoted.
+    fleet_public_key: Path | None = None
+    #: The fleet's provisioned TUF root (app.fleet.tuf_client); set: only candidates the fleet
+    #: released, in metadata bound to ``fleet_repository``, are promoted.
+    fleet_trusted_root: Path | None = None
+    fleet_repository: str | None = None
+    #: Where pull and import store candidates (untrusted input); None: nothing is promoted.
+    fleet_candidates: Path | None = None
+
+    @classmethod
+    def from_config(cls, config: EngineInitConfig, host: HostCapabilities) -> EngineCompileRequest:
+        """The job's config on the probed ``host``."""
+        return cls(
+            backbones=tuple(BackboneSpec.from_config(b, config.verify, config.accuracy)
+                            for b in config.backbones),
+            calibration_path=config.calibration_path, cache_root=config.cache_root,
+            precision=config.precision, host=host, workspace_mb=config.workspace_mb,
+            optimization_level=config.optimization_level, lock_timeout_s=config.lock_timeout_s,
+            strict_onnx_hash=config.strict_onnx_hash,
+            governor=config.governor if config.governor.enabled else None,
+            fleet_public_key=config.fleet.public_key_file,
+            fleet_trusted_root=config.fleet.trusted_root_file,
+            fleet_repository=config.fleet.repository,
+            fleet_candidates=config.candidates_root,
+        )

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     GetPydanticSchema,
     PrivateAttr,
@@ -66,37 +67,32 @@ def _as_text(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _path_schema(check: Any, text: cs.CoreSchema) -> Any:
+def _path_schema(check: Any, text: cs.CoreSchema | None = None) -> Any:
     """A path given as a YAML string (so that a wrong type says "a valid string") or, in
     Python, a :class:`Path`, turned into a :class:`Path` by ``check``."""
     return GetPydanticSchema(lambda _type, _handler: cs.no_info_before_validator_function(
-        _as_text, cs.with_info_after_validator_function(check, text)))
-
-
-def _path_type(check: Any) -> Any:
-    return _path_schema(check, cs.str_schema())
+        _as_text, cs.with_info_after_validator_function(check, text or cs.str_schema())))
 
 
 _PATH_JSON = WithJsonSchema({"type": "string", "format": "path"})
 #: A path, relative to the config file's folder unless absolute; ``~`` expands.
-ConfigPath = Annotated[Path, _path_type(_resolve), _PATH_JSON]
-ExistingFile = Annotated[Path, _path_type(_existing_file), _PATH_JSON]
+ConfigPath = Annotated[Path, _path_schema(_resolve), _PATH_JSON]
+ExistingFile = Annotated[Path, _path_schema(_existing_file), _PATH_JSON]
 #: A path as :data:`ConfigPath` whose name ends in ``.prom`` (node_exporter reads only those).
 PromPath = Annotated[Path, _path_schema(_resolve, cs.str_schema(pattern=r"\.prom$")), _PATH_JSON]
 
 
-class StrictModel(BaseModel):
-    """Unknown keys are errors (a typo must not be ignored); a loaded config never changes;
-    no number is ``.inf`` or ``.nan`` (every numeric key also has a documented range, so that
-    nothing computed from it overflows: docs/hardening.md)."""
-
-    model_config = {"extra": "forbid", "frozen": True, "allow_inf_nan": False}
+#: Every section's and model's settings: unknown keys are errors (a typo must not be ignored); a
+#: loaded config never changes; no number is ``.inf`` or ``.nan`` (every numeric key also has a
+#: documented range, so that nothing computed from it overflows: docs/hardening.md).
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # Also the rules app.verify.rules finds in the ONNX graph (with the reason it found them for).
-class AccuracyOutputConfig(StrictModel):
+class AccuracyOutputConfig(BaseModel):
     """How one output is compared (docs/accuracy-gate.md): over what the ONNX graph shows."""
 
+    model_config = STRICT
     compare: Literal["values", "points", "argmax", "skip"] | None = Field(
         None, description="values: elementwise metrics; points: rows [..., N, D] as a set, "
                           "matched within `radius`; argmax: agreement of the argmax along "
@@ -138,10 +134,11 @@ class AccuracyOutputConfig(StrictModel):
                 "axis": self.axis, "metric": self.metric, "threshold": self.threshold}
 
 
-class AccuracyConfig(StrictModel):
+class AccuracyConfig(BaseModel):
     """The accuracy gate's settings (``verify: accuracy``); defaults: the precision's
     tolerance (docs/accuracy-gate.md) on seeded random inputs at each input's opt shape."""
 
+    model_config = STRICT
     metric: Literal["rel_l2", "cosine", "max_abs", "atol"] | None = Field(
         None, description="The metric whose bound `threshold` replaces in the precision's "
                           "default tolerance; give both or neither.")
@@ -200,9 +197,10 @@ class AccuracyConfig(StrictModel):
         return {name: rule.key() for name, rule in sorted(self.outputs.items())}
 
 
-class GovernorConfig(StrictModel):
+class GovernorConfig(BaseModel):
     """The build governor, consulted before each build (docs/governor.md)."""
 
+    model_config = STRICT
     enabled: bool = Field(
         True, description="false: no reading, clamp, wait or refusal before builds.")
     memory_share: float = Field(
@@ -237,9 +235,10 @@ class GovernorConfig(StrictModel):
                                "are read (a fake tree in tests).")
 
 
-class FleetConfig(StrictModel):
+class FleetConfig(BaseModel):
     """Defaults of the fleet commands (export, import, push, pull); their options override."""
 
+    model_config = STRICT
     repository: Annotated[str, Field(min_length=1)] | None = Field(
         default=None, description="Registry repository of the fleet's engines, host[:port]/path "
                           "(push and pull; the tag is the SKU key). Credentials come from the "

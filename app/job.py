@@ -1,6 +1,9 @@
-"""One boot's work: clear the marker, check the folders, probe, compile, write the marker.
+"""One boot's work: clear the marker, check the folders, probe, compile, write the marker
+(``engine-init run``); and ``engine-init prune``. Both raise :mod:`app.errors` types and never exit.
 
-This is what ``engine-init run`` does; it raises :mod:`app.errors` types and never exits.
+An artifact is "for this host", for prune, when its name parses and its hardware part equals what
+this host would produce: ``sm``/``jp``/``trt`` for TensorRT engines, the ONNX Runtime release and
+CPU token for ``.ort`` models. Names that do not parse (the user's own files) are never touched.
 """
 
 from __future__ import annotations
@@ -19,17 +22,16 @@ from app.backends.registry import AUTO, BACKENDS, create_backend, resolve_backen
 from app.cache import hashing as prehash
 from app.cache.hashing import EarlyDigests
 from app.cache.lock import CacheLock
-from app.cache.names import HINT_NAME
+from app.cache.names import COMPANION_SUFFIXES, HINT_NAME, EngineFilenameSchema, OrtFilenameSchema, companion
 from app.cache.publish import os_error_to_cache_error
 from app.cache.signing import load_key, robot_key
 from app.cancel import call_cancellable, checkpoint
 from app.compiler import EngineCompiler
-from app.config import EngineInitConfig
+from app.config import EngineCompileRequest, EngineInitConfig
 from app.errors import CacheWriteError, ConfigError
 from app.host.identity import identity_of
-from app.host.probe import HostReport, probe_host
+from app.host.probe import HostReport, declared_version, probe_host
 from app.readiness import clear_marker, current_boot_id, write_marker
-from app.request import EngineCompileRequest
 from app.values import EngineCompileResult
 
 
@@ -194,3 +196,57 @@ def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
         **({"precision_in_effect": result.precision_in_effect}
            if result.precision_in_effect is not None else {}),
     }
+
+
+def _ort_token() -> tuple[str, str] | None:
+    from app.backends.onnxruntime import cpu_identity
+
+    version = declared_version("onnxruntime")
+    if not version:
+        return None  # cannot tell which ONNX Runtime models are current: keep them
+    return ".".join(version.split(".")[:2]), cpu_identity()[0]
+
+
+def stale_artifacts(root: Path, prepared: Prepared) -> list[Path]:
+    caps = prepared.report.capabilities
+    ort = _ort_token()
+    stale: list[Path] = []
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            trt = EngineFilenameSchema.parse(name)
+            if (trt.sm, trt.jetpack, trt.trt) != (caps.sm, caps.jetpack, caps.trt):
+                stale.append(root / name)
+            continue
+        except ValueError:
+            pass
+        try:
+            parsed = OrtFilenameSchema.parse(name)
+        except ValueError:
+            continue
+        if ort is not None and (parsed.ort, parsed.cpu) != ort:
+            stale.append(root / name)
+    return stale
+
+
+def prune_cache(config: EngineInitConfig, prepared: Prepared, logger: logging.Logger,
+                *, dry_run: bool) -> list[Path]:
+    root = config.cache_root
+    if not root.is_dir():
+        return []
+    with CacheLock(root, config.lock_timeout_s, logger):
+        victims: list[Path] = []
+        for artifact in stale_artifacts(root, prepared):
+            for path in [artifact] + [companion(artifact, s) for s in COMPANION_SUFFIXES]:
+                # A folder under an artifact's name may hold someone's data: never removed.
+                if path.is_symlink() or (path.exists() and not path.is_dir()):
+                    victims.append(path)
+        if not dry_run:
+            for path in victims:
+                path.unlink(missing_ok=True)
+                events.emit(logger, logging.INFO, events.PRUNED, f"removed {path.name}",
+                            path=str(path))
+    return victims

@@ -1,23 +1,16 @@
 """Load :class:`app.config.EngineInitConfig` from YAML and the environment, with one-line errors.
 
-Where it comes from: ``--config``, else ``$ENGINE_INIT_CONFIG``, else
-``/etc/engine-init/config.yaml``. ``ENGINE_INIT_<KEY>`` overrides the top-level ``<key>``; the
-value is parsed as YAML, so ``ENGINE_INIT_WORKSPACE_MB=2048`` is a number. An unknown
-``ENGINE_INIT_*`` variable is an error (a typo must not be silently ignored), and so is a
-duplicate key in the file (PyYAML would keep the last one).
-
-The file and the variables are bounded before anything is built from them: at most 1 MiB of
-file and 64 KiB a variable, and a document is first composed (nodes, aliases unexpanded) and
-measured: more than :data:`MAX_VALUES` values once aliases are expanded (a ten-line "billion
-laughs" expands to a billion), nesting deeper than :data:`MAX_DEPTH`, an integer longer than
-:data:`MAX_INT_CHARS` characters, or a mapping key that is not a string is a one-line config
-error before any Python object is made. Ranges of the values are the config models' business.
+The file is ``--config``, else ``$ENGINE_INIT_CONFIG``, else ``/etc/engine-init/config.yaml``.
+``ENGINE_INIT_<KEY>`` overrides the top-level ``<key>``, parsed as YAML (so
+``ENGINE_INIT_WORKSPACE_MB=2048`` is a number); an unknown ``ENGINE_INIT_*`` variable is an error
+(a typo must not be silently ignored). The file (at most 1 MiB) and the variables (64 KiB each)
+are read through :mod:`app.yamlread`'s bounds; ranges of the values are the config models'
+business.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +23,7 @@ from app.cache.fsread import UnsafeFileError, read_small
 from app.config import EngineInitConfig
 from app.config_sections import MISSING_FILE
 from app.errors import ConfigError
+from app.yamlread import load_bounded
 
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
 ENV_PREFIX = "ENGINE_INIT_"
@@ -37,44 +31,10 @@ ENV_PREFIX = "ENGINE_INIT_"
 RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
 _ENV_MAX_BYTES = 64 << 10
-#: Values of a config with aliases expanded: a hundred models take a few thousand.
-MAX_VALUES = 50_000
-#: Nesting of a config: a model's input range is 5 levels down.
-MAX_DEPTH = 32
-#: The longest integer: any valid value has at most 19 digits.
-MAX_INT_CHARS = 30
-_INT_TAG = "tag:yaml.org,2002:int"
 #: Validation errors named in the one line, and the characters of each.
 _ERRORS_SHOWN = 5
 _PART_MAX = 300
 _HINT = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
-
-
-@functools.cache
-def _loader() -> type[yaml.SafeLoader]:
-    """PyYAML's safe loader that refuses duplicate mapping keys instead of keeping the last."""
-    # libyaml's parser when PyYAML has it (about 10x faster than the pure-Python one).
-    base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class UniqueKeyLoader(base):  # type: ignore[valid-type,misc]
-        pass
-
-    def mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node)
-            if not isinstance(key, str):  # a list there is unhashable; a number no key of ours
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"a mapping key must be a string, not a {type(key).__name__} "
-                    "(quote it)", key_node.start_mark)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return dict(loader.construct_mapping(node))
-
-    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return UniqueKeyLoader
 
 
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
@@ -82,65 +42,6 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
         return Path(explicit)
     from_env = env.get(ENV_PREFIX + "CONFIG")
     return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
-
-
-def _measure(root: yaml.Node) -> None:
-    """Refuse a composed document whose expansion is too large or too deep, or that holds a
-    huge integer (yaml.YAMLError). Iterative, and each node (an alias is the node it names)
-    measured once: the cost is the document's size, not its expansion's."""
-    sizes: dict[int, tuple[int, int]] = {}  # id(node): (values once expanded, depth)
-    open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if id(node) in sizes:
-            continue
-        if isinstance(node, yaml.ScalarNode):
-            if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"an integer of {len(node.value)} characters (at most "
-                    f"{MAX_INT_CHARS})", node.start_mark)
-            sizes[id(node)] = (1, 1)
-            continue
-        if children_done:
-            open_nodes.discard(id(node))
-            inner = [sizes[id(child)] for child in _children(node)]
-            size = 1 + sum(s for s, _ in inner)
-            depth = 1 + max((d for _, d in inner), default=0)
-            if size > MAX_VALUES:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"more than {MAX_VALUES} values once its aliases are expanded",
-                    node.start_mark)
-            if depth > MAX_DEPTH:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
-            sizes[id(node)] = (size, depth)
-            continue
-        if id(node) in open_nodes:
-            raise yaml.constructor.ConstructorError(
-                None, None, "an alias that contains itself", node.start_mark)
-        open_nodes.add(id(node))
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node))
-
-
-def _load_bounded(text: str) -> object:
-    """The YAML document in ``text``, measured (:func:`_measure`) before it is constructed."""
-    loader = _loader()(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _measure(node)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
 
 
 def _parse_yaml(path: Path) -> object:
@@ -158,7 +59,7 @@ def _parse_yaml(path: Path) -> object:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=_HINT) from None
     try:
-        return _load_bounded(raw.decode("utf-8"))
+        return load_bounded(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"config {path} is not UTF-8 text", hint=_HINT) from None
     except yaml.YAMLError as exc:
@@ -185,7 +86,7 @@ def _env_value(var: str, text: str) -> Any:
         raise ConfigError(f"{var}: value of {len(text)} characters, more than "
                           f"{_ENV_MAX_BYTES}", hint="set the key in the config file instead")
     try:
-        return _load_bounded(text) if text.strip() else None
+        return load_bounded(text) if text.strip() else None
     except yaml.YAMLError as exc:
         # The problem, never the value: it may be huge (and its expansion larger still).
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

@@ -1,18 +1,23 @@
-"""What a fleet's Prometheus sees of a run: a node_exporter textfile written at its end.
+"""What the orchestrator sees of a run: a node_exporter textfile written at its end, and on
+failure the reason Kubernetes shows.
 
 ``metrics_textfile`` (off by default) names a ``*.prom`` file in the folder node_exporter's
 textfile collector reads. At the end of every ``run``, success or failure, prometheus_client
 renders the registry (``generate_latest``) and the job's own atomic writer
 (:func:`app.cache.publish.atomic_write_bytes`) publishes it, so node_exporter never reads half a
-file; ``node_textfile_mtime_seconds`` tells when it last changed. Not
-``prometheus_client.write_to_textfile``: its temp file ``<file>.<pid>.<thread id>`` is
+file. Not ``prometheus_client.write_to_textfile``: its temp file ``<file>.<pid>.<thread id>`` is
 predictable (pid 1 in a container) and opened following links, so a link planted there made the
 job overwrite someone's file, and a FIFO hang it after the marker was written.
-
 What each model became is taken from the job's own events, so that a failed run still reports the
-models it had reused or built before it stopped; the phase timings are those of the marker.
-prometheus_client is imported only when a file is to be written: a warm boot without metrics
-loads nothing more than this module.
+models it had reused or built before it stopped. prometheus_client is imported only when a file
+is to be written.
+
+The termination message: the kubelet creates ``/dev/termination-log`` (a regular file
+bind-mounted into the container, at most 4096 bytes read after exit; another path:
+``ENGINE_INIT_TERMINATION_LOG``) and ``kubectl describe pod`` shows it. Elsewhere the path does
+not exist (Docker) or is something else, and the job must neither create a file in a host's
+``/dev`` when run as root, nor block on a FIFO, nor follow a symlink: it writes only into an
+existing regular file, best effort.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -32,10 +38,14 @@ OUTCOMES = ("reused", "built", "promoted", "failed")
 _OUTCOME_OF_KIND = {
     events.CACHE_HIT: "reused",
     events.ENGINE_BUILT: "built",
-    "c10.engine.candidate.promoted": "promoted",  # an engine taken from the fleet's bundle
+    events.CANDIDATE_PROMOTED: "promoted",  # an engine taken from the fleet's bundle
     events.COMPILE_ERROR: "failed",
 }
 _HOST_LABELS = ("backend", "sm", "jetpack", "l4t", "trt", "device")
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_ENV = "ENGINE_INIT_TERMINATION_LOG"
+#: What the kubelet reads of the termination-message file.
+MAX_BYTES = 4096
 
 
 class RunRecorder(logging.Handler):
@@ -143,6 +153,19 @@ class RunRecorder(logging.Handler):
         return reg
 
 
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0.0 elsewhere). 10 ms resolution."""
+    from app.cache.fsread import read_small
+
+    try:
+        line = read_small("/proc/self/stat", 4096, follow_links=True, truncate=True).decode()
+        start_ticks = int(line.rsplit(")", 1)[1].split()[19])
+        uptime = float(read_small("/proc/uptime", 256, follow_links=True, truncate=True).split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def textfile_path(config: Any, config_arg: str | None) -> Path | None:
     if config is not None:
         found: Path | None = config.metrics_textfile
@@ -167,3 +190,34 @@ def _write(path: Path, registry: Any) -> None:
 
     # Also after a signal: the file then reports the run's 130 or 143.
     atomic_write_bytes(path, generate_latest(registry), after_cancel=True, outside=True)
+
+
+def reason_text(line: str, exit_code: int) -> bytes:
+    """``line`` (the error line of stderr) and the exit code, in at most :data:`MAX_BYTES`.
+    The exit code comes last and always survives: the line is cut, on a character boundary."""
+    tail = f" (exit code {exit_code})\n".encode()
+    head = line.replace("\n", " ").encode("utf-8", "replace")[:MAX_BYTES - len(tail)]
+    return head.decode("utf-8", "ignore").encode() + tail
+
+
+def write_reason(line: str, exit_code: int, path: str | None = None) -> bool:
+    """Put ``line`` and ``exit_code`` into the termination-message file if it is an existing
+    regular file we may write; return whether it was written. Never raises, never blocks."""
+    target = path or os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags)  # no O_CREAT: the kubelet makes the file, nobody else should
+    except (OSError, ValueError):  # absent, a link, no permission, a FIFO without reader, NUL
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO with a reader, a device, a folder
+            return False
+        os.ftruncate(fd, 0)  # after the check: truncating a device or FIFO would mean nothing
+        data = reason_text(line, exit_code)
+        while data:
+            data = data[os.write(fd, data):]
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

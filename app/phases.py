@@ -36,9 +36,9 @@ from app.cache.record import (
 )
 from app.cache.reuse import Verdict
 from app.cancel import call_cancellable
+from app.config import BackboneSpec, EngineCompileRequest
 from app.errors import ModelDataError
 from app.host.identity import HardwareIdentity
-from app.request import BackboneSpec, EngineCompileRequest
 from app.values import BuildConfig, CompileOutcome, EngineCacheEntry, EngineCompileResult
 from app.verify.accuracy import enforce_precision, recorded_pass, run_gate
 

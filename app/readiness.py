@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from app import events
 from app.cache import signing
 from app.cache.fsread import UnsafeFileError, parse_json, read_small
 from app.cache.hashing import hash_file
@@ -84,6 +86,21 @@ def clear_marker(path: Path) -> bool:
         raise os_error_to_cache_error(exc, path) from exc
     fsync_dir(path.parent)
     return True
+
+
+def clear_stale_marker(marker: Path, logger: logging.Logger, *, report_refusal: bool) -> None:
+    """Remove the marker of an earlier run (this one cannot start or failed), if it is one;
+    never raises (the error that stopped the run is what the user must see)."""
+    try:
+        if clear_marker(marker):
+            events.emit(logger, logging.WARNING, events.MARKER_CLEARED,
+                        f"removed the previous marker {marker}: this run cannot start")
+    except CacheWriteError as exc:
+        if report_refusal:  # someone's file at that path: the user must hear of it too
+            events.emit(logger, logging.WARNING, events.MARKER_REFUSED, str(exc),
+                        marker=str(marker), hint=exc.hint)
+    except OSError:
+        pass
 
 
 def write_marker(path: Path, doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:

@@ -1,9 +1,6 @@
-"""The value types that callers of engine-init exchange with it.
-
-All are immutable dataclasses from the standard library, so importing them costs nothing and
-they can cross thread boundaries freely. The settings are the config's sections
-(:mod:`app.config_sections`); the compiler's request, which carries them, is
-:mod:`app.request`.
+"""The value types that callers of engine-init exchange with it: immutable dataclasses from the
+standard library, so importing them costs nothing and they cross threads freely. The compiler's
+request, which carries the config's sections, is in :mod:`app.config`.
 """
 
 from __future__ import annotations

@@ -57,9 +57,9 @@ LOG.propagate = False
 
 def api_warm(config: Path) -> Callable[[], object]:
     """One warm verify through the public API, with the compiler already prepared."""
+    from app.config import EngineCompileRequest
     from app.job import prepare
     from app.loading import load_config
-    from app.request import EngineCompileRequest
 
     cfg = load_config(config, env={})
     prepared = prepare(cfg, LOG)

@@ -351,7 +351,7 @@ def fake_driver(count=1, cc=(8, 7), name=b"Orin (nvgpu)", fail=None, sms=16,
 def real_gpu_available() -> bool:
     """Whether cuda-python and a CUDA GPU are here (the real-GPU tests run only then)."""
     from app.errors import HostProbeError
-    from app.host.cuda import probe_gpu
+    from app.host import probe_gpu
 
     try:
         probe_gpu(int(os.environ.get("TEST_CUDA_DEVICE", "0")))
@@ -362,12 +362,12 @@ def real_gpu_available() -> bool:
 
 def tensorrt_unavailable_reason() -> str | None:
     """Why the real-TensorRT tests cannot run here (None: they can)."""
-    from app.host.tensorrt import tensorrt_package
+    from app.host.probe import tensorrt_package
 
     if tensorrt_package() is None:
         return "TensorRT is not installed (it cannot be installed on CI machines)"
     from app.errors import HostProbeError
-    from app.host.cuda import probe_gpu
+    from app.host import probe_gpu
 
     try:
         probe_gpu(0)

@@ -1,4 +1,4 @@
-"""validate, status, verify, prune and wait-ready (app/commands/cache.py), through real processes."""
+"""validate, status, verify, prune and wait-ready (app/commands/__init__.py), through real processes."""
 
 from __future__ import annotations
 

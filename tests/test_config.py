@@ -12,10 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.config import DEFAULT_CACHE_ROOT, EngineInitConfig
+from app.config import DEFAULT_CACHE_ROOT, BackboneSpec, EngineInitConfig
 from app.errors import ConfigError
 from app.loading import load_config
-from app.request import BackboneSpec
 from app.values import InputProfile, PrecisionMode
 
 
@@ -340,8 +339,8 @@ def test_per_output_comparisons_reach_the_gate_model_entries_over_job_ones(tmp_p
 def test_the_sections_are_the_settings_the_code_takes_in_python_too(tmp_path, corpus):
     """Built in Python, a section takes a Path where the config takes a string, and checks its
     keys as the config does; the compiler's request carries the section itself."""
+    from app.config import EngineCompileRequest
     from app.config_sections import AccuracyConfig, GovernorConfig
-    from app.request import EngineCompileRequest
     from tests.helpers import ORIN
 
     doc = {"backbones": [{"model_name": "m", "onnx_path": str(corpus["dinov2_vpr"])}]}

@@ -26,8 +26,8 @@ print(json.dumps({"rc": rc, "heavy": sorted(heavy)}))
 """
 
 
-def _modules_after(*args: str) -> dict:
-    argv = [sys.executable, "-c", PROBE, ",".join(sorted(HEAVY)), *args]
+def _modules_after(*args: str, names: set[str] = HEAVY) -> dict:
+    argv = [sys.executable, "-c", PROBE, ",".join(sorted(names)), *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_INIT_")}
     out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -36,6 +36,16 @@ def _modules_after(*args: str) -> dict:
 def test_validate_imports_no_heavy_sdk(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus)
     assert _modules_after("--config", str(job), "validate") == {"rc": 0, "heavy": []}
+
+
+def test_validate_loads_neither_the_fleet_commands_nor_a_backend(tmp_path, corpus):
+    """The CLI imports a command's module when the command is named (app.cli's lazy group),
+    and the config only the backends' names (with TensorRT installed, validate also reads its
+    op support)."""
+    job = write_job_config(tmp_path, corpus)
+    unwanted = {"app.commands.fleet", "app.commands.fleet_trust", "app.backends.onnxruntime",
+                "app.backends.base"}
+    assert _modules_after("--config", str(job), "validate", names=unwanted) == {"rc": 0, "heavy": []}
 
 
 def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):

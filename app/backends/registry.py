@@ -1,17 +1,23 @@
-"""The backends, in one table (adding one is an entry in :data:`BACKENDS`); each is imported
-only when chosen. ``auto`` picks TensorRT exactly when its package is installed (found, not
-imported) and a GPU was probed, else ONNX Runtime.
+"""The backends, in one table; each is imported only when chosen.
+
+``auto`` picks TensorRT exactly when its Python package is installed (found without importing
+it: :func:`app.host.probe.tensorrt_package`) and a GPU was probed, else ONNX Runtime. Adding
+a backend is one entry in :data:`BACKENDS` and a module whose class implements
+:class:`app.backends.base.InferenceRuntime`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from app.backends.base import InferenceRuntime
 from app.errors import BackendUnavailableError
-from app.host.tensorrt import tensorrt_package
+from app.host.probe import tensorrt_package
 from app.values import HostCapabilities, PrecisionMode
+
+if TYPE_CHECKING:  # the config imports this table: validate loads no backend
+    from app.backends.base import InferenceRuntime
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from app import faults
+from app import cancel as faults
 from app.cancel import CANCEL, cancelled_error
 from app.errors import CacheIOError, CacheWriteError, DiskFullError
 

@@ -57,7 +57,7 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     and calibration caches of this exact TensorRT build (docs/fleet.md)."""
     from app import errors
     from app.cache.names import COMPANION_SUFFIXES
-    from app.request import EngineCompileRequest
+    from app.config import EngineCompileRequest
 
     request = EngineCompileRequest.from_config(config, prepared.report.capabilities)
     rows = prepared.compiler.check_corpus(request)

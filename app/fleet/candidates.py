@@ -33,7 +33,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app import events, faults
+from app import cancel as faults
+from app import events
 from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.cache.hashing import oci_digest
 from app.cache.lock import wait_flock

@@ -42,11 +42,11 @@ from app.backends.base import InferenceRuntime
 from app.cache.hashing import Sha256Sidecar, copy_hashed, sidecar_path
 from app.cache.publish import atomic_write_bytes
 from app.cache.record import ProvenanceRecord, record_path
+from app.config import BackboneSpec
 from app.errors import EngineInitError
 from app.fleet.candidates import candidate_folder, open_candidate
 from app.fleet.layout import Descriptor
 from app.fleet.trust import signed_bytes, trust_folder
-from app.request import BackboneSpec
 from app.values import BuildConfig
 from app.verify.accuracy import run_gate
 

@@ -1,7 +1,191 @@
 """The build governor: memory, power mode and heat before a build, and how long builds take.
 
-``readings`` reads the host (bounded, from a configurable root), ``admission`` decides
-(clamp the workspace, refuse, wait for heat), ``eta`` estimates from earlier builds (history in
-the provenance records) and shows it in ``run``. Nothing here is imported on a warm boot: only a
-build calls it.
+This module reads the host; :mod:`.admission` decides (clamp the workspace, refuse, wait for
+heat) and :mod:`.eta` estimates from earlier builds (history in the provenance records). Nothing
+here is imported on a warm boot: only a build calls it.
+
+Everything is read below a configurable ``root`` (``/`` on a robot, a fake tree in tests) by
+:func:`app.cache.fsread.read_small`, following links (``/etc/nvpmodel.conf`` is one) but only to
+regular files, never blocking on a FIFO, and at most a few KiB. A value that cannot be read is
+absent, never an error: the readings inform decisions, they are not a reason to fail a boot by
+themselves.
+
+Sources:
+
+- memory: ``/proc/meminfo`` (``MemTotal``, ``MemAvailable``, ``SwapTotal``, ``SwapFree``);
+- power mode: ``/var/lib/nvpmodel/status`` (``pmode:0002``, written by nvpmodel itself) named
+  through ``/etc/nvpmodel.conf`` (``< POWER_MODEL ID=2 NAME=MAXN >``); without a status file,
+  the conf's ``< PM_CONFIG DEFAULT=n >`` (what nvpmodel applies at boot). Files first because
+  they need no root and no binary and can be bind-mounted read-only into the container;
+  ``nvpmodel -q`` (with a timeout) only when neither file is there and the binary is;
+- temperatures: ``/sys/class/thermal/thermal_zone*/{type,temp}`` (millidegrees Celsius) and
+  each zone's ``trip_point_*_{type,temp}`` (a zone past its ``passive`` trip is throttling).
 """
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.cache.fsread import read_small
+
+_READ_LIMIT = 16 * 1024
+_MAX_ZONES = 64
+_MAX_TRIPS = 16
+#: Readings outside this range come from absent or broken sensors (-40 °C floors, 0xFFFF codes).
+_PLAUSIBLE_C = (-50.0, 200.0)
+
+
+def _text(path: Path, limit: int = _READ_LIMIT) -> str | None:
+    """The text of a small regular file, or None when absent, unreadable or anything else."""
+    try:
+        return read_small(path, limit, follow_links=True, truncate=True).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes, from /proc/meminfo."""
+
+    total: int
+    available: int
+    swap_total: int = 0
+    swap_free: int = 0
+
+
+@dataclass(frozen=True)
+class PowerMode:
+    id: int
+    name: str | None
+    source: str  # "status", "default" (nvpmodel.conf's boot default) or "nvpmodel -q"
+
+
+@dataclass(frozen=True)
+class ThermalZone:
+    zone: str  # thermal_zoneN
+    type: str  # CPU-therm, GPU-therm, tj-therm...
+    temp_c: float
+    passive_c: float | None = None  # the lowest passive (throttling) trip point
+    critical_c: float | None = None
+
+    @property
+    def throttling(self) -> bool:
+        return self.passive_c is not None and self.temp_c >= self.passive_c
+
+
+@dataclass(frozen=True)
+class BuildConditions:
+    memory: Memory | None
+    power_mode: PowerMode | None
+    zones: tuple[ThermalZone, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def as_event(self) -> dict[str, Any]:
+        """The ``c10.build.conditions`` event's fields."""
+        mem = self.memory
+        return {
+            "mem_total_bytes": mem.total if mem else None,
+            "mem_available_bytes": mem.available if mem else None,
+            "swap_total_bytes": mem.swap_total if mem else None,
+            "swap_free_bytes": mem.swap_free if mem else None,
+            "power_mode": (None if self.power_mode is None else
+                           {"id": self.power_mode.id, "name": self.power_mode.name,
+                            "source": self.power_mode.source}),
+            "thermal": [{"zone": z.zone, "type": z.type, "temp_c": z.temp_c,
+                         "passive_c": z.passive_c, "critical_c": z.critical_c} for z in self.zones],
+            "hottest_c": max((z.temp_c for z in self.zones), default=None),
+            "throttling": [z.type for z in self.zones if z.throttling],
+            "notes": list(self.notes),
+        }
+
+
+def read_memory(root: Path) -> Memory | None:
+    text = _text(root / "proc" / "meminfo")
+    if text is None:
+        return None
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        match = re.match(r"(\w+):\s+(\d+)\s*(kB)?", line)
+        if match:
+            values[match[1]] = int(match[2]) * (1024 if match[3] else 1)
+    if "MemAvailable" not in values or "MemTotal" not in values:
+        return None
+    return Memory(values["MemTotal"], values["MemAvailable"], values.get("SwapTotal", 0),
+                  values.get("SwapFree", 0))
+
+
+def read_power_mode(root: Path, nvpmodel: str | None = None, timeout_s: float = 3.0) -> PowerMode | None:
+    """The power mode from nvpmodel's files, else from ``nvpmodel -q`` when ``nvpmodel`` (a
+    path to the binary) is given and neither file exists."""
+    conf = _text(root / "etc" / "nvpmodel.conf", limit=256 * 1024) or ""
+    names = {int(i): n for i, n in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", conf)}
+    status = _text(root / "var" / "lib" / "nvpmodel" / "status") or ""
+    match = re.search(r"pmode:\s*(\d+)", status)
+    if match:
+        return PowerMode(int(match[1]), names.get(int(match[1])), "status")
+    default = re.search(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)", conf)
+    if default:
+        return PowerMode(int(default[1]), names.get(int(default[1])), "default")
+    if nvpmodel is None or conf or status:
+        return None
+    try:
+        out = subprocess.run([nvpmodel, "-q"], capture_output=True, text=True, timeout=timeout_s,
+                             stdin=subprocess.DEVNULL, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # "NV Fan Mode:quiet" (optional), "NV Power Mode: MAXN", then the id on a line of its own.
+    name = re.search(r"NV Power Mode:\s*(\S+)", out)
+    ident = re.search(r"^\s*(\d+)\s*$", out, re.MULTILINE)
+    if not ident:
+        return None
+    return PowerMode(int(ident[1]), name[1] if name else None, "nvpmodel -q")
+
+
+def _millideg(text: str | None) -> float | None:
+    try:
+        value = int((text or "").strip()) / 1000.0
+    except ValueError:
+        return None
+    return value if _PLAUSIBLE_C[0] <= value <= _PLAUSIBLE_C[1] else None
+
+
+def read_zones(root: Path) -> tuple[tuple[ThermalZone, ...], tuple[str, ...]]:
+    base = root / "sys" / "class" / "thermal"
+    try:
+        entries = sorted(p for p in base.iterdir() if p.name.startswith("thermal_zone"))
+    except OSError:
+        return (), ()
+    zones, notes = [], []
+    for entry in entries[:_MAX_ZONES]:
+        kind = (_text(entry / "type", 256) or entry.name).strip() or entry.name
+        temp = _millideg(_text(entry / "temp", 64))
+        if temp is None:
+            notes.append(f"{entry.name} ({kind}): no plausible temperature")
+            continue
+        trips: dict[str, list[float]] = {}
+        for i in range(_MAX_TRIPS):
+            trip_type = _text(entry / f"trip_point_{i}_type", 64)
+            if trip_type is None:
+                break
+            trip_temp = _millideg(_text(entry / f"trip_point_{i}_temp", 64))
+            if trip_temp is not None:
+                trips.setdefault(trip_type.strip(), []).append(trip_temp)
+        zones.append(ThermalZone(entry.name, kind, temp, min(trips.get("passive", []), default=None),
+                                 min(trips.get("critical", []), default=None)))
+    if len(entries) > _MAX_ZONES:
+        notes.append(f"only the first {_MAX_ZONES} of {len(entries)} thermal zones were read")
+    return tuple(zones), tuple(notes)
+
+
+def read_conditions(root: Path = Path("/"), nvpmodel: str | None = None) -> BuildConditions:
+    """Memory, power mode and temperatures below ``root``; see the module docstring."""
+    root = Path(root)
+    zones, notes = read_zones(root)
+    memory = read_memory(root)
+    if memory is None:
+        notes += (f"{root / 'proc' / 'meminfo'} gave no MemAvailable",)
+    return BuildConditions(memory, read_power_mode(root, nvpmodel), zones, notes)

@@ -30,7 +30,7 @@ from app import events
 from app.cancel import cancellable_sleep
 from app.config_sections import GovernorConfig
 from app.errors import BuildConditionsError
-from app.governor.readings import BuildConditions, Memory, ThermalZone, read_conditions
+from app.governor import BuildConditions, Memory, ThermalZone, read_conditions
 
 MiB = 1 << 20
 

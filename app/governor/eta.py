@@ -1,25 +1,17 @@
 """How long the builds still ahead will take, as ``engine-init run`` shows it, from the history
 kept in the provenance records.
 
-An estimate for one model is the median duration of its most recent builds on this host with the
-same timing-cache state (a timing cache cuts TensorRT builds several-fold, so the two are
-not mixed while builds in the same state exist). Without any earlier build of that model here
-there is no estimate, and a plan containing such a model has no total either: "no estimate"
-rather than a guess.
+A model's estimate is the median of its most recent builds on this host with the same
+timing-cache state (a timing cache cuts TensorRT builds several-fold, so the two are not mixed
+while builds in the same state exist). A model never built here has no estimate, and a plan
+containing one has no total: "no estimate" rather than a guess.
 
-The history has no file of its own. An artifact's record holds its last build
-(``build_duration_s``, ``timing_cache``) and ``past_builds``, the builds of that artifact
-before it on the same SKU, backend release and device. The artifact's name already tells
-models, precisions and backend releases apart, so a record's history is exactly the builds an
-estimate may compare. Before a rebuild, a pending record replaces the stored one: the stored
-record's own build goes into ``past_builds`` first (:meth:`Timeline.noted`), so the history
-survives the rebuild, and a killed build too. At most 4 are kept, which with the record's own
-build makes the 5 an estimate takes the median of.
-
-:class:`Timeline` reads the records of the run's misses once, before any pending record is
-written. Before each build it emits one ``c10.build.eta`` event with what is left (that model
-and those after it, in the config's order), and the build's progress events carry the same
-ETA, counting down.
+The history has no file of its own: an artifact's record holds its last build
+(``build_duration_s``, ``timing_cache``) and ``past_builds``, the builds before it on the same
+SKU, backend release and device (the artifact's name already tells models, precisions and
+releases apart). Before a rebuild replaces the record with a pending one, the stored build goes
+into ``past_builds`` (:meth:`Timeline.noted`), so the history survives the rebuild, and a killed
+build too. At most 4 are kept: with the record's own build, the 5 an estimate takes the median of.
 """
 
 from __future__ import annotations

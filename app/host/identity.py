@@ -26,8 +26,7 @@ from typing import Any
 
 from app.cache.fsread import read_small
 from app.cache.hashing import sha256_bytes
-from app.host.packages import declared_version
-from app.host.probe import HostReport
+from app.host.probe import HostReport, declared_version
 
 DEVICE_TREE = Path("/proc/device-tree")
 _PROPERTY_MAX = 4096

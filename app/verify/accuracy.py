@@ -18,9 +18,9 @@ from typing import Any
 from app import events
 from app.backends.base import EngineRunner, InferenceRuntime
 from app.cancel import CANCEL, cancelled_error
+from app.config import BackboneSpec
 from app.config_sections import AccuracyConfig
 from app.errors import AccuracyError, EngineBuildError
-from app.request import BackboneSpec
 from app.values import BuildConfig, InputProfile, PrecisionMode
 from app.verify.report import (
     METRICS,

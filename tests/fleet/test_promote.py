@@ -269,8 +269,8 @@ def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path,
     a timing cache already here is kept (kept); a folder whose signature cannot be checked (no
     public key configured) seeds nothing (unverified)."""
     from app.compiler import EngineCompiler
+    from app.config import BackboneSpec
     from app.fleet.fetch import fetch_bundle, open_bundle
-    from app.request import BackboneSpec
     from app.values import CompileOutcome
     from tests.backends.tensorrt.fake_tensorrt import FakeTensorRT
     from tests.backends.tensorrt.helpers import runtime_for

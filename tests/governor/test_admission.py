@@ -12,8 +12,8 @@ from app.cancel import CANCEL
 from app.cli import exit_code_for
 from app.config_sections import GovernorConfig
 from app.errors import BuildCancelledError, BuildConditionsError
+from app.governor import read_conditions
 from app.governor.admission import govern_build
-from app.governor.readings import read_conditions
 from tests.governor.fake_host import GiB, MiB, orin, set_temp, write_zone
 from tests.helpers import real_gpu_available
 

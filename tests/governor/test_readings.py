@@ -7,7 +7,7 @@ import stat
 import time
 from pathlib import Path
 
-from app.governor.readings import read_conditions, read_power_mode
+from app.governor import read_conditions, read_power_mode
 from tests.governor.fake_host import GiB, orin, write_meminfo, write_nvpmodel, write_zone
 from tests.helpers import within
 

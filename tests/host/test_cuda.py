@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from app.errors import HostProbeError
-from app.host.cuda import probe_gpu
+from app.host import probe_gpu
 from app.host.probe import probe_host
 from tests.helpers import ORIN_AGX_64, fake_driver, real_gpu_available
 
@@ -46,7 +46,7 @@ def test_without_libcuda_the_cpu_backend_still_runs(monkeypatch):
     """The probe is optional for backend onnxruntime: a driver that cannot load is no GPU."""
     driver = fake_driver()
     driver.cuInit = lambda flags: (_ for _ in ()).throw(RuntimeError("Failed to dlopen libcuda.so.1"))
-    monkeypatch.setattr("app.host.cuda._driver_module", lambda: driver)
+    monkeypatch.setattr("app.host._driver_module", lambda: driver)
     report = probe_host(need_gpu=False)
     assert report.gpu is None and "libcuda" in report.gpu_error
 
@@ -93,7 +93,7 @@ def test_real_gpu_probe():
     import shutil
     import subprocess
 
-    from app.host.cuda import import_cuda
+    from app.host import import_cuda
 
     info = probe_gpu(0)
     print(f"GPU 0: {info.name!r} sm{info.sm} {info.sm_count} SMs {info.total_memory} bytes "
@@ -164,7 +164,7 @@ def fake_runtime(devices=2, integrated=False, free=(7 << 30, 3 << 30), fail_info
 def test_select_device_makes_the_device_current_for_the_calling_thread_only():
     import threading
 
-    from app.host.cuda import select_device
+    from app.host import select_device
 
     runtime = fake_runtime()
     seen = []
@@ -175,7 +175,7 @@ def test_select_device_makes_the_device_current_for_the_calling_thread_only():
 
 
 def test_select_device_checks_the_status_and_needs_cuda_python(monkeypatch):
-    import app.host.cuda as cuda
+    import app.host as cuda
 
     with pytest.raises(HostProbeError, match=r"cudaSetDevice\(2\) failed: cudaErrorInvalidDevice"):
         cuda.select_device(2, fake_runtime(devices=2))
@@ -191,7 +191,7 @@ def test_real_select_device_in_a_fresh_thread():
     select_device, the allocation lands on the last GPU (device 0 on a one-GPU machine)."""
     import threading
 
-    from app.host.cuda import import_cuda, select_device
+    from app.host import import_cuda, select_device
 
     rt = import_cuda("runtime", "cudart")
     last = probe_gpu(0).device_count - 1
@@ -225,7 +225,7 @@ def test_the_probed_device_index_reaches_the_capabilities(tmp_path, monkeypatch)
 
 
 def test_device_free_memory_of_a_discrete_gpu_is_the_selected_devices():
-    from app.host.cuda import device_free_memory
+    from app.host import device_free_memory
 
     assert device_free_memory(1, fake_runtime()) == 3 << 30
     assert device_free_memory(0, fake_runtime()) == 7 << 30
@@ -233,13 +233,13 @@ def test_device_free_memory_of_a_discrete_gpu_is_the_selected_devices():
 
 def test_an_integrated_gpu_has_no_device_free_memory_of_its_own():
     """On a Jetson the GPU's memory is the host's: the governor uses MemAvailable there."""
-    from app.host.cuda import device_free_memory
+    from app.host import device_free_memory
 
     assert device_free_memory(0, fake_runtime(integrated=True)) is None
 
 
 def test_device_free_memory_checks_every_status():
-    from app.host.cuda import device_free_memory
+    from app.host import device_free_memory
 
     with pytest.raises(HostProbeError, match=r"cannot read cuda_device 0's free memory: "
                                              "cudaErrorNoDevice"):
@@ -253,7 +253,7 @@ def test_device_free_memory_checks_every_status():
 def test_real_device_free_memory():
     """On a real discrete GPU: free bytes, positive and under the device's total; None on a
     Jetson's integrated GPU."""
-    from app.host.cuda import device_free_memory
+    from app.host import device_free_memory
 
     info = probe_gpu(0)
     free = device_free_memory(0)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from app.host.cuda import probe_gpu
+from app.host import probe_gpu
 from app.host.identity import HardwareIdentity, identity_of, read_board
 from app.host.probe import probe_host
 from tests.helpers import fake_driver, orin, real_gpu_available

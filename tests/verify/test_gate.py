@@ -85,8 +85,8 @@ def test_int8_calibrated_on_zeros_fails_with_exit_70_and_publishes_nothing(tmp_p
 
 
 def test_per_model_accuracy_keys_override_the_job_wide_ones(tmp_path, corpus):
+    from app.config import BackboneSpec
     from app.loading import load_config
-    from app.request import BackboneSpec
 
     job = write_job_config(tmp_path, corpus, verify="accuracy",
                            accuracy={"random_samples": 2, "seed": 5})

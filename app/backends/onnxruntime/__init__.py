@@ -16,14 +16,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from app import faults
+from app import cancel as faults
 from app.backends.base import EngineRunner, PrecisionInEffect
 from app.cache.fsread import open_binary, read_small
 from app.cache.hashing import Sha256Sidecar, sha256_bytes
 from app.cache.names import OrtFilenameSchema
 from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
-from app.host.packages import declared_version
+from app.host.probe import declared_version
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.errors import BackendUnavailableError, EngineBuildError, EngineInitError
-from app.host.tensorrt import tensorrt_package
+from app.host.probe import tensorrt_package
 from app.values import PrecisionMode
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from app.backends.onnx_model import ModelInterface
 from app.backends.tensorrt.api import CallbackErrors, TrtApi, import_tensorrt, logging_to
 from app.cache.fsread import open_binary
 from app.errors import BackendUnavailableError, EngineBuildError
-from app.host.cuda import import_cuda, select_device
+from app.host import import_cuda, select_device
 from app.values import InputProfile
 
 

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from app import faults
+from app import cancel as faults
 from app.backends.base import EngineRunner, PrecisionInEffect
 from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
 from app.backends.tensorrt.api import CallbackErrors, TrtApi, import_tensorrt
@@ -38,8 +38,8 @@ from app.cache.hashing import Sha256Sidecar
 from app.cache.names import EngineFilenameSchema
 from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
-from app.host.cuda import select_device
-from app.host.tensorrt import tensorrt_package
+from app.host import select_device
+from app.host.probe import tensorrt_package
 from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 _LOG = logging.getLogger("engine_init")
@@ -150,7 +150,7 @@ class TensorRTRuntime:
 
     def device_free_memory(self) -> int | None:
         """The probed GPU's free bytes on a discrete GPU; None on a Jetson's integrated one."""
-        from app.host.cuda import device_free_memory
+        from app.host import device_free_memory
 
         return device_free_memory(self.host.cuda_device, self._runtime_api())
 

@@ -183,9 +183,8 @@ def test_int8_calibration_says_it_is_deprecated_from_10_1(tmp_path, version, not
 
 
 def test_keep_fp32_in_the_config_reaches_the_build_and_its_fingerprint(tmp_path):
-    from app.config import BackboneConfig
+    from app.config import BackboneConfig, BackboneSpec
     from app.phases import make_plan
-    from app.request import BackboneSpec
     from app.values import KEEP_FP32_DEFAULT
     from tests.backends.tensorrt.helpers import host
     from tests.helpers import make_request

@@ -1,10 +1,13 @@
-"""L4T release parsing on real-format lines, the JetPack table, and garbage."""
+"""L4T release parsing on real-format lines, the JetPack table, and garbage; the TensorRT
+version read without importing TensorRT, two installs flagged."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from app.host.jetson import detect_release, jetpack_for, parse_nv_tegra_release
+from app.host.probe import detect_release, find_tensorrt, jetpack_for, parse_nv_tegra_release
 
 LINES = {
     # Real first lines of /etc/nv_tegra_release, one per supported release family.
@@ -73,3 +76,26 @@ def test_a_fifo_as_the_release_file_is_not_a_jetson_and_no_hang(tmp_path):
     (tmp_path / "null").symlink_to(os.devnull)
     assert within(2, lambda: detect_release(env={}, release_file=tmp_path / "null")).source == \
         str(tmp_path / "null")
+
+
+def test_absent():
+    install = find_tensorrt()
+    assert (install.present, install.major_minor) == (False, "none")
+
+
+def test_reads_the_version_line_without_importing(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "tensorrt"
+    package.mkdir(parents=True)
+    # Importing this stand-in would fail loudly: the probe must only read it.
+    (package / "__init__.py").write_text('raise ImportError("libnvinfer.so.10 not found")\n'
+                                         '__version__ = "10.3.0"\n')
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    (libs / "libnvinfer.so.10.3.0").write_bytes(b"")
+    (libs / "libnvinfer.so.8.6.2").write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(libs))
+    install = find_tensorrt()
+    assert (install.version, install.major_minor) == ("10.3.0", "10.3")
+    assert install.conflicts() == [f"{libs / 'libnvinfer.so.8.6.2'} (8.6.2)"]
+    assert "tensorrt" not in sys.modules
