@@ -35,8 +35,7 @@ from app.request import BackboneSpec, EngineCompileRequest
 from app.values import CompileOutcome, EngineCompileResult
 
 if TYPE_CHECKING:
-    from app.fleet.copies import EarlyCopies
-    from app.fleet.promote import Promotion
+    from app.fleet.promote import EarlyCopies, Promotion
     from app.governor.eta import Timeline
 
 
@@ -200,10 +199,10 @@ class EngineCompiler:
     def _early_copies(self, request: EngineCompileRequest, misses: list[Plan],
                       sku: str | None) -> EarlyCopies | None:
         """The misses' fleet candidates, copied into the cache one after the other while the
-        run promotes the ones before (app.fleet.copies); None: no candidates of this SKU."""
+        run promotes the ones before (app.fleet.promote); None: no candidates of this SKU."""
         if sku is None or request.fleet_candidates is None:
             return None
-        from app.fleet.copies import EarlyCopies
+        from app.fleet.promote import EarlyCopies
 
         return EarlyCopies(request.fleet_candidates, sku, request.fleet_public_key,
                            [p.artifact for p in misses])

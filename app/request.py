@@ -83,7 +83,7 @@ class EngineCompileRequest:
     #: without it.
     governor: GovernorConfig | None = None
     #: The Ed25519 public key (PEM file) fleet candidates must be signed with; None: no
-    #: candidate is promoted (app.fleet.trust).
+    #: candidate is promoted (app.fleet.candidates).
     fleet_public_key: Path | None = None
     #: The fleet's provisioned TUF root (app.fleet.tuf_client); set: only candidates the fleet
     #: released, in metadata bound to ``fleet_repository``, are promoted.

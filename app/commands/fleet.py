@@ -45,7 +45,7 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
 def _repository(given: str | None, config: Any) -> str:
     """--repository, else fleet.repository, its name checked first: a config error (78)
     comes before the cache is read or the registry asked."""
-    from app.fleet.address import check_repository
+    from app.fleet import check_repository
 
     repository: str = _setting(given, config, "repository", "--repository")
     check_repository(repository)
@@ -79,11 +79,11 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     return files
 
 
-def _signed(config: Any, prepared: Any, identity: Any, private_key: Path) -> tuple[Any, Any]:
+def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None) -> tuple[Any, Any]:
     from app.fleet.bundle import describe, documents
     from app.fleet.keys import load_private_key
 
-    key = load_private_key(private_key)
+    key = load_private_key(_setting(private_key, config, "private_key_file", "--private-key"))
     files = describe(_bundle_files(config, prepared, identity))
     return files, documents(files, identity, key)
 
@@ -134,7 +134,6 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     from app.fleet.bundle import summary, write_bundle
 
     config, prepared, identity = state.host()
-    private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
     info = summary(docs)
@@ -177,12 +176,10 @@ _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registr
 def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Path | None) -> None:
     """Upload this host's engines, signed, tagged with its SKU key; prints repository:tag@digest."""
     from app.cancel import call_cancellable
-    from app.fleet.bundle import summary
-    from app.fleet.registry import push
+    from app.fleet.bundle import push, summary
 
     config, prepared, identity = state.host()
     repository = _repository(repository, config)
-    private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     # In a worker thread the main thread waits on, as pull's requests: a signal ends the
     # upload at once (143/130), whatever the registry does; nothing is written here.
@@ -201,59 +198,49 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
     """Fetch this SKU's engines, verify them while streaming, store them as candidates."""
     from app.cancel import call_cancellable
     from app.fleet.fetch import fetch_bundle
-    from app.fleet.keys import load_public_key
+    from app.fleet.keys import load_public_key, require_tuf
     from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource
 
     config = state.config()
     repository = _repository(repository, config)
-    if config.fleet.trusted_root_file is not None:
-        _pull_released(state, config, repository, insecure, public_key)
-        return
-    key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
+    # With fleet.trusted_root_file the fleet's TUF metadata decides: what it released for this
+    # SKU, fetched by digest (docs/fleet-trust.md); the signature is checked too given a key.
+    released = config.fleet.trusted_root_file is not None
+    if released:
+        public_file = public_key or config.fleet.public_key_file
+        key = load_public_key(public_file) if public_file is not None else None
+    else:
+        key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
     config, _, identity = state.host(config)
-    limits = Limits.of(config.fleet)
-    # In a worker thread that the main thread waits on: a signal ends the pull at once,
-    # whatever request or lock wait it is in (143).
-    try:
-        result = call_cancellable(lambda: fetch_bundle(
-            RegistrySource(repository, insecure=insecure or config.fleet.insecure, limits=limits),
-            key, identity, config.candidates_root, lock_timeout_s=config.lock_timeout_s))
-    except ArtifactAbsentError:
-        sku = identity.sku_key()
-        _emit(events.FLEET_ABSENT, f"{repository} has no engines for {sku}: "
-              "run builds them here", repository=repository, sku=sku)
-        click.echo(f"no artifact for {sku} in {repository}")
-        return
-    _stored(result, f"{repository}:{result.sku}", config, key)
+    sku, limits, insecure = identity.sku_key(), Limits.of(config.fleet), insecure or config.fleet.insecure
+    if released:
+        require_tuf()
+        from app.fleet.tuf_client import pull_release
 
-
-def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
-                   public_key: Path | None) -> None:
-    """``pull`` under the fleet's TUF metadata (fleet.trusted_root_file): what was released for
-    this SKU, fetched by digest (docs/fleet-trust.md)."""
-    from app.fleet.keys import load_public_key
-    from app.fleet.registry import Limits
-    from app.fleet.release import pull_release
-
-    public_file = public_key or config.fleet.public_key_file
-    public = load_public_key(public_file) if public_file is not None else None
-    config, _, identity = state.host(config)
-    limits = Limits.of(config.fleet)
-    trusted, result = pull_release(repository, identity, config.candidates_root,
-                                   config.fleet.trusted_root_file,
-                                   insecure=insecure or config.fleet.insecure, public=public,
-                                   lock_timeout_s=config.lock_timeout_s, limits=limits)
-    _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root v{trusted.root_version}, "
-          f"timestamp v{trusted.timestamp_version} until {trusted.expires}", repository=repository,
-          root_version=trusted.root_version, timestamp_version=trusted.timestamp_version,
-          expires=trusted.expires)
+        trusted, result = pull_release(repository, identity, config.candidates_root,
+                                       config.fleet.trusted_root_file, insecure=insecure,
+                                       public=key, lock_timeout_s=config.lock_timeout_s, limits=limits)
+        _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root "
+              f"v{trusted.root_version}, timestamp v{trusted.timestamp_version} until "
+              f"{trusted.expires}", repository=repository, root_version=trusted.root_version,
+              timestamp_version=trusted.timestamp_version, expires=trusted.expires)
+        absent = (f"the fleet released no engines for {sku} in {repository}",
+                  f"no release for {sku} in {repository}")
+    else:
+        # In a worker thread that the main thread waits on: a signal ends the pull at once,
+        # whatever request or lock wait it is in (143).
+        try:
+            result = call_cancellable(lambda: fetch_bundle(
+                RegistrySource(repository, insecure=insecure, limits=limits),
+                key, identity, config.candidates_root, lock_timeout_s=config.lock_timeout_s))
+        except ArtifactAbsentError:
+            result = None
+        absent = (f"{repository} has no engines for {sku}", f"no artifact for {sku} in {repository}")
     if result is None:
-        sku = identity.sku_key()
-        _emit(events.FLEET_ABSENT, f"the fleet released no engines for {sku} in {repository}: "
-              "run builds them here", repository=repository, sku=sku)
-        click.echo(f"no release for {sku} in {repository}")
+        _emit(events.FLEET_ABSENT, f"{absent[0]}: run builds them here", repository=repository, sku=sku)
+        click.echo(absent[1])
         return
-    _stored(result, f"{repository}:{result.sku} (released)", config, public)
+    _stored(result, f"{repository}:{result.sku}" + (" (released)" if released else ""), config, key)
 
 
 @click.group("fleet", short_help="Share engines: bundles, registry, keys and TUF metadata.")

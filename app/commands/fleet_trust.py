@@ -39,7 +39,7 @@ def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
 def _upload(folder: Path, repository: str, files: list[tuple[str, bytes]], insecure: bool) -> None:
     from app.cancel import call_cancellable
     from app.errors import BuildCancelledError
-    from app.fleet.tuf_oci import push_metadata
+    from app.fleet.tuf_client import push_metadata
 
     try:
         call_cancellable(lambda: push_metadata(repository, files, insecure=insecure))
@@ -113,7 +113,7 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
     """Release the bundle pushed for SKU: its index and files become the targets robots of
     that SKU may promote (signed by the targets key, then snapshot and timestamp)."""
     from app.cancel import call_cancellable
-    from app.fleet.release import released_bundle
+    from app.fleet.tuf_client import released_bundle
 
     repo = _load(folder)
     index, files = call_cancellable(lambda: released_bundle(repo.repository, sku, digest,

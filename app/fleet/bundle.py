@@ -1,16 +1,11 @@
-"""Write a bundle: this host's cache files as a signed OCI image layout, a folder or a ``.tar``.
-
-::
+"""Write a bundle: this host's cache files as a signed OCI image layout (a folder or a ``.tar``,
+written beside its destination under a temporary name and renamed into place, never over an
+existing one), or the same documents and files pushed to a registry::
 
     <bundle>/                       (or the same entries in <bundle>.tar)
     ├── oci-layout                  {"imageLayoutVersion": "1.0.0"}
     ├── index.json                  names the signed index by the SKU key
     └── blobs/sha256/<hex>          signed index, manifest, identity, one blob per file
-
-The bundle is written beside its destination under a temporary name and renamed into place,
-so a destination either does not exist or holds a complete bundle; an existing destination is
-never overwritten. :func:`describe` and :func:`documents` are shared with ``push``, which
-uploads the same documents and the cache files themselves.
 """
 
 from __future__ import annotations
@@ -24,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from app.cache.fsread import open_binary, parse_json
-from app.cache.hashing import copy_hashed, oci_digest, sha256_bytes
+from app.cache.hashing import copy_hashed, sha256_bytes
 from app.cancel import checkpoint
 from app.errors import BundleError, CacheWriteError
-from app.fleet import layout
+from app.fleet import layout, registry
 from app.fleet.keys import key_id, sign_digest
 from app.host.identity import HardwareIdentity
 
@@ -35,6 +30,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
+_CHUNKED_FROM = 8 << 20
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -55,10 +51,6 @@ class Documents:
     manifest: bytes
     signed_index: bytes
     sku: str
-
-    @staticmethod
-    def descriptor(raw: bytes, media_type: str) -> layout.Descriptor:
-        return layout.Descriptor(media_type, oci_digest(raw), len(raw))
 
 
 def _hash_file(path: Path, out: int | None = None) -> tuple[str, int]:
@@ -86,9 +78,9 @@ def documents(files: list[SourceFile], identity: HardwareIdentity, key: Ed25519P
     """Identity, manifest and signed index for ``files``; the signature covers the manifest."""
     sku = identity.sku_key()
     identity_raw = layout.canonical({"sku_key": sku, "identity": identity.as_dict()})
-    config = Documents.descriptor(identity_raw, layout.IDENTITY_TYPE)
+    config = layout.descriptor_of(identity_raw, layout.IDENTITY_TYPE)
     manifest = layout.manifest_doc(config, [(f.name, f.descriptor) for f in files], sku)
-    described = Documents.descriptor(manifest, layout.MANIFEST_TYPE)
+    described = layout.descriptor_of(manifest, layout.MANIFEST_TYPE)
     signature = sign_digest(key, described.digest)
     signed = layout.signed_index(described, signature, key_id(key.public_key()), sku)
     return Documents(identity_raw, manifest, signed, sku)
@@ -112,7 +104,7 @@ def _write_layout(folder: Path, files: list[SourceFile], docs: Documents) -> Non
         if (digest, size) != (f.descriptor.digest, f.descriptor.size):
             raise BundleError(f"{f.path} changed while it was being exported",
                               hint="export again once no run is writing the cache")
-    signed = Documents.descriptor(docs.signed_index, layout.INDEX_TYPE)
+    signed = layout.descriptor_of(docs.signed_index, layout.INDEX_TYPE)
     (folder / "index.json").write_bytes(layout.layout_index(signed, docs.sku))
     (folder / "oci-layout").write_bytes(OCI_LAYOUT)
 
@@ -175,4 +167,24 @@ def summary(docs: Documents) -> dict[str, object]:
     manifest = parse_json(docs.manifest)
     return {"sku": docs.sku, "files": len(manifest["layers"]),
             "bytes": sum(layer["size"] for layer in manifest["layers"]),
-            "manifest_digest": Documents.descriptor(docs.manifest, layout.MANIFEST_TYPE).digest}
+            "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
+
+
+def push(repository: str, files: list[SourceFile], docs: Documents, *, insecure: bool) -> str:
+    """Upload the bundle; returns ``repository:tag@digest`` of the signed index. The registry
+    checks each blob's digest on upload, so a file that changed since it was hashed fails."""
+    client, container = registry.connect(repository, insecure=insecure)
+    registry.put_blob(client, container, docs.identity, "the identity")
+    for f in files:
+        layer = {"digest": f.descriptor.digest, "size": f.descriptor.size,
+                 "mediaType": f.descriptor.media_type}
+        response = client.upload_blob(str(f.path), container, layer,
+                                      do_chunked=f.descriptor.size >= _CHUNKED_FROM)
+        registry.checked(response, f"the upload of {f.name}")
+    # The manifest by digest first: the tag must never point at an index whose manifest is missing.
+    manifest = layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE)
+    registry.put_manifest(client, container, manifest.digest, docs.manifest, manifest.media_type,
+                          "the manifest")
+    registry.put_manifest(client, container, docs.sku, docs.signed_index, layout.INDEX_TYPE,
+                          f"the tag {docs.sku}")
+    return f"{repository}:{docs.sku}@{layout.descriptor_of(docs.signed_index, layout.INDEX_TYPE).digest}"

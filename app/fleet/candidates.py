@@ -1,4 +1,5 @@
-"""Where verified bundle files land: candidates, never engines the cache would reuse.
+"""The candidates folder: where verified bundle files land, never engines the cache would reuse,
+and whether a SKU's folder is still the bundle the fleet signed when ``run`` takes from it.
 
 ::
 
@@ -11,14 +12,17 @@
         ├── identity.json              the SKU identity the bundle was built on
         └── files/                     engines, sidecars, records, timing/, calibration/
 
-This folder is the only one ``pull`` and ``import`` write, and ``run`` treats it as untrusted
-input: whoever can write it (a compromised puller) can put anything there, so ``run`` opens
-what it promotes one path component at a time without following a link
-(:func:`open_candidate`) and copies the bytes it verifies (:mod:`app.fleet.promote`).
-
-A SKU's folder appears whole or not at all: the files are written into a fresh folder, each
-checked against its size and digest while written, and the folder is renamed into place only
-when every file checked out. A folder already holding the same manifest is kept as it is.
+Only ``pull`` and ``import`` write it, and ``run`` treats it as untrusted input: whoever can
+write it (a compromised puller) can put anything there. A SKU's folder appears whole or not at
+all: each file is checked against its size and digest while written into a fresh folder, which
+is renamed into place only when every file checked out. ``run`` opens what it promotes one path
+component at a time without following a link (:func:`open_candidate`), and trusts a folder only
+while (:func:`trust_folder`) its ``index.json`` carries an Ed25519 signature that verifies with
+``fleet.public_key_file`` over the digest of ``manifest.json``, of this SKU, or with
+``fleet.trusted_root_file`` the fleet's TUF metadata in ``candidates/tuf`` (verified offline
+from that root, unexpired, bound to ``fleet.repository``) releases exactly this ``index.json``
+and these files (the signature is checked too while a public key is set). Anything else, no key
+configured included, refuses the whole folder: a candidate is never trusted by default.
 """
 
 from __future__ import annotations
@@ -31,24 +35,22 @@ import shutil
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import events, faults
 from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.cache.hashing import oci_digest
+from app.cache.layout import TUF_FOLDER
 from app.cache.lock import wait_flock
 from app.cache.publish import fsync_dir, os_error_to_cache_error
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
+from app.fleet import layout
 from app.fleet.layout import Descriptor, check_name
 
 _DOCS = ("index.json", "manifest.json", "identity.json")
 _LOG_EVERY_S = 5.0
 _LOG = logging.getLogger("engine_init")
-
-
-def candidate_folder(root: Path, sku: str) -> Path:
-    """``sku``'s folder under the candidates root ``root``."""
-    return root / sku
 
 
 def open_candidate(root: Path, sku: str, name: str) -> int:
@@ -120,66 +122,47 @@ class Stage:
             os.fsync(handle.fileno())
 
 
-def _lock(folder: Path, sku: str, timeout_s: float) -> int:
-    """The SKU's flock, waited for up to ``timeout_s`` (LockTimeoutError: exit 75); a signal
-    ends the wait at the next poll (exit 143)."""
-    path = folder / f".{sku}.lock"
-
-    def waiting(waited_s: float) -> None:
-        events.emit(_LOG, logging.INFO, events.LOCK_WAIT, f"waiting for another import "
-                    f"or pull of {sku}", waited_s=round(waited_s, 3), sku=sku)
-
-    def timed_out() -> LockTimeoutError:
-        return LockTimeoutError(f"another import or pull of {sku} held the lock {path} for "
-                                f"{timeout_s:g} s",
-                                hint="let it finish, then try again (or raise lock_timeout_s)")
-
-    return wait_flock(lambda: os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-                                      | getattr(os, "O_CLOEXEC", 0), 0o644),
-                      timeout_s, waiting=waiting, timed_out=timed_out, first_log_s=_LOG_EVERY_S)
-
-
-def _sweep(folder: Path, sku: str) -> None:
-    """Remove what a killed import left (only under the lock: nobody else writes them)."""
-    for entry in os.scandir(folder):
-        if entry.name.startswith((f".{sku}.tmp-", f".{sku}.old-")) and entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _stored_manifest(current: Path) -> str | None:
-    try:
-        raw = read_small(current / "manifest.json", 1 << 20)
-    except OSError:
-        return None
-    return oci_digest(raw)
-
-
-def _publish(stage: Path, current: Path) -> None:
-    old: Path | None = None
+def _publish(stage: Path, current: Path, replace_any: bool) -> None:
+    old = current.with_name(f".{current.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
     if os.path.lexists(current):
-        if current.is_symlink() or not current.is_dir():
+        if not replace_any and (current.is_symlink() or not current.is_dir()):
             raise CacheWriteError(f"{current} is not a folder engine-init wrote",
                                   hint="remove it; candidates are stored there")
-        old = current.with_name(f".{current.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
         os.rename(current, old)
     os.rename(stage, current)
     fsync_dir(current.parent)
-    if old is not None:
+    if old.is_dir() and not old.is_symlink():
         shutil.rmtree(old, ignore_errors=True)
+    elif os.path.lexists(old):
+        old.unlink()
 
 
 def lock_root(root: Path, name: str, timeout_s: float) -> int:
     """Create the candidates root ``root`` with its parents (a fresh robot has none of them),
-    refuse it if it is a link, then take ``name``'s lock there (the descriptor to close).
-    A volume that refuses is a CacheWriteError naming ``root``; the lock's timeout stays 75."""
+    refuse it if it is a link, then take ``name``'s flock there (the descriptor to close),
+    waited for up to ``timeout_s`` (LockTimeoutError: 75; a signal ends the wait at the next
+    poll). A volume that refuses is a CacheWriteError naming ``root``."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         if root.is_symlink():
             raise UnsafeFileError(errno.ELOOP, "a link", str(root))
     except OSError as exc:
         raise os_error_to_cache_error(exc, root) from None
+    path = root / f".{name}.lock"
+
+    def waiting(waited_s: float) -> None:
+        events.emit(_LOG, logging.INFO, events.LOCK_WAIT, f"waiting for another import "
+                    f"or pull of {name}", waited_s=round(waited_s, 3), sku=name)
+
+    def timed_out() -> LockTimeoutError:
+        return LockTimeoutError(f"another import or pull of {name} held the lock {path} for "
+                                f"{timeout_s:g} s",
+                                hint="let it finish, then try again (or raise lock_timeout_s)")
+
     try:
-        return _lock(root, name, timeout_s)
+        return wait_flock(lambda: os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                                          | getattr(os, "O_CLOEXEC", 0), 0o644),
+                          timeout_s, waiting=waiting, timed_out=timed_out, first_log_s=_LOG_EVERY_S)
     except OSError as exc:
         if isinstance(exc, EngineInitError):  # the lock's timeout (75), not the volume's fault
             raise
@@ -187,27 +170,34 @@ def lock_root(root: Path, name: str, timeout_s: float) -> int:
 
 
 @contextmanager
-def staging(root: Path, sku: str, manifest_digest: str, *,
-            timeout_s: float = 600.0) -> Iterator[Stage | None]:
-    """Lock the SKU's candidates under the candidates root ``root`` (created with its parents
-    on a fresh robot), then yield a :class:`Stage` to fill, or None when the same manifest is
-    already stored. On a clean exit the stage replaces the SKU's folder."""
-    folder = root
-    lock = lock_root(folder, sku, timeout_s)
+def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: float = 600.0,
+            replace_any: bool = False) -> Iterator[Stage | None]:
+    """Lock ``name`` (a SKU, or the TUF metadata) under the candidates root ``root``, sweep what
+    a killed holder left, then yield a :class:`Stage` to fill, or None when the folder already
+    holds the manifest ``manifest_digest``. On a clean exit the stage replaces ``root/name``
+    (``replace_any``: whatever is there, a link included)."""
+    lock = lock_root(root, name, timeout_s)
     try:
-        _sweep(folder, sku)
-        current = folder / sku
-        if _stored_manifest(current) == manifest_digest and all(
-                (current / name).is_file() for name in _DOCS):
+        for entry in os.scandir(root):  # only under the lock: nobody else writes them
+            if entry.name.startswith((f".{name}.tmp-", f".{name}.old-")) and entry.is_dir(
+                    follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+        current = root / name
+        try:
+            stored = oci_digest(read_small(current / "manifest.json", layout.DOC_MAX))
+        except OSError:
+            stored = None
+        if manifest_digest is not None and stored == manifest_digest and all(
+                (current / doc).is_file() for doc in _DOCS):
             yield None
             return
-        stage = folder / f".{sku}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        stage = root / f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             stage.mkdir()
             yield Stage(stage)
             for parent, _, _ in os.walk(stage):  # every new folder, so that a power cut keeps them
                 fsync_dir(Path(parent))
-            _publish(stage, current)
+            _publish(stage, current, replace_any)
         except OSError as exc:
             if isinstance(exc, EngineInitError):  # a registry that broke off (69) stays so
                 raise
@@ -217,3 +207,103 @@ def staging(root: Path, sku: str, manifest_digest: str, *,
                 shutil.rmtree(stage, ignore_errors=True)
     finally:
         os.close(lock)  # closing drops the flock
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The files the verified manifest lists (cache-relative name: descriptor); ``reason``
+    says why the folder is refused, and is empty when it is trusted."""
+
+    files: dict[str, layout.Descriptor] = field(default_factory=dict)
+    reason: str = ""
+
+
+# A verdict is kept per folder and process (``run`` is one process) under the stat facts of the
+# key file, ``index.json``, ``manifest.json`` and the metadata (ctime included, which no one can
+# set back), so that a folder replaced or edited during the run is checked again.
+_CHECKED: dict[tuple[object, ...], Trust] = {}
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
+                 trusted_root: Path | None = None, repository: str | None = None) -> Trust:
+    """The verdict on the candidate folder ``folder`` of ``sku`` (see the module docstring);
+    ``cryptography`` is loaded only when a signature is checked."""
+    if public_key_file is None and trusted_root is None:
+        return Trust(reason="fleet.public_key_file is not set (nor fleet.trusted_root_file), so "
+                            "its signature cannot be checked")
+    anchors = [p for p in (public_key_file, trusted_root) if p is not None]
+    metadata: list[Path] = []
+    if trusted_root is not None:
+        from app.fleet.keys import require_tuf
+
+        try:
+            require_tuf()
+        except EngineInitError as exc:
+            return Trust(reason=f"{exc} ({exc.hint})")
+        metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in ("timestamp", "snapshot", "targets")]
+    try:
+        key = (str(folder), sku, repository, *(_stamp(p) for p in (
+            *anchors, folder / "index.json", folder / "manifest.json")),
+            *(_stamp(p) if os.path.lexists(p) else () for p in metadata))
+    except OSError as exc:
+        return Trust(reason=f"{exc.filename}: {exc.strerror or exc}")
+    if key not in _CHECKED:
+        _CHECKED[key] = _check(folder, sku, public_key_file, trusted_root, repository)
+    return _CHECKED[key]
+
+
+def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: Path | None,
+           repository: str | None) -> Trust:
+    from app.fleet.keys import key_id, load_public_key, verify_digest
+
+    files: dict[str, layout.Descriptor] = {}
+    try:
+        raw_index = read_small(folder / "index.json", layout.DOC_MAX)
+        if trusted_root is not None:
+            from app.fleet.tuf_verify import check_index, release_of, verified_targets
+
+            released = release_of(verified_targets(folder.parent, trusted_root, repository, sku), sku)
+            if released is None:
+                raise BundleError(f"the fleet's metadata releases nothing for {sku}", hint="the "
+                                  "operator releases it with `engine-init fleet trust release`")
+            check_index(raw_index, released[0], str(folder))
+            files = released[1]
+        signed = layout.parse_signed_index(raw_index)
+        if public_key_file is not None:
+            public = load_public_key(public_key_file)
+            if not verify_digest(public, signed.manifest.digest, signed.signature):
+                return Trust(reason=f"its signature does not verify with public key {key_id(public)} "
+                                    f"(its index names key {signed.key_id})")
+        raw = read_small(folder / "manifest.json", layout.DOC_MAX)
+        if len(raw) != signed.manifest.size or oci_digest(raw) != signed.manifest.digest:
+            return Trust(reason="manifest.json is not the manifest its signature covers")
+        manifest = layout.parse_manifest(raw)
+        if trusted_root is not None:
+            from app.fleet.tuf_verify import check_files
+
+            check_files(manifest, files)
+    except EngineInitError as exc:  # a bad key file, an unsigned or malformed document
+        # Under TUF the fix matters (pull again, or a release to make): the hint goes along.
+        return Trust(reason=str(exc) + (f" ({exc.hint})" if trusted_root and exc.hint else ""))
+    except (OSError, ValueError) as exc:
+        return Trust(reason=f"unreadable: {exc}")
+    if manifest.sku != sku or signed.sku != sku:
+        return Trust(reason=f"its manifest is for SKU {manifest.sku}, not {sku}")
+    return Trust(dict(manifest.files))
+
+
+def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
+    """``files/<name>`` of ``folder``, read once; ValueError unless the manifest ``trust`` holds
+    lists exactly these bytes (OSError when it cannot be read, or is not a regular file)."""
+    described = trust.files.get(name)
+    if described is None:
+        raise ValueError(f"the signed manifest does not list {name}")
+    payload = read_small(folder / "files" / name, described.size)
+    if len(payload) != described.size or oci_digest(payload) != described.digest:
+        raise ValueError(f"{name} is not the file the signed manifest lists")
+    return payload

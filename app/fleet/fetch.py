@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING
 
 from app.cache.fsread import UnsafeFileError, open_regular, parse_json, read_small
 from app.cache.hashing import oci_digest
 from app.cancel import map_cancellable
 from app.errors import BundleError
 from app.fleet import layout
-from app.fleet.candidates import candidate_folder, staging
+from app.fleet.candidates import staging
 from app.fleet.keys import key_id, verify_digest
 from app.host.identity import HardwareIdentity
 
@@ -33,17 +33,6 @@ if TYPE_CHECKING:
 
 
 _CHUNK = 1 << 20
-
-
-class Source(Protocol):
-    where: str
-    streams: int  # how many blobs may be read at once
-
-    def signed_index(self, sku: str) -> bytes: ...
-
-    def manifest(self, descriptor: layout.Descriptor) -> bytes: ...
-
-    def blob(self, descriptor: layout.Descriptor) -> AbstractContextManager[Iterator[bytes]]: ...
 
 
 @dataclass(frozen=True)
@@ -74,11 +63,12 @@ def _damaged(where: str, why: str) -> BundleError:
                        "copy or export it again")
 
 
-class _Documents:
-    """The signed index and the manifest, read the same way from a folder or a tar: the
-    subclass gives ``index.json`` and each blob's chunks."""
+class Source:
+    """A bundle's bytes: ``index.json`` and blobs (a layout folder or a tar; a registry
+    overrides how the signed index and the manifest are read)."""
 
-    streams = 1
+    where: str
+    streams = 1  # how many blobs may be read at once
 
     def index_json(self) -> bytes:
         raise NotImplementedError
@@ -96,7 +86,7 @@ class _Documents:
             return read_document(chunks, descriptor, "manifest")
 
 
-class LayoutSource(_Documents):
+class LayoutSource(Source):
     """An OCI image layout folder. Its folders are opened one by one without following links,
     and blobs must be regular files: a link or FIFO planted in it is refused, never followed."""
 
@@ -138,7 +128,7 @@ class LayoutSource(_Documents):
             os.close(fd)
 
 
-class TarSource(_Documents):
+class TarSource(Source):
     """A ``.tar`` of an OCI image layout, read in place. Only ``oci-layout``, ``index.json`` and
     ``blobs/sha256/<hex>`` are looked at; one of them that is not a regular file, or is there
     twice, makes the whole tar refused."""
@@ -222,7 +212,7 @@ def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: Ha
                           hint="use the fleet's public key; a bundle signed by another key is refused")
     raw_manifest = source.manifest(signed.manifest)
     manifest = layout.parse_manifest(raw_manifest)
-    if release is not None:  # the fleet's TUF release (app.fleet.release) lists these files
+    if release is not None:  # the fleet's TUF release (app.fleet.tuf_client) lists these files
         release(manifest)
     with source.blob(manifest.config) as chunks:
         raw_identity = read_document(chunks, manifest.config, "identity")
@@ -250,7 +240,7 @@ def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: Hardware
     raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host,
                                                                          release)
     digest = oci_digest(raw_manifest)
-    folder = candidate_folder(candidates, manifest.sku)
+    folder = candidates / manifest.sku
     with staging(candidates, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:
         if stage is None:
             total = sum(d.size for _, d in manifest.files)

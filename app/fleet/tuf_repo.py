@@ -1,5 +1,5 @@
 """The operator's side of the fleet's TUF metadata: a folder of signed files, pushed next to
-the bundles (:mod:`app.fleet.tuf_oci`).
+the bundles (:mod:`app.fleet.tuf_client`).
 
 ::
 
@@ -160,7 +160,7 @@ class Repo:
     def init(self, repository: str, root_keys: list[KeyFile], threshold: int,
              targets_key: KeyFile, online_key: KeyFile, *, timestamp_days: float | None) -> None:
         """Version 1 of every role, signed; nothing is written unless every signature is made."""
-        from app.fleet.address import check_repository
+        from app.fleet import check_repository
 
         check_repository(repository)  # bound into every version: a name no registry serves is 78 now
         if not 1 <= threshold <= len(root_keys):

@@ -26,9 +26,10 @@ from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Root, Signed, Snapshot, TargetFile, Targets, Timestamp
 
 from app.cache.fsread import open_regular, read_small
-from app.cache.hashing import sha256_bytes
+from app.cache.hashing import oci_digest, sha256_bytes
 from app.cache.layout import TUF_FOLDER
 from app.errors import BundleError, ConfigError, EngineInitError
+from app.fleet.layout import INDEX_TYPE, Descriptor, ParsedManifest
 
 #: Where a robot keeps the metadata it trusts, in its candidates folder.
 #: The field of root and targets metadata that names the repository they are valid for.
@@ -124,7 +125,7 @@ def explain(exc: BaseException, repository: str, where: Path, *,
                              "uploads the metadata with `engine-init fleet trust init` or `push`")
     if isinstance(exc, exceptions.DownloadError):
         from app.errors import RegistryError
-        from app.fleet.address import reach_hint
+        from app.fleet import reach_hint
 
         return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
                              hint=reach_hint(repository.partition("/")[0], insecure))
@@ -232,11 +233,41 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
     return targets
 
 
-def release_of(targets: Targets, sku: str) -> tuple[TargetFile, dict[str, TargetFile]] | None:
-    """The released signed index of ``sku`` and its files (name: target), or None when the
-    fleet released nothing for it."""
+def release_of(targets: Targets, sku: str) -> tuple[Descriptor, dict[str, Descriptor]] | None:
+    """The released signed index of ``sku`` and its files (name: length and sha256), or None
+    when the fleet released nothing for it."""
+    def described(target: TargetFile, media_type: str = "") -> Descriptor:
+        return Descriptor(media_type, "sha256:" + str(target.hashes.get("sha256", "")), target.length)
+
     index = targets.targets.get(f"{sku}/index.json")
     if index is None:
         return None
     prefix = f"{sku}/files/"
-    return index, {p.removeprefix(prefix): t for p, t in targets.targets.items() if p.startswith(prefix)}
+    return described(index, INDEX_TYPE), {p.removeprefix(prefix): described(t)
+                                          for p, t in targets.targets.items() if p.startswith(prefix)}
+
+
+def check_index(raw: bytes, index: Descriptor, where: str) -> None:
+    """BundleError unless ``raw`` is the signed index the release names."""
+    got = oci_digest(raw)
+    if len(raw) != index.size or got != index.digest:
+        raise BundleError(f"{where}: the bundle's index is {got}, the fleet released "
+                          f"{index.digest} for it", hint="an older pull or an import stored "
+                          "another bundle: run `engine-init pull` (the operator releases a bundle "
+                          "with `engine-init fleet trust release`)")
+
+
+def check_files(manifest: ParsedManifest, files: dict[str, Descriptor]) -> None:
+    """BundleError unless the manifest lists exactly the released files, each with the
+    released length and sha256."""
+    hint = ("the registry's copy differs from the release: push the bundle again, and release "
+            "it with `engine-init fleet trust release`")
+    listed = dict(manifest.files)
+    for name in sorted(listed.keys() | files.keys()):
+        described, target = listed.get(name), files.get(name)
+        if described is None or target is None:
+            why = "not released" if target is None else "released but not in the bundle"
+            raise BundleError(f"{name} is {why}", hint=hint)
+        if (described.size, described.digest) != (target.size, target.digest):
+            raise BundleError(f"{name}: the bundle lists {described.digest} ({described.size} bytes), "
+                              f"the release {target.digest} ({target.size} bytes)", hint=hint)

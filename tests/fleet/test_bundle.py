@@ -15,7 +15,7 @@ import pytest
 
 from app.errors import BundleError, CacheWriteError
 from app.fleet import layout
-from app.fleet.bundle import Documents, describe, documents, write_bundle
+from app.fleet.bundle import describe, documents, write_bundle
 from app.fleet.fetch import fetch_bundle, open_bundle
 from app.fleet.keys import sign_digest
 from tests.fleet.helpers import AGX, NX, blob_of, cache_files, export, leftovers
@@ -210,16 +210,16 @@ def test_a_signed_path_traversal_name_is_refused(tmp_path, keys, name):
     blob = layout.Descriptor(layout.MEDIA_TYPES["engine"], "sha256:" + hashlib.sha256(payload).hexdigest(),
                              len(payload))
     identity_raw = layout.canonical({"sku_key": SKU, "identity": AGX.as_dict()})
-    config = Documents.descriptor(identity_raw, layout.IDENTITY_TYPE)
+    config = layout.descriptor_of(identity_raw, layout.IDENTITY_TYPE)
     manifest = layout.manifest_doc(config, [(name, blob)], SKU)
-    described = Documents.descriptor(manifest, layout.MANIFEST_TYPE)
+    described = layout.descriptor_of(manifest, layout.MANIFEST_TYPE)
     signed = layout.signed_index(described, sign_digest(keys.private, described.digest), "k", SKU)
     bundle = tmp_path / "evil"
     blobs = bundle / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     for raw in (payload, identity_raw, manifest, signed):
         (blobs / hashlib.sha256(raw).hexdigest()).write_bytes(raw)
-    named = Documents.descriptor(signed, layout.INDEX_TYPE)
+    named = layout.descriptor_of(signed, layout.INDEX_TYPE)
     (bundle / "index.json").write_bytes(layout.layout_index(named, SKU))
     with pytest.raises(BundleError, match="names a file"):
         do_import(bundle, keys, tmp_path / "robot" / "cache")

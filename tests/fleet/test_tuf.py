@@ -14,12 +14,10 @@ import pytest
 from tuf.api.metadata import Metadata, Root
 
 from app.errors import BundleError, ConfigError
-from app.fleet.bundle import describe, documents
+from app.fleet.bundle import describe, documents, push
+from app.fleet.candidates import trust_folder
 from app.fleet.keys import KeyFile, load_key_files
-from app.fleet.registry import push
-from app.fleet.release import pull_release, released_bundle
-from app.fleet.trust import trust_folder
-from app.fleet.tuf_oci import push_metadata
+from app.fleet.tuf_client import pull_release, push_metadata, released_bundle
 from app.fleet.tuf_repo import Repo
 from app.fleet.tuf_verify import verified_targets
 from tests.fleet.helpers import AGX, NX, Keys, cache_files, make_keys
