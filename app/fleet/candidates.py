@@ -1,5 +1,5 @@
-"""The candidates folder: where verified bundle files land, never engines the cache would reuse,
-and whether a SKU's folder is still the bundle the fleet signed when ``run`` takes from it.
+"""The candidates folder: where verified bundle files land (never engines the cache would
+reuse), and whether a SKU's folder is still the bundle the fleet signed when ``run`` reads it.
 
 ::
 
@@ -7,22 +7,20 @@ and whether a SKU's folder is still the bundle the fleet signed when ``run`` tak
     ├── .<sku>.lock                    flock: one import or pull of a SKU at a time
     ├── .<sku>.tmp-<pid>-<random>/     being written (swept by the next holder of the lock)
     └── <sku>/
-        ├── index.json                 the signed index, as received (``run`` re-checks it)
-        ├── manifest.json              the manifest, as received
+        ├── index.json, manifest.json  the signed index and the manifest, as received
         ├── identity.json              the SKU identity the bundle was built on
         └── files/                     engines, sidecars, records, timing/, calibration/
 
-Only ``pull`` and ``import`` write it, and ``run`` treats it as untrusted input: whoever can
-write it (a compromised puller) can put anything there. A SKU's folder appears whole or not at
-all: each file is checked against its size and digest while written into a fresh folder, which
-is renamed into place only when every file checked out. ``run`` opens what it promotes one path
-component at a time without following a link (:func:`open_candidate`), and trusts a folder only
-while (:func:`trust_folder`) its ``index.json`` carries an Ed25519 signature that verifies with
-``fleet.public_key_file`` over the digest of ``manifest.json``, of this SKU, or with
-``fleet.trusted_root_file`` the fleet's TUF metadata in ``candidates/tuf`` (verified offline
-from that root, unexpired, bound to ``fleet.repository``) releases exactly this ``index.json``
-and these files (the signature is checked too while a public key is set). Anything else, no key
-configured included, refuses the whole folder: a candidate is never trusted by default.
+Only ``pull`` and ``import`` write it; ``run`` treats it as untrusted input (a compromised
+puller can put anything there). A SKU's folder appears whole or not at all: each file is checked
+against its size and digest while written into a fresh folder, renamed into place only when all
+checked out. ``run`` opens a candidate one path component at a time without following a link
+(:func:`open_candidate`) and trusts a folder (:func:`trust_folder`) only while its index's
+Ed25519 signature verifies with ``fleet.public_key_file`` over the digest of its manifest, of
+this SKU, or (``fleet.trusted_root_file``) the TUF metadata in ``candidates/tuf``, verified
+offline from that root, unexpired and bound to ``fleet.repository``, releases exactly this index
+and these files (and the signature verifies too while a public key is set). Anything else, no
+key configured included, refuses the whole folder: a candidate is never trusted by default.
 """
 
 from __future__ import annotations
@@ -46,20 +44,16 @@ from app.cache.lock import wait_flock
 from app.cache.publish import fsync_dir, os_error_to_cache_error
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
 from app.fleet import layout
-from app.fleet.layout import Descriptor, check_name
 
 _DOCS = ("index.json", "manifest.json", "identity.json")
-_LOG_EVERY_S = 5.0
 _LOG = logging.getLogger("engine_init")
 
 
 def open_candidate(root: Path, sku: str, name: str) -> int:
-    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, reached by opening each
-    component relative to the one before with ``O_NOFOLLOW`` (``root`` itself, ``<sku>``,
-    ``files`` and a subfolder included): a link anywhere below the root's parent, a FIFO or a
-    device is an UnsafeFileError, never followed. Only the root's parent, which the config
-    names, is opened as it is."""
-    parts = [root.name, sku, "files", *check_name(name).split("/")]
+    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, each component from
+    ``root`` on opened relative to the one before with ``O_NOFOLLOW``: a link below the root's
+    parent (which the config names), a FIFO or a device is an UnsafeFileError."""
+    parts = [root.name, sku, "files", *layout.check_name(name).split("/")]
     fd = open_regular(root.parent, follow_links=True, folder=True)
     where = root.parent
     try:
@@ -84,10 +78,10 @@ class Stage:
         self.bytes = 0
         self._count = threading.Lock()  # files are written by several threads at once
 
-    def write(self, name: str, descriptor: Descriptor, chunks: Iterable[bytes]) -> None:
+    def write(self, name: str, descriptor: layout.Descriptor, chunks: Iterable[bytes]) -> None:
         """Store ``chunks`` as ``files/<name>``; BundleError unless they are exactly the bytes
-        ``descriptor`` names (stops reading as soon as there are too many)."""
-        path = self.folder / "files" / check_name(name)
+        ``descriptor`` names (read no further than one chunk past them)."""
+        path = self.folder / "files" / layout.check_name(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         digest, size = hashlib.sha256(), 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -122,26 +116,11 @@ class Stage:
             os.fsync(handle.fileno())
 
 
-def _publish(stage: Path, current: Path, replace_any: bool) -> None:
-    old = current.with_name(f".{current.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
-    if os.path.lexists(current):
-        if not replace_any and (current.is_symlink() or not current.is_dir()):
-            raise CacheWriteError(f"{current} is not a folder engine-init wrote",
-                                  hint="remove it; candidates are stored there")
-        os.rename(current, old)
-    os.rename(stage, current)
-    fsync_dir(current.parent)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    elif os.path.lexists(old):
-        old.unlink()
-
-
 def lock_root(root: Path, name: str, timeout_s: float) -> int:
-    """Create the candidates root ``root`` with its parents (a fresh robot has none of them),
-    refuse it if it is a link, then take ``name``'s flock there (the descriptor to close),
-    waited for up to ``timeout_s`` (LockTimeoutError: 75; a signal ends the wait at the next
-    poll). A volume that refuses is a CacheWriteError naming ``root``."""
+    """Create the candidates root ``root`` with its parents (a fresh robot has none), refuse it
+    if it is a link, then take ``name``'s flock there within ``timeout_s`` (LockTimeoutError,
+    75; a signal ends the wait): the descriptor to close. A volume that refuses is a
+    CacheWriteError naming ``root``."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         if root.is_symlink():
@@ -162,7 +141,7 @@ def lock_root(root: Path, name: str, timeout_s: float) -> int:
     try:
         return wait_flock(lambda: os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
                                           | getattr(os, "O_CLOEXEC", 0), 0o644),
-                          timeout_s, waiting=waiting, timed_out=timed_out, first_log_s=_LOG_EVERY_S)
+                          timeout_s, waiting=waiting, timed_out=timed_out, first_log_s=5.0)
     except OSError as exc:
         if isinstance(exc, EngineInitError):  # the lock's timeout (75), not the volume's fault
             raise
@@ -197,7 +176,18 @@ def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: fl
             yield Stage(stage)
             for parent, _, _ in os.walk(stage):  # every new folder, so that a power cut keeps them
                 fsync_dir(Path(parent))
-            _publish(stage, current, replace_any)
+            old = root / f".{name}.old-{os.getpid()}-{os.urandom(4).hex()}"
+            if os.path.lexists(current):
+                if not replace_any and (current.is_symlink() or not current.is_dir()):
+                    raise CacheWriteError(f"{current} is not a folder engine-init wrote",
+                                          hint="remove it; candidates are stored there")
+                os.rename(current, old)
+            os.rename(stage, current)
+            fsync_dir(root)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            elif os.path.lexists(old):
+                old.unlink()
         except OSError as exc:
             if isinstance(exc, EngineInitError):  # a registry that broke off (69) stays so
                 raise
@@ -211,8 +201,7 @@ def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: fl
 
 @dataclass(frozen=True)
 class Trust:
-    """The files the verified manifest lists (cache-relative name: descriptor); ``reason``
-    says why the folder is refused, and is empty when it is trusted."""
+    """The files the verified manifest lists, or (``reason``) why the folder is refused."""
 
     files: dict[str, layout.Descriptor] = field(default_factory=dict)
     reason: str = ""
@@ -298,8 +287,8 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
 
 
 def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
-    """``files/<name>`` of ``folder``, read once; ValueError unless the manifest ``trust`` holds
-    lists exactly these bytes (OSError when it cannot be read, or is not a regular file)."""
+    """``files/<name>`` of ``folder``, read once; ValueError unless ``trust``'s manifest lists
+    exactly these bytes (OSError when it cannot be read, or is not a regular file)."""
     described = trust.files.get(name)
     if described is None:
         raise ValueError(f"the signed manifest does not list {name}")

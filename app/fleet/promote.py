@@ -1,18 +1,14 @@
 """Promotion: a candidate (:mod:`app.fleet.candidates`) checked on this host and published as
-this cache's engine instead of a build: only while its folder is the bundle the fleet signed,
+this cache's engine instead of a build, only while its folder is the bundle the fleet signed,
 its record the one the manifest lists, of this SKU, from the same ONNX bytes, settings and
 backend release (the reuse decision's provenance diff), and its bytes the signed ones.
 
-The bytes are checked as they are copied: opened once without following a link, read once into
-a temp file of the cache (the atomic writer), hashed on the way, at most one byte past the
-signed size. The copies are made ahead (:class:`EarlyCopies`), one after the other, while the
-run checks and loads the models before; each then waits for the verdict: published (renamed,
-only with the signed digest) or abandoned (removed). What is published is a file only this job
-wrote: a candidate rewritten after it was hashed, hard-linked or reached through a link is never
-what the cache holds. The backend then loads the copy and, for ``verify: accuracy``, the gate
-checks it as a local build's; a copy failing either is unpublished at once (its pending record
-stays until the local build replaces it). Any refusal is a rejection with its reason: the
-caller then builds.
+The bytes are checked as they are copied, read once into a temp file of the cache, at most one
+byte past the signed size; the copies are made ahead (:class:`EarlyCopies`) while the run checks
+the models before, then published (only with the signed digest) or removed. So what is published
+is a file only this job wrote: a candidate rewritten after it was hashed, hard-linked or reached
+through a link never is. The backend then loads it and, for ``verify: accuracy``, the gate checks
+it; failing either, it is unpublished at once. Any refusal is a rejection: the caller builds.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +39,7 @@ if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Promotion:
     """``digest`` set when promoted (``accuracy``: the gate's passing report, when it ran);
     ``reason`` says why not otherwise."""
@@ -54,9 +49,6 @@ class Promotion:
     size: int | None = None
     reason: str = ""
     accuracy: dict[str, Any] | None = None
-
-
-_POLL_S = 0.05
 
 
 class _Abandoned(Exception):
@@ -90,7 +82,7 @@ class StagedCopy:
                     self.digest, self.size = copy_hashed(source, out.fileno(), limit=size)
                     os.fsync(out.fileno())  # now, while the run works: publishing then waits less
                     self._copied.set()
-                    while not self._decided.wait(_POLL_S):
+                    while not self._decided.wait(0.05):
                         if CANCEL.is_set():
                             raise cancelled_error()
                     if not self._publish:
@@ -122,8 +114,7 @@ class StagedCopy:
 
 
 class EarlyCopies:
-    """The copies of a run's candidates, by artifact path; start with the artifacts in the
-    order the run will promote them."""
+    """The copies of a run's candidates, by artifact, started in the order given (the run's)."""
 
     def __init__(self, candidates: Path, sku: str, public_key: Path | None,
                  artifacts: list[Path]) -> None:
@@ -153,9 +144,8 @@ class EarlyCopies:
 def _vet(candidates: Path, sku: str, artifact: Path, expected: ProvenanceRecord, onnx_sha256: str,
          public_key: Path | None, trusted_root: Path | None = None, repository: str | None = None,
          ) -> Promotion | tuple[Path, ProvenanceRecord, Descriptor] | None:
-    """The checks made before any byte of the engine is read: the signed folder, the record
-    (signed, of these inputs), the manifest's entry. None: no candidate; a Promotion: its
-    rejection; else the candidate's path, its record and its signed descriptor."""
+    """The checks made before any byte of the engine is read (the signed folder, the record, the
+    manifest's entry): None without a candidate, a rejection, or what promotion goes on with."""
     folder = candidates / sku
     candidate = folder / "files" / artifact.name
     if not os.path.lexists(candidate):
@@ -185,8 +175,7 @@ def preview(candidates: Path, sku: str, artifact: Path, expected: ProvenanceReco
             trusted_root: Path | None = None, repository: str | None = None) -> Promotion | None:
     """What :func:`promote` would decide before the backend loads the engine, writing nothing
     (``status``, ``verify``); ``read_bytes``: hash the engine too, else only its size is checked."""
-    vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root,
-                  repository)
+    vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root, repository)
     if vetted is None or isinstance(vetted, Promotion):
         return vetted
     candidate, _, described = vetted
@@ -218,8 +207,7 @@ def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pat
     (:func:`app.fleet.candidates.trust_folder`); ``staged``: the copy made ahead, published only
     if it holds the signed bytes (None: made here). A copy not published is removed."""
     try:
-        vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root,
-                      repository)
+        vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root, repository)
         if vetted is None or isinstance(vetted, Promotion):
             return vetted
         candidate, record, described = vetted
@@ -271,8 +259,7 @@ def _failed(staged: StagedCopy, described: Descriptor) -> str:
 
 
 def _unpublish(artifact: Path) -> None:
-    """Remove the copy this promotion published (and its sidecar): its pending record stays
-    until the local build that follows replaces it."""
+    """Remove the published copy and its sidecar (the pending record stays for the build)."""
     for path in (artifact, sidecar_path(artifact)):
         path.unlink(missing_ok=True)
 
@@ -304,9 +291,8 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: P
 
 
 def _interface(record: ProvenanceRecord, spec: BackboneSpec) -> ModelInterface:
-    """The ONNX model's inputs and outputs: from the candidate's signed record, which was
-    built from these very ONNX bytes (its ``onnx_sha256`` is this robot's), else read with
-    ``onnx`` (a record from before ``onnx_io``)."""
+    """The ONNX model's inputs and outputs: from the signed record, built from these very ONNX
+    bytes (its ``onnx_sha256`` is this robot's), else read with ``onnx`` (an older record)."""
     from app.backends.onnx_model import ModelInterface, inspect_model
 
     if record.onnx_io is not None:
