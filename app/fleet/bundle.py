@@ -10,13 +10,13 @@ existing one), or the same documents and files pushed to a registry::
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from app.cache.fsread import open_binary, parse_json
 from app.cache.hashing import copy_hashed, sha256_bytes
@@ -34,13 +34,8 @@ _CHUNKED_FROM = 8 << 20
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """A file of the bundle: its cache-relative name, where it is, and its descriptor."""
-
-    name: str
-    path: Path
-    descriptor: layout.Descriptor
+#: The files of a bundle: cache-relative name, where the file is, its descriptor.
+Files = list[tuple[str, Path, layout.Descriptor]]
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ def _hash_file(path: Path, out: int | None = None) -> tuple[str, int]:
     return "sha256:" + digest, size
 
 
-def describe(files: dict[str, Path]) -> list[SourceFile]:
+def describe(files: dict[str, Path]) -> Files:
     """Hash every file (cache-relative name -> path); BundleError for a name or file that
     cannot be in a bundle."""
     out = []
@@ -70,54 +65,43 @@ def describe(files: dict[str, Path]) -> list[SourceFile]:
         except OSError as exc:
             raise BundleError(f"cannot read {files[name]} for the bundle: {exc.strerror or exc}",
                               hint="run `engine-init run` so that every engine is in place") from None
-        out.append(SourceFile(name, files[name], layout.Descriptor(layout.MEDIA_TYPES[kind], digest, size)))
+        out.append((name, files[name], layout.Descriptor(layout.MEDIA_TYPES[kind], digest, size)))
     return out
 
 
-def documents(files: list[SourceFile], identity: HardwareIdentity, key: Ed25519PrivateKey) -> Documents:
+def documents(files: Files, identity: HardwareIdentity, key: Ed25519PrivateKey) -> Documents:
     """Identity, manifest and signed index for ``files``; the signature covers the manifest."""
     sku = identity.sku_key()
     identity_raw = layout.canonical({"sku_key": sku, "identity": identity.as_dict()})
     config = layout.descriptor_of(identity_raw, layout.IDENTITY_TYPE)
-    manifest = layout.manifest_doc(config, [(f.name, f.descriptor) for f in files], sku)
+    manifest = layout.manifest_doc(config, [(name, d) for name, _, d in files], sku)
     described = layout.descriptor_of(manifest, layout.MANIFEST_TYPE)
     signature = sign_digest(key, described.digest)
     signed = layout.signed_index(described, signature, key_id(key.public_key()), sku)
     return Documents(identity_raw, manifest, signed, sku)
 
 
-def _write_layout(folder: Path, files: list[SourceFile], docs: Documents) -> None:
+def _write_layout(folder: Path, files: Files, docs: Documents) -> None:
     blobs = folder / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     for raw in (docs.identity, docs.manifest, docs.signed_index):
         (blobs / sha256_bytes(raw)).write_bytes(raw)
-    for f in files:
-        target = blobs / f.descriptor.hex
+    for _, path, described in files:
+        target = blobs / described.hex
         if target.exists():  # two files with the same bytes share one blob
             continue
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            digest, size = _hash_file(f.path, out=fd)
+            digest, size = _hash_file(path, out=fd)
             os.fsync(fd)
         finally:
             os.close(fd)
-        if (digest, size) != (f.descriptor.digest, f.descriptor.size):
-            raise BundleError(f"{f.path} changed while it was being exported",
+        if (digest, size) != (described.digest, described.size):
+            raise BundleError(f"{path} changed while it was being exported",
                               hint="export again once no run is writing the cache")
     signed = layout.descriptor_of(docs.signed_index, layout.INDEX_TYPE)
     (folder / "index.json").write_bytes(layout.layout_index(signed, docs.sku))
     (folder / "oci-layout").write_bytes(OCI_LAYOUT)
-
-
-class _Checked(io.RawIOBase):
-    """A file whose every read first looks for a signal: tarfile copies a blob in one call."""
-
-    def __init__(self, handle: BinaryIO) -> None:
-        self.handle = handle
-
-    def read(self, size: int = -1) -> bytes:
-        checkpoint()
-        return self.handle.read(size)
 
 
 def _tar(folder: Path, target: Path) -> None:
@@ -127,10 +111,15 @@ def _tar(folder: Path, target: Path) -> None:
         for blob in sorted((folder / "blobs" / "sha256").iterdir()):
             info = tar.gettarinfo(blob, arcname=f"blobs/sha256/{blob.name}")
             with open_binary(blob) as handle:
-                tar.addfile(info, _Checked(handle))
+
+                def read(size: int, handle: BinaryIO = handle) -> bytes:
+                    checkpoint()  # tarfile copies a blob in one call: each read looks for a signal
+                    return handle.read(size)
+
+                tar.addfile(info, cast("BinaryIO", SimpleNamespace(read=read)))
 
 
-def write_bundle(dest: Path, files: list[SourceFile], docs: Documents) -> Path:
+def write_bundle(dest: Path, files: Files, docs: Documents) -> Path:
     """Write the bundle at ``dest`` (a ``.tar`` when its name ends so, else a folder)."""
     if os.path.lexists(dest):
         raise CacheWriteError(f"{dest} already exists", hint="export to a new path; a bundle is "
@@ -170,17 +159,16 @@ def summary(docs: Documents) -> dict[str, object]:
             "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
 
 
-def push(repository: str, files: list[SourceFile], docs: Documents, *, insecure: bool) -> str:
+def push(repository: str, files: Files, docs: Documents, *, insecure: bool) -> str:
     """Upload the bundle; returns ``repository:tag@digest`` of the signed index. The registry
     checks each blob's digest on upload, so a file that changed since it was hashed fails."""
     client, container = registry.connect(repository, insecure=insecure)
     registry.put_blob(client, container, docs.identity, "the identity")
-    for f in files:
-        layer = {"digest": f.descriptor.digest, "size": f.descriptor.size,
-                 "mediaType": f.descriptor.media_type}
-        response = client.upload_blob(str(f.path), container, layer,
-                                      do_chunked=f.descriptor.size >= _CHUNKED_FROM)
-        registry.checked(response, f"the upload of {f.name}")
+    for name, path, described in files:
+        layer = {"digest": described.digest, "size": described.size, "mediaType": described.media_type}
+        response = client.upload_blob(str(path), container, layer,
+                                      do_chunked=described.size >= _CHUNKED_FROM)
+        registry.checked(response, f"the upload of {name}")
     # The manifest by digest first: the tag must never point at an index whose manifest is missing.
     manifest = layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE)
     registry.put_manifest(client, container, manifest.digest, docs.manifest, manifest.media_type,
