@@ -30,7 +30,6 @@ import hashlib
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,8 +74,6 @@ class Stage:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.bytes = 0
-        self._count = threading.Lock()  # files are written by several threads at once
 
     def write(self, name: str, descriptor: layout.Descriptor, chunks: Iterable[bytes]) -> None:
         """Store ``chunks`` as ``files/<name>``; BundleError unless they are exactly the bytes
@@ -105,8 +102,6 @@ class Stage:
         if "sha256:" + digest.hexdigest() != descriptor.digest:
             raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
                               hint="the bundle or the registry's copy was altered; push it again")
-        with self._count:
-            self.bytes += size
 
     def write_document(self, name: str, raw: bytes) -> None:
         path = self.folder / name
@@ -248,7 +243,7 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
 
 def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: Path | None,
            repository: str | None) -> Trust:
-    from app.fleet.keys import key_id, load_public_key, verify_digest
+    from app.fleet.keys import load_public_key, refusal
 
     files: dict[str, layout.Descriptor] = {}
     try:
@@ -263,11 +258,9 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
             check_index(raw_index, released[0], str(folder))
             files = released[1]
         signed = layout.parse_signed_index(raw_index)
-        if public_key_file is not None:
-            public = load_public_key(public_key_file)
-            if not verify_digest(public, signed.manifest.digest, signed.signature):
-                return Trust(reason=f"its signature does not verify with public key {key_id(public)} "
-                                    f"(its index names key {signed.key_id})")
+        why = refusal(load_public_key(public_key_file), signed) if public_key_file else ""
+        if why:
+            return Trust(reason=why)
         raw = read_small(folder / "manifest.json", layout.DOC_MAX)
         if len(raw) != signed.manifest.size or oci_digest(raw) != signed.manifest.digest:
             return Trust(reason="manifest.json is not the manifest its signature covers")

@@ -25,7 +25,7 @@ from app.cancel import map_cancellable
 from app.errors import BundleError
 from app.fleet import layout
 from app.fleet.candidates import staging
-from app.fleet.keys import key_id, verify_digest
+from app.fleet.keys import refusal
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:
@@ -197,19 +197,23 @@ def open_bundle(path: Path) -> Iterator[LayoutSource | TarSource]:
         source.close()
 
 
-def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
-                       release: Callable[[layout.ParsedManifest], None] | None = None,
-                       ) -> tuple[bytes, bytes, bytes, layout.ParsedManifest]:
+def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
+                 candidates: Path, *, lock_timeout_s: float = 600.0,
+                 release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
+    """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
+    with ``release`` (when given: the TUF release's check), then store its files as
+    candidates under ``<candidates>/<sku>/`` (the candidates root: nothing else is written).
+    BundleError (nothing stored) when any check fails."""
     sku = host.sku_key()
     raw_index = source.signed_index(sku)
     signed = layout.parse_signed_index(raw_index)
     if public is None and release is None:
         raise BundleError(f"{source.where}: nothing to verify the bundle with",
                           hint="set fleet.trusted_root_file or fleet.public_key_file")
-    if public is not None and not verify_digest(public, signed.manifest.digest, signed.signature):
-        raise BundleError(f"{source.where}: the signature does not verify with public key "
-                          f"{key_id(public)} (the bundle names key {signed.key_id})",
-                          hint="use the fleet's public key; a bundle signed by another key is refused")
+    why = refusal(public, signed) if public is not None else ""
+    if why:
+        raise BundleError(f"{source.where}: {why}", hint="use the fleet's public key; a bundle "
+                          "signed by another key is refused")
     raw_manifest = source.manifest(signed.manifest)
     manifest = layout.parse_manifest(raw_manifest)
     if release is not None:  # the fleet's TUF release (app.fleet.tuf_client) lists these files
@@ -227,34 +231,19 @@ def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: Ha
                           + (f" ({'; '.join(differs)})" if differs else ""),
                           hint="an engine is only used on the SKU it was built on: pull or export "
                           "the bundle of this SKU, or let `run` build here")
-    return raw_index, raw_manifest, raw_identity, manifest
-
-
-def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
-                 candidates: Path, *, lock_timeout_s: float = 600.0,
-                 release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
-    """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
-    with ``release`` (when given: the TUF release's check), then store its files as
-    candidates under ``<candidates>/<sku>/`` (the candidates root: nothing else is written).
-    BundleError (nothing stored) when any check fails."""
-    raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host,
-                                                                         release)
     digest = oci_digest(raw_manifest)
-    folder = candidates / manifest.sku
     with staging(candidates, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:
-        if stage is None:
-            total = sum(d.size for _, d in manifest.files)
-            return FetchResult(manifest.sku, digest, folder, len(manifest.files), total, True)
-        def fetch(item: tuple[str, layout.Descriptor]) -> None:
-            with source.blob(item[1]) as chunks:
-                stage.write(item[0], item[1], chunks)
+        if stage is not None:  # else the same bundle is stored: nothing is read or written
+            def fetch(item: tuple[str, layout.Descriptor]) -> None:
+                with source.blob(item[1]) as chunks:
+                    stage.write(item[0], item[1], chunks)
 
-        # Several files at once where the source allows it (sha256, the socket and the disk
-        # all release the GIL), the largest first so that the engines overlap.
-        map_cancellable(fetch, sorted(manifest.files, key=lambda f: -f[1].size), source.streams,
-                        name="fetch")
-        for name, raw in (("index.json", raw_index), ("manifest.json", raw_manifest),
-                          ("identity.json", raw_identity)):
-            stage.write_document(name, raw)
-        stored = stage.bytes
-    return FetchResult(manifest.sku, digest, folder, len(manifest.files), stored, False)
+            # Several files at once where the source allows it (sha256, the socket and the disk
+            # all release the GIL), the largest first so that the engines overlap.
+            map_cancellable(fetch, sorted(manifest.files, key=lambda f: -f[1].size),
+                            source.streams, name="fetch")
+            for name, raw in (("index.json", raw_index), ("manifest.json", raw_manifest),
+                              ("identity.json", raw_identity)):
+                stage.write_document(name, raw)
+    return FetchResult(manifest.sku, digest, candidates / manifest.sku, len(manifest.files),
+                       sum(d.size for _, d in manifest.files), stage is None)

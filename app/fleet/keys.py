@@ -1,18 +1,15 @@
 """Ed25519 keys for fleet bundles: the reference robot signs, every robot verifies.
 
-A fleet must not share one HMAC secret: any robot holding it could forge engines for all. With
-Ed25519 the robots hold only the public key. Keys are PEM files (PKCS#8 private, SubjectPublicKeyInfo
-public), as ``openssl genpkey -algorithm ed25519`` and ``engine-init fleet keygen`` write them.
-
-The same key files sign and verify the fleet's TUF metadata (:func:`load_key_files`: as
-securesystemslib keys and signers, docs/fleet-trust.md).
-
-What is signed is the bundle manifest's digest, prefixed by a fixed context string so that a
-signature made for anything else never verifies as a bundle signature.
+A fleet must not share one HMAC secret: any robot holding it could forge engines for all; with
+Ed25519 the robots hold only the public key. Keys are PEM files (PKCS#8, SubjectPublicKeyInfo)
+as ``openssl genpkey -algorithm ed25519`` and ``engine-init fleet keygen`` write them; the same
+files sign the fleet's TUF metadata (:func:`load_key_files`). What is signed is the manifest's
+digest after a fixed context string, so that a signature made for anything else never verifies.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
     from securesystemslib.signer import CryptoSigner, SSlibKey
 
+    from app.fleet.layout import SignedIndex
+
 
 _KEY_FILE_MAX = 64 << 10
 _CONTEXT = b"engine-init bundle manifest v1\n"
@@ -37,19 +36,29 @@ _OTHER_KIND = {True: "this is a public key: sign with the private one",
                False: "this is a private key: robots get only the public one"}
 
 
-def _cryptography() -> None:
+def _require(modules: tuple[str, ...], message: str, hint: str) -> None:
     try:
-        import cryptography  # noqa: F401
+        for module in modules:
+            importlib.import_module(module)
     except ImportError:
-        raise ConfigError("the fleet commands need the cryptography package",
-                          hint=INSTALL_HINT) from None
+        raise ConfigError(message, hint=hint) from None
 
 
-def _read(path: Path, what: str) -> bytes:
+def _cryptography() -> None:
+    _require(("cryptography",), "the fleet commands need the cryptography package", INSTALL_HINT)
+
+
+def require_tuf() -> None:
+    """ConfigError unless python-tuf and securesystemslib are installed (docs/fleet-trust.md)."""
+    _require(("securesystemslib", "tuf"), "the fleet's trust metadata needs the tuf and "
+             "securesystemslib packages", "pip install 'tuf>=7,<8' 'securesystemslib>=1.3,<2'")
+
+
+def _read(path: Path, what: str, hint: str = _HINT) -> bytes:
     try:
         return read_small(path, _KEY_FILE_MAX, follow_links=True)  # secrets are often links (k8s)
     except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint=_HINT) from None
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint=hint) from None
 
 
 def _load(path: Path, private: bool) -> object:
@@ -104,6 +113,14 @@ def verify_digest(public: Ed25519PublicKey, digest: str, signature: bytes) -> bo
     return True
 
 
+def refusal(public: Ed25519PublicKey, signed: SignedIndex) -> str:
+    """Why the signed index's signature does not verify with ``public`` ('' when it does)."""
+    if verify_digest(public, signed.manifest.digest, signed.signature):
+        return ""
+    return (f"the signature does not verify with public key {key_id(public)} (the index names "
+            f"key {signed.key_id})")
+
+
 def generate_keypair(private_path: Path, public_path: Path) -> str:
     """Write a new key pair (the private file mode 0600); never overwrites. Returns the key id."""
     _cryptography()
@@ -126,14 +143,12 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)
                 os.fsync(handle.fileno())
-    except FileExistsError as exc:
-        for path in written:
-            path.unlink()
-        raise ConfigError(f"{exc.filename} already exists", hint="choose a new file name; keys are "
-                          "never overwritten") from None
     except OSError as exc:
         for path in written:
             path.unlink()
+        if isinstance(exc, FileExistsError):
+            raise ConfigError(f"{exc.filename} already exists", hint="choose a new file name; "
+                              "keys are never overwritten") from None
         raise ConfigError(f"cannot write {exc.filename}: {exc.strerror}",
                           hint="choose a writable folder") from None
     return key_id(private.public_key())
@@ -148,17 +163,6 @@ class KeyFile:
     signer: CryptoSigner | None
 
 
-def require_tuf() -> None:
-    """ConfigError unless python-tuf and securesystemslib are installed (the fleet's trust
-    metadata, docs/fleet-trust.md)."""
-    try:
-        import securesystemslib  # noqa: F401
-        import tuf  # noqa: F401
-    except ImportError:
-        raise ConfigError("the fleet's trust metadata needs the tuf and securesystemslib packages",
-                          hint="pip install 'tuf>=7,<8' 'securesystemslib>=1.3,<2'") from None
-
-
 def load_key_files(paths: list[Path]) -> list[KeyFile]:
     """Each PEM file as a key of the fleet's TUF metadata (securesystemslib's); private ones
     also sign (ConfigError naming a bad file)."""
@@ -167,11 +171,7 @@ def load_key_files(paths: list[Path]) -> list[KeyFile]:
 
     out = []
     for path in paths:
-        try:
-            head = read_small(path, 64 << 10, follow_links=True)
-        except OSError as exc:
-            raise ConfigError(f"key file {path} cannot be read: {exc.strerror or exc}",
-                              hint="name an Ed25519 PEM file written by `engine-init fleet keygen`") from None
+        head = _read(path, "key file", "name an Ed25519 PEM file written by `engine-init fleet keygen`")
         if head.count(b"-----BEGIN ") > 1:  # a reader would take the first and ignore the rest
             raise ConfigError(f"key file {path} holds {head.count(b'-----BEGIN ')} PEM blocks",
                               hint="one key per file: split it, and name each file with its own option")
