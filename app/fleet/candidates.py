@@ -69,46 +69,40 @@ def open_candidate(root: Path, sku: str, name: str) -> int:
         os.close(fd)
 
 
-class Stage:
-    """A folder being filled with one bundle's files; each write checks size and digest."""
+def store_file(stage: Path, name: str, descriptor: layout.Descriptor, chunks: Iterable[bytes]) -> None:
+    """Store ``chunks`` as ``files/<name>`` of the folder being filled; BundleError unless they are
+    exactly the bytes ``descriptor`` names (read no further than one chunk past them)."""
+    path = stage / "files" / layout.check_name(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > descriptor.size:
+                break
+            digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            faults.point("candidate_chunk", path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size != descriptor.size:
+        raise BundleError(f"{name}: {'more' if size > descriptor.size else 'fewer'} bytes "
+                          f"than the signed {descriptor.size}",
+                          hint="the bundle or the registry's copy is damaged; push it again")
+    if "sha256:" + digest.hexdigest() != descriptor.digest:
+        raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
+                          hint="the bundle or the registry's copy was altered; push it again")
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
 
-    def write(self, name: str, descriptor: layout.Descriptor, chunks: Iterable[bytes]) -> None:
-        """Store ``chunks`` as ``files/<name>``; BundleError unless they are exactly the bytes
-        ``descriptor`` names (read no further than one chunk past them)."""
-        path = self.folder / "files" / layout.check_name(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > descriptor.size:
-                    break
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                faults.point("candidate_chunk", path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if size != descriptor.size:
-            raise BundleError(f"{name}: {'more' if size > descriptor.size else 'fewer'} bytes "
-                              f"than the signed {descriptor.size}",
-                              hint="the bundle or the registry's copy is damaged; push it again")
-        if "sha256:" + digest.hexdigest() != descriptor.digest:
-            raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
-                              hint="the bundle or the registry's copy was altered; push it again")
-
-    def write_document(self, name: str, raw: bytes) -> None:
-        path = self.folder / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            os.fsync(handle.fileno())
+def store_document(stage: Path, name: str, raw: bytes) -> None:
+    fd = os.open(stage / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(raw)
+        os.fsync(handle.fileno())
 
 
 def lock_root(root: Path, name: str, timeout_s: float) -> int:
@@ -145,9 +139,9 @@ def lock_root(root: Path, name: str, timeout_s: float) -> int:
 
 @contextmanager
 def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: float = 600.0,
-            replace_any: bool = False) -> Iterator[Stage | None]:
+            replace_any: bool = False) -> Iterator[Path | None]:
     """Lock ``name`` (a SKU, or the TUF metadata) under the candidates root ``root``, sweep what
-    a killed holder left, then yield a :class:`Stage` to fill, or None when the folder already
+    a killed holder left, then yield a new folder to fill, or None when the folder already
     holds the manifest ``manifest_digest``. On a clean exit the stage replaces ``root/name``
     (``replace_any``: whatever is there, a link included)."""
     lock = lock_root(root, name, timeout_s)
@@ -168,7 +162,7 @@ def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: fl
         stage = root / f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             stage.mkdir()
-            yield Stage(stage)
+            yield stage
             for parent, _, _ in os.walk(stage):  # every new folder, so that a power cut keeps them
                 fsync_dir(Path(parent))
             old = root / f".{name}.old-{os.getpid()}-{os.urandom(4).hex()}"

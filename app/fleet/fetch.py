@@ -24,7 +24,7 @@ from app.cache.hashing import oci_digest
 from app.cancel import map_cancellable
 from app.errors import BundleError
 from app.fleet import layout
-from app.fleet.candidates import staging
+from app.fleet.candidates import staging, store_document, store_file
 from app.fleet.keys import refusal
 from app.host.identity import HardwareIdentity
 
@@ -236,7 +236,7 @@ def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: Hardware
         if stage is not None:  # else the same bundle is stored: nothing is read or written
             def fetch(item: tuple[str, layout.Descriptor]) -> None:
                 with source.blob(item[1]) as chunks:
-                    stage.write(item[0], item[1], chunks)
+                    store_file(stage, item[0], item[1], chunks)
 
             # Several files at once where the source allows it (sha256, the socket and the disk
             # all release the GIL), the largest first so that the engines overlap.
@@ -244,6 +244,6 @@ def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: Hardware
                             source.streams, name="fetch")
             for name, raw in (("index.json", raw_index), ("manifest.json", raw_manifest),
                               ("identity.json", raw_identity)):
-                stage.write_document(name, raw)
+                store_document(stage, name, raw)
     return FetchResult(manifest.sku, digest, candidates / manifest.sku, len(manifest.files),
                        sum(d.size for _, d in manifest.files), stage is None)

@@ -91,9 +91,8 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
     current = candidates / TUF_FOLDER
     # One refresh at a time (a second waits, as for a SKU's bundle), in a fresh folder that
     # replaces the trusted one once verified.
-    with staging(candidates, TUF_FOLDER, None, timeout_s=lock_timeout_s, replace_any=True) as stage:
-        assert stage is not None  # (no manifest to keep)
-        work = stage.folder
+    with staging(candidates, TUF_FOLDER, None, timeout_s=lock_timeout_s, replace_any=True) as work:
+        assert work is not None  # (no manifest to keep)
         for name, raw in stored(current).items():
             (work / name).parent.mkdir(exist_ok=True)
             atomic_write_bytes(work / name, raw)
