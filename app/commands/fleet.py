@@ -1,13 +1,10 @@
 """``engine-init export | import | push | pull`` and ``engine-init fleet keygen``.
 
-Keys and the registry come from the config's ``fleet`` section; the command-line options
-(``--private-key``, ``--public-key``, ``--repository``, ``--insecure``) override it. Registry
-credentials come from the Docker config file only.
-Exit codes come from :data:`app.cli.EXIT_CODES`: a bundle that fails a check is 65, a registry
-that cannot be reached, is too slow or does not know the repository 69, another pull of the
-SKU holding its lock past ``lock_timeout_s`` 75, a bad key file 78, a signal 143/130.
-``import`` and ``pull`` write only to the candidates folder (``fleet.candidates_dir``). Only
-click is imported at start-up: ``run`` never loads the fleet code.
+Keys and the registry come from the config's ``fleet`` section, which the options override;
+registry credentials from the Docker config file only. Exit codes: a bundle that fails a check
+65, a registry unreachable, too slow or without the repository 69, another pull of the SKU
+holding its lock past ``lock_timeout_s`` 75, a bad key file 78, a signal 143/130. ``import`` and
+``pull`` write only to the candidates folder. Only click is imported at start-up.
 """
 
 from __future__ import annotations
@@ -98,12 +95,8 @@ def _stored(result: Any, where: str, config: Any, key: Any) -> None:
           f"from {where}", sku=result.sku, files=result.files, bytes=result.bytes,
           manifest_digest=result.manifest_digest, already=result.already)
     click.echo(f"{verb}: {result.files} file(s), {result.bytes} bytes, candidates {result.folder}")
-    _warn_unverifiable(config, key)
-
-
-def _warn_unverifiable(config: Any, key: Any) -> None:
-    """``run`` checks the candidates again with the config's public key: without it, or with
-    another key, it rejects every one and builds; say so now, not after the next boot."""
+    # run checks the candidates again with the config's public key: without it, or with another
+    # key, it rejects every one and builds; say so now, not after the next boot.
     from app.errors import EngineInitError
     from app.fleet.keys import key_id, load_public_key
 

@@ -1,16 +1,12 @@
 """``engine-init fleet trust ...``: the operator's commands for the fleet's TUF metadata.
 
-Each command changes the metadata folder ``DIR`` (:mod:`app.fleet.tuf_repo`), signing with the
-private key files given (``--key``, repeated; root keys can stay offline and come only for the
-commands that change root), then pushes the files it wrote to the repository the metadata is
-bound to, ``timestamp.json`` last. ``push`` uploads the whole folder again (after a failed
-push). Exit codes as every command: 78 for keys, thresholds and the folder, 69 for the
-registry, 65 for a bundle that cannot be released, 143/130 for a signal.
-
-Registry requests run in a worker thread that the main thread waits on (as ``pull``'s): a
-signal ends the command within 2 s whatever the registry is doing. The folder is written whole
-or not at all: after a signal during the upload it holds the new files, and robots keep seeing
-the previous metadata until ``push`` uploads them again (``timestamp.json`` moves last).
+Each command changes the metadata folder (:mod:`app.fleet.tuf_repo`), signing with the private
+key files given (``--key``: root keys stay offline but for the commands that change root), then
+pushes the files it wrote to the repository the metadata is bound to, ``timestamp.json`` last
+(``push`` uploads the whole folder again). Exit codes: 78 keys, thresholds and the folder, 69 the
+registry, 65 a bundle that cannot be released, 143/130 a signal, which ends a registry request
+at once (a worker thread): the folder then holds the new files, and robots keep the previous
+metadata until ``push`` uploads them.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Read a bundle, verifying while reading, and store its files as candidates.
 
-The order is what makes it safe: the signed index first, and its Ed25519 signature over the
-manifest digest before anything else is read; then the manifest (its digest must be the signed
-one), the identity (it must be this host's SKU), and only then the files, each streamed once
-into the candidate folder while its size and digest are checked (several files at once where
-the source allows it). Nothing is stored unless all of it checks out. A :class:`Source` only
-hands out bytes: a layout folder, a ``.tar`` of one (here) or a registry
-(:mod:`app.fleet.registry`).
+The order is what makes it safe: the signed index and its Ed25519 signature over the manifest
+digest before anything else is read; then the manifest (of the signed digest), the identity
+(this host's SKU), and only then the files, each streamed once into the candidate folder while
+its size and digest are checked. Nothing is stored unless all of it checks out. A
+:class:`Source` only hands out bytes: a layout folder, a ``.tar`` of one, or a registry.
 """
 
 from __future__ import annotations

@@ -7,16 +7,14 @@ operator's uploads.
     ├── root_history/<n>.root.json  every root version since the provisioned one
     ├── timestamp.json, snapshot.json, targets.json
 
-Every metadata file is a small OCI artifact whose only layer is the file's bytes, tagged
-``tuf-<file name>`` (``tuf-2.root.json``, ``tuf-3.targets.json``..., and ``tuf-timestamp.json``,
-the one tag that moves on each signing); SKU keys, the bundles' tags, never start with ``tuf-``.
-:func:`refresh` runs python-tuf's ``ngclient.Updater`` over them (:class:`OciFetcher`, which
-checks nothing but sizes and digests) from the provisioned root and the metadata the robot
-trusted before, so that rollback, freeze (expiry) and anything not signed by the threshold of
-the current keys are refused. The Updater works in a fresh folder filled from the trusted copies
-(read through the safe reader: it opens its files itself) that replaces ``candidates/tuf`` only
-once the refresh verified. A released bundle is then fetched by the index digest the release
-names, never by the SKU's tag, so re-tagging an older bundle changes nothing.
+Each metadata file is a small OCI artifact whose only layer is its bytes, tagged ``tuf-<file
+name>`` (``tuf-timestamp.json`` is the one tag that moves); SKU keys never start with ``tuf-``.
+:func:`refresh` runs python-tuf's ``ngclient.Updater`` over them (:class:`OciFetcher` checks
+only sizes and digests) from the provisioned root and the metadata trusted before: rollback,
+freeze (expiry) and anything short of the current keys' threshold are refused. The Updater works
+in a fresh folder filled from the trusted copies through the safe reader (it opens its files
+itself), which replaces ``candidates/tuf`` once verified. A released bundle is then fetched by
+the index digest the release names, never by the SKU's tag: re-tagging an old bundle is moot.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
-"""The fleet's TUF metadata as a robot checks it offline: at boot, and what ``pull`` and the
-operator's commands share (:mod:`app.fleet.tuf_client`, :mod:`app.fleet.tuf_repo`).
+"""The fleet's TUF metadata as a robot checks it offline at boot, and what ``pull`` and the
+operator's commands share.
 
 :func:`verified_targets` checks the metadata stored in the candidates folder (untrusted input)
-from the provisioned root, with python-tuf's public metadata API only (no network client is
-loaded at boot): each next root signed by the threshold of the previous root and of its own,
-versions one apart; then timestamp, snapshot and targets each signed by the threshold of the
-final root's keys for it, the versions they pin matching, none expired; a SKU delegated to a
-role of its own (:func:`releasing`), that role signed by the threshold of its keys in the
-targets, at the version the snapshot pins, unexpired. Rollback against what
-the robot trusted before is ``pull``'s check (python-tuf's Updater); at boot there is nothing
-older to compare with.
+from the provisioned root with python-tuf's metadata API only (no network client at boot): each
+next root signed by the threshold of the previous root and of its own, versions one apart; then
+timestamp, snapshot and targets each signed by the threshold of the final root's keys, pinning
+each other's versions, none expired; a SKU's delegated role (:func:`releasing`) likewise. Rollback
+against what the robot trusted before is ``pull``'s check (python-tuf's Updater).
 """
 
 from __future__ import annotations
