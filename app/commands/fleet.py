@@ -77,12 +77,22 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
 
 
 def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None) -> tuple[Any, Any]:
-    from app.fleet.bundle import describe, documents
-    from app.fleet.keys import load_private_key
+    from app.fleet.bundle import describe, documents, load_private_key
 
     key = load_private_key(_setting(private_key, config, "private_key_file", "--private-key"))
     files = describe(_bundle_files(config, prepared, identity))
     return files, documents(files, identity, key)
+
+
+def _summary(docs: Any) -> dict[str, object]:
+    """What an event or a command prints about a bundle."""
+    from app.cache.fsread import parse_json
+    from app.fleet import layout
+
+    manifest = parse_json(docs.manifest)
+    return {"sku": docs.sku, "files": len(manifest["layers"]),
+            "bytes": sum(layer["size"] for layer in manifest["layers"]),
+            "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
 
 
 def _emit(kind: str, message: str, **kv: Any) -> None:
@@ -98,7 +108,7 @@ def _stored(result: Any, where: str, config: Any, key: Any) -> None:
     # run checks the candidates again with the config's public key: without it, or with another
     # key, it rejects every one and builds; say so now, not after the next boot.
     from app.errors import EngineInitError
-    from app.fleet.keys import key_id, load_public_key
+    from app.fleet.bundle import key_id, load_public_key
 
     if config.fleet.trusted_root_file is not None:
         return  # run checks the candidates against the fleet's TUF release, which pull verified
@@ -124,12 +134,12 @@ def _stored(result: Any, where: str, config: Any, key: Any) -> None:
 @click.pass_obj
 def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     """Write this host's engines as a signed bundle: an OCI layout folder, or PATH.tar."""
-    from app.fleet.bundle import summary, write_bundle
+    from app.fleet.bundle import write_bundle
 
     config, prepared, identity = state.host()
     files, docs = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
-    info = summary(docs)
+    info = _summary(docs)
     _emit(events.FLEET_EXPORTED, f"exported {info['files']} file(s) for {docs.sku} to {path}",
           path=str(path), **info)
     click.echo(f"exported {docs.sku}: {info['files']} file(s), {info['bytes']} bytes to {path}")
@@ -141,8 +151,8 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
 @click.pass_obj
 def import_cmd(state: Any, path: Path, public_key: Path | None) -> None:
     """Verify a bundle and store its files as candidates for this host's SKU."""
+    from app.fleet.bundle import load_public_key
     from app.fleet.fetch import fetch_bundle, open_bundle
-    from app.fleet.keys import load_public_key
 
     config = state.config()
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
@@ -169,7 +179,7 @@ _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registr
 def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Path | None) -> None:
     """Upload this host's engines, signed, tagged with its SKU key; prints repository:tag@digest."""
     from app.cancel import call_cancellable
-    from app.fleet.bundle import push, summary
+    from app.fleet.registry import push
 
     config, prepared, identity = state.host()
     repository = _repository(repository, config)
@@ -178,7 +188,7 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
     # upload at once (143/130), whatever the registry does; nothing is written here.
     ref = call_cancellable(lambda: push(repository, files, docs,
                                         insecure=insecure or config.fleet.insecure))
-    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **summary(docs))
+    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **_summary(docs))
     click.echo(ref)
 
 
@@ -190,8 +200,8 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
 def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Path | None) -> None:
     """Fetch this SKU's engines, verify them while streaming, store them as candidates."""
     from app.cancel import call_cancellable
+    from app.fleet.bundle import load_public_key, require_tuf
     from app.fleet.fetch import fetch_bundle
-    from app.fleet.keys import load_public_key, require_tuf
     from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource
 
     config = state.config()
@@ -248,7 +258,7 @@ def fleet_group() -> None:
 @click.argument("public", type=_KEY)
 def keygen_cmd(private: Path, public: Path) -> None:
     """Write a new Ed25519 key pair (never over an existing file)."""
-    from app.fleet.keys import generate_keypair
+    from app.fleet.bundle import generate_keypair
 
     click.echo(f"key {generate_keypair(private, public)}: private {private}, public {public}")
 

@@ -27,7 +27,7 @@ _DAYS = click.option("--timestamp-days", type=click.FloatRange(min=0.01), defaul
 
 
 def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
-    from app.fleet.keys import load_key_files
+    from app.fleet.bundle import load_key_files
 
     return load_key_files(list(paths))
 
@@ -61,7 +61,7 @@ def _load(folder: Path) -> Any:
 @click.group("trust", short_help="The fleet's TUF metadata: keys, thresholds, releases.")
 def trust_group() -> None:
     """The fleet's TUF metadata: keys, thresholds and releases (docs/fleet-trust.md)."""
-    from app.fleet.keys import require_tuf
+    from app.fleet.bundle import require_tuf
 
     require_tuf()
 

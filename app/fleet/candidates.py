@@ -217,7 +217,7 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
     anchors = [p for p in (public_key_file, trusted_root) if p is not None]
     metadata: list[Path] = []
     if trusted_root is not None:
-        from app.fleet.keys import require_tuf
+        from app.fleet.bundle import require_tuf
 
         try:
             require_tuf()
@@ -237,7 +237,7 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
 
 def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: Path | None,
            repository: str | None) -> Trust:
-    from app.fleet.keys import load_public_key, refusal
+    from app.fleet.bundle import load_public_key, refusal
 
     files: dict[str, layout.Descriptor] = {}
     try:

@@ -22,8 +22,8 @@ from app.cache.hashing import oci_digest
 from app.cancel import map_cancellable
 from app.errors import BundleError
 from app.fleet import layout
+from app.fleet.bundle import refusal
 from app.fleet.candidates import staging, store_document, store_file
-from app.fleet.keys import refusal
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:

@@ -1,13 +1,11 @@
 """Push and pull bundles through an OCI registry, with ``oras`` (the ORAS Python SDK).
 
 Credentials come from the Docker config files (``~/.docker/config.json``, and
-``$DOCKER_CONFIG/config.json``), never from engine-init's config. A registry on ``localhost`` or
-127.0.0.0/8 (``::1``) is plain HTTP, as Docker treats it; elsewhere only with ``--insecure``.
-oras retries a failing request with sleeps growing to minutes; here each request is made once,
-so a registry that is down is reported at once. Every read is bounded (:class:`Limits`): a
-registry that trickles bytes is given up on (RegistryError, 69), never waited for with a lock
-held. A repository the registry does not know (``NAME_UNKNOWN``) is an error naming it; only a
-known repository without this SKU's tag is "no artifact".
+``$DOCKER_CONFIG/config.json``), never from engine-init's config. oras retries a failing request
+with sleeps growing to minutes; here each request is made once, so a registry that is down is
+reported at once, and every read is bounded (:class:`Limits`): a registry that trickles bytes is
+given up on (69), never waited for with a lock held. A repository the registry does not know
+(``NAME_UNKNOWN``) is an error naming it; only a known one without the SKU's tag is "absent".
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import fleet
 from app.cache.fsread import parse_json
@@ -28,8 +26,14 @@ from app.errors import BundleError, ConfigError, RegistryError
 from app.fleet import layout
 from app.fleet.fetch import Source, read_document
 
+if TYPE_CHECKING:
+    from app.fleet.bundle import Documents, Files
+
+_CHUNKED_FROM = 8 << 20
 CONNECT_S = 10.0  # how long a connection may take to be accepted, whatever the read timeout
 _PUSH_READ_S = 120.0  # a push's uploads: the registry checks each digest before it answers
+
+
 def _what_happened(exc: BaseException, timeout_s: float) -> str:
     import requests
 
@@ -47,8 +51,7 @@ def _what_happened(exc: BaseException, timeout_s: float) -> str:
 @dataclass(frozen=True)
 class Limits:
     """How long a pull waits: ``grace_s`` for any request and the longest silence, then
-    ``min_rate`` bytes per second for each blob beyond it (``fleet.blob_grace_s``,
-    ``fleet.min_rate_kib_s``)."""
+    ``min_rate`` bytes per second (``fleet.blob_grace_s``, ``fleet.min_rate_kib_s``)."""
 
     grace_s: float = FleetConfig.model_fields["blob_grace_s"].default
     min_rate: float = FleetConfig.model_fields["min_rate_kib_s"].default * 1024
@@ -127,8 +130,7 @@ def checked(response: Any, what: str) -> Any:
 
 
 def _codes(response: Any) -> list[str] | None:
-    """The error codes of a registry's JSON error body (OCI distribution spec), read bounded;
-    None when the body is not such a document (a web server's or a proxy's page)."""
+    """The codes of an OCI error body, read bounded; None for another body (a proxy's page)."""
     try:
         doc = parse_json(response.raw.read(64 << 10, decode_content=True) or b"{}")
         errors = doc.get("errors") if isinstance(doc, dict) else None
@@ -140,9 +142,8 @@ def _codes(response: Any) -> list[str] | None:
 
 
 class RegistrySource(Source):
-    """A bundle in a registry, tagged with its SKU key, or (``index``) the signed index the
-    fleet released, fetched by digest whatever the tag says. Blobs stream over up to
-    ``streams`` connections at once (the session's pool keeps 10 per host)."""
+    """A bundle in a registry, tagged with its SKU key, or (``index``) the released signed index,
+    fetched by digest. Blobs stream over up to ``streams`` connections (the pool keeps 10)."""
 
     streams = 4
 
@@ -155,8 +156,7 @@ class RegistrySource(Source):
                                               read_timeout_s=self.limits.grace_s)
 
     def _bounded(self, response: Any, size: int, what: str) -> Iterator[bytes]:
-        """``response``'s body as it arrives, at most one read past ``size``; RegistryError when
-        it breaks off or is too slow for the limits."""
+        """The body as it arrives, at most one read past ``size``, within the limits."""
         import requests
         import urllib3
 
@@ -191,18 +191,17 @@ class RegistrySource(Source):
                     "lower fleet.min_rate_kib_s or raise fleet.blob_grace_s. Nothing was stored")
 
     def _plain_404(self, what: str) -> RegistryError:
-        """A 404 without an OCI error document: whatever answered did not speak of this
-        repository's contents, so nothing can be said absent."""
+        """A 404 without an OCI error document: not about this repository, so nothing is absent."""
         return RegistryError(f"registry {self.container.registry} answered {what} in {self.where} "
                              "with HTTP 404 and no OCI error document (a plain 'page not found')",
                              hint="check --repository / fleet.repository, and that host[:port] "
                              "is the registry itself, not a web server or proxy in front of it")
 
     def document(self, reference: str, media_type: str, what: str, hint: str = "push it again",
-                 absent: tuple[int, ...] = (404,)) -> tuple[bytes, list[str] | None]:
-        """The manifest or index ``reference`` (a tag or a digest), read within the limits, and
-        the registry's error codes when it answered one of ``absent`` instead (the bytes are
-        then empty); a 404 that is no registry's error document is never "absent"."""
+                 absent: tuple[int, ...] = (404,), size: int = layout.DOC_MAX,
+                 ) -> tuple[bytes, list[str] | None]:
+        """The manifest or index ``reference`` (a tag or a digest) of up to ``size`` bytes, read
+        within the limits, or the error codes of an answer in ``absent`` (no bytes then)."""
         url = f"{self.client.prefix}://{self.container.manifest_url(reference)}"
         response = self.client.do_request(url, "GET", headers={"Accept": media_type}, stream=True)
         try:
@@ -215,20 +214,17 @@ class RegistrySource(Source):
             if response.headers.get("Content-Type", "").split(";")[0].strip() != media_type:
                 raise BundleError(f"{self.where}: {what} is not an engine-init document "
                                   f"({response.headers.get('Content-Type')})", hint=hint)
-            raw = b"".join(self._bounded(response, layout.DOC_MAX, what))
+            raw = b"".join(self._bounded(response, size, what))
         finally:
             response.close()
-        if len(raw) > layout.DOC_MAX:
+        if len(raw) > size:
             raise BundleError(f"{self.where}: {what} is too large", hint=hint)
         return raw, None
 
     def signed_index(self, sku: str) -> bytes:
         if self.index is not None:
-            what = f"the released index {self.index.digest} of {sku}"
-            raw, codes = self.document(self.index.digest, layout.INDEX_TYPE, what)
-            if codes is not None:
-                raise RegistryError(f"the registry has no {what}", hint="push the bundle again, "
-                                    "and release it with `engine-init fleet trust release`")
+            raw, _ = self.document(self.index.digest, layout.INDEX_TYPE, f"the released index "
+                                   f"{self.index.digest} of {sku}", absent=(), size=self.index.size)
             return read_document(iter([raw]), self.index, "released index")
         raw, codes = self.document(sku, layout.INDEX_TYPE, f"the tag {sku}",
                                    hint="push it with engine-init push")
@@ -255,14 +251,9 @@ class RegistrySource(Source):
         raise ArtifactAbsentError(f"{self.where}:{sku}")
 
     def manifest(self, descriptor: layout.Descriptor) -> bytes:
-        url = f"{self.client.prefix}://{self.container.manifest_url(descriptor.digest)}"
-        response = checked(self.client.do_request(url, "GET", headers={"Accept": layout.MANIFEST_TYPE},
-                                                  stream=True), "the manifest")
-        try:
-            return read_document(self._bounded(response, descriptor.size, "the manifest"),
-                                 descriptor, "manifest")
-        finally:
-            response.close()
+        raw, _ = self.document(descriptor.digest, layout.MANIFEST_TYPE, "the manifest", absent=(),
+                               size=descriptor.size)
+        return read_document(iter([raw]), descriptor, "manifest")
 
     @contextmanager
     def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
@@ -290,3 +281,20 @@ def put_manifest(client: Any, container: Any, reference: str, raw: bytes, media_
                  what: str) -> None:
     url = f"{client.prefix}://{container.manifest_url(reference)}"
     checked(client.do_request(url, "PUT", data=raw, headers={"Content-Type": media_type}), what)
+
+
+def push(repository: str, files: Files, docs: Documents, *, insecure: bool) -> str:
+    """Upload the bundle (a file changed since it was hashed fails the registry's digest check);
+    its ``repository:tag@digest``."""
+    client, container = connect(repository, insecure=insecure)
+    put_blob(client, container, docs.identity, "the identity")
+    for name, path, described in files:
+        layer = {"digest": described.digest, "size": described.size, "mediaType": described.media_type}
+        response = client.upload_blob(str(path), container, layer,
+                                      do_chunked=described.size >= _CHUNKED_FROM)
+        checked(response, f"the upload of {name}")
+    # The manifest by digest first: the tag must never point at an index whose manifest is missing.
+    manifest = layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE)
+    put_manifest(client, container, manifest.digest, docs.manifest, manifest.media_type, "the manifest")
+    put_manifest(client, container, docs.sku, docs.signed_index, layout.INDEX_TYPE, f"the tag {docs.sku}")
+    return f"{repository}:{docs.sku}@{layout.descriptor_of(docs.signed_index, layout.INDEX_TYPE).digest}"

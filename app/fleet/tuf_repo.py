@@ -47,7 +47,7 @@ from app.cache.publish import atomic_write_bytes
 from app.cancel import checkpoint
 from app.errors import ConfigError
 from app.fleet import layout
-from app.fleet.keys import KeyFile
+from app.fleet.bundle import KeyFile
 from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of, role_of
 
 ROLES = ("root", "targets", "snapshot", "timestamp")

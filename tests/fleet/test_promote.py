@@ -165,7 +165,7 @@ def _all_rejected_and_built(config: Path, reason: str) -> None:
 
 def test_candidates_re_signed_by_another_key_are_rejected_and_built_here(tmp_path, corpus,
                                                                         reference, other_keys):
-    from app.fleet.keys import key_id, sign_digest
+    from app.fleet.bundle import key_id, sign_digest
 
     config = make_robot(tmp_path, corpus, reference)
     folder = candidates(tmp_path)
@@ -241,7 +241,7 @@ def test_a_candidate_passing_the_accuracy_gate_is_promoted_with_its_figures(tmp_
 
 
 def test_a_folder_is_checked_once_and_again_when_its_manifest_changes(tmp_path, keys, monkeypatch):
-    from app.fleet import keys as key_functions
+    from app.fleet import bundle as key_functions
     from app.fleet.candidates import trust_folder
     from app.fleet.fetch import fetch_bundle, open_bundle
     from tests.fleet.helpers import AGX, cache_files, export

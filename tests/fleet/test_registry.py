@@ -11,10 +11,10 @@ import requests
 
 from app.errors import BundleError, RegistryError
 from app.fleet import check_repository, is_loopback
-from app.fleet.bundle import describe, documents, push
+from app.fleet.bundle import describe, documents
 from app.fleet.fetch import fetch_bundle
 from app.fleet.layout import INDEX_TYPE
-from app.fleet.registry import ArtifactAbsentError, RegistrySource
+from app.fleet.registry import ArtifactAbsentError, RegistrySource, push
 from tests.fleet.helpers import AGX, NX, cache_files, leftovers
 
 SKU = AGX.sku_key()

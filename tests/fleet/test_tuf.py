@@ -14,9 +14,9 @@ import pytest
 from tuf.api.metadata import Metadata, Root
 
 from app.errors import BundleError, ConfigError
-from app.fleet.bundle import describe, documents, push
+from app.fleet.bundle import KeyFile, describe, documents, load_key_files
 from app.fleet.candidates import trust_folder
-from app.fleet.keys import KeyFile, load_key_files
+from app.fleet.registry import push
 from app.fleet.tuf_client import pull_release, push_metadata, released_bundle
 from app.fleet.tuf_repo import Repo
 from app.fleet.tuf_verify import verified_targets

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from app.fleet.keys import load_key_files
+from app.fleet.bundle import load_key_files
 from app.fleet.tuf_client import push_metadata
 from app.fleet.tuf_repo import Repo
 from tests.fleet.helpers import (
