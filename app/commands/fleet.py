@@ -224,9 +224,9 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
                                        config.fleet.trusted_root_file, insecure=insecure,
                                        public=key, lock_timeout_s=config.lock_timeout_s, limits=limits)
         _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root "
-              f"v{trusted.root_version}, timestamp v{trusted.timestamp_version} until "
-              f"{trusted.expires}", repository=repository, root_version=trusted.root_version,
-              timestamp_version=trusted.timestamp_version, expires=trusted.expires)
+              f"v{trusted['root_version']}, timestamp v{trusted['timestamp_version']} until "
+              f"{trusted['expires']}", repository=repository, root_version=trusted["root_version"],
+              timestamp_version=trusted["timestamp_version"], expires=trusted["expires"])
         absent = (f"the fleet released no engines for {sku} in {repository}",
                   f"no release for {sku} in {repository}")
     else:

@@ -20,7 +20,6 @@ the index digest the release names, never by the SKU's tag: re-tagging an old bu
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,23 +67,13 @@ _LAYER_TYPE = "application/vnd.tuf.metadata.v1+json"
 _EMPTY = layout.Descriptor("application/vnd.oci.empty.v1+json", layout.descriptor_of(b"{}", "").digest, 2)
 
 
-@dataclass(frozen=True)
-class Trusted:
-    """What a refresh verified: the targets, and the versions an operator checks against."""
-
-    targets: Targets
-    root_version: int
-    timestamp_version: int
-    expires: str  # the timestamp's expiry, ISO 8601 UTC
-
-
 def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, insecure: bool,
-            lock_timeout_s: float = 600.0, limits: Limits | None = None) -> Trusted:
-    """Refresh this robot's trusted metadata from ``repository``; the verified targets that
-    release ``sku`` (the top-level ones, or its delegated role's).
-    BundleError for a refusal (rollback, expiry, signatures, another repository),
-    RegistryError when the registry cannot be read or is too slow for ``limits`` (the pull's),
-    ConfigError for the provisioned root."""
+            lock_timeout_s: float = 600.0, limits: Limits | None = None) -> dict[str, Any]:
+    """Refresh this robot's trusted metadata from ``repository``: the verified ``targets`` that
+    release ``sku`` (the top level or its delegated role) and the versions an operator checks
+    (``root_version``, ``timestamp_version``, ``expires``: ISO 8601 UTC). BundleError for a
+    refusal (rollback, expiry, signatures, another repository), RegistryError when the registry
+    cannot be read or is too slow for ``limits``, ConfigError for the provisioned root."""
     bootstrap = read_trusted_root(trusted_root)
     current = candidates / TUF_FOLDER
     # One refresh at a time (a second waits, as for a SKU's bundle), in a fresh folder that
@@ -120,7 +109,8 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
         check_bound(repository, root, "root")
         for signed in {id(top): top, id(targets): targets}.values():
             check_bound(repository, signed, "targets")
-        return Trusted(targets, root.version, timestamp.version, timestamp.expires.isoformat())
+        return {"targets": targets, "root_version": root.version, "timestamp_version": timestamp.version,
+                "expires": timestamp.expires.isoformat()}
 
 
 def push_metadata(repository: str, files: list[tuple[str, bytes]], *, insecure: bool) -> None:
@@ -210,7 +200,7 @@ def released_digest(given: str, repository: str, sku: str) -> str:
 
 def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trusted_root: Path, *,
                  insecure: bool, public: Ed25519PublicKey | None, lock_timeout_s: float,
-                 limits: Limits | None = None) -> tuple[Trusted, FetchResult | None]:
+                 limits: Limits | None = None) -> tuple[dict[str, Any], FetchResult | None]:
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
     host's SKU (None when it released none): its index by digest, its manifest listing exactly
     the released files. ``public``: also check the bundle's Ed25519 signature."""
@@ -219,7 +209,7 @@ def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trus
     trusted = call_cancellable(lambda: refresh(repository, trusted_root, candidates,
                                                host.sku_key(), insecure=insecure,
                                                lock_timeout_s=lock_timeout_s, limits=limits))
-    released = release_of(trusted.targets, host.sku_key())
+    released = release_of(trusted["targets"], host.sku_key())
     if released is None:
         return trusted, None
     index, files = released

@@ -402,4 +402,4 @@ def test_a_sku_delegated_to_its_own_key(fleet):
     (fleet.tmp / "nx").mkdir()
     trusted, result = pull_release(fleet.repository, NX, fleet.tmp / "nx" / "candidates", root, insecure=True,
                                    public=None, lock_timeout_s=10)
-    assert result is None and f"{nx}/index.json" not in trusted.targets.targets
+    assert result is None and f"{nx}/index.json" not in trusted["targets"].targets
