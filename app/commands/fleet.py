@@ -16,13 +16,12 @@ from typing import Any
 import click
 
 from app import events
-from app.commands.fleet_trust import trust_group
+from app.commands.fleet_trust import KEY_FILE, trust_group
 
 LOGGER = logging.getLogger("engine_init")
-_KEY = click.Path(dir_okay=False, path_type=Path)
-_PRIVATE = click.option("--private-key", type=_KEY, default=None,
+_PRIVATE = click.option("--private-key", type=KEY_FILE, default=None,
                         help="Ed25519 private key (PEM) to sign with [default: fleet.private_key_file].")
-_PUBLIC = click.option("--public-key", type=_KEY, default=None,
+_PUBLIC = click.option("--public-key", type=KEY_FILE, default=None,
                        help="Ed25519 public key (PEM) to verify with [default: fleet.public_key_file].")
 
 
@@ -254,8 +253,8 @@ def fleet_group() -> None:
 
 
 @fleet_group.command("keygen")
-@click.argument("private", type=_KEY)
-@click.argument("public", type=_KEY)
+@click.argument("private", type=KEY_FILE)
+@click.argument("public", type=KEY_FILE)
 def keygen_cmd(private: Path, public: Path) -> None:
     """Write a new Ed25519 key pair (never over an existing file)."""
     from app.fleet.bundle import generate_keypair

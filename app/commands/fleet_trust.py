@@ -16,9 +16,11 @@ from typing import Any
 
 import click
 
+from app.fleet import ROLES
+
 _DIR = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-_FILE = click.Path(dir_okay=False, path_type=Path)
-_KEYS = click.option("--key", "keys", type=_FILE, multiple=True,
+KEY_FILE = click.Path(dir_okay=False, path_type=Path)
+_KEYS = click.option("--key", "keys", type=KEY_FILE, multiple=True,
                      help="A private key file to sign with (repeat: e.g. 2 of the 3 root keys).")
 _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP to the registry.")
 _DAYS = click.option("--timestamp-days", type=click.FloatRange(min=0.01), default=None,
@@ -70,12 +72,12 @@ def trust_group() -> None:
 @_DIR
 @click.option("--repository", required=True, help="The registry repository, host[:port]/path, "
               "the metadata is valid for (and pushed to).")
-@click.option("--root-key", "root_keys", type=_FILE, multiple=True, required=True,
+@click.option("--root-key", "root_keys", type=KEY_FILE, multiple=True, required=True,
               help="A root key file (repeat); the private ones sign.")
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many root keys must sign a new root.")
-@click.option("--targets-key", type=_FILE, required=True, help="The release key (private).")
-@click.option("--online-key", type=_FILE, required=True,
+@click.option("--targets-key", type=KEY_FILE, required=True, help="The release key (private).")
+@click.option("--online-key", type=KEY_FILE, required=True,
               help="The snapshot and timestamp key (private).")
 @_INSECURE
 @_DAYS
@@ -122,7 +124,7 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
 @trust_group.command("delegate", short_help="Give SKU's releases a role (and key) of its own.")
 @_DIR
 @click.argument("sku")
-@click.option("--sku-key", "sku_keys", type=_FILE, multiple=True, required=True,
+@click.option("--sku-key", "sku_keys", type=KEY_FILE, multiple=True, required=True,
               help="A key of the SKU's own role (repeat; the private ones sign its first version).")
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many of them must sign a release of the SKU.")
@@ -154,7 +156,7 @@ def timestamp_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool, timestam
     _push(repo, insecure)
 
 
-_ROLE = click.argument("role", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+_ROLE = click.argument("role", type=click.Choice(ROLES))
 _THRESHOLD = click.option("--threshold", type=click.IntRange(min=1), default=None,
                           help="The role's new threshold [default: unchanged].")
 
@@ -173,7 +175,7 @@ def _change(folder: Path, role: str, keys: tuple[Path, ...], add: list[Path], re
 @trust_group.command("add-key", short_help="Give ROLE the key NEW (a new root version).")
 @_DIR
 @_ROLE
-@click.argument("new", type=_FILE)
+@click.argument("new", type=KEY_FILE)
 @_KEYS
 @_THRESHOLD
 @_INSECURE
@@ -186,7 +188,7 @@ def add_key_cmd(folder: Path, role: str, new: Path, keys: tuple[Path, ...], thre
 @trust_group.command("revoke-key", short_help="Take the key OLD from ROLE (a new root version).")
 @_DIR
 @_ROLE
-@click.argument("old", type=_FILE)
+@click.argument("old", type=KEY_FILE)
 @_KEYS
 @_THRESHOLD
 @_INSECURE
@@ -200,8 +202,8 @@ def revoke_key_cmd(folder: Path, role: str, old: Path, keys: tuple[Path, ...], t
 @trust_group.command("rotate-key", short_help="Replace ROLE's key OLD by NEW (a new root version).")
 @_DIR
 @_ROLE
-@click.argument("old", type=_FILE)
-@click.argument("new", type=_FILE)
+@click.argument("old", type=KEY_FILE)
+@click.argument("new", type=KEY_FILE)
 @_KEYS
 @_INSECURE
 def rotate_key_cmd(folder: Path, role: str, old: Path, new: Path, keys: tuple[Path, ...],

@@ -50,7 +50,6 @@ MAX_FILES = 4096
 MAX_BLOB = 64 << 30
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
-_SUBFOLDERS = CACHE_SUBFOLDERS
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def check_name(name: str) -> str:
     """A file name a bundle may carry: ``<file>``, ``timing/<file>`` or ``calibration/<file>``,
     each part of letters, digits and ``._-`` not starting with a dot. BundleError otherwise."""
     parts = name.split("/") if isinstance(name, str) else []
-    ok = (len(parts) == 1 or (len(parts) == 2 and parts[0] in _SUBFOLDERS)) and all(
+    ok = (len(parts) == 1 or (len(parts) == 2 and parts[0] in CACHE_SUBFOLDERS)) and all(
         _PART.fullmatch(p) for p in parts)
     if not ok:
         raise BundleError(f"the bundle names a file {name!r}, which engine-init never writes",

@@ -46,11 +46,10 @@ from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
 from app.cancel import checkpoint
 from app.errors import ConfigError
-from app.fleet import layout
+from app.fleet import ROLES, layout
 from app.fleet.bundle import KeyFile
 from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of, role_of
 
-ROLES = ("root", "targets", "snapshot", "timestamp")
 _VERSIONED = re.compile(r"([1-9][0-9]{0,8})\.(root|targets|snapshot|sku-[0-9a-f]{16})\.json")
 EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=365),
           "snapshot": timedelta(days=7), "timestamp": timedelta(days=7)}
