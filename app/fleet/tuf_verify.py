@@ -25,7 +25,8 @@ from tuf.api.metadata import Metadata, Root, Signed, Snapshot, TargetFile, Targe
 from app.cache.fsread import open_regular, read_small
 from app.cache.hashing import oci_digest, sha256_bytes
 from app.cache.layout import TUF_FOLDER
-from app.errors import BundleError, ConfigError, EngineInitError
+from app.errors import BundleError, ConfigError, EngineInitError, RegistryError
+from app.fleet import reach_hint
 from app.fleet.layout import INDEX_TYPE, Descriptor, ParsedManifest
 
 #: Where a robot keeps the metadata it trusts, in its candidates folder.
@@ -114,18 +115,12 @@ def explain(exc: BaseException, repository: str, where: Path, *,
         return BundleError(f"{repository} serves fleet metadata larger than allowed ({exc})",
                            hint="the registry's copy was altered: push the fleet's metadata again "
                            "with `engine-init fleet trust push`")
-    if isinstance(exc, exceptions.DownloadHTTPError) and exc.status_code == 404:
-        from app.errors import RegistryError
-
-        return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
-                             hint="check fleet.repository / --repository for a typo; the operator "
-                             "uploads the metadata with `engine-init fleet trust init` or `push`")
     if isinstance(exc, exceptions.DownloadError):
-        from app.errors import RegistryError
-        from app.fleet import reach_hint
-
-        return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
-                             hint=reach_hint(repository.partition("/")[0], insecure))
+        hint = reach_hint(repository.partition("/")[0], insecure)
+        if isinstance(exc, exceptions.DownloadHTTPError) and exc.status_code == 404:
+            hint = ("check fleet.repository / --repository for a typo; the operator uploads the "
+                    "metadata with `engine-init fleet trust init` or `push`")
+        return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}", hint=hint)
     if isinstance(exc, exceptions.ExpiredMetadataError):
         return BundleError(f"the fleet metadata in {repository} has expired ({exc}): refused as "
                            "a frozen registry would be", hint="the operator re-signs it with "
