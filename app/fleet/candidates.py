@@ -95,7 +95,7 @@ def store_file(stage: Path, name: str, descriptor: layout.Descriptor, chunks: It
                           hint="the bundle or the registry's copy is damaged; push it again")
     if "sha256:" + digest.hexdigest() != descriptor.digest:
         raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
-                          hint="the bundle or the registry's copy was altered; push it again")
+                          hint=layout.ALTERED)
 
 
 def store_document(stage: Path, name: str, raw: bytes) -> None:

@@ -52,7 +52,7 @@ def read_document(chunks: Iterator[bytes], descriptor: layout.Descriptor, what: 
             break
     if len(data) != descriptor.size or oci_digest(data) != descriptor.digest:
         raise BundleError(f"the bundle's {what} does not match its digest {descriptor.digest}",
-                          hint="the bundle or the registry's copy was altered; push it again")
+                          hint=layout.ALTERED)
     return bytes(data)
 
 

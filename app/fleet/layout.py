@@ -44,6 +44,8 @@ REF_NAME = "org.opencontainers.image.ref.name"
 SKU = "dev.engine-init.sku"
 SIGNATURE = "dev.engine-init.signature"
 KEY_ID = "dev.engine-init.key-id"
+#: The hint for bytes that are not the signed ones.
+ALTERED = "the bundle or the registry's copy was altered; push it again"
 #: JSON documents (indexes, manifest, identity) are small; anything larger is refused unread.
 DOC_MAX = 1 << 20
 MAX_FILES = 4096
