@@ -223,7 +223,9 @@ def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
             require_tuf()
         except EngineInitError as exc:
             return Trust(reason=f"{exc} ({exc.hint})")
-        metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in ("timestamp", "snapshot", "targets")]
+        from app.fleet.tuf_verify import STORED
+
+        metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in STORED]
     try:
         key = (str(folder), sku, repository, *(_stamp(p) for p in (
             *anchors, folder / "index.json", folder / "manifest.json")),
@@ -243,7 +245,7 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
     try:
         raw_index = read_small(folder / "index.json", layout.DOC_MAX)
         if trusted_root is not None:
-            from app.fleet.tuf_verify import check_index, release_of, verified_targets
+            from app.fleet.tuf_verify import check_files, check_index, release_of, verified_targets
 
             released = release_of(verified_targets(folder.parent, trusted_root, repository, sku), sku)
             if released is None:
@@ -260,8 +262,6 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
             return Trust(reason="manifest.json is not the manifest its signature covers")
         manifest = layout.parse_manifest(raw)
         if trusted_root is not None:
-            from app.fleet.tuf_verify import check_files
-
             check_files(manifest, files)
     except EngineInitError as exc:  # a bad key file, an unsigned or malformed document
         # Under TUF the fix matters (pull again, or a release to make): the hint goes along.

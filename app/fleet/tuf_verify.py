@@ -29,12 +29,12 @@ from app.errors import BundleError, ConfigError, EngineInitError, RegistryError
 from app.fleet import reach_hint
 from app.fleet.layout import INDEX_TYPE, Descriptor, ParsedManifest
 
-#: Where a robot keeps the metadata it trusts, in its candidates folder.
 #: The field of root and targets metadata that names the repository they are valid for.
 BINDING = "x-engine-init-repository"
 #: The largest metadata file read (python-tuf's own bound for targets metadata).
 METADATA_MAX = 5_000_000
-ROLES = ("timestamp", "snapshot", "targets")
+#: The roles whose newest version a robot stores beside its root history.
+STORED = ("timestamp", "snapshot", "targets")
 MAX_ROOTS = 256
 _ROLE_NAME = re.compile(r"sku-[0-9a-f]{16}")
 ROOT_HINT = "set fleet.trusted_root_file to the fleet's 1.root.json (provisioned with the robot)"
@@ -89,7 +89,7 @@ def stored(folder: Path, roles: tuple[str, ...] = ()) -> dict[str, bytes]:
     fds: list[int] = []
     try:
         fds.append(open_regular(folder, folder=True))
-        for name in (f"{r}.json" for r in (*ROLES, *roles)):
+        for name in (f"{r}.json" for r in (*STORED, *roles)):
             with contextlib.suppress(OSError):
                 out[name] = read_small(name, METADATA_MAX, dir_fd=fds[0])
         fds.append(open_regular("root_history", dir_fd=fds[0], folder=True))
@@ -166,7 +166,7 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
     given. BundleError naming why otherwise."""
     folder = candidates / TUF_FOLDER
     files = stored(folder)
-    if not all(f"{r}.json" in files for r in ROLES):
+    if not all(f"{r}.json" in files for r in STORED):
         raise BundleError(f"no verified fleet metadata in {folder}", hint="run `engine-init pull` "
                           "(a bundle stored by an older pull or by import carries none)")
     now = datetime.now(timezone.utc)
