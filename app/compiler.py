@@ -33,8 +33,7 @@ from app.phases import Plan, Step, build, make_plan, reuse
 from app.values import CompileOutcome, EngineCompileResult
 
 if TYPE_CHECKING:
-    from app.fleet.copies import EarlyCopies
-    from app.fleet.promote import Promotion
+    from app.fleet.promote import EarlyCopies, Promotion
     from app.governor.eta import Timeline
 
 
@@ -164,7 +163,7 @@ class EngineCompiler:
         request, sku = step.request, self._fleet_sku(step.request) if misses else None
         copies = None
         if sku is not None and request.fleet_candidates is not None:
-            from app.fleet.copies import EarlyCopies
+            from app.fleet.promote import EarlyCopies
 
             # The misses' candidates, copied into the cache one after the other while the run
             # promotes the ones before.

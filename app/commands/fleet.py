@@ -1,13 +1,10 @@
 """``engine-init export | import | push | pull`` and ``engine-init fleet keygen``.
 
-Keys and the registry come from the config's ``fleet`` section; the command-line options
-(``--private-key``, ``--public-key``, ``--repository``, ``--insecure``) override it. Registry
-credentials come from the Docker config file only.
-Exit codes come from :data:`app.cli.EXIT_CODES`: a bundle that fails a check is 65, a registry
-that cannot be reached, is too slow or does not know the repository 69, another pull of the
-SKU holding its lock past ``lock_timeout_s`` 75, a bad key file 78, a signal 143/130.
-``import`` and ``pull`` write only to the candidates folder (``fleet.candidates_dir``). Only
-click is imported at start-up: ``run`` never loads the fleet code.
+Keys and the registry come from the config's ``fleet`` section, which the options override;
+registry credentials from the Docker config file only. Exit codes: a bundle that fails a check
+65, a registry unreachable, too slow or without the repository 69, another pull of the SKU
+holding its lock past ``lock_timeout_s`` 75, a bad key file 78, a signal 143/130. ``import`` and
+``pull`` write only to the candidates folder. Only click is imported at start-up.
 """
 
 from __future__ import annotations
@@ -19,13 +16,12 @@ from typing import Any
 import click
 
 from app import events
-from app.commands.fleet_trust import trust_group
+from app.commands.fleet_trust import KEY_FILE, trust_group
 
 LOGGER = logging.getLogger("engine_init")
-_KEY = click.Path(dir_okay=False, path_type=Path)
-_PRIVATE = click.option("--private-key", type=_KEY, default=None,
+_PRIVATE = click.option("--private-key", type=KEY_FILE, default=None,
                         help="Ed25519 private key (PEM) to sign with [default: fleet.private_key_file].")
-_PUBLIC = click.option("--public-key", type=_KEY, default=None,
+_PUBLIC = click.option("--public-key", type=KEY_FILE, default=None,
                        help="Ed25519 public key (PEM) to verify with [default: fleet.public_key_file].")
 
 
@@ -45,7 +41,7 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
 def _repository(given: str | None, config: Any) -> str:
     """--repository, else fleet.repository, its name checked first: a config error (78)
     comes before the cache is read or the registry asked."""
-    from app.fleet.address import check_repository
+    from app.fleet import check_repository
 
     repository: str = _setting(given, config, "repository", "--repository")
     check_repository(repository)
@@ -79,13 +75,23 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     return files
 
 
-def _signed(config: Any, prepared: Any, identity: Any, private_key: Path) -> tuple[Any, Any]:
-    from app.fleet.bundle import describe, documents
-    from app.fleet.keys import load_private_key
+def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None) -> tuple[Any, Any]:
+    from app.fleet.bundle import describe, documents, load_private_key
 
-    key = load_private_key(private_key)
+    key = load_private_key(_setting(private_key, config, "private_key_file", "--private-key"))
     files = describe(_bundle_files(config, prepared, identity))
     return files, documents(files, identity, key)
+
+
+def _summary(docs: Any) -> dict[str, object]:
+    """What an event or a command prints about a bundle."""
+    from app.cache.fsread import parse_json
+    from app.fleet import layout
+
+    manifest = parse_json(docs.manifest)
+    return {"sku": docs.sku, "files": len(manifest["layers"]),
+            "bytes": sum(layer["size"] for layer in manifest["layers"]),
+            "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
 
 
 def _emit(kind: str, message: str, **kv: Any) -> None:
@@ -98,14 +104,10 @@ def _stored(result: Any, where: str, config: Any, key: Any) -> None:
           f"from {where}", sku=result.sku, files=result.files, bytes=result.bytes,
           manifest_digest=result.manifest_digest, already=result.already)
     click.echo(f"{verb}: {result.files} file(s), {result.bytes} bytes, candidates {result.folder}")
-    _warn_unverifiable(config, key)
-
-
-def _warn_unverifiable(config: Any, key: Any) -> None:
-    """``run`` checks the candidates again with the config's public key: without it, or with
-    another key, it rejects every one and builds; say so now, not after the next boot."""
+    # run checks the candidates again with the config's public key: without it, or with another
+    # key, it rejects every one and builds; say so now, not after the next boot.
     from app.errors import EngineInitError
-    from app.fleet.keys import key_id, load_public_key
+    from app.fleet.bundle import key_id, load_public_key
 
     if config.fleet.trusted_root_file is not None:
         return  # run checks the candidates against the fleet's TUF release, which pull verified
@@ -131,13 +133,12 @@ def _warn_unverifiable(config: Any, key: Any) -> None:
 @click.pass_obj
 def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     """Write this host's engines as a signed bundle: an OCI layout folder, or PATH.tar."""
-    from app.fleet.bundle import summary, write_bundle
+    from app.fleet.bundle import write_bundle
 
     config, prepared, identity = state.host()
-    private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
-    info = summary(docs)
+    info = _summary(docs)
     _emit(events.FLEET_EXPORTED, f"exported {info['files']} file(s) for {docs.sku} to {path}",
           path=str(path), **info)
     click.echo(f"exported {docs.sku}: {info['files']} file(s), {info['bytes']} bytes to {path}")
@@ -149,8 +150,8 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
 @click.pass_obj
 def import_cmd(state: Any, path: Path, public_key: Path | None) -> None:
     """Verify a bundle and store its files as candidates for this host's SKU."""
+    from app.fleet.bundle import load_public_key
     from app.fleet.fetch import fetch_bundle, open_bundle
-    from app.fleet.keys import load_public_key
 
     config = state.config()
     key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
@@ -177,18 +178,16 @@ _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP (a registr
 def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Path | None) -> None:
     """Upload this host's engines, signed, tagged with its SKU key; prints repository:tag@digest."""
     from app.cancel import call_cancellable
-    from app.fleet.bundle import summary
     from app.fleet.registry import push
 
     config, prepared, identity = state.host()
     repository = _repository(repository, config)
-    private_key = _setting(private_key, config, "private_key_file", "--private-key")
     files, docs = _signed(config, prepared, identity, private_key)
     # In a worker thread the main thread waits on, as pull's requests: a signal ends the
     # upload at once (143/130), whatever the registry does; nothing is written here.
     ref = call_cancellable(lambda: push(repository, files, docs,
                                         insecure=insecure or config.fleet.insecure))
-    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **summary(docs))
+    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **_summary(docs))
     click.echo(ref)
 
 
@@ -200,60 +199,50 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
 def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Path | None) -> None:
     """Fetch this SKU's engines, verify them while streaming, store them as candidates."""
     from app.cancel import call_cancellable
+    from app.fleet.bundle import load_public_key, require_tuf
     from app.fleet.fetch import fetch_bundle
-    from app.fleet.keys import load_public_key
     from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource
 
     config = state.config()
     repository = _repository(repository, config)
-    if config.fleet.trusted_root_file is not None:
-        _pull_released(state, config, repository, insecure, public_key)
-        return
-    key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
+    # With fleet.trusted_root_file the fleet's TUF metadata decides: what it released for this
+    # SKU, fetched by digest (docs/fleet-trust.md); the signature is checked too given a key.
+    released = config.fleet.trusted_root_file is not None
+    if released:
+        public_file = public_key or config.fleet.public_key_file
+        key = load_public_key(public_file) if public_file is not None else None
+    else:
+        key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
     config, _, identity = state.host(config)
-    limits = Limits.of(config.fleet)
-    # In a worker thread that the main thread waits on: a signal ends the pull at once,
-    # whatever request or lock wait it is in (143).
-    try:
-        result = call_cancellable(lambda: fetch_bundle(
-            RegistrySource(repository, insecure=insecure or config.fleet.insecure, limits=limits),
-            key, identity, config.candidates_root, lock_timeout_s=config.lock_timeout_s))
-    except ArtifactAbsentError:
-        sku = identity.sku_key()
-        _emit(events.FLEET_ABSENT, f"{repository} has no engines for {sku}: "
-              "run builds them here", repository=repository, sku=sku)
-        click.echo(f"no artifact for {sku} in {repository}")
-        return
-    _stored(result, f"{repository}:{result.sku}", config, key)
+    sku, limits, insecure = identity.sku_key(), Limits.of(config.fleet), insecure or config.fleet.insecure
+    if released:
+        require_tuf()
+        from app.fleet.tuf_client import pull_release
 
-
-def _pull_released(state: Any, config: Any, repository: str, insecure: bool,
-                   public_key: Path | None) -> None:
-    """``pull`` under the fleet's TUF metadata (fleet.trusted_root_file): what was released for
-    this SKU, fetched by digest (docs/fleet-trust.md)."""
-    from app.fleet.keys import load_public_key
-    from app.fleet.registry import Limits
-    from app.fleet.release import pull_release
-
-    public_file = public_key or config.fleet.public_key_file
-    public = load_public_key(public_file) if public_file is not None else None
-    config, _, identity = state.host(config)
-    limits = Limits.of(config.fleet)
-    trusted, result = pull_release(repository, identity, config.candidates_root,
-                                   config.fleet.trusted_root_file,
-                                   insecure=insecure or config.fleet.insecure, public=public,
-                                   lock_timeout_s=config.lock_timeout_s, limits=limits)
-    _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root v{trusted.root_version}, "
-          f"timestamp v{trusted.timestamp_version} until {trusted.expires}", repository=repository,
-          root_version=trusted.root_version, timestamp_version=trusted.timestamp_version,
-          expires=trusted.expires)
+        trusted, result = pull_release(repository, identity, config.candidates_root,
+                                       config.fleet.trusted_root_file, insecure=insecure,
+                                       public=key, lock_timeout_s=config.lock_timeout_s, limits=limits)
+        _emit(events.FLEET_TRUSTED, f"fleet metadata of {repository} verified: root "
+              f"v{trusted['root_version']}, timestamp v{trusted['timestamp_version']} until "
+              f"{trusted['expires']}", repository=repository, root_version=trusted["root_version"],
+              timestamp_version=trusted["timestamp_version"], expires=trusted["expires"])
+        absent = (f"the fleet released no engines for {sku} in {repository}",
+                  f"no release for {sku} in {repository}")
+    else:
+        # In a worker thread that the main thread waits on: a signal ends the pull at once,
+        # whatever request or lock wait it is in (143).
+        try:
+            result = call_cancellable(lambda: fetch_bundle(
+                RegistrySource(repository, insecure=insecure, limits=limits),
+                key, identity, config.candidates_root, lock_timeout_s=config.lock_timeout_s))
+        except ArtifactAbsentError:
+            result = None
+        absent = (f"{repository} has no engines for {sku}", f"no artifact for {sku} in {repository}")
     if result is None:
-        sku = identity.sku_key()
-        _emit(events.FLEET_ABSENT, f"the fleet released no engines for {sku} in {repository}: "
-              "run builds them here", repository=repository, sku=sku)
-        click.echo(f"no release for {sku} in {repository}")
+        _emit(events.FLEET_ABSENT, f"{absent[0]}: run builds them here", repository=repository, sku=sku)
+        click.echo(absent[1])
         return
-    _stored(result, f"{repository}:{result.sku} (released)", config, public)
+    _stored(result, f"{repository}:{result.sku}" + (" (released)" if released else ""), config, key)
 
 
 @click.group("fleet", short_help="Share engines: bundles, registry, keys and TUF metadata.")
@@ -264,11 +253,11 @@ def fleet_group() -> None:
 
 
 @fleet_group.command("keygen")
-@click.argument("private", type=_KEY)
-@click.argument("public", type=_KEY)
+@click.argument("private", type=KEY_FILE)
+@click.argument("public", type=KEY_FILE)
 def keygen_cmd(private: Path, public: Path) -> None:
     """Write a new Ed25519 key pair (never over an existing file)."""
-    from app.fleet.keys import generate_keypair
+    from app.fleet.bundle import generate_keypair
 
     click.echo(f"key {generate_keypair(private, public)}: private {private}, public {public}")
 

@@ -1,16 +1,12 @@
 """``engine-init fleet trust ...``: the operator's commands for the fleet's TUF metadata.
 
-Each command changes the metadata folder ``DIR`` (:mod:`app.fleet.tuf_repo`), signing with the
-private key files given (``--key``, repeated; root keys can stay offline and come only for the
-commands that change root), then pushes the files it wrote to the repository the metadata is
-bound to, ``timestamp.json`` last. ``push`` uploads the whole folder again (after a failed
-push). Exit codes as every command: 78 for keys, thresholds and the folder, 69 for the
-registry, 65 for a bundle that cannot be released, 143/130 for a signal.
-
-Registry requests run in a worker thread that the main thread waits on (as ``pull``'s): a
-signal ends the command within 2 s whatever the registry is doing. The folder is written whole
-or not at all: after a signal during the upload it holds the new files, and robots keep seeing
-the previous metadata until ``push`` uploads them again (``timestamp.json`` moves last).
+Each command changes the metadata folder (:mod:`app.fleet.tuf_repo`), signing with the private
+key files given (``--key``: root keys stay offline but for the commands that change root), then
+pushes the files it wrote to the repository the metadata is bound to, ``timestamp.json`` last
+(``push`` uploads the whole folder again). Exit codes: 78 keys, thresholds and the folder, 69 the
+registry, 65 a bundle that cannot be released, 143/130 a signal, which ends a registry request
+at once (a worker thread): the folder then holds the new files, and robots keep the previous
+metadata until ``push`` uploads them.
 """
 
 from __future__ import annotations
@@ -20,9 +16,11 @@ from typing import Any
 
 import click
 
+from app.fleet import ROLES
+
 _DIR = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-_FILE = click.Path(dir_okay=False, path_type=Path)
-_KEYS = click.option("--key", "keys", type=_FILE, multiple=True,
+KEY_FILE = click.Path(dir_okay=False, path_type=Path)
+_KEYS = click.option("--key", "keys", type=KEY_FILE, multiple=True,
                      help="A private key file to sign with (repeat: e.g. 2 of the 3 root keys).")
 _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP to the registry.")
 _DAYS = click.option("--timestamp-days", type=click.FloatRange(min=0.01), default=None,
@@ -31,7 +29,7 @@ _DAYS = click.option("--timestamp-days", type=click.FloatRange(min=0.01), defaul
 
 
 def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
-    from app.fleet.keys import load_key_files
+    from app.fleet.bundle import load_key_files
 
     return load_key_files(list(paths))
 
@@ -39,7 +37,7 @@ def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
 def _upload(folder: Path, repository: str, files: list[tuple[str, bytes]], insecure: bool) -> None:
     from app.cancel import call_cancellable
     from app.errors import BuildCancelledError
-    from app.fleet.tuf_oci import push_metadata
+    from app.fleet.tuf_client import push_metadata
 
     try:
         call_cancellable(lambda: push_metadata(repository, files, insecure=insecure))
@@ -65,7 +63,7 @@ def _load(folder: Path) -> Any:
 @click.group("trust", short_help="The fleet's TUF metadata: keys, thresholds, releases.")
 def trust_group() -> None:
     """The fleet's TUF metadata: keys, thresholds and releases (docs/fleet-trust.md)."""
-    from app.fleet.keys import require_tuf
+    from app.fleet.bundle import require_tuf
 
     require_tuf()
 
@@ -74,12 +72,12 @@ def trust_group() -> None:
 @_DIR
 @click.option("--repository", required=True, help="The registry repository, host[:port]/path, "
               "the metadata is valid for (and pushed to).")
-@click.option("--root-key", "root_keys", type=_FILE, multiple=True, required=True,
+@click.option("--root-key", "root_keys", type=KEY_FILE, multiple=True, required=True,
               help="A root key file (repeat); the private ones sign.")
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many root keys must sign a new root.")
-@click.option("--targets-key", type=_FILE, required=True, help="The release key (private).")
-@click.option("--online-key", type=_FILE, required=True,
+@click.option("--targets-key", type=KEY_FILE, required=True, help="The release key (private).")
+@click.option("--online-key", type=KEY_FILE, required=True,
               help="The snapshot and timestamp key (private).")
 @_INSECURE
 @_DAYS
@@ -113,7 +111,7 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
     """Release the bundle pushed for SKU: its index and files become the targets robots of
     that SKU may promote (signed by the targets key, then snapshot and timestamp)."""
     from app.cancel import call_cancellable
-    from app.fleet.release import released_bundle
+    from app.fleet.tuf_client import released_bundle
 
     repo = _load(folder)
     index, files = call_cancellable(lambda: released_bundle(repo.repository, sku, digest,
@@ -126,7 +124,7 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
 @trust_group.command("delegate", short_help="Give SKU's releases a role (and key) of its own.")
 @_DIR
 @click.argument("sku")
-@click.option("--sku-key", "sku_keys", type=_FILE, multiple=True, required=True,
+@click.option("--sku-key", "sku_keys", type=KEY_FILE, multiple=True, required=True,
               help="A key of the SKU's own role (repeat; the private ones sign its first version).")
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many of them must sign a release of the SKU.")
@@ -158,7 +156,7 @@ def timestamp_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool, timestam
     _push(repo, insecure)
 
 
-_ROLE = click.argument("role", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+_ROLE = click.argument("role", type=click.Choice(ROLES))
 _THRESHOLD = click.option("--threshold", type=click.IntRange(min=1), default=None,
                           help="The role's new threshold [default: unchanged].")
 
@@ -177,7 +175,7 @@ def _change(folder: Path, role: str, keys: tuple[Path, ...], add: list[Path], re
 @trust_group.command("add-key", short_help="Give ROLE the key NEW (a new root version).")
 @_DIR
 @_ROLE
-@click.argument("new", type=_FILE)
+@click.argument("new", type=KEY_FILE)
 @_KEYS
 @_THRESHOLD
 @_INSECURE
@@ -190,7 +188,7 @@ def add_key_cmd(folder: Path, role: str, new: Path, keys: tuple[Path, ...], thre
 @trust_group.command("revoke-key", short_help="Take the key OLD from ROLE (a new root version).")
 @_DIR
 @_ROLE
-@click.argument("old", type=_FILE)
+@click.argument("old", type=KEY_FILE)
 @_KEYS
 @_THRESHOLD
 @_INSECURE
@@ -204,8 +202,8 @@ def revoke_key_cmd(folder: Path, role: str, old: Path, keys: tuple[Path, ...], t
 @trust_group.command("rotate-key", short_help="Replace ROLE's key OLD by NEW (a new root version).")
 @_DIR
 @_ROLE
-@click.argument("old", type=_FILE)
-@click.argument("new", type=_FILE)
+@click.argument("old", type=KEY_FILE)
+@click.argument("new", type=KEY_FILE)
 @_KEYS
 @_INSECURE
 def rotate_key_cmd(folder: Path, role: str, old: Path, new: Path, keys: tuple[Path, ...],

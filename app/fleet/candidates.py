@@ -1,4 +1,5 @@
-"""Where verified bundle files land: candidates, never engines the cache would reuse.
+"""The candidates folder: where verified bundle files land (never engines the cache would
+reuse), and whether a SKU's folder is still the bundle the fleet signed when ``run`` reads it.
 
 ::
 
@@ -6,19 +7,20 @@
     ├── .<sku>.lock                    flock: one import or pull of a SKU at a time
     ├── .<sku>.tmp-<pid>-<random>/     being written (swept by the next holder of the lock)
     └── <sku>/
-        ├── index.json                 the signed index, as received (``run`` re-checks it)
-        ├── manifest.json              the manifest, as received
+        ├── index.json, manifest.json  the signed index and the manifest, as received
         ├── identity.json              the SKU identity the bundle was built on
         └── files/                     engines, sidecars, records, timing/, calibration/
 
-This folder is the only one ``pull`` and ``import`` write, and ``run`` treats it as untrusted
-input: whoever can write it (a compromised puller) can put anything there, so ``run`` opens
-what it promotes one path component at a time without following a link
-(:func:`open_candidate`) and copies the bytes it verifies (:mod:`app.fleet.promote`).
-
-A SKU's folder appears whole or not at all: the files are written into a fresh folder, each
-checked against its size and digest while written, and the folder is renamed into place only
-when every file checked out. A folder already holding the same manifest is kept as it is.
+Only ``pull`` and ``import`` write it; ``run`` treats it as untrusted input (a compromised
+puller can put anything there). A SKU's folder appears whole or not at all: each file is checked
+against its size and digest while written into a fresh folder, renamed into place only when all
+checked out. ``run`` opens a candidate one path component at a time without following a link
+(:func:`open_candidate`) and trusts a folder (:func:`trust_folder`) only while its index's
+Ed25519 signature verifies with ``fleet.public_key_file`` over the digest of its manifest, of
+this SKU, or (``fleet.trusted_root_file``) the TUF metadata in ``candidates/tuf``, verified
+offline from that root, unexpired and bound to ``fleet.repository``, releases exactly this index
+and these files (and the signature verifies too while a public key is set). Anything else, no
+key configured included, refuses the whole folder: a candidate is never trusted by default.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ import hashlib
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import cancel as faults
@@ -38,27 +40,20 @@ from app import events
 from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.cache.hashing import oci_digest
 from app.cache.lock import wait_flock
+from app.cache.names import TUF_FOLDER
 from app.cache.publish import fsync_dir, os_error_to_cache_error, temp_name
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
-from app.fleet.layout import Descriptor, check_name
+from app.fleet import layout
 
 _DOCS = ("index.json", "manifest.json", "identity.json")
-_LOG_EVERY_S = 5.0
 _LOG = logging.getLogger("engine_init")
 
 
-def candidate_folder(root: Path, sku: str) -> Path:
-    """``sku``'s folder under the candidates root ``root``."""
-    return root / sku
-
-
 def open_candidate(root: Path, sku: str, name: str) -> int:
-    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, reached by opening each
-    component relative to the one before with ``O_NOFOLLOW`` (``root`` itself, ``<sku>``,
-    ``files`` and a subfolder included): a link anywhere below the root's parent, a FIFO or a
-    device is an UnsafeFileError, never followed. Only the root's parent, which the config
-    names, is opened as it is."""
-    parts = [root.name, sku, "files", *check_name(name).split("/")]
+    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, each component from
+    ``root`` on opened relative to the one before with ``O_NOFOLLOW``: a link below the root's
+    parent (which the config names), a FIFO or a device is an UnsafeFileError."""
+    parts = [root.name, sku, "files", *layout.check_name(name).split("/")]
     fd = open_regular(root.parent, follow_links=True, folder=True)
     where = root.parent
     try:
@@ -75,112 +70,68 @@ def open_candidate(root: Path, sku: str, name: str) -> int:
         os.close(fd)
 
 
-class Stage:
-    """A folder being filled with one bundle's files; each write checks size and digest."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.bytes = 0
-        self._count = threading.Lock()  # files are written by several threads at once
-
-    def write(self, name: str, descriptor: Descriptor, chunks: Iterable[bytes]) -> None:
-        """Store ``chunks`` as ``files/<name>``; BundleError unless they are exactly the bytes
-        ``descriptor`` names (stops reading as soon as there are too many)."""
-        path = self.folder / "files" / check_name(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > descriptor.size:
-                    break
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                faults.point("candidate_chunk", path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if size != descriptor.size:
-            raise BundleError(f"{name}: {'more' if size > descriptor.size else 'fewer'} bytes "
-                              f"than the signed {descriptor.size}",
-                              hint="the bundle or the registry's copy is damaged; push it again")
-        if "sha256:" + digest.hexdigest() != descriptor.digest:
-            raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
-                              hint="the bundle or the registry's copy was altered; push it again")
-        with self._count:
-            self.bytes += size
-
-    def write_document(self, name: str, raw: bytes) -> None:
-        path = self.folder / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            os.fsync(handle.fileno())
-
-
-def _lock(folder: Path, sku: str, timeout_s: float) -> int:
-    """The SKU's flock, waited for up to ``timeout_s`` (LockTimeoutError: exit 75); a signal
-    ends the wait at the next poll (exit 143)."""
-    path = folder / f".{sku}.lock"
-
-    def waiting(waited_s: float) -> None:
-        events.emit(_LOG, logging.INFO, events.LOCK_WAIT, f"waiting for another import "
-                    f"or pull of {sku}", waited_s=round(waited_s, 3), sku=sku)
-
-    def timed_out() -> LockTimeoutError:
-        return LockTimeoutError(f"another import or pull of {sku} held the lock {path} for "
-                                f"{timeout_s:g} s",
-                                hint="let it finish, then try again (or raise lock_timeout_s)")
-
-    return wait_flock(lambda: os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-                                      | getattr(os, "O_CLOEXEC", 0), 0o644),
-                      timeout_s, waiting=waiting, timed_out=timed_out, first_log_s=_LOG_EVERY_S)
-
-
-def _sweep(folder: Path, sku: str) -> None:
-    """Remove what a killed import left (only under the lock: nobody else writes them)."""
-    for entry in os.scandir(folder):
-        if entry.name.startswith((f".{sku}.tmp-", f".{sku}.old-")) and entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _stored_manifest(current: Path) -> str | None:
+def store_file(stage: Path, name: str, descriptor: layout.Descriptor, chunks: Iterable[bytes]) -> None:
+    """Store ``chunks`` as ``files/<name>`` of the folder being filled; BundleError unless they are
+    exactly the bytes ``descriptor`` names (read no further than one chunk past them)."""
+    path = stage / "files" / layout.check_name(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        raw = read_small(current / "manifest.json", 1 << 20)
-    except OSError:
-        return None
-    return oci_digest(raw)
+        for chunk in chunks:
+            size += len(chunk)
+            if size > descriptor.size:
+                break
+            digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            faults.point("candidate_chunk", path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size != descriptor.size:
+        raise BundleError(f"{name}: {'more' if size > descriptor.size else 'fewer'} bytes "
+                          f"than the signed {descriptor.size}",
+                          hint="the bundle or the registry's copy is damaged; push it again")
+    if "sha256:" + digest.hexdigest() != descriptor.digest:
+        raise BundleError(f"{name}: its bytes do not match the signed digest {descriptor.digest}",
+                          hint=layout.ALTERED)
 
 
-def _publish(stage: Path, current: Path) -> None:
-    old: Path | None = None
-    if os.path.lexists(current):
-        if current.is_symlink() or not current.is_dir():
-            raise CacheWriteError(f"{current} is not a folder engine-init wrote",
-                                  hint="remove it; candidates are stored there")
-        old = current.with_name(f".{current.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
-        os.rename(current, old)
-    os.rename(stage, current)
-    fsync_dir(current.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def store_document(stage: Path, name: str, raw: bytes) -> None:
+    fd = os.open(stage / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(raw)
+        os.fsync(handle.fileno())
 
 
 def lock_root(root: Path, name: str, timeout_s: float) -> int:
-    """Create the candidates root ``root`` with its parents (a fresh robot has none of them),
-    refuse it if it is a link, then take ``name``'s lock there (the descriptor to close).
-    A volume that refuses is a CacheWriteError naming ``root``; the lock's timeout stays 75."""
+    """Create the candidates root ``root`` with its parents (a fresh robot has none), refuse it
+    if it is a link, then take ``name``'s flock there within ``timeout_s`` (LockTimeoutError,
+    75; a signal ends the wait): the descriptor to close. A volume that refuses is a
+    CacheWriteError naming ``root``."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         if root.is_symlink():
             raise UnsafeFileError(errno.ELOOP, "a link", str(root))
     except OSError as exc:
         raise os_error_to_cache_error(exc, root) from None
+    path = root / f".{name}.lock"
+
+    def waiting(waited_s: float) -> None:
+        events.emit(_LOG, logging.INFO, events.LOCK_WAIT, f"waiting for another import "
+                    f"or pull of {name}", waited_s=round(waited_s, 3), sku=name)
+
+    def timed_out() -> LockTimeoutError:
+        return LockTimeoutError(f"another import or pull of {name} held the lock {path} for "
+                                f"{timeout_s:g} s",
+                                hint="let it finish, then try again (or raise lock_timeout_s)")
+
     try:
-        return _lock(root, name, timeout_s)
+        return wait_flock(lambda: os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                                          | getattr(os, "O_CLOEXEC", 0), 0o644),
+                          timeout_s, waiting=waiting, timed_out=timed_out, first_log_s=5.0)
     except OSError as exc:
         if isinstance(exc, EngineInitError):  # the lock's timeout (75), not the volume's fault
             raise
@@ -188,27 +139,45 @@ def lock_root(root: Path, name: str, timeout_s: float) -> int:
 
 
 @contextmanager
-def staging(root: Path, sku: str, manifest_digest: str, *,
-            timeout_s: float = 600.0) -> Iterator[Stage | None]:
-    """Lock the SKU's candidates under the candidates root ``root`` (created with its parents
-    on a fresh robot), then yield a :class:`Stage` to fill, or None when the same manifest is
-    already stored. On a clean exit the stage replaces the SKU's folder."""
-    folder = root
-    lock = lock_root(folder, sku, timeout_s)
+def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: float = 600.0,
+            replace_any: bool = False) -> Iterator[Path | None]:
+    """Lock ``name`` (a SKU, or the TUF metadata) under the candidates root ``root``, sweep what
+    a killed holder left, then yield a new folder to fill, or None when the folder already
+    holds the manifest ``manifest_digest``. On a clean exit the stage replaces ``root/name``
+    (``replace_any``: whatever is there, a link included)."""
+    lock = lock_root(root, name, timeout_s)
     try:
-        _sweep(folder, sku)
-        current = folder / sku
-        if _stored_manifest(current) == manifest_digest and all(
-                (current / name).is_file() for name in _DOCS):
+        for entry in os.scandir(root):  # only under the lock: nobody else writes them
+            if entry.name.startswith((f".{name}.tmp-", f".{name}.old-")) and entry.is_dir(
+                    follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+        current = root / name
+        try:
+            stored = oci_digest(read_small(current / "manifest.json", layout.DOC_MAX))
+        except OSError:
+            stored = None
+        if manifest_digest is not None and stored == manifest_digest and all(
+                (current / doc).is_file() for doc in _DOCS):
             yield None
             return
-        stage = temp_name(folder / sku)
+        stage = temp_name(root / name)
         try:
             stage.mkdir()
-            yield Stage(stage)
+            yield stage
             for parent, _, _ in os.walk(stage):  # every new folder, so that a power cut keeps them
                 fsync_dir(Path(parent))
-            _publish(stage, current)
+            old = root / f".{name}.old-{os.getpid()}-{os.urandom(4).hex()}"
+            if os.path.lexists(current):
+                if not replace_any and (current.is_symlink() or not current.is_dir()):
+                    raise CacheWriteError(f"{current} is not a folder engine-init wrote",
+                                          hint="remove it; candidates are stored there")
+                os.rename(current, old)
+            os.rename(stage, current)
+            fsync_dir(root)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            elif os.path.lexists(old):
+                old.unlink()
         except OSError as exc:
             if isinstance(exc, EngineInitError):  # a registry that broke off (69) stays so
                 raise
@@ -218,3 +187,100 @@ def staging(root: Path, sku: str, manifest_digest: str, *,
                 shutil.rmtree(stage, ignore_errors=True)
     finally:
         os.close(lock)  # closing drops the flock
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The files the verified manifest lists, or (``reason``) why the folder is refused."""
+
+    files: dict[str, layout.Descriptor] = field(default_factory=dict)
+    reason: str = ""
+
+
+# A verdict is kept per folder and process (``run`` is one process) under the stat facts of the
+# key file, ``index.json``, ``manifest.json`` and the metadata (ctime included, which no one can
+# set back), so that a folder replaced or edited during the run is checked again.
+_CHECKED: dict[tuple[object, ...], Trust] = {}
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
+                 trusted_root: Path | None = None, repository: str | None = None) -> Trust:
+    """The verdict on the candidate folder ``folder`` of ``sku`` (see the module docstring);
+    ``cryptography`` is loaded only when a signature is checked."""
+    if public_key_file is None and trusted_root is None:
+        return Trust(reason="fleet.public_key_file is not set (nor fleet.trusted_root_file), so "
+                            "its signature cannot be checked")
+    anchors = [p for p in (public_key_file, trusted_root) if p is not None]
+    metadata: list[Path] = []
+    if trusted_root is not None:
+        from app.fleet.bundle import require_tuf
+
+        try:
+            require_tuf()
+        except EngineInitError as exc:
+            return Trust(reason=f"{exc} ({exc.hint})")
+        from app.fleet.tuf_verify import STORED
+
+        metadata = [folder.parent / TUF_FOLDER / f"{r}.json" for r in STORED]
+    try:
+        key = (str(folder), sku, repository, *(_stamp(p) for p in (
+            *anchors, folder / "index.json", folder / "manifest.json")),
+            *(_stamp(p) if os.path.lexists(p) else () for p in metadata))
+    except OSError as exc:
+        return Trust(reason=f"{exc.filename}: {exc.strerror or exc}")
+    if key not in _CHECKED:
+        _CHECKED[key] = _check(folder, sku, public_key_file, trusted_root, repository)
+    return _CHECKED[key]
+
+
+def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: Path | None,
+           repository: str | None) -> Trust:
+    from app.fleet.bundle import load_public_key, refusal
+
+    files: dict[str, layout.Descriptor] = {}
+    try:
+        raw_index = read_small(folder / "index.json", layout.DOC_MAX)
+        if trusted_root is not None:
+            from app.fleet.tuf_verify import check_files, check_index, release_of, verified_targets
+
+            released = release_of(verified_targets(folder.parent, trusted_root, repository, sku), sku)
+            if released is None:
+                raise BundleError(f"the fleet's metadata releases nothing for {sku}", hint="the "
+                                  "operator releases it with `engine-init fleet trust release`")
+            check_index(raw_index, released[0], str(folder))
+            files = released[1]
+        signed = layout.parse_signed_index(raw_index)
+        why = refusal(load_public_key(public_key_file), signed) if public_key_file else ""
+        if why:
+            return Trust(reason=why)
+        raw = read_small(folder / "manifest.json", layout.DOC_MAX)
+        if len(raw) != signed.manifest.size or oci_digest(raw) != signed.manifest.digest:
+            return Trust(reason="manifest.json is not the manifest its signature covers")
+        manifest = layout.parse_manifest(raw)
+        if trusted_root is not None:
+            check_files(manifest, files)
+    except EngineInitError as exc:  # a bad key file, an unsigned or malformed document
+        # Under TUF the fix matters (pull again, or a release to make): the hint goes along.
+        return Trust(reason=str(exc) + (f" ({exc.hint})" if trusted_root and exc.hint else ""))
+    except (OSError, ValueError) as exc:
+        return Trust(reason=f"unreadable: {exc}")
+    if manifest.sku != sku or signed.sku != sku:
+        return Trust(reason=f"its manifest is for SKU {manifest.sku}, not {sku}")
+    return Trust(dict(manifest.files))
+
+
+def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
+    """``files/<name>`` of ``folder``, read once; ValueError unless ``trust``'s manifest lists
+    exactly these bytes (OSError when it cannot be read, or is not a regular file)."""
+    described = trust.files.get(name)
+    if described is None:
+        raise ValueError(f"the signed manifest does not list {name}")
+    payload = read_small(folder / "files" / name, described.size)
+    if len(payload) != described.size or oci_digest(payload) != described.digest:
+        raise ValueError(f"{name} is not the file the signed manifest lists")
+    return payload

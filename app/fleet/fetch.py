@@ -1,12 +1,10 @@
 """Read a bundle, verifying while reading, and store its files as candidates.
 
-The order is what makes it safe: the signed index first, and its Ed25519 signature over the
-manifest digest before anything else is read; then the manifest (its digest must be the signed
-one), the identity (it must be this host's SKU), and only then the files, each streamed once
-into the candidate folder while its size and digest are checked (several files at once where
-the source allows it). Nothing is stored unless all of it checks out. A :class:`Source` only
-hands out bytes: a layout folder, a ``.tar`` of one (here) or a registry
-(:mod:`app.fleet.registry`).
+The order is what makes it safe: the signed index and its Ed25519 signature over the manifest
+digest before anything else is read; then the manifest (of the signed digest), the identity
+(this host's SKU), and only then the files, each streamed once into the candidate folder while
+its size and digest are checked. Nothing is stored unless all of it checks out. A
+:class:`Source` only hands out bytes: a layout folder, a ``.tar`` of one, or a registry.
 """
 
 from __future__ import annotations
@@ -17,15 +15,15 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING
 
 from app.cache.fsread import UnsafeFileError, open_regular, parse_json, read_small
 from app.cache.hashing import oci_digest
 from app.cancel import map_cancellable
 from app.errors import BundleError
 from app.fleet import layout
-from app.fleet.candidates import candidate_folder, staging
-from app.fleet.keys import key_id, verify_digest
+from app.fleet.bundle import refusal
+from app.fleet.candidates import staging, store_document, store_file
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:
@@ -33,17 +31,6 @@ if TYPE_CHECKING:
 
 
 _CHUNK = 1 << 20
-
-
-class Source(Protocol):
-    where: str
-    streams: int  # how many blobs may be read at once
-
-    def signed_index(self, sku: str) -> bytes: ...
-
-    def manifest(self, descriptor: layout.Descriptor) -> bytes: ...
-
-    def blob(self, descriptor: layout.Descriptor) -> AbstractContextManager[Iterator[bytes]]: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +52,7 @@ def read_document(chunks: Iterator[bytes], descriptor: layout.Descriptor, what: 
             break
     if len(data) != descriptor.size or oci_digest(data) != descriptor.digest:
         raise BundleError(f"the bundle's {what} does not match its digest {descriptor.digest}",
-                          hint="the bundle or the registry's copy was altered; push it again")
+                          hint=layout.ALTERED)
     return bytes(data)
 
 
@@ -74,11 +61,12 @@ def _damaged(where: str, why: str) -> BundleError:
                        "copy or export it again")
 
 
-class _Documents:
-    """The signed index and the manifest, read the same way from a folder or a tar: the
-    subclass gives ``index.json`` and each blob's chunks."""
+class Source:
+    """A bundle's bytes: ``index.json`` and blobs (a layout folder or a tar; a registry
+    overrides how the signed index and the manifest are read)."""
 
-    streams = 1
+    where: str
+    streams = 1  # how many blobs may be read at once
 
     def index_json(self) -> bytes:
         raise NotImplementedError
@@ -96,7 +84,7 @@ class _Documents:
             return read_document(chunks, descriptor, "manifest")
 
 
-class LayoutSource(_Documents):
+class LayoutSource(Source):
     """An OCI image layout folder. Its folders are opened one by one without following links,
     and blobs must be regular files: a link or FIFO planted in it is refused, never followed."""
 
@@ -138,7 +126,7 @@ class LayoutSource(_Documents):
             os.close(fd)
 
 
-class TarSource(_Documents):
+class TarSource(Source):
     """A ``.tar`` of an OCI image layout, read in place. Only ``oci-layout``, ``index.json`` and
     ``blobs/sha256/<hex>`` are looked at; one of them that is not a regular file, or is there
     twice, makes the whole tar refused."""
@@ -207,22 +195,26 @@ def open_bundle(path: Path) -> Iterator[LayoutSource | TarSource]:
         source.close()
 
 
-def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
-                       release: Callable[[layout.ParsedManifest], None] | None = None,
-                       ) -> tuple[bytes, bytes, bytes, layout.ParsedManifest]:
+def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
+                 candidates: Path, *, lock_timeout_s: float = 600.0,
+                 release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
+    """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
+    with ``release`` (when given: the TUF release's check), then store its files as
+    candidates under ``<candidates>/<sku>/`` (the candidates root: nothing else is written).
+    BundleError (nothing stored) when any check fails."""
     sku = host.sku_key()
     raw_index = source.signed_index(sku)
     signed = layout.parse_signed_index(raw_index)
     if public is None and release is None:
         raise BundleError(f"{source.where}: nothing to verify the bundle with",
                           hint="set fleet.trusted_root_file or fleet.public_key_file")
-    if public is not None and not verify_digest(public, signed.manifest.digest, signed.signature):
-        raise BundleError(f"{source.where}: the signature does not verify with public key "
-                          f"{key_id(public)} (the bundle names key {signed.key_id})",
-                          hint="use the fleet's public key; a bundle signed by another key is refused")
+    why = refusal(public, signed) if public is not None else ""
+    if why:
+        raise BundleError(f"{source.where}: {why}", hint="use the fleet's public key; a bundle "
+                          "signed by another key is refused")
     raw_manifest = source.manifest(signed.manifest)
     manifest = layout.parse_manifest(raw_manifest)
-    if release is not None:  # the fleet's TUF release (app.fleet.release) lists these files
+    if release is not None:  # the fleet's TUF release (app.fleet.tuf_client) lists these files
         release(manifest)
     with source.blob(manifest.config) as chunks:
         raw_identity = read_document(chunks, manifest.config, "identity")
@@ -237,34 +229,19 @@ def _verified_identity(source: Source, public: Ed25519PublicKey | None, host: Ha
                           + (f" ({'; '.join(differs)})" if differs else ""),
                           hint="an engine is only used on the SKU it was built on: pull or export "
                           "the bundle of this SKU, or let `run` build here")
-    return raw_index, raw_manifest, raw_identity, manifest
-
-
-def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
-                 candidates: Path, *, lock_timeout_s: float = 600.0,
-                 release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
-    """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
-    with ``release`` (when given: the TUF release's check), then store its files as
-    candidates under ``<candidates>/<sku>/`` (the candidates root: nothing else is written).
-    BundleError (nothing stored) when any check fails."""
-    raw_index, raw_manifest, raw_identity, manifest = _verified_identity(source, public, host,
-                                                                         release)
     digest = oci_digest(raw_manifest)
-    folder = candidate_folder(candidates, manifest.sku)
     with staging(candidates, manifest.sku, digest, timeout_s=lock_timeout_s) as stage:
-        if stage is None:
-            total = sum(d.size for _, d in manifest.files)
-            return FetchResult(manifest.sku, digest, folder, len(manifest.files), total, True)
-        def fetch(item: tuple[str, layout.Descriptor]) -> None:
-            with source.blob(item[1]) as chunks:
-                stage.write(item[0], item[1], chunks)
+        if stage is not None:  # else the same bundle is stored: nothing is read or written
+            def fetch(item: tuple[str, layout.Descriptor]) -> None:
+                with source.blob(item[1]) as chunks:
+                    store_file(stage, item[0], item[1], chunks)
 
-        # Several files at once where the source allows it (sha256, the socket and the disk
-        # all release the GIL), the largest first so that the engines overlap.
-        map_cancellable(fetch, sorted(manifest.files, key=lambda f: -f[1].size), source.streams,
-                        name="fetch")
-        for name, raw in (("index.json", raw_index), ("manifest.json", raw_manifest),
-                          ("identity.json", raw_identity)):
-            stage.write_document(name, raw)
-        stored = stage.bytes
-    return FetchResult(manifest.sku, digest, folder, len(manifest.files), stored, False)
+            # Several files at once where the source allows it (sha256, the socket and the disk
+            # all release the GIL), the largest first so that the engines overlap.
+            map_cancellable(fetch, sorted(manifest.files, key=lambda f: -f[1].size),
+                            source.streams, name="fetch")
+            for name, raw in (("index.json", raw_index), ("manifest.json", raw_manifest),
+                              ("identity.json", raw_identity)):
+                store_document(stage, name, raw)
+    return FetchResult(manifest.sku, digest, candidates / manifest.sku, len(manifest.files),
+                       sum(d.size for _, d in manifest.files), stage is None)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.cache.fsread import parse_json
+from app.cache.hashing import oci_digest
 from app.cache.names import CACHE_SUBFOLDERS, RECORD_SUFFIX, SIDECAR_SUFFIX
 from app.errors import BundleError
 
@@ -43,13 +44,14 @@ REF_NAME = "org.opencontainers.image.ref.name"
 SKU = "dev.engine-init.sku"
 SIGNATURE = "dev.engine-init.signature"
 KEY_ID = "dev.engine-init.key-id"
+#: The hint for bytes that are not the signed ones.
+ALTERED = "the bundle or the registry's copy was altered; push it again"
 #: JSON documents (indexes, manifest, identity) are small; anything larger is refused unread.
 DOC_MAX = 1 << 20
 MAX_FILES = 4096
 MAX_BLOB = 64 << 30
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
-_SUBFOLDERS = CACHE_SUBFOLDERS
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,15 @@ def canonical(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+def descriptor_of(raw: bytes, media_type: str) -> Descriptor:
+    return Descriptor(media_type, oci_digest(raw), len(raw))
+
+
 def check_name(name: str) -> str:
     """A file name a bundle may carry: ``<file>``, ``timing/<file>`` or ``calibration/<file>``,
     each part of letters, digits and ``._-`` not starting with a dot. BundleError otherwise."""
     parts = name.split("/") if isinstance(name, str) else []
-    ok = (len(parts) == 1 or (len(parts) == 2 and parts[0] in _SUBFOLDERS)) and all(
+    ok = (len(parts) == 1 or (len(parts) == 2 and parts[0] in CACHE_SUBFOLDERS)) and all(
         _PART.fullmatch(p) for p in parts)
     if not ok:
         raise BundleError(f"the bundle names a file {name!r}, which engine-init never writes",
@@ -139,7 +145,7 @@ def _bad(what: str) -> BundleError:
                        "engine-init export; export or push it again")
 
 
-def _json(raw: bytes, what: str) -> dict[str, Any]:
+def parse_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         doc = parse_json(raw)
     except ValueError:
@@ -149,12 +155,12 @@ def _json(raw: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-def _descriptor(doc: object, what: str, max_size: int = MAX_BLOB) -> Descriptor:
+def parse_descriptor(doc: object, what: str, max_size: int = MAX_BLOB) -> Descriptor:
     if not isinstance(doc, dict):
         raise _bad(f"{what} is not a descriptor")
     media, digest, size, notes = (doc.get(k) for k in ("mediaType", "digest", "size", "annotations"))
     notes = {} if notes is None else notes
-    if not (isinstance(media, str) and isinstance(digest, str) and _DIGEST.fullmatch(digest)
+    if not (isinstance(media, str) and isinstance(digest, str) and DIGEST.fullmatch(digest)
             and isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= max_size
             and isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
         raise _bad(f"{what} is malformed (media type, sha256 digest, size up to {max_size})")
@@ -171,11 +177,11 @@ def _sku(doc: dict[str, Any], what: str) -> str:
 
 def parse_layout_index(raw: bytes, sku: str) -> Descriptor:
     """The signed index that a layout's index.json names ``sku``; BundleError if none."""
-    doc = _json(raw, "index.json")
+    doc = parse_object(raw, "index.json")
     entries = doc.get("manifests")
     if not isinstance(entries, list):
         raise _bad("index.json lists no manifests")
-    found = [_descriptor(e, "index.json entry", DOC_MAX) for e in entries[:MAX_FILES]]
+    found = [parse_descriptor(e, "index.json entry", DOC_MAX) for e in entries[:MAX_FILES]]
     named = [d for d in found if d.media_type == INDEX_TYPE]
     for d in named:
         if d.annotations.get(REF_NAME) == sku:
@@ -187,11 +193,11 @@ def parse_layout_index(raw: bytes, sku: str) -> Descriptor:
 
 
 def parse_signed_index(raw: bytes) -> SignedIndex:
-    doc = _json(raw, "signed index")
+    doc = parse_object(raw, "signed index")
     entries = doc.get("manifests")
     if doc.get("mediaType") != INDEX_TYPE or not isinstance(entries, list) or len(entries) != 1:
         raise _bad("signed index is not an OCI index of one manifest")
-    manifest = _descriptor(entries[0], "manifest descriptor", DOC_MAX)
+    manifest = parse_descriptor(entries[0], "manifest descriptor", DOC_MAX)
     if manifest.media_type != MANIFEST_TYPE:
         raise _bad(f"signed index points at a {manifest.media_type}, not a manifest")
     try:
@@ -207,10 +213,10 @@ def parse_signed_index(raw: bytes) -> SignedIndex:
 
 def parse_manifest(raw: bytes) -> ParsedManifest:
     """The manifest's identity descriptor and files; BundleError on anything unexpected."""
-    doc = _json(raw, "manifest")
+    doc = parse_object(raw, "manifest")
     if doc.get("mediaType") != MANIFEST_TYPE or doc.get("artifactType") != ARTIFACT_TYPE:
         raise _bad(f"manifest is not an {ARTIFACT_TYPE}")
-    config = _descriptor(doc.get("config"), "identity descriptor", DOC_MAX)
+    config = parse_descriptor(doc.get("config"), "identity descriptor", DOC_MAX)
     if config.media_type != IDENTITY_TYPE:
         raise _bad(f"config is a {config.media_type}, not {IDENTITY_TYPE}")
     layers = doc.get("layers")
@@ -218,7 +224,7 @@ def parse_manifest(raw: bytes) -> ParsedManifest:
         raise _bad(f"manifest lists no layers, or more than {MAX_FILES}")
     files: list[tuple[str, Descriptor]] = []
     for i, layer in enumerate(layers):
-        d = _descriptor(layer, f"layer {i}")
+        d = parse_descriptor(layer, f"layer {i}")
         name = d.annotations.get(TITLE, "")
         if MEDIA_TYPES[kind_of(name)] != d.media_type:
             raise _bad(f"file {name} has media type {d.media_type}, not {MEDIA_TYPES[kind_of(name)]}")

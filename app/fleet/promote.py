@@ -1,30 +1,14 @@
-"""Promotion: turn a candidate from a bundle (:mod:`app.fleet.candidates`) into this cache's
-engine, after checking it on this host, instead of building it.
+"""Promotion: a candidate (:mod:`app.fleet.candidates`) checked on this host and published as
+this cache's engine instead of a build, only while its folder is the bundle the fleet signed,
+its record the one the manifest lists, of this SKU, from the same ONNX bytes, settings and
+backend release (the reuse decision's provenance diff), and its bytes the signed ones.
 
-The candidates folder is untrusted input: ``pull`` and ``import``, which face the network,
-write it and nothing else. A candidate is promoted only when its folder is still the bundle the
-fleet signed (:mod:`app.fleet.trust`: the fleet's TUF release with ``fleet.trusted_root_file``,
-the signature with ``fleet.public_key_file``, the manifest's digest), its record is the one
-that manifest lists and was built on this host's SKU (the identity's SKU facts) from the same
-ONNX bytes with the same settings and backend release (the provenance diff the reuse decision
-uses), and its bytes are the ones the manifest lists.
-
-Those bytes are checked as they are copied: the engine is opened once, each path component
-relative to the one before without following a link (:func:`app.fleet.candidates
-.open_candidate`), and read once into a new file of the cache (the atomic writer), each chunk
-hashed and written; only when the digest of what was written is the signed one is the copy
-renamed into place. The copies are made ahead, one after the other while the run promotes the
-models before (:mod:`app.fleet.copies`); the verdict and the rename are made here. What is
-published is therefore a file of one name that only this job wrote: a candidate rewritten
-after it was hashed, hard-linked from elsewhere, or reached through a link is never what the
-cache holds (each of these is a rejection or harmless).
-The backend then loads the published copy and finds the ONNX model's inputs and outputs
-(``verify_artifact``) and, for a model whose ``verify`` is ``accuracy``, the accuracy gate
-checks it as a local build's; a copy that fails either is unpublished at once (its pending
-record stays until the local build replaces it). Anything else is a rejection with its
-reason; the caller then builds as before.
-
-Before such a local build, :func:`seed_timing_cache` gives it the bundle's TensorRT timing cache.
+The bytes are checked as they are copied, read once into a temp file of the cache, at most one
+byte past the signed size; the copies are made ahead (:class:`EarlyCopies`) while the run checks
+the models before, then published (only with the signed digest) or removed. So what is published
+is a file only this job wrote: a candidate rewritten after it was hashed, hard-linked or reached
+through a link never is. The backend then loads it and, for ``verify: accuracy``, the gate checks
+it; failing either, it is unpublished at once. Any refusal is a rejection: the caller builds.
 """
 
 from __future__ import annotations
@@ -32,30 +16,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import events
 from app.backends.base import InferenceRuntime
 from app.cache.hashing import Sha256Sidecar, copy_hashed, sidecar_path
-from app.cache.publish import atomic_write_bytes
+from app.cache.publish import atomic_write_bytes, atomic_writer
 from app.cache.record import ProvenanceRecord, record_path
+from app.cancel import CANCEL, cancelled_error
 from app.config import BackboneSpec
 from app.errors import EngineInitError
-from app.fleet.candidates import candidate_folder, open_candidate
+from app.fleet.candidates import open_candidate, signed_bytes, trust_folder
 from app.fleet.layout import Descriptor
-from app.fleet.trust import signed_bytes, trust_folder
 from app.values import BuildConfig
 from app.verify.accuracy import run_gate
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
-    from app.fleet.copies import StagedCopy
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Promotion:
     """``digest`` set when promoted (``accuracy``: the gate's passing report, when it ran);
     ``reason`` says why not otherwise."""
@@ -67,13 +50,102 @@ class Promotion:
     accuracy: dict[str, Any] | None = None
 
 
+class _Abandoned(Exception):
+    pass
+
+
+class StagedCopy:
+    """One candidate being copied to a temp file beside ``artifact``; see the module docstring."""
+
+    def __init__(self, candidates: Path, sku: str, artifact: Path, size: int,
+                 before: StagedCopy | None) -> None:
+        self.digest: str | None = None
+        self.size = 0
+        #: What stopped the copy or its publishing; None when it went through.
+        self.error: BaseException | None = None
+        self._copied = threading.Event()
+        self._decided = threading.Event()
+        self._done = threading.Event()
+        self._publish = False
+        threading.Thread(target=self._run, args=(candidates, sku, artifact, size, before),
+                         name=f"copy-{artifact.name}", daemon=True).start()
+
+    def _run(self, candidates: Path, sku: str, artifact: Path, size: int,
+             before: StagedCopy | None) -> None:
+        try:
+            if before is not None:
+                before._copied.wait()  # one copy at a time: the first promoted is ready first
+            source = open_candidate(candidates, sku, artifact.name)
+            try:
+                with atomic_writer(artifact, size_hint=size) as out:
+                    self.digest, self.size = copy_hashed(source, out.fileno(), limit=size)
+                    os.fsync(out.fileno())  # now, while the run works: publishing then waits less
+                    self._copied.set()
+                    while not self._decided.wait(0.05):
+                        if CANCEL.is_set():
+                            raise cancelled_error()
+                    if not self._publish:
+                        raise _Abandoned
+            finally:
+                os.close(source)
+        except _Abandoned:
+            pass
+        except BaseException as exc:  # handed to the promotion, which decides what it means
+            self.error = exc
+        finally:
+            self._copied.set()
+            self._done.set()
+
+    def wait_copied(self) -> None:
+        self._copied.wait()
+
+    def publish(self) -> None:
+        """Rename the copy into place (raises what stopped it)."""
+        self._publish = True
+        self._decided.set()
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """Remove the copy (at once if copied; else as soon as its copy ends)."""
+        self._decided.set()
+
+
+class EarlyCopies:
+    """The copies of a run's candidates, by artifact, started in the order given (the run's)."""
+
+    def __init__(self, candidates: Path, sku: str, public_key: Path | None,
+                 artifacts: list[Path]) -> None:
+        self._copies: dict[Path, StagedCopy] = {}
+        folder = candidates / sku
+        trust = trust_folder(folder, sku, public_key)
+        if trust.reason:
+            return  # promotion rejects every candidate of the folder, with that reason
+        before = None
+        for artifact in artifacts:
+            described = trust.files.get(artifact.name)
+            if described is None or not os.path.lexists(folder / "files" / artifact.name):
+                continue
+            before = StagedCopy(candidates, sku, artifact, described.size, before)
+            self._copies[artifact] = before
+
+    def take(self, artifact: Path) -> StagedCopy | None:
+        return self._copies.pop(artifact, None)
+
+    def abandon(self) -> None:
+        """Remove every copy no promotion took (the run is ending)."""
+        for copy in self._copies.values():
+            copy.abandon()
+        self._copies.clear()
+
+
 def _vet(candidates: Path, sku: str, artifact: Path, expected: ProvenanceRecord, onnx_sha256: str,
          public_key: Path | None, trusted_root: Path | None = None, repository: str | None = None,
          ) -> Promotion | tuple[Path, ProvenanceRecord, Descriptor] | None:
-    """The checks made before any byte of the engine is read: the signed folder, the record
-    (signed, of these inputs), the manifest's entry. None: no candidate; a Promotion: its
-    rejection; else the candidate's path, its record and its signed descriptor."""
-    folder = candidate_folder(candidates, sku)
+    """The checks made before any byte of the engine is read (the signed folder, the record, the
+    manifest's entry): None without a candidate, a rejection, or what promotion goes on with."""
+    folder = candidates / sku
     candidate = folder / "files" / artifact.name
     if not os.path.lexists(candidate):
         return None
@@ -100,12 +172,9 @@ def _vet(candidates: Path, sku: str, artifact: Path, expected: ProvenanceRecord,
 def preview(candidates: Path, sku: str, artifact: Path, expected: ProvenanceRecord,
             onnx_sha256: str, public_key: Path | None, *, read_bytes: bool,
             trusted_root: Path | None = None, repository: str | None = None) -> Promotion | None:
-    """What :func:`promote` would decide before the backend loads the engine, writing
-    nothing (``status``, ``verify``): None without a candidate, else a Promotion whose
-    ``digest`` is set when the candidate passes. ``read_bytes``: hash the engine too (else only
-    its size is checked); ``trusted_root``, ``repository``: as for :func:`promote`."""
-    vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root,
-                  repository)
+    """What :func:`promote` would decide before the backend loads the engine, writing nothing
+    (``status``, ``verify``); ``read_bytes``: hash the engine too, else only its size is checked."""
+    vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root, repository)
     if vetted is None or isinstance(vetted, Promotion):
         return vetted
     candidate, _, described = vetted
@@ -130,63 +199,46 @@ def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pat
             public_key: Path | None, logger: logging.Logger,
             staged: StagedCopy | None = None, trusted_root: Path | None = None,
             repository: str | None = None) -> Promotion | None:
-    """Publish the candidate of ``artifact`` for ``sku``, found under the candidates root
-    ``candidates``, at ``artifact``; None when there is no candidate for it. ``expected``: the
-    record the current inputs give; ``before_publish`` runs once the signed documents checked
-    out, before the copy is published (the pending record); ``public_key``: the key the
-    candidates must be signed with (None, and no ``trusted_root``: every one is refused);
-    ``trusted_root``, ``repository``: the fleet's TUF anchor (:func:`app.fleet.trust.trust_folder`);
-    ``staged``: the copy of the
-    candidate made ahead (:mod:`app.fleet.copies`), published here only if it holds the signed
-    bytes, else abandoned; None: made here."""
+    """Publish the candidate of ``artifact`` for ``sku`` under the candidates root ``candidates``
+    at ``artifact``; None when there is none. ``expected``: the record the current inputs give;
+    ``before_publish`` runs once the signed documents checked out, before the copy is published
+    (the pending record); ``public_key``, ``trusted_root``, ``repository``: the fleet's anchors
+    (:func:`app.fleet.candidates.trust_folder`); ``staged``: the copy made ahead, published only
+    if it holds the signed bytes (None: made here). A copy not published is removed."""
     try:
-        return _promote(runtime, candidates, sku, artifact, expected, onnx_sha256, spec,
-                        build_config, before_publish, public_key, logger, staged, trusted_root,
-                        repository)
+        vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root, repository)
+        if vetted is None or isinstance(vetted, Promotion):
+            return vetted
+        candidate, record, described = vetted
+        if staged is None:  # none made ahead (the folder changed since the run began): now
+            staged = StagedCopy(candidates, sku, artifact, described.size, None)
+        staged.wait_copied()
+        failed = _failed(staged, described)
+        if failed:
+            return Promotion(candidate, reason=failed)
+        before_publish()
+        staged.publish()
+        # From here ``artifact`` is this job's own copy of the verified bytes.
+        try:
+            runtime.verify_artifact(artifact, _interface(record, spec), build_config)
+        except Exception as exc:  # the backend's own words: a rejection, never a failed run
+            _unpublish(artifact)
+            return Promotion(candidate, reason=f"{type(exc).__name__}: {str(exc)[:300]}")
+        Sha256Sidecar.write(artifact, described.hex)
+        accuracy = None
+        if spec.verify == "accuracy":
+            try:
+                accuracy = run_gate(runtime, artifact, spec, build_config, logger,
+                                    engine_sha256=described.hex, onnx_sha256=onnx_sha256)
+            except BaseException as exc:
+                _unpublish(artifact)
+                if not isinstance(exc, Exception):  # a cancelled run ends as it would in a build
+                    raise
+                return Promotion(candidate, reason=f"the accuracy gate: {str(exc)[:300]}")
+        return Promotion(candidate, described.hex, described.size, accuracy=accuracy)
     finally:
         if staged is not None:  # not published: removed (after a publish, nothing is done)
             staged.abandon()
-
-
-def _promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Path,
-             expected: ProvenanceRecord, onnx_sha256: str, spec: BackboneSpec,
-             build_config: BuildConfig, before_publish: Callable[[], None],
-             public_key: Path | None, logger: logging.Logger,
-             staged: StagedCopy | None, trusted_root: Path | None,
-             repository: str | None) -> Promotion | None:
-    vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root,
-                  repository)
-    if vetted is None or isinstance(vetted, Promotion):
-        return vetted
-    candidate, record, described = vetted
-    if staged is None:  # none made ahead (the folder changed since the run began): now
-        from app.fleet.copies import StagedCopy
-
-        staged = StagedCopy(candidates, sku, artifact, described.size, None)
-    staged.wait_copied()
-    failed = _failed(staged, described)
-    if failed:
-        return Promotion(candidate, reason=failed)
-    before_publish()
-    staged.publish()
-    # From here ``artifact`` is this job's own copy of the verified bytes.
-    try:
-        runtime.verify_artifact(artifact, _interface(record, spec), build_config)
-    except Exception as exc:  # the backend's own words: a rejection, never a failed run
-        _unpublish(artifact)
-        return Promotion(candidate, reason=f"{type(exc).__name__}: {str(exc)[:300]}")
-    Sha256Sidecar.write(artifact, described.hex)
-    accuracy = None
-    if spec.verify == "accuracy":
-        try:
-            accuracy = run_gate(runtime, artifact, spec, build_config, logger,
-                                engine_sha256=described.hex, onnx_sha256=onnx_sha256)
-        except BaseException as exc:
-            _unpublish(artifact)
-            if not isinstance(exc, Exception):  # a cancelled run ends as it would in a build
-                raise
-            return Promotion(candidate, reason=f"the accuracy gate: {str(exc)[:300]}")
-    return Promotion(candidate, described.hex, described.size, accuracy=accuracy)
 
 
 def _failed(staged: StagedCopy, described: Descriptor) -> str:
@@ -206,8 +258,7 @@ def _failed(staged: StagedCopy, described: Descriptor) -> str:
 
 
 def _unpublish(artifact: Path) -> None:
-    """Remove the copy this promotion published (and its sidecar): its pending record stays
-    until the local build that follows replaces it."""
+    """Remove the published copy and its sidecar (the pending record stays for the build)."""
     for path in (artifact, sidecar_path(artifact)):
         path.unlink(missing_ok=True)
 
@@ -216,19 +267,14 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: P
                       public_key: Path | None, logger: logging.Logger, *,
                       trusted_root: Path | None = None, repository: str | None = None,
                       ) -> Path | None:
-    """Before a local build of ``sku``: when the timing cache that build reads is absent, copy
-    the bundle's one of the same name there (the file the signed manifest lists, written
-    atomically), so that the build skips the timings the reference robot measured. Returns the
-    seeded path, else None. A file already there, whoever wrote it, is never replaced; a folder
-    that is not trusted seeds nothing.
-
-    Only a backend whose runtime names its timing cache (``timing_cache_path``: TensorRT) has one
-    to seed. ONNX Runtime compiles without a timing cache, and bundles of its SKUs carry none:
-    nothing is done for it."""
+    """Before a local build of ``sku``: when the timing cache that build reads (TensorRT's
+    ``timing_cache_path``; ONNX Runtime has none) is absent, write the trusted bundle's one of
+    the same name there, so that the build skips the timings the reference robot measured.
+    Returns the seeded path, else None; a file already there is never replaced."""
     target = runtime.timing_cache_path(cache_root)
     if target is None or os.path.lexists(target):
         return None
-    folder = candidate_folder(candidates, sku)
+    folder = candidates / sku
     name = f"{target.parent.name}/{target.name}"
     trust = trust_folder(folder, sku, public_key, trusted_root, repository)
     if name not in trust.files:
@@ -244,9 +290,8 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: P
 
 
 def _interface(record: ProvenanceRecord, spec: BackboneSpec) -> ModelInterface:
-    """The ONNX model's inputs and outputs: from the candidate's signed record, which was
-    built from these very ONNX bytes (its ``onnx_sha256`` is this robot's), else read with
-    ``onnx`` (a record from before ``onnx_io``)."""
+    """The ONNX model's inputs and outputs: from the signed record, built from these very ONNX
+    bytes (its ``onnx_sha256`` is this robot's), else read with ``onnx`` (an older record)."""
     from app.backends.onnx_model import ModelInterface, inspect_model
 
     if record.onnx_io is not None:

@@ -1,22 +1,11 @@
 """Push and pull bundles through an OCI registry, with ``oras`` (the ORAS Python SDK).
 
-A push uploads the cache files themselves as blobs (chunked for large ones), the identity, the
-manifest (by digest) and the signed index under the tag ``<sku key>``. A pull is a
-:class:`RegistrySource` for :func:`app.fleet.fetch.fetch_bundle`: the tag's signed index, then
-the manifest by digest, then blobs streamed through the verifier, each byte hashed once.
-
-Registry credentials come from the Docker config files (``~/.docker/config.json``, and
-``$DOCKER_CONFIG/config.json`` when set: oras always reads the former), never from
-engine-init's config. Plain HTTP only when asked (``--insecure``), or for a registry on
-``localhost`` or 127.0.0.0/8 (``::1``), as Docker treats them. oras retries a failing request
-five times with sleeps growing to minutes; the client here makes each request once, so a
-registry that is down is reported at once (a boot-time pull has better things to do than wait).
-
-Every request is bounded (:class:`Limits`): no silence longer than ``fleet.blob_grace_s``, and
-each document or blob must arrive within ``blob_grace_s + size / min_rate``; a registry that
-trickles bytes is given up on (RegistryError, exit 69), never waited for with the lock held.
-A repository the registry does not know (``NAME_UNKNOWN``: mistyped, or nothing ever pushed)
-is an error naming it; only a known repository without this SKU's tag is "no artifact".
+Credentials come from the Docker config files (``~/.docker/config.json``, and
+``$DOCKER_CONFIG/config.json``), never from engine-init's config. oras retries a failing request
+with sleeps growing to minutes; here each request is made once, so a registry that is down is
+reported at once, and every read is bounded (:class:`Limits`): a registry that trickles bytes is
+given up on (69), never waited for with a lock held. A repository the registry does not know
+(``NAME_UNKNOWN``) is an error naming it; only a known one without the SKU's tag is "absent".
 """
 
 from __future__ import annotations
@@ -28,31 +17,47 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from app import fleet
 from app.cache.fsread import parse_json
 from app.config_sections import FleetConfig
 from app.errors import BundleError, ConfigError, RegistryError
-from app.fleet import INSTALL_HINT, address, layout
-from app.fleet.bundle import Documents, SourceFile
-from app.fleet.fetch import read_document
+from app.fleet import layout
+from app.fleet.fetch import Source, read_document
+
+if TYPE_CHECKING:
+    from app.fleet.bundle import Documents, Files
 
 _CHUNKED_FROM = 8 << 20
+CONNECT_S = 10.0  # how long a connection may take to be accepted, whatever the read timeout
 _PUSH_READ_S = 120.0  # a push's uploads: the registry checks each digest before it answers
+
+
+def _what_happened(exc: BaseException, timeout_s: float) -> str:
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"did not accept a connection within {min(CONNECT_S, timeout_s):g} s"
+    if isinstance(exc, requests.Timeout):
+        return f"did not answer within {timeout_s:g} s"
+    text = str(exc)
+    if isinstance(exc, requests.ConnectionError) and ("Connection refused" in text
+                                                      or "ECONNREFUSED" in text):
+        return "refused the connection (nothing listens there)"
+    return "cannot be reached"
 
 
 @dataclass(frozen=True)
 class Limits:
     """How long a pull waits: ``grace_s`` for any request and the longest silence, then
-    ``min_rate`` bytes per second for each blob beyond it (``fleet.blob_grace_s``,
-    ``fleet.min_rate_kib_s``)."""
+    ``min_rate`` bytes per second (``fleet.blob_grace_s``, ``fleet.min_rate_kib_s``)."""
 
     grace_s: float = FleetConfig.model_fields["blob_grace_s"].default
     min_rate: float = FleetConfig.model_fields["min_rate_kib_s"].default * 1024
 
     @classmethod
     def of(cls, fleet: FleetConfig) -> Limits:
-        """The limits the config's fleet section sets."""
         return cls(fleet.blob_grace_s, fleet.min_rate_kib_s * 1024)
 
     def deadline_s(self, size: int) -> float:
@@ -60,27 +65,21 @@ class Limits:
 
 
 class ArtifactAbsentError(Exception):
-    """The registry holds no artifact under this SKU's tag (not an error for ``pull``)."""
-
-
-def _docker_configs() -> list[str] | None:
-    folder = os.environ.get("DOCKER_CONFIG")
-    return [str(Path(folder) / "config.json")] if folder else None
+    """No artifact under this SKU's tag: not an error for ``pull``."""
 
 
 def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_READ_S) -> Any:
-    """An oras client and the container of ``repository`` (``host[:port]/path``); plain HTTP
-    when ``insecure`` or the registry is on loopback."""
+    """An oras client and the container of ``repository`` (``host[:port]/path``)."""
     try:
         import oras.container
         import oras.provider
         import requests
     except ImportError:
         raise ConfigError("the fleet registry commands need the oras package",
-                          hint=INSTALL_HINT) from None
-    host = address.check_repository(repository)
-    insecure = insecure or address.is_loopback(host)
-    timeout = (min(address.CONNECT_S, read_timeout_s), read_timeout_s)
+                          hint=fleet.INSTALL_HINT) from None
+    host = fleet.check_repository(repository)
+    insecure = insecure or fleet.is_loopback(host)
+    timeout = (min(CONNECT_S, read_timeout_s), read_timeout_s)
 
     class Client(oras.provider.Registry):  # type: ignore[misc]
         def do_request(self, *args: Any, **kwargs: Any) -> Any:
@@ -94,8 +93,8 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
                                         "config file does not give", hint="run `docker login "
                                         f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
                 raise RegistryError(
-                    f"registry {host} {address.what_happened(exc, read_timeout_s)}: "
-                    f"{type(exc).__name__}", hint=address.reach_hint(host, insecure)) from None
+                    f"registry {host} {_what_happened(exc, read_timeout_s)}: "
+                    f"{type(exc).__name__}", hint=fleet.reach_hint(host, insecure)) from None
 
         def _asks_for_credentials(self) -> bool:
             try:
@@ -115,11 +114,12 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
     client = Client(hostname=host, insecure=insecure, auth_backend=backend)
     client.session.request = functools.partial(client.session.request, timeout=timeout)
     container = oras.container.Container(repository, registry=client.hostname)
-    client.auth.load_configs(container, configs=_docker_configs())
+    folder = os.environ.get("DOCKER_CONFIG")  # oras always reads ~/.docker/config.json too
+    client.auth.load_configs(container, configs=[str(Path(folder) / "config.json")] if folder else None)
     return client, container
 
 
-def _checked(response: Any, what: str) -> Any:
+def checked(response: Any, what: str) -> Any:
     if response.status_code in (200, 201, 202):
         return response
     if response.status_code in (401, 403):
@@ -130,8 +130,7 @@ def _checked(response: Any, what: str) -> Any:
 
 
 def _codes(response: Any) -> list[str] | None:
-    """The error codes of a registry's JSON error body (OCI distribution spec), read bounded;
-    None when the body is not such a document (a web server's or a proxy's page)."""
+    """The codes of an OCI error body, read bounded; None for another body (a proxy's page)."""
     try:
         doc = parse_json(response.raw.read(64 << 10, decode_content=True) or b"{}")
         errors = doc.get("errors") if isinstance(doc, dict) else None
@@ -142,34 +141,22 @@ def _codes(response: Any) -> list[str] | None:
         return None
 
 
-def _not_a_registry_answer(host: str, repository: str, what: str) -> RegistryError:
-    """A 404 without an OCI error document: whatever answered did not speak of this
-    repository's contents, so nothing can be said absent."""
-    return RegistryError(f"registry {host} answered {what} in {repository} with HTTP 404 and no "
-                         "OCI error document (a plain 'page not found')",
-                         hint="check --repository / fleet.repository, and that host[:port] is "
-                         "the registry itself, not a web server or proxy in front of it")
-
-
-class RegistrySource:
-    """A bundle in a registry, tagged with its SKU key. Blobs stream over up to ``streams``
-    connections at once (the session's pool keeps 10 per host), each within ``limits``."""
+class RegistrySource(Source):
+    """A bundle in a registry, tagged with its SKU key, or (``index``) the released signed index,
+    fetched by digest. Blobs stream over up to ``streams`` connections (the pool keeps 10)."""
 
     streams = 4
 
-    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None) -> None:
+    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None,
+                 index: layout.Descriptor | None = None) -> None:
         self.where = repository
         self.limits = limits or Limits()
+        self.index = index
         self.client, self.container = connect(repository, insecure=insecure,
                                               read_timeout_s=self.limits.grace_s)
 
-    def _get_manifest(self, reference: str, media_type: str) -> Any:
-        url = f"{self.client.prefix}://{self.container.manifest_url(reference)}"
-        return self.client.do_request(url, "GET", headers={"Accept": media_type}, stream=True)
-
-    def _bounded(self, response: Any, size: int, limit: int, what: str) -> Iterator[bytes]:
-        """``response``'s body as it arrives (each chunk what one read gives), at most
-        ``limit`` bytes past ``size``; RegistryError when it breaks off or is too slow."""
+    def _bounded(self, response: Any, size: int, what: str) -> Iterator[bytes]:
+        """The body as it arrives, at most one read past ``size``, within the limits."""
         import requests
         import urllib3
 
@@ -192,7 +179,7 @@ class RegistrySource:
                 return
             got += len(chunk)
             yield chunk
-            if got > limit:
+            if got > size:
                 return  # the caller refuses more bytes than described
             elapsed = time.monotonic() - start
             if elapsed > allowed:
@@ -203,96 +190,111 @@ class RegistrySource:
                     f"{self.limits.min_rate / 1024:g})", hint="check the network; on a slow link "
                     "lower fleet.min_rate_kib_s or raise fleet.blob_grace_s. Nothing was stored")
 
-    def _repository_unknown(self) -> bool:
-        url = f"{self.client.prefix}://{self.container.registry}/v2/{self.container.api_prefix}/tags/list"
-        response = self.client.do_request(url, "GET", stream=True)
+    def _plain_404(self, what: str) -> RegistryError:
+        """A 404 without an OCI error document: not about this repository, so nothing is absent."""
+        return RegistryError(f"registry {self.container.registry} answered {what} in {self.where} "
+                             "with HTTP 404 and no OCI error document (a plain 'page not found')",
+                             hint="check --repository / fleet.repository, and that host[:port] "
+                             "is the registry itself, not a web server or proxy in front of it")
+
+    def document(self, reference: str, media_type: str, what: str, hint: str = "push it again",
+                 absent: tuple[int, ...] = (404,), size: int = layout.DOC_MAX,
+                 ) -> tuple[bytes, list[str] | None]:
+        """The manifest or index ``reference`` (a tag or a digest) of up to ``size`` bytes, read
+        within the limits, or the error codes of an answer in ``absent`` (no bytes then)."""
+        url = f"{self.client.prefix}://{self.container.manifest_url(reference)}"
+        response = self.client.do_request(url, "GET", headers={"Accept": media_type}, stream=True)
         try:
-            if response.status_code != 404:
-                return False
-            codes = _codes(response)
-            if codes is None:
-                raise _not_a_registry_answer(self.container.registry, self.where, "the tag list")
-            return "NAME_UNKNOWN" in codes
+            if response.status_code in absent:
+                codes = _codes(response)
+                if codes is None and response.status_code == 404:
+                    raise self._plain_404(what)
+                return b"", codes or []
+            checked(response, what)
+            if response.headers.get("Content-Type", "").split(";")[0].strip() != media_type:
+                raise BundleError(f"{self.where}: {what} is not an engine-init document "
+                                  f"({response.headers.get('Content-Type')})", hint=hint)
+            raw = b"".join(self._bounded(response, size, what))
         finally:
             response.close()
+        if len(raw) > size:
+            raise BundleError(f"{self.where}: {what} is too large", hint=hint)
+        return raw, None
 
     def signed_index(self, sku: str) -> bytes:
-        response = self._get_manifest(sku, layout.INDEX_TYPE)
-        try:
-            if response.status_code == 404:
-                # Registries answer a tag of an unknown repository as an unknown manifest
-                # (CNCF Distribution does): ask for the repository's tags to tell them apart.
-                codes = _codes(response)
-                if codes is None:
-                    raise _not_a_registry_answer(self.container.registry, self.where, f"the tag {sku}")
-                if "NAME_UNKNOWN" in codes or self._repository_unknown():
-                    raise RegistryError(
-                        f"registry {self.container.registry} has no repository "
-                        f"{self.container.api_prefix} (NAME_UNKNOWN)", hint="check "
-                        "fleet.repository / --repository for a typo; a fleet that has pushed "
-                        "nothing yet has no repository either: push from a reference robot")
-                raise ArtifactAbsentError(f"{self.where}:{sku}")
-            _checked(response, f"the tag {sku}")
-            if response.headers.get("Content-Type", "").split(";")[0].strip() != layout.INDEX_TYPE:
-                raise BundleError(f"{self.where}:{sku} is not an engine-init bundle "
-                                  f"({response.headers.get('Content-Type')})",
-                                  hint="push it with engine-init push")
-            raw = b"".join(self._bounded(response, layout.DOC_MAX, layout.DOC_MAX, f"the tag {sku}"))
-        finally:
-            response.close()
-        if len(raw) > layout.DOC_MAX:
-            raise BundleError(f"{self.where}:{sku}: the tagged index is too large",
-                              hint="push the bundle again with engine-init push")
-        return raw
+        if self.index is not None:
+            raw, _ = self.document(self.index.digest, layout.INDEX_TYPE, f"the released index "
+                                   f"{self.index.digest} of {sku}", absent=(), size=self.index.size)
+            return read_document(iter([raw]), self.index, "released index")
+        raw, codes = self.document(sku, layout.INDEX_TYPE, f"the tag {sku}",
+                                   hint="push it with engine-init push")
+        if codes is None:
+            return raw
+        # Registries answer a tag of an unknown repository as an unknown manifest (CNCF
+        # Distribution does): ask for the repository's tags to tell them apart.
+        if "NAME_UNKNOWN" not in codes:
+            url = (f"{self.client.prefix}://{self.container.registry}/v2/"
+                   f"{self.container.api_prefix}/tags/list")
+            response = self.client.do_request(url, "GET", stream=True)
+            try:
+                codes = _codes(response) if response.status_code == 404 else []
+            finally:
+                response.close()
+            if codes is None:
+                raise self._plain_404("the tag list")
+        if "NAME_UNKNOWN" in codes:
+            raise RegistryError(
+                f"registry {self.container.registry} has no repository "
+                f"{self.container.api_prefix} (NAME_UNKNOWN)", hint="check "
+                "fleet.repository / --repository for a typo; a fleet that has pushed "
+                "nothing yet has no repository either: push from a reference robot")
+        raise ArtifactAbsentError(f"{self.where}:{sku}")
 
     def manifest(self, descriptor: layout.Descriptor) -> bytes:
-        response = _checked(self._get_manifest(descriptor.digest, layout.MANIFEST_TYPE), "the manifest")
-        try:
-            return read_document(self._bounded(response, descriptor.size, descriptor.size,
-                                               "the manifest"), descriptor, "manifest")
-        finally:
-            response.close()
+        raw, _ = self.document(descriptor.digest, layout.MANIFEST_TYPE, "the manifest", absent=(),
+                               size=descriptor.size)
+        return read_document(iter([raw]), descriptor, "manifest")
 
     @contextmanager
     def blob(self, descriptor: layout.Descriptor) -> Iterator[Iterator[bytes]]:
-        response = _checked(self.client.get_blob(self.container, descriptor.digest, stream=True),
-                            f"blob {descriptor.digest}")
+        response = checked(self.client.get_blob(self.container, descriptor.digest, stream=True),
+                           f"blob {descriptor.digest}")
         try:
-            yield self._bounded(response, descriptor.size, descriptor.size, f"blob {descriptor.digest}")
+            yield self._bounded(response, descriptor.size, f"blob {descriptor.digest}")
         finally:
             response.close()
 
 
-def _put_document_blob(client: Any, container: Any, raw: bytes, what: str) -> None:
+def put_blob(client: Any, container: Any, raw: bytes, what: str) -> None:
     """Upload a small blob from memory (oras uploads from files only)."""
-    digest = Documents.descriptor(raw, "").digest
-    started = _checked(client.do_request(f"{client.prefix}://{container.upload_blob_url()}", "POST"),
-                       f"an upload of {what}")
+    started = checked(client.do_request(f"{client.prefix}://{container.upload_blob_url()}", "POST"),
+                      f"an upload of {what}")
     location = started.headers.get("Location", "")
     if location.startswith("/"):
         location = f"{client.prefix}://{container.registry}{location}"
-    url = f"{location}{'&' if '?' in location else '?'}digest={digest}"
-    _checked(client.do_request(url, "PUT", data=raw, headers={"Content-Type": "application/octet-stream"}),
-             f"the upload of {what}")
+    url = f"{location}{'&' if '?' in location else '?'}digest={layout.descriptor_of(raw, '').digest}"
+    checked(client.do_request(url, "PUT", data=raw, headers={"Content-Type": "application/octet-stream"}),
+            f"the upload of {what}")
 
 
-def push(repository: str, files: list[SourceFile], docs: Documents, *, insecure: bool) -> str:
-    """Upload the bundle; returns ``repository:tag@digest`` of the signed index. The registry
-    checks each blob's digest on upload, so a file that changed since it was hashed fails."""
+def put_manifest(client: Any, container: Any, reference: str, raw: bytes, media_type: str,
+                 what: str) -> None:
+    url = f"{client.prefix}://{container.manifest_url(reference)}"
+    checked(client.do_request(url, "PUT", data=raw, headers={"Content-Type": media_type}), what)
+
+
+def push(repository: str, files: Files, docs: Documents, *, insecure: bool) -> str:
+    """Upload the bundle (a file changed since it was hashed fails the registry's digest check);
+    its ``repository:tag@digest``."""
     client, container = connect(repository, insecure=insecure)
-    _put_document_blob(client, container, docs.identity, "the identity")
-    for f in files:
-        layer = {"digest": f.descriptor.digest, "size": f.descriptor.size,
-                 "mediaType": f.descriptor.media_type}
-        response = client.upload_blob(str(f.path), container, layer,
-                                      do_chunked=f.descriptor.size >= _CHUNKED_FROM)
-        _checked(response, f"the upload of {f.name}")
-    manifest = Documents.descriptor(docs.manifest, layout.MANIFEST_TYPE)
+    put_blob(client, container, docs.identity, "the identity")
+    for name, path, described in files:
+        layer = {"digest": described.digest, "size": described.size, "mediaType": described.media_type}
+        response = client.upload_blob(str(path), container, layer,
+                                      do_chunked=described.size >= _CHUNKED_FROM)
+        checked(response, f"the upload of {name}")
     # The manifest by digest first: the tag must never point at an index whose manifest is missing.
-    for raw, reference, media, what in (
-            (docs.manifest, manifest.digest, layout.MANIFEST_TYPE, "the manifest"),
-            (docs.signed_index, docs.sku, layout.INDEX_TYPE, f"the tag {docs.sku}")):
-        url = f"{client.prefix}://{container.manifest_url(reference)}"
-        _checked(client.do_request(url, "PUT", data=raw, headers={"Content-Type": media}), what)
-    signed = Documents.descriptor(docs.signed_index, layout.INDEX_TYPE)
-    return f"{repository}:{docs.sku}@{signed.digest}"
+    manifest = layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE)
+    put_manifest(client, container, manifest.digest, docs.manifest, manifest.media_type, "the manifest")
+    put_manifest(client, container, docs.sku, docs.signed_index, layout.INDEX_TYPE, f"the tag {docs.sku}")
+    return f"{repository}:{docs.sku}@{layout.descriptor_of(docs.signed_index, layout.INDEX_TYPE).digest}"

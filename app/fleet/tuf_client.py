@@ -1,4 +1,5 @@
-"""The robot's side of the fleet's TUF metadata: refreshed at ``pull``, checked again at boot.
+"""The fleet's TUF metadata in the registry, next to the bundles: the robot's ``pull`` and the
+operator's uploads.
 
 ::
 
@@ -6,80 +7,82 @@
     ├── root_history/<n>.root.json  every root version since the provisioned one
     ├── timestamp.json, snapshot.json, targets.json
 
-``pull`` (:func:`refresh`) runs python-tuf's ``ngclient.Updater`` over the registry
-(:class:`app.fleet.tuf_oci.OciFetcher`), starting from the root the robot was provisioned with
-(``fleet.trusted_root_file``) and the metadata it trusted before, so that a registry serving an
-older timestamp, snapshot or targets than this robot has seen (rollback), metadata past its
-expiry (freeze), or anything not signed by the threshold of the current keys is refused. The
-Updater works in a fresh folder this process fills from the trusted copies (each read through
-the safe reader, bounded): it opens its files itself, so none of them may be something planted.
-The folder replaces ``candidates/tuf`` only once the refresh verified.
-
-At boot, :func:`app.fleet.tuf_verify.verified_targets` checks the stored chain again, offline.
+Each metadata file is a small OCI artifact whose only layer is its bytes, tagged ``tuf-<file
+name>`` (``tuf-timestamp.json`` is the one tag that moves); SKU keys never start with ``tuf-``.
+:func:`refresh` runs python-tuf's ``ngclient.Updater`` over them (:class:`OciFetcher` checks
+only sizes and digests) from the provisioned root and the metadata trusted before: rollback,
+freeze (expiry) and anything short of the current keys' threshold are refused. The Updater works
+in a fresh folder filled from the trusted copies through the safe reader (it opens its files
+itself), which replaces ``candidates/tuf`` once verified. A released bundle is then fetched by
+the index digest the release names, never by the SKU's tag: re-tagging an old bundle is moot.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Root, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
+from tuf.ngclient.fetcher import FetcherInterface
 
 from app.cache.fsread import read_small
 from app.cache.names import TUF_FOLDER
-from app.cache.publish import atomic_write_bytes, fsync_dir, os_error_to_cache_error, temp_name
-from app.errors import ConfigError
-from app.fleet.candidates import _sweep, lock_root
-from app.fleet.registry import Limits
-from app.fleet.tuf_oci import OciFetcher
+from app.cache.publish import atomic_write_bytes
+from app.cancel import call_cancellable
+from app.errors import BundleError, ConfigError
+from app.fleet import layout
+from app.fleet.candidates import staging
+from app.fleet.fetch import FetchResult, fetch_bundle, read_document
+from app.fleet.registry import (
+    ArtifactAbsentError,
+    Limits,
+    RegistrySource,
+    connect,
+    put_blob,
+    put_manifest,
+)
 from app.fleet.tuf_verify import (
     MAX_ROOTS,
     METADATA_MAX,
     ROOT_HINT,
     check_bound,
+    check_files,
     explain,
     read_trusted_root,
+    release_of,
     releasing,
     stored,
 )
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-@dataclass(frozen=True)
-class Trusted:
-    """What a refresh verified: the targets, and the versions an operator checks against."""
+    from app.host.identity import HardwareIdentity
 
-    targets: Targets
-    root_version: int
-    timestamp_version: int
-    expires: str  # the timestamp's expiry, ISO 8601 UTC
+_ARTIFACT_TYPE = "application/vnd.engine-init.tuf-metadata.v1"
+_LAYER_TYPE = "application/vnd.tuf.metadata.v1+json"
+_EMPTY = layout.Descriptor("application/vnd.oci.empty.v1+json", layout.descriptor_of(b"{}", "").digest, 2)
 
 
 def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, insecure: bool,
-            lock_timeout_s: float = 600.0, limits: Limits | None = None) -> Trusted:
-    """Refresh this robot's trusted metadata from ``repository``; the verified targets that
-    release ``sku`` (the top-level ones, or its delegated role's).
-    BundleError for a refusal (rollback, expiry, signatures, another repository),
-    RegistryError when the registry cannot be read or is too slow for ``limits`` (the pull's),
-    ConfigError for the provisioned root."""
+            lock_timeout_s: float = 600.0, limits: Limits | None = None) -> dict[str, Any]:
+    """Refresh this robot's trusted metadata from ``repository``: the verified ``targets`` that
+    release ``sku`` (the top level or its delegated role) and the versions an operator checks
+    (``root_version``, ``timestamp_version``, ``expires``: ISO 8601 UTC). BundleError for a
+    refusal (rollback, expiry, signatures, another repository), RegistryError when the registry
+    cannot be read or is too slow for ``limits``, ConfigError for the provisioned root."""
     bootstrap = read_trusted_root(trusted_root)
     current = candidates / TUF_FOLDER
-    work = temp_name(current)
-    # One refresh at a time (a second waits, as for a SKU's bundle); what a killed one left
-    # is swept under the lock.
-    lock = lock_root(candidates, TUF_FOLDER, lock_timeout_s)
-    try:
-        _sweep(candidates, TUF_FOLDER)
-        try:
-            work.mkdir()
-            for name, raw in stored(current).items():
-                (work / name).parent.mkdir(exist_ok=True)
-                atomic_write_bytes(work / name, raw)
-        except OSError as exc:
-            raise os_error_to_cache_error(exc, work) from None
+    # One refresh at a time (a second waits, as for a SKU's bundle), in a fresh folder that
+    # replaces the trusted one once verified.
+    with staging(candidates, TUF_FOLDER, None, timeout_s=lock_timeout_s, replace_any=True) as work:
+        assert work is not None  # (no manifest to keep)
+        for name, raw in stored(current).items():
+            (work / name).parent.mkdir(exist_ok=True)
+            atomic_write_bytes(work / name, raw)
         fetcher = OciFetcher(repository, insecure=insecure, limits=limits)
         try:
             updater = Updater(str(work), f"oci://{repository}/", fetcher=fetcher,
@@ -90,43 +93,126 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
             raise explain(exc, repository, current, insecure=insecure) from None
         except ValueError as exc:  # the provisioned root is not TUF root metadata
             raise ConfigError(f"fleet.trusted_root_file {trusted_root}: {exc}", hint=ROOT_HINT) from None
-        roots = sorted(int(p.name.split(".")[0]) for p in (work / "root_history").iterdir())
+
         # The Updater verified these files, written by it into this process's own folder.
-        root = Metadata[Root].from_bytes(read_small(
-            work / "root_history" / f"{roots[-1]}.root.json", METADATA_MAX)).signed
-        top = _verified(work, "targets")
+        def verified(name: str) -> Any:
+            return Metadata.from_bytes(read_small(work / f"{name}.json", METADATA_MAX)).signed
+
+        roots = sorted(int(p.name.split(".")[0]) for p in (work / "root_history").iterdir())
+        root: Root = verified(f"root_history/{roots[-1]}.root")
+        top: Targets = verified("targets")
         try:
-            targets = releasing(top, sku, lambda name: _verified(work, name))
+            targets = releasing(top, sku, verified)
         except exceptions.RepositoryError as exc:
             raise explain(exc, repository, current, insecure=insecure) from None
-        timestamp = Metadata[Timestamp].from_bytes(read_small(work / "timestamp.json", METADATA_MAX)).signed
+        timestamp: Timestamp = verified("timestamp")
         check_bound(repository, root, "root")
         for signed in {id(top): top, id(targets): targets}.values():
             check_bound(repository, signed, "targets")
-        _publish(work, current)
-        return Trusted(targets, root.version, timestamp.version, timestamp.expires.isoformat())
-    finally:
-        if work.is_dir() and not work.is_symlink():
-            shutil.rmtree(work, ignore_errors=True)
-        os.close(lock)  # closing drops the flock
+        return {"targets": targets, "root_version": root.version, "timestamp_version": timestamp.version,
+                "expires": timestamp.expires.isoformat()}
 
 
-def _verified(work: Path, role: str) -> Targets:
-    """Targets metadata the Updater verified and wrote into ``work``."""
-    signed: Targets = Metadata[Targets].from_bytes(read_small(work / f"{role}.json", METADATA_MAX)).signed
-    return signed
+def push_metadata(repository: str, files: list[tuple[str, bytes]], *, insecure: bool) -> None:
+    """Upload ``(file name, bytes)`` pairs in order (the caller puts ``timestamp.json`` last:
+    until it moves, robots see the previous release whole)."""
+    client, container = connect(repository, insecure=insecure)
+    put_blob(client, container, b"{}", "an empty config")
+    for filename, raw in files:
+        put_blob(client, container, raw, filename)
+        layer = layout.Descriptor(_LAYER_TYPE, layout.descriptor_of(raw, "").digest, len(raw),
+                                  {layout.TITLE: filename})
+        manifest = layout.canonical({"schemaVersion": 2, "mediaType": layout.MANIFEST_TYPE,
+                                     "artifactType": _ARTIFACT_TYPE, "config": _EMPTY.doc(),
+                                     "layers": [layer.doc()]})
+        put_manifest(client, container, f"tuf-{filename}", manifest, layout.MANIFEST_TYPE,
+                     f"the tag tuf-{filename}")
 
 
-def _publish(work: Path, current: Path) -> None:
-    old = current.with_name(f".{TUF_FOLDER}.old-{os.getpid()}-{os.urandom(4).hex()}")
-    try:
-        if os.path.lexists(current):
-            os.rename(current, old)
-        os.rename(work, current)
-        fsync_dir(current.parent)
-    except OSError as exc:
-        raise os_error_to_cache_error(exc, current) from None
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    elif os.path.lexists(old):
-        old.unlink()
+class OciFetcher(FetcherInterface):
+    """python-tuf's transport over one registry repository: ``<anything>/<file name>`` is the
+    artifact tagged ``tuf-<file name>``, read within the pull's ``limits``; a tag the registry
+    does not know is HTTP 404 to the Updater (for the next root version: "no newer root")."""
+
+    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None) -> None:
+        self.source = RegistrySource(repository, insecure=insecure, limits=limits)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        tag = "tuf-" + url.rsplit("/", 1)[-1]
+        hint = "push the fleet's metadata again with the fleet trust commands"
+        raw, codes = self.source.document(tag, layout.MANIFEST_TYPE, f"the tag {tag}", hint,
+                                          absent=(404, 403))
+        if codes is not None:
+            raise exceptions.DownloadHTTPError(f"{self.source.where} has no {tag}", 404)
+        layers = layout.parse_object(raw, f"manifest of {tag}").get("layers")
+        if not isinstance(layers, list) or len(layers) != 1:
+            raise BundleError(f"{self.source.where}:{tag} is not TUF metadata", hint=hint)
+        described = layout.parse_descriptor(layers[0], f"layer of {tag}", METADATA_MAX)
+        with self.source.blob(described) as chunks:
+            return iter([read_document(chunks, described, tag)])
+
+
+def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: bool
+                    ) -> tuple[layout.Descriptor, list[tuple[str, layout.Descriptor]]]:
+    """The signed index (``digest``: ``--digest``, else what the SKU's tag names now) and the
+    files of the bundle pushed for ``sku``: what ``fleet trust release`` signs."""
+    source = RegistrySource(repository, insecure=insecure)
+    if digest is None:
+        try:
+            raw = source.signed_index(sku)
+        except ArtifactAbsentError:
+            raise BundleError(f"{repository} holds no bundle for {sku}", hint="push it first "
+                              "(`engine-init push` on its reference host), or check the SKU: "
+                              "`engine-init status` prints it") from None
+    else:
+        digest = released_digest(digest, repository, sku)
+        raw, codes = source.document(digest, layout.INDEX_TYPE, f"the index {digest}")
+        if codes is not None:
+            raise BundleError(f"{repository} holds no bundle {digest} (no such signed index)",
+                              hint=f"give --digest as `engine-init push` printed it for {sku} "
+                              "to this repository, or leave it out to release what the tag "
+                              "names now")
+        # A registry answering with other bytes than the digest asked for is refused.
+        raw = read_document(iter([raw]), layout.Descriptor(layout.INDEX_TYPE, digest, len(raw)), "index")
+    index = layout.descriptor_of(raw, layout.INDEX_TYPE)
+    signed = layout.parse_signed_index(raw)
+    manifest = layout.parse_manifest(source.manifest(signed.manifest))
+    if manifest.sku != sku or signed.sku != sku:
+        raise BundleError(f"{repository}@{index.digest} is a bundle for {manifest.sku}, not {sku}",
+                          hint="name the SKU the bundle was pushed for")
+    return index, manifest.files
+
+
+def released_digest(given: str, repository: str, sku: str) -> str:
+    """The ``sha256:<hex>`` digest of ``--digest``, given as that or as the whole reference
+    ``push`` printed (``repository:SKU@sha256:<hex>``, which must name this repository and
+    SKU); ConfigError (78) for anything else."""
+    reference, _, digest = given.rpartition("@")
+    if not layout.DIGEST.fullmatch(digest):
+        raise ConfigError(f"--digest {given!r} is not a digest", hint="give sha256:<64 lowercase "
+                          "hex digits>, or the whole repository:SKU@sha256:<64 hex> `push` printed")
+    if reference and reference != f"{repository}:{sku}":
+        raise ConfigError(f"--digest {given!r} names {reference}, not {repository}:{sku} being "
+                          "released", hint="release the bundle from the repository and for the "
+                          "SKU it was pushed to, or give only its sha256:<64 hex> digest")
+    return digest
+
+
+def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trusted_root: Path, *,
+                 insecure: bool, public: Ed25519PublicKey | None, lock_timeout_s: float,
+                 limits: Limits | None = None) -> tuple[dict[str, Any], FetchResult | None]:
+    """Refresh the fleet's metadata, then fetch and store the bundle it released for this
+    host's SKU (None when it released none): its index by digest, its manifest listing exactly
+    the released files. ``public``: also check the bundle's Ed25519 signature."""
+    # In a worker thread the main thread waits on, as the blobs are fetched: a signal ends the
+    # pull at once, whatever the registry is doing (the next holder of the lock sweeps).
+    trusted = call_cancellable(lambda: refresh(repository, trusted_root, candidates,
+                                               host.sku_key(), insecure=insecure,
+                                               lock_timeout_s=lock_timeout_s, limits=limits))
+    released = release_of(trusted["targets"], host.sku_key())
+    if released is None:
+        return trusted, None
+    index, files = released
+    source = RegistrySource(repository, insecure=insecure, limits=limits, index=index)
+    return trusted, fetch_bundle(source, public, host, candidates, lock_timeout_s=lock_timeout_s,
+                                 release=lambda manifest: check_files(manifest, files))

@@ -1,5 +1,5 @@
 """The operator's side of the fleet's TUF metadata: a folder of signed files, pushed next to
-the bundles (:mod:`app.fleet.tuf_oci`).
+the bundles (:mod:`app.fleet.tuf_client`).
 
 ::
 
@@ -13,13 +13,11 @@ the bundles (:mod:`app.fleet.tuf_oci`).
 Roles: ``root`` (a threshold of offline keys, e.g. 2 of 3) names the keys of every role;
 ``targets`` (the release key) signs what is released; ``snapshot`` and ``timestamp`` share the
 online key that re-signs freshness. A SKU may get a role of its own (``delegate``: signed by
-the release key, paths ``<sku>/...`` only), whose keys then release that SKU and no other.
-Keys are Ed25519 PEM files (``engine-init fleet keygen``);
-a command signs with the private key files it is given and nothing else. A new root is signed
-by the threshold of the old root's keys and of its own, as robots check.
-
-The repository (``host[:port]/path``) is written into root and into every targets version, and
-robots refuse metadata that names another one: staging's releases never replay into production.
+the release key, paths ``<sku>/...`` only), whose keys then release that SKU and no other. A
+command signs with the Ed25519 key files it is given and nothing else; a new root is signed by
+the threshold of the old root's keys and of its own, as robots check. The repository is written
+into root and every targets version, and robots refuse metadata naming another one: staging's
+releases never replay into production.
 """
 
 from __future__ import annotations
@@ -48,11 +46,10 @@ from app.cache.fsread import read_small
 from app.cache.publish import atomic_write_bytes
 from app.cancel import checkpoint
 from app.errors import ConfigError
-from app.fleet import layout
-from app.fleet.keys import KeyFile
+from app.fleet import ROLES, layout
+from app.fleet.bundle import KeyFile
 from app.fleet.tuf_verify import BINDING, METADATA_MAX, binding_of, role_of
 
-ROLES = ("root", "targets", "snapshot", "timestamp")
 _VERSIONED = re.compile(r"([1-9][0-9]{0,8})\.(root|targets|snapshot|sku-[0-9a-f]{16})\.json")
 EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=365),
           "snapshot": timedelta(days=7), "timestamp": timedelta(days=7)}
@@ -64,8 +61,8 @@ def _expires(role: str, days: float | None) -> datetime:
 
 
 class Repo:
-    """The metadata folder: the newest version of each role, and the files a command wrote
-    (``written``, in the order robots must see them pushed, saved by :meth:`save`)."""
+    """The newest version of each role, and the files a command wrote (``written``, in the
+    order robots must see them pushed)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -121,9 +118,8 @@ class Repo:
         return binding_of(self.root) or "?"
 
     def _sign(self, role: str, md: Metadata[Any], keys: list[KeyFile], root: Root | Targets) -> None:
-        """Sign ``md`` with every given private key of ``role`` under its delegator (``root``,
-        or the targets that delegate a SKU's role); ConfigError when they do not reach its
-        threshold."""
+        """Sign ``md`` with the given private keys of ``role`` under its delegator (``root``,
+        or the targets delegating a SKU's role); ConfigError short of its threshold."""
         md.signatures.clear()
         wanted = root.get_delegated_role(role)
         for k in keys:
@@ -139,15 +135,13 @@ class Repo:
                               hint=f"pass more of the {role} role's private key files with --key")
 
     def _write(self, name: str, md: Metadata[Any]) -> None:
-        """Keep ``md`` to be saved as ``name``: nothing reaches the folder before every
-        signature of a command was made (:meth:`save`)."""
+        """Keep ``md`` for :meth:`save`: nothing is written before every signature was made."""
         self.written.append((name, md.to_bytes()))
 
     def save(self) -> None:
-        """Write what the command made into the folder, each file atomically, in order. A
-        signal before the first file writes none; once begun, the few small files are all
-        written (``after_cancel``): a new root without the roles it signs would be a folder
-        half changed."""
+        """Write what the command made, each file atomically, in order. A signal before the
+        first file writes none; once begun, all are written (``after_cancel``): a new root
+        without the roles it signs would be a folder half changed."""
         checkpoint()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -160,7 +154,7 @@ class Repo:
     def init(self, repository: str, root_keys: list[KeyFile], threshold: int,
              targets_key: KeyFile, online_key: KeyFile, *, timestamp_days: float | None) -> None:
         """Version 1 of every role, signed; nothing is written unless every signature is made."""
-        from app.fleet.address import check_repository
+        from app.fleet import check_repository
 
         check_repository(repository)  # bound into every version: a name no registry serves is 78 now
         if not 1 <= threshold <= len(root_keys):
@@ -179,24 +173,21 @@ class Repo:
         root.roles["root"].threshold = threshold
         keys = [*root_keys, targets_key, online_key]
         self.md["root"] = Metadata(root)
-        self._sign("root", self.md["root"], keys, root)
         self.md["targets"] = Metadata(Targets(expires=_expires("targets", None),
                                               unrecognized_fields={BINDING: repository}))
-        self._sign("targets", self.md["targets"], keys, root)
         self.md["snapshot"] = Metadata(Snapshot(expires=_expires("snapshot", timestamp_days)))
         self.md["timestamp"] = Metadata(Timestamp(expires=_expires("timestamp", timestamp_days)))
-        self._sign("snapshot", self.md["snapshot"], keys, root)
-        self._sign("timestamp", self.md["timestamp"], keys, root)
+        for role in ROLES:
+            self._sign(role, self.md[role], keys, root)
         for role in ("root", "targets", "snapshot"):
             self._write(f"1.{role}.json", self.md[role])
         self._write("timestamp.json", self.md["timestamp"])
 
     def release(self, sku: str, index: layout.Descriptor, files: list[tuple[str, layout.Descriptor]],
                 keys: list[KeyFile], *, days: float | None, timestamp_days: float | None) -> int:
-        """A new version of the targets that release ``sku`` (its delegated role when it has
-        one, else the top-level targets) naming the signed index and the files (replacing its
-        previous release; other SKUs are kept), then snapshot and timestamp. Returns the
-        version of those targets."""
+        """A new version of the targets that release ``sku`` (its delegated role, else the top
+        level) naming the signed index and the files instead of its previous release, then
+        snapshot and timestamp; the version of those targets."""
         role = role_of(sku) if role_of(sku) in self.md else "targets"
         targets: Targets = self.md[role].signed
         for path in [p for p in targets.targets if p.startswith(f"{sku}/")]:
@@ -208,10 +199,8 @@ class Repo:
 
     def delegate(self, sku: str, sku_keys: list[KeyFile], threshold: int, keys: list[KeyFile], *,
                  timestamp_days: float | None) -> int:
-        """Give ``sku``'s releases to its own role, signed by ``sku_keys`` (``threshold`` of
-        them): its build host then releases it without the top-level release key, and no other
-        SKU's. The SKU's current release moves into the role. Again for the same SKU: its keys
-        are replaced. Returns the role's version."""
+        """Give ``sku``'s releases (its current one moved in) to its own role, signed by
+        ``threshold`` of ``sku_keys`` (replaced when delegated again); the role's version."""
         if not 1 <= threshold <= len(sku_keys):
             raise ConfigError(f"a threshold of {threshold} with {len(sku_keys)} key(s) for {sku}",
                               hint="give at least as many --sku-key files as --threshold")
@@ -239,8 +228,7 @@ class Repo:
 
     def _bump_targets(self, keys: list[KeyFile], role: str = "targets", *, days: float | None,
                       timestamp_days: float | None, then: bool = True, bump: bool = True) -> int:
-        """Sign a new version of ``role`` (top-level targets or a SKU's; ``bump``: one more
-        than the one held), then (``then``) snapshot and timestamp."""
+        """Sign ``role`` (``bump``: as a new version), then (``then``) snapshot and timestamp."""
         targets: Targets = self.md[role].signed
         targets.version += bump
         targets.expires = _expires("targets", days)
@@ -270,10 +258,8 @@ class Repo:
 
     def change_keys(self, role: str, keys: list[KeyFile], *, add: list[KeyFile],
                     remove: list[KeyFile], threshold: int | None, timestamp_days: float | None) -> int:
-        """A new root version with ``add``'s keys given to ``role`` and ``remove``'s taken from
-        it (a rotation does both; a revocation removes), signed by the threshold of the old root
-        and of the new one. When a non-root role changed, its metadata (and what depends on
-        it) is signed again with its new keys. Returns the new root version."""
+        """A new root version (returned) with ``add``'s keys given to ``role`` and ``remove``'s
+        taken from it, signed by the threshold of the old root and of the new one."""
         if role not in ROLES:
             raise ConfigError(f"no role {role!r}", hint=f"one of {', '.join(ROLES)}")
         old: Root = self.md["root"].signed

@@ -1,15 +1,12 @@
-"""The fleet's TUF metadata as a robot checks it offline: at boot, and what ``pull`` and the
-operator's commands share (:mod:`app.fleet.tuf_client`, :mod:`app.fleet.tuf_repo`).
+"""The fleet's TUF metadata as a robot checks it offline at boot, and what ``pull`` and the
+operator's commands share.
 
 :func:`verified_targets` checks the metadata stored in the candidates folder (untrusted input)
-from the provisioned root, with python-tuf's public metadata API only (no network client is
-loaded at boot): each next root signed by the threshold of the previous root and of its own,
-versions one apart; then timestamp, snapshot and targets each signed by the threshold of the
-final root's keys for it, the versions they pin matching, none expired; a SKU delegated to a
-role of its own (:func:`releasing`), that role signed by the threshold of its keys in the
-targets, at the version the snapshot pins, unexpired. Rollback against what
-the robot trusted before is ``pull``'s check (python-tuf's Updater); at boot there is nothing
-older to compare with.
+from the provisioned root with python-tuf's metadata API only (no network client at boot): each
+next root signed by the threshold of the previous root and of its own, versions one apart; then
+timestamp, snapshot and targets each signed by the threshold of the final root's keys, pinning
+each other's versions, none expired; a SKU's delegated role (:func:`releasing`) likewise. Rollback
+against what the robot trusted before is ``pull``'s check (python-tuf's Updater).
 """
 
 from __future__ import annotations
@@ -26,16 +23,18 @@ from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Root, Signed, Snapshot, TargetFile, Targets, Timestamp
 
 from app.cache.fsread import open_regular, read_small
-from app.cache.hashing import sha256_bytes
+from app.cache.hashing import oci_digest, sha256_bytes
 from app.cache.names import TUF_FOLDER
-from app.errors import BundleError, ConfigError, EngineInitError
+from app.errors import BundleError, ConfigError, EngineInitError, RegistryError
+from app.fleet import reach_hint
+from app.fleet.layout import INDEX_TYPE, Descriptor, ParsedManifest
 
-#: Where a robot keeps the metadata it trusts, in its candidates folder.
 #: The field of root and targets metadata that names the repository they are valid for.
 BINDING = "x-engine-init-repository"
 #: The largest metadata file read (python-tuf's own bound for targets metadata).
 METADATA_MAX = 5_000_000
-ROLES = ("timestamp", "snapshot", "targets")
+#: The roles whose newest version a robot stores beside its root history.
+STORED = ("timestamp", "snapshot", "targets")
 MAX_ROOTS = 256
 _ROLE_NAME = re.compile(r"sku-[0-9a-f]{16}")
 ROOT_HINT = "set fleet.trusted_root_file to the fleet's 1.root.json (provisioned with the robot)"
@@ -90,7 +89,7 @@ def stored(folder: Path, roles: tuple[str, ...] = ()) -> dict[str, bytes]:
     fds: list[int] = []
     try:
         fds.append(open_regular(folder, folder=True))
-        for name in (f"{r}.json" for r in (*ROLES, *roles)):
+        for name in (f"{r}.json" for r in (*STORED, *roles)):
             with contextlib.suppress(OSError):
                 out[name] = read_small(name, METADATA_MAX, dir_fd=fds[0])
         fds.append(open_regular("root_history", dir_fd=fds[0], folder=True))
@@ -116,18 +115,12 @@ def explain(exc: BaseException, repository: str, where: Path, *,
         return BundleError(f"{repository} serves fleet metadata larger than allowed ({exc})",
                            hint="the registry's copy was altered: push the fleet's metadata again "
                            "with `engine-init fleet trust push`")
-    if isinstance(exc, exceptions.DownloadHTTPError) and exc.status_code == 404:
-        from app.errors import RegistryError
-
-        return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
-                             hint="check fleet.repository / --repository for a typo; the operator "
-                             "uploads the metadata with `engine-init fleet trust init` or `push`")
     if isinstance(exc, exceptions.DownloadError):
-        from app.errors import RegistryError
-        from app.fleet.address import reach_hint
-
-        return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}",
-                             hint=reach_hint(repository.partition("/")[0], insecure))
+        hint = reach_hint(repository.partition("/")[0], insecure)
+        if isinstance(exc, exceptions.DownloadHTTPError) and exc.status_code == 404:
+            hint = ("check fleet.repository / --repository for a typo; the operator uploads the "
+                    "metadata with `engine-init fleet trust init` or `push`")
+        return RegistryError(f"the fleet metadata in {repository} cannot be read: {exc}", hint=hint)
     if isinstance(exc, exceptions.ExpiredMetadataError):
         return BundleError(f"the fleet metadata in {repository} has expired ({exc}): refused as "
                            "a frozen registry would be", hint="the operator re-signs it with "
@@ -173,7 +166,7 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
     given. BundleError naming why otherwise."""
     folder = candidates / TUF_FOLDER
     files = stored(folder)
-    if not all(f"{r}.json" in files for r in ROLES):
+    if not all(f"{r}.json" in files for r in STORED):
         raise BundleError(f"no verified fleet metadata in {folder}", hint="run `engine-init pull` "
                           "(a bundle stored by an older pull or by import carries none)")
     now = datetime.now(timezone.utc)
@@ -232,11 +225,41 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
     return targets
 
 
-def release_of(targets: Targets, sku: str) -> tuple[TargetFile, dict[str, TargetFile]] | None:
-    """The released signed index of ``sku`` and its files (name: target), or None when the
-    fleet released nothing for it."""
+def release_of(targets: Targets, sku: str) -> tuple[Descriptor, dict[str, Descriptor]] | None:
+    """The released signed index of ``sku`` and its files (name: length and sha256), or None
+    when the fleet released nothing for it."""
+    def described(target: TargetFile, media_type: str = "") -> Descriptor:
+        return Descriptor(media_type, "sha256:" + str(target.hashes.get("sha256", "")), target.length)
+
     index = targets.targets.get(f"{sku}/index.json")
     if index is None:
         return None
     prefix = f"{sku}/files/"
-    return index, {p.removeprefix(prefix): t for p, t in targets.targets.items() if p.startswith(prefix)}
+    return described(index, INDEX_TYPE), {p.removeprefix(prefix): described(t)
+                                          for p, t in targets.targets.items() if p.startswith(prefix)}
+
+
+def check_index(raw: bytes, index: Descriptor, where: str) -> None:
+    """BundleError unless ``raw`` is the signed index the release names."""
+    got = oci_digest(raw)
+    if len(raw) != index.size or got != index.digest:
+        raise BundleError(f"{where}: the bundle's index is {got}, the fleet released "
+                          f"{index.digest} for it", hint="an older pull or an import stored "
+                          "another bundle: run `engine-init pull` (the operator releases a bundle "
+                          "with `engine-init fleet trust release`)")
+
+
+def check_files(manifest: ParsedManifest, files: dict[str, Descriptor]) -> None:
+    """BundleError unless the manifest lists exactly the released files, each with the
+    released length and sha256."""
+    hint = ("the registry's copy differs from the release: push the bundle again, and release "
+            "it with `engine-init fleet trust release`")
+    listed = dict(manifest.files)
+    for name in sorted(listed.keys() | files.keys()):
+        described, target = listed.get(name), files.get(name)
+        if described is None or target is None:
+            why = "not released" if target is None else "released but not in the bundle"
+            raise BundleError(f"{name} is {why}", hint=hint)
+        if (described.size, described.digest) != (target.size, target.digest):
+            raise BundleError(f"{name}: the bundle lists {described.digest} ({described.size} bytes), "
+                              f"the release {target.digest} ({target.size} bytes)", hint=hint)

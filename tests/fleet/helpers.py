@@ -25,8 +25,14 @@ from typing import Any
 import pytest
 import yaml
 
-from app.fleet.bundle import describe, documents, write_bundle
-from app.fleet.keys import generate_keypair, load_private_key, load_public_key
+from app.fleet.bundle import (
+    describe,
+    documents,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    write_bundle,
+)
 from app.host.identity import HardwareIdentity
 from tests.helpers import REPO, cli, orin, write_job_config
 

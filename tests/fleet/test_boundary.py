@@ -32,14 +32,13 @@ from tests.helpers import REPO, cli, json_events
 
 pytestmark = pytest.mark.slow  # each runs the job two or three times
 
-# `engine-init run` whose promotion copy (made ahead, app.fleet.copies, or by promote itself)
+# `engine-init run` whose promotion copy (made ahead, app.fleet.promote.EarlyCopies, or by promote itself)
 # is wrapped: the candidate it reads is rewritten in place through another descriptor (same
 # size, first byte flipped, mtime set back) just before the copy starts ("before") or just
 # after it ended ("after"), the instants a real attacker can only race for.
 REWRITE = """
 import os, sys
 import app.cache.hashing as hashing
-import app.fleet.copies as copies
 import app.fleet.promote as promote
 
 real = hashing.copy_hashed
@@ -61,7 +60,7 @@ def copy_hashed(source, out=None, limit=None):
     rewrite(source)
     return got
 
-promote.copy_hashed = copies.copy_hashed = copy_hashed
+promote.copy_hashed = copy_hashed
 from app.cli import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -106,8 +106,7 @@ def test_push_then_pull(fleet, registry):
 
 
 def test_nothing_pushed_for_this_sku_is_not_a_mistyped_repository(tmp_path, fleet, registry):
-    from app.fleet.bundle import describe, documents
-    from app.fleet.keys import load_private_key
+    from app.fleet.bundle import describe, documents, load_private_key
     from app.fleet.registry import push
     from tests.fleet.helpers import NX, cache_files
 

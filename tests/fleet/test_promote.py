@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from app.cache.fsread import UnsafeFileError
 from app.cache.hashing import sidecar_path
 from app.cache.record import read_record, record_path
 from app.fleet import layout
-from tests.fleet.helpers import Reference, make_robot
+from app.fleet.fetch import fetch_bundle, open_bundle
+from app.fleet.promote import EarlyCopies
+from tests.fleet.helpers import AGX, Reference, cache_files, export, make_robot
 from tests.helpers import REPO, cli, json_events, write_job_config
 
 
@@ -162,7 +165,7 @@ def _all_rejected_and_built(config: Path, reason: str) -> None:
 
 def test_candidates_re_signed_by_another_key_are_rejected_and_built_here(tmp_path, corpus,
                                                                         reference, other_keys):
-    from app.fleet.keys import key_id, sign_digest
+    from app.fleet.bundle import key_id, sign_digest
 
     config = make_robot(tmp_path, corpus, reference)
     folder = candidates(tmp_path)
@@ -238,10 +241,9 @@ def test_a_candidate_passing_the_accuracy_gate_is_promoted_with_its_figures(tmp_
 
 
 def test_a_folder_is_checked_once_and_again_when_its_manifest_changes(tmp_path, keys, monkeypatch):
-    from app.fleet import keys as key_functions
-    from app.fleet.candidates import candidate_folder
+    from app.fleet import bundle as key_functions
+    from app.fleet.candidates import trust_folder
     from app.fleet.fetch import fetch_bundle, open_bundle
-    from app.fleet.trust import trust_folder
     from tests.fleet.helpers import AGX, cache_files, export
 
     files = cache_files(tmp_path / "reference")
@@ -251,7 +253,8 @@ def test_a_folder_is_checked_once_and_again_when_its_manifest_changes(tmp_path, 
     checked = []
     verify = key_functions.verify_digest
     monkeypatch.setattr(key_functions, "verify_digest", lambda *a: checked.append(a) or verify(*a))
-    folder, sku = candidate_folder(tmp_path / "robot" / "candidates", AGX.sku_key()), AGX.sku_key()
+    sku = AGX.sku_key()
+    folder = tmp_path / "robot" / "candidates" / sku
     first = trust_folder(folder, sku, keys.public_file)
     assert trust_folder(folder, sku, keys.public_file) is first and len(checked) == 1
     assert not first.reason and sorted(first.files) == sorted(files)
@@ -308,3 +311,75 @@ def test_a_tensorrt_build_starts_from_the_bundles_timing_cache_standin(tmp_path,
         assert loaded == (mine if case == "kept" else b"") and seeded == []
     # The build saved its own timings on top of what it loaded.
     assert target.read_bytes().startswith(loaded or b"TC1|") and target.read_bytes() != loaded
+
+
+# Copies of candidates made ahead of their promotion: real signed folders, real files, real
+# threads; each copy is published or removed, and reads at most one byte past the signed size.
+
+SKU = AGX.sku_key()
+
+
+def _robot(tmp_path: Path, keys) -> tuple[Path, Path, list[Path]]:  # type: ignore[no-untyped-def]
+    files = cache_files(tmp_path / "reference")
+    candidates, cache = tmp_path / "robot" / "candidates", tmp_path / "robot" / "cache"
+    cache.mkdir(parents=True)
+    with open_bundle(export(tmp_path / "bundle", files, AGX, keys)) as source:
+        fetch_bundle(source, keys.public, AGX, candidates)
+    engines = sorted(cache / n for n in files if n.endswith(".engine"))
+    return candidates, cache, engines
+
+
+def test_published_copies_are_the_signed_bytes_and_abandoned_ones_leave_nothing(tmp_path, keys):
+    candidates, cache, engines = _robot(tmp_path, keys)
+    copies = EarlyCopies(candidates, SKU, keys.public_file, engines)
+    first, second = copies.take(engines[0]), copies.take(engines[1])
+    assert first is not None and second is not None and copies.take(engines[0]) is None
+    first.wait_copied()
+    first.publish()
+    signed = (candidates / SKU / "files" / engines[0].name).read_bytes()
+    assert engines[0].read_bytes() == signed and first.digest == hashlib.sha256(signed).hexdigest()
+    assert engines[0].stat().st_nlink == 1
+    second.wait_copied()
+    second.abandon()
+    second._done.wait(5)
+    assert sorted(os.listdir(cache)) == [engines[0].name]  # no temp file, nothing else
+
+
+def test_a_candidate_grown_past_its_signed_size_is_read_one_byte_past_it(tmp_path, keys):
+    candidates, cache, engines = _robot(tmp_path, keys)
+    target = candidates / SKU / "files" / engines[0].name
+    signed = target.stat().st_size
+    with target.open("ab") as handle:  # 1 GiB more, as holes: never read past signed + 1
+        handle.truncate(signed + (1 << 30))
+    copies = EarlyCopies(candidates, SKU, keys.public_file, engines[:1])
+    staged = copies.take(engines[0])
+    assert staged is not None
+    staged.wait_copied()
+    assert staged.size == signed + 1 and staged.error is None
+    copies.abandon()
+    staged.abandon()
+    staged._done.wait(5)
+    assert os.listdir(cache) == []
+
+
+def test_no_copy_is_made_from_a_folder_whose_signature_cannot_be_checked(tmp_path, keys):
+    candidates, cache, engines = _robot(tmp_path, keys)
+    copies = EarlyCopies(candidates, SKU, None, engines)
+    assert [copies.take(e) for e in engines] == [None, None]
+    assert os.listdir(cache) == []
+
+
+@pytest.mark.parametrize("planted", ["fifo", "link", "link-to-device"])
+def test_a_candidate_that_is_not_a_regular_file_is_never_opened_through(tmp_path, keys, planted):
+    candidates, cache, engines = _robot(tmp_path, keys)
+    target = candidates / SKU / "files" / engines[0].name
+    kept = tmp_path / "kept"
+    target.rename(kept)
+    {"fifo": lambda: os.mkfifo(target), "link": lambda: target.symlink_to(kept),
+     "link-to-device": lambda: target.symlink_to("/dev/zero")}[planted]()
+    staged = EarlyCopies(candidates, SKU, keys.public_file, engines[:1]).take(engines[0])
+    assert staged is not None
+    staged.wait_copied()  # at once: a FIFO is opened without waiting for a writer
+    assert isinstance(staged.error, UnsafeFileError), staged.error
+    assert staged.error.filename == str(target)
+    assert os.listdir(cache) == []

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from app.errors import BundleError, RegistryError
+from app.fleet import check_repository, is_loopback
 from app.fleet.bundle import describe, documents
 from app.fleet.fetch import fetch_bundle
 from app.fleet.layout import INDEX_TYPE
@@ -184,10 +185,10 @@ def test_a_404_that_is_no_oci_error_document_is_a_registry_error_never_absent(
 
     from tuf.api import exceptions
 
-    from app.fleet.tuf_oci import OciFetcher
+    from app.fleet.tuf_client import OciFetcher
 
     push_files(registry, cache_files(tmp_path / "c"), AGX, keys)
-    monkeypatch.setattr("app.fleet.address._NAME", re.compile(r".+"))
+    monkeypatch.setattr("app.fleet._NAME", re.compile(r".+"))
     where = registry.repository("Fleet/Engines")
     with pytest.raises(RegistryError, match=r"HTTP 404 and no OCI error document") as caught:
         RegistrySource(where, insecure=True).signed_index(SKU)
@@ -233,8 +234,21 @@ def test_the_unreachable_hint_offers_insecure_only_when_it_is_off(insecure, monk
     """With plain HTTP already asked for (--insecure or fleet.insecure), it is not the fix.
     Loopback is plain HTTP anyway: the test treats 127.0.0.1 as a remote host so that the
     hint's other branch is reached without sending anything off this machine."""
-    monkeypatch.setattr("app.fleet.address.is_loopback", lambda host: False)
+    monkeypatch.setattr("app.fleet.is_loopback", lambda host: False)
     with pytest.raises(RegistryError, match="refused the connection") as caught:
         RegistrySource("127.0.0.1:9/fleet/engines", insecure=insecure).signed_index(SKU)  # discard port
     assert ("--insecure" in caught.value.hint) is not insecure
     assert caught.value.hint.startswith("check the network and --repository")
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost:5000", True), ("127.0.0.1", True), ("127.9.9.9:80", True), ("[::1]:5000", True),
+    ("registry.example.com:5000", False), ("10.0.0.1:5000", False), ("localhost.example.com", False),
+    ("[2001:db8::1]:443", False)])
+def test_which_hosts_are_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("good", ["fleet/engines", "a/b.c/d__e", "x/a--b_c", "engines", "0/9"])
+def test_names_in_the_oci_grammar_are_accepted(good):
+    assert check_repository(f"localhost:5000/{good}") == "localhost:5000"

@@ -14,12 +14,10 @@ import pytest
 from tuf.api.metadata import Metadata, Root
 
 from app.errors import BundleError, ConfigError
-from app.fleet.bundle import describe, documents
-from app.fleet.keys import KeyFile, load_key_files
+from app.fleet.bundle import KeyFile, describe, documents, load_key_files
+from app.fleet.candidates import trust_folder
 from app.fleet.registry import push
-from app.fleet.release import pull_release, released_bundle
-from app.fleet.trust import trust_folder
-from app.fleet.tuf_oci import push_metadata
+from app.fleet.tuf_client import pull_release, push_metadata, released_bundle
 from app.fleet.tuf_repo import Repo
 from app.fleet.tuf_verify import verified_targets
 from tests.fleet.helpers import AGX, NX, Keys, cache_files, make_keys
@@ -404,4 +402,4 @@ def test_a_sku_delegated_to_its_own_key(fleet):
     (fleet.tmp / "nx").mkdir()
     trusted, result = pull_release(fleet.repository, NX, fleet.tmp / "nx" / "candidates", root, insecure=True,
                                    public=None, lock_timeout_s=10)
-    assert result is None and f"{nx}/index.json" not in trusted.targets.targets
+    assert result is None and f"{nx}/index.json" not in trusted["targets"].targets

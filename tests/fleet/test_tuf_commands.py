@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from app.fleet.keys import load_key_files
-from app.fleet.tuf_oci import push_metadata
+from app.fleet.bundle import load_key_files
+from app.fleet.tuf_client import push_metadata
 from app.fleet.tuf_repo import Repo
 from tests.fleet.helpers import (
     make_keys,
@@ -294,7 +294,7 @@ def test_release_of_a_sku_without_a_bundle_or_an_unknown_digest_is_one_line_65(
     ("reg:5000/fleet/engines:sm72@sha256:" + "0" * 64, "names reg:5000/fleet/engines:sm72")])
 def test_release_digest_formats_other_than_push_printed_are_config_errors(given, why):
     from app.errors import ConfigError
-    from app.fleet.release import released_digest
+    from app.fleet.tuf_client import released_digest
 
     with pytest.raises(ConfigError, match=why) as caught:
         released_digest(given, "reg:5000/fleet/engines", "sm87")
