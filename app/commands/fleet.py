@@ -1,11 +1,5 @@
-"""``engine-init export | import | push | pull`` and ``engine-init fleet keygen``.
-
-Keys and the registry come from the config's ``fleet`` section, which the options override;
-registry credentials from the Docker config file only. Exit codes: a bundle that fails a check
-65, a registry unreachable, too slow or without the repository 69, another pull of the SKU
-holding its lock past ``lock_timeout_s`` 75, a bad key file 78, a signal 143/130. ``import`` and
-``pull`` write only to the candidates folder. Only click is imported at start-up.
-"""
+"""``engine-init export | import | push | pull`` and ``fleet keygen`` (docs/fleet.md; exit codes:
+docs/fleet.md#exit-codes-of-pull-and-import). Only click is imported at start-up."""
 
 from __future__ import annotations
 
@@ -201,7 +195,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
     from app.cancel import call_cancellable
     from app.fleet.bundle import load_public_key, require_tuf
     from app.fleet.fetch import fetch_bundle
-    from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource
+    from app.fleet.registry import ArtifactAbsentError, RegistrySource
 
     config = state.config()
     repository = _repository(repository, config)
@@ -214,7 +208,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
     else:
         key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
     config, _, identity = state.host(config)
-    sku, limits, insecure = identity.sku_key(), Limits.of(config.fleet), insecure or config.fleet.insecure
+    sku, limits, insecure = identity.sku_key(), config.fleet, insecure or config.fleet.insecure
     if released:
         require_tuf()
         from app.fleet.tuf_client import pull_release

@@ -1,15 +1,6 @@
-"""Fleets: engines built once per SKU, shipped as signed OCI bundles, stored as candidates, and
-promoted by ``run`` once checked on this host (docs/fleet.md describes the trust model): keys
-(Ed25519), layout (the OCI documents), bundle (write, push), fetch (verify while reading),
-registry (oras, bounded in time), candidates (the folder pull and import write, untrusted input
-to run, and its trust), promote (run's side), tuf_* (the fleet's TUF metadata). ``run`` imports
-only promote, candidates and layout, and only when this SKU has candidates. No CLI code here.
-
-A registry repository is ``host[:port]/name``, ``name`` in the OCI distribution spec's grammar,
-checked before any request: a registry answers a name outside it with a plain "404 page not
-found" that says nothing about the repository. A registry on ``localhost`` or 127.0.0.0/8
-(``::1``) is plain HTTP, as Docker treats it, so hints never ask for ``--insecure`` there.
-"""
+"""Fleets: engines built once per SKU, shipped as signed OCI bundles, stored as candidates and
+promoted by ``run`` (docs/fleet.md#the-trust-model). No CLI code here; ``run`` imports only
+promote, candidates and layout, and only when this SKU has candidates."""
 
 from __future__ import annotations
 

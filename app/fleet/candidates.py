@@ -1,27 +1,6 @@
-"""The candidates folder: where verified bundle files land (never engines the cache would
-reuse), and whether a SKU's folder is still the bundle the fleet signed when ``run`` reads it.
-
-::
-
-    <candidates root>/                 fleet.candidates_dir, default <cache_root>/candidates
-    ├── .<sku>.lock                    flock: one import or pull of a SKU at a time
-    ├── .<sku>.tmp-<pid>-<random>/     being written (swept by the next holder of the lock)
-    └── <sku>/
-        ├── index.json, manifest.json  the signed index and the manifest, as received
-        ├── identity.json              the SKU identity the bundle was built on
-        └── files/                     engines, sidecars, records, timing/, calibration/
-
-Only ``pull`` and ``import`` write it; ``run`` treats it as untrusted input (a compromised
-puller can put anything there). A SKU's folder appears whole or not at all: each file is checked
-against its size and digest while written into a fresh folder, renamed into place only when all
-checked out. ``run`` opens a candidate one path component at a time without following a link
-(:func:`open_candidate`) and trusts a folder (:func:`trust_folder`) only while its index's
-Ed25519 signature verifies with ``fleet.public_key_file`` over the digest of its manifest, of
-this SKU, or (``fleet.trusted_root_file``) the TUF metadata in ``candidates/tuf``, verified
-offline from that root, unexpired and bound to ``fleet.repository``, releases exactly this index
-and these files (and the signature verifies too while a public key is set). Anything else, no
-key configured included, refuses the whole folder: a candidate is never trusted by default.
-"""
+"""The candidates folder (docs/fleet.md#the-trust-model): ``<sku>/`` (index.json, manifest.json,
+identity.json, files/), written whole by pull and import under ``.<sku>.lock``, read by ``run`` as
+untrusted input: :func:`trust_folder` says whether it is still what the fleet signed or released."""
 
 from __future__ import annotations
 
@@ -99,8 +78,8 @@ def store_file(stage: Path, name: str, descriptor: layout.Descriptor, chunks: It
                           hint=layout.ALTERED)
 
 
-def store_document(stage: Path, name: str, raw: bytes) -> None:
-    fd = os.open(stage / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+def store_document(path: Path, raw: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as handle:
         handle.write(raw)
         os.fsync(handle.fileno())

@@ -1,17 +1,6 @@
-"""The OCI documents of a bundle, how they are written and how strictly they are read.
-
-A bundle is three levels of content-addressed JSON above the files::
-
-    index.json (layout only)   ─ ref.name = <sku key> ─► signed index (an OCI image index)
-    signed index               ─ manifests[0], annotated with the Ed25519 signature of ──►
-    manifest                   ─ artifactType application/vnd.engine-init.bundle.v1
-        config  application/vnd.engine-init.identity.v1+json   {"sku_key", "identity"}
-        layers  one per file, annotated org.opencontainers.image.title = its cache-relative name
-
-The signed index is what a registry tag points at, and what an OCI layout's index.json names,
-so OCI tools copy the signature with the artifact. The signature covers the manifest digest,
-which covers the config (identity) and every file's digest and size.
-"""
+"""The OCI documents of a bundle (docs/fleet.md#bundles-and-the-commands): the layout's index.json
+names the signed index by SKU key (what a tag points at); its one manifest descriptor carries the
+Ed25519 signature; the manifest's config is the identity, one layer per file titled with its name."""
 
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
-"""Promotion: a candidate (:mod:`app.fleet.candidates`) checked on this host and published as
-this cache's engine instead of a build, only while its folder is the bundle the fleet signed,
-its record the one the manifest lists, of this SKU, from the same ONNX bytes, settings and
-backend release (the reuse decision's provenance diff), and its bytes the signed ones.
-
-The bytes are checked as they are copied, read once into a temp file of the cache, at most one
-byte past the signed size; the copies are made ahead (:class:`EarlyCopies`) while the run checks
-the models before, then published (only with the signed digest) or removed. So what is published
-is a file only this job wrote: a candidate rewritten after it was hashed, hard-linked or reached
-through a link never is. The backend then loads it and, for ``verify: accuracy``, the gate checks
-it; failing either, it is unpublished at once. Any refusal is a rejection: the caller builds.
-"""
+"""Promotion: a candidate checked on this host and published as this cache's engine instead of a
+build (docs/fleet.md#the-trust-model, checks 1 to 5, and the copies made ahead). Any refusal is a
+rejection: the caller builds."""
 
 from __future__ import annotations
 

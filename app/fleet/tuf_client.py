@@ -1,21 +1,6 @@
-"""The fleet's TUF metadata in the registry, next to the bundles: the robot's ``pull`` and the
-operator's uploads.
-
-::
-
-    <cache_root>/candidates/tuf/    the metadata this robot trusts (written by pull only)
-    ├── root_history/<n>.root.json  every root version since the provisioned one
-    ├── timestamp.json, snapshot.json, targets.json
-
-Each metadata file is a small OCI artifact whose only layer is its bytes, tagged ``tuf-<file
-name>`` (``tuf-timestamp.json`` is the one tag that moves); SKU keys never start with ``tuf-``.
-:func:`refresh` runs python-tuf's ``ngclient.Updater`` over them (:class:`OciFetcher` checks
-only sizes and digests) from the provisioned root and the metadata trusted before: rollback,
-freeze (expiry) and anything short of the current keys' threshold are refused. The Updater works
-in a fresh folder filled from the trusted copies through the safe reader (it opens its files
-itself), which replaces ``candidates/tuf`` once verified. A released bundle is then fetched by
-the index digest the release names, never by the SKU's tag: re-tagging an old bundle is moot.
-"""
+"""The robot's side of the fleet's TUF metadata in the registry (docs/fleet-trust.md#the-model):
+:func:`refresh` runs python-tuf's Updater in a fresh folder that replaces ``candidates/tuf`` once
+verified; a released bundle is fetched by the index digest the release names, never by its tag."""
 
 from __future__ import annotations
 
@@ -38,7 +23,6 @@ from app.fleet.candidates import staging
 from app.fleet.fetch import FetchResult, fetch_bundle, read_document
 from app.fleet.registry import (
     ArtifactAbsentError,
-    Limits,
     RegistrySource,
     connect,
     put_blob,
@@ -60,6 +44,7 @@ from app.fleet.tuf_verify import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from app.config_sections import FleetConfig
     from app.host.identity import HardwareIdentity
 
 _ARTIFACT_TYPE = "application/vnd.engine-init.tuf-metadata.v1"
@@ -68,7 +53,7 @@ _EMPTY = layout.Descriptor("application/vnd.oci.empty.v1+json", layout.descripto
 
 
 def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, insecure: bool,
-            lock_timeout_s: float = 600.0, limits: Limits | None = None) -> dict[str, Any]:
+            lock_timeout_s: float = 600.0, limits: FleetConfig | None = None) -> dict[str, Any]:
     """Refresh this robot's trusted metadata from ``repository``: the verified ``targets`` that
     release ``sku`` (the top level or its delegated role) and the versions an operator checks
     (``root_version``, ``timestamp_version``, ``expires``: ISO 8601 UTC). BundleError for a
@@ -134,7 +119,7 @@ class OciFetcher(FetcherInterface):
     artifact tagged ``tuf-<file name>``, read within the pull's ``limits``; a tag the registry
     does not know is HTTP 404 to the Updater (for the next root version: "no newer root")."""
 
-    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None) -> None:
+    def __init__(self, repository: str, *, insecure: bool, limits: FleetConfig | None = None) -> None:
         self.source = RegistrySource(repository, insecure=insecure, limits=limits)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -200,7 +185,7 @@ def released_digest(given: str, repository: str, sku: str) -> str:
 
 def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trusted_root: Path, *,
                  insecure: bool, public: Ed25519PublicKey | None, lock_timeout_s: float,
-                 limits: Limits | None = None) -> tuple[dict[str, Any], FetchResult | None]:
+                 limits: FleetConfig | None = None) -> tuple[dict[str, Any], FetchResult | None]:
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
     host's SKU (None when it released none): its index by digest, its manifest listing exactly
     the released files. ``public``: also check the bundle's Ed25519 signature."""

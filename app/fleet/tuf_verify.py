@@ -1,13 +1,5 @@
-"""The fleet's TUF metadata as a robot checks it offline at boot, and what ``pull`` and the
-operator's commands share.
-
-:func:`verified_targets` checks the metadata stored in the candidates folder (untrusted input)
-from the provisioned root with python-tuf's metadata API only (no network client at boot): each
-next root signed by the threshold of the previous root and of its own, versions one apart; then
-timestamp, snapshot and targets each signed by the threshold of the final root's keys, pinning
-each other's versions, none expired; a SKU's delegated role (:func:`releasing`) likewise. Rollback
-against what the robot trusted before is ``pull``'s check (python-tuf's Updater).
-"""
+"""The fleet's TUF metadata as a robot checks it offline at boot, with python-tuf's metadata API
+only (docs/fleet-trust.md#the-model), and what ``pull`` and the operator's commands share."""
 
 from __future__ import annotations
 
