@@ -20,7 +20,6 @@ _PUBLIC = click.option("--public-key", type=KEY_FILE, default=None,
 
 
 def _setting(given: Any, config: Any, key: str, option: str) -> Any:
-    """The option's value, else the config's ``fleet.<key>``; a config error naming both."""
     if given is not None:
         return given
     value = getattr(config.fleet, key)
@@ -33,8 +32,7 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
 
 
 def _repository(given: str | None, config: Any) -> str:
-    """--repository, else fleet.repository, its name checked first: a config error (78)
-    comes before the cache is read or the registry asked."""
+    """--repository, else fleet.repository, checked before the cache is read or the registry asked."""
     from app.fleet import check_repository
 
     repository: str = _setting(given, config, "repository", "--repository")
@@ -78,7 +76,6 @@ def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None)
 
 
 def _summary(docs: Any) -> dict[str, object]:
-    """What an event or a command prints about a bundle."""
     from app.cache.fsread import parse_json
     from app.fleet import layout
 
@@ -177,8 +174,7 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
     config, prepared, identity = state.host()
     repository = _repository(repository, config)
     files, docs = _signed(config, prepared, identity, private_key)
-    # In a worker thread the main thread waits on, as pull's requests: a signal ends the
-    # upload at once (143/130), whatever the registry does; nothing is written here.
+    # In a worker thread: a signal ends the upload at once (143/130), whatever the registry does.
     ref = call_cancellable(lambda: push(repository, files, docs,
                                         insecure=insecure or config.fleet.insecure))
     _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **_summary(docs))
@@ -199,14 +195,13 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
 
     config = state.config()
     repository = _repository(repository, config)
-    # With fleet.trusted_root_file the fleet's TUF metadata decides: what it released for this
-    # SKU, fetched by digest (docs/fleet-trust.md); the signature is checked too given a key.
+    # With fleet.trusted_root_file the fleet's TUF metadata decides (docs/fleet-trust.md); the
+    # signature is checked too given a key, which is needed without it.
     released = config.fleet.trusted_root_file is not None
-    if released:
-        public_file = public_key or config.fleet.public_key_file
-        key = load_public_key(public_file) if public_file is not None else None
-    else:
-        key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
+    public_file = public_key or config.fleet.public_key_file
+    if not released:
+        public_file = _setting(public_key, config, "public_key_file", "--public-key")
+    key = load_public_key(public_file) if public_file is not None else None
     config, _, identity = state.host(config)
     sku, limits, insecure = identity.sku_key(), config.fleet, insecure or config.fleet.insecure
     if released:
@@ -223,9 +218,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
         absent = (f"the fleet released no engines for {sku} in {repository}",
                   f"no release for {sku} in {repository}")
     else:
-        # In a worker thread that the main thread waits on: a signal ends the pull at once,
-        # whatever request or lock wait it is in (143).
-        try:
+        try:  # in a worker thread: a signal ends the pull at once, whatever it waits on (143)
             result = call_cancellable(lambda: fetch_bundle(
                 RegistrySource(repository, insecure=insecure, limits=limits),
                 key, identity, config.candidates_root, lock_timeout_s=config.lock_timeout_s))

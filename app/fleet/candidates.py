@@ -29,9 +29,8 @@ _LOG = logging.getLogger("engine_init")
 
 
 def open_candidate(root: Path, sku: str, name: str) -> int:
-    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, each component from
-    ``root`` on opened relative to the one before with ``O_NOFOLLOW``: a link below the root's
-    parent (which the config names), a FIFO or a device is an UnsafeFileError."""
+    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, each component opened
+    relative to the one before with ``O_NOFOLLOW`` (a link, FIFO or device: UnsafeFileError)."""
     parts = [root.name, sku, "files", *layout.check_name(name).split("/")]
     fd = open_regular(root.parent, follow_links=True, folder=True)
     where = root.parent
@@ -86,10 +85,8 @@ def store_document(path: Path, raw: bytes) -> None:
 
 
 def lock_root(root: Path, name: str, timeout_s: float) -> int:
-    """Create the candidates root ``root`` with its parents (a fresh robot has none), refuse it
-    if it is a link, then take ``name``'s flock there within ``timeout_s`` (LockTimeoutError,
-    75; a signal ends the wait): the descriptor to close. A volume that refuses is a
-    CacheWriteError naming ``root``."""
+    """Create the candidates root (a fresh robot has none; a link is refused), then take
+    ``name``'s flock there within ``timeout_s``: the descriptor to close."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         if root.is_symlink():
@@ -120,10 +117,9 @@ def lock_root(root: Path, name: str, timeout_s: float) -> int:
 @contextmanager
 def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: float = 600.0,
             replace_any: bool = False) -> Iterator[Path | None]:
-    """Lock ``name`` (a SKU, or the TUF metadata) under the candidates root ``root``, sweep what
-    a killed holder left, then yield a new folder to fill, or None when the folder already
-    holds the manifest ``manifest_digest``. On a clean exit the stage replaces ``root/name``
-    (``replace_any``: whatever is there, a link included)."""
+    """Lock ``name`` (a SKU, or the TUF metadata) under ``root``, sweep what a killed holder left,
+    then yield a new folder that replaces ``root/name`` on a clean exit (``replace_any``: even a
+    link), or None when the folder already holds the manifest ``manifest_digest``."""
     lock = lock_root(root, name, timeout_s)
     try:
         for entry in os.scandir(root):  # only under the lock: nobody else writes them
@@ -189,8 +185,8 @@ def _stamp(path: Path) -> tuple[int, ...]:
 
 def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
                  trusted_root: Path | None = None, repository: str | None = None) -> Trust:
-    """The verdict on the candidate folder ``folder`` of ``sku`` (see the module docstring);
-    ``cryptography`` is loaded only when a signature is checked."""
+    """The verdict on the candidate folder of ``sku``: its signature, or its TUF release, verified
+    (docs/fleet.md#the-trust-model, docs/fleet-trust.md#the-model); never trusted by default."""
     if public_key_file is None and trusted_root is None:
         return Trust(reason="fleet.public_key_file is not set (nor fleet.trusted_root_file), so "
                             "its signature cannot be checked")
@@ -254,8 +250,7 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
 
 
 def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
-    """``files/<name>`` of ``folder``, read once; ValueError unless ``trust``'s manifest lists
-    exactly these bytes (OSError when it cannot be read, or is not a regular file)."""
+    """``files/<name>`` of ``folder``, read once; ValueError unless ``trust`` lists these bytes."""
     described = trust.files.get(name)
     if described is None:
         raise ValueError(f"the signed manifest does not list {name}")

@@ -193,10 +193,8 @@ def open_bundle(path: Path) -> Iterator[LayoutSource | TarSource]:
 def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
                  candidates: Path, *, lock_timeout_s: float = 600.0,
                  release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
-    """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
-    with ``release`` (when given: the TUF release's check), then store its files as
-    candidates under ``<candidates>/<sku>/`` (the candidates root: nothing else is written).
-    BundleError (nothing stored) when any check fails."""
+    """Verify ``source`` (with ``public`` and ``release``, each when given) for this ``host``, then
+    store its files under ``<candidates>/<sku>/``; BundleError (nothing stored) on any failed check."""
     sku = host.sku_key()
     raw_index = source.signed_index(sku)
     signed = layout.parse_signed_index(raw_index)

@@ -97,7 +97,6 @@ def check_name(name: str) -> str:
 
 
 def kind_of(name: str) -> str:
-    """The kind of cache file ``name`` is (a key of :data:`MEDIA_TYPES`)."""
     check_name(name)
     if "/" in name:
         return name.split("/", 1)[0]
@@ -106,13 +105,15 @@ def kind_of(name: str) -> str:
     return "record" if name.endswith(RECORD_SUFFIX) else "engine"
 
 
-def manifest_doc(config: Descriptor, files: list[tuple[str, Descriptor]], sku: str) -> bytes:
+def manifest_doc(config: Descriptor, files: list[tuple[str, Descriptor]], sku: str | None,
+                 artifact_type: str = ARTIFACT_TYPE) -> bytes:
+    """A manifest of ``files`` (each layer titled with its name), annotated with ``sku`` if given."""
     return canonical({
-        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": ARTIFACT_TYPE,
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": artifact_type,
         "config": config.doc(),
         "layers": [Descriptor(d.media_type, d.digest, d.size, {**d.annotations, TITLE: name}).doc()
                    for name, d in files],
-        "annotations": {SKU: sku},
+        **({"annotations": {SKU: sku}} if sku is not None else {}),
     })
 
 
@@ -201,7 +202,6 @@ def parse_signed_index(raw: bytes) -> SignedIndex:
 
 
 def parse_manifest(raw: bytes) -> ParsedManifest:
-    """The manifest's identity descriptor and files; BundleError on anything unexpected."""
     doc = parse_object(raw, "manifest")
     if doc.get("mediaType") != MANIFEST_TYPE or doc.get("artifactType") != ARTIFACT_TYPE:
         raise _bad(f"manifest is not an {ARTIFACT_TYPE}")

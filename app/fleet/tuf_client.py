@@ -55,14 +55,11 @@ _EMPTY = layout.Descriptor("application/vnd.oci.empty.v1+json", layout.descripto
 def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, insecure: bool,
             lock_timeout_s: float = 600.0, limits: FleetConfig | None = None) -> dict[str, Any]:
     """Refresh this robot's trusted metadata from ``repository``: the verified ``targets`` that
-    release ``sku`` (the top level or its delegated role) and the versions an operator checks
-    (``root_version``, ``timestamp_version``, ``expires``: ISO 8601 UTC). BundleError for a
-    refusal (rollback, expiry, signatures, another repository), RegistryError when the registry
-    cannot be read or is too slow for ``limits``, ConfigError for the provisioned root."""
+    release ``sku`` and the versions an operator checks (``root_version``, ``timestamp_version``,
+    ``expires``: ISO 8601 UTC)."""
     bootstrap = read_trusted_root(trusted_root)
     current = candidates / TUF_FOLDER
-    # One refresh at a time (a second waits, as for a SKU's bundle), in a fresh folder that
-    # replaces the trusted one once verified.
+    # One refresh at a time, in a fresh folder that replaces the trusted one once verified.
     with staging(candidates, TUF_FOLDER, None, timeout_s=lock_timeout_s, replace_any=True) as work:
         assert work is not None  # (no manifest to keep)
         for name, raw in stored(current).items():
@@ -91,33 +88,27 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
         except exceptions.RepositoryError as exc:
             raise explain(exc, repository, current, insecure=insecure) from None
         timestamp: Timestamp = verified("timestamp")
-        check_bound(repository, root, "root")
-        for signed in {id(top): top, id(targets): targets}.values():
-            check_bound(repository, signed, "targets")
+        check_bound(repository, root, top, targets)
         return {"targets": targets, "root_version": root.version, "timestamp_version": timestamp.version,
                 "expires": timestamp.expires.isoformat()}
 
 
 def push_metadata(repository: str, files: list[tuple[str, bytes]], *, insecure: bool) -> None:
-    """Upload ``(file name, bytes)`` pairs in order (the caller puts ``timestamp.json`` last:
-    until it moves, robots see the previous release whole)."""
+    """Upload ``(file name, bytes)`` in order (``timestamp.json`` last: until it moves, robots see
+    the previous release whole); each a manifest tagged ``tuf-<name>`` (SKU keys never start so)."""
     client, container = connect(repository, insecure=insecure)
     put_blob(client, container, b"{}", "an empty config")
     for filename, raw in files:
         put_blob(client, container, raw, filename)
-        layer = layout.Descriptor(_LAYER_TYPE, layout.descriptor_of(raw, "").digest, len(raw),
-                                  {layout.TITLE: filename})
-        manifest = layout.canonical({"schemaVersion": 2, "mediaType": layout.MANIFEST_TYPE,
-                                     "artifactType": _ARTIFACT_TYPE, "config": _EMPTY.doc(),
-                                     "layers": [layer.doc()]})
+        layer = layout.descriptor_of(raw, _LAYER_TYPE)
+        manifest = layout.manifest_doc(_EMPTY, [(filename, layer)], None, _ARTIFACT_TYPE)
         put_manifest(client, container, f"tuf-{filename}", manifest, layout.MANIFEST_TYPE,
                      f"the tag tuf-{filename}")
 
 
 class OciFetcher(FetcherInterface):
-    """python-tuf's transport over one registry repository: ``<anything>/<file name>`` is the
-    artifact tagged ``tuf-<file name>``, read within the pull's ``limits``; a tag the registry
-    does not know is HTTP 404 to the Updater (for the next root version: "no newer root")."""
+    """python-tuf's transport: ``<anything>/<file name>`` is the artifact tagged ``tuf-<file
+    name>``; a tag the registry does not know is HTTP 404 to the Updater ("no newer root")."""
 
     def __init__(self, repository: str, *, insecure: bool, limits: FleetConfig | None = None) -> None:
         self.source = RegistrySource(repository, insecure=insecure, limits=limits)
@@ -139,8 +130,8 @@ class OciFetcher(FetcherInterface):
 
 def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: bool
                     ) -> tuple[layout.Descriptor, list[tuple[str, layout.Descriptor]]]:
-    """The signed index (``digest``: ``--digest``, else what the SKU's tag names now) and the
-    files of the bundle pushed for ``sku``: what ``fleet trust release`` signs."""
+    """The signed index (``digest``, else what the SKU's tag names now) and the files of the
+    bundle pushed for ``sku``: what ``fleet trust release`` signs."""
     source = RegistrySource(repository, insecure=insecure)
     if digest is None:
         try:
@@ -169,9 +160,8 @@ def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: 
 
 
 def released_digest(given: str, repository: str, sku: str) -> str:
-    """The ``sha256:<hex>`` digest of ``--digest``, given as that or as the whole reference
-    ``push`` printed (``repository:SKU@sha256:<hex>``, which must name this repository and
-    SKU); ConfigError (78) for anything else."""
+    """The ``sha256:<hex>`` of ``--digest``, given so or as the ``repository:SKU@sha256:<hex>``
+    ``push`` printed (of this repository and SKU); ConfigError (78) otherwise."""
     reference, _, digest = given.rpartition("@")
     if not layout.DIGEST.fullmatch(digest):
         raise ConfigError(f"--digest {given!r} is not a digest", hint="give sha256:<64 lowercase "
@@ -187,10 +177,8 @@ def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trus
                  insecure: bool, public: Ed25519PublicKey | None, lock_timeout_s: float,
                  limits: FleetConfig | None = None) -> tuple[dict[str, Any], FetchResult | None]:
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
-    host's SKU (None when it released none): its index by digest, its manifest listing exactly
-    the released files. ``public``: also check the bundle's Ed25519 signature."""
-    # In a worker thread the main thread waits on, as the blobs are fetched: a signal ends the
-    # pull at once, whatever the registry is doing (the next holder of the lock sweeps).
+    host's SKU (None when none) by its index digest; ``public``: check its signature too."""
+    # In a worker thread: a signal ends the pull at once (the next holder of the lock sweeps).
     trusted = call_cancellable(lambda: refresh(repository, trusted_root, candidates,
                                                host.sku_key(), insecure=insecure,
                                                lock_timeout_s=lock_timeout_s, limits=limits))

@@ -115,8 +115,7 @@ class Repo:
                               f"{len(wanted.keyids)} key(s); the private key files given hold {got}",
                               hint=f"pass more of the {role} role's private key files with --key")
 
-    def _write(self, name: str, md: Metadata[Any]) -> None:
-        """Keep ``md`` for :meth:`save`: nothing is written before every signature was made."""
+    def _write(self, name: str, md: Metadata[Any]) -> None:  # for save(), once all are signed
         self.written.append((name, md.to_bytes()))
 
     def save(self) -> None:
@@ -166,9 +165,8 @@ class Repo:
 
     def release(self, sku: str, index: layout.Descriptor, files: list[tuple[str, layout.Descriptor]],
                 keys: list[KeyFile], *, days: float | None, timestamp_days: float | None) -> int:
-        """A new version of the targets that release ``sku`` (its delegated role, else the top
-        level) naming the signed index and the files instead of its previous release, then
-        snapshot and timestamp; the version of those targets."""
+        """A new version (returned) of the targets that release ``sku`` naming this index and
+        these files instead of its previous release, then snapshot and timestamp."""
         role = role_of(sku) if role_of(sku) in self.md else "targets"
         targets: Targets = self.md[role].signed
         for path in [p for p in targets.targets if p.startswith(f"{sku}/")]:
