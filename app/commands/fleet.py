@@ -67,22 +67,17 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     return files
 
 
-def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None) -> tuple[Any, Any]:
+def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None,
+            ) -> tuple[Any, Any, dict[str, Any]]:
+    """This host's bundle: its files, its signed documents, and what events say of them."""
+    from app.fleet import layout
     from app.fleet.bundle import describe, documents, load_private_key
 
     key = load_private_key(_setting(private_key, config, "private_key_file", "--private-key"))
     files = describe(_bundle_files(config, prepared, identity))
-    return files, documents(files, identity, key)
-
-
-def _summary(docs: Any) -> dict[str, object]:
-    from app.cache.fsread import parse_json
-    from app.fleet import layout
-
-    manifest = parse_json(docs.manifest)
-    return {"sku": docs.sku, "files": len(manifest["layers"]),
-            "bytes": sum(layer["size"] for layer in manifest["layers"]),
-            "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
+    docs = documents(files, identity, key)
+    return files, docs, {"sku": docs.sku, "files": len(files), "bytes": sum(d.size for _, _, d in files),
+                         "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
 
 
 def _emit(kind: str, message: str, **kv: Any) -> None:
@@ -127,9 +122,8 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     from app.fleet.bundle import write_bundle
 
     config, prepared, identity = state.host()
-    files, docs = _signed(config, prepared, identity, private_key)
+    files, docs, info = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
-    info = _summary(docs)
     _emit(events.FLEET_EXPORTED, f"exported {info['files']} file(s) for {docs.sku} to {path}",
           path=str(path), **info)
     click.echo(f"exported {docs.sku}: {info['files']} file(s), {info['bytes']} bytes to {path}")
@@ -173,11 +167,11 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
 
     config, prepared, identity = state.host()
     repository = _repository(repository, config)
-    files, docs = _signed(config, prepared, identity, private_key)
+    files, docs, info = _signed(config, prepared, identity, private_key)
     # In a worker thread: a signal ends the upload at once (143/130), whatever the registry does.
     ref = call_cancellable(lambda: push(repository, files, docs,
                                         insecure=insecure or config.fleet.insecure))
-    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **_summary(docs))
+    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **info)
     click.echo(ref)
 
 

@@ -9,14 +9,25 @@ import re
 from app.errors import ConfigError
 
 #: How to get the fleet extra's packages (cryptography, oras): engine-init is not on PyPI.
-INSTALL_HINT = ("use the engine-init image (it has them), or install engine-init from its "
-                "source folder with the fleet extra: pip install '.[fleet]'")
+_INSTALL_HINT = ("use the engine-init image (it has them), or install engine-init from its "
+                 "source folder with the fleet extra: pip install '.[fleet]'")
 #: The top-level roles of the fleet's TUF metadata (``fleet trust`` names them).
 ROLES = ("root", "targets", "snapshot", "timestamp")
 # The OCI distribution spec's grammar of a repository name (after host[:port]/).
 _NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 _NAME_RULE = ("path components of lowercase letters and digits, joined inside by '.', '_', "
               "'__' or dashes, separated by '/' (the OCI distribution spec)")
+
+
+def require(modules: tuple[str, ...], message: str, hint: str = _INSTALL_HINT) -> None:
+    """ConfigError (78) with ``message`` unless the optional ``modules`` import."""
+    import importlib
+
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(message, hint=hint) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -4,7 +4,6 @@ written as a signed OCI image layout, a folder or a ``.tar``, never over an exis
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from app.cache.publish import temp_name
 from app.cache.signing import MAX_KEY_BYTES
 from app.cancel import checkpoint
 from app.errors import BundleError, CacheWriteError, ConfigError
-from app.fleet import INSTALL_HINT, layout
+from app.fleet import layout, require
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:
@@ -34,17 +33,9 @@ _OTHER_KIND = {True: "this is a public key: sign with the private one",
                False: "this is a private key: robots get only the public one"}
 
 
-def _require(modules: tuple[str, ...], message: str, hint: str) -> None:
-    try:
-        for module in modules:
-            importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(message, hint=hint) from None
-
-
 def require_tuf() -> None:
     """ConfigError unless python-tuf and securesystemslib are installed (docs/fleet-trust.md)."""
-    _require(("securesystemslib", "tuf"), "the fleet's trust metadata needs the tuf and "
+    require(("securesystemslib", "tuf"), "the fleet's trust metadata needs the tuf and "
              "securesystemslib packages", "pip install 'tuf>=7,<8' 'securesystemslib>=1.3,<2'")
 
 
@@ -56,7 +47,7 @@ def _read(path: Path, what: str, hint: str = _HINT) -> bytes:
 
 
 def _load(path: Path, private: bool) -> object:
-    _require(("cryptography",), "the fleet commands need the cryptography package", INSTALL_HINT)
+    require(("cryptography",), "the fleet commands need the cryptography package")
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
@@ -115,7 +106,7 @@ def refusal(public: Ed25519PublicKey, signed: layout.SignedIndex) -> str:
 
 def generate_keypair(private_path: Path, public_path: Path) -> str:
     """Write a new key pair (the private file mode 0600); never overwrites. Returns the key id."""
-    _require(("cryptography",), "the fleet commands need the cryptography package", INSTALL_HINT)
+    require(("cryptography",), "the fleet commands need the cryptography package")
     from cryptography.hazmat.primitives import serialization as pem_format
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

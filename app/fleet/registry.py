@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from app import fleet
 from app.cache.fsread import parse_json
 from app.config_sections import FleetConfig
-from app.errors import BundleError, ConfigError, RegistryError
+from app.errors import BundleError, RegistryError
 from app.fleet import layout
 from app.fleet.fetch import Source, read_document
 
@@ -46,13 +46,12 @@ class ArtifactAbsentError(Exception):
 
 def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_READ_S) -> Any:
     """An oras client and the container of ``repository`` (``host[:port]/path``)."""
-    try:
-        import oras.container
-        import oras.provider
-        import requests
-    except ImportError:
-        raise ConfigError("the fleet registry commands need the oras package",
-                          hint=fleet.INSTALL_HINT) from None
+    fleet.require(("oras.container", "oras.provider", "requests"),
+                  "the fleet registry commands need the oras package")
+    import oras.container
+    import oras.provider
+    import requests
+
     host = fleet.check_repository(repository)
     insecure = insecure or fleet.is_loopback(host)
     timeout = (min(CONNECT_S, read_timeout_s), read_timeout_s)
