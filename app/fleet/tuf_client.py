@@ -21,13 +21,7 @@ from app.errors import BundleError, ConfigError
 from app.fleet import layout
 from app.fleet.candidates import staging
 from app.fleet.fetch import FetchResult, fetch_bundle, read_document
-from app.fleet.registry import (
-    ArtifactAbsentError,
-    RegistrySource,
-    connect,
-    put_blob,
-    put_manifest,
-)
+from app.fleet.registry import ArtifactAbsentError, RegistrySource, connect, put_blob, put_manifest
 from app.fleet.tuf_verify import (
     MAX_ROOTS,
     METADATA_MAX,
