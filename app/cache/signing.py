@@ -30,7 +30,7 @@ from app.errors import CacheWriteError, ConfigError
 
 SIGNATURE_FIELD = "signature"
 _MIN_KEY_BYTES = 16
-_MAX_KEY_BYTES = 64 << 10  # far more than any key: a larger file is not one
+MAX_KEY_BYTES = 64 << 10  # far more than any key file: a larger file is not one
 _ROBOT_KEY_BYTES = 32
 _REMAKE = "remove it; the next run makes a new key (and rebuilds the engines it recorded)"
 
@@ -40,7 +40,7 @@ def load_key(path: Path) -> bytes:
     would block the open, ``/dev/zero`` never ends: the safe reader refuses both, and a file
     larger than a key can be; links are followed (secrets are mounted through them)."""
     try:
-        key = read_small(path, _MAX_KEY_BYTES, follow_links=True).strip()
+        key = read_small(path, MAX_KEY_BYTES, follow_links=True).strip()
     except OSError as exc:
         raise ConfigError(
             f"signing_key_file: cannot read {path}: {exc.strerror or exc}",

@@ -1,11 +1,5 @@
-"""``engine-init export | import | push | pull`` and ``engine-init fleet keygen``.
-
-Keys and the registry come from the config's ``fleet`` section, which the options override;
-registry credentials from the Docker config file only. Exit codes: a bundle that fails a check
-65, a registry unreachable, too slow or without the repository 69, another pull of the SKU
-holding its lock past ``lock_timeout_s`` 75, a bad key file 78, a signal 143/130. ``import`` and
-``pull`` write only to the candidates folder. Only click is imported at start-up.
-"""
+"""``engine-init export | import | push | pull`` and ``fleet keygen`` (docs/fleet.md; exit codes:
+docs/fleet.md#exit-codes-of-pull-and-import). Only click is imported at start-up."""
 
 from __future__ import annotations
 
@@ -26,7 +20,6 @@ _PUBLIC = click.option("--public-key", type=KEY_FILE, default=None,
 
 
 def _setting(given: Any, config: Any, key: str, option: str) -> Any:
-    """The option's value, else the config's ``fleet.<key>``; a config error naming both."""
     if given is not None:
         return given
     value = getattr(config.fleet, key)
@@ -39,8 +32,7 @@ def _setting(given: Any, config: Any, key: str, option: str) -> Any:
 
 
 def _repository(given: str | None, config: Any) -> str:
-    """--repository, else fleet.repository, its name checked first: a config error (78)
-    comes before the cache is read or the registry asked."""
+    """--repository, else fleet.repository, checked before the cache is read or the registry asked."""
     from app.fleet import check_repository
 
     repository: str = _setting(given, config, "repository", "--repository")
@@ -75,23 +67,17 @@ def _bundle_files(config: Any, prepared: Any, identity: Any) -> dict[str, Path]:
     return files
 
 
-def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None) -> tuple[Any, Any]:
+def _signed(config: Any, prepared: Any, identity: Any, private_key: Path | None,
+            ) -> tuple[Any, Any, dict[str, Any]]:
+    """This host's bundle: its files, its signed documents, and what events say of them."""
+    from app.fleet import layout
     from app.fleet.bundle import describe, documents, load_private_key
 
     key = load_private_key(_setting(private_key, config, "private_key_file", "--private-key"))
     files = describe(_bundle_files(config, prepared, identity))
-    return files, documents(files, identity, key)
-
-
-def _summary(docs: Any) -> dict[str, object]:
-    """What an event or a command prints about a bundle."""
-    from app.cache.fsread import parse_json
-    from app.fleet import layout
-
-    manifest = parse_json(docs.manifest)
-    return {"sku": docs.sku, "files": len(manifest["layers"]),
-            "bytes": sum(layer["size"] for layer in manifest["layers"]),
-            "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
+    docs = documents(files, identity, key)
+    return files, docs, {"sku": docs.sku, "files": len(files), "bytes": sum(d.size for _, _, d in files),
+                         "manifest_digest": layout.descriptor_of(docs.manifest, layout.MANIFEST_TYPE).digest}
 
 
 def _emit(kind: str, message: str, **kv: Any) -> None:
@@ -136,9 +122,8 @@ def export_cmd(state: Any, path: Path, private_key: Path | None) -> None:
     from app.fleet.bundle import write_bundle
 
     config, prepared, identity = state.host()
-    files, docs = _signed(config, prepared, identity, private_key)
+    files, docs, info = _signed(config, prepared, identity, private_key)
     write_bundle(path, files, docs)
-    info = _summary(docs)
     _emit(events.FLEET_EXPORTED, f"exported {info['files']} file(s) for {docs.sku} to {path}",
           path=str(path), **info)
     click.echo(f"exported {docs.sku}: {info['files']} file(s), {info['bytes']} bytes to {path}")
@@ -182,12 +167,11 @@ def push_cmd(state: Any, repository: str | None, insecure: bool, private_key: Pa
 
     config, prepared, identity = state.host()
     repository = _repository(repository, config)
-    files, docs = _signed(config, prepared, identity, private_key)
-    # In a worker thread the main thread waits on, as pull's requests: a signal ends the
-    # upload at once (143/130), whatever the registry does; nothing is written here.
+    files, docs, info = _signed(config, prepared, identity, private_key)
+    # In a worker thread: a signal ends the upload at once (143/130), whatever the registry does.
     ref = call_cancellable(lambda: push(repository, files, docs,
                                         insecure=insecure or config.fleet.insecure))
-    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **_summary(docs))
+    _emit(events.FLEET_PUSHED, f"pushed {ref}", reference=ref, **info)
     click.echo(ref)
 
 
@@ -201,20 +185,19 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
     from app.cancel import call_cancellable
     from app.fleet.bundle import load_public_key, require_tuf
     from app.fleet.fetch import fetch_bundle
-    from app.fleet.registry import ArtifactAbsentError, Limits, RegistrySource
+    from app.fleet.registry import ArtifactAbsentError, RegistrySource
 
     config = state.config()
     repository = _repository(repository, config)
-    # With fleet.trusted_root_file the fleet's TUF metadata decides: what it released for this
-    # SKU, fetched by digest (docs/fleet-trust.md); the signature is checked too given a key.
+    # With fleet.trusted_root_file the fleet's TUF metadata decides (docs/fleet-trust.md); the
+    # signature is checked too given a key, which is needed without it.
     released = config.fleet.trusted_root_file is not None
-    if released:
-        public_file = public_key or config.fleet.public_key_file
-        key = load_public_key(public_file) if public_file is not None else None
-    else:
-        key = load_public_key(_setting(public_key, config, "public_key_file", "--public-key"))
+    public_file = public_key or config.fleet.public_key_file
+    if not released:
+        public_file = _setting(public_key, config, "public_key_file", "--public-key")
+    key = load_public_key(public_file) if public_file is not None else None
     config, _, identity = state.host(config)
-    sku, limits, insecure = identity.sku_key(), Limits.of(config.fleet), insecure or config.fleet.insecure
+    sku, limits, insecure = identity.sku_key(), config.fleet, insecure or config.fleet.insecure
     if released:
         require_tuf()
         from app.fleet.tuf_client import pull_release
@@ -229,9 +212,7 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
         absent = (f"the fleet released no engines for {sku} in {repository}",
                   f"no release for {sku} in {repository}")
     else:
-        # In a worker thread that the main thread waits on: a signal ends the pull at once,
-        # whatever request or lock wait it is in (143).
-        try:
+        try:  # in a worker thread: a signal ends the pull at once, whatever it waits on (143)
             result = call_cancellable(lambda: fetch_bundle(
                 RegistrySource(repository, insecure=insecure, limits=limits),
                 key, identity, config.candidates_root, lock_timeout_s=config.lock_timeout_s))

@@ -1,16 +1,9 @@
-"""``engine-init fleet trust ...``: the operator's commands for the fleet's TUF metadata.
-
-Each command changes the metadata folder (:mod:`app.fleet.tuf_repo`), signing with the private
-key files given (``--key``: root keys stay offline but for the commands that change root), then
-pushes the files it wrote to the repository the metadata is bound to, ``timestamp.json`` last
-(``push`` uploads the whole folder again). Exit codes: 78 keys, thresholds and the folder, 69 the
-registry, 65 a bundle that cannot be released, 143/130 a signal, which ends a registry request
-at once (a worker thread): the folder then holds the new files, and robots keep the previous
-metadata until ``push`` uploads them.
-"""
+"""``engine-init fleet trust ...``: the operator's commands for the fleet's TUF metadata
+(docs/fleet-trust.md#operator-commands; exit codes: docs/fleet-trust.md#exit-codes)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +11,6 @@ import click
 
 from app.fleet import ROLES
 
-_DIR = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 KEY_FILE = click.Path(dir_okay=False, path_type=Path)
 _KEYS = click.option("--key", "keys", type=KEY_FILE, multiple=True,
                      help="A private key file to sign with (repeat: e.g. 2 of the 3 root keys).")
@@ -26,6 +18,21 @@ _INSECURE = click.option("--insecure", is_flag=True, help="Plain HTTP to the reg
 _DAYS = click.option("--timestamp-days", type=click.FloatRange(min=0.01), default=None,
                      help="Days until snapshot and timestamp expire [default: 7]; re-sign before "
                           "with `fleet trust timestamp`.")
+
+
+def _command(name: str, short_help: str, *params: Any, keys: bool = True,
+             days: bool = True) -> Callable[[Callable[..., None]], click.Command]:
+    """A ``fleet trust`` command taking FOLDER, ``params``, then --key, --insecure and
+    --timestamp-days (``keys``, ``days``: whether it takes them)."""
+    stack = [click.argument("folder", type=click.Path(file_okay=False, path_type=Path)), *params,
+             *([_KEYS] if keys else []), _INSECURE, *([_DAYS] if days else [])]
+
+    def decorate(command: Callable[..., None]) -> click.Command:
+        for param in reversed(stack):
+            command = param(command)
+        return trust_group.command(name, short_help=short_help)(command)
+
+    return decorate
 
 
 def _keys(paths: tuple[Path, ...] | list[Path]) -> Any:
@@ -68,19 +75,16 @@ def trust_group() -> None:
     require_tuf()
 
 
-@trust_group.command("init", short_help="Create the fleet's metadata in FOLDER and push it.")
-@_DIR
-@click.option("--repository", required=True, help="The registry repository, host[:port]/path, "
-              "the metadata is valid for (and pushed to).")
-@click.option("--root-key", "root_keys", type=KEY_FILE, multiple=True, required=True,
-              help="A root key file (repeat); the private ones sign.")
-@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many root keys must sign a new root.")
-@click.option("--targets-key", type=KEY_FILE, required=True, help="The release key (private).")
-@click.option("--online-key", type=KEY_FILE, required=True,
-              help="The snapshot and timestamp key (private).")
-@_INSECURE
-@_DAYS
+@_command("init", "Create the fleet's metadata in FOLDER and push it.",
+          click.option("--repository", required=True, help="The registry repository, "
+                       "host[:port]/path, the metadata is valid for (and pushed to)."),
+          click.option("--root-key", "root_keys", type=KEY_FILE, multiple=True, required=True,
+                       help="A root key file (repeat); the private ones sign."),
+          click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
+                       help="How many root keys must sign a new root."),
+          click.option("--targets-key", type=KEY_FILE, required=True, help="The release key (private)."),
+          click.option("--online-key", type=KEY_FILE, required=True,
+                       help="The snapshot and timestamp key (private)."), keys=False)
 def init_cmd(folder: Path, repository: str, root_keys: tuple[Path, ...], threshold: int,
              targets_key: Path, online_key: Path, insecure: bool, timestamp_days: float | None) -> None:
     """Create version 1 of the fleet's metadata in FOLDER and push it. Robots are provisioned
@@ -95,17 +99,12 @@ def init_cmd(folder: Path, repository: str, root_keys: tuple[Path, ...], thresho
     _push(repo, insecure)
 
 
-@trust_group.command("release", short_help="Release the bundle pushed for SKU to its robots.")
-@_DIR
-@click.argument("sku")
-@click.option("--digest", default=None, help="The signed index to release, whatever the tag "
-              "says now: sha256:<64 hex>, or the whole repository:SKU@sha256:<64 hex> `push` "
-              "printed (the repository and SKU must be the ones released).")
-@_KEYS
-@_INSECURE
-@click.option("--days", type=click.FloatRange(min=0.01), default=None,
-              help="Days until this release's targets expire [default: 365].")
-@_DAYS
+@_command("release", "Release the bundle pushed for SKU to its robots.", click.argument("sku"),
+          click.option("--digest", default=None, help="The signed index to release, whatever the "
+                       "tag says now: sha256:<64 hex>, or the whole repository:SKU@sha256:<64 hex> "
+                       "`push` printed (the repository and SKU must be the ones released)."),
+          click.option("--days", type=click.FloatRange(min=0.01), default=None,
+                       help="Days until this release's targets expire [default: 365]."))
 def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ...], insecure: bool,
                 days: float | None, timestamp_days: float | None) -> None:
     """Release the bundle pushed for SKU: its index and files become the targets robots of
@@ -121,16 +120,12 @@ def release_cmd(folder: Path, sku: str, digest: str | None, keys: tuple[Path, ..
     _push(repo, insecure)
 
 
-@trust_group.command("delegate", short_help="Give SKU's releases a role (and key) of its own.")
-@_DIR
-@click.argument("sku")
-@click.option("--sku-key", "sku_keys", type=KEY_FILE, multiple=True, required=True,
-              help="A key of the SKU's own role (repeat; the private ones sign its first version).")
-@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many of them must sign a release of the SKU.")
-@_KEYS
-@_INSECURE
-@_DAYS
+@_command("delegate", "Give SKU's releases a role (and key) of its own.", click.argument("sku"),
+          click.option("--sku-key", "sku_keys", type=KEY_FILE, multiple=True, required=True,
+                       help="A key of the SKU's own role (repeat; the private ones sign its first "
+                       "version)."),
+          click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
+                       help="How many of them must sign a release of the SKU."))
 def delegate_cmd(folder: Path, sku: str, sku_keys: tuple[Path, ...], threshold: int,
                  keys: tuple[Path, ...], insecure: bool, timestamp_days: float | None) -> None:
     """Give SKU's releases to a role of its own (signed by the release key): the SKU's build
@@ -141,11 +136,7 @@ def delegate_cmd(folder: Path, sku: str, sku_keys: tuple[Path, ...], threshold: 
     _push(repo, insecure)
 
 
-@trust_group.command("timestamp", short_help="Re-sign snapshot and timestamp so robots keep pulling.")
-@_DIR
-@_KEYS
-@_INSECURE
-@_DAYS
+@_command("timestamp", "Re-sign snapshot and timestamp so robots keep pulling.")
 def timestamp_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool, timestamp_days: float | None) -> None:
     """Re-sign snapshot and timestamp (the online key) so that robots keep pulling: run it
     more often than --timestamp-days (e.g. daily from a timer)."""
@@ -172,26 +163,16 @@ def _change(folder: Path, role: str, keys: tuple[Path, ...], add: list[Path], re
     _push(repo, insecure)
 
 
-@trust_group.command("add-key", short_help="Give ROLE the key NEW (a new root version).")
-@_DIR
-@_ROLE
-@click.argument("new", type=KEY_FILE)
-@_KEYS
-@_THRESHOLD
-@_INSECURE
+@_command("add-key", "Give ROLE the key NEW (a new root version).", _ROLE,
+          click.argument("new", type=KEY_FILE), _THRESHOLD, days=False)
 def add_key_cmd(folder: Path, role: str, new: Path, keys: tuple[Path, ...], threshold: int | None,
                 insecure: bool) -> None:
     """Give ROLE the key NEW (a new root version, signed by the root threshold)."""
     _change(folder, role, keys, [new], [], threshold, insecure, f"added {new}")
 
 
-@trust_group.command("revoke-key", short_help="Take the key OLD from ROLE (a new root version).")
-@_DIR
-@_ROLE
-@click.argument("old", type=KEY_FILE)
-@_KEYS
-@_THRESHOLD
-@_INSECURE
+@_command("revoke-key", "Take the key OLD from ROLE (a new root version).", _ROLE,
+          click.argument("old", type=KEY_FILE), _THRESHOLD, days=False)
 def revoke_key_cmd(folder: Path, role: str, old: Path, keys: tuple[Path, ...], threshold: int | None,
                    insecure: bool) -> None:
     """Take the key OLD (its public file is enough) from ROLE: robots refuse its signatures from
@@ -199,23 +180,15 @@ def revoke_key_cmd(folder: Path, role: str, old: Path, keys: tuple[Path, ...], t
     _change(folder, role, keys, [], [old], threshold, insecure, f"revoked {old}")
 
 
-@trust_group.command("rotate-key", short_help="Replace ROLE's key OLD by NEW (a new root version).")
-@_DIR
-@_ROLE
-@click.argument("old", type=KEY_FILE)
-@click.argument("new", type=KEY_FILE)
-@_KEYS
-@_INSECURE
+@_command("rotate-key", "Replace ROLE's key OLD by NEW (a new root version).", _ROLE,
+          click.argument("old", type=KEY_FILE), click.argument("new", type=KEY_FILE), days=False)
 def rotate_key_cmd(folder: Path, role: str, old: Path, new: Path, keys: tuple[Path, ...],
                    insecure: bool) -> None:
     """Replace ROLE's key OLD by NEW in one new root version (NEW signs what ROLE signs)."""
     _change(folder, role, keys, [new], [old], None, insecure, f"{old} replaced by {new}")
 
 
-@trust_group.command("renew-root", short_help="A new root version with the same keys, for a year.")
-@_DIR
-@_KEYS
-@_INSECURE
+@_command("renew-root", "A new root version with the same keys, for a year.", days=False)
 def renew_root_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool) -> None:
     """A new root version with the same keys, expiring in a year: robots refuse everything once
     the newest root has expired, so renew it before (a release renews targets, `timestamp` the
@@ -223,9 +196,7 @@ def renew_root_cmd(folder: Path, keys: tuple[Path, ...], insecure: bool) -> None
     _change(folder, "root", keys, [], [], None, insecure, "renewed")
 
 
-@trust_group.command("push", short_help="Upload every file of FOLDER again.")
-@_DIR
-@_INSECURE
+@_command("push", "Upload every file of FOLDER again.", keys=False, days=False)
 def push_cmd(folder: Path, insecure: bool) -> None:
     """Upload every file of FOLDER again (roots first, timestamp last)."""
     repo = _load(folder)

@@ -1,15 +1,6 @@
-"""Fleets: engines built once per SKU, shipped as signed OCI bundles, stored as candidates, and
-promoted by ``run`` once checked on this host (docs/fleet.md describes the trust model): keys
-(Ed25519), layout (the OCI documents), bundle (write, push), fetch (verify while reading),
-registry (oras, bounded in time), candidates (the folder pull and import write, untrusted input
-to run, and its trust), promote (run's side), tuf_* (the fleet's TUF metadata). ``run`` imports
-only promote, candidates and layout, and only when this SKU has candidates. No CLI code here.
-
-A registry repository is ``host[:port]/name``, ``name`` in the OCI distribution spec's grammar,
-checked before any request: a registry answers a name outside it with a plain "404 page not
-found" that says nothing about the repository. A registry on ``localhost`` or 127.0.0.0/8
-(``::1``) is plain HTTP, as Docker treats it, so hints never ask for ``--insecure`` there.
-"""
+"""Fleets: engines built once per SKU, shipped as signed OCI bundles, stored as candidates and
+promoted by ``run`` (docs/fleet.md#the-trust-model). No CLI code here; ``run`` imports only
+promote, candidates and layout, and only when this SKU has candidates."""
 
 from __future__ import annotations
 
@@ -18,14 +9,25 @@ import re
 from app.errors import ConfigError
 
 #: How to get the fleet extra's packages (cryptography, oras): engine-init is not on PyPI.
-INSTALL_HINT = ("use the engine-init image (it has them), or install engine-init from its "
-                "source folder with the fleet extra: pip install '.[fleet]'")
+_INSTALL_HINT = ("use the engine-init image (it has them), or install engine-init from its "
+                 "source folder with the fleet extra: pip install '.[fleet]'")
 #: The top-level roles of the fleet's TUF metadata (``fleet trust`` names them).
 ROLES = ("root", "targets", "snapshot", "timestamp")
 # The OCI distribution spec's grammar of a repository name (after host[:port]/).
 _NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 _NAME_RULE = ("path components of lowercase letters and digits, joined inside by '.', '_', "
               "'__' or dashes, separated by '/' (the OCI distribution spec)")
+
+
+def require(modules: tuple[str, ...], message: str, hint: str = _INSTALL_HINT) -> None:
+    """ConfigError (78) with ``message`` unless the optional ``modules`` import."""
+    import importlib
+
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(message, hint=hint) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -1,21 +1,9 @@
-"""Signed bundles: Ed25519 keys (the reference robot signs, every robot verifies), and this
-host's cache files written as a signed OCI image layout, a folder or a ``.tar``, beside its
-destination under a temporary name then renamed into place, never over an existing one::
-
-    <bundle>/                       (or the same entries in <bundle>.tar)
-    ├── oci-layout, index.json      index.json names the signed index by the SKU key
-    └── blobs/sha256/<hex>          signed index, manifest, identity, one blob per file
-
-A fleet must not share one HMAC secret: any robot holding it could forge engines for all; with
-Ed25519 the robots hold only the public key. Keys are PEM files (PKCS#8, SubjectPublicKeyInfo)
-as ``openssl genpkey -algorithm ed25519`` and ``engine-init fleet keygen`` write them; they sign
-the fleet's TUF metadata too. What is signed is the manifest's digest after a fixed context
-string, so that a signature made for anything else never verifies.
-"""
+"""Signed bundles (docs/fleet.md#bundles-and-the-commands): Ed25519 keys (PEM, as ``openssl genpkey
+-algorithm ed25519`` writes them; they sign the TUF metadata too), and this host's cache files
+written as a signed OCI image layout, a folder or a ``.tar``, never over an existing one."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,16 +14,17 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 from app.cache.fsread import open_binary, read_small
 from app.cache.hashing import copy_hashed, sha256_bytes
 from app.cache.publish import temp_name
+from app.cache.signing import MAX_KEY_BYTES
 from app.cancel import checkpoint
 from app.errors import BundleError, CacheWriteError, ConfigError
-from app.fleet import INSTALL_HINT, layout
+from app.fleet import layout, require
 from app.host.identity import HardwareIdentity
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
     from securesystemslib.signer import CryptoSigner, SSlibKey
 
-_KEY_FILE_MAX = 64 << 10
+# Signed after a fixed context string: a signature made for anything else never verifies.
 _CONTEXT = b"engine-init bundle manifest v1\n"
 _HINT = "create a key pair with `engine-init fleet keygen PRIVATE PUBLIC` (or openssl genpkey " \
         "-algorithm ed25519) and name the files with --private-key / --public-key"
@@ -44,30 +33,21 @@ _OTHER_KIND = {True: "this is a public key: sign with the private one",
                False: "this is a private key: robots get only the public one"}
 
 
-def _require(modules: tuple[str, ...], message: str, hint: str) -> None:
-    try:
-        for module in modules:
-            importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(message, hint=hint) from None
-
-
 def require_tuf() -> None:
     """ConfigError unless python-tuf and securesystemslib are installed (docs/fleet-trust.md)."""
-    _require(("securesystemslib", "tuf"), "the fleet's trust metadata needs the tuf and "
+    require(("securesystemslib", "tuf"), "the fleet's trust metadata needs the tuf and "
              "securesystemslib packages", "pip install 'tuf>=7,<8' 'securesystemslib>=1.3,<2'")
 
 
 def _read(path: Path, what: str, hint: str = _HINT) -> bytes:
     try:
-        return read_small(path, _KEY_FILE_MAX, follow_links=True)  # secrets are often links (k8s)
+        return read_small(path, MAX_KEY_BYTES, follow_links=True)  # secrets are often links (k8s)
     except OSError as exc:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint=hint) from None
 
 
 def _load(path: Path, private: bool) -> object:
-    """The Ed25519 key in the PEM file ``path``; ConfigError naming the file otherwise."""
-    _require(("cryptography",), "the fleet commands need the cryptography package", INSTALL_HINT)
+    require(("cryptography",), "the fleet commands need the cryptography package")
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
@@ -126,7 +106,7 @@ def refusal(public: Ed25519PublicKey, signed: layout.SignedIndex) -> str:
 
 def generate_keypair(private_path: Path, public_path: Path) -> str:
     """Write a new key pair (the private file mode 0600); never overwrites. Returns the key id."""
-    _require(("cryptography",), "the fleet commands need the cryptography package", INSTALL_HINT)
+    require(("cryptography",), "the fleet commands need the cryptography package")
     from cryptography.hazmat.primitives import serialization as pem_format
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

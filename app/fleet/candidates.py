@@ -1,27 +1,6 @@
-"""The candidates folder: where verified bundle files land (never engines the cache would
-reuse), and whether a SKU's folder is still the bundle the fleet signed when ``run`` reads it.
-
-::
-
-    <candidates root>/                 fleet.candidates_dir, default <cache_root>/candidates
-    ├── .<sku>.lock                    flock: one import or pull of a SKU at a time
-    ├── .<sku>.tmp-<pid>-<random>/     being written (swept by the next holder of the lock)
-    └── <sku>/
-        ├── index.json, manifest.json  the signed index and the manifest, as received
-        ├── identity.json              the SKU identity the bundle was built on
-        └── files/                     engines, sidecars, records, timing/, calibration/
-
-Only ``pull`` and ``import`` write it; ``run`` treats it as untrusted input (a compromised
-puller can put anything there). A SKU's folder appears whole or not at all: each file is checked
-against its size and digest while written into a fresh folder, renamed into place only when all
-checked out. ``run`` opens a candidate one path component at a time without following a link
-(:func:`open_candidate`) and trusts a folder (:func:`trust_folder`) only while its index's
-Ed25519 signature verifies with ``fleet.public_key_file`` over the digest of its manifest, of
-this SKU, or (``fleet.trusted_root_file``) the TUF metadata in ``candidates/tuf``, verified
-offline from that root, unexpired and bound to ``fleet.repository``, releases exactly this index
-and these files (and the signature verifies too while a public key is set). Anything else, no
-key configured included, refuses the whole folder: a candidate is never trusted by default.
-"""
+"""The candidates folder (docs/fleet.md#the-trust-model): ``<sku>/`` (index.json, manifest.json,
+identity.json, files/), written whole by pull and import under ``.<sku>.lock``, read by ``run`` as
+untrusted input: :func:`trust_folder` says whether it is still what the fleet signed or released."""
 
 from __future__ import annotations
 
@@ -50,9 +29,8 @@ _LOG = logging.getLogger("engine_init")
 
 
 def open_candidate(root: Path, sku: str, name: str) -> int:
-    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, each component from
-    ``root`` on opened relative to the one before with ``O_NOFOLLOW``: a link below the root's
-    parent (which the config names), a FIFO or a device is an UnsafeFileError."""
+    """A descriptor of the regular file ``<root>/<sku>/files/<name>``, each component opened
+    relative to the one before with ``O_NOFOLLOW`` (a link, FIFO or device: UnsafeFileError)."""
     parts = [root.name, sku, "files", *layout.check_name(name).split("/")]
     fd = open_regular(root.parent, follow_links=True, folder=True)
     where = root.parent
@@ -99,18 +77,16 @@ def store_file(stage: Path, name: str, descriptor: layout.Descriptor, chunks: It
                           hint=layout.ALTERED)
 
 
-def store_document(stage: Path, name: str, raw: bytes) -> None:
-    fd = os.open(stage / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+def store_document(path: Path, raw: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as handle:
         handle.write(raw)
         os.fsync(handle.fileno())
 
 
 def lock_root(root: Path, name: str, timeout_s: float) -> int:
-    """Create the candidates root ``root`` with its parents (a fresh robot has none), refuse it
-    if it is a link, then take ``name``'s flock there within ``timeout_s`` (LockTimeoutError,
-    75; a signal ends the wait): the descriptor to close. A volume that refuses is a
-    CacheWriteError naming ``root``."""
+    """Create the candidates root (a fresh robot has none; a link is refused), then take
+    ``name``'s flock there within ``timeout_s``: the descriptor to close."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         if root.is_symlink():
@@ -141,10 +117,9 @@ def lock_root(root: Path, name: str, timeout_s: float) -> int:
 @contextmanager
 def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: float = 600.0,
             replace_any: bool = False) -> Iterator[Path | None]:
-    """Lock ``name`` (a SKU, or the TUF metadata) under the candidates root ``root``, sweep what
-    a killed holder left, then yield a new folder to fill, or None when the folder already
-    holds the manifest ``manifest_digest``. On a clean exit the stage replaces ``root/name``
-    (``replace_any``: whatever is there, a link included)."""
+    """Lock ``name`` (a SKU, or the TUF metadata) under ``root``, sweep what a killed holder left,
+    then yield a new folder that replaces ``root/name`` on a clean exit (``replace_any``: even a
+    link), or None when the folder already holds the manifest ``manifest_digest``."""
     lock = lock_root(root, name, timeout_s)
     try:
         for entry in os.scandir(root):  # only under the lock: nobody else writes them
@@ -210,8 +185,8 @@ def _stamp(path: Path) -> tuple[int, ...]:
 
 def trust_folder(folder: Path, sku: str, public_key_file: Path | None,
                  trusted_root: Path | None = None, repository: str | None = None) -> Trust:
-    """The verdict on the candidate folder ``folder`` of ``sku`` (see the module docstring);
-    ``cryptography`` is loaded only when a signature is checked."""
+    """The verdict on the candidate folder of ``sku``: its signature, or its TUF release, verified
+    (docs/fleet.md#the-trust-model, docs/fleet-trust.md#the-model); never trusted by default."""
     if public_key_file is None and trusted_root is None:
         return Trust(reason="fleet.public_key_file is not set (nor fleet.trusted_root_file), so "
                             "its signature cannot be checked")
@@ -275,8 +250,7 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
 
 
 def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
-    """``files/<name>`` of ``folder``, read once; ValueError unless ``trust``'s manifest lists
-    exactly these bytes (OSError when it cannot be read, or is not a regular file)."""
+    """``files/<name>`` of ``folder``, read once; ValueError unless ``trust`` lists these bytes."""
     described = trust.files.get(name)
     if described is None:
         raise ValueError(f"the signed manifest does not list {name}")

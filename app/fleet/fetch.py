@@ -1,11 +1,6 @@
-"""Read a bundle, verifying while reading, and store its files as candidates.
-
-The order is what makes it safe: the signed index and its Ed25519 signature over the manifest
-digest before anything else is read; then the manifest (of the signed digest), the identity
-(this host's SKU), and only then the files, each streamed once into the candidate folder while
-its size and digest are checked. Nothing is stored unless all of it checks out. A
-:class:`Source` only hands out bytes: a layout folder, a ``.tar`` of one, or a registry.
-"""
+"""Read a bundle, verifying while reading, and store its files as candidates. The order makes it
+safe: the signature over the manifest digest before anything else is read, then the manifest, the
+identity (this SKU), and only then the files, each streamed once while size and digest are checked."""
 
 from __future__ import annotations
 
@@ -198,10 +193,8 @@ def open_bundle(path: Path) -> Iterator[LayoutSource | TarSource]:
 def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: HardwareIdentity,
                  candidates: Path, *, lock_timeout_s: float = 600.0,
                  release: Callable[[layout.ParsedManifest], None] | None = None) -> FetchResult:
-    """Verify ``source`` against ``public`` (when given) and this ``host``, and its manifest
-    with ``release`` (when given: the TUF release's check), then store its files as
-    candidates under ``<candidates>/<sku>/`` (the candidates root: nothing else is written).
-    BundleError (nothing stored) when any check fails."""
+    """Verify ``source`` (with ``public`` and ``release``, each when given) for this ``host``, then
+    store its files under ``<candidates>/<sku>/``; BundleError (nothing stored) on any failed check."""
     sku = host.sku_key()
     raw_index = source.signed_index(sku)
     signed = layout.parse_signed_index(raw_index)
@@ -242,6 +235,6 @@ def fetch_bundle(source: Source, public: Ed25519PublicKey | None, host: Hardware
                             source.streams, name="fetch")
             for name, raw in (("index.json", raw_index), ("manifest.json", raw_manifest),
                               ("identity.json", raw_identity)):
-                store_document(stage, name, raw)
+                store_document(stage / name, raw)
     return FetchResult(manifest.sku, digest, candidates / manifest.sku, len(manifest.files),
                        sum(d.size for _, d in manifest.files), stage is None)

@@ -1,17 +1,6 @@
-"""The OCI documents of a bundle, how they are written and how strictly they are read.
-
-A bundle is three levels of content-addressed JSON above the files::
-
-    index.json (layout only)   ─ ref.name = <sku key> ─► signed index (an OCI image index)
-    signed index               ─ manifests[0], annotated with the Ed25519 signature of ──►
-    manifest                   ─ artifactType application/vnd.engine-init.bundle.v1
-        config  application/vnd.engine-init.identity.v1+json   {"sku_key", "identity"}
-        layers  one per file, annotated org.opencontainers.image.title = its cache-relative name
-
-The signed index is what a registry tag points at, and what an OCI layout's index.json names,
-so OCI tools copy the signature with the artifact. The signature covers the manifest digest,
-which covers the config (identity) and every file's digest and size.
-"""
+"""The OCI documents of a bundle (docs/fleet.md#bundles-and-the-commands): the layout's index.json
+names the signed index by SKU key (what a tag points at); its one manifest descriptor carries the
+Ed25519 signature; the manifest's config is the identity, one layer per file titled with its name."""
 
 from __future__ import annotations
 
@@ -108,7 +97,6 @@ def check_name(name: str) -> str:
 
 
 def kind_of(name: str) -> str:
-    """The kind of cache file ``name`` is (a key of :data:`MEDIA_TYPES`)."""
     check_name(name)
     if "/" in name:
         return name.split("/", 1)[0]
@@ -117,13 +105,15 @@ def kind_of(name: str) -> str:
     return "record" if name.endswith(RECORD_SUFFIX) else "engine"
 
 
-def manifest_doc(config: Descriptor, files: list[tuple[str, Descriptor]], sku: str) -> bytes:
+def manifest_doc(config: Descriptor, files: list[tuple[str, Descriptor]], sku: str | None,
+                 artifact_type: str = ARTIFACT_TYPE) -> bytes:
+    """A manifest of ``files`` (each layer titled with its name), annotated with ``sku`` if given."""
     return canonical({
-        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": ARTIFACT_TYPE,
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": artifact_type,
         "config": config.doc(),
         "layers": [Descriptor(d.media_type, d.digest, d.size, {**d.annotations, TITLE: name}).doc()
                    for name, d in files],
-        "annotations": {SKU: sku},
+        **({"annotations": {SKU: sku}} if sku is not None else {}),
     })
 
 
@@ -212,7 +202,6 @@ def parse_signed_index(raw: bytes) -> SignedIndex:
 
 
 def parse_manifest(raw: bytes) -> ParsedManifest:
-    """The manifest's identity descriptor and files; BundleError on anything unexpected."""
     doc = parse_object(raw, "manifest")
     if doc.get("mediaType") != MANIFEST_TYPE or doc.get("artifactType") != ARTIFACT_TYPE:
         raise _bad(f"manifest is not an {ARTIFACT_TYPE}")

@@ -1,15 +1,6 @@
-"""Promotion: a candidate (:mod:`app.fleet.candidates`) checked on this host and published as
-this cache's engine instead of a build, only while its folder is the bundle the fleet signed,
-its record the one the manifest lists, of this SKU, from the same ONNX bytes, settings and
-backend release (the reuse decision's provenance diff), and its bytes the signed ones.
-
-The bytes are checked as they are copied, read once into a temp file of the cache, at most one
-byte past the signed size; the copies are made ahead (:class:`EarlyCopies`) while the run checks
-the models before, then published (only with the signed digest) or removed. So what is published
-is a file only this job wrote: a candidate rewritten after it was hashed, hard-linked or reached
-through a link never is. The backend then loads it and, for ``verify: accuracy``, the gate checks
-it; failing either, it is unpublished at once. Any refusal is a rejection: the caller builds.
-"""
+"""Promotion: a candidate checked on this host and published as this cache's engine instead of a
+build (docs/fleet.md#the-trust-model, checks 1 to 5, and the copies made ahead). Any refusal is a
+rejection: the caller builds."""
 
 from __future__ import annotations
 
@@ -55,7 +46,8 @@ class _Abandoned(Exception):
 
 
 class StagedCopy:
-    """One candidate being copied to a temp file beside ``artifact``; see the module docstring."""
+    """One candidate copied ahead to a temp file beside ``artifact``, hashed while written, and
+    renamed into place only by :meth:`publish`."""
 
     def __init__(self, candidates: Path, sku: str, artifact: Path, size: int,
                  before: StagedCopy | None) -> None:
@@ -143,8 +135,8 @@ class EarlyCopies:
 def _vet(candidates: Path, sku: str, artifact: Path, expected: ProvenanceRecord, onnx_sha256: str,
          public_key: Path | None, trusted_root: Path | None = None, repository: str | None = None,
          ) -> Promotion | tuple[Path, ProvenanceRecord, Descriptor] | None:
-    """The checks made before any byte of the engine is read (the signed folder, the record, the
-    manifest's entry): None without a candidate, a rejection, or what promotion goes on with."""
+    """The checks made before any byte of the engine is read: None without a candidate, a
+    rejection, or what promotion goes on with."""
     folder = candidates / sku
     candidate = folder / "files" / artifact.name
     if not os.path.lexists(candidate):
@@ -199,12 +191,9 @@ def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pat
             public_key: Path | None, logger: logging.Logger,
             staged: StagedCopy | None = None, trusted_root: Path | None = None,
             repository: str | None = None) -> Promotion | None:
-    """Publish the candidate of ``artifact`` for ``sku`` under the candidates root ``candidates``
-    at ``artifact``; None when there is none. ``expected``: the record the current inputs give;
-    ``before_publish`` runs once the signed documents checked out, before the copy is published
-    (the pending record); ``public_key``, ``trusted_root``, ``repository``: the fleet's anchors
-    (:func:`app.fleet.candidates.trust_folder`); ``staged``: the copy made ahead, published only
-    if it holds the signed bytes (None: made here). A copy not published is removed."""
+    """Publish the candidate of ``artifact`` (None when there is none). ``expected``: the record
+    the current inputs give; ``before_publish`` (the pending record) runs before the copy is
+    published; ``staged``: the copy made ahead (None: made here). A copy not published is removed."""
     try:
         vetted = _vet(candidates, sku, artifact, expected, onnx_sha256, public_key, trusted_root, repository)
         if vetted is None or isinstance(vetted, Promotion):
@@ -257,8 +246,7 @@ def _failed(staged: StagedCopy, described: Descriptor) -> str:
     return ""
 
 
-def _unpublish(artifact: Path) -> None:
-    """Remove the published copy and its sidecar (the pending record stays for the build)."""
+def _unpublish(artifact: Path) -> None:  # the pending record stays for the build
     for path in (artifact, sidecar_path(artifact)):
         path.unlink(missing_ok=True)
 
@@ -267,10 +255,8 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: P
                       public_key: Path | None, logger: logging.Logger, *,
                       trusted_root: Path | None = None, repository: str | None = None,
                       ) -> Path | None:
-    """Before a local build of ``sku``: when the timing cache that build reads (TensorRT's
-    ``timing_cache_path``; ONNX Runtime has none) is absent, write the trusted bundle's one of
-    the same name there, so that the build skips the timings the reference robot measured.
-    Returns the seeded path, else None; a file already there is never replaced."""
+    """Before a local build of ``sku``: when the timing cache that build reads is absent, write
+    the trusted bundle's one there (the seeded path, else None; never over an existing file)."""
     target = runtime.timing_cache_path(cache_root)
     if target is None or os.path.lexists(target):
         return None
@@ -290,8 +276,7 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: P
 
 
 def _interface(record: ProvenanceRecord, spec: BackboneSpec) -> ModelInterface:
-    """The ONNX model's inputs and outputs: from the signed record, built from these very ONNX
-    bytes (its ``onnx_sha256`` is this robot's), else read with ``onnx`` (an older record)."""
+    """The ONNX model's I/O: from the signed record (of these very ONNX bytes), else with ``onnx``."""
     from app.backends.onnx_model import ModelInterface, inspect_model
 
     if record.onnx_io is not None:

@@ -1,12 +1,5 @@
-"""Push and pull bundles through an OCI registry, with ``oras`` (the ORAS Python SDK).
-
-Credentials come from the Docker config files (``~/.docker/config.json``, and
-``$DOCKER_CONFIG/config.json``), never from engine-init's config. oras retries a failing request
-with sleeps growing to minutes; here each request is made once, so a registry that is down is
-reported at once, and every read is bounded (:class:`Limits`): a registry that trickles bytes is
-given up on (69), never waited for with a lock held. A repository the registry does not know
-(``NAME_UNKNOWN``) is an error naming it; only a known one without the SKU's tag is "absent".
-"""
+"""Push and pull bundles through an OCI registry with ``oras``: each request made once, every read
+bounded (docs/fleet.md#bounded-retrieval); credentials from the Docker config files only."""
 
 from __future__ import annotations
 
@@ -15,14 +8,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import fleet
 from app.cache.fsread import parse_json
 from app.config_sections import FleetConfig
-from app.errors import BundleError, ConfigError, RegistryError
+from app.errors import BundleError, RegistryError
 from app.fleet import layout
 from app.fleet.fetch import Source, read_document
 
@@ -48,60 +40,40 @@ def _what_happened(exc: BaseException, timeout_s: float) -> str:
     return "cannot be reached"
 
 
-@dataclass(frozen=True)
-class Limits:
-    """How long a pull waits: ``grace_s`` for any request and the longest silence, then
-    ``min_rate`` bytes per second (``fleet.blob_grace_s``, ``fleet.min_rate_kib_s``)."""
-
-    grace_s: float = FleetConfig.model_fields["blob_grace_s"].default
-    min_rate: float = FleetConfig.model_fields["min_rate_kib_s"].default * 1024
-
-    @classmethod
-    def of(cls, fleet: FleetConfig) -> Limits:
-        return cls(fleet.blob_grace_s, fleet.min_rate_kib_s * 1024)
-
-    def deadline_s(self, size: int) -> float:
-        return self.grace_s + size / self.min_rate
-
-
 class ArtifactAbsentError(Exception):
     """No artifact under this SKU's tag: not an error for ``pull``."""
 
 
 def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_READ_S) -> Any:
     """An oras client and the container of ``repository`` (``host[:port]/path``)."""
-    try:
-        import oras.container
-        import oras.provider
-        import requests
-    except ImportError:
-        raise ConfigError("the fleet registry commands need the oras package",
-                          hint=fleet.INSTALL_HINT) from None
+    fleet.require(("oras.container", "oras.provider", "requests"),
+                  "the fleet registry commands need the oras package")
+    import oras.container
+    import oras.provider
+    import requests
+
     host = fleet.check_repository(repository)
     insecure = insecure or fleet.is_loopback(host)
     timeout = (min(CONNECT_S, read_timeout_s), read_timeout_s)
 
-    class Client(oras.provider.Registry):  # type: ignore[misc]
-        def do_request(self, *args: Any, **kwargs: Any) -> Any:
-            try:  # the undecorated request: once, no sleeping retries
-                return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
-            except (requests.RequestException, ValueError, AttributeError) as exc:
-                # oras fails inside its login (ValueError, or AttributeError from its basic
-                # backend) when no credentials are given: say that instead.
-                if self._asks_for_credentials():
-                    raise RegistryError(f"registry {host} asks for credentials that the Docker "
-                                        "config file does not give", hint="run `docker login "
-                                        f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
-                raise RegistryError(
-                    f"registry {host} {_what_happened(exc, read_timeout_s)}: "
-                    f"{type(exc).__name__}", hint=fleet.reach_hint(host, insecure)) from None
-
-        def _asks_for_credentials(self) -> bool:
+    def do_request(*args: Any, **kwargs: Any) -> Any:
+        try:  # the undecorated request: once, no sleeping retries
+            return oras.provider.Registry.do_request.__wrapped__(client, *args, **kwargs)
+        except (requests.RequestException, ValueError, AttributeError) as exc:
+            # oras fails inside its login (ValueError, or AttributeError from its basic
+            # backend) when no credentials are given: say that instead.
             try:
-                answer = self.session.request("GET", f"{self.prefix}://{host}/v2/", verify=self._tls_verify)
+                asks = client.session.request("GET", f"{client.prefix}://{host}/v2/",
+                                              verify=client._tls_verify).status_code == 401
             except requests.RequestException:
-                return False
-            return int(answer.status_code) == 401
+                asks = False
+            if asks:
+                raise RegistryError(f"registry {host} asks for credentials that the Docker "
+                                    "config file does not give", hint="run `docker login "
+                                    f"{host}` (or set DOCKER_CONFIG) as the job's user") from None
+            raise RegistryError(
+                f"registry {host} {_what_happened(exc, read_timeout_s)}: "
+                f"{type(exc).__name__}", hint=fleet.reach_hint(host, insecure)) from None
 
     # oras's token backend cannot log in to a registry that asks for Basic auth (htpasswd, as
     # CNCF Distribution's own), and its basic backend cannot get a token: ask the registry first.
@@ -111,7 +83,8 @@ def connect(repository: str, *, insecure: bool, read_timeout_s: float = _PUSH_RE
     except requests.RequestException:
         challenge = ""  # the first real request reports it
     backend = "basic" if challenge.lower().startswith("basic") else "token"
-    client = Client(hostname=host, insecure=insecure, auth_backend=backend)
+    client = oras.provider.Registry(hostname=host, insecure=insecure, auth_backend=backend)
+    client.do_request = do_request  # on the instance: oras's own calls go through it too
     client.session.request = functools.partial(client.session.request, timeout=timeout)
     container = oras.container.Container(repository, registry=client.hostname)
     folder = os.environ.get("DOCKER_CONFIG")  # oras always reads ~/.docker/config.json too
@@ -147,20 +120,21 @@ class RegistrySource(Source):
 
     streams = 4
 
-    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None,
+    def __init__(self, repository: str, *, insecure: bool, limits: FleetConfig | None = None,
                  index: layout.Descriptor | None = None) -> None:
         self.where = repository
-        self.limits = limits or Limits()
+        self.limits = limits or FleetConfig()  # fleet.blob_grace_s, fleet.min_rate_kib_s
         self.index = index
         self.client, self.container = connect(repository, insecure=insecure,
-                                              read_timeout_s=self.limits.grace_s)
+                                              read_timeout_s=self.limits.blob_grace_s)
 
     def _bounded(self, response: Any, size: int, what: str) -> Iterator[bytes]:
         """The body as it arrives, at most one read past ``size``, within the limits."""
         import requests
         import urllib3
 
-        allowed = self.limits.deadline_s(size)
+        grace_s, rate = self.limits.blob_grace_s, self.limits.min_rate_kib_s
+        allowed = grace_s + size / (rate * 1024)
         start, got = time.monotonic(), 0
         while True:
             try:
@@ -168,7 +142,7 @@ class RegistrySource(Source):
             except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
                 raise RegistryError(
                     f"registry {self.where} is too slow: it sent nothing for "
-                    f"{self.limits.grace_s:g} s (fleet.blob_grace_s) after {got} of {size} bytes "
+                    f"{grace_s:g} s (fleet.blob_grace_s) after {got} of {size} bytes "
                     f"of {what}", hint="check the network; on a slow link raise "
                     "fleet.blob_grace_s. Nothing was stored") from None
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -186,9 +160,9 @@ class RegistrySource(Source):
                 raise RegistryError(
                     f"registry {self.where} is too slow: {got} of {size} bytes of {what} in "
                     f"{elapsed:.0f} s (allowed {allowed:.0f} s: fleet.blob_grace_s "
-                    f"{self.limits.grace_s:g} + the size at fleet.min_rate_kib_s "
-                    f"{self.limits.min_rate / 1024:g})", hint="check the network; on a slow link "
-                    "lower fleet.min_rate_kib_s or raise fleet.blob_grace_s. Nothing was stored")
+                    f"{grace_s:g} + the size at fleet.min_rate_kib_s {rate:g})", hint="check the "
+                    "network; on a slow link lower fleet.min_rate_kib_s or raise fleet.blob_grace_s. "
+                    "Nothing was stored")
 
     def _plain_404(self, what: str) -> RegistryError:
         """A 404 without an OCI error document: not about this repository, so nothing is absent."""

@@ -1,21 +1,6 @@
-"""The fleet's TUF metadata in the registry, next to the bundles: the robot's ``pull`` and the
-operator's uploads.
-
-::
-
-    <cache_root>/candidates/tuf/    the metadata this robot trusts (written by pull only)
-    ├── root_history/<n>.root.json  every root version since the provisioned one
-    ├── timestamp.json, snapshot.json, targets.json
-
-Each metadata file is a small OCI artifact whose only layer is its bytes, tagged ``tuf-<file
-name>`` (``tuf-timestamp.json`` is the one tag that moves); SKU keys never start with ``tuf-``.
-:func:`refresh` runs python-tuf's ``ngclient.Updater`` over them (:class:`OciFetcher` checks
-only sizes and digests) from the provisioned root and the metadata trusted before: rollback,
-freeze (expiry) and anything short of the current keys' threshold are refused. The Updater works
-in a fresh folder filled from the trusted copies through the safe reader (it opens its files
-itself), which replaces ``candidates/tuf`` once verified. A released bundle is then fetched by
-the index digest the release names, never by the SKU's tag: re-tagging an old bundle is moot.
-"""
+"""The robot's side of the fleet's TUF metadata in the registry (docs/fleet-trust.md#the-model):
+:func:`refresh` runs python-tuf's Updater in a fresh folder that replaces ``candidates/tuf`` once
+verified; a released bundle is fetched by the index digest the release names, never by its tag."""
 
 from __future__ import annotations
 
@@ -36,14 +21,7 @@ from app.errors import BundleError, ConfigError
 from app.fleet import layout
 from app.fleet.candidates import staging
 from app.fleet.fetch import FetchResult, fetch_bundle, read_document
-from app.fleet.registry import (
-    ArtifactAbsentError,
-    Limits,
-    RegistrySource,
-    connect,
-    put_blob,
-    put_manifest,
-)
+from app.fleet.registry import ArtifactAbsentError, RegistrySource, connect, put_blob, put_manifest
 from app.fleet.tuf_verify import (
     MAX_ROOTS,
     METADATA_MAX,
@@ -60,6 +38,7 @@ from app.fleet.tuf_verify import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from app.config_sections import FleetConfig
     from app.host.identity import HardwareIdentity
 
 _ARTIFACT_TYPE = "application/vnd.engine-init.tuf-metadata.v1"
@@ -68,16 +47,13 @@ _EMPTY = layout.Descriptor("application/vnd.oci.empty.v1+json", layout.descripto
 
 
 def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, insecure: bool,
-            lock_timeout_s: float = 600.0, limits: Limits | None = None) -> dict[str, Any]:
+            lock_timeout_s: float = 600.0, limits: FleetConfig | None = None) -> dict[str, Any]:
     """Refresh this robot's trusted metadata from ``repository``: the verified ``targets`` that
-    release ``sku`` (the top level or its delegated role) and the versions an operator checks
-    (``root_version``, ``timestamp_version``, ``expires``: ISO 8601 UTC). BundleError for a
-    refusal (rollback, expiry, signatures, another repository), RegistryError when the registry
-    cannot be read or is too slow for ``limits``, ConfigError for the provisioned root."""
+    release ``sku`` and the versions an operator checks (``root_version``, ``timestamp_version``,
+    ``expires``: ISO 8601 UTC)."""
     bootstrap = read_trusted_root(trusted_root)
     current = candidates / TUF_FOLDER
-    # One refresh at a time (a second waits, as for a SKU's bundle), in a fresh folder that
-    # replaces the trusted one once verified.
+    # One refresh at a time, in a fresh folder that replaces the trusted one once verified.
     with staging(candidates, TUF_FOLDER, None, timeout_s=lock_timeout_s, replace_any=True) as work:
         assert work is not None  # (no manifest to keep)
         for name, raw in stored(current).items():
@@ -106,35 +82,29 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
         except exceptions.RepositoryError as exc:
             raise explain(exc, repository, current, insecure=insecure) from None
         timestamp: Timestamp = verified("timestamp")
-        check_bound(repository, root, "root")
-        for signed in {id(top): top, id(targets): targets}.values():
-            check_bound(repository, signed, "targets")
+        check_bound(repository, root, top, targets)
         return {"targets": targets, "root_version": root.version, "timestamp_version": timestamp.version,
                 "expires": timestamp.expires.isoformat()}
 
 
 def push_metadata(repository: str, files: list[tuple[str, bytes]], *, insecure: bool) -> None:
-    """Upload ``(file name, bytes)`` pairs in order (the caller puts ``timestamp.json`` last:
-    until it moves, robots see the previous release whole)."""
+    """Upload ``(file name, bytes)`` in order (``timestamp.json`` last: until it moves, robots see
+    the previous release whole); each a manifest tagged ``tuf-<name>`` (SKU keys never start so)."""
     client, container = connect(repository, insecure=insecure)
     put_blob(client, container, b"{}", "an empty config")
     for filename, raw in files:
         put_blob(client, container, raw, filename)
-        layer = layout.Descriptor(_LAYER_TYPE, layout.descriptor_of(raw, "").digest, len(raw),
-                                  {layout.TITLE: filename})
-        manifest = layout.canonical({"schemaVersion": 2, "mediaType": layout.MANIFEST_TYPE,
-                                     "artifactType": _ARTIFACT_TYPE, "config": _EMPTY.doc(),
-                                     "layers": [layer.doc()]})
+        layer = layout.descriptor_of(raw, _LAYER_TYPE)
+        manifest = layout.manifest_doc(_EMPTY, [(filename, layer)], None, _ARTIFACT_TYPE)
         put_manifest(client, container, f"tuf-{filename}", manifest, layout.MANIFEST_TYPE,
                      f"the tag tuf-{filename}")
 
 
 class OciFetcher(FetcherInterface):
-    """python-tuf's transport over one registry repository: ``<anything>/<file name>`` is the
-    artifact tagged ``tuf-<file name>``, read within the pull's ``limits``; a tag the registry
-    does not know is HTTP 404 to the Updater (for the next root version: "no newer root")."""
+    """python-tuf's transport: ``<anything>/<file name>`` is the artifact tagged ``tuf-<file
+    name>``; a tag the registry does not know is HTTP 404 to the Updater ("no newer root")."""
 
-    def __init__(self, repository: str, *, insecure: bool, limits: Limits | None = None) -> None:
+    def __init__(self, repository: str, *, insecure: bool, limits: FleetConfig | None = None) -> None:
         self.source = RegistrySource(repository, insecure=insecure, limits=limits)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -154,8 +124,8 @@ class OciFetcher(FetcherInterface):
 
 def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: bool
                     ) -> tuple[layout.Descriptor, list[tuple[str, layout.Descriptor]]]:
-    """The signed index (``digest``: ``--digest``, else what the SKU's tag names now) and the
-    files of the bundle pushed for ``sku``: what ``fleet trust release`` signs."""
+    """The signed index (``digest``, else what the SKU's tag names now) and the files of the
+    bundle pushed for ``sku``: what ``fleet trust release`` signs."""
     source = RegistrySource(repository, insecure=insecure)
     if digest is None:
         try:
@@ -184,9 +154,8 @@ def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: 
 
 
 def released_digest(given: str, repository: str, sku: str) -> str:
-    """The ``sha256:<hex>`` digest of ``--digest``, given as that or as the whole reference
-    ``push`` printed (``repository:SKU@sha256:<hex>``, which must name this repository and
-    SKU); ConfigError (78) for anything else."""
+    """The ``sha256:<hex>`` of ``--digest``, given so or as the ``repository:SKU@sha256:<hex>``
+    ``push`` printed (of this repository and SKU); ConfigError (78) otherwise."""
     reference, _, digest = given.rpartition("@")
     if not layout.DIGEST.fullmatch(digest):
         raise ConfigError(f"--digest {given!r} is not a digest", hint="give sha256:<64 lowercase "
@@ -200,12 +169,10 @@ def released_digest(given: str, repository: str, sku: str) -> str:
 
 def pull_release(repository: str, host: HardwareIdentity, candidates: Path, trusted_root: Path, *,
                  insecure: bool, public: Ed25519PublicKey | None, lock_timeout_s: float,
-                 limits: Limits | None = None) -> tuple[dict[str, Any], FetchResult | None]:
+                 limits: FleetConfig | None = None) -> tuple[dict[str, Any], FetchResult | None]:
     """Refresh the fleet's metadata, then fetch and store the bundle it released for this
-    host's SKU (None when it released none): its index by digest, its manifest listing exactly
-    the released files. ``public``: also check the bundle's Ed25519 signature."""
-    # In a worker thread the main thread waits on, as the blobs are fetched: a signal ends the
-    # pull at once, whatever the registry is doing (the next holder of the lock sweeps).
+    host's SKU (None when none) by its index digest; ``public``: check its signature too."""
+    # In a worker thread: a signal ends the pull at once (the next holder of the lock sweeps).
     trusted = call_cancellable(lambda: refresh(repository, trusted_root, candidates,
                                                host.sku_key(), insecure=insecure,
                                                lock_timeout_s=lock_timeout_s, limits=limits))

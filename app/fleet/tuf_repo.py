@@ -1,24 +1,5 @@
-"""The operator's side of the fleet's TUF metadata: a folder of signed files, pushed next to
-the bundles (:mod:`app.fleet.tuf_client`).
-
-::
-
-    <metadata folder>/              the operator's copy (the registry holds the same files)
-    ├── 1.root.json, 2.root.json    every root version: robots walk them one by one
-    ├── <n>.targets.json            what each SKU may promote: <sku>/index.json, <sku>/files/<name>
-    ├── <n>.sku-<hash>.json         a SKU's own role, when it is delegated (``delegate``)
-    ├── <n>.snapshot.json           the targets versions of this release
-    └── timestamp.json              the snapshot version, and the shortest expiry (freshness)
-
-Roles: ``root`` (a threshold of offline keys, e.g. 2 of 3) names the keys of every role;
-``targets`` (the release key) signs what is released; ``snapshot`` and ``timestamp`` share the
-online key that re-signs freshness. A SKU may get a role of its own (``delegate``: signed by
-the release key, paths ``<sku>/...`` only), whose keys then release that SKU and no other. A
-command signs with the Ed25519 key files it is given and nothing else; a new root is signed by
-the threshold of the old root's keys and of its own, as robots check. The repository is written
-into root and every targets version, and robots refuse metadata naming another one: staging's
-releases never replay into production.
-"""
+"""The operator's side of the fleet's TUF metadata: the folder the ``fleet trust`` commands sign
+and push (docs/fleet-trust.md#operator-commands; the roles: docs/fleet-trust.md#the-model)."""
 
 from __future__ import annotations
 
@@ -134,8 +115,7 @@ class Repo:
                               f"{len(wanted.keyids)} key(s); the private key files given hold {got}",
                               hint=f"pass more of the {role} role's private key files with --key")
 
-    def _write(self, name: str, md: Metadata[Any]) -> None:
-        """Keep ``md`` for :meth:`save`: nothing is written before every signature was made."""
+    def _write(self, name: str, md: Metadata[Any]) -> None:  # for save(), once all are signed
         self.written.append((name, md.to_bytes()))
 
     def save(self) -> None:
@@ -185,9 +165,8 @@ class Repo:
 
     def release(self, sku: str, index: layout.Descriptor, files: list[tuple[str, layout.Descriptor]],
                 keys: list[KeyFile], *, days: float | None, timestamp_days: float | None) -> int:
-        """A new version of the targets that release ``sku`` (its delegated role, else the top
-        level) naming the signed index and the files instead of its previous release, then
-        snapshot and timestamp; the version of those targets."""
+        """A new version (returned) of the targets that release ``sku`` naming this index and
+        these files instead of its previous release, then snapshot and timestamp."""
         role = role_of(sku) if role_of(sku) in self.md else "targets"
         targets: Targets = self.md[role].signed
         for path in [p for p in targets.targets if p.startswith(f"{sku}/")]:

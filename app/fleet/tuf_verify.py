@@ -1,13 +1,5 @@
-"""The fleet's TUF metadata as a robot checks it offline at boot, and what ``pull`` and the
-operator's commands share.
-
-:func:`verified_targets` checks the metadata stored in the candidates folder (untrusted input)
-from the provisioned root with python-tuf's metadata API only (no network client at boot): each
-next root signed by the threshold of the previous root and of its own, versions one apart; then
-timestamp, snapshot and targets each signed by the threshold of the final root's keys, pinning
-each other's versions, none expired; a SKU's delegated role (:func:`releasing`) likewise. Rollback
-against what the robot trusted before is ``pull``'s check (python-tuf's Updater).
-"""
+"""The fleet's TUF metadata as a robot checks it offline at boot, with python-tuf's metadata API
+only (docs/fleet-trust.md#the-model), and what ``pull`` and the operator's commands share."""
 
 from __future__ import annotations
 
@@ -47,23 +39,25 @@ def role_of(sku: str) -> str:
     return "sku-" + sha256_bytes(sku)[:16]
 
 
-def binding_of(signed: Root | Targets) -> str | None:
+def binding_of(signed: Signed) -> str | None:
     value = signed.unrecognized_fields.get(BINDING)
     return value if isinstance(value, str) else None
 
 
-def check_bound(repository: str, signed: Root | Targets, what: str) -> None:
-    """BundleError unless ``signed`` (root or targets) names ``repository``."""
-    bound = binding_of(signed)
-    if bound != repository:
-        raise BundleError(f"the fleet's {what} metadata is for repository {bound}, not {repository}",
-                          hint="metadata from another repository (staging?) is never used here: "
-                          "pull from the repository it was signed for, or sign a release for this one")
+def check_bound(repository: str, root: Root, *targets: Targets) -> None:
+    """BundleError unless root and each targets name ``repository``."""
+    for signed in (root, *targets):
+        bound = binding_of(signed)
+        if bound != repository:
+            what = "root" if signed is root else "targets"
+            raise BundleError(f"the fleet's {what} metadata is for repository {bound}, not {repository}",
+                              hint="metadata from another repository (staging?) is never used here: pull "
+                              "from the repository it was signed for, or sign a release for this one")
 
 
 def read_trusted_root(path: Path) -> bytes:
-    """The provisioned root's bytes, once they are root metadata signed by its own threshold
-    (ConfigError naming the file otherwise: it is configuration, not something pulled)."""
+    """The provisioned root's bytes, once root metadata signed by its own threshold (else a
+    ConfigError: it is configuration, not something pulled)."""
     try:
         raw = read_small(path, METADATA_MAX, follow_links=True)  # config files are often links
     except OSError as exc:
@@ -81,10 +75,8 @@ def read_trusted_root(path: Path) -> bytes:
 
 
 def stored(folder: Path, roles: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """The trusted copies in ``folder`` (name relative to it: bytes); what is absent, or is
-    not a small regular file, is left out (the Updater then fetches it again). The folders are
-    opened one by one without following links: ``tuf`` or ``root_history`` as a link to
-    metadata elsewhere counts as absent."""
+    """The trusted copies in ``folder`` (relative name: bytes), its folders opened without
+    following links; what is absent or not a small regular file is left out."""
     out: dict[str, bytes] = {}
     fds: list[int] = []
     try:
@@ -106,8 +98,7 @@ def stored(folder: Path, roles: tuple[str, ...] = ()) -> dict[str, bytes]:
 
 def explain(exc: BaseException, repository: str, where: Path, *,
             insecure: bool = False) -> EngineInitError:
-    """One line for a refusal of python-tuf's, naming the versions of a rollback
-    (``insecure``: whether plain HTTP was asked for, so the hint does not ask for it again)."""
+    """One line for a refusal of python-tuf's, naming the versions of a rollback."""
     cause = exc.__cause__ if isinstance(exc, exceptions.DownloadError) else None
     if isinstance(cause, EngineInitError):  # the registry's own error, from the fetcher
         return cause
@@ -137,12 +128,19 @@ def explain(exc: BaseException, repository: str, where: Path, *,
                        "threshold of the fleet's current keys is used; ask the operator to re-sign")
 
 
-def _load(raw: bytes | None, kind: type[Signed], name: str) -> Metadata[Any]:
+def _load(raw: bytes | None, kind: type[Signed], name: str, by: Root | Targets | None = None,
+          now: datetime | None = None) -> Metadata[Any]:
+    """``name``'s metadata, of ``kind``, signed for its role by its delegator ``by`` and unexpired
+    at ``now`` (each when given)."""
     if raw is None:
         raise exceptions.RepositoryError(f"{name} is missing")
     md: Metadata[Any] = Metadata.from_bytes(raw)
     if not isinstance(md.signed, kind):
         raise exceptions.RepositoryError(f"{name} holds {md.signed.type} metadata")
+    if by is not None:
+        by.verify_delegate(name.removesuffix(".json"), md.signed_bytes, md.signatures)
+    if now is not None and md.signed.is_expired(now):
+        raise exceptions.ExpiredMetadataError(f"{name} is expired")
     return md
 
 
@@ -161,9 +159,8 @@ def releasing(top: Targets, sku: str, load: Callable[[str], Targets]) -> Targets
 
 def verified_targets(candidates: Path, trusted_root_file: Path, repository: str | None,
                      sku: str) -> Targets:
-    """The targets that release ``sku`` in the metadata stored in ``candidates``, verified
-    offline from the provisioned root (expiry included) and bound to ``repository`` when it is
-    given. BundleError naming why otherwise."""
+    """The targets that release ``sku`` in the metadata stored in ``candidates``, verified offline
+    from the provisioned root and bound to ``repository`` when given; BundleError otherwise."""
     folder = candidates / TUF_FOLDER
     files = stored(folder)
     if not all(f"{r}.json" in files for r in STORED):
@@ -184,16 +181,9 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
             root = new
         if root.signed.is_expired(now):
             raise exceptions.ExpiredMetadataError("root.json is expired")
-        chain: list[Metadata[Any]] = []
-        for role, kind in (("timestamp", Timestamp), ("snapshot", Snapshot), ("targets", Targets)):
-            md = _load(files[f"{role}.json"], kind, f"{role}.json")
-            root.signed.verify_delegate(role, md.signed_bytes, md.signatures)
-            if md.signed.is_expired(now):
-                raise exceptions.ExpiredMetadataError(f"{role}.json is expired")
-            chain.append(md)
-        timestamp: Timestamp = chain[0].signed
-        snapshot: Snapshot = chain[1].signed
-        top: Targets = chain[2].signed
+        timestamp, snapshot, top = (
+            _load(files[f"{role}.json"], kind, f"{role}.json", root.signed, now).signed
+            for role, kind in (("timestamp", Timestamp), ("snapshot", Snapshot), ("targets", Targets)))
         # Stored by one refresh, they pin each other; anything else was put together by hand.
         pinned = snapshot.meta.get("targets.json")
         if snapshot.version != timestamp.snapshot_meta.version or pinned is None or (
@@ -204,14 +194,11 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
                 f"targets is v{top.version}")
 
         def load(name: str) -> Targets:
-            md = _load(stored(folder, (name,)).get(f"{name}.json"), Targets, f"{name}.json")
-            top.verify_delegate(name, md.signed_bytes, md.signatures)
+            md = _load(stored(folder, (name,)).get(f"{name}.json"), Targets, f"{name}.json", top, now)
             meta = snapshot.meta.get(f"{name}.json")
             if meta is None or meta.version != md.signed.version:
                 raise exceptions.RepositoryError(f"{name} is v{md.signed.version}, the snapshot "
                                                  f"names v{meta.version if meta else None}")
-            if md.signed.is_expired(now):
-                raise exceptions.ExpiredMetadataError(f"{name}.json is expired")
             role: Targets = md.signed
             return role
 
@@ -219,15 +206,13 @@ def verified_targets(candidates: Path, trusted_root_file: Path, repository: str 
     except (exceptions.RepositoryError, ValueError) as exc:
         raise explain(exc, str(folder), folder) from None
     if repository is not None:
-        check_bound(repository, root.signed, "root")
-        for signed in {id(top): top, id(targets): targets}.values():
-            check_bound(repository, signed, "targets")
+        check_bound(repository, root.signed, top, targets)
     return targets
 
 
 def release_of(targets: Targets, sku: str) -> tuple[Descriptor, dict[str, Descriptor]] | None:
-    """The released signed index of ``sku`` and its files (name: length and sha256), or None
-    when the fleet released nothing for it."""
+    """The released signed index of ``sku`` and its files, or None when it released nothing."""
+
     def described(target: TargetFile, media_type: str = "") -> Descriptor:
         return Descriptor(media_type, "sha256:" + str(target.hashes.get("sha256", "")), target.length)
 
@@ -250,8 +235,7 @@ def check_index(raw: bytes, index: Descriptor, where: str) -> None:
 
 
 def check_files(manifest: ParsedManifest, files: dict[str, Descriptor]) -> None:
-    """BundleError unless the manifest lists exactly the released files, each with the
-    released length and sha256."""
+    """BundleError unless the manifest lists exactly the released files, lengths and sha256."""
     hint = ("the registry's copy differs from the release: push the bundle again, and release "
             "it with `engine-init fleet trust release`")
     listed = dict(manifest.files)

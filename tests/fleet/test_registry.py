@@ -122,14 +122,14 @@ def test_a_registry_that_accepts_nothing_is_reported_as_a_timeout():
     reads it): the error says how long it waited, not that it was refused."""
     import socket
 
-    from app.fleet.registry import Limits
+    from app.config_sections import FleetConfig
 
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen(8)
         port = listening.getsockname()[1]
         source = RegistrySource(f"127.0.0.1:{port}/fleet/engines", insecure=True,
-                                limits=Limits(grace_s=0.3))
+                                limits=FleetConfig(blob_grace_s=0.3))
         with pytest.raises(RegistryError, match=r"did not answer within 0.3 s") as caught:
             source.signed_index(SKU)
     assert "refused" not in str(caught.value)
