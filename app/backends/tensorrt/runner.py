@@ -1,19 +1,7 @@
-"""Run a TensorRT engine on host arrays (the accuracy gate's runner, the warm-up after a build),
-check a built engine's I/O against the ONNX model, and the GPU buffers both use.
-
-On the configured GPU (``cuda_device``, made current before deserializing, every buffer allocated
-there) and, for a DLA engine, on its core (``Runtime.DLA_core`` before deserializing; its default,
--1, is unspecified: TensorRT v10.3.0 include/NvInferRuntime.h:1390-1401). The process logger
-registers TensorRT's plugins first, so an engine holding one (ALIKED's DeformConv on 10.x)
-deserializes in a process that never parsed. Only names of the bindings of TensorRT 8.6 and 10.x
-are used (tests/backends/tensorrt/test_runner.py checks them against the real identifiers).
-
-An output made by ``NonZero`` or an NMS has -1 dimensions even once every input shape is set;
-"each output must have a non-null address or an IOutputAllocator" (NvInferRuntime.h:3988-3998),
-and only the allocator learns its real shape (``reallocate_output``, then ``notify_shape``; 10.x's
-``reallocate_output_async`` falls back to it, pyCore.cpp:537-551). A HOST-located tensor (a shape
-tensor) takes a host pointer (NvInferRuntime.h:3991). Polygraphy's runner does both
-(``polygraphy/backend/trt/runner.py:57-85,278-285,318-322``).
+"""Run a TensorRT engine on host arrays (the accuracy gate's runner, the warm-up), check a built
+engine's I/O against the ONNX model, and the GPU buffers both use. Device, DLA core and
+data-dependent outputs, with their NVIDIA sources: docs/tensorrt.md#data-dependent-outputs and
+docs/tensorrt.md#gpu-and-dla-at-run-time (Polygraphy's runner.py:278-285 for host tensors).
 """
 
 from __future__ import annotations
@@ -31,7 +19,6 @@ from app.values import InputProfile
 
 
 def load_cudart() -> ModuleType:
-    """cuda-python's runtime API (device selection, calibration and warm-up buffers)."""
     module = import_cuda("runtime", "cudart")
     if module is None:
         raise BackendUnavailableError("cuda-python's runtime API is needed to build with TensorRT "
@@ -41,9 +28,8 @@ def load_cudart() -> ModuleType:
 
 
 class DeviceMemory:
-    """Buffers on GPU ``device``, freed by ``close``; ``runtime``: cuda-python's runtime module.
-    Every status is checked. Each allocation makes ``device`` current first: TensorRT may ask
-    for a calibration batch from any thread, and a thread starts on device 0."""
+    """Buffers on GPU ``device``, freed by ``close``; every status checked. Each allocation makes
+    ``device`` current first: TensorRT may ask for a batch from any thread (which starts on 0)."""
 
     def __init__(self, runtime: Any = None, device: int = 0) -> None:
         self.rt = runtime or load_cudart()
@@ -90,7 +76,7 @@ class DeviceMemory:
 
 def _output_allocator(trt: Any, memory: DeviceMemory, guard: CallbackErrors) -> Any:
     """An IOutputAllocator over ``memory``: ``buffers[name]`` is ``(pointer, bytes)``,
-    ``shapes[name]`` the shape TensorRT wrote; exceptions go to ``guard``."""
+    ``shapes[name]`` the shape TensorRT wrote."""
 
     class OutputAllocator(trt.IOutputAllocator):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -162,13 +148,11 @@ class TrtRunner:
         return np.dtype(self.api.dtype_name(self.engine.get_tensor_dtype(name)))
 
     def _on_host(self, name: str) -> bool:
-        """Whether ``name`` must be given a host pointer (HOST-located, or a shape input)."""
         if self.engine.get_tensor_location(name) == self.api.trt.TensorLocation.HOST:
             return True
         return name in self.inputs and bool(self.engine.is_shape_inference_io(name))
 
     def _buffer(self, name: str, nbytes: int) -> int:
-        """A device buffer for ``name`` of at least ``nbytes``, reused across samples."""
         held = self._buffers.get(name)
         if held is None or held[1] < nbytes:
             held = (self._memory.alloc(nbytes), nbytes)
@@ -245,8 +229,7 @@ class TrtRunner:
 
 def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
                  profiles: dict[str, InputProfile], model_name: str) -> None:
-    """A built engine's I/O against the ONNX model (names, modes, dtypes as the release's
-    parser maps them) and the configured profiles; EngineBuildError listing what differs."""
+    """A built engine's I/O against the ONNX model and the profiles; EngineBuildError if not."""
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if api.is_input(engine, n)]
     outputs = [n for n in names if n not in inputs]
@@ -278,8 +261,7 @@ def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
 
 def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory: DeviceMemory,
             model_name: str) -> None:
-    """``verify: infer``: one inference on zeros at the opt shapes; every output must be
-    finite."""
+    """``verify: infer``: one inference on zeros at the opt shapes; every output finite."""
     import numpy as np
 
     runner = TrtRunner(engine, model_name, trt=api.trt, memory=memory)
