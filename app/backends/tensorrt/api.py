@@ -118,8 +118,18 @@ class TrtApi:
         name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
         return _DTYPES.get(name, name.lower())
 
-    def is_input(self, engine: Any, name: str) -> bool:
-        return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
+    def io(self, engine: Any) -> tuple[list[str], list[str]]:
+        """The engine's input and output tensor names."""
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
+        return inputs, [n for n in names if n not in inputs]
+
+    def deserialize(self, logger: Any, blob: Any, dla_core: int | None) -> Any:
+        """The ICudaEngine of ``blob``, None if TensorRT refuses it; no runtime outlives it."""
+        runtime = self.trt.Runtime(logger)
+        if dla_core is not None:
+            runtime.DLA_core = dla_core  # before deserializing: the core it runs on
+        return runtime.deserialize_cuda_engine(blob)
 
 
 class CallbackErrors:

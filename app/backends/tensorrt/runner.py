@@ -123,11 +123,7 @@ class TrtRunner:
         self._logging = logging_to(self.api.trt, lambda severity, message: None, self._guard)
         logger, self._errors = self._logging.__enter__()
         if isinstance(engine, (bytes, bytearray, memoryview)):
-            runtime = self.api.trt.Runtime(logger)
-            if dla_core is not None:
-                runtime.DLA_core = dla_core
-            engine = runtime.deserialize_cuda_engine(engine)
-            del runtime  # no runtime outlives its use: nothing of it is needed once deserialized
+            engine = self.api.deserialize(logger, engine, dla_core)
         self.engine = engine
         if self.engine is None:
             detail = "; ".join(self._errors)[:300] or "no reason given"
@@ -135,9 +131,7 @@ class TrtRunner:
             raise EngineBuildError(f"{model_name}: TensorRT cannot deserialize the engine for the "
                                    f"accuracy check: {detail}")
         self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.api.is_input(self.engine, n)]
-        self.outputs = [n for n in names if n not in self.inputs]
+        self.inputs, self.outputs = self.api.io(self.engine)
         self._allocator = _output_allocator(self.api.trt, self._memory, self._guard)
         self._buffers: dict[str, tuple[int, int]] = {}
         self._host: dict[str, Any] = {}
@@ -230,9 +224,8 @@ class TrtRunner:
 def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
                  profiles: dict[str, InputProfile], model_name: str) -> None:
     """A built engine's I/O against the ONNX model and the profiles; EngineBuildError if not."""
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if api.is_input(engine, n)]
-    outputs = [n for n in names if n not in inputs]
+    inputs, outputs = api.io(engine)
+    names = inputs + outputs
     want_in, want_out = {t.name: t for t in model.inputs}, {t.name: t for t in model.outputs}
     problems: list[str] = []
     if set(inputs) != set(want_in) or set(outputs) != set(want_out):

@@ -152,10 +152,7 @@ class TensorRTRuntime:
     def _deserialize(self, api: TrtApi, blob: Any, cfg: BuildConfig,
                      errors: CallbackErrors) -> Any:
         with tensorrt_log(api, self.logger, cfg.model_name, errors) as (logger, logged):
-            runtime = api.trt.Runtime(logger)
-            if cfg.dla_core is not None:
-                runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
-            engine = runtime.deserialize_cuda_engine(blob)
+            engine = api.deserialize(logger, blob, cfg.dla_core)
         errors.raise_first(cfg.model_name)
         if engine is None:
             raise EngineBuildError(f"{cfg.model_name}: the engine does not deserialize: "
