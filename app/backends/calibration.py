@@ -15,6 +15,8 @@ from app.cache.names import calibration_files
 from app.errors import CalibrationCacheError, ModelDataError
 from app.values import InputProfile
 
+NO_DATA_HINT = "add calibration data, or build this model in fp16/fp32"
+
 
 class CalibrationSet:
     def __init__(self, folder: Path | None, model: ModelInterface,
@@ -33,7 +35,7 @@ class CalibrationSet:
             raise CalibrationCacheError(
                 f"{self.model_name}: int8 needs calibration batches in {self.folder} "
                 "(.npz per batch, arrays named after the inputs; .npy for single-input models)",
-                hint="add calibration data, or build this model in fp16/fp32")
+                hint=NO_DATA_HINT)
         return self
 
     def validate(self) -> CalibrationSet:

@@ -58,7 +58,6 @@ def calibration_folder(cache_root: Path) -> Path:
 
 
 def default_candidates_root(cache_root: Path) -> Path:
-    """Where candidates go when ``fleet.candidates_dir`` is unset."""
     return Path(cache_root) / CANDIDATES_FOLDER
 
 

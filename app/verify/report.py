@@ -6,7 +6,8 @@ measured is None, never judged (``note`` says why)."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from app.values import PrecisionMode
@@ -93,14 +94,11 @@ class OutputFigures:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> OutputFigures:
+        """Each field read as its annotation says; a missing one takes its default."""
+        read: dict[str, Callable[[Any], Any]] = {"float": float, "int": int, "str": str,
+                                                 "float | None": _opt}
         return cls(name=str(doc["name"]), shape=tuple(int(d) for d in doc["shape"]),
-                   max_abs=float(doc["max_abs"]), rel_l2=float(doc["rel_l2"]),
-                   cosine=float(doc["cosine"]), nonfinite=int(doc.get("nonfinite", 0)),
-                   nonfinite_model=int(doc.get("nonfinite_model", 0)),
-                   minus_inf=int(doc.get("minus_inf", 0)),
-                   compare=str(doc.get("compare", "values")),
-                   **{k: _opt(doc.get(k)) for k in (*SET_FIGURES, "radius")},
-                   note=str(doc.get("note", "")))
+                   **{f.name: read[str(f.type)](doc[f.name]) for f in fields(cls)[2:] if f.name in doc})
 
 
 @dataclass(frozen=True)

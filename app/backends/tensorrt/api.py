@@ -119,7 +119,6 @@ class TrtApi:
         return _DTYPES.get(name, name.lower())
 
     def io(self, engine: Any) -> tuple[list[str], list[str]]:
-        """The engine's input and output tensor names."""
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
         return inputs, [n for n in names if n not in inputs]

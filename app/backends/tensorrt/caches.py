@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app import events
-from app.backends.calibration import CalibrationSet
+from app.backends.calibration import NO_DATA_HINT, CalibrationSet
 from app.backends.tensorrt.api import CallbackErrors
 from app.cache.fsread import describe_mode, read_small
 from app.cache.names import calibration_folder, timing_folder
@@ -139,7 +139,7 @@ def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
             f"{calib.model_name}: int8 needs calibration batches in {calib.folder} or a "
             f"calibration cache {pattern} made from this very model "
             "(same ONNX bytes and opt shapes)",
-            hint="add calibration data, or build this model in fp16/fp32")
+            hint=NO_DATA_HINT)
     return existing, existing
 
 
@@ -198,7 +198,7 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
                     raise CalibrationCacheError(
                         f"{calib.model_name}: calibration cache {read_from} is unreadable ({exc}) "
                         "and there are no calibration batches to rebuild it",
-                        hint="add calibration data, or build this model in fp16/fp32") from exc
+                        hint=NO_DATA_HINT) from exc
                 return None
 
         def write_calibration_cache(self, cache: Any, *args: Any) -> None:
