@@ -139,6 +139,7 @@ class Sha256Sidecar:
 
     @staticmethod
     def verify(path: Path) -> bool:
+        """True when ``path`` is a regular file whose sha256 matches its sidecar; never raises."""
         return Sha256Sidecar.verified_digest(path) is not None
 
     @staticmethod

@@ -168,6 +168,7 @@ class CallbackErrors:
 # One TensorRT logger per process (NVIDIA/TensorRT#1475: docs/tensorrt.md#logging), forwarding to
 # the sink of whoever uses TensorRT now: (forward(severity, message), guard, verbose, errors kept).
 _LOCK = threading.Lock()
+#: tensorrt module -> its process-wide logger (a module per process; tests load several)
 _LOGGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _Sink = tuple[Callable[[str, str], None], CallbackErrors, bool, list[str]]
 
