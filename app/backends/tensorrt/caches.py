@@ -12,6 +12,7 @@ from typing import Any
 from app import events
 from app.backends.calibration import NO_DATA_HINT, CalibrationSet
 from app.backends.tensorrt.api import CallbackErrors
+from app.backends.tensorrt.runner import reuse_buffer
 from app.cache.fsread import describe_mode, read_small
 from app.cache.names import calibration_folder, timing_folder
 from app.cache.publish import atomic_write_bytes
@@ -178,10 +179,7 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
             pointers = []
             for name in names:
                 array = np.ascontiguousarray(batch[name], dtype=dtypes[name])
-                ptr, size = self._device.get(name, (0, 0))
-                if size < array.nbytes:
-                    ptr, size = memory.alloc(array.nbytes), array.nbytes
-                    self._device[name] = (ptr, size)
+                ptr = reuse_buffer(memory, self._device, name, array.nbytes)
                 memory.upload(ptr, array)
                 pointers.append(ptr)
             return pointers

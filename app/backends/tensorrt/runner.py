@@ -74,6 +74,13 @@ class DeviceMemory:
             self._stream = None
 
 
+def reuse_buffer(memory: Any, held: dict[str, tuple[int, int]], name: str, nbytes: int) -> int:
+    """A device buffer of at least ``nbytes`` for ``name``: ``held[name]``, grown when short."""
+    if name not in held or held[name][1] < nbytes:
+        held[name] = (memory.alloc(max(nbytes, 1)), nbytes)
+    return held[name][0]
+
+
 def _output_allocator(trt: Any, memory: DeviceMemory, guard: CallbackErrors) -> Any:
     """An IOutputAllocator over ``memory``: ``buffers[name]`` is ``(pointer, bytes)``,
     ``shapes[name]`` the shape TensorRT wrote."""
@@ -87,11 +94,7 @@ def _output_allocator(trt: Any, memory: DeviceMemory, guard: CallbackErrors) -> 
         def reallocate_output(self, tensor_name: str, memory_ptr: int, size: int,
                               alignment: int) -> int:
             with guard.guard("the output allocator"):
-                held = self.buffers.get(tensor_name)
-                if held is None or held[1] < size:
-                    held = (memory.alloc(max(int(size), 1)), int(size))
-                    self.buffers[tensor_name] = held
-                return held[0]
+                return reuse_buffer(memory, self.buffers, tensor_name, int(size))
             return 0  # the guard kept the exception: TensorRT fails the enqueue
 
         def notify_shape(self, tensor_name: str, shape: Any) -> None:
@@ -146,12 +149,6 @@ class TrtRunner:
             return True
         return name in self.inputs and bool(self.engine.is_shape_inference_io(name))
 
-    def _buffer(self, name: str, nbytes: int) -> int:
-        held = self._buffers.get(name)
-        if held is None or held[1] < nbytes:
-            held = (self._memory.alloc(nbytes), nbytes)
-            self._buffers[name] = held
-        return held[0]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -168,7 +165,7 @@ class TrtRunner:
                 self._host[name] = array  # kept alive until the next sample
                 ptr = int(array.ctypes.data)
             else:
-                ptr = self._buffer(name, array.nbytes)
+                ptr = reuse_buffer(self._memory, self._buffers, name, array.nbytes)
                 self._memory.upload(ptr, array)
             self.context.set_tensor_address(name, ptr)
         results: dict[str, Any] = {}
@@ -179,8 +176,8 @@ class TrtRunner:
                 continue
             results[name] = np.empty(shape, dtype=self.dtype(name))
             on_host = self._on_host(name)
-            ptr = int(results[name].ctypes.data) if on_host else self._buffer(
-                name, results[name].nbytes)
+            ptr = int(results[name].ctypes.data) if on_host else reuse_buffer(
+                self._memory, self._buffers, name, results[name].nbytes)
             self.context.set_tensor_address(name, ptr)
         if not self.context.execute_async_v3(self._memory.stream()):
             self._guard.raise_first(self.model_name)
