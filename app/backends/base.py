@@ -1,11 +1,6 @@
 """What the compiler and the checks ask of a backend (:class:`InferenceRuntime`), the runner it
-opens on a built artifact for the accuracy gate, and the precision in effect it reads out of one.
-
-A caller's own runtime may implement only ``compile_engine`` (:class:`PlainRuntime`, the
-original API; one with some of the other members but not all is treated as plain): it is then
-wrapped, once per request, in :class:`PlainRuntimeAdapter`, which names its artifacts after
-TensorRT's scheme and describes it with the request's host.
-"""
+opens for the accuracy gate, and the precision in effect it reads. A caller's runtime with only
+``compile_engine`` (or not all the members) is wrapped in :class:`PlainRuntimeAdapter`."""
 
 from __future__ import annotations
 
@@ -34,21 +29,17 @@ class EngineRunner(Protocol):
 
 @dataclass(frozen=True)
 class PrecisionInEffect:
-    """What the compute nodes of a built artifact (convolutions, matrix products, recurrent and
-    attention nodes) run in: ``in_precision`` of ``compute_nodes`` in the asked precision;
-    ``ran``: how many in each (``{"int8": 5, "fp16": 2}``); ``ops``: every node or layer type."""
+    """What the compute nodes of a built artifact run in: ``in_precision`` of ``compute_nodes``
+    in the asked precision; ``ran``: how many in each; ``ops``: every node or layer type."""
 
     asked: str
     compute_nodes: int
     in_precision: int
     ops: dict[str, int] = field(default_factory=dict)
     ran: dict[str, int] = field(default_factory=dict)
-    #: TensorRT with ``dla_core``: how many layers run on the DLA (tensorrt.build.check_placement)
-    dla: dict[str, Any] | None = None
-    #: TensorRT 8.x: Myelin regions, whose layers the inspector does not show (not counted)
-    opaque: int = 0
-    #: TensorRT 10.x: Myelin GEMM kernels among the compute nodes, in fp16
-    myelin_fp16: int = 0
+    dla: dict[str, Any] | None = None  # TensorRT's check_placement
+    opaque: int = 0  # TensorRT 8.x: Myelin regions the inspector does not show
+    myelin_fp16: int = 0  # TensorRT 10.x: Myelin GEMM kernels in fp16
 
     @classmethod
     def counted(cls, asked: str, ops: Counter[str], ran: Counter[str],
@@ -60,8 +51,7 @@ class PrecisionInEffect:
     def took_effect(self) -> bool:
         if self.asked == "fp32" or self.in_precision > 0:
             return True
-        # INT8 under implicit quantization: Myelin keeping every GEMM in FP16 (#3784) is
-        # reduced precision, not an ignored flag, when nothing else stayed in float32.
+        # INT8: Myelin keeping every GEMM in FP16 (#3784) is reduced precision, not ignored.
         return self.asked == "int8" and self.myelin_fp16 > 0 and \
             self.myelin_fp16 == self.ran.get("fp16", 0) == self.compute_nodes
 
@@ -95,8 +85,7 @@ class PlainRuntime(Protocol):
 class InferenceRuntime(Protocol):
     """A backend: builds engines, names them, and says what it is for provenance records."""
 
-    #: The registry name ("tensorrt", "onnxruntime"), recorded as ``backend``.
-    name: str
+    name: str  # recorded as ``backend``
 
     def version(self) -> str:
         """The full version of what builds the engines (TensorRT 10.3.0.30)."""
@@ -104,8 +93,7 @@ class InferenceRuntime(Protocol):
     def device_name(self) -> str:
         """What the engines are built for (the GPU's name, the CPU model)."""
 
-    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
-        """The file name of ``model_name``'s artifact in the cache."""
+    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str: ...
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
         """Build one engine and publish it at ``build_config.engine_path`` with its sidecar."""
@@ -115,17 +103,14 @@ class InferenceRuntime(Protocol):
         """What the compute nodes of the built ``artifact`` run in; None: cannot say."""
 
     def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
-        """A runner of ``artifact`` on the device ``build_config`` names (``cuda_device``,
-        ``dla_core``); the caller closes it. Raises, in the backend's words, if it cannot run."""
+        """A runner of ``artifact`` on the device ``build_config`` names; the caller closes it."""
 
     def device_free_memory(self) -> int | None:
-        """Free bytes of the discrete GPU that builds run on (the governor bounds the workspace
-        by them); None where host memory is what counts (a CPU, a Jetson)."""
+        """Free bytes of the discrete GPU builds run on; None where host memory counts."""
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
-        """Check an artifact built elsewhere (a fleet candidate) against ``model``, the ONNX
-        model's interface, as a fresh build is checked; raises, in the backend's words."""
+        """Check an artifact built elsewhere (a fleet candidate) as a fresh build is checked."""
 
     def timing_cache_path(self, cache_root: Path) -> Path | None:
         """The timing cache a build under ``cache_root`` reads and saves; None: none is kept."""
@@ -135,8 +120,6 @@ class InferenceRuntime(Protocol):
 
 
 class PlainRuntimeAdapter:
-    """A :class:`PlainRuntime` seen as an :class:`InferenceRuntime` on ``host``."""
-
     def __init__(self, runtime: PlainRuntime, host: HostCapabilities) -> None:
         self.runtime = runtime
         self.host = host

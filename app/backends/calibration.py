@@ -1,12 +1,6 @@
-"""INT8 calibration batches: ``<calibration_path>/<model_name>/*.npz|*.npy``, one batch a file
-(the accuracy gate's sample inputs too, ``what="sample"``): an ``.npz`` holds one array per model
-input, named after it; an ``.npy`` is the batch of a single-input model.
-
-Batches are read one at a time and each is checked against the model's inputs: names, dtype, and
-shape within the input's profile, or exactly its ``opt`` shape where the backend calibrates at
-OPT (TensorRT: ``opt_only``). :meth:`CalibrationSet.validate` checks every file from its array
-headers alone, so that a bad batch is refused before a build starts rather than in one.
-"""
+"""INT8 calibration batches (and the accuracy gate's samples): ``.npz`` with one array per input,
+or ``.npy`` for a single-input model, each checked against the inputs' names, dtypes and shapes
+(exactly ``opt`` with ``opt_only``: TensorRT calibrates there)."""
 
 from __future__ import annotations
 
@@ -21,10 +15,10 @@ from app.cache.names import calibration_files
 from app.errors import CalibrationCacheError, ModelDataError
 from app.values import InputProfile
 
+NO_DATA_HINT = "add calibration data, or build this model in fp16/fp32"
+
 
 class CalibrationSet:
-    """The validated calibration batches of one model."""
-
     def __init__(self, folder: Path | None, model: ModelInterface,
                  profiles: dict[str, InputProfile], model_name: str, *, opt_only: bool = False,
                  what: str = "calibration") -> None:
@@ -41,17 +35,16 @@ class CalibrationSet:
             raise CalibrationCacheError(
                 f"{self.model_name}: int8 needs calibration batches in {self.folder} "
                 "(.npz per batch, arrays named after the inputs; .npy for single-input models)",
-                hint="add calibration data, or build this model in fp16/fp32")
+                hint=NO_DATA_HINT)
         return self
 
     def validate(self) -> CalibrationSet:
-        """Check every batch from its array headers (no data read)."""
+        """Check every batch from its array headers: refused before a build, not in one."""
         for path in self.files:
             self._check(path, self._read(path, headers=True))
         return self
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """``{input name: array}`` per file, checked."""
         for path in self.files:
             arrays = self._read(path, headers=False)
             self._check(path, {k: (a.dtype.name, tuple(a.shape)) for k, a in arrays.items()})
@@ -120,7 +113,6 @@ class CalibrationSet:
 
 
 def _header(stream: IO[bytes]) -> tuple[str, tuple[int, ...]]:
-    """dtype name and shape from an ``.npy`` header, without reading the data."""
     from numpy.lib import format as npy
 
     version = npy.read_magic(stream)

@@ -1,7 +1,5 @@
-"""Read an ONNX model's interface (``onnx`` is imported here only, and checks it) and resolve one
-:class:`InputProfile` per input from the configured shapes: a contradiction between the model and
-the config is one clear :class:`ModelDataError`.
-"""
+"""Read an ONNX model's interface and resolve one :class:`InputProfile` per input from the
+configured shapes; a contradiction between the model and the config is a ModelDataError."""
 
 from __future__ import annotations
 
@@ -36,8 +34,7 @@ class ModelInterface:
     opset: int
 
     def to_json(self) -> dict[str, Any]:
-        """The interface as a provenance record keeps it (``onnx_io``): tied to the ONNX bytes
-        by the record's ``onnx_sha256``, so a check of the same bytes elsewhere needs no parse."""
+        """As a provenance record keeps it (``onnx_io``, beside ``onnx_sha256``)."""
         return {"inputs": [[t.name, t.dtype, list(t.dims)] for t in self.inputs],
                 "outputs": [[t.name, t.dtype, list(t.dims)] for t in self.outputs],
                 "opset": self.opset}
@@ -76,8 +73,7 @@ def _tensor_info(value_info: Any) -> TensorInfo:
     return TensorInfo(value_info.name, dtype, tuple(dims))
 
 
-#: Interfaces read in this process, by the file's stat: the compiler asks again for the model
-#: the backend has just built from (for its record), and gets it without a second parse.
+#: Interfaces read in this process, by the file's stat: no second parse for the record.
 _READ: dict[tuple[str, int, int, int, int], ModelInterface] = {}
 
 
@@ -96,8 +92,7 @@ def inspect_model(path: Path, model_name: str = "") -> ModelInterface:
 
 
 def load_onnx(path: Path, *, external_data: bool = True) -> Any:
-    """The ``onnx.ModelProto`` at ``path`` through the safe reader (a link is followed: the user
-    names it; a FIFO or a device is an UnsafeFileError, never a hang)."""
+    """The ``onnx.ModelProto`` at ``path`` through the safe reader (a link is followed)."""
     import onnx
 
     with open_binary(path, follow_links=True) as handle:

@@ -1,10 +1,5 @@
-"""The backends, in one table; each is imported only when chosen.
-
-``auto`` picks TensorRT exactly when its Python package is installed (found without importing
-it: :func:`app.host.probe.tensorrt_package`) and a GPU was probed, else ONNX Runtime. Adding
-a backend is one entry in :data:`BACKENDS` and a module whose class implements
-:class:`app.backends.base.InferenceRuntime`.
-"""
+"""The backends, in one table; each is imported only when chosen. ``auto``: TensorRT when its
+package is installed (found, not imported) and a GPU was probed, else ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -44,7 +39,6 @@ BACKENDS: dict[str, Backend] = {
     "onnxruntime": Backend(_onnxruntime, needs_gpu=False, precisions=frozenset(PrecisionMode)),
 }
 AUTO = "auto"
-#: The config's ``backend`` choices.
 BACKEND_NAMES = (AUTO, *BACKENDS)
 
 

@@ -1,24 +1,8 @@
-"""The one reader of files that someone else may have planted (the cache's sidecars, records,
-lock holder, hint, marker, TensorRT caches and the engines hashed, the config, key files,
-bundles, the governor's procfs and sysfs files): whatever stands there must neither hang the
-job nor make it read elsewhere.
-
-- ``O_NOFOLLOW``: a symlink (to ``/dev/zero``, to someone's file) is refused; ``follow_links``
-  (files a user names: Kubernetes mounts secrets through links) follows one only to a regular
-  file, looked at before it is opened (opening a device can act: a watchdog starts);
-- ``O_NONBLOCK``: opening a FIFO returns at once instead of waiting for a writer that never
-  comes; a socket fails to open (ENXIO);
-- ``fstat`` on the open descriptor: only a regular file is read, whatever was swapped in
-  between a check by name and the open;
-- at most ``limit`` bytes: a huge or sparse file is refused by its size before anything is
-  read, one that grows while read by the ``limit + 1``-th byte; ``truncate`` reads the first
-  ``limit`` bytes instead (procfs and sysfs files, whose sizes say nothing).
-
-Every refusal is an :class:`UnsafeFileError` (an ``OSError``); absence stays
-``FileNotFoundError``. JSON the job wrote itself is parsed by :func:`parse_json`, since anyone
-who can write the cache can write it too: ``NaN``, ``Infinity``, overflowing numbers and
-integers of more than :data:`MAX_INT_DIGITS` digits are refused (arithmetic on them raises far
-from the file), and nesting deeper than ``max_depth`` before the parser recurses.
+"""The one reader of files that someone else may have planted: whatever stands there must
+neither hang the job nor make it read elsewhere (docs/cache.md, docs/hardening.md#documents-read-from-disk).
+``O_NOFOLLOW`` (``follow_links``: only to a regular file, looked at before the open: opening a
+device can act), ``O_NONBLOCK`` (a FIFO), ``fstat`` on the descriptor (a swap after a check by
+name), at most ``limit`` bytes (``truncate``: procfs and sysfs). Refusals are UnsafeFileError.
 """
 
 from __future__ import annotations
@@ -41,8 +25,7 @@ _REFUSED = {errno.ELOOP: "a symbolic link stands there (not followed)",
 
 
 MAX_INT_DIGITS = 20  # any size or nanosecond time fits
-#: Nesting of the job's own documents: a record's settings are the deepest, at 5.
-JSON_DEPTH = 32
+JSON_DEPTH = 32  # a record's settings are the deepest of the job's documents, at 5
 #: A string (escapes included), or one bracket: only brackets outside strings nest.
 _TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{\]}]')
 
@@ -52,7 +35,6 @@ class UnsafeFileError(OSError):
 
 
 def describe_mode(mode: int) -> str:
-    """'a FIFO', 'a folder'...: what a non-regular file is, for messages."""
     for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
@@ -70,11 +52,10 @@ def _check(mode: int, folder: bool, path: Path | str) -> None:
 def open_regular(path: Path | str, *, follow_links: bool = False, dir_fd: int | None = None,
                  folder: bool = False) -> int:
     """A descriptor on the regular file (with ``folder``: the folder) at ``path``, relative to
-    ``dir_fd`` when given. Raises FileNotFoundError when nothing is there, UnsafeFileError for
-    anything else than such a file."""
+    ``dir_fd`` when given; UnsafeFileError for anything else."""
     flags = (_READ_FLAGS & ~_NOFOLLOW if follow_links else _READ_FLAGS) | (os.O_DIRECTORY if folder else 0)
     try:
-        if follow_links:  # what a link names is looked at first: opening a device can act
+        if follow_links:
             _check(os.stat(path, dir_fd=dir_fd).st_mode, folder, path)
         fd = os.open(path, flags, dir_fd=dir_fd)
     except OSError as exc:
@@ -90,8 +71,7 @@ def open_regular(path: Path | str, *, follow_links: bool = False, dir_fd: int | 
 
 
 def open_binary(path: Path | str, *, follow_links: bool = False) -> BinaryIO:
-    """:func:`open_regular` as an unbuffered binary file (``name``: the path), for readers that
-    take one (numpy, zipfile, onnx) and files too large for :func:`read_small`."""
+    """:func:`open_regular` as an unbuffered binary file (``name``: the path)."""
     handle = os.fdopen(open_regular(path, follow_links=follow_links), "rb", buffering=0)
     handle.name = os.fspath(path)  # for messages and onnx's external data
     return handle
@@ -99,8 +79,8 @@ def open_binary(path: Path | str, *, follow_links: bool = False) -> BinaryIO:
 
 def read_small(path: Path | str, limit: int, *, follow_links: bool = False,
                dir_fd: int | None = None, truncate: bool = False) -> bytes:
-    """The bytes of the regular file at ``path`` if it holds at most ``limit`` of them (with
-    ``truncate``: its first ``limit`` bytes); UnsafeFileError for a larger one."""
+    """The bytes of the regular file at ``path`` if at most ``limit`` (``truncate``: its first
+    ``limit``), refused by its size before it is read or by the ``limit + 1``-th byte."""
     fd = open_regular(path, follow_links=follow_links, dir_fd=dir_fd)
     try:
         size = os.fstat(fd).st_size
@@ -141,8 +121,7 @@ def _refuse_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes | str, max_depth: int = JSON_DEPTH) -> Any:
-    """The JSON document in ``raw``; ValueError saying what is wrong (never RecursionError or
-    OverflowError)."""
+    """The JSON document in ``raw`` within docs/hardening.md's bounds; ValueError otherwise."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     depth = 0
     # Counted before the parser recurses; not at all when there are too few brackets to nest

@@ -1,17 +1,7 @@
 """sha256 of files and bytes (the one digest helper of the package), the sidecars that note an
-artifact's digest, and the early hashing of last run's engines.
-
-A warm boot's time is the sha256 of its engines plus the program's own work (the job's modules,
-the host probe: cuda-python's import and the driver take ~0.3 s on a GPU). Those need not wait
-for each other: right after the config validates, ``run`` calls :func:`start`, which hashes the
-engines the previous run named in ``<cache_root>/.engine-init.warm.json``, each in a thread.
-The verifier takes such a digest only for the very file it opened: same device, inode, size,
-mtime and ctime, unchanged from before the hash to after it (engines are only ever replaced by
-rename, which gives a new inode). Fleet candidates are not hashed early: a digest taken from a
-file someone else can rewrite says nothing about the bytes read later, so promotion hashes what
-it copies, as it copies it. A missing, stale or hostile hint costs at most the hashing of regular
-files inside the cache root; every decision is still made by :mod:`app.cache.reuse`.
-"""
+artifact's digest, and the early hashing of last run's engines (docs/cache.md, the hint).
+Fleet candidates are not hashed early: a file someone else can rewrite says nothing about the
+bytes read later, so promotion hashes what it copies, as it copies it."""
 
 from __future__ import annotations
 
@@ -30,31 +20,26 @@ from app.cache.names import HINT_NAME, SIDECAR_SUFFIX, companion
 from app.cache.publish import atomic_write_bytes
 from app.cancel import checkpoint
 
-#: Chunk of the Python 3.10 loop: large enough that hashlib releases the GIL for most of the
-#: work, small enough to keep memory flat whatever the file size.
+#: Chunk of the Python 3.10 loop: hashlib releases the GIL for most of it; memory stays flat.
 CHUNK_BYTES = 4 * 1024 * 1024
 _file_digest = getattr(hashlib, "file_digest", None)  # Python >= 3.11
 _MAX_ENGINES = 16
 _MAX_HINT_BYTES = 64 << 10
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
-# A sidecar is 64 hex digits, maybe a newline; anything much larger is not ours.
 _SIDECAR_MAX = 256
 
 Identity = tuple[int, int, int, int, int]
 
 
 def sha256_bytes(data: bytes | bytearray | memoryview | str) -> str:
-    """A string is hashed as its UTF-8 bytes."""
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 def oci_digest(raw: bytes | bytearray | memoryview) -> str:
-    """``sha256:<hex>``, as OCI descriptors name blobs."""
     return "sha256:" + sha256_bytes(raw)
 
 
 def sha256_fd(fd: int, chunk: int) -> str:
-    """Of what is left to read from ``fd``, through one buffer of ``chunk`` bytes."""
     digest = hashlib.sha256()
     buf = bytearray(chunk)
     with memoryview(buf) as view:
@@ -64,19 +49,15 @@ def sha256_fd(fd: int, chunk: int) -> str:
 
 
 def sha256_of(handle: BinaryIO) -> str:
-    """Of what is left to read from an unbuffered binary file."""
     if _file_digest is not None:
-        # Python >= 3.11: 256 KiB reads and the GIL released while hashing. Measured (bench/)
-        # 3-4% faster than a Python loop over larger chunks, and in early-hashing threads that
-        # overlap the main thread's work, a third less CPU than 4 MiB reads: the chunk stays in
-        # the core's L2 cache between the read and the hash.
+        # 256 KiB reads, GIL released: measured (bench/) 3-4% faster than larger chunks, and a
+        # third less CPU in early-hashing threads (the chunk stays in L2 between read and hash).
         return str(_file_digest(handle, "sha256").hexdigest())
     return sha256_fd(handle.fileno(), CHUNK_BYTES)
 
 
 def hash_file(path: Path, early: EarlyDigests | None = None, *, follow_links: bool = False) -> str:
-    """Of a regular file (UnsafeFileError for anything else), or its digest from ``early``;
-    ``follow_links``: a file the user names, which may be a link to a regular file."""
+    """Of a regular file (UnsafeFileError for anything else), or its digest from ``early``."""
     with open_binary(path, follow_links=follow_links) as handle:
         digest = early.take(Path(path), os.fstat(handle.fileno())) if early is not None else None
         return digest if digest is not None else sha256_of(handle)
@@ -84,15 +65,10 @@ def hash_file(path: Path, early: EarlyDigests | None = None, *, follow_links: bo
 
 def copy_hashed(source: Path | int, out: int | None = None,
                 limit: int | None = None) -> tuple[str, int]:
-    """sha256 and size of the regular file ``source`` (a path: opened without following a
-    link; a descriptor: read from where it stands, left open), its bytes also written to
-    ``out`` when given: one read serves both, so the bytes hashed are the bytes written. A
-    signal stops it between two chunks. ``limit``: read at most ``limit + 1`` bytes (a file
-    that holds or grows to more is told by a size past ``limit``, and never fills the disk).
-
-    With ``out``, each chunk is written by a second thread while this one hashes it and the
-    next is read into the other buffer: hashlib and os.write both release the GIL, so the copy
-    costs about the hash alone on two cores (bench/ fleet)."""
+    """sha256 and size of the regular file ``source`` (a descriptor is left open), its bytes
+    also written to ``out``: the bytes hashed are the bytes written. ``limit``: at most
+    ``limit + 1`` bytes are read. A second thread writes each chunk while this one hashes it:
+    the copy costs about the hash alone on two cores (bench/ fleet)."""
     owned = not isinstance(source, int)
     fd = source if isinstance(source, int) else open_regular(source)
     digest, size = hashlib.sha256(), 0
@@ -122,8 +98,6 @@ def copy_hashed(source: Path | int, out: int | None = None,
 
 
 def _room(buffer: bytearray, limit: int | None, size: int) -> memoryview | bytearray:
-    """``buffer``, or as much of it as ``limit + 1`` bytes in all leave (none once read: the
-    copy stops there)."""
     if limit is None or limit + 1 - size >= len(buffer):
         return buffer
     return memoryview(buffer)[:max(limit + 1 - size, 0)]
@@ -140,13 +114,10 @@ def sidecar_path(path: Path) -> Path:
 
 
 class Sha256Sidecar:
-    """``<artifact>.sha256`` holds the 64 lowercase hex digits of the artifact's sha256. The
-    artifact is published first, the sidecar second; a kill between the two leaves an artifact
-    whose sidecar is absent or stale, which :meth:`verify` rejects."""
+    """``<artifact>.sha256``: 64 lowercase hex digits, published after the artifact."""
 
     @staticmethod
     def write_atomic_and_sidecar(path: Path, payload: bytes | bytearray | memoryview) -> str:
-        """Publish ``payload`` at ``path``, then its sidecar; return the hex digest."""
         path = Path(path)
         digest = sha256_bytes(payload)
         atomic_write_bytes(path, payload)
@@ -155,13 +126,11 @@ class Sha256Sidecar:
 
     @staticmethod
     def write(path: Path, digest: str) -> None:
-        """Publish the sidecar of ``path``, already published."""
         atomic_write_bytes(sidecar_path(Path(path)), digest.encode("ascii"))
 
     @staticmethod
     def read(path: Path) -> str | None:
-        """The digest noted for ``path``; None if the sidecar is missing, malformed, or not a
-        small regular file (a FIFO or a link planted there is not waited on, not followed)."""
+        """The digest noted for ``path``; None if the sidecar is missing or malformed."""
         try:
             text = read_small(sidecar_path(Path(path)), _SIDECAR_MAX).strip()
         except OSError:
@@ -175,7 +144,6 @@ class Sha256Sidecar:
 
     @staticmethod
     def verified_digest(path: Path, early: EarlyDigests | None = None) -> str | None:
-        """The digest of ``path`` if it matches its sidecar, else None."""
         try:
             expected = Sha256Sidecar.read(path)
             if expected is None:
@@ -191,8 +159,8 @@ def identity_of(st: os.stat_result) -> Identity:
 
 
 class EarlyDigests:
-    """Engines hashed in daemon threads (never joined: a run that ends early just exits) since
-    :func:`start`; each digest is handed over once, by :meth:`take`."""
+    """Engines hashed in daemon threads (never joined) since :func:`start`; each digest is
+    handed over once, by :meth:`take`, only for the very file the caller opened."""
 
     def __init__(self, paths: Sequence[Path] = ()) -> None:
         self._jobs = {str(path): threading.Event() for path in paths}
@@ -206,9 +174,6 @@ class EarlyDigests:
         return len(self._jobs)
 
     def _hash(self, path: Path, done: threading.Event) -> None:
-        # The verifier's own reads (256 KiB): between two of them a thread needs the GIL, so
-        # while the main thread runs Python code the hashing slows down, and it runs at full
-        # speed while the main thread waits (file and driver calls, the verifier's wait).
         try:
             with open_binary(path) as handle:
                 before = identity_of(os.fstat(handle.fileno()))
@@ -221,8 +186,7 @@ class EarlyDigests:
             done.set()
 
     def take(self, path: Path, opened: os.stat_result) -> str | None:
-        """The digest of ``path`` if it was hashed early and ``opened`` (the caller's ``fstat``)
-        is that very file; waits for that hash to finish. None: hash it yourself."""
+        """The digest of ``path`` if hashed early from the file ``opened`` describes; waits."""
         with self._guard:
             done = self._jobs.pop(str(path), None)
         if done is None:
@@ -233,7 +197,6 @@ class EarlyDigests:
 
 
 def read_hint(cache_root: Path) -> list[str]:
-    """The engine file names the last run used; [] when there is no usable hint."""
     try:
         doc = parse_json(read_small(cache_root / HINT_NAME, _MAX_HINT_BYTES))
     except (OSError, ValueError):
@@ -241,13 +204,11 @@ def read_hint(cache_root: Path) -> list[str]:
     names = doc.get("engines") if isinstance(doc, dict) else None
     if not isinstance(names, list):
         return []
-    # Plain names of files directly in the cache root, nothing else.
     return [n for n in names if isinstance(n, str) and n and "/" not in n and "\0" not in n
             and not n.startswith(".")][:_MAX_ENGINES]
 
 
 def write_hint(cache_root: Path, names: list[str]) -> bool:
-    """Name this run's engines for the next boot, when they changed; True if written."""
     if read_hint(cache_root) == names[:_MAX_ENGINES]:
         return False
     atomic_write_bytes(cache_root / HINT_NAME, json.dumps({"engines": names}).encode())
@@ -255,5 +216,4 @@ def write_hint(cache_root: Path, names: list[str]) -> bool:
 
 
 def start(cache_root: Path) -> EarlyDigests:
-    """Start hashing the engines the hint names, one thread each; returns at once."""
     return EarlyDigests([cache_root / name for name in read_hint(cache_root)])

@@ -1,16 +1,7 @@
-"""The inter-process cache lock: ``flock`` on ``<cache_root>/.engine-init.lock``.
-
-The kernel drops an ``flock`` when its holder dies, so a lock left by a killed run never blocks
-the next boot. The lock only prevents duplicate builds: correctness comes from atomic publishing
-and from re-checking the cache after the lock is taken. It is not re-entrant.
-
-Something else than a regular file under the lock's name (a FIFO, a device, a link) is damage,
-replaced through a rename that never follows or opens it. So is a regular file with other names
-(a hard link to someone's file, planted where ``fs.protected_hardlinks`` is 0 or by root): the
-holder note truncates the lock file, which must therefore be the job's alone; the link count is
-checked on the opened descriptor, and again before each truncation. A folder there may hold
-someone's data and is refused.
-"""
+"""The inter-process cache lock: ``flock`` on ``<cache_root>/.engine-init.lock`` (dropped by
+the kernel when its holder dies; not re-entrant). It only prevents duplicate builds: atomic
+publishing and a re-check after locking make them correct. What may stand at its name:
+docs/hardening.md#lock-file."""
 
 from __future__ import annotations
 
@@ -39,7 +30,6 @@ _OPEN_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW"
 
 
 def read_holder(lock_file: Path) -> dict[str, object] | None:
-    """What the holder wrote about itself; None when absent or not a small JSON object."""
     try:
         raw = read_small(lock_file, _HOLDER_MAX)
         doc = parse_json(raw) if raw else None
@@ -51,11 +41,9 @@ def read_holder(lock_file: Path) -> dict[str, object] | None:
 def wait_flock(open_fd: Callable[[], int], timeout_s: float, *,
                waiting: Callable[[float], None], timed_out: Callable[[], LockTimeoutError],
                current: Callable[[int], bool] | None = None, first_log_s: float = 0.0) -> int:
-    """The one wait for an exclusive ``flock`` (the cache lock, a SKU's candidates): a
-    descriptor from ``open_fd`` once locked. Polls every 50 ms, so that SIGTERM ends the wait
-    at the next poll, and raises ``timed_out()`` after ``timeout_s``. ``waiting(waited_s)`` is
-    called after ``first_log_s`` and every 5 s; ``current(fd)`` False after locking (the file
-    was replaced while waited for) locks a freshly opened one."""
+    """The one wait for an exclusive ``flock`` (the cache lock, a SKU's candidates), polled so
+    that SIGTERM ends it. ``waiting(waited_s)``: after ``first_log_s``, then every 5 s;
+    ``current(fd)`` False after locking (the file was replaced): lock a freshly opened one."""
     start = time.monotonic()
     next_log = start + first_log_s
     fd = open_fd()
@@ -99,8 +87,7 @@ def _describe(holder: dict[str, object] | None) -> str:
 
 
 class CacheLock:
-    """``with CacheLock(root, timeout_s, logger):`` waits up to ``timeout_s`` for the lock; the
-    holder writes its pid, host and start time into the file, so that a waiter can name it."""
+    """The holder writes its pid, host and start time into the file: a waiter names it."""
 
     def __init__(self, cache_root: Path, timeout_s: float, logger: logging.Logger) -> None:
         self.path = Path(cache_root) / LOCK_NAME
@@ -162,8 +149,7 @@ class CacheLock:
             os.close(fd)
             if not stat.S_ISREG(opened.st_mode):  # swapped in between: not ours to fight
                 break
-            # Another name shares this file: someone's file, which the holder note would
-            # truncate. The rename replaces only our name for it; their file is not opened again.
+            # A hard link to someone's file: the rename replaces only our name for it.
             self._replace(f"a file with {opened.st_nlink - 1} other name(s) (a hard link)")
         raise CacheWriteError(f"{self.path} keeps changing into something else than a file",
                               hint="find what writes into the cache folder")

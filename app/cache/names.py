@@ -58,7 +58,6 @@ def calibration_folder(cache_root: Path) -> Path:
 
 
 def default_candidates_root(cache_root: Path) -> Path:
-    """Where candidates go when ``fleet.candidates_dir`` is unset."""
     return Path(cache_root) / CANDIDATES_FOLDER
 
 
@@ -83,7 +82,7 @@ _ORT_RE = re.compile(
 
 
 def check_model_name(name: str) -> str:
-    """Return ``name`` if it is a safe file-name part, else raise ValueError saying why."""
+    """``name`` if it is a safe file-name part, else ValueError saying why."""
     if not isinstance(name, str) or not name:
         raise ValueError("model name must be a non-empty string")
     if len(name) > MODEL_NAME_MAX:
@@ -114,23 +113,14 @@ def _check_version2(value: str, what: str) -> str:
 
 
 @dataclass(frozen=True)
-class ParsedEngineName:
+class EngineFilenameSchema:
+    """Builds and parses engine file names; an instance is a parsed one."""
+
     model_name: str
     sm: int
     jetpack: str
     trt: str
     precision: PrecisionMode
-
-
-@dataclass(frozen=True)
-class ParsedOrtName:
-    model_name: str
-    ort: str
-    cpu: str
-    precision: PrecisionMode
-
-
-class EngineFilenameSchema:
     suffix = ".engine"
 
     @staticmethod
@@ -149,12 +139,19 @@ class EngineFilenameSchema:
         return f"{model_name}__sm{sm}_jp{jetpack}_trt{trt}_{prec.value}.engine"
 
     @staticmethod
-    def parse(name: str) -> ParsedEngineName:
+    def parse(name: str) -> EngineFilenameSchema:
         parts = _parts(_ENGINE_RE, name, "an engine file name")
-        return ParsedEngineName(**{**parts, "sm": int(parts["sm"])})
+        return EngineFilenameSchema(**{**parts, "sm": int(parts["sm"])})
 
 
+@dataclass(frozen=True)
 class OrtFilenameSchema:
+    """Builds and parses ONNX Runtime model file names; an instance is a parsed one."""
+
+    model_name: str
+    ort: str
+    cpu: str
+    precision: PrecisionMode
     suffix = ".ort"
 
     @staticmethod
@@ -167,18 +164,17 @@ class OrtFilenameSchema:
         return f"{model_name}__ort{ort}_{cpu}_{prec.value}.ort"
 
     @staticmethod
-    def parse(name: str) -> ParsedOrtName:
-        return ParsedOrtName(**_parts(_ORT_RE, name, "an ONNX Runtime model file name"))
+    def parse(name: str) -> OrtFilenameSchema:
+        return OrtFilenameSchema(**_parts(_ORT_RE, name, "an ONNX Runtime model file name"))
 
 
 def companion(artifact: Path, suffix: str) -> Path:
-    """``<artifact><suffix>``, beside it (one of :data:`COMPANION_SUFFIXES`)."""
     return artifact.with_name(artifact.name + suffix)
 
 
 def calibration_files(folder: Path | None) -> list[Path]:
-    """A model's calibration batches: the ``.npz``/``.npy`` files of its folder, in name order.
-    The one definition of what is fed to calibration, fingerprinted, and required by the config."""
+    """The ``.npz``/``.npy`` files of ``folder``, in name order: what calibration is fed, what
+    is fingerprinted and what the config requires."""
     if folder is None or not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix in {".npz", ".npy"} and p.is_file())

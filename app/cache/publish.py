@@ -1,9 +1,5 @@
-"""The only way files enter the cache: same-directory temp file, fsync, rename, fsync the folder.
-
-A reader therefore sees either the previous file or the complete new one, whatever instant the
-writer is killed at. Temp files are named ``.<final-name>.tmp-<pid>-<random>`` so that a run
-holding the cache lock can sweep the leftovers of killed runs (:func:`sweep_temp_files`).
-"""
+"""The only way files enter the cache: same-directory temp file (``.<name>.tmp-<pid>-<random>``,
+swept under the lock), fsync, rename, fsync the folder: the old file or the whole new one."""
 
 from __future__ import annotations
 
@@ -28,13 +24,11 @@ def is_temp_name(name: str) -> bool:
 
 
 def temp_name(path: Path) -> Path:
-    """Beside ``path``, unpredictable: a name no other writer (nor anyone planting a link or a
-    FIFO there beforehand) can guess, swept by :func:`sweep_temp_files` if left behind."""
+    """Beside ``path``, unpredictable: nobody can plant a link or a FIFO there beforehand."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a power cut must not undo it)."""
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -43,7 +37,6 @@ def fsync_dir(folder: Path) -> None:
 
 
 def os_error_to_cache_error(exc: OSError, path: Path, needed: int | None = None) -> CacheWriteError:
-    """Translate an OS error while writing ``path`` into a user-facing error with a hint."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         free = _free_bytes(path.parent)
         need = f"{needed} bytes needed" if needed is not None else "more space needed"
@@ -73,13 +66,9 @@ def _free_bytes(folder: Path) -> int:
 @contextmanager
 def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644,
                   after_cancel: bool = False, outside: bool = False) -> Iterator[BinaryIO]:
-    """Yield a file to write; on clean exit it replaces ``path`` durably, else it vanishes.
-
-    The temp name is unpredictable and created with ``O_EXCL``, so nothing planted beside
-    ``path`` (a link, a FIFO) is ever opened. ``after_cancel``: write even after a signal (a
-    report of how the run ended, such as the metrics textfile); otherwise a cancelled run
-    starts and publishes no file. ``outside``: ``path`` is outside the cache (the metrics
-    textfile), where no missing folder is created."""
+    """A file to write (``O_EXCL``); on clean exit it replaces ``path`` durably, else it
+    vanishes. ``after_cancel``: even after a signal (the metrics textfile); ``outside``:
+    outside the cache, where no missing folder is created."""
     if CANCEL.is_set() and not after_cancel:
         raise cancelled_error()
     tmp = temp_name(path)
@@ -113,8 +102,6 @@ def atomic_writer(path: Path, *, size_hint: int | None = None, mode: int = 0o644
 
 def atomic_write_bytes(path: Path, payload: bytes | bytearray | memoryview, mode: int = 0o644,
                        *, after_cancel: bool = False, outside: bool = False) -> None:
-    """Publish ``payload`` at ``path`` atomically and durably (``after_cancel``, ``outside``:
-    see :func:`atomic_writer`)."""
     view = memoryview(payload).cast("B")
     with atomic_writer(path, size_hint=view.nbytes, mode=mode, after_cancel=after_cancel,
                        outside=outside) as handle:

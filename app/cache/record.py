@@ -1,12 +1,7 @@
-"""Provenance records: ``<artifact>.record.json`` says what an artifact was built from.
-
-The compiler reuses an artifact only when its stored record agrees with the one the current
-inputs give (:meth:`ProvenanceRecord.diff`). Adding a fact is one field, ``COMPARED`` when a
-change of it must rebuild the artifact, ``NOTED`` when it is only kept; a record written before
-a fact existed reads it as the default, so a new ``COMPARED`` fact rebuilds those artifacts once.
-Anyone who can write the cache can write a record, so one is parsed with bounds
-(:func:`app.cache.fsread.parse_json`), then, with a key, its signature is checked before any of
-its fields is looked at, and only then are the fields checked for type and range.
+"""Provenance records: ``<artifact>.record.json`` says what an artifact was built from (fields:
+docs/cache.md; read in docs/hardening.md#documents-read-from-disk's order). Adding a fact is one
+field, ``COMPARED`` when a change of it must rebuild the artifact, ``NOTED`` when only kept; an
+older record reads it as the default, so a new ``COMPARED`` fact rebuilds those artifacts once.
 """
 
 from __future__ import annotations
@@ -27,12 +22,9 @@ from app.cache.hashing import hash_file, sha256_bytes
 from app.cache.names import RECORD_SUFFIX, calibration_files, companion
 from app.cache.publish import atomic_write_bytes
 
-#: Records from before the typed record have the same keys, less ``status`` and ``engine_size``:
-#: they read as such (no rebuild after an upgrade).
 SCHEMA = 1
 BUILT, BUILDING = "built", "building"
 _RECORD_MAX = 1 << 20
-#: The longest build a record may note, in seconds (a week): the governor's ETA adds these up.
 MAX_DURATION_S = 7 * 24 * 3600.0
 
 COMPARED = types.MappingProxyType({"compared": True})
@@ -43,14 +35,11 @@ NOTED = types.MappingProxyType({"compared": False})
 class ProvenanceRecord:
     model_name: str = field(default="", metadata=NOTED)
     artifact: str = field(default="", metadata=NOTED)
-    #: "building" from before a build until its artifact is published: such a record is refused.
     status: str = field(default=BUILT, metadata=NOTED)
     engine_sha256: str | None = field(default=None, metadata=COMPARED)
-    #: Lets the verifier refuse an artifact of another size without hashing it.
     engine_size: int | None = field(default=None, metadata=NOTED)
     onnx_path: str = field(default="", metadata=NOTED)
     onnx_sha256: str = field(default="", metadata=COMPARED)
-    #: Size, mtime, ctime and inode of the ONNX file: unchanged, it is not read again.
     onnx_stat: dict[str, int] = field(default_factory=dict, metadata=NOTED)
     settings: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
     settings_fingerprint: str = field(default="", metadata=COMPARED)
@@ -60,36 +49,25 @@ class ProvenanceRecord:
     host: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
     built_at: str = field(default="", metadata=NOTED)
     build_duration_s: float | None = field(default=None, metadata=NOTED)
-    #: The SKU-defining hardware facts (app.host.identity.SKU_FIELDS): another SKU rebuilds.
-    #: ``{}`` in a record written before it existed (see app.cache.reuse: untracked-like).
+    #: app.host.identity.SKU_FIELDS; ``{}`` in an older record (app.cache.reuse: untracked-like).
     sku: dict[str, Any] = field(default_factory=dict, metadata=COMPARED)
-    #: The whole identity (driver version, board model...) for people and tools.
     hardware: dict[str, Any] = field(default_factory=dict, metadata=NOTED)
-    #: The accuracy gate's passing report (AccuracyReport.to_json): noted, not compared, so a
-    #: new tolerance means a new check, not a rebuild.
+    #: AccuracyReport.to_json: noted, so a new tolerance means a new check, not a rebuild.
     accuracy: dict[str, Any] | None = field(default=None, metadata=NOTED)
-    #: Whether the build found a timing cache (TensorRT); None where the backend has none.
     timing_cache: bool | None = field(default=None, metadata=NOTED)
-    #: Earlier builds of this artifact on this SKU, oldest first (``build_duration_s``,
-    #: ``timing_cache``), kept across rebuilds for the build governor's ETA.
+    #: Earlier builds on this SKU, oldest first, kept across rebuilds for the governor's ETA.
     past_builds: list[dict[str, Any]] = field(default_factory=list, metadata=NOTED)
-    #: Which precision the built artifact's compute nodes run in (PrecisionInEffect.as_dict).
     precision_in_effect: dict[str, Any] | None = field(default=None, metadata=NOTED)
-    #: The ONNX model's inputs and outputs (ModelInterface.to_json) as read for the build: a
-    #: fleet candidate is checked against them, its ``onnx_sha256`` being this robot's.
+    #: ModelInterface.to_json: a fleet candidate of the same ``onnx_sha256`` is checked against it.
     onnx_io: dict[str, Any] | None = field(default=None, metadata=NOTED)
-    #: How the engine came to this cache: "built" here, "promoted" from a fleet candidate, or
-    #: "adopted" (found with a valid sidecar and no record, trust_untracked_engines on).
     origin: str = field(default="", metadata=NOTED)
 
     @classmethod
     def build(cls, *, settings: dict[str, Any], **facts: Any) -> ProvenanceRecord:
-        """The record the current inputs give, before the ONNX file and the artifact are hashed."""
         return cls(settings=settings, settings_fingerprint=fingerprint(settings), **facts)
 
     def diff(self, other: ProvenanceRecord) -> list[str]:
-        """Names of the compared fields whose values differ, in field order; a mapping that
-        differs in some keys names them (``sku.sm_count``)."""
+        """The compared fields that differ, in field order (a mapping's keys: ``sku.sm_count``)."""
         out: list[str] = []
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
@@ -108,7 +86,6 @@ class ProvenanceRecord:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ProvenanceRecord:
-        """ValueError saying what is wrong with the record."""
         return cls._from_doc(_load(raw))
 
     @classmethod
@@ -136,7 +113,6 @@ _HINTS = typing.get_type_hints(ProvenanceRecord)
 
 
 def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a field's annotation (``str | None``, ``dict[str, int]``...)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return any(_conforms(value, arg) for arg in typing.get_args(hint))
     if hint is type(None):
@@ -168,17 +144,16 @@ def fingerprint(settings: dict[str, Any]) -> str:
 
 
 def calibration_fingerprint(folder: Path | None) -> str | None:
-    """A digest of a model's calibration batches (file names and bytes); None without any.
-    Keys both the provenance settings and TensorRT's calibration cache."""
+    """A digest of a model's calibration batches (names and bytes): the settings' and
+    TensorRT's calibration cache's key; None without any."""
     files = calibration_files(folder)
     return fingerprint({p.name: hash_file(p) for p in files}) if files else None
 
 
 @dataclass(frozen=True)
 class RecordRead:
-    """``record`` None when absent or damaged (``problem`` says why), or when a key was given
-    and the record does not verify with it (``unsigned``: nothing in it is used); ``signed``
-    when a key was given and the record verifies with it."""
+    """``record`` None when absent, damaged (``problem``) or not signed with the key given
+    (``unsigned``); ``signed``: it verifies with the key given."""
 
     record: ProvenanceRecord | None
     problem: str | None = None
@@ -190,8 +165,7 @@ def read_record(artifact: Path, key: bytes | None = None) -> RecordRead:
     path = record_path(artifact)
     try:
         doc = _load(read_small(path, _RECORD_MAX))
-        # Checked on the document as stored, so that a record signed by an older release
-        # (without the newer keys) still verifies; and before any field is used.
+        # On the document as stored (an older release's record still verifies), before any field.
         if key is not None and not signing.is_signed_by(key, doc):
             return RecordRead(None, unsigned=True)
         record = ProvenanceRecord._from_doc(doc)
@@ -222,7 +196,6 @@ def _stat_key(path: Path) -> dict[str, int]:
 
 
 def onnx_identity(path: Path, previous: ProvenanceRecord | None, *, strict: bool) -> OnnxIdentity:
-    """sha256 of the ONNX file, re-read only when its stat changed since ``previous`` (or strict)."""
     key = _stat_key(path)
     if not strict and previous is not None and previous.onnx_stat == key and previous.onnx_sha256:
         return OnnxIdentity(previous.onnx_sha256, key, rehashed=False)

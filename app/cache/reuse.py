@@ -1,21 +1,9 @@
-"""The reuse decision: may a cached artifact be used as is? Sidecar, record, signature, inputs.
-
-:func:`check_artifact` only reads, and runs in worker threads; the caller turns the returned
-:class:`Verdict` into events in a stable order. Miss reasons, in the order they are checked:
-
-- ``folder``: a folder stands at the artifact's or a companion's name; it may hold someone's
-  data, so the compiler refuses to build over it (the others are damage: rebuilt);
-- ``absent``; ``not-a-file`` (a link, FIFO, socket or device stands there);
-- ``size``: the artifact's size is not the one its (trusted) record noted: not worth hashing;
-- ``sidecar``: the artifact's sha256 does not match its sidecar (or the sidecar is damaged);
-- ``record-corrupt``; ``interrupted`` (a pending record: its build never finished);
-- ``signature`` (with a key: no record, or one whose signature does not verify);
-- ``untracked``: no record, or one written before records carried the hardware identity, and
-  ``trust_untracked`` is off (on, such an engine is ``hit-untracked``: reused, then recorded).
-  Off, only a record this robot wrote counts (it built or promoted the engine): one signed
-  with ``key`` (the configured one, else this robot's own: app.cache.signing.robot_key); any other,
-  planted or edited, is ``untracked`` too;
-- ``provenance``: the record disagrees with the current inputs (``changed`` names how).
+"""The reuse decision (docs/cache.md): may a cached artifact be used as is? :func:`check_artifact`
+only reads (worker threads). Miss reasons, in the order they are checked: ``folder`` (may hold
+someone's data: not built over), ``absent``, ``not-a-file``, ``size`` (not the trusted record's:
+not worth hashing), ``sidecar``, ``record-corrupt``, ``interrupted`` (a pending record),
+``signature``, ``untracked`` (no record, one older than the hardware identity, or, with
+``trust_untracked`` off, one not signed with ``key``; on: ``hit-untracked``), ``provenance``.
 """
 
 from __future__ import annotations
@@ -36,9 +24,6 @@ _NOT_OURS = "its record was not written by this robot (not signed with its key)"
 
 @dataclass
 class Verdict:
-    """``reuse`` is the decision; ``reason`` one of the miss reasons above, or ``hit`` /
-    ``hit-untracked`` (a valid artifact without a record: pre-installed)."""
-
     reuse: bool
     reason: str
     onnx: OnnxIdentity
@@ -68,10 +53,8 @@ def check_artifact(
     early: EarlyDigests | None = None,
     trust_untracked: bool = True,
 ) -> Verdict:
-    """Compare ``artifact`` on disk with ``expected`` (the record the current inputs give, less
-    the ONNX and artifact digests, which this fills in from the disk). ``trust_untracked``:
-    whether an engine whose origin is unknown (see ``untracked``) is reused. Raises only for an
-    unreadable ONNX file (the caller reports it as bad data)."""
+    """Compare ``artifact`` on disk with ``expected`` (less the ONNX and artifact digests, filled
+    in here). Raises only for an unreadable ONNX file."""
     stored = read_record(artifact, key)
     onnx = onnx_identity(onnx_path, stored.record, strict=strict_onnx)
     verdict = Verdict(False, "absent", onnx)
@@ -86,8 +69,7 @@ def check_artifact(
         return _say(verdict, "not-a-file", exc.strerror or str(exc))
     if not stat.S_ISREG(st.st_mode):
         return _say(verdict, "not-a-file", f"{describe_mode(st.st_mode)} stands there")
-    # Only a record we may trust says what the size should be; a forged one must still end as
-    # the loud "signature" miss below.
+    # Only a trusted record says the size: a forged one must still end as the "signature" miss.
     trusted = stored.record is not None and (key is None or stored.signed)
     noted_size = stored.record.engine_size if trusted and stored.record else None
     if noted_size is not None and noted_size != st.st_size:
@@ -99,8 +81,6 @@ def check_artifact(
     if stored.problem:
         return _say(verdict, "record-corrupt", stored.problem)
     if stored.record is None:
-        # Pre-installed engines (baked into an image) have a sidecar but no record: trust the
-        # sidecar unless signatures are required, and track the engine from now on.
         if key is not None and trust_untracked:
             return _say(verdict, "signature", "record signature does not verify"
                         if stored.unsigned else "no signed record")

@@ -1,17 +1,6 @@
-"""Optional HMAC-SHA256 signatures over provenance records and the readiness marker.
-
-sha256 sidecars catch corruption, not someone who rewrites an engine and its sidecar together.
-With a signing key (a file, e.g. a Docker secret) every record and the marker carry
-``"signature": hmac_sha256(key, canonical JSON without the signature)``; since a record holds
-its engine's digest, a forged engine needs the key to pass.
-
-With ``trust_untracked_engines: false`` and no key file, the job signs with this robot's own
-key (:func:`robot_key`, made by the first such run in the cache root, readable by the job's
-user only): a record then says that this robot built or promoted its engine, and an engine,
-sidecar and record planted in the cache (copied from another robot or a bundle, edited) is
-not trusted. Whoever can read the cache root as the job's user can still forge one: the
-boundary is the cache volume's write access, which the network-facing puller no longer has.
-"""
+"""HMAC-SHA256 signatures over provenance records and the readiness marker: sidecars catch
+corruption, not someone who rewrites an engine and its sidecar together. The robot's own key
+and what it does not defend against: docs/fleet.md#the-trust-model."""
 
 from __future__ import annotations
 
@@ -36,9 +25,7 @@ _REMAKE = "remove it; the next run makes a new key (and rebuilds the engines it 
 
 
 def load_key(path: Path) -> bytes:
-    """A signing key file's bytes, at least 16 (surrounding whitespace ignored). A FIFO there
-    would block the open, ``/dev/zero`` never ends: the safe reader refuses both, and a file
-    larger than a key can be; links are followed (secrets are mounted through them)."""
+    """A signing key file's bytes, at least 16 (docs/hardening.md#key-files)."""
     try:
         key = read_small(path, MAX_KEY_BYTES, follow_links=True).strip()
     except OSError as exc:
@@ -66,7 +53,6 @@ def sign(key: bytes, doc: dict[str, Any]) -> str:
 
 
 def signed(key: bytes | None, doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc``, with its signature when a key is configured."""
     if key is None:
         return doc
     return {**doc, SIGNATURE_FIELD: sign(key, doc)}
@@ -78,9 +64,8 @@ def is_signed_by(key: bytes, doc: dict[str, Any]) -> bool:
 
 
 def robot_key(cache_root: Path, *, create: bool) -> bytes | None:
-    """This robot's own record key; made when absent and ``create`` (``run``), else None
-    (nothing was signed with it yet). A key is published whole or not at all (a temp file
-    linked into place: two runs agree on one key)."""
+    """This robot's own record key; made when absent and ``create``, else None. Published
+    whole or not at all (a temp file linked into place: two runs agree on one key)."""
     path = Path(cache_root) / ROBOT_KEY_NAME
     for _ in range(2):
         try:

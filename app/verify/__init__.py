@@ -1,2 +1,1 @@
-"""Checks of a built engine beyond its bytes: does it compute what the ONNX model computes?
-The modules' roles are in docs/architecture.md; docs/accuracy-gate.md is the user's page."""
+"""Does a built engine compute what its ONNX model computes? docs/accuracy-gate.md."""

@@ -1,11 +1,6 @@
-"""The accuracy gate and the precision check: what the compiler runs on a built engine, asking
-the engine's backend (the :class:`~app.backends.base.InferenceRuntime` protocol), never naming one.
-
-:func:`check_accuracy` runs the engine and the ONNX model (on ONNX Runtime's CPU provider,
-unoptimized) on the same inputs and compares every output; :func:`enforce` turns the report into
-one event and, on failure, an AccuracyError (exit 70) naming the output, the metric, the value
-and the bound; :func:`run_gate` does both. numpy, onnx and ONNX Runtime load only when a check
-runs: :func:`recorded_pass` answers a warm boot from the provenance record alone.
+"""The accuracy gate and the precision check (docs/accuracy-gate.md), asking the engine's
+backend through the InferenceRuntime protocol, never naming one. numpy, onnx and ONNX Runtime
+load only when a check runs: :func:`recorded_pass` answers a warm boot from the record alone.
 """
 
 from __future__ import annotations
@@ -42,9 +37,8 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
                    calibration_dir: Path | None = None,
                    engine_sha256: str | None = None,
                    onnx_sha256: str | None = None) -> AccuracyReport:
-    """Measure ``runner`` (the built engine, owned by the caller) against ``onnx_path``.
-    ``input_shapes``: the build's profiles (``None`` key: the single-input shorthand);
-    ``calibration_dir``: the folder the INT8 scales were fitted to, refused as samples."""
+    """Measure ``runner`` (owned by the caller) against ``onnx_path``; ``calibration_dir``: the
+    folder the INT8 scales were fitted to, refused as samples."""
     from app.backends.onnx_model import inspect_model, resolve_profiles
     from app.backends.onnxruntime.sessions import open_reference
     from app.verify.inputs import gate_inputs
@@ -81,7 +75,6 @@ def check_accuracy(onnx_path: Path, runner: EngineRunner, *, model_name: str,
 
 
 def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
-    """One event for ``report``; AccuracyError when it failed."""
     name, used = report.model_name, report.inputs
     where = (f"{used.count} random sample{'s' if used.count != 1 else ''}" if used.kind == "random"
              else f"{used.count} sample{'s' if used.count != 1 else ''} from {used.folder}")
@@ -119,7 +112,6 @@ def enforce(report: AccuracyReport, logger: logging.Logger) -> AccuracyReport:
 
 
 def _nonfinite_value(o: OutputFigures) -> str:
-    """Where a failure's non-finite values are: the engine's output, the model's, or both."""
     engine = o.nonfinite - o.nonfinite_model
     if not o.nonfinite_model:
         return f"{engine} non-finite values where the ONNX model's are finite"
@@ -129,10 +121,8 @@ def _nonfinite_value(o: OutputFigures) -> str:
 
 
 def _nonfinite_hint(name: str, o: OutputFigures) -> str:
-    """The hint of a non-finite failure that the engine's precision does not explain: -inf
-    against finite values only (log-probabilities that underflow in one of the two, such as
-    torch's export of logsigmoid as Log(Sigmoid)), or NaN or inf that the model itself gives.
-    Empty: the engine alone gives NaN or inf (the precision hint)."""
+    """The hint of a non-finite failure that the precision does not explain (-inf against
+    finite values only, or the model's own NaN or inf); empty: the precision hint."""
     if o.minus_inf != o.nonfinite and not o.nonfinite_model:
         return ""
     if o.minus_inf == o.nonfinite:
@@ -150,9 +140,8 @@ def _nonfinite_hint(name: str, o: OutputFigures) -> str:
 
 def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,
                   per_output: dict[str, Tolerance] | None = None) -> Failure | None:
-    """The first bound broken, outputs in model order, non-finite values before any metric;
-    ``rel_l2`` and ``cosine`` are not judged for an output within ``atol`` everywhere, nor
-    for outputs compared as points, argmax or skip (their own figures judge them)."""
+    """The first bound broken, outputs in model order, non-finite values first; ``rel_l2`` and
+    ``cosine`` not for an output within ``atol`` everywhere, nor for points, argmax or skip."""
     for fig in outputs:
         bounds = (per_output or {}).get(fig.name, tolerance)
         if fig.compare == "skip":
@@ -173,7 +162,6 @@ def first_failure(outputs: tuple[OutputFigures, ...], tolerance: Tolerance,
 
 
 def _summary(figures: OutputFigures) -> str:
-    """One output's figures in the passed event's message."""
     o = figures
     if o.compare == "skip":
         return f"{o.name} skipped ({o.note})"
@@ -200,8 +188,7 @@ def _tolerance(settings: AccuracyConfig, precision: PrecisionMode) -> Tolerance:
 
 def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: BuildConfig, *,
                   engine_sha256: str, onnx_sha256: str) -> dict[str, Any] | None:
-    """``stored`` when it is a pass that still vouches for this engine, ONNX model, tolerance
-    and inputs; None when the check must run again."""
+    """``stored`` when it is a pass that still covers this engine (docs/accuracy-gate.md#when-it-runs)."""
     report = AccuracyReport.from_json(stored)
     if report is None:
         return None
@@ -220,8 +207,7 @@ def recorded_pass(stored: dict[str, Any] | None, spec: BackboneSpec, config: Bui
 def run_gate(runtime: InferenceRuntime, artifact: Path, spec: BackboneSpec,
              config: BuildConfig, logger: logging.Logger, *, engine_sha256: str,
              onnx_sha256: str) -> dict[str, Any]:
-    """Check ``artifact`` (built by ``runtime``, run on the device ``config`` names): its
-    passing report as JSON, else AccuracyError after the failure's event."""
+    """Check ``artifact``: its passing report as JSON, else AccuracyError after the event."""
     runner = runtime.open_runner(artifact, config)
     try:
         report = check_accuracy(spec.onnx_path, runner, model_name=spec.model_name,
@@ -235,10 +221,8 @@ def run_gate(runtime: InferenceRuntime, artifact: Path, spec: BackboneSpec,
 
 def enforce_precision(runtime: InferenceRuntime, model_path: Path, artifact: Path,
                       config: BuildConfig, logger: logging.Logger) -> dict[str, Any] | None:
-    """After a build asked fp16 or int8 (not with ``verify: none``): what its compute nodes run
-    in, for the record; EngineBuildError when none runs in the asked precision; None: nothing
-    to say (fp32, or a runtime that cannot tell). INT8 asked and TensorRT's Myelin keeping
-    transformer GEMMs in fp16 took effect partially (a warning), not an ignored flag."""
+    """After an fp16 or int8 build: what its compute nodes run in, for the record (None: fp32,
+    or a runtime that cannot tell); EngineBuildError when none runs in the asked precision."""
     if config.precision is PrecisionMode.FP32 or config.verify == "none":
         return None
     effect = runtime.precision_in_effect(model_path, artifact, config)

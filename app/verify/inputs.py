@@ -1,12 +1,6 @@
-"""The inputs the accuracy gate feeds to both the engine and the ONNX model: the files of a
-sample folder (the calibration format, read by :class:`app.backends.calibration.CalibrationSet`),
-or seeded random inputs at each input's ``opt`` shape: floats uniform in ``[low, high)``, by
-default ``[0, 1)`` (a normalized image), booleans (masks) uniform. Integer inputs are refused:
-they are indices, token ids, lengths or sample rates, whose valid values the model does not
-declare; a random index can send a Gather out of range, and a check on meaningless inputs
-proves nothing. The calibration batches are never the gate's inputs: INT8 scales were fitted
-to them, so a check on them is in-sample and passes engines that are wrong on everything else.
-"""
+"""The inputs the accuracy gate feeds to the engine and the ONNX model: a sample folder's files
+(the calibration format), or seeded random inputs at the ``opt`` shapes; integer inputs and the
+calibration batches refused (docs/accuracy-gate.md#settings-and-inputs)."""
 
 from __future__ import annotations
 
@@ -27,8 +21,6 @@ from app.verify.report import InputsUsed
 
 @dataclass(frozen=True)
 class GateInputs:
-    """What will be fed (``used``) and how to produce it, one sample at a time."""
-
     used: InputsUsed
     model: ModelInterface
     profiles: dict[str, InputProfile]
@@ -49,7 +41,6 @@ def gate_inputs(model: ModelInterface, profiles: dict[str, InputProfile], model_
                 samples_dir: Path | None = None, calibration_dir: Path | None = None,
                 count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED,
                 value_range: Sequence[float] = DEFAULT_RANGE) -> GateInputs:
-    """ModelDataError when the inputs cannot be had."""
     if samples_dir is not None:
         files = tuple(calibration_files(samples_dir))
         if not files:
@@ -142,5 +133,4 @@ def _hash(path: Path) -> str:
 
 
 def _digest(files: tuple[Path, ...]) -> str:
-    """One digest of the sample files' names and bytes: other samples mean another check."""
     return sha256_bytes("".join(f"{path.name}\0{_hash(path)}\n" for path in files))

@@ -1,23 +1,6 @@
-"""One check's measurements: every sample's outputs compared by their rules
-(:mod:`app.verify.rules`) into the figures of :mod:`app.verify.report`, the worst kept.
-
-``points`` outputs are measured first in each sample, so that the outputs aligned to them find
-their matching; only ``values`` and ``aligned`` outputs must have the reference's shape: the rows
-of a set may be more or fewer (a data-dependent output, an engine that finds one keypoint more).
-
-``variation`` = ||engine - reference|| / ||reference - its mean||, both over every item: for
-``values`` outputs an item is one sample's whole output; for ``aligned`` outputs one matched row
-(a descriptor against the spread of descriptors). An error comparable to the difference between
-two inputs fails however small it is against the output's norm (a place-recognition descriptor
-whose images all have cosine 0.999 with one another). Not judged (None, with a note), so that it
-never fails a healthy engine for want of variation: fewer than two items, items of different
-shapes, an output that varies by less than :data:`CONSTANT` of its norm (a bias, a saturated
-map, an output that ignores random inputs), or whose error is within ``atol`` everywhere.
-
-``neighbours`` (embeddings: one row of 2+ values per sample, 3+ samples): the share of samples
-whose nearest neighbour among the samples is the same for the engine as for the reference,
-counting only samples whose reference nearest neighbour is nearer than its second by more than
-twice the error the variation bound allows (a closer tie may be flipped by an engine within it).
+"""One check's measurements: every sample's outputs compared by their rules into the figures of
+:mod:`app.verify.report`, the worst kept; ``variation`` and ``neighbours``, and when they are
+not judged: docs/accuracy-gate.md#error-against-variation.
 """
 
 from __future__ import annotations
@@ -38,13 +21,10 @@ from app.verify.sets import (
 )
 
 _REBUILD = "rebuild the engine from this model"
-#: Variation below this share of the output's norm: near-constant, not judged.
 CONSTANT = 1e-3
 
 
 class Measure:
-    """Feed it each sample's outputs (:meth:`add`), then read the figures (:meth:`figures`)."""
-
     def __init__(self, model_name: str, names: tuple[str, ...],
                  rules: dict[str, AccuracyOutputConfig]) -> None:
         self.model_name, self.names, self.rules = model_name, names, rules
@@ -55,7 +35,6 @@ class Measure:
         self.order = sorted(names, key=lambda n: rules[n].comparison != "points")
 
     def add(self, want: dict[str, Any], got: dict[str, Any]) -> None:
-        """One sample's outputs: the reference's and the engine's."""
         matches: dict[str, tuple[PointMatch, int]] = {}  # points: the matching and its row axis
         for name in self.order:
             rule = self.rules[name]
@@ -90,8 +69,7 @@ class Measure:
                        radius=match.radius, note=note)
         elif rule.comparison == "argmax":
             agreement = argmax_agreement(want, got, rule.axis)
-            # Only the argmax is judged: -inf against a finite value, either way, is not a
-            # failure of its own (NaN and +inf still are: they would be taken for the maximum).
+            # -inf against a finite value is never a maximum (NaN and +inf would be taken for one).
             self._keep(figures_of(name, want, got, minus_inf_fails=False), compare="argmax",
                        agreement=agreement, note=note)
         elif rule.comparison == "aligned":
@@ -113,7 +91,6 @@ class Measure:
         self.worst[figures.name] = worse(self.worst.get(figures.name), figures)
 
     def figures(self, bounds: dict[str, Tolerance]) -> tuple[OutputFigures, ...]:
-        """The worst figures per output, model order, with the variation and neighbours."""
         out = []
         for name in self.names:
             figures = self.worst[name]
@@ -133,21 +110,16 @@ class Measure:
 
 def figures_of(name: str, reference: Any, candidate: Any, *,
                minus_inf_fails: bool = True) -> OutputFigures:
-    """The metrics of one sample's output; shapes must already agree. Computed in float64
-    whatever the tensors' type, over the elements where the reference is finite (a model may
-    legitimately output -inf, e.g. masked logits; the engine must then match it).
-    ``minus_inf_fails`` False (an ``argmax`` output): -inf against a finite value, either way,
-    is not counted as non-finite (-inf is never a maximum)."""
+    """The metrics of one sample's output, in float64, over the elements where the reference is
+    finite (where it is not, e.g. masked logits, the engine must give the same value)."""
     import numpy as np
 
     ref = np.asarray(reference).astype(np.float64, copy=False).ravel()
     got = np.asarray(candidate).astype(np.float64, copy=False).ravel()
     finite = np.isfinite(ref)
-    # Log-probabilities that underflow in one of the two only: -inf on one side, finite on
-    # the other (the failure's hint then names the export, not the precision).
+    # Log-probabilities that underflow on one side only: the hint names the export, not precision.
     engine_minus_inf = int(np.count_nonzero(finite & np.isneginf(got)))
     model_minus_inf = int(np.count_nonzero(np.isneginf(ref) & np.isfinite(got)))
-    # Where the reference is not finite, the engine must give the very same value.
     mismatched_special = int(np.count_nonzero(~finite & ~((got == ref) | (np.isnan(got) & np.isnan(ref)))))
     ref, got = ref[finite], got[finite]
     bad = ~np.isfinite(got)
@@ -171,7 +143,6 @@ def figures_of(name: str, reference: Any, candidate: Any, *,
 
 
 def worse(old: OutputFigures | None, new: OutputFigures) -> OutputFigures:
-    """The worst of one output's figures across samples; ``old``: None for the first."""
     if old is None:
         return new
     return replace(new, max_abs=max(old.max_abs, new.max_abs),
@@ -208,7 +179,6 @@ class Spread:
         self.kept: list[tuple[Any, Any]] = []  # embeddings: (reference, engine) per sample
 
     def add(self, reference: Any, candidate: Any) -> None:
-        """Items along axis 0 of both arrays (one sample: ``array[None]``)."""
         import numpy as np
 
         ref = np.asarray(reference, dtype=np.float64)
@@ -229,7 +199,6 @@ class Spread:
             self.kept.append((ref.reshape(-1), got.reshape(-1)))
 
     def ratio(self, max_abs: float, atol: float) -> tuple[float | None, str]:
-        """(error / variation, why not measured)."""
         import numpy as np
 
         if self.varied_shape:
@@ -244,7 +213,6 @@ class Spread:
         return float(np.sqrt(self.err_sq / spread_sq)), ""
 
     def neighbours(self, bound: float | None) -> tuple[float | None, str]:
-        """(nearest-neighbour agreement, why not measured)."""
         import numpy as np
 
         if not self.embedding_rows or self.varied_shape or len(self.kept) < 3:

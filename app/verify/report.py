@@ -1,27 +1,18 @@
-"""What the accuracy gate measured and decided, as frozen dataclasses and JSON. No heavy import:
-a warm boot reads a recorded report back and asks :meth:`AccuracyReport.covers` whether it still
-vouches for the engine, without loading numpy, onnx or ONNX Runtime.
-
-Figures per output, worst over all samples (docs/accuracy-gate.md): ``rel_l2``, ``cosine``,
-``max_abs``; ``nonfinite``, NaN or inf where the reference is finite or differs (any fails), of
-them ``nonfinite_model`` the reference's and ``minus_inf`` -inf against a finite value (log-
-probabilities that underflow on one side); per comparison ``matched``/``matched_engine``,
-``agreement``, ``variation`` and ``neighbours``. A figure not measured is None, never judged
-(``note`` says why). An output within ``atol`` of the reference everywhere matches whatever its
-relative figures: kernels are accurate in absolute terms (a sigmoid near 0 to about 1e-7), so an
-all-background output (a detector's scores on an image without objects) has meaningless ones.
-"""
+"""What the accuracy gate measured and decided, as frozen dataclasses and JSON
+(docs/accuracy-gate.md#result-events-and-exit-codes). No heavy import: a warm boot asks
+:meth:`AccuracyReport.covers` without loading numpy, onnx or ONNX Runtime. A figure not
+measured is None, never judged (``note`` says why)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from app.values import PrecisionMode
 
 SCHEMA = 2  # 1: values only; a record of it is checked again, never read as a pass
-#: The metrics a tolerance can bound, and how: an upper bound, or a lower bound.
 METRICS = {"rel_l2": "max", "max_abs": "max", "cosine": "min", "matched": "min",
            "agreement": "min", "variation": "max", "neighbours": "min"}
 #: Figures of an output beyond the values', each judged by the tolerance's bound of that name.
@@ -31,8 +22,6 @@ SET_FIGURES = {"matched": "matched", "matched_engine": "matched", "agreement": "
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Bounds on the metrics; ``None`` leaves a metric unchecked (it is still recorded)."""
-
     rel_l2: float | None = None
     cosine: float | None = None
     max_abs: float | None = None
@@ -43,7 +32,6 @@ class Tolerance:
     neighbours: float | None = None
 
     def override(self, metric: str | None, threshold: float | None) -> Tolerance:
-        """With the config's ``metric`` bound to ``threshold`` (of a model or of one output)."""
         if metric is None or threshold is None:
             return self
         if metric not in (*METRICS, "atol"):
@@ -55,8 +43,7 @@ class Tolerance:
         return asdict(self)
 
 
-#: Scale-free bounds per precision; docs/accuracy-gate.md gives the figures measured on the
-#: demo, on networks built like the robot's and on third-party models that these are set from.
+#: Scale-free bounds per precision, set from the figures in docs/accuracy-gate.md#defaults.
 DEFAULT_TOLERANCES: dict[PrecisionMode, Tolerance] = {
     PrecisionMode.FP32: Tolerance(rel_l2=1e-4, cosine=0.99999, atol=5e-5, matched=0.95,
                                   agreement=0.99, variation=0.01, neighbours=1.0),
@@ -73,9 +60,7 @@ def default_tolerance(precision: PrecisionMode | str) -> Tolerance:
 
 @dataclass(frozen=True)
 class InputsUsed:
-    """``random`` (seeded, at the profiles' opt shapes) or ``samples`` (a folder's files)."""
-
-    kind: str
+    kind: str  # "random" (seeded, at the opt shapes) or "samples" (a folder's files)
     count: int
     seed: int | None = None
     low: float | None = None
@@ -92,8 +77,8 @@ class OutputFigures:
     rel_l2: float
     cosine: float
     nonfinite: int = 0
-    nonfinite_model: int = 0  # of nonfinite: NaN or inf in the ONNX model's output
-    minus_inf: int = 0  # of nonfinite: -inf against a finite value, either way
+    nonfinite_model: int = 0  # of nonfinite: the ONNX model's
+    minus_inf: int = 0  # of nonfinite: -inf against a finite value (underflowing log-probabilities)
     compare: str = "values"  # values, points, aligned (to another output), argmax or skip
     matched: float | None = None
     matched_engine: float | None = None
@@ -109,20 +94,15 @@ class OutputFigures:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> OutputFigures:
+        """Each field read as its annotation says; a missing one takes its default."""
+        read: dict[str, Callable[[Any], Any]] = {"float": float, "int": int, "str": str,
+                                                 "float | None": _opt}
         return cls(name=str(doc["name"]), shape=tuple(int(d) for d in doc["shape"]),
-                   max_abs=float(doc["max_abs"]), rel_l2=float(doc["rel_l2"]),
-                   cosine=float(doc["cosine"]), nonfinite=int(doc.get("nonfinite", 0)),
-                   nonfinite_model=int(doc.get("nonfinite_model", 0)),
-                   minus_inf=int(doc.get("minus_inf", 0)),
-                   compare=str(doc.get("compare", "values")),
-                   **{k: _opt(doc.get(k)) for k in (*SET_FIGURES, "radius")},
-                   note=str(doc.get("note", "")))
+                   **{f.name: read[str(f.type)](doc[f.name]) for f in fields(cls)[2:] if f.name in doc})
 
 
 @dataclass(frozen=True)
 class Failure:
-    """The first bound an output broke."""
-
     output: str
     metric: str
     value: float
@@ -135,8 +115,6 @@ class Failure:
 
 @dataclass(frozen=True)
 class AccuracyReport:
-    """One check of one engine against its ONNX model."""
-
     model_name: str
     precision: str
     tolerance: Tolerance
@@ -147,7 +125,6 @@ class AccuracyReport:
     onnx_sha256: str | None = None
     duration_s: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
-    #: The configured per-output comparisons (``AccuracyConfig.outputs_key``).
     outputs_config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -157,14 +134,12 @@ class AccuracyReport:
     def covers(self, *, engine_sha256: str, onnx_sha256: str, tolerance: Tolerance,
                inputs: InputsUsed | None = None,
                outputs_config: dict[str, Any] | None = None) -> bool:
-        """Whether this recorded pass vouches for the engine now (a warm boot skips the check)."""
         return (self.passed and self.engine_sha256 == engine_sha256
                 and self.onnx_sha256 == onnx_sha256 and self.tolerance == tolerance
                 and (inputs is None or self.inputs == inputs)
                 and self.outputs_config == (outputs_config or {}))
 
     def to_json(self) -> dict[str, Any]:
-        """Non-finite numbers as the strings ``"inf"``/``"nan"``."""
         doc = {"schema": SCHEMA, **asdict(self), "passed": self.passed}
         failure = doc["failure"]
         return {**doc, "outputs": [o.to_json() for o in self.outputs],
@@ -173,7 +148,7 @@ class AccuracyReport:
 
     @classmethod
     def from_json(cls, doc: Any) -> AccuracyReport | None:
-        """None when ``doc`` is not a report ``to_json`` wrote (never raises)."""
+        """None when ``doc`` is not a report ``to_json`` wrote."""
         try:
             if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
                 return None

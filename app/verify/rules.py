@@ -1,15 +1,6 @@
 """How each output of a model is compared: the config's ``accuracy.outputs``, over what the ONNX
-graph shows (:func:`find_rules`), over ``values``. A rule is the config's own
-:class:`~app.config_sections.AccuracyOutputConfig`, whether configured or found. No heavy import
-(onnx only in :func:`find_rules`): a warm boot compares the configured ones with a recorded pass.
-
-An output computed from the indices of a ``TopK``, ``NonMaxSuppression``, ``NonZero`` or
-``ArgMax`` (or gathered, sampled or reshaped by them: every op between passes the order on)
-has rows whose order, and for some their number, depends on near-equal scores: two healthy
-engines may order them differently. Per such source, the first of its outputs that holds
-coordinates (``[..., N, D]`` with ``D`` <= 4), else rows of integer indices (``NonZero``'s
-``[K, 2]``), is compared as ``points``; the others follow its rows (``aligned``); with neither,
-they stay ``values``. The integer outputs of an ``ArgMax`` are ``argmax`` (equal indices).
+graph shows (:func:`find_rules`: docs/accuracy-gate.md#read-from-the-graph), over ``values``. A
+rule is the config's own AccuracyOutputConfig. onnx is imported only in :func:`find_rules`.
 """
 
 from __future__ import annotations
@@ -23,7 +14,6 @@ from app.verify.report import METRICS, SET_FIGURES
 
 _VALUES = AccuracyOutputConfig()
 _SOURCES = ("TopK", "NonMaxSuppression", "NonZero", "ArgMax")
-#: Sources whose rows are what they found, as many as they found: always a new order.
 _NEW_ROWS = ("NonMaxSuppression", "NonZero")
 #: Ops whose inputs after the first are shapes, axes, counts or sizes, never rows.
 _FIRST_INPUT_ONLY = {"Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", "Squeeze",
@@ -39,9 +29,8 @@ _INTEGER = {2, 3, 4, 5, 6, 7, 9, 12, 13}
 def resolve_rules(model_name: str, outputs: tuple[str, ...],
                   configured: dict[str, AccuracyOutputConfig],
                   found: dict[str, AccuracyOutputConfig]) -> dict[str, AccuracyOutputConfig]:
-    """Every output's rule: configured, else found in the graph, else ``values``;
-    ModelDataError (exit 65) when the config names an output the model lacks, or aligns an
-    output to one that is not compared as points."""
+    """Every output's rule: configured, else found, else ``values``; ModelDataError for an
+    output the model lacks, or one aligned to an output not compared as points."""
     unknown = sorted(set(configured) - set(outputs))
     if unknown:
         raise ModelDataError(f"{model_name}: accuracy.outputs names {unknown}, which the model "
@@ -67,8 +56,7 @@ def resolve_rules(model_name: str, outputs: tuple[str, ...],
 
 
 def snippet(model_name: str, output: str, compare: str, metric: str, value: float) -> str:
-    """The config that compares ``output`` as what it means, or relaxes only its bound: the
-    failure hint's suggestion (the model-wide tolerance stays)."""
+    """The failure hint's config: compare ``output`` as what it means, or relax its bound only."""
     key = SET_FIGURES.get(metric, metric)
     if METRICS.get(key) == "min":
         bound = f"{max(0.0, value * 0.99):.3g}"
@@ -84,8 +72,7 @@ def snippet(model_name: str, output: str, compare: str, metric: str, value: floa
 
 
 def find_rules(onnx_path: Path) -> dict[str, AccuracyOutputConfig]:
-    """{output: rule} for the outputs the graph shows to be sets or assignments; the others
-    are left to ``values``. Never raises for a graph it cannot follow: it then finds less."""
+    """{output: rule} for the outputs the graph shows to be sets or assignments; never raises."""
     from app.backends.onnx_model import load_onnx
 
     try:
@@ -101,10 +88,8 @@ def find_rules(onnx_path: Path) -> dict[str, AccuracyOutputConfig]:
         data = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
         origin = next((source[t] for t in data if t in source), None)
         if node.op_type in _NEW_ROWS or (node.op_type in _SOURCES and origin is None):
-            # The first source orders the rows: an ArgMax over NonZero's rows follows NonZero.
-            # NonZero and NonMaxSuppression make rows of their own (positions they found, as
-            # many as found) whatever ordered their input: a matcher's NonZero over its
-            # mutual ArgMax gives as many matches as it finds, a set.
+            # The first source orders the rows; NonZero and NonMaxSuppression always make rows
+            # of their own (a matcher's NonZero over its mutual ArgMax: a set of matches).
             origin = f"{node.op_type}:{label}"
         if origin is None:
             continue
@@ -144,15 +129,13 @@ def _rules(graph: Any, source: dict[str, str]) -> dict[str, AccuracyOutputConfig
 
 
 def _anchor(outputs: list[Any]) -> Any:
-    """The output whose rows are positions: coordinates first, then rows of indices (None:
-    neither, e.g. only a TopK's values and its ``[1, K]`` indices)."""
+    """The output whose rows are positions: coordinates first, then rows of indices, or None."""
     coordinates = [o for o in outputs if _elem_type(o) not in _INTEGER and _is_rows(o)]
     indices = [o for o in outputs if _elem_type(o) in _INTEGER and _is_rows(o)]
     return (coordinates or indices or [None])[0]
 
 
 def _is_rows(output: Any) -> bool:
-    """``[..., N, D]`` with D <= 4: coordinates, boxes' corners, index pairs or triples."""
     dims = _dims(output)
     return len(dims) >= 2 and isinstance(dims[-1], int) and 1 <= dims[-1] <= 4
 

@@ -1,14 +1,6 @@
-"""Outputs compared as what they mean: rows as a set (``points``), rows that follow that
-matching (``aligned``), and argmax agreement (``argmax``), one sample at a time.
-
-A ``points`` output is ``[..., N, D]`` (``[N]`` is taken as ``[N, 1]``): for each leading index,
-each reference row is matched to its nearest engine row (Euclidean, in the output's units) and
-each engine row to its nearest reference row, so an engine that finds more or fewer rows is
-judged too; two empty sets agree. Over several samples the shares are pooled: a sample with a
-handful of rows (matches of an image pair) must not decide alone. ``aligned`` outputs are
-compared on mutually nearest pairs only. The radius, unless configured: 0 for integer rows
-(indices are exact), else half the median distance between a reference row and its nearest
-other reference row: a row within it is nearer to its own reference than to any neighbour's.
+"""Outputs compared as what they mean, one sample at a time: rows as a set (``points``), rows
+that follow that matching (``aligned``), argmax agreement (``argmax``). Matching both ways, the
+default radius and pooling: docs/accuracy-gate.md#comparisons-per-output.
 """
 
 from __future__ import annotations
@@ -26,13 +18,10 @@ class PointMatch:
     matched_engine: float
     radius: float
     counts: tuple[int, int, int, int]  # reference rows matched, of; engine rows matched, of
-    #: Per leading index: (reference rows, their engine rows), the mutually nearest pairs
-    #: within the radius.
-    pairs: tuple[tuple[Any, Any], ...]
+    pairs: tuple[tuple[Any, Any], ...]  # per leading index: mutually nearest pairs within it
 
 
 def row_axis(ndim: int) -> int:
-    """The axis of the rows of a ``[..., N, D]`` output (``[N]``: axis 0)."""
     return max(ndim - 2, 0)
 
 
@@ -50,15 +39,14 @@ def _rows(array: Any, axis: int) -> Any:
 
 def _nearest(a: Any, b: Any, *, skip_equal: bool = False) -> tuple[Any, Any]:
     """For each row of ``a``: the index of its nearest row of ``b`` and the distance
-    (``skip_equal``: rows at distance 0 do not count, a row itself and its duplicates)."""
+    (``skip_equal``: rows at distance 0 do not count)."""
     import numpy as np
 
     index = np.zeros(len(a), dtype=np.int64)
     distance = np.full(len(a), np.inf)
     if len(b) == 0:
         return index, distance
-    # Blocks of at most _BLOCK distances' terms, whatever the rows: 100k keypoints must not
-    # ask for gigabytes.
+    # Blocks of at most _BLOCK terms: 100k keypoints must not ask for gigabytes.
     step = max(1, _BLOCK // max(1, len(b) * a.shape[1]))
     for start in range(0, len(a), step):
         d2 = ((a[start:start + step, None, :] - b[None, :, :]) ** 2).sum(axis=-1)
@@ -74,7 +62,6 @@ def _default_radius(ref: Any) -> float:
 
     if len(ref) < 2:
         return 0.0
-    # The median of a sample of the rows' spacings is enough: at most _SPACINGS rows.
     pick = ref if len(ref) <= _SPACINGS else ref[np.linspace(0, len(ref) - 1, _SPACINGS).astype(np.int64)]
     _, nearest = _nearest(pick, ref, skip_equal=True)
     finite = nearest[np.isfinite(nearest)]
@@ -82,7 +69,6 @@ def _default_radius(ref: Any) -> float:
 
 
 def match_points(reference: Any, candidate: Any, radius: float | None) -> PointMatch:
-    """Match the rows of one sample's outputs (see the module docstring)."""
     import numpy as np
 
     integer = np.asarray(reference).dtype.kind in "iub"
@@ -103,8 +89,7 @@ def match_points(reference: Any, candidate: Any, radius: float | None) -> PointM
         ok = distance <= within
         hits, total = hits + int(ok.sum()), total + len(r)
         hits_back, total_back = hits_back + int((back <= within).sum()), total_back + len(g)
-        # Pairs: mutual nearest rows only, so that a reference row whose own engine row is
-        # missing never borrows a neighbour's (whose descriptor is another keypoint's).
+        # Mutual nearest only: a reference row whose engine row is missing borrows no neighbour's.
         mutual = ok & (index_back[index] == np.arange(len(r))) if len(g) else ok
         pairs.append((np.nonzero(mutual)[0], index[mutual]))
     return PointMatch(share(hits, total, total_back), share(hits_back, total_back, total),
@@ -112,14 +97,12 @@ def match_points(reference: Any, candidate: Any, radius: float | None) -> PointM
 
 
 def share(hits: int, total: int, other_total: int) -> float:
-    """Rows matched over rows; no rows: 1 when the other side has none either."""
     return hits / total if total else (1.0 if not other_total else 0.0)
 
 
 def aligned_rows(reference: Any, candidate: Any, axis: int,
                  pairs: tuple[tuple[Any, Any], ...]) -> tuple[Any, Any]:
-    """The matched rows of an output that follows a ``points`` output: ``[n, ...]`` each,
-    reference row ``i`` beside the engine row matched to it."""
+    """The matched rows of an output that follows a ``points`` output, side by side."""
     import numpy as np
 
     ref, got = _rows(reference, axis), _rows(candidate, axis)
@@ -136,8 +119,7 @@ def aligned_rows(reference: Any, candidate: Any, axis: int,
 
 
 def argmax_agreement(reference: Any, candidate: Any, axis: int) -> float:
-    """The share of equal argmax along ``axis``; for integer outputs (already indices), the
-    share of equal elements. ValueError when the shapes differ."""
+    """The share of equal argmax along ``axis`` (integer outputs: of equal elements)."""
     import numpy as np
 
     ref, got = np.asarray(reference), np.asarray(candidate)

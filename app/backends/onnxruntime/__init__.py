@@ -1,10 +1,6 @@
-"""The CPU backend: ONNX models compiled to optimized ONNX Runtime (ORT format) models.
-
-With every graph optimization on, ONNX Runtime rewrites the graph for the CPU it runs on (fused
-kernels, NCHWc layouts on AVX machines), so the artifact is tied to the ONNX Runtime release and
-that CPU, and named for both. INT8 is ONNX Runtime's static quantization fed by the calibration
-batches; FP16 converts the model and succeeds only where every node has an FP16 CPU kernel.
-"""
+"""The CPU backend: ONNX models compiled to ORT-format models, rewritten for the CPU they run on
+(fused kernels, NCHWc layouts), hence named for the ONNX Runtime release and that CPU. INT8 is
+static quantization on the calibration batches; FP16 needs an FP16 CPU kernel for every node."""
 
 from __future__ import annotations
 
@@ -32,8 +28,8 @@ if TYPE_CHECKING:
 
 @functools.cache
 def cpu_identity() -> tuple[str, str]:
-    """(token, model name): ``x86_64-<8 hex>`` from the CPU model and its feature flags."""
-    # /proc/cpuinfo, not platform.processor(): that runs `uname -p` in a subprocess.
+    """(``x86_64-<8 hex>`` from the CPU model and flags, model name); /proc/cpuinfo, not
+    platform.processor(), which runs `uname -p` in a subprocess."""
     model, flags = "", ""
     try:
         cpuinfo = read_small("/proc/cpuinfo", 1 << 20, truncate=True)  # the first CPU's lines
@@ -57,8 +53,6 @@ def _ort_version() -> str:
 
 
 class OnnxRuntimeBackend:
-    """``compile_engine`` for ONNX Runtime on the CPU; needs no GPU."""
-
     name = "onnxruntime"
 
     def __init__(self, host: HostCapabilities | None = None) -> None:
@@ -104,8 +98,7 @@ class OnnxRuntimeBackend:
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
-        """As a fresh build is checked; always loaded, even with ``verify: none``."""
-        import dataclasses
+        import dataclasses  # always loaded, even with ``verify: none``
 
         from app.backends.onnx_model import resolve_profiles
 
@@ -115,17 +108,16 @@ class OnnxRuntimeBackend:
         self._verify(str(artifact), model, profiles, cfg)  # ONNX Runtime reads the file itself
 
     def device_free_memory(self) -> int | None:
-        return None  # a CPU backend: host memory is what the governor counts
+        return None
 
     def timing_cache_path(self, cache_root: Path) -> Path | None:
-        return None  # ONNX Runtime compiles without a timing cache
+        return None
 
     def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
         return None
 
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect:
-        """One profiled run on zeros at the opt shapes."""
         from app.backends.onnx_model import inspect_model, resolve_profiles
         from app.backends.onnxruntime.sessions import precision_in_effect
 
@@ -140,7 +132,6 @@ class OnnxRuntimeBackend:
 
         return open_engine(artifact, build_config.model_name)
 
-    # -- steps ------------------------------------------------------------------------------
     def _optimize(self, source: Path, out: Path, cfg: BuildConfig) -> bytes:
         from app.backends.onnxruntime.sessions import open_session, session_options
 
@@ -165,7 +156,6 @@ class OnnxRuntimeBackend:
         from app.backends.calibration import CalibrationSet
 
         batches = CalibrationSet(cfg.calibration_dir, model, profiles, cfg.model_name).require().batches()
-        # quantize_static asks its calibration data reader for get_next() only.
         reader = SimpleNamespace(get_next=lambda: None if CANCEL.is_set() else next(batches, None))
 
         # quantize_static writes "<model>-inferred.onnx" beside its input, and /models is a
@@ -201,13 +191,11 @@ class OnnxRuntimeBackend:
 
     def _verify(self, payload: bytes | str, model: ModelInterface, profiles: dict[str, InputProfile],
                 cfg: BuildConfig) -> None:
-        """The artifact (its bytes, or its path) loads with the ONNX model's inputs and outputs."""
         from app.backends.onnxruntime.sessions import open_session, session_options
 
         if cfg.verify == "none":
             return
-        # The check is that it loads and runs, not fast: without repacking the weights for the
-        # CPU's kernels, loading takes a quarter less (3 x 200 MB: 0.92 s instead of 1.24 s).
+        # Without repacking the weights, loading takes a quarter less (3 x 200 MB: 0.92 s, 1.24 s).
         options = session_options(ort_format=True, entries={"session.disable_prepacking": "1"})
         try:
             session = open_session(payload, options)

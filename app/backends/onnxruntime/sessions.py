@@ -1,13 +1,7 @@
 """ONNX Runtime CPU sessions, their options built here only: the backend's artifact, the accuracy
-gate's reference (the source model with graph optimizations off, sharing no rewrite with an ONNX
-Runtime candidate), and the precision in effect read out of a profiled run.
-
-An engine can be accurate and still not be what was asked: the CPU provider has no FP16
-convolution, so an "fp16" model runs its Conv nodes in float32 behind Cast nodes, and static
-quantization leaves nodes inside ``If`` branches (Silero VAD's LSTM) in float32. The profiler
-names every node that ran and its inputs' element types; each compute node counts in the
-precision of its inputs.
-"""
+gate's reference (optimizations off), and the precision in effect read out of a profiled run:
+each compute node counts in the precision of its inputs
+(docs/accuracy-gate.md#precision-in-effect-and-the-precision-check)."""
 
 from __future__ import annotations
 
@@ -25,15 +19,12 @@ PROVIDERS = ["CPUExecutionProvider"]
 _COMPUTE = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")
 _TYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8",
           "uint8": "int8", "double": "fp64"}
-
-#: ONNX Runtime's profile of one run: one event per node, far below this for any model.
 _TRACE_MAX = 256 << 20
 
 
 def session_options(*, ort_format: bool = False, optimization: str | None = None,
                     entries: dict[str, str] | None = None) -> Any:
-    """ONNX Runtime's own log at errors only (the job's events say the rest); ``optimization``:
-    a ``GraphOptimizationLevel`` name; ``entries``: further session config entries."""
+    """ONNX Runtime's own log at errors only; ``optimization``: a ``GraphOptimizationLevel``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -57,8 +48,6 @@ def open_session(model: str | bytes, options: Any) -> Any:
 
 
 class OrtRunner:
-    """An ``EngineRunner`` over a session."""
-
     def __init__(self, session: Any) -> None:
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]

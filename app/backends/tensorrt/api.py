@@ -1,18 +1,6 @@
 """The binding surface: ``import tensorrt`` (here only), every call whose shape differs between
-releases, the one process logger, and the guard of the Python callbacks TensorRT calls.
-
-=================  ==============================  =============================
-what               TensorRT 8.5 / 8.6              TensorRT 10.x
-=================  ==============================  =============================
-network flags      EXPLICIT_BATCH required         0 (EXPLICIT_BATCH deprecated)
-optimization lvl   8.6 only (absent in 8.5)        ``builder_optimization_level``
-progress monitor   absent                          ``IProgressMonitor``
-ONNX INT64         parsed as INT32 (no INT64)      INT64
-ONNX DOUBLE        parsed as FLOAT                 FLOAT
-=================  ==============================  =============================
-
-tests/backends/tensorrt/test_contract.py checks every name used here against the identifiers of
-the real bindings of each release.
+releases (docs/tensorrt.md, first table), the one process logger, and the callbacks' guard.
+tests/backends/tensorrt/test_contract.py checks every name used here against the real bindings.
 """
 
 from __future__ import annotations
@@ -40,9 +28,8 @@ _HINT = ("run the container with the NVIDIA runtime (compose: runtime: nvidia) a
 
 
 def import_tensorrt(purpose: str = "a TensorRT build") -> Any:
-    """``import tensorrt``. On the JetPack bases it works only once the NVIDIA runtime has
-    mounted the host's driver libraries (those in the image are placeholders): the loader error
-    (ImportError, or OSError from the package preloading libnvinfer) becomes exit 69."""
+    """``import tensorrt``; a loader error (ImportError, or OSError from the package preloading
+    libnvinfer: docs/tensorrt.md#what-the-backend-does-for-each-engine-it-builds) is exit 69."""
     if tensorrt_package() is None:
         raise BackendUnavailableError(f"{purpose} needs TensorRT, which is not installed here",
                                       hint="run it in the image for this JetPack, where the "
@@ -57,9 +44,8 @@ def import_tensorrt(purpose: str = "a TensorRT build") -> Any:
 
 
 def check_auto_choice(report: HostReport, chosen: str, logger: logging.Logger) -> None:
-    """After ``backend: auto`` chose ``chosen``: the missing NVIDIA runtime also fails the GPU
-    probe, so auto picks ONNX Runtime; refused on a Jetson whose TensorRT is installed (the
-    robot expects TensorRT engines), elsewhere a warning event."""
+    """After ``backend: auto`` chose ``chosen``: ONNX Runtime despite an installed TensorRT is
+    refused on a Jetson, a warning elsewhere (docs/tensorrt.md, ``backend: auto``)."""
     if chosen == "tensorrt" or not report.tensorrt.present:
         return
     why = report.gpu_error or "no GPU was found"
@@ -81,8 +67,6 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 
 class TrtApi:
-    """The ``tensorrt`` module plus the version it reports."""
-
     def __init__(self, trt: Any) -> None:
         self.trt = trt
         self.full_version = str(trt.__version__)
@@ -124,7 +108,6 @@ class TrtApi:
         config.set_flag(self.trt.BuilderFlag.GPU_FALLBACK)
 
     def engine_dtype(self, onnx_dtype: str) -> str:
-        """The numpy dtype name TensorRT's ONNX parser gives a tensor of ``onnx_dtype``."""
         if onnx_dtype == "float64":
             return "float32"
         if onnx_dtype == "int64" and self.major < 10:
@@ -135,19 +118,24 @@ class TrtApi:
         name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
         return _DTYPES.get(name, name.lower())
 
-    def is_input(self, engine: Any, name: str) -> bool:
-        return bool(engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT)
+    def io(self, engine: Any) -> tuple[list[str], list[str]]:
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
+        return inputs, [n for n in names if n not in inputs]
+
+    def deserialize(self, logger: Any, blob: Any, dla_core: int | None) -> Any:
+        """The ICudaEngine of ``blob``, None if TensorRT refuses it; no runtime outlives it."""
+        runtime = self.trt.Runtime(logger)
+        if dla_core is not None:
+            runtime.DLA_core = dla_core  # before deserializing: the core it runs on
+        return runtime.deserialize_cuda_engine(blob)
 
 
 class CallbackErrors:
-    """The first exception raised by any of one build's callbacks (they may run on TensorRT's
-    threads, hence the lock).
-
-    The bindings run every callback (logger, calibrator, progress monitor, output allocator)
-    inside a C++ wrapper that catches any exception, prints it and returns its failure value:
-    ``get_batch`` then means "no more batches" (a bad batch k would calibrate on batches
-    0..k-1), ``step_complete`` "cancel the build". So each callback records its exception here
-    and stops the work it feeds; the first is re-raised once TensorRT returns."""
+    """The first exception raised by one build's callbacks (on TensorRT's threads: the lock).
+    The bindings catch and print a callback's exception and return its failure value
+    (``get_batch``: "no more batches", so a bad batch k would calibrate on 0..k-1), so each
+    callback records it here; the first is re-raised once TensorRT returns."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -167,7 +155,6 @@ class CallbackErrors:
                     self._first = (where, exc)
 
     def raise_first(self, model_name: str) -> None:
-        """Re-raise the recorded exception: ours as is, anything else as EngineBuildError."""
         if self._first is None:
             return
         where, exc = self._first
@@ -178,11 +165,8 @@ class CallbackErrors:
                                hint="run with --debug for the traceback") from exc
 
 
-# One TensorRT logger per process: "TensorRT maintains only a single logger pointer at any given
-# time" (NVIDIA/TensorRT#1475), so a logger per build would send a later build's errors to an
-# earlier build's logger (Polygraphy's get_trt_logger is process-wide too). It forwards to the
-# sink of whoever uses TensorRT now. A sink: (forward(severity, message), guard, verbose, the
-# error texts kept).
+# One TensorRT logger per process (NVIDIA/TensorRT#1475: docs/tensorrt.md#logging), forwarding to
+# the sink of whoever uses TensorRT now: (forward(severity, message), guard, verbose, errors kept).
 _LOCK = threading.Lock()
 #: tensorrt module -> its process-wide logger (a module per process; tests load several)
 _LOGGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -196,10 +180,8 @@ def _make_logger(trt: Any) -> Any:
              for n in ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")}
 
     class ProcessLogger(trt.ILogger):  # type: ignore[misc]
-        """Never raises (TensorRT would print and drop it): a failure goes to the sink's guard.
-        It is called for every message, VERBOSE included: a subclass of ``trt.ILogger`` has no
-        severity filter on the C++ side (TensorRT v10.3.0 python/src/infer/pyCore.cpp:663-681),
-        so INFO and VERBOSE are dropped at once unless the sink asks for them (``--debug``)."""
+        """Never raises: a failure goes to the sink's guard. Called for every message (no C++
+        severity filter: v10.3.0 pyCore.cpp:663-681), INFO and VERBOSE dropped unless asked."""
 
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
@@ -220,18 +202,13 @@ def _make_logger(trt: Any) -> Any:
 
 
 def process_logger(trt: Any) -> Any:
-    """The process's TensorRT logger; on first use the plugin library is registered with it.
-
-    The ONNX parser imports ``DeformConv`` as the ``ModulatedDeformConv2d`` plugin (onnx-tensorrt
-    10.1-GA importerUtils.cpp:1101-1129), and an engine holding a plugin deserializes only when
-    its creator is registered, which only ``init_libnvinfer_plugins`` does (TensorRT v10.3.0
-    plugin/api/inferPlugin.cpp; Polygraphy calls it before parsing and deserializing)."""
+    """The process's TensorRT logger; on first use the plugin library is registered with it,
+    before any parser or runtime exists (NvInferPlugin.h;
+    docs/tensorrt.md#plugins-and-the-contract-for-engine-consumers)."""
     with _LOCK:
         logger = _LOGGERS.get(trt)
         if logger is None:
             logger = _make_logger(trt)
-            # "This function should be called once before accessing the Plugin Registry"
-            # (NvInferPlugin.h): before any parser or runtime of this process exists.
             trt.init_libnvinfer_plugins(logger, "")
             _LOGGERS[trt] = logger
         return logger
@@ -240,9 +217,8 @@ def process_logger(trt: Any) -> Any:
 @contextmanager
 def logging_to(trt: Any, forward: Callable[[str, str], None], guard: CallbackErrors,
                verbose: bool = False) -> Iterator[tuple[Any, list[str]]]:
-    """The process logger (to give to a Builder, OnnxParser or Runtime) and the error texts it
-    logs, sending errors and warnings (INFO and VERBOSE too when ``verbose``) to ``forward``
-    until the block ends."""
+    """The process logger and the error texts it logs, sending errors and warnings (INFO and
+    VERBOSE too when ``verbose``) to ``forward`` until the block ends."""
     logger = process_logger(trt)
     sink: _Sink = (forward, guard, verbose, [])
     with _LOCK:

@@ -1,7 +1,5 @@
-"""The TensorRT build: parse, configure (precision, workspace, optimization level, layers kept in
-FP32, profiles, INT8 calibration, timing cache, DLA, progress), ``build_serialized_network``,
-then re-raise what a callback raised.
-"""
+"""The TensorRT build: parse, configure, ``build_serialized_network``, then re-raise what a
+callback raised (docs/tensorrt.md#what-the-backend-does-for-each-engine-it-builds)."""
 
 from __future__ import annotations
 
@@ -34,9 +32,7 @@ MIN_INTERVAL_S = 0.5
 
 def tensorrt_log(api: TrtApi, logger: logging.Logger, model_name: str,
                  errors: CallbackErrors) -> Any:
-    """The process's TensorRT logger sending to ``model_name``'s events until the block ends:
-    warnings as WARNING events (the layernorm-overflow warning among them), errors kept for the
-    error message, INFO and VERBOSE only under --debug."""
+    """The process's TensorRT logger sending to ``model_name``'s events until the block ends."""
     def forward(severity: str, message: str) -> None:
         if severity == "WARNING":
             events.emit(logger, logging.WARNING, events.TENSORRT_WARNING,
@@ -53,8 +49,7 @@ def build_serialized(api: TrtApi, logger: logging.Logger, host: HostCapabilities
                      model_path: Path, model: ModelInterface, profiles: dict[str, InputProfile],
                      cfg: BuildConfig, errors: CallbackErrors,
                      memory: Any) -> tuple[Any, dict[str, Any] | None]:
-    """The serialized engine of ``model_path`` (an IHostMemory) and its DLA placement (None
-    without ``dla_core``); EngineBuildError otherwise."""
+    """The serialized engine (an IHostMemory) and its DLA placement (None without ``dla_core``)."""
     trt = api.trt
 
     def warn(kind: str, message: str) -> None:  # a cache not used or not saved
@@ -117,10 +112,8 @@ def build_serialized(api: TrtApi, logger: logging.Logger, host: HostCapabilities
 def _calibrator(api: TrtApi, logger: logging.Logger, model_path: Path, model: ModelInterface,
                 profiles: dict[str, InputProfile], cfg: BuildConfig, root: Path, network: Any,
                 errors: CallbackErrors, memory: Any, warn: Callable[[str, str], None]) -> Any:
-    # Every batch is checked before the build (TensorRT would read a bad one as the end of
-    # the data), and must have the opt shape that TensorRT calibrates at. The calibrator API
-    # is deprecated from TensorRT 10.1 ("Superseded by explicit quantization", v10.3.0
-    # python/src/infer/pyCore.cpp:1428-1433) and gone in TensorRT 11 (docs/tensorrt.md).
+    # Every batch is checked before the build (TensorRT would read a bad one as the end of the
+    # data). Deprecated from 10.1: docs/tensorrt.md#int8-calibration.
     if api.version >= (10, 1):
         events.emit(logger, logging.INFO, events.TENSORRT_DEPRECATED,
                     f"{cfg.model_name}: TensorRT {api.full_version} deprecates INT8 calibration "
@@ -138,9 +131,8 @@ def _calibrator(api: TrtApi, logger: logging.Logger, model_path: Path, model: Mo
 def _add_profiles(builder: Any, network: Any, config: Any, profiles: dict[str, InputProfile],
                   model_name: str, calibrate: bool) -> None:
     """The engine's profile when the network has dynamic inputs, and for ``calibrate`` the
-    calibration profile. INT8 calibration of a dynamic network runs at one shape, whose MIN and
-    MAX TensorRT replaces by its OPT: set explicitly to OPT, the shape the batches were checked
-    against (a batch of another shape would be read past its end or cut short)."""
+    calibration profile, at OPT only: the shape TensorRT calibrates at and the batches were
+    checked against (a batch of another shape would be read past its end or cut short)."""
     tensors = [network.get_input(i) for i in range(network.num_inputs)]
     if not any(-1 in tuple(t.shape) for t in tensors):
         return  # a static network needs no profile, and calibrates at its only shape
@@ -163,11 +155,9 @@ def _add_profiles(builder: Any, network: Any, config: Any, profiles: dict[str, I
 
 
 def pin_layers(trt: Any, network: Any, config: Any, nodes: set[str]) -> list[str]:
-    """Constrain the network's layers made from ``nodes`` (``keep_fp32``) to FP32; their names.
-    The parser names a node's layer after the node (onnx-tensorrt 10.1-GA
-    ImporterContext.cpp:108-147). PREFER_PRECISION_CONSTRAINTS (trtexec's
-    ``--precisionConstraints=prefer``): a layer without an FP32 implementation falls back with
-    a warning instead of failing the build as OBEY would (TensorRT v10.3.0 NvInfer.h:646-656)."""
+    """Constrain the layers made from ``nodes`` to FP32 (the parser names a node's layer after
+    it: onnx-tensorrt 10.1-GA ImporterContext.cpp:108-147), PREFER, not OBEY (v10.3.0
+    NvInfer.h:646-656; docs/tensorrt.md#keeping-layers-in-fp32-keep_fp32); their names."""
     if not nodes:
         return []
     pinned = []
@@ -186,9 +176,7 @@ def pin_layers(trt: Any, network: Any, config: Any, nodes: set[str]) -> list[str
 
 def check_dla_request(model_name: str, dla_core: int | None, precision: PrecisionMode,
                       profiles: dict[str, InputProfile]) -> None:
-    """ConfigError when ``dla_core`` asks for what a DLA cannot run: it runs FP16 and INT8 on
-    fixed shapes only, and with GPU fallback on TensorRT builds an FP32 or varying-shape network
-    for the GPU alone, with nothing but a warning."""
+    """ConfigError when ``dla_core`` asks for what a DLA cannot run (FP32, varying shapes)."""
     if dla_core is None:
         return
     field = f"backbones[{model_name}].dla_core"
@@ -205,9 +193,8 @@ def check_dla_request(model_name: str, dla_core: int | None, precision: Precisio
 
 def check_placement(trt: Any, network: Any, config: Any, model_name: str, dla_core: int,
                     logger: logging.Logger) -> dict[str, Any]:
-    """How many layers ``config`` places on the DLA and the DLA can run (the others fall back to
-    the GPU silently), for the record; EngineBuildError (exit 70) when none: a GPU engine
-    named DLA."""
+    """How many layers ``config`` places on the DLA and the DLA can run, for the record;
+    EngineBuildError when none: a GPU engine named DLA."""
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     on_dla = sum(1 for layer in layers if config.get_device_type(layer) == trt.DeviceType.DLA
                  and config.can_run_on_DLA(layer))
@@ -230,9 +217,8 @@ def check_placement(trt: Any, network: Any, config: Any, model_name: str, dla_co
 
 def _progress_monitor(trt: Any, logger: logging.Logger, model_name: str, errors: CallbackErrors,
                       fields: Callable[[], dict[str, Any]] | None = None) -> Any:
-    """Throttled progress events (with ``fields``: the governor's ETA). TensorRT calls it from
-    its build threads; False from ``step_complete`` stops the build: SIGTERM/SIGINT, or a failed
-    callback whose error the build could only end in."""
+    """Throttled progress events (with ``fields``: the governor's ETA); False from
+    ``step_complete`` stops the build (a signal, or a failed callback)."""
 
     class EventProgressMonitor(trt.IProgressMonitor):  # type: ignore[misc]
         def __init__(self) -> None:

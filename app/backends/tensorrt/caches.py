@@ -1,17 +1,5 @@
-"""TensorRT's timing cache and INT8 calibration caches in the cache volume, and the calibrator.
-
-::
-
-    <cache_root>/timing/trt10.3.0__sm87__orin.timing       one per (TensorRT version, device)
-    <cache_root>/calibration/<model>__trt10.3.0__<model key>__<data key>.calib
-
-A calibration table belongs to one model name, TensorRT version, model key (the sha256 of the
-ONNX bytes and the OPT shapes: a retrained model under the same name, or other shapes, must not
-reuse stale scales) and data key (:func:`app.cache.record.calibration_fingerprint`). Both are
-written while the compiler holds the cache lock. TensorRT refuses a timing cache made on a device
-with other properties (``set_timing_cache`` returns False): an unreadable or refused cache is
-replaced by an empty one with a warning.
-"""
+"""TensorRT's timing and INT8 calibration caches in the cache volume (written under the cache
+lock), and the calibrator: docs/tensorrt.md#what-the-backend-does-for-each-engine-it-builds."""
 
 from __future__ import annotations
 
@@ -22,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from app import events
-from app.backends.calibration import CalibrationSet
+from app.backends.calibration import NO_DATA_HINT, CalibrationSet
 from app.backends.tensorrt.api import CallbackErrors
+from app.backends.tensorrt.runner import reuse_buffer
 from app.cache.fsread import describe_mode, read_small
 from app.cache.names import calibration_folder, timing_folder
 from app.cache.publish import atomic_write_bytes
@@ -40,12 +29,10 @@ def _slug(text: str) -> str:
 
 
 def timing_cache_path(root: Path, trt_version: str, sm: int, device: str) -> Path:
-    """The timing cache of one TensorRT version (the full one, with its build) and device."""
     return timing_folder(root) / f"trt{trt_version}__sm{sm}__{_slug(device)}.timing"
 
 
 def calibration_model_key(onnx_sha256: str, profiles: dict[str, InputProfile]) -> str:
-    """What ties a calibration table to its model: the ONNX bytes and the OPT shapes."""
     opt = {name: list(profile.opt) for name, profile in sorted(profiles.items())}
     return fingerprint({"onnx_sha256": onnx_sha256, "opt": opt})[:16]
 
@@ -57,8 +44,7 @@ def calibration_cache_path(root: Path, model: str, trt_version: str, model_key: 
 
 
 def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: str) -> Path | None:
-    """The newest calibration cache of this model (name, bytes, OPT shapes) for this TensorRT
-    version, whatever data it was made from."""
+    """The newest calibration cache of this model for this TensorRT version, whatever data."""
     folder = calibration_folder(root)
     if not folder.is_dir():
         return None
@@ -74,8 +60,8 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
 
 
 def not_a_folder(folder: Path) -> str:
-    """What stands at a cache's folder when it is not a folder (a FIFO, a link to a device...),
-    planted there: such a cache is not saved. "" when it is a folder or absent (then created)."""
+    """What stands at a cache's folder when it is not a folder (planted: the cache is not
+    saved); "" when it is a folder or absent."""
     try:
         mode = folder.lstat().st_mode
     except FileNotFoundError:
@@ -84,8 +70,7 @@ def not_a_folder(folder: Path) -> str:
 
 
 class TimingCache:
-    """Load before the build, combine with what is on disk and save after it. ``warn(kind,
-    message)`` reports a cache that could not be used or saved."""
+    """Load before the build, combine with what is on disk and save after it."""
 
     def __init__(self, root: Path, trt_version: str, sm: int, device: str,
                  warn: Callable[[str, str], None]) -> None:
@@ -143,8 +128,7 @@ class TimingCache:
 def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
                      model_key: str) -> tuple[Path, Path | None]:
     """(where to write the cache, which cache to read): with data, the cache of this exact model
-    and data (TensorRT then skips calibration); without, the newest of this exact model; with
-    neither, CalibrationCacheError. ``model_key``: :func:`calibration_model_key`."""
+    and data; without, the newest of this exact model; with neither, CalibrationCacheError."""
     data_fp = calibration_fingerprint(calib.folder)
     if data_fp is not None:
         target = calibration_cache_path(root, calib.model_name, trt_version, model_key, data_fp)
@@ -156,17 +140,16 @@ def calibration_plan(calib: CalibrationSet, root: Path, trt_version: str,
             f"{calib.model_name}: int8 needs calibration batches in {calib.folder} or a "
             f"calibration cache {pattern} made from this very model "
             "(same ONNX bytes and opt shapes)",
-            hint="add calibration data, or build this model in fp16/fp32")
+            hint=NO_DATA_HINT)
     return existing, existing
 
 
 def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: Path | None,
                     memory: Any, errors: CallbackErrors, dtypes: dict[str, str],
                     warn: Callable[[str, str], None]) -> Any:
-    """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, one batch in GPU memory at a time,
-    each array cast to its network input's dtype (``dtypes``: TensorRT 8 reads int64 data as
-    int32, for one). After a failed callback it feeds no batch and writes no cache: a table
-    made from part of the data must not be kept under the whole data's key."""
+    """An ``IInt8EntropyCalibrator2`` over ``calib``'s batches, cast to ``dtypes``. After a
+    failed callback it feeds no batch and writes no cache: a table made from part of the data
+    must not be kept under the whole data's key."""
     has_data = bool(calib.files)
 
     class StreamingCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
@@ -196,10 +179,7 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
             pointers = []
             for name in names:
                 array = np.ascontiguousarray(batch[name], dtype=dtypes[name])
-                ptr, size = self._device.get(name, (0, 0))
-                if size < array.nbytes:
-                    ptr, size = memory.alloc(array.nbytes), array.nbytes
-                    self._device[name] = (ptr, size)
+                ptr = reuse_buffer(memory, self._device, name, array.nbytes)
                 memory.upload(ptr, array)
                 pointers.append(ptr)
             return pointers
@@ -216,7 +196,7 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
                     raise CalibrationCacheError(
                         f"{calib.model_name}: calibration cache {read_from} is unreadable ({exc}) "
                         "and there are no calibration batches to rebuild it",
-                        hint="add calibration data, or build this model in fp16/fp32") from exc
+                        hint=NO_DATA_HINT) from exc
                 return None
 
         def write_calibration_cache(self, cache: Any, *args: Any) -> None:

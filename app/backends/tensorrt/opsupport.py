@@ -1,25 +1,6 @@
 """What a TensorRT release's ONNX parser can import, and the nodes ``keep_fp32`` selects, read
-from the ONNX graph in seconds (``validate``, ``status`` and ``run``), not after a build's minutes.
-
-==========================  =============================  ====================================
-fact                        TensorRT 8.5 / 8.6             TensorRT 10.x
-==========================  =============================  ====================================
-opset documented            up to 17 (onnx-tensorrt 8.6-GA  9 to 20 (onnx-tensorrt 10.1-GA
-                            docs/operators.md:5)           docs/operators.md:5)
-``DeformConv`` (opset 19)   no importer: "No importer      from 10.1: the ``ModulatedDeformConv2d``
-                            registered for op", then       plugin (10.1-GA importerUtils.cpp:
-                            "Plugin not found"             1101-1129), registered by
-                            (8.6-GA ModelImporter.cpp:167, init_libnvinfer_plugins
-                            builtin_op_importers.cpp:5405) (TensorRT v10.3.0 plugin/api/
-                                                           inferPlugin.cpp:205)
-``TopK`` K                  up to 3840 (TensorRT v8.6.1    less than 3840 (10.1-GA
-                            include/NvInfer.h:3546)        docs/operators.md:207)
-==========================  =============================  ====================================
-
-A refusal is a ModelDataError (exit 65) naming the node, the release and the fix; an opset above
-the documented range is a warning (the parser does not refuse it by number, but ops whose
-meaning changed later may not import as exported).
-"""
+from the ONNX graph in seconds, not after a build's minutes. The facts and their NVIDIA sources:
+docs/tensorrt.md#what-a-release-can-import-known-before-the-build."""
 
 from __future__ import annotations
 
@@ -41,8 +22,6 @@ _CHAIN = ("Sub", "Pow", "ReduceMean", "Add", "Sqrt", "Div")
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing the release's parser would do to this graph; ``refuse``: it cannot build."""
-
     node: str
     op: str
     message: str
@@ -55,8 +34,7 @@ class Finding:
 
 
 def load_graph(path: Path) -> Any:
-    """The ONNX model at ``path`` without its external data; ModelDataError when it cannot be
-    read as one (a FIFO or a device there is refused by the safe reader, never waited on)."""
+    """The ONNX model at ``path`` without its external data; ModelDataError when unreadable."""
     from app.backends.onnx_model import load_onnx
 
     try:
@@ -80,7 +58,6 @@ def _constant_ints(model: Any) -> dict[str, list[int]]:
 
 
 def _min_shapes(model: Any, profiles: dict[str, InputProfile]) -> dict[str, list[int | None]]:
-    """Every tensor's shape with the inputs fixed to their profile's min (ONNX shape inference)."""
     import onnx
     from onnx import shape_inference
 
@@ -151,8 +128,7 @@ def check_model(onnx_path: Path, version: str,
 
 def require_supported(onnx_path: Path, version: str, model_name: str, logger: logging.Logger,
                       profiles: dict[str, InputProfile] | None = None) -> list[Finding]:
-    """:func:`check_model`, its warnings as events; ModelDataError (exit 65) for the first
-    refusal. Returns every finding (``status`` shows them)."""
+    """:func:`check_model`, its warnings as events; ModelDataError for the first refusal."""
     findings = check_model(onnx_path, version, profiles)
     for found in findings:
         if not found.refuse:
@@ -169,9 +145,7 @@ def require_supported(onnx_path: Path, version: str, model_name: str, logger: lo
 
 def check_corpus(models: Iterable[tuple[str, Path, dict[str | None, InputProfile]]],
                  version: str) -> dict[str, list[Finding]]:
-    """Per model of the config (name, ONNX file, configured shapes), what TensorRT ``version``
-    would refuse or warn about (``validate`` and ``status``); ModelDataError when a model or its
-    shapes are invalid."""
+    """:func:`check_model` per (name, ONNX file, configured shapes)."""
     from app.backends.onnx_model import inspect_model, resolve_profiles
 
     found = {}
@@ -181,11 +155,8 @@ def check_corpus(models: Iterable[tuple[str, Path, dict[str | None, InputProfile
     return found
 
 
-# keep_fp32's "layernorm": TensorRT warns "Running layernorm after self-attention in FP16 may
-# cause overflow" (NVIDIA/TensorRT#2781, #4111 on 10.3). An export at opset 17+ has a
-# LayerNormalization node, imported as an INormalizationLayer computing in FP32 (TensorRT v10.3.0
-# NvInfer.h:6217-6238); below opset 17 it is decomposed into the chain below, which runs in FP16
-# unless constrained (DINOv2's high-norm tokens can pass FP16's 65504 squared).
+# keep_fp32's "layernorm" (docs/tensorrt.md#keeping-layers-in-fp32-keep_fp32): an export below
+# opset 17 decomposes LayerNorm into this chain, run in FP16 unless constrained.
 def decomposed_layernorms(graph: Any) -> list[list[str]]:
     """Node names of each ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div chain."""
     producer = {out: node for node in graph.node for out in node.output}

@@ -1,19 +1,7 @@
-"""Run a TensorRT engine on host arrays (the accuracy gate's runner, the warm-up after a build),
-check a built engine's I/O against the ONNX model, and the GPU buffers both use.
-
-On the configured GPU (``cuda_device``, made current before deserializing, every buffer allocated
-there) and, for a DLA engine, on its core (``Runtime.DLA_core`` before deserializing; its default,
--1, is unspecified: TensorRT v10.3.0 include/NvInferRuntime.h:1390-1401). The process logger
-registers TensorRT's plugins first, so an engine holding one (ALIKED's DeformConv on 10.x)
-deserializes in a process that never parsed. Only names of the bindings of TensorRT 8.6 and 10.x
-are used (tests/backends/tensorrt/test_runner.py checks them against the real identifiers).
-
-An output made by ``NonZero`` or an NMS has -1 dimensions even once every input shape is set;
-"each output must have a non-null address or an IOutputAllocator" (NvInferRuntime.h:3988-3998),
-and only the allocator learns its real shape (``reallocate_output``, then ``notify_shape``; 10.x's
-``reallocate_output_async`` falls back to it, pyCore.cpp:537-551). A HOST-located tensor (a shape
-tensor) takes a host pointer (NvInferRuntime.h:3991). Polygraphy's runner does both
-(``polygraphy/backend/trt/runner.py:57-85,278-285,318-322``).
+"""Run a TensorRT engine on host arrays (the accuracy gate's runner, the warm-up), check a built
+engine's I/O against the ONNX model, and the GPU buffers both use. Device, DLA core and
+data-dependent outputs, with their NVIDIA sources: docs/tensorrt.md#data-dependent-outputs and
+docs/tensorrt.md#gpu-and-dla-at-run-time (Polygraphy's runner.py:278-285 for host tensors).
 """
 
 from __future__ import annotations
@@ -31,7 +19,6 @@ from app.values import InputProfile
 
 
 def load_cudart() -> ModuleType:
-    """cuda-python's runtime API (device selection, calibration and warm-up buffers)."""
     module = import_cuda("runtime", "cudart")
     if module is None:
         raise BackendUnavailableError("cuda-python's runtime API is needed to build with TensorRT "
@@ -41,9 +28,8 @@ def load_cudart() -> ModuleType:
 
 
 class DeviceMemory:
-    """Buffers on GPU ``device``, freed by ``close``; ``runtime``: cuda-python's runtime module.
-    Every status is checked. Each allocation makes ``device`` current first: TensorRT may ask
-    for a calibration batch from any thread, and a thread starts on device 0."""
+    """Buffers on GPU ``device``, freed by ``close``; every status checked. Each allocation makes
+    ``device`` current first: TensorRT may ask for a batch from any thread (which starts on 0)."""
 
     def __init__(self, runtime: Any = None, device: int = 0) -> None:
         self.rt = runtime or load_cudart()
@@ -88,9 +74,16 @@ class DeviceMemory:
             self._stream = None
 
 
+def reuse_buffer(memory: Any, held: dict[str, tuple[int, int]], name: str, nbytes: int) -> int:
+    """A device buffer of at least ``nbytes`` for ``name``: ``held[name]``, grown when short."""
+    if name not in held or held[name][1] < nbytes:
+        held[name] = (memory.alloc(max(nbytes, 1)), nbytes)
+    return held[name][0]
+
+
 def _output_allocator(trt: Any, memory: DeviceMemory, guard: CallbackErrors) -> Any:
     """An IOutputAllocator over ``memory``: ``buffers[name]`` is ``(pointer, bytes)``,
-    ``shapes[name]`` the shape TensorRT wrote; exceptions go to ``guard``."""
+    ``shapes[name]`` the shape TensorRT wrote."""
 
     class OutputAllocator(trt.IOutputAllocator):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -101,11 +94,7 @@ def _output_allocator(trt: Any, memory: DeviceMemory, guard: CallbackErrors) -> 
         def reallocate_output(self, tensor_name: str, memory_ptr: int, size: int,
                               alignment: int) -> int:
             with guard.guard("the output allocator"):
-                held = self.buffers.get(tensor_name)
-                if held is None or held[1] < size:
-                    held = (memory.alloc(max(int(size), 1)), int(size))
-                    self.buffers[tensor_name] = held
-                return held[0]
+                return reuse_buffer(memory, self.buffers, tensor_name, int(size))
             return 0  # the guard kept the exception: TensorRT fails the enqueue
 
         def notify_shape(self, tensor_name: str, shape: Any) -> None:
@@ -137,11 +126,7 @@ class TrtRunner:
         self._logging = logging_to(self.api.trt, lambda severity, message: None, self._guard)
         logger, self._errors = self._logging.__enter__()
         if isinstance(engine, (bytes, bytearray, memoryview)):
-            runtime = self.api.trt.Runtime(logger)
-            if dla_core is not None:
-                runtime.DLA_core = dla_core
-            engine = runtime.deserialize_cuda_engine(engine)
-            del runtime  # no runtime outlives its use: nothing of it is needed once deserialized
+            engine = self.api.deserialize(logger, engine, dla_core)
         self.engine = engine
         if self.engine is None:
             detail = "; ".join(self._errors)[:300] or "no reason given"
@@ -149,9 +134,7 @@ class TrtRunner:
             raise EngineBuildError(f"{model_name}: TensorRT cannot deserialize the engine for the "
                                    f"accuracy check: {detail}")
         self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.api.is_input(self.engine, n)]
-        self.outputs = [n for n in names if n not in self.inputs]
+        self.inputs, self.outputs = self.api.io(self.engine)
         self._allocator = _output_allocator(self.api.trt, self._memory, self._guard)
         self._buffers: dict[str, tuple[int, int]] = {}
         self._host: dict[str, Any] = {}
@@ -162,18 +145,10 @@ class TrtRunner:
         return np.dtype(self.api.dtype_name(self.engine.get_tensor_dtype(name)))
 
     def _on_host(self, name: str) -> bool:
-        """Whether ``name`` must be given a host pointer (HOST-located, or a shape input)."""
         if self.engine.get_tensor_location(name) == self.api.trt.TensorLocation.HOST:
             return True
         return name in self.inputs and bool(self.engine.is_shape_inference_io(name))
 
-    def _buffer(self, name: str, nbytes: int) -> int:
-        """A device buffer for ``name`` of at least ``nbytes``, reused across samples."""
-        held = self._buffers.get(name)
-        if held is None or held[1] < nbytes:
-            held = (self._memory.alloc(nbytes), nbytes)
-            self._buffers[name] = held
-        return held[0]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -190,7 +165,7 @@ class TrtRunner:
                 self._host[name] = array  # kept alive until the next sample
                 ptr = int(array.ctypes.data)
             else:
-                ptr = self._buffer(name, array.nbytes)
+                ptr = reuse_buffer(self._memory, self._buffers, name, array.nbytes)
                 self._memory.upload(ptr, array)
             self.context.set_tensor_address(name, ptr)
         results: dict[str, Any] = {}
@@ -201,8 +176,8 @@ class TrtRunner:
                 continue
             results[name] = np.empty(shape, dtype=self.dtype(name))
             on_host = self._on_host(name)
-            ptr = int(results[name].ctypes.data) if on_host else self._buffer(
-                name, results[name].nbytes)
+            ptr = int(results[name].ctypes.data) if on_host else reuse_buffer(
+                self._memory, self._buffers, name, results[name].nbytes)
             self.context.set_tensor_address(name, ptr)
         if not self.context.execute_async_v3(self._memory.stream()):
             self._guard.raise_first(self.model_name)
@@ -245,11 +220,9 @@ class TrtRunner:
 
 def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
                  profiles: dict[str, InputProfile], model_name: str) -> None:
-    """A built engine's I/O against the ONNX model (names, modes, dtypes as the release's
-    parser maps them) and the configured profiles; EngineBuildError listing what differs."""
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if api.is_input(engine, n)]
-    outputs = [n for n in names if n not in inputs]
+    """A built engine's I/O against the ONNX model and the profiles; EngineBuildError if not."""
+    inputs, outputs = api.io(engine)
+    names = inputs + outputs
     want_in, want_out = {t.name: t for t in model.inputs}, {t.name: t for t in model.outputs}
     problems: list[str] = []
     if set(inputs) != set(want_in) or set(outputs) != set(want_out):
@@ -278,8 +251,7 @@ def check_engine(api: TrtApi, engine: Any, model: ModelInterface,
 
 def warm_up(api: TrtApi, engine: Any, profiles: dict[str, InputProfile], memory: DeviceMemory,
             model_name: str) -> None:
-    """``verify: infer``: one inference on zeros at the opt shapes; every output must be
-    finite."""
+    """``verify: infer``: one inference on zeros at the opt shapes; every output finite."""
     import numpy as np
 
     runner = TrtRunner(engine, model_name, trt=api.trt, memory=memory)

@@ -1,20 +1,7 @@
 """TensorRTRuntime: ONNX -> serialized TensorRT engine, checked, then published; and what its
-compute layers run in, read from TensorRT's engine inspector.
-
-``compile_engine`` refuses in seconds what the release's ONNX parser cannot import, selects the
-configured GPU in its (build) thread, refuses what a DLA cannot run, builds, checks the engine
-against the ONNX model and publishes it through :class:`Sha256Sidecar`. The warm path never
-imports TensorRT: names and versions come from the host probe, which reads the installed version
-without loading libnvinfer.
-
-The inspector's JSON (fp16 and int8 engines are built with detailed profiling verbosity) gives
-each layer's type and its inputs' formats; a compute layer counts in the type of its first
-input. TensorRT hands transformers to its Myelin compiler: 8.x shows such a region as one opaque
-``"LayerType": "Myelin"`` ForeignNode (NVIDIA/TensorRT#2576), counted apart as not inspectable;
-10.x shows its kernels as ``gemm`` and ``kgen`` layers with bare formats ("Half", "Int8"; TREx
-``trex/colors.py:66,78-79``). Under INT8 Myelin often keeps GEMMs in FP16 ("it won't ensure every
-layer run in int8", #3784): reduced precision that took effect partially, not an ignored flag.
-"""
+compute layers run in, read from the engine inspector (Myelin per release:
+docs/tensorrt.md#what-the-precision-check-can-see-per-release). The warm path never imports
+TensorRT: names and versions come from the host probe."""
 
 from __future__ import annotations
 
@@ -46,8 +33,7 @@ _LOG = logging.getLogger("engine_init")
 
 
 class TensorRTRuntime:
-    """``compile_engine`` for TensorRT; ``trt_module`` and ``cudart`` (cuda-python's runtime
-    module) are injectable."""
+    """``trt_module`` and ``cudart`` (cuda-python's runtime module) are injectable."""
 
     name = "tensorrt"
 
@@ -62,7 +48,6 @@ class TensorRTRuntime:
         #: model name -> its last build's DLA placement (build.check_placement), for the record
         self._placed: dict[str, dict[str, Any] | None] = {}
 
-    # -- what the compiler asks before deciding hit or miss (no TensorRT import) -------------
     def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
         return EngineFilenameSchema.build(model_name=model_name, sm=self.host.sm,
                                           jetpack=self.host.jetpack, trt=self.host.trt,
@@ -75,13 +60,11 @@ class TensorRTRuntime:
         return self.host.device_name
 
     def timing_cache_path(self, cache_root: Path) -> Path | None:
-        """None while the full TensorRT version is unknown before a build."""
         if not self.host.trt_full:
             return None
         return timing_cache_path(cache_root, self.host.trt_full, self.host.sm, self.host.device_name)
 
     def timing_cache_present(self, build_config: BuildConfig) -> bool:
-        """Whether a non-empty regular file is there (not read)."""
         root = build_config.cache_root or Path(build_config.engine_path or ".").parent
         try:
             st = timing_cache_path(root, self.version(), self.host.sm, self.host.device_name).lstat()
@@ -89,10 +72,8 @@ class TensorRTRuntime:
             return False
         return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_CACHE_BYTES
 
-    # -- the build ---------------------------------------------------------------------------
     def _api(self) -> TrtApi:
-        """TensorRT, with the configured GPU made current in this thread (a fresh build thread's
-        current device is 0 whatever was probed)."""
+        """TensorRT, with the configured GPU made current in this thread (a new thread's is 0)."""
         if self._trt is None:
             self._trt = import_tensorrt()
         api = TrtApi(self._trt)
@@ -135,8 +116,6 @@ class TensorRTRuntime:
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
-        """As a fresh build is checked: it deserializes here and matches the ONNX model's I/O
-        and the configured profiles."""
         cfg = build_config
         api = self._api()
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
@@ -149,15 +128,12 @@ class TensorRTRuntime:
             memory.close()
 
     def device_free_memory(self) -> int | None:
-        """The probed GPU's free bytes on a discrete GPU; None on a Jetson's integrated one."""
         from app.host import device_free_memory
 
         return device_free_memory(self.host.cuda_device, self._runtime_api())
 
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
-        """From the engine inspector (the engine is deserialized again), with the build's DLA
-        placement."""
         api = self._api()
         with open_binary(artifact) as handle:
             blob = handle.read()
@@ -176,10 +152,7 @@ class TensorRTRuntime:
     def _deserialize(self, api: TrtApi, blob: Any, cfg: BuildConfig,
                      errors: CallbackErrors) -> Any:
         with tensorrt_log(api, self.logger, cfg.model_name, errors) as (logger, logged):
-            runtime = api.trt.Runtime(logger)
-            if cfg.dla_core is not None:
-                runtime.DLA_core = cfg.dla_core  # before deserializing: the core it runs on
-            engine = runtime.deserialize_cuda_engine(blob)
+            engine = api.deserialize(logger, blob, cfg.dla_core)
         errors.raise_first(cfg.model_name)
         if engine is None:
             raise EngineBuildError(f"{cfg.model_name}: the engine does not deserialize: "
@@ -203,14 +176,12 @@ _COMPUTE = ("conv", "gemm", "matrixmultiply", "fullyconnected", "rnn", "attentio
 _TYPES = (("uint8", "uint8"), ("int8", "int8"), ("fp8", "fp8"), ("bfloat16", "bf16"),
           ("bf16", "bf16"), ("fp16", "fp16"), ("half", "fp16"), ("fp32", "fp32"),
           ("float", "fp32"))
-#: A Myelin region as TensorRT 8.x reports it (one opaque layer), and the GEMM kernels of one
-#: as 10.x reports them.
 _MYELIN, _MYELIN_GEMM = "myelin", "gemm"
 
 
 def precision_in_effect(info: str, precision: str) -> PrecisionInEffect | None:
-    """From a TensorRT engine inspector's JSON: each compute layer in the type of its first
-    input. None when the engine holds layer names only (built without detailed verbosity)."""
+    """Each compute layer in the type of its first input, from the inspector's JSON; None when
+    the engine holds layer names only (built without detailed verbosity)."""
     try:
         doc = parse_json(info)
     except ValueError:

@@ -21,7 +21,6 @@ from app import (
     Sha256Sidecar,
 )
 from app.backends.onnxruntime import OnnxRuntimeBackend
-from app.cache.names import ParsedOrtName
 from tests.helpers import make_request
 
 
@@ -41,7 +40,7 @@ def test_fp32_compile_matches_the_onnx_model(tmp_path, corpus):
     cfg = _cfg(tmp_path, "dinov2_vpr", input_shapes={None: InputProfile.fixed((1, 3, 32, 32))})
     entry = OnnxRuntimeBackend().compile_engine(corpus["dinov2_vpr"], cfg)
     assert Sha256Sidecar.verify(entry.engine_path)
-    parsed: ParsedOrtName = OrtFilenameSchema.parse(entry.engine_path.name)
+    parsed: OrtFilenameSchema = OrtFilenameSchema.parse(entry.engine_path.name)
     assert parsed.ort == ".".join(ort.__version__.split(".")[:2])
     x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
     reference = ort.InferenceSession(str(corpus["dinov2_vpr"]), providers=["CPUExecutionProvider"])
