@@ -166,3 +166,15 @@ def test_every_section_named_in_prose_or_a_comment_exists():
             if not target.exists() or not any(a.startswith(wanted) for a in _anchors(target)):
                 stale.append(f"{path.relative_to(REPO)}: {page} \"{section}\"")
     assert stale == []
+
+
+def test_every_docs_page_and_heading_a_module_points_at_exists():
+    """Modules keep a few lines and point at the page that explains the rest
+    (``docs/tensorrt.md#logging``): the page and the heading must exist."""
+    stale = []
+    for path in sorted((REPO / "app").rglob("*.py")):
+        for page, anchor in re.findall(r"\bdocs/([\w-]+\.md)(?:#([\w-]+))?", path.read_text()):
+            target = REPO / "docs" / page
+            if not target.exists() or (anchor and anchor not in _anchors(target)):
+                stale.append(f"{path.relative_to(REPO)}: docs/{page}#{anchor}")
+    assert stale == []
