@@ -1,13 +1,6 @@
-"""The commands beside ``run`` (:mod:`app.cli`): here ``validate``, ``status``, ``verify``,
-``prune``, ``wait-ready`` and ``schema``, which check the config, look at the cache or wait for
-the marker; :mod:`.fleet` (export, import, push, pull, fleet keygen) and :mod:`.fleet_trust`
-(fleet trust ...). :mod:`app.cli` imports each module when one of its commands is named.
-
-This is the command layer: only :mod:`app.cli` imports it, never a library package (the
-``layers`` contract in pyproject.toml): the library works, and is tested, without the CLI. The
-commands raise the job's errors; :mod:`app.cli` maps them to exit codes (``verify`` finding an
-engine to rebuild is 65, a ``wait-ready`` timeout 75).
-"""
+"""The commands beside ``run``: here ``validate``, ``status``, ``verify``, ``prune``,
+``wait-ready`` and ``schema``; the fleet's in :mod:`.fleet` and :mod:`.fleet_trust`. Only
+:mod:`app.cli` imports this layer (pyproject.toml's ``layers``), which maps errors to exit codes."""
 
 from __future__ import annotations
 
@@ -48,8 +41,6 @@ class State:
 
     def host(self, config: EngineInitConfig | None = None) -> tuple[EngineInitConfig, Prepared,
                                                                      HardwareIdentity]:
-        """The config (``config`` when already loaded), the prepared job and this host's
-        identity (its SKU key names bundles and ``status`` shows it)."""
         from app.job import prepare
 
         config = config or self.config()
@@ -71,9 +62,8 @@ def validate(state: Any) -> None:
 
 def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
                   refuse: bool = True) -> dict[str, list[Any]]:
-    """What the TensorRT release a build would use cannot import, per model (printed with
-    ``echo``); with ``refuse`` the first refusal as ModelDataError (exit 65). ``version``: that
-    release (else the installed one, for backend tensorrt or auto; nothing to check without)."""
+    """What TensorRT ``version`` (else the installed one, for backend tensorrt or auto) cannot
+    import, per model; with ``refuse`` the first refusal raises (exit 65)."""
     if version is None:
         from app.host.probe import find_tensorrt
 
@@ -96,8 +86,12 @@ def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
     return found
 
 
+_as_json = click.option("--json", "as_json", is_flag=True,
+                        help="One JSON document instead of a table.")
+
+
 @click.command(short_help="Show the SKU key and what a run would do per model.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@_as_json
 @click.pass_obj
 def status(state: Any, as_json: bool) -> None:
     """Show this host's SKU key and, per model, the engine a run would use and whether it is
@@ -117,7 +111,7 @@ def status(state: Any, as_json: bool) -> None:
 
 
 @click.command(short_help="Re-hash every engine, candidate and ONNX model.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@_as_json
 @click.pass_obj
 def verify(state: Any, as_json: bool) -> None:
     """Re-hash every engine, candidate and ONNX model; exit 65 if any engine would be rebuilt
@@ -139,11 +133,8 @@ def _echo_ops(found: dict[str, list[Any]], version: str) -> None:
 
 
 def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str, Any]], str]:
-    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet.md). A model
-    the cache cannot reuse says whether its fleet candidate will be promoted (``promote``:
-    "candidate", else null with ``candidate_rejected`` saying why, when there is one); the
-    backend's load and the accuracy gate, which ``run`` adds, are not tried here. ``held``: what
-    ``state.host()`` returned, when already asked."""
+    """The rows of ``status`` / ``verify`` and the SKU key; a candidate's ``promote`` is decided
+    without the backend's load and the accuracy gate, which ``run`` adds."""
     from dataclasses import replace
 
     from app.config import EngineCompileRequest
@@ -199,8 +190,7 @@ def prune(state: Any, dry_run: bool) -> None:
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """A finite, non-negative number of seconds: ``nan`` would never time out and ``inf``
-    never end, so both are usage errors (exit 2), as a negative number is."""
+    # nan would never time out and inf never end: usage errors (exit 2), as a negative number.
     if not math.isfinite(value) or value < 0:
         raise click.BadParameter(f"{value} is not a finite number of seconds >= 0")
     return value
