@@ -1,26 +1,6 @@
-"""The build governor: memory, power mode and heat before a build, and how long builds take.
-
-This module reads the host; :mod:`.admission` decides (clamp the workspace, refuse, wait for
-heat) and :mod:`.eta` estimates from earlier builds (history in the provenance records). Nothing
-here is imported on a warm boot: only a build calls it.
-
-Everything is read below a configurable ``root`` (``/`` on a robot, a fake tree in tests) by
-:func:`app.cache.fsread.read_small`, following links (``/etc/nvpmodel.conf`` is one) but only to
-regular files, never blocking on a FIFO, and at most a few KiB. A value that cannot be read is
-absent, never an error: the readings inform decisions, they are not a reason to fail a boot by
-themselves.
-
-Sources:
-
-- memory: ``/proc/meminfo`` (``MemTotal``, ``MemAvailable``, ``SwapTotal``, ``SwapFree``);
-- power mode: ``/var/lib/nvpmodel/status`` (``pmode:0002``, written by nvpmodel itself) named
-  through ``/etc/nvpmodel.conf`` (``< POWER_MODEL ID=2 NAME=MAXN >``); without a status file,
-  the conf's ``< PM_CONFIG DEFAULT=n >`` (what nvpmodel applies at boot). Files first because
-  they need no root and no binary and can be bind-mounted read-only into the container;
-  ``nvpmodel -q`` (with a timeout) only when neither file is there and the binary is;
-- temperatures: ``/sys/class/thermal/thermal_zone*/{type,temp}`` (millidegrees Celsius) and
-  each zone's ``trip_point_*_{type,temp}`` (a zone past its ``passive`` trip is throttling).
-"""
+"""The build governor (docs/governor.md): this module reads memory, power mode and heat below
+``root``, :mod:`.admission` decides, :mod:`.eta` estimates. Loaded only when a build runs. A
+value that cannot be read is absent, never an error: readings inform, they do not fail a boot."""
 
 from __future__ import annotations
 
@@ -35,12 +15,11 @@ from app.cache.fsread import read_small
 _READ_LIMIT = 16 * 1024
 _MAX_ZONES = 64
 _MAX_TRIPS = 16
-#: Readings outside this range come from absent or broken sensors (-40 °C floors, 0xFFFF codes).
+# Readings outside this range come from absent or broken sensors (-40 °C floors, 0xFFFF codes).
 _PLAUSIBLE_C = (-50.0, 200.0)
 
 
 def _text(path: Path, limit: int = _READ_LIMIT) -> str | None:
-    """The text of a small regular file, or None when absent, unreadable or anything else."""
     try:
         return read_small(path, limit, follow_links=True, truncate=True).decode("utf-8", "replace")
     except OSError:
@@ -49,7 +28,6 @@ def _text(path: Path, limit: int = _READ_LIMIT) -> str | None:
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes, from /proc/meminfo."""
 
     total: int
     available: int
@@ -85,7 +63,6 @@ class BuildConditions:
     notes: tuple[str, ...] = field(default=())
 
     def as_event(self) -> dict[str, Any]:
-        """The ``c10.build.conditions`` event's fields."""
         mem = self.memory
         return {
             "mem_total_bytes": mem.total if mem else None,
@@ -119,8 +96,7 @@ def read_memory(root: Path) -> Memory | None:
 
 
 def read_power_mode(root: Path, nvpmodel: str | None = None, timeout_s: float = 3.0) -> PowerMode | None:
-    """The power mode from nvpmodel's files, else from ``nvpmodel -q`` when ``nvpmodel`` (a
-    path to the binary) is given and neither file exists."""
+    """From nvpmodel's files, else ``nvpmodel -q`` (``nvpmodel``: the binary) when neither exists."""
     conf = _text(root / "etc" / "nvpmodel.conf", limit=256 * 1024) or ""
     names = {int(i): n for i, n in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", conf)}
     status = _text(root / "var" / "lib" / "nvpmodel" / "status") or ""
@@ -182,7 +158,6 @@ def read_zones(root: Path) -> tuple[tuple[ThermalZone, ...], tuple[str, ...]]:
 
 
 def read_conditions(root: Path = Path("/"), nvpmodel: str | None = None) -> BuildConditions:
-    """Memory, power mode and temperatures below ``root``; see the module docstring."""
     root = Path(root)
     zones, notes = read_zones(root)
     memory = read_memory(root)

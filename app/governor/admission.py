@@ -1,20 +1,6 @@
-"""Decide whether, and with how much workspace, a build may start now.
-
-Before each build :func:`govern_build` reads the conditions (one ``c10.build.conditions``
-event), says so when the SoC is already throttling (``c10.build.throttling``), waits for a zone
-above ``max_temp_c`` to cool (bounded by ``thermal_wait_s``, cancellable, with
-``c10.build.thermal.wait`` / ``.done`` events), then admits the build on memory:
-
-- it refuses (:class:`~app.errors.BuildConditionsError`, exit 69) a build whose estimated need,
-  ``reserve_mb`` plus ``weights_factor`` times the ONNX file's size (the parser's, the network's
-  and the engine's copies of the weights, beside the runtime itself), exceeds MemAvailable plus
-  SwapFree: it would be OOM-killed instead;
-- it clamps the TensorRT workspace to ``memory_share`` of MemAvailable (swap is not counted:
-  on a Jetson the GPU's allocations share RAM and cannot be swapped out), or of the device's
-  free memory when the caller gives it (a discrete GPU, from ``cudaMemGetInfo``), with a
-  ``c10.build.workspace.clamped`` warning naming both numbers, and refuses when that leaves
-  less than ``min_workspace_mb``.
-"""
+"""Whether, and with how much workspace, a build may start now (docs/governor.md): wait for
+heat, refuse what would be OOM-killed, clamp the workspace. Swap is not counted for the clamp:
+on a Jetson the GPU's allocations share RAM and cannot be swapped out."""
 
 from __future__ import annotations
 
@@ -71,7 +57,7 @@ def wait_until_cool(model_name: str, conditions: BuildConditions, settings: Gove
                     logger: logging.Logger, *, read: Reader | None = None,
                     sleep: Callable[[float], None] = cancellable_sleep,
                     clock: Callable[[], float] = time.monotonic) -> tuple[BuildConditions, float]:
-    """Wait while a zone is at or above ``max_temp_c``; return the last reading and the wait."""
+    """Wait while a zone is at or above ``max_temp_c``: (last reading, seconds waited)."""
     hot = _hot(conditions, settings)
     if not hot:
         return conditions, 0.0
@@ -149,8 +135,7 @@ def govern_build(model_name: str, onnx_path: Path, workspace_mb: int | None,
                  sleep: Callable[[float], None] = cancellable_sleep,
                  clock: Callable[[], float] = time.monotonic,
                  device_free: int | None = None) -> Admission:
-    """Read, report, wait for heat, admit on memory: call right before building one engine.
-    ``device_free``: a discrete GPU's free bytes, which then bound the workspace."""
+    """Right before one build; ``device_free``: a discrete GPU's free bytes, bounding the workspace."""
     read = read or _reader(settings)
     conditions = read()
     events.emit(logger, logging.INFO, events.BUILD_CONDITIONS,
@@ -176,7 +161,6 @@ def _mib(n: int) -> str:
 
 
 def _swap(mem: Memory) -> str:
-    """The swap a build could use: "no swap" on a host without any (not "0 MiB free")."""
     return f"{_mib(mem.swap_free)} swap free" if mem.swap_total else "no swap"
 
 
