@@ -57,12 +57,9 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def _setup_logging(log_format: str, debug: bool) -> None:
-    fmt = log_format
-    if fmt == "auto":
-        fmt = "text" if sys.stderr.isatty() else "json"
-    handler: logging.Handler = (ProgressBarHandler(sys.stderr) if fmt == "text"
-                                else logging.StreamHandler(sys.stderr))
-    handler.setFormatter(TextFormatter() if fmt == "text" else JsonLinesFormatter())
+    text = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
+    handler = ProgressBarHandler(sys.stderr) if text else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TextFormatter() if text else JsonLinesFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
     LOGGER.propagate = False

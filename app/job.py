@@ -69,18 +69,19 @@ def prepare(config: EngineInitConfig, logger: logging.Logger, *,
             make_robot_key: bool = False) -> Prepared:
     """Probe the host and pick the backend; no file is touched but, with ``make_robot_key``,
     the robot's record key."""
-    gpu_wanted = config.backend != AUTO and BACKENDS[config.backend].needs_gpu
-    # In a worker: the driver may hang, and a signal must still end the run.
-    report = call_cancellable(lambda: probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
-                                                 jetpack_override=config.jetpack))
+    def probe(need_gpu: bool) -> HostReport:
+        # In a worker: the driver may hang, and a signal must still end the run.
+        return call_cancellable(lambda: probe_host(need_gpu=need_gpu, cuda_device=config.cuda_device,
+                                                   jetpack_override=config.jetpack))
+
+    report = probe(config.backend != AUTO and BACKENDS[config.backend].needs_gpu)
     name = resolve_backend_name(config.backend, report.gpu is not None)
     if config.backend == AUTO:
         from app.backends.tensorrt.api import check_auto_choice
 
         check_auto_choice(report, name, logger)
     if BACKENDS[name].needs_gpu and report.gpu is None:
-        report = call_cancellable(lambda: probe_host(need_gpu=True, cuda_device=config.cuda_device,
-                                                     jetpack_override=config.jetpack))
+        report = probe(True)
     for warning in report.warnings:
         events.emit(logger, logging.WARNING, events.HOST_WARNING, warning)
     caps = report.capabilities

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,6 @@ class Memory:
 
 
 @dataclass(frozen=True)
-class PowerMode:
-    id: int
-    name: str | None
-    source: str  # "status", "default" (nvpmodel.conf's boot default) or "nvpmodel -q"
-
-
-@dataclass(frozen=True)
 class ThermalZone:
     zone: str  # thermal_zoneN
     type: str  # CPU-therm, GPU-therm, tj-therm...
@@ -58,7 +51,7 @@ class ThermalZone:
 @dataclass(frozen=True)
 class BuildConditions:
     memory: Memory | None
-    power_mode: PowerMode | None
+    power_mode: dict[str, Any] | None  # id, name, and source: "status", "default" or "nvpmodel -q"
     zones: tuple[ThermalZone, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
@@ -69,11 +62,8 @@ class BuildConditions:
             "mem_available_bytes": mem.available if mem else None,
             "swap_total_bytes": mem.swap_total if mem else None,
             "swap_free_bytes": mem.swap_free if mem else None,
-            "power_mode": (None if self.power_mode is None else
-                           {"id": self.power_mode.id, "name": self.power_mode.name,
-                            "source": self.power_mode.source}),
-            "thermal": [{"zone": z.zone, "type": z.type, "temp_c": z.temp_c,
-                         "passive_c": z.passive_c, "critical_c": z.critical_c} for z in self.zones],
+            "power_mode": self.power_mode,
+            "thermal": [asdict(z) for z in self.zones],
             "hottest_c": max((z.temp_c for z in self.zones), default=None),
             "throttling": [z.type for z in self.zones if z.throttling],
             "notes": list(self.notes),
@@ -95,17 +85,18 @@ def read_memory(root: Path) -> Memory | None:
                   values.get("SwapFree", 0))
 
 
-def read_power_mode(root: Path, nvpmodel: str | None = None, timeout_s: float = 3.0) -> PowerMode | None:
+def read_power_mode(root: Path, nvpmodel: str | None = None,
+                    timeout_s: float = 3.0) -> dict[str, Any] | None:
     """From nvpmodel's files, else ``nvpmodel -q`` (``nvpmodel``: the binary) when neither exists."""
     conf = _text(root / "etc" / "nvpmodel.conf", limit=256 * 1024) or ""
     names = {int(i): n for i, n in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", conf)}
     status = _text(root / "var" / "lib" / "nvpmodel" / "status") or ""
     match = re.search(r"pmode:\s*(\d+)", status)
     if match:
-        return PowerMode(int(match[1]), names.get(int(match[1])), "status")
+        return {"id": int(match[1]), "name": names.get(int(match[1])), "source": "status"}
     default = re.search(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)", conf)
     if default:
-        return PowerMode(int(default[1]), names.get(int(default[1])), "default")
+        return {"id": int(default[1]), "name": names.get(int(default[1])), "source": "default"}
     if nvpmodel is None or conf or status:
         return None
     try:
@@ -118,7 +109,7 @@ def read_power_mode(root: Path, nvpmodel: str | None = None, timeout_s: float = 
     ident = re.search(r"^\s*(\d+)\s*$", out, re.MULTILINE)
     if not ident:
         return None
-    return PowerMode(int(ident[1]), name[1] if name else None, "nvpmodel -q")
+    return {"id": int(ident[1]), "name": name[1] if name else None, "source": "nvpmodel -q"}
 
 
 def _millideg(text: str | None) -> float | None:

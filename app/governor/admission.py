@@ -168,7 +168,7 @@ def _summary(c: BuildConditions) -> str:
     parts = [f"{_mib(c.memory.available)} available, {_swap(c.memory)}"
              if c.memory else "memory unknown"]
     if c.power_mode is not None:
-        parts.append(f"power mode {c.power_mode.name or '?'} ({c.power_mode.id})")
+        parts.append(f"power mode {c.power_mode['name'] or '?'} ({c.power_mode['id']})")
     if c.zones:
         hottest = max(c.zones, key=lambda z: z.temp_c)
         parts.append(f"hottest {hottest.type} {hottest.temp_c:.1f} °C")
