@@ -83,8 +83,7 @@ class EngineCompiler:
 
     def check_corpus(self, request: EngineCompileRequest) -> list[tuple[BackboneSpec, Path, Verdict]]:
         """Read-only (no lock, no writes): what a run would decide for each backbone."""
-        runtime = as_inference_runtime(self.runtime, request.host)
-        plans = [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
+        _, plans = self._plans(request)
         verdicts = self._check_all(request, plans)
         return [(p.spec, p.artifact, v) for p, v in zip(plans, verdicts, strict=True)]
 
@@ -98,26 +97,27 @@ class EngineCompiler:
             return {}
         from app.fleet.promote import preview
 
-        runtime = as_inference_runtime(self.runtime, request.host)
         out: dict[str, Promotion] = {}
-        for spec, _, verdict in rows:
+        for plan, (_, _, verdict) in zip(self._plans(request)[1], rows, strict=True):
             if verdict.reuse or verdict.reason == "folder":
                 continue
-            plan = make_plan(runtime, spec, request, self.identity)
             got = preview(candidates, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
                           request.fleet_public_key, read_bytes=read_bytes,
                           trusted_root=request.fleet_trusted_root,
                           repository=request.fleet_repository)
             if got is not None:
-                out[spec.model_name] = got
+                out[plan.spec.model_name] = got
         return out
+
+    def _plans(self, request: EngineCompileRequest) -> tuple[InferenceRuntime, list[Plan]]:
+        runtime = as_inference_runtime(self.runtime, request.host)
+        return runtime, [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
 
     def _run(
         self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None,
         early: EarlyDigests | None, results: list[EngineCompileResult],
     ) -> None:
-        runtime = as_inference_runtime(self.runtime, request.host)
-        plans = [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
+        runtime, plans = self._plans(request)
         if held is not None and not held.held:
             raise ValueError("held_lock: the caller passed a cache lock it does not hold")
         lock = contextlib.nullcontext(held) if held is not None else CacheLock(
