@@ -90,13 +90,6 @@ def cancellable_sleep(seconds: float) -> None:
         time.sleep(min(_POLL_S, left))
 
 
-def _wait(workers: list[threading.Thread]) -> None:
-    for worker in workers:
-        while worker.is_alive():
-            worker.join(_POLL_S)
-            checkpoint()
-
-
 def call_cancellable(fn: Callable[[], _T]) -> _T:
     """``fn()`` in a worker (a build holds its thread in C code, where no checkpoint runs); on
     cancel it gets :data:`CANCEL_GRACE_S` to end, then is abandoned."""
@@ -129,7 +122,10 @@ def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: in
     for worker in workers:
         worker.start()
     try:
-        _wait(workers)
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(_POLL_S)
+                checkpoint()
         checkpoint()
     except BuildCancelledError:
         deadline = time.monotonic() + grace_s

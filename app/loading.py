@@ -132,14 +132,12 @@ def _format(exc: ValidationError, from_env: dict[str, str], doc: object) -> tupl
         elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
             msg = "Input should be a valid dictionary"
         part = f"{loc or 'config'}: {msg}"
-        parts.append(part if len(part) <= _PART_MAX else part[:_PART_MAX] + "...")
+        parts.append(_clip(part, _PART_MAX))
     if len(errors) > _ERRORS_SHOWN:
         parts.append(f"and {len(errors) - _ERRORS_SHOWN} more")
-    if all(err["type"] == MISSING_FILE for err in errors):
-        hint = "correct the path in the config, or put the file there"
-    else:
-        hint = "run `engine-init schema` for every key and its type"
-    return "; ".join(parts), hint
+    return "; ".join(parts), ("correct the path in the config, or put the file there"
+                              if all(err["type"] == MISSING_FILE for err in errors)
+                              else "run `engine-init schema` for every key and its type")
 
 
 def _child(node: object, item: int | str) -> object:

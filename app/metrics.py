@@ -15,7 +15,6 @@ import os
 import stat
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from app import events
@@ -73,12 +72,24 @@ class RunRecorder(logging.Handler):
         """Write the textfile ``config`` (else the failed config's file or variable) names;
         never raises."""
         self.logger.removeHandler(self)
-        path = textfile_path(config, config_arg)
+        if config is None:
+            from app.loading import path_of_failed_config
+
+            # Only what validation accepts for the key (a *.prom path), from a config that parsed.
+            path = path_of_failed_config("metrics_textfile", config_arg)
+        else:
+            path = config.metrics_textfile
         if path is None:
             return
         started = time.perf_counter()
         try:
-            _write(path, self._registry(exit_code))
+            from prometheus_client import generate_latest
+
+            from app.cache.publish import atomic_write_bytes
+
+            # Also after a signal: the file then reports the run's 130 or 143.
+            atomic_write_bytes(path, generate_latest(self._registry(exit_code)), after_cancel=True,
+                               outside=True)
         except Exception as exc:  # metrics must never change the run's outcome
             events.emit(self.logger, logging.WARNING, events.METRICS_UNWRITTEN,
                         f"could not write the metrics textfile {path}: {type(exc).__name__}: {exc}",
@@ -144,30 +155,11 @@ def process_age_s() -> float:
         return 0.0
 
 
-def textfile_path(config: Any, config_arg: str | None) -> Path | None:
-    if config is not None:
-        found: Path | None = config.metrics_textfile
-        return found
-    from app.loading import path_of_failed_config
-
-    # Only what validation accepts for the key (a *.prom path), from a config that parsed.
-    return path_of_failed_config("metrics_textfile", config_arg)
-
-
 def _size(path: str | None) -> int | None:
     try:
         return None if path is None else os.stat(path).st_size
     except OSError:  # gone since: no figure rather than a wrong one
         return None
-
-
-def _write(path: Path, registry: Any) -> None:
-    from prometheus_client import generate_latest
-
-    from app.cache.publish import atomic_write_bytes
-
-    # Also after a signal: the file then reports the run's 130 or 143.
-    atomic_write_bytes(path, generate_latest(registry), after_cancel=True, outside=True)
 
 
 def reason_text(line: str, exit_code: int) -> bytes:
