@@ -83,13 +83,8 @@ class JsonLinesFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         kind, kv = _event_fields(record)
-        doc: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname,
-            "kind": kind,
-            "msg": record.getMessage(),
-            "kv": kv,
-        }
+        doc: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname,
+                               "kind": kind, "msg": record.getMessage(), "kv": kv}
         if record.exc_info:
             doc["traceback"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str, sort_keys=False)
@@ -102,9 +97,7 @@ class TextFormatter(logging.Formatter):
         _, kv = _event_fields(record)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         extras = "  ".join(f"{k}={v}" for k, v in kv.items() if k not in {"phase_timings_s"})
-        line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
-        if extras:
-            line = f"{line}  [{extras}]"
+        line = f"{stamp} {record.levelname:<7} {record.getMessage()}" + (f"  [{extras}]" if extras else "")
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line

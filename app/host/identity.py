@@ -91,11 +91,8 @@ class HardwareIdentity:
         return {name: getattr(self, name) for name in SKU_FIELDS}
 
     def as_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["board"] = list(self.board)
-        doc["memory_class_gib"] = self.memory_class_gib
-        doc["sku_key"] = self.sku_key()
-        return doc
+        return {**asdict(self), "board": list(self.board),
+                "memory_class_gib": self.memory_class_gib, "sku_key": self.sku_key()}
 
     @classmethod
     def from_dict(cls, doc: object) -> HardwareIdentity:
