@@ -73,21 +73,16 @@ _GLOBAL_FLAGS = ("--debug",)
 def _global_options_first(args: list[str]) -> list[str]:
     front: list[str] = []
     rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
+    tail = iter(args)
+    for arg in tail:
         if arg == "--":  # everything after it is an argument
-            rest.extend(args[i:])
-            break
-        if arg in _GLOBAL_VALUE_OPTIONS and i + 1 < len(args):
-            front += args[i:i + 2]
-            i += 2
-            continue
-        if arg in _GLOBAL_FLAGS or arg.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUE_OPTIONS)):
+            rest += [arg, *tail]
+        elif arg in _GLOBAL_VALUE_OPTIONS and (value := next(tail, None)) is not None:
+            front += [arg, value]
+        elif arg in _GLOBAL_FLAGS or arg.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUE_OPTIONS)):
             front.append(arg)
         else:
             rest.append(arg)
-        i += 1
     return front + rest
 
 

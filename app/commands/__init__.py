@@ -150,10 +150,9 @@ def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str,
         row = {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
                "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest,
                "promote": "candidate" if seen is not None and seen.digest else None}
-        if seen is not None and not seen.digest:
-            row["candidate_rejected"] = seen.reason
-        if seen is not None and seen.digest:
-            row["candidate_sha256"] = seen.digest
+        if seen is not None:
+            row.update({"candidate_sha256": seen.digest} if seen.digest
+                       else {"candidate_rejected": seen.reason})
         rows.append(row)
     return rows, identity.sku_key()
 
