@@ -73,23 +73,19 @@ def wait_until_cool(model_name: str, conditions: BuildConditions, settings: Gove
         conditions = read()
         hot = _hot(conditions, settings)
     waited = clock() - start
-    if not hot:
-        events.emit(logger, logging.INFO, events.BUILD_THERMAL_DONE,
-                    f"{model_name}: cooled below {settings.max_temp_c:g} °C after {waited:.0f} s",
-                    model_name=model_name, outcome="cooled", waited_s=round(waited, 2))
-        return conditions, waited
-    if settings.when_hot == "refuse":
-        events.emit(logger, logging.ERROR, events.BUILD_THERMAL_DONE,
-                    f"{model_name}: still {_zones_text(hot)} after {waited:.0f} s; not building",
-                    model_name=model_name, outcome="refused", waited_s=round(waited, 2))
+    outcome = "cooled" if not hot else "refused" if settings.when_hot == "refuse" else "timeout"
+    level, said = {
+        "cooled": (logging.INFO, f"cooled below {settings.max_temp_c:g} °C after {waited:.0f} s"),
+        "refused": (logging.ERROR, f"still {_zones_text(hot)} after {waited:.0f} s; not building"),
+        "timeout": (logging.WARNING, f"still {_zones_text(hot)} after {waited:.0f} s; building "
+                                     "anyway (expect throttling)")}[outcome]
+    events.emit(logger, level, events.BUILD_THERMAL_DONE, f"{model_name}: {said}",
+                model_name=model_name, outcome=outcome, waited_s=round(waited, 2))
+    if outcome == "refused":
         raise BuildConditionsError(
             f"{model_name}: {_zones_text(hot)} stayed at or above governor.max_temp_c "
             f"{settings.max_temp_c:g} °C for {waited:.0f} s; the build was not started",
             hint="cool the robot (fan, shade) and run again, or raise governor.max_temp_c")
-    events.emit(logger, logging.WARNING, events.BUILD_THERMAL_DONE,
-                f"{model_name}: still {_zones_text(hot)} after {waited:.0f} s; building anyway "
-                "(expect throttling)", model_name=model_name, outcome="timeout",
-                waited_s=round(waited, 2))
     return conditions, waited
 
 
