@@ -212,9 +212,8 @@ class EngineCompiler:
         then = "a fleet candidate is checked" if fleet else "building"
         again = then if fleet else "rebuilding"
         if verdict.reason in _MISS:
-            what = ", ".join(verdict.changed) or verdict.detail or verdict.reason
-            if verdict.changed and verdict.detail:  # e.g. which SKU facts differ, and how
-                what = verdict.detail
+            # The detail first: e.g. which SKU facts differ, and how.
+            what = verdict.detail or ", ".join(verdict.changed) or verdict.reason
             events.emit(self.logger, *_MISS[verdict.reason],
                         f"{name}: cached {plan.artifact.name} rejected ({what}); {again}",
                         model_name=name, engine_path=str(plan.artifact), reason=verdict.reason,
