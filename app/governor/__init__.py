@@ -91,12 +91,10 @@ def read_power_mode(root: Path, nvpmodel: str | None = None,
     conf = _text(root / "etc" / "nvpmodel.conf", limit=256 * 1024) or ""
     names = {int(i): n for i, n in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", conf)}
     status = _text(root / "var" / "lib" / "nvpmodel" / "status") or ""
-    match = re.search(r"pmode:\s*(\d+)", status)
-    if match:
-        return {"id": int(match[1]), "name": names.get(int(match[1])), "source": "status"}
-    default = re.search(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)", conf)
-    if default:
-        return {"id": int(default[1]), "name": names.get(int(default[1])), "source": "default"}
+    for found, source in ((re.search(r"pmode:\s*(\d+)", status), "status"),
+                          (re.search(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)", conf), "default")):
+        if found:
+            return {"id": int(found[1]), "name": names.get(int(found[1])), "source": source}
     if nvpmodel is None or conf or status:
         return None
     try:
