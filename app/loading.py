@@ -64,16 +64,6 @@ def _problem(exc: yaml.YAMLError) -> str:
     return getattr(exc, "problem", None) or str(exc).splitlines()[0]
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    doc = _parse_yaml(path)
-    if doc is None:
-        raise ConfigError(f"config {path} is empty", hint="see config/engine-init.yaml for a start")
-    if not isinstance(doc, dict):
-        raise ConfigError(f"config {path}: the top level must be a mapping of keys, "
-                          f"not {type(doc).__name__}", hint=_HINT)
-    return doc
-
-
 def _env_value(var: str, text: str) -> Any:
     if len(text) > _ENV_MAX_BYTES:
         raise ConfigError(f"{var}: value of {len(text)} characters, more than "
@@ -199,7 +189,12 @@ def load_config(
 ) -> EngineInitConfig:
     env = os.environ if env is None else env
     path = config_path(explicit, env)
-    doc = _read_yaml(path)
+    doc = _parse_yaml(path)
+    if doc is None:
+        raise ConfigError(f"config {path} is empty", hint="see config/engine-init.yaml for a start")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config {path}: the top level must be a mapping of keys, "
+                          f"not {type(doc).__name__}", hint=_HINT)
     overrides = _env_overrides(env)
     for key, (_, value) in overrides.items():
         doc[key] = value
