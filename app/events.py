@@ -72,7 +72,7 @@ def emit(logger: logging.Logger, level: int, kind: str, message: str, **kv: Any)
     logger.log(level, message, extra={"kind": kind, "kv": kv})
 
 
-def _event_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+def event_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
     kind = getattr(record, "kind", None) or "c10.log"
     kv = getattr(record, "kv", None)
     return str(kind), dict(kv) if isinstance(kv, dict) else {}
@@ -82,7 +82,7 @@ class JsonLinesFormatter(logging.Formatter):
     """One JSON object a line: ts, level, kind, msg, kv."""
 
     def format(self, record: logging.LogRecord) -> str:
-        kind, kv = _event_fields(record)
+        kind, kv = event_fields(record)
         doc: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname,
                                "kind": kind, "msg": record.getMessage(), "kv": kv}
         if record.exc_info:
@@ -94,7 +94,7 @@ class TextFormatter(logging.Formatter):
     """Readable lines for a terminal: ``12:00:01 WARNING message  key=value``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        _, kv = _event_fields(record)
+        _, kv = event_fields(record)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         extras = "  ".join(f"{k}={v}" for k, v in kv.items() if k not in {"phase_timings_s"})
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}" + (f"  [{extras}]" if extras else "")
@@ -121,7 +121,7 @@ class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._held: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        kind, kv = _event_fields(record)
+        kind, kv = event_fields(record)
         if kind == RUN_FAILED:
             self._held.clear()
             return

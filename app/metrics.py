@@ -45,9 +45,7 @@ class RunRecorder(logging.Handler):
         logger.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        kind, kv = getattr(record, "kind", None), getattr(record, "kv", None)
-        if not isinstance(kv, dict):
-            return
+        kind, kv = events.event_fields(record)
         model = kv.get("model_name")
         if kind in _OUTCOME_OF_KIND and isinstance(model, str):
             self.outcomes[model] = _OUTCOME_OF_KIND[kind]
