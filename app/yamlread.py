@@ -16,18 +16,21 @@ MAX_INT_CHARS = 30
 _INT_TAG = "tag:yaml.org,2002:int"
 
 
+def _refused(message: str, node: yaml.Node) -> yaml.YAMLError:
+    # A ConstructorError: the loader reports it as a refused document, not a syntax error.
+    return yaml.constructor.ConstructorError(None, None, message, node.start_mark)
+
+
 def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     """A mapping of string keys, each once (PyYAML would keep a duplicate's last value)."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if not isinstance(key, str):  # a list there is unhashable; a number no key of ours
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a mapping key must be a string, not a {type(key).__name__} "
-                "(quote it)", key_node.start_mark)
+            raise _refused(f"a mapping key must be a string, not a {type(key).__name__} "
+                           "(quote it)", key_node)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise _refused(f"duplicate key {key!r}", key_node)
         seen.add(key)
     return dict(loader.construct_mapping(node))
 
@@ -50,9 +53,8 @@ def _measure(root: yaml.Node) -> None:
             continue
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"an integer of {len(node.value)} characters (at most "
-                    f"{MAX_INT_CHARS})", node.start_mark)
+                raise _refused(f"an integer of {len(node.value)} characters (at most "
+                               f"{MAX_INT_CHARS})", node)
             sizes[id(node)] = (1, 1)
             continue
         if children_done:
@@ -61,17 +63,13 @@ def _measure(root: yaml.Node) -> None:
             size = 1 + sum(s for s, _ in inner)
             depth = 1 + max((d for _, d in inner), default=0)
             if size > MAX_VALUES:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"more than {MAX_VALUES} values once its aliases are expanded",
-                    node.start_mark)
+                raise _refused(f"more than {MAX_VALUES} values once its aliases are expanded", node)
             if depth > MAX_DEPTH:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
+                raise _refused(f"nested more than {MAX_DEPTH} levels deep", node)
             sizes[id(node)] = (size, depth)
             continue
         if id(node) in open_nodes:
-            raise yaml.constructor.ConstructorError(
-                None, None, "an alias that contains itself", node.start_mark)
+            raise _refused("an alias that contains itself", node)
         open_nodes.add(id(node))
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node))
