@@ -32,7 +32,6 @@ from app.values import EngineCompileResult
 
 @dataclass(frozen=True)
 class Prepared:
-
     report: HostReport
     backend: InferenceRuntime
     compiler: EngineCompiler

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Plan:
-
     spec: BackboneSpec
     build_config: BuildConfig
     artifact: Path

@@ -28,7 +28,6 @@ def _text(path: Path, limit: int = _READ_LIMIT) -> str | None:
 
 @dataclass(frozen=True)
 class Memory:
-
     total: int
     available: int
     swap_total: int = 0

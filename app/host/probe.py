@@ -141,7 +141,6 @@ def declared_version(module: str, distributions: tuple[str, ...] = ()) -> str:
 
 @dataclass(frozen=True)
 class TensorRTInstall:
-
     version: str
     module_path: str
     libraries: dict[str, str] = field(default_factory=dict)
@@ -195,7 +194,6 @@ def find_tensorrt() -> TensorRTInstall:
 
 @dataclass(frozen=True)
 class HostReport:
-
     capabilities: HostCapabilities
     gpu: GpuInfo | None
     release: JetsonRelease
@@ -226,10 +224,8 @@ def probe_host(
         release = detect_release(env, release_file)
     except ValueError as exc:
         raise ConfigError(str(exc), hint="set L4T_VERSION (e.g. 36.4.3) or the jetpack key") from None
-    jetpack = release.jetpack
-    if jetpack_override:
-        jetpack = jetpack_override
-    elif not release.known:
+    jetpack = jetpack_override or release.jetpack
+    if not jetpack_override and not release.known:
         warnings.append(
             f"L4T {release.l4t} is not in engine-init's table; engines are named "
             f"jp{release.jetpack}. Set the jetpack key if you know the JetPack release"
