@@ -213,21 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         return _report(errors.BuildCancelledError(signal.SIGINT), debug="--debug" in args)
     except click.ClickException as exc:
         return _report_click(exc)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
     except BaseException as exc:
-        if isinstance(exc, SystemExit):
-            return int(exc.code or 0) if isinstance(exc.code, int) else 1
-        return fail(exc, args, exit_now=argv is None)
-
-
-def fail(exc: BaseException, args: list[str], exit_now: bool) -> int:
-    """Report ``exc``, return its exit code. With ``exit_now`` (it owns the interpreter) a
-    cancelled process exits here: unwinding cleaned up, and workers are not waited for."""
-    code = _report(exc, debug="--debug" in args)
-    if isinstance(exc, errors.BuildCancelledError) and exit_now:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+        code = _report(exc, debug="--debug" in args)
+        if isinstance(exc, errors.BuildCancelledError) and argv is None:
+            # This process owns the interpreter: unwinding cleaned up, workers are not waited for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
 
 def _report_click(exc: click.ClickException) -> int:
