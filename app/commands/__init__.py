@@ -55,35 +55,28 @@ def validate(state: Any) -> None:
     """Check the config (keys, types, paths) without touching the cache; with TensorRT installed
     and backend tensorrt or auto, also each model's ops against that release (exit 65)."""
     config = state.config()
-    _tensorrt_ops(config)
+    from app.host.probe import find_tensorrt
+
+    installed = find_tensorrt()
+    if config.backend in ("tensorrt", "auto") and installed.present:
+        found = _tensorrt_ops(config, installed.version)
+        _echo_ops(found, installed.version)
+        refused = [(n, f) for n, fs in found.items() for f in fs if f.refuse]
+        if refused:
+            name, first = refused[0]
+            raise errors.ModelDataError(f"{name}: TensorRT {installed.version} cannot build it: "
+                                        f"{first.message}", hint=first.hint)
     click.echo(f"config OK: {len(config.backbones)} model(s), backend {config.backend}, "
                f"cache {config.cache_root}")
 
 
-def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
-                  refuse: bool = True) -> dict[str, list[Any]]:
-    """What TensorRT ``version`` (else the installed one, for backend tensorrt or auto) cannot
-    import, per model; with ``refuse`` the first refusal raises (exit 65)."""
-    if version is None:
-        from app.host.probe import find_tensorrt
-
-        installed = find_tensorrt()
-        if config.backend not in ("tensorrt", "auto") or not installed.present:
-            return {}
-        version = installed.version
+def _tensorrt_ops(config: Any, version: str) -> dict[str, list[Any]]:
+    """What TensorRT ``version`` cannot import, per model."""
     from app.backends.tensorrt.opsupport import check_corpus
     from app.config import BackboneSpec
 
     specs = [BackboneSpec.from_config(b) for b in config.backbones]
-    found = check_corpus(((s.model_name, s.onnx_path, s.shapes()) for s in specs), version)
-    if echo:
-        _echo_ops(found, version)
-    refused = [(n, f) for n, fs in found.items() for f in fs if f.refuse]
-    if refused and refuse:
-        name, first = refused[0]
-        raise errors.ModelDataError(f"{name}: TensorRT {version} cannot build it: {first.message}",
-                                    hint=first.hint)
-    return found
+    return check_corpus(((s.model_name, s.onnx_path, s.shapes()) for s in specs), version)
 
 
 _as_json = click.option("--json", "as_json", is_flag=True,
@@ -97,11 +90,10 @@ def status(state: Any, as_json: bool) -> None:
     """Show this host's SKU key and, per model, the engine a run would use and whether it is
     reusable, or will be promoted from the fleet's candidates, or built."""
     held = state.host()
-    rows, sku = _inspect(state, strict=False, held=held)
+    rows, sku = _inspect(held, strict=False)
     config, prepared, _ = held
     version = prepared.report.capabilities.trt_full
-    found = (_tensorrt_ops(config, version, echo=False, refuse=False)
-             if prepared.backend.name == "tensorrt" and version else {})
+    found = _tensorrt_ops(config, version) if prepared.backend.name == "tensorrt" and version else {}
     for row in rows:
         if row["model_name"] in found:
             row["tensorrt_ops"] = [f.as_dict() for f in found[row["model_name"]]]
@@ -116,7 +108,7 @@ def status(state: Any, as_json: bool) -> None:
 def verify(state: Any, as_json: bool) -> None:
     """Re-hash every engine, candidate and ONNX model; exit 65 if any engine would be rebuilt
     (an engine a pulled candidate will replace is not)."""
-    rows, _ = _inspect(state, strict=True)
+    rows, _ = _inspect(state.host(), strict=True)
     _print_rows(rows, as_json)
     bad = [r["model_name"] for r in rows if not r["reusable"] and r["promote"] != "candidate"]
     if bad:
@@ -132,14 +124,14 @@ def _echo_ops(found: dict[str, list[Any]], version: str) -> None:
                        + (f" (node {f.node})" if f.node else "") + f"; fix: {f.hint}")
 
 
-def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str, Any]], str]:
+def _inspect(held: Any, strict: bool) -> tuple[list[dict[str, Any]], str]:
     """The rows of ``status`` / ``verify`` and the SKU key; a candidate's ``promote`` is decided
     without the backend's load and the accuracy gate, which ``run`` adds."""
     from dataclasses import replace
 
     from app.config import EngineCompileRequest
 
-    config, prepared, identity = held or state.host()
+    config, prepared, identity = held
     request = replace(EngineCompileRequest.from_config(config, prepared.report.capabilities),
                       strict_onnx_hash=strict)
     checked = prepared.compiler.check_corpus(request)
