@@ -1,9 +1,7 @@
 """engine-init: get inference engines ready before a robot's software starts.
 
-The public API, importable from ``app`` directly. The names are resolved on first use
-(PEP 562), so that ``import app.cli`` loads only what a command needs; no heavy SDK (TensorRT,
-ONNX Runtime, onnx, numpy, cuda-python) is ever imported here.
-"""
+The public API, resolved on first use (PEP 562): ``import app.cli`` loads only what a command
+needs, and no heavy SDK is imported here."""
 
 from __future__ import annotations
 

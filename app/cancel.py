@@ -1,27 +1,14 @@
-"""Cancellation: SIGTERM/SIGINT stop a run within a fraction of a second and leave no partial
-file; and the fault injection the attack tests drive it with.
+"""Cancellation (docs/hardening.md#signals), and the fault injection the attack tests use.
 
-The signal handler only records the signal in :data:`CANCEL`. It raises nothing: an exception
-raised from a handler lands inside whatever the main thread was running, which may be a
-finalizer or a callback where Python prints "Exception ignored in ..." and carries on, or a
-cleanup half done. The job instead stops at its own checkpoints: :func:`checkpoint` between
-phases and models, the publish writer before it creates or renames a file, and every wait of
-the main thread (the cache lock, ``wait-ready``). Work that can block (hashing, a build inside
-TensorRT or ONNX Runtime, the driver probe) runs in daemon worker threads that the main thread
-waits on with a short timeout (:func:`call_cancellable`, :func:`map_cancellable`), so a signal
-is answered whatever a worker is stuck on; the CLI then exits without waiting for them.
+The handler only records the signal: an exception raised from a handler lands in whatever the
+main thread runs (a finalizer, where Python prints "Exception ignored" and carries on, or a
+cleanup half done). The job stops at its checkpoints and in every wait of the main thread;
+blocking work runs in daemon workers it waits on (:func:`call_cancellable`), never joined on exit.
 
-``ENGINE_INIT_FAULTS`` (inert when unset; production never sets it) holds comma-separated
-``key=value`` items:
-
-- ``kill_at=<point>:<glob>[#n]``: SIGKILL this process at a publish point (``before_rename``,
-  ``after_rename``, or ``candidate_chunk``: after each chunk of a bundle file written into the
-  candidates) the n-th (default first) time a file whose name matches the glob reaches it, as a
-  power cut would.
-- ``enospc_after=<bytes>``: writes to the cache fail with ENOSPC after that many bytes, as on a
-  full disk.
-- ``slow_build_s=<seconds>``: each backend build waits that long first (cancellable), so that
-  signals can be sent while a build is in flight.
+``ENGINE_INIT_FAULTS`` (unset in production), comma-separated: ``kill_at=<point>:<glob>[#n]``
+SIGKILLs at a publish point (``before_rename``, ``after_rename``, ``candidate_chunk``) the n-th
+time a matching file reaches it; ``enospc_after=<bytes>`` fails cache writes with ENOSPC after
+that many bytes; ``slow_build_s=<s>`` delays each build (cancellable).
 """
 
 from __future__ import annotations
@@ -48,11 +35,8 @@ _POLL_S = 0.02
 
 
 class CancelFlag:
-    """Set once a signal arrived; safe to set from a signal handler.
-
-    Not a ``threading.Event``: its ``set()`` takes a lock that the interrupted main thread may
-    be holding inside ``wait()``, and the handler would then wait for itself forever.
-    """
+    """Set once a signal arrived. Not a ``threading.Event``: its ``set()`` takes a lock the
+    interrupted main thread may hold inside ``wait()``, and the handler would wait forever."""
 
     def __init__(self) -> None:
         self._signum = 0
@@ -73,9 +57,8 @@ class CancelFlag:
 
 
 CANCEL = CancelFlag()
-#: After a cancel, how long :func:`call_cancellable` waits for its worker to end: a TensorRT 10
-#: build stops at its next step and then frees its GPU buffers; a TensorRT 8 build cannot be
-#: stopped and is ended with the process. Short enough for a 2 s exit.
+# A TensorRT 10 build stops at its next step and frees its GPU buffers within it; a TensorRT 8
+# build cannot be stopped and ends with the process. Short enough for a 2 s exit.
 CANCEL_GRACE_S = 1.0
 
 
@@ -84,7 +67,6 @@ def cancelled_error() -> BuildCancelledError:
 
 
 def checkpoint() -> None:
-    """Raise the cancellation error if a signal arrived."""
     if CANCEL.is_set():
         raise cancelled_error()
 
@@ -99,7 +81,6 @@ def install_signal_handlers() -> None:
 
 
 def cancellable_sleep(seconds: float) -> None:
-    """Sleep, but raise the cancellation error as soon as a cancel is requested."""
     deadline = time.monotonic() + seconds
     while True:
         checkpoint()
@@ -109,31 +90,16 @@ def cancellable_sleep(seconds: float) -> None:
         time.sleep(min(_POLL_S, left))
 
 
-def _wait(workers: list[threading.Thread]) -> None:
-    for worker in workers:
-        while worker.is_alive():
-            worker.join(_POLL_S)
-            checkpoint()
-
-
 def call_cancellable(fn: Callable[[], _T]) -> _T:
-    """``fn()`` in a worker thread, so that a cancel request is answered at once.
-
-    A build inside TensorRT or ONNX Runtime holds its thread in C code, where no checkpoint
-    runs; waiting here instead keeps the main thread responsive. On cancel the worker is
-    given :data:`CANCEL_GRACE_S` to end (TensorRT's progress monitor stops it and it frees its
-    buffers), then abandoned; publishing refuses to start new files.
-    """
+    """``fn()`` in a worker (a build holds its thread in C code, where no checkpoint runs); on
+    cancel it gets :data:`CANCEL_GRACE_S` to end, then is abandoned."""
     return map_cancellable(lambda _: fn(), [None], 1, grace_s=CANCEL_GRACE_S, name="build")[0]
 
 
 def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: int,
                     grace_s: float = 0.0, name: str = "worker") -> list[_R]:
-    """``[fn(item) for item in items]`` in up to ``max_workers`` daemon threads, in order.
-
-    Raises the first item's error (in item order) once all are done, or the cancellation error
-    as soon as a signal arrives, after giving the workers up to ``grace_s`` to end.
-    """
+    """``[fn(item) for item in items]`` in up to ``max_workers`` daemon threads; the first
+    item's error once all are done, or the cancellation at once (after ``grace_s``)."""
     results: list[Any] = [None] * len(items)
     errors: dict[int, BaseException] = {}
     indices = iter(range(len(items)))
@@ -156,7 +122,10 @@ def map_cancellable(fn: Callable[[_T], _R], items: Sequence[_T], max_workers: in
     for worker in workers:
         worker.start()
     try:
-        _wait(workers)
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(_POLL_S)
+                checkpoint()
         checkpoint()
     except BuildCancelledError:
         deadline = time.monotonic() + grace_s
@@ -180,7 +149,6 @@ def _settings() -> dict[str, str]:
 
 
 def point(name: str, path: Path) -> None:
-    """A publish step boundary: kill here if the attack asks for it."""
     spec = _settings().get("kill_at")
     if not spec:
         return
@@ -195,7 +163,6 @@ def point(name: str, path: Path) -> None:
 
 
 def write_with_faults(handle: BinaryIO, view: memoryview, path: Path) -> None:
-    """Write ``view`` to ``handle``, failing with ENOSPC where the attack asks for it."""
     limit = _settings().get("enospc_after")
     if limit is None:
         handle.write(view)

@@ -20,10 +20,8 @@ from app import errors, events
 from app.commands import State
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
 
-#: Usage errors keep click's own code (os.EX_USAGE would be 64).
-EXIT_USAGE = 2
-#: A run stopped by a signal exits 128 + its number, as a shell reports it.
-SIGNAL_EXIT_BASE = 128
+EXIT_USAGE = 2  # click's own code (os.EX_USAGE would be 64)
+SIGNAL_EXIT_BASE = 128  # a signal's exit, as a shell reports it
 EXIT_SIGINT = SIGNAL_EXIT_BASE + signal.SIGINT  # 130
 EXIT_SIGTERM = SIGNAL_EXIT_BASE + signal.SIGTERM  # 143
 
@@ -59,67 +57,39 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def _setup_logging(log_format: str, debug: bool) -> None:
-    fmt = log_format
-    if fmt == "auto":
-        fmt = "text" if sys.stderr.isatty() else "json"
-    handler: logging.Handler = (ProgressBarHandler(sys.stderr) if fmt == "text"
-                                else logging.StreamHandler(sys.stderr))
-    handler.setFormatter(TextFormatter() if fmt == "text" else JsonLinesFormatter())
+    text = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
+    handler = ProgressBarHandler(sys.stderr) if text else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TextFormatter() if text else JsonLinesFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
     LOGGER.propagate = False
 
 
-#: The group's options, which users also type after the command (``validate --config x.yaml``);
-#: the value-taking ones first.
+# The group's options, which users also type after the command (``validate --config x.yaml``).
 _GLOBAL_VALUE_OPTIONS = ("--config", "--log-format")
 _GLOBAL_FLAGS = ("--debug",)
 
 
 def _global_options_first(args: list[str]) -> list[str]:
-    """``args`` with the group's options moved in front of the command, in their order."""
     front: list[str] = []
     rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
+    tail = iter(args)
+    for arg in tail:
         if arg == "--":  # everything after it is an argument
-            rest.extend(args[i:])
-            break
-        if arg in _GLOBAL_VALUE_OPTIONS and i + 1 < len(args):
-            front += args[i:i + 2]
-            i += 2
-            continue
-        if arg in _GLOBAL_FLAGS or arg.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUE_OPTIONS)):
+            rest += [arg, *tail]
+        elif arg in _GLOBAL_VALUE_OPTIONS and (value := next(tail, None)) is not None:
+            front += [arg, value]
+        elif arg in _GLOBAL_FLAGS or arg.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUE_OPTIONS)):
             front.append(arg)
         else:
             rest.append(arg)
-        i += 1
     return front + rest
 
 
 LOG_FORMAT_ENV = "ENGINE_INIT_LOG_FORMAT"
 
 
-class _LogFormat(click.Choice[str]):
-    """A choice whose bad value, when it came from the environment, names the variable (the
-    user typed no --log-format)."""
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> str:
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter as exc:
-            from click.core import ParameterSource
-
-            if ctx is None or param is None or param.name is None or \
-                    ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
-                raise
-            raise click.BadParameter(exc.message, ctx, param,
-                                     param_hint=f"{LOG_FORMAT_ENV} (--log-format)") from None
-
-
-#: The commands beside ``run``, by the module whose ``register(group)`` adds them.
+# The commands beside ``run``, by the module whose ``register(group)`` adds them.
 _LAZY_COMMANDS = {
     **dict.fromkeys(("validate", "status", "verify", "prune", "wait-ready", "schema"),
                     "app.commands"),
@@ -150,13 +120,11 @@ class _Group(click.Group):
 
 
 def _note_global_options(command: click.Command) -> None:
-    """Give ``command`` and those below it the note that the group's options work after them."""
     command.epilog = command.epilog or GLOBAL_OPTIONS_NOTE
     for below in getattr(command, "commands", {}).values():
         _note_global_options(below)
 
 
-#: Said below every command's help: the group's options are not listed there.
 GLOBAL_OPTIONS_NOTE = "--config, --log-format and --debug may also follow the command."
 
 
@@ -164,7 +132,7 @@ GLOBAL_OPTIONS_NOTE = "--config, --log-format and --debug may also follow the co
              epilog=GLOBAL_OPTIONS_NOTE)
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="Config file [env ENGINE_INIT_CONFIG; default /etc/engine-init/config.yaml].")
-@click.option("--log-format", type=_LogFormat(["auto", "json", "text"]), envvar=LOG_FORMAT_ENV,
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), envvar=LOG_FORMAT_ENV,
               default="auto", show_default=True,
               help=f"Event format on stderr: JSON lines when not a terminal [env {LOG_FORMAT_ENV}].")
 @click.option("--debug", is_flag=True, default=False, help="Debug events and tracebacks.")
@@ -190,7 +158,6 @@ def run(state: State) -> None:
     checkpoint()
 
     started = time.perf_counter()
-    # "startup": interpreter start and module loading, before the job's own phases.
     timings: dict[str, float] = {"startup": process_age_s()}
     recorder = RunRecorder(LOGGER, timings)  # the metrics textfile, written on every outcome
     try:
@@ -227,14 +194,11 @@ def run(state: State) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; map every failure to its exit code and one line (traceback with --debug)."""
     from app.cancel import checkpoint, install_signal_handlers
 
     args = sys.argv[1:] if argv is None else argv
     try:
-        # SIGTERM/SIGINT become a clean exit 143/130 with a message (app/__main__.py installs
-        # them before the CLI's imports; here for callers of main() itself).
-        install_signal_handlers()
+        install_signal_handlers()  # for callers of main() itself (app/__main__.py did already)
         cli.main(args=args, prog_name="engine-init", standalone_mode=False)
         checkpoint()  # a signal that arrived after the command's last checkpoint
         if argv is None:
@@ -249,30 +213,25 @@ def main(argv: list[str] | None = None) -> int:
         return _report(errors.BuildCancelledError(signal.SIGINT), debug="--debug" in args)
     except click.ClickException as exc:
         return _report_click(exc)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
     except BaseException as exc:
-        if isinstance(exc, SystemExit):
-            return int(exc.code or 0) if isinstance(exc.code, int) else 1
-        return fail(exc, args, exit_now=argv is None)
-
-
-def fail(exc: BaseException, args: list[str], exit_now: bool) -> int:
-    """Report ``exc`` and return its exit code. A cancelled process whose ``exit_now`` is set
-    (it owns the interpreter) exits here: everything was cleaned up while unwinding, and
-    worker threads (a build inside TensorRT or ONNX Runtime, a hash of a large engine) are not
-    waited for."""
-    code = _report(exc, debug="--debug" in args)
-    if isinstance(exc, errors.BuildCancelledError) and exit_now:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+        code = _report(exc, debug="--debug" in args)
+        if isinstance(exc, errors.BuildCancelledError) and argv is None:
+            # This process owns the interpreter: unwinding cleaned up, workers are not waited for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
 
 def _report_click(exc: click.ClickException) -> int:
-    """A usage error (or another of click's) as the project's one line, click's own message
-    kept; the hint names the help of the command that was being parsed."""
+    """click's error as the project's one line; the hint names the parsed command's help."""
     code = EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
-    ctx = getattr(exc, "ctx", None)
+    ctx, param = getattr(exc, "ctx", None), getattr(exc, "param", None)
+    if isinstance(exc, click.BadParameter) and ctx is not None and param is not None and \
+            ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+        exc.param_hint = f"{param.envvar} ({param.opts[0]})"  # the user typed no such option
     where = ctx.command_path if ctx is not None else "engine-init"
     _write_error(exc.format_message(), f"run `{where} --help`", code, type(exc).__name__)
     return code
@@ -290,7 +249,6 @@ def _report(exc: BaseException, debug: bool) -> int:
 
 
 def _write_error(message: str, hint: str, code: int, error_class: str) -> None:
-    """The one error line on stderr (and the termination log), and its event."""
     events.emit(LOGGER, logging.ERROR, events.RUN_FAILED, message, exit_code=code,
                 error_class=error_class, hint=hint)
     line = f"engine-init: error: {message}".replace("\n", " ") + (f" (hint: {hint})" if hint else "")

@@ -1,12 +1,6 @@
-"""EngineCompiler: plan each backbone's artifact, reuse what verifies, build the rest.
-
-For a request it (1) plans every artifact (:func:`app.phases.make_plan`), (2) takes the cache lock
-(unless the caller holds it and passes it), sweeps temp files left by killed runs and checks
-every artifact in parallel threads (:mod:`app.cache.reuse`), (3) for each model in order
-reuses it (:func:`app.phases.reuse`), promotes a fleet candidate (:mod:`app.fleet.promote`) or
-builds it (:func:`app.phases.build`), stopping at the first failure, and (4) reports a summary.
-Runtime errors propagate unchanged after one ``c10.engine.compile.error`` event.
-"""
+"""EngineCompiler: plan every artifact, check them all in parallel under the cache lock, then
+per model in order reuse, promote a fleet candidate or build (:mod:`app.phases`), stopping at
+the first failure; a summary at the end (docs/architecture.md#how-a-boot-flows)."""
 
 from __future__ import annotations
 
@@ -38,11 +32,9 @@ if TYPE_CHECKING:
 
 
 _LOG = logging.getLogger("engine_init")
-#: Engines verified at once; beyond this, threads only add memory (a buffer each).
 _MAX_VERIFY_THREADS = 16
 _DAMAGE = (logging.WARNING, events.SIDECAR_MISMATCH)
 _STALE = (logging.WARNING, events.PROVENANCE_MISMATCH)
-#: The event of each miss reason that is more than "absent": (level, kind).
 _MISS = {"sidecar": _DAMAGE, "size": _DAMAGE, "not-a-file": _DAMAGE, "record-corrupt": _STALE,
          "interrupted": _STALE, "provenance": (logging.INFO, events.PROVENANCE_MISMATCH),
          "signature": (logging.ERROR, events.SIGNATURE_INVALID),
@@ -50,7 +42,7 @@ _MISS = {"sidecar": _DAMAGE, "size": _DAMAGE, "not-a-file": _DAMAGE, "record-cor
 
 
 class EngineCompiler:
-    """Makes a corpus of engines ready; see the module docstring."""
+    """Makes a corpus of engines ready."""
 
     def __init__(
         self,
@@ -64,26 +56,20 @@ class EngineCompiler:
         self.runtime = inference_runtime
         self.logger = logger or _LOG
         self.signing_key = signing_key
-        #: This host's exact hardware, recorded with every engine and compared by its SKU
-        #: fields; None records none (callers without a probed host).
-        self.identity = identity
-        self.trust_untracked = trust_untracked  # reuse an engine whose origin is unknown
-        #: Seconds spent per phase in the last call (lock_wait, verify, compile, record, total).
+        self.identity = identity  # None (no probed host): no hardware identity recorded
+        self.trust_untracked = trust_untracked
         self.last_phase_timings: dict[str, float] = {}
 
     def compile_engines_for_corpus(
         self, request: EngineCompileRequest, *, held_lock: CacheLock | None = None,
         early: EarlyDigests | None = None,
     ) -> tuple[EngineCompileResult, ...]:
-        """Reuse or build every backbone of ``request``. ``held_lock``: the cache lock, which
-        the caller took (and keeps after this call); without it, this takes it for the call.
-        ``early``: engine digests hashed before this call (:mod:`app.cache.hashing`), each
-        taken only for the very file it verifies."""
+        """Reuse or build every backbone. ``held_lock``: the cache lock the caller holds (else
+        taken for the call); ``early``: digests hashed before (:mod:`app.cache.hashing`)."""
         started = time.perf_counter()
         timings = dict.fromkeys(("lock_wait", "verify", "compile", "record"), 0.0)
         self.last_phase_timings = timings
-        # Filled as each model is done, so that a failure's summary counts what was built and
-        # published before it.
+        # Filled model by model: a failure's summary counts what was done before it.
         results: list[EngineCompileResult] = []
         completed = False
         try:
@@ -96,43 +82,42 @@ class EngineCompiler:
         return tuple(results)
 
     def check_corpus(self, request: EngineCompileRequest) -> list[tuple[BackboneSpec, Path, Verdict]]:
-        """Read-only: what a run would decide for each backbone (no lock, no writes)."""
-        runtime = as_inference_runtime(self.runtime, request.host)
-        plans = [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
+        """Read-only (no lock, no writes): what a run would decide for each backbone."""
+        _, plans = self._plans(request)
         verdicts = self._check_all(request, plans)
         return [(p.spec, p.artifact, v) for p, v in zip(plans, verdicts, strict=True)]
 
     def preview_promotions(self, request: EngineCompileRequest,
                            rows: list[tuple[BackboneSpec, Path, Verdict]], *,
                            read_bytes: bool) -> dict[str, Promotion]:
-        """Read-only: for each model of ``rows`` (:meth:`check_corpus`) that a run would not
-        reuse and that has a fleet candidate, what promotion would decide before the backend
-        loads it; ``read_bytes``: hash the candidates too."""
+        """Read-only: per model of ``rows`` a run would not reuse, what promotion would decide
+        before the backend loads the candidate; ``read_bytes``: hash the candidates too."""
         sku, candidates = self._fleet_sku(request), request.fleet_candidates
         if sku is None or candidates is None:
             return {}
         from app.fleet.promote import preview
 
-        runtime = as_inference_runtime(self.runtime, request.host)
         out: dict[str, Promotion] = {}
-        for spec, _, verdict in rows:
+        for plan, (_, _, verdict) in zip(self._plans(request)[1], rows, strict=True):
             if verdict.reuse or verdict.reason == "folder":
                 continue
-            plan = make_plan(runtime, spec, request, self.identity)
             got = preview(candidates, sku, plan.artifact, plan.expected, verdict.onnx.sha256,
                           request.fleet_public_key, read_bytes=read_bytes,
                           trusted_root=request.fleet_trusted_root,
                           repository=request.fleet_repository)
             if got is not None:
-                out[spec.model_name] = got
+                out[plan.spec.model_name] = got
         return out
+
+    def _plans(self, request: EngineCompileRequest) -> tuple[InferenceRuntime, list[Plan]]:
+        runtime = as_inference_runtime(self.runtime, request.host)
+        return runtime, [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
 
     def _run(
         self, request: EngineCompileRequest, timings: dict[str, float], held: CacheLock | None,
         early: EarlyDigests | None, results: list[EngineCompileResult],
     ) -> None:
-        runtime = as_inference_runtime(self.runtime, request.host)
-        plans = [make_plan(runtime, spec, request, self.identity) for spec in request.backbones]
+        runtime, plans = self._plans(request)
         if held is not None and not held.held:
             raise ValueError("held_lock: the caller passed a cache lock it does not hold")
         lock = contextlib.nullcontext(held) if held is not None else CacheLock(
@@ -184,8 +169,7 @@ class EngineCompiler:
                 copies.abandon()
 
     def _fleet_sku(self, request: EngineCompileRequest) -> str | None:
-        """This host's SKU key when the fleet's candidates hold a folder for it (each miss then
-        checks its candidate before anything is built); None: every miss is built."""
+        """This host's SKU key when the candidates hold a folder for it; None: misses are built."""
         candidates = request.fleet_candidates
         if self.identity is None or candidates is None:
             return None
@@ -194,8 +178,7 @@ class EngineCompiler:
         return sku if os.path.isdir(candidates / sku) else None
 
     def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
-        """The misses' build history, read before any pending record replaces a record; ETA
-        events when the governor is on (app.governor.eta). None: nothing to build."""
+        """The misses' build history, read before any pending record replaces a record."""
         if not misses:
             return None
         from app.governor.eta import Timeline
@@ -225,14 +208,12 @@ class EngineCompiler:
         return map_cancellable(one, plans, _MAX_VERIFY_THREADS)
 
     def _report_miss(self, plan: Plan, verdict: Verdict, fleet: bool) -> None:
-        """The miss, worded by what follows: a fleet candidate checked (``fleet``), else a build."""
         name = plan.spec.model_name
         then = "a fleet candidate is checked" if fleet else "building"
         again = then if fleet else "rebuilding"
         if verdict.reason in _MISS:
-            what = ", ".join(verdict.changed) or verdict.detail or verdict.reason
-            if verdict.changed and verdict.detail:  # e.g. which SKU facts differ, and how
-                what = verdict.detail
+            # The detail first: e.g. which SKU facts differ, and how.
+            what = verdict.detail or ", ".join(verdict.changed) or verdict.reason
             events.emit(self.logger, *_MISS[verdict.reason],
                         f"{name}: cached {plan.artifact.name} rejected ({what}); {again}",
                         model_name=name, engine_path=str(plan.artifact), reason=verdict.reason,
@@ -243,8 +224,7 @@ class EngineCompiler:
 
     def _promote(self, step: Step, plan: Plan, verdict: Verdict, sku: str,
                  copies: EarlyCopies | None) -> EngineCompileResult | None:
-        """This SKU's fleet candidate published instead of a build; None: build (seeded with the
-        candidates' timing cache)."""
+        """This SKU's candidate published; None: build (seeded with the bundle's timing cache)."""
         request = step.request
         candidates = request.fleet_candidates
         assert candidates is not None  # _fleet_sku found this SKU's folder there

@@ -1,11 +1,5 @@
-"""The job's configuration: pydantic models that say what each key means and what it accepts
-(``engine-init schema`` prints every key's description), and the compiler's request made from
-them or in Python (docs/python-api.md). Relative paths resolve against the config file's folder,
-which the loader (:mod:`app.loading`) passes as validation context (``base_dir``);
-``check_files=False`` there skips the checks that read the filesystem (``onnx_path`` exists,
-INT8 has calibration data). The path types and the feature sections are in
-:mod:`app.config_sections`.
-"""
+"""The job's configuration (docs/configuration.md) and the compiler's request made from it
+(docs/python-api.md). Validation context: ``base_dir`` (relative paths), ``check_files``."""
 
 from __future__ import annotations
 
@@ -38,7 +32,6 @@ from app.values import KEEP_FP32_DEFAULT, HostCapabilities, InputProfile, Precis
 if TYPE_CHECKING:
     BackendChoice = str
 else:
-    #: ``auto`` and the backends of the registry's one table (app.backends.registry.BACKENDS).
     BackendChoice = Literal[BACKEND_NAMES]
 
 
@@ -218,7 +211,6 @@ class EngineInitConfig(BaseModel):
 
     @property
     def candidates_root(self) -> Path:
-        """Where pull and import store candidates (``fleet.candidates_dir``)."""
         return self.fleet.candidates_dir or default_candidates_root(self.cache_root)
 
 
@@ -233,14 +225,12 @@ class BackboneSpec:
     precision: PrecisionMode | None = None
     dla_core: int | None = None
     verify: str = "io"
-    #: The accuracy gate's settings when ``verify`` is ``accuracy`` (None: the defaults).
     accuracy: AccuracyConfig | None = None
     keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
 
     @classmethod
     def from_config(cls, backbone: BackboneConfig, verify: str = "io",
                     accuracy: AccuracyConfig | None = None) -> BackboneSpec:
-        """``backbone`` as the compiler takes it; ``verify``/``accuracy``: the job's defaults."""
         b = backbone
         shapes = {
             name: InputProfile.fixed(tuple(s)) if isinstance(s, list)
@@ -275,20 +265,14 @@ class EngineCompileRequest:
     optimization_level: int = 3
     lock_timeout_s: float = 600.0
     strict_onnx_hash: bool = False
-    #: The build governor's settings; None (``enabled: false``): builds start without it.
-    governor: GovernorConfig | None = None
-    #: The Ed25519 public key (PEM) fleet candidates must be signed with; None: none is promoted.
-    fleet_public_key: Path | None = None
-    #: The fleet's provisioned TUF root (app.fleet.tuf_client); set: only candidates the fleet
-    #: released, in metadata bound to ``fleet_repository``, are promoted.
+    governor: GovernorConfig | None = None  # None: builds start without the governor
+    fleet_public_key: Path | None = None  # None (or no fleet_candidates): nothing is promoted
     fleet_trusted_root: Path | None = None
     fleet_repository: str | None = None
-    #: Where pull and import store candidates (untrusted input); None: nothing is promoted.
     fleet_candidates: Path | None = None
 
     @classmethod
     def from_config(cls, config: EngineInitConfig, host: HostCapabilities) -> EngineCompileRequest:
-        """The job's config on the probed ``host``."""
         return cls(
             backbones=tuple(BackboneSpec.from_config(b, config.verify, config.accuracy)
                             for b in config.backbones),

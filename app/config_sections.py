@@ -1,12 +1,5 @@
-"""The config's path types and the sections each feature owns: ``accuracy`` (the accuracy
-gate), ``governor`` (the build governor) and ``fleet`` (the fleet commands' defaults).
-
-:mod:`app.config` assembles them with the models into the job's document; the rules there
-hold here too (relative paths against the config's folder, ``check_files`` in the context).
-The sections are the settings the code uses as they are (:mod:`app.verify`,
-:mod:`app.governor`): frozen models, built from a config or in Python with keywords (a path
-may be given as a :class:`~pathlib.Path`).
-"""
+"""The config's path types and the sections each feature owns (``accuracy``, ``governor``,
+``fleet``), which :mod:`app.config` assembles; the code uses them as they are."""
 
 from __future__ import annotations
 
@@ -28,14 +21,10 @@ from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
 from typing_extensions import Self
 
-#: The accuracy gate's random inputs when the config says nothing: how many, their seed and
-#: the range of their floats (a normalized image's; app.verify.inputs).
+# The accuracy gate's random inputs by default (a normalized image's range).
 DEFAULT_COUNT = 4
 DEFAULT_SEED = 0
 DEFAULT_RANGE = (0.0, 1.0)
-
-
-#: The validation error type of a file the config names that is not there.
 MISSING_FILE = "missing_file"
 
 
@@ -68,23 +57,18 @@ def _as_text(value: Any) -> Any:
 
 
 def _path_schema(check: Any, text: cs.CoreSchema | None = None) -> Any:
-    """A path given as a YAML string (so that a wrong type says "a valid string") or, in
-    Python, a :class:`Path`, turned into a :class:`Path` by ``check``."""
+    # A string (a wrong type says "a valid string"), or a Path from Python.
     return GetPydanticSchema(lambda _type, _handler: cs.no_info_before_validator_function(
         _as_text, cs.with_info_after_validator_function(check, text or cs.str_schema())))
 
 
 _PATH_JSON = WithJsonSchema({"type": "string", "format": "path"})
-#: A path, relative to the config file's folder unless absolute; ``~`` expands.
 ConfigPath = Annotated[Path, _path_schema(_resolve), _PATH_JSON]
 ExistingFile = Annotated[Path, _path_schema(_existing_file), _PATH_JSON]
-#: A path as :data:`ConfigPath` whose name ends in ``.prom`` (node_exporter reads only those).
 PromPath = Annotated[Path, _path_schema(_resolve, cs.str_schema(pattern=r"\.prom$")), _PATH_JSON]
 
 
-#: Every section's and model's settings: unknown keys are errors (a typo must not be ignored); a
-#: loaded config never changes; no number is ``.inf`` or ``.nan`` (every numeric key also has a
-#: documented range, so that nothing computed from it overflows: docs/hardening.md).
+# Unknown keys (typos) are errors, a loaded config is frozen, no .inf/.nan: docs/hardening.md.
 STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
@@ -129,7 +113,7 @@ class AccuracyOutputConfig(BaseModel):
         return "aligned" if self.aligned_to else (self.compare or "values")
 
     def key(self) -> dict[str, Any]:
-        """What a recorded pass must match (the reason is words, not a setting)."""
+        """What a recorded pass must match (not the reason: words, not a setting)."""
         return {"compare": self.comparison, "radius": self.radius, "aligned_to": self.aligned_to,
                 "axis": self.axis, "metric": self.metric, "threshold": self.threshold}
 
@@ -172,8 +156,7 @@ class AccuracyConfig(BaseModel):
             raise ValueError("value_range: need low < high")
         return self
 
-    #: Names in ``outputs`` from the job-wide section (see :meth:`merged`): they apply where
-    #: the model has such an output, where a model's own names must be its outputs.
+    # Names in ``outputs`` from the job-wide section: they apply only where the model has them.
     _shared_outputs: frozenset[str] = PrivateAttr(frozenset())
 
     @property
@@ -193,7 +176,6 @@ class AccuracyConfig(BaseModel):
         return merged
 
     def outputs_key(self) -> dict[str, Any]:
-        """The configured comparisons, as a recorded pass must match them."""
         return {name: rule.key() for name, rule in sorted(self.outputs.items())}
 
 

@@ -1,10 +1,5 @@
-"""One hierarchy of user-facing errors.
-
-Every error carries a one-line message naming what is wrong and a hint saying how to fix it.
-Exit codes are not decided here: :mod:`app.cli` maps these types to codes in one table.
-Each class also inherits the closest standard exception, so callers that catch ``OSError``
-or ``ValueError`` keep working.
-"""
+"""The user-facing errors: a one-line message and a hint; :mod:`app.cli` maps them to exit
+codes. Each also inherits the closest standard exception (``OSError``, ``ValueError``...)."""
 
 from __future__ import annotations
 

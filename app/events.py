@@ -1,8 +1,5 @@
-"""Structured events: standard ``logging`` records with ``extra={"kind": ..., "kv": {...}}``.
-
-The library only emits; :mod:`app.cli` picks the formatter (JSON lines when the output is not a
-terminal, readable text otherwise). Field data and tests read the JSON lines.
-"""
+"""Structured events (docs/events.md): ``logging`` records with ``extra={"kind", "kv"}``; the
+library only emits, :mod:`app.cli` picks the formatter."""
 
 from __future__ import annotations
 
@@ -31,7 +28,6 @@ CACHE_DAMAGED = "c10.cache.damaged"
 TEMP_CLEANED = "c10.cache.temp.cleaned"
 HOST_PROBED = "c10.host.probed"
 HOST_WARNING = "c10.host.warning"
-#: Why no GPU was seen, where the configured backend needs none (debug: nothing is wrong).
 HOST_GPU_UNUSED = "c10.host.gpu.unused"
 MARKER_CLEARED = "c10.marker.cleared"
 MARKER_REFUSED = "c10.marker.refused"
@@ -69,18 +65,14 @@ FLEET_EXPORTED = "c10.fleet.exported"
 FLEET_PUSHED = "c10.fleet.pushed"
 FLEET_ABSENT = "c10.fleet.artifact.absent"
 FLEET_TRUSTED = "c10.fleet.metadata.trusted"
-#: Candidates stored that ``run`` cannot verify (no or another fleet.public_key_file).
 FLEET_UNVERIFIABLE = "c10.fleet.candidates.unverifiable"
 
 
-def emit(
-    logger: logging.Logger, level: int, kind: str, message: str, **kv: Any
-) -> None:
-    """Log one event; ``kv`` holds its machine-readable fields."""
+def emit(logger: logging.Logger, level: int, kind: str, message: str, **kv: Any) -> None:
     logger.log(level, message, extra={"kind": kind, "kv": kv})
 
 
-def _event_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+def event_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
     kind = getattr(record, "kind", None) or "c10.log"
     kv = getattr(record, "kv", None)
     return str(kind), dict(kv) if isinstance(kv, dict) else {}
@@ -90,14 +82,9 @@ class JsonLinesFormatter(logging.Formatter):
     """One JSON object a line: ts, level, kind, msg, kv."""
 
     def format(self, record: logging.LogRecord) -> str:
-        kind, kv = _event_fields(record)
-        doc: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname,
-            "kind": kind,
-            "msg": record.getMessage(),
-            "kv": kv,
-        }
+        kind, kv = event_fields(record)
+        doc: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname,
+                               "kind": kind, "msg": record.getMessage(), "kv": kv}
         if record.exc_info:
             doc["traceback"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str, sort_keys=False)
@@ -107,12 +94,10 @@ class TextFormatter(logging.Formatter):
     """Readable lines for a terminal: ``12:00:01 WARNING message  key=value``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        _, kv = _event_fields(record)
+        _, kv = event_fields(record)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         extras = "  ".join(f"{k}={v}" for k, v in kv.items() if k not in {"phase_timings_s"})
-        line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
-        if extras:
-            line = f"{line}  [{extras}]"
+        line = f"{stamp} {record.levelname:<7} {record.getMessage()}" + (f"  [{extras}]" if extras else "")
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line
@@ -126,11 +111,9 @@ _WIND_DOWN_KINDS = frozenset({COMPILE_SUMMARY, MARKER_CLEARED, MARKER_REFUSED, M
 
 
 class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The text-mode handler: redraws progress events as one bar instead of a line each, and
-    says each error once. The CLI ends a failed run with one ``engine-init: error:`` line (with
-    its hint), so ``c10.run.failed`` is not drawn, and a model's failure event is held until the
-    next event: dropped when that is the run's failure (the same error), drawn otherwise (a
-    rejected candidate's gate failure, after which the run goes on)."""
+    """Text mode: progress events redrawn as one bar, each error said once. The CLI's closing
+    ``engine-init: error:`` line replaces ``c10.run.failed``, and a model's failure event is
+    held until the next event: dropped if that is the run's failure, else drawn."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream or sys.stderr)
@@ -138,7 +121,7 @@ class ProgressBarHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._held: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        kind, kv = _event_fields(record)
+        kind, kv = event_fields(record)
         if kind == RUN_FAILED:
             self._held.clear()
             return

@@ -1,10 +1,5 @@
-"""One boot's work: clear the marker, check the folders, probe, compile, write the marker
-(``engine-init run``); and ``engine-init prune``. Both raise :mod:`app.errors` types and never exit.
-
-An artifact is "for this host", for prune, when its name parses and its hardware part equals what
-this host would produce: ``sm``/``jp``/``trt`` for TensorRT engines, the ONNX Runtime release and
-CPU token for ``.ort`` models. Names that do not parse (the user's own files) are never touched.
-"""
+"""One boot's work (``engine-init run``) and ``engine-init prune``, which removes artifacts whose
+name parses and names another host; names that do not parse (the user's files) stay."""
 
 from __future__ import annotations
 
@@ -37,15 +32,12 @@ from app.values import EngineCompileResult
 
 @dataclass(frozen=True)
 class Prepared:
-    """The resolved host, backend and compiler for a config."""
-
     report: HostReport
     backend: InferenceRuntime
     compiler: EngineCompiler
 
 
 def check_folders(config: EngineInitConfig) -> None:
-    """Fail before any work when the marker folder or the cache root cannot be used."""
     marker_dir = config.readiness_marker.parent
     if not marker_dir.is_dir():
         raise CacheWriteError(f"readiness_marker: folder {marker_dir} does not exist",
@@ -74,20 +66,21 @@ def check_folders(config: EngineInitConfig) -> None:
 
 def prepare(config: EngineInitConfig, logger: logging.Logger, *,
             make_robot_key: bool = False) -> Prepared:
-    """Probe the host and pick the backend; no file is touched (``make_robot_key``: but the
-    robot's record key, made when absent: app.cache.signing.robot_key)."""
-    gpu_wanted = config.backend != AUTO and BACKENDS[config.backend].needs_gpu
-    # In a worker: the driver may hang, and a signal must still end the run.
-    report = call_cancellable(lambda: probe_host(need_gpu=gpu_wanted, cuda_device=config.cuda_device,
-                                                 jetpack_override=config.jetpack))
+    """Probe the host and pick the backend; no file is touched but, with ``make_robot_key``,
+    the robot's record key."""
+    def probe(need_gpu: bool) -> HostReport:
+        # In a worker: the driver may hang, and a signal must still end the run.
+        return call_cancellable(lambda: probe_host(need_gpu=need_gpu, cuda_device=config.cuda_device,
+                                                   jetpack_override=config.jetpack))
+
+    report = probe(config.backend != AUTO and BACKENDS[config.backend].needs_gpu)
     name = resolve_backend_name(config.backend, report.gpu is not None)
     if config.backend == AUTO:
         from app.backends.tensorrt.api import check_auto_choice
 
         check_auto_choice(report, name, logger)
     if BACKENDS[name].needs_gpu and report.gpu is None:
-        report = call_cancellable(lambda: probe_host(need_gpu=True, cuda_device=config.cuda_device,
-                                                     jetpack_override=config.jetpack))
+        report = probe(True)
     for warning in report.warnings:
         events.emit(logger, logging.WARNING, events.HOST_WARNING, warning)
     caps = report.capabilities
@@ -124,8 +117,7 @@ def prepare(config: EngineInitConfig, logger: logging.Logger, *,
 def run_job(config: EngineInitConfig, logger: logging.Logger,
             timings: dict[str, float] | None = None, *,
             early: EarlyDigests | None = None) -> dict[str, Any]:
-    """The whole boot; returns the marker document it wrote. ``early``: the engines' digests
-    hashed since the config was read (:func:`app.cache.hashing.start`)."""
+    """The whole boot; returns the marker document it wrote."""
     timings = {} if timings is None else timings
     t = time.perf_counter()
     if clear_marker(config.readiness_marker):
@@ -158,7 +150,6 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
 
 def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResult, ...],
                       logger: logging.Logger) -> None:
-    """Name this run's engines for the next boot to start hashing early (app.cache.hashing)."""
     names = [Path(r.entry.engine_path).name for r in results]
     try:
         prehash.write_hint(config.cache_root, names)

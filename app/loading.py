@@ -1,12 +1,5 @@
-"""Load :class:`app.config.EngineInitConfig` from YAML and the environment, with one-line errors.
-
-The file is ``--config``, else ``$ENGINE_INIT_CONFIG``, else ``/etc/engine-init/config.yaml``.
-``ENGINE_INIT_<KEY>`` overrides the top-level ``<key>``, parsed as YAML (so
-``ENGINE_INIT_WORKSPACE_MB=2048`` is a number); an unknown ``ENGINE_INIT_*`` variable is an error
-(a typo must not be silently ignored). The file (at most 1 MiB) and the variables (64 KiB each)
-are read through :mod:`app.yamlread`'s bounds; ranges of the values are the config models'
-business.
-"""
+"""Load :class:`app.config.EngineInitConfig` from the file and ``ENGINE_INIT_<KEY>`` variables
+(docs/configuration.md), within docs/hardening.md#config-input's bounds, with one-line errors."""
 
 from __future__ import annotations
 
@@ -31,7 +24,6 @@ ENV_PREFIX = "ENGINE_INIT_"
 RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
 _ENV_MAX_BYTES = 64 << 10
-#: Validation errors named in the one line, and the characters of each.
 _ERRORS_SHOWN = 5
 _PART_MAX = 300
 _HINT = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
@@ -45,40 +37,31 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
 
 
 def _parse_yaml(path: Path) -> object:
-    """The file's YAML document (None when empty); ConfigError when it cannot be read or
-    parsed."""
+    """The file's YAML document (None when empty), else ConfigError."""
     try:
         # The safe reader: a FIFO or a device named as the config must not hang the boot.
         raw = read_small(path, _CONFIG_MAX_BYTES, follow_links=True)
-    except UnsafeFileError as exc:
-        if exc.errno == errno.EFBIG:
-            raise ConfigError(f"config {path} is larger than 1 MiB", hint=_HINT) from None
-        if os.path.isdir(path):
-            raise ConfigError(f"config {path} is a directory, not a file", hint=_HINT) from None
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=_HINT) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}", hint=_HINT) from None
-    try:
         return load_bounded(raw.decode("utf-8"))
+    except UnsafeFileError as exc:
+        line = (f"config {path} is larger than 1 MiB" if exc.errno == errno.EFBIG else
+                f"config {path} is a directory, not a file" if os.path.isdir(path) else
+                f"cannot read config {path}: {exc.strerror}")
+    except OSError as exc:
+        line = f"cannot read config {path}: {exc.strerror}"
     except UnicodeDecodeError:
-        raise ConfigError(f"config {path} is not UTF-8 text", hint=_HINT) from None
+        line = f"config {path} is not UTF-8 text"
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         # A document that parses but is refused (too large once expanded...) is no syntax error.
         what = "refused" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
-        raise ConfigError(f"config {path}: {what}{where}: {problem}", hint=_HINT) from None
+        line = f"config {path}: {what}{where}: {_problem(exc)}"
+    raise ConfigError(line, hint=_HINT)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    doc = _parse_yaml(path)
-    if doc is None:
-        raise ConfigError(f"config {path} is empty", hint="see config/engine-init.yaml for a start")
-    if not isinstance(doc, dict):
-        raise ConfigError(f"config {path}: the top level must be a mapping of keys, "
-                          f"not {type(doc).__name__}", hint=_HINT)
-    return doc
+def _problem(exc: yaml.YAMLError) -> str:
+    # The problem, never the value: it may be huge (and its expansion larger still).
+    return getattr(exc, "problem", None) or str(exc).splitlines()[0]
 
 
 def _env_value(var: str, text: str) -> Any:
@@ -88,9 +71,7 @@ def _env_value(var: str, text: str) -> Any:
     try:
         return load_bounded(text) if text.strip() else None
     except yaml.YAMLError as exc:
-        # The problem, never the value: it may be huge (and its expansion larger still).
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{var}: not a valid YAML value: {problem}",
+        raise ConfigError(f"{var}: not a valid YAML value: {_problem(exc)}",
                           hint="quote strings; use [a, b] for lists") from None
 
 
@@ -116,9 +97,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
 
 
 def _format(exc: ValidationError, from_env: dict[str, str], doc: object) -> tuple[str, str]:
-    """The validation errors as one line: the first :data:`_ERRORS_SHOWN`, each clipped (a list
-    of 40,000 bad values, or a key of 60 KiB, must not make a 2 MB line); and the hint that
-    fits them."""
+    """The first validation errors as one line, each clipped (40,000 bad values or a 60 KiB key
+    must not make a 2 MB line), and the hint that fits them."""
     parts = []
     listed: set[str] = set()  # the places whose valid keys were given (once each)
     errors = exc.errors(include_url=False)
@@ -142,18 +122,15 @@ def _format(exc: ValidationError, from_env: dict[str, str], doc: object) -> tupl
         elif err["type"] == "model_type":  # not "... or instance of BackboneConfig": YAML has none
             msg = "Input should be a valid dictionary"
         part = f"{loc or 'config'}: {msg}"
-        parts.append(part if len(part) <= _PART_MAX else part[:_PART_MAX] + "...")
+        parts.append(_clip(part, _PART_MAX))
     if len(errors) > _ERRORS_SHOWN:
         parts.append(f"and {len(errors) - _ERRORS_SHOWN} more")
-    if all(err["type"] == MISSING_FILE for err in errors):
-        hint = "correct the path in the config, or put the file there"
-    else:
-        hint = "run `engine-init schema` for every key and its type"
-    return "; ".join(parts), hint
+    return "; ".join(parts), ("correct the path in the config, or put the file there"
+                              if all(err["type"] == MISSING_FILE for err in errors)
+                              else "run `engine-init schema` for every key and its type")
 
 
 def _child(node: object, item: int | str) -> object:
-    """``node[item]`` of the loaded YAML, or None where there is none."""
     if isinstance(node, dict):
         return node.get(item)
     if isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
@@ -166,8 +143,7 @@ def _clip(text: str, most: int) -> str:
 
 
 def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
-    """For an unknown key: the key meant (a typo such as ``precison``), else the valid ones
-    (unless ``listed`` holds the model's name: already given in this message)."""
+    """For an unknown key: the key meant (``precison``), else the valid ones (once a message)."""
     from pydantic import BaseModel
 
     model: Any = EngineInitConfig
@@ -190,7 +166,6 @@ def _suggestion(loc: tuple[int | str, ...], listed: set[str]) -> str:
 
 
 def _close_match(name: str, known: list[str]) -> str | None:
-    """The name in ``known`` that ``name`` is a typo of, if one is close enough."""
     import difflib
 
     meant = difflib.get_close_matches(name, known, n=1)
@@ -212,10 +187,14 @@ def load_config(
     *,
     check_files: bool = True,
 ) -> EngineInitConfig:
-    """Read, override and validate the config; raise :class:`ConfigError` with one line."""
     env = os.environ if env is None else env
     path = config_path(explicit, env)
-    doc = _read_yaml(path)
+    doc = _parse_yaml(path)
+    if doc is None:
+        raise ConfigError(f"config {path} is empty", hint="see config/engine-init.yaml for a start")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config {path}: the top level must be a mapping of keys, "
+                          f"not {type(doc).__name__}", hint=_HINT)
     overrides = _env_overrides(env)
     for key, (_, value) in overrides.items():
         doc[key] = value
@@ -232,14 +211,9 @@ def path_of_failed_config(
     key: str, explicit: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Path | None:
-    """After :func:`load_config` failed: the path the config names for ``key``
-    (``readiness_marker``: the marker a failed ``run`` should remove; ``metrics_textfile``: where
-    it reports the failure), or None.
-
-    Only a config that got far enough to name one gives it, never a guess: the file must parse
-    as YAML (whatever else is wrong with it), and the value, ``ENGINE_INIT_<KEY>`` when set,
-    else the file's top-level key, else the key's default, must be a valid value of that key.
-    """
+    """After :func:`load_config` failed: the path the config names for ``key`` (the marker to
+    remove, the metrics textfile), never a guess: the YAML must parse, and the value (variable,
+    else top-level key, else default) must be valid for that key; else None."""
     env = os.environ if env is None else env
     path = config_path(explicit, env)
     field = EngineInitConfig.model_fields[key]

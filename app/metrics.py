@@ -1,23 +1,10 @@
-"""What the orchestrator sees of a run: a node_exporter textfile written at its end, and on
-failure the reason Kubernetes shows.
+"""What the orchestrator sees of a run: the metrics textfile (docs/hardening.md#metrics-textfile:
+the job's atomic writer, not prometheus_client's), filled from the job's events so that a failed
+run reports what it did, and on failure the termination message (docs/deploy.md#kubernetes--k3s).
 
-``metrics_textfile`` (off by default) names a ``*.prom`` file in the folder node_exporter's
-textfile collector reads. At the end of every ``run``, success or failure, prometheus_client
-renders the registry (``generate_latest``) and the job's own atomic writer
-(:func:`app.cache.publish.atomic_write_bytes`) publishes it, so node_exporter never reads half a
-file. Not ``prometheus_client.write_to_textfile``: its temp file ``<file>.<pid>.<thread id>`` is
-predictable (pid 1 in a container) and opened following links, so a link planted there made the
-job overwrite someone's file, and a FIFO hang it after the marker was written.
-What each model became is taken from the job's own events, so that a failed run still reports the
-models it had reused or built before it stopped. prometheus_client is imported only when a file
-is to be written.
-
-The termination message: the kubelet creates ``/dev/termination-log`` (a regular file
-bind-mounted into the container, at most 4096 bytes read after exit; another path:
-``ENGINE_INIT_TERMINATION_LOG``) and ``kubectl describe pod`` shows it. Elsewhere the path does
-not exist (Docker) or is something else, and the job must neither create a file in a host's
-``/dev`` when run as root, nor block on a FIFO, nor follow a symlink: it writes only into an
-existing regular file, best effort.
+The kubelet makes ``/dev/termination-log``; elsewhere the path is absent (Docker) or something
+else: the job never creates a file in a host's ``/dev`` as root, blocks on a FIFO or follows a
+link there. It writes only into an existing regular file, best effort.
 """
 
 from __future__ import annotations
@@ -28,32 +15,23 @@ import os
 import stat
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from app import events
 
 #: The states of ``engine_init_model_outcome``; each model has one series per state, 1 for its own.
 OUTCOMES = ("reused", "built", "promoted", "failed")
-_OUTCOME_OF_KIND = {
-    events.CACHE_HIT: "reused",
-    events.ENGINE_BUILT: "built",
-    events.CANDIDATE_PROMOTED: "promoted",  # an engine taken from the fleet's bundle
-    events.COMPILE_ERROR: "failed",
-}
+_OUTCOME_OF_KIND = {events.CACHE_HIT: "reused", events.ENGINE_BUILT: "built",
+                    events.CANDIDATE_PROMOTED: "promoted", events.COMPILE_ERROR: "failed"}
 _HOST_LABELS = ("backend", "sm", "jetpack", "l4t", "trt", "device")
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_ENV = "ENGINE_INIT_TERMINATION_LOG"
-#: What the kubelet reads of the termination-message file.
 MAX_BYTES = 4096
 
 
 class RunRecorder(logging.Handler):
-    """Listens to ``logger`` from its creation; :meth:`finish` writes the textfile and detaches.
-
-    ``timings`` is the dict the run fills with its phase timings (the marker's
-    ``phase_timings_s``); it is read at :meth:`finish`, not copied.
-    """
+    """Listens to ``logger`` until :meth:`finish` writes the textfile; ``timings`` (the run's
+    phase timings) is read then, not copied."""
 
     def __init__(self, logger: logging.Logger, timings: dict[str, float]) -> None:
         super().__init__(logging.DEBUG)
@@ -67,9 +45,7 @@ class RunRecorder(logging.Handler):
         logger.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        kind, kv = getattr(record, "kind", None), getattr(record, "kv", None)
-        if not isinstance(kv, dict):
-            return
+        kind, kv = events.event_fields(record)
         model = kv.get("model_name")
         if kind in _OUTCOME_OF_KIND and isinstance(model, str):
             self.outcomes[model] = _OUTCOME_OF_KIND[kind]
@@ -84,23 +60,34 @@ class RunRecorder(logging.Handler):
             self.compiler_phases = dict(kv["phase_timings_s"])
 
     def configured(self, config: Any) -> None:
-        """The config validated: when metrics are on, load prometheus_client in a thread now, so
-        that its import (~0.1 s of CPU, most of it for HTTP code the textfile never uses)
-        overlaps the host probe and the engines' verification instead of delaying the exit."""
+        """With metrics on, import prometheus_client (~0.1 s of CPU) in a thread now: it overlaps
+        the probe and the verification instead of delaying the exit."""
         if config.metrics_textfile is not None:
             threading.Thread(target=importlib.import_module, args=("prometheus_client",),
                              name="metrics-import", daemon=True).start()
 
     def finish(self, exit_code: int, config: Any = None, config_arg: str | None = None) -> None:
-        """Write the textfile the run's ``config`` names; when the config did not validate
-        (None), the one its file or environment names, if any. Never raises."""
+        """Write the textfile ``config`` (else the failed config's file or variable) names;
+        never raises."""
         self.logger.removeHandler(self)
-        path = textfile_path(config, config_arg)
+        if config is None:
+            from app.loading import path_of_failed_config
+
+            # Only what validation accepts for the key (a *.prom path), from a config that parsed.
+            path = path_of_failed_config("metrics_textfile", config_arg)
+        else:
+            path = config.metrics_textfile
         if path is None:
             return
         started = time.perf_counter()
         try:
-            _write(path, self._registry(exit_code))
+            from prometheus_client import generate_latest
+
+            from app.cache.publish import atomic_write_bytes
+
+            # Also after a signal: the file then reports the run's 130 or 143.
+            atomic_write_bytes(path, generate_latest(self._registry(exit_code)), after_cancel=True,
+                               outside=True)
         except Exception as exc:  # metrics must never change the run's outcome
             events.emit(self.logger, logging.WARNING, events.METRICS_UNWRITTEN,
                         f"could not write the metrics textfile {path}: {type(exc).__name__}: {exc}",
@@ -154,7 +141,7 @@ class RunRecorder(logging.Handler):
 
 
 def process_age_s() -> float:
-    """Seconds since this process started (Linux /proc; 0.0 elsewhere). 10 ms resolution."""
+    """Seconds since this process started (Linux /proc; 0.0 elsewhere)."""
     from app.cache.fsread import read_small
 
     try:
@@ -166,16 +153,6 @@ def process_age_s() -> float:
         return 0.0
 
 
-def textfile_path(config: Any, config_arg: str | None) -> Path | None:
-    if config is not None:
-        found: Path | None = config.metrics_textfile
-        return found
-    from app.loading import path_of_failed_config
-
-    # Only what validation accepts for the key (a *.prom path), from a config that parsed.
-    return path_of_failed_config("metrics_textfile", config_arg)
-
-
 def _size(path: str | None) -> int | None:
     try:
         return None if path is None else os.stat(path).st_size
@@ -183,26 +160,16 @@ def _size(path: str | None) -> int | None:
         return None
 
 
-def _write(path: Path, registry: Any) -> None:
-    from prometheus_client import generate_latest
-
-    from app.cache.publish import atomic_write_bytes
-
-    # Also after a signal: the file then reports the run's 130 or 143.
-    atomic_write_bytes(path, generate_latest(registry), after_cancel=True, outside=True)
-
-
 def reason_text(line: str, exit_code: int) -> bytes:
-    """``line`` (the error line of stderr) and the exit code, in at most :data:`MAX_BYTES`.
-    The exit code comes last and always survives: the line is cut, on a character boundary."""
+    """``line`` and the exit code in :data:`MAX_BYTES`; the line is cut, never the code."""
     tail = f" (exit code {exit_code})\n".encode()
     head = line.replace("\n", " ").encode("utf-8", "replace")[:MAX_BYTES - len(tail)]
     return head.decode("utf-8", "ignore").encode() + tail
 
 
 def write_reason(line: str, exit_code: int, path: str | None = None) -> bool:
-    """Put ``line`` and ``exit_code`` into the termination-message file if it is an existing
-    regular file we may write; return whether it was written. Never raises, never blocks."""
+    """Whether ``line`` and ``exit_code`` went into the termination-message file; never raises
+    or blocks."""
     target = path or os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG
     flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:

@@ -1,14 +1,9 @@
-"""What :class:`app.compiler.EngineCompiler` does for one model, phase by phase: :func:`make_plan`
-names the artifact, its build settings and the provenance record the current inputs give (which
-the reuse decision, :mod:`app.cache.reuse`, compares and every record written for the model
-starts from); :func:`reuse` takes an engine that verified; :func:`build` governs, builds and
-checks one that did not. Each phase gets the run's :class:`Step`.
+"""What :class:`app.compiler.EngineCompiler` does for one model: :func:`make_plan` (artifact,
+build settings, the provenance record to match), :func:`reuse` and :func:`build`.
 
-A record is rewritten on reuse only when it must be: a pre-installed engine gets its first one,
-an ONNX model that had to be re-read gets its stat facts remembered (so the next boot need not
-re-read it), a new gate result is kept; otherwise a warm boot writes nothing. A build writes a
-pending record first: until the final one replaces it, whatever stands under the artifact's name
-(an old engine, or a new one whose publishing a power cut interrupted) is refused.
+A warm boot writes no record unless it must (a pre-installed engine, an ONNX model re-read, a new
+gate result). A build writes a pending record first: until the final one replaces it, whatever
+stands under the artifact's name (a publish a power cut interrupted) is refused (docs/cache.md).
 """
 
 from __future__ import annotations
@@ -48,8 +43,6 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Plan:
-    """One model's artifact: where it lives, how it is built, the record it must match."""
-
     spec: BackboneSpec
     build_config: BuildConfig
     artifact: Path
@@ -58,13 +51,12 @@ class Plan:
 
 @dataclass
 class Step:
-    """What every phase of one run shares."""
+    """What every phase of one run shares; ``timings``: seconds per phase, over the models."""
 
     runtime: InferenceRuntime
     request: EngineCompileRequest
     logger: logging.Logger
     signing_key: bytes | None
-    #: Seconds per phase (lock_wait, verify, compile, record), summed over the run's models.
     timings: dict[str, float] = field(default_factory=dict)
 
     def timed(self, phase: str, fn: Callable[[], None]) -> None:
@@ -82,9 +74,8 @@ class Step:
     def write_record(self, plan: Plan, verdict: Verdict, duration: float | None,
                      artifact: Path | None = None, accuracy: dict[str, Any] | None = None,
                      kept: ProvenanceRecord | None = None, **noted: Any) -> None:
-        """The final record of ``plan``'s engine as ``verdict`` found or made it. ``kept``: the
-        stored record of a reused engine, whose build facts (duration, timing cache, history,
-        precision in effect) stay; ``noted``: this build's."""
+        """The final record; ``kept``: a reused engine's stored record, whose build facts stay;
+        ``noted``: this build's."""
         if kept is not None:
             duration = kept.build_duration_s
             noted = {"timing_cache": kept.timing_cache, "past_builds": kept.past_builds,
@@ -102,7 +93,6 @@ class Step:
 
 def make_plan(runtime: InferenceRuntime, spec: BackboneSpec, request: EngineCompileRequest,
               identity: HardwareIdentity | None) -> Plan:
-    """``spec``'s plan on this host; ``identity`` None records no hardware identity."""
     precision = spec.precision or request.precision
     name = runtime.artifact_name(spec.model_name, precision)
     shapes = spec.shapes()
@@ -130,7 +120,6 @@ def make_plan(runtime: InferenceRuntime, spec: BackboneSpec, request: EngineComp
 
 
 def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
-    """``plan``'s engine, which ``verdict`` found reusable, as this run's result."""
     name = plan.spec.model_name
     assert verdict.digest is not None
     stored = read_record(plan.artifact, step.signing_key).record
@@ -161,8 +150,7 @@ def reuse(step: Step, plan: Plan, verdict: Verdict) -> EngineCompileResult:
 
 
 def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> EngineCompileResult:
-    """Build ``plan``'s engine; the runtime's errors propagate unchanged after one
-    ``c10.engine.compile.error`` event."""
+    """Build ``plan``'s engine; a runtime's error propagates after ``c10.engine.compile.error``."""
     name, runtime = plan.spec.model_name, step.runtime
     build_config = timeline.start(name, runtime, _govern(step, plan))
     noted = timeline.noted(name)  # the build history, carried into both records
@@ -204,8 +192,7 @@ def build(step: Step, plan: Plan, verdict: Verdict, timeline: Timeline) -> Engin
 
 
 def _interface(plan: Plan) -> dict[str, Any] | None:
-    """The ONNX model's interface for the record (the backends read it for the build already);
-    None without ``onnx`` beside a plain runtime, or for a model format of that runtime's own."""
+    """The ONNX model's interface for the record; None without ``onnx``, or for another format."""
     try:
         from app.backends.onnx_model import inspect_model
 
@@ -215,10 +202,8 @@ def _interface(plan: Plan) -> dict[str, Any] | None:
 
 
 def _govern(step: Step, plan: Plan) -> BuildConfig:
-    """The build governor before a build: conditions event, thermal wait, memory refusal
-    (exit 69), workspace clamp (to a discrete GPU's free memory where the backend can read it).
-    The clamp changes this build only: the provenance keeps the asked workspace, so the next
-    boot reuses the engine."""
+    """The governor's admission (docs/governor.md); a clamp changes this build only, not the
+    provenance, so that the next boot reuses the engine."""
     settings = step.request.governor
     if settings is None:
         return plan.build_config
@@ -235,8 +220,7 @@ def _govern(step: Step, plan: Plan) -> BuildConfig:
 
 def _check_built(step: Step, plan: Plan, verdict: Verdict,
                  artifact: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The precision check (fp16, int8) and the accuracy gate on a just-published engine:
-    (accuracy report, precision in effect)."""
+    """(accuracy gate's report, precision in effect) of a just-published engine."""
     assert verdict.digest is not None
     try:
         effect = enforce_precision(step.runtime, plan.spec.onnx_path, artifact,
@@ -251,8 +235,8 @@ def _check_built(step: Step, plan: Plan, verdict: Verdict,
 
 
 def _unpublish(plan: Plan, verdict: Verdict, *published: Path) -> None:
-    """What a failed build published goes; its pending record too where nothing stood before,
-    else it stays, so that the next run rebuilds."""
+    """Remove what a failed build published; its pending record too where nothing stood before
+    (else it stays, so that the next run rebuilds)."""
     for path in published:
         path.unlink(missing_ok=True)
     if verdict.reason == "absent":

@@ -1,18 +1,7 @@
-"""The readiness marker: a JSON file that says "every engine is ready for this boot".
-
-``run`` removes it first and writes it last, atomically, only when every engine verified. It is
-the only file the job removes or replaces outside the cache, and only when what stands there is
-an engine-init marker: any other file at that path (a typo naming someone's file, a folder, a
-link, a FIFO) is refused by :func:`check_replaceable`, naming it, and left as it is.
-Consumers either rely on compose's ``service_completed_successfully`` or call
-``engine-init wait-ready``, which also checks the boot id, the signature (when a key is set) and,
-with ``--verify``, every engine's digest. Layout::
-
-    {"schema": 1, "boot_id": "...", "created_at": "...", "host": {...},
-     "backend": "tensorrt", "backend_version": "10.3.0",
-     "engines": [{"model_name", "engine_path", "sha256", "outcome"}, ...],
-     "phase_timings_s": {...}, "signature": "..."}
-"""
+"""The readiness marker (its fields: docs/events.md#metrics-operating-a-fleet), removed first
+and written last by ``run``, and ``wait-ready``. The only file the job removes or replaces outside
+the cache, and only when it is an engine-init marker: anything else at that path (someone's file
+named by a typo, a folder, a link, a FIFO) is refused by :func:`check_replaceable` and left."""
 
 from __future__ import annotations
 
@@ -38,7 +27,7 @@ _MAX = 4 << 20
 
 
 def current_boot_id(path: Path = BOOT_ID_FILE) -> str:
-    """The kernel's per-boot UUID (shared with containers), or '' where there is none."""
+    """The kernel's per-boot UUID (shared with containers), or ''."""
     try:
         return read_small(path, 256, follow_links=True, truncate=True).decode("ascii", "replace").strip()
     except OSError:
@@ -55,8 +44,7 @@ def _is_marker(raw: bytes) -> bool:
 
 
 def check_replaceable(path: Path) -> bool:
-    """True when an engine-init marker stands at ``path``, False when nothing does; raise
-    :class:`CacheWriteError` naming anything else there (which the job then leaves untouched)."""
+    """True: a marker stands at ``path``; False: nothing does; else CacheWriteError."""
     try:
         if _is_marker(read_small(path, _MAX)):
             return True
@@ -74,8 +62,7 @@ def check_replaceable(path: Path) -> bool:
 
 
 def clear_marker(path: Path) -> bool:
-    """Remove the marker; True if there was one. Refuses (:func:`check_replaceable`) anything
-    there that is not an engine-init marker; errors other than absence propagate."""
+    """Remove the marker (:func:`check_replaceable`); True if there was one."""
     if not check_replaceable(path):
         return False
     try:
@@ -89,8 +76,8 @@ def clear_marker(path: Path) -> bool:
 
 
 def clear_stale_marker(marker: Path, logger: logging.Logger, *, report_refusal: bool) -> None:
-    """Remove the marker of an earlier run (this one cannot start or failed), if it is one;
-    never raises (the error that stopped the run is what the user must see)."""
+    """Remove an earlier run's marker when this one failed; never raises (the run's own error
+    is what the user must see)."""
     try:
         if clear_marker(marker):
             events.emit(logger, logging.WARNING, events.MARKER_CLEARED,
@@ -104,7 +91,6 @@ def clear_stale_marker(marker: Path, logger: logging.Logger, *, report_refusal: 
 
 
 def write_marker(path: Path, doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
-    """Publish the marker; refuses to replace a file there that is not one."""
     check_replaceable(path)
     body = signing.signed(key, {"schema": SCHEMA, **doc})
     atomic_write_bytes(path, json.dumps(body, indent=2).encode())
@@ -129,8 +115,7 @@ def read_marker(path: Path) -> dict[str, Any]:
 
 
 def _well_formed(doc: dict[str, Any]) -> bool:
-    """Whether the fields a reader uses have their types (anyone able to write the marker's
-    folder may have written it)."""
+    # Whoever can write the marker's folder may have written it.
     engines = doc.get("engines")
     return isinstance(doc.get("boot_id", ""), str) and isinstance(engines, list) and all(
         isinstance(e, dict) and isinstance(e.get("engine_path"), str)
@@ -139,19 +124,16 @@ def _well_formed(doc: dict[str, Any]) -> bool:
 
 def check_marker(doc: dict[str, Any], *, key: bytes | None, boot_id: str,
                  verify_engines: bool) -> None:
-    """Raise MarkerError unless the marker is for this boot, signed (if keyed) and true."""
+    """MarkerError unless the marker is for this boot, signed (if keyed) and true."""
     if boot_id and doc.get("boot_id") != boot_id:
         raise MarkerError(f"marker is from boot {doc.get('boot_id')!r}, not this boot {boot_id!r}",
                           hint="wait for this boot's engine-init run")
     if key is not None and not signing.is_signed_by(key, doc):
         raise MarkerError("marker signature does not verify", hint="the marker was not written "
                           "by engine-init with this key; do not trust its engine paths")
-    engines = doc.get("engines")
-    if not isinstance(engines, list):
-        raise MarkerError("marker has no engine list")
     if verify_engines:
-        for item in engines:
-            path = Path(item["engine_path"])  # read_marker checked the layout
+        for item in doc["engines"]:  # read_marker checked the layout
+            path = Path(item["engine_path"])
             try:
                 ok = hash_file(path) == item.get("sha256")
             except (OSError, ValueError):
@@ -162,7 +144,6 @@ def check_marker(doc: dict[str, Any], *, key: bytes | None, boot_id: str,
 
 def wait_ready(path: Path, *, timeout_s: float, key: bytes | None, verify_engines: bool,
                poll_s: float = 0.2) -> dict[str, Any]:
-    """Block until a marker for this boot passes :func:`check_marker`, or MarkerError."""
     deadline = time.monotonic() + timeout_s
     boot_id = current_boot_id()
     while True:

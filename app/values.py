@@ -1,7 +1,5 @@
-"""The value types that callers of engine-init exchange with it: immutable dataclasses from the
-standard library, so importing them costs nothing and they cross threads freely. The compiler's
-request, which carries the config's sections, is in :mod:`app.config`.
-"""
+"""The value types callers exchange with engine-init (docs/python-api.md): frozen standard
+dataclasses, cheap to import and safe across threads. The request is in :mod:`app.config`."""
 
 from __future__ import annotations
 
@@ -14,10 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-#: JetPack token of hosts that are not Jetsons (x86 dGPU, CI): ``..._jpnone_...``.
-NO_JETPACK = "none"
-#: What ``keep_fp32`` keeps when the config says nothing: the layers of a LayerNorm that an
-#: export below opset 17 decomposed (TensorRT warns they may overflow in FP16).
+NO_JETPACK = "none"  # the JetPack token off-Jetson (x86 dGPU, CI)
 KEEP_FP32_DEFAULT: tuple[str, ...] = ("layernorm",)
 
 Shape = tuple[int, ...]
@@ -36,19 +31,11 @@ class PrecisionMode(str, enum.Enum):
 
 @dataclass(frozen=True)
 class HostCapabilities:
-    """What the engine is tied to: GPU compute capability, JetPack and TensorRT release.
+    """What the engine is tied to; the optional fields feed the provenance record, not the name."""
 
-    ``sm`` is the compute capability as an integer (8.7 -> 87, 0 when no GPU was probed),
-    ``jetpack`` the JetPack release (``"6.2"``), :data:`NO_JETPACK` off-Jetson, or
-    ``"l4t36.5.0"`` for an L4T release engine-init does not know (never a guess), and ``trt``
-    the TensorRT ``major.minor`` (``"none"`` without TensorRT). The optional fields feed the
-    provenance record, not the file name; ``cuda_device`` is the index of the probed GPU, which
-    a backend selects in the thread that builds.
-    """
-
-    sm: int
-    jetpack: str
-    trt: str
+    sm: int  # compute capability 8.7 -> 87; 0: no GPU probed
+    jetpack: str  # "6.2", NO_JETPACK off-Jetson, "l4t36.5.0" for an unknown L4T release
+    trt: str  # TensorRT major.minor, "none" without it
     trt_full: str = ""
     device_name: str = ""
     l4t: str = ""
@@ -77,13 +64,9 @@ class InputProfile:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything a runtime needs to build one engine.
-
-    The compiler fills ``model_name`` and ``engine_path`` (where the runtime must publish the
-    engine through :class:`app.cache.hashing.Sha256Sidecar`); the rest comes from the config.
-    ``input_shapes`` maps input names to profiles; ``None`` as key is the single-input
-    shorthand (``expected_input_shape``) that the runtime binds to the model's only input.
-    """
+    """Everything a runtime needs to build one engine at ``engine_path`` (published through
+    :class:`app.cache.hashing.Sha256Sidecar`); an ``input_shapes`` key ``None`` is the
+    single-input shorthand, bound to the model's only input."""
 
     precision: PrecisionMode
     model_name: str = ""
@@ -95,17 +78,13 @@ class BuildConfig:
     optimization_level: int = 3
     dla_core: int | None = None
     verify: str = "io"
-    #: TensorRT: layers kept in float32 under fp16/int8 (app.backends.tensorrt.build)
     keep_fp32: tuple[str, ...] = KEEP_FP32_DEFAULT
-    #: the GPU it is built and checked on (the host's probed ``cuda_device``); not a setting
-    cuda_device: int = 0
-    #: Called at each progress event of the build; its fields are added to the event (the
-    #: build governor's ETA). Not a build setting.
+    cuda_device: int = 0  # the probed GPU, not a setting
+    # Fields added to each progress event of the build (the governor's ETA); not a setting.
     progress_fields: Callable[[], dict[str, Any]] | None = field(default=None, compare=False,
                                                                  repr=False)
 
     def fingerprint_fields(self) -> dict[str, object]:
-        """The settings that change the built artifact, for the provenance fingerprint."""
         return {
             "precision": self.precision.value,
             "input_shapes": {
@@ -134,11 +113,11 @@ class EngineCacheEntry:
 
 
 class CompileOutcome(str, enum.Enum):
-    """Whether an engine was compiled in this run or taken from the cache."""
+    """Whether an engine was built, reused or promoted from a fleet candidate."""
 
     BUILT = "built"
     REUSED = "reused"
-    PROMOTED = "promoted"  # a fleet candidate checked on this host (app.fleet.promote)
+    PROMOTED = "promoted"
 
 
 @dataclass(frozen=True)
@@ -148,8 +127,5 @@ class EngineCompileResult:
     entry: EngineCacheEntry
     outcome: CompileOutcome
     compile_duration_s: float | None
-    #: The accuracy gate's report (``AccuracyReport.to_json``) when the model is checked.
-    accuracy: dict[str, Any] | None = None
-    #: What the compute nodes run in (``PrecisionInEffect.as_dict``) when fp16 or int8 was
-    #: checked after the build (kept in the record: a reused engine has it too).
+    accuracy: dict[str, Any] | None = None  # AccuracyReport.to_json
     precision_in_effect: dict[str, Any] | None = None

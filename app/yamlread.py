@@ -1,16 +1,8 @@
-"""The one YAML reader of text someone else may have written (a config file, a variable).
-
-A document is first composed (nodes, aliases unexpanded) and measured, and constructed only
-when it is within bounds: more than :data:`MAX_VALUES` values once aliases are expanded (a
-ten-line "billion laughs" expands to a billion), nesting deeper than :data:`MAX_DEPTH`, an
-integer longer than :data:`MAX_INT_CHARS` characters, a mapping key that is not a string or a
-duplicate key (PyYAML would keep the last one) is a ``yaml.YAMLError`` before any Python object
-is made.
-"""
+"""The one YAML reader of text someone else may have written (a config file, a variable):
+composed, measured against the bounds of docs/hardening.md#config-input, then constructed."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import yaml
@@ -24,31 +16,23 @@ MAX_INT_CHARS = 30
 _INT_TAG = "tag:yaml.org,2002:int"
 
 
-@functools.cache
-def _loader() -> type[yaml.SafeLoader]:
-    """PyYAML's safe loader that refuses duplicate mapping keys instead of keeping the last."""
-    # libyaml's parser when PyYAML has it (about 10x faster than the pure-Python one).
-    base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _refused(message: str, node: yaml.Node) -> yaml.YAMLError:
+    # A ConstructorError: the loader reports it as a refused document, not a syntax error.
+    return yaml.constructor.ConstructorError(None, None, message, node.start_mark)
 
-    class UniqueKeyLoader(base):  # type: ignore[valid-type,misc]
-        pass
 
-    def mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node)
-            if not isinstance(key, str):  # a list there is unhashable; a number no key of ours
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"a mapping key must be a string, not a {type(key).__name__} "
-                    "(quote it)", key_node.start_mark)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return dict(loader.construct_mapping(node))
-
-    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return UniqueKeyLoader
+def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """A mapping of string keys, each once (PyYAML would keep a duplicate's last value)."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if not isinstance(key, str):  # a list there is unhashable; a number no key of ours
+            raise _refused(f"a mapping key must be a string, not a {type(key).__name__} "
+                           "(quote it)", key_node)
+        if key in seen:
+            raise _refused(f"duplicate key {key!r}", key_node)
+        seen.add(key)
+    return dict(loader.construct_mapping(node))
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -58,9 +42,8 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def _measure(root: yaml.Node) -> None:
-    """Refuse a composed document whose expansion is too large or too deep, or that holds a
-    huge integer (yaml.YAMLError). Iterative, and each node (an alias is the node it names)
-    measured once: the cost is the document's size, not its expansion's."""
+    """yaml.YAMLError past a bound. Each node (an alias is the node it names) is measured once:
+    the cost is the document's size, not its expansion's."""
     sizes: dict[int, tuple[int, int]] = {}  # id(node): (values once expanded, depth)
     open_nodes: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
@@ -70,9 +53,8 @@ def _measure(root: yaml.Node) -> None:
             continue
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"an integer of {len(node.value)} characters (at most "
-                    f"{MAX_INT_CHARS})", node.start_mark)
+                raise _refused(f"an integer of {len(node.value)} characters (at most "
+                               f"{MAX_INT_CHARS})", node)
             sizes[id(node)] = (1, 1)
             continue
         if children_done:
@@ -81,25 +63,24 @@ def _measure(root: yaml.Node) -> None:
             size = 1 + sum(s for s, _ in inner)
             depth = 1 + max((d for _, d in inner), default=0)
             if size > MAX_VALUES:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"more than {MAX_VALUES} values once its aliases are expanded",
-                    node.start_mark)
+                raise _refused(f"more than {MAX_VALUES} values once its aliases are expanded", node)
             if depth > MAX_DEPTH:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
+                raise _refused(f"nested more than {MAX_DEPTH} levels deep", node)
             sizes[id(node)] = (size, depth)
             continue
         if id(node) in open_nodes:
-            raise yaml.constructor.ConstructorError(
-                None, None, "an alias that contains itself", node.start_mark)
+            raise _refused("an alias that contains itself", node)
         open_nodes.add(id(node))
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node))
 
 
 def load_bounded(text: str) -> object:
-    """The YAML document in ``text``, measured (:func:`_measure`) before it is constructed."""
-    loader = _loader()(text)
+    # libyaml's parser when PyYAML has it (about 10x faster than the pure-Python one).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    # On this loader only, not on PyYAML's class.
+    loader.yaml_constructors = {  # type: ignore[misc]
+        **loader.yaml_constructors, yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG: _mapping}
     try:
         node = loader.get_single_node()
         if node is None:

@@ -1,13 +1,6 @@
-"""The commands beside ``run`` (:mod:`app.cli`): here ``validate``, ``status``, ``verify``,
-``prune``, ``wait-ready`` and ``schema``, which check the config, look at the cache or wait for
-the marker; :mod:`.fleet` (export, import, push, pull, fleet keygen) and :mod:`.fleet_trust`
-(fleet trust ...). :mod:`app.cli` imports each module when one of its commands is named.
-
-This is the command layer: only :mod:`app.cli` imports it, never a library package (the
-``layers`` contract in pyproject.toml): the library works, and is tested, without the CLI. The
-commands raise the job's errors; :mod:`app.cli` maps them to exit codes (``verify`` finding an
-engine to rebuild is 65, a ``wait-ready`` timeout 75).
-"""
+"""The commands beside ``run``: here ``validate``, ``status``, ``verify``, ``prune``,
+``wait-ready`` and ``schema``; the fleet's in :mod:`.fleet` and :mod:`.fleet_trust`. Only
+:mod:`app.cli` imports this layer (pyproject.toml's ``layers``), which maps errors to exit codes."""
 
 from __future__ import annotations
 
@@ -48,8 +41,6 @@ class State:
 
     def host(self, config: EngineInitConfig | None = None) -> tuple[EngineInitConfig, Prepared,
                                                                      HardwareIdentity]:
-        """The config (``config`` when already loaded), the prepared job and this host's
-        identity (its SKU key names bundles and ``status`` shows it)."""
         from app.job import prepare
 
         config = config or self.config()
@@ -64,50 +55,45 @@ def validate(state: Any) -> None:
     """Check the config (keys, types, paths) without touching the cache; with TensorRT installed
     and backend tensorrt or auto, also each model's ops against that release (exit 65)."""
     config = state.config()
-    _tensorrt_ops(config)
+    from app.host.probe import find_tensorrt
+
+    installed = find_tensorrt()
+    if config.backend in ("tensorrt", "auto") and installed.present:
+        found = _tensorrt_ops(config, installed.version)
+        _echo_ops(found, installed.version)
+        refused = [(n, f) for n, fs in found.items() for f in fs if f.refuse]
+        if refused:
+            name, first = refused[0]
+            raise errors.ModelDataError(f"{name}: TensorRT {installed.version} cannot build it: "
+                                        f"{first.message}", hint=first.hint)
     click.echo(f"config OK: {len(config.backbones)} model(s), backend {config.backend}, "
                f"cache {config.cache_root}")
 
 
-def _tensorrt_ops(config: Any, version: str | None = None, echo: bool = True,
-                  refuse: bool = True) -> dict[str, list[Any]]:
-    """What the TensorRT release a build would use cannot import, per model (printed with
-    ``echo``); with ``refuse`` the first refusal as ModelDataError (exit 65). ``version``: that
-    release (else the installed one, for backend tensorrt or auto; nothing to check without)."""
-    if version is None:
-        from app.host.probe import find_tensorrt
-
-        installed = find_tensorrt()
-        if config.backend not in ("tensorrt", "auto") or not installed.present:
-            return {}
-        version = installed.version
+def _tensorrt_ops(config: Any, version: str) -> dict[str, list[Any]]:
+    """What TensorRT ``version`` cannot import, per model."""
     from app.backends.tensorrt.opsupport import check_corpus
     from app.config import BackboneSpec
 
     specs = [BackboneSpec.from_config(b) for b in config.backbones]
-    found = check_corpus(((s.model_name, s.onnx_path, s.shapes()) for s in specs), version)
-    if echo:
-        _echo_ops(found, version)
-    refused = [(n, f) for n, fs in found.items() for f in fs if f.refuse]
-    if refused and refuse:
-        name, first = refused[0]
-        raise errors.ModelDataError(f"{name}: TensorRT {version} cannot build it: {first.message}",
-                                    hint=first.hint)
-    return found
+    return check_corpus(((s.model_name, s.onnx_path, s.shapes()) for s in specs), version)
+
+
+_as_json = click.option("--json", "as_json", is_flag=True,
+                        help="One JSON document instead of a table.")
 
 
 @click.command(short_help="Show the SKU key and what a run would do per model.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@_as_json
 @click.pass_obj
 def status(state: Any, as_json: bool) -> None:
     """Show this host's SKU key and, per model, the engine a run would use and whether it is
     reusable, or will be promoted from the fleet's candidates, or built."""
     held = state.host()
-    rows, sku = _inspect(state, strict=False, held=held)
+    rows, sku = _inspect(held, strict=False)
     config, prepared, _ = held
     version = prepared.report.capabilities.trt_full
-    found = (_tensorrt_ops(config, version, echo=False, refuse=False)
-             if prepared.backend.name == "tensorrt" and version else {})
+    found = _tensorrt_ops(config, version) if prepared.backend.name == "tensorrt" and version else {}
     for row in rows:
         if row["model_name"] in found:
             row["tensorrt_ops"] = [f.as_dict() for f in found[row["model_name"]]]
@@ -117,12 +103,12 @@ def status(state: Any, as_json: bool) -> None:
 
 
 @click.command(short_help="Re-hash every engine, candidate and ONNX model.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@_as_json
 @click.pass_obj
 def verify(state: Any, as_json: bool) -> None:
     """Re-hash every engine, candidate and ONNX model; exit 65 if any engine would be rebuilt
     (an engine a pulled candidate will replace is not)."""
-    rows, _ = _inspect(state, strict=True)
+    rows, _ = _inspect(state.host(), strict=True)
     _print_rows(rows, as_json)
     bad = [r["model_name"] for r in rows if not r["reusable"] and r["promote"] != "candidate"]
     if bad:
@@ -138,17 +124,14 @@ def _echo_ops(found: dict[str, list[Any]], version: str) -> None:
                        + (f" (node {f.node})" if f.node else "") + f"; fix: {f.hint}")
 
 
-def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str, Any]], str]:
-    """The rows of ``status`` / ``verify``, and this host's SKU key (docs/fleet.md). A model
-    the cache cannot reuse says whether its fleet candidate will be promoted (``promote``:
-    "candidate", else null with ``candidate_rejected`` saying why, when there is one); the
-    backend's load and the accuracy gate, which ``run`` adds, are not tried here. ``held``: what
-    ``state.host()`` returned, when already asked."""
+def _inspect(held: Any, strict: bool) -> tuple[list[dict[str, Any]], str]:
+    """The rows of ``status`` / ``verify`` and the SKU key; a candidate's ``promote`` is decided
+    without the backend's load and the accuracy gate, which ``run`` adds."""
     from dataclasses import replace
 
     from app.config import EngineCompileRequest
 
-    config, prepared, identity = held or state.host()
+    config, prepared, identity = held
     request = replace(EngineCompileRequest.from_config(config, prepared.report.capabilities),
                       strict_onnx_hash=strict)
     checked = prepared.compiler.check_corpus(request)
@@ -159,10 +142,9 @@ def _inspect(state: Any, strict: bool, held: Any = None) -> tuple[list[dict[str,
         row = {"model_name": spec.model_name, "engine_path": str(path), "reusable": verdict.reuse,
                "reason": verdict.reason, "changed": verdict.changed, "sha256": verdict.digest,
                "promote": "candidate" if seen is not None and seen.digest else None}
-        if seen is not None and not seen.digest:
-            row["candidate_rejected"] = seen.reason
-        if seen is not None and seen.digest:
-            row["candidate_sha256"] = seen.digest
+        if seen is not None:
+            row.update({"candidate_sha256": seen.digest} if seen.digest
+                       else {"candidate_rejected": seen.reason})
         rows.append(row)
     return rows, identity.sku_key()
 
@@ -199,8 +181,7 @@ def prune(state: Any, dry_run: bool) -> None:
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """A finite, non-negative number of seconds: ``nan`` would never time out and ``inf``
-    never end, so both are usage errors (exit 2), as a negative number is."""
+    # nan would never time out and inf never end: usage errors (exit 2), as a negative number.
     if not math.isfinite(value) or value < 0:
         raise click.BadParameter(f"{value} is not a finite number of seconds >= 0")
     return value

@@ -1,32 +1,12 @@
-"""The build governor: memory, power mode and heat before a build, and how long builds take.
-
-This module reads the host; :mod:`.admission` decides (clamp the workspace, refuse, wait for
-heat) and :mod:`.eta` estimates from earlier builds (history in the provenance records). Nothing
-here is imported on a warm boot: only a build calls it.
-
-Everything is read below a configurable ``root`` (``/`` on a robot, a fake tree in tests) by
-:func:`app.cache.fsread.read_small`, following links (``/etc/nvpmodel.conf`` is one) but only to
-regular files, never blocking on a FIFO, and at most a few KiB. A value that cannot be read is
-absent, never an error: the readings inform decisions, they are not a reason to fail a boot by
-themselves.
-
-Sources:
-
-- memory: ``/proc/meminfo`` (``MemTotal``, ``MemAvailable``, ``SwapTotal``, ``SwapFree``);
-- power mode: ``/var/lib/nvpmodel/status`` (``pmode:0002``, written by nvpmodel itself) named
-  through ``/etc/nvpmodel.conf`` (``< POWER_MODEL ID=2 NAME=MAXN >``); without a status file,
-  the conf's ``< PM_CONFIG DEFAULT=n >`` (what nvpmodel applies at boot). Files first because
-  they need no root and no binary and can be bind-mounted read-only into the container;
-  ``nvpmodel -q`` (with a timeout) only when neither file is there and the binary is;
-- temperatures: ``/sys/class/thermal/thermal_zone*/{type,temp}`` (millidegrees Celsius) and
-  each zone's ``trip_point_*_{type,temp}`` (a zone past its ``passive`` trip is throttling).
-"""
+"""The build governor (docs/governor.md): this module reads memory, power mode and heat below
+``root``, :mod:`.admission` decides, :mod:`.eta` estimates. Loaded only when a build runs. A
+value that cannot be read is absent, never an error: readings inform, they do not fail a boot."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +15,11 @@ from app.cache.fsread import read_small
 _READ_LIMIT = 16 * 1024
 _MAX_ZONES = 64
 _MAX_TRIPS = 16
-#: Readings outside this range come from absent or broken sensors (-40 °C floors, 0xFFFF codes).
+# Readings outside this range come from absent or broken sensors (-40 °C floors, 0xFFFF codes).
 _PLAUSIBLE_C = (-50.0, 200.0)
 
 
 def _text(path: Path, limit: int = _READ_LIMIT) -> str | None:
-    """The text of a small regular file, or None when absent, unreadable or anything else."""
     try:
         return read_small(path, limit, follow_links=True, truncate=True).decode("utf-8", "replace")
     except OSError:
@@ -49,19 +28,10 @@ def _text(path: Path, limit: int = _READ_LIMIT) -> str | None:
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes, from /proc/meminfo."""
-
     total: int
     available: int
     swap_total: int = 0
     swap_free: int = 0
-
-
-@dataclass(frozen=True)
-class PowerMode:
-    id: int
-    name: str | None
-    source: str  # "status", "default" (nvpmodel.conf's boot default) or "nvpmodel -q"
 
 
 @dataclass(frozen=True)
@@ -80,23 +50,19 @@ class ThermalZone:
 @dataclass(frozen=True)
 class BuildConditions:
     memory: Memory | None
-    power_mode: PowerMode | None
+    power_mode: dict[str, Any] | None  # id, name, and source: "status", "default" or "nvpmodel -q"
     zones: tuple[ThermalZone, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
     def as_event(self) -> dict[str, Any]:
-        """The ``c10.build.conditions`` event's fields."""
         mem = self.memory
         return {
             "mem_total_bytes": mem.total if mem else None,
             "mem_available_bytes": mem.available if mem else None,
             "swap_total_bytes": mem.swap_total if mem else None,
             "swap_free_bytes": mem.swap_free if mem else None,
-            "power_mode": (None if self.power_mode is None else
-                           {"id": self.power_mode.id, "name": self.power_mode.name,
-                            "source": self.power_mode.source}),
-            "thermal": [{"zone": z.zone, "type": z.type, "temp_c": z.temp_c,
-                         "passive_c": z.passive_c, "critical_c": z.critical_c} for z in self.zones],
+            "power_mode": self.power_mode,
+            "thermal": [asdict(z) for z in self.zones],
             "hottest_c": max((z.temp_c for z in self.zones), default=None),
             "throttling": [z.type for z in self.zones if z.throttling],
             "notes": list(self.notes),
@@ -118,18 +84,16 @@ def read_memory(root: Path) -> Memory | None:
                   values.get("SwapFree", 0))
 
 
-def read_power_mode(root: Path, nvpmodel: str | None = None, timeout_s: float = 3.0) -> PowerMode | None:
-    """The power mode from nvpmodel's files, else from ``nvpmodel -q`` when ``nvpmodel`` (a
-    path to the binary) is given and neither file exists."""
+def read_power_mode(root: Path, nvpmodel: str | None = None,
+                    timeout_s: float = 3.0) -> dict[str, Any] | None:
+    """From nvpmodel's files, else ``nvpmodel -q`` (``nvpmodel``: the binary) when neither exists."""
     conf = _text(root / "etc" / "nvpmodel.conf", limit=256 * 1024) or ""
     names = {int(i): n for i, n in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", conf)}
     status = _text(root / "var" / "lib" / "nvpmodel" / "status") or ""
-    match = re.search(r"pmode:\s*(\d+)", status)
-    if match:
-        return PowerMode(int(match[1]), names.get(int(match[1])), "status")
-    default = re.search(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)", conf)
-    if default:
-        return PowerMode(int(default[1]), names.get(int(default[1])), "default")
+    for found, source in ((re.search(r"pmode:\s*(\d+)", status), "status"),
+                          (re.search(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)", conf), "default")):
+        if found:
+            return {"id": int(found[1]), "name": names.get(int(found[1])), "source": source}
     if nvpmodel is None or conf or status:
         return None
     try:
@@ -142,7 +106,7 @@ def read_power_mode(root: Path, nvpmodel: str | None = None, timeout_s: float = 
     ident = re.search(r"^\s*(\d+)\s*$", out, re.MULTILINE)
     if not ident:
         return None
-    return PowerMode(int(ident[1]), name[1] if name else None, "nvpmodel -q")
+    return {"id": int(ident[1]), "name": name[1] if name else None, "source": "nvpmodel -q"}
 
 
 def _millideg(text: str | None) -> float | None:
@@ -182,7 +146,6 @@ def read_zones(root: Path) -> tuple[tuple[ThermalZone, ...], tuple[str, ...]]:
 
 
 def read_conditions(root: Path = Path("/"), nvpmodel: str | None = None) -> BuildConditions:
-    """Memory, power mode and temperatures below ``root``; see the module docstring."""
     root = Path(root)
     zones, notes = read_zones(root)
     memory = read_memory(root)

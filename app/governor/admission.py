@@ -1,20 +1,6 @@
-"""Decide whether, and with how much workspace, a build may start now.
-
-Before each build :func:`govern_build` reads the conditions (one ``c10.build.conditions``
-event), says so when the SoC is already throttling (``c10.build.throttling``), waits for a zone
-above ``max_temp_c`` to cool (bounded by ``thermal_wait_s``, cancellable, with
-``c10.build.thermal.wait`` / ``.done`` events), then admits the build on memory:
-
-- it refuses (:class:`~app.errors.BuildConditionsError`, exit 69) a build whose estimated need,
-  ``reserve_mb`` plus ``weights_factor`` times the ONNX file's size (the parser's, the network's
-  and the engine's copies of the weights, beside the runtime itself), exceeds MemAvailable plus
-  SwapFree: it would be OOM-killed instead;
-- it clamps the TensorRT workspace to ``memory_share`` of MemAvailable (swap is not counted:
-  on a Jetson the GPU's allocations share RAM and cannot be swapped out), or of the device's
-  free memory when the caller gives it (a discrete GPU, from ``cudaMemGetInfo``), with a
-  ``c10.build.workspace.clamped`` warning naming both numbers, and refuses when that leaves
-  less than ``min_workspace_mb``.
-"""
+"""Whether, and with how much workspace, a build may start now (docs/governor.md): wait for
+heat, refuse what would be OOM-killed, clamp the workspace. Swap is not counted for the clamp:
+on a Jetson the GPU's allocations share RAM and cannot be swapped out."""
 
 from __future__ import annotations
 
@@ -71,7 +57,7 @@ def wait_until_cool(model_name: str, conditions: BuildConditions, settings: Gove
                     logger: logging.Logger, *, read: Reader | None = None,
                     sleep: Callable[[float], None] = cancellable_sleep,
                     clock: Callable[[], float] = time.monotonic) -> tuple[BuildConditions, float]:
-    """Wait while a zone is at or above ``max_temp_c``; return the last reading and the wait."""
+    """Wait while a zone is at or above ``max_temp_c``: (last reading, seconds waited)."""
     hot = _hot(conditions, settings)
     if not hot:
         return conditions, 0.0
@@ -87,23 +73,19 @@ def wait_until_cool(model_name: str, conditions: BuildConditions, settings: Gove
         conditions = read()
         hot = _hot(conditions, settings)
     waited = clock() - start
-    if not hot:
-        events.emit(logger, logging.INFO, events.BUILD_THERMAL_DONE,
-                    f"{model_name}: cooled below {settings.max_temp_c:g} °C after {waited:.0f} s",
-                    model_name=model_name, outcome="cooled", waited_s=round(waited, 2))
-        return conditions, waited
-    if settings.when_hot == "refuse":
-        events.emit(logger, logging.ERROR, events.BUILD_THERMAL_DONE,
-                    f"{model_name}: still {_zones_text(hot)} after {waited:.0f} s; not building",
-                    model_name=model_name, outcome="refused", waited_s=round(waited, 2))
+    outcome = "cooled" if not hot else "refused" if settings.when_hot == "refuse" else "timeout"
+    level, said = {
+        "cooled": (logging.INFO, f"cooled below {settings.max_temp_c:g} °C after {waited:.0f} s"),
+        "refused": (logging.ERROR, f"still {_zones_text(hot)} after {waited:.0f} s; not building"),
+        "timeout": (logging.WARNING, f"still {_zones_text(hot)} after {waited:.0f} s; building "
+                                     "anyway (expect throttling)")}[outcome]
+    events.emit(logger, level, events.BUILD_THERMAL_DONE, f"{model_name}: {said}",
+                model_name=model_name, outcome=outcome, waited_s=round(waited, 2))
+    if outcome == "refused":
         raise BuildConditionsError(
             f"{model_name}: {_zones_text(hot)} stayed at or above governor.max_temp_c "
             f"{settings.max_temp_c:g} °C for {waited:.0f} s; the build was not started",
             hint="cool the robot (fan, shade) and run again, or raise governor.max_temp_c")
-    events.emit(logger, logging.WARNING, events.BUILD_THERMAL_DONE,
-                f"{model_name}: still {_zones_text(hot)} after {waited:.0f} s; building anyway "
-                "(expect throttling)", model_name=model_name, outcome="timeout",
-                waited_s=round(waited, 2))
     return conditions, waited
 
 
@@ -149,8 +131,7 @@ def govern_build(model_name: str, onnx_path: Path, workspace_mb: int | None,
                  sleep: Callable[[float], None] = cancellable_sleep,
                  clock: Callable[[], float] = time.monotonic,
                  device_free: int | None = None) -> Admission:
-    """Read, report, wait for heat, admit on memory: call right before building one engine.
-    ``device_free``: a discrete GPU's free bytes, which then bound the workspace."""
+    """Right before one build; ``device_free``: a discrete GPU's free bytes, bounding the workspace."""
     read = read or _reader(settings)
     conditions = read()
     events.emit(logger, logging.INFO, events.BUILD_CONDITIONS,
@@ -176,7 +157,6 @@ def _mib(n: int) -> str:
 
 
 def _swap(mem: Memory) -> str:
-    """The swap a build could use: "no swap" on a host without any (not "0 MiB free")."""
     return f"{_mib(mem.swap_free)} swap free" if mem.swap_total else "no swap"
 
 
@@ -184,7 +164,7 @@ def _summary(c: BuildConditions) -> str:
     parts = [f"{_mib(c.memory.available)} available, {_swap(c.memory)}"
              if c.memory else "memory unknown"]
     if c.power_mode is not None:
-        parts.append(f"power mode {c.power_mode.name or '?'} ({c.power_mode.id})")
+        parts.append(f"power mode {c.power_mode['name'] or '?'} ({c.power_mode['id']})")
     if c.zones:
         hottest = max(c.zones, key=lambda z: z.temp_c)
         parts.append(f"hottest {hottest.type} {hottest.temp_c:.1f} °C")

@@ -1,18 +1,6 @@
-"""How long the builds still ahead will take, as ``engine-init run`` shows it, from the history
-kept in the provenance records.
-
-A model's estimate is the median of its most recent builds on this host with the same
-timing-cache state (a timing cache cuts TensorRT builds several-fold, so the two are not mixed
-while builds in the same state exist). A model never built here has no estimate, and a plan
-containing one has no total: "no estimate" rather than a guess.
-
-The history has no file of its own: an artifact's record holds its last build
-(``build_duration_s``, ``timing_cache``) and ``past_builds``, the builds before it on the same
-SKU, backend release and device (the artifact's name already tells models, precisions and
-releases apart). Before a rebuild replaces the record with a pending one, the stored build goes
-into ``past_builds`` (:meth:`Timeline.noted`), so the history survives the rebuild, and a killed
-build too. At most 4 are kept: with the record's own build, the 5 an estimate takes the median of.
-"""
+"""How long the builds still ahead will take, from the history in the provenance records
+(docs/governor.md: ETA). A timing cache cuts TensorRT builds several-fold, so builds with and
+without one are not mixed while builds in the same state exist."""
 
 from __future__ import annotations
 
@@ -31,9 +19,7 @@ from app.backends.base import InferenceRuntime
 from app.cache.record import BUILT, ProvenanceRecord, is_duration, read_record
 from app.values import BuildConfig
 
-#: Builds an estimate takes the median of: recent ones reflect the current power mode and cache.
-_RECENT = 5
-#: Earlier builds a record keeps besides its own.
+_RECENT = 5  # the builds a median takes: recent ones reflect the power mode and cache
 _KEEP = _RECENT - 1
 
 
@@ -45,8 +31,7 @@ class PastBuild:
 
 
 def past_build(record: Mapping[str, Any]) -> PastBuild | None:
-    """A provenance record (model_name, build_duration_s, optional timing_cache) as history;
-    None for records of reused engines or without a duration (or with one no build takes)."""
+    """A provenance record as history; None without a (plausible) build duration."""
     name, duration = record.get("model_name"), record.get("build_duration_s")
     if not isinstance(name, str) or not is_duration(duration) or not duration:
         return None
@@ -56,7 +41,7 @@ def past_build(record: Mapping[str, Any]) -> PastBuild | None:
 
 def estimate(model_name: str, timing_cache: bool | None,
              history: Iterable[PastBuild]) -> tuple[float | None, str]:
-    """Seconds ``model_name``'s build should take (None: no estimate), and how that was made."""
+    """(seconds or None, how that was made) for ``model_name``'s build."""
     same = [b for b in history if b.model_name == model_name]
     if not same:
         return None, "no estimate: no earlier build of this model on this SKU"
@@ -91,8 +76,7 @@ class Remaining:
         return f"{left}, about {_duration(self.left_s)}"
 
     def countdown(self, elapsed_s: float) -> float | None:
-        """What is left ``elapsed_s`` into this model's build: the estimate of the models after
-        it, plus what is left of this one's (never below zero: an overrun adds nothing)."""
+        """What is left ``elapsed_s`` into this build (an overrun adds nothing)."""
         if self.left_s is None or self.this_s is None:
             return None
         return self.left_s - self.this_s + max(0.0, self.this_s - elapsed_s)
@@ -106,10 +90,8 @@ class Remaining:
 
 def remaining(models: Sequence[str], history: Iterable[PastBuild],
               timing_cache: Mapping[str, bool | None] | bool | None = None) -> list[Remaining]:
-    """For each model to build, in the given order, what is left when it starts.
-
-    ``timing_cache``: whether a timing cache will be present, for all models or per model.
-    """
+    """For each model to build, in order, what is left when it starts; ``timing_cache``: whether
+    one will be present, for all models or per model."""
     past = list(history)
     estimates = [estimate(m, timing_cache.get(m) if isinstance(timing_cache, Mapping)
                           else timing_cache, past) for m in models]
@@ -124,8 +106,7 @@ def remaining(models: Sequence[str], history: Iterable[PastBuild],
 
 
 def rounded(seconds: float | None) -> float | None:
-    """An ETA as events carry it, to 0.1 s; None for none, or for a figure that is not finite
-    (whatever the history held, an event never carries inf or NaN)."""
+    """An ETA as events carry it: to 0.1 s, never inf or NaN (None instead)."""
     return round(seconds, 1) if seconds is not None and math.isfinite(seconds) else None
 
 
@@ -142,7 +123,7 @@ def _machine(record: ProvenanceRecord) -> tuple[Any, ...]:
 
 def _history(stored: ProvenanceRecord | None, expected: ProvenanceRecord,
              name: str) -> list[PastBuild]:
-    """The builds ``stored`` vouches for, oldest first; none when it was made elsewhere."""
+    """The builds ``stored`` vouches for, oldest first; none when made elsewhere."""
     if stored is None or _machine(stored) != _machine(expected):
         return []
     entries = list(stored.past_builds)
@@ -154,9 +135,8 @@ def _history(stored: ProvenanceRecord | None, expected: ProvenanceRecord,
 
 
 class Timeline:
-    """The builds of one run, in order. ``logger`` None: history is kept, nothing is shown
-    (the governor is off). ``key``: the signing key; with one, only the history of records
-    that verify with it is used (a forged record must not steer the ETA either)."""
+    """The builds of one run. ``logger`` None: nothing is shown (the governor is off). With
+    ``key``, only records that verify count (a forged record must not steer the ETA)."""
 
     def __init__(self, builds: Sequence[tuple[str, Path, ProvenanceRecord]],
                  logger: logging.Logger | None, key: bytes | None = None) -> None:
@@ -167,16 +147,14 @@ class Timeline:
         self.timing_cache: dict[str, bool | None] = {}
 
     def noted(self, name: str) -> dict[str, Any]:
-        """The record fields of ``name``'s build: the timing-cache state it started with and
-        the earlier builds its record keeps."""
+        """The record fields of ``name``'s build: its timing-cache state and earlier builds."""
         kept = [{"build_duration_s": b.duration_s, "timing_cache": b.timing_cache}
                 for b in self.history[name][-_KEEP:]]
         return {"timing_cache": self.timing_cache.get(name), "past_builds": kept}
 
     def start(self, name: str, runtime: InferenceRuntime, config: BuildConfig) -> BuildConfig:
-        """Right before ``name``'s build: note whether a timing cache is there (the runtime's
-        ``timing_cache_present(build_config)``), emit ``c10.build.eta``, and return
-        ``config`` with the ETA fields for the build's progress events."""
+        """Right before ``name``'s build: ``c10.build.eta``, and ``config`` with the ETA fields
+        for the build's progress events."""
         state = runtime.timing_cache_present(config)
         self.timing_cache[name] = state
         if self.logger is None:
@@ -192,7 +170,6 @@ class Timeline:
 
         def progress_fields() -> dict[str, Any]:
             left = now.countdown(time.monotonic() - started)
-            return {"eta_s": rounded(left),
-                    "models_left": now.models_left}
+            return {"eta_s": rounded(left), "models_left": now.models_left}
 
         return dataclasses.replace(config, progress_fields=progress_fields)

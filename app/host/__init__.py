@@ -1,13 +1,6 @@
-"""What the job learns about the machine it runs on: here the GPU, from the CUDA driver through
-cuda-python; :mod:`.probe` the JetPack release and what is installed, :mod:`.identity` the exact
-SKU an engine is tied to.
-
-The probe uses only the driver API (``cuda.bindings.driver``, cuda-python >= 12.6.1;
-``cuda.cuda`` before that), so no CUDA runtime or TensorRT is loaded. :func:`select_device`
-makes the configured GPU current for a build thread through the runtime API
-(``cudaSetDevice``). Every call returns a tuple whose first item is a status, and every status
-is checked.
-"""
+"""The machine the job runs on: here the GPU, through cuda-python's driver API only (no CUDA
+runtime or TensorRT loaded), every call's status checked; :mod:`.probe` the JetPack release and
+what is installed, :mod:`.identity` the exact SKU an engine is tied to."""
 
 from __future__ import annotations
 
@@ -21,11 +14,8 @@ from app.errors import HostProbeError
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """One CUDA device as the driver reports it.
-
-    ``sm_count`` (streaming multiprocessors) and ``total_memory`` (bytes) tell apart devices
-    that share a compute capability and a name, such as the Jetson Orin modules.
-    """
+    """One CUDA device as the driver reports it; ``sm_count`` and ``total_memory`` (bytes) tell
+    apart devices of one compute capability and name (the Jetson Orin modules)."""
 
     index: int
     name: str
@@ -63,7 +53,6 @@ def _driver_module() -> ModuleType:
 
 
 def _check(driver: ModuleType, result: Any, what: str) -> Any:
-    """Unpack a cuda-python result tuple, raising HostProbeError on a non-success status."""
     status, *values = result if isinstance(result, tuple) else (result,)
     if status != driver.CUresult.CUDA_SUCCESS:
         name = getattr(status, "name", str(status))
@@ -76,8 +65,7 @@ def _check(driver: ModuleType, result: Any, what: str) -> Any:
 
 
 def probe_gpu(device_index: int = 0, driver: ModuleType | None = None) -> GpuInfo:
-    """Read device ``device_index``'s name, compute capability, SM count and total memory;
-    HostProbeError if no GPU."""
+    """Device ``device_index`` as the driver reports it; HostProbeError if there is none."""
     drv = driver or _driver_module()
     try:
         initialised = drv.cuInit(0)
@@ -121,12 +109,8 @@ def _runtime_module(index: int) -> Any:
 
 
 def select_device(index: int, runtime: Any = None) -> None:
-    """Make GPU ``index`` current for the calling thread (``cudaSetDevice``).
-
-    The current CUDA device is per thread, and a new thread starts on device 0: TensorRT and
-    ``cudaMalloc`` work on the current one, so the thread that builds and allocates must call
-    this first. ``runtime`` is ``cuda.bindings.runtime`` (imported when None).
-    """
+    """Make GPU ``index`` current for the calling thread: the current device is per thread (a
+    new one starts on 0), and TensorRT and ``cudaMalloc`` use it."""
     rt = runtime or _runtime_module(index)
     result = rt.cudaSetDevice(index)
     status = result[0] if isinstance(result, tuple) else result
@@ -136,12 +120,8 @@ def select_device(index: int, runtime: Any = None) -> None:
 
 
 def device_free_memory(index: int, runtime: Any = None) -> int | None:
-    """Free bytes on discrete GPU ``index`` (``cudaMemGetInfo``), for the build governor; None
-    on an integrated GPU (a Jetson), whose memory is the host's: MemAvailable governs there.
-
-    This makes the device current for the calling thread and creates its primary context,
-    which the build that follows would create anyway (one per device and process).
-    """
+    """Free bytes on discrete GPU ``index``; None on an integrated GPU (a Jetson), whose memory
+    is the host's. Creates the primary context, as the build that follows would anyway."""
     rt = runtime or _runtime_module(index)
     select_device(index, rt)
     ok = rt.cudaError_t.cudaSuccess

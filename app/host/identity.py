@@ -1,20 +1,5 @@
-"""The exact hardware identity of a build target, and the short SKU key that names it.
-
-Every Jetson Orin module reports compute capability 8.7 and the device name "Orin", yet an
-engine built on a 16-SM AGX Orin is not meant for an 8-SM Orin NX. What tells them apart: the
-SM count and total memory (CUDA driver), the module's part number (``/proc/device-tree``),
-and the full TensorRT version with its build number (engines load only with the exact
-build). :class:`HardwareIdentity` holds all of it; :meth:`HardwareIdentity.sku_key` derives
-the fleet artifact's name, e.g. ``sm87-16sm-64g-p3701-0005-jp6.2-trt10.3.0.30-tensorrt``.
-
-SKU key, segment by segment (``-`` between them; OCI-tag-safe, at most 128 characters):
-``sm<cc>`` (``cpu-<arch>`` without a GPU), ``<n>sm`` (SM count), ``<m>g`` (the memory class:
-total memory in GiB rounded up to a multiple of 4, the module's nominal size on every Jetson:
-a 64 GB AGX Orin reports ~61.4 GiB), the module part number when there is a device tree,
-``jp<jetpack>`` (``jpnone`` off-Jetson, ``jpl4t36.9.0`` for an L4T release not in the table),
-the runtime (``trt<full version>`` or ``ort<version>``) and the backend. A key longer than 128
-characters keeps its first 119 and ends with ``-`` and 8 hex digits of its sha256.
-"""
+"""The exact hardware identity of a build target and the SKU key that names it
+(docs/fleet.md#the-sku-key)."""
 
 from __future__ import annotations
 
@@ -30,8 +15,7 @@ from app.host.probe import HostReport, declared_version
 
 DEVICE_TREE = Path("/proc/device-tree")
 _PROPERTY_MAX = 4096
-#: Fields whose difference means "another SKU": an engine built for one is not reused on the other.
-#: The module, not the carrier board: one module on two carriers is one SKU.
+# The module, not the carrier board: one module on two carriers is one SKU.
 SKU_FIELDS = ("backend", "backend_version", "machine", "compute_capability", "sm_count",
               "memory_class_gib", "board_module", "jetpack", "l4t")
 _MODULE_RE = re.compile(r"(?:^|[+,])(p\d{4}-\d{4})$")
@@ -59,7 +43,7 @@ class HardwareIdentity:
 
     @property
     def memory_class_gib(self) -> int:
-        """Total memory in GiB, rounded up to a multiple of 4 (0 without a GPU)."""
+        """Total GiB rounded up to a multiple of 4: a 64 GB AGX Orin reports ~61.4 GiB."""
         if self.total_memory <= 0:
             return 0
         gib = -(-self.total_memory // (1 << 30))
@@ -75,7 +59,6 @@ class HardwareIdentity:
         return _UNSAFE.sub("-", self.board[0])[:32].strip("-") if self.board else ""
 
     def sku_key(self) -> str:
-        """A short, stable, OCI-tag-safe name of this SKU (see the module docstring)."""
         if self.compute_capability:
             parts = ["sm" + self.compute_capability.replace(".", ""), f"{self.sm_count}sm",
                      f"{self.memory_class_gib}g"]
@@ -105,15 +88,11 @@ class HardwareIdentity:
         return out
 
     def sku_facts(self) -> dict[str, Any]:
-        """The SKU fields by name: what a provenance record compares (app.cache.record.sku)."""
         return {name: getattr(self, name) for name in SKU_FIELDS}
 
     def as_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["board"] = list(self.board)
-        doc["memory_class_gib"] = self.memory_class_gib
-        doc["sku_key"] = self.sku_key()
-        return doc
+        return {**asdict(self), "board": list(self.board),
+                "memory_class_gib": self.memory_class_gib, "sku_key": self.sku_key()}
 
     @classmethod
     def from_dict(cls, doc: object) -> HardwareIdentity:
@@ -137,11 +116,8 @@ class HardwareIdentity:
 
 
 def _read_property(path: Path) -> bytes | None:
-    """A small regular file's bytes; None for anything else (absent, a link, a FIFO, huge).
-
-    The safe reader refuses a link as the last component only: /proc/device-tree itself is a
-    link to /sys/firmware/devicetree/base on every Jetson.
-    """
+    """A small regular file's bytes, else None. A link is refused as the last component only:
+    /proc/device-tree itself links to /sys/firmware/devicetree/base on every Jetson."""
     try:
         return read_small(path, _PROPERTY_MAX)
     except OSError:
@@ -164,7 +140,6 @@ def read_board(device_tree: Path = DEVICE_TREE) -> tuple[tuple[str, ...], str]:
 
 def identity_of(report: HostReport, backend: str, *, device_tree: Path = DEVICE_TREE,
                 backend_version: str | None = None) -> HardwareIdentity:
-    """The identity of the probed host for ``backend`` (the resolved backend name)."""
     if backend_version is None:
         backend_version = (report.tensorrt.version if backend == "tensorrt"
                            else declared_version(backend))

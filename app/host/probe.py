@@ -1,15 +1,9 @@
-"""What the host has: the JetPack release, installed packages, TensorRT, and the
-:class:`~app.values.HostCapabilities` they make with the GPU.
-
-Nothing here imports TensorRT or ONNX Runtime: importing ``tensorrt`` loads libnvinfer
-(hundreds of MB, seconds on a Jetson) and a warm boot needs only version strings, read from the
-packages' literal ``__version__`` lines. The ``libnvinfer.so.X.Y.Z`` files on the loader path
-are listed to warn when two installs disagree, the classic cause of "magicTag" errors.
-
-JetPack comes from the L4T release (``/etc/nv_tegra_release`` or ``$L4T_VERSION``) through a
-table of the releases NVIDIA published; an L4T release not in it is reported as
-``l4t<version>``, never mapped to a guessed JetPack (the config's ``jetpack`` key overrides).
-"""
+"""What the host has: the JetPack release, TensorRT and the packages, and the
+:class:`~app.values.HostCapabilities` they make with the GPU. Nothing here imports TensorRT
+(libnvinfer: hundreds of MB, seconds on a Jetson): versions come from literal ``__version__``
+lines, and ``libnvinfer.so.X.Y.Z`` files on the loader path that disagree are warned of (the
+classic cause of "magicTag" errors). An L4T release not in NVIDIA's table stays ``l4t<version>``,
+never a guessed JetPack."""
 
 from __future__ import annotations
 
@@ -58,7 +52,7 @@ _LIB_DIRS = ("/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lo
 
 @dataclass(frozen=True)
 class JetsonRelease:
-    """``l4t`` is ``""`` off-Jetson; ``known`` says whether the table had the release."""
+    """``l4t`` is ``""`` off-Jetson; ``known``: the table had the release."""
 
     l4t: str
     jetpack: str
@@ -72,7 +66,7 @@ def _normalise(version: str) -> str:
 
 
 def parse_nv_tegra_release(text: str) -> str | None:
-    """The L4T version ("36.4.3") from the file's first line, or None if it is not one."""
+    """The L4T version ("36.4.3") from the file's first line, or None."""
     first = text.splitlines()[0] if text else ""
     match = _LINE_RE.match(first.strip())
     if match is None:
@@ -81,15 +75,14 @@ def parse_nv_tegra_release(text: str) -> str | None:
 
 
 def jetpack_for(l4t: str) -> tuple[str, bool]:
-    """(JetPack token, known) for an L4T version; unknown releases keep their L4T identity."""
     if l4t in L4T_TO_JETPACK:
         return L4T_TO_JETPACK[l4t], True
     return f"l4t{l4t}", False
 
 
 def _read_release(path: Path) -> str:
-    """The release file's text (its first 4 KiB), through the safe reader: a FIFO there is an
-    error, not a hang. ``/dev/null`` is what a compose file mounts off-Jetson: read as empty."""
+    """The release file's first 4 KiB; a FIFO is an error, not a hang. ``/dev/null`` (what a
+    compose file mounts off-Jetson) reads as empty."""
     try:
         return read_small(path, 4096, follow_links=True, truncate=True).decode("utf-8", "replace")
     except UnsafeFileError:
@@ -101,7 +94,7 @@ def _read_release(path: Path) -> str:
 def detect_release(
     env: Mapping[str, str] | None = None, release_file: Path = RELEASE_FILE
 ) -> JetsonRelease:
-    """Read the L4T release from ``$L4T_VERSION`` or the release file; not a Jetson if neither."""
+    """The L4T release from ``$L4T_VERSION`` or the release file; not a Jetson if neither."""
     env = os.environ if env is None else env
     raw_env = env.get("L4T_VERSION", "").strip()
     if raw_env:
@@ -148,8 +141,6 @@ def declared_version(module: str, distributions: tuple[str, ...] = ()) -> str:
 
 @dataclass(frozen=True)
 class TensorRTInstall:
-    """``version`` is the full version of the Python package ('' if absent)."""
-
     version: str
     module_path: str
     libraries: dict[str, str] = field(default_factory=dict)
@@ -163,7 +154,6 @@ class TensorRTInstall:
         return bool(self.version)
 
     def conflicts(self) -> list[str]:
-        """Library versions on the loader path whose major.minor differs from the package's."""
         return [f"{path} ({ver})" for path, ver in self.libraries.items()
                 if self.version and ".".join(ver.split(".")[:2]) != self.major_minor]
 
@@ -184,8 +174,8 @@ def _library_versions() -> dict[str, str]:
 
 
 def tensorrt_package() -> str | None:
-    """Where the ``tensorrt`` package that ``import tensorrt`` would load lies; None: TensorRT
-    for Python is not installed. Found, not imported. The one answer to "is TensorRT there"."""
+    """Where ``import tensorrt`` would load it from (found, not imported); None: not installed.
+    The one answer to "is TensorRT there"."""
     spec = importlib.util.find_spec("tensorrt")
     return spec.origin if spec is not None and spec.origin else None
 
@@ -204,8 +194,6 @@ def find_tensorrt() -> TensorRTInstall:
 
 @dataclass(frozen=True)
 class HostReport:
-    """The capabilities plus what was read and any warnings worth an event."""
-
     capabilities: HostCapabilities
     gpu: GpuInfo | None
     release: JetsonRelease
@@ -222,7 +210,7 @@ def probe_host(
     env: Mapping[str, str] | None = None,
     release_file: Path = RELEASE_FILE,
 ) -> HostReport:
-    """Probe the host. Without ``need_gpu`` a missing GPU gives ``sm=0`` instead of an error."""
+    """Without ``need_gpu`` a missing GPU gives ``sm=0`` instead of an error."""
     warnings: list[str] = []
     gpu: GpuInfo | None = None
     gpu_error = ""
@@ -236,10 +224,8 @@ def probe_host(
         release = detect_release(env, release_file)
     except ValueError as exc:
         raise ConfigError(str(exc), hint="set L4T_VERSION (e.g. 36.4.3) or the jetpack key") from None
-    jetpack = release.jetpack
-    if jetpack_override:
-        jetpack = jetpack_override
-    elif not release.known:
+    jetpack = jetpack_override or release.jetpack
+    if not jetpack_override and not release.known:
         warnings.append(
             f"L4T {release.l4t} is not in engine-init's table; engines are named "
             f"jp{release.jetpack}. Set the jetpack key if you know the JetPack release"

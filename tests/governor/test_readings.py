@@ -16,7 +16,7 @@ def test_an_orin_like_host(tmp_path):
     c = read_conditions(orin(tmp_path, available=5 * GiB, cpu_c=52.5))
     assert c.memory is not None and c.memory.available == 5 * GiB and c.memory.swap_free == 2 * GiB
     assert c.memory.total == 8 * GiB
-    assert (c.power_mode.id, c.power_mode.name, c.power_mode.source) == (2, "MODE_15W", "status")  # type: ignore[union-attr]
+    assert c.power_mode == {"id": 2, "name": "MODE_15W", "source": "status"}
     assert [(z.type, z.temp_c, z.passive_c, z.critical_c) for z in c.zones] == [
         ("CPU-therm", 52.5, 99.0, 104.5), ("GPU-therm", 50.5, 99.0, None), ("PMIC-Die", 100.0, None, None)]
     event = c.as_event()
@@ -38,7 +38,7 @@ def test_power_mode_from_the_conf_default_without_a_status_file(tmp_path):
     (tmp_path / "etc/nvpmodel.conf").rename(tmp_path / "etc/nvpmodel_p3767_0000.conf")
     (tmp_path / "etc/nvpmodel.conf").symlink_to("nvpmodel_p3767_0000.conf")
     mode = read_power_mode(tmp_path)
-    assert mode is not None and (mode.id, mode.name, mode.source) == (0, "MAXN", "default")
+    assert mode == {"id": 0, "name": "MAXN", "source": "default"}
 
 
 def _script(tmp_path: Path, body: str) -> str:
@@ -53,9 +53,9 @@ def test_nvpmodel_q_only_without_the_files(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     mode = read_power_mode(root, binary)
-    assert mode is not None and (mode.id, mode.name, mode.source) == (2, "MAXN_SUPER", "nvpmodel -q")
+    assert mode == {"id": 2, "name": "MAXN_SUPER", "source": "nvpmodel -q"}
     write_nvpmodel(root)  # the files win: no process is started
-    assert read_power_mode(root, str(tmp_path / "absent-binary")).source == "status"  # type: ignore[union-attr]
+    assert read_power_mode(root, str(tmp_path / "absent-binary"))["source"] == "status"  # type: ignore[index]
 
 
 def test_a_hanging_nvpmodel_is_cut_off(tmp_path):
