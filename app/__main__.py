@@ -2,8 +2,8 @@
 
 The signal handlers go in before the CLI's imports (docs/failures.md#a-signal-before-the-job-starts).
 Start-up makes ~50,000 long-lived objects and little garbage: the collector stays off until the
-config is loaded (:meth:`app.commands.State.config`), ~10 ms saved. Pydantic plugins are not
-looked for (that reads every installed distribution's metadata)."""
+config is loaded or a fleet command starts (:func:`app.commands.end_startup`), ~10 ms saved.
+Pydantic plugins are not looked for (that reads every installed distribution's metadata)."""
 
 import gc
 import os

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("engine_init")
 
 
+def end_startup() -> None:
+    """The collector, off for the start-up (app/__main__.py), back on; what it made stays."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 class State:
     """What every command is handed (``click.pass_obj``): the config, loaded when asked for."""
 
@@ -35,9 +42,7 @@ class State:
         try:
             return load_config(self.config_arg, check_files=check_files)
         finally:
-            if not gc.isenabled():  # off for the start-up (app/__main__.py): what it made stays
-                gc.freeze()
-                gc.enable()
+            end_startup()
 
     def host(self, config: EngineInitConfig | None = None) -> tuple[EngineInitConfig, Prepared,
                                                                      HardwareIdentity]:

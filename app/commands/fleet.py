@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from app import events
+from app.commands import end_startup
 from app.commands.fleet_trust import KEY_FILE, trust_group
 
 LOGGER = logging.getLogger("engine_init")
@@ -231,6 +232,7 @@ def fleet_group() -> None:
     """Share engines between the robots of a SKU: signed bundles (export, import), an
     OCI registry (push, pull), signing keys (keygen) and the fleet's TUF metadata
     (trust)."""
+    end_startup()  # keygen and the trust commands read no config
 
 
 @fleet_group.command("keygen")

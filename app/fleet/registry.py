@@ -173,9 +173,10 @@ class RegistrySource(Source):
 
     def document(self, reference: str, media_type: str, what: str, hint: str = "push it again",
                  absent: tuple[int, ...] = (404,), size: int = layout.DOC_MAX,
-                 ) -> tuple[bytes, list[str] | None]:
+                 ) -> tuple[bytes, list[str] | None, int]:
         """The manifest or index ``reference`` (a tag or a digest) of up to ``size`` bytes, read
-        within the limits, or the error codes of an answer in ``absent`` (no bytes then)."""
+        within the limits, or the error codes of an answer in ``absent`` (no bytes then); and
+        the answer's HTTP status."""
         url = f"{self.client.prefix}://{self.container.manifest_url(reference)}"
         response = self.client.do_request(url, "GET", headers={"Accept": media_type}, stream=True)
         try:
@@ -183,7 +184,7 @@ class RegistrySource(Source):
                 codes = _codes(response)
                 if codes is None and response.status_code == 404:
                     raise self._plain_404(what)
-                return b"", codes or []
+                return b"", codes or [], response.status_code
             checked(response, what)
             if response.headers.get("Content-Type", "").split(";")[0].strip() != media_type:
                 raise BundleError(f"{self.where}: {what} is not an engine-init document "
@@ -193,14 +194,14 @@ class RegistrySource(Source):
             response.close()
         if len(raw) > size:
             raise BundleError(f"{self.where}: {what} is too large", hint=hint)
-        return raw, None
+        return raw, None, response.status_code
 
     def signed_index(self, sku: str) -> bytes:
         if self.index is not None:
-            raw, _ = self.document(self.index.digest, layout.INDEX_TYPE, f"the released index "
+            raw, _, _ = self.document(self.index.digest, layout.INDEX_TYPE, f"the released index "
                                    f"{self.index.digest} of {sku}", absent=(), size=self.index.size)
             return read_document(iter([raw]), self.index, "released index")
-        raw, codes = self.document(sku, layout.INDEX_TYPE, f"the tag {sku}",
+        raw, codes, _ = self.document(sku, layout.INDEX_TYPE, f"the tag {sku}",
                                    hint="push it with engine-init push")
         if codes is None:
             return raw
@@ -225,7 +226,7 @@ class RegistrySource(Source):
         raise ArtifactAbsentError(f"{self.where}:{sku}")
 
     def manifest(self, descriptor: layout.Descriptor) -> bytes:
-        raw, _ = self.document(descriptor.digest, layout.MANIFEST_TYPE, "the manifest", absent=(),
+        raw, _, _ = self.document(descriptor.digest, layout.MANIFEST_TYPE, "the manifest", absent=(),
                                size=descriptor.size)
         return read_document(iter([raw]), descriptor, "manifest")
 

@@ -110,10 +110,10 @@ class OciFetcher(FetcherInterface):
     def _fetch(self, url: str) -> Iterator[bytes]:
         tag = "tuf-" + url.rsplit("/", 1)[-1]
         hint = "push the fleet's metadata again with the fleet trust commands"
-        raw, codes = self.source.document(tag, layout.MANIFEST_TYPE, f"the tag {tag}", hint,
-                                          absent=(404, 403))
-        if codes is not None:
-            raise exceptions.DownloadHTTPError(f"{self.source.where} has no {tag}", 404)
+        raw, codes, status = self.source.document(tag, layout.MANIFEST_TYPE, f"the tag {tag}",
+                                                  hint, absent=(404, 403))
+        if codes is not None:  # python-tuf reads both as "no such version"
+            raise exceptions.DownloadHTTPError(f"{self.source.where} has no {tag}", status)
         layers = layout.parse_object(raw, f"manifest of {tag}").get("layers")
         if not isinstance(layers, list) or len(layers) != 1:
             raise BundleError(f"{self.source.where}:{tag} is not TUF metadata", hint=hint)
@@ -136,7 +136,7 @@ def released_bundle(repository: str, sku: str, digest: str | None, *, insecure: 
                               "`engine-init status` prints it") from None
     else:
         digest = released_digest(digest, repository, sku)
-        raw, codes = source.document(digest, layout.INDEX_TYPE, f"the index {digest}")
+        raw, codes, _ = source.document(digest, layout.INDEX_TYPE, f"the index {digest}")
         if codes is not None:
             raise BundleError(f"{repository} holds no bundle {digest} (no such signed index)",
                               hint=f"give --digest as `engine-init push` printed it for {sku} "

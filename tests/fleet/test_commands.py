@@ -314,3 +314,22 @@ def test_a_repository_name_with_capitals_is_exit_78_for_pull_and_push(tmp_path, 
         assert done.returncode == 78, (args, line)
         assert "'Fleet/Engines' is not a registry repository name" in line
         assert "lowercase letters and digits" in line
+
+
+def test_a_fleet_command_turns_the_collector_back_on(tmp_path):
+    """The collector is off for the start-up (app/__main__.py); keygen and the trust commands
+    read no config, so the fleet group turns it back on before they run."""
+    import gc
+
+    from click.testing import CliRunner
+
+    from app.cli import cli as group
+
+    gc.disable()
+    try:
+        done = CliRunner().invoke(group, ["fleet", "keygen", str(tmp_path / "k"), str(tmp_path / "k.pub")])
+        assert done.exit_code == 0, done.output
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()

@@ -199,6 +199,21 @@ def test_a_404_that_is_no_oci_error_document_is_a_registry_error_never_absent(
     assert "no OCI error document" in str(fetched.value.__cause__)
 
 
+def test_the_tuf_fetcher_hands_python_tuf_the_registrys_own_status(monkeypatch):
+    """A 403 reaches python-tuf as 403 (both mean "no such version" to it; the hint differs).
+    The answer is stood in: CNCF Distribution without a token server answers 401, never 403."""
+    from tuf.api import exceptions
+
+    from app.fleet.tuf_client import OciFetcher
+
+    for status in (403, 404):
+        monkeypatch.setattr(RegistrySource, "document",
+                            lambda self, *args, status=status, **kw: (b"", ["DENIED"], status))
+        with pytest.raises(exceptions.DownloadHTTPError) as caught:
+            list(OciFetcher("127.0.0.1:9/fleet/engines", insecure=True)._fetch("x/timestamp.json"))
+        assert caught.value.status_code == status
+
+
 def test_credentials_come_from_the_docker_config_file(tmp_path, keys, monkeypatch):
     """A registry with htpasswd (bcrypt) logins: pull works with the Docker config file's
     credentials, and without them fails with a one-line error naming `docker login`."""

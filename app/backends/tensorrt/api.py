@@ -60,7 +60,7 @@ def check_auto_choice(report: HostReport, chosen: str, logger: logging.Logger) -
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", text or "")
     if match is None:
         raise ValueError(f"not a TensorRT version: {text!r}")
     return tuple(int(g) for g in match.groups() if g is not None)

@@ -83,7 +83,7 @@ def _min_shapes(model: Any, profiles: dict[str, InputProfile]) -> dict[str, list
 def check_model(onnx_path: Path, version: str,
                 profiles: dict[str, InputProfile] | None = None) -> list[Finding]:
     """What TensorRT ``version`` ("8.6.2", "10.3.0") would refuse or warn about in the graph."""
-    release = parse_version(version)[:2]
+    release = (*parse_version(version), 0)[:2]  # metadata may say "10"
     model = load_graph(Path(onnx_path))
     findings: list[Finding] = []
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)

@@ -64,6 +64,8 @@ def test_an_opset_above_what_8_6_documents_is_a_warning_not_a_refusal(tmp_path, 
     (found,) = check_model(tmp_path / "lg19.onnx", "8.6.2")
     assert not found.refuse and "opset 19 is above the 17" in found.message
     assert check_model(tmp_path / "lg19.onnx", "10.3.0") == []
+    # A version read from package metadata may lack the minor number: read as 10.0, never a crash.
+    assert check_model(tmp_path / "lg19.onnx", "10") == []
     fake = FakeTensorRT("8.6.2")
     runtime = runtime_for(fake)
     runtime.logger = logger
