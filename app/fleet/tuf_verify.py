@@ -226,9 +226,8 @@ def release_of(targets: Targets, sku: str) -> tuple[Descriptor, dict[str, Descri
 
 def check_index(raw: bytes, index: Descriptor, where: str) -> None:
     """BundleError unless ``raw`` is the signed index the release names."""
-    got = oci_digest(raw)
-    if len(raw) != index.size or got != index.digest:
-        raise BundleError(f"{where}: the bundle's index is {got}, the fleet released "
+    if not index.matches(raw):
+        raise BundleError(f"{where}: the bundle's index is {oci_digest(raw)}, the fleet released "
                           f"{index.digest} for it", hint="an older pull or an import stored "
                           "another bundle: run `engine-init pull` (the operator releases a bundle "
                           "with `engine-init fleet trust release`)")
