@@ -263,9 +263,7 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: P
     folder = candidates / sku
     name = f"{target.parent.name}/{target.name}"
     trust = trust_folder(folder, sku, public_key, trusted_root, repository)
-    if name not in trust.files:
-        return None
-    try:
+    try:  # ValueError too when the trusted manifest lists no timing cache of that name
         payload = signed_bytes(folder, name, trust)
     except (OSError, ValueError):
         return None
