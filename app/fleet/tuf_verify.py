@@ -64,9 +64,7 @@ def read_trusted_root(path: Path) -> bytes:
         raise ConfigError(f"fleet.trusted_root_file {path} cannot be read: {exc.strerror or exc}",
                           hint=ROOT_HINT) from None
     try:
-        md = Metadata[Root].from_bytes(raw)
-        if not isinstance(md.signed, Root):
-            raise ValueError(f"it is {md.signed.type} metadata, not root")
+        md = _load(raw, Root, "it")
         md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
     except (exceptions.RepositoryError, ValueError) as exc:
         raise ConfigError(f"fleet.trusted_root_file {path} is not the fleet's root metadata: {exc}",
