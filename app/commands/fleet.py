@@ -193,9 +193,8 @@ def pull_cmd(state: Any, repository: str | None, insecure: bool, public_key: Pat
     # With fleet.trusted_root_file the fleet's TUF metadata decides (docs/fleet-trust.md); the
     # signature is checked too given a key, which is needed without it.
     released = config.fleet.trusted_root_file is not None
-    public_file = public_key or config.fleet.public_key_file
-    if not released:
-        public_file = _setting(public_key, config, "public_key_file", "--public-key")
+    public_file = (public_key or config.fleet.public_key_file) if released else _setting(
+        public_key, config, "public_key_file", "--public-key")
     key = load_public_key(public_file) if public_file is not None else None
     config, _, identity = state.host(config)
     sku, limits, insecure = identity.sku_key(), config.fleet, insecure or config.fleet.insecure

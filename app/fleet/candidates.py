@@ -234,7 +234,7 @@ def _check(folder: Path, sku: str, public_key_file: Path | None, trusted_root: P
         if why:
             return Trust(reason=why)
         raw = read_small(folder / "manifest.json", layout.DOC_MAX)
-        if len(raw) != signed.manifest.size or oci_digest(raw) != signed.manifest.digest:
+        if not signed.manifest.matches(raw):
             return Trust(reason="manifest.json is not the manifest its signature covers")
         manifest = layout.parse_manifest(raw)
         if trusted_root is not None:
@@ -255,6 +255,6 @@ def signed_bytes(folder: Path, name: str, trust: Trust) -> bytes:
     if described is None:
         raise ValueError(f"the signed manifest does not list {name}")
     payload = read_small(folder / "files" / name, described.size)
-    if len(payload) != described.size or oci_digest(payload) != described.digest:
+    if not described.matches(payload):
         raise ValueError(f"{name} is not the file the signed manifest lists")
     return payload

@@ -45,7 +45,7 @@ def read_document(chunks: Iterator[bytes], descriptor: layout.Descriptor, what: 
         data += chunk
         if len(data) > descriptor.size:
             break
-    if len(data) != descriptor.size or oci_digest(data) != descriptor.digest:
+    if not descriptor.matches(data):
         raise BundleError(f"the bundle's {what} does not match its digest {descriptor.digest}",
                           hint=layout.ALTERED)
     return bytes(data)

@@ -60,6 +60,9 @@ class Descriptor:
     def hex(self) -> str:
         return self.digest.removeprefix("sha256:")
 
+    def matches(self, data: bytes | bytearray) -> bool:
+        return len(data) == self.size and oci_digest(data) == self.digest
+
 
 @dataclass(frozen=True)
 class SignedIndex:

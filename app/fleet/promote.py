@@ -173,16 +173,15 @@ def preview(candidates: Path, sku: str, artifact: Path, expected: ProvenanceReco
     try:
         source = open_candidate(candidates, sku, artifact.name)
     except OSError as exc:
-        return Promotion(candidate, reason=f"unreadable: {exc.filename}: {exc.strerror}")
+        return Promotion(candidate, reason=_differs(described, 0, None, exc))
     try:
-        size = os.fstat(source).st_size
-        if size != described.size:
-            return Promotion(candidate, reason=f"it holds {size} bytes, not the signed {described.size}")
-        if read_bytes and copy_hashed(source) != (described.hex, described.size):
-            return Promotion(candidate, reason="its bytes are not the ones the signed manifest lists")
+        digest, size = None, os.fstat(source).st_size
+        if read_bytes and size == described.size:
+            digest, size = copy_hashed(source)
     finally:
         os.close(source)
-    return Promotion(candidate, described.hex, described.size)
+    why = _differs(described, size, digest)
+    return Promotion(candidate, reason=why) if why else Promotion(candidate, described.hex, described.size)
 
 
 def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Path,
@@ -202,7 +201,7 @@ def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pat
         if staged is None:  # none made ahead (the folder changed since the run began): now
             staged = StagedCopy(candidates, sku, artifact, described.size, None)
         staged.wait_copied()
-        failed = _failed(staged, described)
+        failed = _differs(described, staged.size, staged.digest, staged.error)
         if failed:
             return Promotion(candidate, reason=failed)
         before_publish()
@@ -230,18 +229,19 @@ def promote(runtime: InferenceRuntime, candidates: Path, sku: str, artifact: Pat
             staged.abandon()
 
 
-def _failed(staged: StagedCopy, described: Descriptor) -> str:
-    """Why the copy made ahead is not the signed engine ('' when it is); raises what is not
-    the candidate's fault (the cache cannot be written, the run was cancelled)."""
-    error = staged.error
+def _differs(described: Descriptor, size: int, digest: str | None,
+             error: BaseException | None = None) -> str:
+    """Why the candidate's bytes (``digest`` None: not read) are not the signed engine ('' when
+    they are); raises an ``error`` that is not the candidate's fault (the cache cannot be
+    written, the run was cancelled)."""
     if isinstance(error, OSError) and not isinstance(error, EngineInitError):
         return f"unreadable: {error.filename}: {error.strerror}"  # a link, FIFO, device, gone
     if error is not None:
         raise error
-    if staged.size != described.size:
-        more = "more" if staged.size > described.size else "fewer"
+    if size != described.size:
+        more = "more" if size > described.size else "fewer"
         return f"it holds {more} bytes than the signed {described.size}"
-    if staged.digest != described.hex:
+    if digest is not None and digest != described.hex:
         return "its bytes are not the ones the signed manifest lists"
     return ""
 
@@ -263,9 +263,7 @@ def seed_timing_cache(runtime: InferenceRuntime, cache_root: Path, candidates: P
     folder = candidates / sku
     name = f"{target.parent.name}/{target.name}"
     trust = trust_folder(folder, sku, public_key, trusted_root, repository)
-    if name not in trust.files:
-        return None
-    try:
+    try:  # ValueError too when the trusted manifest lists no timing cache of that name
         payload = signed_bytes(folder, name, trust)
     except (OSError, ValueError):
         return None

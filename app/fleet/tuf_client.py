@@ -60,27 +60,24 @@ def refresh(repository: str, trusted_root: Path, candidates: Path, sku: str, *, 
             (work / name).parent.mkdir(exist_ok=True)
             atomic_write_bytes(work / name, raw)
         fetcher = OciFetcher(repository, insecure=insecure, limits=limits)
-        try:
-            updater = Updater(str(work), f"oci://{repository}/", fetcher=fetcher,
-                              config=UpdaterConfig(max_root_rotations=MAX_ROOTS), bootstrap=bootstrap)
-            updater.refresh()
-            updater.get_targetinfo(f"{sku}/index.json")  # loads the SKU's delegated role, if any
-        except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
-            raise explain(exc, repository, current, insecure=insecure) from None
-        except ValueError as exc:  # the provisioned root is not TUF root metadata
-            raise ConfigError(f"fleet.trusted_root_file {trusted_root}: {exc}", hint=ROOT_HINT) from None
 
         # The Updater verified these files, written by it into this process's own folder.
         def verified(name: str) -> Any:
             return Metadata.from_bytes(read_small(work / f"{name}.json", METADATA_MAX)).signed
 
-        roots = sorted(int(p.name.split(".")[0]) for p in (work / "root_history").iterdir())
-        root: Root = verified(f"root_history/{roots[-1]}.root")
-        top: Targets = verified("targets")
         try:
+            updater = Updater(str(work), f"oci://{repository}/", fetcher=fetcher,
+                              config=UpdaterConfig(max_root_rotations=MAX_ROOTS), bootstrap=bootstrap)
+            updater.refresh()
+            updater.get_targetinfo(f"{sku}/index.json")  # loads the SKU's delegated role, if any
+            roots = sorted(int(p.name.split(".")[0]) for p in (work / "root_history").iterdir())
+            root: Root = verified(f"root_history/{roots[-1]}.root")
+            top: Targets = verified("targets")
             targets = releasing(top, sku, verified)
-        except exceptions.RepositoryError as exc:
+        except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
             raise explain(exc, repository, current, insecure=insecure) from None
+        except ValueError as exc:  # the provisioned root is not TUF root metadata
+            raise ConfigError(f"fleet.trusted_root_file {trusted_root}: {exc}", hint=ROOT_HINT) from None
         timestamp: Timestamp = verified("timestamp")
         check_bound(repository, root, top, targets)
         return {"targets": targets, "root_version": root.version, "timestamp_version": timestamp.version,

@@ -64,9 +64,7 @@ def read_trusted_root(path: Path) -> bytes:
         raise ConfigError(f"fleet.trusted_root_file {path} cannot be read: {exc.strerror or exc}",
                           hint=ROOT_HINT) from None
     try:
-        md = Metadata[Root].from_bytes(raw)
-        if not isinstance(md.signed, Root):
-            raise ValueError(f"it is {md.signed.type} metadata, not root")
+        md = _load(raw, Root, "it")
         md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
     except (exceptions.RepositoryError, ValueError) as exc:
         raise ConfigError(f"fleet.trusted_root_file {path} is not the fleet's root metadata: {exc}",
@@ -226,9 +224,8 @@ def release_of(targets: Targets, sku: str) -> tuple[Descriptor, dict[str, Descri
 
 def check_index(raw: bytes, index: Descriptor, where: str) -> None:
     """BundleError unless ``raw`` is the signed index the release names."""
-    got = oci_digest(raw)
-    if len(raw) != index.size or got != index.digest:
-        raise BundleError(f"{where}: the bundle's index is {got}, the fleet released "
+    if not index.matches(raw):
+        raise BundleError(f"{where}: the bundle's index is {oci_digest(raw)}, the fleet released "
                           f"{index.digest} for it", hint="an older pull or an import stored "
                           "another bundle: run `engine-init pull` (the operator releases a bundle "
                           "with `engine-init fleet trust release`)")
