@@ -13,9 +13,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from app import cancel as faults
-from app.backends.base import EngineRunner, PrecisionInEffect
+from app.backends.base import EngineRunner, HostBackend, PrecisionInEffect, build_inputs
 from app.cache.fsread import open_binary, read_small
-from app.cache.hashing import Sha256Sidecar, sha256_bytes
+from app.cache.hashing import sha256_bytes
 from app.cache.names import OrtFilenameSchema
 from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
@@ -52,7 +52,7 @@ def _ort_version() -> str:
     return declared_version("onnxruntime")
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(HostBackend):
     name = "onnxruntime"
 
     def __init__(self, host: HostCapabilities | None = None) -> None:
@@ -73,16 +73,11 @@ class OnnxRuntimeBackend:
                                        cpu=cpu_identity()[0], precision=precision)
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
-        cfg = build_config
-        if cfg.engine_path is None:
-            raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
         import tempfile  # build-only modules load here: a warm boot never builds
 
-        from app.backends.onnx_model import inspect_model, resolve_profiles
-
+        cfg = build_config
+        model, profiles = build_inputs(model_path, cfg)
         cancellable_sleep(faults.slow_build_seconds())
-        model = inspect_model(model_path, cfg.model_name)
-        profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         with tempfile.TemporaryDirectory(prefix="engine-init-ort-") as tmp:
             source = Path(model_path)
             if cfg.precision is PrecisionMode.INT8:
@@ -91,10 +86,7 @@ class OnnxRuntimeBackend:
                 source = self._to_fp16(source, Path(tmp))
             payload = self._optimize(source, Path(tmp) / "model.ort", cfg)
         self._verify(payload, model, profiles, cfg)
-        digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, payload)
-        return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
-                                self.host.trt, cfg.precision,
-                                {"backend": self.name, "backend_version": self.version()})
+        return self.publish(cfg, payload, self.version())
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
@@ -106,15 +98,6 @@ class OnnxRuntimeBackend:
             build_config, verify="io")
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         self._verify(str(artifact), model, profiles, cfg)  # ONNX Runtime reads the file itself
-
-    def device_free_memory(self) -> int | None:
-        return None
-
-    def timing_cache_path(self, cache_root: Path) -> Path | None:
-        return None
-
-    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
-        return None
 
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect:
