@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from app.cache.names import EngineFilenameSchema
 from app.errors import EngineBuildError
-from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, PrecisionMode
+from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
 
 if TYPE_CHECKING:
     from app.backends.onnx_model import ModelInterface
@@ -119,11 +119,12 @@ class InferenceRuntime(Protocol):
         """Whether this build will load a timing cache (the ETA's basis); None: no such cache."""
 
 
-class PlainRuntimeAdapter:
-    def __init__(self, runtime: PlainRuntime, host: HostCapabilities) -> None:
-        self.runtime = runtime
-        self.host = host
-        self.name = type(runtime).__name__
+class HostBackend:
+    """What backends share: engines named for ``host``'s GPU and TensorRT, opaque artifacts, no
+    timing cache, no free-memory figure; the published engine and its sidecar."""
+
+    name: str
+    host: HostCapabilities
 
     def version(self) -> str:
         return self.host.trt_full or self.host.trt
@@ -136,12 +137,48 @@ class PlainRuntimeAdapter:
                                           jetpack=self.host.jetpack, trt=self.host.trt,
                                           precision=precision)
 
-    def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
-        return self.runtime.compile_engine(model_path, build_config)
-
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect | None:
-        return None  # a plain runtime's artifacts are opaque
+        return None
+
+    def device_free_memory(self) -> int | None:
+        return None
+
+    def timing_cache_path(self, cache_root: Path) -> Path | None:
+        return None
+
+    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
+        return None
+
+    def publish(self, cfg: BuildConfig, payload: Any, version: str) -> EngineCacheEntry:
+        from app.cache.hashing import Sha256Sidecar
+
+        assert cfg.engine_path is not None  # build_inputs refused a build without one
+        digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, payload)
+        return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
+                                self.host.trt, cfg.precision,
+                                {"backend": self.name, "backend_version": version})
+
+
+def build_inputs(model_path: Path,
+                 cfg: BuildConfig) -> tuple[ModelInterface, dict[str, InputProfile]]:
+    """The model's interface and its profiles, for a build (which needs ``engine_path``)."""
+    from app.backends.onnx_model import inspect_model, resolve_profiles
+
+    if cfg.engine_path is None:
+        raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
+    model = inspect_model(model_path, cfg.model_name)
+    return model, resolve_profiles(model, cfg.input_shapes, cfg.model_name)
+
+
+class PlainRuntimeAdapter(HostBackend):
+    def __init__(self, runtime: PlainRuntime, host: HostCapabilities) -> None:
+        self.runtime = runtime
+        self.host = host
+        self.name = type(runtime).__name__
+
+    def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
+        return self.runtime.compile_engine(model_path, build_config)
 
     def open_runner(self, artifact: Path, build_config: BuildConfig) -> EngineRunner:
         raise EngineBuildError(f"{build_config.model_name}: the accuracy check cannot run "
@@ -149,18 +186,9 @@ class PlainRuntimeAdapter:
                                hint="set verify: io for this model, or use the onnxruntime or "
                                     "tensorrt backend")
 
-    def device_free_memory(self) -> int | None:
-        return None
-
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
         raise EngineBuildError(f"the {self.name} runtime cannot check an artifact built elsewhere")
-
-    def timing_cache_path(self, cache_root: Path) -> Path | None:
-        return None
-
-    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
-        return None
 
 
 def as_inference_runtime(runtime: InferenceRuntime | PlainRuntime,

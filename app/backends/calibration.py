@@ -87,29 +87,26 @@ class CalibrationSet:
                     f"{self.model_name}: {self.what} {path.name}[{name}] is {dtype}, the model "
                     f"wants {expected[name].dtype}", hint=f"cast it with .astype('{expected[name].dtype}')")
             prof = self.profiles[name]
-            if self.opt_only:
-                self._check_opt(path, name, shape, prof.opt)
+            lo, hi = (prof.opt, prof.opt) if self.opt_only else (prof.min, prof.max)
+            if len(shape) == len(lo) and all(
+                    a <= s <= b for s, a, b in zip(shape, lo, hi, strict=True)):
                 continue
-            ok = len(shape) == len(prof.min) and all(
-                lo <= s <= hi for s, lo, hi in zip(shape, prof.min, prof.max, strict=True))
-            if not ok:
+            if not self.opt_only:
                 raise ModelDataError(
                     f"{self.model_name}: {self.what} {path.name}[{name}] has shape {list(shape)}, "
                     f"outside the input's range {list(prof.min)}..{list(prof.max)}",
                     hint="write batches with the configured input shape")
-
-    def _check_opt(self, path: Path, name: str, shape: tuple[int, ...], opt: tuple[int, ...]) -> None:
-        if shape == opt:
-            return
-        if len(shape) != len(opt):
-            where = f"{len(shape)} dimensions, not {len(opt)}"
-        else:
-            axis = next(i for i, (s, o) in enumerate(zip(shape, opt, strict=True)) if s != o)
-            where = f"dimension {axis} is {shape[axis]}, not {opt[axis]}"
-        raise ModelDataError(
-            f"{self.model_name}: {path.name}[{name}] has shape {list(shape)} ({where}): TensorRT "
-            f"calibrates at the input's opt shape {list(opt)}",
-            hint="write every calibration batch at the opt shape, or set opt to the batches' shape")
+            opt = prof.opt
+            if len(shape) != len(opt):
+                where = f"{len(shape)} dimensions, not {len(opt)}"
+            else:
+                axis = next(i for i, (s, o) in enumerate(zip(shape, opt, strict=True)) if s != o)
+                where = f"dimension {axis} is {shape[axis]}, not {opt[axis]}"
+            raise ModelDataError(
+                f"{self.model_name}: {path.name}[{name}] has shape {list(shape)} ({where}): "
+                f"TensorRT calibrates at the input's opt shape {list(opt)}",
+                hint="write every calibration batch at the opt shape, or set opt to the batches' "
+                     "shape")
 
 
 def _header(stream: IO[bytes]) -> tuple[str, tuple[int, ...]]:

@@ -106,11 +106,13 @@ def _random_samples(model: ModelInterface, profiles: dict[str, InputProfile],
 def _refuse_calibration_copies(model_name: str, files: tuple[Path, ...],
                                calibration_dir: Path | None) -> None:
     calibration = calibration_files(calibration_dir)
-    if not calibration:
+    if not calibration or calibration_dir is None:
         return
-    if calibration_dir is not None and files and _same_dir(files[0].parent, calibration_dir):
-        same = True
-    else:
+    try:
+        same = os.path.samefile(files[0].parent, calibration_dir)
+    except OSError:
+        same = False
+    if not same:
         known = {_hash(p) for p in calibration}
         same = all(_hash(p) in known for p in files)
     if same:
@@ -119,13 +121,6 @@ def _refuse_calibration_copies(model_name: str, files: tuple[Path, ...],
             "the data the scales were fitted to proves nothing about other inputs",
             hint="give samples that were not used for calibration, or leave accuracy.samples_path "
                  "unset for seeded random inputs")
-
-
-def _same_dir(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _hash(path: Path) -> str:

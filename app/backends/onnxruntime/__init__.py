@@ -13,9 +13,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from app import cancel as faults
-from app.backends.base import EngineRunner, PrecisionInEffect
+from app.backends.base import EngineRunner, HostBackend, PrecisionInEffect, build_inputs
 from app.cache.fsread import open_binary, read_small
-from app.cache.hashing import Sha256Sidecar, sha256_bytes
+from app.cache.hashing import sha256_bytes
 from app.cache.names import OrtFilenameSchema
 from app.cancel import CANCEL, cancellable_sleep
 from app.errors import BuildCancelledError, EngineBuildError, ModelDataError
@@ -52,7 +52,7 @@ def _ort_version() -> str:
     return declared_version("onnxruntime")
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(HostBackend):
     name = "onnxruntime"
 
     def __init__(self, host: HostCapabilities | None = None) -> None:
@@ -73,16 +73,11 @@ class OnnxRuntimeBackend:
                                        cpu=cpu_identity()[0], precision=precision)
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
-        cfg = build_config
-        if cfg.engine_path is None:
-            raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
         import tempfile  # build-only modules load here: a warm boot never builds
 
-        from app.backends.onnx_model import inspect_model, resolve_profiles
-
+        cfg = build_config
+        model, profiles = build_inputs(model_path, cfg)
         cancellable_sleep(faults.slow_build_seconds())
-        model = inspect_model(model_path, cfg.model_name)
-        profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         with tempfile.TemporaryDirectory(prefix="engine-init-ort-") as tmp:
             source = Path(model_path)
             if cfg.precision is PrecisionMode.INT8:
@@ -91,10 +86,7 @@ class OnnxRuntimeBackend:
                 source = self._to_fp16(source, Path(tmp))
             payload = self._optimize(source, Path(tmp) / "model.ort", cfg)
         self._verify(payload, model, profiles, cfg)
-        digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, payload)
-        return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
-                                self.host.trt, cfg.precision,
-                                {"backend": self.name, "backend_version": self.version()})
+        return self.publish(cfg, payload, self.version())
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
@@ -106,15 +98,6 @@ class OnnxRuntimeBackend:
             build_config, verify="io")
         profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
         self._verify(str(artifact), model, profiles, cfg)  # ONNX Runtime reads the file itself
-
-    def device_free_memory(self) -> int | None:
-        return None
-
-    def timing_cache_path(self, cache_root: Path) -> Path | None:
-        return None
-
-    def timing_cache_present(self, build_config: BuildConfig) -> bool | None:
-        return None
 
     def precision_in_effect(self, model_path: Path, artifact: Path,
                             build_config: BuildConfig) -> PrecisionInEffect:
@@ -138,14 +121,11 @@ class OnnxRuntimeBackend:
         options = session_options(optimization="ORT_ENABLE_ALL",
                                   entries={"session.save_model_format": "ORT"})
         options.optimized_model_filepath = str(out)
-        try:
-            open_session(str(source), options)
-        except Exception as exc:
-            hint = ("ONNX Runtime's CPU kernels lack FP16 versions of some nodes here; "
-                    "use precision fp32 or int8 for this backend"
-                    if cfg.precision is PrecisionMode.FP16 else "check the model with onnx.checker")
-            raise EngineBuildError(f"{cfg.model_name}: ONNX Runtime could not compile the model "
-                                   f"for {cfg.precision.value}: {str(exc)[:300]}", hint=hint) from exc
+        hint = ("ONNX Runtime's CPU kernels lack FP16 versions of some nodes here; "
+                "use precision fp32 or int8 for this backend"
+                if cfg.precision is PrecisionMode.FP16 else "check the model with onnx.checker")
+        open_session(str(source), options, f"{cfg.model_name}: ONNX Runtime could not compile "
+                     f"the model for {cfg.precision.value}", hint=hint)
         with open_binary(out) as handle:
             return handle.read()
 
@@ -197,11 +177,7 @@ class OnnxRuntimeBackend:
             return
         # Without repacking the weights, loading takes a quarter less (3 x 200 MB: 0.92 s, 1.24 s).
         options = session_options(ort_format=True, entries={"session.disable_prepacking": "1"})
-        try:
-            session = open_session(payload, options)
-        except Exception as exc:
-            raise EngineBuildError(f"{cfg.model_name}: the compiled model does not load: "
-                                   f"{str(exc)[:300]}") from exc
+        session = open_session(payload, options, f"{cfg.model_name}: the compiled model does not load")
         got_in = [i.name for i in session.get_inputs()]
         got_out = [o.name for o in session.get_outputs()]
         want_in, want_out = [t.name for t in model.inputs], [t.name for t in model.outputs]

@@ -13,7 +13,7 @@ from typing import Any
 
 from app.backends.base import PrecisionInEffect
 from app.cache.fsread import open_regular, parse_json, read_small
-from app.errors import EngineBuildError, ModelDataError
+from app.errors import EngineBuildError, EngineInitError, ModelDataError
 
 PROVIDERS = ["CPUExecutionProvider"]
 _COMPUTE = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")
@@ -38,13 +38,17 @@ def session_options(*, ort_format: bool = False, optimization: str | None = None
     return options
 
 
-def open_session(model: str | bytes, options: Any) -> Any:
+def open_session(model: str | bytes, options: Any, failure: str, *,
+                 error: type[EngineInitError] = EngineBuildError, hint: str = "") -> Any:
+    """The session, or ``error`` saying ``failure`` and why."""
     import onnxruntime as ort
 
-    if isinstance(model, str):  # ONNX Runtime opens the path itself, blocking: a FIFO would hang it
-        os.close(open_regular(model, follow_links=True))
-
-    return ort.InferenceSession(model, options, providers=PROVIDERS)
+    try:
+        if isinstance(model, str):  # ONNX Runtime opens the path itself, blocking: a FIFO would hang it
+            os.close(open_regular(model, follow_links=True))
+        return ort.InferenceSession(model, options, providers=PROVIDERS)
+    except Exception as exc:
+        raise error(f"{failure}: {str(exc)[:300]}", hint=hint) from exc
 
 
 class OrtRunner:
@@ -61,23 +65,17 @@ class OrtRunner:
 
 
 def open_engine(artifact: Path, model_name: str = "") -> OrtRunner:
-    try:
-        session = open_session(str(artifact), session_options(ort_format=True))
-    except Exception as exc:
-        raise EngineBuildError(f"{model_name}: the compiled model {artifact.name} does not "
-                               f"load for the accuracy check: {str(exc)[:300]}") from exc
-    return OrtRunner(session)
+    return OrtRunner(open_session(str(artifact), session_options(ort_format=True),
+                                  f"{model_name}: the compiled model {artifact.name} does not "
+                                  "load for the accuracy check"))
 
 
 def open_reference(onnx_path: Path, model_name: str = "") -> OrtRunner:
     """The source ONNX model, unoptimized, on the CPU: what the engine must agree with."""
-    try:
-        session = open_session(str(onnx_path), session_options(optimization="ORT_DISABLE_ALL"))
-    except Exception as exc:
-        raise ModelDataError(f"{model_name}: ONNX Runtime cannot run {onnx_path} as the "
-                             f"accuracy reference: {str(exc)[:300]}",
-                             hint="check the model with onnx.checker, or set verify: io") from exc
-    return OrtRunner(session)
+    return OrtRunner(open_session(
+        str(onnx_path), session_options(optimization="ORT_DISABLE_ALL"),
+        f"{model_name}: ONNX Runtime cannot run {onnx_path} as the accuracy reference",
+        error=ModelDataError, hint="check the model with onnx.checker, or set verify: io"))
 
 
 def precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: str,
@@ -86,13 +84,13 @@ def precision_in_effect(artifact: Path, feeds: dict[str, Any], precision: str,
         options = session_options(ort_format=True)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "run")
+        failure = f"{model_name}: cannot profile {artifact.name} to see the precision it runs in"
+        session = open_session(str(artifact), options, failure)
         try:
-            session = open_session(str(artifact), options)
             session.run(None, feeds)
             trace = parse_json(read_small(session.end_profiling(), _TRACE_MAX))
         except Exception as exc:
-            raise EngineBuildError(f"{model_name}: cannot profile {artifact.name} to see the "
-                                   f"precision it runs in: {str(exc)[:300]}") from exc
+            raise EngineBuildError(f"{failure}: {str(exc)[:300]}") from exc
     ops: Counter[str] = Counter()
     ran: Counter[str] = Counter()
     for event in trace if isinstance(trace, list) else []:

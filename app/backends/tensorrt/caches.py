@@ -59,14 +59,18 @@ def find_calibration_cache(root: Path, model: str, trt_version: str, model_key: 
     return max(found)[1] if found else None
 
 
-def not_a_folder(folder: Path) -> str:
-    """What stands at a cache's folder when it is not a folder (planted: the cache is not
-    saved); "" when it is a folder or absent."""
+def save_cache(path: Path, data: bytes, warn: Callable[[str, str], None], kind: str,
+               lost: str) -> None:
+    """Write ``data`` to ``path`` unless something planted stands at its folder: then only
+    ``warn`` that ``lost`` (a cache only saves time; the engine is what matters)."""
     try:
-        mode = folder.lstat().st_mode
+        mode = path.parent.lstat().st_mode
     except FileNotFoundError:
-        return ""
-    return "" if stat.S_ISDIR(mode) else describe_mode(mode)
+        mode = stat.S_IFDIR
+    if not stat.S_ISDIR(mode):
+        warn(kind, f"{path.parent} is {describe_mode(mode)}, not a folder: {lost}")
+        return
+    atomic_write_bytes(path, data)
 
 
 class TimingCache:
@@ -116,12 +120,8 @@ class TimingCache:
                 self.warn(events.TIMING_RESET, f"timing cache {self.path}, written since by another build, "
                           "does not combine with this one: replacing it")
         data = bytes(memoryview(cache.serialize()))
-        folder = not_a_folder(self.path.parent)
-        if folder:  # planted there: the cache only saves time, the engine is what matters
-            self.warn(events.TIMING_UNSAVED, f"{self.path.parent} is {folder}, not a folder: the "
-                      "timing cache is not saved (the next build takes its full time)")
-            return data
-        atomic_write_bytes(self.path, data)
+        save_cache(self.path, data, self.warn, events.TIMING_UNSAVED,
+                   "the timing cache is not saved (the next build takes its full time)")
         return data
 
 
@@ -202,12 +202,8 @@ def make_calibrator(trt: Any, calib: CalibrationSet, write_to: Path, read_from: 
         def write_calibration_cache(self, cache: Any, *args: Any) -> None:
             if errors.failed:
                 return
-            planted = not_a_folder(write_to.parent)
-            if planted:  # the table only saves the next calibration; the batches are here
-                warn(events.CALIBRATION_UNSAVED, f"{write_to.parent} is {planted}, not a folder: "
-                     "the calibration table is not saved (the next build calibrates again)")
-                return
             with errors.guard("write_calibration_cache"):
-                atomic_write_bytes(write_to, bytes(memoryview(cache)))
+                save_cache(write_to, bytes(memoryview(cache)), warn, events.CALIBRATION_UNSAVED,
+                           "the calibration table is not saved (the next build calibrates again)")
 
     return StreamingCalibrator()

@@ -13,26 +13,24 @@ from pathlib import Path
 from typing import Any
 
 from app import cancel as faults
-from app.backends.base import EngineRunner, PrecisionInEffect
-from app.backends.onnx_model import ModelInterface, inspect_model, resolve_profiles
+from app.backends.base import EngineRunner, HostBackend, PrecisionInEffect, build_inputs
+from app.backends.onnx_model import ModelInterface, resolve_profiles
 from app.backends.tensorrt.api import CallbackErrors, TrtApi, import_tensorrt
 from app.backends.tensorrt.build import build_serialized, check_dla_request, tensorrt_log
 from app.backends.tensorrt.caches import MAX_CACHE_BYTES, timing_cache_path
 from app.backends.tensorrt.opsupport import require_supported
 from app.backends.tensorrt.runner import DeviceMemory, TrtRunner, check_engine, load_cudart, warm_up
 from app.cache.fsread import open_binary, parse_json
-from app.cache.hashing import Sha256Sidecar
-from app.cache.names import EngineFilenameSchema
 from app.cancel import cancellable_sleep
 from app.errors import BackendUnavailableError, EngineBuildError
 from app.host import select_device
 from app.host.probe import tensorrt_package
-from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile, PrecisionMode
+from app.values import BuildConfig, EngineCacheEntry, HostCapabilities, InputProfile
 
 _LOG = logging.getLogger("engine_init")
 
 
-class TensorRTRuntime:
+class TensorRTRuntime(HostBackend):
     """``trt_module`` and ``cudart`` (cuda-python's runtime module) are injectable."""
 
     name = "tensorrt"
@@ -47,17 +45,6 @@ class TensorRTRuntime:
         self.logger = logger or _LOG
         #: model name -> its last build's DLA placement (build.check_placement), for the record
         self._placed: dict[str, dict[str, Any] | None] = {}
-
-    def artifact_name(self, model_name: str, precision: PrecisionMode) -> str:
-        return EngineFilenameSchema.build(model_name=model_name, sm=self.host.sm,
-                                          jetpack=self.host.jetpack, trt=self.host.trt,
-                                          precision=precision)
-
-    def version(self) -> str:
-        return self.host.trt_full or self.host.trt
-
-    def device_name(self) -> str:
-        return self.host.device_name
 
     def timing_cache_path(self, cache_root: Path) -> Path | None:
         if not self.host.trt_full:
@@ -92,10 +79,7 @@ class TensorRTRuntime:
 
     def compile_engine(self, model_path: Path, build_config: BuildConfig) -> EngineCacheEntry:
         cfg = build_config
-        if cfg.engine_path is None:
-            raise EngineBuildError(f"{cfg.model_name}: no engine_path in the build config")
-        model = inspect_model(model_path, cfg.model_name)
-        profiles = resolve_profiles(model, cfg.input_shapes, cfg.model_name)
+        model, profiles = build_inputs(model_path, cfg)
         # What this release cannot import is refused in seconds, not after a long build.
         require_supported(Path(model_path), self.version(), cfg.model_name, self.logger, profiles)
         api = self._api()
@@ -109,10 +93,7 @@ class TensorRTRuntime:
             self._load_and_check(api, blob, model, profiles, cfg, errors, memory)
         finally:
             memory.close()  # also when the build raised: calibration buffers are freed
-        digest = Sha256Sidecar.write_atomic_and_sidecar(cfg.engine_path, memoryview(blob))
-        return EngineCacheEntry(cfg.engine_path, digest, self.host.sm, self.host.jetpack,
-                                self.host.trt, cfg.precision,
-                                {"backend": self.name, "backend_version": api.full_version})
+        return self.publish(cfg, memoryview(blob), api.full_version)
 
     def verify_artifact(self, artifact: Path, model: ModelInterface,
                         build_config: BuildConfig) -> None:
