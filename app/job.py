@@ -138,7 +138,11 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
         timings["lock_wait"] = lock.waited_s
         timings.pop("total", None)
         t = time.perf_counter()
-        _remember_engines(config, results, logger)
+        try:
+            prehash.write_hint(config.cache_root, [Path(r.entry.engine_path).name for r in results])
+        except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
+            events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
+                        f"could not write {HINT_NAME}: {exc}")
         doc = _write_marker(config, prepared, results, timings)
     timings["marker"] = time.perf_counter() - t
     events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
@@ -146,16 +150,6 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
                 marker=str(config.readiness_marker), engines=len(results),
                 phase_timings_s={k: round(v, 4) for k, v in timings.items()})
     return doc
-
-
-def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResult, ...],
-                      logger: logging.Logger) -> None:
-    names = [Path(r.entry.engine_path).name for r in results]
-    try:
-        prehash.write_hint(config.cache_root, names)
-    except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
-        events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
-                    f"could not write {HINT_NAME}: {exc}")
 
 
 def _write_marker(config: EngineInitConfig, prepared: Prepared,
@@ -189,18 +183,13 @@ def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
     }
 
 
-def _ort_token() -> tuple[str, str] | None:
+def stale_artifacts(root: Path, prepared: Prepared) -> list[Path]:
     from app.backends.onnxruntime import cpu_identity
 
-    version = declared_version("onnxruntime")
-    if not version:
-        return None  # cannot tell which ONNX Runtime models are current: keep them
-    return ".".join(version.split(".")[:2]), cpu_identity()[0]
-
-
-def stale_artifacts(root: Path, prepared: Prepared) -> list[Path]:
     caps = prepared.report.capabilities
-    ort = _ort_token()
+    version = declared_version("onnxruntime")
+    # No version: which ONNX Runtime models are current cannot be told, so they stay.
+    ort = (".".join(version.split(".")[:2]), cpu_identity()[0]) if version else None
     stale: list[Path] = []
     try:
         names = sorted(os.listdir(root))

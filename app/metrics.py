@@ -9,6 +9,7 @@ link there. It writes only into an existing regular file, best effort.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -131,9 +132,10 @@ class RunRecorder(logging.Handler):
                 outcome.labels(model, candidate).set(float(candidate == state))
             if model in self.build_s:
                 build.labels(model).set(self.build_s[model])
-            nbytes = _size(self.engine_paths.get(model)) if state != "failed" else None
-            if nbytes is not None:
-                size.labels(model).set(nbytes)
+            path = self.engine_paths.get(model)
+            if state != "failed" and path is not None:
+                with contextlib.suppress(OSError):  # gone since: no figure rather than a wrong one
+                    size.labels(model).set(os.stat(path).st_size)
         if self.host:
             Info("engine_init_host", "The host and backend the last run found.",
                  registry=reg).info(self.host)
@@ -151,13 +153,6 @@ def process_age_s() -> float:
         return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-def _size(path: str | None) -> int | None:
-    try:
-        return None if path is None else os.stat(path).st_size
-    except OSError:  # gone since: no figure rather than a wrong one
-        return None
 
 
 def reason_text(line: str, exit_code: int) -> bytes:
