@@ -155,13 +155,6 @@ def process_age_s() -> float:
         return 0.0
 
 
-def reason_text(line: str, exit_code: int) -> bytes:
-    """``line`` and the exit code in :data:`MAX_BYTES`; the line is cut, never the code."""
-    tail = f" (exit code {exit_code})\n".encode()
-    head = line.replace("\n", " ").encode("utf-8", "replace")[:MAX_BYTES - len(tail)]
-    return head.decode("utf-8", "ignore").encode() + tail
-
-
 def write_reason(line: str, exit_code: int, path: str | None = None) -> bool:
     """Whether ``line`` and ``exit_code`` went into the termination-message file; never raises
     or blocks."""
@@ -175,7 +168,10 @@ def write_reason(line: str, exit_code: int, path: str | None = None) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO with a reader, a device, a folder
             return False
         os.ftruncate(fd, 0)  # after the check: truncating a device or FIFO would mean nothing
-        data = reason_text(line, exit_code)
+        # The line and the exit code in MAX_BYTES: the line is cut, never the code.
+        tail = f" (exit code {exit_code})\n".encode()
+        head = line.replace("\n", " ").encode("utf-8", "replace")[:MAX_BYTES - len(tail)]
+        data = head.decode("utf-8", "ignore").encode() + tail
         while data:
             data = data[os.write(fd, data):]
         return True
