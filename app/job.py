@@ -143,29 +143,22 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
         except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
             events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
                         f"could not write {HINT_NAME}: {exc}")
-        doc = _write_marker(config, prepared, results, timings)
+        doc = write_marker(config.readiness_marker, {
+            "boot_id": current_boot_id(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "host": {"sm": caps.sm, "jetpack": caps.jetpack, "l4t": caps.l4t, "trt": caps.trt,
+                     "trt_full": caps.trt_full, "device_name": caps.device_name},
+            "backend": prepared.backend.name,
+            "backend_version": prepared.backend.version(),
+            "engines": [_engine_item(r) for r in results],
+            "phase_timings_s": {k: round(v, 4) for k, v in timings.items()},
+        }, prepared.compiler.signing_key)
     timings["marker"] = time.perf_counter() - t
     events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
                 f"ready: {len(results)} engine(s), marker {config.readiness_marker}",
                 marker=str(config.readiness_marker), engines=len(results),
                 phase_timings_s={k: round(v, 4) for k, v in timings.items()})
     return doc
-
-
-def _write_marker(config: EngineInitConfig, prepared: Prepared,
-                  results: tuple[EngineCompileResult, ...], timings: dict[str, float]) -> dict[str, Any]:
-    caps = prepared.report.capabilities
-    doc = {
-        "boot_id": current_boot_id(),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": {"sm": caps.sm, "jetpack": caps.jetpack, "l4t": caps.l4t, "trt": caps.trt,
-                 "trt_full": caps.trt_full, "device_name": caps.device_name},
-        "backend": prepared.backend.name,
-        "backend_version": prepared.backend.version(),
-        "engines": [_engine_item(r) for r in results],
-        "phase_timings_s": {k: round(v, 4) for k, v in timings.items()},
-    }
-    return write_marker(config.readiness_marker, doc, prepared.compiler.signing_key)
 
 
 def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
