@@ -56,15 +56,6 @@ def exit_code_for(exc: BaseException) -> int:
     return os.EX_SOFTWARE
 
 
-def _setup_logging(log_format: str, debug: bool) -> None:
-    text = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
-    handler = ProgressBarHandler(sys.stderr) if text else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(TextFormatter() if text else JsonLinesFormatter())
-    LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
-    LOGGER.propagate = False
-
-
 # The group's options, which users also type after the command (``validate --config x.yaml``).
 _GLOBAL_VALUE_OPTIONS = ("--config", "--log-format")
 _GLOBAL_FLAGS = ("--debug",)
@@ -140,7 +131,12 @@ GLOBAL_OPTIONS_NOTE = "--config, --log-format and --debug may also follow the co
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, log_format: str, debug: bool) -> None:
     """Prepare inference engines before the robot's software starts."""
-    _setup_logging(log_format, debug)
+    text = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
+    handler = ProgressBarHandler(sys.stderr) if text else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TextFormatter() if text else JsonLinesFormatter())
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
+    LOGGER.propagate = False
     ctx.obj = State(config)
 
 

@@ -144,8 +144,14 @@ class EngineCompiler:
                                       "its companions; it may hold someone's data, so it is "
                                       "left alone", hint="move it out of the cache folder")
         misses = [p for p, v in zip(plans, verdicts, strict=True) if not v.reuse]
-        timeline = self._timeline(misses, step.request)
         request, sku = step.request, self._fleet_sku(step.request) if misses else None
+        timeline: Timeline | None = None
+        if misses:  # their build history, read before any pending record replaces a record
+            from app.governor.eta import Timeline
+
+            timeline = Timeline([(p.spec.model_name, p.artifact, p.expected) for p in misses],
+                                self.logger if request.governor is not None else None,
+                                self.signing_key)
         copies = None
         if sku is not None and request.fleet_candidates is not None:
             from app.fleet.promote import EarlyCopies
@@ -176,15 +182,6 @@ class EngineCompiler:
         sku = self.identity.sku_key()
         # The usual case is no folder: the fleet code is not even loaded.
         return sku if os.path.isdir(candidates / sku) else None
-
-    def _timeline(self, misses: list[Plan], request: EngineCompileRequest) -> Timeline | None:
-        """The misses' build history, read before any pending record replaces a record."""
-        if not misses:
-            return None
-        from app.governor.eta import Timeline
-
-        return Timeline([(p.spec.model_name, p.artifact, p.expected) for p in misses],
-                        self.logger if request.governor is not None else None, self.signing_key)
 
     def _check_all(self, request: EngineCompileRequest, plans: list[Plan],
                    early: EarlyDigests | None = None) -> list[Verdict]:

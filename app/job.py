@@ -138,40 +138,27 @@ def run_job(config: EngineInitConfig, logger: logging.Logger,
         timings["lock_wait"] = lock.waited_s
         timings.pop("total", None)
         t = time.perf_counter()
-        _remember_engines(config, results, logger)
-        doc = _write_marker(config, prepared, results, timings)
+        try:
+            prehash.write_hint(config.cache_root, [Path(r.entry.engine_path).name for r in results])
+        except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
+            events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
+                        f"could not write {HINT_NAME}: {exc}")
+        doc = write_marker(config.readiness_marker, {
+            "boot_id": current_boot_id(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "host": {"sm": caps.sm, "jetpack": caps.jetpack, "l4t": caps.l4t, "trt": caps.trt,
+                     "trt_full": caps.trt_full, "device_name": caps.device_name},
+            "backend": prepared.backend.name,
+            "backend_version": prepared.backend.version(),
+            "engines": [_engine_item(r) for r in results],
+            "phase_timings_s": {k: round(v, 4) for k, v in timings.items()},
+        }, prepared.compiler.signing_key)
     timings["marker"] = time.perf_counter() - t
     events.emit(logger, logging.INFO, events.MARKER_WRITTEN,
                 f"ready: {len(results)} engine(s), marker {config.readiness_marker}",
                 marker=str(config.readiness_marker), engines=len(results),
                 phase_timings_s={k: round(v, 4) for k, v in timings.items()})
     return doc
-
-
-def _remember_engines(config: EngineInitConfig, results: tuple[EngineCompileResult, ...],
-                      logger: logging.Logger) -> None:
-    names = [Path(r.entry.engine_path).name for r in results]
-    try:
-        prehash.write_hint(config.cache_root, names)
-    except OSError as exc:  # a lost hint costs the next boot some speed, nothing else
-        events.emit(logger, logging.DEBUG, events.HINT_UNWRITTEN,
-                    f"could not write {HINT_NAME}: {exc}")
-
-
-def _write_marker(config: EngineInitConfig, prepared: Prepared,
-                  results: tuple[EngineCompileResult, ...], timings: dict[str, float]) -> dict[str, Any]:
-    caps = prepared.report.capabilities
-    doc = {
-        "boot_id": current_boot_id(),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": {"sm": caps.sm, "jetpack": caps.jetpack, "l4t": caps.l4t, "trt": caps.trt,
-                 "trt_full": caps.trt_full, "device_name": caps.device_name},
-        "backend": prepared.backend.name,
-        "backend_version": prepared.backend.version(),
-        "engines": [_engine_item(r) for r in results],
-        "phase_timings_s": {k: round(v, 4) for k, v in timings.items()},
-    }
-    return write_marker(config.readiness_marker, doc, prepared.compiler.signing_key)
 
 
 def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
@@ -189,18 +176,13 @@ def _engine_item(result: EngineCompileResult) -> dict[str, Any]:
     }
 
 
-def _ort_token() -> tuple[str, str] | None:
+def stale_artifacts(root: Path, prepared: Prepared) -> list[Path]:
     from app.backends.onnxruntime import cpu_identity
 
-    version = declared_version("onnxruntime")
-    if not version:
-        return None  # cannot tell which ONNX Runtime models are current: keep them
-    return ".".join(version.split(".")[:2]), cpu_identity()[0]
-
-
-def stale_artifacts(root: Path, prepared: Prepared) -> list[Path]:
     caps = prepared.report.capabilities
-    ort = _ort_token()
+    version = declared_version("onnxruntime")
+    # No version: which ONNX Runtime models are current cannot be told, so they stay.
+    ort = (".".join(version.split(".")[:2]), cpu_identity()[0]) if version else None
     stale: list[Path] = []
     try:
         names = sorted(os.listdir(root))

@@ -9,6 +9,7 @@ link there. It writes only into an existing regular file, best effort.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -131,9 +132,10 @@ class RunRecorder(logging.Handler):
                 outcome.labels(model, candidate).set(float(candidate == state))
             if model in self.build_s:
                 build.labels(model).set(self.build_s[model])
-            nbytes = _size(self.engine_paths.get(model)) if state != "failed" else None
-            if nbytes is not None:
-                size.labels(model).set(nbytes)
+            path = self.engine_paths.get(model)
+            if state != "failed" and path is not None:
+                with contextlib.suppress(OSError):  # gone since: no figure rather than a wrong one
+                    size.labels(model).set(os.stat(path).st_size)
         if self.host:
             Info("engine_init_host", "The host and backend the last run found.",
                  registry=reg).info(self.host)
@@ -153,20 +155,6 @@ def process_age_s() -> float:
         return 0.0
 
 
-def _size(path: str | None) -> int | None:
-    try:
-        return None if path is None else os.stat(path).st_size
-    except OSError:  # gone since: no figure rather than a wrong one
-        return None
-
-
-def reason_text(line: str, exit_code: int) -> bytes:
-    """``line`` and the exit code in :data:`MAX_BYTES`; the line is cut, never the code."""
-    tail = f" (exit code {exit_code})\n".encode()
-    head = line.replace("\n", " ").encode("utf-8", "replace")[:MAX_BYTES - len(tail)]
-    return head.decode("utf-8", "ignore").encode() + tail
-
-
 def write_reason(line: str, exit_code: int, path: str | None = None) -> bool:
     """Whether ``line`` and ``exit_code`` went into the termination-message file; never raises
     or blocks."""
@@ -180,7 +168,10 @@ def write_reason(line: str, exit_code: int, path: str | None = None) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO with a reader, a device, a folder
             return False
         os.ftruncate(fd, 0)  # after the check: truncating a device or FIFO would mean nothing
-        data = reason_text(line, exit_code)
+        # The line and the exit code in MAX_BYTES: the line is cut, never the code.
+        tail = f" (exit code {exit_code})\n".encode()
+        head = line.replace("\n", " ").encode("utf-8", "replace")[:MAX_BYTES - len(tail)]
+        data = head.decode("utf-8", "ignore").encode() + tail
         while data:
             data = data[os.write(fd, data):]
         return True

@@ -33,7 +33,7 @@ from app.cache.reuse import Verdict
 from app.cancel import call_cancellable
 from app.config import BackboneSpec, EngineCompileRequest
 from app.errors import ModelDataError
-from app.host.identity import HardwareIdentity
+from app.host.identity import SKU_FIELDS, HardwareIdentity
 from app.values import BuildConfig, CompileOutcome, EngineCacheEntry, EngineCompileResult
 from app.verify.accuracy import enforce_precision, recorded_pass, run_gate
 
@@ -114,7 +114,7 @@ def make_plan(runtime: InferenceRuntime, spec: BackboneSpec, request: EngineComp
         model_name=spec.model_name, settings=settings, backend=runtime.name,
         backend_version=runtime.version(), device_name=runtime.device_name(),
         host={"sm": host.sm, "jetpack": host.jetpack, "trt": host.trt, "l4t": host.l4t},
-        sku=identity.sku_facts() if identity else {},
+        sku={name: getattr(identity, name) for name in SKU_FIELDS} if identity else {},
         hardware=identity.as_dict() if identity else {})
     return Plan(spec, config, request.cache_root / name, expected)
 

@@ -34,21 +34,16 @@ def current_boot_id(path: Path = BOOT_ID_FILE) -> str:
         return ""
 
 
-def _is_marker(raw: bytes) -> bool:
-    try:
-        doc = parse_json(raw)
-    except ValueError:
-        return False
-    return isinstance(doc, dict) and doc.get("schema") == SCHEMA and isinstance(
-        doc.get("engines"), list)
-
-
 def check_replaceable(path: Path) -> bool:
     """True: a marker stands at ``path``; False: nothing does; else CacheWriteError."""
+    what = "a file that is not an engine-init marker"
     try:
-        if _is_marker(read_small(path, _MAX)):
+        doc = parse_json(read_small(path, _MAX))
+        if isinstance(doc, dict) and doc.get("schema") == SCHEMA and isinstance(doc.get("engines"),
+                                                                                 list):
             return True
-        what = "a file that is not an engine-init marker"
+    except ValueError:  # not JSON: someone's file
+        pass
     except FileNotFoundError:
         return False
     except UnsafeFileError as exc:  # a link (not followed), a folder, a FIFO, a huge file

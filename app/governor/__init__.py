@@ -69,21 +69,6 @@ class BuildConditions:
         }
 
 
-def read_memory(root: Path) -> Memory | None:
-    text = _text(root / "proc" / "meminfo")
-    if text is None:
-        return None
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        match = re.match(r"(\w+):\s+(\d+)\s*(kB)?", line)
-        if match:
-            values[match[1]] = int(match[2]) * (1024 if match[3] else 1)
-    if "MemAvailable" not in values or "MemTotal" not in values:
-        return None
-    return Memory(values["MemTotal"], values["MemAvailable"], values.get("SwapTotal", 0),
-                  values.get("SwapFree", 0))
-
-
 def read_power_mode(root: Path, nvpmodel: str | None = None,
                     timeout_s: float = 3.0) -> dict[str, Any] | None:
     """From nvpmodel's files, else ``nvpmodel -q`` (``nvpmodel``: the binary) when neither exists."""
@@ -148,7 +133,15 @@ def read_zones(root: Path) -> tuple[tuple[ThermalZone, ...], tuple[str, ...]]:
 def read_conditions(root: Path = Path("/"), nvpmodel: str | None = None) -> BuildConditions:
     root = Path(root)
     zones, notes = read_zones(root)
-    memory = read_memory(root)
-    if memory is None:
+    values: dict[str, int] = {}
+    for line in (_text(root / "proc" / "meminfo") or "").splitlines():
+        match = re.match(r"(\w+):\s+(\d+)\s*(kB)?", line)
+        if match:
+            values[match[1]] = int(match[2]) * (1024 if match[3] else 1)
+    memory = None
+    if "MemAvailable" in values and "MemTotal" in values:
+        memory = Memory(values["MemTotal"], values["MemAvailable"], values.get("SwapTotal", 0),
+                        values.get("SwapFree", 0))
+    else:
         notes += (f"{root / 'proc' / 'meminfo'} gave no MemAvailable",)
     return BuildConditions(memory, read_power_mode(root, nvpmodel), zones, notes)

@@ -5,6 +5,7 @@ on a Jetson the GPU's allocations share RAM and cannot be swapped out."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import shutil
 import time
@@ -34,12 +35,6 @@ class Admission:
 Reader = Callable[[], BuildConditions]
 
 
-def _reader(settings: GovernorConfig) -> Reader:
-    # The nvpmodel binary answers for the host only: a fake tree (tests) has its files.
-    nvpmodel = shutil.which("nvpmodel") if settings.root == Path("/") else None
-    return lambda: read_conditions(settings.root, nvpmodel)
-
-
 def _considered(conditions: BuildConditions, settings: GovernorConfig) -> list[ThermalZone]:
     return [z for z in conditions.zones
             if not any(fnmatch.fnmatch(z.type, pat) for pat in settings.ignore_zones)]
@@ -54,14 +49,12 @@ def _zones_text(zones: list[ThermalZone]) -> str:
 
 
 def wait_until_cool(model_name: str, conditions: BuildConditions, settings: GovernorConfig,
-                    logger: logging.Logger, *, read: Reader | None = None,
-                    sleep: Callable[[float], None] = cancellable_sleep,
-                    clock: Callable[[], float] = time.monotonic) -> tuple[BuildConditions, float]:
+                    logger: logging.Logger, read: Reader, sleep: Callable[[float], None],
+                    clock: Callable[[], float]) -> tuple[BuildConditions, float]:
     """Wait while a zone is at or above ``max_temp_c``: (last reading, seconds waited)."""
     hot = _hot(conditions, settings)
     if not hot:
         return conditions, 0.0
-    read = read or _reader(settings)
     events.emit(logger, logging.WARNING, events.BUILD_THERMAL_WAIT,
                 f"{model_name}: {_zones_text(hot)} at or above {settings.max_temp_c:g} °C; waiting "
                 f"up to {settings.thermal_wait_s:g} s for it to cool before building",
@@ -132,7 +125,10 @@ def govern_build(model_name: str, onnx_path: Path, workspace_mb: int | None,
                  clock: Callable[[], float] = time.monotonic,
                  device_free: int | None = None) -> Admission:
     """Right before one build; ``device_free``: a discrete GPU's free bytes, bounding the workspace."""
-    read = read or _reader(settings)
+    if read is None:
+        # The nvpmodel binary answers for the host only: a fake tree (tests) has its files.
+        nvpmodel = shutil.which("nvpmodel") if settings.root == Path("/") else None
+        read = functools.partial(read_conditions, settings.root, nvpmodel)
     conditions = read()
     events.emit(logger, logging.INFO, events.BUILD_CONDITIONS,
                 f"{model_name}: build conditions: {_summary(conditions)}",
@@ -144,8 +140,8 @@ def govern_build(model_name: str, onnx_path: Path, workspace_mb: int | None,
                     + ", ".join(f"{z.type} {z.temp_c:.1f} °C past its {z.passive_c:g} °C trip"
                                 for z in throttling) + "); the build will be slow",
                     model_name=model_name, zones={z.type: z.temp_c for z in throttling})
-    conditions, waited = wait_until_cool(model_name, conditions, settings, logger, read=read,
-                                         sleep=sleep, clock=clock)
+    conditions, waited = wait_until_cool(model_name, conditions, settings, logger, read, sleep,
+                                         clock)
     onnx_bytes = Path(onnx_path).stat().st_size
     allowed, clamped = admit_memory(model_name, onnx_bytes, workspace_mb, conditions, settings, logger,
                                     device_free)

@@ -89,12 +89,11 @@ class Remaining:
 
 
 def remaining(models: Sequence[str], history: Iterable[PastBuild],
-              timing_cache: Mapping[str, bool | None] | bool | None = None) -> list[Remaining]:
-    """For each model to build, in order, what is left when it starts; ``timing_cache``: whether
-    one will be present, for all models or per model."""
+              timing_cache: Mapping[str, bool | None] | None = None) -> list[Remaining]:
+    """For each model to build, in order, what is left when it starts; ``timing_cache``: per
+    model, whether one will be present."""
     past = list(history)
-    estimates = [estimate(m, timing_cache.get(m) if isinstance(timing_cache, Mapping)
-                          else timing_cache, past) for m in models]
+    estimates = [estimate(m, (timing_cache or {}).get(m), past) for m in models]
     out = []
     for i, model in enumerate(models):
         ahead = estimates[i:]
@@ -117,14 +116,11 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _machine(record: ProvenanceRecord) -> tuple[Any, ...]:
-    return record.sku, record.backend, record.backend_version, record.device_name
-
-
 def _history(stored: ProvenanceRecord | None, expected: ProvenanceRecord,
              name: str) -> list[PastBuild]:
     """The builds ``stored`` vouches for, oldest first; none when made elsewhere."""
-    if stored is None or _machine(stored) != _machine(expected):
+    machine = ("sku", "backend", "backend_version", "device_name")
+    if stored is None or any(getattr(stored, a) != getattr(expected, a) for a in machine):
         return []
     entries = list(stored.past_builds)
     if stored.status == BUILT:  # a pending record's own build never finished

@@ -87,9 +87,6 @@ class HardwareIdentity:
                 out.append(f"{name}: {show(mine)} != {show(theirs)}")
         return out
 
-    def sku_facts(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SKU_FIELDS}
-
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "board": list(self.board),
                 "memory_class_gib": self.memory_class_gib, "sku_key": self.sku_key()}
