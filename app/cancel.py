@@ -143,7 +143,9 @@ _matches = [0]
 
 @functools.cache
 def _settings() -> dict[str, str]:
-    raw = os.environ.get("ENGINE_INIT_FAULTS", "")
+    from app.values import FAULTS_ENV  # not before the signal handlers are in (app/__main__.py)
+
+    raw = os.environ.get(FAULTS_ENV, "")
     items = (item.partition("=") for item in raw.split(",") if item.strip())
     return {key.strip(): value.strip() for key, _, value in items}
 

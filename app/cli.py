@@ -19,6 +19,7 @@ import click
 from app import errors, events
 from app.commands import State
 from app.events import JsonLinesFormatter, ProgressBarHandler, TextFormatter
+from app.values import LOG_FORMAT_ENV
 
 EXIT_USAGE = 2  # click's own code (os.EX_USAGE would be 64)
 SIGNAL_EXIT_BASE = 128  # a signal's exit, as a shell reports it
@@ -77,7 +78,6 @@ def _global_options_first(args: list[str]) -> list[str]:
     return front + rest
 
 
-LOG_FORMAT_ENV = "ENGINE_INIT_LOG_FORMAT"
 
 
 # The commands beside ``run``, by the module whose ``register(group)`` adds them.

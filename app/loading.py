@@ -16,12 +16,11 @@ from app.cache.fsread import UnsafeFileError, read_small
 from app.config import EngineInitConfig
 from app.config_sections import MISSING_FILE
 from app.errors import ConfigError
+from app.values import CONFIG_ENV, ENV_PREFIX, RESERVED_ENV
 from app.yamlread import load_bounded
 
 DEFAULT_CONFIG_PATH = Path("/etc/engine-init/config.yaml")
-ENV_PREFIX = "ENGINE_INIT_"
 #: ENGINE_INIT_* variables that are not config keys.
-RESERVED_ENV = frozenset({"CONFIG", "LOG_FORMAT", "FAULTS", "TERMINATION_LOG"})
 _CONFIG_MAX_BYTES = 1 << 20
 _ENV_MAX_BYTES = 64 << 10
 _ERRORS_SHOWN = 5
@@ -32,7 +31,7 @@ _HINT = "fix the file, or point --config / ENGINE_INIT_CONFIG at the right one"
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
     if explicit:
         return Path(explicit)
-    from_env = env.get(ENV_PREFIX + "CONFIG")
+    from_env = env.get(CONFIG_ENV)
     return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
 
 
@@ -79,7 +78,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
     fields = EngineInitConfig.model_fields
     out: dict[str, tuple[str, Any]] = {}
     for var, text in env.items():
-        if not var.startswith(ENV_PREFIX) or var[len(ENV_PREFIX):] in RESERVED_ENV:
+        if not var.startswith(ENV_PREFIX) or var in RESERVED_ENV:
             continue
         key = var[len(ENV_PREFIX):].lower()
         if key == "debug":  # an option, not a key: the variable a user guesses for --debug
@@ -87,7 +86,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
                               hint="pass --debug for debug events and tracebacks, and unset "
                                    f"{var}")
         if key not in fields:
-            names = [ENV_PREFIX + name.upper() for name in (*fields, *RESERVED_ENV)]
+            names = [*(ENV_PREFIX + name.upper() for name in fields), *RESERVED_ENV]
             meant = _close_match(var, names)
             raise ConfigError(f"{var}: no config key {key!r}"
                               + (f" (did you mean {meant}?)" if meant else ""),

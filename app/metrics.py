@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from app import events
+from app.values import TERMINATION_LOG_ENV
 
 #: The states of ``engine_init_model_outcome``; each model has one series per state, 1 for its own.
 OUTCOMES = ("reused", "built", "promoted", "failed")
@@ -26,7 +27,6 @@ _OUTCOME_OF_KIND = {events.CACHE_HIT: "reused", events.ENGINE_BUILT: "built",
                     events.CANDIDATE_PROMOTED: "promoted", events.COMPILE_ERROR: "failed"}
 _HOST_LABELS = ("backend", "sm", "jetpack", "l4t", "trt", "device")
 TERMINATION_LOG = "/dev/termination-log"
-TERMINATION_LOG_ENV = "ENGINE_INIT_TERMINATION_LOG"
 MAX_BYTES = 4096
 
 

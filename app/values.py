@@ -12,6 +12,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+# The environment variables the job reads besides the config's ENGINE_INIT_<KEY> overrides
+# (app.loading), which must not be read as config keys.
+ENV_PREFIX = "ENGINE_INIT_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+LOG_FORMAT_ENV = ENV_PREFIX + "LOG_FORMAT"
+FAULTS_ENV = ENV_PREFIX + "FAULTS"  # fault injection for the attack tests (app.cancel)
+TERMINATION_LOG_ENV = ENV_PREFIX + "TERMINATION_LOG"
+RESERVED_ENV = frozenset({CONFIG_ENV, LOG_FORMAT_ENV, FAULTS_ENV, TERMINATION_LOG_ENV})
+
 NO_JETPACK = "none"  # the JetPack token off-Jetson (x86 dGPU, CI)
 KEEP_FP32_DEFAULT: tuple[str, ...] = ("layernorm",)
 
