@@ -31,8 +31,10 @@ def test_status_and_verify(tmp_path, job):
     assert table.returncode == 0 and table.stdout.count("ready") == 3
     doc = json.loads(cli("--config", str(job), "status", "--json").stdout)
     assert [e["reusable"] for e in doc["engines"]] == [True] * 3
-    # This CPU machine's SKU key, as the fleet artifact would be tagged (app/host/identity.py).
-    assert re.fullmatch(r"cpu-[a-z0-9_]+-jpnone-ort\d+\.\d+\.\d+-onnxruntime", doc["sku"])
+    # This machine's SKU key, as the fleet artifact would be tagged (app/host/identity.py): its
+    # CPU's architecture, or with a GPU its compute capability, SM count and memory.
+    host = r"(cpu-[a-z0-9_]+|sm\d+-\d+sm-\d+g)"
+    assert re.fullmatch(host + r"-jpnone-ort\d+\.\d+\.\d+-onnxruntime", doc["sku"]), doc["sku"]
     assert table.stdout.splitlines()[0] == f"SKU {doc['sku']}"
     assert cli("--config", str(job), "verify").returncode == 0
     engine = doc["engines"][0]["engine_path"]

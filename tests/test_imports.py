@@ -1,10 +1,12 @@
-"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt, cuda),
+"""A warm boot and `validate` load no heavy SDK (onnx, onnxruntime, numpy, tensorrt, cuda; a
+boot's host probe imports cuda-python where it is installed, to ask the driver),
 nor prometheus_client unless a metrics textfile is configured, nor the fleet commands' clients;
 the package's modules import each other in the order of import-linter's contracts in
 pyproject.toml (layers, independent backends, no cycle)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +26,10 @@ names = sys.argv.pop(1).split(',')
 heavy = {n for n in names for m in sys.modules if m == n or m.startswith(n + '.')}
 print(json.dumps({"rc": rc, "heavy": sorted(heavy)}))
 """
+
+
+#: What a boot's host probe imports (app.host): cuda-python, where it is installed.
+PROBED = ["cuda"] if importlib.util.find_spec("cuda") else []
 
 
 def _modules_after(*args: str, names: set[str] = HEAVY) -> dict:
@@ -51,7 +57,7 @@ def test_validate_loads_neither_the_fleet_commands_nor_a_backend(tmp_path, corpu
 def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus)
     assert cli("--config", str(job), "run").returncode == 0  # cold: builds with ONNX Runtime
-    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
+    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": PROBED}
     # The probe sees what it should: a cold run does load ONNX Runtime.
     (tmp_path / "cache" / next(p.name for p in (tmp_path / "cache").glob("dinov2*.ort"))).unlink()
     assert "onnxruntime" in _modules_after("--config", str(job), "run")["heavy"]
@@ -60,7 +66,7 @@ def test_warm_run_imports_no_heavy_sdk(tmp_path, corpus):
 def test_warm_run_with_recorded_accuracy_imports_no_heavy_sdk(tmp_path, corpus):
     job = write_job_config(tmp_path, corpus, verify="accuracy", accuracy={"random_samples": 2})
     assert cli("--config", str(job), "run").returncode == 0  # cold: builds and checks
-    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": []}
+    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": PROBED}
     # Another tolerance: the recorded figures no longer cover the engine, so the check runs.
     job = write_job_config(tmp_path, corpus, verify="accuracy",
                            accuracy={"random_samples": 2, "metric": "cosine", "threshold": 0.999})
@@ -97,7 +103,8 @@ def test_warm_run_with_metrics_loads_prometheus_client_only(tmp_path, corpus):
     """The other side of the warm-run check: the probe sees prometheus_client when it loads."""
     job = write_job_config(tmp_path, corpus, metrics_textfile=str(tmp_path / "engine_init.prom"))
     assert cli("--config", str(job), "run").returncode == 0
-    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": ["prometheus_client"]}
+    heavy = sorted([*PROBED, "prometheus_client"])
+    assert _modules_after("--config", str(job), "run") == {"rc": 0, "heavy": heavy}
 
 
 def test_public_names_are_listed_once_and_resolve():

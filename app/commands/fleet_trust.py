@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,17 @@ def _command(name: str, short_help: str, *params: Any, keys: bool = True,
              *([_KEYS] if keys else []), _INSECURE, *([_DAYS] if days else [])]
 
     def decorate(command: Callable[..., None]) -> click.Command:
+        @functools.wraps(command)
+        def needs_tuf(**kwargs: Any) -> None:  # when it runs: --help works without the packages
+            from app.fleet.bundle import require_tuf
+
+            require_tuf()
+            command(**kwargs)
+
+        wrapped: Callable[..., None] = needs_tuf
         for param in reversed(stack):
-            command = param(command)
-        return trust_group.command(name, short_help=short_help)(command)
+            wrapped = param(wrapped)
+        return trust_group.command(name, short_help=short_help)(wrapped)
 
     return decorate
 
@@ -70,9 +79,6 @@ def _load(folder: Path) -> Any:
 @click.group("trust", short_help="The fleet's TUF metadata: keys, thresholds, releases.")
 def trust_group() -> None:
     """The fleet's TUF metadata: keys, thresholds and releases (docs/fleet-trust.md)."""
-    from app.fleet.bundle import require_tuf
-
-    require_tuf()
 
 
 @_command("init", "Create the fleet's metadata in FOLDER and push it.",

@@ -208,6 +208,11 @@ def test_without_the_tuf_packages_the_trust_commands_say_what_to_install(tmp_pat
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert out.returncode == 78, out.stderr
     assert "needs the tuf and securesystemslib packages" in one_error_line(out)
+    # Reading how to use a command needs no package: the check runs with the command.
+    for args in (["fleet", "trust", "--help"], ["fleet", "trust", "init", "--help"]):
+        helped = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                                text=True, cwd=REPO, env=env, timeout=60)
+        assert helped.returncode == 0 and "Usage: " in helped.stdout, helped.stderr
 
 
 @pytest.fixture
