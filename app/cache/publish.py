@@ -16,16 +16,16 @@ from app import cancel as faults
 from app.cancel import CANCEL, cancelled_error
 from app.errors import CacheIOError, CacheWriteError, DiskFullError
 
-_TEMP_RE = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{8}")
+
+def is_temp_name(name: str, of: str | None = None, tags: tuple[str, ...] = ("tmp",)) -> bool:
+    """Whether ``name`` is one :func:`temp_name` made (of ``of``'s name, when given)."""
+    stem = ".+" if of is None else re.escape(of)
+    return re.fullmatch(rf"\.{stem}\.(?:{'|'.join(tags)})-\d+-[0-9a-f]{{8}}", name) is not None
 
 
-def is_temp_name(name: str) -> bool:
-    return _TEMP_RE.fullmatch(name) is not None
-
-
-def temp_name(path: Path) -> Path:
+def temp_name(path: Path, tag: str = "tmp") -> Path:
     """Beside ``path``, unpredictable: nobody can plant a link or a FIFO there beforehand."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def fsync_dir(folder: Path) -> None:

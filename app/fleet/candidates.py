@@ -20,7 +20,7 @@ from app.cache.fsread import UnsafeFileError, open_regular, read_small
 from app.cache.hashing import oci_digest
 from app.cache.lock import wait_flock
 from app.cache.names import TUF_FOLDER
-from app.cache.publish import fsync_dir, os_error_to_cache_error, temp_name
+from app.cache.publish import fsync_dir, is_temp_name, os_error_to_cache_error, temp_name
 from app.errors import BundleError, CacheWriteError, EngineInitError, LockTimeoutError
 from app.fleet import layout
 
@@ -123,7 +123,7 @@ def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: fl
     lock = lock_root(root, name, timeout_s)
     try:
         for entry in os.scandir(root):  # only under the lock: nobody else writes them
-            if entry.name.startswith((f".{name}.tmp-", f".{name}.old-")) and entry.is_dir(
+            if is_temp_name(entry.name, name, ("tmp", "old")) and entry.is_dir(
                     follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
         current = root / name
@@ -141,7 +141,7 @@ def staging(root: Path, name: str, manifest_digest: str | None, *, timeout_s: fl
             yield stage
             for parent, _, _ in os.walk(stage):  # every new folder, so that a power cut keeps them
                 fsync_dir(Path(parent))
-            old = root / f".{name}.old-{os.getpid()}-{os.urandom(4).hex()}"
+            old = temp_name(current, "old")
             if os.path.lexists(current):
                 if not replace_any and (current.is_symlink() or not current.is_dir()):
                     raise CacheWriteError(f"{current} is not a folder engine-init wrote",
